@@ -1,0 +1,1 @@
+"""Backends: numpy (the reference interpreter), llvm (native CPU), cuda (CuPy)."""

@@ -1,0 +1,95 @@
+"""Runs a Graph node by node through each primitive's numpy reference, checking every shape."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from graphc.errors import ShapeError
+from graphc.graph import Graph
+from graphc.node import Node
+from graphc.ops import get_op
+from graphc.ops.shapes import fmt_shape
+
+
+def _where(node: Node) -> str:
+    return f" (built at {node.source})" if node.source else ""
+
+
+def _matches(static: tuple, actual: tuple) -> bool:
+    return len(static) == len(actual) and all(s is None or s == a
+                                              for s, a in zip(static, actual))
+
+
+class NumpyExecutable:
+    """A Graph prepared for interpretation: a schedule, and when each value can be freed."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.order = graph.nodes()
+        index = {n: i for i, n in enumerate(self.order)}
+        self.input_slots = [index[p] for p in graph.inputs]
+        self.output_slots = [index[o] for o in graph.outputs]
+        self.updates = [(p.attrs["storage"], index[v]) for p, v in graph.updates]
+        self.param_storages = [n.attrs["storage"] for n in self.order if n.op == "parameter"]
+        self.arg_slots = [[index[i] for i in n.inputs] for n in self.order]
+        keep = set(self.output_slots) | {slot for _, slot in self.updates}
+        last_use: dict[int, int] = {}
+        for pos, slots in enumerate(self.arg_slots):
+            for s in slots:
+                last_use[s] = pos
+        # free[pos]: values no longer needed once node `pos` has run.
+        self.free: list[list[int]] = [[] for _ in self.order]
+        for slot, pos in last_use.items():
+            if slot not in keep:
+                self.free[pos].append(slot)
+
+    @property
+    def source(self) -> str:
+        from graphc.printing import show
+        return show(self.graph)
+
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        values: list[np.ndarray | None] = [None] * len(self.order)
+        for slot, array in zip(self.input_slots, args):
+            values[slot] = array
+        for pos, node in enumerate(self.order):
+            if values[pos] is None:
+                values[pos] = self._evaluate(node, [values[s] for s in self.arg_slots[pos]])
+            for slot in self.free[pos]:
+                values[slot] = None
+        borrowed = {id(a) for a in args} | {id(s.array) for s in self.param_storages}
+        outputs = [self._fresh(values[s], borrowed) for s in self.output_slots]
+        new_values = [(storage, values[slot]) for storage, slot in self.updates]
+        new_values = [(s, np.array(v, dtype=s.array.dtype, copy=True)) for s, v in new_values]
+        for storage, value in new_values:  # after every new value exists: stored together
+            storage.array[...] = value
+        return outputs
+
+    @staticmethod
+    def _fresh(array: np.ndarray, borrowed: set[int]) -> np.ndarray:
+        """A result the caller owns: never a view of a parameter, an input or a constant."""
+        if (array.base is None and array.flags.writeable and array.flags.owndata
+                and id(array) not in borrowed):
+            return array
+        return np.array(array, copy=True)
+
+    def _evaluate(self, node: Node, args: list[np.ndarray]) -> np.ndarray:
+        if node.op == "parameter":
+            return node.attrs["storage"].array
+        opdef = get_op(node.op)
+        try:
+            result = np.asarray(opdef.impl(args, node.attrs))
+        except (ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
+            raise type(exc)(f"{node.op}: {exc}{_where(node)}") from exc
+        if result.dtype != node.dtype:
+            result = result.astype(node.dtype)
+        if not _matches(node.shape, result.shape):
+            raise ShapeError(f"{node.op}: run-time shape {fmt_shape(result.shape)} does not "
+                             f"match {fmt_shape(node.shape)}; sizes given for None dims "
+                             f"disagree{_where(node)}")
+        return result
+
+
+def compile(graph: Graph) -> NumpyExecutable:  # noqa: A001 (the backend interface's name)
+    return NumpyExecutable(graph)

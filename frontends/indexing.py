@@ -1,0 +1,103 @@
+"""numpy-style indexing of Tensors: ints, slices, None, ..., and one integer-tensor index."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphc.node import Node
+from graphc.ops import make
+from graphc.frontends.convert import to_node
+from graphc.frontends.tensor import Tensor
+
+_FULL = (None, None, None)
+
+
+def _is_int(item: Any) -> bool:
+    return isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_))
+
+
+def _is_advanced(item: Any) -> bool:
+    return isinstance(item, (Tensor, Node, np.ndarray, list))
+
+
+def _slice_bound(v: Any, what: str) -> int | None:
+    if v is None or _is_int(v):
+        return None if v is None else int(v)
+    raise TypeError(f"index: slice {what} must be an int or None, got {v!r}")
+
+
+def getitem(x: Tensor, key: Any) -> Tensor:
+    node = x.node
+    items = list(key) if isinstance(key, tuple) else [key]
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError("index: boolean indices are not supported (the result size "
+                            "would depend on data); use gc.where")
+        if not (item is None or item is Ellipsis or isinstance(item, slice) or _is_int(item)
+                or _is_advanced(item)):
+            raise TypeError(f"index: {item!r} of type {type(item).__name__} is not a valid "
+                            "index (ints, slices, None, ..., integer tensors)")
+    if sum(item is Ellipsis for item in items) > 1:
+        raise IndexError("index: an index can only have a single ellipsis ('...')")
+    consuming = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if consuming > node.ndim:
+        raise IndexError(f"index: too many indices ({consuming}) for a tensor of "
+                         f"{node.ndim} dimensions {node.type}")
+    if any(i is Ellipsis for i in items):
+        at = next(k for k, i in enumerate(items) if i is Ellipsis)
+        items[at:at + 1] = [slice(None)] * (node.ndim - consuming)
+    else:
+        items += [slice(None)] * (node.ndim - consuming)
+
+    slices: list[tuple] = []
+    int_axes: list[int] = []
+    advanced: tuple[int, Any] | None = None
+    new_axes: list[int] = []  # positions in the result
+    out_pos = 0
+    axis = 0
+    for item in items:
+        if item is None:
+            new_axes.append(out_pos)
+            out_pos += 1
+            continue
+        dim = node.shape[axis]
+        if isinstance(item, slice):
+            slices.append((_slice_bound(item.start, "start"), _slice_bound(item.stop, "stop"),
+                           _slice_bound(item.step, "step")))
+            if item.step == 0:
+                raise ValueError("index: slice step cannot be zero")
+            out_pos += 1
+        elif _is_int(item):
+            i = int(item)
+            if dim is not None and not -dim <= i < dim:
+                raise IndexError(f"index: {i} is out of bounds for axis {axis} with size {dim}")
+            if dim is not None:
+                i %= dim
+            slices.append((i, i + 1 if i != -1 else None, 1))
+            int_axes.append(axis)
+        else:
+            if advanced is not None:
+                raise IndexError("index: only one integer-tensor index is supported; "
+                                 "combine them with gc.take")
+            idx = to_node(item, "index")
+            if idx.dtype.kind != "i":
+                raise IndexError(f"index: an index tensor must hold integers, got {idx.dtype}")
+            advanced = (axis, idx)
+            slices.append(_FULL)
+            out_pos += idx.ndim
+        axis += 1
+
+    out = node
+    if any(s != _FULL for s in slices):
+        out = make("slice", out, slices=tuple(slices))
+    if advanced is not None:
+        adv_axis, idx = advanced
+        out = make("take", out, idx, axis=adv_axis)
+        shift = idx.ndim - 1
+        int_axes = [a + shift if a > adv_axis else a for a in int_axes]
+    if int_axes:
+        out = make("squeeze", out, axes=tuple(sorted(int_axes)))
+    if new_axes:
+        out = make("expand_dims", out, axes=tuple(new_axes))
+    return Tensor(out)

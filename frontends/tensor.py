@@ -1,0 +1,137 @@
+"""The symbolic Tensor users build graphs with, and trainable Parameters."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from graphc.coerce import coerce_array, default_array
+from graphc.dtypes import as_dtype
+from graphc.node import Dim, Node
+from graphc.ops.leaves import ParamStorage, constant_node, parameter_node, placeholder_node
+
+
+class Tensor:
+    """A symbolic tensor: a handle on a graph node with numpy-like operators."""
+
+    __slots__ = ("node",)
+    # Make numpy hand mixed expressions (array + tensor) to the Tensor's operators.
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init__(self, node: Node) -> None:
+        if not isinstance(node, Node):
+            raise TypeError(f"Tensor wraps a graph node, got {type(node).__name__}")
+        self.node = node
+
+    # -- static facts ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[Dim, ...]:
+        return self.node.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.node.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.node.ndim
+
+    @property
+    def op(self) -> str:
+        return self.node.op
+
+    @property
+    def name(self) -> str | None:
+        return self.node.attrs.get("name")
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Tensor{label} {self.node.op} {self.node.type}>"
+
+    def __bool__(self) -> bool:
+        raise TypeError("a symbolic Tensor has no truth value; use gc.where for conditions")
+
+    def __len__(self) -> int:
+        if not self.shape or self.shape[0] is None:
+            raise TypeError("len() needs a known first dimension")
+        return self.shape[0]
+
+    def __iter__(self):
+        raise TypeError("a symbolic Tensor is not iterable; index it instead")
+
+    __hash__ = object.__hash__  # identity: tensors are dict keys (updates={param: ...})
+
+
+class Parameter(Tensor):
+    """Trainable state: compiled functions hold its array and update it in place."""
+
+    __slots__ = ()
+
+    @property
+    def storage(self) -> ParamStorage:
+        return self.node.attrs["storage"]
+
+    @property
+    def value(self) -> np.ndarray:
+        storage = self.storage
+        with storage.lock:
+            return storage.array.copy()
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        storage = self.storage
+        what = f"parameter {storage.name!r}"
+        array = coerce_array(new, storage.array.dtype, what)
+        if array.shape != storage.array.shape:
+            raise ValueError(f"{what}: value has shape {array.shape}, "
+                             f"expected {storage.array.shape}")
+        with storage.lock:
+            storage.array[...] = array  # in place: compiled code keeps its pointer
+
+    def __repr__(self) -> str:
+        return f"<Parameter {self.storage.name!r} {self.node.type}>"
+
+
+def placeholder(shape: Sequence[Dim] | int = (), dtype: Any = "float32",
+                name: str | None = None) -> Tensor:
+    """A symbolic input; a shape entry of None means a size given at call time."""
+    if isinstance(shape, int) or shape is None:
+        shape = () if shape is None else (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"placeholder shape: expected a tuple of sizes, got {shape!r}") from None
+    for d in dims:
+        if d is not None and (not isinstance(d, (int, np.integer)) or isinstance(d, bool)
+                              or d < 0):
+            raise ValueError(f"placeholder shape: {d!r} in {shape!r} is not a size >= 0 "
+                             "or None")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"placeholder name: expected a string, got {type(name).__name__}")
+    dims = tuple(None if d is None else int(d) for d in dims)
+    return Tensor(placeholder_node(dims, as_dtype(dtype), name))
+
+
+_param_count = 0
+
+
+def parameter(value: Any, name: str | None = None) -> Parameter:
+    """Trainable state initialised from a numpy array (or numbers; floats become float32)."""
+    global _param_count
+    array = default_array(value, "parameter value")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"parameter name: expected a string, got {type(name).__name__}")
+    _param_count += 1
+    storage = ParamStorage(array, name or f"param{_param_count}")
+    return Parameter(parameter_node(storage))
+
+
+def constant(value: Any, dtype: Any = None) -> Tensor:
+    """A literal tensor (Python floats become float32, ints int64, unless a dtype is given)."""
+    if isinstance(value, Tensor):
+        raise TypeError("constant: value is already a Tensor")
+    array = default_array(value, "constant value")
+    if dtype is not None:
+        array = array.astype(as_dtype(dtype))
+    return Tensor(constant_node(array))

@@ -1,0 +1,144 @@
+"""gc.function: checks a program, optimizes it, hands it to a backend, checks every call."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from graphc.coerce import coerce_array
+from graphc.graph import Graph
+from graphc.node import Node
+from graphc.ops.shapes import fmt_shape
+from graphc.passes import run_pipeline, select_passes
+
+BACKENDS = ("numpy", "llvm", "cuda")
+
+
+def as_node(value: Any, what: str) -> Node:
+    node = getattr(value, "node", value)
+    if not isinstance(node, Node):
+        raise TypeError(f"{what}: expected a graphc Tensor, got {type(value).__name__}")
+    return node
+
+
+def _load_backend(name: str):
+    if name not in BACKENDS:
+        raise ValueError(f"backend: {name!r} is not one of {', '.join(BACKENDS)}")
+    try:
+        return importlib.import_module(f"graphc.backends.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("graphc.backends"):
+            raise NotImplementedError(
+                f"backend {name!r} is not implemented yet; backend='numpy' runs every "
+                "graph") from None
+        raise
+
+
+def _check_inputs(inputs: Any) -> tuple[Node, ...]:
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"inputs: expected a list of placeholders, got {type(inputs).__name__}")
+    nodes = tuple(as_node(x, f"inputs[{i}]") for i, x in enumerate(inputs))
+    for i, n in enumerate(nodes):
+        if n.op != "placeholder":
+            raise TypeError(f"inputs[{i}]: expected a placeholder, got a {n.op} node")
+    if len(set(nodes)) != len(nodes):
+        raise ValueError("inputs: a placeholder is listed twice")
+    return nodes
+
+
+def _check_updates(updates: Mapping[Any, Any] | None) -> tuple[tuple[Node, Node], ...]:
+    if updates is None:
+        return ()
+    items = updates.items() if isinstance(updates, Mapping) else updates
+    pairs = []
+    for key, value in items:
+        param = as_node(key, "updates key")
+        if param.op != "parameter":
+            raise TypeError(f"updates: key must be a parameter, got a {param.op} node")
+        what = f"updates[{param.attrs['name']!r}]"
+        new = as_node(value, what) if hasattr(value, "node") or isinstance(value, Node) else None
+        if new is None:
+            from graphc.ops.leaves import constant_node
+            new = constant_node(coerce_array(value, param.dtype, what))
+        if new.dtype != param.dtype:
+            if new.dtype.kind != param.dtype.kind:
+                raise TypeError(f"{what}: new value has dtype {new.dtype}, parameter has "
+                                f"{param.dtype}")
+            from graphc.ops import make
+            new = make("cast", new, dtype=param.dtype)
+        if new.shape != param.shape:
+            if len(new.shape) != len(param.shape) or any(
+                    d is not None and d != p for d, p in zip(new.shape, param.shape)):
+                raise ValueError(f"{what}: new value has shape {fmt_shape(new.shape)}, "
+                                 f"parameter has {fmt_shape(param.shape)}")
+        pairs.append((param, new))
+    if len({p for p, _ in pairs}) != len(pairs):
+        raise ValueError("updates: a parameter is updated twice")
+    return tuple(pairs)
+
+
+class Function:
+    """A compiled program: call it with arrays, get arrays back; parameters update in place."""
+
+    def __init__(self, inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
+                 backend: str = "llvm", optimize: bool | str | Iterable[str] = True) -> None:
+        self.inputs = _check_inputs(inputs)
+        self._single = not isinstance(outputs, (list, tuple))
+        self._out_type = None if self._single else type(outputs)
+        outs = [outputs] if self._single else list(outputs)
+        out_nodes = tuple(as_node(o, f"outputs[{i}]") for i, o in enumerate(outs))
+        raw = Graph(self.inputs, out_nodes, _check_updates(updates))
+        missing = [n for n in raw.nodes() if n.op == "placeholder" and n not in self.inputs]
+        if missing:
+            names = ", ".join(repr(n.attrs["name"]) for n in missing)
+            raise ValueError(f"outputs depend on placeholder(s) {names} not listed in inputs")
+        self.backend = backend
+        self.passes = select_passes(optimize)
+        self.raw_graph = raw
+        self.graph = run_pipeline(raw, self.passes)
+        self._exe = _load_backend(backend).compile(self.graph)
+        self._storages = sorted({p.attrs["storage"] for p in self.graph.parameters()},
+                                key=lambda s: s.uid)
+
+    @property
+    def source(self) -> str:
+        return self._exe.source
+
+    def _convert(self, args: Sequence[Any]) -> list[np.ndarray]:
+        if len(args) != len(self.inputs):
+            names = ", ".join(repr(p.attrs["name"]) for p in self.inputs)
+            raise TypeError(f"expected {len(self.inputs)} arguments ({names}), "
+                            f"got {len(args)}")
+        arrays = []
+        for ph, arg in zip(self.inputs, args):
+            what = f"argument {ph.attrs['name']!r}"
+            array = coerce_array(arg, ph.dtype, what)
+            if array.ndim != ph.ndim or any(d is not None and d != a
+                                            for d, a in zip(ph.shape, array.shape)):
+                raise ValueError(f"{what}: expected shape {fmt_shape(ph.shape)}, got "
+                                 f"{fmt_shape(array.shape)}")
+            arrays.append(array)
+        return arrays
+
+    def __call__(self, *args: Any) -> Any:
+        arrays = self._convert(args)
+        with contextlib.ExitStack() as stack:
+            for storage in self._storages:
+                stack.enter_context(storage.lock)
+            outs = self._exe.run(arrays)
+        if self._single:
+            return outs[0]
+        return self._out_type(outs) if self._out_type is tuple else list(outs)
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.attrs["name"] for p in self.inputs)
+        return f"<graphc.Function ({names}) -> {len(self.graph.outputs)} outputs, " \
+               f"{len(self.graph.updates)} updates, backend={self.backend!r}>"
+
+
+def function(inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
+             backend: str = "llvm", optimize: bool | str | Iterable[str] = True) -> Function:
+    """Compiles `outputs` (and parameter `updates`) as a function of the `inputs`."""
+    return Function(inputs, outputs, updates, backend, optimize)

@@ -1,0 +1,28 @@
+"""A whole program: its inputs, outputs and parameter updates, as one printable record."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphc.node import Node, toposort
+
+
+@dataclass(frozen=True)
+class Graph:
+    """What gc.function compiles: outputs and update values, computed from the inputs."""
+
+    inputs: tuple[Node, ...]
+    outputs: tuple[Node, ...]
+    # (parameter node, new value node) pairs; all new values are computed before any is stored.
+    updates: tuple[tuple[Node, Node], ...] = ()
+
+    @property
+    def roots(self) -> tuple[Node, ...]:
+        return self.outputs + tuple(value for _, value in self.updates)
+
+    def nodes(self) -> list[Node]:
+        """Every node the program computes, inputs before users."""
+        return toposort(self.inputs + self.roots)
+
+    def parameters(self) -> list[Node]:
+        seen = [n for n in self.nodes() if n.op == "parameter"]
+        return seen + [p for p, _ in self.updates if p not in seen]

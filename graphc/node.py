@@ -1,0 +1,143 @@
+"""Frozen, hash-consed graph nodes, their static types, and iterative traversal."""
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from graphc.dtypes import short_name
+
+Dim = int | None  # None: a size known only at call time
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The static type of a node: its shape (None for sizes known at call time) and dtype."""
+
+    shape: tuple[Dim, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{short_name(self.dtype)}[{dims}]"
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """Where the user built a node: the first frame outside graphc."""
+
+    filename: str
+    lineno: int
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.lineno}"
+
+
+def user_source_line() -> SourceLine | None:
+    """Walks the stack to the first frame whose module is not part of graphc."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "graphc" and not module.startswith("graphc."):
+            return SourceLine(frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+class Node:
+    """One operation in a graph. Interned: equal (op, inputs, attrs) give the same object."""
+
+    __slots__ = ("op", "inputs", "attrs", "type", "source", "__weakref__")
+
+    op: str
+    inputs: tuple["Node", ...]
+    attrs: Mapping[str, Any]
+    type: TensorType
+    source: SourceLine | None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("graph nodes are immutable")
+
+    @property
+    def shape(self) -> tuple[Dim, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.type.shape)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.op} {self.type}>"
+
+
+_interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+_intern_lock = threading.Lock()
+
+
+def attrs_key(attrs: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(attrs.items()))
+
+
+def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
+                type_: TensorType) -> Node:
+    """Returns the one node with this structure, creating it (with the user's line) if new."""
+    key = (op, inputs, attrs_key(attrs))
+    with _intern_lock:
+        node = _interned.get(key)
+        if node is not None:
+            return node
+        node = object.__new__(Node)
+        set_ = object.__setattr__
+        set_(node, "op", op)
+        set_(node, "inputs", inputs)
+        set_(node, "attrs", MappingProxyType(dict(attrs)))
+        set_(node, "type", type_)
+        set_(node, "source", user_source_line())
+        _interned[key] = node
+        return node
+
+
+def toposort(outputs: Iterable[Node]) -> list[Node]:
+    """Every node the outputs depend on, inputs before users. Iterative: no recursion limit."""
+    order: list[Node] = []
+    done: set[int] = set()
+    for root in outputs:
+        if id(root) in done:
+            continue
+        stack: list[tuple[Node, int]] = [(root, 0)]
+        on_stack = {id(root)}
+        while stack:
+            node, i = stack[-1]
+            if i < len(node.inputs):
+                stack[-1] = (node, i + 1)
+                child = node.inputs[i]
+                if id(child) not in done and id(child) not in on_stack:
+                    on_stack.add(id(child))
+                    stack.append((child, 0))
+            else:
+                stack.pop()
+                done.add(id(node))
+                order.append(node)
+    return order
+
+
+def consumers(order: list[Node]) -> dict[Node, list[Node]]:
+    """For each node in a topological order, the nodes that use it."""
+    users: dict[Node, list[Node]] = {n: [] for n in order}
+    for n in order:
+        for i in n.inputs:
+            users[i].append(n)
+    return users

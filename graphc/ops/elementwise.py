@@ -1,0 +1,150 @@
+"""Elementwise primitives: each a SymPy definition (the source of its derivative table and
+of the backends' scalar code) plus its numpy reference. Inputs broadcast like numpy."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from graphc.dtypes import bool_
+from graphc.errors import DTypeError
+from graphc.node import Node, TensorType
+from graphc.ops.registry import OpDef, register
+from graphc.ops.shapes import broadcast_shapes
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return _erf_scalar(x).astype(x.dtype)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # 0.5 * (1 + tanh(x/2)) is sigmoid without overflow for large |x|.
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(np.zeros((), x.dtype), x)
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+# Rules for dtypes: "float" needs float inputs; "numeric" takes int or float; "compare"
+# takes any dtype and gives bool. All inputs of one node share one dtype (the DSL casts).
+def _infer(name: str, rule: str) -> Callable[[Sequence[Node], Mapping[str, Any]], TensorType]:
+    def infer(inputs: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
+        dtypes = {i.dtype for i in inputs}
+        if len(dtypes) != 1:
+            raise DTypeError("inputs must share one dtype")
+        (dtype,) = dtypes
+        if rule == "float" and dtype.kind != "f":
+            raise DTypeError(f"needs float inputs, got {dtype}")
+        if rule == "numeric" and dtype.kind not in "if":
+            raise DTypeError(f"needs int or float inputs, got {dtype}")
+        shape = broadcast_shapes(*(i.shape for i in inputs))
+        return TensorType(shape, bool_ if rule == "compare" else dtype)
+
+    return infer
+
+
+def _elementwise(name: str, arity: int, rule: str, sympy_def: Callable[..., Any],
+                 numpy_fn: Callable[..., np.ndarray], doc: str,
+                 differentiable: bool = True) -> OpDef:
+    def impl(arrays: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return numpy_fn(*arrays)
+
+    return register(OpDef(name=name, infer=_infer(name, rule), impl=impl, doc=doc,
+                          sympy_def=sympy_def, arity=arity, differentiable=differentiable))
+
+
+def _max(a: Any, b: Any) -> Any:
+    return sp.Piecewise((a, a >= b), (b, True))
+
+
+def _min(a: Any, b: Any) -> Any:
+    return sp.Piecewise((a, a <= b), (b, True))
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.true_divide(a, b)
+
+
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "i" and np.any(b < 0):
+        raise ValueError("integers to negative integer powers are not allowed")
+    return np.power(a, b)
+
+
+UNARY = [
+    ("neg", "numeric", lambda x: -x, np.negative, "-x"),
+    ("exp", "float", sp.exp, np.exp, "e**x"),
+    ("log", "float", sp.log, np.log, "natural logarithm"),
+    ("sqrt", "float", sp.sqrt, np.sqrt, "square root"),
+    ("square", "numeric", lambda x: x ** 2, np.square, "x**2"),
+    ("abs", "numeric", sp.Abs, np.abs, "|x|"),
+    ("sign", "numeric", sp.sign, np.sign, "-1, 0 or 1"),
+    ("sin", "float", sp.sin, np.sin, "sine"),
+    ("cos", "float", sp.cos, np.cos, "cosine"),
+    ("tan", "float", sp.tan, np.tan, "tangent"),
+    ("cot", "float", sp.cot, lambda x: 1.0 / np.tan(x), "cotangent"),
+    ("sec", "float", sp.sec, lambda x: 1.0 / np.cos(x), "secant"),
+    ("csc", "float", sp.csc, lambda x: 1.0 / np.sin(x), "cosecant"),
+    ("tanh", "float", sp.tanh, np.tanh, "hyperbolic tangent"),
+    ("sigmoid", "float", lambda x: 1 / (1 + sp.exp(-x)), _sigmoid, "logistic 1/(1+e**-x)"),
+    ("softplus", "float", lambda x: sp.log(1 + sp.exp(x)), _softplus, "log(1+e**x)"),
+    ("relu", "numeric", lambda x: sp.Piecewise((x, x > 0), (0, True)), _relu, "max(x, 0)"),
+    ("erf", "float", sp.erf, _erf, "error function"),
+]
+
+BINARY = [
+    ("add", "numeric", lambda a, b: a + b, np.add, "a + b"),
+    ("sub", "numeric", lambda a, b: a - b, np.subtract, "a - b"),
+    ("mul", "numeric", lambda a, b: a * b, np.multiply, "a * b"),
+    ("div", "float", lambda a, b: a / b, _div, "a / b"),
+    ("pow", "numeric", lambda a, b: a ** b, _pow, "a ** b"),
+    ("logb", "float", lambda a, b: sp.log(a) / sp.log(b), lambda a, b: np.log(a) / np.log(b),
+     "logarithm of a to base b"),
+    ("maximum", "numeric", _max, np.maximum, "larger of a and b"),
+    ("minimum", "numeric", _min, np.minimum, "smaller of a and b"),
+]
+
+COMPARE = [
+    ("less", sp.StrictLessThan, np.less, "a < b"),
+    ("less_equal", sp.LessThan, np.less_equal, "a <= b"),
+    ("greater", sp.StrictGreaterThan, np.greater, "a > b"),
+    ("greater_equal", sp.GreaterThan, np.greater_equal, "a >= b"),
+    ("equal", sp.Eq, np.equal, "a == b"),
+    ("not_equal", sp.Ne, np.not_equal, "a != b"),
+]
+
+for _name, _rule, _sym, _fn, _doc in UNARY:
+    _elementwise(_name, 1, _rule, _sym, _fn, _doc)
+for _name, _rule, _sym, _fn, _doc in BINARY:
+    _elementwise(_name, 2, _rule, _sym, _fn, _doc)
+for _name, _sym, _fn, _doc in COMPARE:
+    _elementwise(_name, 2, "compare", _sym, _fn, _doc, differentiable=False)
+
+
+def _where_infer(inputs: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
+    cond, a, b = inputs
+    if cond.dtype != bool_:
+        raise DTypeError(f"condition must be bool, got {cond.dtype}")
+    if a.dtype != b.dtype:
+        raise DTypeError("both branches must share one dtype")
+    return TensorType(broadcast_shapes(cond.shape, a.shape, b.shape), a.dtype)
+
+
+register(OpDef(
+    name="where", infer=_where_infer, arity=3, doc="a where cond else b",
+    impl=lambda arrays, attrs: np.where(*arrays),
+    sympy_def=lambda c, a, b: sp.Piecewise((a, sp.Ne(c, 0)), (b, True)),
+))
+
+ELEMENTWISE_NAMES = ([u[0] for u in UNARY] + [b[0] for b in BINARY]
+                     + [c[0] for c in COMPARE] + ["where"])

@@ -1,0 +1,101 @@
+"""Reductions over axes: sum, max, min, argmax, and the fused stable log_softmax."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from graphc.dtypes import bool_, int32, int64
+from graphc.errors import DTypeError, ShapeError
+from graphc.node import Node, TensorType
+from graphc.ops.registry import OpDef, register
+from graphc.ops.shapes import normalize_axes
+
+Attrs = Mapping[str, Any]
+
+
+def reduced_shape(shape: tuple, axes: tuple[int, ...], keepdims: bool) -> tuple:
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reduce_infer(kind: str):
+    def infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+        (x,) = ins
+        axes = normalize_axes(attrs["axes"], x.ndim)
+        if axes != tuple(attrs["axes"]):
+            raise ShapeError(f"axes {attrs['axes']} must be sorted and non-negative")
+        dtype = x.dtype
+        if kind == "sum" and dtype in (bool_, int32):
+            dtype = int64  # numpy sums small ints and bools in the platform int
+        if kind != "sum" and dtype == bool_:
+            raise DTypeError("needs int or float inputs, got bool")
+        for a in axes:
+            if kind != "sum" and x.shape[a] == 0:
+                raise ShapeError(f"cannot take the {kind} of an empty axis {a}")
+        return TensorType(reduced_shape(x.shape, axes, attrs["keepdims"]), dtype)
+
+    return infer
+
+
+def _reduce_impl(fn):
+    def impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+        (x,) = arrs
+        for a in attrs["axes"]:
+            if x.shape[a] == 0 and fn is not np.sum:
+                raise ValueError(f"cannot reduce an empty axis {a}")
+        return np.asarray(fn(x, axis=attrs["axes"], keepdims=attrs["keepdims"]))
+
+    return impl
+
+
+register(OpDef(name="sum", arity=1, doc="sum over axes", infer=_reduce_infer("sum"),
+               impl=_reduce_impl(np.sum)))
+register(OpDef(name="max", arity=1, doc="maximum over axes", infer=_reduce_infer("max"),
+               impl=_reduce_impl(np.max)))
+register(OpDef(name="min", arity=1, doc="minimum over axes", infer=_reduce_infer("min"),
+               impl=_reduce_impl(np.min)))
+
+
+def _argmax_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,) = ins
+    if x.ndim == 0:
+        raise ShapeError("needs at least one dimension")
+    (axis,) = normalize_axes(attrs["axis"], x.ndim)
+    if x.shape[axis] == 0:
+        raise ShapeError(f"cannot take the argmax of an empty axis {axis}")
+    return TensorType(reduced_shape(x.shape, (axis,), attrs["keepdims"]), int64)
+
+
+def _argmax_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    (x,) = arrs
+    if x.shape[attrs["axis"]] == 0:
+        raise ValueError(f"cannot take the argmax of an empty axis {attrs['axis']}")
+    return np.argmax(x, axis=attrs["axis"], keepdims=attrs["keepdims"]).astype(np.int64)
+
+
+register(OpDef(name="argmax", arity=1, differentiable=False, infer=_argmax_infer,
+               impl=_argmax_impl, doc="index of the largest entry along one axis"))
+
+
+def _log_softmax_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,) = ins
+    if x.dtype.kind != "f":
+        raise DTypeError(f"needs float inputs, got {x.dtype}")
+    normalize_axes(attrs["axis"], x.ndim)
+    return x.type
+
+
+def _log_softmax_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    (x,) = arrs
+    axis = attrs["axis"]
+    if x.size == 0:
+        return x.copy()
+    with np.errstate(all="ignore"):
+        shifted = x - np.max(x, axis=axis, keepdims=True)
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+register(OpDef(name="log_softmax", arity=1, infer=_log_softmax_infer, impl=_log_softmax_impl,
+               doc="x - logsumexp(x, axis): stable, a fused primitive"))

@@ -1,0 +1,317 @@
+"""Primitives that move data without arithmetic: casts, reshapes, transposes, broadcasts,
+slices, concatenation, gather/scatter, and index helpers."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from graphc.dtypes import as_dtype, int64
+from graphc.errors import DTypeError, ShapeError
+from graphc.node import Dim, Node, TensorType
+from graphc.ops.registry import OpDef, register
+from graphc.ops.shapes import broadcast_shapes, fmt_shape, known_size, normalize_axes
+
+Attrs = Mapping[str, Any]
+
+
+def _same_dims(a: Dim, b: Dim) -> bool:
+    return a is None or b is None or a == b
+
+
+# ---- casts and identities -------------------------------------------------------------
+
+register(OpDef(
+    name="cast", arity=1, doc="convert to another dtype (numpy astype)",
+    infer=lambda ins, attrs: TensorType(ins[0].shape, as_dtype(attrs["dtype"])),
+    impl=lambda arrs, attrs: arrs[0].astype(attrs["dtype"]),
+))
+register(OpDef(
+    name="stop_gradient", arity=1, doc="identity whose derivative is zero",
+    infer=lambda ins, attrs: ins[0].type, impl=lambda arrs, attrs: arrs[0],
+))
+
+
+# ---- reshapes ---------------------------------------------------------------------------
+
+def _reshape_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,), shape = ins, attrs["shape"]
+    if sum(d == -1 for d in shape) > 1 or any(d < -1 for d in shape):
+        raise ShapeError(f"shape {fmt_shape(shape)} may hold one -1 and sizes >= 0")
+    total = known_size(x.shape)
+    rest = 1
+    for d in shape:
+        rest *= d if d != -1 else 1
+    if -1 in shape:
+        if total is None:
+            out = tuple(None if d == -1 else d for d in shape)
+        elif rest == 0 or total % rest:
+            raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(shape)}")
+        else:
+            out = tuple(total // rest if d == -1 else d for d in shape)
+    else:
+        if total is not None and total != rest:
+            raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(shape)}")
+        out = tuple(shape)
+    return TensorType(out, x.dtype)
+
+
+register(OpDef(
+    name="reshape", arity=1, doc="numpy reshape (one -1 allowed)", infer=_reshape_infer,
+    impl=lambda arrs, attrs: arrs[0].reshape(attrs["shape"]),
+))
+
+
+def _reshape_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    x, ref = ins
+    a, b = known_size(x.shape), known_size(ref.shape)
+    if a is not None and b is not None and a != b:
+        raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(ref.shape)}")
+    return TensorType(ref.shape, x.dtype)
+
+
+register(OpDef(
+    name="reshape_like", arity=2, doc="reshape x to the run-time shape of ref",
+    infer=_reshape_like_infer, impl=lambda arrs, attrs: arrs[0].reshape(arrs[1].shape),
+))
+
+
+def _expand_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,) = ins
+    ndim = x.ndim + len(attrs["axes"])
+    axes = normalize_axes(attrs["axes"], ndim)
+    dims = iter(x.shape)
+    return TensorType(tuple(1 if i in axes else next(dims) for i in range(ndim)), x.dtype)
+
+
+register(OpDef(
+    name="expand_dims", arity=1, doc="insert size-1 axes (positions in the result)",
+    infer=_expand_infer, impl=lambda arrs, attrs: np.expand_dims(arrs[0], attrs["axes"]),
+))
+
+
+def _squeeze_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,) = ins
+    axes = normalize_axes(attrs["axes"], x.ndim)
+    for a in axes:
+        if x.shape[a] not in (1, None):
+            raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]}")
+    return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)
+
+
+register(OpDef(
+    name="squeeze", arity=1, doc="remove size-1 axes", infer=_squeeze_infer,
+    impl=lambda arrs, attrs: np.squeeze(arrs[0], axis=attrs["axes"]),
+))
+
+
+def _transpose_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,), perm = ins, attrs["perm"]
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"axes {perm} are not a permutation of {x.ndim} axes")
+    return TensorType(tuple(x.shape[p] for p in perm), x.dtype)
+
+
+register(OpDef(
+    name="transpose", arity=1, doc="permute axes", infer=_transpose_infer,
+    impl=lambda arrs, attrs: np.transpose(arrs[0], attrs["perm"]),
+))
+
+
+# ---- broadcasts ------------------------------------------------------------------------
+
+def _check_broadcastable(x: Sequence[Dim], target: Sequence[Dim]) -> None:
+    if len(x) > len(target):
+        raise ShapeError(f"cannot broadcast {fmt_shape(x)} to {fmt_shape(target)}")
+    for d, t in zip(x[::-1], target[::-1]):
+        if not (d == 1 or _same_dims(d, t)):
+            raise ShapeError(f"cannot broadcast {fmt_shape(x)} to {fmt_shape(target)}")
+
+
+def _broadcast_to_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    (x,), shape = ins, tuple(attrs["shape"])
+    if any(d is None or d < 0 for d in shape):
+        raise ShapeError(f"target shape {fmt_shape(shape)} needs sizes >= 0")
+    _check_broadcastable(x.shape, shape)
+    return TensorType(shape, x.dtype)
+
+
+register(OpDef(
+    name="broadcast_to", arity=1, doc="numpy broadcast_to a static shape",
+    infer=_broadcast_to_infer,
+    impl=lambda arrs, attrs: np.broadcast_to(arrs[0], attrs["shape"]),
+))
+
+
+def _broadcast_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    x, ref = ins
+    _check_broadcastable(x.shape, ref.shape)
+    return TensorType(ref.shape, x.dtype)
+
+
+register(OpDef(
+    name="broadcast_like", arity=2, doc="broadcast x to the run-time shape of ref",
+    infer=_broadcast_like_infer,
+    impl=lambda arrs, attrs: np.broadcast_to(arrs[0], arrs[1].shape),
+))
+
+
+# ---- slices ----------------------------------------------------------------------------
+
+def _slice_len(dim: Dim, s: tuple[int | None, int | None, int | None]) -> Dim:
+    if dim is None:
+        return None
+    return len(range(*slice(*s).indices(dim)))
+
+
+def _slice_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    x, slices = ins[0], attrs["slices"]
+    if len(slices) != x.ndim:
+        raise ShapeError(f"{len(slices)} slices for {x.ndim} dimensions")
+    for s in slices:
+        if s[2] == 0:
+            raise ShapeError("slice step cannot be zero")
+    return TensorType(tuple(_slice_len(d, s) for d, s in zip(x.shape, slices)), x.dtype)
+
+
+def _slices(attrs: Attrs) -> tuple[slice, ...]:
+    return tuple(slice(*s) for s in attrs["slices"])
+
+
+register(OpDef(
+    name="slice", arity=1, doc="basic slicing start:stop:step on every axis",
+    infer=_slice_infer, impl=lambda arrs, attrs: arrs[0][_slices(attrs)],
+))
+
+
+def _unslice_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    g, ref = ins
+    expected = _slice_infer((ref,), attrs)
+    if g.ndim != ref.ndim or not all(map(_same_dims, g.shape, expected.shape)):
+        raise ShapeError(f"values {fmt_shape(g.shape)} do not fit slice {fmt_shape(expected.shape)}")
+    return TensorType(ref.shape, g.dtype)
+
+
+def _unslice_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    g, ref = arrs
+    out = np.zeros(ref.shape, g.dtype)
+    out[_slices(attrs)] = g
+    return out
+
+
+register(OpDef(
+    name="unslice", arity=2, doc="zeros shaped like ref with g written into the slice",
+    infer=_unslice_infer, impl=_unslice_impl,
+))
+
+
+def _concat_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    if not ins:
+        raise ShapeError("needs at least one tensor")
+    first = ins[0]
+    if any(i.dtype != first.dtype for i in ins):
+        raise DTypeError("inputs must share one dtype")
+    if any(i.ndim != first.ndim for i in ins):
+        raise ShapeError("inputs must have the same number of dimensions")
+    if first.ndim == 0:
+        raise ShapeError("cannot concatenate 0-d tensors")
+    (axis,) = normalize_axes(attrs["axis"], first.ndim)
+    out = list(first.shape)
+    for i in ins[1:]:
+        for a in range(first.ndim):
+            if a == axis:
+                out[a] = None if out[a] is None or i.shape[a] is None else out[a] + i.shape[a]
+            elif not _same_dims(out[a], i.shape[a]):
+                raise ShapeError(f"sizes differ on axis {a}")
+            elif out[a] is None:
+                out[a] = i.shape[a]
+    return TensorType(tuple(out), first.dtype)
+
+
+register(OpDef(
+    name="concatenate", arity=None, doc="join tensors along an existing axis",
+    infer=_concat_infer,
+    impl=lambda arrs, attrs: np.concatenate(arrs, axis=attrs["axis"]),
+))
+
+
+# ---- gather and scatter ----------------------------------------------------------------
+
+def _take_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    x, idx = ins
+    if idx.dtype.kind != "i":
+        raise DTypeError(f"indices must be integers, got {idx.dtype}")
+    if x.ndim == 0:
+        raise ShapeError("cannot gather from a 0-d tensor")
+    (axis,) = normalize_axes(attrs["axis"], x.ndim)
+    return TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+
+
+def check_indices(idx: np.ndarray, size: int, what: str) -> None:
+    """Raises IndexError naming `what` when an index falls outside [-size, size)."""
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        bad = idx[(idx < -size) | (idx >= size)].flat[0]
+        raise IndexError(f"{what}: index {bad} is out of bounds for size {size}")
+
+
+def _take_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    x, idx = arrs
+    check_indices(idx, x.shape[attrs["axis"]], "take")
+    return np.take(x, idx, axis=attrs["axis"])
+
+
+register(OpDef(
+    name="take", arity=2, doc="gather slices of x along axis at integer indices",
+    infer=_take_infer, impl=_take_impl,
+))
+
+
+def _scatter_add_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    ref, idx, upd = ins
+    expected = _take_infer((ref, idx), attrs)
+    if upd.ndim != expected.ndim or not all(map(_same_dims, upd.shape, expected.shape)):
+        raise ShapeError(f"updates {fmt_shape(upd.shape)} do not fit {fmt_shape(expected.shape)}")
+    return TensorType(ref.shape, upd.dtype)
+
+
+def _scatter_add_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    ref, idx, upd = arrs
+    axis = attrs["axis"]
+    check_indices(idx, ref.shape[axis], "scatter_add")
+    out = np.zeros(ref.shape, upd.dtype)
+    moved = np.moveaxis(upd, list(range(axis, axis + idx.ndim)), list(range(idx.ndim)))
+    np.add.at(np.moveaxis(out, axis, 0), idx, moved)
+    return out
+
+
+register(OpDef(
+    name="scatter_add", arity=3,
+    doc="zeros shaped like ref, with updates added at the indices (the gradient of take)",
+    infer=_scatter_add_infer, impl=_scatter_add_impl,
+))
+
+
+# ---- index helpers ---------------------------------------------------------------------
+
+register(OpDef(
+    name="iota", arity=0, differentiable=False, doc="0, 1, ..., n-1",
+    infer=lambda ins, attrs: TensorType((attrs["n"],), as_dtype(attrs["dtype"])),
+    impl=lambda arrs, attrs: np.arange(attrs["n"], dtype=attrs["dtype"]),
+))
+
+
+def _size_of_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    normalize_axes(attrs["axes"], ins[0].ndim)
+    return TensorType((), as_dtype(attrs.get("dtype", int64)))
+
+
+def _size_of_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    shape = arrs[0].shape
+    return np.asarray(int(np.prod([shape[a] for a in attrs["axes"]])), dtype=attrs["dtype"])
+
+
+register(OpDef(
+    name="size_of", arity=1, differentiable=False,
+    doc="the number of elements of x along axes (a run-time scalar)",
+    infer=_size_of_infer, impl=_size_of_impl,
+))
