@@ -5,9 +5,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graphc.dtypes import as_dtype, bool_, float32, float_for, int64
+from graphc.dtypes import as_dtype, bool_, float32, float64, float_for, int64
 from graphc.errors import DTypeError, ShapeError
-from graphc.node import Node
+from graphc.node import Node, user_source_line
 from graphc.ops import make
 from graphc.ops.leaves import scalar_constant
 from graphc.ops.shapes import known_size, normalize_axes
@@ -21,8 +21,28 @@ def _t(node: Node) -> Tensor:
     return Tensor(node)
 
 
+def _shape_error(op: str, message: Any, *nodes: Node) -> ShapeError:
+    """A ShapeError worded like make()'s: the op, the input types and the user's line."""
+    where = user_source_line()
+    at = f" at {where}" if where else ""
+    types = ", ".join(str(n.type) for n in nodes)
+    return ShapeError(f"{op}: {message} (inputs: {types}){at}")
+
+
+def _axes(op: str, axis: Any, node: Node, ndim: int | None = None) -> tuple[int, ...]:
+    try:
+        return normalize_axes(axis, node.ndim if ndim is None else ndim)
+    except ShapeError as exc:
+        raise _shape_error(op, exc, node) from None
+
+
 def _float_operands(values: Sequence[Any], op: str) -> list[Node]:
     return operands(values, op, float_for(common_dtype(values, op)))
+
+
+def _average_dtype(dtype: np.dtype) -> np.dtype:
+    """numpy's true_divide and mean: bools and ints give float64, floats keep their dtype."""
+    return dtype if dtype.kind == "f" else float64
 
 
 def _check_op_operands(values: Sequence[Any], op: str) -> None:
@@ -93,7 +113,8 @@ def _binary(name: str, float_only: bool = False):
     def fn(a: Any, b: Any) -> Tensor:
         _check_op_operands([a, b], name)
         if float_only:
-            return _t(make(name, *_float_operands([a, b], name)))
+            dtype = _average_dtype(common_dtype([a, b], name))
+            return _t(make(name, *operands([a, b], name, dtype)))
         nodes = operands([a, b], name)
         if nodes[0].dtype != bool_:
             return _t(make(name, *nodes))
@@ -150,10 +171,7 @@ def stop_gradient(x: Any) -> Tensor:
 
 def _reduce(name: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     node = to_node(x, f"{name} operand")
-    try:
-        axes = normalize_axes(axis, node.ndim)
-    except ShapeError as exc:
-        raise ShapeError(f"{name}: {exc} (input {node.type})") from None
+    axes = _axes(name, axis, node)
     if name in ("max", "min") and node.dtype == bool_:
         return _t(cast(make(name, cast(node, int64), axes=axes, keepdims=bool(keepdims)), bool_))
     return _t(make(name, node, axes=axes, keepdims=bool(keepdims)))
@@ -185,7 +203,7 @@ def count(x: Any, axis: Axis, dtype: np.dtype) -> Node:
 def mean(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axes (ints average in float64, like numpy)."""
     node = to_node(x, "mean operand")
-    dtype = float_for(node.dtype)
+    dtype = _average_dtype(node.dtype)
     total = _reduce("sum", cast(node, dtype), axis, keepdims).node
     return _t(make("div", total, count(node, axis, dtype)))
 
@@ -198,10 +216,7 @@ def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
         if keepdims:
             out = make("reshape", out, shape=(1,) * node.ndim)
         return _t(out)
-    try:
-        (ax,) = normalize_axes(axis, node.ndim)
-    except ShapeError as exc:
-        raise ShapeError(f"argmax: {exc} (input {node.type})") from None
+    (ax,) = _axes("argmax", axis, node)
     return _t(make("argmax", node, axis=ax, keepdims=bool(keepdims)))
 
 
@@ -214,7 +229,7 @@ def matmul(a: Any, b: Any) -> Tensor:
     if x.dtype == bool_:
         raise DTypeError("matmul: bool operands are not supported")
     if x.ndim == 0 or y.ndim == 0:
-        raise ShapeError(f"matmul: operands must not be scalars (got {x.type} and {y.type})")
+        raise _shape_error("matmul", "operands must not be scalars", x, y)
     squeeze = []
     if x.ndim == 1:
         x = make("expand_dims", x, axes=(0,))
@@ -268,10 +283,7 @@ def expand_dims(x: Any, axis: int | Sequence[int]) -> Tensor:
     node = to_node(x, "expand_dims operand")
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     ndim = node.ndim + len(axes)
-    try:
-        norm = normalize_axes(axes, ndim)
-    except ShapeError as exc:
-        raise ShapeError(f"expand_dims: {exc} (input {node.type})") from None
+    norm = _axes("expand_dims", axes, node, ndim)
     return _t(make("expand_dims", node, axes=norm))
 
 
@@ -281,10 +293,7 @@ def squeeze(x: Any, axis: int | Sequence[int] | None = None) -> Tensor:
     if axis is None:
         axes = tuple(i for i, d in enumerate(node.shape) if d == 1)
     else:
-        try:
-            axes = normalize_axes(axis, node.ndim)
-        except ShapeError as exc:
-            raise ShapeError(f"squeeze: {exc} (input {node.type})") from None
+        axes = _axes("squeeze", axis, node)
     return _t(make("squeeze", node, axes=axes)) if axes else _t(node)
 
 
@@ -304,11 +313,13 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("stack: needs at least one tensor")
     nodes = operands(list(tensors), "stack")
-    shapes = {n.shape for n in nodes}
-    if len(shapes) > 1:
-        raise ShapeError(f"stack: all tensors need one shape, got {sorted(map(str, shapes))}")
-    expanded = [expand_dims(Tensor(n), axis) for n in nodes]
-    return concatenate(expanded, axis=normalize_axes(axis, nodes[0].ndim + 1)[0])
+    first = nodes[0].shape
+    if any(n.ndim != len(first) or not all(a is None or b is None or a == b
+                                           for a, b in zip(first, n.shape)) for n in nodes):
+        raise _shape_error("stack", "all tensors need one shape", *nodes)
+    (ax,) = _axes("stack", axis, nodes[0], nodes[0].ndim + 1)
+    expanded = [expand_dims(Tensor(n), ax) for n in nodes]
+    return concatenate(expanded, axis=ax)
 
 
 def take(x: Any, indices: Any, axis: int | None = None) -> Tensor:
@@ -319,10 +330,7 @@ def take(x: Any, indices: Any, axis: int | None = None) -> Tensor:
         raise DTypeError(f"take: indices must be integers, got {idx.dtype}")
     if axis is None:
         node, axis = make("reshape", node, shape=(-1,)), 0
-    try:
-        (ax,) = normalize_axes(axis, node.ndim)
-    except ShapeError as exc:
-        raise ShapeError(f"take: {exc} (input {node.type})") from None
+    (ax,) = _axes("take", axis, node)
     return _t(make("take", node, idx, axis=ax))
 
 
@@ -342,7 +350,7 @@ def one_hot(labels: Any, depth: int, dtype: Any = float32) -> Tensor:
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
     node = _float_operands([x], "log_softmax")[0]
-    (ax,) = normalize_axes(axis, node.ndim)
+    (ax,) = _axes("log_softmax", axis, node)
     return _t(make("log_softmax", node, axis=ax))
 
 
@@ -353,7 +361,7 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
 def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """log(sum(exp(x))) computed stably around the (gradient-free) maximum."""
     node = _float_operands([x], "logsumexp")[0]
-    axes = normalize_axes(axis, node.ndim)
+    axes = _axes("logsumexp", axis, node)
     top = make("stop_gradient", make("max", node, axes=axes, keepdims=True))
     # An all -inf slice has max -inf; shifting by 0 there keeps the result -inf, not nan.
     finite_top = make("where", make("less", make("abs", top), scalar_constant(np.inf, node.dtype)),

@@ -38,6 +38,12 @@ def getitem(x: Tensor, key: Any) -> Tensor:
                 or _is_advanced(item)):
             raise TypeError(f"index: {item!r} of type {type(item).__name__} is not a valid "
                             "index (ints, slices, None, ..., integer tensors)")
+    # numpy: with an index array present, ints are advanced indices too; when the advanced
+    # indices are not side by side (a slice, None or ... between them), the indexed dims go
+    # first in the result instead of in place.
+    adv_at = [k for k, i in enumerate(items) if _is_int(i) or _is_advanced(i)]
+    split_advanced = (any(_is_advanced(i) for i in items)
+                      and adv_at[-1] - adv_at[0] + 1 != len(adv_at))
     if sum(item is Ellipsis for item in items) > 1:
         raise IndexError("index: an index can only have a single ellipsis ('...')")
     consuming = sum(1 for i in items if i is not None and i is not Ellipsis)
@@ -81,9 +87,13 @@ def getitem(x: Tensor, key: Any) -> Tensor:
                 raise IndexError("index: only one integer-tensor index is supported; "
                                  "combine them with gc.take")
             idx = to_node(item, "index")
+            if idx.dtype.kind == "b":
+                raise TypeError("index: boolean indices are not supported (the result size "
+                                "would depend on data); use gc.where")
             if idx.dtype.kind != "i":
                 raise IndexError(f"index: an index tensor must hold integers, got {idx.dtype}")
             advanced = (axis, idx)
+            adv_pos = out_pos
             slices.append(_FULL)
             out_pos += idx.ndim
         axis += 1
@@ -100,4 +110,9 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         out = make("squeeze", out, axes=tuple(sorted(int_axes)))
     if new_axes:
         out = make("expand_dims", out, axes=tuple(new_axes))
+    if split_advanced and adv_pos:
+        k = advanced[1].ndim
+        moved = list(range(adv_pos, adv_pos + k))
+        perm = moved + [a for a in range(out.ndim) if a not in moved]
+        out = make("transpose", out, perm=tuple(perm))
     return Tensor(out)

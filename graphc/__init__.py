@@ -12,6 +12,7 @@ from graphc.frontends import (  # noqa: F401  (the DSL's public names)
     softmax, softplus, sqrt, square, squeeze, stack, stop_gradient, subtract, sum, take, tan,
     tanh, transpose, where,
 )
+from graphc.frontends.autodiff import grad, hessian, jvp, name, vjp
 from graphc import nn  # noqa: E402
 
 __version__ = "0.1.0"

@@ -56,13 +56,14 @@ def user_source_line() -> SourceLine | None:
 class Node:
     """One operation in a graph. Interned: equal (op, inputs, attrs) give the same object."""
 
-    __slots__ = ("op", "inputs", "attrs", "type", "source", "__weakref__")
+    __slots__ = ("op", "inputs", "attrs", "type", "source", "origin", "__weakref__")
 
     op: str
     inputs: tuple["Node", ...]
     attrs: Mapping[str, Any]
     type: TensorType
     source: SourceLine | None
+    origin: str | None  # the derivative rule that built it, for gradient nodes
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("graph nodes are immutable")
@@ -81,6 +82,35 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.op} {self.type}>"
+
+
+_origin = threading.local()
+
+
+class building_for:
+    """Context: nodes first built inside it record `rule` as their origin (provenance)."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    def __enter__(self) -> None:
+        self.saved = getattr(_origin, "rule", None)
+        _origin.rule = self.rule
+
+    def __exit__(self, *exc: object) -> None:
+        _origin.rule = self.saved
+
+
+_labels: "weakref.WeakKeyDictionary[Node, str]" = weakref.WeakKeyDictionary()
+
+
+def set_label(node: "Node", label: str) -> None:
+    """A display name for a computed node (e.g. 'dloss/dW1'); not part of its identity."""
+    _labels[node] = label
+
+
+def label_of(node: "Node") -> str | None:
+    return _labels.get(node)
 
 
 _interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
@@ -106,6 +136,7 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
         set_(node, "attrs", MappingProxyType(dict(attrs)))
         set_(node, "type", type_)
         set_(node, "source", user_source_line())
+        set_(node, "origin", getattr(_origin, "rule", None))
         _interned[key] = node
         return node
 

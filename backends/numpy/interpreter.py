@@ -59,8 +59,17 @@ class NumpyExecutable:
             for slot in self.free[pos]:
                 values[slot] = None
         borrowed = {id(a) for a in args} | {id(s.array) for s in self.param_storages}
-        outputs = [self._fresh(values[s], borrowed) for s in self.output_slots]
+        outputs = []
+        for s in self.output_slots:
+            out = self._fresh(values[s], borrowed)
+            borrowed.add(id(out))  # the same node listed twice gives two arrays, not one
+            outputs.append(out)
         new_values = [(storage, values[slot]) for storage, slot in self.updates]
+        for storage, value in new_values:  # checked before any is stored: all or nothing
+            if value.shape != storage.array.shape:
+                raise ShapeError(f"update of parameter {storage.name!r}: new value has "
+                                 f"run-time shape {fmt_shape(value.shape)}, parameter has "
+                                 f"{fmt_shape(storage.array.shape)}")
         new_values = [(s, np.array(v, dtype=s.array.dtype, copy=True)) for s, v in new_values]
         for storage, value in new_values:  # after every new value exists: stored together
             storage.array[...] = value

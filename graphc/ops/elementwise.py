@@ -11,8 +11,11 @@ import sympy as sp
 from graphc.dtypes import bool_
 from graphc.errors import DTypeError
 from graphc.node import Node, TensorType
-from graphc.ops.registry import OpDef, register
+from graphc.ops.grad_helpers import unbroadcast
+from graphc.ops.leaves import scalar_constant
+from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import broadcast_shapes
+from graphc.symbolic import Sigmoid, Softplus
 
 _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 
@@ -96,8 +99,8 @@ UNARY = [
     ("sec", "float", sp.sec, lambda x: 1.0 / np.cos(x), "secant"),
     ("csc", "float", sp.csc, lambda x: 1.0 / np.sin(x), "cosecant"),
     ("tanh", "float", sp.tanh, np.tanh, "hyperbolic tangent"),
-    ("sigmoid", "float", lambda x: 1 / (1 + sp.exp(-x)), _sigmoid, "logistic 1/(1+e**-x)"),
-    ("softplus", "float", lambda x: sp.log(1 + sp.exp(x)), _softplus, "log(1+e**x)"),
+    ("sigmoid", "float", Sigmoid, _sigmoid, "logistic 1/(1+e**-x)"),
+    ("softplus", "float", Softplus, _softplus, "log(1+e**x)"),
     ("relu", "numeric", lambda x: sp.Piecewise((x, x > 0), (0, True)), _relu, "max(x, 0)"),
     ("erf", "float", sp.erf, _erf, "error function"),
 ]
@@ -140,8 +143,15 @@ def _where_infer(inputs: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType
     return TensorType(broadcast_shapes(cond.shape, a.shape, b.shape), a.dtype)
 
 
+def _where_vjp(node: Node, g: Node) -> list[Node | None]:
+    cond, a, b = node.inputs
+    zero = scalar_constant(0, g.dtype)
+    return [None, unbroadcast(make("where", cond, g, zero), a),
+            unbroadcast(make("where", cond, zero, g), b)]
+
+
 register(OpDef(
-    name="where", infer=_where_infer, arity=3, doc="a where cond else b",
+    name="where", infer=_where_infer, arity=3, doc="a where cond else b", vjp=_where_vjp,
     impl=lambda arrays, attrs: np.where(*arrays),
     sympy_def=lambda c, a, b: sp.Piecewise((a, sp.Ne(c, 0)), (b, True)),
 ))

@@ -7,7 +7,8 @@ import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.node import Node, TensorType
-from graphc.ops.registry import OpDef, register
+from graphc.ops.grad_helpers import swap_last, unbroadcast
+from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import broadcast_shapes
 
 
@@ -26,5 +27,11 @@ def _matmul_infer(ins: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
     return TensorType(batch + (a.shape[-2], b.shape[-1]), a.dtype)
 
 
-register(OpDef(name="matmul", arity=2, infer=_matmul_infer,
+def _matmul_vjp(node: Node, g: Node) -> list[Node | None]:
+    a, b = node.inputs
+    return [unbroadcast(make("matmul", g, swap_last(b)), a),
+            unbroadcast(make("matmul", swap_last(a), g), b)]
+
+
+register(OpDef(name="matmul", arity=2, infer=_matmul_infer, vjp=_matmul_vjp,
                impl=lambda arrs, attrs: np.matmul(*arrs), doc="matrix product"))

@@ -8,7 +8,9 @@ import numpy as np
 from graphc.dtypes import bool_, int32, int64
 from graphc.errors import DTypeError, ShapeError
 from graphc.node import Node, TensorType
-from graphc.ops.registry import OpDef, register
+from graphc.ops.grad_helpers import keep_axes
+from graphc.ops.leaves import scalar_constant
+from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import normalize_axes
 
 Attrs = Mapping[str, Any]
@@ -50,12 +52,29 @@ def _reduce_impl(fn):
     return impl
 
 
+def _sum_vjp(node: Node, g: Node) -> list[Node | None]:
+    x = node.inputs[0]
+    kept = keep_axes(g, node.attrs["axes"], node.attrs["keepdims"])
+    return [make("broadcast_like", make("cast", kept, dtype=x.dtype), x)
+            if kept.dtype != x.dtype else make("broadcast_like", kept, x)]
+
+
+def _extremum_vjp(node: Node, g: Node) -> list[Node | None]:
+    """Splits the cotangent evenly among the entries that attain the max (or min)."""
+    x = node.inputs[0]
+    axes, keepdims = node.attrs["axes"], node.attrs["keepdims"]
+    hit = make("equal", x, keep_axes(node, axes, keepdims))
+    ties = make("sum", make("cast", hit, dtype=x.dtype), axes=axes, keepdims=True)
+    share = make("div", keep_axes(g, axes, keepdims), ties)
+    return [make("where", hit, share, scalar_constant(0, x.dtype))]
+
+
 register(OpDef(name="sum", arity=1, doc="sum over axes", infer=_reduce_infer("sum"),
-               impl=_reduce_impl(np.sum)))
+               impl=_reduce_impl(np.sum), vjp=_sum_vjp))
 register(OpDef(name="max", arity=1, doc="maximum over axes", infer=_reduce_infer("max"),
-               impl=_reduce_impl(np.max)))
+               impl=_reduce_impl(np.max), vjp=_extremum_vjp))
 register(OpDef(name="min", arity=1, doc="minimum over axes", infer=_reduce_infer("min"),
-               impl=_reduce_impl(np.min)))
+               impl=_reduce_impl(np.min), vjp=_extremum_vjp))
 
 
 def _argmax_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
@@ -97,5 +116,11 @@ def _log_softmax_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
         return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
+def _log_softmax_vjp(node: Node, g: Node) -> list[Node | None]:
+    total = make("sum", g, axes=(node.attrs["axis"],), keepdims=True)
+    return [make("sub", g, make("mul", make("exp", node), total))]
+
+
 register(OpDef(name="log_softmax", arity=1, infer=_log_softmax_infer, impl=_log_softmax_impl,
+               vjp=_log_softmax_vjp,
                doc="x - logsumexp(x, axis): stable, a fused primitive"))

@@ -9,7 +9,8 @@ import numpy as np
 from graphc.dtypes import as_dtype, int64
 from graphc.errors import DTypeError, ShapeError
 from graphc.node import Dim, Node, TensorType
-from graphc.ops.registry import OpDef, register
+from graphc.ops.grad_helpers import reshape_to, unbroadcast
+from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import broadcast_shapes, fmt_shape, known_size, normalize_axes
 
 Attrs = Mapping[str, Any]
@@ -21,13 +22,18 @@ def _same_dims(a: Dim, b: Dim) -> bool:
 
 # ---- casts and identities -------------------------------------------------------------
 
+def _cast_vjp(node: Node, g: Node) -> list[Node | None]:
+    x = node.inputs[0]
+    return [make("cast", g, dtype=x.dtype) if x.dtype.kind == "f" else None]
+
+
 register(OpDef(
-    name="cast", arity=1, doc="convert to another dtype (numpy astype)",
+    name="cast", vjp=_cast_vjp, arity=1, doc="convert to another dtype (numpy astype)",
     infer=lambda ins, attrs: TensorType(ins[0].shape, as_dtype(attrs["dtype"])),
     impl=lambda arrs, attrs: arrs[0].astype(attrs["dtype"]),
 ))
 register(OpDef(
-    name="stop_gradient", arity=1, doc="identity whose derivative is zero",
+    name="stop_gradient", arity=1, differentiable=False, doc="identity whose derivative is zero",
     infer=lambda ins, attrs: ins[0].type, impl=lambda arrs, attrs: arrs[0],
 ))
 
@@ -56,8 +62,12 @@ def _reshape_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(out, x.dtype)
 
 
+def _reshape_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [reshape_to(g, node.inputs[0])]
+
+
 register(OpDef(
-    name="reshape", arity=1, doc="numpy reshape (one -1 allowed)", infer=_reshape_infer,
+    name="reshape", vjp=_reshape_vjp, arity=1, doc="numpy reshape (one -1 allowed)", infer=_reshape_infer,
     impl=lambda arrs, attrs: arrs[0].reshape(attrs["shape"]),
 ))
 
@@ -70,8 +80,12 @@ def _reshape_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(ref.shape, x.dtype)
 
 
+def _reshape_like_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [reshape_to(g, node.inputs[0]), None]
+
+
 register(OpDef(
-    name="reshape_like", arity=2, doc="reshape x to the run-time shape of ref",
+    name="reshape_like", vjp=_reshape_like_vjp, arity=2, doc="reshape x to the run-time shape of ref",
     infer=_reshape_like_infer, impl=lambda arrs, attrs: arrs[0].reshape(arrs[1].shape),
 ))
 
@@ -84,8 +98,12 @@ def _expand_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(tuple(1 if i in axes else next(dims) for i in range(ndim)), x.dtype)
 
 
+def _expand_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [make("squeeze", g, axes=node.attrs["axes"])]
+
+
 register(OpDef(
-    name="expand_dims", arity=1, doc="insert size-1 axes (positions in the result)",
+    name="expand_dims", vjp=_expand_vjp, arity=1, doc="insert size-1 axes (positions in the result)",
     infer=_expand_infer, impl=lambda arrs, attrs: np.expand_dims(arrs[0], attrs["axes"]),
 ))
 
@@ -99,8 +117,12 @@ def _squeeze_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)
 
 
+def _squeeze_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [make("expand_dims", g, axes=node.attrs["axes"])]
+
+
 register(OpDef(
-    name="squeeze", arity=1, doc="remove size-1 axes", infer=_squeeze_infer,
+    name="squeeze", vjp=_squeeze_vjp, arity=1, doc="remove size-1 axes", infer=_squeeze_infer,
     impl=lambda arrs, attrs: np.squeeze(arrs[0], axis=attrs["axes"]),
 ))
 
@@ -112,8 +134,13 @@ def _transpose_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(tuple(x.shape[p] for p in perm), x.dtype)
 
 
+def _transpose_vjp(node: Node, g: Node) -> list[Node | None]:
+    inverse = tuple(int(i) for i in np.argsort(node.attrs["perm"]))
+    return [make("transpose", g, perm=inverse)]
+
+
 register(OpDef(
-    name="transpose", arity=1, doc="permute axes", infer=_transpose_infer,
+    name="transpose", vjp=_transpose_vjp, arity=1, doc="permute axes", infer=_transpose_infer,
     impl=lambda arrs, attrs: np.transpose(arrs[0], attrs["perm"]),
 ))
 
@@ -136,8 +163,12 @@ def _broadcast_to_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(shape, x.dtype)
 
 
+def _broadcast_to_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [unbroadcast(g, node.inputs[0])]
+
+
 register(OpDef(
-    name="broadcast_to", arity=1, doc="numpy broadcast_to a static shape",
+    name="broadcast_to", vjp=_broadcast_to_vjp, arity=1, doc="numpy broadcast_to a static shape",
     infer=_broadcast_to_infer,
     impl=lambda arrs, attrs: np.broadcast_to(arrs[0], attrs["shape"]),
 ))
@@ -149,8 +180,12 @@ def _broadcast_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(ref.shape, x.dtype)
 
 
+def _broadcast_like_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [unbroadcast(g, node.inputs[0]), None]
+
+
 register(OpDef(
-    name="broadcast_like", arity=2, doc="broadcast x to the run-time shape of ref",
+    name="broadcast_like", vjp=_broadcast_like_vjp, arity=2, doc="broadcast x to the run-time shape of ref",
     infer=_broadcast_like_infer,
     impl=lambda arrs, attrs: np.broadcast_to(arrs[0], arrs[1].shape),
 ))
@@ -178,8 +213,12 @@ def _slices(attrs: Attrs) -> tuple[slice, ...]:
     return tuple(slice(*s) for s in attrs["slices"])
 
 
+def _slice_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [make("unslice", g, node.inputs[0], slices=node.attrs["slices"])]
+
+
 register(OpDef(
-    name="slice", arity=1, doc="basic slicing start:stop:step on every axis",
+    name="slice", vjp=_slice_vjp, arity=1, doc="basic slicing start:stop:step on every axis",
     infer=_slice_infer, impl=lambda arrs, attrs: arrs[0][_slices(attrs)],
 ))
 
@@ -199,8 +238,12 @@ def _unslice_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     return out
 
 
+def _unslice_vjp(node: Node, g: Node) -> list[Node | None]:
+    return [make("slice", g, slices=node.attrs["slices"]), None]
+
+
 register(OpDef(
-    name="unslice", arity=2, doc="zeros shaped like ref with g written into the slice",
+    name="unslice", vjp=_unslice_vjp, arity=2, doc="zeros shaped like ref with g written into the slice",
     infer=_unslice_infer, impl=_unslice_impl,
 ))
 
@@ -228,8 +271,33 @@ def _concat_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     return TensorType(tuple(out), first.dtype)
 
 
+def _concat_vjp(node: Node, g: Node) -> list[Node | None]:
+    axis, sizes = node.attrs["axis"], [i.shape[node.attrs["axis"]] for i in node.inputs]
+    unknown = [k for k, d in enumerate(sizes) if d is None]
+    if len(unknown) > 1:
+        raise NotImplementedError("the gradient of concatenate needs at most one input whose "
+                                  "size along the axis is known only at run time")
+    split = unknown[0] if unknown else len(sizes)
+    bounds: list[tuple[int | None, int | None]] = []
+    start = 0
+    for d in sizes[:split]:
+        bounds.append((start, start + d))
+        start += d
+    if unknown:
+        after = sum(sizes[split + 1:])
+        bounds.append((start, -after if after else None))
+        for d in sizes[split + 1:]:
+            bounds.append((-after, -after + d if -after + d else None))
+            after -= d
+    out = []
+    for (lo, hi) in bounds:
+        slices = tuple((lo, hi, 1) if a == axis else (None, None, None) for a in range(g.ndim))
+        out.append(make("slice", g, slices=slices))
+    return out
+
+
 register(OpDef(
-    name="concatenate", arity=None, doc="join tensors along an existing axis",
+    name="concatenate", vjp=_concat_vjp, arity=None, doc="join tensors along an existing axis",
     infer=_concat_infer,
     impl=lambda arrs, attrs: np.concatenate(arrs, axis=attrs["axis"]),
 ))
@@ -260,8 +328,13 @@ def _take_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     return np.take(x, idx, axis=attrs["axis"])
 
 
+def _take_vjp(node: Node, g: Node) -> list[Node | None]:
+    x, idx = node.inputs
+    return [make("scatter_add", x, idx, g, axis=node.attrs["axis"]), None]
+
+
 register(OpDef(
-    name="take", arity=2, doc="gather slices of x along axis at integer indices",
+    name="take", vjp=_take_vjp, arity=2, doc="gather slices of x along axis at integer indices",
     infer=_take_infer, impl=_take_impl,
 ))
 
@@ -284,8 +357,13 @@ def _scatter_add_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     return out
 
 
+def _scatter_add_vjp(node: Node, g: Node) -> list[Node | None]:
+    _, idx, _ = node.inputs
+    return [None, None, make("take", g, idx, axis=node.attrs["axis"])]
+
+
 register(OpDef(
-    name="scatter_add", arity=3,
+    name="scatter_add", vjp=_scatter_add_vjp, arity=3,
     doc="zeros shaped like ref, with updates added at the indices (the gradient of take)",
     infer=_scatter_add_infer, impl=_scatter_add_impl,
 ))

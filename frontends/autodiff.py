@@ -1,0 +1,75 @@
+"""The differentiation API on Tensors: gc.grad, gc.vjp, gc.jvp, gc.hessian."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from graphc.autodiff import check_cotangent, grad_nodes, hessian_node, jvp_nodes, vjp_nodes
+from graphc.frontends.convert import to_node
+from graphc.frontends.tensor import Tensor
+from graphc.node import set_label
+
+
+def _nodes(values: Any, what: str) -> tuple[list, bool]:
+    single = not isinstance(values, (list, tuple))
+    items = [values] if single else list(values)
+    nodes = []
+    for i, v in enumerate(items):
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{what}[{i}]: expected a Tensor, got {type(v).__name__}")
+        nodes.append(v.node)
+    return nodes, single
+
+
+def _wrap(nodes: Sequence, single: bool) -> Any:
+    tensors = [Tensor(n) for n in nodes]
+    return tensors[0] if single else tensors
+
+
+def grad(y: Tensor, wrt: Any, disconnected: str = "zero") -> Any:
+    """The gradient of scalar `y` with respect to a tensor or a list of tensors, as graphs.
+    A `wrt` that `y` does not depend on gets zeros (disconnected='raise' makes it an error)."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"grad: y must be a Tensor, got {type(y).__name__}")
+    nodes, single = _nodes(wrt, "wrt")
+    return _wrap(grad_nodes(y.node, nodes, disconnected), single)
+
+
+def vjp(ys: Any, wrt: Any, cotangents: Any) -> Any:
+    """Reverse mode: sum_k <cotangents_k, d ys_k / d w> for each w in wrt."""
+    outs, _ = _nodes(ys, "ys")
+    cts = [cotangents] if not isinstance(cotangents, (list, tuple)) else list(cotangents)
+    if len(cts) != len(outs):
+        raise ValueError(f"vjp: {len(outs)} outputs but {len(cts)} cotangents")
+    cts = [check_cotangent(to_node(c, f"cotangents[{i}]"), o, f"cotangents[{i}]")
+           for i, (c, o) in enumerate(zip(cts, outs))]
+    nodes, single = _nodes(wrt, "wrt")
+    return _wrap(vjp_nodes(outs, cts, nodes), single)
+
+
+def jvp(ys: Any, wrt: Any, tangents: Any) -> Any:
+    """Forward mode: sum_w d ys / d w . tangents_w, one result per output."""
+    outs, single_out = _nodes(ys, "ys")
+    nodes, _ = _nodes(wrt, "wrt")
+    tans = [tangents] if not isinstance(tangents, (list, tuple)) else list(tangents)
+    if len(tans) != len(nodes):
+        raise ValueError(f"jvp: {len(nodes)} inputs but {len(tans)} tangents")
+    tans = [check_cotangent(to_node(t, f"tangents[{i}]"), w, f"tangents[{i}]")
+            for i, (t, w) in enumerate(zip(tans, nodes))]
+    return _wrap(jvp_nodes(outs, nodes, tans), single_out)
+
+
+def hessian(y: Tensor, x: Tensor) -> Tensor:
+    """Second derivatives of scalar `y`, shaped x.shape + x.shape."""
+    if not isinstance(y, Tensor) or not isinstance(x, Tensor):
+        raise TypeError("hessian: y and x must be Tensors")
+    return Tensor(hessian_node(y.node, x.node))
+
+
+def name(tensor: Tensor, label: str) -> Tensor:
+    """Gives a computed tensor a display name (used by gc.show and in gradient names)."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"name: expected a Tensor, got {type(tensor).__name__}")
+    if not isinstance(label, str) or not label:
+        raise TypeError("name: label must be a non-empty string")
+    set_label(tensor.node, label)
+    return tensor

@@ -1,0 +1,169 @@
+"""Reverse and forward mode over the OpDef rules: gradients are graphs built from primitives."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sympy as sp
+
+from graphc.derivatives import arg_symbols, partials
+from graphc.errors import GradientError
+from graphc.node import Node, building_for, label_of, set_label, toposort
+from graphc.ops import get_op, make
+from graphc.ops.grad_helpers import add_all, times, unbroadcast, zeros_like
+from graphc.ops.leaves import placeholder_node, scalar_constant
+from graphc.ops.shapes import fmt_shape
+from graphc.sympy_bridge import SympyToGraph
+
+DISCONNECTED = ("zero", "raise")
+
+
+def elementwise_vjp(node: Node, g: Node) -> list[Node | None]:
+    """The table rule: cotangent times each partial derivative, summed back to input shape."""
+    syms = arg_symbols(node.op)
+    build = SympyToGraph(dict(zip(syms, node.inputs)), node.inputs[-1].dtype)
+    out: list[Node | None] = []
+    for sym, inp, d in zip(syms, node.inputs, partials(node.op)):
+        if d is None or inp.dtype.kind != "f":
+            out.append(None)
+            continue
+        with building_for(f"d{node.op}/d{sym} = {sp.sstr(d)}"):
+            out.append(unbroadcast(times(g, build(d)), inp))
+    return out
+
+
+def _apply_rule(node: Node, g: Node) -> Sequence[Node | None]:
+    opdef = get_op(node.op)
+    if opdef.vjp is not None:
+        doc = (opdef.vjp.__doc__ or "").strip().splitlines()
+        with building_for(f"vjp of {node.op}" + (f": {doc[0]}" if doc else "")):
+            return opdef.vjp(node, g)
+    if opdef.sympy_def is not None:
+        return elementwise_vjp(node, g)
+    raise GradientError(f"no derivative rule for the primitive {node.op!r}")
+
+
+def _active_nodes(order: list[Node], wrt: set[Node]) -> set[Node]:
+    """Nodes whose value depends differentiably on some wrt node (float-valued paths only)."""
+    active: set[Node] = set()
+    for n in order:
+        if n in wrt:
+            active.add(n)
+        elif (n.dtype.kind == "f" and get_op(n.op).differentiable
+              and any(i in active for i in n.inputs)):
+            active.add(n)
+    return active
+
+
+def _check_wrt(wrt: Sequence[Node]) -> None:
+    for w in wrt:
+        if w.dtype.kind != "f":
+            raise GradientError(f"cannot differentiate with respect to a {w.dtype} tensor "
+                                f"({w.op} {w.type}): gradients need float inputs")
+
+
+def vjp_nodes(outputs: Sequence[Node], cotangents: Sequence[Node], wrt: Sequence[Node],
+              disconnected: str = "zero") -> list[Node]:
+    """Reverse mode: sum_k cotangent_k . d output_k / d w, for each w in wrt."""
+    if disconnected not in DISCONNECTED:
+        raise ValueError(f"disconnected: expected one of {DISCONNECTED}, got {disconnected!r}")
+    _check_wrt(wrt)
+    order = toposort(outputs)
+    active = _active_nodes(order, set(wrt))
+    pending: dict[Node, list[Node]] = {}
+    for out, ct in zip(outputs, cotangents):
+        if out in active:
+            pending.setdefault(out, []).append(ct)
+    total: dict[Node, Node] = {}
+    for node in reversed(order):
+        terms = pending.pop(node, None)
+        if not terms:
+            continue
+        with building_for(f"sum of the {len(terms)} paths into {node.op}"):
+            g = add_all(terms)
+        total[node] = g
+        if get_op(node.op).leaf:
+            continue
+        for inp, ct in zip(node.inputs, _apply_rule(node, g)):
+            if ct is not None and inp in active:
+                if ct.dtype != inp.dtype:
+                    ct = make("cast", ct, dtype=inp.dtype)
+                pending.setdefault(inp, []).append(ct)
+    results = []
+    for w in wrt:
+        if w in total:
+            results.append(total[w])
+        elif disconnected == "raise":
+            raise GradientError(f"the output does not depend on {w.op} {w.type} "
+                                "(disconnected); pass disconnected='zero' for a zero gradient")
+        else:
+            results.append(zeros_like(w))
+    return results
+
+
+def _label(node: Node) -> str:
+    return label_of(node) or node.attrs.get("name") or node.op
+
+
+def grad_nodes(y: Node, wrt: Sequence[Node], disconnected: str = "zero") -> list[Node]:
+    """d y / d w for a scalar y, each result shaped and typed like its w."""
+    if y.shape != () and any(d != 1 for d in y.shape):
+        raise GradientError(f"grad needs a scalar output, got {y.type}; use gc.vjp for "
+                            "non-scalar outputs, or reduce it first (e.g. .sum())")
+    if y.dtype.kind != "f":
+        raise GradientError(f"grad needs a float output, got {y.dtype}")
+    seed = scalar_constant(1, y.dtype)
+    if y.shape:
+        seed = make("broadcast_to", seed, shape=y.shape)
+    results = vjp_nodes([y], [seed], wrt, disconnected)
+    for w, g in zip(wrt, results):
+        if g.op not in ("constant", "placeholder", "parameter"):
+            set_label(g, f"d{_label(y)}/d{_label(w)}")
+    return results
+
+
+def check_cotangent(ct: Node, out: Node, what: str) -> Node:
+    if ct.ndim != out.ndim or any(a is not None and b is not None and a != b
+                                  for a, b in zip(ct.shape, out.shape)):
+        raise ValueError(f"{what}: shape {fmt_shape(ct.shape)} does not match "
+                         f"{fmt_shape(out.shape)}")
+    if ct.dtype != out.dtype:
+        if ct.dtype.kind not in "fib":
+            raise TypeError(f"{what}: dtype {ct.dtype} cannot be cast to {out.dtype}")
+        ct = make("cast", ct, dtype=out.dtype)
+    return ct
+
+
+def jvp_nodes(outputs: Sequence[Node], wrt: Sequence[Node], tangents: Sequence[Node]
+              ) -> list[Node]:
+    """Forward mode by transposing reverse mode: J t = d/du <J^T u, t>, u a dummy cotangent.
+    The reverse rules are linear in the cotangent, so the result never mentions u."""
+    _check_wrt(wrt)
+    for o in outputs:
+        if o.dtype.kind != "f":
+            raise GradientError(f"jvp needs float outputs, got {o.dtype}")
+    dummies = [placeholder_node(o.shape, o.dtype, f"__cotangent{i}")
+               for i, o in enumerate(outputs)]
+    pullbacks = vjp_nodes(outputs, dummies, wrt)
+    results = vjp_nodes(pullbacks, tangents, dummies)
+    leaked = {n for n in toposort(results) if n in set(dummies)}
+    if leaked:
+        raise GradientError("internal: a reverse rule is not linear in its cotangent")
+    return results
+
+
+def hessian_node(y: Node, x: Node) -> Node:
+    """The matrix of second derivatives, shaped x.shape + x.shape (x of known size)."""
+    if any(d is None for d in x.shape):
+        raise GradientError(f"hessian needs an x of known shape, got {x.type}")
+    (g,) = grad_nodes(y, [x])
+    flat = make("reshape", g, shape=(-1,))
+    n = flat.shape[0]
+    rows = []
+    for i in range(n):
+        gi = make("squeeze", make("slice", flat, slices=((i, i + 1, 1),)), axes=(0,))
+        (row,) = grad_nodes(gi, [x])
+        rows.append(make("reshape", row, shape=(1, n)))
+    if not rows:  # x has no elements
+        return make("broadcast_to", scalar_constant(0, x.dtype), shape=x.shape + x.shape)
+    stacked = rows[0] if n == 1 else make("concatenate", *rows, axis=0)
+    return make("reshape", stacked, shape=x.shape + x.shape)

@@ -1,0 +1,46 @@
+"""The chain-rule table: each elementwise primitive's partial derivatives, from sympy.diff."""
+from __future__ import annotations
+
+import functools
+
+import sympy as sp
+
+from graphc.ops import OPS, get_op
+
+_NAMES = {1: ("x",), 2: ("a", "b"), 3: ("c", "a", "b")}
+
+
+def arg_symbols(op: str) -> tuple[sp.Symbol, ...]:
+    """The symbols an elementwise op's definition is written in (x; a, b; c, a, b)."""
+    opdef = get_op(op)
+    names = opdef.extra.get("arg_names") or _NAMES[opdef.arity]
+    return tuple(sp.Symbol(n, real=True) for n in names)
+
+
+@functools.lru_cache(maxsize=None)
+def definition(op: str) -> sp.Expr:
+    opdef = get_op(op)
+    if opdef.sympy_def is None:
+        raise KeyError(f"{op} is not an elementwise primitive")
+    return sp.sympify(opdef.sympy_def(*arg_symbols(op)))
+
+
+@functools.lru_cache(maxsize=None)
+def partials(op: str) -> tuple[sp.Expr | None, ...]:
+    """d op / d arg_i for every argument (None where the op is not differentiable)."""
+    opdef = get_op(op)
+    f = definition(op)
+    if not opdef.differentiable:
+        return (None,) * len(arg_symbols(op))
+    out = []
+    for s in arg_symbols(op):
+        if op == "where" and s.name == "c":
+            out.append(None)  # the condition is boolean: no derivative
+            continue
+        d = sp.powsimp(sp.diff(f, s))  # powsimp: b*a**b/a -> b*a**(b-1), finite at a=0
+        out.append(d)
+    return tuple(out)
+
+
+def elementwise_ops() -> list[str]:
+    return [name for name, op in OPS.items() if op.sympy_def is not None]

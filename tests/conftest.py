@@ -1,0 +1,19 @@
+"""Shared test set-up: graphc must be installed (pip install -e .), not imported by path."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+if importlib.util.find_spec("graphc") is None or importlib.util.find_spec(
+        "graphc.frontends") is None:
+    raise pytest.UsageError(
+        "graphc is not installed: run `pip install -e .[test]` from the repository root first")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if __import__("os").environ.get("CI") else "dev")
