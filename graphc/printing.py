@@ -5,7 +5,7 @@ import re
 from typing import Any, Iterable
 
 from graphc.graph import Graph
-from graphc.node import Node, toposort
+from graphc.node import Node, label_of, toposort
 
 
 def _as_graph(target: Any) -> Graph:
@@ -36,7 +36,8 @@ def node_names(order: Iterable[Node]) -> dict[Node, str]:
     used: set[str] = set()
     counter = 0
     for node in order:
-        base = node.attrs.get("name") if node.op in ("placeholder", "parameter") else None
+        base = (node.attrs.get("name") if node.op in ("placeholder", "parameter")
+                else label_of(node))
         if base:
             name, k = _label(base), 1
             while name in used:
@@ -65,8 +66,10 @@ def _describe(node: Node, names: dict[Node, str]) -> str:
     return f"{node.op}({args})" + (f" {{{attrs}}}" if attrs else "")
 
 
-def show(target: Any, source: bool = False) -> str:
-    """A listing of the graph behind `target`: one node a line, its name, type and op."""
+def show(target: Any, source: bool = False, provenance: bool = False) -> str:
+    """A listing of the graph behind `target`: one node a line, its name, type and op.
+    source=True adds the user's line that built each node; provenance=True adds, for
+    gradient nodes, the derivative rule that made them."""
     graph = _as_graph(target)
     order = toposort(graph.inputs + graph.roots)
     names = node_names(order)
@@ -76,8 +79,13 @@ def show(target: Any, source: bool = False) -> str:
     lines = []
     for name, type_, desc, node in rows:
         line = f"{name:<{w_name}} : {type_:<{w_type}} = {desc}"
+        notes = []
+        if provenance and node.origin:
+            notes.append(node.origin)
         if source and node.source:
-            line += f"  # {node.source}"
+            notes.append(str(node.source))
+        if notes:
+            line += "  # " + "; ".join(notes)
         lines.append(line)
     if graph.outputs:
         lines.append("return " + ", ".join(f"%{names[o]}" for o in graph.outputs))

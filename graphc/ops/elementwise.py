@@ -39,7 +39,7 @@ def _relu(x: np.ndarray) -> np.ndarray:
 
 # Rules for dtypes: "float" needs float inputs; "numeric" takes int or float; "compare"
 # takes any dtype and gives bool. All inputs of one node share one dtype (the DSL casts).
-def _infer(name: str, rule: str) -> Callable[[Sequence[Node], Mapping[str, Any]], TensorType]:
+def elementwise_infer(rule: str) -> Callable[[Sequence[Node], Mapping[str, Any]], TensorType]:
     def infer(inputs: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
         dtypes = {i.dtype for i in inputs}
         if len(dtypes) != 1:
@@ -62,7 +62,7 @@ def _elementwise(name: str, arity: int, rule: str, sympy_def: Callable[..., Any]
         with np.errstate(all="ignore"):
             return numpy_fn(*arrays)
 
-    return register(OpDef(name=name, infer=_infer(name, rule), impl=impl, doc=doc,
+    return register(OpDef(name=name, infer=elementwise_infer(rule), impl=impl, doc=doc,
                           sympy_def=sympy_def, arity=arity, differentiable=differentiable))
 
 
