@@ -15,6 +15,6 @@ from graphc.frontends import (  # noqa: F401  (the DSL's public names)
 from graphc.frontends.autodiff import grad, hessian, jvp, name, vjp
 from graphc.frontends.custom import elementwise_function, to_sympy
 from graphc.frontends.gradcheck import GradCheckResult, check_grad
-from graphc import nn  # noqa: E402
+from graphc import data, nn  # noqa: E402
 
 __version__ = "0.1.0"

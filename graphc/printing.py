@@ -112,6 +112,8 @@ def to_dot(target: Any, name: str = "graphc") -> str:
     for i, node in enumerate(order):
         label = f"%{names[node]}\\n{_dot_escape(_describe(node, names))}\\n{node.type}"
         style = styles.get(node.op, "")
+        if not style and node.origin:  # built by a derivative rule
+            style = ', style=filled, fillcolor="#fff3cd"'
         if node in outputs:
             style += ", penwidth=2"
         lines.append(f'  n{i} [label="{label}"{style}];')

@@ -151,6 +151,10 @@ def graph_to_sympy(outputs: Node) -> sp.Expr:
             values[node] = sp.nsimplify(item) if isinstance(item, float) else sp.sympify(item)
         elif node.op in ("cast", "stop_gradient", "reshape", "squeeze", "expand_dims"):
             values[node] = values[node.inputs[0]]
+        elif node.op == "where" and isinstance(values[node.inputs[0]], sp.logic.boolalg.Boolean):
+            # A relational condition is the condition itself: Ne(x > 0, 0) would be True.
+            cond, a, b = (values[i] for i in node.inputs)
+            values[node] = sp.Piecewise((a, cond), (b, True))
         elif opdef.sympy_def is not None:
             values[node] = opdef.sympy_def(*(values[i] for i in node.inputs))
         else:
