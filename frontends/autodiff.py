@@ -6,7 +6,8 @@ from typing import Any, Sequence
 from graphc.autodiff import check_cotangent, grad_nodes, hessian_node, jvp_nodes, vjp_nodes
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
-from graphc.node import set_label
+from graphc.node import carry_label, set_label
+from graphc.passes import stabilize_roots
 
 
 def _nodes(values: Any, what: str) -> tuple[list, bool]:
@@ -25,13 +26,21 @@ def _wrap(nodes: Sequence, single: bool) -> Any:
     return tensors[0] if single else tensors
 
 
-def grad(y: Tensor, wrt: Any, disconnected: str = "zero") -> Any:
+def grad(y: Tensor, wrt: Any, disconnected: str = "zero", stabilize: bool = True) -> Any:
     """The gradient of scalar `y` with respect to a tensor or a list of tensors, as graphs.
-    A `wrt` that `y` does not depend on gets zeros (disconnected='raise' makes it an error)."""
+    A `wrt` that `y` does not depend on gets zeros (disconnected='raise' makes it an error).
+    stabilize=True differentiates y's numerically stable form (see graphc.passes.stabilize)
+    when every wrt is a placeholder or parameter."""
     if not isinstance(y, Tensor):
         raise TypeError(f"grad: y must be a Tensor, got {type(y).__name__}")
     nodes, single = _nodes(wrt, "wrt")
-    return _wrap(grad_nodes(y.node, nodes, disconnected), single)
+    target = y.node
+    if stabilize and all(n.op in ("placeholder", "parameter") for n in nodes):
+        # Differentiate the stable form (log_softmax for a naive log(softmax), ...), so the
+        # gradient is as finite as the value. Only leaves are sure to survive the rewrite.
+        (target,) = stabilize_roots((target,))
+        carry_label(y.node, target)
+    return _wrap(grad_nodes(target, nodes, disconnected), single)
 
 
 def vjp(ys: Any, wrt: Any, cotangents: Any) -> Any:

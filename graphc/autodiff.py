@@ -144,7 +144,15 @@ def jvp_nodes(outputs: Sequence[Node], wrt: Sequence[Node], tangents: Sequence[N
     dummies = [placeholder_node(o.shape, o.dtype, f"__cotangent{i}")
                for i, o in enumerate(outputs)]
     pullbacks = vjp_nodes(outputs, dummies, wrt)
-    results = vjp_nodes(pullbacks, tangents, dummies)
+    # An output that does not depend on wrt gets zeros shaped like itself (zeros_like of its
+    # dummy would keep the dummy in the graph when the output has run-time sizes).
+    reached = set(toposort(pullbacks))
+    connected = [k for k, d in enumerate(dummies) if d in reached]
+    results = [zeros_like(o) for o in outputs]
+    if connected:
+        found = vjp_nodes(pullbacks, tangents, [dummies[k] for k in connected])
+        for k, r in zip(connected, found):
+            results[k] = r
     leaked = {n for n in toposort(results) if n in set(dummies)}
     if leaked:
         raise GradientError("internal: a reverse rule is not linear in its cotangent")

@@ -97,7 +97,7 @@ class Function:
         self.backend = backend
         self.passes = select_passes(optimize)
         self.raw_graph = raw
-        self.graph = run_pipeline(raw, self.passes)
+        self.graph, self.report = run_pipeline(raw, self.passes)
         self._exe = _load_backend(backend).compile(self.graph)
         self._storages = sorted({p.attrs["storage"] for p in self.graph.parameters()},
                                 key=lambda s: s.uid)

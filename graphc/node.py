@@ -113,6 +113,13 @@ def label_of(node: "Node") -> str | None:
     return _labels.get(node)
 
 
+def carry_label(old: "Node", new: "Node") -> "Node":
+    """A rewrite replaced `old` by `new`: the display name moves along."""
+    if new is not old and old in _labels and new not in _labels:
+        _labels[new] = _labels[old]
+    return new
+
+
 _interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
 _intern_lock = threading.Lock()
 
@@ -122,8 +129,9 @@ def attrs_key(attrs: Mapping[str, Any]) -> tuple:
 
 
 def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
-                type_: TensorType) -> Node:
-    """Returns the one node with this structure, creating it (with the user's line) if new."""
+                type_: TensorType, like: Node | None = None) -> Node:
+    """Returns the one node with this structure, creating it (with the user's line) if new.
+    `like`: a node this one replaces (a rewrite); the new node keeps its line and origin."""
     key = (op, inputs, attrs_key(attrs))
     with _intern_lock:
         node = _interned.get(key)
@@ -135,8 +143,8 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
         set_(node, "inputs", inputs)
         set_(node, "attrs", MappingProxyType(dict(attrs)))
         set_(node, "type", type_)
-        set_(node, "source", user_source_line())
-        set_(node, "origin", getattr(_origin, "rule", None))
+        set_(node, "source", like.source if like is not None else user_source_line())
+        set_(node, "origin", like.origin if like is not None else getattr(_origin, "rule", None))
         _interned[key] = node
         return node
 

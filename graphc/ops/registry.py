@@ -76,3 +76,17 @@ def make(op: str, *inputs: Node, **attrs: Any) -> Node:
         at = f" at {where}" if where else ""
         raise type(exc)(f"{op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
     return intern_node(op, tuple(inputs), attrs, type_)
+
+
+def rebuild(node: Node, inputs: Sequence[Node]) -> Node:
+    """`node` with new inputs (a rewrite): same op and attrs, type inferred again; keeps the
+    original's source line and origin."""
+    inputs = tuple(inputs)
+    if inputs == node.inputs:
+        return node
+    opdef = get_op(node.op)
+    try:
+        type_ = opdef.infer(inputs, node.attrs)
+    except (ShapeError, DTypeError) as exc:
+        raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)})") from None
+    return intern_node(node.op, inputs, node.attrs, type_, like=node)

@@ -1,18 +1,48 @@
-"""Graph -> Graph optimization passes, registered by name and run in one explicit pipeline."""
+"""Graph -> Graph optimization passes, registered by name and run in one explicit pipeline:
+canonicalize -> fold -> stabilize -> specialize (in the spirit of PyTensor's phases).
+CSE is structural (nodes are interned, so every rebuild merges equal subgraphs, constants
+included) and dead code never enters a Graph (it holds what its roots reach)."""
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Callable, Iterable
 
 from graphc.graph import Graph
+from graphc.passes import canonicalize, specialize, stabilize
+from graphc.passes.fold import fold_constants
+from graphc.passes.patterns import Op, Var
+from graphc.passes.report import PassReport, PassStats
+from graphc.passes.rewrite import Rule, RuleSet, rewrite_graph, rewrite_roots, rule
 
-Pass = Callable[[Graph], Graph]
-
-# name -> pass, in pipeline order. The optimizer issue fills this; until then the
-# pipeline is empty and optimize=True runs nothing.
-PASSES: dict[str, Pass] = {}
+Pass = Callable[[Graph], "tuple[Graph, Counter]"]
 
 
-def select_passes(optimize: bool | str | Iterable[str]) -> list[str]:
+@rule("drop_stop_gradient", Op("stop_gradient", Var("x")),
+      "after differentiation stop_gradient is the identity")
+def _drop_stop_gradient(b, node):
+    return b["x"]
+
+
+CANONICAL = RuleSet(canonicalize.RULES)
+STABILIZE = RuleSet(stabilize.RULES + canonicalize.RULES)
+SPECIALIZE = RuleSet(specialize.RULES + canonicalize.RULES + [_drop_stop_gradient])
+
+
+def _rules(rules: RuleSet) -> Pass:
+    return lambda graph: rewrite_graph(graph, rules)
+
+
+# name -> pass, in pipeline order.
+PASSES: dict[str, Pass] = {
+    "canonicalize": _rules(CANONICAL),
+    "fold": fold_constants,
+    "stabilize": _rules(STABILIZE),
+    "specialize": _rules(SPECIALIZE),
+}
+
+
+def select_passes(optimize: bool | str | Iterable[str] | None) -> list[str]:
     """The pass names `optimize` asks for: True all, False none, or names from PASSES."""
     if optimize is True:
         return list(PASSES)
@@ -21,12 +51,28 @@ def select_passes(optimize: bool | str | Iterable[str]) -> list[str]:
     names = [optimize] if isinstance(optimize, str) else list(optimize)
     for name in names:
         if not isinstance(name, str) or name not in PASSES:
-            known = ", ".join(PASSES) or "none yet"
-            raise ValueError(f"optimize: unknown pass {name!r} (known passes: {known})")
+            raise ValueError(f"optimize: unknown pass {name!r} (known passes: "
+                             f"{', '.join(PASSES)})")
     return [n for n in PASSES if n in names]
 
 
-def run_pipeline(graph: Graph, names: list[str]) -> Graph:
+def run_pipeline(graph: Graph, names: list[str]) -> tuple[Graph, PassReport]:
+    report = PassReport()
+    count = len(graph.nodes())
     for name in names:
-        graph = PASSES[name](graph)
-    return graph
+        t0 = time.perf_counter()
+        graph, fired = PASSES[name](graph)
+        after = len(graph.nodes())
+        report.passes.append(PassStats(name, count, after, fired, time.perf_counter() - t0))
+        count = after
+    return graph, report
+
+
+def stabilize_roots(roots: tuple) -> tuple:
+    """The stabilized form of some nodes (used before differentiating, so that gradients
+    are taken of log_softmax rather than of a naive log(softmax))."""
+    return rewrite_roots(roots, STABILIZE)[0]
+
+
+__all__ = ["PASSES", "PassReport", "Rule", "RuleSet", "run_pipeline", "select_passes",
+           "stabilize_roots"]

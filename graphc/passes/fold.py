@@ -1,0 +1,47 @@
+"""Constant folding through the numpy reference: an op whose inputs are all constants
+becomes a constant, unless folding would blow a small constant up into a big array."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from graphc.graph import Graph
+from graphc.node import Node, carry_label, toposort
+from graphc.ops import get_op
+from graphc.ops.leaves import constant_node
+from graphc.ops.registry import rebuild
+
+MAX_FOLDED_ELEMENTS = 1 << 16
+
+
+def _foldable(node: Node) -> bool:
+    opdef = get_op(node.op)
+    if opdef.leaf or node.op == "stop_gradient" or None in node.shape:
+        return False
+    if not all(i.op == "constant" for i in node.inputs):
+        return False
+    size = int(np.prod(node.shape)) if node.shape else 1
+    biggest = max((i.attrs["value"].array.size for i in node.inputs), default=1)
+    return size <= max(biggest, 1) or size <= MAX_FOLDED_ELEMENTS and node.op != "broadcast_to"
+
+
+def fold_constants(graph: Graph) -> tuple[Graph, Counter]:
+    fired: Counter = Counter()
+    memo: dict[Node, Node] = {}
+    for node in toposort(graph.roots):
+        new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
+        if _foldable(new):
+            try:
+                with np.errstate(all="ignore"):
+                    value = get_op(new.op).impl([i.attrs["value"].array for i in new.inputs],
+                                                new.attrs)
+                new = constant_node(np.asarray(value, dtype=new.dtype).reshape(new.shape))
+                fired[f"fold_{node.op}"] += 1
+            except (ValueError, IndexError, ZeroDivisionError, FloatingPointError):
+                pass  # leave it to fail at run time with the op's own message
+        memo[node] = carry_label(node, new)
+    n_out = len(graph.outputs)
+    roots = tuple(memo[r] for r in graph.roots)
+    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
+    return Graph(graph.inputs, roots[:n_out], updates), fired

@@ -1,0 +1,92 @@
+"""A small pattern language for rewrite rules: Op(...) trees with variables and constants."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from graphc.node import Node
+
+Bindings = dict[str, Node]
+
+
+@dataclass(frozen=True)
+class Var:
+    """Binds any node (the same name twice must bind the same node)."""
+
+    name: str
+    where: Callable[[Node], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant whose every element equals `value` (any value when None); sees through
+    broadcasts of a scalar, so gradient zeros and ones match too."""
+
+    value: float | None = None
+    name: str | None = None
+
+
+class Op:
+    """A node of primitive `op` whose inputs match `args` and whose attrs equal `attrs`
+    (an attr given as a function is a predicate on the attr's value)."""
+
+    __slots__ = ("op", "args", "attrs", "name")
+
+    def __init__(self, op: str, *args: Any, name: str | None = None, **attrs: Any) -> None:
+        self.op, self.args, self.attrs, self.name = op, args, attrs, name
+
+    def __repr__(self) -> str:
+        inner = ", ".join(map(repr, self.args))
+        return f"Op({self.op!r}{', ' if inner else ''}{inner})"
+
+
+_SCALAR_VIEWS = ("broadcast_to", "broadcast_like", "expand_dims", "reshape", "squeeze")
+
+
+def constant_value(node: Node) -> np.ndarray | None:
+    """The uniform scalar a node is built from (a constant, or a broadcast of one), or None."""
+    while node.op in _SCALAR_VIEWS:
+        node = node.inputs[0]
+    if node.op != "constant":
+        return None
+    array = node.attrs["value"].array
+    if array.size == 0:
+        return None
+    first = array.reshape(-1)[0]
+    if array.size > 1 and not np.all(array == first):
+        return None
+    return np.asarray(first)
+
+
+def match(pattern: Any, node: Node, bindings: Bindings) -> bool:
+    if isinstance(pattern, Var):
+        if pattern.where is not None and not pattern.where(node):
+            return False
+        bound = bindings.get(pattern.name)
+        if bound is not None:
+            return bound is node
+        bindings[pattern.name] = node
+        return True
+    if isinstance(pattern, Const):
+        value = constant_value(node)
+        if value is None or (pattern.value is not None and not value == pattern.value):
+            return False
+        if pattern.name:
+            bindings[pattern.name] = node
+        return True
+    if isinstance(pattern, Op):
+        if node.op != pattern.op or len(node.inputs) != len(pattern.args):
+            return False
+        for key, want in pattern.attrs.items():
+            have = node.attrs.get(key)
+            if callable(want) and not isinstance(want, type):
+                if not want(have):
+                    return False
+            elif have != want:
+                return False
+        if pattern.name:
+            bindings[pattern.name] = node
+        return all(match(p, i, bindings) for p, i in zip(pattern.args, node.inputs))
+    raise TypeError(f"not a pattern: {pattern!r}")

@@ -1,0 +1,93 @@
+"""Rules as data (pattern -> replacement) and the one fixed-point driver that applies them."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from graphc.graph import Graph
+from graphc.node import Node, carry_label, toposort
+from graphc.ops.registry import rebuild
+from graphc.passes.patterns import Bindings, Op, match
+
+Replacement = Callable[[Bindings, Node], "Node | None"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When `pattern` matches a node, `replace(bindings, node)` gives what it becomes
+    (None: the rule declines). A replacement must keep the node's shape and dtype."""
+
+    name: str
+    pattern: Op
+    replace: Replacement
+    doc: str = ""
+
+    @property
+    def op(self) -> str:
+        return self.pattern.op
+
+
+class RuleSet:
+    """Rules indexed by the op at their pattern's root."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self.by_op: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            self.by_op.setdefault(rule.op, []).append(rule)
+
+
+def _same_type(a: Node, b: Node) -> bool:
+    return a.type == b.type
+
+
+def _rewrite_node(node: Node, rules: RuleSet, fired: Counter, budget: list[int]) -> Node:
+    """Applies rules at one node until none fires (or the step budget runs out)."""
+    changed = True
+    while changed and budget[0] > 0:
+        changed = False
+        for rule in rules.by_op.get(node.op, ()):
+            bindings: Bindings = {}
+            if not match(rule.pattern, node, bindings):
+                continue
+            new = rule.replace(bindings, node)
+            if new is None or new is node or not _same_type(new, node):
+                continue
+            fired[rule.name] += 1
+            budget[0] -= 1
+            node = new
+            changed = True
+            break
+    return node
+
+
+def rewrite_roots(roots: tuple[Node, ...], rules: RuleSet, max_steps: int = 100_000
+                  ) -> tuple[tuple[Node, ...], Counter]:
+    """Rewrites the graph under `roots` bottom-up, sweeping until a fixed point."""
+    fired: Counter = Counter()
+    budget = [max_steps]
+    while True:
+        before = sum(fired.values())
+        memo: dict[Node, Node] = {}
+        for node in toposort(roots):
+            new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
+            memo[node] = carry_label(node, _rewrite_node(new, rules, fired, budget))
+        roots = tuple(memo[r] for r in roots)
+        if sum(fired.values()) == before or budget[0] <= 0:
+            return roots, fired
+
+
+def rewrite_graph(graph: Graph, rules: RuleSet, max_steps: int = 100_000
+                  ) -> tuple[Graph, Counter]:
+    roots, fired = rewrite_roots(graph.roots, rules, max_steps)
+    n_out = len(graph.outputs)
+    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
+    return Graph(graph.inputs, roots[:n_out], updates), fired
+
+
+def rule(name: str, pattern: Op, doc: str = "") -> Callable[[Replacement], Rule]:
+    """Decorator: a replacement function becomes a Rule."""
+    def wrap(fn: Replacement) -> Rule:
+        return Rule(name, pattern, fn, doc or (fn.__doc__ or "").strip())
+    return wrap
