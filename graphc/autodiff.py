@@ -153,10 +153,32 @@ def jvp_nodes(outputs: Sequence[Node], wrt: Sequence[Node], tangents: Sequence[N
         found = vjp_nodes(pullbacks, tangents, [dummies[k] for k in connected])
         for k, r in zip(connected, found):
             results[k] = r
-    leaked = {n for n in toposort(results) if n in set(dummies)}
-    if leaked:
+    return _drop_shape_references(results, dummies, outputs)
+
+
+# Inputs that only lend their (run-time) shape to a node, never their values.
+_SHAPE_ONLY = {"broadcast_like": (1,), "reshape_like": (1,), "unslice": (1,),
+               "scatter_add": (0,), "size_of": (0,)}
+
+
+def _drop_shape_references(results: list[Node], dummies: list[Node], outputs: Sequence[Node]
+                           ) -> list[Node]:
+    """Transposed rules may still mention a dummy cotangent for its shape (the vjp of sum
+    broadcasts like its input, that of slice unslices into it); the dummy is shaped like its
+    output, so zeros shaped like that output stand in. Its value must not be used."""
+    order = toposort(results)
+    valued = set(dummies)  # nodes whose values depend on a dummy's value
+    for n in order:
+        skip = _SHAPE_ONLY.get(n.op, ())
+        if any(i in valued for k, i in enumerate(n.inputs) if k not in skip):
+            valued.add(n)
+    if any(r in valued for r in results):
         raise GradientError("internal: a reverse rule is not linear in its cotangent")
-    return results
+    new: dict[Node, Node] = {d: zeros_like(o) for d, o in zip(dummies, outputs)}
+    for n in order:
+        if n not in new and any(i in new for i in n.inputs):
+            new[n] = make(n.op, *(new.get(i, i) for i in n.inputs), **n.attrs)
+    return [new.get(r, r) for r in results]
 
 
 def hessian_node(y: Node, x: Node) -> Node:

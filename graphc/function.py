@@ -83,7 +83,8 @@ class Function:
     """A compiled program: call it with arrays, get arrays back; parameters update in place."""
 
     def __init__(self, inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
-                 backend: str = "llvm", optimize: bool | str | Iterable[str] = True) -> None:
+                 backend: str = "llvm", optimize: bool | str | Iterable[str] = True,
+                 backend_options: Mapping[str, Any] | None = None) -> None:
         self.inputs = _check_inputs(inputs)
         self._single = not isinstance(outputs, (list, tuple))
         self._out_type = None if self._single else type(outputs)
@@ -98,7 +99,7 @@ class Function:
         self.passes = select_passes(optimize)
         self.raw_graph = raw
         self.graph, self.report = run_pipeline(raw, self.passes)
-        self._exe = _load_backend(backend).compile(self.graph)
+        self._exe = _load_backend(backend).compile(self.graph, dict(backend_options or {}))
         self._storages = sorted({p.attrs["storage"] for p in self.graph.parameters()},
                                 key=lambda s: s.uid)
 
@@ -139,6 +140,8 @@ class Function:
 
 
 def function(inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
-             backend: str = "llvm", optimize: bool | str | Iterable[str] = True) -> Function:
-    """Compiles `outputs` (and parameter `updates`) as a function of the `inputs`."""
-    return Function(inputs, outputs, updates, backend, optimize)
+             backend: str = "llvm", optimize: bool | str | Iterable[str] = True,
+             backend_options: Mapping[str, Any] | None = None) -> Function:
+    """Compiles `outputs` (and parameter `updates`) as a function of the `inputs`.
+    backend_options: settings for the backend (numpy: mode="graph" or "kernels")."""
+    return Function(inputs, outputs, updates, backend, optimize, backend_options)

@@ -21,13 +21,25 @@ DTYPE_IDS = ["f32", "f64", "i32", "i64"]
 
 # ---- helpers ----------------------------------------------------------------------------
 
+# Every graph runs twice: through the whole optimizer pipeline and through none of it,
+# so a rewrite that changes a value or a dtype shows up as a difference from numpy.
+OPTIMIZE = [True]
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["opt", "noopt"])
+def _optimize(request):
+    OPTIMIZE[0] = request.param
+    yield
+    OPTIMIZE[0] = True
+
+
 def compile_run(build, arrays, shapes=None):
     """Placeholders shaped like `arrays` (or `shapes`, which may hold None), the graph
     `build(*placeholders)`, compiled for numpy and called with `arrays`."""
     phs = [gc.placeholder(a.shape if shapes is None else shapes[i], a.dtype, name=f"arg{i}")
            for i, a in enumerate(arrays)]
     out = build(*phs)
-    f = gc.function(phs, out, backend="numpy")
+    f = gc.function(phs, out, backend="numpy", optimize=OPTIMIZE[0])
     return f(*arrays), out
 
 

@@ -100,5 +100,16 @@ class NumpyExecutable:
         return result
 
 
-def compile(graph: Graph) -> NumpyExecutable:  # noqa: A001 (the backend interface's name)
-    return NumpyExecutable(graph)
+def compile(graph: Graph, options: dict | None = None):  # noqa: A001 (the backend interface)
+    """mode="graph" (default) interprets node by node; mode="kernels" runs the scheduled
+    kernel plan, the reference for native backends."""
+    options = dict(options or {})
+    mode = options.pop("mode", "graph")
+    if options:
+        raise ValueError(f"backend_options: unknown options for numpy: {sorted(options)}")
+    if mode == "graph":
+        return NumpyExecutable(graph)
+    if mode == "kernels":
+        from graphc.backends.numpy.kernels import KernelExecutable
+        return KernelExecutable(graph)
+    raise ValueError(f"backend_options: mode must be 'graph' or 'kernels', got {mode!r}")

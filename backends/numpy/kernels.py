@@ -1,0 +1,169 @@
+"""Runs a kernel schedule with numpy, kernel by kernel, over one arena of temporaries: the
+reference that native backends are compared with, kernel for kernel."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from graphc.ops import get_op
+from graphc.ops.shape_ops import check_indices
+from graphc.schedule import ir
+from graphc.schedule.lower import Schedule
+
+
+class KernelRunner:
+    """Executes one Schedule; buffers are numpy arrays, temporaries views into the arena."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        plan = schedule.plan
+        self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8)
+        self.arrays: dict[int, np.ndarray] = {}
+        for b in schedule.buffers.values():
+            if b.role == "temp":
+                start = plan.offsets.get(b.id, 0) if plan else 0
+                raw = self.arena[start:start + b.nbytes] if plan and b.id in plan.offsets \
+                    else np.zeros(b.nbytes, np.uint8)
+                self.arrays[b.id] = raw.view(b.dtype).reshape(b.shape)
+            elif b.role == "const":
+                self.arrays[b.id] = np.ascontiguousarray(schedule.consts[b.id])
+
+    # -- accesses -----------------------------------------------------------------------
+    def _strided(self, access: ir.Access, shape: Sequence[int]) -> np.ndarray:
+        base = self.arrays[access.buffer].reshape(-1)
+        item = base.dtype.itemsize
+        if not shape or 0 in shape:
+            if 0 in shape:
+                return np.empty(shape, base.dtype)
+            return base[access.offset:access.offset + 1].reshape(())
+        return as_strided(base[access.offset:], shape=tuple(shape),
+                          strides=tuple(s * item for s in access.strides))
+
+    def _eval(self, expr: ir.Expr, shape: Sequence[int], memo: dict[int, np.ndarray]
+              ) -> np.ndarray:
+        stack: list[tuple[ir.Expr, bool]] = [(expr, False)]
+        while stack:
+            e, ready = stack.pop()
+            if id(e) in memo:
+                continue
+            if isinstance(e, ir.Apply) and not ready:
+                stack.append((e, True))
+                stack.extend((a, False) for a in e.args if id(a) not in memo)
+                continue
+            if isinstance(e, ir.Load):
+                value = self._strided(e.access, shape)
+            elif isinstance(e, ir.Const):
+                value = np.asarray(e.value, e.dtype)
+            elif isinstance(e, ir.Index):
+                ix = np.arange(shape[e.axis], dtype=e.dtype)
+                value = ix.reshape((-1,) + (1,) * (len(shape) - e.axis - 1))
+            else:
+                args = [memo[id(a)] for a in e.args]
+                with np.errstate(all="ignore"):
+                    if e.op == "cast":
+                        value = args[0].astype(e.dtype)
+                    else:
+                        value = np.asarray(get_op(e.op).impl(args, {}))
+                if value.dtype != e.dtype:
+                    value = value.astype(e.dtype)
+            memo[id(e)] = value
+        return memo[id(expr)]
+
+    # -- kernels ------------------------------------------------------------------------
+    def run_kernel(self, k: ir.Kernel) -> None:
+        if isinstance(k, ir.Elementwise):
+            if 0 in k.shape:
+                return
+            memo: dict[int, np.ndarray] = {}
+            values = [self._eval(s.value, k.shape, memo) for s in k.stores]
+            for store, value in zip(k.stores, values):  # every value first: stores may alias
+                out = self._strided(store.access, k.shape)
+                np.copyto(out, np.broadcast_to(value, k.shape), casting="unsafe")
+        elif isinstance(k, ir.Reduce):
+            self._reduce(k)
+        elif isinstance(k, ir.Gemm):
+            a = self._strided(k.a, k.batch + (k.m, k.k))
+            b = self._strided(k.b, k.batch + (k.k, k.n))
+            out = self._strided(k.out, k.batch + (k.m, k.n))
+            out[...] = np.matmul(a, b)
+        elif isinstance(k, ir.Gather):
+            x = self._strided(k.x, k.x_shape)
+            idx = self._strided(k.indices, k.idx_shape)
+            check_indices(idx, k.x_shape[k.axis], "take")
+            out_shape = k.x_shape[:k.axis] + k.idx_shape + k.x_shape[k.axis + 1:]
+            self._strided(k.out, out_shape)[...] = np.take(x, idx, axis=k.axis)
+        elif isinstance(k, ir.ScatterAdd):
+            idx = self._strided(k.indices, k.idx_shape)
+            check_indices(idx, k.out_shape[k.axis], "scatter_add")
+            upd_shape = k.out_shape[:k.axis] + k.idx_shape + k.out_shape[k.axis + 1:]
+            upd = self._strided(k.updates, upd_shape)
+            out = np.zeros(k.out_shape, k.dtype)
+            moved = np.moveaxis(upd, list(range(k.axis, k.axis + len(k.idx_shape))),
+                                list(range(len(k.idx_shape))))
+            np.add.at(np.moveaxis(out, k.axis, 0), idx, moved)
+            self._strided(k.out, k.out_shape)[...] = out
+        else:
+            raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
+
+    def _reduce(self, k: ir.Reduce) -> None:
+        keep = tuple(1 if a in k.axes else d for a, d in enumerate(k.shape))
+        out = self._strided(ir.Access(k.out.buffer, k.out.strides, k.out.offset), keep) \
+            if 0 not in keep else None
+        if out is None:
+            return
+        if 0 in k.shape:
+            if k.op != "sum":
+                raise ValueError(f"cannot take the {k.op} of an empty axis")
+            out[...] = 0
+            return
+        body = np.broadcast_to(self._eval(k.body, k.shape, {}), k.shape)
+        with np.errstate(all="ignore"):
+            if k.op == "sum":
+                value = np.sum(body, axis=k.axes, keepdims=True, dtype=k.out_dtype)
+            elif k.op == "max":
+                value = np.max(body, axis=k.axes, keepdims=True)
+            elif k.op == "min":
+                value = np.min(body, axis=k.axes, keepdims=True)
+            else:
+                value = np.argmax(body, axis=k.axes[0], keepdims=True)
+        out[...] = value
+
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        s = self.schedule
+        for bid, array in zip(s.inputs, args):
+            self.arrays[bid] = np.ascontiguousarray(array)
+        for bid, storage in s.params.items():
+            self.arrays[bid] = storage.array
+        outputs = {}
+        for bid in s.outputs:
+            b = s.buffers[bid]
+            outputs[bid] = self.arrays[bid] = np.empty(b.shape, b.dtype)
+        for kernel in s.kernels:
+            self.run_kernel(kernel)
+        return [outputs[bid].copy() if s.outputs.count(bid) > 1 else outputs[bid]
+                for bid in s.outputs]
+
+
+class KernelExecutable:
+    """The numpy backend in kernel mode: one schedule per set of input shapes."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.cache: dict[tuple, KernelRunner] = {}
+
+    @property
+    def source(self) -> str:
+        if not self.cache:
+            return "(no schedule yet: kernels are planned per input shapes at the first call)"
+        return "\n\n".join(r.schedule.listing() for r in self.cache.values())
+
+    def runner(self, shapes: tuple) -> KernelRunner:
+        if shapes not in self.cache:
+            from graphc.schedule import schedule_graph
+            self.cache[shapes] = KernelRunner(schedule_graph(self.graph, list(shapes)))
+        return self.cache[shapes]
+
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.runner(tuple(a.shape for a in args)).run(args)

@@ -1,0 +1,25 @@
+"""From an optimized graph to kernels: the kernel IR, the scheduler, the buffer plan."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from graphc.graph import Graph
+from graphc.passes import run_pipeline, select_passes
+from graphc.schedule.lower import Schedule, lower_graph
+from graphc.schedule.memory import MemoryPlan, plan_memory
+from graphc.specialize import specialize_graph
+
+
+def schedule_graph(graph: Graph, shapes: Sequence[tuple[int, ...]] | None = None,
+                   optimize: bool = True) -> Schedule:
+    """Specialises `graph` to the input `shapes` (default: its static shapes), optimizes it
+    again (sizes are constants now), and lowers it to a planned list of kernels."""
+    if shapes is not None:
+        graph = specialize_graph(graph, shapes)
+    graph, _ = run_pipeline(graph, select_passes(optimize))
+    schedule = lower_graph(graph)
+    plan_memory(schedule)
+    return schedule
+
+
+__all__ = ["MemoryPlan", "Schedule", "lower_graph", "plan_memory", "schedule_graph"]

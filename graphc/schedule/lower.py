@@ -1,0 +1,462 @@
+"""The scheduler: an optimized graph with static shapes becomes an ordered list of kernels.
+Elementwise and broadcast ops fuse into one scalar expression per kernel (and into the
+reductions they feed); views (transpose, broadcast, slice, expand/squeeze, contiguous
+reshape) cost nothing, they only change the strides of later accesses; everything else is
+a template kernel (gemm, gather, scatter_add)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from graphc.errors import ShapeError
+from graphc.graph import Graph
+from graphc.node import Node, consumers, toposort
+from graphc.ops import get_op
+from graphc.schedule import ir
+from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
+from graphc.schedule.reindex import AxisMap, broadcast_map, remap_expr, remap_view
+
+
+@dataclass(frozen=True)
+class View:
+    """A node's value held in a buffer, read through strides (over the node's own shape)."""
+
+    buffer: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int
+    dtype: np.dtype
+
+    def contiguous(self) -> bool:
+        want = ir.contiguous_strides(self.shape)
+        return all(s == w or d == 1 for s, w, d in zip(self.strides, want, self.shape))
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A node's value not yet stored anywhere: an expression over the node's own shape."""
+
+    expr: Expr
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fused: tuple[str, ...] = ()
+    depth: int = 0  # longest chain of ops in expr
+
+
+# Longer fused chains are stored and reloaded: bounded kernel bodies for the code generators.
+MAX_FUSED_DEPTH = 48
+
+
+Value = Union[View, Lazy]
+
+
+@dataclass
+class Schedule:
+    """Kernels in order, the buffers they use, and where the program's data lives."""
+
+    buffers: dict[int, Buffer]
+    kernels: list[ir.Kernel]
+    inputs: list[int]
+    outputs: list[int]
+    params: dict[int, object]  # buffer id -> ParamStorage
+    consts: dict[int, np.ndarray]
+    plan: "object | None" = None  # memory.MemoryPlan, set by plan_memory
+    notes: list[str] = field(default_factory=list)
+
+    def listing(self) -> str:
+        from graphc.schedule.printing import schedule_listing
+        return schedule_listing(self)
+
+
+def _trivial(expr: Expr) -> bool:
+    return not isinstance(expr, Apply)
+
+
+class Lowering:
+    def __init__(self, graph: Graph) -> None:
+        for n in graph.nodes():
+            if None in n.shape:
+                raise ShapeError(f"schedule: {n.op} has unknown sizes {n.type}; specialise "
+                                 "the graph to call-time shapes first")
+        self.graph = graph
+        self.order = graph.nodes()
+        self.users = consumers(self.order)
+        self.values: dict[Node, Value] = {}
+        self.buffers: dict[int, Buffer] = {}
+        self.kernels: list[ir.Kernel] = []
+        self.params: dict[int, object] = {}
+        self.consts: dict[int, np.ndarray] = {}
+        self.param_buffers: dict[object, int] = {}
+        self.creator: dict[int, Node] = {}
+
+    # -- buffers ------------------------------------------------------------------------
+    def new_buffer(self, dtype: np.dtype, shape: tuple[int, ...], role: str,
+                   name: str = "") -> int:
+        bid = len(self.buffers)
+        self.buffers[bid] = Buffer(bid, np.dtype(dtype), tuple(shape), role, name)
+        return bid
+
+    def whole(self, bid: int) -> View:
+        b = self.buffers[bid]
+        return View(bid, b.shape, ir.contiguous_strides(b.shape), 0, b.dtype)
+
+    # -- values -------------------------------------------------------------------------
+    def expr_of(self, value: Value, shape: tuple[int, ...]) -> Expr:
+        """The value read at each index of `shape` (numpy broadcasting)."""
+        amap = broadcast_map(value.shape, shape)
+        if isinstance(value, View):
+            v = remap_view(value.strides, value.offset, amap, len(shape))
+            return Load(Access(value.buffer, *v), value.dtype)
+        return remap_expr(value.expr, amap, len(shape))
+
+    def materialize(self, value: Value, role: str = "temp", name: str = "") -> View:
+        if isinstance(value, View) and role == "temp":
+            return value
+        bid = self.new_buffer(value.dtype, value.shape, role, name)
+        view = self.whole(bid)
+        store = Store(Access(bid, view.strides, 0), self.expr_of(value, value.shape))
+        fused = value.fused if isinstance(value, Lazy) else ("copy",)
+        self.kernels.append(ir.Elementwise(value.shape, (store,), fused))
+        return view
+
+    def view_of(self, node: Node) -> View:
+        view = self.materialize(self.values[node])
+        self.values[node] = view
+        return view
+
+    # -- the walk -----------------------------------------------------------------------
+    def run(self) -> Schedule:
+        inputs = []
+        for ph in self.graph.inputs:
+            bid = self.new_buffer(ph.dtype, ph.shape, "input", ph.attrs["name"])
+            self.values[ph] = self.whole(bid)
+            inputs.append(bid)
+        for node in self.order:
+            if node not in self.values:
+                self.values[node] = self.lower(node)
+                value = self.values[node]
+                if (isinstance(value, Lazy) and not _trivial(value.expr)
+                        and len(self.users[node]) > 1):
+                    self.view_of(node)  # computed once, read by several kernels
+        outputs = self.store_outputs()
+        self.store_updates()
+        return Schedule(self.buffers, self.kernels, inputs, outputs, self.params, self.consts)
+
+    def store_outputs(self) -> list[int]:
+        outputs, used = [], set()
+        for i, node in enumerate(self.graph.outputs):
+            value = self.values[node]
+            bid = value.buffer if isinstance(value, View) else None
+            own = (bid is not None and self.buffers[bid].role == "temp" and bid not in used
+                   and self.creator.get(bid) is node and value == self.whole(bid))
+            if own:  # the kernel that made it writes the output directly
+                b = self.buffers[bid]
+                self.buffers[bid] = Buffer(bid, b.dtype, b.shape, "output", f"out{i}")
+            else:
+                bid = self.materialize(value, "output", f"out{i}").buffer
+            used.add(bid)
+            outputs.append(bid)
+        return outputs
+
+    def store_updates(self) -> None:
+        """New parameter values are written after every output; in place where that is safe
+        (each element read back only at its own index, and no other update reads it)."""
+        pending = []
+        for param, new in self.graph.updates:
+            target = self.param_buffer(param)
+            pending.append((target, self.expr_of(self.values[new], param.shape), new))
+        readers: dict[int, int] = {}
+        for target, expr, _ in pending:
+            for ld in ir.expr_loads(expr):
+                readers[ld.access.buffer] = readers.get(ld.access.buffer, 0) + 1
+        identity = {t: ir.contiguous_strides(self.buffers[t].shape) for t, _, _ in pending}
+        direct, staged = [], []
+        for target, expr, new in pending:
+            own_reads = [ld for ld in ir.expr_loads(expr) if ld.access.buffer == target]
+            safe = all(ld.access.strides == identity[target] and ld.access.offset == 0
+                       for ld in own_reads)
+            others_read = readers.get(target, 0) - (1 if own_reads else 0)
+            (direct if safe and others_read == 0 else staged).append((target, expr, new))
+        copies = []
+        for target, expr, new in staged:
+            tmp = self.materialize(Lazy(expr, self.buffers[target].shape,
+                                        self.buffers[target].dtype, ("update",)))
+            copies.append((target, Load(Access(tmp.buffer, tmp.strides, 0), tmp.dtype)))
+        for target, expr, new in direct:
+            shape = self.buffers[target].shape
+            store = Store(Access(target, identity[target], 0), expr)
+            self.kernels.append(ir.Elementwise(shape, (store,), ("update",)))
+        for target, load in copies:
+            shape = self.buffers[target].shape
+            store = Store(Access(target, identity[target], 0), load)
+            self.kernels.append(ir.Elementwise(shape, (store,), ("update",)))
+
+    def param_buffer(self, node: Node) -> int:
+        storage = node.attrs["storage"]
+        if storage not in self.param_buffers:
+            bid = self.new_buffer(node.dtype, node.shape, "param", storage.name)
+            self.params[bid] = storage
+            self.param_buffers[storage] = bid
+        return self.param_buffers[storage]
+
+    # -- one node -----------------------------------------------------------------------
+    def lower(self, node: Node) -> Value:
+        op = node.op
+        method = getattr(self, f"lower_{op}", None)
+        if method is not None:
+            return method(node)
+        if get_op(op).sympy_def is not None:
+            return self.lower_elementwise(node)
+        raise NotImplementedError(f"schedule: no lowering for the primitive {op!r}")
+
+    def lower_elementwise(self, node: Node) -> Value:
+        for i in node.inputs:
+            v = self.values[i]
+            if isinstance(v, Lazy) and v.depth >= MAX_FUSED_DEPTH:
+                self.view_of(i)
+        args = tuple(self.expr_of(self.values[i], node.shape) for i in node.inputs)
+        fused: tuple[str, ...] = ()
+        depth = 0
+        for i in node.inputs:
+            v = self.values[i]
+            if isinstance(v, Lazy):
+                fused += tuple(f for f in v.fused if f not in fused)
+                depth = max(depth, v.depth)
+        return Lazy(Apply(node.op, args, node.dtype), node.shape, node.dtype,
+                    fused + ((node.op,) if node.op not in fused else ()), depth + 1)
+
+    def lower_cast(self, node: Node) -> Lazy:
+        (x,) = node.inputs
+        v = self.values[x]
+        fused = v.fused if isinstance(v, Lazy) else ()
+        if isinstance(v, Lazy) and v.depth >= MAX_FUSED_DEPTH:
+            v = self.view_of(x)
+            fused = ()
+        depth = v.depth if isinstance(v, Lazy) else 0
+        return Lazy(Apply("cast", (self.expr_of(v, x.shape),), node.dtype), node.shape,
+                    node.dtype, fused + ("cast",), depth + 1)
+
+    def lower_parameter(self, node: Node) -> View:
+        return self.whole(self.param_buffer(node))
+
+    def lower_constant(self, node: Node) -> Value:
+        array = node.attrs["value"].array
+        if array.size == 1:
+            return Lazy(Const(array.reshape(()).item(), node.dtype), node.shape, node.dtype)
+        bid = self.new_buffer(node.dtype, node.shape, "const")
+        self.consts[bid] = array
+        return self.whole(bid)
+
+    def lower_iota(self, node: Node) -> Lazy:
+        return Lazy(Index(0, node.dtype), node.shape, node.dtype, ("iota",))
+
+    def lower_size_of(self, node: Node) -> Lazy:
+        shape = node.inputs[0].shape
+        n = int(np.prod([shape[a] for a in node.attrs["axes"]]))
+        return Lazy(Const(np.asarray(n, node.dtype).item(), node.dtype), (), node.dtype)
+
+    def lower_stop_gradient(self, node: Node) -> Value:
+        return self.values[node.inputs[0]]
+
+    # views: a new way to read the same data
+    def _view(self, node: Node, amap: AxisMap) -> Value:
+        v = self.values[node.inputs[0]]
+        rank = len(node.shape)
+        if isinstance(v, View):
+            strides, offset = remap_view(v.strides, v.offset, amap, rank)
+            return View(v.buffer, node.shape, strides, offset, v.dtype)
+        return Lazy(remap_expr(v.expr, amap, rank), node.shape, v.dtype, v.fused, v.depth)
+
+    def lower_transpose(self, node: Node) -> Value:
+        perm = node.attrs["perm"]
+        where = {p: a for a, p in enumerate(perm)}
+        return self._view(node, tuple((where[j], 1, 0) for j in range(len(perm))))
+
+    def lower_broadcast_to(self, node: Node) -> Value:
+        return self._view(node, broadcast_map(node.inputs[0].shape, node.shape))
+
+    lower_broadcast_like = lower_broadcast_to
+
+    def lower_expand_dims(self, node: Node) -> Value:
+        axes = set(node.attrs["axes"])
+        kept = [a for a in range(node.ndim) if a not in axes]
+        return self._view(node, tuple((k, 1, 0) for k in kept))
+
+    def lower_squeeze(self, node: Node) -> Value:
+        axes = set(node.attrs["axes"])
+        amap, out = [], 0
+        for j in range(node.inputs[0].ndim):
+            if j in axes:
+                amap.append((None, 0, 0))
+            else:
+                amap.append((out, 1, 0))
+                out += 1
+        return self._view(node, tuple(amap))
+
+    def lower_slice(self, node: Node) -> Value:
+        x = node.inputs[0]
+        amap = []
+        for j, (s, d) in enumerate(zip(node.attrs["slices"], x.shape)):
+            start, _, step = slice(*s).indices(d)
+            amap.append((j, step, start))
+        return self._view(node, tuple(amap))
+
+    def lower_reshape(self, node: Node) -> Value:
+        v = self.values[node.inputs[0]]
+        if not (isinstance(v, View) and v.contiguous()):
+            v = self.materialize(v if isinstance(v, Lazy) else
+                                 Lazy(self.expr_of(v, v.shape), v.shape, v.dtype, ("copy",)))
+        return View(v.buffer, node.shape, ir.contiguous_strides(node.shape), v.offset, v.dtype)
+
+    lower_reshape_like = lower_reshape
+
+    # reductions: the elementwise ops feeding them fuse into the body
+    def _reduce(self, node: Node, op: str, axes: tuple[int, ...], source: Value,
+                body: Expr | None = None, fused: tuple[str, ...] = ()) -> View:
+        shape = source.shape
+        keep_shape = tuple(1 if a in axes else d for a, d in enumerate(shape))
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        strides = list(ir.contiguous_strides(keep_shape))
+        for a in axes:
+            strides[a] = 0
+        if body is None:
+            body = self.expr_of(source, shape)
+            fused = source.fused if isinstance(source, Lazy) else ()
+        if op != "argmax" and body_dtype(body) != node.dtype:
+            body = Apply("cast", (body,), node.dtype)
+        self.kernels.append(ir.Reduce(shape, axes, op, body, Access(bid, tuple(strides), 0),
+                                      node.dtype, fused + (op,)))
+        return self.whole(bid)
+
+    def lower_sum(self, node: Node) -> View:
+        return self._reduce(node, "sum", node.attrs["axes"], self.values[node.inputs[0]])
+
+    def lower_max(self, node: Node) -> View:
+        return self._reduce(node, "max", node.attrs["axes"], self.values[node.inputs[0]])
+
+    def lower_min(self, node: Node) -> View:
+        return self._reduce(node, "min", node.attrs["axes"], self.values[node.inputs[0]])
+
+    def lower_argmax(self, node: Node) -> View:
+        return self._reduce(node, "argmax", (node.attrs["axis"],), self.values[node.inputs[0]])
+
+    def lower_log_softmax(self, node: Node) -> Lazy:
+        """max, then sum of exp(x - max), then x - max - log(sum): two reductions and an
+        epilogue that fuses into whatever reads it."""
+        x = node.inputs[0]
+        v = self.values[x]
+        if isinstance(v, Lazy) and not _trivial(v.expr):
+            v = self.view_of(x)
+        axis = node.attrs["axis"]
+        keep = tuple(1 if a == axis else d for a, d in enumerate(x.shape))
+        m = _Keep(node, keep)
+        top = self._reduce(m, "max", (axis,), v)
+        top_k = View(top.buffer, keep, ir.contiguous_strides(keep), 0, node.dtype)
+        shifted = Apply("sub", (self.expr_of(v, x.shape), self.expr_of(top_k, x.shape)),
+                        node.dtype)
+        total = self._reduce(m, "sum", (axis,), v, Apply("exp", (shifted,), node.dtype),
+                             ("sub", "exp"))
+        total_k = View(total.buffer, keep, ir.contiguous_strides(keep), 0, node.dtype)
+        out = Apply("sub", (shifted, Apply("log", (self.expr_of(total_k, x.shape),),
+                                           node.dtype)), node.dtype)
+        return Lazy(out, node.shape, node.dtype, ("log_softmax",), 4)
+
+    # templates
+    def lower_matmul(self, node: Node) -> View:
+        a, b = node.inputs
+        va, vb = self.view_of(a), self.view_of(b)
+        batch = node.shape[:-2]
+        m, n, k = node.shape[-2], node.shape[-1], a.shape[-1]
+        acc_a = self._batched(va, batch, (m, k))
+        acc_b = self._batched(vb, batch, (k, n))
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        out = Access(bid, ir.contiguous_strides(node.shape), 0)
+        self.kernels.append(ir.Gemm(batch, m, n, k, acc_a, acc_b, out, node.dtype))
+        return self.whole(bid)
+
+    def _batched(self, v: View, batch: tuple[int, ...], tail: tuple[int, int]) -> Access:
+        amap = broadcast_map(v.shape, batch + tail)
+        strides, offset = remap_view(v.strides, v.offset, amap, len(batch) + 2)
+        return Access(v.buffer, strides, offset)
+
+    def lower_take(self, node: Node) -> View:
+        x, idx = node.inputs
+        vx, vi = self.view_of(x), self.view_of(idx)
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        self.kernels.append(ir.Gather(
+            x.shape, Access(vx.buffer, vx.strides, vx.offset), idx.shape,
+            Access(vi.buffer, vi.strides, vi.offset), node.attrs["axis"],
+            Access(bid, ir.contiguous_strides(node.shape), 0), node.dtype))
+        return self.whole(bid)
+
+    def lower_scatter_add(self, node: Node) -> View:
+        _, idx, upd = node.inputs
+        vi, vu = self.view_of(idx), self.view_of(upd)
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        self.kernels.append(ir.ScatterAdd(
+            node.shape, Access(bid, ir.contiguous_strides(node.shape), 0), idx.shape,
+            Access(vi.buffer, vi.strides, vi.offset), Access(vu.buffer, vu.strides, vu.offset),
+            node.attrs["axis"], node.dtype))
+        return self.whole(bid)
+
+    def _region_store(self, bid: int, region: list[tuple[int, int]], value: Value) -> Store:
+        """A store of `value` into the part of buffer `bid` where axis j runs
+        start_j, start_j + step_j, ... (region = [(start, step)] per axis)."""
+        base = ir.contiguous_strides(self.buffers[bid].shape)
+        strides = tuple(s * step for s, (_, step) in zip(base, region))
+        offset = sum(s * start for s, (start, _) in zip(base, region))
+        return Store(Access(bid, strides, offset), self.expr_of(value, value.shape))
+
+    def lower_unslice(self, node: Node) -> View:
+        g, ref = node.inputs
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        zero = Store(Access(bid, ir.contiguous_strides(node.shape), 0), Const(0, node.dtype))
+        self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
+        region = []
+        for s, d in zip(node.attrs["slices"], ref.shape):
+            start, _, step = slice(*s).indices(d)
+            region.append((start, step))
+        v = self.values[g]
+        self.kernels.append(ir.Elementwise(g.shape, (self._region_store(bid, region, v),),
+                                           (v.fused if isinstance(v, Lazy) else ())
+                                           + ("unslice",)))
+        return self.whole(bid)
+
+    def lower_concatenate(self, node: Node) -> View:
+        axis = node.attrs["axis"]
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        start = 0
+        for x in node.inputs:
+            region = [(start if a == axis else 0, 1) for a in range(node.ndim)]
+            v = self.values[x]
+            if x.shape[axis]:
+                self.kernels.append(ir.Elementwise(
+                    x.shape, (self._region_store(bid, region, v),),
+                    (v.fused if isinstance(v, Lazy) else ()) + ("concatenate",)))
+            start += x.shape[axis]
+        return self.whole(bid)
+
+
+class _Keep:
+    """A stand-in node for an intermediate reduction's buffer (log_softmax's max and sum)."""
+
+    def __init__(self, node: Node, shape: tuple[int, ...]) -> None:
+        self.dtype = node.dtype
+        self.shape = shape
+
+
+def body_dtype(expr: Expr) -> np.dtype:
+    return expr.dtype
+
+
+def lower_graph(graph: Graph) -> Schedule:
+    """Kernels for a graph whose shapes are all known (see graphc.specialize)."""
+    return Lowering(graph).run()

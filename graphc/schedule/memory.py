@@ -1,0 +1,60 @@
+"""The buffer plan: temporaries share one arena, reusing memory once a buffer is dead."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphc.schedule.ir import Buffer
+
+ALIGN = 64  # bytes: a cache line, and room for 512-bit vector loads
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class MemoryPlan:
+    offsets: dict[int, int]  # temp buffer id -> byte offset in the arena
+    lifetimes: dict[int, tuple[int, int]]  # buffer id -> (first kernel, last kernel)
+    arena_bytes: int  # peak intermediate memory with reuse
+    unshared_bytes: int  # what the temporaries would take without reuse
+
+    def __str__(self) -> str:
+        return (f"memory plan: {len(self.offsets)} temporaries, arena {self.arena_bytes:,} B "
+                f"(without reuse {self.unshared_bytes:,} B)")
+
+
+def lifetimes(schedule) -> dict[int, tuple[int, int]]:
+    """For each buffer, the first kernel that touches it and the last."""
+    spans: dict[int, tuple[int, int]] = {}
+    for k, kernel in enumerate(schedule.kernels):
+        for bid in kernel.reads() | kernel.writes():
+            first, _ = spans.get(bid, (k, k))
+            spans[bid] = (first, k)
+    return spans
+
+
+def plan_memory(schedule) -> MemoryPlan:
+    """Greedy placement in order of first use: each temporary takes the lowest offset free
+    of every temporary whose lifetime overlaps its own."""
+    spans = lifetimes(schedule)
+    temps: list[Buffer] = [b for b in schedule.buffers.values()
+                           if b.role == "temp" and b.id in spans]
+    temps.sort(key=lambda b: (spans[b.id][0], -b.nbytes))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    offsets: dict[int, int] = {}
+    for b in temps:
+        first, last = spans[b.id]
+        size = _aligned(max(b.nbytes, 1))
+        busy = sorted((o, e) for o, e, f, l in placed if not (l < first or f > last))
+        offset = 0
+        for o, e in busy:
+            if offset + size <= o:
+                break
+            offset = max(offset, e)
+        offsets[b.id] = offset
+        placed.append((offset, offset + size, first, last))
+    arena = max((e for _, e, _, _ in placed), default=0)
+    unshared = sum(_aligned(max(b.nbytes, 1)) for b in temps)
+    schedule.plan = MemoryPlan(offsets, spans, arena, unshared)
+    return schedule.plan
