@@ -410,7 +410,7 @@ def test_int_power_int_stays_int():
 def test_int_to_negative_int_power_raises_like_numpy():
     a = np.array([1, 2], np.int64)
     x = gc.placeholder((2,), "int64")
-    f = gc.function([x], x ** -1, backend="numpy")
+    f = gc.function([x], x ** -1, backend="numpy", optimize=OPTIMIZE[0])
     with pytest.raises(ValueError):
         np.power(a, -1)
     with pytest.raises(ValueError):

@@ -16,8 +16,10 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[int, ...]] | None = None
     again (sizes are constants now), and lowers it to a planned list of kernels."""
     if shapes is not None:
         graph = specialize_graph(graph, shapes)
-    graph, _ = run_pipeline(graph, select_passes(optimize))
+    graph, report = run_pipeline(graph, select_passes(optimize))
     schedule = lower_graph(graph)
+    schedule.report = report
+    schedule.graph = graph
     plan_memory(schedule)
     return schedule
 

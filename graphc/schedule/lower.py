@@ -5,7 +5,7 @@ reshape) cost nothing, they only change the strides of later accesses; everythin
 a template kernel (gemm, gather, scatter_add)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -63,7 +63,8 @@ class Schedule:
     params: dict[int, object]  # buffer id -> ParamStorage
     consts: dict[int, np.ndarray]
     plan: "object | None" = None  # memory.MemoryPlan, set by plan_memory
-    notes: list[str] = field(default_factory=list)
+    report: "object | None" = None  # the PassReport of the specialised graph
+    graph: "Graph | None" = None  # the specialised, optimized graph it was made from
 
     def listing(self) -> str:
         from graphc.schedule.printing import schedule_listing
@@ -187,11 +188,22 @@ class Lowering:
         for target, expr, new in direct:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), expr)
-            self.kernels.append(ir.Elementwise(shape, (store,), ("update",)))
+            self.hoist(ir.Elementwise(shape, (store,), ("update",)))
         for target, load in copies:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), load)
             self.kernels.append(ir.Elementwise(shape, (store,), ("update",)))
+
+    def hoist(self, kernel: ir.Elementwise) -> None:
+        """Places an in-place update right after the last kernel that needs the parameter's
+        old value or makes what the update reads, so its gradient buffer dies early."""
+        (target,) = kernel.writes()
+        needs = kernel.reads() - {target}
+        at = 0
+        for i, k in enumerate(self.kernels):
+            if target in k.reads() or target in k.writes() or k.writes() & needs:
+                at = i + 1
+        self.kernels.insert(at, kernel)
 
     def param_buffer(self, node: Node) -> int:
         storage = node.attrs["storage"]
