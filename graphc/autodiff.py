@@ -9,6 +9,7 @@ from graphc.derivatives import arg_symbols, partials
 from graphc.errors import GradientError
 from graphc.node import Node, building_for, label_of, set_label, toposort
 from graphc.ops import get_op, make
+from graphc.ops.registry import rebuild
 from graphc.ops.grad_helpers import add_all, times, unbroadcast, zeros_like
 from graphc.ops.leaves import placeholder_node, scalar_constant
 from graphc.ops.shapes import fmt_shape
@@ -133,10 +134,38 @@ def check_cotangent(ct: Node, out: Node, what: str) -> Node:
     return ct
 
 
+# Inputs that an op reads only for their run-time shape, never for their values.
+SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
+                     "unslice": (1,), "scatter_add": (0,), "size_of": (0,)}
+
+
+def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
+    """Nodes whose values the roots need (inputs read only for shape are not followed)."""
+    seen: set[Node] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        skip = SHAPE_ONLY_INPUTS.get(n.op, ())
+        stack.extend(i for k, i in enumerate(n.inputs) if k not in skip)
+    return seen
+
+
+def _substitute(roots: Sequence[Node], mapping: dict[Node, Node]) -> list[Node]:
+    memo: dict[Node, Node] = dict(mapping)
+    for n in toposort(roots):
+        if n not in memo:
+            memo[n] = rebuild(n, [memo[i] for i in n.inputs]) if n.inputs else n
+    return [memo[r] for r in roots]
+
+
 def jvp_nodes(outputs: Sequence[Node], wrt: Sequence[Node], tangents: Sequence[Node]
               ) -> list[Node]:
     """Forward mode by transposing reverse mode: J t = d/du <J^T u, t>, u a dummy cotangent.
-    The reverse rules are linear in the cotangent, so the result never mentions u."""
+    The reverse rules are linear in the cotangent, so the result needs no value of u; where
+    it reads u's shape, the output (of the same shape) stands in for it."""
     _check_wrt(wrt)
     for o in outputs:
         if o.dtype.kind != "f":
@@ -144,41 +173,10 @@ def jvp_nodes(outputs: Sequence[Node], wrt: Sequence[Node], tangents: Sequence[N
     dummies = [placeholder_node(o.shape, o.dtype, f"__cotangent{i}")
                for i, o in enumerate(outputs)]
     pullbacks = vjp_nodes(outputs, dummies, wrt)
-    # An output that does not depend on wrt gets zeros shaped like itself (zeros_like of its
-    # dummy would keep the dummy in the graph when the output has run-time sizes).
-    reached = set(toposort(pullbacks))
-    connected = [k for k, d in enumerate(dummies) if d in reached]
-    results = [zeros_like(o) for o in outputs]
-    if connected:
-        found = vjp_nodes(pullbacks, tangents, [dummies[k] for k in connected])
-        for k, r in zip(connected, found):
-            results[k] = r
-    return _drop_shape_references(results, dummies, outputs)
-
-
-# Inputs that only lend their (run-time) shape to a node, never their values.
-_SHAPE_ONLY = {"broadcast_like": (1,), "reshape_like": (1,), "unslice": (1,),
-               "scatter_add": (0,), "size_of": (0,)}
-
-
-def _drop_shape_references(results: list[Node], dummies: list[Node], outputs: Sequence[Node]
-                           ) -> list[Node]:
-    """Transposed rules may still mention a dummy cotangent for its shape (the vjp of sum
-    broadcasts like its input, that of slice unslices into it); the dummy is shaped like its
-    output, so zeros shaped like that output stand in. Its value must not be used."""
-    order = toposort(results)
-    valued = set(dummies)  # nodes whose values depend on a dummy's value
-    for n in order:
-        skip = _SHAPE_ONLY.get(n.op, ())
-        if any(i in valued for k, i in enumerate(n.inputs) if k not in skip):
-            valued.add(n)
-    if any(r in valued for r in results):
+    results = vjp_nodes(pullbacks, tangents, dummies)
+    if set(dummies) & _value_dependencies(results):
         raise GradientError("internal: a reverse rule is not linear in its cotangent")
-    new: dict[Node, Node] = {d: zeros_like(o) for d, o in zip(dummies, outputs)}
-    for n in order:
-        if n not in new and any(i in new for i in n.inputs):
-            new[n] = make(n.op, *(new.get(i, i) for i in n.inputs), **n.attrs)
-    return [new.get(r, r) for r in results]
+    return _substitute(results, dict(zip(dummies, outputs)))
 
 
 def hessian_node(y: Node, x: Node) -> Node:

@@ -20,8 +20,8 @@ def specialize_graph(graph: Graph, shapes: Sequence[tuple[int, ...]]) -> Graph:
             memo[ph] = placeholder_node(tuple(shape), ph.dtype, ph.attrs["name"])
     for node in toposort(graph.inputs + graph.roots):
         if node not in memo:
-            memo[node] = carry_label(node, rebuild(node, [memo[i] for i in node.inputs])
-                                     if node.inputs else node)
+            new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
+            memo[node] = carry_label(node, new)
     n_out = len(graph.outputs)
     roots = [memo[r] for r in graph.roots]
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))

@@ -21,7 +21,7 @@ _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    return _erf_scalar(x).astype(x.dtype)
+    return np.asarray(_erf_scalar(x), dtype=x.dtype)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

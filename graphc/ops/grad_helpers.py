@@ -45,6 +45,11 @@ def times(g: Node, factor: Node) -> Node:
 def unbroadcast(g: Node, target: Node) -> Node:
     """Sums g over the axes along which target was broadcast, giving target's shape."""
     lead = g.ndim - target.ndim
+    if any(d is None and g.shape[lead + i] != 1 for i, d in enumerate(target.shape)):
+        # A size known only at call time may be 1 and broadcast (numpy semantics): the
+        # sum is decided at run time (and folded away once shapes are specialised).
+        g = make("sum_to_like", g, target)
+        return make("cast", g, dtype=target.dtype) if g.dtype != target.dtype else g
     axes = list(range(lead))
     for i, d in enumerate(target.shape):
         if d == 1 and g.shape[lead + i] != 1:

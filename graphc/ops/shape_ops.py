@@ -191,6 +191,33 @@ register(OpDef(
 ))
 
 
+def _sum_to_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    g, ref = ins
+    _check_broadcastable(ref.shape, g.shape)
+    return TensorType(ref.shape, g.dtype)
+
+
+def sum_to_shape(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sums g over the axes along which an array of `shape` was broadcast to g's shape."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
+                                      if d == 1 and g.shape[lead + i] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g
+
+
+def _sum_to_like_vjp(node: Node, g: Node) -> list[Node | None]:
+    """the cotangent broadcasts back to the summed input's shape"""
+    return [make("broadcast_like", g, node.inputs[0]), None]
+
+
+register(OpDef(
+    name="sum_to_like", arity=2, vjp=_sum_to_like_vjp,
+    doc="g summed over the axes along which ref's run-time shape broadcasts to g's",
+    infer=_sum_to_like_infer,
+    impl=lambda arrs, attrs: sum_to_shape(arrs[0], arrs[1].shape),
+))
+
+
 # ---- slices ----------------------------------------------------------------------------
 
 def _slice_len(dim: Dim, s: tuple[int | None, int | None, int | None]) -> Dim:

@@ -63,3 +63,4 @@ def known_size(shape: Sequence[Dim]) -> int | None:
             return None
         size *= d
     return size
+

@@ -127,16 +127,17 @@ def _power_rule(name: str, exponent: float, build):
     @rule(name, Op("pow", X, Const(exponent)))
     def replace(b, node):
         out = build(b["x"])
-        return out if out.type == node.type else None
+        return out if out is not None and out.type == node.type else None
     return replace
 
 
 _pow_one = _power_rule("pow_one", 1, lambda x: x)
 _pow_two = _power_rule("pow_two", 2, lambda x: make("square", x))
-_pow_half = _power_rule("pow_half", 0.5, lambda x: make("sqrt", x) if x.dtype.kind == "f" else x)
+_pow_half = _power_rule("pow_half", 0.5,
+                        lambda x: make("sqrt", x) if x.dtype.kind == "f" else None)
 _pow_minus_one = _power_rule(
     "pow_minus_one", -1,
-    lambda x: make("div", scalar_constant(1, x.dtype), x) if x.dtype.kind == "f" else x)
+    lambda x: make("div", scalar_constant(1, x.dtype), x) if x.dtype.kind == "f" else None)
 
 
 @rule("transpose_transpose", Op("transpose", Op("transpose", X, name="inner")))
@@ -186,6 +187,8 @@ def _expand_squeeze(b, node):
 def _cast_roundtrip(b, node):
     x, mid = b["x"], b["inner"]
     widening = np.can_cast(x.dtype, mid.dtype, casting="safe")
+    if x.dtype.kind in "iu" and mid.dtype.kind == "f" and x.dtype.itemsize >= mid.dtype.itemsize:
+        widening = False  # numpy calls int64 -> float64 safe, but 2**53 + 1 does not survive
     return x if widening and node.dtype == x.dtype else None
 
 
@@ -235,6 +238,16 @@ def _sum_of_broadcast_scalar(b, node):
          else make("size_of", bcast, axes=axes, dtype=node.dtype))
     scalar = make("reshape", s, shape=()) if s.shape else s
     return make("mul", scalar, n)
+
+
+@rule("sum_to_like_static", Op("sum_to_like", X, Var("ref")),
+      "the run-time sum of a gradient over broadcast axes, once the shapes are known")
+def _sum_to_like_static(b, node):
+    x, ref = b["x"], b["ref"]
+    if None in x.shape or None in ref.shape:
+        return None
+    from graphc.ops.grad_helpers import unbroadcast
+    return unbroadcast(x, ref)
 
 
 @rule("size_of_static", Op("size_of", X))

@@ -14,7 +14,11 @@ def _div_const(b, node):
     c = constant_value(b["c"])
     if node.dtype.kind != "f" or c == 0 or not np.isfinite(c) or b["c"].ndim:
         return None
-    return make("mul", b["x"], scalar_constant(1.0 / float(c), node.dtype))
+    with np.errstate(all="ignore"):
+        inv = np.asarray(1.0 / float(c)).astype(node.dtype)
+    if not np.abs(inv) >= np.finfo(node.dtype).tiny or not np.isfinite(inv):
+        return None  # 1/c overflows (c subnormal) or loses precision: keep the division
+    return make("mul", b["x"], scalar_constant(inv, node.dtype))
 
 
 RULES: list[Rule] = [v for v in list(globals().values()) if isinstance(v, Rule)]

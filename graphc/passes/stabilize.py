@@ -2,7 +2,10 @@
 into their stable fused forms (log_softmax, softplus)."""
 from __future__ import annotations
 
+import numpy as np
+
 from graphc.node import Node
+from graphc.ops.leaves import scalar_constant
 from graphc.ops.registry import make
 from graphc.passes.patterns import Const, Op, Var
 from graphc.passes.rewrite import Rule, rule
@@ -40,9 +43,18 @@ def _log_exp(b, node):
     return b["x"]
 
 
-@rule("exp_log", Op("exp", Op("log", X)), "exp(log(x)) -> x (for x > 0, where log is real)")
+# Producers whose values are >= 0 (or nan) for any input: there exp(log(x)) is x exactly.
+_NONNEGATIVE = {"exp", "sigmoid", "softplus", "square", "abs", "sqrt", "relu"}
+
+
+@rule("exp_log", Op("exp", Op("log", X)),
+      "exp(log(x)) -> x where x >= 0 (else log is nan: where(x >= 0, x, nan))")
 def _exp_log(b, node):
-    return b["x"]
+    x = b["x"]
+    if x.op in _NONNEGATIVE:
+        return x
+    zero, nan = scalar_constant(0, x.dtype), scalar_constant(np.nan, x.dtype)
+    return make("where", make("greater_equal", x, zero), x, nan)
 
 
 @rule("log_sigmoid", Op("log", Op("sigmoid", X)), "log(sigmoid(x)) -> -softplus(-x)")
