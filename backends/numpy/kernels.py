@@ -104,6 +104,11 @@ class KernelRunner:
                                 list(range(len(k.idx_shape))))
             np.add.at(np.moveaxis(out, k.axis, 0), idx, moved)
             self._strided(k.out, k.out_shape)[...] = out
+        elif isinstance(k, ir.IndexCheck):
+            idx = self._strided(k.indices, k.shape)
+            if idx.size and (idx.min() < 0 or idx.max() >= k.size):
+                bad = idx[(idx < 0) | (idx >= k.size)].flat[0]
+                raise IndexError(f"{k.what}: index {bad} is out of range [0, {k.size})")
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
 

@@ -6,6 +6,7 @@ from typing import Any
 import graphc.frontends as F
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
+from graphc.ops import make
 
 
 def mse(pred: Any, target: Any) -> Tensor:
@@ -38,5 +39,6 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
         depth = logits_node.shape[-1]
         if depth is None:
             raise ValueError("cross_entropy: integer labels need a known class count")
-        labels = F.one_hot(labels, depth, dtype=logits_node.dtype)
+        checked = make("check_index", labels_node, size=depth, what="cross_entropy labels")
+        labels = F.one_hot(Tensor(checked), depth, dtype=logits_node.dtype)
     return F.mean(-F.sum(logp * labels, axis=-1))

@@ -396,6 +396,28 @@ register(OpDef(
 ))
 
 
+def _check_index_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    if ins[0].dtype.kind != "i":
+        raise DTypeError(f"indices must be integers, got {ins[0].dtype}")
+    return ins[0].type
+
+
+def _check_index_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    idx = arrs[0]
+    size = attrs["size"]
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        bad = idx[(idx < 0) | (idx >= size)].flat[0]
+        raise IndexError(f"{attrs['what']}: index {bad} is out of range [0, {size})")
+    return idx
+
+
+register(OpDef(
+    name="check_index", arity=1, differentiable=False, infer=_check_index_infer,
+    impl=_check_index_impl,
+    doc="the indices unchanged, after checking that each lies in [0, size) (IndexError)",
+))
+
+
 # ---- index helpers ---------------------------------------------------------------------
 
 register(OpDef(

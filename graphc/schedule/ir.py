@@ -224,8 +224,26 @@ class ScatterAdd:
         return {self.out.buffer}
 
 
-Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd]
-KERNEL_KINDS = ("elementwise", "reduce", "gemm", "gather", "scatter_add")
+@dataclass(frozen=True)
+class IndexCheck:
+    """Raises IndexError (naming `what`) unless every index read lies in [0, size)."""
+
+    shape: Shape
+    indices: Access
+    size: int
+    what: str
+
+    kind = "index_check"
+
+    def reads(self) -> set[int]:
+        return {self.indices.buffer}
+
+    def writes(self) -> set[int]:
+        return set()
+
+
+Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck]
+KERNEL_KINDS = ("elementwise", "reduce", "gemm", "gather", "scatter_add", "index_check")
 
 
 def contiguous_strides(shape: Shape) -> tuple[int, ...]:

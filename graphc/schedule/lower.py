@@ -269,6 +269,25 @@ class Lowering:
         n = int(np.prod([shape[a] for a in node.attrs["axes"]]))
         return Lazy(Const(np.asarray(n, node.dtype).item(), node.dtype), (), node.dtype)
 
+    def lower_check_index(self, node: Node) -> Value:
+        v = self.view_of(node.inputs[0])
+        self.kernels.append(ir.IndexCheck(v.shape, Access(v.buffer, v.strides, v.offset),
+                                          node.attrs["size"], node.attrs["what"]))
+        return v
+
+    def lower_sum_to_like(self, node: Node) -> Value:
+        g, ref = node.inputs
+        lead = g.ndim - ref.ndim
+        axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(ref.shape)
+                                          if d == 1 and g.shape[lead + i] != 1)
+        v = self.values[g]
+        if not axes:
+            return v
+        keep = tuple(1 if a in axes else d for a, d in enumerate(g.shape))
+        total = self._reduce(_Keep(node, keep), "sum", axes, v)
+        return View(total.buffer, node.shape, ir.contiguous_strides(node.shape), 0,
+                    node.dtype)
+
     def lower_stop_gradient(self, node: Node) -> Value:
         return self.values[node.inputs[0]]
 

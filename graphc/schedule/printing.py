@@ -23,6 +23,8 @@ def kernel_line(k: ir.Kernel) -> str:
                 f"{' A^T' if ta else ''}{' B^T' if tb else ''}")
     elif isinstance(k, ir.Gather):
         what = f"gather axis={k.axis} x={list(k.x_shape)} idx={list(k.idx_shape)}"
+    elif isinstance(k, ir.IndexCheck):
+        what = f"index_check {list(k.shape)} in [0, {k.size}) for {k.what}"
     else:
         what = f"scatter_add axis={k.axis} out={list(k.out_shape)} idx={list(k.idx_shape)}"
     return f"{what}  {reads or '-'} -> {writes}"
