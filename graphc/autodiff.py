@@ -92,7 +92,13 @@ def vjp_nodes(outputs: Sequence[Node], cotangents: Sequence[Node], wrt: Sequence
     results = []
     for w in wrt:
         if w in total:
-            results.append(total[w])
+            g = total[w]
+            if g.shape != w.shape and g.ndim == w.ndim and all(
+                    d is None or e is None or d == e for d, e in zip(w.shape, g.shape)):
+                # Static shapes in the rules may know a size that w declares None, or miss
+                # one w knows (x @ y with y's inner size None): the result has w's shape.
+                g = make("reshape_like", g, w)
+            results.append(g)
         elif disconnected == "raise":
             raise GradientError(f"the output does not depend on {w.op} {w.type} "
                                 "(disconnected); pass disconnected='zero' for a zero gradient")
@@ -116,9 +122,13 @@ def grad_nodes(y: Node, wrt: Sequence[Node], disconnected: str = "zero") -> list
     if y.shape:
         seed = make("broadcast_to", seed, shape=y.shape)
     results = vjp_nodes([y], [seed], wrt, disconnected)
+    forward: set[Node] | None = None
     for w, g in zip(wrt, results):
         if g.op not in ("constant", "placeholder", "parameter"):
-            set_label(g, f"d{_label(y)}/d{_label(w)}")
+            if forward is None:
+                forward = set(toposort([y]))
+            if g not in forward:  # d exp(x)/dx is exp(x) itself: keep the forward name
+                set_label(g, f"d{_label(y)}/d{_label(w)}")
     return results
 
 

@@ -72,11 +72,26 @@ class SympyToGraph:
         for cls, op in RELATIONS.items():
             if isinstance(e, cls):
                 return make(op, self(e.lhs), self(e.rhs))
+        if isinstance(e, (sp.And, sp.Or, sp.Not)):  # conditions of Piecewise definitions
+            true, false = (scalar_constant(v, np.dtype(bool)) for v in (True, False))
+            args = [self(a) for a in e.args]
+            if isinstance(e, sp.Not):
+                return make("where", args[0], false, true)
+            out = args[0]
+            for a in args[1:]:
+                out = (make("where", out, a, false) if isinstance(e, sp.And)
+                       else make("where", out, true, a))
+            return out
         for cls, op in FUNCTIONS.items():
             if isinstance(e, cls):
                 if cls is sp.log and len(e.args) == 2:
                     return make("logb", self(e.args[0]), self(e.args[1]))
                 return make(op, self(e.args[0]))
+        # Functions without a primitive (sinh, cosh, ... in user definitions' derivatives)
+        # are built from their exp form.
+        rewritten = e.rewrite(sp.exp)
+        if rewritten != e:
+            return self(rewritten)
         raise NotImplementedError(f"no graph op for the SymPy expression {e}")
 
     def _add(self, e: sp.Add) -> Node:

@@ -58,10 +58,12 @@ BINARY = {
 class Builder:
     """Draws a random graph of an exact output shape, with its own random input values."""
 
-    def __init__(self, data, max_depth: int, smooth: bool = False) -> None:
+    def __init__(self, data, max_depth: int, smooth: bool = False,
+                 dynamic: bool = False) -> None:
         self.data = data
         self.max_depth = max_depth
         self.smooth = smooth
+        self.dynamic = dynamic  # placeholders declare some sizes None (given at call time)
         self.rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
         self.inputs: list[tuple[gc.Tensor, np.ndarray]] = []
         self.budget = 14  # subtrees left to grow; then everything is a leaf
@@ -70,11 +72,13 @@ class Builder:
         return self.data.draw(strategy, label=label)
 
     def leaf(self, shape: tuple) -> gc.Tensor:
-        same = [p for p, _ in self.inputs if p.shape == shape]
+        same = [p for p, v in self.inputs if v.shape == shape]
         if same and self.draw(st.booleans(), "reuse"):
             return self.draw(st.sampled_from(same))
         value = self.rng.standard_normal(shape)
-        ph = gc.placeholder(shape, "float64", name=f"in{len(self.inputs)}")
+        declared = tuple(None if self.dynamic and self.draw(st.booleans(), "none") else d
+                         for d in shape)
+        ph = gc.placeholder(declared, "float64", name=f"in{len(self.inputs)}")
         self.inputs.append((ph, value))
         return ph
 
@@ -223,7 +227,8 @@ class Builder:
         p = self.draw(st.integers(1, shape[k] - 1))
         a = shape[:k] + (p,) + shape[k + 1:]
         b = shape[:k] + (shape[k] - p,) + shape[k + 1:]
-        if self.draw(st.booleans()):
+        # (concatenate's gradient allows one part of run-time size along the axis)
+        if self.draw(st.booleans()) and not self.dynamic:
             return gc.concatenate([self.expr(a, depth), self.expr(b, depth)], axis=k)
         return gc.stack([self.expr(shape[:k] + shape[k + 1:], depth) for _ in range(shape[k])],
                         axis=k)
@@ -234,8 +239,8 @@ class Builder:
         return fn(self.expr(shape, depth), axis=axis)
 
 
-def build_loss(data, max_depth=4, smooth=False):
-    b = Builder(data, max_depth, smooth)
+def build_loss(data, max_depth=4, smooth=False, dynamic=False):
+    b = Builder(data, max_depth, smooth, dynamic)
     shape = tuple(data.draw(st.lists(DIMS, max_size=3), label="shape"))
     out = b.expr(shape, max_depth)
     weights = b.rng.standard_normal(shape)
@@ -253,9 +258,8 @@ def _norm(a):
     return float(np.sqrt(np.sum(np.square(a))))
 
 
-@given(st.data())
-def test_random_graph_gradient_matches_finite_differences(data):
-    b, _, loss = build_loss(data)
+def _check_gradient(data, dynamic):
+    b, _, loss = build_loss(data, dynamic=dynamic)
     phs = [p for p, _ in b.inputs]
     values = [v for _, v in b.inputs]
     grads = gc.grad(loss, phs)
@@ -280,6 +284,17 @@ def test_random_graph_gradient_matches_finite_differences(data):
         assert abs(fine - sym) <= 10 * tol, (
             f"directional derivative: symbolic {sym!r}, finite differences {fine!r}\n"
             + gc.show(loss))
+
+
+@given(st.data())
+def test_random_graph_gradient_matches_finite_differences(data):
+    _check_gradient(data, dynamic=False)
+
+
+@given(st.data())
+def test_random_graph_gradient_with_run_time_sizes(data):
+    """The same, with placeholders whose sizes are (partly) None until the call."""
+    _check_gradient(data, dynamic=True)
 
 
 @given(st.data())

@@ -69,7 +69,9 @@ def reshape_to(g: Node, target: Node) -> Node:
         return g
     unknown = sum(d is None for d in target.shape)
     if unknown <= 1:
-        return make("reshape", g, shape=tuple(-1 if d is None else d for d in target.shape))
+        out = make("reshape", g, shape=tuple(-1 if d is None else d for d in target.shape))
+        if out.shape == target.shape:  # (not when g's size pins down target's None size:
+            return out                 # the gradient keeps target's static shape)
     return make("reshape_like", g, target)
 
 

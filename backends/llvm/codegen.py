@@ -1,0 +1,311 @@
+"""Renders a kernel schedule as one LLVM module: a function per kernel and an entry point
+`i32 graphc_main(ptr buffers)` that runs them in order. Status: 0, or 1 + the index of the
+kernel that found an index out of range."""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.schedule import ir as kir
+from graphc.schedule.lower import Schedule
+from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
+from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
+                                         storage_type)
+
+PTR = ir.PointerType()
+ENTRY = "graphc_main"
+_module_ids = itertools.count()
+
+
+class SlotMap:
+    """Where each buffer's data starts: non-temporaries have a slot in the pointer array
+    handed to the entry point; temporaries live at fixed offsets in the arena (last slot)."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.slot: dict[int, int] = {}
+        for b in schedule.buffers.values():
+            if b.role != "temp":
+                self.slot[b.id] = len(self.slot)
+        self.arena_slot = len(self.slot)
+        self.offsets = schedule.plan.offsets if schedule.plan else {}
+
+    @property
+    def count(self) -> int:
+        return self.arena_slot + 1
+
+
+class ModuleWriter:
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.slots = SlotMap(schedule)
+        self.module = ir.Module(name=f"graphc{next(_module_ids)}")
+        self.errors: dict[int, str] = {}
+
+    # -- buffers --------------------------------------------------------------------------
+    def base_pointer(self, b: ir.IRBuilder, bufs: ir.Value, bid: int) -> ir.Value:
+        buf = self.schedule.buffers[bid]
+        if buf.role == "temp":
+            slot = b.gep(bufs, [ir.Constant(I64, self.slots.arena_slot)], source_etype=PTR)
+            arena = b.load(slot, typ=PTR)
+            return b.gep(arena, [ir.Constant(I64, self.slots.offsets.get(bid, 0))],
+                         source_etype=I8)
+        slot = b.gep(bufs, [ir.Constant(I64, self.slots.slot[bid])], source_etype=PTR)
+        return b.load(slot, typ=PTR)
+
+    def address(self, b: ir.IRBuilder, bases: dict, access: kir.Access,
+                indices: list[ir.Value]) -> tuple[ir.Value, ir.Type]:
+        dtype = self.schedule.buffers[access.buffer].dtype
+        et = storage_type(dtype)
+        flat = linear_index(b, indices, access.strides, access.offset)
+        return b.gep(bases[access.buffer], [flat], inbounds=True, source_etype=et), et
+
+    def load(self, b: ir.IRBuilder, bases: dict, access: kir.Access, indices) -> ir.Value:
+        ptr, et = self.address(b, bases, access, indices)
+        v = b.load(ptr, typ=et)
+        return b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if et == I8 else v
+
+    def store(self, b: ir.IRBuilder, bases: dict, access: kir.Access, indices,
+              value: ir.Value) -> None:
+        ptr, et = self.address(b, bases, access, indices)
+        if et == I8 and value.type == I1:
+            value = b.zext(value, I8)
+        b.store(value, ptr)
+
+    # -- expressions ----------------------------------------------------------------------
+    def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, e: kir.Expr,
+             indices: list[ir.Value], memo: dict[int, ir.Value]) -> ir.Value:
+        stack: list[tuple[kir.Expr, bool]] = [(e, False)]
+        while stack:
+            x, ready = stack.pop()
+            if id(x) in memo:
+                continue
+            if isinstance(x, kir.Apply) and not ready:
+                stack.append((x, True))
+                stack.extend((a, False) for a in x.args if id(a) not in memo)
+                continue
+            if isinstance(x, kir.Load):
+                value = self.load(b, bases, x.access, indices)
+            elif isinstance(x, kir.Const):
+                value = constant(x.dtype, x.value)
+            elif isinstance(x, kir.Index):
+                value = indices[x.axis]
+                if llvm_type(x.dtype) != I64:
+                    value = b.trunc(value, llvm_type(x.dtype))
+            elif x.op == "cast":
+                (a,) = x.args
+                value = scalar.cast(memo[id(a)], a.dtype, x.dtype)
+            else:
+                in_dtype = x.args[-1].dtype
+                value = scalar.apply(x.op, [memo[id(a)] for a in x.args], in_dtype)
+            memo[id(x)] = value
+        return memo[id(e)]
+
+    # -- kernels --------------------------------------------------------------------------
+    def kernel_function(self, index: int, kernel: kir.Kernel) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR]), f"k{index}_{kernel.kind}")
+        fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        bufs = fn.args[0]
+        bases = {bid: self.base_pointer(b, bufs, bid)
+                 for bid in sorted(kernel.reads() | kernel.writes())}
+        emit: Callable = getattr(self, f"emit_{kernel.kind}")
+        emit(b, fn, bases, kernel, index)
+        if not b.block.is_terminated:
+            b.ret(ir.Constant(I32, 0))
+        return fn
+
+    def emit_elementwise(self, b, fn, bases, k: kir.Elementwise, index: int) -> None:
+        if 0 in k.shape:
+            return
+        scalar = ScalarEmitter(b, self.module)
+        with loop_nest(b, k.shape) as ix:
+            memo: dict[int, ir.Value] = {}
+            values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
+            for s, v in zip(k.stores, values):
+                self.store(b, bases, s.access, ix, v)
+
+    def _combine(self, b, scalar, op: str, acc: ir.Value, v: ir.Value, dtype) -> ir.Value:
+        is_float = np.dtype(dtype).kind == "f"
+        if op == "sum":
+            if is_float:
+                out = b.fadd(acc, v)
+                out.flags.append("reassoc")  # lets LLVM keep several partial sums (vectors)
+                return out
+            return b.add(acc, v)
+        if is_float:
+            return scalar.call("maximum" if op == "max" else "minimum", [acc, v])
+        name = "llvm.smax" if op == "max" else "llvm.smin"
+        fnty = ir.FunctionType(acc.type, [acc.type, acc.type])
+        return b.call(self.module.declare_intrinsic(name, [acc.type], fnty), [acc, v])
+
+    def _identity(self, op: str, dtype) -> ir.Constant:
+        dtype = np.dtype(dtype)
+        if op == "sum":
+            return constant(dtype, 0)
+        if dtype.kind == "f":
+            return constant(dtype, -np.inf if op == "max" else np.inf)
+        info = np.iinfo(dtype)
+        return constant(dtype, info.min if op == "max" else info.max)
+
+    def emit_reduce(self, b, fn, bases, k: kir.Reduce, index: int) -> None:
+        scalar = ScalarEmitter(b, self.module)
+        kept = [a for a in range(len(k.shape)) if a not in k.axes]
+        keep_shape = [k.shape[a] for a in kept]
+        if 0 in keep_shape:
+            return
+        last = len(k.shape) - 1
+        if k.op != "argmax" and k.shape and last not in k.axes and 0 not in k.shape:
+            # Accumulate into the output in natural order: the contiguous last axis stays
+            # innermost (and vectorizes) even when reducing over outer axes.
+            ident = self._identity(k.op, k.out_dtype)
+            out_strides = [k.out.strides[a] for a in kept]
+            with loop_nest(b, keep_shape, "o") as ox:
+                self.store(b, bases, kir.Access(k.out.buffer, out_strides, k.out.offset), ox,
+                           ident)
+            with loop_nest(b, k.shape) as ix:
+                v = self.expr(b, scalar, bases, k.body, ix, {})
+                acc = self.load(b, bases, k.out, ix)
+                self.store(b, bases, k.out, ix,
+                           self._combine(b, scalar, k.op, acc, v, k.out_dtype))
+            return
+        red_shape = [k.shape[a] for a in k.axes]
+        entry = fn.entry_basic_block
+        with b.goto_block(entry):
+            b.position_at_start(entry)
+            acc_ptr = b.alloca(llvm_type(k.out_dtype if k.op != "argmax" else k.body.dtype))
+            idx_ptr = b.alloca(I64)
+        with loop_nest(b, keep_shape, "o") as ox:
+            full = [None] * len(k.shape)
+            for a, v in zip(kept, ox):
+                full[a] = v
+            if k.op == "argmax":
+                b.store(self._identity("max", k.body.dtype), acc_ptr)
+                b.store(ir.Constant(I64, 0), idx_ptr)
+            else:
+                b.store(self._identity(k.op, k.out_dtype), acc_ptr)
+            if 0 not in red_shape:
+                with loop_nest(b, red_shape, "r") as rx:
+                    for a, v in zip(k.axes, rx):
+                        full[a] = v
+                    v = self.expr(b, scalar, bases, k.body, full, {})
+                    acc = b.load(acc_ptr, typ=acc_ptr.allocated_type)
+                    if k.op == "argmax":
+                        self._argmax_step(b, acc_ptr, idx_ptr, acc, v, rx, red_shape)
+                    else:
+                        b.store(self._combine(b, scalar, k.op, acc, v, k.out_dtype), acc_ptr)
+            result = (b.load(idx_ptr, typ=I64) if k.op == "argmax"
+                      else b.load(acc_ptr, typ=acc_ptr.allocated_type))
+            zero_full = [ix if ix is not None else ir.Constant(I64, 0) for ix in full]
+            self.store(b, bases, k.out, zero_full, result)
+
+    def _argmax_step(self, b, acc_ptr, idx_ptr, best, v, rx, red_shape) -> None:
+        """numpy's argmax: the first maximum, and the first nan if there is one."""
+        if isinstance(v.type, (ir.FloatType, ir.DoubleType)):
+            better = b.or_(b.fcmp_ordered(">", v, best),
+                           b.and_(b.fcmp_unordered("uno", v, v),
+                                  b.fcmp_ordered("ord", best, best)))
+        else:
+            better = b.icmp_signed(">", v, best)
+        position = linear_index(b, rx, _contiguous(red_shape), 0)
+        b.store(b.select(better, v, best), acc_ptr)
+        b.store(b.select(better, position, b.load(idx_ptr, typ=I64)), idx_ptr)
+
+    def emit_gemm(self, b, fn, bases, k: kir.Gemm, index: int) -> None:
+        if 0 in k.batch or 0 in (k.m, k.n):
+            return
+        from graphc.backends.llvm.gemm import emit_gemm
+        emit_gemm(self, b, fn, bases, k)
+
+    def _check_bounds(self, b, fn, bases, access: kir.Access, shape, size: int,
+                      index: int, what: str, allow_negative: bool) -> None:
+        self.errors[index] = what
+        if 0 in shape:
+            return
+        fail = fn.append_basic_block("out_of_range")
+        with loop_nest(b, shape, "c") as cx:
+            v = b.sext(self.load(b, bases, access, cx), I64) if access else None
+            low = -size if allow_negative else 0
+            bad = b.or_(b.icmp_signed("<", v, ir.Constant(I64, low)),
+                        b.icmp_signed(">=", v, ir.Constant(I64, size)))
+            ok = fn.append_basic_block("in_range")
+            b.cbranch(bad, fail, ok)
+            b.position_at_end(ok)
+        cont = b.block
+        b.position_at_end(fail)
+        b.ret(ir.Constant(I32, index + 1))
+        b.position_at_end(cont)
+
+    def _wrapped(self, b, bases, access, ix, size) -> ir.Value:
+        v = b.sext(self.load(b, bases, access, ix), I64)
+        neg = b.icmp_signed("<", v, ir.Constant(I64, 0))
+        return b.select(neg, b.add(v, ir.Constant(I64, size)), v)
+
+    def emit_gather(self, b, fn, bases, k: kir.Gather, index: int) -> None:
+        size = k.x_shape[k.axis]
+        self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, index,
+                           f"take: an index is out of bounds for size {size}", True)
+        out_shape = k.x_shape[:k.axis] + k.idx_shape + k.x_shape[k.axis + 1:]
+        if 0 in out_shape:
+            return
+        q = len(k.idx_shape)
+        with loop_nest(b, out_shape) as ix:
+            pre, mid, post = ix[:k.axis], ix[k.axis:k.axis + q], ix[k.axis + q:]
+            j = self._wrapped(b, bases, k.indices, mid, size)
+            v = self.load(b, bases, k.x, pre + [j] + post)
+            self.store(b, bases, k.out, ix, v)
+
+    def emit_scatter_add(self, b, fn, bases, k: kir.ScatterAdd, index: int) -> None:
+        size = k.out_shape[k.axis]
+        self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, index,
+                           f"scatter_add: an index is out of bounds for size {size}", True)
+        if 0 in k.out_shape:
+            return
+        zero = constant(k.dtype, 0)
+        with loop_nest(b, k.out_shape, "z") as zx:
+            self.store(b, bases, k.out, zx, zero)
+        upd_shape = k.out_shape[:k.axis] + k.idx_shape + k.out_shape[k.axis + 1:]
+        if 0 in upd_shape:
+            return
+        q = len(k.idx_shape)
+        is_float = np.dtype(k.dtype).kind == "f"
+        with loop_nest(b, upd_shape) as ix:
+            pre, mid, post = ix[:k.axis], ix[k.axis:k.axis + q], ix[k.axis + q:]
+            j = self._wrapped(b, bases, k.indices, mid, size)
+            target = pre + [j] + post
+            acc = self.load(b, bases, k.out, target)
+            v = self.load(b, bases, k.updates, ix)
+            self.store(b, bases, k.out, target, b.fadd(acc, v) if is_float else b.add(acc, v))
+
+    def emit_index_check(self, b, fn, bases, k: kir.IndexCheck, index: int) -> None:
+        self._check_bounds(b, fn, bases, k.indices, k.shape, k.size, index,
+                           f"{k.what}: an index is out of range [0, {k.size})", False)
+
+    # -- the module -----------------------------------------------------------------------
+    def build(self) -> str:
+        kernels = [self.kernel_function(i, k) for i, k in enumerate(self.schedule.kernels)]
+        main = ir.Function(self.module, ir.FunctionType(I32, [PTR]), ENTRY)
+        b = ir.IRBuilder(main.append_basic_block("entry"))
+        for fn in kernels:
+            status = b.call(fn, [main.args[0]])
+            failed = main.append_basic_block("failed")
+            ok = main.append_basic_block("ok")
+            b.cbranch(b.icmp_signed("!=", status, ir.Constant(I32, 0)), failed, ok)
+            b.position_at_end(failed)
+            b.ret(status)
+            b.position_at_end(ok)
+        b.ret(ir.Constant(I32, 0))
+        return str(self.module)
+
+
+def _contiguous(shape) -> list[int]:
+    return list(kir.contiguous_strides(tuple(shape)))
+
+
+def render(schedule: Schedule) -> tuple[str, SlotMap, dict[int, str]]:
+    """The module's IR text, where each buffer goes, and the kernels' error messages."""
+    writer = ModuleWriter(schedule)
+    text = writer.build()
+    return text, writer.slots, writer.errors

@@ -1,0 +1,81 @@
+"""llvmlite set-up (llvmlite 0.50 / LLVM 22): the host target machine, the O3 pipeline with
+loop and SLP vectorization, and one JIT engine that native modules are added to."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _init() -> dict:
+    with _lock:
+        if not _state:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            target = llvm.Target.from_default_triple()
+            machine = target.create_target_machine(
+                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                opt=3, codemodel="jitdefault")
+            for name in ("m", "mvec"):
+                path = ctypes.util.find_library(name)
+                if path:
+                    llvm.load_library_permanently(path)
+            _state.update(machine=machine)
+        return _state
+
+
+def target_machine():
+    return _init()["machine"]
+
+
+def host_description() -> str:
+    """What compiled code depends on: triple, CPU and its features (a cache key part)."""
+    _init()
+    return f"{llvm.get_default_triple()}|{llvm.get_host_cpu_name()}|" \
+           f"{llvm.get_host_cpu_features().flatten()}"
+
+
+@dataclass
+class CompileTimes:
+    parse: float = 0.0
+    optimize: float = 0.0
+    jit: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def optimize_module(module: "llvm.ModuleRef") -> None:
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(target_machine(), pto)
+    pb.getModulePassManager().run(module, pb)
+
+
+def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None):
+    """Parses, optimizes and JITs a module in an engine of its own; returns the entry
+    function's address, the module and the engine (keep it alive while the code runs)."""
+    state = _init()
+    times = times or CompileTimes()
+    t0 = time.perf_counter()
+    module = llvm.parse_assembly(ir_text)
+    module.triple = llvm.get_default_triple()
+    module.verify()
+    t1 = time.perf_counter()
+    optimize_module(module)
+    t2 = time.perf_counter()
+    engine = llvm.create_mcjit_compiler(module, state["machine"])
+    engine.finalize_object()
+    address = engine.get_function_address(entry)
+    times.parse, times.optimize, times.jit = t1 - t0, t2 - t1, time.perf_counter() - t2
+    return address, module, engine
+
+
+def assembly(module: "llvm.ModuleRef") -> str:
+    return target_machine().emit_assembly(module)

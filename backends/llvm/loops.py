@@ -1,0 +1,53 @@
+"""IR-building helpers: counted loops and loop nests with i64 induction variables."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+from llvmlite import ir
+
+I64 = ir.IntType(64)
+
+
+@contextlib.contextmanager
+def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i"
+                 ) -> Iterator[ir.Value]:
+    """for (i = 0; i < count; ++i) { body }: yields i; the builder ends after the loop."""
+    count = ir.Constant(I64, count) if isinstance(count, int) else count
+    pre = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    body = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    index = builder.phi(I64, name=name)
+    index.add_incoming(ir.Constant(I64, 0), pre)
+    builder.cbranch(builder.icmp_signed("<", index, count), body, done)
+    builder.position_at_end(body)
+    yield index
+    nxt = builder.add(index, ir.Constant(I64, 1), name=f"{name}.next")
+    index.add_incoming(nxt, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+
+
+@contextlib.contextmanager
+def loop_nest(builder: ir.IRBuilder, shape: Sequence[int], prefix: str = "i"
+              ) -> Iterator[list[ir.Value]]:
+    """Nested counted loops over `shape` (outermost first); yields the indices."""
+    with contextlib.ExitStack() as stack:
+        indices = [stack.enter_context(counted_loop(builder, d, f"{prefix}{k}"))
+                   for k, d in enumerate(shape)]
+        yield indices
+
+
+def linear_index(builder: ir.IRBuilder, indices: Sequence[ir.Value],
+                 strides: Sequence[int], offset: int) -> ir.Value:
+    """offset + sum(stride_k * i_k), skipping zero strides."""
+    total: ir.Value = ir.Constant(I64, offset)
+    for i, s in zip(indices, strides):
+        if s == 0:
+            continue
+        term = i if s == 1 else builder.mul(i, ir.Constant(I64, s))
+        total = builder.add(total, term)
+    return total

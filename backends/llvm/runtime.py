@@ -1,0 +1,107 @@
+"""Calling generated code: one compiled module per set of input shapes, buffers handed over
+as one array of pointers, arguments checked (by gc.function) before any pointer is made."""
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import Sequence
+
+import numpy as np
+
+from graphc.backends.llvm import codegen, jit
+from graphc.schedule import schedule_graph
+
+_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.POINTER(ctypes.c_void_p))
+
+
+def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
+
+
+class CompiledShape:
+    """The native code for one set of input shapes, with its arena and pointer table."""
+
+    def __init__(self, graph, shapes: tuple) -> None:
+        t0 = time.perf_counter()
+        self.schedule = schedule_graph(graph, list(shapes))
+        t1 = time.perf_counter()
+        self.ir_text, self.slots, self.errors = codegen.render(self.schedule)
+        t2 = time.perf_counter()
+        self.times = jit.CompileTimes()
+        self.address, self.module, self.engine = jit.compile_ir(self.ir_text, codegen.ENTRY,
+                                                                 self.times)
+        self.times.extra = {"schedule": t1 - t0, "codegen": t2 - t1}
+        self.entry = _ENTRY_TYPE(self.address)
+        s = self.schedule
+        self.table = (ctypes.c_void_p * self.slots.count)()
+        self.arena = _aligned_empty(s.plan.arena_bytes if s.plan else 0)
+        self.table[self.slots.arena_slot] = self.arena.ctypes.data
+        self.keep = []
+        for bid, array in s.consts.items():
+            array = np.ascontiguousarray(array)
+            self.keep.append(array)
+            self.table[self.slots.slot[bid]] = array.ctypes.data
+        for bid, storage in s.params.items():
+            self.table[self.slots.slot[bid]] = storage.array.ctypes.data
+        self.input_slots = [self.slots.slot[b] for b in s.inputs]
+        self.outputs = [(self.slots.slot[b], s.buffers[b]) for b in s.outputs]
+        self.lock = threading.Lock()  # one arena: one call at a time
+
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        with self.lock:
+            table = self.table
+            arrays = [np.ascontiguousarray(a) for a in args]
+            for slot, a in zip(self.input_slots, arrays):
+                table[slot] = a.ctypes.data
+            outs = []
+            for slot, buf in self.outputs:
+                out = np.empty(buf.shape, buf.dtype)
+                table[slot] = out.ctypes.data
+                outs.append(out)
+            status = self.entry(table)
+        if status:
+            raise IndexError(self.errors.get(status - 1, f"native kernel {status - 1} failed"))
+        return outs
+
+
+class LLVMExecutable:
+    """The llvm backend's handle on a graph: compiles per input shapes, on first use."""
+
+    def __init__(self, graph, options: dict) -> None:
+        self.graph = graph
+        self.options = options
+        self.compiled: dict[tuple, CompiledShape] = {}
+        self.last: CompiledShape | None = None
+        self._lock = threading.Lock()
+        if None not in {d for p in graph.inputs for d in p.shape}:
+            self.last = self._get(tuple(p.shape for p in graph.inputs))
+
+    def _get(self, shapes: tuple) -> CompiledShape:
+        compiled = self.compiled.get(shapes)
+        if compiled is None:
+            with self._lock:
+                compiled = self.compiled.get(shapes)
+                if compiled is None:
+                    compiled = CompiledShape(self.graph, shapes)
+                    self.compiled[shapes] = compiled
+        return compiled
+
+    @property
+    def source(self) -> str:
+        if self.last is None:
+            return "; not compiled yet: sizes given at call time (a module per input shapes)"
+        return self.last.ir_text
+
+    @property
+    def asm(self) -> str:
+        if self.last is None:
+            return "; not compiled yet"
+        return jit.assembly(self.last.module)
+
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        compiled = self._get(tuple(a.shape for a in args))
+        self.last = compiled
+        return compiled.run(args)
