@@ -1,5 +1,6 @@
 """The main job: an MLP learns the bundled 8x8 digits through gradients graphc derives and
-compiles. Run: python examples/mlp_digits.py [--backend numpy] [--epochs 40]"""
+compiles to native code through LLVM.
+Run: python examples/mlp_digits.py [--backend llvm|numpy] [--epochs 40]"""
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ def build(hidden: int, lr: float, momentum: float, backend: str, seed: int):
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backend", default="numpy", help="numpy, llvm or cuda")
+    parser.add_argument("--backend", default="llvm", help="llvm (default), numpy or cuda")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -105,7 +105,26 @@ class Function:
 
     @property
     def source(self) -> str:
+        """The generated code: LLVM IR (llvm), the graph listing or kernel plan (numpy)."""
         return self._exe.source
+
+    @property
+    def asm(self) -> str:
+        """Machine code text (llvm backend)."""
+        asm = getattr(self._exe, "asm", None)
+        if asm is None:
+            raise AttributeError(f"the {self.backend} backend produces no machine code")
+        return asm
+
+    def schedule(self, *shapes: tuple[int, ...]):
+        """The kernel plan for these input shapes (default: the inputs' static shapes);
+        print it with .listing()."""
+        from graphc.schedule import schedule_graph
+        if not shapes:
+            shapes = tuple(p.shape for p in self.inputs)
+        if len(shapes) != len(self.inputs):
+            raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(shapes)}")
+        return schedule_graph(self.graph, [tuple(s) for s in shapes])
 
     def _convert(self, args: Sequence[Any]) -> list[np.ndarray]:
         if len(args) != len(self.inputs):

@@ -146,6 +146,27 @@ def test_results_have_wrt_shape_and_dtype():
     np.testing.assert_allclose(rs, np.sum(t * b), rtol=1e-6)
 
 
+def test_results_keep_wrt_static_shape_when_rules_know_more_or_less():
+    # a matmul whose inner size is None on one side: the rule for the other side cannot
+    # see the size, and a reshape can pin down a None size; gradients keep wrt's shape
+    a = gc.placeholder((1, 2), "float64", name="a")
+    b = gc.placeholder((None,), "float64", name="b")
+    c = gc.placeholder((None, 3), "float64", name="c")
+    y = gc.sum(gc.abs(a @ b)) + gc.sum(gc.reshape(c, (1, 3)) ** 2)
+    ga, gb, gc_ = gc.grad(y, [a, b, c])
+    assert (ga.shape, gb.shape, gc_.shape) == ((1, 2), (None,), (None, 3))
+    av, bv, cv = np.array([[1.0, -2.0]]), np.array([0.5, 3.0]), np.array([[1.0, 2.0, 3.0]])
+    ra, rb, rc = run([a, b, c], [ga, gb, gc_], av, bv, cv)
+    s = np.sign(av @ bv)
+    np.testing.assert_allclose(ra, s[:, None] * bv[None, :])
+    np.testing.assert_allclose(rb, (s[:, None] * av).sum(axis=0))
+    np.testing.assert_allclose(rc, 2 * cv)
+    # and vjp / jvp results
+    t = gc.placeholder((None,), "float64")
+    assert gc.jvp(a @ b, b, t).shape == (1,)
+    assert gc.vjp(a @ b, [a, b], np.ones(1))[0].shape == (1, 2)
+
+
 def test_grad_of_float32_loss():
     x = gc.placeholder((4,), "float32")
     g = gc.grad(gc.mean(gc.square(x)), x)
@@ -315,6 +336,17 @@ def test_gradient_nodes_are_labelled_by_loss_and_parameter():
         assert label in text, text
     # the label names the node that computes the gradient (it is returned)
     assert gc.show(gW1).rstrip().splitlines()[-1] == "return %dloss/dW1"
+
+
+def test_grad_does_not_rename_a_forward_node():
+    # d exp(x)/dx is the node exp(x) itself: it keeps its own name
+    x = gc.placeholder((), "float64", name="x")
+    y = gc.name(gc.exp(x), "energy")
+    g = gc.grad(y, x)
+    assert "%energy" in gc.show(y) and "denergy" not in gc.show(y)
+    g2 = gc.grad(g, x)
+    assert "ddenergy" not in gc.show(g2)
+    assert run([x], g2, 0.5) == pytest.approx(np.exp(0.5))
 
 
 def test_name_returns_its_tensor_and_checks_arguments():
@@ -489,6 +521,40 @@ def test_elementwise_function_with_two_arguments():
 
 
 _TWO = {}
+
+_MORE = {}
+
+
+def _more_functions():
+    if not _MORE:
+        _MORE["cosh"] = gc.elementwise_function("cosh_gradapi", lambda x: sp.cosh(x) / 2)
+        _MORE["window"] = gc.elementwise_function(
+            "window_gradapi", lambda x: sp.Piecewise((x ** 2, (x > 0) & (x < 1)),
+                                                     (x ** 3, sp.Not(x > -1) | (x > 2)),
+                                                     (0, True)))
+    return _MORE
+
+
+def test_elementwise_function_whose_derivative_has_no_primitive():
+    # d cosh = sinh: there is no sinh primitive; the rule is built from exp
+    f = _more_functions()["cosh"]
+    x = gc.placeholder((None,), "float64")
+    g1 = gc.grad(gc.sum(f(x)), x)
+    g2 = gc.grad(gc.sum(g1), x)
+    v = np.linspace(-2, 2, 9)
+    a, b = run([x], [g1, g2], v)
+    np.testing.assert_allclose(a, np.sinh(v) / 2, atol=1e-15)
+    np.testing.assert_allclose(b, np.cosh(v) / 2)
+
+
+def test_elementwise_function_with_compound_piecewise_conditions():
+    f = _more_functions()["window"]
+    x = gc.placeholder((None,), "float64")
+    g = gc.grad(gc.sum(f(x)), x)
+    v = np.array([-2.0, -0.5, 0.25, 0.75, 1.5, 2.5])
+    vals, grads = run([x], [f(x), g], v)
+    np.testing.assert_allclose(vals, [-8.0, 0.0, 0.0625, 0.5625, 0.0, 15.625])
+    np.testing.assert_allclose(grads, [12.0, 0.0, 0.5, 1.5, 0.0, 18.75])
 
 
 def _two_arg():

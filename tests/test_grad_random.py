@@ -299,7 +299,7 @@ def test_random_graph_gradient_with_run_time_sizes(data):
 
 @given(st.data())
 def test_random_graph_forward_and_reverse_mode_agree(data):
-    b, out, _ = build_loss(data)
+    b, out, _ = build_loss(data, dynamic=data.draw(st.booleans(), "dynamic"))
     phs = [p for p, _ in b.inputs]
     values = [v for _, v in b.inputs]
     ct = gc.placeholder(out.shape, "float64", name="ct")
@@ -307,7 +307,9 @@ def test_random_graph_forward_and_reverse_mode_agree(data):
     vj = gc.vjp(out, phs, ct)
     jv = gc.jvp(out, phs, tans)
     assert jv.shape == out.shape
-    u = b.rng.standard_normal(out.shape)
+    assert [g.shape for g in vj] == [p.shape for p in phs]
+    y0 = gc.function(phs, out, backend="numpy")(*values)
+    u = b.rng.standard_normal(np.shape(y0))
     ts = [b.rng.standard_normal(v.shape) for v in values]
     got_v = gc.function(phs + [ct], vj, backend="numpy")(*values, u)
     got_j = gc.function(phs + tans, jv, backend="numpy")(*values, *ts)
@@ -321,11 +323,13 @@ def test_random_graph_forward_and_reverse_mode_agree(data):
 @given(st.data())
 def test_random_graph_second_derivative(data):
     """Hessian-vector products, grad(<grad L, v>), against differences of grad L."""
-    b, _, loss = build_loss(data, max_depth=3, smooth=True)
+    b, _, loss = build_loss(data, max_depth=3, smooth=True,
+                            dynamic=data.draw(st.booleans(), "dynamic"))
     phs = [p for p, _ in b.inputs]
     values = [v for _, v in b.inputs]
     grads = gc.grad(loss, phs)
     vs = [gc.placeholder(p.shape, "float64") for p in phs]
+    assert [g.shape for g in grads] == [p.shape for p in phs]
     inner = sum((gc.sum(g * v) for g, v in zip(grads, vs)), gc.constant(0.0, "float64"))
     hv = gc.grad(inner, phs)
     fg = gc.function(phs, grads, backend="numpy")

@@ -19,16 +19,20 @@ def _init() -> dict:
         if not _state:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
-            target = llvm.Target.from_default_triple()
-            machine = target.create_target_machine(
-                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                opt=3, codemodel="jitdefault")
+            machine = _new_machine()
             for name in ("m", "mvec"):
                 path = ctypes.util.find_library(name)
                 if path:
                     llvm.load_library_permanently(path)
             _state.update(machine=machine)
         return _state
+
+
+def _new_machine():
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+        opt=3, codemodel="jitdefault")
 
 
 def target_machine():
@@ -70,7 +74,8 @@ def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None):
     t1 = time.perf_counter()
     optimize_module(module)
     t2 = time.perf_counter()
-    engine = llvm.create_mcjit_compiler(module, state["machine"])
+    # An execution engine owns (and frees) its target machine: each gets its own.
+    engine = llvm.create_mcjit_compiler(module, _new_machine())
     engine.finalize_object()
     address = engine.get_function_address(entry)
     times.parse, times.optimize, times.jit = t1 - t0, t2 - t1, time.perf_counter() - t2
