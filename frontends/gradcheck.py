@@ -79,7 +79,8 @@ def check_grad(target: Callable[..., Tensor] | Tensor, *args: Any, wrt: Any = No
     ok = True
     for w, g_sym in zip(wrt_list, symbolic):
         d_eps, d_rtol, d_atol = _defaults(w.dtype)
-        e, rt, at = eps or d_eps, rtol or d_rtol, atol or d_atol
+        e, rt, at = (d if v is None else v  # an explicit 0 tolerance counts
+                     for v, d in ((eps, d_eps), (rtol, d_rtol), (atol, d_atol)))
         if isinstance(w, Parameter):
             base, setter = w.value, lambda v, w=w: setattr(w, "value", v)
         elif w in feed:

@@ -17,6 +17,13 @@ from graphc.derivatives import arg_symbols, definition, elementwise_ops, partial
 from graphc.ops import OPS, make
 from graphc.symbolic import explicit
 
+# User-defined primitives join the table like the built-ins (registered once, at import,
+# so that the parametrizations over elementwise_ops() below include them).
+for _name, _definition in (("softsign_table", lambda x: x / (1 + sp.Abs(x))),
+                           ("gauss_table", lambda a, b: sp.exp(-a ** 2) * sp.cosh(b) + a * b)):
+    if _name not in OPS:
+        gc.elementwise_function(_name, _definition)
+
 X = sp.Symbol("x", real=True)
 A = sp.Symbol("a", real=True)
 B = sp.Symbol("b", real=True)
@@ -57,6 +64,16 @@ TEXTBOOK = {
     "where": [None, sp.Piecewise((1, sp.Ne(C, 0)), (0, True)),
               sp.Piecewise((0, sp.Ne(C, 0)), (1, True))],
 }
+
+
+def test_user_defined_primitives_are_in_the_table():
+    ops = elementwise_ops()
+    assert "softsign_table" in ops and "gauss_table" in ops
+    assert [str(s) for s in arg_symbols("gauss_table")] == ["a", "b"]
+    da, db = partials("gauss_table")
+    a, b = arg_symbols("gauss_table")
+    assert sp.simplify(da - (-2 * a * sp.exp(-a ** 2) * sp.cosh(b) + b)) == 0
+    assert sp.simplify(db - (sp.exp(-a ** 2) * sp.sinh(b) + a)) == 0
 
 
 def test_every_builtin_elementwise_primitive_is_in_the_textbook_table():

@@ -11,6 +11,7 @@ from llvmlite import ir
 
 from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
+from graphc.backends.llvm import vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
@@ -307,5 +308,5 @@ def _contiguous(shape) -> list[int]:
 def render(schedule: Schedule) -> tuple[str, SlotMap, dict[int, str]]:
     """The module's IR text, where each buffer goes, and the kernels' error messages."""
     writer = ModuleWriter(schedule)
-    text = writer.build()
+    text = vector_abi.annotate(writer.build())
     return text, writer.slots, writer.errors

@@ -34,8 +34,9 @@ def constant(dtype: np.dtype, value) -> ir.Constant:
     return ir.Constant(t, float(value))
 
 
-_LIBM = {"tan", "tanh", "erf", "log1p"}  # no LLVM intrinsic: call libm by name
-_INTRINSIC = {"exp", "log", "sin", "cos", "sqrt", "fabs", "pow", "maximum", "minimum"}
+# Transcendentals are libm calls by name (vector_abi tags them with libmvec's vector
+# variants); the rest are LLVM intrinsics, which become single instructions.
+_INTRINSIC = {"sqrt", "fabs", "pow", "maximum", "minimum"}
 
 
 class ScalarEmitter:

@@ -45,6 +45,9 @@ class Lazy:
     depth: int = 0  # longest chain of ops in expr
 
 
+# Kernels that check their indices and raise: parameter updates wait for them.
+_RAISING_KINDS = ("gather", "scatter_add", "index_check")
+
 # Longer fused chains are stored and reloaded: bounded kernel bodies for the code generators.
 MAX_FUSED_DEPTH = 48
 
@@ -196,12 +199,14 @@ class Lowering:
 
     def hoist(self, kernel: ir.Elementwise) -> None:
         """Places an in-place update right after the last kernel that needs the parameter's
-        old value or makes what the update reads, so its gradient buffer dies early."""
+        old value or makes what the update reads, so its gradient buffer dies early; never
+        before a kernel that can raise (bad indices), so a failing call stores nothing."""
         (target,) = kernel.writes()
         needs = kernel.reads() - {target}
         at = 0
         for i, k in enumerate(self.kernels):
-            if target in k.reads() or target in k.writes() or k.writes() & needs:
+            if (target in k.reads() or target in k.writes() or k.writes() & needs
+                    or k.kind in _RAISING_KINDS):
                 at = i + 1
         self.kernels.insert(at, kernel)
 
