@@ -148,6 +148,14 @@ def sympy_to_graph(expr: sp.Basic, env: Mapping[sp.Symbol, Node], dtype: np.dtyp
     return SympyToGraph(env, dtype)(expr)
 
 
+_ONE_ELEMENT_IDENTITIES = {"broadcast_to", "broadcast_like", "sum_to_like", "reshape_like",
+                           "sum", "max", "min", "transpose", "slice"}
+
+
+def _one_element(node: Node) -> bool:
+    return all(d == 1 for d in node.shape)
+
+
 def graph_to_sympy(outputs: Node) -> sp.Expr:
     """A SymPy expression for a graph of elementwise ops over 0-d placeholders."""
     values: dict[Node, sp.Basic] = {}
@@ -164,7 +172,15 @@ def graph_to_sympy(outputs: Node) -> sp.Expr:
                 raise ValueError(f"to_sympy: constant {node.type} is not a scalar")
             item = array.reshape(()).item()
             values[node] = sp.nsimplify(item) if isinstance(item, float) else sp.sympify(item)
+        elif (node.op == "cast" and node.dtype.kind != "b"
+              and isinstance(values[node.inputs[0]], sp.logic.boolalg.Boolean)
+              and not isinstance(values[node.inputs[0]], sp.Symbol)):
+            values[node] = sp.Piecewise((1, values[node.inputs[0]]), (0, True))  # bool -> 1/0
         elif node.op in ("cast", "stop_gradient", "reshape", "squeeze", "expand_dims"):
+            values[node] = values[node.inputs[0]]
+        elif (node.op in _ONE_ELEMENT_IDENTITIES and _one_element(node)
+              and _one_element(node.inputs[0])):
+            # On one element, these move or sum nothing (gradients of sum(f(x)) hold them).
             values[node] = values[node.inputs[0]]
         elif node.op == "where" and isinstance(values[node.inputs[0]], sp.logic.boolalg.Boolean):
             # A relational condition is the condition itself: Ne(x > 0, 0) would be True.

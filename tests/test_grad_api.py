@@ -437,6 +437,26 @@ def test_to_sympy_of_piecewise_derivatives():
                 assert float(got.subs(pt)) == pytest.approx(float(want.subs(pt))), (f, sym, pt)
 
 
+def test_to_sympy_of_gradients_of_sums_over_scalars():
+    # gc.grad(gc.sum(...)) over 0-d or one-element inputs: sums, broadcasts and the max
+    # rule's tie count are identities on one element
+    x = gc.placeholder((), "float64", name="x")
+    y = gc.placeholder((), "float64", name="y")
+    z = gc.placeholder((1,), "float64", name="z")
+    zs = sp.Symbol("z", real=True)
+    cases = [(gc.sum(gc.sin(x) * y), x, sp.sin(XS) * YS, XS),
+             (gc.mean(x * x * y), y, XS ** 2 * YS, YS),
+             (gc.sum(gc.exp(z) * 2.0), z, 2 * sp.exp(zs), zs),
+             (gc.max(gc.tanh(x)), x, sp.tanh(XS), XS),
+             ((x > y).astype("float64") * x ** 3, x,
+              sp.Piecewise((XS ** 3, XS > YS), (0, True)), XS)]
+    for f, w, expr, sym in cases:
+        got = gc.to_sympy(gc.grad(f, w))
+        want = sp.diff(expr, sym)
+        for pt in ({XS: 0.7, YS: -0.3, zs: 0.2}, {XS: -1.2, YS: 0.5, zs: -2.0}):
+            assert float(got.subs(pt)) == pytest.approx(float(want.subs(pt))), (f, got)
+
+
 def test_to_sympy_rejects_non_elementwise_graphs():
     v = gc.placeholder((3,), "float64", name="v")
     with pytest.raises(ValueError):
@@ -590,6 +610,15 @@ def test_check_grad_fails_when_the_symbolic_gradient_is_wrong():
     with pytest.raises(AssertionError):
         gc.check_grad(lambda a: gc.sum(a * gc.stop_gradient(a)), RNG.normal(size=5) + 3,
                       raise_on_failure=True)
+
+
+def test_check_grad_honours_explicit_zero_tolerances():
+    x = np.linspace(0.1, 1.0, 5)
+    loss = lambda a: gc.sum(gc.sin(a))  # noqa: E731
+    assert gc.check_grad(loss, x)
+    assert gc.check_grad(loss, x, rtol=0, atol=1e-6)
+    # differences are never exact for sin: with no tolerance at all the check fails
+    assert not gc.check_grad(loss, x, rtol=0, atol=0)
 
 
 def test_check_grad_catches_a_wrong_table_rule(monkeypatch):

@@ -12,7 +12,28 @@ import numpy as np
 from graphc.backends.llvm import codegen, jit
 from graphc.schedule import schedule_graph
 
-_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.POINTER(ctypes.c_void_p))
+_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+
+
+def _slow_pointer(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _fast_pointer(array: np.ndarray) -> int:
+    # ndarray's C struct starts with PyObject_HEAD (16 bytes on 64-bit CPython) and then
+    # its data pointer: a 0.2 us read where .ctypes.data costs 1 us a call.
+    return ctypes.c_void_p.from_address(id(array) + 16).value or 0
+
+
+def _choose_pointer_reader():
+    """The fast reader, if it gives the same answers as numpy's own on this build."""
+    probes = [np.arange(7.0), np.zeros((3, 4), np.int32)[1:], np.empty(0)]
+    if all(_fast_pointer(a) == _slow_pointer(a) for a in probes if a.size):
+        return _fast_pointer
+    return _slow_pointer
+
+
+data_pointer = _choose_pointer_reader()
 
 
 def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
@@ -37,6 +58,7 @@ class CompiledShape:
         self.entry = _ENTRY_TYPE(self.address)
         s = self.schedule
         self.table = (ctypes.c_void_p * self.slots.count)()
+        self.table_address = ctypes.addressof(self.table)
         self.arena = _aligned_empty(s.plan.arena_bytes if s.plan else 0)
         self.table[self.slots.arena_slot] = self.arena.ctypes.data
         self.keep = []
@@ -53,15 +75,15 @@ class CompiledShape:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
             table = self.table
-            arrays = [np.ascontiguousarray(a) for a in args]
+            arrays = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
             for slot, a in zip(self.input_slots, arrays):
-                table[slot] = a.ctypes.data
+                table[slot] = data_pointer(a)
             outs = []
             for slot, buf in self.outputs:
                 out = np.empty(buf.shape, buf.dtype)
-                table[slot] = out.ctypes.data
+                table[slot] = data_pointer(out)
                 outs.append(out)
-            status = self.entry(table)
+            status = self.entry(self.table_address)
         if status:
             raise IndexError(self.errors.get(status - 1, f"native kernel {status - 1} failed"))
         return outs
