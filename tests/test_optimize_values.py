@@ -14,7 +14,7 @@ TARGET = (3, 4)
 
 
 def _broadcastable(shape) -> bool:
-    return len(shape) <= 2 and all(d in (1, t) for d, t in zip(shape[::-1], TARGET[::-1]))
+    return len(shape) <= 2 and all(d in (None, 1, t) for d, t in zip(shape[::-1], TARGET[::-1]))
 
 
 def _bounded(v):
@@ -61,7 +61,8 @@ UNARY = {
     "stop_gradient": gc.stop_gradient,
     "where": lambda v: gc.where(v > 0, v, 0.5 * v),
     "expand_squeeze": lambda v: gc.squeeze(gc.expand_dims(v, 0), 0),
-    "reshape_roundtrip": lambda v: v.reshape((-1,)).reshape(v.shape),
+    "reshape_roundtrip": lambda v: v.reshape((-1,)).reshape(
+        tuple(-1 if d is None else d for d in v.shape)),
     "transpose_twice": lambda v: gc.transpose(gc.transpose(v)) if v.ndim else v,
     "broadcast": lambda v: gc.broadcast_to(v, TARGET),
     "sum_broadcast_scalar": lambda v: gc.sum(gc.broadcast_to(gc.sum(v), TARGET)),
@@ -125,13 +126,16 @@ def programs(draw):
             continue  # a side output: nan must not flow into ops that may drop it (0*sigmoid)
         pool_size += 1
     seed = draw(st.integers(0, 2 ** 32 - 1))
-    return steps, seed
+    return steps, seed, draw(st.booleans())
 
 
-def build(steps):
-    a = gc.placeholder((3, 4), "float64", name="a")
+def build(steps, dynamic=False):
+    """dynamic: the batch axis of a and c is None (sized at call time), so the optimizer
+    sees broadcast_like / sum_to_like / size_of instead of static shapes."""
+    batch = None if dynamic else 3
+    a = gc.placeholder((batch, 4), "float64", name="a")
     b = gc.placeholder((4,), "float64", name="b")
-    c = gc.placeholder((3, 1), "float64", name="c")
+    c = gc.placeholder((batch, 1), "float64", name="c")
     s = gc.placeholder((), "float64", name="s")
     inputs = [a, b, c, s]
     pool = list(inputs)
@@ -157,11 +161,11 @@ def compare(want: np.ndarray, got: np.ndarray, scale: float, what: str) -> None:
                                err_msg=what)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(programs())
 def test_random_graphs_same_values_optimized_or_not(program):
-    steps, seed = program
-    inputs, derived = build(steps)
+    steps, seed, dynamic = program
+    inputs, derived = build(steps, dynamic)
     # Every intermediate is an output, plus the gradient of a weighted sum of them all.
     loss = sum(gc.sum(gc.broadcast_to(v, TARGET) * (0.5 + 0.1 * k))
                for k, v in enumerate(derived))
@@ -171,7 +175,7 @@ def test_random_graphs_same_values_optimized_or_not(program):
     opt = gc.function(inputs, outs, backend="numpy", optimize=True)
     assert len(opt.graph.nodes()) <= len(raw.graph.nodes()) + 3 * len(steps)
     rng = np.random.default_rng(seed)
-    args = [rng.normal(0, 1.5, p.shape) for p in inputs]
+    args = [rng.normal(0, 1.5, tuple(3 if d is None else d for d in p.shape)) for p in inputs]
     with np.errstate(all="ignore"):
         want = raw(*args)
         got = opt(*args)

@@ -148,6 +148,8 @@ class ModuleWriter:
             return constant(dtype, 0)
         if dtype.kind == "f":
             return constant(dtype, -np.inf if op == "max" else np.inf)
+        if dtype.kind == "b":  # argmax of bools
+            return constant(dtype, 0 if op == "max" else 1)
         info = np.iinfo(dtype)
         return constant(dtype, info.min if op == "max" else info.max)
 
@@ -208,6 +210,8 @@ class ModuleWriter:
             better = b.or_(b.fcmp_ordered(">", v, best),
                            b.and_(b.fcmp_unordered("uno", v, v),
                                   b.fcmp_ordered("ord", best, best)))
+        elif v.type == I1:  # True > False (as signed i1, True would be -1)
+            better = b.icmp_unsigned(">", v, best)
         else:
             better = b.icmp_signed(">", v, best)
         position = linear_index(b, rx, _contiguous(red_shape), 0)

@@ -36,7 +36,12 @@ def constant(dtype: np.dtype, value) -> ir.Constant:
 
 # Transcendentals are libm calls by name (vector_abi tags them with libmvec's vector
 # variants); the rest are LLVM intrinsics, which become single instructions.
-_INTRINSIC = {"sqrt", "fabs", "pow", "maximum", "minimum"}
+_INTRINSIC = {"sqrt", "fabs", "pow", "maximum", "minimum", "floor", "ceil"}
+# SymPy functions that are one call of their arguments (libm by name, or an intrinsic)
+_CALLS = ((sp.sin, "sin"), (sp.cos, "cos"), (sp.tan, "tan"), (sp.tanh, "tanh"),
+          (sp.erf, "erf"), (sp.sinh, "sinh"), (sp.cosh, "cosh"), (sp.asinh, "asinh"),
+          (sp.acosh, "acosh"), (sp.atanh, "atanh"), (sp.asin, "asin"), (sp.acos, "acos"),
+          (sp.atan, "atan"), (sp.atan2, "atan2"), (sp.floor, "floor"), (sp.ceiling, "ceil"))
 
 
 class ScalarEmitter:
@@ -74,8 +79,22 @@ class ScalarEmitter:
     def apply(self, op: str, args: list[ir.Value], in_dtype: np.dtype) -> ir.Value:
         """The value of elementwise primitive `op` at `args` (each of dtype `in_dtype`,
         except where's condition, an i1)."""
+        if np.dtype(in_dtype).kind == "f" and op in ("maximum", "minimum", "relu"):
+            # numpy's maximum/minimum (and relu = maximum(x, 0)) propagate nan; the SymPy
+            # Piecewise definitions would drop it
+            other = args[1] if op != "relu" else constant(in_dtype, 0)
+            return self.extreme("minimum" if op == "minimum" else "maximum", args[0], other)
         env = dict(zip(arg_symbols(op), args))
         return self.expr(definition(op), env, in_dtype)
+
+    def extreme(self, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
+        """numpy.maximum/minimum: `a` where a >= b (a <= b) or a is nan, else `b`."""
+        cmp = ">=" if op == "maximum" else "<="
+        if isinstance(a.type, (ir.FloatType, ir.DoubleType)):
+            keep = self.b.or_(self.b.fcmp_ordered(cmp, a, b), self.b.fcmp_unordered("uno", a, a))
+        else:
+            keep = self.b.icmp_signed(cmp, a, b)
+        return self.b.select(keep, a, b)
 
     def expr(self, e: sp.Basic, env: dict, dtype: np.dtype) -> ir.Value:
         memo: dict[sp.Basic, ir.Value] = {}
@@ -116,17 +135,25 @@ class ScalarEmitter:
             return self.call("exp", [go(x.args[0])])
         if isinstance(x, sp.log):
             return self.call("log", [go(x.args[0])])
-        for cls, name in ((sp.sin, "sin"), (sp.cos, "cos"), (sp.tan, "tan"),
-                          (sp.tanh, "tanh"), (sp.erf, "erf")):
+        for cls, name in _CALLS:
             if isinstance(x, cls):
-                return self.call(name, [go(x.args[0])])
+                return self.call(name, [go(a) for a in x.args])
+        if isinstance(x, (sp.Max, sp.Min)):
+            op = "maximum" if isinstance(x, sp.Max) else "minimum"
+            values = [go(a) for a in x.args]
+            out = values[0]
+            for v in values[1:]:
+                out = self.extreme(op, out, v)
+            return out
         for cls, name in ((sp.cot, "tan"), (sp.sec, "cos"), (sp.csc, "sin")):
             if isinstance(x, cls):
                 return b.fdiv(self._num(sp.Integer(1), dtype), self.call(name, [go(x.args[0])]))
-        if isinstance(x, Sigmoid):
+        if isinstance(x, Sigmoid):  # e = exp(-|x|): no overflow, full precision in the tail
             v = go(x.args[0])
-            half = self._num(sp.Rational(1, 2), dtype)
-            return b.fadd(half, b.fmul(half, self.call("tanh", [b.fmul(half, v)])))
+            one, zero = self._num(sp.Integer(1), dtype), self._num(sp.Integer(0), dtype)
+            e = self.call("exp", [b.fsub(zero, self.call("fabs", [v]))])
+            inv = b.fdiv(one, b.fadd(one, e))
+            return b.select(b.fcmp_ordered(">=", v, zero), inv, b.fmul(e, inv))
         if isinstance(x, Softplus):  # max(x, 0) + log1p(exp(-|x|)), like numpy's logaddexp
             v = go(x.args[0])
             zero = self._num(sp.Integer(0), dtype)

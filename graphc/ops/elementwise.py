@@ -25,8 +25,10 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # 0.5 * (1 + tanh(x/2)) is sigmoid without overflow for large |x|.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    # e = exp(-|x|) never overflows, and e/(1+e) keeps full relative precision in the
+    # negative tail (0.5*(1+tanh(x/2)) rounds to 0 below about -37).
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
