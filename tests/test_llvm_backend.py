@@ -99,15 +99,25 @@ def sample(dtype, shape, lo=-3.0, hi=3.0, seed=0):
     return rng.uniform(lo, hi, size=shape).astype(dtype)
 
 
-SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e30, 88.0, -100.0, 0.5]
+SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e30, 88.0, -100.0, 0.5, 1e-310, 710.0]
 
 
 def with_specials(a: np.ndarray) -> np.ndarray:
-    """Float data with nan, +-inf, signed zeros and huge/tiny values in its first entries."""
+    """`a` with special values at every third entry (so that some land in vector lanes and
+    some in remainder loops): nan, +-inf, signed zeros, huge/tiny/subnormal values for
+    floats; the extremes, 0 and -1 for ints."""
     a = a.copy()
     flat = a.reshape(-1)
-    n = min(len(SPECIALS), flat.size)
-    flat[:n] = np.array(SPECIALS[:n], a.dtype)
+    if a.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            values = np.array(SPECIALS, np.float64).astype(a.dtype)
+    elif a.dtype.kind == "i":
+        info = np.iinfo(a.dtype)
+        values = np.array([info.min, info.max, 0, -1, 1, info.min + 1], a.dtype)
+    else:
+        return a
+    picked = flat[::3]
+    picked[:] = np.resize(values, picked.shape)
     return a
 
 
@@ -153,15 +163,13 @@ UNARY_CASES = [(name, fn, domain, d) for name, fn, domain, dtypes in UNARY for d
 @pytest.mark.parametrize("name,fn,domain,dtype", UNARY_CASES,
                          ids=[f"{c[0]}-{ID[c[3]]}" for c in UNARY_CASES])
 def test_unary(name, fn, domain, dtype):
-    x = gc.placeholder((None, 5), dtype, name="x")
-    a = sample(dtype, (4, 5), *domain, seed=1)
-    args = [a]
-    if dtype.kind == "f":  # the same op on nan, inf, signed zeros, over/underflow
-        s = gc.placeholder((None, 5), dtype, name="s")
-        check_table([x, s], [("sample", fn(x)), ("specials", fn(s))], a,
-                    with_specials(sample(dtype, (2, 5), seed=2)))
-    else:
-        check([x], fn(x), *args)
+    """37 columns: vectorized loops (libmvec variants for transcendentals) and their scalar
+    remainders both run; the second input holds special values."""
+    x = gc.placeholder((None, 37), dtype, name="x")
+    s = gc.placeholder((None, 37), dtype, name="s")
+    check_table([x, s], [("sample", fn(x)), ("specials", fn(s))],
+                sample(dtype, (3, 37), *domain, seed=1),
+                with_specials(sample(dtype, (2, 37), *domain, seed=2)))
 
 
 # ---- elementwise: binary, comparisons, where ----------------------------------------------
@@ -368,6 +376,33 @@ def test_reductions_with_nan_and_inf(dtype):
     check_table([x], table, a)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64, I32], ids=ids([F32, F64, I32]))
+def test_reductions_on_larger_arrays(dtype):
+    """Vectorized accumulation (several partial sums) and its remainder loops; in the second
+    input a few nan/inf (floats) or extreme values (ints) at scattered positions."""
+    a = sample(dtype, (5, 67, 33), -3, 3, seed=27)
+    b = sample(dtype, (5, 67, 33), -3, 3, seed=28)
+    rng = np.random.default_rng(29)
+    spots = tuple(rng.integers(0, n, size=12) for n in b.shape)
+    if dtype.kind == "f":
+        b[spots] = np.array([np.nan, np.inf, -np.inf] * 4, dtype)
+    else:
+        b[spots] = np.array([np.iinfo(dtype).max, np.iinfo(dtype).min] * 6, dtype)
+    x = gc.placeholder((None, 67, 33), dtype, name="x")
+    y = gc.placeholder((None, 67, 33), dtype, name="y")
+    table = [(f"{op}(x, {axis})", getattr(gc, op)(x, axis=axis))
+             for axis in (None, 0, 1, 2, (0, 2)) for op in ("sum", "max", "min")]
+    table += [(f"argmax(x, {axis})", gc.argmax(x, axis=axis)) for axis in (None, 2)]
+    table.append(("sum(x * 2 + 1, 1)", gc.sum(x * 2 + 1, axis=1)))
+    table += [(f"{op}(y, {axis})", getattr(gc, op)(y, axis=axis))
+              for axis in (1, 2) for op in ("max", "min", "argmax")]
+    if dtype.kind == "f":  # summation order differs: tolerance relative to sum(|x|)
+        scale = float(np.sum(np.abs(a)))
+        check_table([x, y], table, a, b, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+    else:
+        check_table([x, y], table, a, b)
+
+
 # ---- matmul -------------------------------------------------------------------------------
 
 MATMUL_SHAPES = [
@@ -384,6 +419,8 @@ MATMUL_SHAPES = [
     ((3, 0), (0, 2)),
     ((0, 3), (3, 2)),
     ((7, 9), (9, 6)),
+    ((17, 33), (33, 65)),      # beyond one vector / block in every dimension
+    ((3, 9, 31), (31, 20)),
 ]
 
 

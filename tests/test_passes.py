@@ -138,13 +138,15 @@ def test_times_minus_one_is_neg(x):
         """, CANON, {"mul_minus_one": 1})
 
 
-def test_sigmoid_times_zero_is_zeros(x):
-    check(gc.sigmoid(x) * 0, [x], """
-        %x : f64[4] = placeholder
-        %0 : f64[4] = sigmoid(%x)
-        %1 : f64[]  = constant 0.
-        %2 : f64[4] = mul(%0, %1)
-        return %2
+def test_cast_comparison_times_zero_is_zeros(x):
+    """A cast of a bool is 0 or 1 whatever x holds (nan included): times 0 is 0."""
+    check((x > 0).astype("float64") * 0, [x], """
+        %x : f64[4]  = placeholder
+        %0 : f64[]   = constant 0.
+        %1 : bool[4] = greater(%x, %0)
+        %2 : f64[4]  = cast(%1) {dtype=float64}
+        %3 : f64[4]  = mul(%2, %0)
+        return %3
         """, """
         %x : f64[4] = placeholder
         %0 : f64[]  = constant 0.
@@ -153,7 +155,8 @@ def test_sigmoid_times_zero_is_zeros(x):
         """, CANON, {"mul_zero": 1})
 
 
-@pytest.mark.parametrize("build", [lambda x: x * 0, lambda x: 0 * x, lambda x: gc.exp(x) * 0])
+@pytest.mark.parametrize("build", [lambda x: x * 0, lambda x: 0 * x, lambda x: gc.exp(x) * 0,
+                                   lambda x: gc.sigmoid(x) * 0, lambda x: 0 * gc.tanh(x)])
 def test_placeholder_times_zero_is_kept(x, build):
     """x*0 is nan for x = inf or nan: x may be anything, so nothing may fire."""
     raw, opt = compile_pair(build(x), [x], True)
@@ -708,12 +711,14 @@ def test_add_of_bigger_zeros_keeps_broadcast():
 
 def test_zero_times_bounded_of_smaller_shape_broadcasts():
     w = gc.placeholder((4,), "float64", name="w")
-    opt = check(gc.tanh(w) * gc.constant(np.zeros((3, 4))), [w], """
+    opt = check(gc.less(w, 1.0).astype("float64") * gc.constant(np.zeros((3, 4))), [w], """
         %w : f64[4]   = placeholder
-        %0 : f64[4]   = tanh(%w)
-        %1 : f64[3,4] = constant <float64[3, 4]>
-        %2 : f64[3,4] = mul(%0, %1)
-        return %2
+        %0 : f64[]    = constant 1.
+        %1 : bool[4]  = less(%w, %0)
+        %2 : f64[4]   = cast(%1) {dtype=float64}
+        %3 : f64[3,4] = constant <float64[3, 4]>
+        %4 : f64[3,4] = mul(%2, %3)
+        return %4
         """, """
         %w : f64[4]   = placeholder
         %0 : f64[]    = constant 0.

@@ -3,7 +3,6 @@
 kernel that found an index out of range."""
 from __future__ import annotations
 
-import itertools
 from typing import Callable
 
 import numpy as np
@@ -18,7 +17,6 @@ from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, l
 
 PTR = ir.PointerType()
 ENTRY = "graphc_main"
-_module_ids = itertools.count()
 
 
 class SlotMap:
@@ -42,7 +40,7 @@ class ModuleWriter:
     def __init__(self, schedule: Schedule) -> None:
         self.schedule = schedule
         self.slots = SlotMap(schedule)
-        self.module = ir.Module(name=f"graphc{next(_module_ids)}")
+        self.module = ir.Module(name="graphc")  # stable: the cache hashes what it renders
         self.errors: dict[int, str] = {}
 
     # -- buffers --------------------------------------------------------------------------
@@ -307,6 +305,31 @@ class ModuleWriter:
 
 def _contiguous(shape) -> list[int]:
     return list(kir.contiguous_strides(tuple(shape)))
+
+
+def schedule_fingerprint(schedule: Schedule) -> str:
+    """Everything about a schedule that the generated code depends on, as text."""
+    plan = schedule.plan
+    return repr((sorted(schedule.buffers.items()), schedule.kernels, schedule.inputs,
+                 schedule.outputs, sorted(plan.offsets.items()) if plan else None,
+                 plan.arena_bytes if plan else 0, _definitions(schedule)))
+
+
+def _definitions(schedule: Schedule) -> list[tuple[str, str]]:
+    """The SymPy definition of every elementwise primitive the kernels apply: the scalar
+    code is printed from it, and a user-defined op's name says nothing about its formula."""
+    import sympy as sp
+
+    from graphc.derivatives import definition
+    from graphc.ops import get_op
+    ops: set[str] = set()
+    for k in schedule.kernels:
+        exprs = [s.value for s in k.stores] if isinstance(k, kir.Elementwise) else \
+            [k.body] if isinstance(k, kir.Reduce) else []
+        for e in exprs:
+            ops.update(kir.expr_ops(e))
+    return [(op, sp.srepr(definition(op))) for op in sorted(ops)
+            if op != "cast" and get_op(op).sympy_def is not None]
 
 
 def render(schedule: Schedule) -> tuple[str, SlotMap, dict[int, str]]:

@@ -91,22 +91,35 @@ def num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# A flag the generated code reads before it starts a team of threads: libgomp's thread pool
+# does not survive fork(), so a forked child (multiprocessing's default start method) runs
+# its GEMMs on one thread instead of hanging in GOMP_parallel.
+PARALLEL_FLAG = "graphc_gemm_parallel_ok"
+_parallel_ok = ctypes.c_int32(1)
+
+
+def _after_fork_in_child() -> None:
+    _parallel_ok.value = 0
+
+
 @functools.lru_cache(maxsize=1)
 def openmp_available() -> bool:
-    """Loads libgomp into the process (for the JIT's symbol lookup); False if it can't."""
+    """Loads libgomp into the process (for the JIT's symbol lookup); False if it can't, or
+    if GRAPHC_NO_OPENMP is set (non-empty)."""
     if os.environ.get("GRAPHC_NO_OPENMP"):
         return False
     import llvmlite.binding as llvm
     path = ctypes.util.find_library("gomp")
-    candidates = [path] if path else []
-    candidates.append("libgomp.so.1")
-    for candidate in candidates:
+    for candidate in ([path] if path else []) + ["libgomp.so.1"]:
         try:
             llvm.load_library_permanently(candidate)
         except Exception:  # noqa: BLE001 (llvmlite raises RuntimeError; be lenient)
             continue
         if all(llvm.address_of_symbol(s) for s in
                ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")):
+            llvm.add_symbol(PARALLEL_FLAG, ctypes.addressof(_parallel_ok))
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork_in_child)
             return True
     return False
 
@@ -604,8 +617,17 @@ class _PackedGemm:
             slot = b.alloca(PTR, size=3)
         for i, p in enumerate(args):
             b.store(p, b.gep(slot, [self._c(i)], source_etype=PTR))
-        gomp = self._declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
-        b.call(gomp, [body, slot, ir.Constant(I32, self.threads), ir.Constant(I32, 0)])
+        flag = self.module.globals.get(PARALLEL_FLAG)
+        if flag is None:
+            flag = ir.GlobalVariable(self.module, I32, PARALLEL_FLAG)
+            flag.linkage = "external"
+        ok = b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))
+        with b.if_else(ok) as (team, alone):
+            with team:
+                gomp = self._declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+                b.call(gomp, [body, slot, ir.Constant(I32, self.threads), ir.Constant(I32, 0)])
+            with alone:
+                b.call(work, args + [self._c(0), self._c(1)])
 
     def _declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         fn = self.module.globals.get(name)

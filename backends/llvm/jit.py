@@ -62,7 +62,8 @@ def optimize_module(module: "llvm.ModuleRef") -> None:
     pb.getModulePassManager().run(module, pb)
 
 
-def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None):
+def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None,
+               capture: list | None = None):
     """Parses, optimizes and JITs a module in an engine of its own; returns the entry
     function's address, the module and the engine (keep it alive while the code runs)."""
     state = _init()
@@ -76,6 +77,8 @@ def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None):
     t2 = time.perf_counter()
     # An execution engine owns (and frees) its target machine: each gets its own.
     engine = llvm.create_mcjit_compiler(module, _new_machine())
+    if capture is not None:  # the object code, for the disk cache
+        engine.set_object_cache(notify_func=lambda mod, data: capture.append(bytes(data)))
     engine.finalize_object()
     address = engine.get_function_address(entry)
     times.parse, times.optimize, times.jit = t1 - t0, t2 - t1, time.perf_counter() - t2
@@ -84,3 +87,14 @@ def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None):
 
 def assembly(module: "llvm.ModuleRef") -> str:
     return target_machine().emit_assembly(module)
+
+
+def load_object(data: bytes, entry: str):
+    """An engine running previously compiled object code; returns (address, engine)."""
+    _init()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
+    obj = llvm.ObjectFileRef.from_data(data)
+    engine.add_object_file(obj)
+    engine.finalize_object()
+    # The engine reads the object's memory: keep the object (and its bytes) alive with it.
+    return engine.get_function_address(entry), (engine, obj, data)

@@ -9,7 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
+from pathlib import Path
+
 from graphc.backends.llvm import codegen, jit
+from graphc.backends.llvm.cache import CompileCache, cache_key, default_dir
 from graphc.schedule import schedule_graph
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -45,16 +48,33 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
 class CompiledShape:
     """The native code for one set of input shapes, with its arena and pointer table."""
 
-    def __init__(self, graph, shapes: tuple) -> None:
+    def __init__(self, graph, shapes: tuple, disk: CompileCache) -> None:
         t0 = time.perf_counter()
         self.schedule = schedule_graph(graph, list(shapes))
         t1 = time.perf_counter()
-        self.ir_text, self.slots, self.errors = codegen.render(self.schedule)
-        t2 = time.perf_counter()
         self.times = jit.CompileTimes()
-        self.address, self.module, self.engine = jit.compile_ir(self.ir_text, codegen.ENTRY,
-                                                                 self.times)
-        self.times.extra = {"schedule": t1 - t0, "codegen": t2 - t1}
+        self.key = cache_key(codegen.schedule_fingerprint(self.schedule))
+        self.slots = codegen.SlotMap(self.schedule)
+        self._ir_text: str | None = None
+        self.module = None
+        hit = disk.get(self.key)
+        self.cached = hit is not None
+        if hit is not None:
+            payload, meta = hit
+            from graphc.backends.llvm.gemm import openmp_available
+            openmp_available()  # registers the symbols cached code links against
+            self.errors = {int(k): v for k, v in meta.get("errors", {}).items()}
+            self.address, self.engine = jit.load_object(payload, codegen.ENTRY)
+            self.times.extra = {"schedule": t1 - t0, "cache load": time.perf_counter() - t1}
+        else:
+            self._ir_text, _, self.errors = codegen.render(self.schedule)
+            t2 = time.perf_counter()
+            objects: list[bytes] = []
+            self.address, self.module, self.engine = jit.compile_ir(
+                self._ir_text, codegen.ENTRY, self.times, capture=objects)
+            self.times.extra = {"schedule": t1 - t0, "codegen": t2 - t1}
+            if objects:
+                disk.put(self.key, objects[0], {"errors": self.errors})
         self.entry = _ENTRY_TYPE(self.address)
         s = self.schedule
         self.table = (ctypes.c_void_p * self.slots.count)()
@@ -71,6 +91,19 @@ class CompiledShape:
         self.input_slots = [self.slots.slot[b] for b in s.inputs]
         self.outputs = [(self.slots.slot[b], s.buffers[b]) for b in s.outputs]
         self.lock = threading.Lock()  # one arena: one call at a time
+
+    @property
+    def ir_text(self) -> str:
+        if self._ir_text is None:  # loaded from the cache: render it for people to read
+            self._ir_text = codegen.render(self.schedule)[0]
+        return self._ir_text
+
+    def assembly(self) -> str:
+        if self.module is None:
+            import llvmlite.binding as llvm
+            self.module = llvm.parse_assembly(self.ir_text)
+            jit.optimize_module(self.module)
+        return jit.assembly(self.module)
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
@@ -95,6 +128,8 @@ class LLVMExecutable:
     def __init__(self, graph, options: dict) -> None:
         self.graph = graph
         self.options = options
+        folder = options.get("cache_dir", default_dir())
+        self.disk = CompileCache(Path(folder) if folder else None)
         self.compiled: dict[tuple, CompiledShape] = {}
         self.last: CompiledShape | None = None
         self._lock = threading.Lock()
@@ -107,7 +142,7 @@ class LLVMExecutable:
             with self._lock:
                 compiled = self.compiled.get(shapes)
                 if compiled is None:
-                    compiled = CompiledShape(self.graph, shapes)
+                    compiled = CompiledShape(self.graph, shapes, self.disk)
                     self.compiled[shapes] = compiled
         return compiled
 
@@ -121,7 +156,7 @@ class LLVMExecutable:
     def asm(self) -> str:
         if self.last is None:
             return "; not compiled yet"
-        return jit.assembly(self.last.module)
+        return self.last.assembly()
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         compiled = self._get(tuple(a.shape for a in args))

@@ -65,10 +65,9 @@ def _minus_one_mul(b, node):
     return make("neg", b["x"]) if b["x"].type == node.type else None
 
 
-# x*0 is 0 only for finite x (inf*0 is nan): these producers cannot give inf or nan
-# from finite inputs, and bool/int casts never do.
-_BOUNDED = {"sigmoid", "tanh", "sin", "cos", "erf", "sign", "equal", "not_equal", "less",
-            "less_equal", "greater", "greater_equal", "iota"}
+# x*0 is 0 only for finite x (inf*0 and nan*0 are nan): only producers that are finite
+# whatever their inputs qualify (sigmoid(nan) is nan, so bounded functions do not).
+_BOUNDED = {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "iota"}
 
 
 def _finite(node: Node) -> bool:

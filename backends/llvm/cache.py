@@ -1,0 +1,114 @@
+"""The compile cache on disk: native object code keyed by everything it depends on (the
+kernel schedule, the host CPU and its features, llvmlite/LLVM and graphc's code generator).
+Writes are atomic (temporary file, fsync, rename); an entry is checked (magic, key, length,
+SHA-256) before use, and a corrupt or mismatched one is ignored and rebuilt. Nothing is
+unpickled: an entry is a JSON header and raw bytes.
+
+GRAPHC_CACHE_DIR sets the folder (default: $XDG_CACHE_HOME/graphc or ~/.cache/graphc);
+GRAPHC_CACHE=0 switches the cache off."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+MAGIC = b"GRAPHC-OBJECT-1\n"
+_SOURCES = ("codegen.py", "scalar.py", "gemm.py", "loops.py", "vector_abi.py", "jit.py",
+            "cache.py", "runtime.py")
+
+
+def default_dir() -> Path | None:
+    if os.environ.get("GRAPHC_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    explicit = os.environ.get("GRAPHC_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "graphc"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the code generator itself, so any change to it invalidates old entries."""
+    import llvmlite
+    import llvmlite.binding as llvm
+
+    import graphc
+    from graphc.backends.llvm.jit import host_description
+    h = hashlib.sha256()
+    folder = Path(__file__).parent
+    for name in _SOURCES:
+        path = folder / name
+        if path.exists():
+            h.update(path.read_bytes())
+    h.update(f"{llvmlite.__version__}|{llvm.llvm_version_info}|{graphc.__version__}|"
+             f"{host_description()}".encode())
+    return h.hexdigest()
+
+
+def cache_key(schedule_text: str) -> str:
+    return hashlib.sha256((code_fingerprint() + "\n" + schedule_text).encode()).hexdigest()
+
+
+class CompileCache:
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.gco"
+
+    def get(self, key: str) -> tuple[bytes, dict] | None:
+        """The object code and metadata stored under `key`, or None (missing or corrupt)."""
+        if self.folder is None:
+            return None
+        try:
+            data = self._path(key).read_bytes()
+        except OSError:
+            return None
+        try:
+            if not data.startswith(MAGIC):
+                return None
+            header_end = data.index(b"\n", len(MAGIC))
+            header = json.loads(data[len(MAGIC):header_end])
+            payload = data[header_end + 1:]
+            if (header.get("key") != key or header.get("length") != len(payload)
+                    or header.get("sha256") != hashlib.sha256(payload).hexdigest()):
+                return None
+            return payload, header.get("meta", {})
+        except (ValueError, json.JSONDecodeError, AttributeError):
+            return None
+
+    def put(self, key: str, payload: bytes, meta: dict) -> bool:
+        """Stores an entry atomically; False (and nothing written) when the folder is not
+        writable. Concurrent writers of one key each rename a complete file: last wins."""
+        if self.folder is None:
+            return False
+        header = json.dumps({"key": key, "length": len(payload), "meta": meta,
+                             "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".gco")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(MAGIC + header + b"\n" + payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self._path(key))
+            except BaseException:
+                with _suppress():
+                    os.unlink(tmp)
+                raise
+            return True
+        except OSError:
+            return False
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
