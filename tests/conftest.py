@@ -10,10 +10,16 @@ if importlib.util.find_spec("graphc") is None or importlib.util.find_spec(
     raise pytest.UsageError(
         "graphc is not installed: run `pip install -e .[test]` from the repository root first")
 
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+# Compiled code goes to a cache folder of this test run, never the user's own cache.
+os.environ.setdefault("GRAPHC_CACHE_DIR", tempfile.mkdtemp(prefix="graphc-test-cache-"))
+
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ci" if __import__("os").environ.get("CI") else "dev")
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
