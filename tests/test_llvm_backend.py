@@ -6,6 +6,7 @@ shape; ints and bools exactly, float64 to ~1e-12 and float32 to ~1e-5 relative."
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -604,6 +605,21 @@ def test_embedding_gradient_with_repeated_indices():
     assert np.all(dE[4] == 0) and np.any(dE[1] != 0)  # row 4 unused, row 1 repeated
 
 
+def test_hessian_jvp_vjp_and_a_deep_chain():
+    """Second derivatives, forward and reverse mode, and a chain longer than one fused
+    kernel body (the scheduler stores and reloads it)."""
+    x = gc.placeholder((5,), "float64", name="x")
+    v = gc.placeholder((5,), "float64", name="v")
+    y = gc.sum(gc.tanh(x) ** 3 * gc.sigmoid(x) + gc.softplus(x * x))
+    deep = x
+    for k in range(120):
+        deep = gc.sin(deep) * 0.9 + 0.05 * (k % 3) if k % 2 else gc.tanh(deep * 1.1 + x)
+    outs = [gc.hessian(y, x), gc.grad(gc.grad(y, x)[1], x),
+            gc.jvp(gc.tanh(x) * x, x, v), gc.vjp(gc.sin(x) * x, x, v),
+            deep, gc.grad(gc.sum(deep), x)]
+    check([x, v], outs, np.linspace(-2, 2, 5), np.linspace(1, -1, 5), rtol=1e-10, atol=1e-10)
+
+
 # ---- training steps with updates -------------------------------------------------------
 
 def _train(backend, steps, data):
@@ -663,6 +679,22 @@ def test_update_swap_in_float32_and_int():
         np.testing.assert_array_equal(b.value, np.arange(4))
         f()
         np.testing.assert_array_equal(a.value, np.arange(4))
+
+
+def test_shared_parameter_value_setter_and_scalar_inputs():
+    """Two llvm functions share a parameter (one updates it, the other sees it); p.value = ...
+    between calls is seen by compiled code; 0-d placeholders take Python numbers."""
+    w = gc.parameter(np.array([1.0, 2.0, 3.0]), name="shared_w")
+    lr = gc.placeholder((), "float64", name="lr")
+    k = gc.placeholder((), "int64", name="k")
+    step = gc.function([lr], gc.sum(w), updates={w: w * (1 - lr)}, backend="llvm")
+    read = gc.function([k], [w * k, gc.sum(w) + k], backend="llvm")
+    assert step(0.5) == 6.0
+    assert_same(read(2), [np.array([1.0, 2.0, 3.0]), np.array(5.0)])
+    w.value = np.array([4.0, 5.0, 6.0])
+    assert_same(read(True), [np.array([4.0, 5.0, 6.0]), np.array(16.0)])
+    assert step(np.float64(0.25)) == 15.0
+    np.testing.assert_array_equal(w.value, [3.0, 3.75, 4.5])
 
 
 # ---- random graphs --------------------------------------------------------------------------
@@ -770,11 +802,11 @@ def test_reduction_over_an_empty_axis_raises_like_numpy():
 
 # ---- bad input ------------------------------------------------------------------------------
 
-def run_isolated(code: str) -> str:
+def run_isolated(code: str, env: dict | None = None) -> str:
     """Runs `code` in a fresh interpreter: a crash (segfault) fails the test instead of
     taking pytest down."""
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=dict(os.environ, **(env or {})))
     assert proc.returncode == 0, f"exit status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -825,6 +857,23 @@ def test_out_of_range_indices_raise_index_error():
                 f(np.array([0, -4, 3], np.int64))
             else:
                 f(xs, np.array([0, -3], np.int64))
+        # a training step that fails on a label stores no update at all
+        W = gc.parameter(np.ones((3, 3)), name="W")
+        b = gc.parameter(np.zeros(3), name="b")
+        loss = gc.nn.cross_entropy(gc.take(x @ W, idx, axis=0) + b, lab) + gc.sum(b * b)
+        dW, db = gc.grad(loss, [W, b])
+        step = gc.function([x, idx, lab], loss, updates={W: W - dW, b: b - db},
+                           backend="llvm")
+        for i, l in (([0, 9], [0, 1]), ([0, 1], [0, 3]), ([-5, 1], [-1, 0])):
+            try:
+                step(xs, np.array(i), np.array(l, np.int32))
+            except IndexError:
+                pass
+            else:
+                raise AssertionError(f"step: indices {i} / labels {l} accepted")
+            assert (W.value == 1).all() and (b.value == 0).all(), "partial update stored"
+        step(xs, np.array([0, 1]), np.array([0, 2], np.int32))
+        assert not (W.value == 1).all()
         print("OK")
     """)
     assert out.strip() == "OK"
@@ -905,6 +954,20 @@ def test_nan_and_inf_propagate():
                    gc.relu(x), gc.tanh(x), gc.sigmoid(x), gc.softplus(x), x @ w,
                    gc.max(x), gc.min(x), gc.argmax(x), gc.softmax(w), gc.logsumexp(w, axis=1),
                    gc.where(x > 0, x, -x), gc.sqrt(x), x ** 2.0], v, m)
+
+
+def test_compile_cache_knows_user_defined_op_definitions(tmp_path):
+    """Two processes define an elementwise op of one name with different formulas: the
+    second must not be served the first one's cached code."""
+    program = """
+        import numpy as np, sympy as sp, graphc as gc
+        f = gc.elementwise_function("llvmtest_redefined", lambda x: {})
+        x = gc.placeholder((3,), "float64", name="x")
+        print(gc.function([x], f(x), backend="llvm")(np.array([1.0, 2.0, 3.0])).tolist())
+    """
+    env = {"GRAPHC_CACHE_DIR": str(tmp_path)}
+    assert run_isolated(program.format("x ** 2"), env).strip() == "[1.0, 4.0, 9.0]"
+    assert run_isolated(program.format("x ** 3"), env).strip() == "[1.0, 8.0, 27.0]"
 
 
 # ---- the generated text -------------------------------------------------------------------

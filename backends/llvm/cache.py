@@ -90,7 +90,7 @@ class CompileCache:
                              "sha256": hashlib.sha256(payload).hexdigest()}).encode()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".gco")
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".partial")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(MAGIC + header + b"\n" + payload)

@@ -1,0 +1,120 @@
+"""The LLVM compile cache on disk: hits across processes, corrupt entries rebuilt, the
+switch-off, atomic writes under a kill, and concurrent writers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROGRAM = """
+import json, sys
+import numpy as np
+import graphc as gc
+x = gc.placeholder((16, 8), name="x")
+w = gc.parameter(np.linspace(-1, 1, 8 * 4).reshape(8, 4).astype(np.float32), name="w")
+y = gc.tanh(x @ w).sum(axis=1)
+f = gc.function([x], [y, gc.grad(y.sum(), w)], backend="llvm")
+out = f(np.linspace(0, 1, 128).reshape(16, 8).astype(np.float32))
+print(json.dumps({"cached": f._exe.last.cached, "y": out[0].tolist(),
+                  "g": out[1].ravel().tolist()}))
+"""
+
+
+def run(cache_dir: Path, extra_env: dict | None = None, code: str = PROGRAM) -> dict:
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(cache_dir), **(extra_env or {}))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def entries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.gco")) if folder.exists() else []
+
+
+def test_a_second_process_loads_the_compiled_code(tmp_path):
+    first = run(tmp_path)
+    second = run(tmp_path)
+    assert first["cached"] is False and second["cached"] is True
+    assert first["y"] == second["y"] and first["g"] == second["g"]
+    assert len(entries(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_a_corrupt_entry_is_detected_and_rebuilt(tmp_path, damage):
+    reference = run(tmp_path)
+    (entry,) = entries(tmp_path)
+    data = entry.read_bytes()
+    if damage == "truncate":
+        entry.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        entry.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    elif damage == "garbage":
+        entry.write_bytes(b"not a graphc entry at all\n" * 10)
+    else:
+        entry.write_bytes(b"")
+    again = run(tmp_path)
+    assert again["cached"] is False  # rebuilt, not loaded
+    assert again["y"] == reference["y"]
+    assert run(tmp_path)["cached"] is True  # and the rebuilt entry is good
+
+
+def test_the_cache_can_be_switched_off(tmp_path):
+    off = run(tmp_path, {"GRAPHC_CACHE": "0"})
+    assert off["cached"] is False and entries(tmp_path) == []
+
+
+def test_an_unwritable_cache_folder_does_not_stop_compilation(tmp_path):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("x")
+    assert run(blocker)["cached"] is False
+
+
+def test_a_kill_during_a_write_leaves_the_previous_entry_intact(tmp_path):
+    """A writer killed between writing its bytes and renaming them into place leaves the
+    entry that was there before, byte for byte, and no partial entry."""
+    stall = f"""
+import os, time
+from pathlib import Path
+from graphc.backends.llvm.cache import CompileCache
+def stall(fd):
+    print("writing", flush=True)
+    time.sleep(60)
+os.fsync = stall
+CompileCache(Path({str(tmp_path)!r})).put("k" * 64, b"new bytes" * 1000, {{}})
+"""
+    from graphc.backends.llvm.cache import CompileCache
+    cache = CompileCache(tmp_path)
+    assert cache.put("k" * 64, b"old bytes", {"n": 1})
+    before = (tmp_path / ("k" * 64 + ".gco")).read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", stall], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (tmp_path / ("k" * 64 + ".gco")).read_bytes() == before
+    assert cache.get("k" * 64) == (b"old bytes", {"n": 1})
+    assert [p.name for p in entries(tmp_path)] == ["k" * 64 + ".gco"]
+
+
+def test_concurrent_processes_compiling_the_same_graph(tmp_path):
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", PROGRAM], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert all(o["y"] == outs[0]["y"] for o in outs)
+    assert len(entries(tmp_path)) == 1
+    assert run(tmp_path)["cached"] is True
