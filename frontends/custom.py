@@ -17,8 +17,9 @@ from graphc.frontends.functions import _float_operands, _check_op_operands
 from graphc.frontends.tensor import Tensor
 
 _NUMPY_EXTRAS = {
-    "Sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),
+    "Sigmoid": lambda x: OPS["sigmoid"].impl([np.asarray(x)], {}),
     "Softplus": lambda x: np.logaddexp(0.0, x),
+    "erf": lambda x: OPS["erf"].impl([np.asarray(x, dtype=float)], {}),
 }
 
 

@@ -98,7 +98,10 @@ class Function:
         self.passes = select_passes(optimize)
         self.raw_graph = raw
         self.graph, self.report = run_pipeline(raw, self.passes)
-        self._exe = _load_backend(backend).compile(self.graph, dict(backend_options or {}))
+        options = dict(backend_options or {})
+        if not self.passes:  # kernels are planned per shape later: tell them to stay raw too
+            options.setdefault("optimize", False)
+        self._exe = _load_backend(backend).compile(self.graph, options)
         self._storages = sorted({p.attrs["storage"] for p in self.graph.parameters()},
                                 key=lambda s: s.uid)
         self._locks = [s.lock for s in self._storages]

@@ -8,7 +8,7 @@ def compile(graph, options: dict | None = None):  # noqa: A001 (the backend inte
     default from GRAPHC_CACHE_DIR / GRAPHC_CACHE, see graphc.backends.llvm.cache)."""
     from graphc.backends.llvm.runtime import LLVMExecutable
     options = dict(options or {})
-    unknown = set(options) - {"cache_dir"}
+    unknown = set(options) - {"cache_dir", "optimize"}
     if unknown:
         raise ValueError(f"backend_options: unknown options for llvm: {sorted(unknown)}")
     return LLVMExecutable(graph, options)

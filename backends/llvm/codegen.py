@@ -106,6 +106,9 @@ class ModuleWriter:
     def kernel_function(self, index: int, kernel: kir.Kernel) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(I32, [PTR]), f"k{index}_{kernel.kind}")
         fn.linkage = "internal"
+        # One function a kernel, never inlined into the entry point: LLVM's time then grows
+        # with the number of kernels instead of exploding on one huge function.
+        fn.attributes.add("noinline")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs = fn.args[0]
         bases = {bid: self.base_pointer(b, bufs, bid)
@@ -312,7 +315,16 @@ def schedule_fingerprint(schedule: Schedule) -> str:
     plan = schedule.plan
     return repr((sorted(schedule.buffers.items()), schedule.kernels, schedule.inputs,
                  schedule.outputs, sorted(plan.offsets.items()) if plan else None,
-                 plan.arena_bytes if plan else 0, _definitions(schedule)))
+                 plan.arena_bytes if plan else 0, _definitions(schedule),
+                 _gemm_config(schedule)))
+
+
+def _gemm_config(schedule: Schedule) -> str:
+    """GEMM code also depends on the thread count, libgomp and the blocking parameters."""
+    if not any(isinstance(k, kir.Gemm) for k in schedule.kernels):
+        return ""
+    from graphc.backends.llvm.gemm import config_fingerprint
+    return config_fingerprint()
 
 
 def _definitions(schedule: Schedule) -> list[tuple[str, str]]:

@@ -72,7 +72,7 @@ PARAMS = {
 }
 
 # The packed path from this many multiply-adds (per batch item) on; smaller ones loop.
-PACKED_MIN_MACS = 24 * 24 * 24
+PACKED_MIN_MACS = 2048
 # Threads from this many multiply-adds (all batch items) on.
 PARALLEL_MIN_MACS = 64 * 64 * 64
 
@@ -122,6 +122,14 @@ def openmp_available() -> bool:
                 os.register_at_fork(after_in_child=_after_fork_in_child)
             return True
     return False
+
+
+def config_fingerprint() -> str:
+    """What packed GEMM code depends on besides the kernel itself (a compile-cache key part):
+    the thread count, whether libgomp is there, the blocking and the path thresholds."""
+    threads = num_threads()
+    omp = openmp_available() if threads > 1 else False
+    return repr((threads, omp, sorted(PARAMS.items()), PACKED_MIN_MACS, PARALLEL_MIN_MACS))
 
 
 def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm) -> None:
@@ -210,11 +218,17 @@ class _Spec:
 
     def max_units(self) -> int:
         p = PARAMS[self.dtype]
-        return self.nbatch * max(1, -(-self.m // p.mr))
+        return self.nbatch * max(1, _ceil(self.m, p.mr), _ceil(self.n, p.nr))
 
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _even_block(size: int, most: int, unit: int) -> int:
+    """The block for cutting `size` into as few blocks of at most `most` as can be, of
+    near-equal sizes rounded up to a multiple of `unit`."""
+    return _ceil(_ceil(size, _ceil(size, most)), unit) * unit
 
 
 class _PackedGemm:
@@ -226,20 +240,26 @@ class _PackedGemm:
         self.et = F32 if spec.dtype == "float32" else F64
         self.esize = 4 if spec.dtype == "float32" else 8
         p = params
-        # Blocks no larger than the problem (they size the scratch).
         self.mr, self.vl, self.nv = p.mr, p.vl, p.nv
         self.nr = p.nr
-        self.kc = min(p.kc, spec.k)
-        # Work units: (batch item, row part); row parts are whole micro-panels.
-        self.parts = 1
-        if threads > 1:
-            self.parts = threads // math.gcd(spec.nbatch, threads)
-        panels = _ceil(spec.m, self.mr)
-        self.parts = max(1, min(self.parts, panels))
-        self.part_panels = _ceil(panels, self.parts)
+        # Blocks no larger than the problem (they size the scratch) and split evenly.
+        self.kc = min(spec.k, _even_block(spec.k, p.kc, self.vl))
+        # Work units: (batch item, part of its rows or of its columns), so that the units
+        # share out evenly over the threads; parts are whole micro-panels, so only the
+        # matrix's last row (column) panel is ever partial.
+        want = threads // math.gcd(spec.nbatch, threads) if threads > 1 else 1
+        row_panels, col_panels = _ceil(spec.m, self.mr), _ceil(spec.n, self.nr)
+        self.row_parts = self.col_parts = 1
+        if row_panels >= col_panels:
+            self.row_parts = max(1, min(want, row_panels))
+        else:
+            self.col_parts = max(1, min(want, col_panels))
+        self.part_rows = _ceil(row_panels, self.row_parts) * self.mr
+        self.part_cols = _ceil(col_panels, self.col_parts) * self.nr
+        self.parts = self.row_parts * self.col_parts
         self.units = spec.nbatch * self.parts
-        self.mc = min(p.mc, self.part_panels * self.mr)
-        self.nc = min(p.nc, _ceil(spec.n, self.nr) * self.nr)
+        self.mc = _even_block(self.part_rows, p.mc, self.mr)
+        self.nc = _even_block(self.part_cols, p.nc, self.nr)
         self.order = p.order
         # A panels are rows (a copy) when A is contiguous along k, else k-major.
         self.a_rows = spec.a.s1 == 1
@@ -264,9 +284,12 @@ class _PackedGemm:
             fn = ir.Function(self.module, ir.FunctionType(t, [t] * nargs), full)
         return fn
 
-    def _function(self, suffix: str, args: list[ir.Type], noalias: int = 0) -> ir.Function:
+    def _function(self, suffix: str, args: list[ir.Type], noalias: int = 0,
+                  inline: bool = True) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(VOID, args), f"{self.name}_{suffix}")
         fn.linkage = "internal"
+        if not inline:
+            fn.attributes.add("noinline")
         for arg in fn.args[:noalias]:
             arg.add_attribute("noalias")
         fn.attributes.add("nounwind")
@@ -319,7 +342,8 @@ class _PackedGemm:
         cache = self.__dict__.setdefault("_micro", {})
         if key in cache:
             return cache[key]
-        fn = self._function(f"micro{rows}x{nvec}x{last_lanes}", [PTR, PTR, PTR, I64, I1], 3)
+        fn = self._function(f"micro{rows}x{nvec}x{last_lanes}", [PTR, PTR, PTR, I64, I1], 3,
+                            inline=False)
         ap, bp, cp, kc, first = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         entry = b.block
@@ -409,93 +433,175 @@ class _PackedGemm:
 
     # -- packing --------------------------------------------------------------------------
     def pack_a(self) -> ir.Function:
-        """(src, dst, i0, mb, p0, kc): rows i0..i0+mb, depth p0..p0+kc of A into dst."""
-        fn = self._function("pack_a", [PTR, PTR, I64, I64, I64, I64], 2)
+        """(src, dst, i0, mb, p0, kc): rows i0..i0+mb, depth p0..p0+kc of A into dst: as rows
+        dst[r * KC + p] when A is contiguous along k, else as k-major micro-panels
+        dst[q * MR * KC + p * MR + i]. Only the matrix's last panel can be partial (it holds
+        m % MR rows; the micro-kernel for it reads no more)."""
+        fn = self._function("pack_a", [PTR, PTR, I64, I64, I64, I64], 2, inline=False)
         src, dst, i0, mb, p0, kc = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         sm, sk = self.s.a.s0, self.s.a.s1
-        if self.a_rows:  # dst[r * KC + p] = A[i0 + r, p0 + p]
+        mr, rest = self.mr, self.s.m % self.mr
+        if self.a_rows:
             with counted_loop(b, mb, "r") as r:
                 srow = self._gep(b, src, b.add(self._mul(b, b.add(i0, r), sm), p0))
                 drow = self._gep(b, dst, self._mul(b, r, self.kc))
                 with counted_loop(b, kc, "p") as p:
                     b.store(b.load(self._gep(b, srow, p), typ=self.et), self._gep(b, drow, p))
-        else:  # dst[q * MR * KC + p * MR + i] = A[i0 + q * MR + i, p0 + p]
-            mr = self.mr
-            full = b.sdiv(mb, self._c(mr))
-            with counted_loop(b, full, "q") as q:
-                row0 = b.add(i0, self._mul(b, q, mr))
-                spanel = self._gep(b, src, b.add(self._mul(b, row0, sm), self._mul(b, p0, sk)))
-                dpanel = self._gep(b, dst, self._mul(b, q, mr * self.kc))
-                with counted_loop(b, kc, "p") as p:
-                    s = self._gep(b, spanel, self._mul(b, p, sk))
-                    d = self._gep(b, dpanel, self._mul(b, p, mr))
-                    for i in range(mr):
-                        b.store(b.load(self._gep(b, s, i * sm), typ=self.et), self._gep(b, d, i))
-            rest = b.srem(mb, self._c(mr))
-            with self._if(b, b.icmp_signed(">", rest, self._c(0))):
-                row0 = b.add(i0, self._mul(b, full, mr))
-                spanel = self._gep(b, src, b.add(self._mul(b, row0, sm), self._mul(b, p0, sk)))
-                dpanel = self._gep(b, dst, self._mul(b, full, mr * self.kc))
-                with counted_loop(b, kc, "pe") as p:
-                    s = self._gep(b, spanel, self._mul(b, p, sk))
-                    d = self._gep(b, dpanel, self._mul(b, p, mr))
-                    with counted_loop(b, rest, "ie") as i:
-                        b.store(b.load(self._gep(b, s, self._mul(b, i, sm)), typ=self.et),
-                                self._gep(b, d, i))
+            b.ret_void()
+            return fn
+        full = b.sdiv(mb, self._c(mr))
+        partial = b.icmp_signed("<", b.mul(full, self._c(mr)), mb) if rest else None
+        if sm == 1:  # transposed A: each k row read once, across all panels, as vectors
+            with counted_loop(b, kc, "p") as p:
+                srow = self._gep(b, src, b.add(i0, self._mul(b, b.add(p0, p), sk)))
+                drow = self._gep(b, dst, self._mul(b, p, mr))
+                with counted_loop(b, full, "q") as q:
+                    self._copy(b, self._gep(b, srow, self._mul(b, q, mr)),
+                               self._gep(b, drow, self._mul(b, q, mr * self.kc)), mr)
+                if rest:
+                    with self._if(b, partial):
+                        self._copy(b, self._gep(b, srow, self._mul(b, full, mr)),
+                                   self._gep(b, drow, self._mul(b, full, mr * self.kc)), rest)
+            b.ret_void()
+            return fn
+
+        def panel(q, rows: int) -> None:
+            row0 = b.add(i0, self._mul(b, q, mr))
+            spanel = self._gep(b, src, b.add(self._mul(b, row0, sm), self._mul(b, p0, sk)))
+            dpanel = self._gep(b, dst, self._mul(b, q, mr * self.kc))
+            with counted_loop(b, kc, "p") as p:
+                s = self._gep(b, spanel, self._mul(b, p, sk))
+                d = self._gep(b, dpanel, self._mul(b, p, mr))
+                for i in range(rows):
+                    b.store(b.load(self._gep(b, s, i * sm), typ=self.et), self._gep(b, d, i))
+
+        with counted_loop(b, full, "q") as q:
+            panel(q, mr)
+        if rest:
+            with self._if(b, partial):
+                panel(full, rest)
         b.ret_void()
         return fn
 
     def pack_b(self) -> ir.Function:
-        """(src, dst, p0, kc, j0, nb): depth p0..p0+kc, columns j0..j0+nb of B into panels
-        of NR columns, dst[r * NR * KC + p * NR + j]; a partial panel's extra columns zeroed."""
-        fn = self._function("pack_b", [PTR, PTR, I64, I64, I64, I64], 2)
+        """(src, dst, p0, kc, j0, nb): depth p0..p0+kc, columns j0..j0+nb of B into panels of
+        NR columns, dst[r * NR * KC + p * NR + j]. Only the matrix's last panel can be
+        partial (n % NR columns); its other columns are zeroed."""
+        fn = self._function("pack_b", [PTR, PTR, I64, I64, I64, I64], 2, inline=False)
         src, dst, p0, kc, j0, nb = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         sk, sn = self.s.b.s0, self.s.b.s1
-        nr = self.nr
-        zero = ir.Constant(self.et, 0.0)
+        nr, rest = self.nr, self.s.n % self.nr
         full = b.sdiv(nb, self._c(nr))
-        if sk == 1 and sn != 1:  # transposed B: read along k, write strided
-            with counted_loop(b, full, "r") as r:
-                col0 = b.add(j0, self._mul(b, r, nr))
-                spanel = self._gep(b, src, b.add(self._mul(b, col0, sn), p0))
-                dpanel = self._gep(b, dst, self._mul(b, r, nr * self.kc))
-                for j in range(nr):
-                    scol = self._gep(b, spanel, j * sn)
-                    with counted_loop(b, kc, f"p{j}") as p:
-                        b.store(b.load(self._gep(b, scol, p), typ=self.et),
-                                self._gep(b, dpanel, b.add(self._mul(b, p, nr), self._c(j))))
-        else:
-            with counted_loop(b, full, "r") as r:
-                col0 = b.add(j0, self._mul(b, r, nr))
-                spanel = self._gep(b, src, b.add(self._mul(b, col0, sn), self._mul(b, p0, sk)))
-                dpanel = self._gep(b, dst, self._mul(b, r, nr * self.kc))
-                with counted_loop(b, kc, "p") as p:
-                    s = self._gep(b, spanel, self._mul(b, p, sk))
-                    d = self._gep(b, dpanel, self._mul(b, p, nr))
-                    for j in range(nr):
-                        b.store(b.load(self._gep(b, s, j * sn), typ=self.et), self._gep(b, d, j))
-        rest = b.srem(nb, self._c(nr))
-        with self._if(b, b.icmp_signed(">", rest, self._c(0))):
-            col0 = b.add(j0, self._mul(b, full, nr))
+
+        def panel(r, cols: int) -> None:
+            col0 = b.add(j0, self._mul(b, r, nr))
             spanel = self._gep(b, src, b.add(self._mul(b, col0, sn), self._mul(b, p0, sk)))
-            dpanel = self._gep(b, dst, self._mul(b, full, nr * self.kc))
-            with counted_loop(b, kc, "pe") as p:
+            dpanel = self._gep(b, dst, self._mul(b, r, nr * self.kc))
+            if sk == 1 and sn != 1:
+                self._pack_b_transposed(b, spanel, dpanel, kc, cols)
+                return
+            with counted_loop(b, kc, "p") as p:
                 s = self._gep(b, spanel, self._mul(b, p, sk))
                 d = self._gep(b, dpanel, self._mul(b, p, nr))
-                with counted_loop(b, self._c(nr), "je") as j:
-                    inside = b.icmp_signed("<", j, rest)
-                    safe_j = b.select(inside, j, self._c(0))
-                    x = b.load(self._gep(b, s, self._mul(b, safe_j, sn)), typ=self.et)
-                    b.store(b.select(inside, x, zero), self._gep(b, d, j))
+                if sn == 1:  # whole vectors, a partial one padded with zeros
+                    for v in range(self.nv):
+                        lanes = max(0, min(self.vl, cols - v * self.vl))
+                        x = self._load_padded(b, self._gep(b, s, v * self.vl), lanes)
+                        st = b.store(x, self._gep(b, d, v * self.vl))
+                        st.align = 64
+                else:
+                    zero = ir.Constant(self.et, 0.0)
+                    for j in range(nr):
+                        x = b.load(self._gep(b, s, j * sn), typ=self.et) if j < cols else zero
+                        b.store(x, self._gep(b, d, j))
+
+        with counted_loop(b, full, "r") as r:
+            panel(r, nr)
+        if rest:
+            with self._if(b, b.icmp_signed("<", b.mul(full, self._c(nr)), nb)):
+                panel(full, rest)
         b.ret_void()
         return fn
+
+    def _pack_b_transposed(self, b, spanel, dpanel, kc, cols: int) -> None:
+        """A panel of B stored transposed (contiguous along k): vl x vl blocks loaded as
+        rows along k, transposed in registers, stored as rows along n."""
+        vl, nr = self.vl, self.nr
+        sn = self.s.b.s1
+        blocks = b.sdiv(kc, self._c(vl))
+
+        def block(p, depth: int) -> None:
+            for jb in range(self.nv):
+                rows = []
+                for jj in range(vl):
+                    j = jb * vl + jj
+                    if j < cols:
+                        rows.append(self._load_padded(
+                            b, self._gep(b, spanel, b.add(p, self._c(j * sn))), depth))
+                    else:
+                        rows.append(ir.Constant(self.vt, None))
+                for pp, vec in enumerate(self._transpose(b, rows)[:depth]):
+                    at = b.add(self._mul(b, b.add(p, self._c(pp)), nr), self._c(jb * vl))
+                    st = b.store(vec, self._gep(b, dpanel, at))
+                    st.align = 64
+
+        with counted_loop(b, blocks, "pb") as pb:
+            block(self._mul(b, pb, vl), vl)
+        # A partial block: only in the last k slice, of (k % KC) % vl rows.
+        depth = (self.s.k % self.kc or self.kc) % vl
+        if depth:
+            with self._if(b, b.icmp_signed("<", b.mul(blocks, self._c(vl)), kc)):
+                block(self._mul(b, blocks, vl), depth)
+
+    def _copy(self, b, src, dst, count: int) -> None:
+        """count contiguous elements as one vector (no loop for LLVM to widen into scatters)."""
+        t = ir.VectorType(self.et, count) if count > 1 else self.et
+        x = b.load(src, typ=t)
+        x.align = self.esize
+        st = b.store(x, dst)
+        st.align = self.esize
+
+    def _load_padded(self, b, ptr, lanes: int) -> ir.Value:
+        """A full vector from `lanes` contiguous elements, zeros after them."""
+        vl = self.vl
+        if lanes == 0:
+            return ir.Constant(self.vt, None)
+        if lanes == vl:
+            x = b.load(ptr, typ=self.vt)
+            x.align = self.esize
+            return x
+        if lanes == 1:
+            x = b.load(ptr, typ=self.et)
+            return b.insert_element(ir.Constant(self.vt, None), x, ir.Constant(I32, 0))
+        t = ir.VectorType(self.et, lanes)
+        x = b.load(ptr, typ=t)
+        x.align = self.esize
+        mask = list(range(lanes)) + [lanes] * (vl - lanes)  # lane `lanes` of zeros
+        return b.shuffle_vector(x, ir.Constant(t, None),
+                                ir.Constant(ir.VectorType(I32, vl), mask))
+
+    def _transpose(self, b: ir.IRBuilder, rows: list) -> list:
+        """The transpose of a vl x vl block held as vl row vectors: log2(vl) rounds of
+        interleaving row i with row i + vl/2."""
+        n = len(rows)
+        h = n // 2
+        mt = ir.VectorType(I32, n)
+        lo = ir.Constant(mt, [x for j in range(h) for x in (j, n + j)])
+        hi = ir.Constant(mt, [x for j in range(h, n) for x in (j, n + j)])
+        for _ in range(n.bit_length() - 1):
+            new = []
+            for i in range(h):
+                new.append(b.shuffle_vector(rows[i], rows[i + h], lo))
+                new.append(b.shuffle_vector(rows[i], rows[i + h], hi))
+            rows = new
+        return rows
 
     # -- blocking -------------------------------------------------------------------------
     def macro(self) -> ir.Function:
         """(apack, bpack, c, mb, nb, kc, first): C[mb, nb] (+)= the packed blocks."""
-        fn = self._function("macro", [PTR, PTR, PTR, I64, I64, I64, I1], 3)
+        fn = self._function("macro", [PTR, PTR, PTR, I64, I64, I64, I1], 3, inline=False)
         ap, bp, cp, mb, nb, kc, first = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         s = self.s
@@ -576,8 +682,10 @@ class _PackedGemm:
                         offs[key] = b.add(offs[key], self._mul(b, idx, op.batch[axis]))
             pa, pb, pc = (self._gep(b, x, offs[key]) for x, key in
                           ((a0, "a"), (b0, "b"), (c0, "c")))
-            r0 = self._mul(b, part, self.part_panels * self.mr)
-            r1 = self._min(b, b.add(r0, self._c(self.part_panels * self.mr)), self._c(s.m))
+            r0 = self._mul(b, b.sdiv(part, self._c(self.col_parts)), self.part_rows)
+            r1 = self._min(b, b.add(r0, self._c(self.part_rows)), self._c(s.m))
+            c0 = self._mul(b, b.srem(part, self._c(self.col_parts)), self.part_cols)
+            c1 = self._min(b, b.add(c0, self._c(self.part_cols)), self._c(s.n))
             with self._range(b, r0, r1, self.mc, "jc") as jc:
                 mb = self._min(b, self._c(self.mc), b.sub(r1, jc))
                 crow = self._gep(b, pc, self._mul(b, jc, s.c.s0))
@@ -585,8 +693,8 @@ class _PackedGemm:
                     kc = self._min(b, self._c(self.kc), b.sub(self._c(s.k), pk))
                     first = b.icmp_signed("==", pk, self._c(0))
                     b.call(pack_a, [pa, apack, jc, mb, pk, kc])
-                    with self._range(b, 0, s.n, self.nc, "ic") as ic:
-                        nb = self._min(b, self._c(self.nc), b.sub(self._c(s.n), ic))
+                    with self._range(b, c0, c1, self.nc, "ic") as ic:
+                        nb = self._min(b, self._c(self.nc), b.sub(c1, ic))
                         b.call(pack_b, [pb, bpack, pk, kc, ic, nb])
                         b.call(macro, [apack, bpack, self._gep(b, crow, self._mul(b, ic, s.c.s1)),
                                        mb, nb, kc, first])

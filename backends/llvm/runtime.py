@@ -48,9 +48,10 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
 class CompiledShape:
     """The native code for one set of input shapes, with its arena and pointer table."""
 
-    def __init__(self, graph, shapes: tuple, disk: CompileCache) -> None:
+    def __init__(self, graph, shapes: tuple, disk: CompileCache, optimize: bool = True
+                 ) -> None:
         t0 = time.perf_counter()
-        self.schedule = schedule_graph(graph, list(shapes))
+        self.schedule = schedule_graph(graph, list(shapes), optimize=optimize)
         t1 = time.perf_counter()
         self.times = jit.CompileTimes()
         self.key = cache_key(codegen.schedule_fingerprint(self.schedule))
@@ -142,7 +143,8 @@ class LLVMExecutable:
             with self._lock:
                 compiled = self.compiled.get(shapes)
                 if compiled is None:
-                    compiled = CompiledShape(self.graph, shapes, self.disk)
+                    compiled = CompiledShape(self.graph, shapes, self.disk,
+                                             self.options.get("optimize", True))
                     self.compiled[shapes] = compiled
         return compiled
 

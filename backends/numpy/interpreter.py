@@ -105,11 +105,12 @@ def compile(graph: Graph, options: dict | None = None):  # noqa: A001 (the backe
     kernel plan, the reference for native backends."""
     options = dict(options or {})
     mode = options.pop("mode", "graph")
+    optimize = options.pop("optimize", True)
     if options:
         raise ValueError(f"backend_options: unknown options for numpy: {sorted(options)}")
     if mode == "graph":
         return NumpyExecutable(graph)
     if mode == "kernels":
         from graphc.backends.numpy.kernels import KernelExecutable
-        return KernelExecutable(graph)
+        return KernelExecutable(graph, optimize)
     raise ValueError(f"backend_options: mode must be 'graph' or 'kernels', got {mode!r}")

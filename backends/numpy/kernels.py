@@ -154,8 +154,9 @@ class KernelRunner:
 class KernelExecutable:
     """The numpy backend in kernel mode: one schedule per set of input shapes."""
 
-    def __init__(self, graph) -> None:
+    def __init__(self, graph, optimize: bool = True) -> None:
         self.graph = graph
+        self.optimize = optimize
         self.cache: dict[tuple, KernelRunner] = {}
 
     @property
@@ -167,7 +168,8 @@ class KernelExecutable:
     def runner(self, shapes: tuple) -> KernelRunner:
         if shapes not in self.cache:
             from graphc.schedule import schedule_graph
-            self.cache[shapes] = KernelRunner(schedule_graph(self.graph, list(shapes)))
+            self.cache[shapes] = KernelRunner(schedule_graph(self.graph, list(shapes),
+                                                             optimize=self.optimize))
         return self.cache[shapes]
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
