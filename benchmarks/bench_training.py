@@ -4,7 +4,9 @@ installed.
   W1  MLP 784-256-256-10, ReLU, softmax cross-entropy, batch 128, full SGD step
   W2  MLP 64-32-10, tanh, batch 32 (overhead-bound)
   W3  sum((tanh(x*w + b) - y)**2) over 1M float32, gradients w.r.t. w and b
-  W4  cold compile of the W1 step
+  W4  cold compile of the W1 step (and warm: the same step loaded from the disk cache)
+  W5  LeNet-like CNN (conv 5x5 1->8, max-pool 2, conv 5x5 8->16, max-pool 2, dense ->10),
+      batch 64, full SGD step
 Run: python benchmarks/bench_training.py [--repeat 200] [--only W1,W3]"""
 from __future__ import annotations
 
@@ -193,26 +195,196 @@ def bench_w3(repeat: int) -> dict:
     return results
 
 
+W4_PROGRAM = """
+import sys, time
+sys.path.insert(0, {folder!r})
+from bench_training import mlp_data, graphc_mlp_step
+weights, x, y = mlp_data([784, 256, 256, 10], 128)
+t0 = time.perf_counter()
+f = graphc_mlp_step(weights, "relu")
+f(x, y)  # compiles for these shapes (or loads them from the cache)
+print((time.perf_counter() - t0) * 1e3)
+"""
+
+
 def bench_w4() -> dict:
-    weights, x, y = mlp_data([784, 256, 256, 10], 128)
-    t0 = time.perf_counter()
-    f = graphc_mlp_step(weights, "relu")
-    f(x, y)  # compiles for these shapes
-    return {"graphc cold": (time.perf_counter() - t0) * 1e3}
+    """Each compile in a fresh process sharing a fresh cache folder: cold, then warm."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    code = W4_PROGRAM.format(folder=str(Path(__file__).parent))
+    with tempfile.TemporaryDirectory() as folder:
+        env = dict(os.environ, GRAPHC_CACHE_DIR=folder)
+        times = [float(subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                      capture_output=True, text=True).stdout)
+                 for _ in range(2)]
+    results = {"graphc cold": times[0], "graphc warm": times[1]}
+    try:
+        import jax  # noqa: F401
+        jcode = """
+import time, numpy as np
+t0 = time.perf_counter()
+import sys; sys.path.insert(0, {folder!r})
+from bench_training import mlp_data, jax_mlp_step
+weights, x, y = mlp_data([784, 256, 256, 10], 128)
+jax_mlp_step(weights, "relu")(x, y)
+print((time.perf_counter() - t0) * 1e3)
+""".format(folder=str(Path(__file__).parent))
+        results["jax cold"] = float(subprocess.run([sys.executable, "-c", jcode], check=True,
+                                                   capture_output=True, text=True).stdout)
+    except ImportError:
+        pass
+    return results
+
+
+# ---- W5: a small CNN ---------------------------------------------------------------------
+
+def cnn_data(batch: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    shapes = [(8, 1, 5, 5), (8,), (16, 8, 5, 5), (16,), (256, 10), (10,)]
+    params = [(rng.normal(size=s) * (0.1 if len(s) > 1 else 0)).astype(np.float32)
+              for s in shapes]
+    x = rng.normal(size=(batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    return params, x, y
+
+
+def graphc_cnn_step(params, lr: float = 0.01):
+    x = gc.placeholder((None, 1, 28, 28), name="x")
+    labels = gc.placeholder((None,), "int64", name="labels")
+    p = [gc.parameter(v.copy(), name=f"p{i}") for i, v in enumerate(params)]
+    h = gc.relu(gc.nn.conv2d(x, p[0]) + p[1].reshape(1, 8, 1, 1))
+    h = gc.nn.max_pool2d(h, 2)
+    h = gc.relu(gc.nn.conv2d(h, p[2]) + p[3].reshape(1, 16, 1, 1))
+    h = gc.nn.max_pool2d(h, 2).reshape(-1, 256)
+    loss = gc.nn.cross_entropy(h @ p[4] + p[5], labels)
+    grads = gc.grad(loss, p)
+    return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)},
+                       backend="llvm")
+
+
+def _im2col(x, k):
+    n, c, h, w = x.shape
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+    oh, ow = h - k + 1, w - k + 1
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * k * k), oh, ow
+
+
+def _col2im(cols, shape, k):
+    n, c, h, w = shape
+    oh, ow = h - k + 1, w - k + 1
+    g = cols.reshape(n, oh, ow, c, k, k)
+    out = np.zeros(shape, cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[:, :, i:i + oh, j:j + ow] += g[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return out
+
+
+def _pool(h):
+    n, c, hh, ww = h.shape
+    r = h.reshape(n, c, hh // 2, 2, ww // 2, 2)
+    m = r.max(axis=(3, 5))
+    mask = r == m[:, :, :, None, :, None]
+    return m, mask
+
+
+def numpy_cnn_step(params, lr: float = 0.01):
+    w1, b1, w2, b2, w3, b3 = [p.copy() for p in params]
+
+    def conv(x, w, b):
+        cols, oh, ow = _im2col(x, 5)
+        out = cols @ w.reshape(len(w), -1).T + b
+        return out.reshape(len(x), oh, ow, -1).transpose(0, 3, 1, 2), cols
+
+    def conv_back(g, cols, x_shape, w):
+        gm = g.transpose(0, 2, 3, 1).reshape(-1, len(w))
+        gw = (gm.T @ cols).reshape(w.shape)
+        gx = _col2im(gm @ w.reshape(len(w), -1), x_shape, 5)
+        return gx, gw, gm.sum(axis=0)
+
+    def step(x, y):
+        nonlocal w1, b1, w2, b2, w3, b3
+        z1, c1 = conv(x, w1, b1)
+        a1 = np.maximum(z1, 0)
+        p1, m1 = _pool(a1)
+        z2, c2 = conv(p1, w2, b2)
+        a2 = np.maximum(z2, 0)
+        p2, m2 = _pool(a2)
+        f = p2.reshape(len(x), -1)
+        z = f @ w3 + b3
+        z = z - z.max(axis=1, keepdims=True)
+        pr = np.exp(z)
+        pr /= pr.sum(axis=1, keepdims=True)
+        n = len(y)
+        loss = -np.log(pr[np.arange(n), y]).mean()
+        g = pr
+        g[np.arange(n), y] -= 1
+        g /= n
+        gw3, gb3 = f.T @ g, g.sum(axis=0)
+        gp2 = (g @ w3.T).reshape(p2.shape)
+        ga2 = (m2 * gp2[:, :, :, None, :, None]).reshape(a2.shape) * (z2 > 0)
+        gp1, gw2, gb2 = conv_back(ga2, c2, p1.shape, w2)
+        ga1 = (m1 * gp1[:, :, :, None, :, None]).reshape(a1.shape) * (z1 > 0)
+        _, gw1, gb1 = conv_back(ga1, c1, x.shape, w1)
+        w1 -= lr * gw1
+        b1 -= lr * gb1
+        w2 -= lr * gw2
+        b2 -= lr * gb2
+        w3 -= lr * gw3
+        b3 -= lr * gb3
+        return loss
+    return step
+
+
+def torch_cnn_step(params, lr: float = 0.01):
+    import torch
+    p = [torch.tensor(v.copy(), requires_grad=True) for v in params]
+
+    def step(x, y):
+        h = torch.relu(torch.nn.functional.conv2d(x, p[0], p[1]))
+        h = torch.nn.functional.max_pool2d(h, 2)
+        h = torch.relu(torch.nn.functional.conv2d(h, p[2], p[3]))
+        h = torch.nn.functional.max_pool2d(h, 2).reshape(-1, 256)
+        loss = torch.nn.functional.cross_entropy(h @ p[4] + p[5], y)
+        grads = torch.autograd.grad(loss, p)
+        with torch.no_grad():
+            for v, g in zip(p, grads):
+                v -= lr * g
+        return loss
+    return step
+
+
+def bench_w5(repeat: int) -> dict:
+    params, x, y = cnn_data()
+    f = graphc_cnn_step(params)
+    results = {"graphc": median_ms(lambda: f(x, y), repeat)}
+    step = numpy_cnn_step(params)
+    results["numpy"] = median_ms(lambda: step(x, y), repeat)
+    try:
+        import torch
+        tstep = torch_cnn_step(params)
+        tx, ty = torch.tensor(x), torch.tensor(y)
+        results["torch"] = median_ms(lambda: tstep(tx, ty), repeat)
+    except ImportError:
+        pass
+    return results
 
 
 def report(name: str, results: dict) -> None:
-    base = results.get("numpy")
     parts = [f"{k} {v:8.3f} ms" for k, v in results.items()]
-    ratios = [f"graphc/{k} = {results['graphc'] / v:.2f}" for k, v in results.items()
-              if k != "graphc" and "graphc" in results]
-    print(f"{name:<3} " + " | ".join(parts) + ("   " + ", ".join(ratios) if base else ""))
+    mine = results.get("graphc", results.get("graphc cold"))
+    ratios = [f"graphc/{k} = {mine / v:.2f}" for k, v in results.items()
+              if not k.startswith("graphc") and mine is not None]
+    print(f"{name:<3} " + " | ".join(parts) + ("   " + ", ".join(ratios) if ratios else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=200)
-    parser.add_argument("--only", default="W1,W2,W3,W4")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W5")
     args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
     print("median time per step, float32 (ratios < 1: graphc is faster)")
@@ -224,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
         report("W3", bench_w3(max(args.repeat // 4, 10)))
     if "W4" in wanted:
         report("W4", bench_w4())
+    if "W5" in wanted:
+        report("W5", bench_w5(max(args.repeat // 4, 10)))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,20 @@ def test_float32_packed_every_layout(shape, packed, threads):
         _check(result, expected, "float32")
 
 
+@pytest.mark.parametrize("order", ["rows", "cols"])
+def test_many_small_blocks(order, packed, threads, monkeypatch):
+    """Blocks much smaller than the problem: several row, column and depth blocks, each
+    with its edges, in both orders of the micro-panel loops."""
+    for dtype in ("float32", "float64"):
+        small = gemm.replace(gemm.PARAMS[dtype], kc=32, mc=24, nc=64, order=order)
+        monkeypatch.setitem(gemm.PARAMS, dtype, small)
+    cases = [("float32", (65, 129, 33), ta, tb) for ta, tb in LAYOUTS]
+    cases += [("float32", (100, 70, 90), False, False), ("float64", (65, 129, 33), True, True)]
+    for dtype, shape, ta, tb in cases:
+        result, expected, _ = _matmul(*shape, dtype, ta, tb, seed=4)
+        _check(result, expected, dtype)
+
+
 @pytest.mark.parametrize("shape", [(7, 13, 5), (9, 17, 3), (65, 129, 33), (40, 23, 300)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_float64_packed_every_layout(shape, packed, threads):

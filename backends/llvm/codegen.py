@@ -127,6 +127,10 @@ class ModuleWriter:
             memo: dict[int, ir.Value] = {}
             values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
             for s, v in zip(k.stores, values):
+                if s.accumulate:
+                    old = self.load(b, bases, s.access, ix)
+                    v = b.fadd(old, v) if isinstance(v.type, (ir.FloatType, ir.DoubleType)) \
+                        else b.add(old, v)
                 self.store(b, bases, s.access, ix, v)
 
     def _combine(self, b, scalar, op: str, acc: ir.Value, v: ir.Value, dtype) -> ir.Value:

@@ -79,6 +79,9 @@ class KernelRunner:
             memo: dict[int, np.ndarray] = {}
             values = [self._eval(s.value, k.shape, memo) for s in k.stores]
             for store, value in zip(k.stores, values):  # every value first: stores may alias
+                if store.accumulate:
+                    self._accumulate(store.access, k.shape, value)
+                    continue
                 out = self._strided(store.access, k.shape)
                 np.copyto(out, np.broadcast_to(value, k.shape), casting="unsafe")
         elif isinstance(k, ir.Reduce):
@@ -111,6 +114,16 @@ class KernelRunner:
                 raise IndexError(f"{k.what}: index {bad} is out of range [0, {k.size})")
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
+
+    def _accumulate(self, access: ir.Access, shape, value: np.ndarray) -> None:
+        """buffer.flat[offset + sum(s_k i_k)] += value[i], repeated targets adding up."""
+        flat = self.arrays[access.buffer].reshape(-1)
+        index = np.full(shape, access.offset, np.int64)
+        for k, (n, s) in enumerate(zip(shape, access.strides)):
+            index += (np.arange(n, dtype=np.int64) * s).reshape(
+                (-1,) + (1,) * (len(shape) - k - 1))
+        np.add.at(flat, index.reshape(-1),
+                  np.broadcast_to(value, shape).reshape(-1).astype(flat.dtype))
 
     def _reduce(self, k: ir.Reduce) -> None:
         keep = tuple(1 if a in k.axes else d for a, d in enumerate(k.shape))

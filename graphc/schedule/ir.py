@@ -115,8 +115,12 @@ def expr_loads(expr: Expr) -> list[Load]:
 
 @dataclass(frozen=True)
 class Store:
+    """buffer[access] = value, or += value when `accumulate` (several iterations may add to
+    one element: such kernels run their iterations in order)."""
+
     access: Access
     value: Expr
+    accumulate: bool = False
 
 
 @dataclass(frozen=True)

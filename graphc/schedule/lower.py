@@ -16,7 +16,7 @@ from graphc.node import Node, consumers, toposort
 from graphc.ops import get_op
 from graphc.schedule import ir
 from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
-from graphc.schedule.reindex import AxisMap, broadcast_map, remap_expr, remap_view
+from graphc.schedule.reindex import AxisMap, axis, broadcast_map, remap_expr, remap_view
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ class Lowering:
     def lower_transpose(self, node: Node) -> Value:
         perm = node.attrs["perm"]
         where = {p: a for a, p in enumerate(perm)}
-        return self._view(node, tuple((where[j], 1, 0) for j in range(len(perm))))
+        return self._view(node, tuple(axis(where[j]) for j in range(len(perm))))
 
     def lower_broadcast_to(self, node: Node) -> Value:
         return self._view(node, broadcast_map(node.inputs[0].shape, node.shape))
@@ -318,16 +318,16 @@ class Lowering:
     def lower_expand_dims(self, node: Node) -> Value:
         axes = set(node.attrs["axes"])
         kept = [a for a in range(node.ndim) if a not in axes]
-        return self._view(node, tuple((k, 1, 0) for k in kept))
+        return self._view(node, tuple(axis(k) for k in kept))
 
     def lower_squeeze(self, node: Node) -> Value:
         axes = set(node.attrs["axes"])
         amap, out = [], 0
         for j in range(node.inputs[0].ndim):
             if j in axes:
-                amap.append((None, 0, 0))
+                amap.append(axis(None))
             else:
-                amap.append((out, 1, 0))
+                amap.append(axis(out))
                 out += 1
         return self._view(node, tuple(amap))
 
@@ -336,7 +336,7 @@ class Lowering:
         amap = []
         for j, (s, d) in enumerate(zip(node.attrs["slices"], x.shape)):
             start, _, step = slice(*s).indices(d)
-            amap.append((j, step, start))
+            amap.append(axis(j, step, start))
         return self._view(node, tuple(amap))
 
     def lower_reshape(self, node: Node) -> Value:
@@ -463,6 +463,51 @@ class Lowering:
         self.kernels.append(ir.Elementwise(g.shape, (self._region_store(bid, region, v),),
                                            (v.fused if isinstance(v, Lazy) else ())
                                            + ("unslice",)))
+        return self.whole(bid)
+
+    def lower_pad(self, node: Node) -> View:
+        (x,) = node.inputs
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        zero = Store(Access(bid, ir.contiguous_strides(node.shape), 0), Const(0, node.dtype))
+        self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
+        v = self.values[x]
+        if 0 not in x.shape:
+            region = [(before, 1) for before, _ in node.attrs["pads"]]
+            self.kernels.append(ir.Elementwise(x.shape, (self._region_store(bid, region, v),),
+                                               (v.fused if isinstance(v, Lazy) else ())
+                                               + ("pad",)))
+        return self.whole(bid)
+
+    def _window_map(self, node: Node, ndim: int) -> AxisMap:
+        """windows: input axis a reads stride * (window index) + (offset in the window)."""
+        axes, strides = node.attrs["axes"], node.attrs["strides"]
+        amap = []
+        for j in range(ndim):
+            if j in axes:
+                i = axes.index(j)
+                amap.append((((j, strides[i]), (ndim + i, 1)), 0))
+            else:
+                amap.append(axis(j))
+        return tuple(amap)
+
+    def lower_windows(self, node: Node) -> Value:
+        return self._view(node, self._window_map(node, node.inputs[0].ndim))
+
+    def lower_windows_grad(self, node: Node) -> View:
+        g, ref = node.inputs
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        base = ir.contiguous_strides(node.shape)
+        zero = Store(Access(bid, base, 0), Const(0, node.dtype))
+        self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
+        if 0 not in g.shape:
+            strides, offset = remap_view(base, 0, self._window_map(node, ref.ndim), g.ndim)
+            v = self.values[g]
+            store = Store(Access(bid, strides, offset), self.expr_of(v, g.shape), True)
+            self.kernels.append(ir.Elementwise(g.shape, (store,),
+                                               (v.fused if isinstance(v, Lazy) else ())
+                                               + ("windows_grad",)))
         return self.whole(bid)
 
     def lower_concatenate(self, node: Node) -> View:

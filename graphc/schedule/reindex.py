@@ -7,9 +7,15 @@ from typing import Sequence
 from graphc.errors import ShapeError
 from graphc.schedule.ir import Access, Apply, Const, Expr, Index, Load
 
-# For each axis j of the producer: (consumer axis or None, scale, offset), meaning
-# producer index p_j = scale * i_{axis} + offset (or just offset when the axis is None).
-AxisMap = tuple[tuple[int | None, int, int], ...]
+# For each axis j of the producer: (terms, offset) with terms ((consumer axis, scale), ...),
+# meaning producer index p_j = offset + sum(scale * i_axis). One term: a transpose, slice or
+# plain copy; none: a broadcast (always index offset); two: a sliding window (h = s*oh + kh).
+AxisMap = tuple[tuple[tuple[tuple[int, int], ...], int], ...]
+
+
+def axis(k: int | None, scale: int = 1, offset: int = 0) -> tuple:
+    """One AxisMap entry: p = scale * i_k + offset (just offset when k is None)."""
+    return (((k, scale),) if k is not None else (), offset)
 
 
 def broadcast_map(src: Sequence[int], dst: Sequence[int]) -> AxisMap:
@@ -21,9 +27,9 @@ def broadcast_map(src: Sequence[int], dst: Sequence[int]) -> AxisMap:
     for j, d in enumerate(src):
         k = lead + j
         if d == dst[k]:
-            out.append((k, 1, 0))
+            out.append(axis(k))
         elif d == 1:
-            out.append((None, 0, 0))
+            out.append(axis(None))
         else:
             raise ShapeError(f"cannot broadcast {tuple(src)} to {tuple(dst)}")
     return tuple(out)
@@ -32,20 +38,23 @@ def broadcast_map(src: Sequence[int], dst: Sequence[int]) -> AxisMap:
 def remap_view(strides: Sequence[int], offset: int, amap: AxisMap, rank: int
                ) -> tuple[tuple[int, ...], int]:
     new = [0] * rank
-    for s, (k, scale, off) in zip(strides, amap):
-        if k is not None:
+    for s, (terms, off) in zip(strides, amap):
+        for k, scale in terms:
             new[k] += s * scale
         offset += s * off
     return tuple(new), offset
 
 
 def _remap_index(e: Index, amap: AxisMap) -> Expr:
-    k, scale, off = amap[e.axis]
-    if k is None:
+    terms, off = amap[e.axis]
+    out: Expr | None = None
+    for k, scale in terms:
+        term: Expr = Index(k, e.dtype)
+        if scale != 1:
+            term = Apply("mul", (term, Const(scale, e.dtype)), e.dtype)
+        out = term if out is None else Apply("add", (out, term), e.dtype)
+    if out is None:
         return Const(off, e.dtype)
-    out: Expr = Index(k, e.dtype)
-    if scale != 1:
-        out = Apply("mul", (out, Const(scale, e.dtype)), e.dtype)
     if off:
         out = Apply("add", (out, Const(off, e.dtype)), e.dtype)
     return out

@@ -1,0 +1,75 @@
+"""Convolution and pooling (NCHW), as decompositions into padding, sliding windows and a
+matrix product: their gradients come from those primitives' rules."""
+from __future__ import annotations
+
+from typing import Any
+
+import graphc.frontends as F
+from graphc.frontends.convert import to_node
+from graphc.frontends.tensor import Tensor
+from graphc.ops import make
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{what}: expected an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _windows(x: Any, size: tuple[int, int], stride: tuple[int, int], what: str) -> Tensor:
+    node = to_node(x, f"{what} input")
+    if node.ndim != 4:
+        raise ValueError(f"{what}: input must be NCHW (4 dimensions), got {node.type}")
+    if min(stride) < 1 or min(size) < 1:
+        raise ValueError(f"{what}: window sizes and strides must be >= 1")
+    return Tensor(make("windows", node, axes=(2, 3), sizes=size, strides=stride))
+
+
+def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -> Tensor:
+    """Cross-correlation of NCHW input `x` with OIHW weights `w` (PyTorch's conv2d):
+    out[n, o, i, j] = sum_{c, kh, kw} x_pad[n, c, s*i + kh, s*j + kw] * w[o, c, kh, kw].
+    groups > 1 splits channels into independent groups (groups == C: depthwise)."""
+    xs, ws = to_node(x, "conv2d input"), to_node(w, "conv2d weights")
+    if ws.ndim != 4 or None in ws.shape:
+        raise ValueError(f"conv2d: weights must be OIHW with known sizes, got {ws.type}")
+    sh, sw = _pair(stride, "conv2d stride")
+    ph, pw = _pair(padding, "conv2d padding")
+    if min(ph, pw) < 0:
+        raise ValueError(f"conv2d: padding must be >= 0, got {padding!r}")
+    out_ch, cg, kh, kw = ws.shape
+    channels = xs.shape[1] if xs.ndim == 4 else None
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d: groups must be an int >= 1, got {groups!r}")
+    if channels is None or channels != cg * groups or out_ch % groups:
+        raise ValueError(f"conv2d: input {xs.type} and weights {ws.type} do not fit "
+                         f"groups={groups} (need C == weights.shape[1] * groups and O "
+                         "divisible by groups)")
+    if ph or pw:
+        x = Tensor(make("pad", xs, pads=((0, 0), (0, 0), (ph, ph), (pw, pw))))
+    win = _windows(x, (kh, kw), (sh, sw), "conv2d")  # (N, C, OH, OW, KH, KW)
+    oh, ow = win.shape[2], win.shape[3]
+    og = out_ch // groups
+    # columns: (G, N*OH*OW, Cg*KH*KW), weights: (G, Cg*KH*KW, Og)
+    cols = F.reshape(win, (-1, groups, cg, oh, ow, kh, kw))
+    cols = F.transpose(cols, (1, 0, 3, 4, 2, 5, 6))
+    cols = F.reshape(cols, (groups, -1, cg * kh * kw))
+    wmat = F.transpose(F.reshape(w, (groups, og, cg * kh * kw)), (0, 2, 1))
+    out = F.matmul(cols, wmat)  # (G, N*OH*OW, Og)
+    out = F.reshape(out, (groups, -1, oh, ow, og))
+    out = F.transpose(out, (1, 0, 4, 2, 3))  # (N, G, Og, OH, OW)
+    return F.reshape(out, (-1, out_ch, oh, ow))
+
+
+def max_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:
+    """Maximum over size x size windows (stride defaults to the size)."""
+    k = _pair(size, "max_pool2d size")
+    s = _pair(stride if stride is not None else size, "max_pool2d stride")
+    return F.max(_windows(x, k, s, "max_pool2d"), axis=(4, 5))
+
+
+def avg_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:
+    """Mean over size x size windows (stride defaults to the size)."""
+    k = _pair(size, "avg_pool2d size")
+    s = _pair(stride if stride is not None else size, "avg_pool2d stride")
+    return F.mean(_windows(x, k, s, "avg_pool2d"), axis=(4, 5))

@@ -1,0 +1,101 @@
+"""conv2d and pooling: against loops written from the definitions, gradients against finite
+differences, and the same values on every backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+RNG = np.random.default_rng(7)
+
+
+def conv_ref(x, w, stride, padding, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (wd + 2 * padding - kw) // stride + 1
+    og = o // groups
+    out = np.zeros((n, o, oh, ow))
+    for oo in range(o):
+        g = oo // og
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, i * stride:i * stride + kh,
+                           j * stride:j * stride + kw]
+                out[:, oo, i, j] = (patch * w[oo]).sum(axis=(1, 2, 3))
+    return out
+
+
+def pool_ref(x, k, s, fn):
+    n, c, h, w = x.shape
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    out = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, :, i, j] = fn(x[:, :, i * s:i * s + k, j * s:j * s + k], axis=(2, 3))
+    return out
+
+
+CONV_CASES = [  # (x shape, w shape, stride, padding, groups)
+    ((2, 3, 7, 7), (4, 3, 3, 3), 1, 0, 1),
+    ((1, 2, 8, 6), (5, 2, 3, 2), 2, 1, 1),
+    ((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 2),
+    ((2, 4, 5, 5), (4, 1, 3, 3), 1, 1, 4),  # depthwise
+    ((3, 1, 28, 28), (8, 1, 5, 5), 1, 0, 1),
+    ((1, 2, 4, 4), (3, 2, 1, 1), 1, 0, 1),  # 1x1
+]
+BACKENDS = [("numpy", None), ("numpy", {"mode": "kernels"}), ("llvm", None)]
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,groups", CONV_CASES)
+def test_conv2d_matches_the_definition_on_every_backend(xs, ws, stride, padding, groups):
+    xv, wv = RNG.normal(size=xs), RNG.normal(size=ws)
+    x = gc.placeholder((None,) + xs[1:], "float64", name="x")
+    w = gc.placeholder(ws, "float64", name="w")
+    y = gc.nn.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    want = conv_ref(xv, wv, stride, padding, groups)
+    assert y.shape == (None,) + want.shape[1:]
+    for backend, options in BACKENDS:
+        got = gc.function([x, w], y, backend=backend, backend_options=options)(xv, wv)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=backend)
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,groups", CONV_CASES[:4])
+def test_conv2d_gradients_match_finite_differences(xs, ws, stride, padding, groups):
+    xv, wv = RNG.normal(size=xs), RNG.normal(size=ws)
+    result = gc.check_grad(lambda a, b: gc.sum(gc.tanh(gc.nn.conv2d(
+        a, b, stride=stride, padding=padding, groups=groups))), xv, wv, max_entries=60)
+    assert result, str(result)
+
+
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (3, 1), (2, 1)])
+def test_pooling_matches_the_definition_and_differentiates(k, s):
+    xv = RNG.normal(size=(2, 3, 7, 8))
+    x = gc.placeholder((None, 3, 7, 8), "float64", name="x")
+    outs = [gc.nn.max_pool2d(x, k, s), gc.nn.avg_pool2d(x, k, s)]
+    loss = gc.sum(outs[0] ** 2) + gc.sum(gc.sin(outs[1]))
+    want = [pool_ref(xv, k, s, np.max), pool_ref(xv, k, s, np.mean)]
+    ref_grad = None
+    for backend, options in BACKENDS:
+        f = gc.function([x], outs + [gc.grad(loss, x)], backend=backend, backend_options=options)
+        got = f(xv)
+        for g, w in zip(got[:2], want):
+            np.testing.assert_allclose(g, w, rtol=1e-12, err_msg=backend)
+        ref_grad = got[2] if ref_grad is None else ref_grad
+        np.testing.assert_allclose(got[2], ref_grad, rtol=1e-10, atol=1e-12, err_msg=backend)
+    assert gc.check_grad(lambda a: gc.sum(gc.nn.max_pool2d(a, k, s) ** 2)
+                         + gc.sum(gc.sin(gc.nn.avg_pool2d(a, k, s))), xv, max_entries=80)
+
+
+def test_conv_rejects_bad_arguments():
+    x = gc.placeholder((None, 3, 8, 8), name="x")
+    with pytest.raises(ValueError, match="groups"):
+        gc.nn.conv2d(x, gc.placeholder((4, 2, 3, 3)))
+    with pytest.raises(ValueError, match="NCHW"):
+        gc.nn.max_pool2d(gc.placeholder((3, 8, 8)), 2)
+    with pytest.raises(gc.ShapeError, match="larger"):
+        gc.nn.conv2d(x, gc.placeholder((4, 3, 9, 9)))
+    with pytest.raises(TypeError, match="stride"):
+        gc.nn.conv2d(x, gc.placeholder((4, 3, 3, 3)), stride="2")
