@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (best kept)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (best kept)")
     ap.add_argument("--budget", type=float, default=0.25,
                     help="seconds of timed calls per measurement")
     ap.add_argument("--layout", default="nn", choices=["nn", "tn", "nt", "tt"],
@@ -169,7 +169,9 @@ def main(argv=None) -> int:
                 err = float(np.abs(f(x, y) - ref).max() / np.abs(ref).max())
                 g_best = np_best = float("inf")
                 for _ in range(args.rounds):
+                    time.sleep(0.05)  # lets the other side's idle threads stop spinning
                     g_best = min(g_best, best_time(f, (x, y), args.budget))
+                    time.sleep(0.05)
                     np_best = min(np_best, workers[t].best(n, args.budget))
                 flops = 2.0 * n ** 3
                 results.append((n, t, flops / g_best / 1e9, flops / np_best / 1e9, err))

@@ -379,7 +379,22 @@ INTERNAL_CASES = {
     "broadcast_like": (lambda x, ref: _prim("broadcast_like", x, ref), [(3, 1), (2, 3, 4)]),
     "reshape_like": (lambda x, ref: _prim("reshape_like", x, ref), [(2, 6), (3, 4)]),
     "sum_to_like": (lambda g, ref: _prim("sum_to_like", g, ref), [(2, 3, 4), (3, 1)]),
+    # windows_grad (col2im) of (1, 2, 2, 3, 2, 2) cotangents onto a (1, 2, 5, 4) input
+    "windows_grad": (lambda g, ref: _prim("windows_grad", g, ref, axes=(2, 3), sizes=(2, 2),
+                                          strides=(2, 1)), [(1, 2, 2, 3, 2, 2), (1, 2, 5, 4)]),
 }
+
+
+@pytest.mark.parametrize("axes,sizes,strides", [((2, 3), (2, 2), (2, 1)), ((1,), (3,), (2,)),
+                                                ((0, 2), (1, 2), (1, 3))])
+def test_windows(axes, sizes, strides):
+    fd_check(lambda x: _prim("windows", x, axes=axes, sizes=sizes, strides=strides),
+             [normal(2, 5, 6, 4)])
+
+
+@pytest.mark.parametrize("pads", [((0, 0), (1, 2)), ((2, 0), (0, 1))])
+def test_pad(pads):
+    fd_check(lambda x: _prim("pad", x, pads=pads), [normal(3, 4)])
 
 
 @pytest.mark.parametrize("name", sorted(INTERNAL_CASES))
@@ -397,7 +412,8 @@ def test_internal_primitives_with_run_time_sizes():
 
 COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
     "where", "sum", "max", "min", "matmul", "reshape", "transpose", "broadcast_to",
-    "expand_dims", "squeeze", "slice", "concatenate", "take", "cast", "log_softmax"})
+    "expand_dims", "squeeze", "slice", "concatenate", "take", "cast", "log_softmax", "windows",
+    "pad"})
 
 
 def test_every_differentiable_primitive_has_a_case_here():

@@ -14,13 +14,19 @@ Floating-point GEMMs of some size take the packed path, generated here in full (
 * edges: the shapes are static, so the row edge (m % MR) and the column edge (n % NR) get
   their own micro-kernels (fewer rows, fewer vectors, a partial last vector stored in
   power-of-two pieces): nothing outside the buffers is read or written.
-* threads: large GEMMs split their work (batch items x row blocks) over a team of threads
-  from libgomp's GOMP_parallel; each thread packs into its own scratch. Where libgomp cannot
-  be loaded the code is single-threaded.
+* threads: large GEMMs (PARALLEL_MIN_MACS) split their work over a team of threads from
+  libgomp's GOMP_parallel: batch items, and the rows (or, for few rows, the columns) of an
+  item in whole micro-panels; each thread packs into its own scratch, so no barriers.
+  Where libgomp cannot be loaded the code is single-threaded; so is it in a fork()ed child
+  (libgomp's thread pool does not survive fork: the code checks a flag that an at-fork
+  handler clears).
+* scratch: one zero-initialised, page-aligned global per packed GEMM in its module,
+  (MC x KC + KC x NC) elements per thread: at most 1 MiB per thread for float32.
 
-The thread count is read when a function is compiled: the environment variable
-GRAPHC_NUM_THREADS (default: the cores this process may run on). GRAPHC_NUM_THREADS=1
-gives single-threaded code.
+Settings, read when a function is compiled (and part of the compile cache's key):
+GRAPHC_NUM_THREADS: the thread count for GEMMs (default: the cores this process may run
+on, os.sched_getaffinity, else os.cpu_count()); GRAPHC_NUM_THREADS=1 gives single-threaded
+code. GRAPHC_NO_OPENMP=1: never load libgomp (single-threaded code).
 
 Integer GEMMs and small float GEMMs take a plain loop nest (j innermost, which LLVM
 vectorizes when the output and B are contiguous along j)."""
@@ -656,7 +662,9 @@ class _PackedGemm:
         return fn
 
     def work(self) -> ir.Function:
-        """(a, b, c, t, T): thread t of T does its share of the units (batch item, rows)."""
+        """(a, b, c, t, T): thread t of T does its share of the work units (a batch item's
+        rows or columns, whole micro-panels), each with its own loops over the blocks:
+        MC rows (pack A) > KC depth > NC columns (pack B) > the macro-kernel."""
         fn = self._function("work", [PTR, PTR, PTR, I64, I64])
         a0, b0, c0, t, nt = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -716,8 +724,10 @@ class _PackedGemm:
         tid = self._declare("omp_get_thread_num", I32, [])
         tnum = self._declare("omp_get_num_threads", I32, [])
         t = bb.sext(bb.call(tid, []), I64)
-        nt = bb.sext(bb.call(tnum, []), I64)
-        bb.call(work, ptrs + [t, nt])
+        # never more threads than the scratch has room for (libgomp gives at most that)
+        nt = self._min(bb, bb.sext(bb.call(tnum, []), I64), self._c(self.threads))
+        with bb.if_then(bb.icmp_signed("<", t, nt)):
+            bb.call(work, ptrs + [t, nt])
         bb.ret_void()
         entry = b.function.entry_basic_block
         with b.goto_block(entry):
