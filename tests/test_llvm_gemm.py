@@ -246,6 +246,42 @@ def test_column_major_and_padded_outputs(dtype, packed, threads):
     assert (out[mask] == -7.0).all()
 
 
+# ---- nothing outside the operands is read -------------------------------------------------
+
+def _guarded(shape, dtype, at_end: bool, keep: list) -> np.ndarray:
+    """An array whose first (at_end: last) byte touches a page that may not be read."""
+    import mmap
+    libc = ctypes.CDLL(None)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    pages = -(-nbytes // page) + 2
+    region = mmap.mmap(-1, pages * page)
+    keep.append(region)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    assert libc.mprotect(base, page, 0) == 0  # PROT_NONE before and after
+    assert libc.mprotect(base + (pages - 1) * page, page, 0) == 0
+    start = (pages - 1) * page - nbytes if at_end else page
+    return np.frombuffer(region, np.uint8, nbytes, start).view(dtype).reshape(shape)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect guard pages")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_operands_between_guard_pages(dtype, packed, threads):
+    keep: list = []
+    for (m, n, k), (ta, tb) in zip([(13, 37, 11), (9, 3, 29), (17, 50, 19), (1, 7, 61)],
+                                   LAYOUTS):
+        a_shape, b_shape = ((k, m) if ta else (m, k)), ((n, k) if tb else (k, n))
+        pa, pb = gc.placeholder(a_shape, dtype), gc.placeholder(b_shape, dtype)
+        f = gc.function([pa, pb], (pa.T if ta else pa) @ (pb.T if tb else pb),
+                        backend="llvm")
+        for at_end in (True, False):
+            x, y = _guarded(a_shape, dtype, at_end, keep), _guarded(b_shape, dtype, at_end, keep)
+            x[...], y[...] = _data(a_shape, dtype, 1), _data(b_shape, dtype, 2)
+            expected = (x.T if ta else x).astype(np.float64) @ (y.T if tb else y)
+            _check(f(x, y), expected, dtype)
+
+
 # ---- fallbacks ----------------------------------------------------------------------------
 
 def _python(code: str, env_extra: dict) -> str:

@@ -21,7 +21,7 @@ Floating-point GEMMs of some size take the packed path, generated here in full (
   (libgomp's thread pool does not survive fork: the code checks a flag that an at-fork
   handler clears).
 * scratch: one zero-initialised, page-aligned global per packed GEMM in its module,
-  (MC x KC + KC x NC) elements per thread: at most 1 MiB per thread for float32.
+  (MC x KC + KC x NC) elements per thread: at most 1 MiB per thread with these PARAMS.
 
 Settings, read when a function is compiled (and part of the compile cache's key):
 GRAPHC_NUM_THREADS: the thread count for GEMMs (default: the cores this process may run
