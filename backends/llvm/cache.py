@@ -17,7 +17,7 @@ from pathlib import Path
 
 MAGIC = b"GRAPHC-OBJECT-1\n"
 _SOURCES = ("codegen.py", "scalar.py", "gemm.py", "loops.py", "vector_abi.py", "jit.py",
-            "cache.py", "runtime.py")
+            "cache.py", "runtime.py", "parallel.py")
 
 
 def default_dir() -> Path | None:

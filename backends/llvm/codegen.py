@@ -10,7 +10,7 @@ from llvmlite import ir
 
 from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
-from graphc.backends.llvm import vector_abi
+from graphc.backends.llvm import parallel, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
@@ -122,8 +122,31 @@ class ModuleWriter:
     def emit_elementwise(self, b, fn, bases, k: kir.Elementwise, index: int) -> None:
         if 0 in k.shape:
             return
+        threads = parallel.threads_for(k)
+        if threads > 1:
+            part = self._elementwise_part(k, index)
+            parallel.emit_team_call(self.module, b, fn.args[0], part, threads, f"k{index}")
+            return
+        self._elementwise_body(b, bases, k, None)
+
+    def _elementwise_part(self, k: kir.Elementwise, index: int) -> ir.Function:
+        """part(bufs, t, nt): thread t of nt runs its share of the outermost axis."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
+                         f"k{index}_part")
+        fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        bufs, t, nt = fn.args
+        bases = {bid: self.base_pointer(b, bufs, bid) for bid in sorted(k.reads() | k.writes())}
+        n = ir.Constant(I64, k.shape[0])
+        lo = b.sdiv(b.mul(t, n), nt)
+        hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
+        self._elementwise_body(b, bases, k, (lo, b.sub(hi, lo)))
+        b.ret_void()
+        return fn
+
+    def _elementwise_body(self, b, bases, k: kir.Elementwise, outer) -> None:
         scalar = ScalarEmitter(b, self.module)
-        with loop_nest(b, k.shape) as ix:
+        with loop_nest(b, k.shape, outer=outer) as ix:
             memo: dict[int, ir.Value] = {}
             values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
             for s, v in zip(k.stores, values):
@@ -324,11 +347,9 @@ def schedule_fingerprint(schedule: Schedule) -> str:
 
 
 def _gemm_config(schedule: Schedule) -> str:
-    """GEMM code also depends on the thread count, libgomp and the blocking parameters."""
-    if not any(isinstance(k, kir.Gemm) for k in schedule.kernels):
-        return ""
-    from graphc.backends.llvm.gemm import config_fingerprint
-    return config_fingerprint()
+    """GEMM and large elementwise code also depend on the thread count, libgomp and the
+    blocking parameters."""
+    return parallel.config_fingerprint()
 
 
 def _definitions(schedule: Schedule) -> list[tuple[str, str]]:

@@ -32,12 +32,19 @@ def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i"
 
 
 @contextlib.contextmanager
-def loop_nest(builder: ir.IRBuilder, shape: Sequence[int], prefix: str = "i"
-              ) -> Iterator[list[ir.Value]]:
-    """Nested counted loops over `shape` (outermost first); yields the indices."""
+def loop_nest(builder: ir.IRBuilder, shape: Sequence[int], prefix: str = "i",
+              outer: tuple[ir.Value, ir.Value] | None = None) -> Iterator[list[ir.Value]]:
+    """Nested counted loops over `shape` (outermost first); yields the indices. `outer`
+    = (start, count) runs only that part of the outermost axis (one thread's share)."""
     with contextlib.ExitStack() as stack:
-        indices = [stack.enter_context(counted_loop(builder, d, f"{prefix}{k}"))
-                   for k, d in enumerate(shape)]
+        indices = []
+        for k, d in enumerate(shape):
+            if k == 0 and outer is not None:
+                start, count = outer
+                i = stack.enter_context(counted_loop(builder, count, f"{prefix}{k}"))
+                indices.append(builder.add(start, i))
+            else:
+                indices.append(stack.enter_context(counted_loop(builder, d, f"{prefix}{k}")))
         yield indices
 
 

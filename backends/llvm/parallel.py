@@ -1,0 +1,62 @@
+"""Large elementwise kernels on every core: the outermost axis is split among a team of
+libgomp threads (GOMP_parallel, loaded by the GEMM module); one thread where libgomp is
+missing, in a forked child, or when the kernel is too small for threads to pay off."""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.backends.llvm import gemm
+from graphc.schedule import ir as kir
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+
+# Below this many elements a kernel runs on one thread: waking a team costs a few us.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def threads_for(k: kir.Elementwise) -> int:
+    """How many threads an elementwise kernel gets (1: run it inline)."""
+    size = 1
+    for d in k.shape:
+        size *= d
+    if size < PARALLEL_MIN_ELEMENTS or any(s.accumulate for s in k.stores):
+        return 1  # accumulating stores may hit one element from several iterations
+    threads = min(gemm.num_threads(), k.shape[0] if k.shape else 1)
+    if threads <= 1 or not gemm.openmp_available():
+        return 1
+    return threads
+
+
+def config_fingerprint() -> str:
+    return repr((PARALLEL_MIN_ELEMENTS, gemm.config_fingerprint()))
+
+
+def _declare(module: ir.Module, name: str, ret: ir.Type, args: list) -> ir.Function:
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    return fn
+
+
+def emit_team_call(module: ir.Module, b: ir.IRBuilder, bufs: ir.Value, part: ir.Function,
+                   threads: int, name: str) -> None:
+    """Calls part(bufs, t, nt) on a team of `threads` (or part(bufs, 0, 1) alone)."""
+    team = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{name}_team")
+    team.linkage = "internal"
+    tb = ir.IRBuilder(team.append_basic_block("entry"))
+    t = tb.sext(tb.call(_declare(module, "omp_get_thread_num", I32, []), []), I64)
+    nt = tb.sext(tb.call(_declare(module, "omp_get_num_threads", I32, []), []), I64)
+    tb.call(part, [team.args[0], t, nt])
+    tb.ret_void()
+    flag = module.globals.get(gemm.PARALLEL_FLAG)
+    if flag is None:
+        flag = ir.GlobalVariable(module, I32, gemm.PARALLEL_FLAG)
+        flag.linkage = "external"
+    ok = b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))
+    with b.if_else(ok) as (together, alone):
+        with together:
+            gomp = _declare(module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
+            b.call(gomp, [team, bufs, ir.Constant(I32, threads), ir.Constant(I32, 0)])
+        with alone:
+            b.call(part, [bufs, ir.Constant(I64, 0), ir.Constant(I64, 1)])
