@@ -16,7 +16,8 @@ from graphc.node import Node, consumers, toposort
 from graphc.ops import get_op
 from graphc.schedule import ir
 from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
-from graphc.schedule.reindex import AxisMap, axis, broadcast_map, remap_expr, remap_view
+from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
+                                     reshape_strides)
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,10 @@ class Lowering:
 
     def lower_reshape(self, node: Node) -> Value:
         v = self.values[node.inputs[0]]
+        if isinstance(v, View):
+            strides = reshape_strides(v.shape, v.strides, node.shape)
+            if strides is not None:  # the same elements in the same order: a view
+                return View(v.buffer, node.shape, strides, v.offset, v.dtype)
         if not (isinstance(v, View) and v.contiguous()):
             v = self.materialize(v if isinstance(v, Lazy) else
                                  Lazy(self.expr_of(v, v.shape), v.shape, v.dtype, ("copy",)))

@@ -88,3 +88,40 @@ def expr_depth(expr: Expr) -> int:
     if isinstance(expr, Apply):
         return 1 + max((expr_depth(a) for a in expr.args), default=0)
     return 0
+
+
+def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]
+                    ) -> tuple[int, ...] | None:
+    """Strides that read `new_shape` from the same elements in the same order, when such
+    strides exist (numpy's no-copy reshape rule), else None (the data must be copied)."""
+    if 0 in shape:
+        return tuple(0 for _ in new_shape)
+    old = [(d, s) for d, s in zip(shape, strides) if d != 1]
+    new = [d for d in new_shape if d != 1]
+    out: list[int] = []
+    i = j = 0
+    while i < len(old) and j < len(new):
+        # grow one group of old axes and one of new axes until their sizes agree
+        oi, nj = i + 1, j + 1
+        po, pn = old[i][0], new[j]
+        while po != pn:
+            if po < pn:
+                po *= old[oi][0]
+                oi += 1
+            else:
+                pn *= new[nj]
+                nj += 1
+        for k in range(i, oi - 1):  # the old group must be one contiguous run
+            if old[k][1] != old[k + 1][1] * old[k + 1][0]:
+                return None
+        stride = old[oi - 1][1]
+        group = []
+        for k in range(nj - 1, j - 1, -1):
+            group.append(stride)
+            stride *= new[k]
+        out.extend(reversed(group))
+        i, j = oi, nj
+    if i != len(old) or j != len(new):
+        return None
+    it = iter(out)
+    return tuple(0 if d == 1 else next(it) for d in new_shape)
