@@ -416,6 +416,11 @@ class Lowering:
         bid = self.new_buffer(node.dtype, node.shape, "temp")
         self.creator[bid] = node
         out = Access(bid, ir.contiguous_strides(node.shape), 0)
+        if n < NARROW_GEMM and m > n:
+            # C = A B with few columns is computed as C^T = B^T A^T: the long side becomes
+            # the wide one that vector tiles cover (strides only: nothing is copied).
+            acc_a, acc_b, out = _swapped(acc_b), _swapped(acc_a), _swapped(out)
+            m, n = n, m
         self.kernels.append(ir.Gemm(batch, m, n, k, acc_a, acc_b, out, node.dtype))
         return self.whole(bid)
 
@@ -529,6 +534,16 @@ class Lowering:
                     (v.fused if isinstance(v, Lazy) else ()) + ("concatenate",)))
             start += x.shape[axis]
         return self.whole(bid)
+
+
+# GEMMs narrower than a vector tile (32 float32 columns) are turned around.
+NARROW_GEMM = 32
+
+
+def _swapped(access: Access) -> Access:
+    """The same elements read with the last two axes exchanged (a transpose)."""
+    s = access.strides
+    return Access(access.buffer, s[:-2] + (s[-1], s[-2]), access.offset)
 
 
 class _Keep:
