@@ -99,3 +99,17 @@ def test_conv_rejects_bad_arguments():
         gc.nn.conv2d(x, gc.placeholder((4, 3, 9, 9)))
     with pytest.raises(TypeError, match="stride"):
         gc.nn.conv2d(x, gc.placeholder((4, 3, 3, 3)), stride="2")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 6, 4)])
+def test_pooling_gradient_when_windows_tile_the_input_exactly(shape):
+    """Disjoint windows covering every element: the gradient is a plain scatter, no zeros."""
+    xv = RNG.normal(size=shape)
+    x = gc.placeholder(shape, "float64", name="x")
+    loss = gc.sum(gc.nn.max_pool2d(x, 2) ** 2) + gc.sum(gc.nn.avg_pool2d(x, 2) * 3.0)
+    grads = [gc.function([x], gc.grad(loss, x), backend=b, backend_options=o)(xv)
+             for b, o in BACKENDS]
+    for g in grads[1:]:
+        np.testing.assert_allclose(g, grads[0], rtol=1e-12)
+    assert gc.check_grad(lambda a: gc.sum(gc.nn.max_pool2d(a, 2) ** 2)
+                         + gc.sum(gc.nn.avg_pool2d(a, 2) * 3.0), xv)

@@ -509,12 +509,20 @@ class Lowering:
         bid = self.new_buffer(node.dtype, node.shape, "temp")
         self.creator[bid] = node
         base = ir.contiguous_strides(node.shape)
-        zero = Store(Access(bid, base, 0), Const(0, node.dtype))
-        self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
+        axes, sizes, strides = (node.attrs[k] for k in ("axes", "sizes", "strides"))
+        # Windows that do not overlap write each element at most once: a plain store (which
+        # vectorizes and runs on threads); zeros first only where they leave gaps.
+        disjoint = all(s >= k for k, s in zip(sizes, strides))
+        covered = disjoint and all(g.shape[a] * s == ref.shape[a] and s == k
+                                   for a, k, s in zip(axes, sizes, strides))
+        if not covered:
+            zero = Store(Access(bid, base, 0), Const(0, node.dtype))
+            self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
         if 0 not in g.shape:
-            strides, offset = remap_view(base, 0, self._window_map(node, ref.ndim), g.ndim)
+            strides_, offset = remap_view(base, 0, self._window_map(node, ref.ndim), g.ndim)
             v = self.values[g]
-            store = Store(Access(bid, strides, offset), self.expr_of(v, g.shape), True)
+            store = Store(Access(bid, strides_, offset), self.expr_of(v, g.shape),
+                          accumulate=not disjoint)
             self.kernels.append(ir.Elementwise(g.shape, (store,),
                                                (v.fused if isinstance(v, Lazy) else ())
                                                + ("windows_grad",)))
