@@ -16,5 +16,7 @@ from graphc.frontends.autodiff import grad, hessian, jvp, name, vjp
 from graphc.frontends.custom import elementwise_function, to_sympy
 from graphc.frontends.gradcheck import GradCheckResult, check_grad
 from graphc import data, nn  # noqa: E402
+from graphc import train  # noqa: E402
+from graphc import optim  # noqa: E402
 
 __version__ = "0.1.0"
