@@ -115,19 +115,16 @@ def openmp_available() -> bool:
     if os.environ.get("GRAPHC_NO_OPENMP"):
         return False
     import llvmlite.binding as llvm
-    path = ctypes.util.find_library("gomp")
-    for candidate in ([path] if path else []) + ["libgomp.so.1"]:
-        try:
-            llvm.load_library_permanently(candidate)
-        except Exception:  # noqa: BLE001 (llvmlite raises RuntimeError; be lenient)
-            continue
-        if all(llvm.address_of_symbol(s) for s in
+    from graphc.backends.llvm.jit import load_system_library
+    if not load_system_library("gomp", "libgomp.so.1"):
+        return False
+    if not all(llvm.address_of_symbol(s) for s in
                ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")):
-            llvm.add_symbol(PARALLEL_FLAG, ctypes.addressof(_parallel_ok))
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_after_fork_in_child)
-            return True
-    return False
+        return False
+    llvm.add_symbol(PARALLEL_FLAG, ctypes.addressof(_parallel_ok))
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    return True
 
 
 def config_fingerprint() -> str:

@@ -14,16 +14,36 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
+_libraries: dict[str, bool] = {}
+
+
+def load_system_library(name: str, soname: str) -> bool:
+    """Makes a shared library's symbols visible to JIT code; True if it is loaded. The usual
+    soname is tried first: ctypes.util.find_library can spend tens of ms asking ldconfig."""
+    if name not in _libraries:
+        loaded = False
+        for candidate in (soname, None):
+            path = candidate or ctypes.util.find_library(name)
+            if not path:
+                continue
+            try:
+                llvm.load_library_permanently(path)
+                loaded = True
+                break
+            except RuntimeError:
+                continue
+        _libraries[name] = loaded
+    return _libraries[name]
+
+
 def _init() -> dict:
     with _lock:
         if not _state:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
             machine = _new_machine()
-            for name in ("m", "mvec"):
-                path = ctypes.util.find_library(name)
-                if path:
-                    llvm.load_library_permanently(path)
+            load_system_library("m", "libm.so.6")
+            load_system_library("mvec", "libmvec.so.1")
             _state.update(machine=machine)
         return _state
 

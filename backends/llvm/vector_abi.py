@@ -4,7 +4,6 @@ vectorizer calls e.g. _ZGVeN16v_tanhf on 16 lanes instead of tanhf 16 times. llv
 no `-vector-library` switch, so graphc adds the attribute itself (a rewrite of the IR text)."""
 from __future__ import annotations
 
-import ctypes.util
 import functools
 import re
 
@@ -20,7 +19,8 @@ _ISA = (("avx512f", "e", 16, 8), ("avx2", "d", 8, 4), ("sse2", "b", 4, 2))
 def host_isa() -> tuple[str, int, int] | None:
     """(ISA letter, float lanes, double lanes) for the best vector ABI here, or None when
     libmvec is missing."""
-    if not ctypes.util.find_library("mvec"):
+    from graphc.backends.llvm.jit import load_system_library
+    if not load_system_library("mvec", "libmvec.so.1"):
         return None
     features = llvm.get_host_cpu_features()
     for name, letter, f_lanes, d_lanes in _ISA:
