@@ -738,3 +738,24 @@ def test_optimizer_stats_script_runs():
     assert sum(1 for ln in out.splitlines() if ln.startswith("  k")) == after
     assert re.search(r"memory plan: \d+ temporaries, arena [\d,]+ B \(without reuse [\d,]+ B\)",
                      out)
+
+
+def test_contiguous_axes_of_elementwise_kernels_collapse_into_one_loop():
+    from graphc.schedule.collapse import collapse_elementwise
+    w = gc.parameter(np.ones((64, 32), np.float32), name="w_collapse")
+    g = gc.placeholder((64, 32), name="g")
+    f = gc.function([g], gc.sum(g), updates={w: w - 0.5 * g}, backend="numpy")
+    s = schedule_graph(f.graph)
+    update = [k for k in s.kernels if k.kind == "elementwise" and "update" in k.fused]
+    assert [k.shape for k in update] == [(2048,)]
+    # a transposed read cannot merge: the kernel keeps its two axes
+    x = gc.placeholder((8, 4), "float64", name="xc")
+    s2 = schedule_graph(gc.function([x], gc.exp(x.T) + 1.0, backend="numpy").graph)
+    assert any(k.kind == "elementwise" and len(k.shape) == 2 for k in s2.kernels)
+    for k in s2.kernels:
+        if k.kind == "elementwise":
+            assert collapse_elementwise(k) == k
+    np.testing.assert_allclose(
+        gc.function([x], gc.exp(x.T) + 1.0, backend="numpy",
+                    backend_options={"mode": "kernels"})(np.arange(32.0).reshape(8, 4) / 10),
+        np.exp(np.arange(32.0).reshape(8, 4).T / 10) + 1.0)

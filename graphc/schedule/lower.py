@@ -15,6 +15,7 @@ from graphc.graph import Graph
 from graphc.node import Node, consumers, toposort
 from graphc.ops import get_op
 from graphc.schedule import ir
+from graphc.schedule.collapse import collapse
 from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides)
@@ -147,7 +148,8 @@ class Lowering:
                     self.view_of(node)  # computed once, read by several kernels
         outputs = self.store_outputs()
         self.store_updates()
-        return Schedule(self.buffers, self.kernels, inputs, outputs, self.params, self.consts)
+        return Schedule(self.buffers, collapse(self.kernels), inputs, outputs, self.params,
+                        self.consts)
 
     def store_outputs(self) -> list[int]:
         outputs, used = [], set()
