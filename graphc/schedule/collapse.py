@@ -64,5 +64,44 @@ def collapse_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     return k
 
 
+def _uses_index_expr(e: ir.Expr) -> bool:
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ir.Index):
+            return True
+        if isinstance(x, ir.Apply):
+            stack.extend(x.args)
+    return False
+
+
+def collapse_reduce(k: ir.Reduce) -> ir.Reduce:
+    """A reduction over fewer axes: two neighbours merge when both are reduced or both kept
+    and every access walks them as one run (argmax keeps its single axis as it is)."""
+    if k.op == "argmax" or len(k.shape) < 2 or 0 in k.shape or _uses_index_expr(k.body):
+        return k
+    a = len(k.shape) - 2
+    while a >= 0:
+        same_kind = (a in k.axes) == (a + 1 in k.axes)
+        inner = k.shape[a + 1]
+        accesses = [k.out] + [ld.access for ld in ir.expr_loads(k.body)]
+        if same_kind and all(acc.strides[a] == acc.strides[a + 1] * inner
+                             for acc in accesses):
+            memo: dict[int, ir.Expr] = {}
+            axes = tuple(x if x <= a else x - 1 for x in k.axes if x != a + 1)
+            shape = k.shape[:a] + (k.shape[a] * inner,) + k.shape[a + 2:]
+            k = ir.Reduce(shape, axes, k.op, _merge_expr(k.body, a, memo),
+                          _merge_access(k.out, a), k.out_dtype, k.fused)
+        a -= 1
+    return k
+
+
 def collapse(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
-    return [collapse_elementwise(k) if isinstance(k, ir.Elementwise) else k for k in kernels]
+    out: list[ir.Kernel] = []
+    for k in kernels:
+        if isinstance(k, ir.Elementwise):
+            k = collapse_elementwise(k)
+        elif isinstance(k, ir.Reduce):
+            k = collapse_reduce(k)
+        out.append(k)
+    return out
