@@ -1,5 +1,19 @@
-"""Neural-network building blocks: losses now; layers, initialisers and more to come."""
+"""Neural-network building blocks: losses, convolution/pooling, initialisers, activations,
+layers (Module, Dense, Conv2D, pooling, Flatten, LayerNorm, BatchNorm, WeightNorm,
+Embedding, Residual, Sequential)."""
+from graphc.nn import activations, init
+from graphc.nn.activations import (elu, gelu, leaky_relu, relu, sigmoid, softplus, softsign,
+                                   tanh)
 from graphc.nn.conv import avg_pool2d, conv2d, max_pool2d
-from graphc.nn.losses import cross_entropy, huber, mse
+from graphc.nn.layers import (AvgPool2D, Conv2D, Dense, Embedding, Flatten, MaxPool2D,
+                              WeightNorm, embedding)
+from graphc.nn.losses import binary_cross_entropy_with_logits, cross_entropy, huber, mse
+from graphc.nn.module import Module, Residual, Sequential
+from graphc.nn.normalization import BatchNorm, LayerNorm, batch_norm, layer_norm
 
-__all__ = ["mse", "huber", "cross_entropy", "conv2d", "max_pool2d", "avg_pool2d"]
+__all__ = ["mse", "huber", "cross_entropy", "binary_cross_entropy_with_logits",
+           "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "embedding",
+           "init", "activations", "sigmoid", "tanh", "relu", "softplus", "leaky_relu", "gelu",
+           "elu", "softsign",
+           "Module", "Sequential", "Residual", "Dense", "WeightNorm", "Conv2D", "MaxPool2D",
+           "AvgPool2D", "Flatten", "Embedding", "LayerNorm", "BatchNorm"]

@@ -42,3 +42,10 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
         checked = make("check_index", labels_node, size=depth, what="cross_entropy labels")
         labels = F.one_hot(Tensor(checked), depth, dtype=logits_node.dtype)
     return F.mean(-F.sum(logp * labels, axis=-1))
+
+
+def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Tensor:
+    """Mean over all elements of -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))], computed
+    stably as max(z, 0) - z*y + log(1 + exp(-|z|)) (finite for any finite logits)."""
+    z = logits
+    return F.mean(F.maximum(z, 0) - F.multiply(z, targets) + F.softplus(-F.abs(z)))

@@ -47,6 +47,39 @@ def _merge_expr(e: ir.Expr, a: int, memo: dict[int, ir.Expr]) -> ir.Expr:
     return out
 
 
+def _permute_access(acc: ir.Access, perm: tuple[int, ...]) -> ir.Access:
+    return ir.Access(acc.buffer, tuple(acc.strides[p] for p in perm), acc.offset)
+
+
+def _permute_expr(e: ir.Expr, perm: tuple[int, ...], memo: dict[int, ir.Expr]) -> ir.Expr:
+    if id(e) in memo:
+        return memo[id(e)]
+    if isinstance(e, ir.Load):
+        out: ir.Expr = ir.Load(_permute_access(e.access, perm), e.dtype)
+    elif isinstance(e, ir.Apply):
+        out = ir.Apply(e.op, tuple(_permute_expr(x, perm, memo) for x in e.args), e.dtype)
+    else:
+        out = e
+    memo[id(e)] = out
+    return out
+
+
+def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
+    """The loops ordered like the first store's strides, largest outermost (any order is
+    legal for an elementwise kernel), so that the innermost loop walks memory in order and
+    neighbouring axes can collapse (a strided scatter into windows becomes long rows)."""
+    if len(k.shape) < 2 or _uses_index(k) or not k.stores:
+        return k
+    strides = k.stores[0].access.strides
+    perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(strides[a]), a)))
+    if perm == tuple(range(len(k.shape))):
+        return k
+    memo: dict[int, ir.Expr] = {}
+    stores = tuple(ir.Store(_permute_access(s.access, perm), _permute_expr(s.value, perm, memo),
+                            s.accumulate) for s in k.stores)
+    return ir.Elementwise(tuple(k.shape[p] for p in perm), stores, k.fused)
+
+
 def collapse_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     """The same kernel over fewer, longer axes (axes a and a+1 merge when every access has
     stride[a] == stride[a+1] * shape[a+1]; broadcast axes with stride 0 merge too)."""
@@ -100,7 +133,7 @@ def collapse(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
     out: list[ir.Kernel] = []
     for k in kernels:
         if isinstance(k, ir.Elementwise):
-            k = collapse_elementwise(k)
+            k = collapse_elementwise(reorder_elementwise(k))
         elif isinstance(k, ir.Reduce):
             k = collapse_reduce(k)
         out.append(k)

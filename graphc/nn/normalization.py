@@ -1,0 +1,145 @@
+"""LayerNorm and BatchNorm (modules), and their functional forms layer_norm / batch_norm."""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+import graphc.frontends as F
+from graphc.frontends.convert import to_node
+from graphc.frontends.functions import count
+from graphc.frontends.tensor import Tensor
+from graphc.nn.layers import _float
+from graphc.nn.module import Module
+
+
+def _features(features: Any, what: str) -> tuple[int, ...]:
+    if isinstance(features, numbers.Integral) and not isinstance(features, bool):
+        features = (int(features),)
+    if not isinstance(features, (tuple, list)) or not features or not all(
+            isinstance(f, numbers.Integral) and not isinstance(f, bool) and f >= 1
+            for f in features):
+        raise ValueError(f"{what}: features must be an int >= 1 or a tuple of them, "
+                         f"got {features!r}")
+    return tuple(int(f) for f in features)
+
+
+def _eps(eps: Any, what: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"{what}: eps must be a number >= 0, got {eps!r}")
+    return float(eps)
+
+
+def layer_norm(x: Any, gamma: Any = None, beta: Any = None, axes: Any = -1,
+               eps: float = 1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * gamma + beta, mean and (biased) var over `axes`."""
+    mean = F.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    var = F.mean(F.square(centered), axis=axes, keepdims=True)
+    y = centered / F.sqrt(var + eps)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+def batch_norm(x: Any, mean: Any, var: Any, gamma: Any = None, beta: Any = None,
+               eps: float = 1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * gamma + beta over channel axis 1, with the given
+    per-channel statistics (shape (C,)); see BatchNorm for batch statistics."""
+    node = to_node(x, "batch_norm input")
+    if node.ndim < 2:
+        raise ValueError(f"batch_norm: input needs a channel axis 1, got {node.type}")
+    shape = (1, -1) + (1,) * (node.ndim - 2)
+
+    def per_channel(v: Any) -> Tensor:
+        return F.reshape(v, shape)
+    y = (x - per_channel(mean)) / F.sqrt(per_channel(var) + eps)
+    if gamma is not None:
+        y = y * per_channel(gamma)
+    if beta is not None:
+        y = y + per_channel(beta)
+    return y
+
+
+class LayerNorm(Module):
+    """Normalises each example over its last len(features) axes; learns gamma (ones) and
+    beta (zeros) of shape `features` when affine."""
+
+    prefix = "layernorm"
+
+    def __init__(self, features: Any, eps: float = 1e-5, affine: bool = True,
+                 dtype: Any = "float32", name: str | None = None) -> None:
+        super().__init__(name)
+        self.features = _features(features, "LayerNorm")
+        self.eps = _eps(eps, "LayerNorm")
+        dt = _float(dtype)
+        self.gamma = self.add_parameter("gamma", np.ones(self.features, dt)) if affine else None
+        self.beta = self.add_parameter("beta", np.zeros(self.features, dt)) if affine else None
+
+    def forward(self, x: Any, training: bool) -> Tensor:
+        node = to_node(x, f"{self.name} input")
+        k = len(self.features)
+        if node.ndim < k or tuple(node.shape[-k:]) != self.features:
+            raise ValueError(f"{self.name}: input {node.type} does not end in {self.features}")
+        return layer_norm(x, self.gamma, self.beta, axes=tuple(range(-k, 0)), eps=self.eps)
+
+
+class BatchNorm(Module):
+    """Batch normalisation over channel axis 1 of (N, C) or (N, C, H, W) inputs.
+
+    Training (`bn(x)` / `bn(x, training=True)`): normalises with the batch mean and biased
+    variance (over every axis but 1), and records the running-statistics updates
+        running_mean <- (1 - momentum) * running_mean + momentum * batch_mean
+        running_var  <- (1 - momentum) * running_var  + momentum * batch_var * n / (n - 1)
+    (n values per channel; the unbiased variance, as PyTorch), which `bn.updates()` returns for
+    gc.function's updates. Inference (`bn(x, training=False)` or after `bn.eval()`): normalises
+    with running_mean / running_var. The running statistics are parameters in `state()`,
+    not in `parameters()` (optimizers leave them alone)."""
+
+    prefix = "batchnorm"
+
+    def __init__(self, features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, dtype: Any = "float32", name: str | None = None) -> None:
+        super().__init__(name)
+        if isinstance(features, bool) or not isinstance(features, numbers.Integral) \
+                or features < 1:
+            raise ValueError(f"BatchNorm: features must be an int >= 1, got {features!r}")
+        self.features = int(features)
+        self.eps = _eps(eps, "BatchNorm")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
+                or not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        dt = _float(dtype)
+        c = self.features
+        self.gamma = self.add_parameter("gamma", np.ones(c, dt)) if affine else None
+        self.beta = self.add_parameter("beta", np.zeros(c, dt)) if affine else None
+        self.running_mean = self.add_parameter("running_mean", np.zeros(c, dt), trainable=False)
+        self.running_var = self.add_parameter("running_var", np.ones(c, dt), trainable=False)
+
+    def forward(self, x: Any, training: bool) -> Tensor:
+        node = to_node(x, f"{self.name} input")
+        if node.ndim < 2 or node.shape[1] != self.features:
+            raise ValueError(f"{self.name}: input {node.type} needs {self.features} channels "
+                             "on axis 1")
+        if not training:
+            return batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta,
+                              self.eps)
+        axes = (0,) + tuple(range(2, node.ndim))
+        mean = F.mean(x, axis=axes)
+        shape = (1, -1) + (1,) * (node.ndim - 2)
+        var = F.mean(F.square(x - F.reshape(mean, shape)), axis=axes)
+        m = self.momentum
+        n = Tensor(count(node, axes, self.running_var.dtype))
+        unbiased = var * (n / F.maximum(n - 1.0, 1.0))
+        self._pending = {
+            self.running_mean: (1.0 - m) * self.running_mean + m * F.stop_gradient(mean),
+            self.running_var: (1.0 - m) * self.running_var + m * F.stop_gradient(unbiased),
+        }
+        return batch_norm(x, mean, var, self.gamma, self.beta, self.eps)
+
+
+__all__ = ["LayerNorm", "BatchNorm", "layer_norm", "batch_norm"]
