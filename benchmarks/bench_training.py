@@ -142,13 +142,21 @@ def jax_mlp_step(weights, act: str, lr: float = 0.01):
     return step
 
 
+# Which timings this process takes: graphc and numpy here; PyTorch and JAX in a process of
+# their own (their thread pools would otherwise compete with graphc's for the two cores).
+OWN = {"graphc", "numpy"}
+
+
 def bench_mlp(name: str, sizes, batch: int, act: str, repeat: int) -> dict:
     weights, x, y = mlp_data(sizes, batch)
     results = {}
-    f = graphc_mlp_step(weights, act)
-    results["graphc"] = median_ms(lambda: f(x, y), repeat)
-    step = numpy_mlp_step(weights, act)
-    results["numpy"] = median_ms(lambda: step(x, y), repeat)
+    if "graphc" in OWN:
+        f = graphc_mlp_step(weights, act)
+        results["graphc"] = median_ms(lambda: f(x, y), repeat)
+        step = numpy_mlp_step(weights, act)
+        results["numpy"] = median_ms(lambda: step(x, y), repeat)
+    if "torch" not in OWN:
+        return results
     try:
         import torch
         tstep = torch_mlp_step(weights, act)
@@ -177,14 +185,19 @@ def bench_w3(repeat: int) -> dict:
     b = gc.parameter(np.float32(0.1), name="b")
     loss = gc.sum((gc.tanh(x * w + b) - y) ** 2)
     f = gc.function([x, y], [loss] + gc.grad(loss, [w, b]), backend="llvm")
-    results = {"graphc": median_ms(lambda: f(xv, yv), repeat)}
+    results = {}
+    if "graphc" in OWN:
+        results["graphc"] = median_ms(lambda: f(xv, yv), repeat)
 
     def numpy_step():
         t = np.tanh(xv * np.float32(0.5) + np.float32(0.1))
         r = t - yv
         g = 2 * r * (1 - t * t)
         return (r * r).sum(), (g * xv).sum(), g.sum()
-    results["numpy"] = median_ms(numpy_step, repeat)
+    if "graphc" in OWN:
+        results["numpy"] = median_ms(numpy_step, repeat)
+    if "jax" not in OWN:
+        return results
     try:
         import jax
         import jax.numpy as jnp
@@ -366,10 +379,14 @@ def torch_cnn_step(params, lr: float = 0.01):
 
 def bench_w5(repeat: int) -> dict:
     params, x, y = cnn_data()
-    f = graphc_cnn_step(params)
-    results = {"graphc": median_ms(lambda: f(x, y), repeat)}
-    step = numpy_cnn_step(params)
-    results["numpy"] = median_ms(lambda: step(x, y), repeat)
+    results = {}
+    if "graphc" in OWN:
+        f = graphc_cnn_step(params)
+        results["graphc"] = median_ms(lambda: f(x, y), repeat)
+        step = numpy_cnn_step(params)
+        results["numpy"] = median_ms(lambda: step(x, y), repeat)
+    if "torch" not in OWN:
+        return results
     try:
         import torch
         tstep = torch_cnn_step(params)
@@ -388,23 +405,53 @@ def report(name: str, results: dict) -> None:
     print(f"{name:<3} " + " | ".join(parts) + ("   " + ", ".join(ratios) if ratios else ""))
 
 
+def peer_results(only: str, repeat: int) -> dict:
+    """PyTorch and JAX timings of the workloads, taken in a fresh process."""
+    import json
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, __file__, "--only", only, "--repeat",
+                             str(repeat), "--peers-json"], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"(peer timings failed: {result.stderr.strip().splitlines()[-1:]})")
+        return {}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_workloads(wanted: set, repeat: int) -> dict:
+    results = {}
+    if "W1" in wanted:
+        results["W1"] = bench_mlp("W1", [784, 256, 256, 10], 128, "relu", repeat)
+    if "W2" in wanted:
+        results["W2"] = bench_mlp("W2", [64, 32, 10], 32, "tanh", repeat * 5)
+    if "W3" in wanted:
+        results["W3"] = bench_w3(max(repeat // 4, 10))
+    if "W4" in wanted and "graphc" in OWN:
+        results["W4"] = bench_w4()
+    if "W5" in wanted:
+        results["W5"] = bench_w5(max(repeat // 4, 10))
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
+    global OWN
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--only", default="W1,W2,W3,W4,W5")
+    parser.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
+    parser.add_argument("--peers-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
+    if args.peers_json:
+        import json
+        OWN = {"torch", "jax"}
+        print(json.dumps(run_workloads(wanted, args.repeat)))
+        return
+    mine = run_workloads(wanted, args.repeat)
+    peers = {} if args.no_peers else peer_results(args.only, args.repeat)
     print("median time per step, float32 (ratios < 1: graphc is faster)")
-    if "W1" in wanted:
-        report("W1", bench_mlp("W1", [784, 256, 256, 10], 128, "relu", args.repeat))
-    if "W2" in wanted:
-        report("W2", bench_mlp("W2", [64, 32, 10], 32, "tanh", args.repeat * 5))
-    if "W3" in wanted:
-        report("W3", bench_w3(max(args.repeat // 4, 10)))
-    if "W4" in wanted:
-        report("W4", bench_w4())
-    if "W5" in wanted:
-        report("W5", bench_w5(max(args.repeat // 4, 10)))
+    for name in sorted(mine):
+        report(name, {**mine[name], **peers.get(name, {})})
 
 
 if __name__ == "__main__":
