@@ -15,6 +15,7 @@ from graphc.frontends import (  # noqa: F401  (the DSL's public names)
 from graphc.frontends.autodiff import grad, hessian, jvp, name, vjp
 from graphc.frontends.custom import elementwise_function, to_sympy
 from graphc.frontends.gradcheck import GradCheckResult, check_grad
+from graphc.frontends.random import random_uniform
 from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402

@@ -147,7 +147,7 @@ def check_cotangent(ct: Node, out: Node, what: str) -> Node:
 # Inputs that an op reads only for their run-time shape, never for their values.
 SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
                      "unslice": (1,), "scatter_add": (0,), "size_of": (0,),
-                     "windows_grad": (1,)}
+                     "windows_grad": (1,), "random_uniform": (1,)}
 
 
 def _value_dependencies(roots: Sequence[Node]) -> set[Node]:

@@ -96,6 +96,10 @@ class ModuleWriter:
             elif x.op == "cast":
                 (a,) = x.args
                 value = scalar.cast(memo[id(a)], a.dtype, x.dtype)
+            elif x.op == "random_uniform":
+                seed, counter = (memo[id(a)] for a in x.args)
+                value = scalar.uniform_hash(b.sext(seed, I64) if seed.type != I64 else seed,
+                                            counter, x.dtype)
             else:
                 in_dtype = x.args[-1].dtype
                 value = scalar.apply(x.op, [memo[id(a)] for a in x.args], in_dtype)

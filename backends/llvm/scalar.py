@@ -242,6 +242,21 @@ class ScalarEmitter:
             return self.b.icmp_unsigned(op, lhs, rhs)
         return self.b.icmp_signed(op, lhs, rhs)
 
+    def uniform_hash(self, seed: ir.Value, counter: ir.Value, dtype: np.dtype) -> ir.Value:
+        """graphc.ops.random.uniform_from_counter in IR: SplitMix64, then the top bits."""
+        from graphc.ops.random import GOLDEN, MIX1, MIX2
+        b = self.b
+
+        def c(v: int) -> ir.Constant:
+            return ir.Constant(I64, v - (1 << 64) if v >= 1 << 63 else v)
+        z = b.add(seed, b.mul(b.add(counter, c(1)), c(GOLDEN)))
+        z = b.mul(b.xor(z, b.lshr(z, c(30))), c(MIX1))
+        z = b.mul(b.xor(z, b.lshr(z, c(27))), c(MIX2))
+        z = b.xor(z, b.lshr(z, c(31)))
+        if np.dtype(dtype) == np.float32:
+            return b.fmul(b.uitofp(b.lshr(z, c(40)), F32), ir.Constant(F32, 2.0 ** -24))
+        return b.fmul(b.uitofp(b.lshr(z, c(11)), F64), ir.Constant(F64, 2.0 ** -53))
+
     # -- conversions ------------------------------------------------------------------------
     def cast(self, v: ir.Value, src: np.dtype, dst: np.dtype) -> ir.Value:
         """numpy astype semantics (float -> int saturates instead of being undefined)."""

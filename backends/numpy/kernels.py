@@ -8,6 +8,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from graphc.ops import get_op
+from graphc.ops.random import uniform_from_counter
 from graphc.ops.shape_ops import check_indices
 from graphc.schedule import ir
 from graphc.schedule.lower import Schedule
@@ -64,6 +65,8 @@ class KernelRunner:
                 with np.errstate(all="ignore"):
                     if e.op == "cast":
                         value = args[0].astype(e.dtype)
+                    elif e.op == "random_uniform":  # (seed, flat index), not (seed, like)
+                        value = uniform_from_counter(args[0], args[1], e.dtype)
                     else:
                         value = np.asarray(get_op(e.op).impl(args, {}))
                 if value.dtype != e.dtype:

@@ -1,10 +1,11 @@
 """Neural-network building blocks: losses, convolution/pooling, initialisers, activations,
 layers (Module, Dense, Conv2D, pooling, Flatten, LayerNorm, BatchNorm, WeightNorm,
-Embedding, Residual, Sequential)."""
+Embedding, Dropout, Residual, Sequential)."""
 from graphc.nn import activations, init
 from graphc.nn.activations import (elu, gelu, leaky_relu, relu, sigmoid, softplus, softsign,
                                    tanh)
 from graphc.nn.conv import avg_pool2d, conv2d, max_pool2d
+from graphc.nn.dropout import Dropout, dropout
 from graphc.nn.layers import (AvgPool2D, Conv2D, Dense, Embedding, Flatten, MaxPool2D,
                               WeightNorm, embedding)
 from graphc.nn.losses import binary_cross_entropy_with_logits, cross_entropy, huber, mse
@@ -16,4 +17,4 @@ __all__ = ["mse", "huber", "cross_entropy", "binary_cross_entropy_with_logits",
            "init", "activations", "sigmoid", "tanh", "relu", "softplus", "leaky_relu", "gelu",
            "elu", "softsign",
            "Module", "Sequential", "Residual", "Dense", "WeightNorm", "Conv2D", "MaxPool2D",
-           "AvgPool2D", "Flatten", "Embedding", "LayerNorm", "BatchNorm"]
+           "AvgPool2D", "Flatten", "Embedding", "LayerNorm", "BatchNorm", "Dropout", "dropout"]

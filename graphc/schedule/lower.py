@@ -296,6 +296,19 @@ class Lowering:
         return View(total.buffer, node.shape, ir.contiguous_strides(node.shape), 0,
                     node.dtype)
 
+    def lower_random_uniform(self, node: Node) -> Lazy:
+        """hash(seed, flat index): the flat index is built from the iteration indices."""
+        seed = self.expr_of(self.values[node.inputs[0]], node.shape)
+        i64 = np.dtype("int64")
+        flat: Expr = Const(0, i64)
+        for axis_, stride in enumerate(ir.contiguous_strides(node.shape)):
+            term: Expr = Index(axis_, i64)
+            if stride != 1:
+                term = Apply("mul", (term, Const(stride, i64)), i64)
+            flat = term if isinstance(flat, Const) else Apply("add", (flat, term), i64)
+        return Lazy(Apply("random_uniform", (seed, flat), node.dtype), node.shape, node.dtype,
+                    ("random_uniform",), 1)
+
     def lower_stop_gradient(self, node: Node) -> Value:
         return self.values[node.inputs[0]]
 
