@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from conv_reference import conv_ref, pool_ref
 from graphc import nn
 
 BACKENDS = ["numpy", "llvm"]
@@ -29,34 +30,6 @@ def _erf(x):
 
 
 # -- numpy references ----------------------------------------------------------------------
-def np_conv2d(x, w, b, stride, padding, groups):
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    oh = (h + 2 * padding - kh) // stride + 1
-    ow = (wd + 2 * padding - kw) // stride + 1
-    og = o // groups
-    out = np.zeros((n, o, oh, ow))
-    for oc in range(o):
-        g = oc // og
-        for i in range(oh):
-            for j in range(ow):
-                patch = xp[:, g * cg:(g + 1) * cg, i * stride:i * stride + kh,
-                           j * stride:j * stride + kw]
-                out[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3)) + b[oc]
-    return out
-
-
-def np_pool(x, k, s, fn):
-    n, c, h, w = x.shape
-    oh, ow = (h - k) // s + 1, (w - k) // s + 1
-    out = np.zeros((n, c, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            out[:, :, i, j] = fn(x[:, :, i * s:i * s + k, j * s:j * s + k], axis=(2, 3))
-    return out
-
-
 def np_layer_norm(x, gamma, beta, eps, k=1):
     axes = tuple(range(-k, 0))
     mu = x.mean(axis=axes, keepdims=True)
@@ -190,7 +163,7 @@ def test_conv2d_forward_and_gradients(backend, stride, padding, groups):
     xv = rng.normal(size=(2, 4, 7, 7))
     x = gc.placeholder((None, 4, 7, 7), F64, name="x")
     y = conv(x)
-    ref = np_conv2d(xv, conv.W.value, conv.b.value, stride, padding, groups)
+    ref = conv_ref(xv, conv.W.value, stride, padding, groups, b=conv.b.value)
     np.testing.assert_allclose(_run([x], y, [xv], backend), ref, rtol=1e-10, atol=1e-12)
     _check(gc.sum(gc.square(y)) * 0.1, [x] + conv.parameters(), {x: xv}, backend)
 
@@ -202,9 +175,9 @@ def test_pooling_and_flatten(backend):
     x = gc.placeholder((None, 3, 6, 6), F64, name="x")
     mp, ap, ap2, fl = nn.MaxPool2D(2), nn.AvgPool2D(3, stride=1), nn.AvgPool2D(2), nn.Flatten()
     outs = _run([x], [mp(x), ap(x), fl(ap2(x))], [xv], backend)
-    np.testing.assert_allclose(outs[0], np_pool(xv, 2, 2, np.max), rtol=1e-12)
-    np.testing.assert_allclose(outs[1], np_pool(xv, 3, 1, np.mean), rtol=1e-12)
-    np.testing.assert_allclose(outs[2], np_pool(xv, 2, 2, np.mean).reshape(2, -1), rtol=1e-12)
+    np.testing.assert_allclose(outs[0], pool_ref(xv, 2, 2, np.max), rtol=1e-12)
+    np.testing.assert_allclose(outs[1], pool_ref(xv, 3, 1, np.mean), rtol=1e-12)
+    np.testing.assert_allclose(outs[2], pool_ref(xv, 2, 2, np.mean).reshape(2, -1), rtol=1e-12)
     assert mp.parameters() == [] and fl(ap2(x)).shape == (None, 27)
     weights = rng.normal(size=(2, 3, 4, 4))
     _check(gc.sum(ap(x) * weights), [x], {x: xv}, backend)

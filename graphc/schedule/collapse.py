@@ -13,15 +13,19 @@ def _accesses(k: ir.Elementwise) -> list[ir.Access]:
     return out
 
 
-def _uses_index(k: ir.Elementwise) -> bool:
-    stack = [s.value for s in k.stores]
+def _uses_index_expr(e: ir.Expr) -> bool:
+    stack = [e]
     while stack:
-        e = stack.pop()
-        if isinstance(e, ir.Index):
+        x = stack.pop()
+        if isinstance(x, ir.Index):
             return True
-        if isinstance(e, ir.Apply):
-            stack.extend(e.args)
+        if isinstance(x, ir.Apply):
+            stack.extend(x.args)
     return False
+
+
+def _uses_index(k: ir.Elementwise) -> bool:
+    return any(_uses_index_expr(st.value) for st in k.stores)
 
 
 def _mergeable(k: ir.Elementwise, a: int) -> bool:
@@ -34,17 +38,22 @@ def _merge_access(acc: ir.Access, a: int) -> ir.Access:
     return ir.Access(acc.buffer, s[:a] + s[a + 1:], acc.offset)
 
 
-def _merge_expr(e: ir.Expr, a: int, memo: dict[int, ir.Expr]) -> ir.Expr:
+def _map_accesses(e: ir.Expr, fn, memo: dict[int, ir.Expr]) -> ir.Expr:
+    """`e` with every load's access replaced by fn(access) (shared subexpressions stay so)."""
     if id(e) in memo:
         return memo[id(e)]
     if isinstance(e, ir.Load):
-        out: ir.Expr = ir.Load(_merge_access(e.access, a), e.dtype)
+        out: ir.Expr = ir.Load(fn(e.access), e.dtype)
     elif isinstance(e, ir.Apply):
-        out = ir.Apply(e.op, tuple(_merge_expr(x, a, memo) for x in e.args), e.dtype)
+        out = ir.Apply(e.op, tuple(_map_accesses(x, fn, memo) for x in e.args), e.dtype)
     else:
         out = e
     memo[id(e)] = out
     return out
+
+
+def _merge_expr(e: ir.Expr, a: int, memo: dict[int, ir.Expr]) -> ir.Expr:
+    return _map_accesses(e, lambda acc: _merge_access(acc, a), memo)
 
 
 def _permute_access(acc: ir.Access, perm: tuple[int, ...]) -> ir.Access:
@@ -52,16 +61,7 @@ def _permute_access(acc: ir.Access, perm: tuple[int, ...]) -> ir.Access:
 
 
 def _permute_expr(e: ir.Expr, perm: tuple[int, ...], memo: dict[int, ir.Expr]) -> ir.Expr:
-    if id(e) in memo:
-        return memo[id(e)]
-    if isinstance(e, ir.Load):
-        out: ir.Expr = ir.Load(_permute_access(e.access, perm), e.dtype)
-    elif isinstance(e, ir.Apply):
-        out = ir.Apply(e.op, tuple(_permute_expr(x, perm, memo) for x in e.args), e.dtype)
-    else:
-        out = e
-    memo[id(e)] = out
-    return out
+    return _map_accesses(e, lambda acc: _permute_access(acc, perm), memo)
 
 
 def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
@@ -95,17 +95,6 @@ def collapse_elementwise(k: ir.Elementwise) -> ir.Elementwise:
             k = ir.Elementwise(shape, stores, k.fused)
         a -= 1
     return k
-
-
-def _uses_index_expr(e: ir.Expr) -> bool:
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, ir.Index):
-            return True
-        if isinstance(x, ir.Apply):
-            stack.extend(x.args)
-    return False
 
 
 def collapse_reduce(k: ir.Reduce) -> ir.Reduce:
