@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -97,16 +98,42 @@ class Function:
         self.backend = backend
         self.passes = select_passes(optimize)
         self.raw_graph = raw
-        self.graph, self.report = run_pipeline(raw, self.passes)
+        self._optimized: tuple[Graph, Any] | None = None
+        self._optimize_lock = threading.Lock()
         options = dict(backend_options or {})
         if not self.passes:  # kernels are planned per shape later: tell them to stay raw too
             options.setdefault("optimize", False)
-        self._exe = _load_backend(backend).compile(self.graph, options)
-        self._storages = sorted({p.attrs["storage"] for p in self.graph.parameters()},
+        module = _load_backend(backend)
+        # A backend that can use compiled code from its cache before the graph is optimized
+        # takes the whole program (the optimizer then runs only on a cache miss).
+        self._exe = module.compile_program(self, options) if hasattr(
+            module, "compile_program") else module.compile(self.graph, options)
+        self._storages = sorted({p.attrs["storage"] for p in raw.parameters()},
                                 key=lambda s: s.uid)
         self._locks = [s.lock for s in self._storages]
         self._fixed = {p: [(i, d) for i, d in enumerate(p.shape) if d is not None]
                        for p in self.inputs}
+
+    @property
+    def pass_names(self) -> tuple[str, ...]:
+        return tuple(self.passes)
+
+    @property
+    def graph(self) -> Graph:
+        """The optimized program (the passes run on first use)."""
+        return self._optimize()[0]
+
+    @property
+    def report(self):
+        """What each optimization pass did (f.report.table())."""
+        return self._optimize()[1]
+
+    def _optimize(self) -> tuple[Graph, Any]:
+        if self._optimized is None:
+            with self._optimize_lock:
+                if self._optimized is None:
+                    self._optimized = run_pipeline(self.raw_graph, self.passes)
+        return self._optimized
 
     @property
     def source(self) -> str:
@@ -168,8 +195,8 @@ class Function:
 
     def __repr__(self) -> str:
         names = ", ".join(p.attrs["name"] for p in self.inputs)
-        return f"<graphc.Function ({names}) -> {len(self.graph.outputs)} outputs, " \
-               f"{len(self.graph.updates)} updates, backend={self.backend!r}>"
+        return f"<graphc.Function ({names}) -> {len(self.raw_graph.outputs)} outputs, " \
+               f"{len(self.raw_graph.updates)} updates, backend={self.backend!r}>"
 
 
 def function(inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,

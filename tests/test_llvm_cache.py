@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROGRAM = """
@@ -118,3 +119,46 @@ def test_concurrent_processes_compiling_the_same_graph(tmp_path):
     assert all(o["y"] == outs[0]["y"] for o in outs)
     assert len(entries(tmp_path)) == 1
     assert run(tmp_path)["cached"] is True
+
+
+# ---- the warm path: code found by the program's fingerprint, before any optimization ------
+
+WARM_PROGRAM = PROGRAM.replace(
+    'print(json.dumps({"cached": f._exe.last.cached,',
+    'optimized_before_source = f._optimized is not None\n'
+    'source_ok = "define" in f.source\n'
+    'print(json.dumps({"optimized": optimized_before_source, "source": source_ok, '
+    '"cached": f._exe.last.cached,')
+
+
+def test_a_warm_start_runs_neither_optimizer_nor_scheduler(tmp_path):
+    cold = run(tmp_path, code=WARM_PROGRAM)
+    warm = run(tmp_path, code=WARM_PROGRAM)
+    assert cold["cached"] is False and cold["optimized"] is True
+    assert warm["cached"] is True and warm["optimized"] is False
+    assert warm["source"] is True  # the IR is still there to read, rendered on demand
+    assert warm["y"] == cold["y"] and warm["g"] == cold["g"]
+
+
+def _affine_step(weight: np.ndarray, scale: np.ndarray, folder: Path):
+    import graphc as gc
+    x = gc.placeholder((4, 3), name="x")
+    w = gc.parameter(weight, name="w")
+    loss = ((x * scale) @ w).sum()
+    return gc.function([x], loss, updates={w: w - 0.5 * gc.grad(loss, w)},
+                       backend_options={"cache_dir": str(folder)}), w
+
+
+def test_parameter_values_share_code_but_constants_do_not(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    scale = np.array([1.0, 2.0, 3.0], np.float32)
+    w1, w2 = np.ones((3, 2), np.float32), np.full((3, 2), -2.0, np.float32)
+    f1, p1 = _affine_step(w1, scale, tmp_path)
+    f2, p2 = _affine_step(w2, scale, tmp_path)  # same program, other parameter values
+    f3, p3 = _affine_step(w1, scale * 10, tmp_path)  # another constant
+    assert [f._exe.last.cached for f in (f1, f2, f3)] == [False, True, False]
+    for f, p, w, s in ((f1, p1, w1, scale), (f2, p2, w2, scale), (f3, p3, w1, scale * 10)):
+        xs = x * s
+        np.testing.assert_allclose(f(x), (xs @ w).sum(), rtol=1e-6)
+        grad = xs.sum(axis=0)[:, None] * np.ones((1, 2), np.float32)
+        np.testing.assert_allclose(p.value, w - 0.5 * grad, rtol=1e-6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -17,7 +18,8 @@ from pathlib import Path
 
 MAGIC = b"GRAPHC-OBJECT-1\n"
 _SOURCES = ("codegen.py", "scalar.py", "gemm.py", "loops.py", "vector_abi.py", "jit.py",
-            "cache.py", "runtime.py", "parallel.py")
+            "cache.py", "runtime.py", "parallel.py", "threads.py")
+_BUILTIN_DEFINITIONS = ("graphc.ops.elementwise", "graphc.symbolic")
 
 
 def default_dir() -> Path | None:
@@ -44,6 +46,8 @@ def code_fingerprint() -> str:
         path = folder / name
         if path.exists():
             h.update(path.read_bytes())
+    for module in _BUILTIN_DEFINITIONS:  # the built-in ops' formulas the scalar code prints
+        h.update(Path(importlib.import_module(module).__file__).read_bytes())
     h.update(f"{llvmlite.__version__}|{llvm.llvm_version_info}|{graphc.__version__}|"
              f"{host_description()}".encode())
     return h.hexdigest()

@@ -10,13 +10,13 @@ from llvmlite import ir
 
 from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
-from graphc.backends.llvm import parallel, vector_abi
+from graphc.backends.llvm import jit, parallel, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
 
 PTR = ir.PointerType()
-ENTRY = "graphc_main"
+ENTRY = jit.ENTRY
 
 
 class SlotMap:
@@ -357,11 +357,9 @@ def _gemm_config(schedule: Schedule) -> str:
 
 
 def _definitions(schedule: Schedule) -> list[tuple[str, str]]:
-    """The SymPy definition of every elementwise primitive the kernels apply: the scalar
-    code is printed from it, and a user-defined op's name says nothing about its formula."""
-    import sympy as sp
-
-    from graphc.derivatives import definition
+    """The SymPy definition of every user-defined elementwise primitive the kernels apply:
+    the scalar code is printed from it, and such an op's name says nothing about its
+    formula. (The built-ins' definitions are part of the code fingerprint, cache.py.)"""
     from graphc.ops import get_op
     ops: set[str] = set()
     for k in schedule.kernels:
@@ -369,8 +367,13 @@ def _definitions(schedule: Schedule) -> list[tuple[str, str]]:
             [k.body] if isinstance(k, kir.Reduce) else []
         for e in exprs:
             ops.update(kir.expr_ops(e))
-    return [(op, sp.srepr(definition(op))) for op in sorted(ops)
-            if op != "cast" and get_op(op).sympy_def is not None]
+    user = [op for op in sorted(ops) if op != "cast" and get_op(op).extra.get("user_defined")]
+    if not user:
+        return []
+    import sympy as sp
+
+    from graphc.derivatives import definition
+    return [(op, sp.srepr(definition(op))) for op in user]
 
 
 def render(schedule: Schedule) -> tuple[str, SlotMap, dict[int, str]]:

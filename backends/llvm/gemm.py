@@ -33,10 +33,7 @@ vectorizes when the output and B are contiguous along j)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
-import functools
 import math
-import os
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -44,6 +41,8 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.backends.llvm.loops import counted_loop, loop_nest
+from graphc.backends.llvm.threads import (  # noqa: F401 (re-exported)
+    PARALLEL_FLAG, num_threads, openmp_available)
 from graphc.backends.llvm.scalar import F32, F64, I1, I32, I64, constant
 from graphc.schedule import ir as kir
 
@@ -81,50 +80,6 @@ PARAMS = {
 PACKED_MIN_MACS = 2048
 # Threads from this many multiply-adds (all batch items) on.
 PARALLEL_MIN_MACS = 64 * 64 * 64
-
-
-def num_threads() -> int:
-    """GRAPHC_NUM_THREADS, else the cores this process may run on."""
-    value = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"GRAPHC_NUM_THREADS must be a positive integer, not {value!r}")
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-# A flag the generated code reads before it starts a team of threads: libgomp's thread pool
-# does not survive fork(), so a forked child (multiprocessing's default start method) runs
-# its GEMMs on one thread instead of hanging in GOMP_parallel.
-PARALLEL_FLAG = "graphc_gemm_parallel_ok"
-_parallel_ok = ctypes.c_int32(1)
-
-
-def _after_fork_in_child() -> None:
-    _parallel_ok.value = 0
-
-
-@functools.lru_cache(maxsize=1)
-def openmp_available() -> bool:
-    """Loads libgomp into the process (for the JIT's symbol lookup); False if it can't, or
-    if GRAPHC_NO_OPENMP is set (non-empty)."""
-    if os.environ.get("GRAPHC_NO_OPENMP"):
-        return False
-    import llvmlite.binding as llvm
-    from graphc.backends.llvm.jit import load_system_library
-    if not load_system_library("gomp", "libgomp.so.1"):
-        return False
-    if not all(llvm.address_of_symbol(s) for s in
-               ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")):
-        return False
-    llvm.add_symbol(PARALLEL_FLAG, ctypes.addressof(_parallel_ok))
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-    return True
 
 
 def config_fingerprint() -> str:

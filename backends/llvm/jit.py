@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
 
+# The entry point of every generated module: i32 graphc_main(ptr buffers).
+ENTRY = "graphc_main"
+
 _lock = threading.Lock()
 _state: dict = {}
 

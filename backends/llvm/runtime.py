@@ -5,15 +5,15 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from pathlib import Path
 
-from graphc.backends.llvm import codegen, jit
+from graphc.backends.llvm import jit, threads
 from graphc.backends.llvm.cache import CompileCache, cache_key, default_dir
-from graphc.schedule import schedule_graph
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
@@ -45,57 +45,149 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-class CompiledShape:
-    """The native code for one set of input shapes, with its arena and pointer table."""
+@dataclass
+class Layout:
+    """What calling one compiled module takes, besides its code: the pointer table's size,
+    which slot holds what, the arena, the constants. Stored with the code in the disk cache,
+    so a warm start needs neither the optimizer nor the scheduler."""
 
-    def __init__(self, graph, shapes: tuple, disk: CompileCache, optimize: bool = True
+    slots: int
+    arena_slot: int
+    arena_bytes: int
+    input_slots: list[int]
+    outputs: list[tuple[int, tuple[int, ...], str]]  # (slot, shape, dtype)
+    params: list[tuple[int, int]]  # (slot, the parameter's number in the fingerprint)
+    consts: list[tuple[int, np.ndarray]]  # (slot, value)
+    errors: dict[int, str]
+
+    @staticmethod
+    def of(schedule, slots, errors: dict[int, str],
+           storages: list) -> "Layout":
+        number = {id(st): i for i, st in enumerate(storages)}
+        return Layout(
+            slots=slots.count, arena_slot=slots.arena_slot,
+            arena_bytes=schedule.plan.arena_bytes if schedule.plan else 0,
+            input_slots=[slots.slot[b] for b in schedule.inputs],
+            outputs=[(slots.slot[b], tuple(schedule.buffers[b].shape),
+                      np.dtype(schedule.buffers[b].dtype).str) for b in schedule.outputs],
+            params=[(slots.slot[b], number[id(st)]) for b, st in schedule.params.items()],
+            consts=[(slots.slot[b], np.ascontiguousarray(a)) for b, a in
+                    schedule.consts.items()],
+            errors=dict(errors))
+
+    def to_meta(self) -> tuple[dict, bytes]:
+        """JSON-able metadata and the constants' bytes (stored after the object code)."""
+        blobs, consts, offset = [], [], 0
+        for slot, a in self.consts:
+            data = a.tobytes()
+            consts.append([slot, a.dtype.str, list(a.shape), offset, len(data)])
+            blobs.append(data)
+            offset += len(data)
+        meta = {"slots": self.slots, "arena_slot": self.arena_slot,
+                "arena_bytes": self.arena_bytes, "input_slots": self.input_slots,
+                "outputs": [[s, list(sh), dt] for s, sh, dt in self.outputs],
+                "params": [list(p) for p in self.params], "consts": consts,
+                "errors": {str(k): v for k, v in self.errors.items()}}
+        return meta, b"".join(blobs)
+
+    @staticmethod
+    def from_meta(meta: dict, blob: bytes) -> "Layout":
+        consts = []
+        for slot, dtype, shape, offset, nbytes in meta["consts"]:
+            a = np.frombuffer(blob, np.dtype(dtype), count=nbytes // np.dtype(dtype).itemsize
+                              if np.dtype(dtype).itemsize else 0, offset=offset)
+            consts.append((int(slot), a.reshape(shape).copy()))  # aligned, writable
+        return Layout(
+            slots=int(meta["slots"]), arena_slot=int(meta["arena_slot"]),
+            arena_bytes=int(meta["arena_bytes"]),
+            input_slots=[int(s) for s in meta["input_slots"]],
+            outputs=[(int(s), tuple(int(d) for d in sh), str(dt))
+                     for s, sh, dt in meta["outputs"]],
+            params=[(int(s), int(i)) for s, i in meta["params"]], consts=consts,
+            errors={int(k): str(v) for k, v in meta["errors"].items()})
+
+
+class CompiledShape:
+    """The native code for one set of input shapes, with its arena and pointer table.
+    Looked up in the disk cache by the program's structural fingerprint and the shapes;
+    only on a miss is the graph optimized, scheduled, rendered and compiled."""
+
+    def __init__(self, program, shapes: tuple, disk: CompileCache, optimize: bool = True
                  ) -> None:
+        from graphc.fingerprint import graph_fingerprint, package_fingerprint
         t0 = time.perf_counter()
-        self.schedule = schedule_graph(graph, list(shapes), optimize=optimize)
-        t1 = time.perf_counter()
+        self.program, self.shapes, self.optimize = program, shapes, optimize
         self.times = jit.CompileTimes()
-        self.key = cache_key(codegen.schedule_fingerprint(self.schedule))
-        self.slots = codegen.SlotMap(self.schedule)
+        structure, storages = graph_fingerprint(program.raw_graph)
+        self.key = cache_key(repr((structure, package_fingerprint(), shapes,
+                                   program.pass_names, optimize,
+                                   threads.thread_config())))
+        self._schedule = None
         self._ir_text: str | None = None
         self.module = None
         hit = disk.get(self.key)
-        self.cached = hit is not None
+        layout = None
         if hit is not None:
             payload, meta = hit
-            from graphc.backends.llvm.gemm import openmp_available
-            openmp_available()  # registers the symbols cached code links against
-            self.errors = {int(k): v for k, v in meta.get("errors", {}).items()}
-            self.address, self.engine = jit.load_object(payload, codegen.ENTRY)
-            self.times.extra = {"schedule": t1 - t0, "cache load": time.perf_counter() - t1}
+            try:
+                size = int(meta["object_length"])
+                layout = Layout.from_meta(meta["layout"], payload[size:])
+                payload = payload[:size]
+            except (KeyError, TypeError, ValueError):
+                layout = None  # an entry of another format: rebuilt below
+        self.cached = layout is not None
+        if layout is not None:
+            threads.openmp_available()  # registers the symbols cached code links against
+            t1 = time.perf_counter()
+            self.address, self.engine = jit.load_object(payload, jit.ENTRY)
+            self.times.extra = {"fingerprint": t1 - t0, "cache load": time.perf_counter() - t1}
         else:
-            self._ir_text, _, self.errors = codegen.render(self.schedule)
+            from graphc.backends.llvm import codegen  # (llvmlite.ir: only to compile)
+            t1 = time.perf_counter()
+            schedule = self.schedule
             t2 = time.perf_counter()
+            self._ir_text, slots, errors = codegen.render(schedule)
+            t3 = time.perf_counter()
             objects: list[bytes] = []
             self.address, self.module, self.engine = jit.compile_ir(
-                self._ir_text, codegen.ENTRY, self.times, capture=objects)
-            self.times.extra = {"schedule": t1 - t0, "codegen": t2 - t1}
+                self._ir_text, jit.ENTRY, self.times, capture=objects)
+            self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1,
+                                "codegen": t3 - t2}
+            layout = Layout.of(schedule, slots, errors, storages)
             if objects:
-                disk.put(self.key, objects[0], {"errors": self.errors})
+                meta, blob = layout.to_meta()
+                disk.put(self.key, objects[0] + blob,
+                         {"object_length": len(objects[0]), "layout": meta})
+        self.layout = layout
+        self.errors = layout.errors
         self.entry = _ENTRY_TYPE(self.address)
-        s = self.schedule
-        self.table = (ctypes.c_void_p * self.slots.count)()
+        self.table = (ctypes.c_void_p * layout.slots)()
         self.table_address = ctypes.addressof(self.table)
-        self.arena = _aligned_empty(s.plan.arena_bytes if s.plan else 0)
-        self.table[self.slots.arena_slot] = self.arena.ctypes.data
+        self.arena = _aligned_empty(layout.arena_bytes)
+        self.table[layout.arena_slot] = self.arena.ctypes.data
         self.keep = []
-        for bid, array in s.consts.items():
-            array = np.ascontiguousarray(array)
+        for slot, array in layout.consts:
             self.keep.append(array)
-            self.table[self.slots.slot[bid]] = array.ctypes.data
-        for bid, storage in s.params.items():
-            self.table[self.slots.slot[bid]] = storage.array.ctypes.data
-        self.input_slots = [self.slots.slot[b] for b in s.inputs]
-        self.outputs = [(self.slots.slot[b], s.buffers[b]) for b in s.outputs]
+            self.table[slot] = array.ctypes.data
+        for slot, number in layout.params:
+            self.table[slot] = storages[number].array.ctypes.data
+        self.input_slots = layout.input_slots
+        self.outputs = [(slot, shape, np.dtype(dtype)) for slot, shape, dtype in layout.outputs]
         self.lock = threading.Lock()  # one arena: one call at a time
+
+    @property
+    def schedule(self):
+        """The kernel plan (made on demand when the code came from the cache)."""
+        if self._schedule is None:
+            from graphc.schedule import schedule_graph
+            self._schedule = schedule_graph(self.program.graph, list(self.shapes),
+                                            optimize=self.optimize)
+        return self._schedule
 
     @property
     def ir_text(self) -> str:
         if self._ir_text is None:  # loaded from the cache: render it for people to read
+            from graphc.backends.llvm import codegen
             self._ir_text = codegen.render(self.schedule)[0]
         return self._ir_text
 
@@ -113,8 +205,8 @@ class CompiledShape:
             for slot, a in zip(self.input_slots, arrays):
                 table[slot] = data_pointer(a)
             outs = []
-            for slot, buf in self.outputs:
-                out = np.empty(buf.shape, buf.dtype)
+            for slot, shape, dtype in self.outputs:
+                out = np.empty(shape, dtype)
                 table[slot] = data_pointer(out)
                 outs.append(out)
             status = self.entry(self.table_address)
@@ -124,18 +216,21 @@ class CompiledShape:
 
 
 class LLVMExecutable:
-    """The llvm backend's handle on a graph: compiles per input shapes, on first use."""
+    """The llvm backend's handle on a program: compiles per input shapes, on first use.
+    `program`: what gc.function hands over — raw_graph, graph (optimized on first use) and
+    pass_names."""
 
-    def __init__(self, graph, options: dict) -> None:
-        self.graph = graph
+    def __init__(self, program, options: dict) -> None:
+        self.program = program
         self.options = options
         folder = options.get("cache_dir", default_dir())
         self.disk = CompileCache(Path(folder) if folder else None)
         self.compiled: dict[tuple, CompiledShape] = {}
         self.last: CompiledShape | None = None
         self._lock = threading.Lock()
-        if None not in {d for p in graph.inputs for d in p.shape}:
-            self.last = self._get(tuple(p.shape for p in graph.inputs))
+        inputs = program.raw_graph.inputs
+        if None not in {d for p in inputs for d in p.shape}:
+            self.last = self._get(tuple(p.shape for p in inputs))
 
     def _get(self, shapes: tuple) -> CompiledShape:
         compiled = self.compiled.get(shapes)
@@ -143,7 +238,7 @@ class LLVMExecutable:
             with self._lock:
                 compiled = self.compiled.get(shapes)
                 if compiled is None:
-                    compiled = CompiledShape(self.graph, shapes, self.disk,
+                    compiled = CompiledShape(self.program, shapes, self.disk,
                                              self.options.get("optimize", True))
                     self.compiled[shapes] = compiled
         return compiled

@@ -1,0 +1,58 @@
+"""Threads for generated code: how many (GRAPHC_NUM_THREADS), and libgomp, whose
+GOMP_parallel runs a kernel's parts on a team (GRAPHC_NO_OPENMP=1: never load it)."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+
+def num_threads() -> int:
+    """GRAPHC_NUM_THREADS, else the cores this process may run on."""
+    value = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"GRAPHC_NUM_THREADS must be a positive integer, not {value!r}")
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# A flag the generated code reads before it starts a team of threads: libgomp's thread pool
+# does not survive fork(), so a forked child (multiprocessing's default start method) runs
+# its GEMMs on one thread instead of hanging in GOMP_parallel.
+PARALLEL_FLAG = "graphc_gemm_parallel_ok"
+_parallel_ok = ctypes.c_int32(1)
+
+
+def _after_fork_in_child() -> None:
+    _parallel_ok.value = 0
+
+
+@functools.lru_cache(maxsize=1)
+def openmp_available() -> bool:
+    """Loads libgomp into the process (for the JIT's symbol lookup); False if it can't, or
+    if GRAPHC_NO_OPENMP is set (non-empty)."""
+    if os.environ.get("GRAPHC_NO_OPENMP"):
+        return False
+    import llvmlite.binding as llvm
+    from graphc.backends.llvm.jit import load_system_library
+    if not load_system_library("gomp", "libgomp.so.1"):
+        return False
+    if not all(llvm.address_of_symbol(s) for s in
+               ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")):
+        return False
+    llvm.add_symbol(PARALLEL_FLAG, ctypes.addressof(_parallel_ok))
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    return True
+
+
+def thread_config() -> str:
+    """What generated code depends on at run time besides its source: the thread count
+    and whether libgomp is there (a compile-cache key part)."""
+    threads = num_threads()
+    return repr((threads, openmp_available() if threads > 1 else False))
