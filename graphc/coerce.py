@@ -24,7 +24,9 @@ def coerce_array(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
     """`value` as an array of `dtype`, or a TypeError naming `what` when the kind would change."""
     python_value = _is_python_value(value)
     if isinstance(value, np.ndarray):
-        array = value
+        # A subclass (np.matrix, np.ma) as its plain data: graphc's ops have numpy's
+        # array semantics, not the subclass's (matrix products, masks).
+        array = value if type(value) is np.ndarray else value.view(np.ndarray)
     else:
         try:
             array = np.asarray(value)

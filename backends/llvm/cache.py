@@ -1,8 +1,8 @@
 """The compile cache on disk: native object code keyed by everything it depends on (the
-kernel schedule, the host CPU and its features, llvmlite/LLVM and graphc's code generator).
+program's structural fingerprint and input shapes, the host CPU and its features, llvmlite/LLVM and graphc's code generator).
 Writes are atomic (temporary file, fsync, rename); an entry is checked (magic, key, length,
-SHA-256) before use, and a corrupt or mismatched one is ignored and rebuilt. Nothing is
-unpickled: an entry is a JSON header and raw bytes.
+SHA-256 of header and code) before use, and a corrupt or mismatched one is ignored and
+rebuilt. Nothing is unpickled: an entry is a JSON header, its digest and raw bytes.
 
 GRAPHC_CACHE_DIR sets the folder (default: $XDG_CACHE_HOME/graphc or ~/.cache/graphc);
 GRAPHC_CACHE=0 switches the cache off."""
@@ -16,9 +16,10 @@ import os
 import tempfile
 from pathlib import Path
 
-MAGIC = b"GRAPHC-OBJECT-1\n"
+MAGIC = b"GRAPHC-OBJECT-2\n"
 _SOURCES = ("codegen.py", "scalar.py", "gemm.py", "loops.py", "vector_abi.py", "jit.py",
-            "cache.py", "runtime.py", "parallel.py", "threads.py")
+            "cache.py", "runtime.py", "parallel.py", "threads.py",
+            "adaptive.py")
 _BUILTIN_DEFINITIONS = ("graphc.ops.elementwise", "graphc.symbolic")
 
 
@@ -76,13 +77,22 @@ class CompileCache:
             if not data.startswith(MAGIC):
                 return None
             header_end = data.index(b"\n", len(MAGIC))
-            header = json.loads(data[len(MAGIC):header_end])
-            payload = data[header_end + 1:]
-            if (header.get("key") != key or header.get("length") != len(payload)
-                    or header.get("sha256") != hashlib.sha256(payload).hexdigest()):
+            digest_end = data.index(b"\n", header_end + 1)
+            header_bytes = data[len(MAGIC):header_end]
+            payload = data[digest_end + 1:]
+            # The digest covers the header too: a damaged layout is as dangerous as damaged
+            # code (it says where native code may write).
+            digest = hashlib.sha256(header_bytes + b"\n" + payload).hexdigest()
+            if data[header_end + 1:digest_end].decode("ascii") != digest:
                 return None
-            return payload, header.get("meta", {})
-        except (ValueError, json.JSONDecodeError, AttributeError):
+            header = json.loads(header_bytes)
+            if header.get("key") != key or header.get("length") != len(payload):
+                return None
+            meta = header.get("meta", {})
+            if not isinstance(meta, dict):
+                return None
+            return payload, meta
+        except (ValueError, json.JSONDecodeError, AttributeError, UnicodeDecodeError):
             return None
 
     def put(self, key: str, payload: bytes, meta: dict) -> bool:
@@ -90,14 +100,14 @@ class CompileCache:
         writable. Concurrent writers of one key each rename a complete file: last wins."""
         if self.folder is None:
             return False
-        header = json.dumps({"key": key, "length": len(payload), "meta": meta,
-                             "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+        header = json.dumps({"key": key, "length": len(payload), "meta": meta}).encode()
+        digest = hashlib.sha256(header + b"\n" + payload).hexdigest().encode()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".partial")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(MAGIC + header + b"\n" + payload)
+                    fh.write(MAGIC + header + b"\n" + digest + b"\n" + payload)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, self._path(key))

@@ -42,7 +42,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.loops import counted_loop, loop_nest
 from graphc.backends.llvm.threads import (  # noqa: F401 (re-exported)
-    PARALLEL_FLAG, num_threads, openmp_available)
+    PARALLEL_FLAG, emit_team_condition, num_threads, openmp_available)
 from graphc.backends.llvm.scalar import F32, F64, I1, I32, I64, constant
 from graphc.schedule import ir as kir
 
@@ -687,11 +687,7 @@ class _PackedGemm:
             slot = b.alloca(PTR, size=3)
         for i, p in enumerate(args):
             b.store(p, b.gep(slot, [self._c(i)], source_etype=PTR))
-        flag = self.module.globals.get(PARALLEL_FLAG)
-        if flag is None:
-            flag = ir.GlobalVariable(self.module, I32, PARALLEL_FLAG)
-            flag.linkage = "external"
-        ok = b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))
+        ok = emit_team_condition(self.module, b)
         with b.if_else(ok) as (team, alone):
             with team:
                 gomp = self._declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])

@@ -112,6 +112,24 @@ def assembly(module: "llvm.ModuleRef") -> str:
     return target_machine().emit_assembly(module)
 
 
+def valid_object(data: bytes) -> bool:
+    """Whether `data` is a whole x86-64 ELF relocatable object: every section inside it.
+    (LLVM's loader trusts the offsets it reads: a cut-short object would crash it.)"""
+    import struct
+    if len(data) < 64 or data[:6] != b"\x7fELF\x02\x01":
+        return False
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    if shentsize != 64 or shnum == 0 or shstrndx >= shnum or shoff + shnum * 64 > len(data):
+        return False
+    for i in range(shnum):
+        kind, = struct.unpack_from("<I", data, shoff + i * 64 + 4)
+        offset, size = struct.unpack_from("<QQ", data, shoff + i * 64 + 0x18)
+        if kind != 8 and offset + size > len(data):  # 8: SHT_NOBITS (takes no bytes)
+            return False
+    return True
+
+
 def load_object(data: bytes, entry: str):
     """An engine running previously compiled object code; returns (address, engine)."""
     _init()
@@ -121,3 +139,9 @@ def load_object(data: bytes, entry: str):
     engine.finalize_object()
     # The engine reads the object's memory: keep the object (and its bytes) alive with it.
     return engine.get_function_address(entry), (engine, obj, data)
+
+
+def global_address(handle, name: str) -> int:
+    """The address of a global variable in code from compile_ir or load_object."""
+    engine = handle[0] if isinstance(handle, tuple) else handle
+    return engine.get_global_value_address(name)

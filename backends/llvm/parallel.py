@@ -6,6 +6,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.backends.llvm import gemm
+from graphc.backends.llvm.threads import emit_team_condition
 from graphc.schedule import ir as kir
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
@@ -49,11 +50,7 @@ def emit_team_call(module: ir.Module, b: ir.IRBuilder, bufs: ir.Value, part: ir.
     nt = tb.sext(tb.call(_declare(module, "omp_get_num_threads", I32, []), []), I64)
     tb.call(part, [team.args[0], t, nt])
     tb.ret_void()
-    flag = module.globals.get(gemm.PARALLEL_FLAG)
-    if flag is None:
-        flag = ir.GlobalVariable(module, I32, gemm.PARALLEL_FLAG)
-        flag.linkage = "external"
-    ok = b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))
+    ok = emit_team_condition(module, b)
     with b.if_else(ok) as (together, alone):
         with together:
             gomp = _declare(module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +13,7 @@ import numpy as np
 from pathlib import Path
 
 from graphc.backends.llvm import jit, threads
+from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.backends.llvm.cache import CompileCache, cache_key, default_dir
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -40,6 +41,9 @@ data_pointer = _choose_pointer_reader()
 
 
 def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
+    if nbytes + align >= 2 ** 63:  # numpy's own message would be about dimensions
+        raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
+                          "shapes: too large")
     raw = np.empty(nbytes + align, np.uint8)
     start = (-raw.ctypes.data) % align
     return raw[start:start + nbytes]
@@ -59,10 +63,14 @@ class Layout:
     params: list[tuple[int, int]]  # (slot, the parameter's number in the fingerprint)
     consts: list[tuple[int, np.ndarray]]  # (slot, value)
     errors: dict[int, str]
+    team_flag: bool = False  # the module has parallel kernels (and its own thread flag)
+    # kernel -> (argument position, size, negatives allowed) where a kernel's indices are a
+    # whole argument: an IndexError then names the offending value too
+    index_args: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
 
     @staticmethod
-    def of(schedule, slots, errors: dict[int, str],
-           storages: list) -> "Layout":
+    def of(schedule, slots, errors: dict[int, str], storages: list,
+           team_flag: bool) -> "Layout":
         number = {id(st): i for i, st in enumerate(storages)}
         return Layout(
             slots=slots.count, arena_slot=slots.arena_slot,
@@ -73,7 +81,27 @@ class Layout:
             params=[(slots.slot[b], number[id(st)]) for b, st in schedule.params.items()],
             consts=[(slots.slot[b], np.ascontiguousarray(a)) for b, a in
                     schedule.consts.items()],
-            errors=dict(errors))
+            errors=dict(errors), team_flag=team_flag,
+            index_args=_index_arguments(schedule, errors))
+
+    def fits(self, graph, parameters: int) -> bool:
+        """Whether a layout read from disk is sound for this program: slots in range and
+        distinct, one per input, output and parameter, outputs of the program's types."""
+        slots = self.input_slots + [s for s, _, _ in self.outputs] + \
+            [s for s, _ in self.params] + [s for s, _ in self.consts]
+        if not (0 <= self.arena_slot < self.slots and self.arena_bytes >= 0
+                and all(0 <= s < self.slots and s != self.arena_slot for s in slots)
+                and len(set(slots)) == len(slots)):
+            return False
+        if len(self.input_slots) != len(graph.inputs) or len(self.outputs) != len(graph.outputs):
+            return False
+        if any(not 0 <= i < parameters for _, i in self.params):
+            return False
+        for (_, shape, dtype), node in zip(self.outputs, graph.outputs):
+            if np.dtype(dtype) != node.dtype or len(shape) != node.ndim or any(
+                    d < 0 or (s is not None and d != s) for d, s in zip(shape, node.shape)):
+                return False
+        return True
 
     def to_meta(self) -> tuple[dict, bytes]:
         """JSON-able metadata and the constants' bytes (stored after the object code)."""
@@ -87,7 +115,9 @@ class Layout:
                 "arena_bytes": self.arena_bytes, "input_slots": self.input_slots,
                 "outputs": [[s, list(sh), dt] for s, sh, dt in self.outputs],
                 "params": [list(p) for p in self.params], "consts": consts,
-                "errors": {str(k): v for k, v in self.errors.items()}}
+                "errors": {str(k): v for k, v in self.errors.items()},
+                "team_flag": self.team_flag,
+                "index_args": {str(k): list(v) for k, v in self.index_args.items()}}
         return meta, b"".join(blobs)
 
     @staticmethod
@@ -104,7 +134,39 @@ class Layout:
             outputs=[(int(s), tuple(int(d) for d in sh), str(dt))
                      for s, sh, dt in meta["outputs"]],
             params=[(int(s), int(i)) for s, i in meta["params"]], consts=consts,
-            errors={int(k): str(v) for k, v in meta["errors"].items()})
+            errors={int(k): str(v) for k, v in meta["errors"].items()},
+            team_flag=bool(meta["team_flag"]),
+            index_args={int(k): (int(p), int(n), bool(neg))
+                        for k, (p, n, neg) in meta["index_args"].items()})
+
+
+def _index_arguments(schedule, errors: dict[int, str]) -> dict[int, tuple[int, int, bool]]:
+    from graphc.schedule import ir as kir
+    found = {}
+    for i, k in enumerate(schedule.kernels):
+        if i not in errors:
+            continue
+        if isinstance(k, kir.Gather):
+            shape, size, negative = k.idx_shape, k.x_shape[k.axis], True
+        elif isinstance(k, kir.ScatterAdd):
+            shape, size, negative = k.idx_shape, k.out_shape[k.axis], True
+        elif isinstance(k, kir.IndexCheck):
+            shape, size, negative = k.shape, k.size, False
+        else:
+            continue
+        acc = k.indices
+        if acc.buffer in schedule.inputs and acc.offset == 0 and tuple(shape) == tuple(
+                schedule.buffers[acc.buffer].shape) and tuple(acc.strides) == tuple(
+                kir.contiguous_strides(tuple(shape))):
+            found[i] = (schedule.inputs.index(acc.buffer), size, negative)
+    return found
+
+
+def _bad_index(array: np.ndarray, size: int, negative: bool):
+    """The first value of `array` outside the valid range, or None."""
+    low = -size if negative else 0
+    bad = array[(array < low) | (array >= size)]
+    return bad.flat[0] if bad.size else None
 
 
 class CompiledShape:
@@ -133,8 +195,11 @@ class CompiledShape:
                 size = int(meta["object_length"])
                 layout = Layout.from_meta(meta["layout"], payload[size:])
                 payload = payload[:size]
+                if not (layout.fits(program.raw_graph, len(storages))
+                        and jit.valid_object(payload)):
+                    layout = None
             except (KeyError, TypeError, ValueError):
-                layout = None  # an entry of another format: rebuilt below
+                layout = None  # an entry of another format or a damaged one: rebuilt below
         self.cached = layout is not None
         if layout is not None:
             threads.openmp_available()  # registers the symbols cached code links against
@@ -153,7 +218,8 @@ class CompiledShape:
                 self._ir_text, jit.ENTRY, self.times, capture=objects)
             self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1,
                                 "codegen": t3 - t2}
-            layout = Layout.of(schedule, slots, errors, storages)
+            layout = Layout.of(schedule, slots, errors, storages,
+                               threads.MODULE_FLAG in self._ir_text)
             if objects:
                 meta, blob = layout.to_meta()
                 disk.put(self.key, objects[0] + blob,
@@ -174,6 +240,8 @@ class CompiledShape:
         self.input_slots = layout.input_slots
         self.outputs = [(slot, shape, np.dtype(dtype)) for slot, shape, dtype in layout.outputs]
         self.lock = threading.Lock()  # one arena: one call at a time
+        self.chooser = ThreadChooser(jit.global_address(self.engine, threads.MODULE_FLAG)) \
+            if layout.team_flag and adaptive_enabled() else None
 
     @property
     def schedule(self):
@@ -209,9 +277,21 @@ class CompiledShape:
                 out = np.empty(shape, dtype)
                 table[slot] = data_pointer(out)
                 outs.append(out)
-            status = self.entry(self.table_address)
+            chooser = self.chooser
+            if chooser is None:
+                status = self.entry(self.table_address)
+            else:
+                chooser.before_call()
+                start = time.perf_counter()
+                status = self.entry(self.table_address)
+                chooser.after_call(time.perf_counter() - start)
         if status:
-            raise IndexError(self.errors.get(status - 1, f"native kernel {status - 1} failed"))
+            message = self.errors.get(status - 1, f"native kernel {status - 1} failed")
+            where = self.layout.index_args.get(status - 1)
+            bad = _bad_index(arrays[where[0]], *where[1:]) if where is not None else None
+            if bad is not None:  # name the value, as the numpy backend does
+                message = message.replace("an index", f"index {bad}", 1)
+            raise IndexError(message)
         return outs
 
 

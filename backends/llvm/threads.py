@@ -26,6 +26,26 @@ def num_threads() -> int:
 # its GEMMs on one thread instead of hanging in GOMP_parallel.
 PARALLEL_FLAG = "graphc_gemm_parallel_ok"
 _parallel_ok = ctypes.c_int32(1)
+# And a flag of each module's own, which the runtime clears while one thread is faster
+# (other processes keeping the cores busy: see runtime.ThreadChooser).
+MODULE_FLAG = "graphc_module_threads"
+
+
+def emit_team_condition(module, b):
+    """i1: may this module start a team of threads now (both flags set)?"""
+    from llvmlite import ir
+    i32 = ir.IntType(32)
+    shared = module.globals.get(PARALLEL_FLAG)
+    if shared is None:
+        shared = ir.GlobalVariable(module, i32, PARALLEL_FLAG)
+        shared.linkage = "external"
+    own = module.globals.get(MODULE_FLAG)
+    if own is None:
+        own = ir.GlobalVariable(module, i32, MODULE_FLAG)
+        own.initializer = ir.Constant(i32, 1)
+    zero = ir.Constant(i32, 0)
+    return b.and_(b.icmp_signed("!=", b.load(shared, typ=i32), zero),
+                  b.icmp_signed("!=", b.load(own, typ=i32), zero))
 
 
 def _after_fork_in_child() -> None:

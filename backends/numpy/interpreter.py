@@ -52,7 +52,9 @@ class NumpyExecutable:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         values: list[np.ndarray | None] = [None] * len(self.order)
         for slot, array in zip(self.input_slots, args):
-            values[slot] = array
+            # Like the compiled backends: arguments as dense arrays (a stride-0 view of a
+            # huge shape is a MemoryError here, not hours of arithmetic on one number).
+            values[slot] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
         for pos, node in enumerate(self.order):
             if values[pos] is None:
                 values[pos] = self._evaluate(node, [values[s] for s in self.arg_slots[pos]])
@@ -89,7 +91,9 @@ class NumpyExecutable:
         opdef = get_op(node.op)
         try:
             result = np.asarray(opdef.impl(args, node.attrs))
-        except (ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
+        except IndexError as exc:  # the op's message names it already; add the indices' origin
+            raise IndexError(f"{exc}{_index_origin(node)}{_where(node)}") from exc
+        except (ValueError, TypeError, ZeroDivisionError) as exc:
             raise type(exc)(f"{node.op}: {exc}{_where(node)}") from exc
         if result.dtype != node.dtype:
             result = result.astype(node.dtype)
@@ -98,6 +102,15 @@ class NumpyExecutable:
                              f"match {fmt_shape(node.shape)}; sizes given for None dims "
                              f"disagree{_where(node)}")
         return result
+
+
+def _index_origin(node: Node) -> str:
+    """ (indices from argument 'name'), when an indexing op's indices are an argument."""
+    indices = {"take": 1, "scatter_add": 1, "check_index": 0}.get(node.op)
+    if indices is None or indices >= len(node.inputs):
+        return ""
+    src = node.inputs[indices]
+    return f" (indices from argument {src.attrs['name']!r})" if src.op == "placeholder" else ""
 
 
 def compile(graph: Graph, options: dict | None = None):  # noqa: A001 (the backend interface)

@@ -97,12 +97,12 @@ class KernelRunner:
         elif isinstance(k, ir.Gather):
             x = self._strided(k.x, k.x_shape)
             idx = self._strided(k.indices, k.idx_shape)
-            check_indices(idx, k.x_shape[k.axis], "take")
+            check_indices(idx, k.x_shape[k.axis], k.what)
             out_shape = k.x_shape[:k.axis] + k.idx_shape + k.x_shape[k.axis + 1:]
             self._strided(k.out, out_shape)[...] = np.take(x, idx, axis=k.axis)
         elif isinstance(k, ir.ScatterAdd):
             idx = self._strided(k.indices, k.idx_shape)
-            check_indices(idx, k.out_shape[k.axis], "scatter_add")
+            check_indices(idx, k.out_shape[k.axis], k.what)
             upd_shape = k.out_shape[:k.axis] + k.idx_shape + k.out_shape[k.axis + 1:]
             upd = self._strided(k.updates, upd_shape)
             out = np.zeros(k.out_shape, k.dtype)

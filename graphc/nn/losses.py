@@ -46,6 +46,8 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
 
 def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Tensor:
     """Mean over all elements of -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))], computed
-    stably as max(z, 0) - z*y + log(1 + exp(-|z|)) (finite for any finite logits)."""
+    as softplus(z) - z*y: softplus is a primitive evaluated stably (finite for any finite
+    logit), and its derivative sigmoid(z) gives the exact gradient sigmoid(z) - y everywhere,
+    z = 0 included (a max(z, 0) + softplus(-|z|) form would pick kink subgradients there)."""
     z = logits
-    return F.mean(F.maximum(z, 0) - F.multiply(z, targets) + F.softplus(-F.abs(z)))
+    return F.mean(F.softplus(z) - F.multiply(z, targets))

@@ -88,5 +88,6 @@ def rebuild(node: Node, inputs: Sequence[Node]) -> Node:
     try:
         type_ = opdef.infer(inputs, node.attrs)
     except (ShapeError, DTypeError) as exc:
-        raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)})") from None
+        at = f" (built at {node.source})" if node.source else ""
+        raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
     return intern_node(node.op, inputs, node.attrs, type_, like=node)

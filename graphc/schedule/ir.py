@@ -197,6 +197,7 @@ class Gather:
     axis: int
     out: Access
     dtype: np.dtype
+    what: str = "take"  # for the IndexError: the op, where its indices came from, its line
 
     kind = "gather"
 
@@ -218,6 +219,7 @@ class ScatterAdd:
     updates: Access  # over out_shape[:axis] + idx_shape + out_shape[axis+1:]
     axis: int
     dtype: np.dtype
+    what: str = "scatter_add"
 
     kind = "scatter_add"
 

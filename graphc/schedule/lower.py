@@ -280,7 +280,9 @@ class Lowering:
     def lower_check_index(self, node: Node) -> Value:
         v = self.view_of(node.inputs[0])
         self.kernels.append(ir.IndexCheck(v.shape, Access(v.buffer, v.strides, v.offset),
-                                          node.attrs["size"], node.attrs["what"]))
+                                          node.attrs["size"],
+                                          describe_indices(node.attrs["what"], node,
+                                                           node.inputs[0])))
         return v
 
     def lower_sum_to_like(self, node: Node) -> Value:
@@ -452,7 +454,8 @@ class Lowering:
         self.kernels.append(ir.Gather(
             x.shape, Access(vx.buffer, vx.strides, vx.offset), idx.shape,
             Access(vi.buffer, vi.strides, vi.offset), node.attrs["axis"],
-            Access(bid, ir.contiguous_strides(node.shape), 0), node.dtype))
+            Access(bid, ir.contiguous_strides(node.shape), 0), node.dtype,
+            describe_indices("take", node, idx)))
         return self.whole(bid)
 
     def lower_scatter_add(self, node: Node) -> View:
@@ -463,7 +466,7 @@ class Lowering:
         self.kernels.append(ir.ScatterAdd(
             node.shape, Access(bid, ir.contiguous_strides(node.shape), 0), idx.shape,
             Access(vi.buffer, vi.strides, vi.offset), Access(vu.buffer, vu.strides, vu.offset),
-            node.attrs["axis"], node.dtype))
+            node.attrs["axis"], node.dtype, describe_indices("scatter_add", node, idx)))
         return self.whole(bid)
 
     def _region_store(self, bid: int, region: list[tuple[int, int]], value: Value) -> Store:
@@ -579,6 +582,17 @@ class _Keep:
 
 def body_dtype(expr: Expr) -> np.dtype:
     return expr.dtype
+
+
+def describe_indices(what: str, node: Node, indices: Node) -> str:
+    """`what` with where the indices came from (an argument, by name) and the line that
+    built the op: the words of an IndexError."""
+    parts = []
+    if indices.op == "placeholder":
+        parts.append(f"indices from argument {indices.attrs['name']!r}")
+    if node.source is not None:
+        parts.append(f"built at {node.source}")
+    return f"{what} ({', '.join(parts)})" if parts else what
 
 
 def lower_graph(graph: Graph) -> Schedule:

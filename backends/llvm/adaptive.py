@@ -1,0 +1,68 @@
+"""Choosing, from measured call times, whether a module's parallel kernels use their team of
+threads. On an idle machine the team wins; while other processes keep the cores busy, a
+team member that the OS does not schedule stalls every join (steps 5-50x slower, measured
+on a loaded 2-core machine), and one thread wins. The chooser times each call, tries the
+other setting now and then (and at once when a call takes far longer than usual), and keeps
+whichever has the lower median. GRAPHC_ADAPTIVE_THREADS=0 switches it off (always team)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import statistics
+from collections import deque
+
+TEAM, ALONE = 1, 0
+
+
+def adaptive_enabled() -> bool:
+    return os.environ.get("GRAPHC_ADAPTIVE_THREADS", "1").strip().lower() not in (
+        "0", "false", "no", "off")
+
+
+class ThreadChooser:
+    """Sets a module's thread flag before each call from the times of earlier calls."""
+
+    WINDOW = 5  # calls per setting whose median decides
+    FIRST_RECHECK = 256  # calls before the setting not in use is tried again...
+    LAST_RECHECK = 8192  # ...doubling while it keeps losing, up to this
+    STALL_FACTOR = 4.0  # a team call this many times slower than its median: try alone now
+
+    def __init__(self, flag_address: int) -> None:
+        self.flag = ctypes.c_int32.from_address(flag_address)
+        self.times = {TEAM: deque(maxlen=self.WINDOW), ALONE: deque(maxlen=self.WINDOW)}
+        self.mode = TEAM
+        self.calls = 0
+        self.trial = 0  # calls left in a trial of the other setting
+        self.recheck = self.FIRST_RECHECK
+        self.next_check = 0
+
+    def before_call(self) -> None:
+        self.flag.value = self.mode
+
+    def after_call(self, seconds: float) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            return  # the first call starts the thread team: not typical
+        mine = self.times[self.mode]
+        full = len(mine) == self.WINDOW
+        stalled = (self.mode == TEAM and full and not self.trial
+                   and seconds > self.STALL_FACTOR * statistics.median(mine))
+        mine.append(seconds)
+        if self.trial:
+            self.trial -= 1
+            if self.trial == 0:
+                self._choose()
+            return
+        if full and (stalled or self.calls >= self.next_check):
+            other = ALONE if self.mode == TEAM else TEAM
+            self.times[other].clear()
+            self.mode, self.trial = other, self.WINDOW
+
+    def _choose(self) -> None:
+        before = ALONE if self.mode == TEAM else TEAM  # the setting the trial challenged
+        team, alone = self.times[TEAM], self.times[ALONE]
+        self.mode = TEAM if statistics.median(team) <= statistics.median(alone) else ALONE
+        # The same choice again: look less often; a change: look again soon.
+        self.recheck = min(self.recheck * 2, self.LAST_RECHECK) if self.mode == before \
+            else self.FIRST_RECHECK
+        self.next_check = self.calls + self.recheck
