@@ -162,3 +162,18 @@ def test_parameter_values_share_code_but_constants_do_not(tmp_path):
         np.testing.assert_allclose(f(x), (xs @ w).sum(), rtol=1e-6)
         grad = xs.sum(axis=0)[:, None] * np.ones((1, 2), np.float32)
         np.testing.assert_allclose(p.value, w - 0.5 * grad, rtol=1e-6)
+
+
+def test_object_files_are_checked_before_llvm_reads_them(tmp_path):
+    from graphc.backends.llvm import jit
+    import graphc as gc
+    x = gc.placeholder((8,), name="x")
+    gc.function([x], gc.exp(x), backend_options={"cache_dir": str(tmp_path)})
+    (entry,) = entries(tmp_path)
+    from graphc.backends.llvm.cache import CompileCache
+    payload, meta = CompileCache(tmp_path).get(entry.stem)
+    obj = payload[:meta["object_length"]]
+    assert jit.valid_object(obj)
+    for cut in (10, len(obj) // 2, len(obj) - 1):
+        assert not jit.valid_object(obj[:cut])
+    assert not jit.valid_object(b"\x7fELF" + obj[4:5] + b"\x02" + obj[6:])  # big-endian

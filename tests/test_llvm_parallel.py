@@ -11,6 +11,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends.llvm import parallel
+from graphc.backends.llvm.adaptive import ThreadChooser
 from graphc.schedule import ir
 
 
@@ -45,3 +46,53 @@ def test_single_threaded_configuration_gives_the_same_results():
                                 env=dict(os.environ, **env), timeout=300)
         assert result.returncode == 0, result.stderr
         assert float(result.stdout) < 1e-5
+
+
+# ---- the adaptive choice between a thread team and one thread -----------------------------
+
+def _chooser():
+    import ctypes
+    flag = ctypes.c_int32(1)
+    return ThreadChooser(ctypes.addressof(flag)), flag
+
+
+def _drive(chooser, flag, team_ms: float, alone_ms: float, calls: int) -> list[int]:
+    """Calls whose time depends on the flag the chooser set; returns the flags seen."""
+    seen = []
+    for _ in range(calls):
+        chooser.before_call()
+        seen.append(flag.value)
+        chooser.after_call((team_ms if flag.value else alone_ms) / 1e3)
+    return seen
+
+
+def test_the_chooser_keeps_the_team_where_it_is_faster():
+    chooser, flag = _chooser()
+    seen = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=200)
+    assert seen[:6] == [1] * 6 and 0 in seen[6:12]  # a trial of one thread early on...
+    assert set(seen[12:]) == {1}  # ...then the team, until the next recheck
+    later = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=3000)
+    assert later.count(0) <= 3 * ThreadChooser.WINDOW  # rechecks grow rarer
+
+
+def test_the_chooser_goes_alone_when_the_team_stalls():
+    chooser, flag = _chooser()
+    _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=100)
+    assert flag.value == 1
+    # other processes take a core: team calls now wait for a descheduled thread
+    seen = _drive(chooser, flag, team_ms=40.0, alone_ms=1.7, calls=30)
+    assert seen[-10:] == [0] * 10
+    # and back to the team once the machine is idle again (at a recheck)
+    seen = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=600)
+    assert seen[-10:] == [1] * 10
+
+
+def test_adaptive_threads_can_be_switched_off(monkeypatch, tmp_path):
+    a = gc.placeholder((512, 512), name="a")
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    f = gc.function([a], a @ a, backend_options={"cache_dir": str(tmp_path)})
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "1")
+    g = gc.function([a], a @ a, backend_options={"cache_dir": str(tmp_path)})
+    assert f._exe.last.chooser is None
+    if g._exe.last.layout.team_flag:  # a team only where libgomp and 2+ cores are there
+        assert g._exe.last.chooser is not None
