@@ -69,10 +69,17 @@ def _drive(chooser, flag, team_ms: float, alone_ms: float, calls: int) -> list[i
 def test_the_chooser_keeps_the_team_where_it_is_faster():
     chooser, flag = _chooser()
     seen = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=200)
-    assert seen[:6] == [1] * 6 and 0 in seen[6:12]  # a trial of one thread early on...
-    assert set(seen[12:]) == {1}  # ...then the team, until the next recheck
+    assert seen[:7] == [0] * 7 and seen[7:13] == [1] * 6  # one thread first, a team trial...
+    assert set(seen[13:]) == {1}  # ...then the team, until the next recheck
     later = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=3000)
     assert later.count(0) <= 3 * ThreadChooser.WINDOW  # rechecks grow rarer
+
+
+def test_the_chooser_stays_alone_on_a_busy_machine():
+    chooser, flag = _chooser()
+    seen = _drive(chooser, flag, team_ms=40.0, alone_ms=1.7, calls=300)
+    assert seen.count(1) <= 2 * (ThreadChooser.WINDOW + 1)  # a trial or two of the team
+    assert seen[-10:] == [0] * 10
 
 
 def test_the_chooser_goes_alone_when_the_team_stalls():

@@ -174,13 +174,13 @@ class CompiledShape:
     Looked up in the disk cache by the program's structural fingerprint and the shapes;
     only on a miss is the graph optimized, scheduled, rendered and compiled."""
 
-    def __init__(self, program, shapes: tuple, disk: CompileCache, optimize: bool = True
-                 ) -> None:
-        from graphc.fingerprint import graph_fingerprint, package_fingerprint
+    def __init__(self, program, shapes: tuple, disk: CompileCache, optimize: bool,
+                 fingerprint: tuple[str, list]) -> None:
+        from graphc.fingerprint import package_fingerprint
         t0 = time.perf_counter()
         self.program, self.shapes, self.optimize = program, shapes, optimize
         self.times = jit.CompileTimes()
-        structure, storages = graph_fingerprint(program.raw_graph)
+        structure, storages = fingerprint
         self.key = cache_key(repr((structure, package_fingerprint(), shapes,
                                    program.pass_names, optimize,
                                    threads.thread_config())))
@@ -308,6 +308,7 @@ class LLVMExecutable:
         self.compiled: dict[tuple, CompiledShape] = {}
         self.last: CompiledShape | None = None
         self._lock = threading.Lock()
+        self._fingerprint: tuple[str, list] | None = None
         inputs = program.raw_graph.inputs
         if None not in {d for p in inputs for d in p.shape}:
             self.last = self._get(tuple(p.shape for p in inputs))
@@ -318,8 +319,12 @@ class LLVMExecutable:
             with self._lock:
                 compiled = self.compiled.get(shapes)
                 if compiled is None:
+                    if self._fingerprint is None:  # the same for every input shape
+                        from graphc.fingerprint import graph_fingerprint
+                        self._fingerprint = graph_fingerprint(self.program.raw_graph)
                     compiled = CompiledShape(self.program, shapes, self.disk,
-                                             self.options.get("optimize", True))
+                                             self.options.get("optimize", True),
+                                             self._fingerprint)
                     self.compiled[shapes] = compiled
         return compiled
 
