@@ -50,7 +50,7 @@ def build(hidden: int, lr: float, momentum: float, backend: str, seed: int):
     return step, predict
 
 
-def main(argv: list[str] | None = None) -> float:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", default="llvm", help="llvm (default), numpy or cuda")
     parser.add_argument("--epochs", type=int, default=40)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> float:
     step, predict = build(args.hidden, args.lr, args.momentum, args.backend, args.seed)
     print(f"compiled the training step in {time.perf_counter() - t0:.2f} s")
     n_batches = -(-len(data.x_train) // args.batch_size)
-    accuracy = 0.0
+    accuracy, epoch_losses = 0.0, []
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         losses = []
@@ -78,11 +78,12 @@ def main(argv: list[str] | None = None) -> float:
         for xb, yb in progress(batches, n_batches, f"epoch {epoch}", not args.no_progress):
             losses.append(float(step(xb, yb)))
         accuracy = float(np.mean(predict(data.x_test) == data.y_test))
+        epoch_losses.append(float(np.mean(losses)))
         rate = len(data.x_train) / (time.perf_counter() - t0)
         print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  test accuracy {accuracy:.2%}  "
               f"({rate:,.0f} images/s)")
     print(f"final test accuracy: {accuracy:.2%}")
-    return accuracy
+    return {"accuracy": accuracy, "loss": epoch_losses}
 
 
 if __name__ == "__main__":

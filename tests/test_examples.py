@@ -17,8 +17,9 @@ def _load(name: str):
 
 
 def test_mlp_digits_learns_in_a_few_epochs(capsys):
-    accuracy = _load("mlp_digits").main(["--epochs", "6", "--no-progress"])
-    assert accuracy > 0.93
+    result = _load("mlp_digits").main(["--epochs", "6", "--no-progress"])
+    assert result["accuracy"] > 0.93
+    assert result["loss"][-1] < 0.5 * result["loss"][0]
     out = capsys.readouterr().out
     assert "test accuracy" in out and "epoch   6" in out
 

@@ -207,10 +207,10 @@ class CompiledShape:
             self.address, self.engine = jit.load_object(payload, jit.ENTRY)
             self.times.extra = {"fingerprint": t1 - t0, "cache load": time.perf_counter() - t1}
         else:
-            from graphc.backends.llvm import codegen  # (llvmlite.ir: only to compile)
             t1 = time.perf_counter()
             schedule = self.schedule
             t2 = time.perf_counter()
+            from graphc.backends.llvm import codegen  # (llvmlite.ir: only to compile)
             self._ir_text, slots, errors = codegen.render(schedule)
             t3 = time.perf_counter()
             objects: list[bytes] = []
