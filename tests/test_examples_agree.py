@@ -50,4 +50,4 @@ def test_conditioning(capsys):
     for name in methods:  # float64 throughout: the same step counts
         assert runs["llvm"][name]["iterations"] == runs["numpy"][name]["iterations"], name
         np.testing.assert_allclose(runs["llvm"][name]["ratio"], runs["numpy"][name]["ratio"],
-                                   rtol=1e-6, atol=1e-20)  # Newton lands at ~1e-31
+                                   rtol=1e-6, atol=1e-11)  # past tol, rounding rules
