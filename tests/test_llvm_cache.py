@@ -172,7 +172,7 @@ def test_object_files_are_checked_before_llvm_reads_them(tmp_path):
     (entry,) = entries(tmp_path)
     from graphc.backends.llvm.cache import CompileCache
     payload, meta = CompileCache(tmp_path).get(entry.stem)
-    obj = payload[:meta["object_length"]]
+    obj = payload[:meta["object_lengths"][0]]
     assert jit.valid_object(obj)
     for cut in (10, len(obj) // 2, len(obj) - 1):
         assert not jit.valid_object(obj[:cut])

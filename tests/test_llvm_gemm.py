@@ -211,8 +211,8 @@ def _run_schedule(kernel, buffers, inputs, outputs, arrays):
     bufs = {i: Buffer(i, np.dtype(kernel.dtype), shape, role) for i, (shape, role) in
             enumerate(buffers)}
     sched = Schedule(bufs, [kernel], inputs, outputs, {}, {})
-    text, slots, _ = codegen.render(sched)
-    address, _module, engine = jit.compile_ir(text, codegen.ENTRY)
+    texts, slots, _ = codegen.render(sched)
+    address, engine, _ = jit.compile_parts(texts, codegen.ENTRY)
     table = (ctypes.c_void_p * slots.count)()
     for bid, arr in arrays.items():
         table[slots.slot[bid]] = arr.ctypes.data

@@ -53,7 +53,7 @@ def test_single_threaded_configuration_gives_the_same_results():
 def _chooser():
     import ctypes
     flag = ctypes.c_int32(1)
-    return ThreadChooser(ctypes.addressof(flag)), flag
+    return ThreadChooser([ctypes.addressof(flag)]), flag
 
 
 def _drive(chooser, flag, team_ms: float, alone_ms: float, calls: int) -> list[int]:
@@ -101,5 +101,42 @@ def test_adaptive_threads_can_be_switched_off(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "1")
     g = gc.function([a], a @ a, backend_options={"cache_dir": str(tmp_path)})
     assert f._exe.last.chooser is None
-    if g._exe.last.layout.team_flag:  # a team only where libgomp and 2+ cores are there
+    if g._exe.last.layout.team_flags:  # a team only where libgomp and 2+ cores are there
         assert g._exe.last.chooser is not None
+
+
+# ---- large modules compile as parts, one thread each, linked in one engine ----------------
+
+def _deep_mlp(backend: str, folder):
+    rng = np.random.default_rng(3)
+    x = gc.placeholder((32, 48), name="x")
+    params = [gc.parameter(rng.normal(0, 0.2, (48, 48)).astype(np.float32), name=f"w{i}")
+              for i in range(5)]
+    h = x
+    for w in params:
+        h = gc.tanh(h @ w)
+    loss = gc.sum(h * h)
+    grads = gc.grad(loss, params)
+    step = gc.function([x], [loss, *grads], backend=backend,
+                       backend_options={"cache_dir": str(folder)} if backend == "llvm" else None)
+    return step, rng.normal(size=(32, 48)).astype(np.float32)
+
+
+def test_a_large_module_compiles_in_parts_and_agrees(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    assert "; ---- part 1 of 2 ----" in step.source and "part 1 of 2" in step.asm
+    reference, _ = _deep_mlp("numpy", tmp_path)
+    for got, want in zip(step(x), reference(x)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+    again, _ = _deep_mlp("llvm", tmp_path)  # from the cache: both parts' objects
+    assert again._exe.last.cached
+    for got, want in zip(again(x), reference(x)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+
+
+def test_one_compile_thread_makes_one_module(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "1")
+    step, x = _deep_mlp("llvm", tmp_path)
+    assert "; ---- part" not in step.source
+    assert np.isfinite(step(x)[0])

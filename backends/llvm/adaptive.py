@@ -27,8 +27,8 @@ class ThreadChooser:
     LAST_RECHECK = 8192  # ...doubling while it keeps losing, up to this
     STALL_FACTOR = 4.0  # a team call this many times slower than its median: try alone now
 
-    def __init__(self, flag_address: int) -> None:
-        self.flag = ctypes.c_int32.from_address(flag_address)
+    def __init__(self, flag_addresses: list[int]) -> None:
+        self.flags = [ctypes.c_int32.from_address(a) for a in flag_addresses]
         self.times = {TEAM: deque(maxlen=self.WINDOW), ALONE: deque(maxlen=self.WINDOW)}
         # One thread first: a machine kept busy by others makes even the first team calls
         # slow (tens of ms), and starting the team is paid only when it is tried.
@@ -40,7 +40,8 @@ class ThreadChooser:
         self.next_check = 0
 
     def before_call(self) -> None:
-        self.flag.value = self.mode
+        for flag in self.flags:
+            flag.value = self.mode
 
     def after_call(self, seconds: float) -> None:
         self.calls += 1

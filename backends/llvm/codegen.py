@@ -38,11 +38,49 @@ class SlotMap:
         return self.arena_slot + 1
 
 
+def _kernel_cost(k: kir.Kernel) -> int:
+    """A rough count of the functions a kernel becomes (LLVM's time grows with them)."""
+    if isinstance(k, kir.Gemm):
+        from graphc.backends.llvm.gemm import PACKED_MIN_MACS
+        return 7 if k.m * k.n * k.k >= PACKED_MIN_MACS else 1
+    if isinstance(k, kir.Elementwise) and parallel.threads_for(k) > 1:
+        return 3
+    return 1
+
+
+# Below this many function-equivalents a module is compiled in one piece: splitting costs a
+# few ms of set-up per part.
+SPLIT_MIN_COST = 24
+
+
+def plan_parts(schedule: Schedule, threads: int) -> list[int]:
+    """Which module (part) each kernel goes to: as many parts as compile threads where the
+    schedule is large enough, kernels dealt out largest first to the lightest part."""
+    costs = [_kernel_cost(k) for k in schedule.kernels]
+    parts = max(1, min(threads, sum(costs) // SPLIT_MIN_COST))
+    load = [0] * parts
+    assign = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        target = min(range(parts), key=lambda p: (load[p], p))
+        assign[i] = target
+        load[target] += costs[i]
+    return assign
+
+
 class ModuleWriter:
-    def __init__(self, schedule: Schedule) -> None:
+    """Writes a schedule as LLVM modules: one, or (for large schedules) several parts that
+    compile in parallel and link in one engine. Part 0 holds the entry point; kernels in
+    other parts are external functions it declares."""
+
+    def __init__(self, schedule: Schedule, threads: int = 1) -> None:
         self.schedule = schedule
         self.slots = SlotMap(schedule)
-        self.module = ir.Module(name="graphc")  # stable: the cache hashes what it renders
+        self.assign = plan_parts(schedule, threads)
+        count = max(self.assign, default=0) + 1
+        # names stable: the cache hashes what it renders
+        self.modules = [ir.Module(name="graphc" if count == 1 else f"graphc{p}")
+                        for p in range(count)]
+        self.module = self.modules[0]  # the one being written
         self.errors: dict[int, str] = {}
 
     # -- buffers --------------------------------------------------------------------------
@@ -357,8 +395,17 @@ class ModuleWriter:
                            f"{k.what}: an index is out of range [0, {k.size})", False)
 
     # -- the module -----------------------------------------------------------------------
-    def build(self) -> str:
-        kernels = [self.kernel_function(i, k) for i, k in enumerate(self.schedule.kernels)]
+    def build(self) -> list[str]:
+        """The modules' IR texts, part 0 (with the entry point) first."""
+        kernels = []
+        for i, k in enumerate(self.schedule.kernels):
+            self.module = self.modules[self.assign[i]]
+            fn = self.kernel_function(i, k)
+            if self.assign[i] != 0:  # called across modules: external, declared in part 0
+                fn.linkage = ""
+                fn = ir.Function(self.modules[0], fn.function_type, fn.name)
+            kernels.append(fn)
+        self.module = self.modules[0]
         main = ir.Function(self.module, ir.FunctionType(I32, [PTR]), ENTRY)
         b = ir.IRBuilder(main.append_basic_block("entry"))
         for fn in kernels:
@@ -370,7 +417,7 @@ class ModuleWriter:
             b.ret(status)
             b.position_at_end(ok)
         b.ret(ir.Constant(I32, 0))
-        return str(self.module)
+        return [str(m) for m in self.modules]
 
 
 def _contiguous(shape) -> list[int]:
@@ -412,8 +459,9 @@ def _definitions(schedule: Schedule) -> list[tuple[str, str]]:
     return [(op, sp.srepr(definition(op))) for op in user]
 
 
-def render(schedule: Schedule) -> tuple[str, SlotMap, dict[int, str]]:
-    """The module's IR text, where each buffer goes, and the kernels' error messages."""
-    writer = ModuleWriter(schedule)
-    text = vector_abi.annotate(writer.build())
-    return text, writer.slots, writer.errors
+def render(schedule: Schedule, threads: int = 1) -> tuple[list[str], SlotMap, dict[int, str]]:
+    """The modules' IR texts (one per compile thread for large schedules), where each
+    buffer goes, and the kernels' error messages."""
+    writer = ModuleWriter(schedule, threads)
+    texts = [vector_abi.annotate(t) for t in writer.build()]
+    return texts, writer.slots, writer.errors

@@ -77,35 +77,47 @@ class CompileTimes:
     extra: dict = field(default_factory=dict)
 
 
-def optimize_module(module: "llvm.ModuleRef") -> None:
+def optimize_module(module: "llvm.ModuleRef", machine=None) -> None:
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(target_machine(), pto)
+    pb = llvm.create_pass_builder(machine or target_machine(), pto)
     pb.getModulePassManager().run(module, pb)
 
 
-def compile_ir(ir_text: str, entry: str, times: CompileTimes | None = None,
-               capture: list | None = None):
-    """Parses, optimizes and JITs a module in an engine of its own; returns the entry
-    function's address, the module and the engine (keep it alive while the code runs)."""
-    state = _init()
-    times = times or CompileTimes()
+def _object_of(ir_text: str) -> tuple[bytes, float, float, float]:
+    """One module, start to object code, in an LLVM context of its own (so that several
+    can compile at once: llvmlite releases the GIL inside LLVM)."""
     t0 = time.perf_counter()
-    module = llvm.parse_assembly(ir_text)
+    module = llvm.parse_assembly(ir_text, context=llvm.create_context())
     module.triple = llvm.get_default_triple()
     module.verify()
     t1 = time.perf_counter()
-    optimize_module(module)
+    machine = _new_machine()  # one per thread
+    optimize_module(module, machine)
     t2 = time.perf_counter()
-    # An execution engine owns (and frees) its target machine: each gets its own.
-    engine = llvm.create_mcjit_compiler(module, _new_machine())
-    if capture is not None:  # the object code, for the disk cache
-        engine.set_object_cache(notify_func=lambda mod, data: capture.append(bytes(data)))
-    engine.finalize_object()
-    address = engine.get_function_address(entry)
-    times.parse, times.optimize, times.jit = t1 - t0, t2 - t1, time.perf_counter() - t2
-    return address, module, engine
+    obj = machine.emit_object(module)
+    return obj, t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+def compile_parts(ir_texts: list[str], entry: str, times: CompileTimes | None = None):
+    """Compiles modules that call each other, one thread each, and links their objects in
+    one engine; returns (entry address, engine handle, the object files for the cache).
+    times: the parts' parse/optimize/codegen summed, wall time in extra["parallel"]."""
+    _init()
+    times = times or CompileTimes()
+    t0 = time.perf_counter()
+    if len(ir_texts) == 1:
+        results = [_object_of(ir_texts[0])]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=len(ir_texts)) as pool:
+            results = list(pool.map(_object_of, ir_texts))
+    objects = [r[0] for r in results]
+    times.parse, times.optimize, times.jit = (sum(r[i] for r in results) for i in (1, 2, 3))
+    times.extra["llvm wall"] = time.perf_counter() - t0
+    address, handle = load_objects(objects, entry)
+    return address, handle, objects
 
 
 def assembly(module: "llvm.ModuleRef") -> str:
@@ -130,18 +142,22 @@ def valid_object(data: bytes) -> bool:
     return True
 
 
-def load_object(data: bytes, entry: str):
-    """An engine running previously compiled object code; returns (address, engine)."""
+def load_objects(objects: list[bytes], entry: str):
+    """An engine running compiled object code (parts that call each other); returns the
+    entry's address and a handle that keeps engine and objects alive."""
     _init()
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
-    obj = llvm.ObjectFileRef.from_data(data)
-    engine.add_object_file(obj)
+    refs = []
+    for data in objects:
+        obj = llvm.ObjectFileRef.from_data(data)
+        engine.add_object_file(obj)
+        refs.append(obj)
     engine.finalize_object()
-    # The engine reads the object's memory: keep the object (and its bytes) alive with it.
-    return engine.get_function_address(entry), (engine, obj, data)
+    # The engine reads the objects' memory: keep them (and their bytes) alive with it.
+    return engine.get_function_address(entry), (engine, refs, objects)
 
 
 def global_address(handle, name: str) -> int:
-    """The address of a global variable in code from compile_ir or load_object."""
+    """The address of a global variable in code from compile_parts or load_objects."""
     engine = handle[0] if isinstance(handle, tuple) else handle
     return engine.get_global_value_address(name)

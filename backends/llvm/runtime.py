@@ -3,6 +3,7 @@ as one array of pointers, arguments checked (by gc.function) before any pointer 
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,14 +64,15 @@ class Layout:
     params: list[tuple[int, int]]  # (slot, the parameter's number in the fingerprint)
     consts: list[tuple[int, np.ndarray]]  # (slot, value)
     errors: dict[int, str]
-    team_flag: bool = False  # the module has parallel kernels (and its own thread flag)
+    team_flags: list[str] = field(default_factory=list)  # the thread flags of parts that
+    # have parallel kernels
     # kernel -> (argument position, size, negatives allowed) where a kernel's indices are a
     # whole argument: an IndexError then names the offending value too
     index_args: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
 
     @staticmethod
     def of(schedule, slots, errors: dict[int, str], storages: list,
-           team_flag: bool) -> "Layout":
+           team_flags: list[str]) -> "Layout":
         number = {id(st): i for i, st in enumerate(storages)}
         return Layout(
             slots=slots.count, arena_slot=slots.arena_slot,
@@ -81,7 +83,7 @@ class Layout:
             params=[(slots.slot[b], number[id(st)]) for b, st in schedule.params.items()],
             consts=[(slots.slot[b], np.ascontiguousarray(a)) for b, a in
                     schedule.consts.items()],
-            errors=dict(errors), team_flag=team_flag,
+            errors=dict(errors), team_flags=list(team_flags),
             index_args=_index_arguments(schedule, errors))
 
     def fits(self, graph, parameters: int) -> bool:
@@ -116,7 +118,7 @@ class Layout:
                 "outputs": [[s, list(sh), dt] for s, sh, dt in self.outputs],
                 "params": [list(p) for p in self.params], "consts": consts,
                 "errors": {str(k): v for k, v in self.errors.items()},
-                "team_flag": self.team_flag,
+                "team_flags": self.team_flags,
                 "index_args": {str(k): list(v) for k, v in self.index_args.items()}}
         return meta, b"".join(blobs)
 
@@ -135,9 +137,19 @@ class Layout:
                      for s, sh, dt in meta["outputs"]],
             params=[(int(s), int(i)) for s, i in meta["params"]], consts=consts,
             errors={int(k): str(v) for k, v in meta["errors"].items()},
-            team_flag=bool(meta["team_flag"]),
+            team_flags=[str(f) for f in meta["team_flags"]],
             index_args={int(k): (int(p), int(n), bool(neg))
                         for k, (p, n, neg) in meta["index_args"].items()})
+
+
+_FLAG = re.compile(rf'@"({threads.MODULE_FLAG}_\w+)" = global')
+
+
+def _joined(texts: list[str]) -> str:
+    """The parts' IR as one text for people to read (f.source)."""
+    if len(texts) == 1:
+        return texts[0]
+    return "\n".join(f"; ---- part {i} of {len(texts)} ----\n{t}" for i, t in enumerate(texts))
 
 
 def _index_arguments(schedule, errors: dict[int, str]) -> dict[int, tuple[int, int, bool]]:
@@ -185,18 +197,20 @@ class CompiledShape:
                                    program.pass_names, optimize,
                                    threads.thread_config())))
         self._schedule = None
-        self._ir_text: str | None = None
-        self.module = None
+        self._ir_texts: list[str] | None = None
         hit = disk.get(self.key)
         layout = None
         if hit is not None:
             payload, meta = hit
             try:
-                size = int(meta["object_length"])
-                layout = Layout.from_meta(meta["layout"], payload[size:])
-                payload = payload[:size]
-                if not (layout.fits(program.raw_graph, len(storages))
-                        and jit.valid_object(payload)):
+                sizes = [int(n) for n in meta["object_lengths"]]
+                objects, start = [], 0
+                for n in sizes:
+                    objects.append(payload[start:start + n])
+                    start += n
+                layout = Layout.from_meta(meta["layout"], payload[start:])
+                if not (sizes and layout.fits(program.raw_graph, len(storages))
+                        and all(jit.valid_object(o) for o in objects)):
                     layout = None
             except (KeyError, TypeError, ValueError):
                 layout = None  # an entry of another format or a damaged one: rebuilt below
@@ -204,26 +218,25 @@ class CompiledShape:
         if layout is not None:
             threads.openmp_available()  # registers the symbols cached code links against
             t1 = time.perf_counter()
-            self.address, self.engine = jit.load_object(payload, jit.ENTRY)
+            self.address, self.engine = jit.load_objects(objects, jit.ENTRY)
             self.times.extra = {"fingerprint": t1 - t0, "cache load": time.perf_counter() - t1}
         else:
             t1 = time.perf_counter()
             schedule = self.schedule
             t2 = time.perf_counter()
             from graphc.backends.llvm import codegen  # (llvmlite.ir: only to compile)
-            self._ir_text, slots, errors = codegen.render(schedule)
+            texts, slots, errors = codegen.render(schedule, threads.num_threads())
+            self._ir_texts = texts
             t3 = time.perf_counter()
-            objects: list[bytes] = []
-            self.address, self.module, self.engine = jit.compile_ir(
-                self._ir_text, jit.ENTRY, self.times, capture=objects)
             self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1,
                                 "codegen": t3 - t2}
-            layout = Layout.of(schedule, slots, errors, storages,
-                               threads.MODULE_FLAG in self._ir_text)
-            if objects:
-                meta, blob = layout.to_meta()
-                disk.put(self.key, objects[0] + blob,
-                         {"object_length": len(objects[0]), "layout": meta})
+            self.address, self.engine, objects = jit.compile_parts(texts, jit.ENTRY,
+                                                                   self.times)
+            flags = [name for text in texts for name in _FLAG.findall(text)]
+            layout = Layout.of(schedule, slots, errors, storages, flags)
+            meta, blob = layout.to_meta()
+            disk.put(self.key, b"".join(objects) + blob,
+                     {"object_lengths": [len(o) for o in objects], "layout": meta})
         self.layout = layout
         self.errors = layout.errors
         self.entry = _ENTRY_TYPE(self.address)
@@ -240,8 +253,9 @@ class CompiledShape:
         self.input_slots = layout.input_slots
         self.outputs = [(slot, shape, np.dtype(dtype)) for slot, shape, dtype in layout.outputs]
         self.lock = threading.Lock()  # one arena: one call at a time
-        self.chooser = ThreadChooser(jit.global_address(self.engine, threads.MODULE_FLAG)) \
-            if layout.team_flag and adaptive_enabled() else None
+        self.chooser = ThreadChooser([jit.global_address(self.engine, f)
+                                      for f in layout.team_flags]) \
+            if layout.team_flags and adaptive_enabled() else None
 
     @property
     def schedule(self):
@@ -253,18 +267,25 @@ class CompiledShape:
         return self._schedule
 
     @property
-    def ir_text(self) -> str:
-        if self._ir_text is None:  # loaded from the cache: render it for people to read
+    def ir_texts(self) -> list[str]:
+        """The LLVM IR of each part (rendered again, on demand, for code from the cache)."""
+        if self._ir_texts is None:
             from graphc.backends.llvm import codegen
-            self._ir_text = codegen.render(self.schedule)[0]
-        return self._ir_text
+            self._ir_texts = codegen.render(self.schedule, threads.num_threads())[0]
+        return self._ir_texts
+
+    @property
+    def ir_text(self) -> str:
+        return _joined(self.ir_texts)
 
     def assembly(self) -> str:
-        if self.module is None:
-            import llvmlite.binding as llvm
-            self.module = llvm.parse_assembly(self.ir_text)
-            jit.optimize_module(self.module)
-        return jit.assembly(self.module)
+        import llvmlite.binding as llvm
+        parts = []
+        for text in self.ir_texts:
+            module = llvm.parse_assembly(text)
+            jit.optimize_module(module)
+            parts.append(jit.assembly(module))
+        return _joined(parts)
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         with self.lock:

@@ -27,8 +27,13 @@ def num_threads() -> int:
 PARALLEL_FLAG = "graphc_gemm_parallel_ok"
 _parallel_ok = ctypes.c_int32(1)
 # And a flag of each module's own, which the runtime clears while one thread is faster
-# (other processes keeping the cores busy: see runtime.ThreadChooser).
+# (other processes keeping the cores busy: see adaptive.ThreadChooser).
 MODULE_FLAG = "graphc_module_threads"
+
+
+def module_flag(module_name: str) -> str:
+    """The name of a module's own thread flag (one per module: parts link together)."""
+    return f"{MODULE_FLAG}_{module_name}"
 
 
 def emit_team_condition(module, b):
@@ -39,9 +44,10 @@ def emit_team_condition(module, b):
     if shared is None:
         shared = ir.GlobalVariable(module, i32, PARALLEL_FLAG)
         shared.linkage = "external"
-    own = module.globals.get(MODULE_FLAG)
+    name = module_flag(module.name)
+    own = module.globals.get(name)
     if own is None:
-        own = ir.GlobalVariable(module, i32, MODULE_FLAG)
+        own = ir.GlobalVariable(module, i32, name)
         own.initializer = ir.Constant(i32, 1)
     zero = ir.Constant(i32, 0)
     return b.and_(b.icmp_signed("!=", b.load(shared, typ=i32), zero),
