@@ -221,8 +221,11 @@ class _PackedGemm:
         self.order = p.order
         # A panels are rows (a copy) when A is contiguous along k, else k-major.
         self.a_rows = spec.a.s1 == 1
+        # Packed A rows are p.kc apart whatever this GEMM's kc: the micro-kernels then
+        # depend on the dtype and tile only, and one copy serves every GEMM of a module.
+        self.a_ld = p.kc
         self.vt = ir.VectorType(self.et, self.vl)
-        self.a_size = _ceil(self.mc * self.kc, 16) * 16 + 16
+        self.a_size = _ceil(self.mc * (self.a_ld if self.a_rows else self.kc), 16) * 16 + 16
         self.b_size = _ceil(self.nc * self.kc, 16) * 16 + 16
         self.per_thread = self.a_size + self.b_size
         scratch_t = ir.ArrayType(self.et, self.per_thread * threads)
@@ -299,14 +302,23 @@ class _PackedGemm:
     # -- the micro-kernel -----------------------------------------------------------------
     def micro(self, rows: int, nvec: int, last_lanes: int) -> ir.Function:
         """C[rows, cols] (+)= Apanel[rows, kc] Bpanel[kc, cols], cols = (nvec - 1) vectors
-        and last_lanes lanes; args (apanel, bpanel, c, kc, first)."""
-        key = (rows, nvec, last_lanes)
-        cache = self.__dict__.setdefault("_micro", {})
-        if key in cache:
-            return cache[key]
-        fn = self._function(f"micro{rows}x{nvec}x{last_lanes}", [PTR, PTR, PTR, I64, I1], 3,
-                            inline=False)
-        ap, bp, cp, kc, first = fn.args
+        and last_lanes lanes; args (apanel, bpanel, c, kc, first, ldc). Shared by every
+        GEMM of the module with the same dtype, tile, A layout and output column stride."""
+        layout = "rows" if self.a_rows else "kmajor"
+        name = (f"gemm_{self.s.dtype}_micro{rows}x{nvec}x{last_lanes}_{layout}"
+                f"_cs{self.s.c.s1}")
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I1, I64]),
+                         name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        fn.attributes.add("optsize")  # (see _function)
+        for arg in fn.args[:3]:
+            arg.add_attribute("noalias")
+        ap, bp, cp, kc, first, ldc = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         entry = b.block
         loop = fn.append_basic_block("k")
@@ -328,7 +340,7 @@ class _PackedGemm:
             bvec.append(ld)
         if self.a_rows:
             ak = self._gep(b, ap, p)
-            a_stride = self.kc
+            a_stride = self.a_ld
         else:
             ak = self._gep(b, ap, self._mul(b, p, self.mr))
             a_stride = 1
@@ -346,18 +358,18 @@ class _PackedGemm:
         b.position_at_end(done)
         with b.if_else(first) as (then, otherwise):
             with then:
-                self._store_tile(b, cp, new, last_lanes, accumulate=False)
+                self._store_tile(b, cp, ldc, new, last_lanes, accumulate=False)
             with otherwise:
-                self._store_tile(b, cp, new, last_lanes, accumulate=True)
+                self._store_tile(b, cp, ldc, new, last_lanes, accumulate=True)
         b.ret_void()
-        cache[key] = fn
         return fn
 
-    def _store_tile(self, b, cp, tile, last_lanes: int, accumulate: bool) -> None:
-        ldc, csc = self.s.c.s0, self.s.c.s1
+    def _store_tile(self, b, cp, ldc: ir.Value, tile, last_lanes: int, accumulate: bool
+                    ) -> None:
+        csc = self.s.c.s1
         vl = self.vl
         for i, row in enumerate(tile):
-            rowp = self._gep(b, cp, i * ldc)
+            rowp = self._gep(b, cp, b.mul(ldc, self._c(i)) if i else self._c(0))
             for v, value in enumerate(row):
                 lanes = last_lanes if v == len(row) - 1 else vl
                 if csc != 1:
@@ -407,7 +419,7 @@ class _PackedGemm:
         if self.a_rows:
             with counted_loop(b, mb, "r") as r:
                 srow = self._gep(b, src, b.add(self._mul(b, b.add(i0, r), sm), p0))
-                drow = self._gep(b, dst, self._mul(b, r, self.kc))
+                drow = self._gep(b, dst, self._mul(b, r, self.a_ld))
                 with counted_loop(b, kc, "p") as p:
                     b.store(b.load(self._gep(b, srow, p), typ=self.et), self._gep(b, drow, p))
             b.ret_void()
@@ -574,7 +586,8 @@ class _PackedGemm:
         ldc, csc = s.c.s0, s.c.s1
         full_q = b.sdiv(mb, self._c(mr))
         full_r = b.sdiv(nb, self._c(nr))
-        a_panel = mr * self.kc
+        a_panel = mr * (self.a_ld if self.a_rows else self.kc)
+        ldc_arg = self._c(ldc)
 
         def tiles_of_row(q, rows: int) -> None:
             apanel = self._gep(b, ap, self._mul(b, q, a_panel))
@@ -582,12 +595,12 @@ class _PackedGemm:
             f = self.micro(rows, self.nv, vl)
             with counted_loop(b, full_r, "r") as r:
                 b.call(f, [apanel, self._gep(b, bp, self._mul(b, r, nr * self.kc)),
-                           self._gep(b, crow, self._mul(b, r, nr * csc)), kc, first])
+                           self._gep(b, crow, self._mul(b, r, nr * csc)), kc, first, ldc_arg])
             if col_edge:
                 with self._if(b, b.icmp_signed("<", b.mul(full_r, self._c(nr)), nb)):
                     f = self.micro(rows, edge_nvec, edge_lanes)
                     b.call(f, [apanel, self._gep(b, bp, self._mul(b, full_r, nr * self.kc)),
-                               self._gep(b, crow, self._mul(b, full_r, nr * csc)), kc, first])
+                               self._gep(b, crow, self._mul(b, full_r, nr * csc)), kc, first, ldc_arg])
 
         def tiles_of_col(r, nvec: int, lanes: int) -> None:
             bpanel = self._gep(b, bp, self._mul(b, r, nr * self.kc))
@@ -595,12 +608,12 @@ class _PackedGemm:
             f = self.micro(mr, nvec, lanes)
             with counted_loop(b, full_q, "q") as q:
                 b.call(f, [self._gep(b, ap, self._mul(b, q, a_panel)), bpanel,
-                           self._gep(b, ccol, self._mul(b, q, mr * ldc)), kc, first])
+                           self._gep(b, ccol, self._mul(b, q, mr * ldc)), kc, first, ldc_arg])
             if row_edge:
                 with self._if(b, b.icmp_signed("<", b.mul(full_q, self._c(mr)), mb)):
                     f = self.micro(row_edge, nvec, lanes)
                     b.call(f, [self._gep(b, ap, self._mul(b, full_q, a_panel)), bpanel,
-                               self._gep(b, ccol, self._mul(b, full_q, mr * ldc)), kc, first])
+                               self._gep(b, ccol, self._mul(b, full_q, mr * ldc)), kc, first, ldc_arg])
 
         if self.order == "rows":
             with counted_loop(b, full_q, "q") as q:
