@@ -1035,3 +1035,42 @@ def test_source_and_asm():
     asm = f._exe.asm
     assert isinstance(asm, str) and asm.strip()
     assert "graphc_main" in asm
+
+
+# ---- alias scopes: distinct scopes only for buffers whose memory is disjoint ----------------
+
+def _scheduled(step, *shapes):
+    from graphc.schedule import schedule_graph
+    return schedule_graph(step.graph, list(shapes))
+
+
+def test_alias_scopes_never_separate_overlapping_memory():
+    from graphc.backends.llvm.codegen import ModuleWriter
+    rng = np.random.default_rng(0)
+    x = gc.placeholder((None, 1, 12, 12), name="x")
+    labels = gc.placeholder((None,), "int64", name="labels")
+    w = gc.parameter(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), name="w")
+    v = gc.parameter(rng.normal(size=(4 * 5 * 5, 10)).astype(np.float32), name="v")
+    h = gc.nn.max_pool2d(gc.relu(gc.nn.conv2d(x, w)), 2).reshape(-1, 100)
+    h = gc.tanh(gc.exp(gc.sin(h @ v)) * 2.0)  # a chain: temporaries die and are reused
+    loss = gc.nn.cross_entropy(h, labels)
+    gw, gv = gc.grad(loss, [w, v])
+    step = gc.function([x, labels], loss, updates={w: w - 0.1 * gw, v: v - 0.1 * gv},
+                       backend="numpy")
+    schedule = _scheduled(step, (8, 1, 12, 12), (8,))
+    writer = ModuleWriter(schedule)
+    checked = 0
+    for index, kernel in enumerate(schedule.kernels):
+        writer._kernel_index = index
+        marks = writer._alias_scopes(kernel)
+        for a in marks:
+            for b in marks:
+                if a < b and marks[a][0] is not marks[b][0]:
+                    checked += 1
+                    ra, rb = schedule.buffers[a], schedule.buffers[b]
+                    if ra.role == "temp" and rb.role == "temp":
+                        oa, ob = schedule.plan.offsets[a], schedule.plan.offsets[b]
+                        size_a = ra.size * max(1, ra.dtype.itemsize)
+                        size_b = rb.size * max(1, rb.dtype.itemsize)
+                        assert oa + size_a <= ob or ob + size_b <= oa, (index, a, b)
+    assert checked > 10

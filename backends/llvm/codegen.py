@@ -82,6 +82,8 @@ class ModuleWriter:
                         for p in range(count)]
         self.module = self.modules[0]  # the one being written
         self.errors: dict[int, str] = {}
+        self._scopes: dict[int, tuple] = {}
+        self._kernel_index = -1
 
     # -- buffers --------------------------------------------------------------------------
     def base_pointer(self, b: ir.IRBuilder, bufs: ir.Value, bid: int) -> ir.Value:
@@ -104,6 +106,7 @@ class ModuleWriter:
     def load(self, b: ir.IRBuilder, bases: dict, access: kir.Access, indices) -> ir.Value:
         ptr, et = self.address(b, bases, access, indices)
         v = b.load(ptr, typ=et)
+        self._mark(v, access.buffer)
         return b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if et == I8 else v
 
     def store(self, b: ir.IRBuilder, bases: dict, access: kir.Access, indices,
@@ -111,7 +114,48 @@ class ModuleWriter:
         ptr, et = self.address(b, bases, access, indices)
         if et == I8 and value.type == I1:
             value = b.zext(value, I8)
-        b.store(value, ptr)
+        self._mark(b.store(value, ptr), access.buffer)
+
+    # -- aliasing -------------------------------------------------------------------------
+    def _alias_scopes(self, kernel: kir.Kernel) -> dict[int, tuple]:
+        """For each buffer a kernel touches: (its scope, the scopes of the others), as LLVM
+        metadata. Buffers whose memory overlaps (arena temporaries sharing bytes) share a
+        scope; the rest are distinct arrays, so LLVM may vectorize without run-time checks."""
+        bids = sorted(kernel.reads() | kernel.writes())
+        if len(bids) < 2:
+            return {}
+        offsets = self.slots.offsets
+        group = {bid: bid for bid in bids}
+        temps = [bid for bid in bids if self.schedule.buffers[bid].role == "temp"]
+        for i, x in enumerate(temps):
+            for y in temps[i + 1:]:
+                bx, by = self.schedule.buffers[x], self.schedule.buffers[y]
+                x0, y0 = offsets.get(x, 0), offsets.get(y, 0)
+                x1 = x0 + bx.size * max(1, np.dtype(bx.dtype).itemsize)
+                y1 = y0 + by.size * max(1, np.dtype(by.dtype).itemsize)
+                if x0 < y1 and y0 < x1:
+                    group[y] = group[x] = min(group[x], group[y])
+        module = self.module
+        domain = module.add_metadata([ir.MetaDataString(module, "graphc buffers")])
+        scopes = {}
+        for g in sorted(set(group.values())):
+            name = ir.MetaDataString(module, f"{module.name} kernel {self._kernel_index} "
+                                             f"buffer {g}")
+            scopes[g] = module.add_metadata([name, domain])
+        if len(scopes) < 2:
+            return {}
+        marks = {}
+        for bid in bids:
+            mine = scopes[group[bid]]
+            others = [sc for g, sc in scopes.items() if g != group[bid]]
+            marks[bid] = (module.add_metadata([mine]), module.add_metadata(others))
+        return marks
+
+    def _mark(self, inst, bid: int) -> None:
+        mark = self._scopes.get(bid)
+        if mark is not None:
+            inst.set_metadata("alias.scope", mark[0])
+            inst.set_metadata("noalias", mark[1])
 
     # -- expressions ----------------------------------------------------------------------
     def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, e: kir.Expr,
@@ -158,7 +202,10 @@ class ModuleWriter:
         bases = {bid: self.base_pointer(b, bufs, bid)
                  for bid in sorted(kernel.reads() | kernel.writes())}
         emit: Callable = getattr(self, f"emit_{kernel.kind}")
+        self._kernel_index = index
+        self._scopes = self._alias_scopes(kernel)
         emit(b, fn, bases, kernel, index)
+        self._scopes = {}
         if not b.block.is_terminated:
             b.ret(ir.Constant(I32, 0))
         return fn
