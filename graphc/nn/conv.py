@@ -50,14 +50,16 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -
     win = _windows(x, (kh, kw), (sh, sw), "conv2d")  # (N, C, OH, OW, KH, KW)
     oh, ow = win.shape[2], win.shape[3]
     og = out_ch // groups
-    # columns: (G, N*OH*OW, Cg*KH*KW), weights: (G, Cg*KH*KW, Og)
+    # columns: (G, Cg*KH*KW, N*OH*OW), weights: (G, Og, Cg*KH*KW). Columns in this order
+    # are copied from the image a row of output pixels at a time (contiguous loads and
+    # stores that vectorize), and the GEMM reads them without a transpose.
     cols = F.reshape(win, (-1, groups, cg, oh, ow, kh, kw))
-    cols = F.transpose(cols, (1, 0, 3, 4, 2, 5, 6))
-    cols = F.reshape(cols, (groups, -1, cg * kh * kw))
-    wmat = F.transpose(F.reshape(w, (groups, og, cg * kh * kw)), (0, 2, 1))
-    out = F.matmul(cols, wmat)  # (G, N*OH*OW, Og)
-    out = F.reshape(out, (groups, -1, oh, ow, og))
-    out = F.transpose(out, (1, 0, 4, 2, 3))  # (N, G, Og, OH, OW)
+    cols = F.transpose(cols, (1, 2, 5, 6, 0, 3, 4))  # (G, Cg, KH, KW, N, OH, OW)
+    cols = F.reshape(cols, (groups, cg * kh * kw, -1))
+    wmat = F.reshape(w, (groups, og, cg * kh * kw))
+    out = F.matmul(wmat, cols)  # (G, Og, N*OH*OW)
+    out = F.reshape(out, (groups, og, -1, oh, ow))
+    out = F.transpose(out, (2, 0, 1, 3, 4))  # (N, G, Og, OH, OW)
     return F.reshape(out, (-1, out_ch, oh, ow))
 
 
