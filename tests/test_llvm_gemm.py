@@ -100,6 +100,23 @@ def test_many_small_blocks(order, packed, threads, monkeypatch):
         _check(result, expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_few_rows_read_b_in_place(dtype, packed, threads, monkeypatch):
+    """GEMMs of at most DIRECT_B_MAX_M rows read B unpacked: several depth and column
+    blocks, partial last vectors, and B a column slice (its rows longer than n)."""
+    small = gemm.replace(gemm.PARAMS[dtype], kc=32, nc=64)
+    monkeypatch.setitem(gemm.PARAMS, dtype, small)
+    for m in (1, 3, 8, gemm.DIRECT_B_MAX_M):
+        for n, k in ((45, 70), (130, 33), (16, 5)):
+            pa = gc.placeholder((m, k), dtype)
+            pb = gc.placeholder((k, n + 7), dtype)
+            f = gc.function([pa, pb], pa @ pb[:, 3:n + 3], backend="llvm")
+            x, y = _data((m, k), dtype, m + n), _data((k, n + 7), dtype, k)
+            expected = x.astype(np.float64) @ y[:, 3:n + 3].astype(np.float64)
+            _check(f(x, y), expected, dtype)
+            assert "_bdirect" in f.source
+
+
 @pytest.mark.parametrize("shape", [(7, 13, 5), (9, 17, 3), (65, 129, 33), (40, 23, 300)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_float64_packed_every_layout(shape, packed, threads):

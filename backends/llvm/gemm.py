@@ -78,6 +78,8 @@ PARAMS = {
 
 # The packed path from this many multiply-adds (per batch item) on; smaller ones loop.
 PACKED_MIN_MACS = 2048
+# GEMMs with at most this many rows read B unpacked (see _PackedGemm.b_direct).
+DIRECT_B_MAX_M = 16
 # Threads from this many multiply-adds (all batch items) on.
 PARALLEL_MIN_MACS = 64 * 64 * 64
 
@@ -221,6 +223,10 @@ class _PackedGemm:
         self.order = p.order
         # A panels are rows (a copy) when A is contiguous along k, else k-major.
         self.a_rows = spec.a.s1 == 1
+        # Few rows: each element of B serves only `m` multiply-adds, so packing B would cost
+        # as much as the product. B contiguous along n is then read where it is (row by row;
+        # a partial last vector loads only its lanes: nothing read past a row's end).
+        self.b_direct = spec.b.s1 == 1 and spec.m <= DIRECT_B_MAX_M
         # Packed A rows are p.kc apart whatever this GEMM's kc: the micro-kernels then
         # depend on the dtype and tile only, and one copy serves every GEMM of a module.
         self.a_ld = p.kc
@@ -306,19 +312,19 @@ class _PackedGemm:
         GEMM of the module with the same dtype, tile, A layout and output column stride."""
         layout = "rows" if self.a_rows else "kmajor"
         name = (f"gemm_{self.s.dtype}_micro{rows}x{nvec}x{last_lanes}_{layout}"
-                f"_cs{self.s.c.s1}")
+                f"_cs{self.s.c.s1}{'_bdirect' if self.b_direct else ''}")
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I1, I64]),
-                         name)
+        fn = ir.Function(self.module,
+                         ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I1, I64, I64]), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         fn.attributes.add("nounwind")
         fn.attributes.add("optsize")  # (see _function)
         for arg in fn.args[:3]:
             arg.add_attribute("noalias")
-        ap, bp, cp, kc, first, ldc = fn.args
+        ap, bp, cp, kc, first, ldc, ldb = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         entry = b.block
         loop = fn.append_basic_block("k")
@@ -332,11 +338,19 @@ class _PackedGemm:
         for row in acc:
             for phi in row:
                 phi.add_incoming(zero, entry)
-        bk = self._gep(b, bp, self._mul(b, p, self.nr))
+        bk = self._gep(b, bp, b.mul(p, ldb))  # ldb: NR for a packed panel, else B's row stride
         bvec = []
         for v in range(nvec):
-            ld = b.load(self._gep(b, bk, v * self.vl), typ=vt)
-            ld.align = 64
+            ptr = self._gep(b, bk, v * self.vl)
+            lanes = last_lanes if v == nvec - 1 else self.vl
+            if not self.b_direct:
+                ld = b.load(ptr, typ=vt)
+                ld.align = 64
+            elif lanes == self.vl:
+                ld = b.load(ptr, typ=vt)
+                ld.align = self.esize
+            else:  # exactly `lanes` elements: nothing read past the row
+                ld = self._load_padded(b, ptr, lanes)
             bvec.append(ld)
         if self.a_rows:
             ak = self._gep(b, ap, p)
@@ -588,32 +602,35 @@ class _PackedGemm:
         full_r = b.sdiv(nb, self._c(nr))
         a_panel = mr * (self.a_ld if self.a_rows else self.kc)
         ldc_arg = self._c(ldc)
+        # B panels: packed (NR columns by kc, one after another), or B itself
+        b_panel = nr if self.b_direct else nr * self.kc
+        ldb_arg = self._c(s.b.s0 if self.b_direct else nr)
 
         def tiles_of_row(q, rows: int) -> None:
             apanel = self._gep(b, ap, self._mul(b, q, a_panel))
             crow = self._gep(b, cp, self._mul(b, q, mr * ldc))
             f = self.micro(rows, self.nv, vl)
             with counted_loop(b, full_r, "r") as r:
-                b.call(f, [apanel, self._gep(b, bp, self._mul(b, r, nr * self.kc)),
-                           self._gep(b, crow, self._mul(b, r, nr * csc)), kc, first, ldc_arg])
+                b.call(f, [apanel, self._gep(b, bp, self._mul(b, r, b_panel)),
+                           self._gep(b, crow, self._mul(b, r, nr * csc)), kc, first, ldc_arg, ldb_arg])
             if col_edge:
                 with self._if(b, b.icmp_signed("<", b.mul(full_r, self._c(nr)), nb)):
                     f = self.micro(rows, edge_nvec, edge_lanes)
-                    b.call(f, [apanel, self._gep(b, bp, self._mul(b, full_r, nr * self.kc)),
-                               self._gep(b, crow, self._mul(b, full_r, nr * csc)), kc, first, ldc_arg])
+                    b.call(f, [apanel, self._gep(b, bp, self._mul(b, full_r, b_panel)),
+                               self._gep(b, crow, self._mul(b, full_r, nr * csc)), kc, first, ldc_arg, ldb_arg])
 
         def tiles_of_col(r, nvec: int, lanes: int) -> None:
-            bpanel = self._gep(b, bp, self._mul(b, r, nr * self.kc))
+            bpanel = self._gep(b, bp, self._mul(b, r, b_panel))
             ccol = self._gep(b, cp, self._mul(b, r, nr * csc))
             f = self.micro(mr, nvec, lanes)
             with counted_loop(b, full_q, "q") as q:
                 b.call(f, [self._gep(b, ap, self._mul(b, q, a_panel)), bpanel,
-                           self._gep(b, ccol, self._mul(b, q, mr * ldc)), kc, first, ldc_arg])
+                           self._gep(b, ccol, self._mul(b, q, mr * ldc)), kc, first, ldc_arg, ldb_arg])
             if row_edge:
                 with self._if(b, b.icmp_signed("<", b.mul(full_q, self._c(mr)), mb)):
                     f = self.micro(row_edge, nvec, lanes)
                     b.call(f, [self._gep(b, ap, self._mul(b, full_q, a_panel)), bpanel,
-                               self._gep(b, ccol, self._mul(b, full_q, mr * ldc)), kc, first, ldc_arg])
+                               self._gep(b, ccol, self._mul(b, full_q, mr * ldc)), kc, first, ldc_arg, ldb_arg])
 
         if self.order == "rows":
             with counted_loop(b, full_q, "q") as q:
@@ -638,7 +655,8 @@ class _PackedGemm:
         a0, b0, c0, t, nt = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         s = self.s
-        pack_a, pack_b, macro = self.pack_a(), self.pack_b(), self.macro()
+        pack_a, macro = self.pack_a(), self.macro()
+        pack_b = None if self.b_direct else self.pack_b()
         scratch = self._gep(b, self.scratch, self._mul(b, t, self.per_thread))
         apack = scratch
         bpack = self._gep(b, scratch, self.a_size)
@@ -672,8 +690,12 @@ class _PackedGemm:
                     b.call(pack_a, [pa, apack, jc, mb, pk, kc])
                     with self._range(b, c0, c1, self.nc, "ic") as ic:
                         nb = self._min(b, self._c(self.nc), b.sub(c1, ic))
-                        b.call(pack_b, [pb, bpack, pk, kc, ic, nb])
-                        b.call(macro, [apack, bpack, self._gep(b, crow, self._mul(b, ic, s.c.s1)),
+                        if pack_b is not None:
+                            b.call(pack_b, [pb, bpack, pk, kc, ic, nb])
+                            bblock = bpack
+                        else:  # B read in place: its block starts at row pk, column ic
+                            bblock = self._gep(b, pb, b.add(self._mul(b, pk, s.b.s0), ic))
+                        b.call(macro, [apack, bblock, self._gep(b, crow, self._mul(b, ic, s.c.s1)),
                                        mb, nb, kc, first])
         b.ret_void()
         return fn
