@@ -51,10 +51,17 @@ def _init() -> dict:
         return _state
 
 
+# Loops over small windows (pooling, im2col) were vectorized along their outermost axis
+# with gathers and scatters once LLVM had unrolled the short inner loops: slower than
+# scalar code. Costing gathers as expensive keeps the vectorizer on contiguous loops.
+EXTRA_FEATURES = ",+prefer-no-gather,+prefer-no-scatter"
+
+
 def _new_machine():
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten() + EXTRA_FEATURES,
         opt=3, codemodel="jitdefault")
 
 
