@@ -67,6 +67,14 @@ def plan_parts(schedule: Schedule, threads: int) -> list[int]:
     return assign
 
 
+def _unrolling_pays(k: kir.Kernel) -> bool:
+    """Window-like loop nests (3+ axes, a short innermost one: pooling, im2col, col2im) run
+    faster when LLVM unrolls them; elsewhere unrolling costs compile time (a third of an MLP
+    step's) and buys nothing: long loops are vectorized all the same (measured on W1-W5)."""
+    return isinstance(k, (kir.Elementwise, kir.Reduce)) and len(k.shape) >= 3 and \
+        k.shape[-1] < 64
+
+
 class ModuleWriter:
     """Writes a schedule as LLVM modules: one, or (for large schedules) several parts that
     compile in parallel and link in one engine. Part 0 holds the entry point; kernels in
@@ -197,6 +205,8 @@ class ModuleWriter:
         # One function a kernel, never inlined into the entry point: LLVM's time then grows
         # with the number of kernels instead of exploding on one huge function.
         fn.attributes.add("noinline")
+        if not _unrolling_pays(kernel):
+            fn.attributes.add("optsize")  # (no LLVM loop unrolling)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs = fn.args[0]
         bases = {bid: self.base_pointer(b, bufs, bid)
