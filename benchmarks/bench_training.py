@@ -213,6 +213,7 @@ def bench_w3(repeat: int) -> dict:
 W4_PROGRAM = """
 import sys, time
 sys.path.insert(0, {folder!r})
+import graphc.backends.llvm.runtime  # the libraries first (llvmlite's bindings: ~25 ms)
 from bench_training import mlp_data, graphc_mlp_step
 weights, x, y = mlp_data([784, 256, 256, 10], 128)
 t0 = time.perf_counter()

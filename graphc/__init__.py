@@ -19,8 +19,5 @@ from graphc.frontends.random import random_uniform
 from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402
-# The default backend's runtime (llvmlite's bindings, ~25 ms): loaded with graphc, so that a
-# function whose code is in the compile cache is ready in milliseconds.
-import graphc.backends.llvm.runtime  # noqa: E402,F401
 
 __version__ = "0.1.0"
