@@ -4,7 +4,8 @@ installed.
   W1  MLP 784-256-256-10, ReLU, softmax cross-entropy, batch 128, full SGD step
   W2  MLP 64-32-10, tanh, batch 32 (overhead-bound)
   W3  sum((tanh(x*w + b) - y)**2) over 1M float32, gradients w.r.t. w and b
-  W4  cold compile of the W1 step (and warm: the same step loaded from the disk cache)
+  W4  cold compile of the W1 step (and warm: the same step loaded from the disk cache), each
+      in a fresh process after the libraries are imported (graphc and its llvm backend; jax)
   W5  LeNet-like CNN (conv 5x5 1->8, max-pool 2, conv 5x5 8->16, max-pool 2, dense ->10),
       batch 64, full SGD step
 Run: python benchmarks/bench_training.py [--repeat 200] [--only W1,W3]"""
@@ -213,7 +214,7 @@ def bench_w3(repeat: int) -> dict:
 W4_PROGRAM = """
 import sys, time
 sys.path.insert(0, {folder!r})
-import graphc.backends.llvm.runtime  # the libraries first (llvmlite's bindings: ~25 ms)
+import graphc.backends.llvm.runtime, graphc.backends.llvm.codegen  # the libraries first
 from bench_training import mlp_data, graphc_mlp_step
 weights, x, y = mlp_data([784, 256, 256, 10], 128)
 t0 = time.perf_counter()
