@@ -135,9 +135,10 @@ class KernelRunner:
         if out is None:
             return
         if 0 in k.shape:
-            if k.op != "sum":
-                raise ValueError(f"cannot take the {k.op} of an empty axis")
-            out[...] = 0
+            # (a max over an empty axis that the user asked for fails its shape rule before
+            # any kernel runs; here it is an intermediate, e.g. log_softmax's of no elements,
+            # whose value is never read: the identity, as the native backend stores)
+            out[...] = _empty_identity(k.op, out.dtype)
             return
         body = np.broadcast_to(self._eval(k.body, k.shape, {}), k.shape)
         with np.errstate(all="ignore"):
@@ -190,3 +191,16 @@ class KernelExecutable:
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.runner(tuple(a.shape for a in args)).run(args)
+
+
+def _empty_identity(op: str, dtype: np.dtype):
+    """What a reduction over no elements leaves: 0 for sum and argmax, -inf/+inf (or the
+    integer extremes) for max/min."""
+    if op in ("sum", "argmax"):
+        return 0
+    if dtype.kind == "f":
+        return -np.inf if op == "max" else np.inf
+    if dtype.kind == "b":
+        return op != "max"
+    info = np.iinfo(dtype)
+    return info.min if op == "max" else info.max

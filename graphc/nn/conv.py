@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 import graphc.frontends as F
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
@@ -38,6 +40,9 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -
     if min(ph, pw) < 0:
         raise ValueError(f"conv2d: padding must be >= 0, got {padding!r}")
     out_ch, cg, kh, kw = ws.shape
+    if xs.ndim == 4 and None in xs.shape[1:]:
+        raise ValueError(f"conv2d: the input's channels, height and width must be known when "
+                         f"the graph is built (only the batch size may be None), got {xs.type}")
     channels = xs.shape[1] if xs.ndim == 4 else None
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"conv2d: groups must be an int >= 1, got {groups!r}")
@@ -50,6 +55,11 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -
     win = _windows(x, (kh, kw), (sh, sw), "conv2d")  # (N, C, OH, OW, KH, KW)
     oh, ow = win.shape[2], win.shape[3]
     og = out_ch // groups
+    if out_ch == 0 or cg * kh * kw == 0:  # no outputs, or sums of no terms: zeros
+        if out_ch == 0:
+            return F.sum(win, axis=(4, 5))[:, :0]  # (N, 0, OH, OW)
+        zero = F.sum(win, axis=(1, 4, 5), keepdims=True)[:, :, :, :, 0, 0]  # (N, 1, OH, OW)
+        return zero * F.constant(np.zeros((1, out_ch, 1, 1), xs.dtype))
     # columns: (G, Cg*KH*KW, N*OH*OW), weights: (G, Og, Cg*KH*KW). Columns in this order
     # are copied from the image a row of output pixels at a time (contiguous loads and
     # stores that vectorize), and the GEMM reads them without a transpose.

@@ -68,7 +68,8 @@ def reshape_to(g: Node, target: Node) -> Node:
     if g.shape == target.shape and None not in target.shape:
         return g
     unknown = sum(d is None for d in target.shape)
-    if unknown <= 1:
+    # (-1 for the unknown size is ambiguous when a known size is 0: numpy refuses it)
+    if unknown <= 1 and 0 not in target.shape:
         out = make("reshape", g, shape=tuple(-1 if d is None else d for d in target.shape))
         if out.shape == target.shape:  # (not when g's size pins down target's None size:
             return out                 # the gradient keeps target's static shape)

@@ -314,6 +314,9 @@ def _concat_vjp(node: Node, g: Node) -> list[Node | None]:
         after = sum(sizes[split + 1:])
         bounds.append((start, -after if after else None))
         for d in sizes[split + 1:]:
+            if d == 0:  # (-0 would read as "from the start")
+                bounds.append((0, 0))
+                continue
             bounds.append((-after, -after + d if -after + d else None))
             after -= d
     out = []

@@ -1,0 +1,114 @@
+"""The differential fuzzer (tests/fuzz_graphs.py), bounded for CI: random graphs over every
+primitive and dtype, (1) on every backend against the numpy reference interpreter, (2) with
+optimize=True against optimize=False, (3) their gradients against finite differences.
+The long run: `python tests/fuzz_graphs.py --soak --minutes 10`."""
+from __future__ import annotations
+
+import os
+import sys
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fuzz_graphs as fz  # noqa: E402
+
+# Example counts sized for ~45 s in all on this 2-core machine (most graphs are small;
+# llvm compiles cost ~50-100 ms, less from the per-run compile cache).
+FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@settings(max_examples=400, **FUZZ)
+@given(st.data())
+def test_backends_match_the_reference(data):
+    """backend="llvm" and the numpy kernel runner against the numpy interpreter."""
+    fz.check_backends(data)
+
+
+@settings(max_examples=600, **FUZZ)
+@given(st.data())
+def test_optimized_matches_unoptimized_numpy(data):
+    fz.check_optimize(data, "numpy")
+
+
+@settings(max_examples=200, **FUZZ)
+@given(st.data())
+def test_optimized_matches_unoptimized_llvm(data):
+    fz.check_optimize(data, "llvm")
+
+
+@settings(max_examples=600, **FUZZ)
+@given(st.data())
+def test_gradients_match_finite_differences(data):
+    fz.check_gradients(data, "numpy")
+
+
+@settings(max_examples=200, **FUZZ)
+@given(st.data())
+def test_llvm_gradients_match_finite_differences(data):
+    fz.check_gradients(data, "llvm")
+
+
+def test_soak_mode_runs_and_counts(capsys):
+    """The soak entry point: a few seconds of it, counts printed, nothing found."""
+    assert fz.main(["--soak", "--minutes", "0.05", "--per-round", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "llvm" in out and "distinct failures: 0" in out
+
+
+# ---- the mismatches the fuzzer found, as plain regression tests -----------------------------
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import graphc as gc  # noqa: E402
+
+BACKENDS = [("numpy", None), ("numpy", {"mode": "kernels"}), ("llvm", None)]
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS)
+def test_softmax_along_an_empty_axis_is_empty(backend, options):
+    x = gc.placeholder((2, 0), "float32")
+    f = gc.function([x], [gc.softmax(x, axis=1), gc.log_softmax(x, axis=1)],
+                    backend=backend, backend_options=options)
+    for out in f(np.zeros((2, 0), np.float32)):
+        assert out.shape == (2, 0)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS)
+def test_gradient_of_a_reshape_with_a_run_time_size_and_a_zero(backend, options):
+    x = gc.placeholder((0, None), "float64")
+    g = gc.grad(gc.sum(gc.reshape(x, (0, 1))), x)
+    assert gc.function([x], g, backend=backend, backend_options=options)(
+        np.zeros((0, 1))).shape == (0, 1)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS)
+def test_concatenate_gradient_of_an_empty_part_after_a_run_time_one(backend, options):
+    x = gc.placeholder((None,), "float64")
+    z = gc.placeholder((0,), "float64")
+    dx, dz = gc.grad(gc.sum(gc.concatenate([x, z]) * 2.0), [x, z])
+    assert dz.shape == (0,)
+    gx, gz = gc.function([x, z], [dx, dz], backend=backend, backend_options=options)(
+        np.ones(3), np.zeros(0))
+    np.testing.assert_array_equal(gx, [2.0, 2.0, 2.0])
+    assert gz.shape == (0,)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS)
+@pytest.mark.parametrize("xs,ws,out", [((0, 1, 2, 2), (1, 1, 1, 1), (0, 1, 2, 2)),
+                                       ((1, 1, 2, 2), (0, 1, 1, 1), (1, 0, 2, 2)),
+                                       ((1, 0, 3, 3), (2, 0, 2, 2), (1, 2, 2, 2))])
+def test_conv2d_with_no_channels(backend, options, xs, ws, out):
+    x = gc.placeholder(xs, "float32")
+    w = gc.parameter(np.ones(ws, np.float32))
+    y = gc.nn.conv2d(x, w)
+    got, gw = gc.function([x], [y, gc.grad(gc.sum(y), w)], backend=backend,
+                          backend_options=options)(np.ones(xs, np.float32))
+    assert got.shape == out and not got.any() and gw.shape == ws
+
+
+def test_conv2d_needs_static_channels_and_image_sizes():
+    w = gc.constant(np.ones((1, 1, 1, 1), np.float32))
+    for shape in [(1, None, 2, 2), (1, 1, None, 2), (1, 1, 2, None)]:
+        with pytest.raises(ValueError, match="only the batch size may be None"):
+            gc.nn.conv2d(gc.placeholder(shape), w)
