@@ -122,8 +122,9 @@ def _deep_mlp(backend: str, folder):
     return step, rng.normal(size=(32, 48)).astype(np.float32)
 
 
-def test_a_large_module_compiles_in_parts_and_agrees(monkeypatch, tmp_path):
-    monkeypatch.setenv("GRAPHC_NUM_THREADS", "2")
+def test_a_large_module_written_in_parts_links_and_agrees(monkeypatch, tmp_path):
+    from graphc.backends.llvm import runtime
+    monkeypatch.setattr(runtime, "COMPILE_PARTS", 2)
     step, x = _deep_mlp("llvm", tmp_path)
     assert "; ---- part 1 of 2 ----" in step.source and "part 1 of 2" in step.asm
     reference, _ = _deep_mlp("numpy", tmp_path)
@@ -135,8 +136,7 @@ def test_a_large_module_compiles_in_parts_and_agrees(monkeypatch, tmp_path):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
 
 
-def test_one_compile_thread_makes_one_module(monkeypatch, tmp_path):
-    monkeypatch.setenv("GRAPHC_NUM_THREADS", "1")
+def test_one_module_by_default(tmp_path):
     step, x = _deep_mlp("llvm", tmp_path)
     assert "; ---- part" not in step.source
     assert np.isfinite(step(x)[0])

@@ -53,11 +53,11 @@ def _kernel_cost(k: kir.Kernel) -> int:
 SPLIT_MIN_COST = 24
 
 
-def plan_parts(schedule: Schedule, threads: int) -> list[int]:
-    """Which module (part) each kernel goes to: as many parts as compile threads where the
-    schedule is large enough, kernels dealt out largest first to the lightest part."""
+def plan_parts(schedule: Schedule, parts: int) -> list[int]:
+    """Which module (part) each kernel goes to: up to `parts` modules where the schedule is
+    large enough, kernels dealt out largest first to the lightest part."""
     costs = [_kernel_cost(k) for k in schedule.kernels]
-    parts = max(1, min(threads, sum(costs) // SPLIT_MIN_COST))
+    parts = max(1, min(parts, sum(costs) // SPLIT_MIN_COST))
     load = [0] * parts
     assign = [0] * len(costs)
     for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
@@ -76,14 +76,14 @@ def _unrolling_pays(k: kir.Kernel) -> bool:
 
 
 class ModuleWriter:
-    """Writes a schedule as LLVM modules: one, or (for large schedules) several parts that
-    compile in parallel and link in one engine. Part 0 holds the entry point; kernels in
+    """Writes a schedule as LLVM modules: one, or (parts > 1, large schedules) several that
+    compile separately and link in one engine. Part 0 holds the entry point; kernels in
     other parts are external functions it declares."""
 
-    def __init__(self, schedule: Schedule, threads: int = 1) -> None:
+    def __init__(self, schedule: Schedule, parts: int = 1) -> None:
         self.schedule = schedule
         self.slots = SlotMap(schedule)
-        self.assign = plan_parts(schedule, threads)
+        self.assign = plan_parts(schedule, parts)
         count = max(self.assign, default=0) + 1
         # names stable: the cache hashes what it renders
         self.modules = [ir.Module(name="graphc" if count == 1 else f"graphc{p}")
@@ -516,9 +516,9 @@ def _definitions(schedule: Schedule) -> list[tuple[str, str]]:
     return [(op, sp.srepr(definition(op))) for op in user]
 
 
-def render(schedule: Schedule, threads: int = 1) -> tuple[list[str], SlotMap, dict[int, str]]:
-    """The modules' IR texts (one per compile thread for large schedules), where each
+def render(schedule: Schedule, parts: int = 1) -> tuple[list[str], SlotMap, dict[int, str]]:
+    """The modules' IR texts (up to `parts` of them for large schedules), where each
     buffer goes, and the kernels' error messages."""
-    writer = ModuleWriter(schedule, threads)
+    writer = ModuleWriter(schedule, parts)
     texts = [vector_abi.annotate(t) for t in writer.build()]
     return texts, writer.slots, writer.errors

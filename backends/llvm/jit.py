@@ -93,14 +93,13 @@ def optimize_module(module: "llvm.ModuleRef", machine=None) -> None:
 
 
 def _object_of(ir_text: str) -> tuple[bytes, float, float, float]:
-    """One module, start to object code, in an LLVM context of its own (so that several
-    can compile at once: llvmlite releases the GIL inside LLVM)."""
+    """One module, start to object code, in an LLVM context of its own."""
     t0 = time.perf_counter()
     module = llvm.parse_assembly(ir_text, context=llvm.create_context())
     module.triple = llvm.get_default_triple()
     module.verify()
     t1 = time.perf_counter()
-    machine = _new_machine()  # one per thread
+    machine = _new_machine()
     optimize_module(module, machine)
     t2 = time.perf_counter()
     obj = machine.emit_object(module)
@@ -108,21 +107,15 @@ def _object_of(ir_text: str) -> tuple[bytes, float, float, float]:
 
 
 def compile_parts(ir_texts: list[str], entry: str, times: CompileTimes | None = None):
-    """Compiles modules that call each other, one thread each, and links their objects in
-    one engine; returns (entry address, engine handle, the object files for the cache).
-    times: the parts' parse/optimize/codegen summed, wall time in extra["parallel"]."""
+    """Compiles modules that call each other and links their objects in one engine;
+    returns (entry address, engine handle, the object files for the cache). One after the
+    other: llvmlite serializes every LLVM call behind one process-wide lock, so parts
+    compiled in threads would not overlap (measured)."""
     _init()
     times = times or CompileTimes()
-    t0 = time.perf_counter()
-    if len(ir_texts) == 1:
-        results = [_object_of(ir_texts[0])]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=len(ir_texts)) as pool:
-            results = list(pool.map(_object_of, ir_texts))
+    results = [_object_of(text) for text in ir_texts]
     objects = [r[0] for r in results]
     times.parse, times.optimize, times.jit = (sum(r[i] for r in results) for i in (1, 2, 3))
-    times.extra["llvm wall"] = time.perf_counter() - t0
     address, handle = load_objects(objects, entry)
     return address, handle, objects
 

@@ -142,6 +142,11 @@ class Layout:
                         for k, (p, n, neg) in meta["index_args"].items()})
 
 
+# Modules a large schedule is written as. One: llvmlite serializes every LLVM call behind
+# a process-wide lock, so parts compiled in threads do not overlap (measured: no gain);
+# they are linked like any objects (and tested with 2), for a compiler in several processes.
+COMPILE_PARTS = 1
+
 _FLAG = re.compile(rf'@"({threads.MODULE_FLAG}_\w+)" = global')
 
 
@@ -225,7 +230,7 @@ class CompiledShape:
             schedule = self.schedule
             t2 = time.perf_counter()
             from graphc.backends.llvm import codegen  # (llvmlite.ir: only to compile)
-            texts, slots, errors = codegen.render(schedule, threads.num_threads())
+            texts, slots, errors = codegen.render(schedule, COMPILE_PARTS)
             self._ir_texts = texts
             t3 = time.perf_counter()
             self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1,
@@ -271,7 +276,7 @@ class CompiledShape:
         """The LLVM IR of each part (rendered again, on demand, for code from the cache)."""
         if self._ir_texts is None:
             from graphc.backends.llvm import codegen
-            self._ir_texts = codegen.render(self.schedule, threads.num_threads())[0]
+            self._ir_texts = codegen.render(self.schedule, COMPILE_PARTS)[0]
         return self._ir_texts
 
     @property
