@@ -112,3 +112,12 @@ def test_conv2d_needs_static_channels_and_image_sizes():
     for shape in [(1, None, 2, 2), (1, 1, None, 2), (1, 1, 2, None)]:
         with pytest.raises(ValueError, match="only the batch size may be None"):
             gc.nn.conv2d(gc.placeholder(shape), w)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS)
+def test_relu_of_negative_zero_is_positive_zero(backend, options):
+    """Found by the soak: 1 / relu(-x) at x = 0 was -inf on llvm and +inf on numpy."""
+    x = gc.placeholder((4,), "float32")
+    f = gc.function([x], gc.relu(x), backend=backend, backend_options=options)
+    out = f(np.array([-0.0, 0.0, np.nan, -2.0], np.float32))
+    assert not np.signbit(out[[0, 1, 3]]).any() and np.isnan(out[2])

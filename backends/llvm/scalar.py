@@ -79,11 +79,17 @@ class ScalarEmitter:
     def apply(self, op: str, args: list[ir.Value], in_dtype: np.dtype) -> ir.Value:
         """The value of elementwise primitive `op` at `args` (each of dtype `in_dtype`,
         except where's condition, an i1)."""
-        if np.dtype(in_dtype).kind == "f" and op in ("maximum", "minimum", "relu"):
-            # numpy's maximum/minimum (and relu = maximum(x, 0)) propagate nan; the SymPy
-            # Piecewise definitions would drop it
-            other = args[1] if op != "relu" else constant(in_dtype, 0)
-            return self.extreme("minimum" if op == "minimum" else "maximum", args[0], other)
+        if np.dtype(in_dtype).kind == "f" and op == "relu":
+            # x where x > 0 or x is nan (numpy's maximum propagates nan; the SymPy Piecewise
+            # would drop it), else +0.0: relu(-0.0) is +0.0, as the definition says
+            x = args[0]
+            keep = self.b.or_(self.b.fcmp_ordered(">", x, constant(in_dtype, 0)),
+                              self.b.fcmp_unordered("uno", x, x))
+            return self.b.select(keep, x, constant(in_dtype, 0))
+        if np.dtype(in_dtype).kind == "f" and op in ("maximum", "minimum"):
+            # numpy's maximum/minimum propagate nan; the SymPy Piecewise definitions would
+            # drop it
+            return self.extreme(op, args[0], args[1])
         env = dict(zip(arg_symbols(op), args))
         return self.expr(definition(op), env, in_dtype)
 

@@ -36,7 +36,9 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, np.zeros((), x.dtype))
+    zero = np.zeros((), x.dtype)
+    # + 0: relu(-0.0) is +0.0 (the definition's "else 0"), whichever zero np.maximum keeps
+    return np.maximum(x, zero) + zero
 
 
 # Rules for dtypes: "float" needs float inputs; "numeric" takes int or float; "compare"
