@@ -95,10 +95,12 @@ class NumpyWorker:
 
 
 def graphc_gemm(n: int, threads: int, dtype: str, layout: str):
-    """A compiled n x n GEMM with `threads` threads (GRAPHC_NUM_THREADS at compile time)."""
+    """A compiled n x n GEMM with `threads` threads (GRAPHC_NUM_THREADS at compile time),
+    always all of them (GRAPHC_ADAPTIVE_THREADS=0: this measures the GEMM, not the choice)."""
     import graphc as gc
     old = os.environ.get("GRAPHC_NUM_THREADS")
     os.environ["GRAPHC_NUM_THREADS"] = str(threads)
+    os.environ["GRAPHC_ADAPTIVE_THREADS"] = "0"
     try:
         a = gc.placeholder((n, n), dtype)
         b = gc.placeholder((n, n), dtype)
