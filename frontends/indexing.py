@@ -58,6 +58,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
 
     slices: list[tuple] = []
     int_axes: list[int] = []
+    late_checks: dict[int, int] = {}  # axis -> int index, for axes of run-time size
     advanced: tuple[int, Any] | None = None
     new_axes: list[int] = []  # positions in the result
     out_pos = 0
@@ -82,6 +83,8 @@ def getitem(x: Tensor, key: Any) -> Tensor:
                 i %= dim
             slices.append((i, i + 1 if i != -1 else None, 1))
             int_axes.append(axis)
+            if dim is None:  # checked when the size is known: squeeze finds no element
+                late_checks[axis] = i
         else:
             if advanced is not None:
                 raise IndexError("index: only one integer-tensor index is supported; "
@@ -105,9 +108,11 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         adv_axis, idx = advanced
         out = make("take", out, idx, axis=adv_axis)
         shift = idx.ndim - 1
+        late_checks = {a + shift if a > adv_axis else a: i for a, i in late_checks.items()}
         int_axes = [a + shift if a > adv_axis else a for a in int_axes]
     if int_axes:
-        out = make("squeeze", out, axes=tuple(sorted(int_axes)))
+        extra = {"indices": tuple(sorted(late_checks.items()))} if late_checks else {}
+        out = make("squeeze", out, axes=tuple(sorted(int_axes)), **extra)
     if new_axes:
         out = make("expand_dims", out, axes=tuple(new_axes))
     if split_advanced and adv_pos:

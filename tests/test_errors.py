@@ -436,3 +436,20 @@ def test_reshape_run_time_size_mismatch():
     np.testing.assert_array_equal(f(np.ones((2, 3))), np.ones((3, 2)))
     with pytest.raises(ValueError):
         f(np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("numpy", {"mode": "kernels"}),
+                                             ("llvm", None)])
+@pytest.mark.parametrize("optimize", [True, False])
+def test_an_int_index_past_a_run_time_size_is_an_index_error(backend, options, optimize):
+    x = gc.placeholder((None, 3), name="x")
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for index, expected in ((1, data[1]), (-2, data[0])):
+        f = gc.function([x], x[index], backend=backend, backend_options=options,
+                        optimize=optimize)
+        np.testing.assert_array_equal(f(data), expected)
+    for index in (2, 5, -3):
+        f = gc.function([x], x[index] * 2.0, backend=backend, backend_options=options,
+                        optimize=optimize)
+        with pytest.raises(IndexError, match=f"index {index} is out of bounds for axis 0"):
+            f(data)

@@ -71,7 +71,7 @@ def make(op: str, *inputs: Node, **attrs: Any) -> Node:
         raise TypeError(f"{op}: takes {opdef.arity} inputs, got {len(inputs)}")
     try:
         type_ = opdef.infer(inputs, attrs)
-    except (ShapeError, DTypeError) as exc:
+    except (ShapeError, DTypeError, IndexError) as exc:
         where = user_source_line()
         at = f" at {where}" if where else ""
         raise type(exc)(f"{op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
@@ -87,7 +87,7 @@ def rebuild(node: Node, inputs: Sequence[Node]) -> Node:
     opdef = get_op(node.op)
     try:
         type_ = opdef.infer(inputs, node.attrs)
-    except (ShapeError, DTypeError) as exc:
+    except (ShapeError, DTypeError, IndexError) as exc:
         at = f" (built at {node.source})" if node.source else ""
         raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
     return intern_node(node.op, inputs, node.attrs, type_, like=node)

@@ -108,13 +108,28 @@ register(OpDef(
 ))
 
 
+def _squeeze_check(shape: Sequence, attrs: Attrs) -> None:
+    """An integer index on an axis of run-time size (x[5]) is a slice of one element then
+    this squeeze (attrs["indices"]: axis -> index): no element means the index was out of
+    range, an IndexError like numpy's."""
+    for a, i in attrs.get("indices", ()):
+        if shape[a] == 0:
+            raise IndexError(f"index {i} is out of bounds for axis {a}")
+
+
 def _squeeze_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     (x,) = ins
     axes = normalize_axes(attrs["axes"], x.ndim)
+    _squeeze_check(x.shape, attrs)
     for a in axes:
         if x.shape[a] not in (1, None):
             raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]}")
     return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)
+
+
+def _squeeze_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    _squeeze_check(arrs[0].shape, attrs)
+    return np.squeeze(arrs[0], axis=attrs["axes"])
 
 
 def _squeeze_vjp(node: Node, g: Node) -> list[Node | None]:
@@ -123,7 +138,7 @@ def _squeeze_vjp(node: Node, g: Node) -> list[Node | None]:
 
 register(OpDef(
     name="squeeze", vjp=_squeeze_vjp, arity=1, doc="remove size-1 axes", infer=_squeeze_infer,
-    impl=lambda arrs, attrs: np.squeeze(arrs[0], axis=attrs["axes"]),
+    impl=_squeeze_impl,
 ))
 
 
