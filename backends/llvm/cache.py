@@ -19,7 +19,7 @@ from pathlib import Path
 MAGIC = b"GRAPHC-OBJECT-2\n"
 _SOURCES = ("codegen.py", "scalar.py", "gemm.py", "loops.py", "vector_abi.py", "jit.py",
             "cache.py", "runtime.py", "parallel.py", "threads.py",
-            "adaptive.py")
+            "adaptive.py", "layout.py")
 _BUILTIN_DEFINITIONS = ("graphc.ops.elementwise", "graphc.symbolic")
 
 
