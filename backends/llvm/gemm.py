@@ -514,26 +514,21 @@ class _PackedGemm:
         return fn
 
     def _pack_b_transposed(self, b, spanel, dpanel, kc, cols: int) -> None:
-        """A panel of B stored transposed (contiguous along k): vl x vl blocks loaded as
-        rows along k, transposed in registers, stored as rows along n."""
+        """A panel of B stored transposed (contiguous along k): whole vl x vl blocks by the
+        module's shared in-register transpose, edges (a partial group of columns, the last
+        few rows of k) by a plain loop."""
         vl, nr = self.vl, self.nr
         sn = self.s.b.s1
         blocks = b.sdiv(kc, self._c(vl))
 
         def block(p, depth: int) -> None:
             for jb in range(self.nv):
-                rows = []
-                for jj in range(vl):
-                    j = jb * vl + jj
-                    if j < cols:
-                        rows.append(self._load_padded(
-                            b, self._gep(b, spanel, b.add(p, self._c(j * sn))), depth))
-                    else:
-                        rows.append(ir.Constant(self.vt, None))
-                for pp, vec in enumerate(self._transpose(b, rows)[:depth]):
-                    at = b.add(self._mul(b, b.add(p, self._c(pp)), nr), self._c(jb * vl))
-                    st = b.store(vec, self._gep(b, dpanel, at))
-                    st.align = 64
+                group = self._gep(b, spanel, b.add(p, self._c(jb * vl * sn)))
+                target = self._gep(b, dpanel, b.add(self._mul(b, p, nr), self._c(jb * vl)))
+                if depth == vl and (jb + 1) * vl <= cols:
+                    b.call(self.transpose_block(), [group, self._c(sn), target])
+                else:
+                    self._pack_b_edge(b, group, target, depth, cols - jb * vl)
 
         with counted_loop(b, blocks, "pb") as pb:
             block(self._mul(b, pb, vl), vl)
@@ -542,6 +537,50 @@ class _PackedGemm:
         if depth:
             with self._if(b, b.icmp_signed("<", b.mul(blocks, self._c(vl)), kc)):
                 block(self._mul(b, blocks, vl), depth)
+
+    def _pack_b_edge(self, b, src, dst, depth: int, cols: int) -> None:
+        """dst[pp * NR + jj] = src[pp + jj * sn] for jj < cols, 0 for the other lanes."""
+        sn, nr = self.s.b.s1, self.nr
+        zero = ir.Constant(self.et, 0.0)
+        with counted_loop(b, depth, "epp") as pp:
+            row = self._gep(b, dst, self._mul(b, pp, nr))
+            with counted_loop(b, self.vl, "ejj") as jj:
+                inside = b.icmp_signed("<", jj, self._c(max(cols, 0)))
+                with b.if_else(inside) as (then, otherwise):
+                    with then:
+                        x = b.load(self._gep(b, src, b.add(pp, self._mul(b, jj, sn))),
+                                   typ=self.et)
+                        b.store(x, self._gep(b, row, jj))
+                    with otherwise:
+                        b.store(zero, self._gep(b, row, jj))
+
+    def transpose_block(self) -> ir.Function:
+        """(src, sn, dst): vl rows of vl elements at src + jj*sn, transposed in registers
+        into vl vectors at dst + pp*NR. One per module and dtype."""
+        name = f"gemm_{self.s.dtype}_transpose_block"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, PTR]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        fn.attributes.add("optsize")
+        src, sn, dst = fn.args
+        src.add_attribute("noalias")
+        dst.add_attribute("noalias")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        rows = []
+        for jj in range(self.vl):
+            x = b.load(self._gep(b, src, b.mul(sn, self._c(jj)) if jj else self._c(0)),
+                       typ=self.vt)
+            x.align = self.esize
+            rows.append(x)
+        for pp, vec in enumerate(self._transpose(b, rows)):
+            st = b.store(vec, self._gep(b, dst, pp * self.nr))
+            st.align = 64
+        b.ret_void()
+        return fn
 
     def _copy(self, b, src, dst, count: int) -> None:
         """count contiguous elements as one vector (no loop for LLVM to widen into scatters)."""
