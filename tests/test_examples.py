@@ -1,23 +1,14 @@
 """Each example runs in a shortened form and shows it did its job."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_loader import EXAMPLES, load_example
 
 
 def test_mlp_digits_learns_in_a_few_epochs(capsys):
-    result = _load("mlp_digits").main(["--epochs", "6", "--no-progress"])
+    result = load_example("mlp_digits").main(["--epochs", "6", "--no-progress"])
     assert result["accuracy"] > 0.93
     assert result["loss"][-1] < 0.5 * result["loss"][0]
     out = capsys.readouterr().out

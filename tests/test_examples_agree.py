@@ -3,18 +3,13 @@ same per-epoch (or per-step) losses to float tolerance, the same fitted values. 
 examples check this in their own test files.)"""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from example_loader import load_example
 
 
 def _main(name: str, argv: list[str]):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example(name)
     return {be: module.main(argv + ["--backend", be]) for be in ("numpy", "llvm")}
 
 

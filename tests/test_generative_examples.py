@@ -3,24 +3,16 @@ they learn on both backends, and one seed gives the same per-step losses on both
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from example_loader import load_example
+
 
 # a GAN setting that learns in 2,000 steps: smaller nets, wider modes, a higher rate
 GAN_SHORT = ["--steps", "2000", "--hidden", "64", "--batch-size", "128", "--std", "0.1",
              "--lr", "3e-3", "--samples", "1000"]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +33,7 @@ def one_thread(monkeypatch):
 @pytest.mark.parametrize("backend", ["llvm", "numpy"])
 def test_vae_short_run_learns(backend, tmp_path, capsys):
     out = tmp_path / "vae.png"
-    res = _load("vae_digits").main(["--epochs", "10", "--backend", backend, "--no-progress",
+    res = load_example("vae_digits").main(["--epochs", "10", "--backend", backend, "--no-progress",
                                     "--out", str(out)])
     before, after = res["untrained"], res["trained"]
     # -ELBO from ~45.5 to ~25.7 nats per image in 10 epochs
@@ -61,7 +53,7 @@ def test_vae_short_run_learns(backend, tmp_path, capsys):
 
 @pytest.mark.parametrize("backend", ["llvm", "numpy"])
 def test_gan_short_run_covers_the_modes(backend, capsys):
-    res = _load("gan_mixture").main(GAN_SHORT + ["--backend", backend])
+    res = load_example("gan_mixture").main(GAN_SHORT + ["--backend", backend])
     before, after = res["untrained"], res["trained"]
     # seed 0 reaches 8/8 modes and ~55 % high-quality points; the untrained generator
     # puts its points near the origin (0-1 modes, ~5 %)
@@ -74,7 +66,7 @@ def test_gan_short_run_covers_the_modes(backend, capsys):
 
 
 def test_vae_same_seed_same_losses_on_both_backends(capsys):
-    vae = _load("vae_digits")
+    vae = load_example("vae_digits")
     args = ["--epochs", "1", "--train-images", "320", "--no-progress"]
     runs = {b: vae.main(args + ["--backend", b]) for b in ("numpy", "llvm")}
     numpy_losses, llvm_losses = runs["numpy"]["batch_loss"], runs["llvm"]["batch_loss"]
@@ -86,7 +78,7 @@ def test_vae_same_seed_same_losses_on_both_backends(capsys):
 
 
 def test_gan_same_seed_same_losses_on_both_backends(capsys):
-    gan = _load("gan_mixture")
+    gan = load_example("gan_mixture")
     args = ["--steps", "6", "--hidden", "32", "--batch-size", "64", "--samples", "200"]
     runs = {b: gan.main(args + ["--backend", b]) for b in ("numpy", "llvm")}
     for key in ("d_loss", "g_loss"):

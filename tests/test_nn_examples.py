@@ -1,25 +1,15 @@
 """The gc.nn examples in shortened runs, on both backends."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_loader import load_example
 
 
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_universality_short_run_fits(backend, capsys):
-    res = _load("universality").main(["--epochs", "300", "--backend", backend])
+    res = load_example("universality").main(["--epochs", "300", "--backend", backend])
     # the variance of f on [-2, 2] is about 0.65: an MSE below 0.01 is a close fit
     assert res["test_mse"] < 0.01 and res["train_mse"] < 0.01
     assert res["loss"][-1] < 0.02 * res["loss"][0]
@@ -28,7 +18,7 @@ def test_universality_short_run_fits(backend, capsys):
 
 def test_universality_full_run_and_plot(tmp_path, capsys):
     plot = tmp_path / "fit.png"
-    res = _load("universality").main(["--plot", str(plot)])
+    res = load_example("universality").main(["--plot", str(plot)])
     assert res["test_mse"] < 1e-3
     try:
         import matplotlib  # noqa: F401
@@ -40,7 +30,7 @@ def test_universality_full_run_and_plot(tmp_path, capsys):
 
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_robust_regression_huber_beats_mse(backend, capsys):
-    res = _load("robust_regression").main(["--steps", "600", "--backend", backend])
+    res = load_example("robust_regression").main(["--steps", "600", "--backend", backend])
     slope, intercept = res["truth"]
     assert res["huber"]["error"] < res["mse"]["error"]
     assert res["huber"]["error"] < 0.5

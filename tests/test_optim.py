@@ -2,9 +2,7 @@
 formula, schedules against their formulas, clipping, Newton, argument checks, example 9."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -392,11 +390,8 @@ def test_wrong_kinds_raise_type_error():
 
 # -- example 9 -------------------------------------------------------------------------------------
 def test_conditioning_example_shortened(capsys):
-    path = Path(__file__).resolve().parents[1] / "examples" / "conditioning.py"
-    spec = importlib.util.spec_from_file_location("conditioning", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.main(["--dim", "8", "--cond", "100", "--tol", "1e-8"])
+    from example_loader import load_example
+    results = load_example("conditioning").main(["--dim", "8", "--cond", "100", "--tol", "1e-8"])
     out = capsys.readouterr().out
     assert all(r["converged"] for r in results.values()), out
     steps = {name: r["iterations"] for name, r in results.items()}

@@ -2,26 +2,16 @@
 on both backends: they learn, and the two backends give the same losses step for step."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_loader import load_example
 
 
 # ---- word2vec ------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_word2vec_short_run_puts_related_words_close(backend, capsys):
-    res = _load("word2vec").main(["--epochs", "1", "--max-steps", "500", "--backend", backend])
+    res = load_example("word2vec").main(["--epochs", "1", "--max-steps", "500", "--backend", backend])
     before, after = res["before"], res["after"]
     # untrained, a partner ranks about halfway down the ~1,300-word vocabulary
     assert before["median_rank"] > 200
@@ -35,7 +25,7 @@ def test_word2vec_short_run_puts_related_words_close(backend, capsys):
 
 
 def test_word2vec_same_losses_on_numpy_and_llvm():
-    w2v = _load("word2vec")
+    w2v = load_example("word2vec")
     corpus = w2v.Corpus(min_count=5)
     batches = list(w2v.batches(corpus, window=5, subsample=1e-3, negatives=5, batch_size=128,
                                rng=np.random.default_rng(3), max_steps=6))
@@ -53,7 +43,7 @@ def test_word2vec_same_losses_on_numpy_and_llvm():
 # ---- REINFORCE on the cart-pole ------------------------------------------------------------
 def test_cartpole_random_policy_falls_fast():
     """The baseline the learning test beats: a coin-flip policy lasts about 22 steps."""
-    rl = _load("reinforce_cartpole")
+    rl = load_example("reinforce_cartpole")
 
     class Coin:
         def probs(self, states: np.ndarray) -> np.ndarray:
@@ -66,7 +56,7 @@ def test_cartpole_random_policy_falls_fast():
 
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_reinforce_short_run_learns(backend, capsys):
-    res = _load("reinforce_cartpole").main(["--max-updates", "15", "--eval-episodes", "50",
+    res = load_example("reinforce_cartpole").main(["--max-updates", "15", "--eval-episodes", "50",
                                             "--backend", backend])
     assert res["updates"] == 15 and res["episodes"] == 150 and not res["solved"]
     # a random policy lasts ~22 steps; 150 training episodes lift the policy well above it
@@ -78,7 +68,7 @@ def test_reinforce_short_run_learns(backend, capsys):
 
 def test_reinforce_same_losses_on_numpy_and_llvm():
     """One fixed batch of trajectories, a few Adam steps on it on each backend."""
-    rl = _load("reinforce_cartpole")
+    rl = load_example("reinforce_cartpole")
     sampler = rl.Policy(hidden=16, lr=0.01, backend="numpy", seed=5)
     batch = rl.run_episodes(rl.CartPoles(8, np.random.default_rng(2)), sampler,
                             np.random.default_rng(4))
