@@ -481,41 +481,6 @@ def _contiguous(shape) -> list[int]:
     return list(kir.contiguous_strides(tuple(shape)))
 
 
-def schedule_fingerprint(schedule: Schedule) -> str:
-    """Everything about a schedule that the generated code depends on, as text."""
-    plan = schedule.plan
-    return repr((sorted(schedule.buffers.items()), schedule.kernels, schedule.inputs,
-                 schedule.outputs, sorted(plan.offsets.items()) if plan else None,
-                 plan.arena_bytes if plan else 0, _definitions(schedule),
-                 _gemm_config(schedule)))
-
-
-def _gemm_config(schedule: Schedule) -> str:
-    """GEMM and large elementwise code also depend on the thread count, libgomp and the
-    blocking parameters."""
-    return parallel.config_fingerprint()
-
-
-def _definitions(schedule: Schedule) -> list[tuple[str, str]]:
-    """The SymPy definition of every user-defined elementwise primitive the kernels apply:
-    the scalar code is printed from it, and such an op's name says nothing about its
-    formula. (The built-ins' definitions are part of the code fingerprint, cache.py.)"""
-    from graphc.ops import get_op
-    ops: set[str] = set()
-    for k in schedule.kernels:
-        exprs = [s.value for s in k.stores] if isinstance(k, kir.Elementwise) else \
-            [k.body] if isinstance(k, kir.Reduce) else []
-        for e in exprs:
-            ops.update(kir.expr_ops(e))
-    user = [op for op in sorted(ops) if op != "cast" and get_op(op).extra.get("user_defined")]
-    if not user:
-        return []
-    import sympy as sp
-
-    from graphc.derivatives import definition
-    return [(op, sp.srepr(definition(op))) for op in user]
-
-
 def render(schedule: Schedule, parts: int = 1) -> tuple[list[str], SlotMap, dict[int, str]]:
     """The modules' IR texts (up to `parts` of them for large schedules), where each
     buffer goes, and the kernels' error messages."""

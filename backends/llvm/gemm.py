@@ -84,14 +84,6 @@ DIRECT_B_MAX_M = 16
 PARALLEL_MIN_MACS = 64 * 64 * 64
 
 
-def config_fingerprint() -> str:
-    """What packed GEMM code depends on besides the kernel itself (a compile-cache key part):
-    the thread count, whether libgomp is there, the blocking and the path thresholds."""
-    threads = num_threads()
-    omp = openmp_available() if threads > 1 else False
-    return repr((threads, omp, sorted(PARAMS.items()), PACKED_MIN_MACS, PARALLEL_MIN_MACS))
-
-
 def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm) -> None:
     dtype = np.dtype(k.dtype)
     if dtype.kind == "f" and k.k > 0 and k.m * k.n * k.k >= PACKED_MIN_MACS:

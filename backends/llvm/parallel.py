@@ -29,10 +29,6 @@ def threads_for(k: kir.Elementwise) -> int:
     return threads
 
 
-def config_fingerprint() -> str:
-    return repr((PARALLEL_MIN_ELEMENTS, gemm.config_fingerprint()))
-
-
 def _declare(module: ir.Module, name: str, ret: ir.Type, args: list) -> ir.Function:
     fn = module.globals.get(name)
     if fn is None:
