@@ -105,7 +105,7 @@ def test_adaptive_threads_can_be_switched_off(monkeypatch, tmp_path):
         assert g._exe.last.chooser is not None
 
 
-# ---- large modules compile as parts, one thread each, linked in one engine ----------------
+# ---- large modules compile as parts, in processes of their own, linked in one engine ------
 
 def _deep_mlp(backend: str, folder):
     rng = np.random.default_rng(3)
@@ -122,21 +122,81 @@ def _deep_mlp(backend: str, folder):
     return step, rng.normal(size=(32, 48)).astype(np.float32)
 
 
-def test_a_large_module_written_in_parts_links_and_agrees(monkeypatch, tmp_path):
-    from graphc.backends.llvm import runtime
-    monkeypatch.setattr(runtime, "COMPILE_PARTS", 2)
-    step, x = _deep_mlp("llvm", tmp_path)
-    assert "; ---- part 1 of 2 ----" in step.source and "part 1 of 2" in step.asm
-    reference, _ = _deep_mlp("numpy", tmp_path)
+def _agrees_with_numpy(step, x, folder) -> None:
+    reference, _ = _deep_mlp("numpy", folder)
     for got, want in zip(step(x), reference(x)):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+
+
+def test_a_large_module_compiled_in_two_processes_links_and_agrees(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    assert step._exe.last.times.extra["parts"] == 2
+    assert "; ---- part 1 of 2 ----" in step.source and "part 1 of 2" in step.asm
+    _agrees_with_numpy(step, x, tmp_path)
     again, _ = _deep_mlp("llvm", tmp_path)  # from the cache: both parts' objects
     assert again._exe.last.cached
-    for got, want in zip(again(x), reference(x)):
-        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+    assert "; ---- part 1 of 2 ----" in again.source  # rendered again, the same way
+    _agrees_with_numpy(again, x, tmp_path)
 
 
-def test_one_module_by_default(tmp_path):
+def test_one_process_writes_one_module(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "1")
     step, x = _deep_mlp("llvm", tmp_path)
     assert "; ---- part" not in step.source
-    assert np.isfinite(step(x)[0])
+    _agrees_with_numpy(step, x, tmp_path)
+
+
+def test_a_child_that_dies_is_replaced_by_the_parent(monkeypatch, tmp_path):
+    from graphc.backends.llvm import processes
+    parent = os.getpid()
+    build = processes._build_part
+
+    def dying(*args):
+        if os.getpid() != parent:
+            os._exit(3)  # as if the child were killed
+        return build(*args)
+
+    monkeypatch.setattr(processes, "_build_part", dying)
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    assert step._exe.last.times.extra["parts"] == 2
+    _agrees_with_numpy(step, x, tmp_path)
+
+
+def test_a_child_whose_answer_is_cut_short_is_replaced(monkeypatch, tmp_path):
+    from graphc.backends.llvm import processes
+    parent = os.getpid()
+    build = processes._build_part
+
+    def truncated(*args):
+        text, errors, obj, times = build(*args)
+        if os.getpid() != parent:
+            return text, errors, obj[: len(obj) // 2], times  # not a whole object file
+        return text, errors, obj, times
+
+    monkeypatch.setattr(processes, "_build_part", truncated)
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    _agrees_with_numpy(step, x, tmp_path)
+
+
+def test_fork_refused_compiles_every_part_here(monkeypatch, tmp_path):
+    from graphc.backends.llvm import processes
+
+    def refuse():
+        raise OSError("fork refused (as when out of processes)")
+
+    monkeypatch.setattr(processes.os, "fork", refuse)
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    _agrees_with_numpy(step, x, tmp_path)
+
+
+def test_compile_jobs_setting_is_checked(monkeypatch):
+    from graphc.backends.llvm import processes
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "two")
+    with pytest.raises(ValueError, match="GRAPHC_COMPILE_JOBS"):
+        processes.compile_jobs()
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "0")
+    assert processes.compile_jobs() == 1

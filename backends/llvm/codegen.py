@@ -38,32 +38,58 @@ class SlotMap:
         return self.arena_slot + 1
 
 
+# Every kernel is a function i32 k<index>_<kind>(ptr buffers): 0, or its error number.
+KERNEL_TYPE = ir.FunctionType(I32, [PTR])
+
+
+def kernel_name(index: int, kernel: kir.Kernel) -> str:
+    return f"k{index}_{kernel.kind}"
+
+
 def _kernel_cost(k: kir.Kernel) -> int:
-    """A rough count of the functions a kernel becomes (LLVM's time grows with them)."""
-    if isinstance(k, kir.Gemm):
-        from graphc.backends.llvm.gemm import PACKED_MIN_MACS
-        return 7 if k.m * k.n * k.k >= PACKED_MIN_MACS else 1
+    """A rough size of the code a kernel becomes (LLVM's time grows with it), in units of
+    a plain loop kernel; what packed GEMMs share is counted once (_GROUP_COST)."""
     if isinstance(k, kir.Elementwise) and parallel.threads_for(k) > 1:
         return 3
     return 1
 
 
-# Below this many function-equivalents a module is compiled in one piece: splitting costs a
-# few ms of set-up per part.
+def _group(k: kir.Kernel) -> str | None:
+    """Kernels sharing functions (packed GEMMs of one dtype) go to the same part."""
+    if isinstance(k, kir.Gemm):
+        from graphc.backends.llvm.gemm import packed
+        if packed(k):
+            return f"gemm {k.dtype}"
+    return None
+
+
+# What a module's packed GEMMs of one dtype share (micro-kernel, packing, blocking): about
+# as much code as this many plain kernels.
+_GROUP_COST = 30
+
+# Below this much code (in plain kernels) a module is compiled in one piece: splitting
+# costs a few ms of set-up per part.
 SPLIT_MIN_COST = 24
 
 
 def plan_parts(schedule: Schedule, parts: int) -> list[int]:
     """Which module (part) each kernel goes to: up to `parts` modules where the schedule is
-    large enough, kernels dealt out largest first to the lightest part."""
-    costs = [_kernel_cost(k) for k in schedule.kernels]
-    parts = max(1, min(parts, sum(costs) // SPLIT_MIN_COST))
+    large enough; kernels (a group sharing functions counting as one) dealt out largest
+    first to the lightest part."""
+    items: dict[object, list[int]] = {}
+    costs: dict[object, int] = {}
+    for i, k in enumerate(schedule.kernels):
+        key = _group(k) or i
+        items.setdefault(key, []).append(i)
+        costs[key] = costs.get(key, 0 if key == i else _GROUP_COST) + _kernel_cost(k)
+    parts = max(1, min(parts, sum(costs.values()) // SPLIT_MIN_COST))
     load = [0] * parts
-    assign = [0] * len(costs)
-    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+    assign = [0] * len(schedule.kernels)
+    for key in sorted(items, key=lambda key: (-costs[key], items[key][0])):
         target = min(range(parts), key=lambda p: (load[p], p))
-        assign[i] = target
-        load[target] += costs[i]
+        for i in items[key]:
+            assign[i] = target
+        load[target] += costs[key]
     return assign
 
 
@@ -200,7 +226,7 @@ class ModuleWriter:
 
     # -- kernels --------------------------------------------------------------------------
     def kernel_function(self, index: int, kernel: kir.Kernel) -> ir.Function:
-        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR]), f"k{index}_{kernel.kind}")
+        fn = ir.Function(self.module, KERNEL_TYPE, kernel_name(index, kernel))
         fn.linkage = "internal"
         # One function a kernel, never inlined into the entry point: LLVM's time then grows
         # with the number of kernels instead of exploding on one huge function.
@@ -452,16 +478,27 @@ class ModuleWriter:
                            f"{k.what}: an index is out of range [0, {k.size})", False)
 
     # -- the module -----------------------------------------------------------------------
-    def build(self) -> list[str]:
-        """The modules' IR texts, part 0 (with the entry point) first."""
+    def build(self, only: int | None = None) -> list[str]:
+        """The modules' IR texts, part 0 (with the entry point) first; with `only`, that
+        part's text alone (its kernels rendered, no other part's: a process of its own can
+        write and compile each part)."""
         kernels = []
         for i, k in enumerate(self.schedule.kernels):
-            self.module = self.modules[self.assign[i]]
+            part = self.assign[i]
+            if only is not None and part != only:
+                if only == 0:  # the entry point calls it: declared by its name alone
+                    kernels.append(ir.Function(self.modules[0], KERNEL_TYPE,
+                                               kernel_name(i, k)))
+                continue
+            self.module = self.modules[part]
             fn = self.kernel_function(i, k)
-            if self.assign[i] != 0:  # called across modules: external, declared in part 0
+            if part != 0:  # called across modules: external, declared in part 0
                 fn.linkage = ""
-                fn = ir.Function(self.modules[0], fn.function_type, fn.name)
+                if only is None:
+                    fn = ir.Function(self.modules[0], fn.function_type, fn.name)
             kernels.append(fn)
+        if only is not None and only != 0:
+            return [str(self.modules[only])]
         self.module = self.modules[0]
         main = ir.Function(self.module, ir.FunctionType(I32, [PTR]), ENTRY)
         b = ir.IRBuilder(main.append_basic_block("entry"))
@@ -474,7 +511,7 @@ class ModuleWriter:
             b.ret(status)
             b.position_at_end(ok)
         b.ret(ir.Constant(I32, 0))
-        return [str(m) for m in self.modules]
+        return [str(m) for m in (self.modules if only is None else self.modules[:1])]
 
 
 def _contiguous(shape) -> list[int]:
@@ -487,3 +524,15 @@ def render(schedule: Schedule, parts: int = 1) -> tuple[list[str], SlotMap, dict
     writer = ModuleWriter(schedule, parts)
     texts = [vector_abi.annotate(t) for t in writer.build()]
     return texts, writer.slots, writer.errors
+
+
+def part_count(schedule: Schedule, parts: int) -> int:
+    """How many modules render(schedule, parts) writes."""
+    return max(plan_parts(schedule, parts), default=0) + 1
+
+
+def render_part(schedule: Schedule, parts: int, part: int) -> tuple[str, dict[int, str]]:
+    """Part `part` alone of what render(schedule, parts) writes, and its kernels' error
+    messages: the same text, written without the other parts' kernels."""
+    writer = ModuleWriter(schedule, parts)
+    return vector_abi.annotate(writer.build(only=part)[0]), writer.errors

@@ -106,6 +106,15 @@ def _object_of(ir_text: str) -> tuple[bytes, float, float, float]:
     return obj, t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
+def llvm_lock():
+    """The lock llvmlite holds around every LLVM call (held while forking, so that no
+    thread is inside LLVM as the child's copy is made); a no-op where llvmlite has none."""
+    import contextlib
+    from llvmlite.binding import ffi
+    lock = getattr(getattr(ffi, "lib", None), "_lock", None)
+    return lock if hasattr(lock, "__enter__") else contextlib.nullcontext()
+
+
 def compile_parts(ir_texts: list[str], entry: str, times: CompileTimes | None = None):
     """Compiles modules that call each other and links their objects in one engine;
     returns (entry address, engine handle, the object files for the cache). One after the

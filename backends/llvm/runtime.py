@@ -50,11 +50,6 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-# Modules a large schedule is written as. One: llvmlite serializes every LLVM call behind
-# a process-wide lock, so parts compiled in threads do not overlap (measured: no gain);
-# they are linked like any objects (and tested with 2), for a compiler in several processes.
-COMPILE_PARTS = 1
-
 _FLAG = re.compile(rf'@"({threads.MODULE_FLAG}_\w+)" = global')
 
 
@@ -115,16 +110,13 @@ class CompiledShape:
             t1 = time.perf_counter()
             schedule = self.schedule
             t2 = time.perf_counter()
-            from graphc.backends.llvm import codegen  # (llvmlite.ir: only to compile)
-            texts, slots, errors = codegen.render(schedule, COMPILE_PARTS)
-            self._ir_texts = texts
-            t3 = time.perf_counter()
-            self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1,
-                                "codegen": t3 - t2}
-            self.address, self.engine, objects = jit.compile_parts(texts, jit.ENTRY,
-                                                                   self.times)
-            flags = [name for text in texts for name in _FLAG.findall(text)]
-            layout = Layout.of(schedule, slots, errors, storages, flags)
+            from graphc.backends.llvm import processes  # (llvmlite.ir: only to compile)
+            self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1}
+            built = processes.compile_schedule(schedule, self.times)
+            self._ir_texts, objects = built.texts, built.objects
+            self.address, self.engine = built.address, built.engine
+            flags = [name for text in built.texts for name in _FLAG.findall(text)]
+            layout = Layout.of(schedule, built.slots, built.errors, storages, flags)
             meta, blob = layout.to_meta()
             disk.put(self.key, b"".join(objects) + blob,
                      {"object_lengths": [len(o) for o in objects], "layout": meta})
@@ -161,8 +153,8 @@ class CompiledShape:
     def ir_texts(self) -> list[str]:
         """The LLVM IR of each part (rendered again, on demand, for code from the cache)."""
         if self._ir_texts is None:
-            from graphc.backends.llvm import codegen
-            self._ir_texts = codegen.render(self.schedule, COMPILE_PARTS)[0]
+            from graphc.backends.llvm import codegen, processes
+            self._ir_texts = codegen.render(self.schedule, processes.part_jobs())[0]
         return self._ir_texts
 
     @property

@@ -1,0 +1,578 @@
+"""The functions of the packed GEMM path, shared by every GEMM of a module of one variant.
+
+A GEMM's sizes, strides, offsets and blocking reach these functions at run time, in its
+descriptor (a constant i64 array, FIELDS); only what changes the code's structure is fixed
+when it is written (the Variant: dtype, how A, B and the output are laid out, batch dims,
+loop order). An MLP step's eight GEMMs are then three sets of functions instead of eight,
+which is most of the LLVM time of a cold compile.
+
+* pack_a: rows i0..i0+mb, depth p0..p0+kc of A into scratch: as rows (A contiguous along
+  k: a copy, rows A_LD = PARAMS.kc apart) or as k-major micro-panels of MR rows.
+* pack_b: depth p0..p0+kc, columns j0..j0+nb of B into k-major panels of NR columns, a
+  partial last panel padded with zeros; B contiguous along k is transposed in registers
+  (vl x vl blocks). A "direct" variant (few rows) reads B where it is instead.
+* micro: an MR x (nvec vectors) tile of accumulators updated with llvm.fma over kc. The
+  full tile stores whole vectors; the edge kernels (one per vector count) store `rows`
+  rows and `lanes` lanes of the last vector (masked stores: nothing outside the output is
+  written; a direct B is read with masked loads: nothing past a row's end is read). Edge
+  tiles compute all MR rows; the rows past the edge come from packed scratch and are
+  never stored.
+* macro: the tiles of one packed block; work: one thread's share of the work units
+  (MC rows > KC depth > NC columns > macro); team: the GOMP_parallel body."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+from llvmlite import ir
+
+from graphc.backends.llvm.loops import counted_loop
+from graphc.backends.llvm.scalar import F32, F64, I1, I32, I64
+
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+# The descriptor: one i64 each, then (size, a, b, c batch strides) per batch axis.
+FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offset",
+          "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
+          "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
+          "b_panel", "ldb", "b_direct")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What the shared functions' code depends on (their names say it)."""
+
+    dtype: str
+    a_layout: str  # "rows" (contiguous along k), "trans" (along m), "strided"
+    b_layout: str  # "direct" (read in place), "rows" (along n), "trans" (along k), "strided"
+    cs1: bool  # output contiguous along n
+    batch_dims: int
+    order: str  # "rows": A micro-panels outside B's; "cols": the other way round
+
+    @property
+    def name(self) -> str:
+        return (f"gemm_{self.dtype}_a{self.a_layout}_b{self.b_layout}_"
+                f"{'cs1' if self.cs1 else 'csn'}_{self.batch_dims}d_{self.order}")
+
+
+class GemmKernels:
+    """Writes (once per module) the shared functions of one variant with one blocking."""
+
+    def __init__(self, module: ir.Module, variant: Variant, params) -> None:
+        self.module, self.v = module, variant
+        self.et = F32 if variant.dtype == "float32" else F64
+        self.esize = 4 if variant.dtype == "float32" else 8
+        self.mr, self.vl, self.nv, self.nr = params.mr, params.vl, params.nv, params.nr
+        self.a_ld = params.kc  # packed A rows: this far apart, whatever a GEMM's kc
+        self.vt = ir.VectorType(self.et, self.vl)
+        self.fma = self._intrinsic("llvm.fma", self.vt, 3)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _existing(self, name: str):
+        return self.module.globals.get(name)
+
+    def _intrinsic(self, name: str, t: ir.Type, nargs: int) -> ir.Function:
+        suffix = f"v{t.count}{'f32' if t.element == F32 else 'f64'}" \
+            if isinstance(t, ir.VectorType) else ("f32" if t == F32 else "f64")
+        full = f"{name}.{suffix}"
+        return self._existing(full) or ir.Function(
+            self.module, ir.FunctionType(t, [t] * nargs), full)
+
+    def _masked(self, kind: str) -> ir.Function:
+        t = self.vt
+        suffix = f"v{t.count}{'f32' if self.et == F32 else 'f64'}.p0"
+        mask_t = ir.VectorType(I1, self.vl)
+        if kind == "load":
+            name, ftype = f"llvm.masked.load.{suffix}", ir.FunctionType(t, [PTR, I32, mask_t, t])
+        else:
+            name, ftype = f"llvm.masked.store.{suffix}", ir.FunctionType(
+                VOID, [t, PTR, I32, mask_t])
+        return self._existing(name) or ir.Function(self.module, ftype, name)
+
+    def _function(self, name: str, args: list[ir.Type], noalias: int = 0) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(VOID, args), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        # optsize: no loop unrolling by LLVM. The micro-kernel is unrolled by hand and the
+        # packing loops are bound by memory: less compile time, the same GFLOP/s
+        # (measured with benchmarks/bench_gemm.py).
+        fn.attributes.add("optsize")
+        for arg in fn.args[:noalias]:
+            arg.add_attribute("noalias")
+        return fn
+
+    @staticmethod
+    def _c(v: int) -> ir.Constant:
+        return ir.Constant(I64, v)
+
+    def _gep(self, b: ir.IRBuilder, ptr: ir.Value, index) -> ir.Value:
+        if isinstance(index, int):
+            if index == 0:
+                return ptr
+            index = self._c(index)
+        return b.gep(ptr, [index], inbounds=True, source_etype=self.et)
+
+    @staticmethod
+    def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+        return b.select(b.icmp_signed("<", x, y), x, y)
+
+    def _mul(self, b: ir.IRBuilder, x: ir.Value, c) -> ir.Value:
+        if isinstance(c, int):
+            if c == 0:
+                return self._c(0)
+            return x if c == 1 else b.mul(x, self._c(c))
+        return b.mul(x, c)
+
+    @contextlib.contextmanager
+    def _range(self, b: ir.IRBuilder, start, stop, step) -> Iterator[ir.Value]:
+        """for (x = start; x < stop; x += step); step an int or an i64 value (> 0)."""
+        start = self._c(start) if isinstance(start, int) else start
+        stop = self._c(stop) if isinstance(stop, int) else stop
+        span = b.sub(stop, start)
+        if isinstance(step, int) and step == 1:
+            count = span
+        else:
+            step_v = self._c(step) if isinstance(step, int) else step
+            count = b.sdiv(b.add(span, b.sub(step_v, self._c(1))), step_v)
+        with counted_loop(b, count, "x") as i:
+            yield b.add(start, self._mul(b, i, step))
+
+    def _splat(self, b: ir.IRBuilder, x: ir.Value, t: ir.VectorType) -> ir.Value:
+        v = b.insert_element(ir.Constant(t, ir.Undefined), x, ir.Constant(I32, 0))
+        return b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, t.count), [0] * t.count))
+
+    def _lane_mask(self, b: ir.IRBuilder, lanes: ir.Value) -> ir.Value:
+        """<vl x i1>: lane j is on when j < lanes."""
+        iota = ir.Constant(ir.VectorType(I64, self.vl), list(range(self.vl)))
+        return b.icmp_signed("<", iota, self._splat(b, lanes, ir.VectorType(I64, self.vl)))
+
+    def _load_masked(self, b, ptr, mask) -> ir.Value:
+        return b.call(self._masked("load"), [ptr, ir.Constant(I32, self.esize), mask,
+                                             ir.Constant(self.vt, None)])
+
+    def _store_masked(self, b, value, ptr, mask) -> None:
+        b.call(self._masked("store"), [value, ptr, ir.Constant(I32, self.esize), mask])
+
+    @staticmethod
+    def fields(b: ir.IRBuilder, desc: ir.Value, batch_dims: int) -> dict:
+        """The descriptor's values, loaded at the builder's position (a function's entry)."""
+        names = list(FIELDS) + [f"{what}{axis}" for axis in range(batch_dims)
+                                for what in ("size", "a_bs", "b_bs", "c_bs")]
+        return {name: b.load(b.gep(desc, [ir.Constant(I64, i)], source_etype=I64), typ=I64)
+                for i, name in enumerate(names)}
+
+    # -- the micro-kernel ----------------------------------------------------------------
+    def micro(self) -> ir.Function:
+        """(apanel, bpanel, c, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols):
+        C[rows, cols] (+)= Apanel[MR, kc] Bpanel[kc, NR], A's element (i, p) at
+        apanel[i * a_rs + p * a_ps], B's row p at bpanel + p * ldb. All MR x NR are
+        computed; `rows` rows and `cols` columns are stored (masked stores)."""
+        v = self.v
+        direct = v.b_layout == "direct"
+        name = f"gemm_{v.dtype}_micro_{'cs1' if v.cs1 else 'csn'}{'_bdirect' if direct else ''}"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR, PTR, PTR, I64, I1, I64, I64, I64, I64, I64, I64, I64],
+                            3)
+        ap, bp, cp, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        masks = [self._lane_mask(b, b.sub(cols, self._c(j * self.vl))) for j in range(self.nv)]
+        arows = [self._gep(b, ap, b.mul(a_rs, self._c(i)) if i else self._c(0))
+                 for i in range(self.mr)]
+        entry = b.block
+        loop = fn.append_basic_block("k")
+        done = fn.append_basic_block("store")
+        b.branch(loop)
+        b.position_at_end(loop)
+        vt, zero = self.vt, ir.Constant(self.vt, None)
+        p = b.phi(I64, "p")
+        p.add_incoming(self._c(0), entry)
+        acc = [[b.phi(vt, f"acc{i}_{j}") for j in range(self.nv)] for i in range(self.mr)]
+        for row in acc:
+            for phi in row:
+                phi.add_incoming(zero, entry)
+        bk = self._gep(b, bp, b.mul(p, ldb))
+        bvec = []
+        for j in range(self.nv):
+            ptr = self._gep(b, bk, j * self.vl)
+            if direct:  # B where it is: only the tile's lanes, nothing past a row's end
+                bvec.append(self._load_masked(b, ptr, masks[j]))
+            else:  # a packed panel, zero-padded to NR columns
+                ld = b.load(ptr, typ=vt)
+                ld.align = 64
+                bvec.append(ld)
+        ak = b.mul(p, a_ps)
+        new = []
+        for i in range(self.mr):
+            xs = self._splat(b, b.load(self._gep(b, arows[i], ak), typ=self.et), vt)
+            new.append([b.call(self.fma, [xs, bvec[j], acc[i][j]]) for j in range(self.nv)])
+        pn = b.add(p, self._c(1))
+        for i in range(self.mr):
+            for j in range(self.nv):
+                acc[i][j].add_incoming(new[i][j], loop)
+        p.add_incoming(pn, loop)
+        b.cbranch(b.icmp_signed("<", pn, kc), loop, done)
+        b.position_at_end(done)
+        with b.if_else(first) as (then, otherwise):
+            with then:
+                self._store_tile(b, cp, ldc, csc, new, rows, cols, masks, accumulate=False)
+            with otherwise:
+                self._store_tile(b, cp, ldc, csc, new, rows, cols, masks, accumulate=True)
+        b.ret_void()
+        return fn
+
+    def _store_tile(self, b, cp, ldc, csc, tile, rows, cols, masks, accumulate) -> None:
+        for i, row in enumerate(tile):
+            with b.if_then(b.icmp_signed("<", self._c(i), rows)):
+                rowp = self._gep(b, cp, b.mul(ldc, self._c(i)) if i else self._c(0))
+                for j, value in enumerate(row):
+                    if self.v.cs1:
+                        ptr = self._gep(b, rowp, j * self.vl)
+                        if accumulate:
+                            value = b.fadd(self._load_masked(b, ptr, masks[j]), value)
+                        self._store_masked(b, value, ptr, masks[j])
+                        continue
+                    for lane in range(self.vl):  # an output not contiguous along n
+                        col = j * self.vl + lane
+                        with b.if_then(b.icmp_signed("<", self._c(col), cols)):
+                            ptr = self._gep(b, rowp, b.mul(self._c(col), csc))
+                            x = b.extract_element(value, ir.Constant(I32, lane))
+                            if accumulate:
+                                x = b.fadd(b.load(ptr, typ=self.et), x)
+                            b.store(x, ptr)
+
+    # -- packing --------------------------------------------------------------------------
+    def pack_a(self) -> ir.Function:
+        """(src, dst, desc, i0, mb, p0, kc)."""
+        name = f"gemm_{self.v.dtype}_pack_a_{self.v.a_layout}"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR, PTR, PTR, I64, I64, I64, I64], 2)
+        src, dst, desc, i0, mb, p0, kc = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        d = self.fields(b, desc, 0)
+        sm, sk, kcb, mr = d["a_s0"], d["a_s1"], d["kc"], self.mr
+        if self.v.a_layout == "rows":
+            with counted_loop(b, mb, "r") as r:
+                srow = self._gep(b, src, b.add(b.mul(b.add(i0, r), sm), p0))
+                drow = self._gep(b, dst, self._mul(b, r, self.a_ld))
+                with counted_loop(b, kc, "p") as p:
+                    b.store(b.load(self._gep(b, srow, p), typ=self.et), self._gep(b, drow, p))
+            b.ret_void()
+            return fn
+        full = b.sdiv(mb, self._c(mr))
+        rest = b.sub(mb, b.mul(full, self._c(mr)))
+        panel_size = b.mul(kcb, self._c(mr))
+        if self.v.a_layout == "trans":  # each k row read once, across all panels
+            with counted_loop(b, kc, "p") as p:
+                srow = self._gep(b, src, b.add(i0, b.mul(b.add(p0, p), sk)))
+                drow = self._gep(b, dst, self._mul(b, p, mr))
+                with counted_loop(b, full, "q") as q:
+                    self._copy(b, self._gep(b, srow, self._mul(b, q, mr)),
+                               self._gep(b, drow, b.mul(q, panel_size)), mr)
+                spart = self._gep(b, srow, self._mul(b, full, mr))
+                dpart = self._gep(b, drow, b.mul(full, panel_size))
+                with counted_loop(b, rest, "i") as i:
+                    b.store(b.load(self._gep(b, spart, i), typ=self.et), self._gep(b, dpart, i))
+            b.ret_void()
+            return fn
+
+        def panel(q, rows) -> None:
+            row0 = b.add(i0, self._mul(b, q, mr))
+            spanel = self._gep(b, src, b.add(b.mul(row0, sm), b.mul(p0, sk)))
+            dpanel = self._gep(b, dst, b.mul(q, panel_size))
+            with counted_loop(b, kc, "p") as p:
+                s = self._gep(b, spanel, b.mul(p, sk))
+                dd = self._gep(b, dpanel, self._mul(b, p, mr))
+                if isinstance(rows, int):
+                    for i in range(rows):
+                        b.store(b.load(self._gep(b, s, b.mul(self._c(i), sm)), typ=self.et),
+                                self._gep(b, dd, i))
+                else:
+                    with counted_loop(b, rows, "i") as i:
+                        b.store(b.load(self._gep(b, s, b.mul(i, sm)), typ=self.et),
+                                self._gep(b, dd, i))
+
+        with counted_loop(b, full, "q") as q:
+            panel(q, mr)
+        with b.if_then(b.icmp_signed(">", rest, self._c(0))):
+            panel(full, rest)
+        b.ret_void()
+        return fn
+
+    def pack_b(self) -> ir.Function:
+        """(src, dst, desc, p0, kc, j0, nb): panels dst[r * NR * KC + p * NR + j]."""
+        name = f"gemm_{self.v.dtype}_pack_b_{self.v.b_layout}"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR, PTR, PTR, I64, I64, I64, I64], 2)
+        src, dst, desc, p0, kc, j0, nb = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        d = self.fields(b, desc, 0)
+        sk, sn, nr, vl = d["b_s0"], d["b_s1"], self.nr, self.vl
+        panel_size = b.mul(d["kc"], self._c(nr))
+        full = b.sdiv(nb, self._c(nr))
+        rest = b.sub(nb, b.mul(full, self._c(nr)))
+        layout = self.v.b_layout
+
+        def start(r):
+            col0 = b.add(j0, self._mul(b, r, nr))
+            return (self._gep(b, src, b.add(b.mul(col0, sn), b.mul(p0, sk))),
+                    self._gep(b, dst, b.mul(r, panel_size)))
+
+        # full panels
+        with counted_loop(b, full, "r") as r:
+            spanel, dpanel = start(r)
+            if layout == "trans":
+                self._pack_b_transposed(b, spanel, dpanel, kc, sn)
+            else:
+                with counted_loop(b, kc, "p") as p:
+                    s = self._gep(b, spanel, b.mul(p, sk))
+                    dd = self._gep(b, dpanel, self._mul(b, p, nr))
+                    for j in range(self.nv if layout == "rows" else nr):
+                        if layout == "rows":  # whole vectors
+                            x = b.load(self._gep(b, s, j * vl), typ=self.vt)
+                            x.align = self.esize
+                            st = b.store(x, self._gep(b, dd, j * vl))
+                            st.align = 64
+                        else:
+                            x = b.load(self._gep(b, s, b.mul(self._c(j), sn)), typ=self.et)
+                            b.store(x, self._gep(b, dd, j))
+        # a partial last panel: `rest` columns, zeros after them
+        with b.if_then(b.icmp_signed(">", rest, self._c(0))):
+            spanel, dpanel = start(full)
+            if layout == "rows":
+                masks = [self._lane_mask(b, b.sub(rest, self._c(j * vl)))
+                         for j in range(self.nv)]
+                with counted_loop(b, kc, "p") as p:
+                    s = self._gep(b, spanel, b.mul(p, sk))
+                    dd = self._gep(b, dpanel, self._mul(b, p, nr))
+                    for j in range(self.nv):
+                        x = self._load_masked(b, self._gep(b, s, j * vl), masks[j])
+                        st = b.store(x, self._gep(b, dd, j * vl))
+                        st.align = 64
+            else:
+                self._pack_b_edge(b, spanel, dpanel, kc, rest, sk, sn, nr)
+        b.ret_void()
+        return fn
+
+    def _pack_b_transposed(self, b, spanel, dpanel, kc, sn) -> None:
+        """A whole panel of B stored transposed (contiguous along k): vl x vl blocks by the
+        module's shared in-register transpose, the last kc % vl rows by a plain loop."""
+        vl, nr = self.vl, self.nr
+        blocks = b.sdiv(kc, self._c(vl))
+        with counted_loop(b, blocks, "pb") as pb:
+            p = self._mul(b, pb, vl)
+            for jb in range(self.nv):
+                group = self._gep(b, spanel, b.add(p, b.mul(self._c(jb * vl), sn)))
+                target = self._gep(b, dpanel, b.add(self._mul(b, p, nr), self._c(jb * vl)))
+                b.call(self.transpose_block(), [group, sn, target])
+        p = self._mul(b, blocks, vl)
+        depth = b.sub(kc, p)
+        self._pack_b_edge(b, self._gep(b, spanel, p), self._gep(b, dpanel, self._mul(b, p, nr)),
+                          depth, self._c(nr), self._c(1), sn, nr)
+
+    def _pack_b_edge(self, b, src, dst, depth, cols, sk, sn, nr: int) -> None:
+        """dst[pp * NR + jj] = src[pp * sk + jj * sn] for jj < cols, 0 for jj up to NR."""
+        zero = ir.Constant(self.et, 0.0)
+        with counted_loop(b, depth, "epp") as pp:
+            row = self._gep(b, dst, self._mul(b, pp, nr))
+            srow = self._gep(b, src, b.mul(pp, sk))
+            with counted_loop(b, self._c(nr), "ejj") as jj:
+                with b.if_else(b.icmp_signed("<", jj, cols)) as (then, otherwise):
+                    with then:
+                        x = b.load(self._gep(b, srow, b.mul(jj, sn)), typ=self.et)
+                        b.store(x, self._gep(b, row, jj))
+                    with otherwise:
+                        b.store(zero, self._gep(b, row, jj))
+
+    def transpose_block(self) -> ir.Function:
+        """(src, sn, dst): vl rows of vl elements at src + jj*sn, transposed in registers
+        into vl vectors at dst + pp*NR. One per module and dtype."""
+        name = f"gemm_{self.v.dtype}_transpose_block"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, PTR]), name)
+        fn.linkage = "internal"
+        for attr in ("noinline", "nounwind", "optsize"):
+            fn.attributes.add(attr)
+        src, sn, dst = fn.args
+        src.add_attribute("noalias")
+        dst.add_attribute("noalias")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        rows = []
+        for jj in range(self.vl):
+            x = b.load(self._gep(b, src, b.mul(sn, self._c(jj)) if jj else self._c(0)),
+                       typ=self.vt)
+            x.align = self.esize
+            rows.append(x)
+        for pp, vec in enumerate(self._transpose(b, rows)):
+            st = b.store(vec, self._gep(b, dst, pp * self.nr))
+            st.align = 64
+        b.ret_void()
+        return fn
+
+    def _copy(self, b, src, dst, count: int) -> None:
+        """count contiguous elements as one vector (no loop for LLVM to widen into scatters)."""
+        t = ir.VectorType(self.et, count) if count > 1 else self.et
+        x = b.load(src, typ=t)
+        x.align = self.esize
+        st = b.store(x, dst)
+        st.align = self.esize
+
+    def _transpose(self, b: ir.IRBuilder, rows: list) -> list:
+        """The transpose of a vl x vl block held as vl row vectors: log2(vl) rounds of
+        interleaving row i with row i + vl/2."""
+        n = len(rows)
+        h = n // 2
+        mt = ir.VectorType(I32, n)
+        lo = ir.Constant(mt, [x for j in range(h) for x in (j, n + j)])
+        hi = ir.Constant(mt, [x for j in range(h, n) for x in (j, n + j)])
+        for _ in range(n.bit_length() - 1):
+            new = []
+            for i in range(h):
+                new.append(b.shuffle_vector(rows[i], rows[i + h], lo))
+                new.append(b.shuffle_vector(rows[i], rows[i + h], hi))
+            rows = new
+        return rows
+
+    # -- blocking -------------------------------------------------------------------------
+    def macro(self) -> ir.Function:
+        """(apack, bpack, c, desc, mb, nb, kc, first): C[mb, nb] (+)= the packed blocks."""
+        v = self.v
+        name = f"{self.micro().name}_macro_{v.order}"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR, PTR, PTR, PTR, I64, I64, I64, I1], 3)
+        ap, bp, cp, desc, mb, nb, kc, first = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        d = self.fields(b, desc, 0)
+        mr, nr = self.mr, self.nr
+        ldc, csc = d["c_s0"], d["c_s1"]
+        panels_q = b.sdiv(b.add(mb, self._c(mr - 1)), self._c(mr))
+        panels_r = b.sdiv(b.add(nb, self._c(nr - 1)), self._c(nr))
+        micro = self.micro()
+
+        def tile(q, r) -> None:
+            row0, col0 = self._mul(b, q, mr), self._mul(b, r, nr)
+            rows = self._min(b, self._c(mr), b.sub(mb, row0))
+            cols = self._min(b, self._c(nr), b.sub(nb, col0))
+            c = self._gep(b, cp, b.add(b.mul(row0, ldc), b.mul(col0, csc)))
+            b.call(micro, [self._gep(b, ap, b.mul(q, d["a_panel"])),
+                           self._gep(b, bp, b.mul(r, d["b_panel"])), c, kc, first, ldc,
+                           d["ldb"], csc, d["a_rs"], d["a_ps"], rows, cols])
+
+        outer, inner = (panels_q, panels_r) if v.order == "rows" else (panels_r, panels_q)
+        with counted_loop(b, outer, "o") as o:
+            with counted_loop(b, inner, "i") as i:
+                tile(o, i) if v.order == "rows" else tile(i, o)
+        b.ret_void()
+        return fn
+
+    def functions(self) -> list[ir.Function]:
+        """What work() calls for this variant: pack_a, pack_b (None: B read in place),
+        macro."""
+        pack_b = None if self.v.b_layout == "direct" else self.pack_b()
+        return [self.pack_a(), pack_b, self.macro()]
+
+    def work(self) -> ir.Function:
+        """(a, b, c, scratch, desc, fns, t, T): thread t of T does its share of the work
+        units (a batch item's rows or columns, whole micro-panels), each with its own loops
+        over the blocks: MC rows (pack A) > KC depth > NC columns (pack B) > the
+        macro-kernel. fns: the variant's [pack_a, pack_b or null, macro]."""
+        name = f"gemm_{self.v.dtype}_work_{self.v.batch_dims}d"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR, PTR, PTR, PTR, PTR, PTR, I64, I64])
+        a0, b0, c0, scratch0, desc, fns, t, nt = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        d = self.fields(b, desc, self.v.batch_dims)
+        pack_t = ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I64, I64, I64])
+        macro_t = ir.FunctionType(VOID, [PTR, PTR, PTR, PTR, I64, I64, I64, I1])
+        pack_a, pack_b, macro = (
+            _Callee(b.load(b.gep(fns, [self._c(i)], source_etype=PTR), typ=PTR), ftype)
+            for i, ftype in enumerate((pack_t, pack_t, macro_t)))
+        apack = self._gep(b, scratch0, b.mul(t, d["per_thread"]))
+        bpack = self._gep(b, apack, d["a_size"])
+        direct = b.icmp_signed("!=", d["b_direct"], self._c(0))
+        units = d["units"]
+        u0 = b.sdiv(b.mul(t, units), nt)
+        u1 = b.sdiv(b.mul(b.add(t, self._c(1)), units), nt)
+        with self._range(b, u0, u1, 1) as u:
+            item = b.sdiv(u, d["parts"])
+            part = b.srem(u, d["parts"])
+            offs = {key: d[f"{key}_offset"] for key in "abc"}
+            rem = item
+            for axis in reversed(range(self.v.batch_dims)):  # the item's multi-index
+                size = d[f"size{axis}"]
+                idx = b.srem(rem, size)
+                rem = b.sdiv(rem, size)
+                for key in "abc":
+                    offs[key] = b.add(offs[key], b.mul(idx, d[f"{key}_bs{axis}"]))
+            pa, pb, pc = (self._gep(b, x, offs[key]) for x, key in
+                          ((a0, "a"), (b0, "b"), (c0, "c")))
+            r0 = b.mul(b.sdiv(part, d["col_parts"]), d["part_rows"])
+            r1 = self._min(b, b.add(r0, d["part_rows"]), d["m"])
+            j0 = b.mul(b.srem(part, d["col_parts"]), d["part_cols"])
+            j1 = self._min(b, b.add(j0, d["part_cols"]), d["n"])
+            with self._range(b, r0, r1, d["mc"]) as ic:
+                mb = self._min(b, d["mc"], b.sub(r1, ic))
+                crow = self._gep(b, pc, b.mul(ic, d["c_s0"]))
+                with self._range(b, 0, d["k"], d["kc"]) as pk:
+                    kc = self._min(b, d["kc"], b.sub(d["k"], pk))
+                    first = b.icmp_signed("==", pk, self._c(0))
+                    b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
+                    with self._range(b, j0, j1, d["nc"]) as jc:
+                        nb = self._min(b, d["nc"], b.sub(j1, jc))
+                        # B read in place (its block starts at row pk, column jc), or packed
+                        in_place = self._gep(b, pb, b.add(b.mul(pk, d["b_s0"]), jc))
+                        with b.if_then(b.not_(direct)):
+                            b.call(pack_b, [pb, bpack, desc, pk, kc, jc, nb])
+                        block = b.select(direct, in_place, bpack)
+                        b.call(macro, [apack, block, self._gep(b, crow, b.mul(jc, d["c_s1"])),
+                                       desc, mb, nb, kc, first])
+        b.ret_void()
+        return fn
+
+    def team(self) -> ir.Function:
+        """(ctx): the GOMP_parallel body; ctx holds a, b, c, scratch, desc and fns."""
+        name = f"gemm_{self.v.dtype}_team_{self.v.batch_dims}d"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR])
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ctx = fn.args[0]
+        ptrs = [b.load(b.gep(ctx, [self._c(i)], source_etype=PTR), typ=PTR) for i in range(6)]
+        d = self.fields(b, ptrs[4], 0)
+        t = b.sext(b.call(self._declare("omp_get_thread_num", I32, []), []), I64)
+        nt = b.sext(b.call(self._declare("omp_get_num_threads", I32, []), []), I64)
+        # never more threads than the scratch has room for (libgomp gives at most that)
+        nt = self._min(b, nt, d["threads"])
+        with b.if_then(b.icmp_signed("<", t, nt)):
+            b.call(self.work(), ptrs + [t, nt])
+        b.ret_void()
+        return fn
+
+    def _declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        return self._existing(name) or ir.Function(self.module, ir.FunctionType(ret, args), name)
+
+
+class _Callee:
+    """A function pointer and its type: what IRBuilder.call needs for an indirect call."""
+
+    def __init__(self, value: ir.Value, ftype: ir.FunctionType) -> None:
+        self.value, self.function_type, self.type = value, ftype, value.type
+
+    def get_reference(self) -> str:
+        return self.value.get_reference()
