@@ -214,7 +214,7 @@ def bench_w3(repeat: int) -> dict:
 W4_PROGRAM = """
 import sys, time
 sys.path.insert(0, {folder!r})
-import graphc.backends.llvm.runtime, graphc.backends.llvm.codegen  # the libraries first
+import graphc.backends.llvm.runtime, graphc.backends.llvm.processes  # the libraries first
 from bench_training import mlp_data, graphc_mlp_step
 weights, x, y = mlp_data([784, 256, 256, 10], 128)
 t0 = time.perf_counter()

@@ -4,6 +4,10 @@ from __future__ import annotations
 import functools
 
 import sympy as sp
+# sympy imports sympy.tensor.tensor (and sympy.combinatorics with it: ~20 ms) the first time
+# it adds two expressions; importing it with graphc keeps that one-off cost out of the
+# first gradient a program takes.
+import sympy.tensor.tensor  # noqa: F401
 
 from graphc.ops import OPS, get_op
 

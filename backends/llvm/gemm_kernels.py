@@ -1,24 +1,26 @@
-"""The functions of the packed GEMM path, shared by every GEMM of a module of one variant.
+"""The functions of the packed GEMM path, shared by every packed GEMM of a module.
 
 A GEMM's sizes, strides, offsets and blocking reach these functions at run time, in its
-descriptor (a constant i64 array, FIELDS); only what changes the code's structure is fixed
-when it is written (the Variant: dtype, how A, B and the output are laid out, batch dims,
-loop order). An MLP step's eight GEMMs are then three sets of functions instead of eight,
-which is most of the LLVM time of a cold compile.
+descriptor (a constant i64 array: FIELDS, then four values per batch axis); only what
+changes the code's structure is fixed when it is written. Per module and dtype there is
+one micro-kernel, one macro-kernel, one work loop and one team body; one packing function
+per layout of A and of B in use. An MLP step's eight GEMMs take ten functions instead of
+the fifty they took with one set per GEMM: LLVM's time grows with the code it is given,
+and this was most of a cold compile.
 
 * pack_a: rows i0..i0+mb, depth p0..p0+kc of A into scratch: as rows (A contiguous along
   k: a copy, rows A_LD = PARAMS.kc apart) or as k-major micro-panels of MR rows.
 * pack_b: depth p0..p0+kc, columns j0..j0+nb of B into k-major panels of NR columns, a
   partial last panel padded with zeros; B contiguous along k is transposed in registers
-  (vl x vl blocks). A "direct" variant (few rows) reads B where it is instead.
-* micro: an MR x (nvec vectors) tile of accumulators updated with llvm.fma over kc. The
-  full tile stores whole vectors; the edge kernels (one per vector count) store `rows`
-  rows and `lanes` lanes of the last vector (masked stores: nothing outside the output is
-  written; a direct B is read with masked loads: nothing past a row's end is read). Edge
-  tiles compute all MR rows; the rows past the edge come from packed scratch and are
-  never stored.
+  (vl x vl blocks). GEMMs of few rows read B where it is instead ("direct").
+* micro: an MR x NR tile of accumulators updated with llvm.fma over kc, A's element
+  (i, p) at i * a_rs + p * a_ps (either packing). It stores `rows` rows and `cols`
+  columns (masked stores: an edge tile writes nothing outside the output; a direct B is
+  read with masked loads: nothing past a row's end). Edge tiles compute all MR rows; the
+  rows past the edge come from scratch and are never stored.
 * macro: the tiles of one packed block; work: one thread's share of the work units
-  (MC rows > KC depth > NC columns > macro); team: the GOMP_parallel body."""
+  (MC rows > KC depth > NC columns > macro), calling the GEMM's packing functions and
+  macro-kernel through pointers (its `fns` table); team: the GOMP_parallel body."""
 from __future__ import annotations
 
 import contextlib
@@ -42,7 +44,8 @@ FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offs
 
 @dataclass(frozen=True)
 class Variant:
-    """What the shared functions' code depends on (their names say it)."""
+    """The layouts a packed GEMM's functions are written for (each function's name says
+    which of them it depends on)."""
 
     dtype: str
     a_layout: str  # "rows" (contiguous along k), "trans" (along m), "strided"
