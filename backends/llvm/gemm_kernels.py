@@ -334,7 +334,7 @@ class GemmKernels:
         with counted_loop(b, full, "r") as r:
             spanel, dpanel = start(r)
             if layout == "trans":
-                self._pack_b_transposed(b, spanel, dpanel, kc, sn)
+                self._pack_b_transposed(b, spanel, dpanel, kc, sn, self._c(nr))
             else:
                 with counted_loop(b, kc, "p") as p:
                     s = self._gep(b, spanel, b.mul(p, sk))
@@ -361,14 +361,17 @@ class GemmKernels:
                         x = self._load_masked(b, self._gep(b, s, j * vl), masks[j])
                         st = b.store(x, self._gep(b, dd, j * vl))
                         st.align = 64
+            elif layout == "trans":
+                self._pack_b_transposed(b, spanel, dpanel, kc, sn, rest)
             else:
-                self._pack_b_edge(b, spanel, dpanel, kc, rest, sk, sn, nr)
+                self._pack_b_edge(b, spanel, dpanel, kc, rest, sk, sn, nr, nr)
         b.ret_void()
         return fn
 
-    def _pack_b_transposed(self, b, spanel, dpanel, kc, sn) -> None:
-        """A whole panel of B stored transposed (contiguous along k): vl x vl blocks by the
-        module's shared in-register transpose, the last kc % vl rows by a plain loop."""
+    def _pack_b_transposed(self, b, spanel, dpanel, kc, sn, cols) -> None:
+        """A panel of B stored transposed (contiguous along k), `cols` of its NR columns
+        there: vl x vl blocks by the module's shared in-register transpose, the rest (a
+        partial group of columns, the last kc % vl rows) by a plain loop."""
         vl, nr = self.vl, self.nr
         blocks = b.sdiv(kc, self._c(vl))
         with counted_loop(b, blocks, "pb") as pb:
@@ -376,19 +379,24 @@ class GemmKernels:
             for jb in range(self.nv):
                 group = self._gep(b, spanel, b.add(p, b.mul(self._c(jb * vl), sn)))
                 target = self._gep(b, dpanel, b.add(self._mul(b, p, nr), self._c(jb * vl)))
-                b.call(self.transpose_block(), [group, sn, target])
+                left = b.sub(cols, self._c(jb * vl))  # this group's columns in B
+                with b.if_else(b.icmp_signed(">=", left, self._c(vl))) as (whole, part):
+                    with whole:
+                        b.call(self.transpose_block(), [group, sn, target])
+                    with part:
+                        self._pack_b_edge(b, group, target, self._c(vl), left, self._c(1),
+                                          sn, nr, vl)
         p = self._mul(b, blocks, vl)
-        depth = b.sub(kc, p)
         self._pack_b_edge(b, self._gep(b, spanel, p), self._gep(b, dpanel, self._mul(b, p, nr)),
-                          depth, self._c(nr), self._c(1), sn, nr)
+                          b.sub(kc, p), cols, self._c(1), sn, nr, nr)
 
-    def _pack_b_edge(self, b, src, dst, depth, cols, sk, sn, nr: int) -> None:
-        """dst[pp * NR + jj] = src[pp * sk + jj * sn] for jj < cols, 0 for jj up to NR."""
+    def _pack_b_edge(self, b, src, dst, depth, cols, sk, sn, nr: int, width: int) -> None:
+        """dst[pp * NR + jj] = src[pp * sk + jj * sn] for jj < cols, 0 for jj up to width."""
         zero = ir.Constant(self.et, 0.0)
         with counted_loop(b, depth, "epp") as pp:
             row = self._gep(b, dst, self._mul(b, pp, nr))
             srow = self._gep(b, src, b.mul(pp, sk))
-            with counted_loop(b, self._c(nr), "ejj") as jj:
+            with counted_loop(b, self._c(width), "ejj") as jj:
                 with b.if_else(b.icmp_signed("<", jj, cols)) as (then, otherwise):
                     with then:
                         x = b.load(self._gep(b, srow, b.mul(jj, sn)), typ=self.et)
