@@ -5,7 +5,8 @@ installed.
   W2  MLP 64-32-10, tanh, batch 32 (overhead-bound)
   W3  sum((tanh(x*w + b) - y)**2) over 1M float32, gradients w.r.t. w and b
   W4  cold compile of the W1 step (and warm: the same step loaded from the disk cache), each
-      in a fresh process after the libraries are imported (graphc and its llvm backend; jax)
+      in a fresh process after the libraries are imported (graphc and its llvm backend; jax);
+      medians of 5 interleaved rounds
   W5  LeNet-like CNN (conv 5x5 1->8, max-pool 2, conv 5x5 8->16, max-pool 2, dense ->10),
       batch 64, full SGD step
 Run: python benchmarks/bench_training.py [--repeat 200] [--only W1,W3]"""
@@ -226,28 +227,7 @@ print((t1 - t0) * 1e3, (t1 - marks["graph"]) * 1e3)
 """
 
 
-def bench_w4() -> dict:
-    """Each compile in a fresh process sharing a fresh cache folder: cold, then warm."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-    code = W4_PROGRAM.format(folder=str(Path(__file__).parent))
-    with tempfile.TemporaryDirectory() as folder:
-        env = dict(os.environ, GRAPHC_CACHE_DIR=folder)
-        times = [[float(v) for v in subprocess.run(
-            [sys.executable, "-c", code], env=env, check=True, capture_output=True,
-            text=True).stdout.split()] for _ in range(2)]
-    # total: building the graph and its gradient, then gc.function and the first call;
-    # compile: gc.function and the first call alone (the graph already built)
-    results = {"graphc cold": times[0][0], "graphc warm": times[1][0],
-               "graphc cold compile": times[0][1], "graphc warm compile": times[1][1]}
-    try:
-        import jax  # noqa: F401
-        # like graphc's: the libraries imported first, then the model built, traced,
-        # compiled (the XLA client's start-up included) and run once
-        jcode = """
+JAX_W4_PROGRAM = """
 import sys, time
 sys.path.insert(0, {folder!r})
 import jax, jax.numpy
@@ -256,12 +236,47 @@ weights, x, y = mlp_data([784, 256, 256, 10], 128)
 t0 = time.perf_counter()
 jax_mlp_step(weights, "relu")(x, y)
 print((time.perf_counter() - t0) * 1e3)
-""".format(folder=str(Path(__file__).parent))
-        results["jax cold"] = float(subprocess.run([sys.executable, "-c", jcode], check=True,
-                                                   capture_output=True, text=True).stdout)
+"""
+
+
+def _run_ms(code: str, env: dict) -> list[float]:
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return [float(v) for v in out.split()]
+
+
+def bench_w4(rounds: int = 5) -> dict:
+    """Medians over `rounds` rounds, each: a cold graphc compile in a fresh process with a
+    fresh cache folder, a warm one (another process, the same folder), and a cold JAX
+    compile in a fresh process (interleaved, so that a slow spell of the machine hits both).
+    Like graphc's, JAX's program imports its libraries first, then builds, traces,
+    compiles (the XLA client's start-up included) and runs the step once."""
+    import os
+    import tempfile
+    from pathlib import Path
+    folder = str(Path(__file__).parent)
+    code = W4_PROGRAM.format(folder=folder)
+    try:
+        import jax  # noqa: F401
+        jcode = JAX_W4_PROGRAM.format(folder=folder)
     except ImportError:
-        pass
-    return results
+        jcode = None
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, GRAPHC_CACHE_DIR=cache)
+            cold, warm = _run_ms(code, env), _run_ms(code, env)
+        # total: building the graph and its gradient, gc.function and the first call;
+        # compile: gc.function and the first call alone (the graph already built)
+        for key, value in (("graphc cold", cold[0]), ("graphc warm", warm[0]),
+                           ("graphc cold compile", cold[1]),
+                           ("graphc warm compile", warm[1])):
+            samples.setdefault(key, []).append(value)
+        if jcode is not None:
+            samples.setdefault("jax cold", []).append(_run_ms(jcode, dict(os.environ))[0])
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 # ---- W5: a small CNN ---------------------------------------------------------------------

@@ -759,3 +759,63 @@ def test_contiguous_axes_of_elementwise_kernels_collapse_into_one_loop():
         gc.function([x], gc.exp(x.T) + 1.0, backend="numpy",
                     backend_options={"mode": "kernels"})(np.arange(32.0).reshape(8, 4) / 10),
         np.exp(np.arange(32.0).reshape(8, 4).T / 10) + 1.0)
+
+
+# ---- neighbouring elementwise kernels merge ----------------------------------------------
+
+def _relu_mlp_layer():
+    """h = x @ w + b read twice (relu, and relu's gradient): stored, then relu stored too."""
+    rng = np.random.default_rng(5)
+    x = gc.placeholder((8, 5), "float64", name="x")
+    w = gc.parameter(rng.normal(size=(5, 6)), name="w")
+    b = gc.parameter(rng.normal(size=(6,)), name="b")
+    v = gc.parameter(rng.normal(size=(6, 3)), name="v")
+    loss = gc.sum(gc.relu(x @ w + b) @ v)
+    grads = gc.grad(loss, [w, b, v])
+    return [x], [loss, *grads], rng.normal(size=(8, 5))
+
+
+def test_add_and_relu_read_twice_merge_into_one_kernel():
+    inputs, outputs, x = _relu_mlp_layer()
+    f = gc.function(inputs, outputs, backend="numpy")
+    s = schedule_graph(f.graph)
+    (both_ops,) = [k for k in s.kernels if k.kind == "elementwise"
+                   and {"add", "relu"} <= set(k.fused)]
+    assert len(both_ops.stores) == 2  # the pre-activation (for the gradient) and the relu
+    # the relu is computed from the sum in the same iteration, not loaded back
+    add_out = both_ops.stores[0].access.buffer
+    assert add_out not in {ld.access.buffer for ld in ir.expr_loads(both_ops.stores[1].value)}
+    want = f(x)
+    for backend, options in (("numpy", KERNELS), ("llvm", None)):
+        got = gc.function(inputs, outputs, backend=backend, backend_options=options)(x)
+        assert_same(want, got, rtol=1e-12, atol=1e-12)
+
+
+def test_a_transposed_read_of_the_previous_kernel_does_not_merge():
+    x = gc.placeholder((4, 4), "float64", name="x")
+    y = gc.exp(x)  # read twice below: stored by a kernel of its own
+    f = gc.function([x], [y * 2, y.T + y], backend="numpy")
+    s = schedule_graph(f.graph)
+    kernels = [k for k in s.kernels if k.kind == "elementwise"]
+    assert not any(len(k.stores) > 1 and any(
+        ld.access.strides == (1, 4) for st in k.stores for ld in ir.expr_loads(st.value))
+        for k in kernels)
+    data = np.arange(16.0).reshape(4, 4) / 10
+    want = [np.exp(data) * 2, np.exp(data).T + np.exp(data)]
+    for backend, options in (("numpy", KERNELS), ("llvm", None)):
+        assert_same(want, gc.function([x], [y * 2, y.T + y], backend=backend,
+                                      backend_options=options)(data), rtol=1e-12)
+
+
+def test_merge_refuses_a_kernel_writing_what_the_first_reads():
+    from graphc.schedule.merge import merge_elementwise
+    shape, f64 = (4,), np.dtype("float64")
+    acc = {b: ir.Access(b, (1,), 0) for b in range(3)}
+    load = {b: ir.Load(acc[b], f64) for b in range(3)}
+    first = ir.Elementwise(shape, (ir.Store(acc[1], ir.Apply("exp", (load[0],), f64)),))
+    # writes buffer 0, which the first kernel reads: a merged loop would read new values
+    second = ir.Elementwise(shape, (ir.Store(acc[0], ir.Apply("neg", (load[1],), f64)),))
+    assert merge_elementwise([first, second]) == [first, second]
+    third = ir.Elementwise(shape, (ir.Store(acc[2], ir.Apply("neg", (load[1],), f64)),))
+    (merged,) = merge_elementwise([first, third])
+    assert merged.stores[1].value.args[0] is first.stores[0].value

@@ -46,12 +46,18 @@ def kernel_name(index: int, kernel: kir.Kernel) -> str:
     return f"k{index}_{kernel.kind}"
 
 
+def may_fail(kernel: kir.Kernel) -> bool:
+    """Whether a kernel can return an error (an index out of range): kernels that read
+    indices from data. The others always return 0."""
+    return isinstance(kernel, (kir.Gather, kir.ScatterAdd, kir.IndexCheck))
+
+
 def _kernel_cost(k: kir.Kernel) -> int:
     """A rough size of the code a kernel becomes (LLVM's time grows with it), in units of
     a plain loop kernel; what packed GEMMs share is counted once (_GROUP_COST)."""
     if isinstance(k, kir.Elementwise) and parallel.threads_for(k) > 1:
         return 3
-    return 1
+    return 2 if isinstance(k, kir.Reduce) else 1
 
 
 def _group(k: kir.Kernel) -> str | None:
@@ -65,7 +71,7 @@ def _group(k: kir.Kernel) -> str | None:
 
 # What a module's packed GEMMs of one dtype share (micro-kernel, packing, blocking): about
 # as much code as this many plain kernels.
-_GROUP_COST = 30
+_GROUP_COST = 22
 
 # Below this much code (in plain kernels) a module is compiled in one piece: splitting
 # costs a few ms of set-up per part.
@@ -91,6 +97,14 @@ def plan_parts(schedule: Schedule, parts: int) -> list[int]:
             assign[i] = target
         load[target] += costs[key]
     return assign
+
+
+def _only_calls(k: kir.Kernel) -> bool:
+    """Kernels whose function only calls shared code (packed GEMMs)."""
+    if isinstance(k, kir.Gemm):
+        from graphc.backends.llvm.gemm import packed
+        return packed(k) and 0 not in k.batch
+    return False
 
 
 def _unrolling_pays(k: kir.Kernel) -> bool:
@@ -231,7 +245,9 @@ class ModuleWriter:
         # One function a kernel, never inlined into the entry point: LLVM's time then grows
         # with the number of kernels instead of exploding on one huge function.
         fn.attributes.add("noinline")
-        if not _unrolling_pays(kernel):
+        if _only_calls(kernel):
+            fn.attributes.add("optnone")  # nothing for LLVM's optimizer to do
+        elif not _unrolling_pays(kernel):
             fn.attributes.add("optsize")  # (no LLVM loop unrolling)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs = fn.args[0]
@@ -241,6 +257,8 @@ class ModuleWriter:
         self._kernel_index = index
         self._scopes = self._alias_scopes(kernel)
         emit(b, fn, bases, kernel, index)
+        # the entry point checks the status of may_fail kernels only
+        assert index not in self.errors or may_fail(kernel), f"{kernel.kind} can fail"
         self._scopes = {}
         if not b.block.is_terminated:
             b.ret(ir.Constant(I32, 0))
@@ -501,9 +519,13 @@ class ModuleWriter:
             return [str(self.modules[only])]
         self.module = self.modules[0]
         main = ir.Function(self.module, ir.FunctionType(I32, [PTR]), ENTRY)
+        main.attributes.add("noinline")
+        main.attributes.add("optnone")  # calls, in order: nothing to optimize
         b = ir.IRBuilder(main.append_basic_block("entry"))
-        for fn in kernels:
+        for fn, kernel in zip(kernels, self.schedule.kernels):
             status = b.call(fn, [main.args[0]])
+            if not may_fail(kernel):  # returns 0: no check (less code for LLVM)
+                continue
             failed = main.append_basic_block("failed")
             ok = main.append_basic_block("ok")
             b.cbranch(b.icmp_signed("!=", status, ir.Constant(I32, 0)), failed, ok)

@@ -94,15 +94,22 @@ class GemmKernels:
                 VOID, [t, PTR, I32, mask_t])
         return self._existing(name) or ir.Function(self.module, ftype, name)
 
-    def _function(self, name: str, args: list[ir.Type], noalias: int = 0) -> ir.Function:
+    def _function(self, name: str, args: list[ir.Type], noalias: int = 0,
+                  driver: bool = False) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(VOID, args), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         fn.attributes.add("nounwind")
-        # optsize: no loop unrolling by LLVM. The micro-kernel is unrolled by hand and the
-        # packing loops are bound by memory: less compile time, the same GFLOP/s
-        # (measured with benchmarks/bench_gemm.py).
-        fn.attributes.add("optsize")
+        if driver:
+            # Loops over blocks and tiles that call the packing and micro-kernels: LLVM's
+            # optimizer buys them nothing measurable, and skipping it saves an eighth of
+            # an MLP step's compile time.
+            fn.attributes.add("optnone")
+        else:
+            # optsize: no loop unrolling by LLVM. The micro-kernel is unrolled by hand and
+            # the packing loops are bound by memory: less compile time, the same GFLOP/s
+            # (measured with benchmarks/bench_gemm.py).
+            fn.attributes.add("optsize")
         for arg in fn.args[:noalias]:
             arg.add_attribute("noalias")
         return fn
@@ -463,7 +470,7 @@ class GemmKernels:
         existing = self._existing(name)
         if existing is not None:
             return existing
-        fn = self._function(name, [PTR, PTR, PTR, PTR, I64, I64, I64, I1], 3)
+        fn = self._function(name, [PTR, PTR, PTR, PTR, I64, I64, I64, I1], 3, driver=True)
         ap, bp, cp, desc, mb, nb, kc, first = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, 0)
@@ -504,7 +511,7 @@ class GemmKernels:
         existing = self._existing(name)
         if existing is not None:
             return existing
-        fn = self._function(name, [PTR, PTR, PTR, PTR, PTR, PTR, I64, I64])
+        fn = self._function(name, [PTR, PTR, PTR, PTR, PTR, PTR, I64, I64], driver=True)
         a0, b0, c0, scratch0, desc, fns, t, nt = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, self.v.batch_dims)
@@ -561,7 +568,7 @@ class GemmKernels:
         existing = self._existing(name)
         if existing is not None:
             return existing
-        fn = self._function(name, [PTR])
+        fn = self._function(name, [PTR], driver=True)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ctx = fn.args[0]
         ptrs = [b.load(b.gep(ctx, [self._c(i)], source_etype=PTR), typ=PTR) for i in range(6)]

@@ -16,6 +16,7 @@ from graphc.node import Node, consumers, toposort
 from graphc.ops import get_op
 from graphc.schedule import ir
 from graphc.schedule.collapse import collapse
+from graphc.schedule.merge import merge_elementwise
 from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides)
@@ -148,8 +149,8 @@ class Lowering:
                     self.view_of(node)  # computed once, read by several kernels
         outputs = self.store_outputs()
         self.store_updates()
-        return Schedule(self.buffers, collapse(self.kernels), inputs, outputs, self.params,
-                        self.consts)
+        kernels = collapse(merge_elementwise(self.kernels))
+        return Schedule(self.buffers, kernels, inputs, outputs, self.params, self.consts)
 
     def store_outputs(self) -> list[int]:
         outputs, used = [], set()

@@ -1,0 +1,74 @@
+"""Merging neighbouring elementwise kernels over the same shape into one loop nest: a value
+read by several kernels is materialized by a kernel of its own (`add` before `relu` when the
+backward pass needs the pre-activation too); the kernel after it, reading it at the very
+index it was written, computes it again in the same iteration instead of loading it. One
+pass over memory less, and one kernel less for the code generators to compile."""
+from __future__ import annotations
+
+from graphc.schedule import ir
+
+
+def _substitute(expr: ir.Expr, values: dict[ir.Access, ir.Expr]) -> ir.Expr:
+    """expr with each load of an access in `values` replaced by its value (shared
+    subexpressions stay shared)."""
+    done: dict[int, ir.Expr] = {}
+
+    def visit(e: ir.Expr) -> ir.Expr:
+        key = id(e)
+        if key not in done:
+            if isinstance(e, ir.Load) and e.access in values:
+                done[key] = values[e.access]
+            elif isinstance(e, ir.Apply):
+                args = tuple(visit(a) for a in e.args)
+                same = all(x is y for x, y in zip(args, e.args))
+                done[key] = e if same else ir.Apply(e.op, args, e.dtype)
+            else:
+                done[key] = e
+        return done[key]
+
+    return visit(expr)
+
+
+def _injective(access: ir.Access, shape: tuple[int, ...]) -> bool:
+    """Each index of `shape` writes its own element (no broadcast store)."""
+    return all(s != 0 or d == 1 for s, d in zip(access.strides, shape))
+
+
+def _mergeable(first: ir.Kernel, second: ir.Kernel) -> bool:
+    if not (isinstance(first, ir.Elementwise) and isinstance(second, ir.Elementwise)):
+        return False
+    if first.shape != second.shape or any(s.accumulate for s in first.stores + second.stores):
+        return False
+    written = {s.access.buffer: s.access for s in first.stores}
+    if len(written) != len(first.stores) or not all(
+            _injective(a, first.shape) for a in written.values()):
+        return False
+    first_reads = {ld.access.buffer for s in first.stores for ld in ir.expr_loads(s.value)}
+    second_writes = {s.access.buffer for s in second.stores}
+    if second_writes & (first_reads | set(written)):
+        return False  # a later iteration would read (or keep) what an earlier one wrote
+    stored = {s.access: s.value.dtype for s in first.stores}
+    for s in second.stores:
+        for ld in ir.expr_loads(s.value):
+            if ld.access.buffer in written and (ld.access not in stored
+                                                or stored[ld.access] != ld.dtype):
+                return False  # read elsewhere than where it is written (or converted)
+    return True
+
+
+def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
+    values = {s.access: s.value for s in first.stores}
+    stores = first.stores + tuple(ir.Store(s.access, _substitute(s.value, values))
+                                  for s in second.stores)
+    fused = first.fused + tuple(f for f in second.fused if f not in first.fused)
+    return ir.Elementwise(first.shape, stores, fused)
+
+
+def merge_elementwise(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
+    out: list[ir.Kernel] = []
+    for kernel in kernels:
+        if out and _mergeable(out[-1], kernel):
+            out[-1] = _merged(out[-1], kernel)
+        else:
+            out.append(kernel)
+    return out
