@@ -34,6 +34,7 @@ vectorizes when the output and B are contiguous along j)."""
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -106,15 +107,19 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
 
 def _emit_loops(writer, b: ir.IRBuilder, bases: dict, k: kir.Gemm) -> None:
     is_float = np.dtype(k.dtype).kind == "f"
-    zero = constant(k.dtype, 0)
-    with loop_nest(b, k.batch + (k.m, k.n), "z") as zx:
-        writer.store(b, bases, k.out, zx, zero)
+    if not k.accumulate:
+        zero = constant(k.dtype, 0)
+        with loop_nest(b, k.batch + (k.m, k.n), "z") as zx:
+            writer.store(b, bases, k.out, zx, zero)
     if k.k == 0:
         return
     with loop_nest(b, k.batch, "b") as bx:
         with counted_loop(b, k.m, "i") as i:
             with counted_loop(b, k.k, "p") as p:
                 a_ip = writer.load(b, bases, k.a, bx + [i, p])
+                if k.alpha != 1:  # (alpha * a) @ b: rounds a little differently, as BLAS
+                    a_ip = b.fmul(a_ip, constant(k.dtype, k.alpha)) if is_float else \
+                        b.mul(a_ip, constant(k.dtype, int(k.alpha)))
                 with counted_loop(b, k.n, "j") as j:
                     acc = writer.load(b, bases, k.out, bx + [i, j])
                     c_pj = writer.load(b, bases, k.b, bx + [p, j])
@@ -152,6 +157,8 @@ class _Spec:
     a: _Operand  # (m, k)
     b: _Operand  # (k, n)
     c: _Operand  # (m, n)
+    alpha: float = 1.0  # c = alpha * a @ b ...
+    accumulate: bool = False  # ... + c
 
     @staticmethod
     def of(g: kir.Gemm) -> "_Spec":
@@ -162,11 +169,11 @@ class _Spec:
             return _Operand(acc.buffer, s[:nb], s[nb], s[nb + 1], acc.offset)
 
         a, b, c = operand(g.a), operand(g.b), operand(g.out)
-        spec = _Spec(np.dtype(g.dtype).name, tuple(g.batch), g.m, g.n, g.k, a, b, c)
+        spec = _Spec(np.dtype(g.dtype).name, tuple(g.batch), g.m, g.n, g.k, a, b, c,
+                     float(g.alpha), bool(g.accumulate))
         if c.s1 != 1 and c.s0 == 1:
-            spec = _Spec(spec.dtype, spec.batch, g.n, g.m, g.k,
-                         replace(b, s0=b.s1, s1=b.s0), replace(a, s0=a.s1, s1=a.s0),
-                         replace(c, s0=c.s1, s1=c.s0))
+            spec = replace(spec, m=g.n, n=g.m, a=replace(b, s0=b.s1, s1=b.s0),
+                           b=replace(a, s0=a.s1, s1=a.s0), c=replace(c, s0=c.s1, s1=c.s0))
         return spec
 
     @property
@@ -241,7 +248,9 @@ class _PackedGemm:
                       # B's micro-panels: packed (NR columns by kc), or B itself
                       b_panel=nr if b_layout == "direct" else nr * kc,
                       ldb=bo.s0 if b_layout == "direct" else nr,
-                      b_direct=int(b_layout == "direct"))
+                      b_direct=int(b_layout == "direct"),
+                      alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
+                      accumulate=int(spec.accumulate))
         desc = [values[f] for f in FIELDS]
         for axis, size in enumerate(spec.batch):
             desc += [size, a.batch[axis], bo.batch[axis], spec.c.batch[axis]]

@@ -39,7 +39,7 @@ VOID = ir.VoidType()
 FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offset",
           "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
           "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
-          "b_panel", "ldb", "b_direct")
+          "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate")
 
 
 @dataclass(frozen=True)
@@ -177,19 +177,19 @@ class GemmKernels:
 
     # -- the micro-kernel ----------------------------------------------------------------
     def micro(self) -> ir.Function:
-        """(apanel, bpanel, c, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols):
-        C[rows, cols] (+)= Apanel[MR, kc] Bpanel[kc, NR], A's element (i, p) at
-        apanel[i * a_rs + p * a_ps], B's row p at bpanel + p * ldb. All MR x NR are
-        computed; `rows` rows and `cols` columns are stored (masked stores)."""
+        """(apanel, bpanel, c, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols, alpha):
+        C[rows, cols] (+)= alpha * Apanel[MR, kc] Bpanel[kc, NR] (= when `first`), A's
+        element (i, p) at apanel[i * a_rs + p * a_ps], B's row p at bpanel + p * ldb. All
+        MR x NR are computed; `rows` rows and `cols` columns are stored (masked stores)."""
         v = self.v
         direct = v.b_layout == "direct"
         name = f"gemm_{v.dtype}_micro_{'cs1' if v.cs1 else 'csn'}{'_bdirect' if direct else ''}"
         existing = self._existing(name)
         if existing is not None:
             return existing
-        fn = self._function(name, [PTR, PTR, PTR, I64, I1, I64, I64, I64, I64, I64, I64, I64],
-                            3)
-        ap, bp, cp, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols = fn.args
+        fn = self._function(name, [PTR, PTR, PTR, I64, I1, I64, I64, I64, I64, I64, I64, I64,
+                                   self.et], 3)
+        ap, bp, cp, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols, alpha = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         masks = [self._lane_mask(b, b.sub(cols, self._c(j * self.vl))) for j in range(self.nv)]
         arows = [self._gep(b, ap, b.mul(a_rs, self._c(i)) if i else self._c(0))
@@ -228,6 +228,8 @@ class GemmKernels:
         p.add_incoming(pn, loop)
         b.cbranch(b.icmp_signed("<", pn, kc), loop, done)
         b.position_at_end(done)
+        scale = self._splat(b, alpha, vt)
+        new = [[b.fmul(x, scale) for x in row] for row in new]  # (exact when alpha is 1)
         with b.if_else(first) as (then, otherwise):
             with then:
                 self._store_tile(b, cp, ldc, csc, new, rows, cols, masks, accumulate=False)
@@ -479,6 +481,9 @@ class GemmKernels:
         panels_q = b.sdiv(b.add(mb, self._c(mr - 1)), self._c(mr))
         panels_r = b.sdiv(b.add(nb, self._c(nr - 1)), self._c(nr))
         micro = self.micro()
+        alpha = b.bitcast(d["alpha_bits"], F64)  # (the descriptor holds a double's bits)
+        if self.et != F64:
+            alpha = b.fptrunc(alpha, self.et)
 
         def tile(q, r) -> None:
             row0, col0 = self._mul(b, q, mr), self._mul(b, r, nr)
@@ -487,7 +492,7 @@ class GemmKernels:
             c = self._gep(b, cp, b.add(b.mul(row0, ldc), b.mul(col0, csc)))
             b.call(micro, [self._gep(b, ap, b.mul(q, d["a_panel"])),
                            self._gep(b, bp, b.mul(r, d["b_panel"])), c, kc, first, ldc,
-                           d["ldb"], csc, d["a_rs"], d["a_ps"], rows, cols])
+                           d["ldb"], csc, d["a_rs"], d["a_ps"], rows, cols, alpha])
 
         outer, inner = (panels_q, panels_r) if v.order == "rows" else (panels_r, panels_q)
         with counted_loop(b, outer, "o") as o:
@@ -523,6 +528,7 @@ class GemmKernels:
         apack = self._gep(b, scratch0, b.mul(t, d["per_thread"]))
         bpack = self._gep(b, apack, d["a_size"])
         direct = b.icmp_signed("!=", d["b_direct"], self._c(0))
+        overwrite = b.icmp_signed("==", d["accumulate"], self._c(0))  # (else out += ...)
         units = d["units"]
         u0 = b.sdiv(b.mul(t, units), nt)
         u1 = b.sdiv(b.mul(b.add(t, self._c(1)), units), nt)
@@ -548,7 +554,7 @@ class GemmKernels:
                 crow = self._gep(b, pc, b.mul(ic, d["c_s0"]))
                 with self._range(b, 0, d["k"], d["kc"]) as pk:
                     kc = self._min(b, d["kc"], b.sub(d["k"], pk))
-                    first = b.icmp_signed("==", pk, self._c(0))
+                    first = b.and_(overwrite, b.icmp_signed("==", pk, self._c(0)))
                     b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
                     with self._range(b, j0, j1, d["nc"]) as jc:
                         nb = self._min(b, d["nc"], b.sub(j1, jc))

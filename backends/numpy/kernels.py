@@ -93,7 +93,10 @@ class KernelRunner:
             a = self._strided(k.a, k.batch + (k.m, k.k))
             b = self._strided(k.b, k.batch + (k.k, k.n))
             out = self._strided(k.out, k.batch + (k.m, k.n))
-            out[...] = np.matmul(a, b)
+            product = np.matmul(a, b)
+            if k.alpha != 1:
+                product = product * np.asarray(k.alpha, k.dtype)
+            out[...] = out + product if k.accumulate else product
         elif isinstance(k, ir.Gather):
             x = self._strided(k.x, k.x_shape)
             idx = self._strided(k.indices, k.idx_shape)

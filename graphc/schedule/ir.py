@@ -164,8 +164,10 @@ class Reduce:
 
 @dataclass(frozen=True)
 class Gemm:
-    """out[b, m, n] = sum_k a[b, m, k] * b[b, k, n] over batch dims `batch`; any strides,
-    so transposes and broadcast batch dims cost nothing."""
+    """out[b, m, n] = alpha * sum_k a[b, m, k] * b[b, k, n] over batch dims `batch` (added
+    to what out holds when `accumulate`: a parameter update p += alpha * grad folded into
+    the GEMM that makes grad); any strides, so transposes and broadcast batch dims cost
+    nothing."""
 
     batch: Shape
     m: int
@@ -175,11 +177,14 @@ class Gemm:
     b: Access  # over (batch..., k, n)
     out: Access  # over (batch..., m, n)
     dtype: np.dtype
+    alpha: float = 1.0
+    accumulate: bool = False
 
     kind = "gemm"
 
     def reads(self) -> set[int]:
-        return {self.a.buffer, self.b.buffer}
+        return {self.a.buffer, self.b.buffer} | ({self.out.buffer} if self.accumulate
+                                                 else set())
 
     def writes(self) -> set[int]:
         return {self.out.buffer}

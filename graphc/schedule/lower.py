@@ -12,10 +12,11 @@ import numpy as np
 
 from graphc.errors import ShapeError
 from graphc.graph import Graph
-from graphc.node import Node, consumers, toposort
+from graphc.node import Node, consumers
 from graphc.ops import get_op
 from graphc.schedule import ir
 from graphc.schedule.collapse import collapse
+from graphc.schedule.epilogue import fold_updates
 from graphc.schedule.merge import merge_elementwise
 from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
@@ -149,7 +150,8 @@ class Lowering:
                     self.view_of(node)  # computed once, read by several kernels
         outputs = self.store_outputs()
         self.store_updates()
-        kernels = collapse(merge_elementwise(self.kernels))
+        temps = {bid for bid, b in self.buffers.items() if b.role == "temp"}
+        kernels = collapse(merge_elementwise(fold_updates(self.kernels, temps)))
         return Schedule(self.buffers, kernels, inputs, outputs, self.params, self.consts)
 
     def store_outputs(self) -> list[int]:

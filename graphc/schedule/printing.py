@@ -20,7 +20,9 @@ def kernel_line(k: ir.Kernel) -> str:
         ta = k.a.strides[-2] < k.a.strides[-1]
         tb = k.b.strides[-2] < k.b.strides[-1]
         what = (f"gemm batch={list(k.batch)} m={k.m} n={k.n} k={k.k}"
-                f"{' A^T' if ta else ''}{' B^T' if tb else ''}")
+                f"{' A^T' if ta else ''}{' B^T' if tb else ''}"
+                f"{f' alpha={k.alpha:g}' if k.alpha != 1 else ''}"
+                f"{' out+=' if k.accumulate else ''}")
     elif isinstance(k, ir.Gather):
         what = f"gather axis={k.axis} x={list(k.x_shape)} idx={list(k.idx_shape)}"
     elif isinstance(k, ir.IndexCheck):
