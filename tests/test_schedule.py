@@ -819,3 +819,58 @@ def test_merge_refuses_a_kernel_writing_what_the_first_reads():
     third = ir.Elementwise(shape, (ir.Store(acc[2], ir.Apply("neg", (load[1],), f64)),))
     (merged,) = merge_elementwise([first, third])
     assert merged.stores[1].value.args[0] is first.stores[0].value
+
+
+# ---- parameter updates folded into the GEMM that makes the gradient ----------------------
+
+def _linear_sgd(batch: int, n_in: int, n_out: int, lr: float, rule=None):
+    rng = np.random.default_rng(batch + n_in)
+    x = gc.placeholder((batch, n_in), "float32", name="x")
+    w = gc.parameter(rng.normal(size=(n_in, n_out)).astype(np.float32), name="w")
+    b = gc.parameter(np.zeros(n_out, np.float32), name="b")
+    loss = gc.mean((gc.tanh(x @ w + b) - 0.5) ** 2)
+    gw, gb = gc.grad(loss, [w, b])
+    rule = rule or (lambda p, g: p - lr * g)
+    return x, [w, b], loss, {w: rule(w, gw), b: rule(b, gb)}, \
+        rng.normal(size=(batch, n_in)).astype(np.float32)
+
+
+def _steps(backend, options, batch, n_in, n_out, lr=0.05, rule=None, steps=3):
+    x, params, loss, updates, data = _linear_sgd(batch, n_in, n_out, lr, rule)
+    f = gc.function([x], loss, updates=updates, backend=backend, backend_options=options)
+    losses = [float(f(data)) for _ in range(steps)]
+    return losses, [p.value.copy() for p in params], f
+
+
+@pytest.mark.parametrize("batch,n_in,n_out", [(32, 20, 12), (600, 40, 24), (5, 3, 2)],
+                         ids=["packed", "several-k-slices", "loop"])
+def test_sgd_update_folds_into_the_weight_gradient_gemm(batch, n_in, n_out):
+    want_losses, want_params, f = _steps("numpy", None, batch, n_in, n_out)
+    s = f.schedule((batch, n_in))
+    folded = [k for k in s.kernels if k.kind == "gemm" and k.accumulate]
+    assert len(folded) == 1 and folded[0].alpha == pytest.approx(-0.05)
+    assert s.buffers[folded[0].out.buffer].role == "param"
+    assert not any(k.kind == "elementwise" and k.fused == ("update",)
+                   and folded[0].out.buffer in k.writes() for k in s.kernels)
+    for backend, options in (("numpy", KERNELS), ("llvm", None)):
+        losses, params, _ = _steps(backend, options, batch, n_in, n_out)
+        np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+        for got, want in zip(params, want_params):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_update_of_another_form_is_not_folded():
+    decay = lambda p, g: p * 0.9 - 0.05 * g  # noqa: E731 (weight decay: p is scaled)
+    want_losses, want_params, f = _steps("numpy", None, 32, 20, 12, rule=decay)
+    s = f.schedule((32, 20))
+    assert not any(k.kind == "gemm" and k.accumulate for k in s.kernels)
+    losses, params, _ = _steps("llvm", None, 32, 20, 12, rule=decay)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+
+
+def test_a_gradient_also_returned_is_not_folded():
+    x, params, loss, updates, data = _linear_sgd(16, 8, 4, 0.05)
+    gw = gc.grad(loss, [params[0]])[0]
+    f = gc.function([x], [loss, gw], updates=updates, backend="numpy")
+    s = f.schedule((16, 8))
+    assert not any(k.kind == "gemm" and k.accumulate for k in s.kernels)

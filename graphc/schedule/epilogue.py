@@ -47,20 +47,21 @@ def _folded(gemm: ir.Gemm, update: ir.Kernel, readers: dict[int, int]) -> ir.Gem
     if not (isinstance(update, ir.Elementwise) and len(update.stores) == 1):
         return None
     store = update.stores[0]
-    shape = gemm.batch + (gemm.m, gemm.n)
-    identity = ir.contiguous_strides(shape)
-    g = gemm.out
+    identity = ir.contiguous_strides(update.shape)
+    target, grad = store.access.buffer, gemm.out.buffer
     if (store.accumulate or gemm.accumulate or np.dtype(gemm.dtype).kind != "f"
-            or update.shape != shape or store.access.strides != identity
-            or store.access.offset != 0 or g.strides != identity or g.offset != 0
-            or readers.get(g.buffer) != 1 or g.buffer == store.access.buffer
-            or store.access.buffer in (gemm.a.buffer, gemm.b.buffer)
+            or store.access.strides != identity or store.access.offset != 0
+            or int(np.prod(update.shape)) != gemm.m * gemm.n * int(np.prod(gemm.batch))
+            or readers.get(grad) != 1 or grad == target
+            or target in (gemm.a.buffer, gemm.b.buffer)
             or store.value.dtype != gemm.dtype):
         return None
-    alpha = _alpha(store.value, store.access, g)
+    # The update reads the gradient where it writes the parameter (both whole, in the same
+    # layout): the GEMM can write each element to the parameter where it wrote the gradient.
+    alpha = _alpha(store.value, store.access, ir.Access(grad, identity, 0))
     if alpha is None:
         return None
-    return replace(gemm, out=ir.Access(store.access.buffer, identity, 0),
+    return replace(gemm, out=ir.Access(target, gemm.out.strides, gemm.out.offset),
                    alpha=gemm.alpha * alpha, accumulate=True)
 
 
