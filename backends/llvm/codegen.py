@@ -71,7 +71,7 @@ def _group(k: kir.Kernel) -> str | None:
 
 # What a module's packed GEMMs of one dtype share (micro-kernel, packing, blocking): about
 # as much code as this many plain kernels.
-_GROUP_COST = 22
+_GROUP_COST = 30
 
 # Below this much code (in plain kernels) a module is compiled in one piece: splitting
 # costs a few ms of set-up per part.

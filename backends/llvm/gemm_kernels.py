@@ -228,35 +228,32 @@ class GemmKernels:
         p.add_incoming(pn, loop)
         b.cbranch(b.icmp_signed("<", pn, kc), loop, done)
         b.position_at_end(done)
-        scale = self._splat(b, alpha, vt)
-        new = [[b.fmul(x, scale) for x in row] for row in new]  # (exact when alpha is 1)
-        with b.if_else(first) as (then, otherwise):
-            with then:
-                self._store_tile(b, cp, ldc, csc, new, rows, cols, masks, accumulate=False)
-            with otherwise:
-                self._store_tile(b, cp, ldc, csc, new, rows, cols, masks, accumulate=True)
+        self._store_tile(b, cp, ldc, csc, new, rows, cols, masks, first, alpha)
         b.ret_void()
         return fn
 
-    def _store_tile(self, b, cp, ldc, csc, tile, rows, cols, masks, accumulate) -> None:
+    def _store_tile(self, b, cp, ldc, csc, tile, rows, cols, masks, first, alpha) -> None:
+        """C = alpha * tile + (first ? 0 : C), one code path for both (the old value is
+        loaded either way and dropped on the first k slice: less code for LLVM)."""
+        scale = self._splat(b, alpha, self.vt)
+        zero_v, zero = ir.Constant(self.vt, None), ir.Constant(self.et, 0.0)
         for i, row in enumerate(tile):
             with b.if_then(b.icmp_signed("<", self._c(i), rows)):
                 rowp = self._gep(b, cp, b.mul(ldc, self._c(i)) if i else self._c(0))
                 for j, value in enumerate(row):
                     if self.v.cs1:
                         ptr = self._gep(b, rowp, j * self.vl)
-                        if accumulate:
-                            value = b.fadd(self._load_masked(b, ptr, masks[j]), value)
-                        self._store_masked(b, value, ptr, masks[j])
+                        old = b.select(first, zero_v, self._load_masked(b, ptr, masks[j]))
+                        self._store_masked(b, b.call(self.fma, [scale, value, old]), ptr,
+                                           masks[j])
                         continue
                     for lane in range(self.vl):  # an output not contiguous along n
                         col = j * self.vl + lane
                         with b.if_then(b.icmp_signed("<", self._c(col), cols)):
                             ptr = self._gep(b, rowp, b.mul(self._c(col), csc))
-                            x = b.extract_element(value, ir.Constant(I32, lane))
-                            if accumulate:
-                                x = b.fadd(b.load(ptr, typ=self.et), x)
-                            b.store(x, ptr)
+                            x = b.fmul(b.extract_element(value, ir.Constant(I32, lane)), alpha)
+                            old = b.select(first, zero, b.load(ptr, typ=self.et))
+                            b.store(b.fadd(old, x), ptr)
 
     # -- packing --------------------------------------------------------------------------
     def pack_a(self) -> ir.Function:
@@ -330,38 +327,16 @@ class GemmKernels:
         d = self.fields(b, desc, 0)
         sk, sn, nr, vl = d["b_s0"], d["b_s1"], self.nr, self.vl
         panel_size = b.mul(d["kc"], self._c(nr))
-        full = b.sdiv(nb, self._c(nr))
-        rest = b.sub(nb, b.mul(full, self._c(nr)))
         layout = self.v.b_layout
-
-        def start(r):
-            col0 = b.add(j0, self._mul(b, r, nr))
-            return (self._gep(b, src, b.add(b.mul(col0, sn), b.mul(p0, sk))),
-                    self._gep(b, dst, b.mul(r, panel_size)))
-
-        # full panels
-        with counted_loop(b, full, "r") as r:
-            spanel, dpanel = start(r)
-            if layout == "trans":
-                self._pack_b_transposed(b, spanel, dpanel, kc, sn, self._c(nr))
-            else:
-                with counted_loop(b, kc, "p") as p:
-                    s = self._gep(b, spanel, b.mul(p, sk))
-                    dd = self._gep(b, dpanel, self._mul(b, p, nr))
-                    for j in range(self.nv if layout == "rows" else nr):
-                        if layout == "rows":  # whole vectors
-                            x = b.load(self._gep(b, s, j * vl), typ=self.vt)
-                            x.align = self.esize
-                            st = b.store(x, self._gep(b, dd, j * vl))
-                            st.align = 64
-                        else:
-                            x = b.load(self._gep(b, s, b.mul(self._c(j), sn)), typ=self.et)
-                            b.store(x, self._gep(b, dd, j))
-        # a partial last panel: `rest` columns, zeros after them
-        with b.if_then(b.icmp_signed(">", rest, self._c(0))):
-            spanel, dpanel = start(full)
-            if layout == "rows":
-                masks = [self._lane_mask(b, b.sub(rest, self._c(j * vl)))
+        # one code path for every panel, a partial last one included (cols < NR columns,
+        # zeros after them): less code for LLVM, the same speed
+        with counted_loop(b, b.sdiv(b.add(nb, self._c(nr - 1)), self._c(nr)), "r") as r:
+            col0 = self._mul(b, r, nr)
+            cols = self._min(b, self._c(nr), b.sub(nb, col0))
+            spanel = self._gep(b, src, b.add(b.mul(b.add(j0, col0), sn), b.mul(p0, sk)))
+            dpanel = self._gep(b, dst, b.mul(r, panel_size))
+            if layout == "rows":  # whole vectors (masked: nothing read past the last column)
+                masks = [self._lane_mask(b, b.sub(cols, self._c(j * vl)))
                          for j in range(self.nv)]
                 with counted_loop(b, kc, "p") as p:
                     s = self._gep(b, spanel, b.mul(p, sk))
@@ -371,16 +346,16 @@ class GemmKernels:
                         st = b.store(x, self._gep(b, dd, j * vl))
                         st.align = 64
             elif layout == "trans":
-                self._pack_b_transposed(b, spanel, dpanel, kc, sn, rest)
+                self._pack_b_transposed(b, spanel, dpanel, kc, sn, cols)
             else:
-                self._pack_b_edge(b, spanel, dpanel, kc, rest, sk, sn, nr, nr)
+                self._pack_b_edge(b, spanel, dpanel, kc, cols, sk, sn, nr)
         b.ret_void()
         return fn
 
     def _pack_b_transposed(self, b, spanel, dpanel, kc, sn, cols) -> None:
         """A panel of B stored transposed (contiguous along k), `cols` of its NR columns
         there: vl x vl blocks by the module's shared in-register transpose, the rest (a
-        partial group of columns, the last kc % vl rows) by a plain loop."""
+        partial group of columns, the last kc % vl rows) by plain loops."""
         vl, nr = self.vl, self.nr
         blocks = b.sdiv(kc, self._c(vl))
         with counted_loop(b, blocks, "pb") as pb:
@@ -394,24 +369,39 @@ class GemmKernels:
                         b.call(self.transpose_block(), [group, sn, target])
                     with part:
                         self._pack_b_edge(b, group, target, self._c(vl), left, self._c(1),
-                                          sn, nr, vl)
+                                          sn, vl)
         p = self._mul(b, blocks, vl)
         self._pack_b_edge(b, self._gep(b, spanel, p), self._gep(b, dpanel, self._mul(b, p, nr)),
-                          b.sub(kc, p), cols, self._c(1), sn, nr, nr)
+                          b.sub(kc, p), cols, self._c(1), sn, nr)
 
-    def _pack_b_edge(self, b, src, dst, depth, cols, sk, sn, nr: int, width: int) -> None:
-        """dst[pp * NR + jj] = src[pp * sk + jj * sn] for jj < cols, 0 for jj up to width."""
+    def _pack_b_edge(self, b, src, dst, depth, cols, sk, sn, width: int) -> None:
+        """dst[pp * NR + jj] = src[pp * sk + jj * sn] for jj < cols, 0 for jj < width
+        (cols may be out of [0, width]: clamped), by a call to the shared edge copier."""
+        b.call(self.edge_copier(), [src, dst, depth, cols, sk, sn, self._c(width)])
+
+    def edge_copier(self) -> ir.Function:
+        """(src, dst, depth, cols, sk, sn, width): what the packing of B does where whole
+        vectors or blocks do not fit, one function for every such place (less code)."""
+        name = f"gemm_{self.v.dtype}_pack_b_edge"
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
+        fn = self._function(name, [PTR, PTR, I64, I64, I64, I64, I64], 2)
+        src, dst, depth, cols, sk, sn, width = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
         zero = ir.Constant(self.et, 0.0)
+        cols = self._min(b, width, b.select(b.icmp_signed("<", cols, self._c(0)),
+                                            self._c(0), cols))
         with counted_loop(b, depth, "epp") as pp:
-            row = self._gep(b, dst, self._mul(b, pp, nr))
+            row = self._gep(b, dst, self._mul(b, pp, self.nr))
             srow = self._gep(b, src, b.mul(pp, sk))
-            with counted_loop(b, self._c(width), "ejj") as jj:
-                with b.if_else(b.icmp_signed("<", jj, cols)) as (then, otherwise):
-                    with then:
-                        x = b.load(self._gep(b, srow, b.mul(jj, sn)), typ=self.et)
-                        b.store(x, self._gep(b, row, jj))
-                    with otherwise:
-                        b.store(zero, self._gep(b, row, jj))
+            with counted_loop(b, cols, "ejj") as jj:
+                x = b.load(self._gep(b, srow, b.mul(jj, sn)), typ=self.et)
+                b.store(x, self._gep(b, row, jj))
+            with counted_loop(b, b.sub(width, cols), "ezz") as jz:
+                b.store(zero, self._gep(b, row, b.add(cols, jz)))
+        b.ret_void()
+        return fn
 
     def transpose_block(self) -> ir.Function:
         """(src, sn, dst): vl rows of vl elements at src + jj*sn, transposed in registers

@@ -12,6 +12,7 @@ GRAPHC_COMPILE_JOBS sets the process count (default: GRAPHC_NUM_THREADS, else th
 process may run on); 1 compiles in this process alone."""
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import sys
@@ -125,6 +126,19 @@ class _Child:
 
 def compile_schedule(schedule, times: jit.CompileTimes, jobs: int | None = None) -> Compiled:
     """The schedule as native code, its parts built in up to `jobs` processes."""
+    # Writing IR makes many small objects: the cyclic collector's full passes over the
+    # whole heap (sympy, numpy, the user's objects) took a fifth of the rendering time,
+    # and in a forked child they would copy every page they touch. Paused meanwhile.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile_schedule(schedule, times, jobs)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile_schedule(schedule, times: jit.CompileTimes, jobs: int | None) -> Compiled:
     jit._init()
     jobs = part_jobs() if jobs is None else jobs
     parts = codegen.part_count(schedule, jobs) if _can_fork() else 1
