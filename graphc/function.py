@@ -148,6 +148,18 @@ class Function:
             raise AttributeError(f"the {self.backend} backend produces no machine code")
         return asm
 
+    @property
+    def compile_times(self) -> dict:
+        """Where the last compile went (llvm backend), in seconds: "fingerprint",
+        "optimize and schedule", "codegen" (writing the IR), "llvm parse", "llvm optimize",
+        "llvm emit" (each summed over the parts, which compile side by side), "parts" (a
+        count) and "parts wall" (their time end to end); or "cache load" when the code came
+        from the disk cache ("cached": True). Empty before the first compile."""
+        times = getattr(self._exe, "compile_times", None)
+        if times is None:
+            raise AttributeError(f"the {self.backend} backend reports no compile times")
+        return dict(times)
+
     def schedule(self, *shapes: tuple[int, ...]):
         """The kernel plan for these input shapes (default: the inputs' static shapes);
         print it with .listing()."""

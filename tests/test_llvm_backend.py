@@ -1037,6 +1037,29 @@ def test_source_and_asm():
     assert "graphc_main" in asm
 
 
+def test_compile_times_say_where_the_compile_went(tmp_path):
+    def build():
+        x = gc.placeholder((None, 3), "float32", name="x")
+        return gc.function([x], gc.tanh(x) * 2.0, backend="llvm",
+                           backend_options={"cache_dir": str(tmp_path)})
+    f = build()
+    assert f.compile_times == {}  # nothing compiled yet (sizes come with the call)
+    f(np.ones((2, 3), np.float32))
+    cold = f.compile_times
+    assert cold["cached"] is False and cold["parts"] >= 1
+    phases = ("fingerprint", "optimize and schedule", "codegen", "llvm parse",
+              "llvm optimize", "llvm emit", "parts wall")
+    assert all(cold[p] > 0 for p in phases)
+    assert cold["parts wall"] >= cold["llvm emit"] / cold["parts"]
+    g = build()
+    g(np.ones((2, 3), np.float32))
+    warm = g.compile_times
+    assert warm["cached"] is True and warm["cache load"] > 0 and "llvm optimize" not in warm
+    with pytest.raises(AttributeError, match="numpy backend reports no compile times"):
+        y = gc.placeholder((2,), name="y")
+        gc.function([y], y * 2, backend="numpy").compile_times
+
+
 # ---- alias scopes: distinct scopes only for buffers whose memory is disjoint ----------------
 
 def _scheduled(step, *shapes):

@@ -140,6 +140,16 @@ class CompiledShape:
                                       for f in layout.team_flags]) \
             if layout.team_flags and adaptive_enabled() else None
 
+    def compile_times(self) -> dict:
+        """Seconds per phase of making this code (see Function.compile_times)."""
+        t = self.times
+        out: dict = dict(t.extra)
+        if not self.cached:
+            out.update({"llvm parse": t.parse, "llvm optimize": t.optimize,
+                        "llvm emit": t.jit})
+        out["cached"] = self.cached
+        return out
+
     @property
     def schedule(self):
         """The kernel plan (made on demand when the code came from the cache)."""
@@ -243,6 +253,10 @@ class LLVMExecutable:
         if self.last is None:
             return "; not compiled yet"
         return self.last.assembly()
+
+    @property
+    def compile_times(self) -> dict:
+        return {} if self.last is None else self.last.compile_times()
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         compiled = self._get(tuple(a.shape for a in args))
