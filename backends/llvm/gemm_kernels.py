@@ -96,6 +96,11 @@ class GemmKernels:
 
     def _function(self, name: str, args: list[ir.Type], noalias: int = 0,
                   driver: bool = False) -> ir.Function:
+        """The module's function `name`: the one written already (its blocks are there:
+        one copy a module), else a new, empty one."""
+        existing = self._existing(name)
+        if existing is not None:
+            return existing
         fn = ir.Function(self.module, ir.FunctionType(VOID, args), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
@@ -184,11 +189,10 @@ class GemmKernels:
         v = self.v
         direct = v.b_layout == "direct"
         name = f"gemm_{v.dtype}_micro_{'cs1' if v.cs1 else 'csn'}{'_bdirect' if direct else ''}"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR, PTR, PTR, I64, I1, I64, I64, I64, I64, I64, I64, I64,
                                    self.et], 3)
+        if fn.blocks:
+            return fn
         ap, bp, cp, kc, first, ldc, ldb, csc, a_rs, a_ps, rows, cols, alpha = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         masks = [self._lane_mask(b, b.sub(cols, self._c(j * self.vl))) for j in range(self.nv)]
@@ -259,10 +263,9 @@ class GemmKernels:
     def pack_a(self) -> ir.Function:
         """(src, dst, desc, i0, mb, p0, kc)."""
         name = f"gemm_{self.v.dtype}_pack_a_{self.v.a_layout}"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR, PTR, PTR, I64, I64, I64, I64], 2)
+        if fn.blocks:
+            return fn
         src, dst, desc, i0, mb, p0, kc = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, 0)
@@ -318,10 +321,9 @@ class GemmKernels:
     def pack_b(self) -> ir.Function:
         """(src, dst, desc, p0, kc, j0, nb): panels dst[r * NR * KC + p * NR + j]."""
         name = f"gemm_{self.v.dtype}_pack_b_{self.v.b_layout}"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR, PTR, PTR, I64, I64, I64, I64], 2)
+        if fn.blocks:
+            return fn
         src, dst, desc, p0, kc, j0, nb = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, 0)
@@ -383,10 +385,9 @@ class GemmKernels:
         """(src, dst, depth, cols, sk, sn, width): what the packing of B does where whole
         vectors or blocks do not fit, one function for every such place (less code)."""
         name = f"gemm_{self.v.dtype}_pack_b_edge"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR, PTR, I64, I64, I64, I64, I64], 2)
+        if fn.blocks:
+            return fn
         src, dst, depth, cols, sk, sn, width = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         zero = ir.Constant(self.et, 0.0)
@@ -459,10 +460,9 @@ class GemmKernels:
         """(apack, bpack, c, desc, mb, nb, kc, first): C[mb, nb] (+)= the packed blocks."""
         v = self.v
         name = f"{self.micro().name}_macro_{v.order}"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR, PTR, PTR, PTR, I64, I64, I64, I1], 3, driver=True)
+        if fn.blocks:
+            return fn
         ap, bp, cp, desc, mb, nb, kc, first = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, 0)
@@ -503,10 +503,9 @@ class GemmKernels:
         over the blocks: MC rows (pack A) > KC depth > NC columns (pack B) > the
         macro-kernel. fns: the variant's [pack_a, pack_b or null, macro]."""
         name = f"gemm_{self.v.dtype}_work_{self.v.batch_dims}d"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR, PTR, PTR, PTR, PTR, PTR, I64, I64], driver=True)
+        if fn.blocks:
+            return fn
         a0, b0, c0, scratch0, desc, fns, t, nt = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, self.v.batch_dims)
@@ -561,10 +560,9 @@ class GemmKernels:
     def team(self) -> ir.Function:
         """(ctx): the GOMP_parallel body; ctx holds a, b, c, scratch, desc and fns."""
         name = f"gemm_{self.v.dtype}_team_{self.v.batch_dims}d"
-        existing = self._existing(name)
-        if existing is not None:
-            return existing
         fn = self._function(name, [PTR], driver=True)
+        if fn.blocks:
+            return fn
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ctx = fn.args[0]
         ptrs = [b.load(b.gep(ctx, [self._c(i)], source_etype=PTR), typ=PTR) for i in range(6)]

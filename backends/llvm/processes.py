@@ -21,18 +21,13 @@ import warnings
 from dataclasses import dataclass
 
 from graphc.backends.llvm import codegen, jit
-from graphc.backends.llvm.threads import num_threads
+from graphc.backends.llvm.threads import count_setting, num_threads
 
 
 def compile_jobs() -> int:
     """GRAPHC_COMPILE_JOBS, else the thread count generated code runs with."""
-    value = os.environ.get("GRAPHC_COMPILE_JOBS", "").strip()
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"GRAPHC_COMPILE_JOBS must be a positive integer, not {value!r}")
-    return num_threads()
+    jobs = count_setting("GRAPHC_COMPILE_JOBS")
+    return num_threads() if jobs is None else jobs
 
 
 def _can_fork() -> bool:

@@ -7,14 +7,23 @@ import functools
 import os
 
 
+def count_setting(name: str) -> int | None:
+    """The environment variable `name` as a count (at least 1), or None where it is unset;
+    a ValueError naming it when it is not a number."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}") from None
+
+
 def num_threads() -> int:
     """GRAPHC_NUM_THREADS, else the cores this process may run on."""
-    value = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"GRAPHC_NUM_THREADS must be a positive integer, not {value!r}")
+    threads = count_setting("GRAPHC_NUM_THREADS")
+    if threads is not None:
+        return threads
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
