@@ -200,3 +200,31 @@ def test_compile_jobs_setting_is_checked(monkeypatch):
         processes.compile_jobs()
     monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "0")
     assert processes.compile_jobs() == 1
+
+
+def test_an_interrupted_compile_kills_and_reaps_its_children(monkeypatch, tmp_path):
+    import time
+    from graphc.backends.llvm import processes
+    parent, forked = os.getpid(), []
+    real_fork = processes.os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    def build(*args):
+        if os.getpid() != parent:
+            time.sleep(60)  # a child still at work when the parent gives up
+        raise KeyboardInterrupt  # the parent interrupted while it builds part 0
+
+    monkeypatch.setattr(processes.os, "fork", fork)
+    monkeypatch.setattr(processes, "_build_part", build)
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    with pytest.raises(KeyboardInterrupt):
+        _deep_mlp("llvm", tmp_path)[0](np.zeros((32, 48), np.float32))
+    assert forked
+    for pid in forked:  # killed and reaped: no such process any more
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
