@@ -348,3 +348,42 @@ def test_forked_child_does_not_hang():
     out = _python(code, {"GRAPHC_NUM_THREADS": "2", "GRAPHC_CACHE": "0"})
     lines = out.split("\n")
     assert lines[1] == "child 0", out
+
+
+@pytest.mark.parametrize("nthreads", [2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_deep_gemms_with_one_tile_split_their_depth(dtype, nthreads, packed, monkeypatch):
+    """A GEMM of one register tile and a long depth (a convolution's weight gradient) gives
+    each thread a slice of the depth, summed into partial products added at the end: every
+    layout, uneven slices, the last one short."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(nthreads))
+    small = gemm.replace(gemm.PARAMS[dtype], kc=32)
+    monkeypatch.setitem(gemm.PARAMS, dtype, small)
+    for (m, n, k), (ta, tb) in itertools.product([(8, 25, 1000), (3, 5, 100), (1, 1, 70)],
+                                                 LAYOUTS):
+        result, expected, f = _matmul(m, n, k, dtype, ta, tb, seed=m + k)
+        _check(result, expected, dtype)
+        tiles = -(-m // small.mr) * -(-n // small.nr)
+        if gemm.openmp_available() and nthreads // tiles >= 2:  # (else tiles are shared out)
+            assert f"gemm_{dtype}_add_partials" in f.source
+
+
+def test_a_depth_split_gemm_folded_into_an_update(packed, monkeypatch):
+    """p -= 0.1 * x^T @ y, folded into a GEMM (accumulating into p) whose depth is split:
+    the first slice adds to p, the partial products after it."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "2")
+    rng = np.random.default_rng(9)
+    x = gc.placeholder((600, 5), "float32", name="x")
+    y = gc.placeholder((600, 3), "float32", name="y")
+    start = rng.normal(size=(5, 3)).astype(np.float32)
+    p = gc.parameter(start.copy(), name="p")
+    f = gc.function([x, y], gc.sum(p), updates={p: p - 0.1 * (x.T @ y)}, backend="llvm")
+    assert any(k.kind == "gemm" and k.accumulate for k in f.schedule().kernels)
+    xv = rng.normal(size=(600, 5)).astype(np.float32)
+    yv = rng.normal(size=(600, 3)).astype(np.float32)
+    f(xv, yv)
+    f(xv, yv)
+    want = start.astype(np.float64) - 0.2 * (xv.astype(np.float64).T @ yv)
+    np.testing.assert_allclose(p.value, want, rtol=1e-4, atol=1e-4)
+    if gemm.openmp_available():
+        assert "gemm_float32_add_partials" in f.source

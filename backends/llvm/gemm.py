@@ -96,10 +96,8 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
         spec = _Spec.of(k)
         threads = num_threads()
         macs = k.m * k.n * k.k * spec.nbatch
-        if threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available():
-            threads = min(threads, spec.max_units())
-        else:
-            threads = 1
+        if not (threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available()):
+            threads = 1  # (else _PackedGemm gives it at most as many threads as work units)
         _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name).emit(b, bases)
         return
     _emit_loops(writer, b, bases, k)
@@ -180,10 +178,6 @@ class _Spec:
     def nbatch(self) -> int:
         return math.prod(self.batch)
 
-    def max_units(self) -> int:
-        p = PARAMS[self.dtype]
-        return self.nbatch * max(1, _ceil(self.m, p.mr), _ceil(self.n, p.nr))
-
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
@@ -219,6 +213,15 @@ class _PackedGemm:
         part_rows = _ceil(row_panels, row_parts) * mr
         part_cols = _ceil(col_panels, col_parts) * nr
         parts = row_parts * col_parts
+        # Too few rows and columns to give every thread some (a convolution's weight
+        # gradient: 8 x 25 outputs, a depth of 36,864): the depth is split too, each slice
+        # after the first summed into a partial product of its own, added to C at the end.
+        ksplit, k_len = 1, spec.k
+        if threads > 1 and spec.nbatch == 1 and parts < threads and spec.k >= 2 * kc:
+            k_len = _ceil(_ceil(spec.k, min(threads // parts, spec.k // kc)), kc) * kc
+            ksplit = _ceil(spec.k, k_len)
+        self.threads = threads = min(threads, spec.nbatch * parts * ksplit)
+        self.ksplit = ksplit
         mc = _even_block(part_rows, p.mc, mr)
         nc = _even_block(part_cols, p.nc, nr)
         a = spec.a
@@ -239,7 +242,7 @@ class _PackedGemm:
                       b_s1=bo.s1, c_s0=spec.c.s0, c_s1=spec.c.s1, a_offset=a.offset,
                       b_offset=bo.offset, c_offset=spec.c.offset, kc=kc, mc=mc, nc=nc,
                       part_rows=part_rows, part_cols=part_cols, parts=parts,
-                      col_parts=col_parts, units=spec.nbatch * parts, a_size=a_size,
+                      col_parts=col_parts, units=spec.nbatch * parts * ksplit, a_size=a_size,
                       per_thread=per_thread, threads=threads,
                       # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
                       a_rs=p.kc if a_layout == "rows" else 1,
@@ -250,7 +253,8 @@ class _PackedGemm:
                       ldb=bo.s0 if b_layout == "direct" else nr,
                       b_direct=int(b_layout == "direct"),
                       alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
-                      accumulate=int(spec.accumulate))
+                      accumulate=int(spec.accumulate), ksplit=ksplit, k_len=k_len,
+                      partials=per_thread * threads)
         desc = [values[f] for f in FIELDS]
         for axis, size in enumerate(spec.batch):
             desc += [size, a.batch[axis], bo.batch[axis], spec.c.batch[axis]]
@@ -260,7 +264,7 @@ class _PackedGemm:
         self.desc.global_constant = True
         self.desc.initializer = ir.Constant(desc_t, [ir.Constant(I64, v) for v in desc])
         scratch_t = ir.ArrayType(F32 if spec.dtype == "float32" else F64,
-                                 per_thread * threads)
+                                 per_thread * threads + (ksplit - 1) * spec.m * spec.n)
         self.scratch = ir.GlobalVariable(module, scratch_t, f"{name}_scratch")
         self.scratch.linkage = "internal"
         self.scratch.initializer = ir.Constant(scratch_t, None)
@@ -284,6 +288,7 @@ class _PackedGemm:
         zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
         if self.threads == 1:
             b.call(work, args + [zero, one])
+            self._add_partials(b, args)
             return
         entry = b.function.entry_basic_block
         with b.goto_block(entry):
@@ -299,3 +304,8 @@ class _PackedGemm:
                               ir.Constant(I32, 0)])
             with alone:
                 b.call(work, args + [zero, one])
+        self._add_partials(b, args)
+
+    def _add_partials(self, b: ir.IRBuilder, args: list) -> None:
+        if self.ksplit > 1:  # (args: a, b, c, scratch, desc, fns)
+            b.call(self.kernels.add_partials(), [args[2], args[3], args[4]])

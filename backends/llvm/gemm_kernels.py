@@ -39,7 +39,8 @@ VOID = ir.VoidType()
 FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offset",
           "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
           "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
-          "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate")
+          "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate", "ksplit", "k_len",
+          "partials")
 
 
 @dataclass(frozen=True)
@@ -486,17 +487,18 @@ class GemmKernels:
 
     # -- blocking -------------------------------------------------------------------------
     def macro(self) -> ir.Function:
-        """(apack, bpack, c, desc, mb, nb, kc, first): C[mb, nb] (+)= the packed blocks."""
+        """(apack, bpack, c, desc, ldc, csc, mb, nb, kc, first): C[mb, nb] (+)= the packed
+        blocks, C's rows ldc apart and its columns csc."""
         v = self.v
         name = f"{self.micro().name}_macro_{v.order}"
-        fn = self._function(name, [PTR, PTR, PTR, PTR, I64, I64, I64, I1], 3, driver=True)
+        fn = self._function(name, [PTR, PTR, PTR, PTR, I64, I64, I64, I64, I64, I1], 3,
+                            driver=True)
         if fn.blocks:
             return fn
-        ap, bp, cp, desc, mb, nb, kc, first = fn.args
+        ap, bp, cp, desc, ldc, csc, mb, nb, kc, first = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, 0)
         mr, nr = self.mr, self.nr
-        ldc, csc = d["c_s0"], d["c_s1"]
         panels_q = b.sdiv(b.add(mb, self._c(mr - 1)), self._c(mr))
         panels_r = b.sdiv(b.add(nb, self._c(nr - 1)), self._c(nr))
         micro = self.micro()
@@ -539,7 +541,7 @@ class GemmKernels:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         d = self.fields(b, desc, self.v.batch_dims)
         pack_t = ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I64, I64, I64])
-        macro_t = ir.FunctionType(VOID, [PTR, PTR, PTR, PTR, I64, I64, I64, I1])
+        macro_t = ir.FunctionType(VOID, [PTR, PTR, PTR, PTR, I64, I64, I64, I64, I64, I1])
         pack_a, pack_b, macro = (
             _Callee(b.load(b.gep(fns, [self._c(i)], source_etype=PTR), typ=PTR), ftype)
             for i, ftype in enumerate((pack_t, pack_t, macro_t)))
@@ -551,8 +553,17 @@ class GemmKernels:
         u0 = b.sdiv(b.mul(t, units), nt)
         u1 = b.sdiv(b.mul(b.add(t, self._c(1)), units), nt)
         with self._range(b, u0, u1, 1) as u:
-            item = b.sdiv(u, d["parts"])
-            part = b.srem(u, d["parts"])
+            # unit u: (item, part, kpart); kpart > 0 computes its slice of the depth into a
+            # partial product of its own (row-major, m x n, in scratch), added to C later
+            kpart = b.srem(u, d["ksplit"])
+            rest = b.sdiv(u, d["ksplit"])
+            item = b.sdiv(rest, d["parts"])
+            part = b.srem(rest, d["parts"])
+            k0 = b.mul(kpart, d["k_len"])
+            k1 = self._min(b, b.add(k0, d["k_len"]), d["k"])
+            into_c = b.icmp_signed("==", kpart, self._c(0))
+            partial = self._gep(b, scratch0, b.add(d["partials"], b.mul(
+                b.sub(kpart, self._c(1)), b.mul(d["m"], d["n"]))))
             offs = {key: d[f"{key}_offset"] for key in "abc"}
             rem = item
             for axis in reversed(range(self.v.batch_dims)):  # the item's multi-index
@@ -563,16 +574,20 @@ class GemmKernels:
                     offs[key] = b.add(offs[key], b.mul(idx, d[f"{key}_bs{axis}"]))
             pa, pb, pc = (self._gep(b, x, offs[key]) for x, key in
                           ((a0, "a"), (b0, "b"), (c0, "c")))
+            pc = b.select(into_c, pc, partial)
+            ldc = b.select(into_c, d["c_s0"], d["n"])
+            csc = b.select(into_c, d["c_s1"], self._c(1))
+            fresh = b.or_(b.not_(into_c), overwrite)  # a partial starts from nothing
             r0 = b.mul(b.sdiv(part, d["col_parts"]), d["part_rows"])
             r1 = self._min(b, b.add(r0, d["part_rows"]), d["m"])
             j0 = b.mul(b.srem(part, d["col_parts"]), d["part_cols"])
             j1 = self._min(b, b.add(j0, d["part_cols"]), d["n"])
             with self._range(b, r0, r1, d["mc"]) as ic:
                 mb = self._min(b, d["mc"], b.sub(r1, ic))
-                crow = self._gep(b, pc, b.mul(ic, d["c_s0"]))
-                with self._range(b, 0, d["k"], d["kc"]) as pk:
-                    kc = self._min(b, d["kc"], b.sub(d["k"], pk))
-                    first = b.and_(overwrite, b.icmp_signed("==", pk, self._c(0)))
+                crow = self._gep(b, pc, b.mul(ic, ldc))
+                with self._range(b, k0, k1, d["kc"]) as pk:
+                    kc = self._min(b, d["kc"], b.sub(k1, pk))
+                    first = b.and_(fresh, b.icmp_signed("==", pk, k0))
                     b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
                     with self._range(b, j0, j1, d["nc"]) as jc:
                         nb = self._min(b, d["nc"], b.sub(j1, jc))
@@ -581,8 +596,32 @@ class GemmKernels:
                         with b.if_then(b.not_(direct)):
                             b.call(pack_b, [pb, bpack, desc, pk, kc, jc, nb])
                         block = b.select(direct, in_place, bpack)
-                        b.call(macro, [apack, block, self._gep(b, crow, b.mul(jc, d["c_s1"])),
-                                       desc, mb, nb, kc, first])
+                        b.call(macro, [apack, block, self._gep(b, crow, b.mul(jc, csc)),
+                                       desc, ldc, csc, mb, nb, kc, first])
+        b.ret_void()
+        return fn
+
+    def add_partials(self) -> ir.Function:
+        """(c, scratch, desc): C += the partial products of depth slices 1 .. ksplit-1
+        (a GEMM with too few rows and columns to share out splits its depth instead)."""
+        name = f"gemm_{self.v.dtype}_add_partials"
+        fn = self._function(name, [PTR, PTR, PTR], 2)
+        if fn.blocks:
+            return fn
+        c0, scratch, desc = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        d = self.fields(b, desc, 0)
+        c = self._gep(b, c0, d["c_offset"])
+        mn = b.mul(d["m"], d["n"])
+        with counted_loop(b, b.sub(d["ksplit"], self._c(1)), "kp") as kp:
+            part = self._gep(b, scratch, b.add(d["partials"], b.mul(kp, mn)))
+            with counted_loop(b, d["m"], "i") as i:
+                crow = self._gep(b, c, b.mul(i, d["c_s0"]))
+                prow = self._gep(b, part, b.mul(i, d["n"]))
+                with counted_loop(b, d["n"], "j") as j:
+                    ptr = self._gep(b, crow, b.mul(j, d["c_s1"]))
+                    x = b.load(self._gep(b, prow, j), typ=self.et)
+                    b.store(b.fadd(b.load(ptr, typ=self.et), x), ptr)
         b.ret_void()
         return fn
 
