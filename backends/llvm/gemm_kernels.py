@@ -4,15 +4,17 @@ A GEMM's sizes, strides, offsets and blocking reach these functions at run time,
 descriptor (a constant i64 array: FIELDS, then four values per batch axis); only what
 changes the code's structure is fixed when it is written. Per module and dtype there is
 one micro-kernel, one macro-kernel, one work loop and one team body; one packing function
-per layout of A and of B in use. An MLP step's eight GEMMs take ten functions instead of
-the fifty they took with one set per GEMM: LLVM's time grows with the code it is given,
-and this was most of a cold compile.
+per layout of A and of B in use, and a few helpers. An MLP step's eight GEMMs take about
+a dozen functions instead of the fifty they took with one set per GEMM: LLVM's time grows
+with the code it is given, and this was most of a cold compile.
 
 * pack_a: rows i0..i0+mb, depth p0..p0+kc of A into scratch: as rows (A contiguous along
   k: a copy, rows A_LD = PARAMS.kc apart) or as k-major micro-panels of MR rows.
 * pack_b: depth p0..p0+kc, columns j0..j0+nb of B into k-major panels of NR columns, a
   partial last panel padded with zeros; B contiguous along k is transposed in registers
-  (vl x vl blocks). GEMMs of few rows read B where it is instead ("direct").
+  (vl x vl blocks; a partial group of columns through a zero-padded block on the stack;
+  the last kc % vl rows by the shared edge copier). GEMMs of few rows read B where it is
+  instead ("direct").
 * micro: an MR x NR tile of accumulators updated with llvm.fma over kc, A's element
   (i, p) at i * a_rs + p * a_ps (either packing). It stores `rows` rows and `cols`
   columns (masked stores: an edge tile writes nothing outside the output; a direct B is
@@ -20,7 +22,9 @@ and this was most of a cold compile.
   rows past the edge come from scratch and are never stored.
 * macro: the tiles of one packed block; work: one thread's share of the work units
   (MC rows > KC depth > NC columns > macro), calling the GEMM's packing functions and
-  macro-kernel through pointers (its `fns` table); team: the GOMP_parallel body."""
+  macro-kernel through pointers (its `fns` table); team: the GOMP_parallel body. A GEMM
+  with fewer tiles than threads also splits its depth: units after the first slice sum
+  into partial products in scratch, which add_partials adds to C once all are done."""
 from __future__ import annotations
 
 import contextlib
