@@ -35,8 +35,8 @@ RTOL = {F32: 1e-5, F64: 1e-12}
 
 # Known mismatches the generator steers around (True: excluded). Each was reported with a
 # reproducer; set one to False to check whether it is fixed. Excluded for good, by
-# construction: integer ** negative integer (numpy raises, llvm gives 0: exponents are
-# minimum(abs(e), 3)); concatenate's gradient with two or more parts of run-time size along
+# construction: integer ** negative integer (a ValueError on every backend, tested in
+# test_elementwise.py: exponents are minimum(abs(e), 3) so that graphs run); concatenate's gradient with two or more parts of run-time size along
 # the axis (NotImplementedError: all but one part are reshaped to static shapes); float ->
 # int casts of nan/inf/huge values (undefined in C and LLVM: guarded by a where).
 EXCLUDE = {

@@ -407,14 +407,49 @@ def test_int_power_int_stays_int():
     check(result[2], np.ones(5, np.int64))
 
 
-def test_int_to_negative_int_power_raises_like_numpy():
+INT_POW_BACKENDS = [("numpy", None), ("numpy", {"mode": "kernels"}), ("llvm", None)]
+
+
+@pytest.mark.parametrize("backend,options", INT_POW_BACKENDS, ids=["interp", "kernels", "llvm"])
+def test_int_to_negative_int_power_raises_like_numpy(backend, options):
+    optimize = OPTIMIZE[0]
     a = np.array([1, 2], np.int64)
-    x = gc.placeholder((2,), "int64")
-    f = gc.function([x], x ** -1, backend="numpy", optimize=OPTIMIZE[0])
     with pytest.raises(ValueError):
         np.power(a, -1)
-    with pytest.raises(ValueError):
+    x = gc.placeholder((2,), "int64")
+    f = gc.function([x], x ** -1, backend=backend, backend_options=options, optimize=optimize)
+    with pytest.raises(ValueError, match="pow: integers to negative integer powers are not "
+                                         r"allowed \(built at .*test_elementwise.py"):
         f(a)
+    # exponents from data: checked at every call, the same words everywhere
+    e = gc.placeholder((None, 3), "int32", name="e")
+    g = gc.function([x, e], x[:, None] ** e, backend=backend,
+                    backend_options=options, optimize=optimize)
+    np.testing.assert_array_equal(g(a, np.array([[0, 1, 3], [2, 2, 2]], np.int32)),
+                                  [[1, 1, 1], [4, 4, 4]])
+    with pytest.raises(ValueError, match="negative integer powers"):
+        g(a, np.array([[0, 1, 3], [2, -2, 2]], np.int32))
+
+
+def test_a_failing_power_check_stores_no_update():
+    x = gc.placeholder((3,), "int64", name="x")
+    e = gc.placeholder((3,), "int64", name="e")
+    p = gc.parameter(np.zeros(3, np.int64), name="p")
+    f = gc.function([x, e], gc.sum(x ** e), updates={p: p + 1}, backend="llvm")
+    assert int(f(np.array([1, 2, 3]), np.array([1, 1, 1]))) == 6 and p.value.tolist() == [1] * 3
+    with pytest.raises(ValueError):
+        f(np.array([1, 2, 3]), np.array([1, -1, 1]))
+    assert p.value.tolist() == [1, 1, 1]  # the step raised before any update was stored
+
+
+def test_float_powers_and_known_exponents_need_no_check():
+    from graphc.schedule import schedule_graph
+    x = gc.placeholder((4,), "float32")
+    y = gc.placeholder((4,), "float32")
+    n = gc.placeholder((4,), "int64")
+    for out in (x ** y, n ** 3, n ** 0):
+        f = gc.function([x, y, n], out, backend="numpy", optimize=OPTIMIZE[0])
+        assert not any(k.kind == "value_check" for k in schedule_graph(f.graph).kernels)
 
 
 # ---- where ------------------------------------------------------------------------------

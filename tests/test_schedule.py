@@ -632,15 +632,17 @@ def test_every_kernel_kind_has_a_class_and_a_runner():
     idx = gc.placeholder((5,), "int64", name="idx")
     m = gc.placeholder((4, 3), "float64", name="m")
     rows = gc.take(w, idx, axis=0)
+    e = gc.placeholder((5,), "int64", name="e")
     loss = gc.sum(gc.tanh(rows @ m)) + gc.nn.cross_entropy(rows, idx)
-    outs = [loss, gc.grad(loss, w)]
-    f = gc.function([w, idx, m], outs, backend="numpy")
+    outs = [loss, gc.grad(loss, w), idx ** e]  # (an integer power checks its exponents)
+    f = gc.function([w, idx, m, e], outs, backend="numpy")
     s = schedule_graph(f.graph)
     kinds = {k.kind for k in s.kernels}
     assert kinds == set(ir.KERNEL_KINDS), set(ir.KERNEL_KINDS) ^ kinds
     wv, iv, mv = RNG.normal(size=(6, 4)), np.array([1, 1, 3, 0, 1]), RNG.normal(size=(4, 3))
-    got = KernelRunner(s).run([wv, iv, mv])
-    assert_same(f(wv, iv, mv), got)
+    ev = np.array([0, 1, 2, 3, 1])
+    got = KernelRunner(s).run([wv, iv, mv, ev])
+    assert_same(f(wv, iv, mv, ev), got)
 
 
 def test_failing_index_check_stores_no_update():

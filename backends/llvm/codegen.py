@@ -47,9 +47,9 @@ def kernel_name(index: int, kernel: kir.Kernel) -> str:
 
 
 def may_fail(kernel: kir.Kernel) -> bool:
-    """Whether a kernel can return an error (an index out of range): kernels that read
-    indices from data. The others always return 0."""
-    return isinstance(kernel, (kir.Gather, kir.ScatterAdd, kir.IndexCheck))
+    """Whether a kernel can return an error (an index out of range, a negative integer
+    exponent): kernels that check values read from data. The others always return 0."""
+    return isinstance(kernel, (kir.Gather, kir.ScatterAdd, kir.IndexCheck, kir.ValueCheck))
 
 
 def _kernel_cost(k: kir.Kernel) -> int:
@@ -490,6 +490,10 @@ class ModuleWriter:
             acc = self.load(b, bases, k.out, target)
             v = self.load(b, bases, k.updates, ix)
             self.store(b, bases, k.out, target, b.fadd(acc, v) if is_float else b.add(acc, v))
+
+    def emit_value_check(self, b, fn, bases, k: kir.ValueCheck, index: int) -> None:
+        self._check_bounds(b, fn, bases, k.values, k.shape, 2 ** 63 - 1, index, k.message,
+                           False)
 
     def emit_index_check(self, b, fn, bases, k: kir.IndexCheck, index: int) -> None:
         self._check_bounds(b, fn, bases, k.indices, k.shape, k.size, index,

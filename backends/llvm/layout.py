@@ -27,6 +27,8 @@ class Layout:
     # kernel -> (argument position, size, negatives allowed) where a kernel's indices are a
     # whole argument: an IndexError then names the offending value too
     index_args: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
+    # kernels whose failure is a ValueError (value checks); the others raise IndexError
+    value_errors: list[int] = field(default_factory=list)
 
     @staticmethod
     def of(schedule, slots, errors: dict[int, str], storages: list,
@@ -42,7 +44,8 @@ class Layout:
             consts=[(slots.slot[b], np.ascontiguousarray(a)) for b, a in
                     schedule.consts.items()],
             errors=dict(errors), team_flags=list(team_flags),
-            index_args=index_arguments(schedule, errors))
+            index_args=index_arguments(schedule, errors),
+            value_errors=[i for i, k in enumerate(schedule.kernels) if k.kind == "value_check"])
 
     def fits(self, graph, parameters: int) -> bool:
         """Whether a layout read from disk is sound for this program: slots in range and
@@ -77,7 +80,8 @@ class Layout:
                 "params": [list(p) for p in self.params], "consts": consts,
                 "errors": {str(k): v for k, v in self.errors.items()},
                 "team_flags": self.team_flags,
-                "index_args": {str(k): list(v) for k, v in self.index_args.items()}}
+                "index_args": {str(k): list(v) for k, v in self.index_args.items()},
+                "value_errors": self.value_errors}
         return meta, b"".join(blobs)
 
     @staticmethod
@@ -97,7 +101,8 @@ class Layout:
             errors={int(k): str(v) for k, v in meta["errors"].items()},
             team_flags=[str(f) for f in meta["team_flags"]],
             index_args={int(k): (int(p), int(n), bool(neg))
-                        for k, (p, n, neg) in meta["index_args"].items()})
+                        for k, (p, n, neg) in meta["index_args"].items()},
+            value_errors=[int(i) for i in meta["value_errors"]])
 
 
 def index_arguments(schedule, errors: dict[int, str]) -> dict[int, tuple[int, int, bool]]:

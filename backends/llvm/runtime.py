@@ -201,6 +201,8 @@ class CompiledShape:
                 chooser.after_call(time.perf_counter() - start)
         if status:
             message = self.errors.get(status - 1, f"native kernel {status - 1} failed")
+            if status - 1 in self.layout.value_errors:
+                raise ValueError(message)
             where = self.layout.index_args.get(status - 1)
             bad = _bad_index(arrays[where[0]], *where[1:]) if where is not None else None
             if bad is not None:  # name the value, as the numpy backend does

@@ -118,6 +118,10 @@ class KernelRunner:
             if idx.size and (idx.min() < 0 or idx.max() >= k.size):
                 bad = idx[(idx < 0) | (idx >= k.size)].flat[0]
                 raise IndexError(f"{k.what}: index {bad} is out of range [0, {k.size})")
+        elif isinstance(k, ir.ValueCheck):
+            values = self._strided(k.values, k.shape)
+            if values.size and values.min() < 0:
+                raise ValueError(k.message)
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
 

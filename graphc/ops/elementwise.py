@@ -82,9 +82,13 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.true_divide(a, b)
 
 
+# numpy's refusal (ValueError), in the words every backend uses
+NEGATIVE_POWER = "integers to negative integer powers are not allowed"
+
+
 def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind == "i" and np.any(b < 0):
-        raise ValueError("integers to negative integer powers are not allowed")
+        raise ValueError(NEGATIVE_POWER)
     return np.power(a, b)
 
 

@@ -253,8 +253,27 @@ class IndexCheck:
         return set()
 
 
-Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck]
-KERNEL_KINDS = ("elementwise", "reduce", "gemm", "gather", "scatter_add", "index_check")
+@dataclass(frozen=True)
+class ValueCheck:
+    """Raises ValueError(message) unless every value read is >= 0: the exponents of an
+    integer power (numpy refuses negative ones rather than give 0)."""
+
+    shape: Shape
+    values: Access
+    message: str
+
+    kind = "value_check"
+
+    def reads(self) -> set[int]:
+        return {self.values.buffer}
+
+    def writes(self) -> set[int]:
+        return set()
+
+
+Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck]
+KERNEL_KINDS = ("elementwise", "reduce", "gemm", "gather", "scatter_add", "index_check",
+                "value_check")
 
 
 def contiguous_strides(shape: Shape) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from graphc.errors import ShapeError
 from graphc.graph import Graph
 from graphc.node import Node, consumers
 from graphc.ops import get_op
+from graphc.ops.elementwise import NEGATIVE_POWER
 from graphc.schedule import ir
 from graphc.schedule.collapse import collapse
 from graphc.schedule.epilogue import fold_updates
@@ -50,7 +51,7 @@ class Lazy:
 
 
 # Kernels that check their indices and raise: parameter updates wait for them.
-_RAISING_KINDS = ("gather", "scatter_add", "index_check")
+_RAISING_KINDS = ("gather", "scatter_add", "index_check", "value_check")
 
 # Longer fused chains are stored and reloaded: bounded kernel bodies for the code generators.
 MAX_FUSED_DEPTH = 48
@@ -249,6 +250,20 @@ class Lowering:
                 depth = max(depth, v.depth)
         return Lazy(Apply(node.op, args, node.dtype), node.shape, node.dtype,
                     fused + ((node.op,) if node.op not in fused else ()), depth + 1)
+
+    def lower_pow(self, node: Node) -> Value:
+        """An integer power checks its exponents first: numpy raises ValueError for a
+        negative one, and so does generated code (instead of giving 0)."""
+        exponent = node.inputs[1]
+        v = self.values[exponent]
+        known = isinstance(v, Lazy) and isinstance(v.expr, Const)
+        if np.dtype(node.dtype).kind == "i" and not (known and v.expr.value >= 0):
+            view = self.view_of(exponent)
+            where = f" (built at {node.source})" if node.source is not None else ""
+            self.kernels.append(ir.ValueCheck(
+                view.shape, Access(view.buffer, view.strides, view.offset),
+                f"pow: {NEGATIVE_POWER}{where}"))
+        return self.lower_elementwise(node)
 
     def lower_cast(self, node: Node) -> Lazy:
         (x,) = node.inputs

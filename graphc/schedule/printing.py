@@ -27,6 +27,8 @@ def kernel_line(k: ir.Kernel) -> str:
         what = f"gather axis={k.axis} x={list(k.x_shape)} idx={list(k.idx_shape)}"
     elif isinstance(k, ir.IndexCheck):
         what = f"index_check {list(k.shape)} in [0, {k.size}) for {k.what}"
+    elif isinstance(k, ir.ValueCheck):
+        what = f"value_check {list(k.shape)} >= 0: {k.message}"
     else:
         what = f"scatter_add axis={k.axis} out={list(k.out_shape)} idx={list(k.idx_shape)}"
     return f"{what}  {reads or '-'} -> {writes}"
