@@ -159,7 +159,9 @@ def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
         if n in seen:
             continue
         seen.add(n)
-        skip = SHAPE_ONLY_INPUTS.get(n.op, ())
+        # (concat_part reads all but its first input for their shapes: any number of them)
+        skip = range(1, len(n.inputs)) if n.op == "concat_part" else \
+            SHAPE_ONLY_INPUTS.get(n.op, ())
         stack.extend(i for k, i in enumerate(n.inputs) if k not in skip)
     return seen
 

@@ -36,9 +36,8 @@ RTOL = {F32: 1e-5, F64: 1e-12}
 # Known mismatches the generator steers around (True: excluded). Each was reported with a
 # reproducer; set one to False to check whether it is fixed. Excluded for good, by
 # construction: integer ** negative integer (a ValueError on every backend, tested in
-# test_elementwise.py: exponents are minimum(abs(e), 3) so that graphs run); concatenate's gradient with two or more parts of run-time size along
-# the axis (NotImplementedError: all but one part are reshaped to static shapes); float ->
-# int casts of nan/inf/huge values (undefined in C and LLVM: guarded by a where).
+# test_elementwise.py: exponents are minimum(abs(e), 3) so that graphs run); float -> int
+# casts of nan/inf/huge values (undefined in C and LLVM: guarded by a where).
 EXCLUDE = {
     # Mismatches the fuzzer found, each fixed (False: the generator makes such graphs again;
     # True steers it around one while it is open):
@@ -59,6 +58,9 @@ EXCLUDE = {
     # gc.nn.conv2d with 0 output (or input) channels: failed in an internal reshape (now
     # the empty / zero result)
     "conv_zero_channels": False,
+    # gc.grad of concatenate with two or more parts of run-time size along the axis:
+    # NotImplementedError (now concat_part, which finds each part's place at run time)
+    "concat_grad_two_runtime_parts": False,
 }
 
 # graphs tried, by (check, backend); the soak prints it. Shrinking replays count too.
@@ -108,8 +110,7 @@ class Builder:
 
     smooth: float64 only, no kinks on inexact values (for gradient checks);
     dynamic: placeholders declare some sizes None; special: inputs may hold nan/inf/-0.0;
-    for_grad: the graph will be differentiated (avoid concatenates whose gradient needs two
-    run-time sizes along the axis -- a documented limitation)."""
+    for_grad: the graph will be differentiated."""
 
     def __init__(self, data, *, max_depth: int = 4, budget: int = 12, smooth: bool = False,
                  dynamic: bool = False, special: bool = False, for_grad: bool = False,
@@ -682,10 +683,8 @@ class Builder:
         parts = [self.expr(shape[:k] + (s,) + shape[k + 1:], dtype, depth, exact)
                  for s in sizes]
         if self.for_grad:
-            # Known limitation: concatenate's gradient allows at most one part whose size
-            # along the axis is known only at run time; pin the others to static shapes.
             runtime = [i for i, p in enumerate(parts) if p.shape[k] is None]
-            for i in runtime[1:]:
+            for i in runtime[1:] if EXCLUDE["concat_grad_two_runtime_parts"] else ():
                 static = shape[:k] + (sizes[i],) + shape[k + 1:]
                 parts[i] = gc.reshape(self.unpin_empty(parts[i], static), static)
             if runtime and EXCLUDE["concat_grad_empty_after_runtime"]:

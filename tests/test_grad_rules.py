@@ -413,7 +413,7 @@ def test_internal_primitives_with_run_time_sizes():
 COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
     "where", "sum", "max", "min", "matmul", "reshape", "transpose", "broadcast_to",
     "expand_dims", "squeeze", "slice", "concatenate", "take", "cast", "log_softmax", "windows",
-    "pad"})
+    "pad", "concat_part"})  # concat_part: the DYNAMIC_CASES "concat_*_unknown" below
 
 
 def test_every_differentiable_primitive_has_a_case_here():
@@ -511,6 +511,13 @@ DYNAMIC_CASES = {
     "logsumexp": (lambda x: gc.logsumexp(x, axis=1), [(4, 3)], [(None, 3)]),
     "concat_one_unknown": (lambda x, y: gc.concatenate([y, x, y], axis=0), [(4, 3), (2, 3)],
                            [(None, 3), (2, 3)]),
+    # every part of run-time size: the gradient is concat_part, and differentiating the
+    # gradient again checks concat_part's own vjp and jvp
+    "concat_all_unknown": (lambda x, y: gc.concatenate([x, gc.sin(y), x * y[:1]], axis=0),
+                           [(2, 3), (3, 3)], [(None, 3), (None, 3)]),
+    "concat_all_unknown_second_order": (
+        lambda x, y: gc.grad(gc.sum(gc.concatenate([x, gc.sin(y), x], axis=1) ** 3), [y])[0],
+        [(3, 2), (3, 4)], [(3, None), (3, None)]),
     "take": (lambda x: gc.take(x, np.array([0, 0, 2]), axis=0), [(3, 2)], [(None, 2)]),
     "transpose": (lambda x: x.T @ x, [(4, 3)], [(None, 3)]),
     "expand_squeeze": (lambda x: gc.squeeze(gc.expand_dims(x, 1) * 2.0, 1), [(4, 3)],

@@ -809,3 +809,29 @@ def test_reductions_property(x, data_):
     m = np.max(x, axis=axis, keepdims=True)
     lse = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     check(result[2], lse if keep else lse.reshape(np.sum(x, axis=axis).shape))
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("numpy", {"mode": "kernels"}),
+                                             ("llvm", None)], ids=["interp", "kernels", "llvm"])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_gradient_of_concatenate_of_parts_sized_at_run_time(backend, options, axis):
+    """Every part's size along the axis known only at call time (one of them empty): each
+    part's gradient is found at its run-time place (concat_part), to second order too."""
+    def shape(n):
+        return (n, 3) if axis == 0 else (3, n)
+    a, b, c = (gc.placeholder(shape(None), "float64", name=n) for n in "abc")
+    y = gc.concatenate([gc.sin(a), b * b, c], axis=axis)
+    loss = gc.sum(y * y)
+    ga, gb, gc_ = gc.grad(loss, [a, b, c])
+    ga2, gb2 = gc.grad(gc.sum(ga), [a, b])  # d/da sum(sin(2a)) = 2 cos(2a); b: none
+    f = gc.function([a, b, c], [ga, gb, gc_, ga2, gb2], backend=backend,
+                    backend_options=options)
+    rng = np.random.default_rng(7)
+    for sizes in ((4, 2, 1), (1, 0, 3)):
+        av, bv, cv = (rng.normal(size=shape(n)) for n in sizes)
+        got = f(av, bv, cv)
+        want = [2 * np.sin(av) * np.cos(av), 4 * bv ** 3, 2 * cv, 2 * np.cos(2 * av),
+                np.zeros_like(bv)]
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)

@@ -9,7 +9,7 @@ import numpy as np
 from graphc.dtypes import as_dtype, int64
 from graphc.errors import DTypeError, ShapeError
 from graphc.node import Dim, Node, TensorType
-from graphc.ops.grad_helpers import reshape_to, unbroadcast
+from graphc.ops.grad_helpers import reshape_to, unbroadcast, zeros_like
 from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import broadcast_shapes, fmt_shape, known_size, normalize_axes
 
@@ -316,9 +316,10 @@ def _concat_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
 def _concat_vjp(node: Node, g: Node) -> list[Node | None]:
     axis, sizes = node.attrs["axis"], [i.shape[node.attrs["axis"]] for i in node.inputs]
     unknown = [k for k, d in enumerate(sizes) if d is None]
-    if len(unknown) > 1:
-        raise NotImplementedError("the gradient of concatenate needs at most one input whose "
-                                  "size along the axis is known only at run time")
+    if len(unknown) > 1:  # where each part starts is known at run time only
+        (axis,) = normalize_axes(axis, g.ndim)
+        return [make("concat_part", g, *node.inputs, axis=axis, index=k)
+                for k in range(len(node.inputs))]
     split = unknown[0] if unknown else len(sizes)
     bounds: list[tuple[int | None, int | None]] = []
     start = 0
@@ -339,6 +340,43 @@ def _concat_vjp(node: Node, g: Node) -> list[Node | None]:
         slices = tuple((lo, hi, 1) if a == axis else (None, None, None) for a in range(g.ndim))
         out.append(make("slice", g, slices=slices))
     return out
+
+
+def _concat_part_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
+    g, parts = ins[0], ins[1:]
+    axis, index = attrs["axis"], attrs["index"]
+    if not 0 <= index < len(parts) or any(p.ndim != g.ndim for p in parts) \
+            or not 0 <= axis < g.ndim:
+        raise ShapeError("concat_part: the parts must have the cotangent's rank, and the "
+                         "axis and index be in range")
+    shape = list(g.shape)
+    shape[axis] = parts[index].shape[axis]
+    return TensorType(tuple(shape), g.dtype)
+
+
+def _concat_part_impl(arrs, attrs):
+    g, parts = arrs[0], arrs[1:]
+    axis, index = attrs["axis"], attrs["index"]
+    start = sum(p.shape[axis] for p in parts[:index])
+    where = [slice(None)] * g.ndim
+    where[axis] = slice(start, start + parts[index].shape[axis])
+    return g[tuple(where)]
+
+
+def _concat_part_vjp(node: Node, h: Node) -> list[Node | None]:
+    """concat_part's cotangent goes where the part came from: zeros around it."""
+    parts, index = node.inputs[1:], node.attrs["index"]
+    pieces = [h if k == index else zeros_like(p) for k, p in enumerate(parts)]
+    return [make("concatenate", *pieces, axis=node.attrs["axis"])] + [None] * len(parts)
+
+
+register(OpDef(
+    name="concat_part", vjp=_concat_part_vjp, arity=None, infer=_concat_part_infer,
+    impl=_concat_part_impl,
+    doc="the piece of concatenate(parts, axis)'s cotangent g that part `index` made: the "
+        "gradient of a concatenate whose parts have run-time sizes (inputs: g, *parts, "
+        "read for their shapes only)",
+))
 
 
 register(OpDef(

@@ -375,6 +375,13 @@ class Lowering:
             amap.append(axis(j, step, start))
         return self._view(node, tuple(amap))
 
+    def lower_concat_part(self, node: Node) -> Value:
+        """A view of the cotangent: the sizes of the parts before this one are known now."""
+        axis_, index = node.attrs["axis"], node.attrs["index"]
+        start = sum(p.shape[axis_] for p in node.inputs[1:1 + index])
+        return self._view(node, tuple(axis(j, 1, start if j == axis_ else 0)
+                                      for j in range(node.ndim)))
+
     def lower_reshape(self, node: Node) -> Value:
         v = self.values[node.inputs[0]]
         if isinstance(v, View):
