@@ -147,7 +147,8 @@ def check_cotangent(ct: Node, out: Node, what: str) -> Node:
 # Inputs that an op reads only for their run-time shape, never for their values.
 SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
                      "unslice": (1,), "scatter_add": (0,), "size_of": (0,),
-                     "windows_grad": (1,), "random_uniform": (1,)}
+                     "windows_grad": (1,), "random_uniform": (1,),
+                     "concat_part": slice(1, None)}  # (all but the cotangent, however many)
 
 
 def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
@@ -159,9 +160,9 @@ def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
         if n in seen:
             continue
         seen.add(n)
-        # (concat_part reads all but its first input for their shapes: any number of them)
-        skip = range(1, len(n.inputs)) if n.op == "concat_part" else \
-            SHAPE_ONLY_INPUTS.get(n.op, ())
+        skip = SHAPE_ONLY_INPUTS.get(n.op, ())
+        if isinstance(skip, slice):
+            skip = range(len(n.inputs))[skip]
         stack.extend(i for k, i in enumerate(n.inputs) if k not in skip)
     return seen
 
