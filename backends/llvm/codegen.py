@@ -47,9 +47,8 @@ def kernel_name(index: int, kernel: kir.Kernel) -> str:
 
 
 def may_fail(kernel: kir.Kernel) -> bool:
-    """Whether a kernel can return an error (an index out of range, a negative integer
-    exponent): kernels that check values read from data. The others always return 0."""
-    return isinstance(kernel, (kir.Gather, kir.ScatterAdd, kir.IndexCheck, kir.ValueCheck))
+    """Whether a kernel can return an error (a fact of its kind): the others return 0."""
+    return kernel.can_fail
 
 
 def _kernel_cost(k: kir.Kernel) -> int:
@@ -151,8 +150,16 @@ class ModuleWriter:
         flat = linear_index(b, indices, access.strides, access.offset)
         return b.gep(bases[access.buffer], [flat], inbounds=True, source_etype=et), et
 
-    def load(self, b: ir.IRBuilder, bases: dict, access: kir.Access, indices) -> ir.Value:
-        ptr, et = self.address(b, bases, access, indices)
+    def load(self, b: ir.IRBuilder, bases: dict, access: kir.Access, indices,
+             inside: ir.Value | None = None) -> ir.Value:
+        """The element at `indices`; with `inside` (an i1), the first element where it is
+        false, so that a guarded load never reads outside its buffer."""
+        dtype = self.schedule.buffers[access.buffer].dtype
+        et = storage_type(dtype)
+        flat = linear_index(b, indices, access.strides, access.offset)
+        if inside is not None:
+            flat = b.select(inside, flat, ir.Constant(I64, 0))
+        ptr = b.gep(bases[access.buffer], [flat], inbounds=True, source_etype=et)
         v = b.load(ptr, typ=et)
         self._mark(v, access.buffer)
         return b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if et == I8 else v
@@ -208,16 +215,14 @@ class ModuleWriter:
     # -- expressions ----------------------------------------------------------------------
     def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, e: kir.Expr,
              indices: list[ir.Value], memo: dict[int, ir.Value]) -> ir.Value:
-        stack: list[tuple[kir.Expr, bool]] = [(e, False)]
-        while stack:
-            x, ready = stack.pop()
+        for x in kir.postorder(e):
             if id(x) in memo:
                 continue
-            if isinstance(x, kir.Apply) and not ready:
-                stack.append((x, True))
-                stack.extend((a, False) for a in x.args if id(a) not in memo)
-                continue
-            if isinstance(x, kir.Load):
+            if isinstance(x, kir.Load) and x.guard is not None:
+                inside = self._inside(b, x.guard, indices)
+                value = b.select(inside, self.load(b, bases, x.access, indices, inside),
+                                 memo[id(x.guard.otherwise)])
+            elif isinstance(x, kir.Load):
                 value = self.load(b, bases, x.access, indices)
             elif isinstance(x, kir.Const):
                 value = constant(x.dtype, x.value)
@@ -237,6 +242,18 @@ class ModuleWriter:
                 value = scalar.apply(x.op, [memo[id(a)] for a in x.args], in_dtype)
             memo[id(x)] = value
         return memo[id(e)]
+
+    @staticmethod
+    def _inside(b: ir.IRBuilder, guard: kir.Guard, indices: list[ir.Value]) -> ir.Value:
+        """Whether the iteration indices lie inside every bound of a guard."""
+        inside = None
+        for bound in guard.bounds:
+            at = linear_index(b, [indices[k] for k, _ in bound.terms],
+                              [scale for _, scale in bound.terms], bound.offset)
+            ok = b.and_(b.icmp_signed(">=", at, ir.Constant(I64, bound.lo)),
+                        b.icmp_signed("<", at, ir.Constant(I64, bound.hi)))
+            inside = ok if inside is None else b.and_(inside, ok)
+        return inside if inside is not None else ir.Constant(I1, 1)
 
     # -- kernels --------------------------------------------------------------------------
     def kernel_function(self, index: int, kernel: kir.Kernel) -> ir.Function:

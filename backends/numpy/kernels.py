@@ -7,10 +7,10 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from graphc.ops import get_op
-from graphc.ops.random import uniform_from_counter
+from graphc.backends.numpy.scalar import evaluate
 from graphc.ops.shape_ops import check_indices
 from graphc.schedule import ir
+from graphc.schedule.scalar import lower_expr
 from graphc.schedule.lower import Schedule
 
 
@@ -22,6 +22,7 @@ class KernelRunner:
         plan = schedule.plan
         self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8)
         self.arrays: dict[int, np.ndarray] = {}
+        self._lowered: dict[int, ir.Expr] = {}  # id(body) -> its core ops
         for b in schedule.buffers.values():
             if b.role == "temp":
                 start = plan.offsets.get(b.id, 0) if plan else 0
@@ -42,35 +43,49 @@ class KernelRunner:
         return as_strided(base[access.offset:], shape=tuple(shape),
                           strides=tuple(s * item for s in access.strides))
 
-    def _eval(self, expr: ir.Expr, shape: Sequence[int], memo: dict[int, np.ndarray]
+    def _flat_index(self, access: ir.Access, shape: Sequence[int]) -> np.ndarray:
+        """offset + sum(s_k i_k) at every index of `shape`."""
+        index = np.full(shape, access.offset, np.int64)
+        for k, (n, s) in enumerate(zip(shape, access.strides)):
+            index += (np.arange(n, dtype=np.int64) * s).reshape(
+                (-1,) + (1,) * (len(shape) - k - 1))
+        return index
+
+    def _guarded(self, load: ir.Load, shape: Sequence[int], otherwise: np.ndarray
+                 ) -> np.ndarray:
+        """A guarded load: memory is read only inside the guard's bounds."""
+        inside = np.ones(shape, bool)
+        for bound in load.guard.bounds:
+            at = np.full(shape, bound.offset, np.int64)
+            for k, scale in bound.terms:
+                at += (np.arange(shape[k], dtype=np.int64) * scale).reshape(
+                    (-1,) + (1,) * (len(shape) - k - 1))
+            inside &= (bound.lo <= at) & (at < bound.hi)
+        flat = self.arrays[load.access.buffer].reshape(-1)
+        index = np.where(inside, self._flat_index(load.access, shape), 0)
+        return np.where(inside, flat[index], otherwise)
+
+    def _eval(self, body: ir.Expr, shape: Sequence[int], memo: dict[int, np.ndarray]
               ) -> np.ndarray:
-        stack: list[tuple[ir.Expr, bool]] = [(expr, False)]
-        while stack:
-            e, ready = stack.pop()
+        """A kernel body's value at every index of `shape`, from its core ops."""
+        expr = self._lowered.get(id(body))
+        if expr is None:
+            expr = self._lowered[id(body)] = lower_expr(body)
+        for e in ir.postorder(expr):
             if id(e) in memo:
                 continue
-            if isinstance(e, ir.Apply) and not ready:
-                stack.append((e, True))
-                stack.extend((a, False) for a in e.args if id(a) not in memo)
-                continue
             if isinstance(e, ir.Load):
-                value = self._strided(e.access, shape)
+                value = self._strided(e.access, shape) if e.guard is None else \
+                    self._guarded(e, shape, memo[id(e.guard.otherwise)])
             elif isinstance(e, ir.Const):
                 value = np.asarray(e.value, e.dtype)
             elif isinstance(e, ir.Index):
                 ix = np.arange(shape[e.axis], dtype=e.dtype)
                 value = ix.reshape((-1,) + (1,) * (len(shape) - e.axis - 1))
             else:
-                args = [memo[id(a)] for a in e.args]
-                with np.errstate(all="ignore"):
-                    if e.op == "cast":
-                        value = args[0].astype(e.dtype)
-                    elif e.op == "random_uniform":  # (seed, flat index), not (seed, like)
-                        value = uniform_from_counter(args[0], args[1], e.dtype)
-                    else:
-                        value = np.asarray(get_op(e.op).impl(args, {}))
-                if value.dtype != e.dtype:
-                    value = value.astype(e.dtype)
+                value = evaluate(e, [memo[id(a)] for a in e.args])
+            if value.dtype != e.dtype:
+                value = value.astype(e.dtype)
             memo[id(e)] = value
         return memo[id(expr)]
 
@@ -128,10 +143,7 @@ class KernelRunner:
     def _accumulate(self, access: ir.Access, shape, value: np.ndarray) -> None:
         """buffer.flat[offset + sum(s_k i_k)] += value[i], repeated targets adding up."""
         flat = self.arrays[access.buffer].reshape(-1)
-        index = np.full(shape, access.offset, np.int64)
-        for k, (n, s) in enumerate(zip(shape, access.strides)):
-            index += (np.arange(n, dtype=np.int64) * s).reshape(
-                (-1,) + (1,) * (len(shape) - k - 1))
+        index = self._flat_index(access, shape)
         np.add.at(flat, index.reshape(-1),
                   np.broadcast_to(value, shape).reshape(-1).astype(flat.dtype))
 

@@ -1,11 +1,13 @@
 """From an optimized graph to kernels: the kernel IR, the scheduler, the buffer plan."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from graphc.graph import Graph
 from graphc.passes import run_pipeline, select_passes
-from graphc.schedule.lower import Schedule, lower_graph
+from graphc.schedule.ir import Schedule
+from graphc.schedule.lower import lower_graph
 from graphc.schedule.memory import MemoryPlan, plan_memory
 from graphc.specialize import specialize_graph
 
@@ -17,11 +19,8 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[int, ...]] | None = None
     if shapes is not None:
         graph = specialize_graph(graph, shapes)
     graph, report = run_pipeline(graph, select_passes(optimize))
-    schedule = lower_graph(graph)
-    schedule.report = report
-    schedule.graph = graph
-    plan_memory(schedule)
-    return schedule
+    lowered = lower_graph(graph)
+    return dataclasses.replace(lowered, plan=plan_memory(lowered), report=report, graph=graph)
 
 
 __all__ = ["MemoryPlan", "Schedule", "lower_graph", "plan_memory", "schedule_graph"]

@@ -13,19 +13,8 @@ def _accesses(k: ir.Elementwise) -> list[ir.Access]:
     return out
 
 
-def _uses_index_expr(e: ir.Expr) -> bool:
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, ir.Index):
-            return True
-        if isinstance(x, ir.Apply):
-            stack.extend(x.args)
-    return False
-
-
 def _uses_index(k: ir.Elementwise) -> bool:
-    return any(_uses_index_expr(st.value) for st in k.stores)
+    return any(ir.uses_index(st.value) for st in k.stores)
 
 
 def _mergeable(k: ir.Elementwise, a: int) -> bool:
@@ -38,30 +27,16 @@ def _merge_access(acc: ir.Access, a: int) -> ir.Access:
     return ir.Access(acc.buffer, s[:a] + s[a + 1:], acc.offset)
 
 
-def _map_accesses(e: ir.Expr, fn, memo: dict[int, ir.Expr]) -> ir.Expr:
-    """`e` with every load's access replaced by fn(access) (shared subexpressions stay so)."""
-    if id(e) in memo:
-        return memo[id(e)]
-    if isinstance(e, ir.Load):
-        out: ir.Expr = ir.Load(fn(e.access), e.dtype)
-    elif isinstance(e, ir.Apply):
-        out = ir.Apply(e.op, tuple(_map_accesses(x, fn, memo) for x in e.args), e.dtype)
-    else:
-        out = e
-    memo[id(e)] = out
-    return out
-
-
-def _merge_expr(e: ir.Expr, a: int, memo: dict[int, ir.Expr]) -> ir.Expr:
-    return _map_accesses(e, lambda acc: _merge_access(acc, a), memo)
+def _merge_expr(e: ir.Expr, a: int) -> ir.Expr:
+    return ir.map_accesses(e, lambda acc: _merge_access(acc, a))
 
 
 def _permute_access(acc: ir.Access, perm: tuple[int, ...]) -> ir.Access:
     return ir.Access(acc.buffer, tuple(acc.strides[p] for p in perm), acc.offset)
 
 
-def _permute_expr(e: ir.Expr, perm: tuple[int, ...], memo: dict[int, ir.Expr]) -> ir.Expr:
-    return _map_accesses(e, lambda acc: _permute_access(acc, perm), memo)
+def _permute_expr(e: ir.Expr, perm: tuple[int, ...]) -> ir.Expr:
+    return ir.map_accesses(e, lambda acc: _permute_access(acc, perm))
 
 
 def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
@@ -74,8 +49,7 @@ def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(strides[a]), a)))
     if perm == tuple(range(len(k.shape))):
         return k
-    memo: dict[int, ir.Expr] = {}
-    stores = tuple(ir.Store(_permute_access(s.access, perm), _permute_expr(s.value, perm, memo),
+    stores = tuple(ir.Store(_permute_access(s.access, perm), _permute_expr(s.value, perm),
                             s.accumulate) for s in k.stores)
     return ir.Elementwise(tuple(k.shape[p] for p in perm), stores, k.fused)
 
@@ -88,8 +62,7 @@ def collapse_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     a = len(k.shape) - 2
     while a >= 0:
         if _mergeable(k, a):
-            memo: dict[int, ir.Expr] = {}
-            stores = tuple(ir.Store(_merge_access(s.access, a), _merge_expr(s.value, a, memo),
+            stores = tuple(ir.Store(_merge_access(s.access, a), _merge_expr(s.value, a),
                                     s.accumulate) for s in k.stores)
             shape = k.shape[:a] + (k.shape[a] * k.shape[a + 1],) + k.shape[a + 2:]
             k = ir.Elementwise(shape, stores, k.fused)
@@ -100,7 +73,7 @@ def collapse_elementwise(k: ir.Elementwise) -> ir.Elementwise:
 def collapse_reduce(k: ir.Reduce) -> ir.Reduce:
     """A reduction over fewer axes: two neighbours merge when both are reduced or both kept
     and every access walks them as one run (argmax keeps its single axis as it is)."""
-    if k.op == "argmax" or len(k.shape) < 2 or 0 in k.shape or _uses_index_expr(k.body):
+    if k.op == "argmax" or len(k.shape) < 2 or 0 in k.shape or ir.uses_index(k.body):
         return k
     a = len(k.shape) - 2
     while a >= 0:
@@ -109,10 +82,9 @@ def collapse_reduce(k: ir.Reduce) -> ir.Reduce:
         accesses = [k.out] + [ld.access for ld in ir.expr_loads(k.body)]
         if same_kind and all(acc.strides[a] == acc.strides[a + 1] * inner
                              for acc in accesses):
-            memo: dict[int, ir.Expr] = {}
             axes = tuple(x if x <= a else x - 1 for x in k.axes if x != a + 1)
             shape = k.shape[:a] + (k.shape[a] * inner,) + k.shape[a + 2:]
-            k = ir.Reduce(shape, axes, k.op, _merge_expr(k.body, a, memo),
+            k = ir.Reduce(shape, axes, k.op, _merge_expr(k.body, a),
                           _merge_access(k.out, a), k.out_dtype, k.fused)
         a -= 1
     return k

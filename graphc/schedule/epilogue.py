@@ -12,7 +12,7 @@ from graphc.schedule import ir
 
 
 def _load_of(e: ir.Expr, access: ir.Access) -> bool:
-    return isinstance(e, ir.Load) and e.access == access
+    return isinstance(e, ir.Load) and e.access == access and e.guard is None
 
 
 def _coefficient(term: ir.Expr, g: ir.Access) -> float | None:

@@ -1,9 +1,11 @@
 """The kernel IR: the contract between the scheduler and the backends. Shapes are static
-(a schedule is made per set of call-time sizes); every access is a strided affine map."""
+(a schedule is made per set of call-time sizes); every access is a strided affine map,
+optionally guarded; each kernel kind is one record that carries its own facts (what it
+reads and writes, whether it can fail, how its stores combine) in one registry."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 
 import numpy as np
 
@@ -49,9 +51,31 @@ class Access:
 # ---- scalar expressions (the body of elementwise and reduce kernels) --------------------
 
 @dataclass(frozen=True)
+class Bound:
+    """lo <= offset + sum(scale * i_axis for axis, scale in terms) < hi: one condition of a
+    guard, over the iteration indices of the kernel that reads."""
+
+    terms: tuple[tuple[int, int], ...]
+    offset: int
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Where a load may read: inside every bound. Outside, the load's value is `otherwise`
+    and its memory is never touched, so pad, concatenate and the gradient of a slice are
+    reads of the original buffers, not copies into zero-filled ones."""
+
+    bounds: tuple[Bound, ...]
+    otherwise: "Expr"
+
+
+@dataclass(frozen=True)
 class Load:
     access: Access
     dtype: np.dtype
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +95,8 @@ class Index:
 @dataclass(frozen=True)
 class Apply:
     """An elementwise primitive (by its graph name) applied to sub-expressions; `cast`
-    carries its target in dtype."""
+    carries its target in dtype. After graphc.schedule.scalar.lower_expr the op is a core
+    op (graphc.schedule.core_ops) instead."""
 
     op: str
     args: tuple["Expr", ...]
@@ -81,69 +106,171 @@ class Apply:
 Expr = Union[Load, Const, Index, Apply]
 
 
-def expr_ops(expr: Expr) -> list[str]:
-    """The primitive names an expression applies, each once, in first-use order."""
-    seen: dict[str, None] = {}
-    stack = [expr]
-    visited: set[int] = set()
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The sub-expressions of one node: an Apply's arguments, a guarded load's fallback."""
+    if isinstance(e, Apply):
+        return e.args
+    if isinstance(e, Load) and e.guard is not None:
+        return (e.guard.otherwise,)
+    return ()
+
+
+def postorder(expr: Expr) -> Iterator[Expr]:
+    """Every distinct node (by identity) of an expression, children before parents. The one
+    walker: iterative, because fused bodies can be long chains."""
+    done: set[int] = set()
+    stack: list[tuple[Expr, bool]] = [(expr, False)]
     while stack:
-        e = stack.pop()
-        if id(e) in visited:
+        e, ready = stack.pop()
+        if id(e) in done:
             continue
-        visited.add(id(e))
+        kids = children(e)
+        if kids and not ready:
+            stack.append((e, True))
+            stack.extend((k, False) for k in reversed(kids) if id(k) not in done)
+            continue
+        done.add(id(e))
+        yield e
+
+
+def with_children(e: Expr, kids: tuple[Expr, ...]) -> Expr:
+    """`e` with new sub-expressions (itself when they are the same objects)."""
+    if all(a is b for a, b in zip(kids, children(e))):
+        return e
+    if isinstance(e, Apply):
+        return Apply(e.op, kids, e.dtype)
+    assert isinstance(e, Load) and e.guard is not None
+    return Load(e.access, e.dtype, Guard(e.guard.bounds, kids[0]))
+
+
+def rewrite(expr: Expr, visit: Callable[[Expr], Expr | None]) -> Expr:
+    """`expr` rebuilt bottom-up: each node (its children already rewritten) is replaced by
+    visit(node) unless that returns None. Shared subexpressions stay shared."""
+    memo: dict[int, Expr] = {}
+    for e in postorder(expr):
+        kids = children(e)
+        node = with_children(e, tuple(memo[id(k)] for k in kids)) if kids else e
+        new = visit(node)
+        memo[id(e)] = node if new is None else new
+    return memo[id(expr)]
+
+
+def map_accesses(expr: Expr, fn: Callable[[Access], Access]) -> Expr:
+    """`expr` with every load's access replaced by fn(access)."""
+    def visit(e: Expr) -> Expr | None:
+        return Load(fn(e.access), e.dtype, e.guard) if isinstance(e, Load) else None
+    return rewrite(expr, visit)
+
+
+def expr_ops(expr: Expr) -> list[str]:
+    """The primitive names an expression applies, each once."""
+    seen: dict[str, None] = {}
+    for e in postorder(expr):
         if isinstance(e, Apply):
             seen.setdefault(e.op)
-            stack.extend(reversed(e.args))
     return list(seen)
 
 
 def expr_loads(expr: Expr) -> list[Load]:
-    out, stack, visited = [], [expr], set()
-    while stack:
-        e = stack.pop()
-        if id(e) in visited:
-            continue
-        visited.add(id(e))
-        if isinstance(e, Load):
-            out.append(e)
-        elif isinstance(e, Apply):
-            stack.extend(e.args)
-    return out
+    return [e for e in postorder(expr) if isinstance(e, Load)]
+
+
+def uses_index(expr: Expr) -> bool:
+    """Whether a body depends on the iteration indices themselves (iota, guards): then its
+    axes cannot be merged or reordered."""
+    return any(isinstance(e, Index) or (isinstance(e, Load) and e.guard is not None)
+               for e in postorder(expr))
 
 
 # ---- kernels ----------------------------------------------------------------------------
 
+# How a store combines with what its element holds:
+#   ""         overwrite; each element is written by one iteration
+#   "atomic"   add; several iterations may add to one element, in any order (a parallel
+#              target adds atomically; float results may then differ in the last bits)
+#   "ordered"  add, in iteration order (a parallel target must run the iterations in order)
+ACCUMULATIONS = ("", "atomic", "ordered")
+
+
 @dataclass(frozen=True)
 class Store:
-    """buffer[access] = value, or += value when `accumulate` (several iterations may add to
-    one element: such kernels run their iterations in order)."""
+    """buffer[access] = value (or += value, see ACCUMULATIONS)."""
 
     access: Access
     value: Expr
-    accumulate: bool = False
+    accumulate: str = ""
+
+    def __post_init__(self) -> None:
+        if self.accumulate not in ACCUMULATIONS:
+            raise ValueError(f"Store.accumulate: {self.accumulate!r} is not one of "
+                             f"{ACCUMULATIONS}")
 
 
+KINDS: dict[str, type] = {}
+
+
+def kernel_kind(cls: type) -> type:
+    """Registers a kernel record under its `kind`: the one list every backend must lower."""
+    kind = cls.__dict__.get("kind")
+    if not kind or kind in KINDS:
+        raise ValueError(f"kernel kind {kind!r}: missing or registered twice")
+    KINDS[kind] = cls
+    return cls
+
+
+class KernelFacts:
+    """What every kernel record says about itself. can_fail: it checks values read from
+    data and may stop the program (the entry point tests its status; parameter updates
+    wait for it). combine: how its writes combine (ACCUMULATIONS, or "reduction")."""
+
+    kind: ClassVar[str]
+    can_fail: ClassVar[bool] = False
+    combine: ClassVar[str] = ""
+
+    def reads(self) -> set[int]:
+        return {a.buffer for role, a, _ in self.accesses() if role != "out"}
+
+    def writes(self) -> set[int]:
+        return {a.buffer for role, a, _ in self.accesses() if role == "out"}
+
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        """(role, access, the shape it is read or written over): role "out" for writes."""
+        raise NotImplementedError
+
+    def bodies(self) -> list[Expr]:
+        """The scalar expressions the kernel evaluates (elementwise and reduce kernels)."""
+        return []
+
+
+def _body_accesses(bodies: list[Expr], shape: Shape) -> list[tuple[str, Access, Shape]]:
+    return [("in", ld.access, shape) for body in bodies for ld in expr_loads(body)]
+
+
+@kernel_kind
 @dataclass(frozen=True)
-class Elementwise:
+class Elementwise(KernelFacts):
     """For every index of `shape`, every store writes its value (sibling stores share loads)."""
 
     shape: Shape
     stores: tuple[Store, ...]
     fused: tuple[str, ...] = ()
 
-    kind = "elementwise"
+    kind: ClassVar[str] = "elementwise"
 
-    def reads(self) -> set[int]:
-        return {ld.access.buffer for s in self.stores for ld in expr_loads(s.value)}
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        out = [("out", s.access, self.shape) for s in self.stores]
+        out += [("in", s.access, self.shape) for s in self.stores if s.accumulate]
+        return out + _body_accesses(self.bodies(), self.shape)
 
-    def writes(self) -> set[int]:
-        return {s.access.buffer for s in self.stores}
+    def bodies(self) -> list[Expr]:
+        return [s.value for s in self.stores]
 
 
+@kernel_kind
 @dataclass(frozen=True)
-class Reduce:
+class Reduce(KernelFacts):
     """out[kept] = reduce over `axes` of body[i] for i in `shape`; `out` has stride 0 on the
-    reduced axes. kind: sum | max | min | argmax (argmax: one axis, int64 result)."""
+    reduced axes. op: sum | max | min | argmax (argmax: one axis, int64 result)."""
 
     shape: Shape
     axes: tuple[int, ...]
@@ -153,21 +280,23 @@ class Reduce:
     out_dtype: np.dtype
     fused: tuple[str, ...] = ()
 
-    kind = "reduce"
+    kind: ClassVar[str] = "reduce"
+    combine: ClassVar[str] = "reduction"
 
-    def reads(self) -> set[int]:
-        return {ld.access.buffer for ld in expr_loads(self.body)}
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        return [("out", self.out, self.shape)] + _body_accesses([self.body], self.shape)
 
-    def writes(self) -> set[int]:
-        return {self.out.buffer}
+    def bodies(self) -> list[Expr]:
+        return [self.body]
 
 
+@kernel_kind
 @dataclass(frozen=True)
-class Gemm:
+class Gemm(KernelFacts):
     """out[b, m, n] = alpha * sum_k a[b, m, k] * b[b, k, n] over batch dims `batch` (added
     to what out holds when `accumulate`: a parameter update p += alpha * grad folded into
-    the GEMM that makes grad); any strides, so transposes and broadcast batch dims cost
-    nothing."""
+    the GEMM that makes grad; each element still has one writer); any strides, so
+    transposes and broadcast batch dims cost nothing."""
 
     batch: Shape
     m: int
@@ -180,18 +309,18 @@ class Gemm:
     alpha: float = 1.0
     accumulate: bool = False
 
-    kind = "gemm"
+    kind: ClassVar[str] = "gemm"
 
-    def reads(self) -> set[int]:
-        return {self.a.buffer, self.b.buffer} | ({self.out.buffer} if self.accumulate
-                                                 else set())
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        out_shape = self.batch + (self.m, self.n)
+        acc = [("a", self.a, self.batch + (self.m, self.k)),
+               ("b", self.b, self.batch + (self.k, self.n)), ("out", self.out, out_shape)]
+        return acc + ([("in", self.out, out_shape)] if self.accumulate else [])
 
-    def writes(self) -> set[int]:
-        return {self.out.buffer}
 
-
+@kernel_kind
 @dataclass(frozen=True)
-class Gather:
+class Gather(KernelFacts):
     """out = take(x, indices, axis): out shape x.shape[:axis] + idx_shape + x.shape[axis+1:],
     indices bounds-checked before anything is read."""
 
@@ -204,18 +333,23 @@ class Gather:
     dtype: np.dtype
     what: str = "take"  # for the IndexError: the op, where its indices came from, its line
 
-    kind = "gather"
+    kind: ClassVar[str] = "gather"
+    can_fail: ClassVar[bool] = True
 
-    def reads(self) -> set[int]:
-        return {self.x.buffer, self.indices.buffer}
+    @property
+    def out_shape(self) -> Shape:
+        return self.x_shape[:self.axis] + self.idx_shape + self.x_shape[self.axis + 1:]
 
-    def writes(self) -> set[int]:
-        return {self.out.buffer}
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        return [("x", self.x, self.x_shape), ("indices", self.indices, self.idx_shape),
+                ("out", self.out, self.out_shape)]
 
 
+@kernel_kind
 @dataclass(frozen=True)
-class ScatterAdd:
-    """out (shape out_shape, zero-filled first) += updates at indices along axis."""
+class ScatterAdd(KernelFacts):
+    """out (shape out_shape, zero-filled first) += updates at indices along axis; repeated
+    indices add up (in any order: "atomic")."""
 
     out_shape: Shape
     out: Access
@@ -226,17 +360,23 @@ class ScatterAdd:
     dtype: np.dtype
     what: str = "scatter_add"
 
-    kind = "scatter_add"
+    kind: ClassVar[str] = "scatter_add"
+    can_fail: ClassVar[bool] = True
+    combine: ClassVar[str] = "atomic"
 
-    def reads(self) -> set[int]:
-        return {self.indices.buffer, self.updates.buffer}
+    @property
+    def updates_shape(self) -> Shape:
+        return self.out_shape[:self.axis] + self.idx_shape + self.out_shape[self.axis + 1:]
 
-    def writes(self) -> set[int]:
-        return {self.out.buffer}
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        return [("indices", self.indices, self.idx_shape),
+                ("updates", self.updates, self.updates_shape),
+                ("out", self.out, self.out_shape)]
 
 
+@kernel_kind
 @dataclass(frozen=True)
-class IndexCheck:
+class IndexCheck(KernelFacts):
     """Raises IndexError (naming `what`) unless every index read lies in [0, size)."""
 
     shape: Shape
@@ -244,17 +384,16 @@ class IndexCheck:
     size: int
     what: str
 
-    kind = "index_check"
+    kind: ClassVar[str] = "index_check"
+    can_fail: ClassVar[bool] = True
 
-    def reads(self) -> set[int]:
-        return {self.indices.buffer}
-
-    def writes(self) -> set[int]:
-        return set()
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        return [("indices", self.indices, self.shape)]
 
 
+@kernel_kind
 @dataclass(frozen=True)
-class ValueCheck:
+class ValueCheck(KernelFacts):
     """Raises ValueError(message) unless every value read is >= 0: the exponents of an
     integer power (numpy refuses negative ones rather than give 0)."""
 
@@ -262,18 +401,36 @@ class ValueCheck:
     values: Access
     message: str
 
-    kind = "value_check"
+    kind: ClassVar[str] = "value_check"
+    can_fail: ClassVar[bool] = True
 
-    def reads(self) -> set[int]:
-        return {self.values.buffer}
-
-    def writes(self) -> set[int]:
-        return set()
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        return [("values", self.values, self.shape)]
 
 
 Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck]
-KERNEL_KINDS = ("elementwise", "reduce", "gemm", "gather", "scatter_add", "index_check",
-                "value_check")
+KERNEL_KINDS = tuple(KINDS)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A whole program as kernels: the kernels in order, the buffers they use, where the
+    program's data lives, and the memory plan of its temporaries. Built in one step by
+    graphc.schedule.schedule_graph (lower, then plan); never changed afterwards."""
+
+    buffers: Mapping[int, Buffer]
+    kernels: tuple[Kernel, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    params: Mapping[int, Any]  # buffer id -> ParamStorage
+    consts: Mapping[int, np.ndarray]
+    plan: Any = None  # memory.MemoryPlan
+    report: Any = None  # the PassReport of the specialised graph
+    graph: Any = None  # the specialised, optimized graph it was made from
+
+    def listing(self) -> str:
+        from graphc.schedule.printing import schedule_listing
+        return schedule_listing(self)
 
 
 def contiguous_strides(shape: Shape) -> tuple[int, ...]:

@@ -19,7 +19,8 @@ from graphc.schedule import ir
 from graphc.schedule.collapse import collapse
 from graphc.schedule.epilogue import fold_updates
 from graphc.schedule.merge import merge_elementwise
-from graphc.schedule.ir import Access, Apply, Buffer, Const, Expr, Index, Load, Store
+from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
+                                Store)
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides)
 
@@ -50,33 +51,11 @@ class Lazy:
     depth: int = 0  # longest chain of ops in expr
 
 
-# Kernels that check their indices and raise: parameter updates wait for them.
-_RAISING_KINDS = ("gather", "scatter_add", "index_check", "value_check")
-
 # Longer fused chains are stored and reloaded: bounded kernel bodies for the code generators.
 MAX_FUSED_DEPTH = 48
 
 
 Value = Union[View, Lazy]
-
-
-@dataclass
-class Schedule:
-    """Kernels in order, the buffers they use, and where the program's data lives."""
-
-    buffers: dict[int, Buffer]
-    kernels: list[ir.Kernel]
-    inputs: list[int]
-    outputs: list[int]
-    params: dict[int, object]  # buffer id -> ParamStorage
-    consts: dict[int, np.ndarray]
-    plan: "object | None" = None  # memory.MemoryPlan, set by plan_memory
-    report: "object | None" = None  # the PassReport of the specialised graph
-    graph: "Graph | None" = None  # the specialised, optimized graph it was made from
-
-    def listing(self) -> str:
-        from graphc.schedule.printing import schedule_listing
-        return schedule_listing(self)
 
 
 def _trivial(expr: Expr) -> bool:
@@ -153,7 +132,8 @@ class Lowering:
         self.store_updates()
         temps = {bid for bid, b in self.buffers.items() if b.role == "temp"}
         kernels = collapse(merge_elementwise(fold_updates(self.kernels, temps)))
-        return Schedule(self.buffers, kernels, inputs, outputs, self.params, self.consts)
+        return Schedule(self.buffers, tuple(kernels), tuple(inputs), tuple(outputs),
+                        self.params, self.consts)
 
     def store_outputs(self) -> list[int]:
         outputs, used = [], set()
@@ -213,7 +193,7 @@ class Lowering:
         at = 0
         for i, k in enumerate(self.kernels):
             if (target in k.reads() or target in k.writes() or k.writes() & needs
-                    or k.kind in _RAISING_KINDS):
+                    or k.can_fail):
                 at = i + 1
         self.kernels.insert(at, kernel)
 
@@ -502,35 +482,50 @@ class Lowering:
         offset = sum(s * start for s, (start, _) in zip(base, region))
         return Store(Access(bid, strides, offset), self.expr_of(value, value.shape))
 
-    def lower_unslice(self, node: Node) -> View:
+    def _placed(self, x: Node, region: list[tuple[int, int]], shape: tuple[int, ...],
+                otherwise: Expr) -> Expr:
+        """x read where axis j of the result runs start_j, start_j + step_j, ... (step +-1),
+        `otherwise` elsewhere: a guarded load, over the result's iteration space."""
+        v = self.view_of(x)
+        strides, offset, bounds = [], v.offset, []
+        for j, ((start, step), s, n) in enumerate(zip(region, v.strides, x.shape)):
+            # result index i reads x at p = step * (i - start), inside when 0 <= p < n
+            strides.append(s * step)
+            offset -= s * step * start
+            if not (start == 0 and step == 1 and n == shape[j]):
+                bounds.append(ir.Bound(((j, step),), -step * start, 0, n))
+        guard = ir.Guard(tuple(bounds), otherwise) if bounds else None
+        return Load(Access(v.buffer, tuple(strides), offset), v.dtype, guard)
+
+    def lower_unslice(self, node: Node) -> Value:
         g, ref = node.inputs
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
-        self.creator[bid] = node
-        zero = Store(Access(bid, ir.contiguous_strides(node.shape), 0), Const(0, node.dtype))
-        self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
         region = []
         for s, d in zip(node.attrs["slices"], ref.shape):
             start, _, step = slice(*s).indices(d)
             region.append((start, step))
+        zero = Const(0, node.dtype)
+        if 0 in g.shape:
+            return Lazy(zero, node.shape, node.dtype)
+        if all(abs(step) == 1 for _, step in region):  # a view: zeros outside the slice
+            return Lazy(self._placed(g, region, node.shape, zero), node.shape, node.dtype, ("unslice",), 1)
+        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        self.creator[bid] = node
+        fill = Store(Access(bid, ir.contiguous_strides(node.shape), 0), zero)
+        self.kernels.append(ir.Elementwise(node.shape, (fill,), ("zeros",)))
         v = self.values[g]
         self.kernels.append(ir.Elementwise(g.shape, (self._region_store(bid, region, v),),
                                            (v.fused if isinstance(v, Lazy) else ())
                                            + ("unslice",)))
         return self.whole(bid)
 
-    def lower_pad(self, node: Node) -> View:
+    def lower_pad(self, node: Node) -> Value:
+        """Zeros around x, read through a guard: no buffer, no copy."""
         (x,) = node.inputs
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
-        self.creator[bid] = node
-        zero = Store(Access(bid, ir.contiguous_strides(node.shape), 0), Const(0, node.dtype))
-        self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
-        v = self.values[x]
-        if 0 not in x.shape:
-            region = [(before, 1) for before, _ in node.attrs["pads"]]
-            self.kernels.append(ir.Elementwise(x.shape, (self._region_store(bid, region, v),),
-                                               (v.fused if isinstance(v, Lazy) else ())
-                                               + ("pad",)))
-        return self.whole(bid)
+        zero = Const(0, node.dtype)
+        if 0 in x.shape:
+            return Lazy(zero, node.shape, node.dtype)
+        region = [(before, 1) for before, _ in node.attrs["pads"]]
+        return Lazy(self._placed(x, region, node.shape, zero), node.shape, node.dtype, ("pad",), 1)
 
     def _window_map(self, node: Node, ndim: int) -> AxisMap:
         """windows: input axis a reads stride * (window index) + (offset in the window)."""
@@ -565,26 +560,26 @@ class Lowering:
             strides_, offset = remap_view(base, 0, self._window_map(node, ref.ndim), g.ndim)
             v = self.values[g]
             store = Store(Access(bid, strides_, offset), self.expr_of(v, g.shape),
-                          accumulate=not disjoint)
+                          accumulate="" if disjoint else "atomic")
             self.kernels.append(ir.Elementwise(g.shape, (store,),
                                                (v.fused if isinstance(v, Lazy) else ())
                                                + ("windows_grad",)))
         return self.whole(bid)
 
-    def lower_concatenate(self, node: Node) -> View:
+    def lower_concatenate(self, node: Node) -> Value:
+        """Each part read through a guard where the result's axis falls in its range, the
+        next part elsewhere: a view, no copy."""
         axis = node.attrs["axis"]
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
-        self.creator[bid] = node
-        start = 0
+        parts, start = [], 0
         for x in node.inputs:
-            region = [(start if a == axis else 0, 1) for a in range(node.ndim)]
-            v = self.values[x]
             if x.shape[axis]:
-                self.kernels.append(ir.Elementwise(
-                    x.shape, (self._region_store(bid, region, v),),
-                    (v.fused if isinstance(v, Lazy) else ()) + ("concatenate",)))
+                parts.append((x, start))
             start += x.shape[axis]
-        return self.whole(bid)
+        value: Expr = Const(0, node.dtype)  # (read nowhere: some part covers every index)
+        for x, begin in reversed(parts):
+            region = [(begin if a == axis else 0, 1) for a in range(node.ndim)]
+            value = self._placed(x, region, node.shape, value)
+        return Lazy(value, node.shape, node.dtype, ("concatenate",), 1)
 
 
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around.

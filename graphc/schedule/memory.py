@@ -12,7 +12,7 @@ def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemoryPlan:
     offsets: dict[int, int]  # temp buffer id -> byte offset in the arena
     lifetimes: dict[int, tuple[int, int]]  # buffer id -> (first kernel, last kernel)
@@ -56,5 +56,4 @@ def plan_memory(schedule) -> MemoryPlan:
         placed.append((offset, offset + size, first, last))
     arena = max((e for _, e, _, _ in placed), default=0)
     unshared = sum(_aligned(max(b.nbytes, 1)) for b in temps)
-    schedule.plan = MemoryPlan(offsets, spans, arena, unshared)
-    return schedule.plan
+    return MemoryPlan(offsets, spans, arena, unshared)

@@ -9,24 +9,12 @@ from graphc.schedule import ir
 
 
 def _substitute(expr: ir.Expr, values: dict[ir.Access, ir.Expr]) -> ir.Expr:
-    """expr with each load of an access in `values` replaced by its value (shared
-    subexpressions stay shared)."""
-    done: dict[int, ir.Expr] = {}
-
-    def visit(e: ir.Expr) -> ir.Expr:
-        key = id(e)
-        if key not in done:
-            if isinstance(e, ir.Load) and e.access in values:
-                done[key] = values[e.access]
-            elif isinstance(e, ir.Apply):
-                args = tuple(visit(a) for a in e.args)
-                same = all(x is y for x, y in zip(args, e.args))
-                done[key] = e if same else ir.Apply(e.op, args, e.dtype)
-            else:
-                done[key] = e
-        return done[key]
-
-    return visit(expr)
+    """expr with each (unguarded) load of an access in `values` replaced by its value."""
+    def visit(e: ir.Expr) -> ir.Expr | None:
+        if isinstance(e, ir.Load) and e.guard is None:
+            return values.get(e.access)
+        return None
+    return ir.rewrite(expr, visit)
 
 
 def _injective(access: ir.Access, shape: tuple[int, ...]) -> bool:
@@ -50,7 +38,7 @@ def _mergeable(first: ir.Kernel, second: ir.Kernel) -> bool:
     stored = {s.access: s.value.dtype for s in first.stores}
     for s in second.stores:
         for ld in ir.expr_loads(s.value):
-            if ld.access.buffer in written and (ld.access not in stored
+            if ld.access.buffer in written and (ld.access not in stored or ld.guard
                                                 or stored[ld.access] != ld.dtype):
                 return False  # read elsewhere than where it is written (or converted)
     return True

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from graphc.errors import ShapeError
-from graphc.schedule.ir import Access, Apply, Const, Expr, Index, Load
+from graphc.schedule.ir import (Access, Apply, Bound, Const, Expr, Guard, Index, Load,
+                                rewrite)
 
 # For each axis j of the producer: (terms, offset) with terms ((consumer axis, scale), ...),
 # meaning producer index p_j = offset + sum(scale * i_axis). One term: a transpose, slice or
@@ -60,34 +61,32 @@ def _remap_index(e: Index, amap: AxisMap) -> Expr:
     return out
 
 
+def remap_bound(bound: Bound, amap: AxisMap) -> Bound:
+    """A guard's condition over the producer's axes, over the consumer's instead."""
+    terms: dict[int, int] = {}
+    offset = bound.offset
+    for j, scale in bound.terms:
+        inner, off = amap[j]
+        offset += scale * off
+        for k, s in inner:
+            terms[k] = terms.get(k, 0) + scale * s
+    return Bound(tuple((k, s) for k, s in sorted(terms.items()) if s), offset, bound.lo,
+                 bound.hi)
+
+
 def remap_expr(expr: Expr, amap: AxisMap, rank: int) -> Expr:
-    """The expression read through the map: every load's strides (and iota) composed."""
-    memo: dict[int, Expr] = {}
-    stack: list[tuple[Expr, bool]] = [(expr, False)]
-    while stack:  # iterative post-order: fused expressions can be long chains
-        e, ready = stack.pop()
-        if id(e) in memo:
-            continue
-        if isinstance(e, Apply) and not ready:
-            stack.append((e, True))
-            stack.extend((a, False) for a in e.args if id(a) not in memo)
-            continue
+    """The expression read through the map: every load's strides (and iota, and guards)
+    composed."""
+    def visit(e: Expr) -> Expr | None:
         if isinstance(e, Load):
             strides, offset = remap_view(e.access.strides, e.access.offset, amap, rank)
-            memo[id(e)] = Load(Access(e.access.buffer, strides, offset), e.dtype)
-        elif isinstance(e, Index):
-            memo[id(e)] = _remap_index(e, amap)
-        elif isinstance(e, Apply):
-            memo[id(e)] = Apply(e.op, tuple(memo[id(a)] for a in e.args), e.dtype)
-        else:
-            memo[id(e)] = e
-    return memo[id(expr)]
-
-
-def expr_depth(expr: Expr) -> int:
-    if isinstance(expr, Apply):
-        return 1 + max((expr_depth(a) for a in expr.args), default=0)
-    return 0
+            guard = e.guard and Guard(tuple(remap_bound(b, amap) for b in e.guard.bounds),
+                                      e.guard.otherwise)
+            return Load(Access(e.access.buffer, strides, offset), e.dtype, guard)
+        if isinstance(e, Index):
+            return _remap_index(e, amap)
+        return None
+    return rewrite(expr, visit)
 
 
 def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]
