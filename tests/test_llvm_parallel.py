@@ -31,7 +31,7 @@ def test_threads_are_used_only_where_they_pay_off():
     small = ir.Elementwise((100,), (), ())
     assert parallel.threads_for(small) == 1
     big = ir.Elementwise((1 << 18,), (ir.Store(ir.Access(0, (1,)), ir.Const(0.0, np.float32),
-                                               accumulate=True),), ())
+                                               accumulate="atomic"),), ())
     assert parallel.threads_for(big) == 1  # accumulating stores stay in order
 
 

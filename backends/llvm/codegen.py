@@ -10,6 +10,8 @@ from llvmlite import ir
 
 from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
+from graphc.schedule.core_ops import reduction_identity
+from graphc.schedule.scalar import lower_expr
 from graphc.backends.llvm import jit, parallel, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
@@ -129,6 +131,8 @@ class ModuleWriter:
                         for p in range(count)]
         self.module = self.modules[0]  # the one being written
         self.errors: dict[int, str] = {}
+        self._lowered: dict[int, kir.Expr] = {}  # id(body) -> its core ops
+        self._lowering_memo: dict[int, kir.Expr] = {}  # shared: bodies share nodes
         self._scopes: dict[int, tuple] = {}
         self._kernel_index = -1
 
@@ -213,8 +217,12 @@ class ModuleWriter:
             inst.set_metadata("noalias", mark[1])
 
     # -- expressions ----------------------------------------------------------------------
-    def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, e: kir.Expr,
+    def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, body: kir.Expr,
              indices: list[ir.Value], memo: dict[int, ir.Value]) -> ir.Value:
+        """A kernel body's value at `indices`, from its core ops."""
+        e = self._lowered.get(id(body))
+        if e is None:
+            e = self._lowered[id(body)] = lower_expr(body, self._lowering_memo)
         for x in kir.postorder(e):
             if id(x) in memo:
                 continue
@@ -230,16 +238,8 @@ class ModuleWriter:
                 value = indices[x.axis]
                 if llvm_type(x.dtype) != I64:
                     value = b.trunc(value, llvm_type(x.dtype))
-            elif x.op == "cast":
-                (a,) = x.args
-                value = scalar.cast(memo[id(a)], a.dtype, x.dtype)
-            elif x.op == "random_uniform":
-                seed, counter = (memo[id(a)] for a in x.args)
-                value = scalar.uniform_hash(b.sext(seed, I64) if seed.type != I64 else seed,
-                                            counter, x.dtype)
             else:
-                in_dtype = x.args[-1].dtype
-                value = scalar.apply(x.op, [memo[id(a)] for a in x.args], in_dtype)
+                value = scalar.emit(x, [memo[id(a)] for a in x.args])
             memo[id(x)] = value
         return memo[id(e)]
 
@@ -332,16 +332,9 @@ class ModuleWriter:
         fnty = ir.FunctionType(acc.type, [acc.type, acc.type])
         return b.call(self.module.declare_intrinsic(name, [acc.type], fnty), [acc, v])
 
-    def _identity(self, op: str, dtype) -> ir.Constant:
-        dtype = np.dtype(dtype)
-        if op == "sum":
-            return constant(dtype, 0)
-        if dtype.kind == "f":
-            return constant(dtype, -np.inf if op == "max" else np.inf)
-        if dtype.kind == "b":  # argmax of bools
-            return constant(dtype, 0 if op == "max" else 1)
-        info = np.iinfo(dtype)
-        return constant(dtype, info.min if op == "max" else info.max)
+    @staticmethod
+    def _identity(op: str, dtype) -> ir.Constant:
+        return constant(dtype, reduction_identity(op, dtype))
 
     def emit_reduce(self, b, fn, bases, k: kir.Reduce, index: int) -> None:
         scalar = ScalarEmitter(b, self.module)

@@ -10,6 +10,7 @@ from numpy.lib.stride_tricks import as_strided
 from graphc.backends.numpy.scalar import evaluate
 from graphc.ops.shape_ops import check_indices
 from graphc.schedule import ir
+from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
 from graphc.schedule.lower import Schedule
 
@@ -23,6 +24,7 @@ class KernelRunner:
         self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8)
         self.arrays: dict[int, np.ndarray] = {}
         self._lowered: dict[int, ir.Expr] = {}  # id(body) -> its core ops
+        self._lowering_memo: dict[int, ir.Expr] = {}  # shared: bodies share nodes
         for b in schedule.buffers.values():
             if b.role == "temp":
                 start = plan.offsets.get(b.id, 0) if plan else 0
@@ -70,7 +72,7 @@ class KernelRunner:
         """A kernel body's value at every index of `shape`, from its core ops."""
         expr = self._lowered.get(id(body))
         if expr is None:
-            expr = self._lowered[id(body)] = lower_expr(body)
+            expr = self._lowered[id(body)] = lower_expr(body, self._lowering_memo)
         for e in ir.postorder(expr):
             if id(e) in memo:
                 continue
@@ -157,7 +159,7 @@ class KernelRunner:
             # (a max over an empty axis that the user asked for fails its shape rule before
             # any kernel runs; here it is an intermediate, e.g. log_softmax's of no elements,
             # whose value is never read: the identity, as the native backend stores)
-            out[...] = _empty_identity(k.op, out.dtype)
+            out[...] = reduction_identity(k.op, out.dtype)
             return
         body = np.broadcast_to(self._eval(k.body, k.shape, {}), k.shape)
         with np.errstate(all="ignore"):
@@ -210,16 +212,3 @@ class KernelExecutable:
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.runner(tuple(a.shape for a in args)).run(args)
-
-
-def _empty_identity(op: str, dtype: np.dtype):
-    """What a reduction over no elements leaves: 0 for sum and argmax, -inf/+inf (or the
-    integer extremes) for max/min."""
-    if op in ("sum", "argmax"):
-        return 0
-    if dtype.kind == "f":
-        return -np.inf if op == "max" else np.inf
-    if dtype.kind == "b":
-        return op != "max"
-    info = np.iinfo(dtype)
-    return info.min if op == "max" else info.max

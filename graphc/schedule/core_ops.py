@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class CoreOp:
@@ -49,3 +51,21 @@ COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
 FLOAT_FUNCTIONS = ("exp", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh", "erf", "sinh",
                    "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan", "floor", "ceil",
                    "atan2", "pow")
+
+
+REDUCTIONS = ("sum", "max", "min", "argmax")
+
+
+def reduction_identity(op: str, dtype: np.dtype) -> int | float | bool:
+    """What a reduction starts from, and what it leaves over no elements: 0 for sum and
+    argmax, -inf/+inf (or the integer extremes, False/True) for max/min. argmax follows
+    numpy: the first maximum, or the first nan when there is one."""
+    dtype = np.dtype(dtype)
+    if op in ("sum", "argmax"):
+        return 0
+    if dtype.kind == "f":
+        return -np.inf if op == "max" else np.inf
+    if dtype.kind == "b":
+        return op != "max"
+    info = np.iinfo(dtype)
+    return int(info.min if op == "max" else info.max)

@@ -143,11 +143,15 @@ def with_children(e: Expr, kids: tuple[Expr, ...]) -> Expr:
     return Load(e.access, e.dtype, Guard(e.guard.bounds, kids[0]))
 
 
-def rewrite(expr: Expr, visit: Callable[[Expr], Expr | None]) -> Expr:
+def rewrite(expr: Expr, visit: Callable[[Expr], Expr | None],
+            memo: dict[int, Expr] | None = None) -> Expr:
     """`expr` rebuilt bottom-up: each node (its children already rewritten) is replaced by
-    visit(node) unless that returns None. Shared subexpressions stay shared."""
-    memo: dict[int, Expr] = {}
+    visit(node) unless that returns None. Shared subexpressions stay shared, also across
+    calls that pass one `memo` (id of an original node -> its rewrite)."""
+    memo = {} if memo is None else memo
     for e in postorder(expr):
+        if id(e) in memo:
+            continue
         kids = children(e)
         node = with_children(e, tuple(memo[id(k)] for k in kids)) if kids else e
         new = visit(node)
@@ -241,6 +245,19 @@ class KernelFacts:
         """The scalar expressions the kernel evaluates (elementwise and reduce kernels)."""
         return []
 
+    def header(self) -> str:
+        """The kernel's first line in a listing: its kind, iteration space and parameters."""
+        raise NotImplementedError
+
+    def error(self) -> tuple[type[Exception], str] | None:
+        """What a failing kernel raises (can_fail kinds): the exception type and the words
+        that name the op, where its values came from and the line that built it."""
+        return None
+
+
+def _space(shape: Shape) -> str:
+    return f"[{','.join(map(str, shape))}]"
+
 
 def _body_accesses(bodies: list[Expr], shape: Shape) -> list[tuple[str, Access, Shape]]:
     return [("in", ld.access, shape) for body in bodies for ld in expr_loads(body)]
@@ -265,6 +282,9 @@ class Elementwise(KernelFacts):
     def bodies(self) -> list[Expr]:
         return [s.value for s in self.stores]
 
+    def header(self) -> str:
+        return f"elementwise {_space(self.shape)}"
+
 
 @kernel_kind
 @dataclass(frozen=True)
@@ -288,6 +308,10 @@ class Reduce(KernelFacts):
 
     def bodies(self) -> list[Expr]:
         return [self.body]
+
+    def header(self) -> str:
+        return (f"reduce/{self.op} {_space(self.shape)} over axes {list(self.axes)} "
+                f"-> {short_name(self.out_dtype)}")
 
 
 @kernel_kind
@@ -317,6 +341,12 @@ class Gemm(KernelFacts):
                ("b", self.b, self.batch + (self.k, self.n)), ("out", self.out, out_shape)]
         return acc + ([("in", self.out, out_shape)] if self.accumulate else [])
 
+    def header(self) -> str:
+        extra = (f" alpha={self.alpha:g}" if self.alpha != 1 else "") + (
+            " out+=" if self.accumulate else "")
+        return (f"gemm batch={_space(self.batch)} m={self.m} n={self.n} k={self.k} "
+                f"{short_name(self.dtype)}{extra}")
+
 
 @kernel_kind
 @dataclass(frozen=True)
@@ -343,6 +373,12 @@ class Gather(KernelFacts):
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         return [("x", self.x, self.x_shape), ("indices", self.indices, self.idx_shape),
                 ("out", self.out, self.out_shape)]
+
+    def header(self) -> str:
+        return f"gather axis={self.axis} x={_space(self.x_shape)} idx={_space(self.idx_shape)}"
+
+    def error(self) -> tuple[type[Exception], str]:
+        return IndexError, self.what
 
 
 @kernel_kind
@@ -373,6 +409,13 @@ class ScatterAdd(KernelFacts):
                 ("updates", self.updates, self.updates_shape),
                 ("out", self.out, self.out_shape)]
 
+    def header(self) -> str:
+        return (f"scatter_add axis={self.axis} out={_space(self.out_shape)} "
+                f"idx={_space(self.idx_shape)}")
+
+    def error(self) -> tuple[type[Exception], str]:
+        return IndexError, self.what
+
 
 @kernel_kind
 @dataclass(frozen=True)
@@ -390,6 +433,12 @@ class IndexCheck(KernelFacts):
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         return [("indices", self.indices, self.shape)]
 
+    def header(self) -> str:
+        return f"index_check {_space(self.shape)} in [0, {self.size})"
+
+    def error(self) -> tuple[type[Exception], str]:
+        return IndexError, self.what
+
 
 @kernel_kind
 @dataclass(frozen=True)
@@ -406,6 +455,12 @@ class ValueCheck(KernelFacts):
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         return [("values", self.values, self.shape)]
+
+    def header(self) -> str:
+        return f"value_check {_space(self.shape)} >= 0"
+
+    def error(self) -> tuple[type[Exception], str]:
+        return ValueError, self.message
 
 
 Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck]

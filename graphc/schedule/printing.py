@@ -16,7 +16,7 @@ def access_text(a: ir.Access) -> str:
 
 
 def _affine(terms: tuple[tuple[int, int], ...], offset: int) -> str:
-    parts = [f"i{k}" if s == 1 else f"{s}*i{k}" for k, s in terms]
+    parts = [f"i{k}" if s == 1 else (f"-i{k}" if s == -1 else f"{s}*i{k}") for k, s in terms]
     if offset or not parts:
         parts.append(str(offset))
     return "+".join(parts).replace("+-", "-")
@@ -27,10 +27,10 @@ def bound_text(b: ir.Bound) -> str:
 
 
 def _const_text(c: ir.Const) -> str:
-    v = c.value
-    if isinstance(v, float):
+    if c.dtype.kind == "f":
+        v = float(c.value)
         return repr(v) if v == v else "nan"
-    return str(v)
+    return str(c.value)
 
 
 class _Body:
@@ -79,33 +79,6 @@ class _Body:
         return f"{e.op}({args})"
 
 
-def _space(shape: tuple[int, ...]) -> str:
-    return f"[{','.join(map(str, shape))}]"
-
-
-def _kernel_header(k: Any) -> str:
-    if isinstance(k, ir.Elementwise):
-        return f"elementwise {_space(k.shape)}"
-    if isinstance(k, ir.Reduce):
-        return (f"reduce/{k.op} {_space(k.shape)} over axes {list(k.axes)} "
-                f"-> {short_name(k.out_dtype)}")
-    if isinstance(k, ir.Gemm):
-        extra = (f" alpha={k.alpha:g}" if k.alpha != 1 else "") + (" out+=" if k.accumulate
-                                                                   else "")
-        return (f"gemm batch={_space(k.batch)} m={k.m} n={k.n} k={k.k} "
-                f"{short_name(k.dtype)}{extra}")
-    if isinstance(k, ir.Gather):
-        return f"gather axis={k.axis} x={_space(k.x_shape)} idx={_space(k.idx_shape)}"
-    if isinstance(k, ir.ScatterAdd):
-        return (f"scatter_add axis={k.axis} out={_space(k.out_shape)} "
-                f"idx={_space(k.idx_shape)}")
-    if isinstance(k, ir.IndexCheck):
-        return f"index_check {_space(k.shape)} in [0, {k.size})"
-    if isinstance(k, ir.ValueCheck):
-        return f"value_check {_space(k.shape)} >= 0"
-    return f"{k.kind}"
-
-
 def _kernel_lines(k: Any) -> list[str]:
     """The lines under a kernel's header: its stores/accesses and bodies."""
     if isinstance(k, ir.Elementwise):
@@ -118,18 +91,17 @@ def _kernel_lines(k: Any) -> list[str]:
         body = _Body([k.body])
         value = body.text(k.body)
         return body.lets + [f"{access_text(k.out)} = {k.op}({value})"]
-    lines = [f"{role} {access_text(a)} over {_space(shape)}" for role, a, shape in k.accesses()
-             if not (role == "in" and isinstance(k, ir.Gemm))]
-    if isinstance(k, (ir.Gather, ir.ScatterAdd, ir.IndexCheck)):
-        lines.append(f"raises IndexError: {k.what}")
-    if isinstance(k, ir.ValueCheck):
-        lines.append(f"raises ValueError: {k.message}")
+    lines = [f"{role} {access_text(a)} over [{','.join(map(str, shape))}]"
+             for role, a, shape in k.accesses() if role != "in"]
+    error = k.error()
+    if error is not None:
+        lines.append(f"raises {error[0].__name__}: {error[1]}")
     return lines
 
 
 def kernel_text(index: int, k: Any) -> list[str]:
     fused = f"  # {' '.join(k.fused)}" if getattr(k, "fused", ()) else ""
-    head = f"k{index} {_kernel_header(k)}{fused}"
+    head = f"k{index} {k.header()}{fused}"
     return [head] + [f"    {ln}" for ln in _kernel_lines(k)]
 
 
@@ -137,7 +109,7 @@ def kernel_line(k: Any) -> str:
     """One line: what a kernel is, what it reads and writes (the short listing)."""
     reads = ",".join(f"b{b}" for b in sorted(k.reads()))
     writes = ",".join(f"b{b}" for b in sorted(k.writes()))
-    return f"{_kernel_header(k)}  {reads or '-'} -> {writes}"
+    return f"{k.header()}  {reads or '-'} -> {writes}"
 
 
 def schedule_listing(schedule: ir.Schedule) -> str:

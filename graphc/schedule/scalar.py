@@ -253,9 +253,10 @@ def lower_apply(op: str, args: tuple[Expr, ...], dtype: np.dtype) -> Expr:
     return rewrite(template, fill)
 
 
-def lower_expr(expr: Expr) -> Expr:
+def lower_expr(expr: Expr, memo: dict[int, Expr] | None = None) -> Expr:
     """A kernel body with every primitive (each Apply) replaced by core ops. Run it once on
-    a body: its result's names are core ops, some of which are also primitives' names."""
+    a body: its result's names are core ops, some of which are also primitives' names.
+    Bodies of one kernel lowered with one `memo` keep sharing what they shared."""
     def visit(e: Expr) -> Expr | None:
         return lower_apply(e.op, e.args, e.dtype) if isinstance(e, Apply) else None
-    return rewrite(expr, visit)
+    return rewrite(expr, visit, memo)
