@@ -1,6 +1,4 @@
-"""What calling a compiled module takes besides its code (the pointer table's layout, the
-arena, the constants, the kernels' error messages), as stored beside the code in the disk
-cache, and the checks that a layout read from disk is sound for its program."""
+"""The call layout: what calling compiled code takes besides the code, and its soundness check."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +20,8 @@ class Layout:
     params: list[tuple[int, int]]  # (slot, the parameter's number in the fingerprint)
     consts: list[tuple[int, np.ndarray]]  # (slot, value)
     errors: dict[int, str]
-    # the thread flags of the modules that have parallel kernels (adaptive.ThreadChooser)
+    # the names of the per-module thread flags a backend's runtime may set (llvm: the
+    # modules with parallel kernels, see its adaptive.ThreadChooser)
     team_flags: list[str] = field(default_factory=list)
     # kernel -> (argument position, size, negatives allowed) where a kernel's indices are a
     # whole argument: an IndexError then names the offending value too
