@@ -125,7 +125,7 @@ def test_concurrent_processes_compiling_the_same_graph(tmp_path):
 
 WARM_PROGRAM = PROGRAM.replace(
     'print(json.dumps({"cached": f._exe.last.cached,',
-    'optimized_before_source = f._optimized is not None\n'
+    'optimized_before_source = f.program.is_optimized\n'
     'source_ok = "define" in f.source\n'
     'print(json.dumps({"optimized": optimized_before_source, "source": source_ok, '
     '"cached": f._exe.last.cached,')

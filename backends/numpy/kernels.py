@@ -12,6 +12,7 @@ from graphc.ops.random import uniform_from_counter
 from graphc.ops.shape_ops import check_indices
 from graphc.schedule import ir
 from graphc.schedule.lower import Schedule
+from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 
 
 class KernelRunner:
@@ -178,9 +179,11 @@ class KernelRunner:
 class KernelExecutable:
     """The numpy backend in kernel mode: one schedule per set of input shapes."""
 
-    def __init__(self, graph, optimize: bool = True) -> None:
+    def __init__(self, graph, optimize: bool = True,
+                 policy: SchedulePolicy = DEFAULT_POLICY) -> None:
         self.graph = graph
         self.optimize = optimize
+        self.policy = policy
         self.cache: dict[tuple, KernelRunner] = {}
 
     @property
@@ -193,7 +196,8 @@ class KernelExecutable:
         if shapes not in self.cache:
             from graphc.schedule import schedule_graph
             self.cache[shapes] = KernelRunner(schedule_graph(self.graph, list(shapes),
-                                                             optimize=self.optimize))
+                                                             optimize=self.optimize,
+                                                             policy=self.policy))
         return self.cache[shapes]
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
