@@ -1,16 +1,14 @@
 """Structural fingerprints: a hash of everything about a program that compiled code depends
 on, so a compile cache can find native code for a graph before optimizing or scheduling it.
 
-Two programs with the same fingerprint must compile to the same code: the text hashed
-names every node's op, inputs, static type, attributes, names and source line; constants
-by their contents; parameters by their position, shape and dtype (never their values); the
-formulas of user-defined primitives; and graphc's own code (its files' sizes and times)."""
+Two programs with the same fingerprint must compile to the same code (with the same graphc
+code, which the cache key adds: graphc.runtime.code_hash): the text hashed names every
+node's op, inputs, static type, attributes, names and source line; constants by their
+contents; parameters by their position, shape and dtype (never their values); and the
+formulas of user-defined primitives."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,21 +68,3 @@ def graph_fingerprint(graph: Graph) -> tuple[str, list[ParamStorage]]:
             h.update(f"{op}={sp.srepr(definition(op))}\n".encode())
     numbered = sorted(by_id.values(), key=lambda s: storages[id(s)])
     return h.hexdigest(), numbered
-
-
-@functools.lru_cache(maxsize=1)
-def package_fingerprint() -> str:
-    """graphc's version and the size and modification time of each of its Python files:
-    a change to the optimizer or scheduler changes the code they produce."""
-    import graphc
-    import graphc.backends
-    import graphc.frontends
-    h = hashlib.sha256(graphc.__version__.encode())
-    roots = {Path(p) for pkg in (graphc, graphc.frontends, graphc.backends)
-             for p in pkg.__path__}
-    for root in sorted(roots):
-        for folder, _, files in sorted(os.walk(root)):
-            for name in sorted(f for f in files if f.endswith(".py")):
-                st = os.stat(os.path.join(folder, name))
-                h.update(f"{folder}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()

@@ -1,19 +1,17 @@
 """gc.function: checks a program, optimizes it, hands it to a backend, checks every call."""
 from __future__ import annotations
 
-import importlib
-import threading
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from graphc.backend import get_backend
 from graphc.coerce import coerce_array
 from graphc.graph import Graph
 from graphc.node import Node
 from graphc.ops.shapes import fmt_shape
-from graphc.passes import run_pipeline, select_passes
-
-BACKENDS = ("numpy", "llvm", "cuda")
+from graphc.passes import select_passes
+from graphc.program import Program
 
 
 def as_node(value: Any, what: str) -> Node:
@@ -21,19 +19,6 @@ def as_node(value: Any, what: str) -> Node:
     if not isinstance(node, Node):
         raise TypeError(f"{what}: expected a graphc Tensor, got {type(value).__name__}")
     return node
-
-
-def _load_backend(name: str):
-    if name not in BACKENDS:
-        raise ValueError(f"backend: {name!r} is not one of {', '.join(BACKENDS)}")
-    try:
-        return importlib.import_module(f"graphc.backends.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("graphc.backends"):
-            raise NotImplementedError(
-                f"backend {name!r} is not implemented yet; backend='numpy' runs every "
-                "graph") from None
-        raise
 
 
 def _check_inputs(inputs: Any) -> tuple[Node, ...]:
@@ -98,16 +83,13 @@ class Function:
         self.backend = backend
         self.passes = select_passes(optimize)
         self.raw_graph = raw
-        self._optimized: tuple[Graph, Any] | None = None
-        self._optimize_lock = threading.Lock()
+        # The backend gets the raw program: one with code in its disk cache never optimizes.
+        self.program = Program(raw, self.passes)
         options = dict(backend_options or {})
         if not self.passes:  # kernels are planned per shape later: tell them to stay raw too
             options.setdefault("optimize", False)
-        module = _load_backend(backend)
-        # A backend that can use compiled code from its cache before the graph is optimized
-        # takes the whole program (the optimizer then runs only on a cache miss).
-        self._exe = module.compile_program(self, options) if hasattr(
-            module, "compile_program") else module.compile(self.graph, options)
+        self._backend = get_backend(backend)
+        self._exe = self._backend.compile(self.program, options)
         self._storages = sorted({p.attrs["storage"] for p in raw.parameters()},
                                 key=lambda s: s.uid)
         self._locks = [s.lock for s in self._storages]
@@ -121,19 +103,12 @@ class Function:
     @property
     def graph(self) -> Graph:
         """The optimized program (the passes run on first use)."""
-        return self._optimize()[0]
+        return self.program.graph
 
     @property
     def report(self):
         """What each optimization pass did (f.report.table())."""
-        return self._optimize()[1]
-
-    def _optimize(self) -> tuple[Graph, Any]:
-        if self._optimized is None:
-            with self._optimize_lock:
-                if self._optimized is None:
-                    self._optimized = run_pipeline(self.raw_graph, self.passes)
-        return self._optimized
+        return self.program.report
 
     @property
     def source(self) -> str:
@@ -168,7 +143,8 @@ class Function:
             shapes = tuple(p.shape for p in self.inputs)
         if len(shapes) != len(self.inputs):
             raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(shapes)}")
-        return schedule_graph(self.graph, [tuple(s) for s in shapes])
+        return schedule_graph(self.graph, [tuple(s) for s in shapes],
+                              policy=self._backend.policy)
 
     def _convert(self, args: Sequence[Any]) -> list[np.ndarray]:
         if len(args) != len(self.inputs):

@@ -914,7 +914,7 @@ def _cache_fn(folder):
 
 def _split_entry(data):
     """(magic, header, digest line, payload) of a cache entry."""
-    from graphc.backends.llvm.cache import MAGIC
+    from graphc.runtime.cache import MAGIC
     end = data.index(b"\n", len(MAGIC))
     digest_end = data.index(b"\n", end + 1)
     return MAGIC, json.loads(data[len(MAGIC):end]), data[end + 1:digest_end], \

@@ -192,10 +192,10 @@ GOLDEN_MLP = """\
   b15:temp[f32[4,2]] @arena+256
   b16:temp[f32[3,2]]
   b17:output(out0)[f32[]]
-  k0 gemm batch=[] m=2 n=4 k=3 f32
-      a b2<1,2> over [2,3]
-      b b0<1,3> over [3,4]
-      out b3<1,2> over [2,4]
+  k0 gemm batch=[] m=4 n=2 k=3 f32
+      a b0<3,1> over [4,3]
+      b b2<2,1> over [3,2]
+      out b3<2,1> over [4,2]
   k1 elementwise [4,2]  # add
       b5<2,1> = add(b3<2,1>, b4<0,1>)
   k2 reduce/max [4,2] over axes [1] -> f32  # max
@@ -219,10 +219,10 @@ GOLDEN_MLP = """\
       b14<1,0> = sum(b13<2,1>)
   k11 elementwise [4,2]  # exp mul sub
       b15<2,1> = sub(b13<2,1>, mul(exp(b8<2,1>), b14<1,0>))
-  k12 gemm batch=[] m=2 n=3 k=4 f32 alpha=-0.1 out+=
-      a b15<1,2> over [2,4]
-      b b0<3,1> over [4,3]
-      out b2<1,2> over [2,3]
+  k12 gemm batch=[] m=3 n=2 k=4 f32 alpha=-0.1 out+=
+      a b0<1,3> over [3,4]
+      b b15<2,1> over [4,2]
+      out b2<2,1> over [3,2]
   k13 elementwise []  # mul
       b17<> = mul(b12<>, 0.25)
 """

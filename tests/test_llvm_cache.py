@@ -82,14 +82,14 @@ def test_a_kill_during_a_write_leaves_the_previous_entry_intact(tmp_path):
     stall = f"""
 import os, time
 from pathlib import Path
-from graphc.backends.llvm.cache import CompileCache
+from graphc.runtime.cache import CompileCache
 def stall(fd):
     print("writing", flush=True)
     time.sleep(60)
 os.fsync = stall
 CompileCache(Path({str(tmp_path)!r})).put("k" * 64, b"new bytes" * 1000, {{}})
 """
-    from graphc.backends.llvm.cache import CompileCache
+    from graphc.runtime.cache import CompileCache
     cache = CompileCache(tmp_path)
     assert cache.put("k" * 64, b"old bytes", {"n": 1})
     before = (tmp_path / ("k" * 64 + ".gco")).read_bytes()
@@ -125,7 +125,7 @@ def test_concurrent_processes_compiling_the_same_graph(tmp_path):
 
 WARM_PROGRAM = PROGRAM.replace(
     'print(json.dumps({"cached": f._exe.last.cached,',
-    'optimized_before_source = f._optimized is not None\n'
+    'optimized_before_source = f.program.is_optimized\n'
     'source_ok = "define" in f.source\n'
     'print(json.dumps({"optimized": optimized_before_source, "source": source_ok, '
     '"cached": f._exe.last.cached,')
@@ -170,7 +170,7 @@ def test_object_files_are_checked_before_llvm_reads_them(tmp_path):
     x = gc.placeholder((8,), name="x")
     gc.function([x], gc.exp(x), backend_options={"cache_dir": str(tmp_path)})
     (entry,) = entries(tmp_path)
-    from graphc.backends.llvm.cache import CompileCache
+    from graphc.runtime.cache import CompileCache
     payload, meta = CompileCache(tmp_path).get(entry.stem)
     obj = payload[:meta["object_lengths"][0]]
     assert jit.valid_object(obj)

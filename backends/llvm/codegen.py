@@ -1,6 +1,6 @@
 """Renders a kernel schedule as one LLVM module: a function per kernel and an entry point
 `i32 graphc_main(ptr buffers)` that runs them in order. Status: 0, or 1 + the index of the
-kernel that found an index out of range."""
+kernel that failed (graphc.runtime.errors)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -16,28 +16,13 @@ from graphc.backends.llvm import jit, parallel, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
+from graphc.runtime.errors import status_of
+from graphc.runtime.slots import SlotMap
 
 PTR = ir.PointerType()
 ENTRY = jit.ENTRY
 # Elements per partial sum in float reductions (see ModuleWriter._blocked_sum).
 SUM_BLOCK = 2048
-
-
-class SlotMap:
-    """Where each buffer's data starts: non-temporaries have a slot in the pointer array
-    handed to the entry point; temporaries live at fixed offsets in the arena (last slot)."""
-
-    def __init__(self, schedule: Schedule) -> None:
-        self.slot: dict[int, int] = {}
-        for b in schedule.buffers.values():
-            if b.role != "temp":
-                self.slot[b.id] = len(self.slot)
-        self.arena_slot = len(self.slot)
-        self.offsets = schedule.plan.offsets if schedule.plan else {}
-
-    @property
-    def count(self) -> int:
-        return self.arena_slot + 1
 
 
 # Every kernel is a function i32 k<index>_<kind>(ptr buffers): 0, or its error number.
@@ -457,7 +442,7 @@ class ModuleWriter:
             b.position_at_end(ok)
         cont = b.block
         b.position_at_end(fail)
-        b.ret(ir.Constant(I32, index + 1))
+        b.ret(ir.Constant(I32, status_of(index)))
         b.position_at_end(cont)
 
     def _wrapped(self, b, bases, access, ix, size) -> ir.Value:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from graphc.backends.llvm import codegen, jit
 from graphc.backends.llvm.threads import count_setting, num_threads
+from graphc.runtime.slots import SlotMap
 
 
 def compile_jobs() -> int:
@@ -44,7 +45,7 @@ def part_jobs() -> int:
 @dataclass
 class Compiled:
     texts: list[str]  # each part's LLVM IR, part 0 first
-    slots: codegen.SlotMap
+    slots: SlotMap
     errors: dict[int, str]
     objects: list[bytes]
     address: int  # the entry point's
@@ -156,4 +157,4 @@ def _compile_schedule(schedule, times: jit.CompileTimes, jobs: int | None) -> Co
     times.extra["parts"] = parts
     times.extra["parts wall"] = time.perf_counter() - start
     address, engine = jit.load_objects(objects, jit.ENTRY)
-    return Compiled(texts, codegen.SlotMap(schedule), errors, objects, address, engine)
+    return Compiled(texts, SlotMap(schedule), errors, objects, address, engine)

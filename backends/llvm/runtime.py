@@ -8,14 +8,18 @@ import threading
 import time
 from typing import Sequence
 
-import numpy as np
-
 from pathlib import Path
 
-from graphc.backends.llvm import jit, threads
+import numpy as np
+
+from graphc.backends.llvm import backend, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
-from graphc.backends.llvm.layout import Layout
-from graphc.backends.llvm.cache import CompileCache, cache_key, default_dir
+from graphc.program import Program
+from graphc.runtime.cache import CompileCache, cache_key, default_dir
+from graphc.runtime.code_hash import code_hash
+from graphc.runtime.errors import raise_for_status
+from graphc.runtime.layout import Layout
+from graphc.schedule.policy import SchedulePolicy
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
@@ -60,28 +64,21 @@ def _joined(texts: list[str]) -> str:
     return "\n".join(f"; ---- part {i} of {len(texts)} ----\n{t}" for i, t in enumerate(texts))
 
 
-def _bad_index(array: np.ndarray, size: int, negative: bool):
-    """The first value of `array` outside the valid range, or None."""
-    low = -size if negative else 0
-    bad = array[(array < low) | (array >= size)]
-    return bad.flat[0] if bad.size else None
-
-
 class CompiledShape:
     """The native code for one set of input shapes, with its arena and pointer table.
     Looked up in the disk cache by the program's structural fingerprint and the shapes;
     only on a miss is the graph optimized, scheduled, rendered and compiled."""
 
-    def __init__(self, program, shapes: tuple, disk: CompileCache, optimize: bool,
-                 fingerprint: tuple[str, list]) -> None:
-        from graphc.fingerprint import package_fingerprint
+    def __init__(self, program: Program, shapes: tuple, disk: CompileCache, optimize: bool,
+                 fingerprint: tuple[str, list], policy: SchedulePolicy) -> None:
         t0 = time.perf_counter()
         self.program, self.shapes, self.optimize = program, shapes, optimize
+        self.policy = policy
         self.times = jit.CompileTimes()
         structure, storages = fingerprint
-        self.key = cache_key(repr((structure, package_fingerprint(), shapes,
-                                   program.pass_names, optimize,
-                                   threads.thread_config())))
+        self.key = cache_key(structure, shapes, backend.target_id(),
+                             code_hash("graphc.backends.llvm"),
+                             (program.pass_names, optimize, threads.thread_config(), policy))
         self._schedule = None
         self._ir_texts: list[str] | None = None
         hit = disk.get(self.key)
@@ -156,7 +153,7 @@ class CompiledShape:
         if self._schedule is None:
             from graphc.schedule import schedule_graph
             self._schedule = schedule_graph(self.program.graph, list(self.shapes),
-                                            optimize=self.optimize)
+                                            optimize=self.optimize, policy=self.policy)
         return self._schedule
 
     @property
@@ -200,25 +197,18 @@ class CompiledShape:
                 status = self.entry(self.table_address)
                 chooser.after_call(time.perf_counter() - start)
         if status:
-            message = self.errors.get(status - 1, f"native kernel {status - 1} failed")
-            if status - 1 in self.layout.value_errors:
-                raise ValueError(message)
-            where = self.layout.index_args.get(status - 1)
-            bad = _bad_index(arrays[where[0]], *where[1:]) if where is not None else None
-            if bad is not None:  # name the value, as the numpy backend does
-                message = message.replace("an index", f"index {bad}", 1)
-            raise IndexError(message)
+            raise_for_status(status, self.layout, arrays)
         return outs
 
 
 class LLVMExecutable:
-    """The llvm backend's handle on a program: compiles per input shapes, on first use.
-    `program`: what gc.function hands over — raw_graph, graph (optimized on first use) and
-    pass_names."""
+    """The llvm backend's handle on a program: compiles per input shapes, on first use,
+    scheduling with `policy`."""
 
-    def __init__(self, program, options: dict) -> None:
+    def __init__(self, program: Program, options: dict, policy: SchedulePolicy) -> None:
         self.program = program
         self.options = options
+        self.policy = policy
         folder = options.get("cache_dir", default_dir())
         self.disk = CompileCache(Path(folder) if folder else None)
         self.compiled: dict[tuple, CompiledShape] = {}
@@ -240,7 +230,7 @@ class LLVMExecutable:
                         self._fingerprint = graph_fingerprint(self.program.raw_graph)
                     compiled = CompiledShape(self.program, shapes, self.disk,
                                              self.options.get("optimize", True),
-                                             self._fingerprint)
+                                             self._fingerprint, self.policy)
                     self.compiled[shapes] = compiled
         return compiled
 

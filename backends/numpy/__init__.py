@@ -1,4 +1,7 @@
 """The reference backend: interprets the graph op by op with each OpDef's numpy rule."""
-from graphc.backends.numpy.interpreter import NumpyExecutable, compile  # noqa: A004
+from graphc.backends.numpy.backend import NumpyBackend
+from graphc.backends.numpy.interpreter import NumpyExecutable
 
-__all__ = ["NumpyExecutable", "compile"]
+BACKEND = NumpyBackend()
+
+__all__ = ["BACKEND", "NumpyBackend", "NumpyExecutable"]

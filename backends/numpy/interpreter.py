@@ -111,19 +111,3 @@ def _index_origin(node: Node) -> str:
         return ""
     src = node.inputs[indices]
     return f" (indices from argument {src.attrs['name']!r})" if src.op == "placeholder" else ""
-
-
-def compile(graph: Graph, options: dict | None = None):  # noqa: A001 (the backend interface)
-    """mode="graph" (default) interprets node by node; mode="kernels" runs the scheduled
-    kernel plan, the reference for native backends."""
-    options = dict(options or {})
-    mode = options.pop("mode", "graph")
-    optimize = options.pop("optimize", True)
-    if options:
-        raise ValueError(f"backend_options: unknown options for numpy: {sorted(options)}")
-    if mode == "graph":
-        return NumpyExecutable(graph)
-    if mode == "kernels":
-        from graphc.backends.numpy.kernels import KernelExecutable
-        return KernelExecutable(graph, optimize)
-    raise ValueError(f"backend_options: mode must be 'graph' or 'kernels', got {mode!r}")

@@ -13,6 +13,7 @@ from graphc.schedule import ir
 from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
 from graphc.schedule.lower import Schedule
+from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 
 
 class KernelRunner:
@@ -192,9 +193,11 @@ class KernelRunner:
 class KernelExecutable:
     """The numpy backend in kernel mode: one schedule per set of input shapes."""
 
-    def __init__(self, graph, optimize: bool = True) -> None:
+    def __init__(self, graph, optimize: bool = True,
+                 policy: SchedulePolicy = DEFAULT_POLICY) -> None:
         self.graph = graph
         self.optimize = optimize
+        self.policy = policy
         self.cache: dict[tuple, KernelRunner] = {}
 
     @property
@@ -207,7 +210,8 @@ class KernelExecutable:
         if shapes not in self.cache:
             from graphc.schedule import schedule_graph
             self.cache[shapes] = KernelRunner(schedule_graph(self.graph, list(shapes),
-                                                             optimize=self.optimize))
+                                                             optimize=self.optimize,
+                                                             policy=self.policy))
         return self.cache[shapes]
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -9,18 +9,21 @@ from graphc.passes import run_pipeline, select_passes
 from graphc.schedule.ir import Schedule
 from graphc.schedule.lower import lower_graph
 from graphc.schedule.memory import MemoryPlan, plan_memory
+from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.specialize import specialize_graph
 
 
 def schedule_graph(graph: Graph, shapes: Sequence[tuple[int, ...]] | None = None,
-                   optimize: bool = True) -> Schedule:
+                   optimize: bool = True, policy: SchedulePolicy = DEFAULT_POLICY) -> Schedule:
     """Specialises `graph` to the input `shapes` (default: its static shapes), optimizes it
-    again (sizes are constants now), and lowers it to a planned list of kernels."""
+    again (sizes are constants now), and lowers it to a planned list of kernels with the
+    target's `policy`."""
     if shapes is not None:
         graph = specialize_graph(graph, shapes)
     graph, report = run_pipeline(graph, select_passes(optimize))
-    lowered = lower_graph(graph)
+    lowered = lower_graph(graph, policy)
     return dataclasses.replace(lowered, plan=plan_memory(lowered), report=report, graph=graph)
 
 
-__all__ = ["MemoryPlan", "Schedule", "lower_graph", "plan_memory", "schedule_graph"]
+__all__ = ["DEFAULT_POLICY", "MemoryPlan", "Schedule", "SchedulePolicy", "lower_graph",
+           "plan_memory", "schedule_graph"]

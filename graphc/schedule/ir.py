@@ -249,6 +249,11 @@ class KernelFacts:
         """The kernel's first line in a listing: its kind, iteration space and parameters."""
         raise NotImplementedError
 
+    def checked_indices(self) -> tuple[Access, Shape, int, bool] | None:
+        """Indices the kernel checks before use: (access, shape, size, whether negatives
+        count from the end), so a runtime can name an offending argument's value."""
+        return None
+
     def error(self) -> tuple[type[Exception], str] | None:
         """What a failing kernel raises (can_fail kinds): the exception type and the words
         that name the op, where its values came from and the line that built it."""
@@ -377,6 +382,9 @@ class Gather(KernelFacts):
     def header(self) -> str:
         return f"gather axis={self.axis} x={_space(self.x_shape)} idx={_space(self.idx_shape)}"
 
+    def checked_indices(self) -> tuple[Access, Shape, int, bool]:
+        return self.indices, self.idx_shape, self.x_shape[self.axis], True
+
     def error(self) -> tuple[type[Exception], str]:
         return IndexError, self.what
 
@@ -413,6 +421,9 @@ class ScatterAdd(KernelFacts):
         return (f"scatter_add axis={self.axis} out={_space(self.out_shape)} "
                 f"idx={_space(self.idx_shape)}")
 
+    def checked_indices(self) -> tuple[Access, Shape, int, bool]:
+        return self.indices, self.idx_shape, self.out_shape[self.axis], True
+
     def error(self) -> tuple[type[Exception], str]:
         return IndexError, self.what
 
@@ -435,6 +446,9 @@ class IndexCheck(KernelFacts):
 
     def header(self) -> str:
         return f"index_check {_space(self.shape)} in [0, {self.size})"
+
+    def checked_indices(self) -> tuple[Access, Shape, int, bool]:
+        return self.indices, self.shape, self.size, False
 
     def error(self) -> tuple[type[Exception], str]:
         return IndexError, self.what

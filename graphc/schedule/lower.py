@@ -21,6 +21,7 @@ from graphc.schedule.epilogue import fold_updates
 from graphc.schedule.merge import merge_elementwise
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
+from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides)
 
@@ -51,8 +52,6 @@ class Lazy:
     depth: int = 0  # longest chain of ops in expr
 
 
-# Longer fused chains are stored and reloaded: bounded kernel bodies for the code generators.
-MAX_FUSED_DEPTH = 48
 
 
 Value = Union[View, Lazy]
@@ -63,12 +62,13 @@ def _trivial(expr: Expr) -> bool:
 
 
 class Lowering:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> None:
         for n in graph.nodes():
             if None in n.shape:
                 raise ShapeError(f"schedule: {n.op} has unknown sizes {n.type}; specialise "
                                  "the graph to call-time shapes first")
         self.graph = graph
+        self.policy = policy
         self.order = graph.nodes()
         self.users = consumers(self.order)
         self.values: dict[Node, Value] = {}
@@ -218,7 +218,7 @@ class Lowering:
     def lower_elementwise(self, node: Node) -> Value:
         for i in node.inputs:
             v = self.values[i]
-            if isinstance(v, Lazy) and v.depth >= MAX_FUSED_DEPTH:
+            if isinstance(v, Lazy) and v.depth >= self.policy.max_fused_depth:
                 self.view_of(i)
         args = tuple(self.expr_of(self.values[i], node.shape) for i in node.inputs)
         fused: tuple[str, ...] = ()
@@ -249,7 +249,7 @@ class Lowering:
         (x,) = node.inputs
         v = self.values[x]
         fused = v.fused if isinstance(v, Lazy) else ()
-        if isinstance(v, Lazy) and v.depth >= MAX_FUSED_DEPTH:
+        if isinstance(v, Lazy) and v.depth >= self.policy.max_fused_depth:
             v = self.view_of(x)
             fused = ()
         depth = v.depth if isinstance(v, Lazy) else 0
@@ -438,7 +438,8 @@ class Lowering:
         bid = self.new_buffer(node.dtype, node.shape, "temp")
         self.creator[bid] = node
         out = Access(bid, ir.contiguous_strides(node.shape), 0)
-        if n < NARROW_GEMM and m > n:
+        narrow = self.policy.narrow_gemm
+        if narrow is not None and n < narrow and m > n:
             # C = A B with few columns is computed as C^T = B^T A^T: the long side becomes
             # the wide one that vector tiles cover (strides only: nothing is copied).
             acc_a, acc_b, out = _swapped(acc_b), _swapped(acc_a), _swapped(out)
@@ -582,10 +583,6 @@ class Lowering:
         return Lazy(value, node.shape, node.dtype, ("concatenate",), 1)
 
 
-# GEMMs narrower than a vector tile (32 float32 columns) are turned around.
-NARROW_GEMM = 32
-
-
 def _swapped(access: Access) -> Access:
     """The same elements read with the last two axes exchanged (a transpose)."""
     s = access.strides
@@ -615,6 +612,7 @@ def describe_indices(what: str, node: Node, indices: Node) -> str:
     return f"{what} ({', '.join(parts)})" if parts else what
 
 
-def lower_graph(graph: Graph) -> Schedule:
-    """Kernels for a graph whose shapes are all known (see graphc.specialize)."""
-    return Lowering(graph).run()
+def lower_graph(graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> Schedule:
+    """Kernels for a graph whose shapes are all known (see graphc.specialize), made with
+    the target's `policy`."""
+    return Lowering(graph, policy).run()

@@ -1,6 +1,4 @@
-"""What calling a compiled module takes besides its code (the pointer table's layout, the
-arena, the constants, the kernels' error messages), as stored beside the code in the disk
-cache, and the checks that a layout read from disk is sound for its program."""
+"""The call layout: what calling compiled code takes besides the code, and its soundness check."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +20,8 @@ class Layout:
     params: list[tuple[int, int]]  # (slot, the parameter's number in the fingerprint)
     consts: list[tuple[int, np.ndarray]]  # (slot, value)
     errors: dict[int, str]
-    # the thread flags of the modules that have parallel kernels (adaptive.ThreadChooser)
+    # the names of the per-module thread flags a backend's runtime may set (llvm: the
+    # modules with parallel kernels, see its adaptive.ThreadChooser)
     team_flags: list[str] = field(default_factory=list)
     # kernel -> (argument position, size, negatives allowed) where a kernel's indices are a
     # whole argument: an IndexError then names the offending value too
@@ -113,15 +112,10 @@ def index_arguments(schedule, errors: dict[int, str]) -> dict[int, tuple[int, in
     for i, k in enumerate(schedule.kernels):
         if i not in errors:
             continue
-        if isinstance(k, kir.Gather):
-            shape, size, negative = k.idx_shape, k.x_shape[k.axis], True
-        elif isinstance(k, kir.ScatterAdd):
-            shape, size, negative = k.idx_shape, k.out_shape[k.axis], True
-        elif isinstance(k, kir.IndexCheck):
-            shape, size, negative = k.shape, k.size, False
-        else:
+        checked = k.checked_indices()
+        if checked is None:
             continue
-        acc = k.indices
+        acc, shape, size, negative = checked
         if acc.buffer in schedule.inputs and acc.offset == 0 and tuple(shape) == tuple(
                 schedule.buffers[acc.buffer].shape) and tuple(acc.strides) == tuple(
                 kir.contiguous_strides(tuple(shape))):

@@ -1,26 +1,22 @@
-"""The compile cache on disk: native object code keyed by everything it depends on (the
-program's structural fingerprint and input shapes, the host CPU and its features, llvmlite/LLVM and graphc's code generator).
-Writes are atomic (temporary file, fsync, rename); an entry is checked (magic, key, length,
-SHA-256 of header and code) before use, and a corrupt or mismatched one is ignored and
-rebuilt. Nothing is unpickled: an entry is a JSON header, its digest and raw bytes.
+"""The compile cache on disk: native code keyed by one key (the program's structural
+fingerprint, the call-time sizes, the backend's id and its code hash, and the settings that
+change the code). Writes are atomic (temporary file, fsync, rename); an entry is checked
+(magic, key, length, SHA-256 of header and code) before use, and a corrupt or mismatched one
+is ignored and rebuilt. Nothing is unpickled: an entry is a JSON header, its digest and raw
+bytes.
 
 GRAPHC_CACHE_DIR sets the folder (default: $XDG_CACHE_HOME/graphc or ~/.cache/graphc);
 GRAPHC_CACHE=0 switches the cache off."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 MAGIC = b"GRAPHC-OBJECT-2\n"
-_SOURCES = ("codegen.py", "scalar.py", "gemm.py", "loops.py", "vector_abi.py", "jit.py",
-            "cache.py", "runtime.py", "parallel.py", "threads.py",
-            "adaptive.py", "layout.py")
-_BUILTIN_DEFINITIONS = ("graphc.ops.elementwise", "graphc.symbolic")
 
 
 def default_dir() -> Path | None:
@@ -33,32 +29,19 @@ def default_dir() -> Path | None:
     return Path(base) / "graphc"
 
 
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """A hash of the code generator itself, so any change to it invalidates old entries."""
-    import llvmlite
-    import llvmlite.binding as llvm
-
-    import graphc
-    from graphc.backends.llvm.jit import host_description
-    h = hashlib.sha256()
-    folder = Path(__file__).parent
-    for name in _SOURCES:
-        path = folder / name
-        if path.exists():
-            h.update(path.read_bytes())
-    for module in _BUILTIN_DEFINITIONS:  # the built-in ops' formulas the scalar code prints
-        h.update(Path(importlib.import_module(module).__file__).read_bytes())
-    h.update(f"{llvmlite.__version__}|{llvm.llvm_version_info}|{graphc.__version__}|"
-             f"{host_description()}".encode())
-    return h.hexdigest()
-
-
-def cache_key(schedule_text: str) -> str:
-    return hashlib.sha256((code_fingerprint() + "\n" + schedule_text).encode()).hexdigest()
+def cache_key(structure: str, sizes: tuple, backend_id: str, code: str,
+              settings: Any = ()) -> str:
+    """The one key of a compiled program: `structure` (graphc.fingerprint.graph_fingerprint),
+    the input `sizes`, `backend_id` (the backend's name and target: host, toolchain),
+    `code` (graphc.runtime.code_hash) and the compile `settings` that change the code (a
+    repr-able value: passes, threads, schedule policy)."""
+    text = repr((structure, sizes, backend_id, code, settings))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class CompileCache:
+    """A folder of entries, each a key's native code and metadata (None: no caching)."""
+
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
 

@@ -1,0 +1,42 @@
+"""The llvm backend as a Backend: its scheduling policy, its option checks, its cache id."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+from graphc.program import Program
+from graphc.schedule.policy import SchedulePolicy
+
+# GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
+# stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.
+LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48)
+
+
+@functools.lru_cache(maxsize=1)
+def target_id() -> str:
+    """The backend's id in cache keys: its name, llvmlite's and LLVM's versions, and the
+    host (triple, CPU, features), which all change the object code."""
+    import llvmlite
+    import llvmlite.binding as llvm
+
+    from graphc.backends.llvm.jit import host_description
+    return f"llvm|{llvmlite.__version__}|{llvm.llvm_version_info}|{host_description()}"
+
+
+class LLVMBackend:
+    """Native CPU code through llvmlite (imported only when a program is compiled)."""
+
+    name = "llvm"
+    policy: SchedulePolicy = LLVM_POLICY
+
+    def compile(self, program: Program, options: Mapping[str, Any] | None = None):
+        """options: cache_dir (a folder for the compile cache; None or "" switches it off;
+        default from GRAPHC_CACHE_DIR / GRAPHC_CACHE, see graphc.runtime.cache). On a warm
+        start the code comes from the disk cache, keyed by the raw graph's fingerprint, and
+        the optimizer never runs."""
+        from graphc.backends.llvm.runtime import LLVMExecutable
+        options = dict(options or {})
+        unknown = set(options) - {"cache_dir", "optimize"}
+        if unknown:
+            raise ValueError(f"backend_options: unknown options for llvm: {sorted(unknown)}")
+        return LLVMExecutable(program, options, self.policy)
