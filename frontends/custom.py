@@ -62,7 +62,7 @@ def elementwise_function(name: str, definition: Callable[..., Any],
 
     register(OpDef(name=name, infer=elementwise_infer("float"), impl=impl, arity=len(symbols),
                    doc=doc or sp.sstr(expr), sympy_def=definition,
-                   extra={"arg_names": arg_names, "user_defined": True}))
+                   arg_names=arg_names, user_defined=True))
 
     def apply(*args: Any) -> Tensor:
         if len(args) != len(symbols):

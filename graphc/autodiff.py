@@ -144,13 +144,6 @@ def check_cotangent(ct: Node, out: Node, what: str) -> Node:
     return ct
 
 
-# Inputs that an op reads only for their run-time shape, never for their values.
-SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
-                     "unslice": (1,), "scatter_add": (0,), "size_of": (0,),
-                     "windows_grad": (1,), "random_uniform": (1,),
-                     "concat_part": slice(1, None)}  # (all but the cotangent, however many)
-
-
 def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
     """Nodes whose values the roots need (inputs read only for shape are not followed)."""
     seen: set[Node] = set()
@@ -160,9 +153,7 @@ def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
         if n in seen:
             continue
         seen.add(n)
-        skip = SHAPE_ONLY_INPUTS.get(n.op, ())
-        if isinstance(skip, slice):
-            skip = range(len(n.inputs))[skip]
+        skip = get_op(n.op).shape_only(len(n.inputs))
         stack.extend(i for k, i in enumerate(n.inputs) if k not in skip)
     return seen
 

@@ -55,7 +55,7 @@ def graph_fingerprint(graph: Graph) -> tuple[str, list[ParamStorage]]:
             if isinstance(value, ParamStorage):
                 by_id[id(value)] = value
             attrs.append(f"{key}={_encode(value, storages)}")
-        if get_op(node.op).extra.get("user_defined"):
+        if get_op(node.op).user_defined:
             user_ops.add(node.op)
         h.update(f"{node.op}|{[index[id(i)] for i in node.inputs]}|{node.type}|"
                  f"{';'.join(attrs)}|{node.source}\n".encode())

@@ -29,7 +29,7 @@ A = sp.Symbol("a", real=True)
 B = sp.Symbol("b", real=True)
 C = sp.Symbol("c", real=True)
 
-BUILTIN = [op for op in elementwise_ops() if not OPS[op].extra.get("user_defined")]
+BUILTIN = [op for op in elementwise_ops() if not OPS[op].user_defined]
 COMPARISONS = ["less", "less_equal", "greater", "greater_equal", "equal", "not_equal"]
 
 # Textbook derivatives, written independently of graphc's definitions (Sigmoid/Softplus
