@@ -13,6 +13,7 @@ from graphc.ops.registry import rebuild
 from graphc.ops.grad_helpers import add_all, times, unbroadcast, zeros_like
 from graphc.ops.leaves import placeholder_node, scalar_constant
 from graphc.ops.shapes import fmt_shape
+from graphc.region import node_regions
 from graphc.sympy_bridge import SympyToGraph
 
 DISCONNECTED = ("zero", "raise")
@@ -38,6 +39,10 @@ def _apply_rule(node: Node, g: Node) -> Sequence[Node | None]:
         doc = (opdef.vjp.__doc__ or "").strip().splitlines()
         with building_for(f"vjp of {node.op}" + (f": {doc[0]}" if doc else "")):
             return opdef.vjp(node, g)
+    if node_regions(node):
+        raise GradientError(f"no derivative rule for the primitive {node.op!r}, which carries "
+                            "a region (a sub-graph): graphc does not differentiate through "
+                            "a region body by itself; register the primitive with a vjp rule")
     if opdef.sympy_def is not None:
         return elementwise_vjp(node, g)
     raise GradientError(f"no derivative rule for the primitive {node.op!r}")

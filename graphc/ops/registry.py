@@ -107,16 +107,18 @@ def make(op: str, *inputs: Node, **attrs: Any) -> Node:
     return intern_node(op, tuple(inputs), attrs, type_)
 
 
-def rebuild(node: Node, inputs: Sequence[Node]) -> Node:
-    """`node` with new inputs (a rewrite): same op and attrs, type inferred again; keeps the
-    original's source line and origin."""
+def rebuild(node: Node, inputs: Sequence[Node], attrs: Mapping[str, Any] | None = None
+            ) -> Node:
+    """`node` with new inputs (a rewrite) and, if given, new attrs (a rewritten region body):
+    same op, type inferred again; keeps the original's source line and origin."""
     inputs = tuple(inputs)
-    if inputs == node.inputs:
+    attrs = node.attrs if attrs is None else attrs
+    if inputs == node.inputs and attrs is node.attrs:
         return node
     opdef = get_op(node.op)
     try:
-        type_ = opdef.infer(inputs, node.attrs)
+        type_ = opdef.infer(inputs, attrs)
     except (ShapeError, DTypeError, IndexError) as exc:
         at = f" (built at {node.source})" if node.source else ""
         raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
-    return intern_node(node.op, inputs, node.attrs, type_, like=node)
+    return intern_node(node.op, inputs, attrs, type_, like=node)
