@@ -56,6 +56,9 @@ def node_regions(node: Node) -> tuple[Region, ...]:
 
 def region_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Region, ...]]:
     """(names, regions) of the Region-valued attributes, in name order."""
+    # Every rewrite sweep asks this of every node, and almost no node carries a region.
+    if not any(isinstance(v, Region) for v in attrs.values()):
+        return (), ()
     items = [(k, v) for k, v in sorted(attrs.items()) if isinstance(v, Region)]
     return tuple(k for k, _ in items), tuple(v for _, v in items)
 
