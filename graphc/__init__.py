@@ -1,10 +1,13 @@
 """graphc: a symbolic-to-numeric autodiff compiler (tensor DSL -> graph -> grad -> native code)."""
+# The one place the version is written: setup.cfg reads it (version = attr: ...).
+__version__ = "0.1.0"
+
 from graphc.dtypes import bool_, float32, float64, int32, int64
 from graphc.errors import DTypeError, GradientError, GraphError, ShapeError
 from graphc.function import Function, function
 from graphc.graph import Graph
 from graphc.printing import show, to_dot
-from graphc.frontends import (  # noqa: F401  (the DSL's public names)
+from graphc.frontends import (  # the DSL's public names
     Parameter, Tensor, abs, add, argmax, astype, broadcast_to, concatenate, constant, cos, cot,
     csc, divide, equal, erf, exp, expand_dims, greater, greater_equal, less, less_equal, log,
     log_softmax, logsumexp, matmul, max, maximum, mean, min, minimum, multiply, negative,
