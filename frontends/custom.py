@@ -11,7 +11,6 @@ import sympy as sp
 from graphc.ops import OPS, OpDef
 from graphc.ops.elementwise import elementwise_infer
 from graphc.ops.registry import make, register
-from graphc.symbolic import Sigmoid, Softplus
 from graphc.sympy_bridge import graph_to_sympy
 from graphc.frontends.functions import _float_operands, _check_op_operands
 from graphc.frontends.tensor import Tensor

@@ -1,5 +1,6 @@
 """The compile cache on disk: native object code keyed by everything it depends on (the
-program's structural fingerprint and input shapes, the host CPU and its features, llvmlite/LLVM and graphc's code generator).
+program's structural fingerprint and input shapes, the host CPU and its features,
+llvmlite/LLVM and graphc's code generator).
 Writes are atomic (temporary file, fsync, rename); an entry is checked (magic, key, length,
 SHA-256 of header and code) before use, and a corrupt or mismatched one is ignored and
 rebuilt. Nothing is unpickled: an entry is a JSON header, its digest and raw bytes.

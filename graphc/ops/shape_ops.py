@@ -11,7 +11,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.node import Dim, Node, TensorType
 from graphc.ops.grad_helpers import reshape_to, unbroadcast, zeros_like
 from graphc.ops.registry import OpDef, make, register
-from graphc.ops.shapes import broadcast_shapes, fmt_shape, known_size, normalize_axes
+from graphc.ops.shapes import fmt_shape, known_size, normalize_axes
 
 Attrs = Mapping[str, Any]
 

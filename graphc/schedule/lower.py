@@ -179,7 +179,7 @@ class Lowering:
             target = self.param_buffer(param)
             pending.append((target, self.expr_of(self.values[new], param.shape), new))
         readers: dict[int, int] = {}
-        for target, expr, _ in pending:
+        for _, expr, _ in pending:
             for ld in ir.expr_loads(expr):
                 readers[ld.access.buffer] = readers.get(ld.access.buffer, 0) + 1
         identity = {t: ir.contiguous_strides(self.buffers[t].shape) for t, _, _ in pending}
@@ -191,11 +191,11 @@ class Lowering:
             others_read = readers.get(target, 0) - (1 if own_reads else 0)
             (direct if safe and others_read == 0 else staged).append((target, expr, new))
         copies = []
-        for target, expr, new in staged:
+        for target, expr, _ in staged:
             tmp = self.materialize(Lazy(expr, self.buffers[target].shape,
                                         self.buffers[target].dtype, ("update",)))
             copies.append((target, Load(Access(tmp.buffer, tmp.strides, 0), tmp.dtype)))
-        for target, expr, new in direct:
+        for target, expr, _ in direct:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), expr)
             self.hoist(ir.Elementwise(shape, (store,), ("update",)))
