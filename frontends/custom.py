@@ -11,7 +11,6 @@ import sympy as sp
 from graphc.ops import OPS, OpDef
 from graphc.ops.elementwise import elementwise_infer
 from graphc.ops.registry import make, register
-from graphc.symbolic import Sigmoid, Softplus
 from graphc.sympy_bridge import graph_to_sympy
 from graphc.frontends.functions import _float_operands, _check_op_operands
 from graphc.frontends.tensor import Tensor
@@ -62,7 +61,7 @@ def elementwise_function(name: str, definition: Callable[..., Any],
 
     register(OpDef(name=name, infer=elementwise_infer("float"), impl=impl, arity=len(symbols),
                    doc=doc or sp.sstr(expr), sympy_def=definition,
-                   extra={"arg_names": arg_names, "user_defined": True}))
+                   arg_names=arg_names, user_defined=True))
 
     def apply(*args: Any) -> Tensor:
         if len(args) != len(symbols):

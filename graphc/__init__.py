@@ -1,10 +1,13 @@
 """graphc: a symbolic-to-numeric autodiff compiler (tensor DSL -> graph -> grad -> native code)."""
+# The one place the version is written: setup.cfg reads it (version = attr: ...).
+__version__ = "0.1.0"
+
 from graphc.dtypes import bool_, float32, float64, int32, int64
 from graphc.errors import DTypeError, GradientError, GraphError, ShapeError
 from graphc.function import Function, function
 from graphc.graph import Graph
 from graphc.printing import show, to_dot
-from graphc.frontends import (  # noqa: F401  (the DSL's public names)
+from graphc.frontends import (  # the DSL's public names
     Parameter, Tensor, abs, add, argmax, astype, broadcast_to, concatenate, constant, cos, cot,
     csc, divide, equal, erf, exp, expand_dims, greater, greater_equal, less, less_equal, log,
     log_softmax, logsumexp, matmul, max, maximum, mean, min, minimum, multiply, negative,
@@ -20,4 +23,17 @@ from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402
 
-__version__ = "0.1.0"
+# The public names (what `from graphc import *` gives).
+__all__ = [
+    "bool_", "float32", "float64", "int32", "int64", "DTypeError", "GradientError", "GraphError",
+    "ShapeError", "Function", "function", "Graph", "show", "to_dot", "Parameter", "Tensor", "abs",
+    "add", "argmax", "astype", "broadcast_to", "concatenate", "constant", "cos", "cot", "csc",
+    "divide", "equal", "erf", "exp", "expand_dims", "greater", "greater_equal", "less",
+    "less_equal", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min",
+    "minimum", "multiply", "negative", "not_equal", "one_hot", "parameter", "placeholder", "power",
+    "relu", "reshape", "sec", "sigmoid", "sign", "sin", "softmax", "softplus", "sqrt", "square",
+    "squeeze", "stack", "stop_gradient", "subtract", "sum", "take", "tan", "tanh", "transpose",
+    "where", "grad", "hessian", "jvp", "name", "vjp", "elementwise_function", "to_sympy",
+    "GradCheckResult", "check_grad", "random_uniform", "data", "nn", "train", "optim",
+    "__version__",
+]

@@ -13,6 +13,7 @@ from graphc.ops.registry import rebuild
 from graphc.ops.grad_helpers import add_all, times, unbroadcast, zeros_like
 from graphc.ops.leaves import placeholder_node, scalar_constant
 from graphc.ops.shapes import fmt_shape
+from graphc.region import node_regions
 from graphc.sympy_bridge import SympyToGraph
 
 DISCONNECTED = ("zero", "raise")
@@ -38,6 +39,10 @@ def _apply_rule(node: Node, g: Node) -> Sequence[Node | None]:
         doc = (opdef.vjp.__doc__ or "").strip().splitlines()
         with building_for(f"vjp of {node.op}" + (f": {doc[0]}" if doc else "")):
             return opdef.vjp(node, g)
+    if node_regions(node):
+        raise GradientError(f"no derivative rule for the primitive {node.op!r}, which carries "
+                            "a region (a sub-graph): graphc does not differentiate through "
+                            "a region body by itself; register the primitive with a vjp rule")
     if opdef.sympy_def is not None:
         return elementwise_vjp(node, g)
     raise GradientError(f"no derivative rule for the primitive {node.op!r}")
@@ -144,13 +149,6 @@ def check_cotangent(ct: Node, out: Node, what: str) -> Node:
     return ct
 
 
-# Inputs that an op reads only for their run-time shape, never for their values.
-SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
-                     "unslice": (1,), "scatter_add": (0,), "size_of": (0,),
-                     "windows_grad": (1,), "random_uniform": (1,),
-                     "concat_part": slice(1, None)}  # (all but the cotangent, however many)
-
-
 def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
     """Nodes whose values the roots need (inputs read only for shape are not followed)."""
     seen: set[Node] = set()
@@ -160,9 +158,7 @@ def _value_dependencies(roots: Sequence[Node]) -> set[Node]:
         if n in seen:
             continue
         seen.add(n)
-        skip = SHAPE_ONLY_INPUTS.get(n.op, ())
-        if isinstance(skip, slice):
-            skip = range(len(n.inputs))[skip]
+        skip = get_op(n.op).shape_only(len(n.inputs))
         stack.extend(i for k, i in enumerate(n.inputs) if k not in skip)
     return seen
 

@@ -17,7 +17,7 @@ _NAMES = {1: ("x",), 2: ("a", "b"), 3: ("c", "a", "b")}
 def arg_symbols(op: str) -> tuple[sp.Symbol, ...]:
     """The symbols an elementwise op's definition is written in (x; a, b; c, a, b)."""
     opdef = get_op(op)
-    names = opdef.extra.get("arg_names") or _NAMES[opdef.arity]
+    names = opdef.arg_names or _NAMES[opdef.arity]
     return tuple(sp.Symbol(n, real=True) for n in names)
 
 
@@ -37,9 +37,9 @@ def partials(op: str) -> tuple[sp.Expr | None, ...]:
     if not opdef.differentiable:
         return (None,) * len(arg_symbols(op))
     out = []
-    for s in arg_symbols(op):
-        if op == "where" and s.name == "c":
-            out.append(None)  # the condition is boolean: no derivative
+    for k, s in enumerate(arg_symbols(op)):
+        if k in opdef.nondifferentiable_inputs:  # where's boolean condition
+            out.append(None)
             continue
         d = sp.powsimp(sp.diff(f, s))  # powsimp: b*a**b/a -> b*a**(b-1), finite at a=0
         out.append(d)

@@ -24,5 +24,7 @@ class Graph:
         return toposort(self.inputs + self.roots)
 
     def parameters(self) -> list[Node]:
-        seen = [n for n in self.nodes() if n.op == "parameter"]
+        """Every parameter the program reads or updates, region bodies included."""
+        seen = [n for n in toposort(self.inputs + self.roots, into_regions=True)
+                if n.op == "parameter"]
         return seen + [p for p, _ in self.updates if p not in seen]

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from graphc.dtypes import short_name
+from graphc.region import node_regions
 
 Dim = int | None  # None: a size known only at call time
 
@@ -149,8 +150,18 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
         return node
 
 
-def toposort(outputs: Iterable[Node]) -> list[Node]:
-    """Every node the outputs depend on, inputs before users. Iterative: no recursion limit."""
+def _with_bodies(node: Node) -> tuple[Node, ...]:
+    """A node's inputs, then the nodes of the regions it carries (their inputs and outputs)."""
+    regions = node_regions(node)
+    if not regions:
+        return node.inputs
+    return node.inputs + tuple(n for r in regions for n in r.inputs + r.outputs)
+
+
+def toposort(outputs: Iterable[Node], into_regions: bool = False) -> list[Node]:
+    """Every node the outputs depend on, inputs before users. Iterative: no recursion limit.
+    into_regions=True also lists the nodes of region bodies, before the node carrying them
+    (a body is a graph of its own: most walks, like the scheduler's, leave it to its op)."""
     order: list[Node] = []
     done: set[int] = set()
     for root in outputs:
@@ -160,9 +171,10 @@ def toposort(outputs: Iterable[Node]) -> list[Node]:
         on_stack = {id(root)}
         while stack:
             node, i = stack[-1]
-            if i < len(node.inputs):
+            kids = _with_bodies(node) if into_regions else node.inputs
+            if i < len(kids):
                 stack[-1] = (node, i + 1)
-                child = node.inputs[i]
+                child = kids[i]
                 if id(child) not in done and id(child) not in on_stack:
                     on_stack.add(id(child))
                     stack.append((child, 0))

@@ -6,6 +6,7 @@ from typing import Any, Iterable
 
 from graphc.graph import Graph
 from graphc.node import Node, label_of, toposort
+from graphc.region import region_attrs
 
 
 def _as_graph(target: Any) -> Graph:
@@ -66,19 +67,16 @@ def _describe(node: Node, names: dict[Node, str]) -> str:
     return f"{node.op}({args})" + (f" {{{attrs}}}" if attrs else "")
 
 
-def show(target: Any, source: bool = False, provenance: bool = False) -> str:
-    """A listing of the graph behind `target`: one node a line, its name, type and op.
-    source=True adds the user's line that built each node; provenance=True adds, for
-    gradient nodes, the derivative rule that made them."""
-    graph = _as_graph(target)
-    order = toposort(graph.inputs + graph.roots)
+def _listing(order: list[Node], outputs: tuple[Node, ...], source: bool, provenance: bool,
+             indent: str) -> list[str]:
+    """One line per node, each region body listed under the node that carries it."""
     names = node_names(order)
     rows = [(f"%{names[n]}", str(n.type), _describe(n, names), n) for n in order]
     w_name = max((len(r[0]) for r in rows), default=0)
     w_type = max((len(r[1]) for r in rows), default=0)
     lines = []
     for name, type_, desc, node in rows:
-        line = f"{name:<{w_name}} : {type_:<{w_type}} = {desc}"
+        line = f"{indent}{name:<{w_name}} : {type_:<{w_type}} = {desc}"
         notes = []
         if provenance and node.origin:
             notes.append(node.origin)
@@ -87,8 +85,24 @@ def show(target: Any, source: bool = False, provenance: bool = False) -> str:
         if notes:
             line += "  # " + "; ".join(notes)
         lines.append(line)
-    if graph.outputs:
-        lines.append("return " + ", ".join(f"%{names[o]}" for o in graph.outputs))
+        for key, region in zip(*region_attrs(node.attrs)):
+            body = toposort(region.inputs + region.outputs)
+            lines.append(f"{indent}    {key}:")
+            lines.extend(_listing(body, region.outputs, source, provenance, indent + "      "))
+    if outputs:
+        lines.append(f"{indent}return " + ", ".join(f"%{names[o]}" for o in outputs))
+    return lines
+
+
+def show(target: Any, source: bool = False, provenance: bool = False) -> str:
+    """A listing of the graph behind `target`: one node a line, its name, type and op, and
+    under a node that carries regions (loop or conditional bodies), each body indented.
+    source=True adds the user's line that built each node; provenance=True adds, for
+    gradient nodes, the derivative rule that made them."""
+    graph = _as_graph(target)
+    order = toposort(graph.inputs + graph.roots)
+    lines = _listing(order, graph.outputs, source, provenance, "")
+    names = node_names(order)
     for param, value in graph.updates:
         lines.append(f"update %{names[param]} <- %{names[value]}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The program record gc.function hands a backend: the raw graph and its optimizer run, made once."""
+"""The program record gc.function hands a backend: the raw graph and its optimized form."""
 from __future__ import annotations
 
 import threading

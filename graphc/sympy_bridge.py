@@ -148,10 +148,6 @@ def sympy_to_graph(expr: sp.Basic, env: Mapping[sp.Symbol, Node], dtype: np.dtyp
     return SympyToGraph(env, dtype)(expr)
 
 
-_ONE_ELEMENT_IDENTITIES = {"broadcast_to", "broadcast_like", "sum_to_like", "reshape_like",
-                           "sum", "max", "min", "transpose", "slice"}
-
-
 def _one_element(node: Node) -> bool:
     return all(d == 1 for d in node.shape)
 
@@ -178,7 +174,7 @@ def graph_to_sympy(outputs: Node) -> sp.Expr:
             values[node] = sp.Piecewise((1, values[node.inputs[0]]), (0, True))  # bool -> 1/0
         elif node.op in ("cast", "stop_gradient", "reshape", "squeeze", "expand_dims"):
             values[node] = values[node.inputs[0]]
-        elif (node.op in _ONE_ELEMENT_IDENTITIES and _one_element(node)
+        elif (opdef.one_element_identity and _one_element(node)
               and _one_element(node.inputs[0])):
             # On one element, these move or sum nothing (gradients of sum(f(x)) hold them).
             values[node] = values[node.inputs[0]]

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # each case in a child interpreter
 
 BACKENDS = ("numpy", "llvm")
 CHILD_TIMEOUT = 120  # seconds for one child process; a case still running then is a hang

@@ -1,6 +1,10 @@
 """Example 4 (a CNN on the MNIST-5k digits) in a shortened run: it learns."""
 from __future__ import annotations
+
+import pytest
 from example_loader import load_example
+
+pytestmark = pytest.mark.slow  # trains a CNN on MNIST-5k
 
 
 def test_cnn_on_mnist_5k_learns_in_a_short_run(capsys):

@@ -13,6 +13,8 @@ import pytest
 
 import graphc as gc
 
+pytestmark = pytest.mark.slow  # many threads calling compiled code
+
 BACKENDS = ("numpy", "llvm")
 THREADS = 4
 

@@ -22,6 +22,7 @@ CONV_CASES = [  # (x shape, w shape, stride, padding, groups)
 BACKENDS = [("numpy", None), ("numpy", {"mode": "kernels"}), ("llvm", None)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("xs,ws,stride,padding,groups", CONV_CASES)
 def test_conv2d_matches_the_definition_on_every_backend(xs, ws, stride, padding, groups):
     xv, wv = RNG.normal(size=xs), RNG.normal(size=ws)
@@ -43,6 +44,7 @@ def test_conv2d_gradients_match_finite_differences(xs, ws, stride, padding, grou
     assert result, str(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (3, 1), (2, 1)])
 def test_pooling_matches_the_definition_and_differentiates(k, s):
     xv = RNG.normal(size=(2, 3, 7, 8))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import graphc as gc
 
@@ -42,6 +43,7 @@ def test_nodes_record_the_users_line():
         assert "# this line" in fh.read().splitlines()[y.node.source.lineno - 1]
 
 
+@pytest.mark.slow
 def test_100000_node_chain_builds_prints_differentiates_and_runs():
     n = 100_000
     x = gc.placeholder((), "float64", name="x")
@@ -65,6 +67,7 @@ def _run_outside_repo(code: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_import_graphc_does_not_import_llvmlite_or_cupy():
     code = ("import sys, graphc, graphc.frontends, graphc.backends, graphc.nn\n"
             "heavy = [m for m in ('llvmlite', 'cupy') if m in sys.modules]\n"
@@ -75,6 +78,7 @@ def test_import_graphc_does_not_import_llvmlite_or_cupy():
     assert "light" in result.stdout
 
 
+@pytest.mark.slow
 def test_subpackages_import_from_outside_the_repo():
     result = _run_outside_repo("import graphc.frontends, graphc.backends; "
                                "import graphc.backends.numpy; print(graphc.frontends.__name__)")

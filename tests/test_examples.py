@@ -4,7 +4,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from example_loader import EXAMPLES, load_example
+
+pytestmark = pytest.mark.slow  # trains the example networks
 
 
 def test_mlp_digits_learns_in_a_few_epochs(capsys):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+import pytest
 from example_loader import load_example
+
+pytestmark = pytest.mark.slow  # runs every example on two backends
 
 
 def _main(name: str, argv: list[str]):

@@ -9,6 +9,8 @@ import pytest
 
 from example_loader import load_example
 
+pytestmark = pytest.mark.slow  # trains a VAE and a GAN
+
 
 # a GAN setting that learns in 2,000 steps: smaller nets, wider modes, a higher rate
 GAN_SHORT = ["--steps", "2000", "--hidden", "64", "--batch-size", "128", "--std", "0.1",

@@ -138,7 +138,7 @@ UNARY_CASES = {
 def test_unary_cases_cover_every_builtin_unary_primitive():
     from graphc.ops import OPS
     unary = {n for n, op in OPS.items() if op.sympy_def is not None and op.arity == 1
-             and op.differentiable and not op.extra.get("user_defined")}
+             and op.differentiable and not op.user_defined}
     assert unary <= set(UNARY_CASES), unary - set(UNARY_CASES)
 
 
@@ -173,7 +173,7 @@ BROADCAST_SHAPES = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((), (2, 3)), ((2, 3), (
 def test_binary_cases_cover_every_builtin_binary_primitive():
     from graphc.ops import OPS
     binary = {n for n, op in OPS.items() if op.sympy_def is not None and op.arity == 2
-              and op.differentiable and not op.extra.get("user_defined")}
+              and op.differentiable and not op.user_defined}
     assert binary <= set(BINARY_CASES), binary - set(BINARY_CASES)
 
 
@@ -419,7 +419,7 @@ COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
 def test_every_differentiable_primitive_has_a_case_here():
     from graphc.ops import OPS
     missing = {n for n, op in OPS.items() if op.differentiable and not op.leaf
-               and not op.extra.get("user_defined")} - COVERED
+               and not op.user_defined} - COVERED
     assert not missing, f"primitives whose vjp/jvp no test here checks: {sorted(missing)}"
 
 

@@ -29,7 +29,7 @@ A = sp.Symbol("a", real=True)
 B = sp.Symbol("b", real=True)
 C = sp.Symbol("c", real=True)
 
-BUILTIN = [op for op in elementwise_ops() if not OPS[op].extra.get("user_defined")]
+BUILTIN = [op for op in elementwise_ops() if not OPS[op].user_defined]
 COMPARISONS = ["less", "less_equal", "greater", "greater_equal", "equal", "not_equal"]
 
 # Textbook derivatives, written independently of graphc's definitions (Sigmoid/Softplus
@@ -418,6 +418,7 @@ def _latex_name(op):
     return r"\texttt{" + op.replace("_", r"\_") + "}"
 
 
+@pytest.mark.slow
 def test_table_module_prints_markdown_and_latex():
     out = _run_table()
     assert "| primitive | definition | partial derivatives |" in out
@@ -439,6 +440,7 @@ def test_table_module_prints_markdown_and_latex():
     assert r"\frac{1}{x}" in rows["`log`"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["markdown", "latex"])
 def test_table_module_single_format(fmt):
     out = _run_table("--format", fmt)

@@ -153,6 +153,7 @@ def test_weight_norm(backend):
 
 
 # -- convolution, pooling, flatten -------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 0, 2)])
 def test_conv2d_forward_and_gradients(backend, stride, padding, groups):
@@ -202,6 +203,7 @@ def test_layer_norm_forward_and_gradients(backend):
                                np_layer_norm(xv, 1.0, 0.0, 1e-5, k=2), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 2, 2)])
 def test_batch_norm_training_forward_and_gradients(backend, shape):
@@ -219,6 +221,7 @@ def test_batch_norm_training_forward_and_gradients(backend, shape):
     _check(gc.sum(gc.sin(y) * weights), [x] + bn.parameters(), {x: xv}, backend)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_norm_running_statistics_and_inference(backend):
     rng = np.random.default_rng(6)
@@ -267,6 +270,7 @@ def test_embedding(backend):
 
 
 # -- containers, naming ------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sequential_and_residual_composition(backend):
     rng = np.random.default_rng(9)
@@ -304,6 +308,7 @@ def test_parameter_names_are_unique_and_stable():
     assert nn.Conv2D(2, 4, 3, name="c").W.storage.name == "c.W"
 
 
+@pytest.mark.slow
 def test_sequential_trains_with_optimizer_and_checkpoints(tmp_path):
     rng = np.random.default_rng(10)
     model = nn.Sequential(nn.Dense(2, 16, activation="tanh", seed=0),

@@ -330,6 +330,7 @@ def test_casts_between_all_dtypes(src):
 AXES = [None, 0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2), ()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ALL, ids=ids(ALL))
 @pytest.mark.parametrize("op", ["sum", "max", "min", "mean"])
 def test_reductions_over_every_axis_combination(op, dtype):
@@ -345,6 +346,7 @@ def test_reductions_over_every_axis_combination(op, dtype):
                 atol=None if dtype.kind != "f" else 10 * RTOL[dtype])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ALL, ids=ids(ALL))
 def test_argmax_over_every_axis(dtype):
     a = sample(dtype, (3, 4, 5), -2, 2, seed=12)  # small ints: many ties, first one wins
@@ -377,6 +379,7 @@ def test_reductions_with_nan_and_inf(dtype):
     check_table([x], table, a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [F32, F64, I32], ids=ids([F32, F64, I32]))
 def test_reductions_on_larger_arrays(dtype):
     """Vectorized accumulation (several partial sums) and its remainder loops; in the second
@@ -425,6 +428,7 @@ MATMUL_SHAPES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", NUMERIC, ids=ids(NUMERIC))
 def test_matmul_small_shapes(dtype):
     args, phs, table = [], [], []
@@ -443,6 +447,7 @@ def test_matmul_small_shapes(dtype):
     check_table(phs, table, *args)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", FLOATS, ids=ids(FLOATS))
 def test_matmul_packed_and_threaded_paths(dtype):
     """Float GEMMs big enough for the packed (and multi-threaded) kernels, with row/column
@@ -495,6 +500,7 @@ def _shape_table(x, idx):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ALL, ids=ids(ALL))
 def test_shape_ops(dtype):
     a = sample(dtype, (2, 3, 4), -9, 9, seed=14)
@@ -635,6 +641,7 @@ def test_embedding_gradient_with_repeated_indices():
     assert np.all(dE[4] == 0) and np.any(dE[1] != 0)  # row 4 unused, row 1 repeated
 
 
+@pytest.mark.slow
 def test_hessian_jvp_vjp_and_a_deep_chain():
     """Second derivatives, forward and reverse mode, and a chain longer than one fused
     kernel body (the scheduler stores and reloads it)."""
@@ -773,6 +780,7 @@ def random_graph(draw, leaves, w, depth=0):
     return op(t, axis=draw(st.sampled_from([0, 1])), keepdims=True)
 
 
+@pytest.mark.slow
 @given(st.data())
 def test_random_graphs(data):
     phs = [gc.placeholder(s, "float64", name=f"leaf{i}") for i, s in enumerate(SHAPES)]
@@ -856,6 +864,7 @@ def run_isolated(code: str, env: dict | None = None) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_out_of_range_indices_raise_index_error():
     out = run_isolated("""
         import numpy as np, graphc as gc
@@ -1010,6 +1019,7 @@ def test_nan_and_inf_propagate():
                    gc.where(x > 0, x, -x), gc.sqrt(x), x ** 2.0], v, m)
 
 
+@pytest.mark.slow
 def test_compile_cache_knows_user_defined_op_definitions(tmp_path):
     """Two processes define an elementwise op of one name with different formulas: the
     second must not be served the first one's cached code."""

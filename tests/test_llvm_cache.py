@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # child processes compile and load the cache
+
 PROGRAM = """
 import json, sys
 import numpy as np

@@ -17,6 +17,8 @@ import pytest
 import graphc as gc
 from graphc.backends.llvm import gemm
 
+pytestmark = pytest.mark.slow  # many GEMM shapes, layouts and thread counts
+
 TOL = {"float32": 1e-4, "float64": 1e-12}
 
 

@@ -14,6 +14,8 @@ from graphc.backends.llvm import parallel
 from graphc.backends.llvm.adaptive import ThreadChooser
 from graphc.schedule import ir
 
+pytestmark = pytest.mark.slow  # large kernels on thread teams
+
 
 @pytest.mark.parametrize("shape", [(1 << 17,), (257, 509), (3, 40001), (70001, 1)])
 def test_large_elementwise_kernels_match_the_reference(shape):

@@ -6,6 +6,8 @@ import pytest
 
 from example_loader import load_example
 
+pytestmark = pytest.mark.slow  # trains the gc.nn examples
+
 
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_universality_short_run_fits(backend, capsys):

@@ -256,6 +256,7 @@ def test_clip_by_global_norm_and_by_value(backend):
 
 
 # -- Newton --------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make", [gc.optim.Newton, lambda: gc.optim.NewtonCG(cg_iters=8)],
                          ids=["newton", "newton-cg"])
@@ -289,6 +290,7 @@ def _np_logistic_newton(x, labels, steps, damping=0.0):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make", [gc.optim.Newton, lambda: gc.optim.Newton(damping=0.1),
                                   lambda: gc.optim.NewtonCG(cg_iters=5)],
@@ -389,6 +391,7 @@ def test_wrong_kinds_raise_type_error():
 
 
 # -- example 9 -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_conditioning_example_shortened(capsys):
     from example_loader import load_example
     results = load_example("conditioning").main(["--dim", "8", "--cond", "100", "--tol", "1e-8"])

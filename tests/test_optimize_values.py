@@ -161,6 +161,7 @@ def compare(want: np.ndarray, got: np.ndarray, scale: float, what: str) -> None:
                                err_msg=what)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(programs())
 def test_random_graphs_same_values_optimized_or_not(program):

@@ -7,6 +7,8 @@ import pytest
 
 from example_loader import load_example
 
+pytestmark = pytest.mark.slow  # trains word2vec and a policy
+
 
 # ---- word2vec ------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])

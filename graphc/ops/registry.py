@@ -1,7 +1,7 @@
 """OpDef records (one per primitive) and the builder that checks and interns nodes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -14,10 +14,9 @@ from graphc.node import Node, TensorType, intern_node, user_source_line
 InferRule = Callable[[Sequence[Node], Mapping[str, Any]], TensorType]
 # impl(arrays, attrs) -> ndarray: the numpy reference semantics.
 Impl = Callable[[Sequence[np.ndarray], Mapping[str, Any]], np.ndarray]
-# vjp(node, cotangent) -> one cotangent Node (or None: no gradient) per input.
+# vjp(node, cotangent) -> one cotangent Node (or None: no gradient) per input. Forward mode
+# needs no rule of its own: graphc.autodiff.jvp_nodes transposes the vjp rules.
 VjpRule = Callable[[Node, Node], Sequence[Node | None]]
-# jvp(node, tangents) -> the output tangent; tangents hold None for zero tangents.
-JvpRule = Callable[[Node, Sequence[Node | None]], Node | None]
 
 
 @dataclass(frozen=True)
@@ -29,18 +28,48 @@ class OpDef:
     impl: Impl
     doc: str = ""
     vjp: VjpRule | None = None
-    jvp: JvpRule | None = None
     # Elementwise primitives: the SymPy definition f(*symbols), from which the
     # derivative table and the backends' scalar code are generated.
     sympy_def: Callable[..., Any] | None = None
+    # The names of sympy_def's arguments; None: x / a, b / c, a, b by arity.
+    arg_names: tuple[str, ...] | None = None
+    user_defined: bool = False  # made by gc.elementwise_function: its formula is fingerprinted
     arity: int | None = None  # None: any number of inputs
     differentiable: bool = True
     leaf: bool = False  # placeholders, parameters, constants
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    # -- facts that autodiff, passes and backends rely on (read here, never kept in tables) --
+    # Inputs read only for their run-time shape, never their values (a slice: every input from
+    # some position on, for ops with any number of inputs). jvp_nodes follows value
+    # dependencies only, to prove a reverse rule linear in its cotangent.
+    shape_only_inputs: tuple[int, ...] | slice = ()
+    # Inputs with no derivative although the op has one (where's boolean condition).
+    nondifferentiable_inputs: tuple[int, ...] = ()
+    # Inputs holding integer indices into another input: errors name where they came from.
+    index_inputs: tuple[int, ...] = ()
+    # Every output is >= 0 or nan, whatever the inputs: exp(log(x)) is then x exactly.
+    nonnegative: bool = False
+    # Every output is finite, whatever the inputs (nan and inf included): x * 0 is then 0.
+    finite: bool = False
+    # Every output element is a copy of an element of input 0 (a broadcast or reshape): a
+    # uniform constant seen through such ops is still that constant.
+    scalar_view: bool = False
+    # The output is input 0's elements in the same row-major order, only the shape differs:
+    # a reshape of it can read input 0 directly.
+    reshapes: bool = False
+    # On a one-element input giving a one-element output, the value passes through unchanged
+    # (sums, broadcasts, transposes, slices): to_sympy reads such nodes as their input.
+    one_element_identity: bool = False
 
     @property
     def elementwise(self) -> bool:
         return self.sympy_def is not None
+
+    def shape_only(self, n_inputs: int) -> tuple[int, ...]:
+        """The positions of shape-only inputs for a node with `n_inputs` inputs."""
+        if isinstance(self.shape_only_inputs, slice):
+            return tuple(range(n_inputs)[self.shape_only_inputs])
+        return self.shape_only_inputs
 
 
 OPS: dict[str, OpDef] = {}
@@ -78,16 +107,18 @@ def make(op: str, *inputs: Node, **attrs: Any) -> Node:
     return intern_node(op, tuple(inputs), attrs, type_)
 
 
-def rebuild(node: Node, inputs: Sequence[Node]) -> Node:
-    """`node` with new inputs (a rewrite): same op and attrs, type inferred again; keeps the
-    original's source line and origin."""
+def rebuild(node: Node, inputs: Sequence[Node], attrs: Mapping[str, Any] | None = None
+            ) -> Node:
+    """`node` with new inputs (a rewrite) and, if given, new attrs (a rewritten region body):
+    same op, type inferred again; keeps the original's source line and origin."""
     inputs = tuple(inputs)
-    if inputs == node.inputs:
+    attrs = node.attrs if attrs is None else attrs
+    if inputs == node.inputs and attrs is node.attrs:
         return node
     opdef = get_op(node.op)
     try:
-        type_ = opdef.infer(inputs, node.attrs)
+        type_ = opdef.infer(inputs, attrs)
     except (ShapeError, DTypeError, IndexError) as exc:
         at = f" (built at {node.source})" if node.source else ""
         raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
-    return intern_node(node.op, inputs, node.attrs, type_, like=node)
+    return intern_node(node.op, inputs, attrs, type_, like=node)

@@ -11,7 +11,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.node import Dim, Node, TensorType
 from graphc.ops.grad_helpers import reshape_to, unbroadcast, zeros_like
 from graphc.ops.registry import OpDef, make, register
-from graphc.ops.shapes import broadcast_shapes, fmt_shape, known_size, normalize_axes
+from graphc.ops.shapes import fmt_shape, known_size, normalize_axes
 
 Attrs = Mapping[str, Any]
 
@@ -67,7 +67,8 @@ def _reshape_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="reshape", vjp=_reshape_vjp, arity=1, doc="numpy reshape (one -1 allowed)", infer=_reshape_infer,
+    name="reshape", vjp=_reshape_vjp, arity=1, doc="numpy reshape (one -1 allowed)",
+    infer=_reshape_infer, scalar_view=True, reshapes=True,
     impl=lambda arrs, attrs: arrs[0].reshape(attrs["shape"]),
 ))
 
@@ -85,7 +86,8 @@ def _reshape_like_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="reshape_like", vjp=_reshape_like_vjp, arity=2, doc="reshape x to the run-time shape of ref",
+    name="reshape_like", vjp=_reshape_like_vjp, arity=2, shape_only_inputs=(1,), reshapes=True,
+    one_element_identity=True, doc="reshape x to the run-time shape of ref",
     infer=_reshape_like_infer, impl=lambda arrs, attrs: arrs[0].reshape(arrs[1].shape),
 ))
 
@@ -103,7 +105,8 @@ def _expand_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="expand_dims", vjp=_expand_vjp, arity=1, doc="insert size-1 axes (positions in the result)",
+    name="expand_dims", vjp=_expand_vjp, arity=1, scalar_view=True, reshapes=True,
+    doc="insert size-1 axes (positions in the result)",
     infer=_expand_infer, impl=lambda arrs, attrs: np.expand_dims(arrs[0], attrs["axes"]),
 ))
 
@@ -138,6 +141,7 @@ def _squeeze_vjp(node: Node, g: Node) -> list[Node | None]:
 
 register(OpDef(
     name="squeeze", vjp=_squeeze_vjp, arity=1, doc="remove size-1 axes", infer=_squeeze_infer,
+    scalar_view=True, reshapes=True,
     impl=_squeeze_impl,
 ))
 
@@ -156,6 +160,7 @@ def _transpose_vjp(node: Node, g: Node) -> list[Node | None]:
 
 register(OpDef(
     name="transpose", vjp=_transpose_vjp, arity=1, doc="permute axes", infer=_transpose_infer,
+    one_element_identity=True,
     impl=lambda arrs, attrs: np.transpose(arrs[0], attrs["perm"]),
 ))
 
@@ -183,7 +188,8 @@ def _broadcast_to_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="broadcast_to", vjp=_broadcast_to_vjp, arity=1, doc="numpy broadcast_to a static shape",
+    name="broadcast_to", vjp=_broadcast_to_vjp, arity=1, scalar_view=True,
+    one_element_identity=True, doc="numpy broadcast_to a static shape",
     infer=_broadcast_to_infer,
     impl=lambda arrs, attrs: np.broadcast_to(arrs[0], attrs["shape"]),
 ))
@@ -200,7 +206,8 @@ def _broadcast_like_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="broadcast_like", vjp=_broadcast_like_vjp, arity=2, doc="broadcast x to the run-time shape of ref",
+    name="broadcast_like", vjp=_broadcast_like_vjp, arity=2, shape_only_inputs=(1,),
+    scalar_view=True, one_element_identity=True, doc="broadcast x to the run-time shape of ref",
     infer=_broadcast_like_infer,
     impl=lambda arrs, attrs: np.broadcast_to(arrs[0], arrs[1].shape),
 ))
@@ -226,7 +233,8 @@ def _sum_to_like_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="sum_to_like", arity=2, vjp=_sum_to_like_vjp,
+    name="sum_to_like", arity=2, vjp=_sum_to_like_vjp, shape_only_inputs=(1,),
+    one_element_identity=True,
     doc="g summed over the axes along which ref's run-time shape broadcasts to g's",
     infer=_sum_to_like_infer,
     impl=lambda arrs, attrs: sum_to_shape(arrs[0], arrs[1].shape),
@@ -261,6 +269,7 @@ def _slice_vjp(node: Node, g: Node) -> list[Node | None]:
 
 register(OpDef(
     name="slice", vjp=_slice_vjp, arity=1, doc="basic slicing start:stop:step on every axis",
+    one_element_identity=True,
     infer=_slice_infer, impl=lambda arrs, attrs: arrs[0][_slices(attrs)],
 ))
 
@@ -269,7 +278,8 @@ def _unslice_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     g, ref = ins
     expected = _slice_infer((ref,), attrs)
     if g.ndim != ref.ndim or not all(map(_same_dims, g.shape, expected.shape)):
-        raise ShapeError(f"values {fmt_shape(g.shape)} do not fit slice {fmt_shape(expected.shape)}")
+        raise ShapeError(f"values {fmt_shape(g.shape)} do not fit slice "
+                         f"{fmt_shape(expected.shape)}")
     return TensorType(ref.shape, g.dtype)
 
 
@@ -285,7 +295,8 @@ def _unslice_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="unslice", vjp=_unslice_vjp, arity=2, doc="zeros shaped like ref with g written into the slice",
+    name="unslice", vjp=_unslice_vjp, arity=2, shape_only_inputs=(1,),
+    doc="zeros shaped like ref with g written into the slice",
     infer=_unslice_infer, impl=_unslice_impl,
 ))
 
@@ -372,6 +383,7 @@ def _concat_part_vjp(node: Node, h: Node) -> list[Node | None]:
 
 register(OpDef(
     name="concat_part", vjp=_concat_part_vjp, arity=None, infer=_concat_part_infer,
+    shape_only_inputs=slice(1, None),  # every part (however many), not the cotangent
     impl=_concat_part_impl,
     doc="the piece of concatenate(parts, axis)'s cotangent g that part `index` made: the "
         "gradient of a concatenate whose parts have run-time sizes (inputs: g, *parts, "
@@ -417,7 +429,8 @@ def _take_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="take", vjp=_take_vjp, arity=2, doc="gather slices of x along axis at integer indices",
+    name="take", vjp=_take_vjp, arity=2, index_inputs=(1,),
+    doc="gather slices of x along axis at integer indices",
     infer=_take_infer, impl=_take_impl,
 ))
 
@@ -446,7 +459,7 @@ def _scatter_add_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="scatter_add", vjp=_scatter_add_vjp, arity=3,
+    name="scatter_add", vjp=_scatter_add_vjp, arity=3, shape_only_inputs=(0,), index_inputs=(1,),
     doc="zeros shaped like ref, with updates added at the indices (the gradient of take)",
     infer=_scatter_add_infer, impl=_scatter_add_impl,
 ))
@@ -468,7 +481,7 @@ def _check_index_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
 
 
 register(OpDef(
-    name="check_index", arity=1, differentiable=False, infer=_check_index_infer,
+    name="check_index", arity=1, differentiable=False, index_inputs=(0,), infer=_check_index_infer,
     impl=_check_index_impl,
     doc="the indices unchanged, after checking that each lies in [0, size) (IndexError)",
 ))
@@ -477,7 +490,7 @@ register(OpDef(
 # ---- index helpers ---------------------------------------------------------------------
 
 register(OpDef(
-    name="iota", arity=0, differentiable=False, doc="0, 1, ..., n-1",
+    name="iota", arity=0, differentiable=False, finite=True, doc="0, 1, ..., n-1",
     infer=lambda ins, attrs: TensorType((attrs["n"],), as_dtype(attrs["dtype"])),
     impl=lambda arrs, attrs: np.arange(attrs["n"], dtype=attrs["dtype"]),
 ))
@@ -494,7 +507,7 @@ def _size_of_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
 
 
 register(OpDef(
-    name="size_of", arity=1, differentiable=False,
+    name="size_of", arity=1, differentiable=False, shape_only_inputs=(0,),
     doc="the number of elements of x along axes (a run-time scalar)",
     infer=_size_of_infer, impl=_size_of_impl,
 ))

@@ -109,6 +109,7 @@ def _windows_grad_vjp(node: Node, g: Node) -> list[Node | None]:
 
 
 register(OpDef(
-    name="windows_grad", arity=2, vjp=_windows_grad_vjp, infer=_windows_grad_infer,
+    name="windows_grad", arity=2, vjp=_windows_grad_vjp, shape_only_inputs=(1,),
+    infer=_windows_grad_infer,
     impl=_windows_grad_impl, doc="sum of window cotangents onto the input shape (col2im)",
 ))

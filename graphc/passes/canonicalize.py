@@ -6,7 +6,7 @@ import numpy as np
 
 from graphc.node import Node
 from graphc.ops.leaves import scalar_constant
-from graphc.ops.registry import make
+from graphc.ops.registry import get_op, make
 from graphc.ops.shapes import known_size
 from graphc.passes.patterns import Const, Op, Var, constant_value
 from graphc.passes.rewrite import Rule, rule
@@ -65,17 +65,14 @@ def _minus_one_mul(b, node):
     return make("neg", b["x"]) if b["x"].type == node.type else None
 
 
-# x*0 is 0 only for finite x (inf*0 and nan*0 are nan): only producers that are finite
-# whatever their inputs qualify (sigmoid(nan) is nan, so bounded functions do not).
-_BOUNDED = {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "iota"}
-
-
 def _finite(node: Node) -> bool:
+    """x*0 is 0 only for finite x (inf*0 and nan*0 are nan): only producers that are finite
+    whatever their inputs qualify (sigmoid(nan) is nan, so bounded functions do not)."""
     if node.op == "cast":
         return node.inputs[0].dtype.kind in "biu"
     if node.op == "constant":
         return bool(np.all(np.isfinite(node.attrs["value"].array)))
-    return node.op in _BOUNDED
+    return get_op(node.op).finite
 
 
 def _zeros(node: Node) -> Node:
@@ -157,10 +154,7 @@ def _static(node: Node) -> bool:
     return None not in node.shape
 
 
-_VIEW_RESHAPES = ("reshape", "expand_dims", "squeeze", "reshape_like")
-
-
-@rule("reshape_chain", Op("reshape", Var("inner", where=lambda n: n.op in _VIEW_RESHAPES)))
+@rule("reshape_chain", Op("reshape", Var("inner", where=lambda n: get_op(n.op).reshapes)))
 def _reshape_chain(b, node):
     return make("reshape", b["inner"].inputs[0], shape=node.attrs["shape"])
 

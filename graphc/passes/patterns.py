@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from graphc.node import Node
+from graphc.ops.registry import get_op
 
 Bindings = dict[str, Node]
 
@@ -42,12 +43,9 @@ class Op:
         return f"Op({self.op!r}{', ' if inner else ''}{inner})"
 
 
-_SCALAR_VIEWS = ("broadcast_to", "broadcast_like", "expand_dims", "reshape", "squeeze")
-
-
 def constant_value(node: Node) -> np.ndarray | None:
     """The uniform scalar a node is built from (a constant, or a broadcast of one), or None."""
-    while node.op in _SCALAR_VIEWS:
+    while get_op(node.op).scalar_view:
         node = node.inputs[0]
     if node.op != "constant":
         return None

@@ -9,6 +9,7 @@ from graphc.graph import Graph
 from graphc.node import Node, carry_label, toposort
 from graphc.ops.registry import rebuild
 from graphc.passes.patterns import Bindings, Op, match
+from graphc.region import Region, node_regions, with_regions
 
 Replacement = Callable[[Bindings, Node], "Node | None"]
 
@@ -62,20 +63,38 @@ def _rewrite_node(node: Node, rules: RuleSet, fired: Counter, budget: list[int])
     return node
 
 
-def rewrite_roots(roots: tuple[Node, ...], rules: RuleSet, max_steps: int = 100_000
-                  ) -> tuple[tuple[Node, ...], Counter]:
-    """Rewrites the graph under `roots` bottom-up, sweeping until a fixed point."""
-    fired: Counter = Counter()
-    budget = [max_steps]
+def _rewrite_bodies(node: Node, rules: RuleSet, fired: Counter, budget: list[int]) -> Node:
+    """`node` with the bodies of its regions rewritten to their own fixed points (the same
+    rules and step budget): passes optimize inside loops and conditionals too."""
+    regions = node_regions(node)
+    if not regions:
+        return node
+    new = tuple(Region(r.inputs, _fixed_point(r.outputs, rules, fired, budget))
+                for r in regions)
+    if new == regions:
+        return node
+    return rebuild(node, node.inputs, with_regions(node.attrs, new))
+
+
+def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget: list[int]
+                 ) -> tuple[Node, ...]:
     while True:
         before = sum(fired.values())
         memo: dict[Node, Node] = {}
         for node in toposort(roots):
             new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
+            new = _rewrite_bodies(new, rules, fired, budget)
             memo[node] = carry_label(node, _rewrite_node(new, rules, fired, budget))
         roots = tuple(memo[r] for r in roots)
         if sum(fired.values()) == before or budget[0] <= 0:
-            return roots, fired
+            return roots
+
+
+def rewrite_roots(roots: tuple[Node, ...], rules: RuleSet, max_steps: int = 100_000
+                  ) -> tuple[tuple[Node, ...], Counter]:
+    """Rewrites the graph under `roots` bottom-up, sweeping until a fixed point."""
+    fired: Counter = Counter()
+    return _fixed_point(roots, rules, fired, [max_steps]), fired
 
 
 def rewrite_graph(graph: Graph, rules: RuleSet, max_steps: int = 100_000

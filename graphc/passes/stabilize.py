@@ -6,7 +6,7 @@ import numpy as np
 
 from graphc.node import Node
 from graphc.ops.leaves import scalar_constant
-from graphc.ops.registry import make
+from graphc.ops.registry import get_op, make
 from graphc.passes.patterns import Const, Op, Var
 from graphc.passes.rewrite import Rule, rule
 
@@ -43,15 +43,11 @@ def _log_exp(b, node):
     return b["x"]
 
 
-# Producers whose values are >= 0 (or nan) for any input: there exp(log(x)) is x exactly.
-_NONNEGATIVE = {"exp", "sigmoid", "softplus", "square", "abs", "sqrt", "relu"}
-
-
 @rule("exp_log", Op("exp", Op("log", X)),
       "exp(log(x)) -> x where x >= 0 (else log is nan: where(x >= 0, x, nan))")
 def _exp_log(b, node):
     x = b["x"]
-    if x.op in _NONNEGATIVE:
+    if get_op(x.op).nonnegative:  # x >= 0 or nan: exp(log(x)) is x exactly
         return x
     zero, nan = scalar_constant(0, x.dtype), scalar_constant(np.nan, x.dtype)
     return make("where", make("greater_equal", x, zero), x, nan)

@@ -159,7 +159,7 @@ class Lowering:
             target = self.param_buffer(param)
             pending.append((target, self.expr_of(self.values[new], param.shape), new))
         readers: dict[int, int] = {}
-        for target, expr, _ in pending:
+        for _, expr, _ in pending:
             for ld in ir.expr_loads(expr):
                 readers[ld.access.buffer] = readers.get(ld.access.buffer, 0) + 1
         identity = {t: ir.contiguous_strides(self.buffers[t].shape) for t, _, _ in pending}
@@ -171,11 +171,11 @@ class Lowering:
             others_read = readers.get(target, 0) - (1 if own_reads else 0)
             (direct if safe and others_read == 0 else staged).append((target, expr, new))
         copies = []
-        for target, expr, new in staged:
+        for target, expr, _ in staged:
             tmp = self.materialize(Lazy(expr, self.buffers[target].shape,
                                         self.buffers[target].dtype, ("update",)))
             copies.append((target, Load(Access(tmp.buffer, tmp.strides, 0), tmp.dtype)))
-        for target, expr, new in direct:
+        for target, expr, _ in direct:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), expr)
             self.hoist(ir.Elementwise(shape, (store,), ("update",)))
@@ -508,7 +508,8 @@ class Lowering:
         if 0 in g.shape:
             return Lazy(zero, node.shape, node.dtype)
         if all(abs(step) == 1 for _, step in region):  # a view: zeros outside the slice
-            return Lazy(self._placed(g, region, node.shape, zero), node.shape, node.dtype, ("unslice",), 1)
+            return Lazy(self._placed(g, region, node.shape, zero), node.shape, node.dtype,
+                        ("unslice",), 1)
         bid = self.new_buffer(node.dtype, node.shape, "temp")
         self.creator[bid] = node
         fill = Store(Access(bid, ir.contiguous_strides(node.shape), 0), zero)

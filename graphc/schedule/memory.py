@@ -46,7 +46,7 @@ def plan_memory(schedule) -> MemoryPlan:
     for b in temps:
         first, last = spans[b.id]
         size = _aligned(max(b.nbytes, 1))
-        busy = sorted((o, e) for o, e, f, l in placed if not (l < first or f > last))
+        busy = sorted((o, e) for o, e, lo, hi in placed if not (hi < first or lo > last))
         offset = 0
         for o, e in busy:
             if offset + size <= o:

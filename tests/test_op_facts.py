@@ -1,0 +1,66 @@
+"""Op facts live on the OpDef: which ops set each fact, and that no field goes unused."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import graphc as gc
+from graphc.ops import OPS, get_op
+from graphc.ops.registry import OpDef
+
+
+def ops_with(fact: str) -> set[str]:
+    return {name for name, op in OPS.items() if getattr(op, fact)}
+
+
+def test_value_facts():
+    assert ops_with("nonnegative") == {"exp", "sigmoid", "softplus", "square", "abs", "sqrt",
+                                       "relu"}
+    assert ops_with("finite") == {"equal", "not_equal", "less", "less_equal", "greater",
+                                  "greater_equal", "iota"}
+
+
+def test_view_facts():
+    assert ops_with("scalar_view") == {"broadcast_to", "broadcast_like", "expand_dims",
+                                       "reshape", "squeeze"}
+    assert ops_with("reshapes") == {"reshape", "expand_dims", "squeeze", "reshape_like"}
+    assert ops_with("one_element_identity") == {
+        "broadcast_to", "broadcast_like", "sum_to_like", "reshape_like", "sum", "max", "min",
+        "transpose", "slice"}
+
+
+def test_input_facts():
+    shape_only = {n: op.shape_only_inputs for n, op in OPS.items() if op.shape_only_inputs}
+    assert shape_only == {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
+                          "unslice": (1,), "scatter_add": (0,), "size_of": (0,),
+                          "windows_grad": (1,), "random_uniform": (1,),
+                          "concat_part": slice(1, None)}
+    assert get_op("concat_part").shape_only(4) == (1, 2, 3)
+    assert get_op("unslice").shape_only(2) == (1,)
+    assert {n: op.index_inputs for n, op in OPS.items() if op.index_inputs} == {
+        "take": (1,), "scatter_add": (1,), "check_index": (0,)}
+    assert {n: op.nondifferentiable_inputs for n, op in OPS.items()
+            if op.nondifferentiable_inputs} == {"where": (0,)}
+
+
+def test_every_opdef_field_is_set_by_some_op():
+    """A field no op sets is removed (docs/architecture-opfacts.md). arg_names and
+    user_defined are set by gc.elementwise_function, at run time."""
+    name = "opfacts_softsign"
+    if name not in OPS:
+        gc.elementwise_function(name, lambda t: t / (1 + abs(t)))
+    unset = []
+    for f in dataclasses.fields(OpDef):
+        if f.default is dataclasses.MISSING:
+            continue
+        if not any(getattr(op, f.name) != f.default for op in OPS.values()):
+            unset.append(f.name)
+    assert not unset, f"OpDef fields no primitive sets: {unset}"
+
+
+def test_exp_log_relies_on_nonnegative():
+    x = gc.placeholder((3,), np.float64, "x")
+    f = gc.function([x], gc.exp(gc.log(gc.square(x))), backend="numpy")
+    assert dict(f.report.fired()) == {"exp_log": 1}
+    assert "where" not in gc.show(f.graph)
