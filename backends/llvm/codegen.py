@@ -17,6 +17,7 @@ from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nes
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
 from graphc.runtime.errors import status_of
+from graphc.errors import index_error_message
 from graphc.runtime.slots import SlotMap
 
 PTR = ir.PointerType()
@@ -453,7 +454,7 @@ class ModuleWriter:
     def emit_gather(self, b, fn, bases, k: kir.Gather, index: int) -> None:
         size = k.x_shape[k.axis]
         self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, index,
-                           f"{k.what}: an index is out of bounds for size {size}", True)
+                           index_error_message(k.what, size, True), True)
         out_shape = k.x_shape[:k.axis] + k.idx_shape + k.x_shape[k.axis + 1:]
         if 0 in out_shape:
             return
@@ -467,7 +468,7 @@ class ModuleWriter:
     def emit_scatter_add(self, b, fn, bases, k: kir.ScatterAdd, index: int) -> None:
         size = k.out_shape[k.axis]
         self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, index,
-                           f"{k.what}: an index is out of bounds for size {size}", True)
+                           index_error_message(k.what, size, True), True)
         if 0 in k.out_shape:
             return
         zero = constant(k.dtype, 0)
@@ -492,7 +493,7 @@ class ModuleWriter:
 
     def emit_index_check(self, b, fn, bases, k: kir.IndexCheck, index: int) -> None:
         self._check_bounds(b, fn, bases, k.indices, k.shape, k.size, index,
-                           f"{k.what}: an index is out of range [0, {k.size})", False)
+                           index_error_message(k.what, k.size, False), False)
 
     # -- the module -----------------------------------------------------------------------
     def build(self, only: int | None = None) -> list[str]:

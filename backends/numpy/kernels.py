@@ -8,6 +8,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from graphc.backends.numpy.scalar import evaluate
+from graphc.errors import bad_index, index_error_message
 from graphc.ops.shape_ops import check_indices
 from graphc.schedule import ir
 from graphc.schedule.core_ops import reduction_identity
@@ -132,10 +133,9 @@ class KernelRunner:
             np.add.at(np.moveaxis(out, k.axis, 0), idx, moved)
             self._strided(k.out, k.out_shape)[...] = out
         elif isinstance(k, ir.IndexCheck):
-            idx = self._strided(k.indices, k.shape)
-            if idx.size and (idx.min() < 0 or idx.max() >= k.size):
-                bad = idx[(idx < 0) | (idx >= k.size)].flat[0]
-                raise IndexError(f"{k.what}: index {bad} is out of range [0, {k.size})")
+            bad = bad_index(self._strided(k.indices, k.shape), k.size, negative=False)
+            if bad is not None:
+                raise IndexError(index_error_message(k.what, k.size, False, bad))
         elif isinstance(k, ir.ValueCheck):
             values = self._strided(k.values, k.shape)
             if values.size and values.min() < 0:

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from graphc.dtypes import as_dtype, int64
-from graphc.errors import DTypeError, ShapeError
+from graphc.errors import DTypeError, ShapeError, bad_index, index_error_message
 from graphc.node import Dim, Node, TensorType
 from graphc.ops.grad_helpers import reshape_to, unbroadcast, zeros_like
 from graphc.ops.registry import OpDef, make, register
@@ -412,9 +412,9 @@ def _take_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
 
 def check_indices(idx: np.ndarray, size: int, what: str) -> None:
     """Raises IndexError naming `what` when an index falls outside [-size, size)."""
-    if idx.size and (idx.min() < -size or idx.max() >= size):
-        bad = idx[(idx < -size) | (idx >= size)].flat[0]
-        raise IndexError(f"{what}: index {bad} is out of bounds for size {size}")
+    bad = bad_index(idx, size, negative=True)
+    if bad is not None:
+        raise IndexError(index_error_message(what, size, True, bad))
 
 
 def _take_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:

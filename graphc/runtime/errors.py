@@ -5,20 +5,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-
+from graphc.errors import bad_index, index_error_message  # noqa: F401 (re-exported)
 from graphc.runtime.layout import Layout
 
 
 def status_of(kernel: int) -> int:
     """The status word native code returns when kernel number `kernel` fails."""
     return kernel + 1
-
-
-def bad_index(array: np.ndarray, size: int, negative: bool):
-    """The first value of `array` outside the valid range, or None."""
-    low = -size if negative else 0
-    bad = array[(array < low) | (array >= size)]
-    return bad.flat[0] if bad.size else None
 
 
 def raise_for_status(status: int, layout: Layout, args: Sequence[np.ndarray]) -> None:
@@ -33,5 +26,5 @@ def raise_for_status(status: int, layout: Layout, args: Sequence[np.ndarray]) ->
     where = layout.index_args.get(kernel)
     bad = bad_index(args[where[0]], *where[1:]) if where is not None else None
     if bad is not None:  # name the value, as the numpy backend does
-        message = message.replace("an index", f"index {bad}", 1)
+        message = message.replace("an index", f"index {bad}", 1)  # (index_error_message's)
     raise IndexError(message)
