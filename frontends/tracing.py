@@ -129,7 +129,8 @@ class Jitted:
                 where = "" if out_tree == LEAF else f" (output {k})"
                 raise TypeError(f"jit: {self.__name__} must return a graphc Tensor or a "
                                 f"tuple/list of them, got {type(out).__name__}{where}")
-        compiled = function(inputs, outs[0] if out_tree == LEAF else list(outs), backend=self.backend, **self.options)
+        outputs = outs[0] if out_tree == LEAF else list(outs)
+        compiled = function(inputs, outputs, backend=self.backend, **self.options)
         return compiled, out_tree
 
     def compiled(self, *args: Any) -> Any:
