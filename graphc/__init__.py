@@ -23,6 +23,11 @@ from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402
 
+# Tracing (issue #16): jit, jacobian, vmap.
+from graphc.frontends.tracing import jit  # noqa: E402
+from graphc.frontends.jacobian import jacobian  # noqa: E402
+from graphc.frontends.vmap import vmap  # noqa: E402
+
 # The public names (what `from graphc import *` gives).
 __all__ = [
     "bool_", "float32", "float64", "int32", "int64", "DTypeError", "GradientError", "GraphError",
@@ -37,3 +42,4 @@ __all__ = [
     "GradCheckResult", "check_grad", "random_uniform", "data", "nn", "train", "optim",
     "__version__",
 ]
+__all__ += ["jit", "jacobian", "vmap"]  # tracing (issue #16)
