@@ -1,0 +1,340 @@
+"""W6, a small ResNet training step, and compile time against depth, each against PyTorch and
+JAX measured in the same run.
+  W6  conv3x3 1->16 + BatchNorm + ReLU, residual blocks 16->16, 16->32 (stride 2, 1x1
+      projection), 32->32, global average pool, dense 10, cross-entropy, batch 64,
+      1x28x28 inputs, SGD; batch statistics (training mode). Step time (median) and cold
+      start (graph, gradient, compile and the first step, in a fresh process each).
+  depth  cold compile of an MLP training step (width 256, batch 64, ReLU) of 2, 8, 32 and 96
+      layers: graphc (fresh process, empty cache folder) against JAX jit.
+Run: python benchmarks/bench_resnet.py [--only W6,depth] [--repeat 30] [--no-torch-compile]"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+
+BLOCKS = ((16, 16, 1), (16, 32, 2), (32, 32, 1))
+DEPTHS = (2, 8, 32, 96)
+
+
+def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+# ---- the model's parameters, the same numbers for every framework -------------------------
+
+def resnet_params(seed: int = 0) -> list[np.ndarray]:
+    """conv weights (OIHW) with He init, BatchNorm (gamma, beta) per conv, the dense layer."""
+    rng = np.random.default_rng(seed)
+
+    def conv(cout: int, cin: int, k: int) -> np.ndarray:
+        return (rng.normal(size=(cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))).astype(
+            np.float32)
+
+    def bn(c: int) -> list[np.ndarray]:
+        return [np.ones(c, np.float32), np.zeros(c, np.float32)]
+
+    params = [conv(16, 1, 3)] + bn(16)
+    for cin, cout, stride in BLOCKS:
+        params += [conv(cout, cin, 3)] + bn(cout) + [conv(cout, cout, 3)] + bn(cout)
+        if cin != cout or stride != 1:
+            params += [conv(cout, cin, 1)] + bn(cout)
+    params += [(rng.normal(size=(32, 10)) * np.sqrt(1 / 32)).astype(np.float32),
+               np.zeros(10, np.float32)]
+    return params
+
+
+def resnet_data(batch: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+
+
+def forward(p: list, x, ops: dict):
+    """The ResNet over any framework's ops: conv(x, w, stride, pad), bn(x, g, b), relu,
+    gap(x) -> (N, C), dense(x, w, b)."""
+    it = iter(p)
+
+    def take(n: int) -> list:
+        return [next(it) for _ in range(n)]
+
+    w, g, b = take(3)
+    h = ops["relu"](ops["bn"](ops["conv"](x, w, 1, 1), g, b))
+    for cin, cout, stride in BLOCKS:
+        w1, g1, b1, w2, g2, b2 = take(6)
+        y = ops["relu"](ops["bn"](ops["conv"](h, w1, stride, 1), g1, b1))
+        y = ops["bn"](ops["conv"](y, w2, 1, 1), g2, b2)
+        if cin != cout or stride != 1:
+            ws, gs, bs = take(3)
+            h = ops["bn"](ops["conv"](h, ws, stride, 0), gs, bs)
+        h = ops["relu"](y + h)
+    wd, bd = take(2)
+    return ops["dense"](ops["gap"](h), wd, bd)
+
+
+# ---- graphc ------------------------------------------------------------------------------
+
+def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01):
+    import graphc as gc
+
+    def bn(x, g, b):
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+        return (x - mean) / gc.sqrt(var + 1e-5) * g.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
+
+    ops = {"conv": lambda x, w, s, pad: gc.nn.conv2d(x, w, stride=s, padding=pad), "bn": bn,
+           "relu": gc.relu, "gap": lambda x: x.mean(axis=(2, 3)),
+           "dense": lambda x, w, b: x @ w + b}
+    x = gc.placeholder((None, 1, 28, 28), name="x")
+    labels = gc.placeholder((None,), "int64", name="labels")
+    p = [gc.parameter(v.copy(), name=f"p{i}") for i, v in enumerate(params)]
+    loss = gc.nn.cross_entropy(forward(p, x, ops), labels)
+    grads = gc.grad(loss, p)
+    return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)})
+
+
+# ---- PyTorch -----------------------------------------------------------------------------
+
+def torch_resnet_step(params: list[np.ndarray], lr: float = 0.01, compiled: bool = False):
+    import torch
+    import torch.nn.functional as tf
+    p = [torch.tensor(v.copy(), requires_grad=True) for v in params]
+
+    def bn(x, g, b):
+        return tf.batch_norm(x, None, None, g, b, training=True, eps=1e-5)
+
+    ops = {"conv": lambda x, w, s, pad: tf.conv2d(x, w, stride=s, padding=pad), "bn": bn,
+           "relu": torch.relu, "gap": lambda x: x.mean(dim=(2, 3)),
+           "dense": lambda x, w, b: x @ w + b}
+
+    def step(x, y):
+        loss = tf.cross_entropy(forward(p, x, ops), y)
+        grads = torch.autograd.grad(loss, p)
+        with torch.no_grad():
+            for v, g in zip(p, grads):
+                v -= lr * g
+        return loss
+    return torch.compile(step) if compiled else step
+
+
+# ---- JAX ---------------------------------------------------------------------------------
+
+def jax_resnet_step(params: list[np.ndarray], lr: float = 0.01):
+    import jax
+    import jax.numpy as jnp
+
+    def conv(x, w, s, pad):
+        return jax.lax.conv_general_dilated(x, w, (s, s), ((pad, pad), (pad, pad)),
+                                            dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    def bn(x, g, b):
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+        return (x - mean) / jnp.sqrt(var + 1e-5) * g.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
+
+    ops = {"conv": conv, "bn": bn, "relu": jax.nn.relu, "gap": lambda x: x.mean(axis=(2, 3)),
+           "dense": lambda x, w, b: x @ w + b}
+
+    def loss_fn(p, x, y):
+        logp = jax.nn.log_softmax(forward(p, x, ops))
+        return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
+
+    @jax.jit
+    def step(p, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        return loss, [v - lr * g for v, g in zip(p, grads)]
+
+    state = {"p": [jnp.asarray(v) for v in params]}
+
+    def run(x, y):
+        loss, state["p"] = step(state["p"], x, y)
+        return loss.block_until_ready()
+    return run
+
+
+# ---- the MLPs of the depth curve ---------------------------------------------------------
+
+def mlp_params(depth: int, width: int = 256, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sizes = [width] * depth + [10]
+    out = []
+    for n_in, n_out in zip([width] + sizes[:-1], sizes):
+        out += [(rng.normal(size=(n_in, n_out)) * np.sqrt(2 / n_in)).astype(np.float32),
+                np.zeros(n_out, np.float32)]
+    return out
+
+
+def graphc_mlp_step(params: list[np.ndarray], lr: float = 0.01):
+    import graphc as gc
+    x = gc.placeholder((None, params[0].shape[0]), name="x")
+    labels = gc.placeholder((None,), "int64", name="labels")
+    p = [gc.parameter(v.copy(), name=f"p{i}") for i, v in enumerate(params)]
+    h = x
+    for i in range(0, len(p), 2):
+        h = h @ p[i] + p[i + 1]
+        if i + 2 < len(p):
+            h = gc.relu(h)
+    loss = gc.nn.cross_entropy(h, labels)
+    grads = gc.grad(loss, p)
+    return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)})
+
+
+def jax_mlp_step(params: list[np.ndarray], lr: float = 0.01):
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(p, x, y):
+        h = x
+        for i in range(0, len(p), 2):
+            h = h @ p[i] + p[i + 1]
+            if i + 2 < len(p):
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
+
+    @jax.jit
+    def step(p, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        return loss, [v - lr * g for v, g in zip(p, grads)]
+
+    state = {"p": [jnp.asarray(v) for v in params]}
+
+    def run(x, y):
+        loss, state["p"] = step(state["p"], x, y)
+        return loss.block_until_ready()
+    return run
+
+
+# ---- cold starts, each in a process of its own -------------------------------------------
+
+def _cold(kind: str, arg: int) -> float:
+    """Seconds from nothing built to the first step's result (libraries already imported)."""
+    if kind.startswith("graphc"):
+        import graphc as gc  # noqa: F401
+        import graphc.backends.llvm.codegen  # noqa: F401
+    elif kind.startswith("jax"):
+        import jax  # noqa: F401
+    else:
+        import torch  # noqa: F401
+    if kind.endswith("resnet"):
+        params, (x, y) = resnet_params(), resnet_data()
+    else:
+        params = mlp_params(arg)
+        rng = np.random.default_rng(2)
+        x, y = rng.normal(size=(64, 256)).astype(np.float32), rng.integers(0, 10, 64)
+    t0 = time.perf_counter()
+    if kind == "graphc-resnet":
+        graphc_resnet_step(params)(x, y)
+    elif kind == "graphc-mlp":
+        graphc_mlp_step(params)(x, y)
+    elif kind == "jax-resnet":
+        jax_resnet_step(params)(x, y)
+    elif kind == "jax-mlp":
+        jax_mlp_step(params)(x, y)
+    else:
+        import torch
+        step = torch_resnet_step(params, compiled=kind == "torch-compile-resnet")
+        step(torch.tensor(x), torch.tensor(y)).item()
+    return time.perf_counter() - t0
+
+
+def cold_seconds(kind: str, arg: int = 0, timeout: float = 600) -> float | None:
+    env = dict(os.environ, GRAPHC_CACHE_DIR=tempfile.mkdtemp(prefix="graphc-cold-"))
+    proc = subprocess.run([sys.executable, __file__, "--cold", kind, str(arg)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        print(f"({kind} cold start failed: {proc.stderr.strip().splitlines()[-1:]})")
+        return None
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def bench_w6(repeat: int, torch_compile: bool) -> None:
+    params, (x, y) = resnet_params(), resnet_data()
+    steps = {"graphc": graphc_resnet_step(params)}
+    if _has("torch"):
+        import torch
+        tx, ty = torch.tensor(x), torch.tensor(y)
+        eager = torch_resnet_step(params)
+        steps["torch"] = lambda: eager(tx, ty)
+        if torch_compile:
+            compiled = torch_resnet_step(params, compiled=True)
+            steps["torch.compile"] = lambda: compiled(tx, ty)
+    if _has("jax"):
+        steps["jax"] = jax_resnet_step(params)
+    step_ms = {}
+    for name, step in steps.items():
+        call = step if name.startswith("torch") else (lambda s=step: s(x, y))
+        step_ms[name] = median_ms(call, repeat)
+    kinds = {"graphc": "graphc-resnet", "torch": "torch-resnet",
+             "torch.compile": "torch-compile-resnet", "jax": "jax-resnet"}
+    cold = {name: cold_seconds(kinds[name]) for name in step_ms}
+    mine = step_ms["graphc"]
+    print("W6 ResNet step (batch 64): median ms per step; cold start s (build, compile, step)")
+    for name in step_ms:
+        c = cold[name]
+        print(f"  {name:<14} step {step_ms[name]:8.2f} ms (graphc/{name} = "
+              f"{mine / step_ms[name]:.2f})   cold {c if c is None else round(c, 2)} s"
+              + (f" (graphc/{name} = {cold['graphc'] / c:.2f})"
+                 if c and cold["graphc"] else ""))
+
+
+def bench_depth(rounds: int) -> None:
+    print("compile time against depth: MLP step, width 256, batch 64 (cold: fresh process; "
+          f"median of {rounds})")
+    for depth in DEPTHS:
+        row = {}
+        for name in ("graphc", "jax"):
+            if name == "jax" and not _has("jax"):
+                continue
+            times = [cold_seconds(f"{name}-mlp", depth) for _ in range(rounds)]
+            good = [t for t in times if t is not None]
+            row[name] = statistics.median(good) if good else None
+        ratio = (f"graphc/jax = {row['graphc'] / row['jax']:.2f}"
+                 if row.get("jax") and row.get("graphc") else "")
+        print(f"  {depth:>3} layers: " + "  ".join(
+            f"{k} {v:.2f} s" for k, v in row.items() if v is not None) + f"   {ratio}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="W6,depth")
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="cold starts per depth")
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--cold", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.cold:
+        print(json.dumps(_cold(args.cold[0], int(args.cold[1]))))
+        return
+    wanted = set(args.only.split(","))
+    if "W6" in wanted:
+        bench_w6(args.repeat, not args.no_torch_compile)
+    if "depth" in wanted:
+        bench_depth(args.rounds)
+
+
+if __name__ == "__main__":
+    main()
