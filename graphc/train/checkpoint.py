@@ -354,11 +354,12 @@ def load(path: str | os.PathLike, params: Any, *, strict: bool = True) -> dict[s
         own = {p.storage.name: p for p in targets.values()}
         if len(own) == len(targets) and all(n in arrays for n in own):
             targets, missing = own, []  # saved from module.variables(): its own names
-        elif any(n in arrays for n in own):
+        elif not any(n in arrays for n in targets):
             raise CheckpointError(
-                f"checkpoint {path!r}: names parameters by their own names (saved from a list "
-                f"such as module.variables()), which depend on what the process built before; "
-                f"the module's are {sorted(own)}, the file holds {sorted(arrays)}. Load it "
+                f"checkpoint {path!r}: holds none of the module's names {list(targets)}. A file "
+                "saved from a list (such as module.variables()) names parameters by their own "
+                "names, which depend on what the process built before: the module's own "
+                f"names are {sorted(own)}, the file holds {sorted(arrays)}. Load it "
                 "with a dict {name in the file: parameter}, and save with "
                 "gc.train.save(path, module) from now on (names from the module tree)")
     if missing:
