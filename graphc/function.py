@@ -34,7 +34,8 @@ def _check_inputs(inputs: Any) -> tuple[Node, ...]:
     return nodes
 
 
-def _check_updates(updates: Mapping[Any, Any] | None) -> tuple[tuple[Node, Node], ...]:
+def _check_updates(updates: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None
+                   ) -> tuple[tuple[Node, Node], ...]:
     if updates is None:
         return ()
     items = updates.items() if isinstance(updates, Mapping) else updates

@@ -10,7 +10,7 @@ import graphc.frontends as F
 from graphc import default_updates
 from graphc.frontends.convert import to_node
 from graphc.frontends.functions import count
-from graphc.frontends.tensor import Tensor
+from graphc.frontends.tensor import Parameter, Tensor
 from graphc.nn.layers import _float
 from graphc.nn.module import Module
 from graphc.node import Node
@@ -71,6 +71,10 @@ class LayerNorm(Module):
     beta (zeros) of shape `features` when affine."""
 
     prefix = "layernorm"
+    features: tuple[int, ...]
+    eps: float
+    gamma: Parameter | None
+    beta: Parameter | None
 
     def __init__(self, features: Any, eps: float = 1e-5, affine: bool = True,
                  dtype: Any = "float32", name: str | None = None) -> None:
@@ -111,6 +115,13 @@ class BatchNorm(Module):
     alone); state_dict() names them `running_mean` and `running_var`."""
 
     prefix = "batchnorm"
+    features: int
+    eps: float
+    momentum: float
+    gamma: Parameter | None
+    beta: Parameter | None
+    running_mean: Parameter
+    running_var: Parameter
 
     def __init__(self, features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, dtype: Any = "float32", name: str | None = None) -> None:
