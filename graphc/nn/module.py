@@ -314,8 +314,9 @@ class Sequential(Module):
             self._layers.append(m)
 
     @property
-    def layers(self) -> list[Any]:
-        return list(self._layers)
+    def layers(self) -> tuple[Any, ...]:
+        """The items in order (a tuple: a Sequential does not change after it is built)."""
+        return tuple(self._layers)
 
     def forward(self, x: Any, training: bool) -> Tensor:
         for m in self._layers:
