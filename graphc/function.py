@@ -5,6 +5,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from graphc import default_updates as _defaults
 from graphc.backend import get_backend
 from graphc.coerce import coerce_array
 from graphc.graph import Graph
@@ -33,7 +34,8 @@ def _check_inputs(inputs: Any) -> tuple[Node, ...]:
     return nodes
 
 
-def _check_updates(updates: Mapping[Any, Any] | None) -> tuple[tuple[Node, Node], ...]:
+def _check_updates(updates: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None
+                   ) -> tuple[tuple[Node, Node], ...]:
     if updates is None:
         return ()
     items = updates.items() if isinstance(updates, Mapping) else updates
@@ -69,13 +71,23 @@ class Function:
 
     def __init__(self, inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
                  backend: str = "llvm", optimize: bool | str | Iterable[str] = True,
-                 backend_options: Mapping[str, Any] | None = None) -> None:
+                 backend_options: Mapping[str, Any] | None = None,
+                 default_updates: bool = True) -> None:
         self.inputs = _check_inputs(inputs)
         self._single = not isinstance(outputs, (list, tuple))
         self._out_type = None if self._single else type(outputs)
         outs = [outputs] if self._single else list(outputs)
         out_nodes = tuple(as_node(o, f"outputs[{i}]") for i, o in enumerate(outs))
-        raw = Graph(self.inputs, out_nodes, _check_updates(updates))
+        explicit = _check_updates(updates)
+        if not isinstance(default_updates, bool):
+            raise TypeError(f"default_updates: expected True or False, got {default_updates!r}")
+        implied: tuple[tuple[Node, Node], ...] = ()
+        if default_updates:  # e.g. BatchNorm's running statistics, for a training-mode call
+            roots = out_nodes + tuple(v for _, v in explicit)
+            implied = _check_updates(_defaults.collect(roots, [p for p, _ in explicit]))
+        # The names of the parameters updated by default (not named in `updates`).
+        self.default_updates = tuple(p.attrs["name"] for p, _ in implied)
+        raw = Graph(self.inputs, out_nodes, explicit + implied)
         missing = [n for n in raw.nodes() if n.op == "placeholder" and n not in self.inputs]
         if missing:
             names = ", ".join(repr(n.attrs["name"]) for n in missing)
@@ -189,7 +201,14 @@ class Function:
 
 def function(inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
              backend: str = "llvm", optimize: bool | str | Iterable[str] = True,
-             backend_options: Mapping[str, Any] | None = None) -> Function:
+             backend_options: Mapping[str, Any] | None = None,
+             default_updates: bool = True) -> Function:
     """Compiles `outputs` (and parameter `updates`) as a function of the `inputs`.
-    backend_options: settings for the backend (numpy: mode="graph" or "kernels")."""
-    return Function(inputs, outputs, updates, backend, optimize, backend_options)
+    backend_options: settings for the backend (numpy: mode="graph" or "kernels").
+    default_updates: also apply the state updates that nodes in the graph imply (a
+    training-mode BatchNorm's running statistics, Dropout's seed; see
+    graphc.default_updates), except for parameters that `updates` names; False: none
+    (e.g. to evaluate a training-mode loss without touching the statistics).
+    `f.default_updates` lists the parameters so updated."""
+    return Function(inputs, outputs, updates, backend, optimize, backend_options,
+                    default_updates)

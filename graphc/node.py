@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from graphc import default_updates
 from graphc.dtypes import short_name
 from graphc.region import node_regions
 
@@ -115,9 +116,10 @@ def label_of(node: "Node") -> str | None:
 
 
 def carry_label(old: "Node", new: "Node") -> "Node":
-    """A rewrite replaced `old` by `new`: the display name moves along."""
+    """A rewrite replaced `old` by `new`: the display name (and default updates) move along."""
     if new is not old and old in _labels and new not in _labels:
         _labels[new] = _labels[old]
+    default_updates.carry(old, new)
     return new
 
 

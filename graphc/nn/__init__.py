@@ -18,3 +18,8 @@ __all__ = ["mse", "huber", "cross_entropy", "binary_cross_entropy_with_logits",
            "elu", "softsign",
            "Module", "Sequential", "Residual", "Dense", "WeightNorm", "Conv2D", "MaxPool2D",
            "AvgPool2D", "Flatten", "Embedding", "LayerNorm", "BatchNorm", "Dropout", "dropout"]
+
+# Modules (issue #16): what load_state_dict(strict=False) returns
+from graphc.nn.module import LoadResult  # noqa: E402
+
+__all__ += ["LoadResult"]

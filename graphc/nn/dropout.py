@@ -6,9 +6,11 @@ from typing import Any
 import numpy as np
 
 import graphc.frontends as F
+from graphc import default_updates
 from graphc.frontends.random import random_uniform
 from graphc.frontends.tensor import Tensor
 from graphc.nn.module import Module
+from graphc.node import Node
 
 
 def dropout(x: Any, rate: float, seed: Any, training: bool = True) -> Tensor:
@@ -24,8 +26,9 @@ def dropout(x: Any, rate: float, seed: Any, training: bool = True) -> Tensor:
 
 
 class Dropout(Module):
-    """Dropout whose seed is state: each training step (with `updates()` merged into the
-    step's updates) draws a new mask; a checkpoint of `variables()` restores the stream."""
+    """Dropout whose seed is state: a training-mode call records `seed <- seed + 1` as a
+    default update of the node it returns, so each call of a compiled step that uses it draws
+    a new mask (see graphc.nn.module); a checkpoint of `variables()` restores the stream."""
 
     prefix = "dropout"
 
@@ -39,5 +42,14 @@ class Dropout(Module):
     def forward(self, x: Any, training: bool) -> Tensor:
         if not training or self.rate == 0.0:
             return x if isinstance(x, Tensor) else F.constant(x)
-        self._pending = {self.seed: self.seed + 1}
-        return dropout(x, self.rate, self.seed, training=True)
+        y = dropout(x, self.rate, self.seed, training=True)
+        default_updates.register(y.node, self.seed.node, _next_seed, self.name)
+        self._pending = {self.seed: Tensor(_next_seed(self.seed.node))}
+        return y
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+def _next_seed(old: Node) -> Node:
+    return (Tensor(old) + 1).node

@@ -33,6 +33,13 @@ def _rng(seed: Any) -> np.random.Generator:
     raise TypeError(f"seed: expected an int, a np.random.Generator or None, got {seed!r}")
 
 
+def _activation_repr(activation: Any) -> str:
+    if activation is _act.identity:
+        return ""
+    name = getattr(activation, "__name__", None) or repr(activation)
+    return f", activation={name}"
+
+
 def _float(dtype: Any) -> np.dtype:
     dt = as_dtype(dtype)
     if dt.kind != "f":
@@ -61,6 +68,11 @@ class Dense(Module):
     def weight(self) -> Tensor:
         return self.W
 
+    def extra_repr(self) -> str:
+        bias = "" if self.b is not None else ", bias=False"
+        return f"{self.in_features} -> {self.out_features}" \
+            f"{_activation_repr(self.activation)}{bias}"
+
     def apply(self, x: Any, weight: Any) -> Tensor:
         node = to_node(x, f"{self.name} input")
         if node.ndim < 1 or node.shape[-1] not in (None, self.in_features):
@@ -87,21 +99,29 @@ class WeightNorm(Module):
         if not isinstance(layer, Dense):
             raise TypeError(f"WeightNorm: expected a Dense layer, got {type(layer).__name__}")
         super().__init__(name)
-        self.layer = layer
+        self._layer = layer  # not a child: its W is replaced by v and g
         self.eps = float(eps)
         w = layer.W.value
         self.v = self.add_parameter("v", w)
         self.g = self.add_parameter("g", np.sqrt((w.astype(np.float64) ** 2).sum(axis=0))
                                     .astype(w.dtype))
         if layer.b is not None:
-            self._params["b"] = layer.b  # shared with the layer (keeps its name)
+            self.add_parameter("b", layer.b)  # shared with the layer
+
+    @property
+    def layer(self) -> Dense:
+        """The wrapped Dense layer (its bias is this module's "b"; its W is not used)."""
+        return self._layer
+
+    def extra_repr(self) -> str:
+        return f"{type(self._layer).__name__}({self._layer.extra_repr()})"
 
     def weight(self) -> Tensor:
         norm = F.sqrt(F.sum(F.square(self.v), axis=0) + self.eps)
         return self.v * (self.g / norm)
 
     def forward(self, x: Any, training: bool) -> Tensor:
-        return self.layer.apply(x, self.weight())
+        return self._layer.apply(x, self.weight())
 
 
 class Conv2D(Module):
@@ -130,6 +150,16 @@ class Conv2D(Module):
         self.W = self.add_parameter("W", _init.get(init)(shape, _rng(seed), dtype=dt))
         self.b = self.add_parameter("b", np.zeros(self.out_channels, dt)) if bias else None
 
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels} -> {self.out_channels}, kernel={self.kernel}"
+        for key, value, default in (("stride", self.stride, (1, 1)),
+                                    ("padding", self.padding, (0, 0)),
+                                    ("groups", self.groups, 1)):
+            if value != default:
+                text += f", {key}={value}"
+        text += _activation_repr(self.activation)
+        return text + ("" if self.b is not None else ", bias=False")
+
     def forward(self, x: Any, training: bool) -> Tensor:
         y = conv2d(x, self.W, stride=self.stride, padding=self.padding, groups=self.groups)
         if self.b is not None:
@@ -144,6 +174,9 @@ class MaxPool2D(Module):
         super().__init__(name)
         self.size, self.stride = size, stride
 
+    def extra_repr(self) -> str:
+        return f"{self.size}" + (f", stride={self.stride}" if self.stride is not None else "")
+
     def forward(self, x: Any, training: bool) -> Tensor:
         return max_pool2d(x, self.size, self.stride)
 
@@ -154,6 +187,9 @@ class AvgPool2D(Module):
     def __init__(self, size: Any, stride: Any = None, name: str | None = None) -> None:
         super().__init__(name)
         self.size, self.stride = size, stride
+
+    def extra_repr(self) -> str:
+        return f"{self.size}" + (f", stride={self.stride}" if self.stride is not None else "")
 
     def forward(self, x: Any, training: bool) -> Tensor:
         return avg_pool2d(x, self.size, self.stride)
@@ -191,6 +227,9 @@ class Embedding(Module):
         self.dim = _count(dim, "Embedding dim")
         self.table = self.add_parameter(
             "table", _init.get(init)((self.num, self.dim), _rng(seed), dtype=_float(dtype)))
+
+    def extra_repr(self) -> str:
+        return f"{self.num}, {self.dim}"
 
     def forward(self, ids: Any, training: bool) -> Tensor:
         return embedding(self.table, ids)

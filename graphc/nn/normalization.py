@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 import graphc.frontends as F
+from graphc import default_updates
 from graphc.frontends.convert import to_node
 from graphc.frontends.functions import count
-from graphc.frontends.tensor import Tensor
+from graphc.frontends.tensor import Parameter, Tensor
 from graphc.nn.layers import _float
 from graphc.nn.module import Module
+from graphc.node import Node
 
 
 def _features(features: Any, what: str) -> tuple[int, ...]:
@@ -69,6 +71,10 @@ class LayerNorm(Module):
     beta (zeros) of shape `features` when affine."""
 
     prefix = "layernorm"
+    features: tuple[int, ...]
+    eps: float
+    gamma: Parameter | None
+    beta: Parameter | None
 
     def __init__(self, features: Any, eps: float = 1e-5, affine: bool = True,
                  dtype: Any = "float32", name: str | None = None) -> None:
@@ -78,6 +84,11 @@ class LayerNorm(Module):
         dt = _float(dtype)
         self.gamma = self.add_parameter("gamma", np.ones(self.features, dt)) if affine else None
         self.beta = self.add_parameter("beta", np.zeros(self.features, dt)) if affine else None
+
+    def extra_repr(self) -> str:
+        features = self.features[0] if len(self.features) == 1 else self.features
+        return f"{features}" + (f", eps={self.eps}" if self.eps != 1e-5 else "") + \
+            ("" if self.gamma is not None else ", affine=False")
 
     def forward(self, x: Any, training: bool) -> Tensor:
         node = to_node(x, f"{self.name} input")
@@ -94,12 +105,23 @@ class BatchNorm(Module):
     variance (over every axis but 1), and records the running-statistics updates
         running_mean <- (1 - momentum) * running_mean + momentum * batch_mean
         running_var  <- (1 - momentum) * running_var  + momentum * batch_var * n / (n - 1)
-    (n values per channel; the unbiased variance, as PyTorch), which `bn.updates()` returns for
-    gc.function's updates. Inference (`bn(x, training=False)` or after `bn.eval()`): normalises
-    with running_mean / running_var. The running statistics are parameters in `state()`,
-    not in `parameters()` (optimizers leave them alone)."""
+    (n values per channel; the unbiased variance, as PyTorch) as default updates of the node it
+    returns: a gc.function whose outputs or updates use that node (the loss of a training step,
+    or its gradients) applies them, once per call, unless its `updates` name the statistics
+    (an explicit update wins; `default_updates=False` applies none). Nothing needs merging;
+    `bn.updates()` still returns them. Inference (`bn(x, training=False)` or after
+    `bn.eval()`): normalises with running_mean / running_var and updates nothing. The running
+    statistics are parameters in `state()`, not in `parameters()` (optimizers leave them
+    alone); state_dict() names them `running_mean` and `running_var`."""
 
     prefix = "batchnorm"
+    features: int
+    eps: float
+    momentum: float
+    gamma: Parameter | None
+    beta: Parameter | None
+    running_mean: Parameter
+    running_var: Parameter
 
     def __init__(self, features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, dtype: Any = "float32", name: str | None = None) -> None:
@@ -132,14 +154,30 @@ class BatchNorm(Module):
         mean = F.mean(x, axis=axes)
         shape = (1, -1) + (1,) * (node.ndim - 2)
         var = F.mean(F.square(x - F.reshape(mean, shape)), axis=axes)
-        m = self.momentum
         n = Tensor(count(node, axes, self.running_var.dtype))
         unbiased = var * (n / F.maximum(n - 1.0, 1.0))
-        self._pending = {
-            self.running_mean: (1.0 - m) * self.running_mean + m * F.stop_gradient(mean),
-            self.running_var: (1.0 - m) * self.running_var + m * F.stop_gradient(unbiased),
-        }
-        return batch_norm(x, mean, var, self.gamma, self.beta, self.eps)
+        y = batch_norm(x, mean, var, self.gamma, self.beta, self.eps)
+        self._pending = {}
+        for stat, batch in ((self.running_mean, mean), (self.running_var, unbiased)):
+            rule = _moving_average(self.momentum, F.stop_gradient(batch))
+            default_updates.register(y.node, stat.node, rule, self.name)
+            self._pending[stat] = Tensor(rule(stat.node))
+        return y
+
+    def extra_repr(self) -> str:
+        text = f"{self.features}"
+        if self.eps != 1e-5:
+            text += f", eps={self.eps}"
+        if self.momentum != 0.1:
+            text += f", momentum={self.momentum}"
+        return text + ("" if self.gamma is not None else ", affine=False")
+
+
+def _moving_average(momentum: float, batch: Tensor) -> Callable[[Node], Node]:
+    """old -> (1 - momentum) * old + momentum * batch, as a default update's rule."""
+    def rule(old: Node) -> Node:
+        return ((1.0 - momentum) * Tensor(old) + momentum * batch).node
+    return rule
 
 
 __all__ = ["LayerNorm", "BatchNorm", "layer_norm", "batch_norm"]

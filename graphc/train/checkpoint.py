@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from graphc.frontends.tensor import Parameter
+from graphc.nn.module import Module
 
 FORMAT = "graphc-checkpoint"
 VERSION = 1
@@ -38,8 +39,11 @@ class CheckpointError(ValueError):
 # -- naming ---------------------------------------------------------------------------------
 
 def _named(params: Any, what: str, arrays_ok: bool) -> dict[str, Any]:
-    """{name: Parameter (or array, when arrays_ok)} from a list of Parameters (named by their
-    own names) or a mapping {name: Parameter}; names must be unique."""
+    """{name: Parameter (or array, when arrays_ok)} from a gc.nn Module (named by the module
+    tree: module.named_variables()), a list of Parameters (named by their own names) or a
+    mapping {name: Parameter}; names must be unique."""
+    if isinstance(params, Module):
+        return dict(params.named_variables())
     if isinstance(params, Parameter):
         params = [params]
     if isinstance(params, Mapping):
@@ -144,7 +148,9 @@ def _fsync_dir(folder: str) -> None:
 
 def save(path: str | os.PathLike, params: Any, extra: Mapping[str, Any] | None = None) -> str:
     """Writes parameters to an .npz checkpoint at `path` (atomically: a crash mid-save leaves
-    the old file). `params`: a list of gc.Parameter (named by their names, which must be
+    the old file). `params`: a gc.nn Module (its parameters and state, named by the module
+    tree as in module.state_dict(): "0.W", "block1.bn.running_mean"; the same names whatever
+    else the process built), a list of gc.Parameter (named by their own names, which must be
     unique; optimizer state such as momentum buffers are parameters too) or a dict
     {name: parameter or array}. `extra`: JSON-serializable metadata (epoch, step, config),
     returned by `load`. Returns the path."""
@@ -332,8 +338,11 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
 
 
 def load(path: str | os.PathLike, params: Any, *, strict: bool = True) -> dict[str, Any]:
-    """Loads a checkpoint into `params` (a list of gc.Parameter matched by name, or a dict
-    {name: parameter}) and returns the `extra` metadata saved with it. Every check runs before
+    """Loads a checkpoint into `params` (a gc.nn Module, matched by its tree names; a list of
+    gc.Parameter matched by their names; or a dict {name: parameter}) and returns the `extra`
+    metadata saved with it. A file saved from `module.variables()` (a list, so named by the
+    parameters' own names, such as "dense1.W") still loads into the module when it holds
+    every one of those names; otherwise the error says how the names differ. Every check runs before
     any value is set: a damaged file, a parameter missing from the file, an entry in the file
     with no parameter (unless strict=False), or a shape or dtype mismatch raises
     CheckpointError (a ValueError) naming the file and the parameter, and changes nothing."""
@@ -341,6 +350,18 @@ def load(path: str | os.PathLike, params: Any, *, strict: bool = True) -> dict[s
     targets = _named(params, f"checkpoint load {path!r}", arrays_ok=False)
     arrays, extra = load_arrays(path)
     missing = [n for n in targets if n not in arrays]
+    if missing and isinstance(params, Module):
+        own = {p.storage.name: p for p in targets.values()}
+        if len(own) == len(targets) and all(n in arrays for n in own):
+            targets, missing = own, []  # saved from module.variables(): its own names
+        elif not any(n in arrays for n in targets):
+            raise CheckpointError(
+                f"checkpoint {path!r}: holds none of the module's names {list(targets)}. A file "
+                "saved from a list (such as module.variables()) names parameters by their own "
+                "names, which depend on what the process built before: the module's own "
+                f"names are {sorted(own)}, the file holds {sorted(arrays)}. Load it "
+                "with a dict {name in the file: parameter}, and save with "
+                "gc.train.save(path, module) from now on (names from the module tree)")
     if missing:
         raise CheckpointError(f"checkpoint {path!r}: no entry for parameter(s) "
                               f"{missing}; the file holds {sorted(arrays)}")
