@@ -13,7 +13,8 @@ from graphc.ops.leaves import scalar_constant
 from graphc.frontends.convert import cast, operands, to_bool, to_node
 from graphc.frontends.functions import (Axis, _average_dtype, _axes, _check_op_operands,
                                         _float_operands, _shape_error, _unary_float, argmax,
-                                        count, mean, sqrt, where)
+                                        count, mean, sqrt)
+from graphc.frontends.numpy_shape import _slice
 from graphc.frontends.tensor import Tensor
 
 sinh = _unary_float("sinh")
@@ -205,13 +206,9 @@ def _tree_product(x: Node, axis: int) -> Node:
                     make("sum", x, axes=(axis,), keepdims=True))
     while n > 1:
         half = n // 2
-
-        def part(start: int, stop: int) -> Node:
-            s = tuple((start, stop, 1) if i == axis else (None, None, None)
-                      for i in range(x.ndim))
-            return make("slice", x, slices=s)
-        product = make("mul", part(0, half), part(half, 2 * half))
-        x = make("concatenate", product, part(2 * half, n), axis=axis) if n % 2 else product
+        product = make("mul", _slice(x, axis, 0, half, 1), _slice(x, axis, half, 2 * half, 1))
+        x = (make("concatenate", product, _slice(x, axis, 2 * half, n, 1), axis=axis)
+             if n % 2 else product)
         n = half + n % 2
     return x
 
