@@ -4,10 +4,18 @@ from __future__ import annotations
 import sympy as sp
 
 
-class _Step(sp.Function):
-    """A piecewise-constant function: derivative 0 (as PyTorch and JAX give)."""
+class _Numpy(sp.Function):
+    """A function numpy has by the name `numpy_name` (so sympy.lambdify can evaluate it)."""
 
     nargs = 1
+    numpy_name = ""
+
+    def _numpycode(self, printer) -> str:
+        return f"numpy.{self.numpy_name}({printer._print(self.args[0])})"
+
+
+class _Step(_Numpy):
+    """A piecewise-constant function: derivative 0 (as PyTorch and JAX give)."""
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.S.Zero
@@ -16,17 +24,25 @@ class _Step(sp.Function):
 class Floor(_Step):
     """numpy.floor"""
 
+    numpy_name = "floor"
+
 
 class Ceil(_Step):
     """numpy.ceil"""
+
+    numpy_name = "ceil"
 
 
 class Rint(_Step):
     """numpy.rint: round half to even"""
 
+    numpy_name = "rint"
 
-class Log1p(sp.Function):
+
+class Log1p(_Numpy):
     """log(1 + x), accurate for small x"""
+
+    numpy_name = "log1p"
 
     nargs = 1
 
@@ -34,8 +50,10 @@ class Log1p(sp.Function):
         return 1 / (1 + self.args[0])
 
 
-class Expm1(sp.Function):
+class Expm1(_Numpy):
     """exp(x) - 1, accurate for small x"""
+
+    numpy_name = "expm1"
 
     nargs = 1
 
@@ -43,8 +61,10 @@ class Expm1(sp.Function):
         return sp.exp(self.args[0])
 
 
-class Log2(sp.Function):
+class Log2(_Numpy):
     """numpy.log2 (exact at powers of two)"""
+
+    numpy_name = "log2"
 
     nargs = 1
 
@@ -52,8 +72,10 @@ class Log2(sp.Function):
         return 1 / (self.args[0] * sp.log(2))
 
 
-class Log10(sp.Function):
+class Log10(_Numpy):
     """numpy.log10 (exact at powers of ten)"""
+
+    numpy_name = "log10"
 
     nargs = 1
 
@@ -61,14 +83,18 @@ class Log10(sp.Function):
         return 1 / (self.args[0] * sp.log(10))
 
 
-class IsNan(sp.Function):
+class IsNan(_Numpy):
     """numpy.isnan (a bool)"""
+
+    numpy_name = "isnan"
 
     nargs = 1
 
 
-class IsFinite(sp.Function):
+class IsFinite(_Numpy):
     """numpy.isfinite (a bool)"""
+
+    numpy_name = "isfinite"
 
     nargs = 1
 
