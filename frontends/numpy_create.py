@@ -66,7 +66,7 @@ def ones_like(x: Any, dtype: Any = None) -> Tensor:
     return full_like(x, 1, dtype)
 
 
-def _number(value: Any, what: str) -> float | int:
+def _number(value: Any, what: str) -> Any:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{what}: expected a number, got {value!r}")
     return value

@@ -201,6 +201,7 @@ def prod(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
 def _tree_product(x: Node, axis: int) -> Node:
     """The product along `axis` (kept as size 1) by multiplying halves: depth log2(n)."""
     n = x.shape[axis]
+    assert n is not None  # (prod checked it)
     if n == 0:  # the empty product
         return make("broadcast_like", scalar_constant(1, x.dtype),
                     make("sum", x, axes=(axis,), keepdims=True))

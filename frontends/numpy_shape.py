@@ -139,6 +139,7 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: Any = 0
         pads = tuple((int(b), int(a)) if i == k else (0, 0) for i in range(out.ndim))
         padded = make("pad", out, pads=pads)
         n = padded.shape[k]
+        assert n is not None  # (checked by _static)
         # which positions along axis k are before / after the data
         place = np.zeros(n, np.int8)
         place[:b], place[n - a:] = 1, 2

@@ -18,7 +18,9 @@ from graphc.symbolic_numpy import (Ceil, Expm1, Floor, IsFinite, IsNan, Log1p, L
 
 # Rows: name, dtype rule, SymPy definition, numpy reference, doc. Rounding takes floats only:
 # the DSL returns integer tensors unchanged (numpy 2 keeps their dtype too).
-UNARY = [
+Row = tuple[str, str, Any, Any, str]
+
+UNARY: list[Row] = [
     ("sinh", "float", sp.sinh, np.sinh, "hyperbolic sine"),
     ("cosh", "float", sp.cosh, np.cosh, "hyperbolic cosine"),
     ("arcsin", "float", sp.asin, np.arcsin, "inverse sine"),
@@ -37,7 +39,7 @@ UNARY = [
     ("round", "float", Rint, np.rint, "nearest integer, halves to even (derivative 0)"),
 ]
 
-BINARY = [
+BINARY: list[Row] = [
     ("arctan2", "float", sp.atan2, np.arctan2, "angle of the point (b, a): atan2(a, b)"),
     # The definitions give the derivatives (PyTorch's: d/da 1, d/db -floor(a/b); floor_divide
     # 0); the backends' code is numpy's exact algorithm (graphc.schedule.scalar_numpy).
@@ -60,11 +62,15 @@ def _float_test_infer(inputs: Sequence[Node], attrs: Mapping[str, Any]) -> Tenso
     return TensorType(broadcast_shapes(x.shape), bool_)
 
 
-for _name, _cls, _fn, _doc in (("isnan", IsNan, np.isnan, "x is nan"),
-                               ("isfinite", IsFinite, np.isfinite, "x is neither inf nor nan")):
-    register(OpDef(name=_name, infer=_float_test_infer, arity=1, doc=_doc, sympy_def=_cls,
-                   differentiable=False, finite=True,
-                   impl=lambda arrays, attrs, _fn=_fn: _fn(arrays[0])))
+def _test_impl(fn: Any) -> Any:
+    return lambda arrays, attrs: fn(arrays[0])
+
+
+for _test, _cls, _ufunc, _what in (("isnan", IsNan, np.isnan, "x is nan"),
+                                   ("isfinite", IsFinite, np.isfinite,
+                                    "x is neither inf nor nan")):
+    register(OpDef(name=_test, infer=_float_test_infer, arity=1, doc=_what, sympy_def=_cls,
+                   differentiable=False, finite=True, impl=_test_impl(_ufunc)))
 
 NUMPY_ELEMENTWISE_NAMES = ([u[0] for u in UNARY] + [b[0] for b in BINARY]
                            + ["isnan", "isfinite"])

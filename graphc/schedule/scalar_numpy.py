@@ -19,8 +19,7 @@ def _ap(op: str, *args: Expr, dtype: np.dtype | None = None) -> Apply:
 
 
 def _c(value: float, like: Expr) -> Const:
-    return Const(int(value) if like.dtype.kind in "iu" else float(value),  # type: ignore[arg-type]
-                 like.dtype)
+    return Const(int(value) if like.dtype.kind in "iu" else float(value), like.dtype)
 
 
 def _b(op: str, a: Expr, b: Expr) -> Apply:
