@@ -19,6 +19,15 @@ from graphc.frontends.autodiff import grad, hessian, jvp, name, vjp
 from graphc.frontends.custom import elementwise_function, to_sympy
 from graphc.frontends.gradcheck import GradCheckResult, check_grad
 from graphc.frontends.random import random_uniform
+# More of numpy (issue #16, part 1): constructors, elementwise, reductions, shape functions
+from graphc.frontends.numpy_create import (  # noqa: E402
+    arange, eye, full, full_like, linspace, ones, ones_like, zeros, zeros_like)
+from graphc.frontends.numpy_math import (  # noqa: E402
+    arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, argmin, ceil, clip, cosh,
+    exp2, expm1, floor, floor_divide, isfinite, isnan, log1p, log2, log10, logical_and,
+    logical_not, logical_or, mod, prod, remainder, round, sinh, std, var)
+from graphc.frontends.numpy_shape import (  # noqa: E402
+    dot, einsum, flip, outer, pad, repeat, split, tile)
 from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402
@@ -43,3 +52,13 @@ __all__ = [
     "__version__",
 ]
 __all__ += ["jit", "jacobian", "vmap"]  # tracing (issue #16)
+
+# More of numpy (issue #16, part 1)
+__all__ += [
+    "arange", "eye", "full", "full_like", "linspace", "ones", "ones_like", "zeros", "zeros_like",
+    "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "argmin", "ceil",
+    "clip", "cosh", "exp2", "expm1", "floor", "floor_divide", "isfinite", "isnan", "log1p",
+    "log2", "log10", "logical_and", "logical_not", "logical_or", "mod", "prod", "remainder",
+    "round", "sinh", "std", "var", "dot", "einsum", "flip", "outer", "pad", "repeat", "split",
+    "tile",
+]

@@ -11,11 +11,13 @@ from graphc.node import Node, toposort
 from graphc.ops import get_op, make
 from graphc.ops.leaves import scalar_constant
 from graphc.symbolic import Sigmoid, Softplus
+from graphc.symbolic_numpy import PRIMITIVES as NUMPY_PRIMITIVES
 
 FUNCTIONS: dict[Any, str] = {
     sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan",
     sp.cot: "cot", sp.sec: "sec", sp.csc: "csc", sp.tanh: "tanh", sp.erf: "erf",
     sp.Abs: "abs", sp.sign: "sign", Sigmoid: "sigmoid", Softplus: "softplus",
+    **NUMPY_PRIMITIVES,
 }
 RELATIONS: dict[Any, str] = {
     sp.StrictLessThan: "less", sp.LessThan: "less_equal", sp.StrictGreaterThan: "greater",

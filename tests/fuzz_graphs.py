@@ -76,6 +76,18 @@ BIG_POS_DIM = st.sampled_from([1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64])
 BIG_K = st.sampled_from([1, 2, 0, 64, 129, 300])
 MAX_ELEMENTS = 300_000
 
+# numpy's further unary functions, on arguments inside their domains
+NUMPY_UNARY: dict[str, Callable[[gc.Tensor], gc.Tensor]] = {
+    "sinh": lambda t: gc.sinh(gc.tanh(t) * 2.0), "cosh": lambda t: gc.cosh(gc.tanh(t) * 2.0),
+    "arcsin": lambda t: gc.arcsin(gc.tanh(t) * 0.9),
+    "arccos": lambda t: gc.arccos(gc.tanh(t) * 0.9), "arctan": gc.arctan,
+    "arcsinh": gc.arcsinh, "arccosh": lambda t: gc.arccosh(1.5 + gc.square(t)),
+    "arctanh": lambda t: gc.arctanh(gc.tanh(t) * 0.9),
+    "log1p": lambda t: gc.log1p(gc.square(t)), "expm1": lambda t: gc.expm1(gc.tanh(t) * 2.0),
+    "exp2": lambda t: gc.exp2(gc.tanh(t) * 2.0), "log2": lambda t: gc.log2(1.0 + gc.square(t)),
+    "log10": lambda t: gc.log10(1.0 + gc.square(t)),
+}
+
 # How often expr() offers each kind (where it applies): 1 unless listed.
 WEIGHTS = {"unary_float": 3, "arith": 3, "reduce": 2, "matmul": 2, "pool": 4, "leaf": 2,
            "softmax": 2, "argmax": 3, "one_hot": 2, "logsumexp": 2}
@@ -227,6 +239,8 @@ class Builder:
             ("unary_numeric", (f or i)),
             ("arith", True),
             ("divide", f and inexact_ok),
+            ("modulo", ((f and inexact_ok) or i) and not self.smooth),
+            ("arctan2", f and inexact_ok),
             ("power", (f and inexact_ok) or i),
             ("logb", f and inexact_ok),
             ("compare", b),
@@ -270,8 +284,9 @@ class Builder:
     def _unary_float(self, shape, dtype, depth, exact):
         """Functions defined on all reals, or applied where they are (bounded arguments)."""
         name = self.pick(["exp", "log", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc",
-                          "tanh", "sigmoid", "softplus", "erf"], "unary")
-        if name in ("log", "sqrt", "exp", "tan", "cot", "sec", "csc") and not self.smooth \
+                          "tanh", "sigmoid", "softplus", "erf", *NUMPY_UNARY], "unary")
+        if name in ("log", "sqrt", "exp", "tan", "cot", "sec", "csc", "log1p", "log2",
+                    "log10") and not self.smooth \
                 and self.flip("raw"):
             # raw, on exact operands: domain edges (log 0, sqrt(-x), poles) hit identically
             u = self.expr(shape, dtype, depth, exact=True)
@@ -284,6 +299,8 @@ class Builder:
                 return getattr(gc, name)(gc.abs(u) + 1)
             if name in ("exp",):
                 return gc.exp(gc.minimum(u, 5))
+            if name in NUMPY_UNARY:
+                return NUMPY_UNARY[name](u)
             return getattr(gc, name)(u)
         u = self.expr(shape, src, depth)
         safe = {
@@ -295,18 +312,19 @@ class Builder:
             "sec": lambda t: gc.sec(gc.tanh(t)),
             "csc": lambda t: gc.csc(1.5 + gc.tanh(t)),
         }
+        safe.update(NUMPY_UNARY)
         return safe[name](u) if name in safe else getattr(gc, name)(u)
 
     def _unary_numeric(self, shape, dtype, depth, exact):
-        names = ["neg", "square", "abs", "sign", "relu"]
+        names = ["neg", "square", "abs", "sign", "relu", "floor", "ceil", "round"]
         f = dtype.kind == "f"
         if f and exact:
-            names = ["neg", "abs", "relu", "sign"]
+            names = ["neg", "abs", "relu", "sign", "floor", "ceil", "round"]
         if f and self.smooth:
             names = ["neg", "square"]
         name = self.pick(names, "unary_numeric")
-        if f and name == "sign" and not exact:
-            u = self.expr(shape, dtype, depth, exact=True)  # discontinuous at 0
+        if f and name in ("sign", "floor", "ceil", "round") and not exact:
+            u = self.expr(shape, dtype, depth, exact=True)  # discontinuous at 0 / integers
         else:
             u = self.expr(shape, dtype, depth, exact)
         if name == "neg":
@@ -364,6 +382,22 @@ class Builder:
         else:  # raw: exact divisor (0 and -0.0 give the same inf/nan everywhere)
             b = self.expr(sb, db, depth, exact=True)
         return a / b
+
+    def _modulo(self, shape, dtype, depth, exact):
+        """% and // on exact operands (steps where a / b is an integer; x % 0, x // 0 too)."""
+        sa, sb = self.two_shapes(shape)
+        a = self.expr(sa, dtype, depth, exact=True)
+        b = self.expr(sb, dtype, depth, exact=True)
+        name = self.pick(["mod", "floor_divide"], "modulo")
+        if self.flip("op"):
+            return a % b if name == "mod" else a // b
+        return getattr(gc, name)(a, b)
+
+    def _arctan2(self, shape, dtype, depth, exact):
+        """atan2(a, b) with b > 0: away from the cut, where the sign of a zero matters."""
+        sa, sb = self.two_shapes(shape)
+        a = self.expr(sa, dtype, depth)
+        return gc.arctan2(a, 1.5 + gc.sin(self.expr(sb, dtype, depth)))
 
     def _power(self, shape, dtype, depth, exact):
         sa, sb = self.two_shapes(shape)

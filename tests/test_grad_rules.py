@@ -132,6 +132,24 @@ UNARY_CASES = {
     "pow_fraction": (lambda x: x ** 1.5, lambda s: uniform(0.3, 3, *s)),
     "pow_negative": (lambda x: x ** -2, lambda s: uniform(0.5, 3, *s)),
     "reciprocal": (lambda x: 1.0 / x, lambda s: away(-3, 3, *s, gap=0.5)),
+    # more of numpy (issue #16)
+    "sinh": (gc.sinh, lambda s: uniform(-2, 2, *s)),
+    "cosh": (gc.cosh, lambda s: uniform(-2, 2, *s)),
+    "arcsin": (gc.arcsin, lambda s: uniform(-0.8, 0.8, *s)),
+    "arccos": (gc.arccos, lambda s: uniform(-0.8, 0.8, *s)),
+    "arctan": (gc.arctan, lambda s: uniform(-3, 3, *s)),
+    "arcsinh": (gc.arcsinh, lambda s: uniform(-3, 3, *s)),
+    "arccosh": (gc.arccosh, lambda s: uniform(1.3, 4, *s)),
+    "arctanh": (gc.arctanh, lambda s: uniform(-0.8, 0.8, *s)),
+    "log1p": (gc.log1p, lambda s: uniform(-0.7, 3, *s)),
+    "expm1": (gc.expm1, lambda s: uniform(-2, 2, *s)),
+    "exp2": (gc.exp2, lambda s: uniform(-2, 2, *s)),
+    "log2": (gc.log2, lambda s: uniform(0.3, 3, *s)),
+    "log10": (gc.log10, lambda s: uniform(0.3, 3, *s)),
+    # derivative 0 away from the steps (the samples keep 0.1 from every integer)
+    "floor": (lambda x: gc.floor(x) * x, lambda s: RNG.integers(-3, 3, s) + uniform(.1, .9, *s)),
+    "ceil": (lambda x: gc.ceil(x) * x, lambda s: RNG.integers(-3, 3, s) + uniform(.1, .9, *s)),
+    "round": (lambda x: gc.round(x) * x, lambda s: RNG.integers(-3, 3, s) + uniform(.1, .4, *s)),
 }
 
 
@@ -164,6 +182,11 @@ BINARY_CASES = {
              lambda *s: uniform(1.5, 4, *s)),
     "maximum": (gc.maximum, normal, normal),
     "minimum": (gc.minimum, normal, normal),
+    "arctan2": (gc.arctan2, normal, lambda *s: away(-3, 3, *s, gap=0.5)),
+    # a / b in (0.07, 0.87) and (-0.87, -0.07): away from the steps of floor(a / b)
+    "mod": (gc.mod, lambda *s: away(-1.3, 1.3, *s), lambda *s: uniform(1.5, 3, *s)),
+    "floor_divide": (lambda a, b: gc.floor_divide(a, b) * a + b,
+                     lambda *s: away(-1.3, 1.3, *s), lambda *s: uniform(1.5, 3, *s)),
 }
 
 BROADCAST_SHAPES = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((), (2, 3)), ((2, 3), ()),

@@ -31,6 +31,7 @@ C = sp.Symbol("c", real=True)
 
 BUILTIN = [op for op in elementwise_ops() if not OPS[op].user_defined]
 COMPARISONS = ["less", "less_equal", "greater", "greater_equal", "equal", "not_equal"]
+TESTS = ["isnan", "isfinite"]  # bool results of one argument: no derivative
 
 # Textbook derivatives, written independently of graphc's definitions (Sigmoid/Softplus
 # spelled out in exp). None: no derivative (a boolean argument).
@@ -63,6 +64,26 @@ TEXTBOOK = {
     "minimum": [sp.Piecewise((1, A < B), (0, True)), sp.Piecewise((1, B < A), (0, True))],
     "where": [None, sp.Piecewise((1, sp.Ne(C, 0)), (0, True)),
               sp.Piecewise((0, sp.Ne(C, 0)), (1, True))],
+    # more of numpy (issue #16); rounding steps have derivative 0, as in PyTorch
+    "sinh": [sp.cosh(X)],
+    "cosh": [sp.sinh(X)],
+    "arcsin": [1 / sp.sqrt(1 - X ** 2)],
+    "arccos": [-1 / sp.sqrt(1 - X ** 2)],
+    "arctan": [1 / (1 + X ** 2)],
+    "arcsinh": [1 / sp.sqrt(X ** 2 + 1)],
+    "arccosh": [1 / sp.sqrt(X ** 2 - 1)],
+    "arctanh": [1 / (1 - X ** 2)],
+    "log1p": [1 / (1 + X)],
+    "expm1": [sp.exp(X)],
+    "exp2": [2 ** X * sp.log(2)],
+    "log2": [1 / (X * sp.log(2))],
+    "log10": [1 / (X * sp.log(10))],
+    "floor": [0],
+    "ceil": [0],
+    "round": [0],
+    "arctan2": [B / (A ** 2 + B ** 2), -A / (A ** 2 + B ** 2)],
+    "mod": [1, -sp.floor(A / B)],
+    "floor_divide": [0, 0],
 }
 
 
@@ -77,7 +98,7 @@ def test_user_defined_primitives_are_in_the_table():
 
 
 def test_every_builtin_elementwise_primitive_is_in_the_textbook_table():
-    differentiable = [op for op in BUILTIN if op not in COMPARISONS]
+    differentiable = [op for op in BUILTIN if op not in COMPARISONS + TESTS]
     assert sorted(differentiable) == sorted(TEXTBOOK)
     for op in COMPARISONS:
         assert op in BUILTIN
@@ -103,6 +124,10 @@ def sample_points(op: str, n: int = 60) -> dict[str, np.ndarray]:
         x = rng.uniform(-1.3, 1.3, n)
     elif op in ("cot", "csc"):
         x = rng.uniform(0.2, 2.9, n)
+    elif op in ("arcsin", "arccos", "arctanh"):
+        x = rng.uniform(-0.9, 0.9, n)
+    elif op in ("arccosh", "log2", "log10", "log1p"):
+        x = rng.uniform(1.1, 5, n)
     a, b = rng.normal(size=n), rng.normal(size=n)
     if op == "div":
         b = away_from_zero(n, 0.3)
@@ -112,6 +137,8 @@ def sample_points(op: str, n: int = 60) -> dict[str, np.ndarray]:
         a, b = rng.uniform(0.1, 5, n), rng.uniform(1.2, 6, n)
     elif op in ("maximum", "minimum"):
         b = a + away_from_zero(n, 0.05, 2.0)
+    elif op in ("mod", "floor_divide", "arctan2"):
+        b = away_from_zero(n, 0.3)
     c = rng.integers(0, 2, n).astype(np.float64)
     return {"x": x, "a": a, "b": b, "c": c}
 
@@ -146,8 +173,8 @@ def test_table_matches_textbook(op):
     syms = arg_symbols(op)
     table = partials(op)
     assert len(table) == len(syms)
-    if op in COMPARISONS:
-        assert table == (None, None)
+    if op in COMPARISONS + TESTS:
+        assert table == (None,) * len(syms)
         return
     expected = TEXTBOOK[op]
     for sym, got, want in zip(syms, table, expected):

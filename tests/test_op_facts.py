@@ -18,7 +18,7 @@ def test_value_facts():
     assert ops_with("nonnegative") == {"exp", "sigmoid", "softplus", "square", "abs", "sqrt",
                                        "relu"}
     assert ops_with("finite") == {"equal", "not_equal", "less", "less_equal", "greater",
-                                  "greater_equal", "iota"}
+                                  "greater_equal", "iota", "isnan", "isfinite"}
 
 
 def test_view_facts():

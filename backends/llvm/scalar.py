@@ -32,7 +32,7 @@ def constant(dtype: np.dtype, value: object) -> ir.Constant:
     return ir.Constant(t, float(value))  # type: ignore[arg-type]
 
 
-_INTRINSIC = {"sqrt", "fabs", "pow", "maximum", "minimum", "floor", "ceil"}
+_INTRINSIC = {"sqrt", "fabs", "pow", "maximum", "minimum", "floor", "ceil", "rint"}
 _COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
@@ -150,7 +150,9 @@ TABLE: dict[str, Spelling] = {
     "max": lambda em, e, a: em.extreme(e, *a), "min": lambda em, e, a: em.extreme(e, *a),
     **{name: _libm(name) for name in (
         "exp", "log", "log1p", "sin", "cos", "tan", "tanh", "erf", "sinh", "cosh", "asinh",
-        "acosh", "atanh", "asin", "acos", "atan", "atan2", "sqrt", "floor", "ceil", "pow")},
+        "acosh", "atanh", "asin", "acos", "atan", "atan2", "sqrt", "floor", "ceil", "pow",
+        "expm1", "log2", "log10", "rint")},
+    "rem": _arith("frem", "srem"), "idiv": lambda em, e, a: em.b.sdiv(*a),
     "ipow": lambda em, e, a: em.ipow(*a),
     **{name: (lambda em, e, a: em.compare(e, *a)) for name in _COMPARE},
     "isnan": lambda em, e, a: em.b.fcmp_unordered("uno", a[0], a[0]),

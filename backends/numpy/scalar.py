@@ -24,6 +24,12 @@ def _ipow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _idiv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division rounding toward zero (C's), from numpy's floor division."""
+    q = np.floor_divide(a, b)
+    return q + ((q * b != a) & ((a < 0) != (b < 0)))
+
+
 def _lshr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     unsigned = np.dtype(f"u{a.dtype.itemsize}")
     return (a.astype(unsigned) >> np.asarray(b).astype(unsigned)).astype(a.dtype)
@@ -50,6 +56,8 @@ TABLE: Table = {
     "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "asin": np.arcsin,
     "acos": np.arccos, "atan": np.arctan, "atan2": np.arctan2, "floor": np.floor,
     "ceil": np.ceil, "pow": np.power, "ipow": _ipow,
+    "expm1": np.expm1, "log2": np.log2, "log10": np.log10, "rint": np.rint, "rem": np.fmod,
+    "idiv": _idiv,
     "erf": lambda a: np.asarray(_erf(a), dtype=a.dtype),
     "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
     "eq": np.equal, "ne": np.not_equal, "isnan": np.isnan,

@@ -28,7 +28,12 @@ _OPS = [
     # float functions (libm's, correctly rounded where libm is)
     *((name, 1, f"{name}(a), floats") for name in (
         "exp", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh", "erf", "sinh", "cosh",
-        "asinh", "acosh", "atanh", "asin", "acos", "atan", "floor", "ceil")),
+        "asinh", "acosh", "atanh", "asin", "acos", "atan", "floor", "ceil", "expm1", "log2",
+        "log10")),
+    ("rint", 1, "a rounded to the nearest integer, halves to even (C rint), floats"),
+    ("rem", 2, "a - trunc(a / b) * b, the sign of a (C fmod; ints: b must not be 0 or -1, "
+               "the lowering guards those)"),
+    ("idiv", 2, "trunc(a / b), ints (b must not be 0 or -1, the lowering guards those)"),
     ("atan2", 2, "atan2(a, b), floats"),
     ("pow", 2, "a ** b, floats (C pow)"),
     ("ipow", 2, "a ** b, integers; a negative b gives 0, or +-1 for a = +-1 "
@@ -50,7 +55,7 @@ CORE_OPS: dict[str, CoreOp] = {name: CoreOp(name, arity, doc) for name, arity, d
 COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
 FLOAT_FUNCTIONS = ("exp", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh", "erf", "sinh",
                    "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan", "floor", "ceil",
-                   "atan2", "pow")
+                   "expm1", "log2", "log10", "rint", "atan2", "pow")
 
 
 REDUCTIONS = ("sum", "max", "min", "argmax")

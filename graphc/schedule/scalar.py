@@ -15,7 +15,9 @@ from graphc.derivatives import arg_symbols, definition
 from graphc.ops.random import GOLDEN, MIX1, MIX2
 from graphc.schedule.core_ops import COMPARISONS
 from graphc.schedule.ir import Apply, Const, Expr, rewrite
+from graphc.schedule.scalar_numpy import SPECIAL as NUMPY_SPECIAL
 from graphc.symbolic import Sigmoid, Softplus
+from graphc.symbolic_numpy import CORE_OPS as NUMPY_CALLS
 
 BOOL, I64 = np.dtype(bool), np.dtype(np.int64)
 
@@ -52,7 +54,7 @@ _CALLS = ((sp.exp, "exp"), (sp.log, "log"), (sp.sin, "sin"), (sp.cos, "cos"),
           (sp.tan, "tan"), (sp.tanh, "tanh"), (sp.erf, "erf"), (sp.sinh, "sinh"),
           (sp.cosh, "cosh"), (sp.asinh, "asinh"), (sp.acosh, "acosh"), (sp.atanh, "atanh"),
           (sp.asin, "asin"), (sp.acos, "acos"), (sp.atan, "atan"), (sp.atan2, "atan2"),
-          (sp.floor, "floor"), (sp.ceiling, "ceil"))
+          (sp.floor, "floor"), (sp.ceiling, "ceil"), *NUMPY_CALLS.items())
 _RELATIONS = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt",
               sp.GreaterThan: "ge", sp.Equality: "eq", sp.Unequality: "ne"}
 
@@ -109,7 +111,8 @@ def uniform_hash(seed: Expr, counter: Expr, dtype: np.dtype) -> Expr:
 
 
 _SPECIAL: dict[str, Callable[..., Expr]] = {"relu": relu, "sigmoid": sigmoid,
-                                            "softplus": softplus, "sign": sign}
+                                            "softplus": softplus, "sign": sign,
+                                            **NUMPY_SPECIAL}
 
 
 class _FromSympy:
