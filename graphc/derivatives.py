@@ -36,10 +36,15 @@ def partials(op: str) -> tuple[sp.Expr | None, ...]:
     f = definition(op)
     if not opdef.differentiable:
         return (None,) * len(arg_symbols(op))
+    syms = arg_symbols(op)
+    by_hand = opdef.sympy_partials(*syms) if opdef.sympy_partials is not None else None
     out = []
-    for k, s in enumerate(arg_symbols(op)):
+    for k, s in enumerate(syms):
         if k in opdef.nondifferentiable_inputs:  # where's boolean condition
             out.append(None)
+            continue
+        if by_hand is not None:  # the convention at ties and kinks (docs/conventions.md)
+            out.append(sp.sympify(by_hand[k]))
             continue
         d = sp.powsimp(sp.diff(f, s))  # powsimp: b*a**b/a -> b*a**(b-1), finite at a=0
         out.append(d)
