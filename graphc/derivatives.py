@@ -10,6 +10,7 @@ import sympy as sp
 import sympy.tensor.tensor  # noqa: F401
 
 from graphc.ops import OPS, get_op
+from graphc.sympy_stable import stabilize
 
 _NAMES = {1: ("x",), 2: ("a", "b"), 3: ("c", "a", "b")}
 
@@ -26,7 +27,8 @@ def definition(op: str) -> sp.Expr:
     opdef = get_op(op)
     if opdef.sympy_def is None:
         raise KeyError(f"{op} is not an elementwise primitive")
-    return sp.sympify(opdef.sympy_def(*arg_symbols(op)))
+    # The stable form: what is differentiated and lowered (1/(1+exp(-x)) as Sigmoid, ...)
+    return stabilize(sp.sympify(opdef.sympy_def(*arg_symbols(op))))
 
 
 @functools.lru_cache(maxsize=None)
