@@ -184,3 +184,67 @@ def test_pow_with_a_constant_exponent_zero_has_zero_derivative():
     x = gc.placeholder((None,), "float64")
     g = gc.grad(gc.sum(x ** 0.0), x)
     np.testing.assert_array_equal(run([x], g, [np.array([0.0, 2.0])], "numpy"), [0.0, 0.0])
+
+
+# ---- domain edges and NaN ------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_and_sqrt_at_zero_and_below(dtype, backend):
+    x = gc.placeholder((None,), dtype, name="x")
+    outs = [gc.log(x), gc.sqrt(x), gc.grad(gc.sum(gc.log(x)), x),
+            gc.grad(gc.sum(gc.sqrt(x)), x)]
+    log, sqrt, dlog, dsqrt = run([x], outs, [np.array([0.0, -4.0, 4.0], dtype)], backend)
+    np.testing.assert_array_equal(log[:2], [-np.inf, np.nan])
+    np.testing.assert_array_equal(sqrt[:2], [0.0, np.nan])
+    np.testing.assert_array_equal(dlog[:2], [np.inf, -0.25])
+    np.testing.assert_array_equal(dsqrt[:2], [np.inf, np.nan])
+    np.testing.assert_allclose([log[2], sqrt[2], dlog[2], dsqrt[2]],
+                               [np.log(4.0), 2.0, 0.25, 0.25], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_through_relu_and_maximum(dtype, backend):
+    x = gc.placeholder((None,), dtype, name="x")
+    v = np.array([np.nan, -0.0, 1.0], dtype)
+    outs = [gc.relu(x), gc.maximum(x, 0.5), gc.minimum(x, 0.5), gc.abs(x), gc.sign(x),
+            gc.grad(gc.sum(gc.relu(x)), x), gc.grad(gc.sum(gc.maximum(x, 0.5)), x),
+            gc.grad(gc.sum(gc.abs(x)), x)]
+    relu, mx, mn, ab, sg, drelu, dmax, dabs = run([x], outs, [v], backend)
+    np.testing.assert_array_equal(relu, [np.nan, 0.0, 1.0])
+    assert not np.signbit(relu[1])  # relu(-0.0) is +0.0
+    np.testing.assert_array_equal(mx, [np.nan, 0.5, 1.0])
+    np.testing.assert_array_equal(mn, [np.nan, -0.0, 0.5])
+    np.testing.assert_array_equal(ab, [np.nan, 0.0, 1.0])
+    np.testing.assert_array_equal(sg, [np.nan, 0.0, 1.0])
+    np.testing.assert_array_equal(drelu, [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(dmax, [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(dabs, [np.nan, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_inputs_of_reductions(dtype, backend):
+    x = gc.placeholder((2, 4), dtype, name="x")
+    v = np.array([[1.0, np.nan, 3.0, np.nan], [1.0, 3.0, 3.0, 0.0]], dtype)
+    outs = [gc.max(x, axis=1), gc.min(x, axis=1), gc.sum(x, axis=1), gc.argmax(x, axis=1),
+            gc.grad(gc.sum(gc.max(x, axis=1)), x)]
+    mx, mn, total, arg, dmax = run([x], outs, [v], backend)
+    np.testing.assert_array_equal(mx, [np.nan, 3.0])
+    np.testing.assert_array_equal(mn, [np.nan, 0.0])
+    np.testing.assert_array_equal(total, [np.nan, 7.0])
+    np.testing.assert_array_equal(arg, [1, 1])  # the first NaN; the first of tied maxima
+    np.testing.assert_array_equal(dmax, [[0, 0, 0, 0], [0, 0.5, 0.5, 0]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_where_keeps_nan_of_the_untaken_branch_out_of_the_value(backend):
+    x = gc.placeholder((None,), "float64", name="x")
+    naive = gc.where(x > 0, gc.sqrt(x), 0.0)
+    guarded = gc.where(x > 0, gc.sqrt(gc.where(x > 0, x, 1.0)), 0.0)
+    outs = [naive, gc.grad(gc.sum(naive), x), gc.grad(gc.sum(guarded), x)]
+    value, dnaive, dguarded = run([x], outs, [np.array([-1.0, 4.0])], backend)
+    np.testing.assert_array_equal(value, [0.0, 2.0])
+    np.testing.assert_array_equal(dnaive, [np.nan, 0.25])  # 0 * sqrt'(-1): documented trap
+    np.testing.assert_array_equal(dguarded, [0.0, 0.25])
