@@ -17,20 +17,21 @@ def hessian_blocks(y: Node, xs: Sequence[Node]) -> list[list[Node]]:
     for x in xs:
         if any(d is None for d in x.shape):
             raise GradientError(f"hessian needs inputs of known shape, got {x.type}")
+    shapes = [tuple(d for d in x.shape if d is not None) for x in xs]  # all known (above)
     grads = grad_nodes(y, list(xs))
     blocks: list[list[Node]] = []
-    for xi, gi in zip(xs, grads):
+    for i, gi in enumerate(grads):
         flat = make("reshape", gi, shape=(-1,))
-        n = flat.shape[0]
+        n = math.prod(shapes[i])
         rows: list[list[Node]] = [[] for _ in xs]
         for k in range(n):
             gk = make("squeeze", make("slice", flat, slices=((k, k + 1, 1),)), axes=(0,))
             for j, row in enumerate(grad_nodes(gk, list(xs))):
-                rows[j].append(make("reshape", row, shape=(1, math.prod(xs[j].shape))))
+                rows[j].append(make("reshape", row, shape=(1, math.prod(shapes[j]))))
         out = []
-        for j, xj in enumerate(xs):
-            shape = xi.shape + xj.shape
-            if n == 0 or 0 in xj.shape:
+        for j in range(len(xs)):
+            shape = shapes[i] + shapes[j]
+            if n == 0 or 0 in shapes[j]:
                 out.append(make("broadcast_to", scalar_constant(0, y.dtype), shape=shape))
                 continue
             stacked = rows[j][0] if n == 1 else make("concatenate", *rows[j], axis=0)
