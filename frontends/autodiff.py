@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from graphc.autodiff import check_cotangent, grad_nodes, hessian_node, jvp_nodes, vjp_nodes
+from graphc.hessian import hessian_blocks
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
 from graphc.node import carry_label, set_label
@@ -67,11 +68,19 @@ def jvp(ys: Any, wrt: Any, tangents: Any) -> Any:
     return _wrap(jvp_nodes(outs, nodes, tans), single_out)
 
 
-def hessian(y: Tensor, x: Tensor) -> Tensor:
-    """Second derivatives of scalar `y`, shaped x.shape + x.shape."""
-    if not isinstance(y, Tensor) or not isinstance(x, Tensor):
-        raise TypeError("hessian: y and x must be Tensors")
-    return Tensor(hessian_node(y.node, x.node))
+def hessian(y: Tensor, x: Any) -> Any:
+    """Second derivatives of scalar `y`. For a tensor x: one tensor shaped x.shape + x.shape.
+    For a list (or tuple) of tensors xs: the blocks as a list of lists, H[i][j] =
+    d^2 y / dxs[i] dxs[j] shaped xs[i].shape + xs[j].shape (like jax.hessian's nesting)."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"hessian: y must be a scalar Tensor, got {type(y).__name__}")
+    if isinstance(x, Tensor):
+        return Tensor(hessian_node(y.node, x.node))
+    if not isinstance(x, (list, tuple)):
+        raise TypeError(f"hessian: x must be a Tensor or a list of Tensors, got "
+                        f"{type(x).__name__}")
+    nodes, _ = _nodes(list(x), "hessian x")
+    return [[Tensor(block) for block in row] for row in hessian_blocks(y.node, nodes)]
 
 
 def name(tensor: Tensor, label: str) -> Tensor:

@@ -12,6 +12,7 @@ from graphc.ops import OPS, OpDef
 from graphc.ops.elementwise import elementwise_infer
 from graphc.ops.registry import make, register
 from graphc.sympy_bridge import graph_to_sympy
+from graphc.sympy_stable import stabilize
 from graphc.frontends.functions import _float_operands, _check_op_operands
 from graphc.frontends.tensor import Tensor
 
@@ -51,7 +52,8 @@ def elementwise_function(name: str, definition: Callable[..., Any],
     unknown = expr.free_symbols - set(symbols)
     if unknown:
         raise ValueError(f"elementwise_function: the definition uses unknown symbols {unknown}")
-    numeric = sp.lambdify(symbols, expr, modules=[_NUMPY_EXTRAS, "numpy"])
+    # The numpy reference evaluates the stable form, like the backends (graphc.sympy_stable)
+    numeric = sp.lambdify(symbols, stabilize(expr), modules=[_NUMPY_EXTRAS, "numpy"])
 
     def impl(arrays, attrs):
         with np.errstate(all="ignore"):

@@ -11,6 +11,11 @@ from graphc.node import Dim, Node
 from graphc.ops.leaves import ParamStorage, constant_node, parameter_node, placeholder_node
 
 
+def _no_values(what: str) -> str:
+    return (f"{what}: a symbolic Tensor has no values yet; compile it with "
+            "gc.function(inputs, tensor) and call that with arrays to get numbers")
+
+
 class Tensor:
     """A symbolic tensor: a handle on a graph node with numpy-like operators."""
 
@@ -51,6 +56,23 @@ class Tensor:
 
     def __bool__(self) -> bool:
         raise TypeError("a symbolic Tensor has no truth value; use gc.where for conditions")
+
+    # numpy and Python conversions would need values, which a graph has only once compiled
+    # and called (np.asarray would otherwise make a silent one-element object array)
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TypeError(_no_values("np.asarray(tensor)"))
+
+    def __float__(self) -> float:
+        raise TypeError(_no_values("float(tensor)"))
+
+    def __int__(self) -> int:
+        raise TypeError(_no_values("int(tensor)"))
+
+    def __index__(self) -> int:
+        raise TypeError(_no_values("using a tensor as an index or size"))
+
+    def __complex__(self) -> complex:
+        raise TypeError(_no_values("complex(tensor)"))
 
     def __len__(self) -> int:
         if not self.shape or self.shape[0] is None:

@@ -10,6 +10,7 @@ import sympy as sp
 import sympy.tensor.tensor  # noqa: F401
 
 from graphc.ops import OPS, get_op
+from graphc.sympy_stable import stabilize
 
 _NAMES = {1: ("x",), 2: ("a", "b"), 3: ("c", "a", "b")}
 
@@ -26,7 +27,8 @@ def definition(op: str) -> sp.Expr:
     opdef = get_op(op)
     if opdef.sympy_def is None:
         raise KeyError(f"{op} is not an elementwise primitive")
-    return sp.sympify(opdef.sympy_def(*arg_symbols(op)))
+    # The stable form: what is differentiated and lowered (1/(1+exp(-x)) as Sigmoid, ...)
+    return stabilize(sp.sympify(opdef.sympy_def(*arg_symbols(op))))
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,10 +38,15 @@ def partials(op: str) -> tuple[sp.Expr | None, ...]:
     f = definition(op)
     if not opdef.differentiable:
         return (None,) * len(arg_symbols(op))
+    syms = arg_symbols(op)
+    by_hand = opdef.sympy_partials(*syms) if opdef.sympy_partials is not None else None
     out = []
-    for k, s in enumerate(arg_symbols(op)):
+    for k, s in enumerate(syms):
         if k in opdef.nondifferentiable_inputs:  # where's boolean condition
             out.append(None)
+            continue
+        if by_hand is not None:  # the convention at ties and kinks (docs/conventions.md)
+            out.append(sp.sympify(by_hand[k]))
             continue
         d = sp.powsimp(sp.diff(f, s))  # powsimp: b*a**b/a -> b*a**(b-1), finite at a=0
         out.append(d)

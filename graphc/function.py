@@ -119,7 +119,7 @@ class Function:
 
     @property
     def report(self):
-        """What each optimization pass did (f.report.table())."""
+        """What each optimization pass did: print it, or f.report.table() for the text."""
         return self.program.report
 
     @property
@@ -192,6 +192,13 @@ class Function:
         if self._single:
             return outs[0]
         return self._out_type(outs) if self._out_type is tuple else list(outs)
+
+    def __reduce__(self):
+        raise TypeError(
+            "a compiled graphc Function cannot be pickled (it holds native code and the live "
+            "buffers of its parameters): save the parameter values instead (p.value for each "
+            "of module.parameters(), e.g. with np.savez), and in the other process build the "
+            "graph again and call gc.function (compiled code comes from the disk cache)")
 
     def __repr__(self) -> str:
         names = ", ".join(p.attrs["name"] for p in self.inputs)

@@ -111,9 +111,17 @@ def test_a_compiled_step_gets_every_row_once_per_epoch():
 def test_progress_bar_plain_lines_and_silence(capsys, monkeypatch):
     x, y = regression_data(20)
     step, _, _, _ = regression_step("numpy")
+    pytest.importorskip("tqdm")
+    # stderr not a terminal (a log file, CI): no bar, whose refreshes would flood the log
     gc.train.fit(step, (x, y), epochs=2, batch_size=8, progress=True)
     out, err = capsys.readouterr()
-    assert "epoch 1/2" in err and "ex/s" in err and "loss=" in err  # the tqdm bar
+    assert err == "" and "epoch 1/2  loss" in out and "epoch 2/2  loss" in out
+
+    with monkeypatch.context() as m:  # a terminal: the tqdm bar
+        m.setattr(sys.stderr, "isatty", lambda: True)
+        gc.train.fit(step, (x, y), epochs=2, batch_size=8, progress=True)
+    out, err = capsys.readouterr()
+    assert "epoch 1/2" in err and "ex/s" in err and "loss=" in err
     assert "epoch 1/2  loss" in out and "epoch 2/2  loss" in out and "ex/s" in out
 
     gc.train.fit(step, (x, y), epochs=2, batch_size=8, progress=False)

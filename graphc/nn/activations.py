@@ -10,8 +10,8 @@ from graphc.frontends.tensor import Tensor
 
 
 def leaky_relu(x: Any, slope: float = 0.01) -> Tensor:
-    """x where x >= 0, slope * x elsewhere."""
-    return F.where(F.greater_equal(x, 0), x, F.multiply(x, slope))
+    """x where x > 0, slope * x elsewhere (so, like PyTorch, the derivative at 0 is slope)."""
+    return F.where(F.greater(x, 0), x, F.multiply(x, slope))
 
 
 def gelu(x: Any) -> Tensor:

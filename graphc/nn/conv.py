@@ -77,7 +77,15 @@ def max_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:
     """Maximum over size x size windows (stride defaults to the size)."""
     k = _pair(size, "max_pool2d size")
     s = _pair(stride if stride is not None else size, "max_pool2d stride")
-    return F.max(_windows(x, k, s, "max_pool2d"), axis=(4, 5))
+    win = _windows(x, k, s, "max_pool2d")  # (N, C, OH, OW, KH, KW)
+    # PyTorch's and JAX's convention: the cotangent goes to the first maximal entry of each
+    # window in row-major order (a max reduction would split it among ties), and a window
+    # holding NaN gives its first NaN. So the value is read through a one-entry mask.
+    top = F.max(win, axis=(4, 5), keepdims=True)
+    position = F.constant(np.arange(k[0] * k[1]).reshape(k).astype(win.dtype))
+    maximal = F.where(F.equal(win, top), True, F.not_equal(win, win))
+    first = F.min(F.where(maximal, position, float(k[0] * k[1])), axis=(4, 5), keepdims=True)
+    return F.sum(F.where(F.equal(position, first), win, 0.0), axis=(4, 5))
 
 
 def avg_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:

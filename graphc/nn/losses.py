@@ -1,12 +1,14 @@
 """Losses as decompositions into DSL ops (their gradients come from the primitives)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import graphc.frontends as F
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
+from graphc.node import Dim, Node
 from graphc.ops import make
+from graphc.ops.shapes import fmt_shape
 
 
 def mse(pred: Any, target: Any) -> Tensor:
@@ -24,23 +26,48 @@ def huber(pred: Any, target: Any, delta: float = 1.0) -> Tensor:
     return F.mean(F.where(r <= delta, quadratic, linear))
 
 
+def _label_error(labels: Node, logits: Node, problem: str) -> str:
+    classes = logits.shape[:-1]
+    return (f"cross_entropy: labels {fmt_shape(labels.shape)} {labels.dtype} {problem}; "
+            f"for logits {fmt_shape(logits.shape)} {logits.dtype}, labels must be integer "
+            f"class indices of shape {fmt_shape(classes)} or float rows (one-hot or "
+            f"probabilities) of shape {fmt_shape(logits.shape)}")
+
+
+def _same_shape(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
+    """Equal where both sizes are known (None: a size given at call time)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
 def cross_entropy(logits: Any, labels: Any) -> Tensor:
-    """Mean over the batch of -log softmax(logits)[label]; labels are class indices or
-    rows of probabilities (one-hot) shaped like the logits."""
+    """Mean over the batch of -log softmax(logits)[label]; labels are integer class indices
+    shaped like logits without its last axis, or float rows of probabilities (one-hot)
+    shaped like the logits. Anything else is an error (float labels shaped like indices
+    would broadcast against the logits into a wrong number)."""
     logits_node = to_node(logits, "cross_entropy logits")
     if logits_node.ndim < 1:
         raise ValueError(f"cross_entropy: logits need a class axis, got {logits_node.type}")
-    logp = F.log_softmax(logits, axis=-1)
     labels_node = to_node(labels, "cross_entropy labels")
-    if labels_node.dtype.kind in "iu":
-        if labels_node.ndim != logits_node.ndim - 1:
-            raise ValueError(f"cross_entropy: integer labels {labels_node.type} need one "
-                             f"dimension less than logits {logits_node.type}")
+    kind = labels_node.dtype.kind
+    if kind in "iu":
+        if not _same_shape(labels_node.shape, logits_node.shape[:-1]):
+            raise ValueError(_label_error(labels_node, logits_node,
+                                          "do not fit: integer labels are class indices"))
         depth = logits_node.shape[-1]
         if depth is None:
             raise ValueError("cross_entropy: integer labels need a known class count")
         checked = make("check_index", labels_node, size=depth, what="cross_entropy labels")
         labels = F.one_hot(Tensor(checked), depth, dtype=logits_node.dtype)
+    elif kind == "f":
+        if not _same_shape(labels_node.shape, logits_node.shape):
+            hint = (" (class indices must be integers: labels.astype('int64'))"
+                    if _same_shape(labels_node.shape, logits_node.shape[:-1]) else "")
+            raise ValueError(_label_error(labels_node, logits_node,
+                                          "do not fit: float labels are probability rows")
+                             + hint)
+    else:
+        raise TypeError(_label_error(labels_node, logits_node, "have an unusable dtype"))
+    logp = F.log_softmax(logits, axis=-1)
     return F.mean(-F.sum(logp * labels, axis=-1))
 
 

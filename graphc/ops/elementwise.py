@@ -78,6 +78,29 @@ def _min(a: Any, b: Any) -> Any:
     return sp.Piecewise((a, a <= b), (b, True))
 
 
+# Ties (PyTorch's and JAX's convention): each argument gets half the cotangent, so the
+# two partials of max(x, x) still add up to 1. NaN compares unequal: both partials are 0.
+def _max_partials(a: Any, b: Any) -> tuple[Any, Any]:
+    half = sp.Rational(1, 2)
+    return (sp.Piecewise((1, a > b), (half, sp.Eq(a, b)), (0, True)),
+            sp.Piecewise((1, b > a), (half, sp.Eq(a, b)), (0, True)))
+
+
+def _min_partials(a: Any, b: Any) -> tuple[Any, Any]:
+    half = sp.Rational(1, 2)
+    return (sp.Piecewise((1, a < b), (half, sp.Eq(a, b)), (0, True)),
+            sp.Piecewise((1, b < a), (half, sp.Eq(a, b)), (0, True)))
+
+
+def _pow_partials(a: Any, b: Any) -> tuple[Any, Any]:
+    """PyTorch's: 0 where a**b is locally constant in the argument, where sympy.diff's
+    b*a**(b-1) and a**b*log(a) are 0*inf or 0*-inf: d/da of a**0, d/db of 0**b for b >= 0."""
+    return (sp.Piecewise((0, sp.Eq(b, 0)), (b * a ** (b - 1), True)),
+            # (no And: conditions stay single comparisons, which to_sympy reads back)
+            sp.Piecewise((a ** b * sp.log(a), sp.Ne(a, 0)), (0, b >= 0),
+                         (a ** b * sp.log(a), True)))
+
+
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.true_divide(a, b)
 
@@ -117,16 +140,18 @@ UNARY = [
     ("erf", "float", sp.erf, _erf, "error function"),
 ]
 
-BINARY = [
+BINARY: list[tuple[Any, ...]] = [
     ("add", "numeric", lambda a, b: a + b, np.add, "a + b"),
     ("sub", "numeric", lambda a, b: a - b, np.subtract, "a - b"),
     ("mul", "numeric", lambda a, b: a * b, np.multiply, "a * b"),
     ("div", "float", lambda a, b: a / b, _div, "a / b"),
-    ("pow", "numeric", lambda a, b: a ** b, _pow, "a ** b"),
+    ("pow", "numeric", lambda a, b: a ** b, _pow, "a ** b", {"sympy_partials": _pow_partials}),
     ("logb", "float", lambda a, b: sp.log(a) / sp.log(b), lambda a, b: np.log(a) / np.log(b),
      "logarithm of a to base b"),
-    ("maximum", "numeric", _max, np.maximum, "larger of a and b"),
-    ("minimum", "numeric", _min, np.minimum, "smaller of a and b"),
+    ("maximum", "numeric", _max, np.maximum, "larger of a and b",
+     {"sympy_partials": _max_partials}),
+    ("minimum", "numeric", _min, np.minimum, "smaller of a and b",
+     {"sympy_partials": _min_partials}),
 ]
 
 COMPARE = [
@@ -140,8 +165,8 @@ COMPARE = [
 
 for _name, _rule, _sym, _fn, _doc, *_facts in UNARY:
     _elementwise(_name, 1, _rule, _sym, _fn, _doc, **(_facts[0] if _facts else {}))
-for _name, _rule, _sym, _fn, _doc in BINARY:
-    _elementwise(_name, 2, _rule, _sym, _fn, _doc)
+for _name, _rule, _sym, _fn, _doc, *_facts in BINARY:
+    _elementwise(_name, 2, _rule, _sym, _fn, _doc, **(_facts[0] if _facts else {}))
 for _name, _sym, _fn, _doc in COMPARE:
     # A comparison gives 0 or 1 whatever its inputs (nan included): always finite.
     _elementwise(_name, 2, "compare", _sym, _fn, _doc, differentiable=False, finite=True)

@@ -60,6 +60,10 @@ class OpDef:
     # On a one-element input giving a one-element output, the value passes through unchanged
     # (sums, broadcasts, transposes, slices): to_sympy reads such nodes as their input.
     one_element_identity: bool = False
+    # Elementwise primitives: partial derivatives written by hand, f(*symbols) -> one SymPy
+    # expression per argument, where graphc's convention at a kink or where the function is
+    # locally constant differs from sympy.diff of sympy_def (maximum's ties, pow at 0).
+    sympy_partials: Callable[..., tuple[Any, ...]] | None = None
 
     @property
     def elementwise(self) -> bool:

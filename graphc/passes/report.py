@@ -32,6 +32,10 @@ class PassReport:
             total.update(p.fired)
         return total
 
+    def table(self) -> str:
+        """The report as text: per pass its node counts, time and the rules that fired."""
+        return str(self)
+
     def __str__(self) -> str:
         if not self.passes:
             return "no passes ran"

@@ -95,8 +95,11 @@ def _as_metrics(result: Any) -> dict[str, float]:
 
 
 def _make_bar(enabled: bool, total: int, desc: str):
-    """A tqdm bar counting examples (so its rate reads ex/s), or None without tqdm."""
-    if not enabled:
+    """A tqdm bar counting examples (so its rate reads ex/s), or None without tqdm or when
+    stderr is not a terminal (a log file would get every refresh: the plain line per epoch
+    says it all there)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if not enabled or not (callable(isatty) and isatty()):
         return None
     try:
         from tqdm import tqdm
@@ -129,8 +132,8 @@ def fit(step: Callable, data: Any, epochs: int, batch_size: int, *,
     eval_fn: called after each epoch as eval_fn(*eval_data) (no arguments when there is no
         eval_data); returns a dict {metric: value} (or one number, recorded as "eval").
     seed: the shuffling seed (epoch orders differ, the run is reproducible); None: random.
-    progress: a tqdm bar per epoch (loss and examples/s); without tqdm, or with
-        progress=False, one plain line per epoch. verbose=False prints nothing.
+    progress: a tqdm bar per epoch (loss and examples/s) when stderr is a terminal; the
+        plain line per epoch is printed in any case. verbose=False prints nothing.
     callbacks: callables(epoch, history) run after each epoch; one returning True stops.
 
     Returns a History. Ctrl-C (KeyboardInterrupt) stops training and returns the history of
