@@ -95,7 +95,11 @@ def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # Rows: name, dtype rule, SymPy definition, numpy reference, doc[, OpDef facts].
 NONNEGATIVE = {"nonnegative": True}  # >= 0 (or nan) for any input
 
-UNARY = [
+_Row = tuple[str, str, Callable[..., Any], Callable[..., np.ndarray], str]
+_RowWithFacts = tuple[str, str, Callable[..., Any], Callable[..., np.ndarray], str,
+                      dict[str, bool]]
+
+UNARY: list[_Row | _RowWithFacts] = [
     ("neg", "numeric", lambda x: -x, np.negative, "-x"),
     ("exp", "float", sp.exp, np.exp, "e**x", NONNEGATIVE),
     ("log", "float", sp.log, np.log, "natural logarithm"),
@@ -117,7 +121,7 @@ UNARY = [
     ("erf", "float", sp.erf, _erf, "error function"),
 ]
 
-BINARY = [
+BINARY: list[_Row] = [
     ("add", "numeric", lambda a, b: a + b, np.add, "a + b"),
     ("sub", "numeric", lambda a, b: a - b, np.subtract, "a - b"),
     ("mul", "numeric", lambda a, b: a * b, np.multiply, "a * b"),
