@@ -75,7 +75,11 @@ def check_grad(target: Callable[..., Tensor] | Tensor, *args: Any, wrt: Any = No
     f_grads = function(inputs, grads, backend=backend)
     symbolic = f_grads(*values)
     rng = np.random.default_rng(seed)
-    names, abs_errs, rel_errs, counts, details = [], [], [], [], []
+    names: list[str] = []
+    abs_errs: list[float] = []
+    rel_errs: list[float] = []
+    counts: list[int] = []
+    details: list[str] = []
     ok = True
     for w, g_sym in zip(wrt_list, symbolic):
         d_eps, d_rtol, d_atol = _defaults(w.dtype)

@@ -59,7 +59,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     slices: list[tuple] = []
     int_axes: list[int] = []
     late_checks: dict[int, int] = {}  # axis -> int index, for axes of run-time size
-    advanced: tuple[int, Any] | None = None
+    advanced: tuple[int, Node] | None = None
     new_axes: list[int] = []  # positions in the result
     out_pos = 0
     axis = 0
@@ -115,7 +115,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         out = make("squeeze", out, axes=tuple(sorted(int_axes)), **extra)
     if new_axes:
         out = make("expand_dims", out, axes=tuple(new_axes))
-    if split_advanced and adv_pos:
+    if split_advanced and adv_pos and advanced is not None:  # (split_advanced: it is)
         k = advanced[1].ndim
         moved = list(range(adv_pos, adv_pos + k))
         perm = moved + [a for a in range(out.ndim) if a not in moved]

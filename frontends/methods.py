@@ -34,9 +34,10 @@ def _reshape(self: Tensor, *shape: Any) -> Tensor:
 
 
 def _transpose(self: Tensor, *axes: Any) -> Tensor:
+    perm: Any = axes
     if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], int)):
-        axes = axes[0]
-    return F.transpose(self, axes or None)
+        perm = axes[0]
+    return F.transpose(self, perm or None)
 
 
 def install() -> None:

@@ -7,7 +7,8 @@ import sympy as sp
 
 from graphc.derivatives import arg_symbols, partials
 from graphc.errors import GradientError
-from graphc.node import Node, building_for, label_of, set_label, toposort
+from graphc.node import (Node, building_for, label_of, set_label, static_shape,
+                         toposort)
 from graphc.ops import get_op, make
 from graphc.ops.registry import rebuild
 from graphc.ops.grad_helpers import add_all, times, unbroadcast, zeros_like
@@ -76,9 +77,9 @@ def vjp_nodes(outputs: Sequence[Node], cotangents: Sequence[Node], wrt: Sequence
     order = toposort(outputs)
     active = _active_nodes(order, set(wrt))
     pending: dict[Node, list[Node]] = {}
-    for out, ct in zip(outputs, cotangents):
+    for out, cot in zip(outputs, cotangents):
         if out in active:
-            pending.setdefault(out, []).append(ct)
+            pending.setdefault(out, []).append(cot)
     total: dict[Node, Node] = {}
     for node in reversed(order):
         terms = pending.pop(node, None)
@@ -195,7 +196,7 @@ def hessian_node(y: Node, x: Node) -> Node:
         raise GradientError(f"hessian needs an x of known shape, got {x.type}")
     (g,) = grad_nodes(y, [x])
     flat = make("reshape", g, shape=(-1,))
-    n = flat.shape[0]
+    n = static_shape(flat.shape)[0]  # x's sizes are known, so are its gradient's
     rows = []
     for i in range(n):
         gi = make("squeeze", make("slice", flat, slices=((i, i + 1, 1),)), axes=(0,))

@@ -18,7 +18,13 @@ _NAMES = {1: ("x",), 2: ("a", "b"), 3: ("c", "a", "b")}
 def arg_symbols(op: str) -> tuple[sp.Symbol, ...]:
     """The symbols an elementwise op's definition is written in (x; a, b; c, a, b)."""
     opdef = get_op(op)
-    names = opdef.arg_names or _NAMES[opdef.arity]
+    if opdef.arg_names:
+        names = opdef.arg_names
+    elif opdef.arity is not None and opdef.arity in _NAMES:
+        names = _NAMES[opdef.arity]
+    else:  # arity None: any number of inputs, which no definition can be written over
+        raise KeyError(f"{op}: an elementwise primitive needs arg_names or an arity of 1 to 3, "
+                       f"got arity {opdef.arity}")
     return tuple(sp.Symbol(n, real=True) for n in names)
 
 
@@ -40,7 +46,7 @@ def partials(op: str) -> tuple[sp.Expr | None, ...]:
         return (None,) * len(arg_symbols(op))
     syms = arg_symbols(op)
     by_hand = opdef.sympy_partials(*syms) if opdef.sympy_partials is not None else None
-    out = []
+    out: list[sp.Expr | None] = []
     for k, s in enumerate(syms):
         if k in opdef.nondifferentiable_inputs:  # where's boolean condition
             out.append(None)

@@ -9,7 +9,7 @@ from graphc import default_updates as _defaults
 from graphc.backend import get_backend
 from graphc.coerce import coerce_array
 from graphc.graph import Graph
-from graphc.node import Node
+from graphc.node import Dim, Node
 from graphc.ops.shapes import fmt_shape
 from graphc.passes import select_passes
 from graphc.program import Program
@@ -151,11 +151,12 @@ class Function:
         """The kernel plan for these input shapes (default: the inputs' static shapes);
         print it with .listing()."""
         from graphc.schedule import schedule_graph
-        if not shapes:
-            shapes = tuple(p.shape for p in self.inputs)
-        if len(shapes) != len(self.inputs):
-            raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(shapes)}")
-        return schedule_graph(self.graph, [tuple(s) for s in shapes],
+        given: Sequence[tuple[Dim, ...]] = shapes
+        if not given:
+            given = tuple(p.shape for p in self.inputs)
+        if len(given) != len(self.inputs):
+            raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(given)}")
+        return schedule_graph(self.graph, [tuple(s) for s in given],
                               policy=self._backend.policy)
 
     def _convert(self, args: Sequence[Any]) -> list[np.ndarray]:

@@ -5,8 +5,8 @@ import sys
 import threading
 import weakref
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from types import FrameType, MappingProxyType
+from typing import Any, Iterable, Mapping, cast
 
 import numpy as np
 
@@ -15,6 +15,12 @@ from graphc.dtypes import short_name
 from graphc.region import node_regions
 
 Dim = int | None  # None: a size known only at call time
+
+
+def static_shape(shape: tuple[Dim, ...]) -> tuple[int, ...]:
+    """`shape` typed as sizes only, for code that has made sure it holds no None (a check
+    that mypy cannot carry from where it is made to where the sizes are used)."""
+    return cast("tuple[int, ...]", shape)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class SourceLine:
 
 def user_source_line() -> SourceLine | None:
     """Walks the stack to the first frame whose module is not part of graphc."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if module != "graphc" and not module.startswith("graphc."):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from graphc.graph import Graph
-from graphc.node import Node, carry_label, toposort
+from graphc.node import Dim, Node, carry_label, toposort
 from graphc.ops.leaves import placeholder_node
 from graphc.ops.registry import rebuild
 
 
-def specialize_graph(graph: Graph, shapes: Sequence[tuple[int, ...]]) -> Graph:
-    """Rebuilds `graph` with its placeholders given `shapes` (checked by every shape rule)."""
+def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
+    """Rebuilds `graph` with its placeholders given `shapes` (checked by every shape rule);
+    a None size stays unknown."""
     memo: dict[Node, Node] = {}
     for ph, shape in zip(graph.inputs, shapes):
         if ph.shape == tuple(shape):

@@ -15,6 +15,8 @@ import sympy as sp
 import graphc as gc
 from graphc.derivatives import arg_symbols, definition, elementwise_ops, partials
 from graphc.ops import OPS, make
+from graphc.ops.elementwise import elementwise_infer
+from graphc.ops.registry import OpDef, register
 from graphc.symbolic import explicit
 
 # User-defined primitives join the table like the built-ins (registered once, at import,
@@ -466,6 +468,21 @@ def test_table_module_prints_markdown_and_latex():
     assert r"\cos{\left(x \right)}" in rows["`sin`"]
     assert r"\frac{1}{x}" in rows["`log`"]
 
+
+
+def test_an_elementwise_primitive_without_an_arity_is_refused_by_name():
+    """An OpDef with a SymPy definition but no arity (any number of inputs) nor arg_names
+    has no symbols to write its definition in: gc.grad says so, not `KeyError: None`."""
+    name = "test_no_arity"
+    register(OpDef(name=name, infer=elementwise_infer("float"), impl=lambda a, attrs: a[0] ** 2,
+                   sympy_def=lambda x: x ** 2))
+    try:
+        x = gc.placeholder((3,), "float64", name="x")
+        with pytest.raises(KeyError, match="test_no_arity: an elementwise primitive needs "
+                                           "arg_names or an arity of 1 to 3"):
+            gc.grad(gc.Tensor(make(name, x.node)).sum(), [x])
+    finally:
+        OPS.pop(name)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["markdown", "latex"])

@@ -29,7 +29,8 @@ class ThreadChooser:
 
     def __init__(self, flag_addresses: list[int]) -> None:
         self.flags = [ctypes.c_int32.from_address(a) for a in flag_addresses]
-        self.times = {TEAM: deque(maxlen=self.WINDOW), ALONE: deque(maxlen=self.WINDOW)}
+        self.times: dict[int, deque[float]] = {TEAM: deque(maxlen=self.WINDOW),
+                                               ALONE: deque(maxlen=self.WINDOW)}
         # One thread first: a machine kept busy by others makes even the first team calls
         # slow (tens of ms), and starting the team is paid only when it is tried.
         self.mode = ALONE

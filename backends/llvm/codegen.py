@@ -69,8 +69,8 @@ def plan_parts(schedule: Schedule, parts: int) -> list[int]:
     """Which module (part) each kernel goes to: up to `parts` modules where the schedule is
     large enough; kernels (a group sharing functions counting as one) dealt out largest
     first to the lightest part."""
-    items: dict[object, list[int]] = {}
-    costs: dict[object, int] = {}
+    items: dict[str | int, list[int]] = {}
+    costs: dict[str | int, int] = {}
     for i, k in enumerate(schedule.kernels):
         key = _group(k) or i
         items.setdefault(key, []).append(i)
@@ -333,7 +333,7 @@ class ModuleWriter:
             # Accumulate into the output in natural order: the contiguous last axis stays
             # innermost (and vectorizes) even when reducing over outer axes.
             ident = self._identity(k.op, k.out_dtype)
-            out_strides = [k.out.strides[a] for a in kept]
+            out_strides = tuple(k.out.strides[a] for a in kept)
             with loop_nest(b, keep_shape, "o") as ox:
                 self.store(b, bases, kir.Access(k.out.buffer, out_strides, k.out.offset), ox,
                            ident)

@@ -124,7 +124,9 @@ def compile_parts(ir_texts: list[str], entry: str, times: CompileTimes | None = 
     times = times or CompileTimes()
     results = [_object_of(text) for text in ir_texts]
     objects = [r[0] for r in results]
-    times.parse, times.optimize, times.jit = (sum(r[i] for r in results) for i in (1, 2, 3))
+    times.parse = sum(r[1] for r in results)
+    times.optimize = sum(r[2] for r in results)
+    times.jit = sum(r[3] for r in results)
     address, handle = load_objects(objects, entry)
     return address, handle, objects
 

@@ -1,7 +1,7 @@
 """Runs a Graph node by node through each primitive's numpy reference, checking every shape."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 
@@ -50,6 +50,8 @@ class NumpyExecutable:
         return show(self.graph)
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        # None: not computed yet, or freed. A slot is read (the casts below) only after it is
+        # set, inputs first and nodes in topological order, and freed after its last reader.
         values: list[np.ndarray | None] = [None] * len(self.order)
         for slot, array in zip(self.input_slots, args):
             # Like the compiled backends: arguments as dense arrays (a stride-0 view of a
@@ -57,16 +59,18 @@ class NumpyExecutable:
             values[slot] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
         for pos, node in enumerate(self.order):
             if values[pos] is None:
-                values[pos] = self._evaluate(node, [values[s] for s in self.arg_slots[pos]])
+                operands = cast(list[np.ndarray], [values[s] for s in self.arg_slots[pos]])
+                values[pos] = self._evaluate(node, operands)
             for slot in self.free[pos]:
                 values[slot] = None
         borrowed = {id(a) for a in args} | {id(s.array) for s in self.param_storages}
         outputs = []
         for s in self.output_slots:
-            out = self._fresh(values[s], borrowed)
+            out = self._fresh(cast(np.ndarray, values[s]), borrowed)
             borrowed.add(id(out))  # the same node listed twice gives two arrays, not one
             outputs.append(out)
-        new_values = [(storage, values[slot]) for storage, slot in self.updates]
+        new_values = [(storage, cast(np.ndarray, values[slot]))
+                      for storage, slot in self.updates]
         for storage, value in new_values:  # checked before any is stored: all or nothing
             if value.shape != storage.array.shape:
                 raise ShapeError(f"update of parameter {storage.name!r}: new value has "

@@ -55,11 +55,11 @@ class KernelRunner:
                 (-1,) + (1,) * (len(shape) - k - 1))
         return index
 
-    def _guarded(self, load: ir.Load, shape: Sequence[int], otherwise: np.ndarray
-                 ) -> np.ndarray:
-        """A guarded load: memory is read only inside the guard's bounds."""
+    def _guarded(self, load: ir.Load, guard: ir.Guard, shape: Sequence[int],
+                 otherwise: np.ndarray) -> np.ndarray:
+        """A guarded load (`guard` is load.guard): memory is read only inside its bounds."""
         inside = np.ones(shape, bool)
-        for bound in load.guard.bounds:
+        for bound in guard.bounds:
             at = np.full(shape, bound.offset, np.int64)
             for k, scale in bound.terms:
                 at += (np.arange(shape[k], dtype=np.int64) * scale).reshape(
@@ -80,7 +80,7 @@ class KernelRunner:
                 continue
             if isinstance(e, ir.Load):
                 value = self._strided(e.access, shape) if e.guard is None else \
-                    self._guarded(e, shape, memo[id(e.guard.otherwise)])
+                    self._guarded(e, e.guard, shape, memo[id(e.guard.otherwise)])
             elif isinstance(e, ir.Const):
                 value = np.asarray(e.value, e.dtype)
             elif isinstance(e, ir.Index):
@@ -137,8 +137,8 @@ class KernelRunner:
             if bad is not None:
                 raise IndexError(index_error_message(k.what, k.size, False, bad))
         elif isinstance(k, ir.ValueCheck):
-            values = self._strided(k.values, k.shape)
-            if values.size and values.min() < 0:
+            checked = self._strided(k.values, k.shape)
+            if checked.size and checked.min() < 0:
                 raise ValueError(k.message)
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")

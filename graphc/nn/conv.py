@@ -16,7 +16,7 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
         raise TypeError(f"{what}: expected an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def _windows(x: Any, size: tuple[int, int], stride: tuple[int, int], what: str) -> Tensor:

@@ -23,7 +23,8 @@ def _shape(shape: Any) -> tuple[int, ...]:
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (int(shape),)
     if not isinstance(shape, (tuple, list)) or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape):
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 0
+            for s in shape):
         raise TypeError(f"init: shape must be a tuple of ints >= 0, got {shape!r}")
     return tuple(int(s) for s in shape)
 

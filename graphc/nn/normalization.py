@@ -20,7 +20,7 @@ def _features(features: Any, what: str) -> tuple[int, ...]:
     if isinstance(features, numbers.Integral) and not isinstance(features, bool):
         features = (int(features),)
     if not isinstance(features, (tuple, list)) or not features or not all(
-            isinstance(f, numbers.Integral) and not isinstance(f, bool) and f >= 1
+            isinstance(f, numbers.Integral) and not isinstance(f, bool) and int(f) >= 1
             for f in features):
         raise ValueError(f"{what}: features must be an int >= 1 or a tuple of them, "
                          f"got {features!r}")
@@ -28,7 +28,8 @@ def _features(features: Any, what: str) -> tuple[int, ...]:
 
 
 def _eps(eps: Any, what: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+    if (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
+            or not eps >= 0):  # type: ignore[operator]  # typeshed's Real declares no >=
         raise ValueError(f"{what}: eps must be a number >= 0, got {eps!r}")
     return float(eps)
 
@@ -126,12 +127,14 @@ class BatchNorm(Module):
     def __init__(self, features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, dtype: Any = "float32", name: str | None = None) -> None:
         super().__init__(name)
-        if isinstance(features, bool) or not isinstance(features, numbers.Integral) \
+        # int and float listed too: mypy does not know they are an Integral and a Real, and
+        # would take the rest of this method for unreachable (the same test at run time).
+        if isinstance(features, bool) or not isinstance(features, (int, numbers.Integral)) \
                 or features < 1:
             raise ValueError(f"BatchNorm: features must be an int >= 1, got {features!r}")
         self.features = int(features)
         self.eps = _eps(eps, "BatchNorm")
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
+        if isinstance(momentum, bool) or not isinstance(momentum, (float, numbers.Real)) \
                 or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum!r}")
         self.momentum = float(momentum)

@@ -118,7 +118,11 @@ def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # Rows: name, dtype rule, SymPy definition, numpy reference, doc[, OpDef facts].
 NONNEGATIVE = {"nonnegative": True}  # >= 0 (or nan) for any input
 
-UNARY = [
+_Row = tuple[str, str, Callable[..., Any], Callable[..., np.ndarray], str]
+_RowWithFacts = tuple[str, str, Callable[..., Any], Callable[..., np.ndarray], str,
+                      dict[str, bool]]
+
+UNARY: list[_Row | _RowWithFacts] = [
     ("neg", "numeric", lambda x: -x, np.negative, "-x"),
     ("exp", "float", sp.exp, np.exp, "e**x", NONNEGATIVE),
     ("log", "float", sp.log, np.log, "natural logarithm"),

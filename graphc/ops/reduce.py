@@ -1,7 +1,7 @@
 """Reductions over axes: sum, max, min, argmax, and the fused stable log_softmax."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -91,7 +91,9 @@ def _argmax_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     (x,) = arrs
     if x.shape[attrs["axis"]] == 0:
         raise ValueError(f"cannot take the argmax of an empty axis {attrs['axis']}")
-    return np.argmax(x, axis=attrs["axis"], keepdims=attrs["keepdims"]).astype(np.int64)
+    # a numpy scalar for a 0-d result (as np.sum gives): it has .shape and .dtype too
+    return cast(np.ndarray,
+                np.argmax(x, axis=attrs["axis"], keepdims=attrs["keepdims"]).astype(np.int64))
 
 
 register(OpDef(name="argmax", arity=1, differentiable=False, infer=_argmax_infer,

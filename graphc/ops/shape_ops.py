@@ -316,7 +316,8 @@ def _concat_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     for i in ins[1:]:
         for a in range(first.ndim):
             if a == axis:
-                out[a] = None if out[a] is None or i.shape[a] is None else out[a] + i.shape[a]
+                d, e = out[a], i.shape[a]
+                out[a] = None if d is None or e is None else d + e
             elif not _same_dims(out[a], i.shape[a]):
                 raise ShapeError(f"sizes differ on axis {a}")
             elif out[a] is None:
@@ -346,7 +347,7 @@ def _concat_vjp(node: Node, g: Node) -> list[Node | None]:
                 continue
             bounds.append((-after, -after + d if -after + d else None))
             after -= d
-    out = []
+    out: list[Node | None] = []
     for (lo, hi) in bounds:
         slices = tuple((lo, hi, 1) if a == axis else (None, None, None) for a in range(g.ndim))
         out.append(make("slice", g, slices=slices))

@@ -75,7 +75,7 @@ def _finite(node: Node) -> bool:
     return get_op(node.op).finite
 
 
-def _zeros(node: Node) -> Node:
+def _zeros(node: Node) -> Node | None:
     zero = scalar_constant(0, node.dtype)
     if not node.shape:
         return zero

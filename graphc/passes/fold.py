@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 
 from graphc.graph import Graph
-from graphc.node import Node, carry_label, toposort
+from graphc.node import Node, carry_label, static_shape, toposort
 from graphc.ops import get_op
 from graphc.ops.leaves import constant_node
 from graphc.ops.registry import rebuild
@@ -21,7 +21,7 @@ def _foldable(node: Node) -> bool:
         return False
     if not all(i.op == "constant" for i in node.inputs):
         return False
-    size = int(np.prod(node.shape)) if node.shape else 1
+    size = int(np.prod(static_shape(node.shape))) if node.shape else 1
     biggest = max((i.attrs["value"].array.size for i in node.inputs), default=1)
     return size <= max(biggest, 1) or size <= MAX_FOLDED_ELEMENTS and node.op != "broadcast_to"
 

@@ -45,15 +45,16 @@ class CompileCache:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.gco"
+    @staticmethod
+    def _path(folder: Path, key: str) -> Path:
+        return folder / f"{key}.gco"
 
     def get(self, key: str) -> tuple[bytes, dict] | None:
         """The object code and metadata stored under `key`, or None (missing or corrupt)."""
         if self.folder is None:
             return None
         try:
-            data = self._path(key).read_bytes()
+            data = self._path(self.folder, key).read_bytes()
         except OSError:
             return None
         try:
@@ -93,7 +94,7 @@ class CompileCache:
                     fh.write(MAGIC + header + b"\n" + digest + b"\n" + payload)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, self._path(key))
+                os.replace(tmp, self._path(self.folder, key))
             except BaseException:
                 with _suppress():
                     os.unlink(tmp)

@@ -14,8 +14,8 @@ def source_hash(folders: Iterable[Path]) -> str:
     bytes), in a fixed order. Contents, not sizes or times: a checkout or a `touch` keeps
     the hash, an edit that keeps the size changes it."""
     h = hashlib.sha256()
-    for number, root in enumerate(folders):
-        root = os.fspath(root)
+    for number, top in enumerate(folders):
+        root = os.fspath(top)
         h.update(f"folder {number}\n".encode())
         cut = len(root) + 1
         # plain strings and open(): this runs on every warm start, where pathlib costs ~1 ms

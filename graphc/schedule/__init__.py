@@ -5,6 +5,7 @@ import dataclasses
 from typing import Sequence
 
 from graphc.graph import Graph
+from graphc.node import Dim
 from graphc.passes import run_pipeline, select_passes
 from graphc.schedule.ir import Schedule
 from graphc.schedule.lower import lower_graph
@@ -13,7 +14,7 @@ from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.specialize import specialize_graph
 
 
-def schedule_graph(graph: Graph, shapes: Sequence[tuple[int, ...]] | None = None,
+def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None,
                    optimize: bool = True, policy: SchedulePolicy = DEFAULT_POLICY) -> Schedule:
     """Specialises `graph` to the input `shapes` (default: its static shapes), optimizes it
     again (sizes are constants now), and lowers it to a planned list of kernels with the

@@ -12,7 +12,7 @@ import numpy as np
 
 from graphc.errors import ShapeError
 from graphc.graph import Graph
-from graphc.node import Node, consumers
+from graphc.node import Node, consumers, static_shape
 from graphc.ops import get_op
 from graphc.ops.elementwise import NEGATIVE_POWER
 from graphc.schedule import ir
@@ -57,6 +57,11 @@ class Lazy:
 Value = Union[View, Lazy]
 
 
+def _dims(node: Node | _Keep) -> tuple[int, ...]:
+    """A node's shape, every size known: Lowering refuses a graph with unknown sizes."""
+    return static_shape(node.shape)
+
+
 def _trivial(expr: Expr) -> bool:
     return not isinstance(expr, Apply)
 
@@ -77,7 +82,7 @@ class Lowering:
         self.params: dict[int, object] = {}
         self.consts: dict[int, np.ndarray] = {}
         self.param_buffers: dict[object, int] = {}
-        self.creator: dict[int, Node] = {}
+        self.creator: dict[int, Node | _Keep] = {}
 
     # -- buffers ------------------------------------------------------------------------
     def new_buffer(self, dtype: np.dtype, shape: tuple[int, ...], role: str,
@@ -118,7 +123,7 @@ class Lowering:
     def run(self) -> Schedule:
         inputs = []
         for ph in self.graph.inputs:
-            bid = self.new_buffer(ph.dtype, ph.shape, "input", ph.attrs["name"])
+            bid = self.new_buffer(ph.dtype, _dims(ph), "input", ph.attrs["name"])
             self.values[ph] = self.whole(bid)
             inputs.append(bid)
         for node in self.order:
@@ -136,13 +141,14 @@ class Lowering:
                         self.params, self.consts)
 
     def store_outputs(self) -> list[int]:
-        outputs, used = [], set()
+        outputs: list[int] = []
+        used: set[int] = set()
         for i, node in enumerate(self.graph.outputs):
             value = self.values[node]
             bid = value.buffer if isinstance(value, View) else None
-            own = (bid is not None and self.buffers[bid].role == "temp" and bid not in used
-                   and self.creator.get(bid) is node and value == self.whole(bid))
-            if own:  # the kernel that made it writes the output directly
+            if (bid is not None and self.buffers[bid].role == "temp" and bid not in used
+                    and self.creator.get(bid) is node and value == self.whole(bid)):
+                # the kernel that made it writes the output directly
                 b = self.buffers[bid]
                 self.buffers[bid] = Buffer(bid, b.dtype, b.shape, "output", f"out{i}")
             else:
@@ -157,13 +163,14 @@ class Lowering:
         pending = []
         for param, new in self.graph.updates:
             target = self.param_buffer(param)
-            pending.append((target, self.expr_of(self.values[new], param.shape), new))
+            pending.append((target, self.expr_of(self.values[new], _dims(param)), new))
         readers: dict[int, int] = {}
         for _, expr, _ in pending:
             for ld in ir.expr_loads(expr):
                 readers[ld.access.buffer] = readers.get(ld.access.buffer, 0) + 1
         identity = {t: ir.contiguous_strides(self.buffers[t].shape) for t, _, _ in pending}
-        direct, staged = [], []
+        direct: list[tuple[int, Expr, Node]] = []
+        staged: list[tuple[int, Expr, Node]] = []
         for target, expr, new in pending:
             own_reads = [ld for ld in ir.expr_loads(expr) if ld.access.buffer == target]
             safe = all(ld.access.strides == identity[target] and ld.access.offset == 0
@@ -200,7 +207,7 @@ class Lowering:
     def param_buffer(self, node: Node) -> int:
         storage = node.attrs["storage"]
         if storage not in self.param_buffers:
-            bid = self.new_buffer(node.dtype, node.shape, "param", storage.name)
+            bid = self.new_buffer(node.dtype, _dims(node), "param", storage.name)
             self.params[bid] = storage
             self.param_buffers[storage] = bid
         return self.param_buffers[storage]
@@ -220,7 +227,7 @@ class Lowering:
             v = self.values[i]
             if isinstance(v, Lazy) and v.depth >= self.policy.max_fused_depth:
                 self.view_of(i)
-        args = tuple(self.expr_of(self.values[i], node.shape) for i in node.inputs)
+        args = tuple(self.expr_of(self.values[i], _dims(node)) for i in node.inputs)
         fused: tuple[str, ...] = ()
         depth = 0
         for i in node.inputs:
@@ -228,7 +235,7 @@ class Lowering:
             if isinstance(v, Lazy):
                 fused += tuple(f for f in v.fused if f not in fused)
                 depth = max(depth, v.depth)
-        return Lazy(Apply(node.op, args, node.dtype), node.shape, node.dtype,
+        return Lazy(Apply(node.op, args, node.dtype), _dims(node), node.dtype,
                     fused + ((node.op,) if node.op not in fused else ()), depth + 1)
 
     def lower_pow(self, node: Node) -> Value:
@@ -236,8 +243,9 @@ class Lowering:
         negative one, and so does generated code (instead of giving 0)."""
         exponent = node.inputs[1]
         v = self.values[exponent]
-        known = isinstance(v, Lazy) and isinstance(v.expr, Const)
-        if np.dtype(node.dtype).kind == "i" and not (known and v.expr.value >= 0):
+        known_nonnegative = (isinstance(v, Lazy) and isinstance(v.expr, Const)
+                             and v.expr.value >= 0)
+        if np.dtype(node.dtype).kind == "i" and not known_nonnegative:
             view = self.view_of(exponent)
             where = f" (built at {node.source})" if node.source is not None else ""
             self.kernels.append(ir.ValueCheck(
@@ -253,7 +261,7 @@ class Lowering:
             v = self.view_of(x)
             fused = ()
         depth = v.depth if isinstance(v, Lazy) else 0
-        return Lazy(Apply("cast", (self.expr_of(v, x.shape),), node.dtype), node.shape,
+        return Lazy(Apply("cast", (self.expr_of(v, _dims(x)),), node.dtype), _dims(node),
                     node.dtype, fused + ("cast",), depth + 1)
 
     def lower_parameter(self, node: Node) -> View:
@@ -262,13 +270,13 @@ class Lowering:
     def lower_constant(self, node: Node) -> Value:
         array = node.attrs["value"].array
         if array.size == 1:
-            return Lazy(Const(array.reshape(()).item(), node.dtype), node.shape, node.dtype)
-        bid = self.new_buffer(node.dtype, node.shape, "const")
+            return Lazy(Const(array.reshape(()).item(), node.dtype), _dims(node), node.dtype)
+        bid = self.new_buffer(node.dtype, _dims(node), "const")
         self.consts[bid] = array
         return self.whole(bid)
 
     def lower_iota(self, node: Node) -> Lazy:
-        return Lazy(Index(0, node.dtype), node.shape, node.dtype, ("iota",))
+        return Lazy(Index(0, node.dtype), _dims(node), node.dtype, ("iota",))
 
     def lower_size_of(self, node: Node) -> Lazy:
         shape = node.inputs[0].shape
@@ -291,22 +299,22 @@ class Lowering:
         v = self.values[g]
         if not axes:
             return v
-        keep = tuple(1 if a in axes else d for a, d in enumerate(g.shape))
+        keep = tuple(1 if a in axes else d for a, d in enumerate(_dims(g)))
         total = self._reduce(_Keep(node, keep), "sum", axes, v)
-        return View(total.buffer, node.shape, ir.contiguous_strides(node.shape), 0,
+        return View(total.buffer, _dims(node), ir.contiguous_strides(_dims(node)), 0,
                     node.dtype)
 
     def lower_random_uniform(self, node: Node) -> Lazy:
         """hash(seed, flat index): the flat index is built from the iteration indices."""
-        seed = self.expr_of(self.values[node.inputs[0]], node.shape)
+        seed = self.expr_of(self.values[node.inputs[0]], _dims(node))
         i64 = np.dtype("int64")
         flat: Expr = Const(0, i64)
-        for axis_, stride in enumerate(ir.contiguous_strides(node.shape)):
+        for axis_, stride in enumerate(ir.contiguous_strides(_dims(node))):
             term: Expr = Index(axis_, i64)
             if stride != 1:
                 term = Apply("mul", (term, Const(stride, i64)), i64)
             flat = term if isinstance(flat, Const) else Apply("add", (flat, term), i64)
-        return Lazy(Apply("random_uniform", (seed, flat), node.dtype), node.shape, node.dtype,
+        return Lazy(Apply("random_uniform", (seed, flat), node.dtype), _dims(node), node.dtype,
                     ("random_uniform",), 1)
 
     def lower_stop_gradient(self, node: Node) -> Value:
@@ -318,8 +326,8 @@ class Lowering:
         rank = len(node.shape)
         if isinstance(v, View):
             strides, offset = remap_view(v.strides, v.offset, amap, rank)
-            return View(v.buffer, node.shape, strides, offset, v.dtype)
-        return Lazy(remap_expr(v.expr, amap, rank), node.shape, v.dtype, v.fused, v.depth)
+            return View(v.buffer, _dims(node), strides, offset, v.dtype)
+        return Lazy(remap_expr(v.expr, amap, rank), _dims(node), v.dtype, v.fused, v.depth)
 
     def lower_transpose(self, node: Node) -> Value:
         perm = node.attrs["perm"]
@@ -327,7 +335,7 @@ class Lowering:
         return self._view(node, tuple(axis(where[j]) for j in range(len(perm))))
 
     def lower_broadcast_to(self, node: Node) -> Value:
-        return self._view(node, broadcast_map(node.inputs[0].shape, node.shape))
+        return self._view(node, broadcast_map(_dims(node.inputs[0]), _dims(node)))
 
     lower_broadcast_like = lower_broadcast_to
 
@@ -350,7 +358,7 @@ class Lowering:
     def lower_slice(self, node: Node) -> Value:
         x = node.inputs[0]
         amap = []
-        for j, (s, d) in enumerate(zip(node.attrs["slices"], x.shape)):
+        for j, (s, d) in enumerate(zip(node.attrs["slices"], _dims(x))):
             start, _, step = slice(*s).indices(d)
             amap.append(axis(j, step, start))
         return self._view(node, tuple(amap))
@@ -365,22 +373,22 @@ class Lowering:
     def lower_reshape(self, node: Node) -> Value:
         v = self.values[node.inputs[0]]
         if isinstance(v, View):
-            strides = reshape_strides(v.shape, v.strides, node.shape)
+            strides = reshape_strides(v.shape, v.strides, _dims(node))
             if strides is not None:  # the same elements in the same order: a view
-                return View(v.buffer, node.shape, strides, v.offset, v.dtype)
+                return View(v.buffer, _dims(node), strides, v.offset, v.dtype)
         if not (isinstance(v, View) and v.contiguous()):
             v = self.materialize(v if isinstance(v, Lazy) else
                                  Lazy(self.expr_of(v, v.shape), v.shape, v.dtype, ("copy",)))
-        return View(v.buffer, node.shape, ir.contiguous_strides(node.shape), v.offset, v.dtype)
+        return View(v.buffer, _dims(node), ir.contiguous_strides(_dims(node)), v.offset, v.dtype)
 
     lower_reshape_like = lower_reshape
 
     # reductions: the elementwise ops feeding them fuse into the body
-    def _reduce(self, node: Node, op: str, axes: tuple[int, ...], source: Value,
+    def _reduce(self, node: Node | _Keep, op: str, axes: tuple[int, ...], source: Value,
                 body: Expr | None = None, fused: tuple[str, ...] = ()) -> View:
         shape = source.shape
         keep_shape = tuple(1 if a in axes else d for a, d in enumerate(shape))
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
         strides = list(ir.contiguous_strides(keep_shape))
         for a in axes:
@@ -414,30 +422,30 @@ class Lowering:
         if isinstance(v, Lazy) and not _trivial(v.expr):
             v = self.view_of(x)
         axis = node.attrs["axis"]
-        keep = tuple(1 if a == axis else d for a, d in enumerate(x.shape))
+        keep = tuple(1 if a == axis else d for a, d in enumerate(_dims(x)))
         m = _Keep(node, keep)
         top = self._reduce(m, "max", (axis,), v)
         top_k = View(top.buffer, keep, ir.contiguous_strides(keep), 0, node.dtype)
-        shifted = Apply("sub", (self.expr_of(v, x.shape), self.expr_of(top_k, x.shape)),
+        shifted = Apply("sub", (self.expr_of(v, _dims(x)), self.expr_of(top_k, _dims(x))),
                         node.dtype)
         total = self._reduce(m, "sum", (axis,), v, Apply("exp", (shifted,), node.dtype),
                              ("sub", "exp"))
         total_k = View(total.buffer, keep, ir.contiguous_strides(keep), 0, node.dtype)
-        out = Apply("sub", (shifted, Apply("log", (self.expr_of(total_k, x.shape),),
+        out = Apply("sub", (shifted, Apply("log", (self.expr_of(total_k, _dims(x)),),
                                            node.dtype)), node.dtype)
-        return Lazy(out, node.shape, node.dtype, ("log_softmax",), 4)
+        return Lazy(out, _dims(node), node.dtype, ("log_softmax",), 4)
 
     # templates
     def lower_matmul(self, node: Node) -> View:
         a, b = node.inputs
         va, vb = self.view_of(a), self.view_of(b)
-        batch = node.shape[:-2]
-        m, n, k = node.shape[-2], node.shape[-1], a.shape[-1]
+        batch = _dims(node)[:-2]
+        m, n, k = _dims(node)[-2], _dims(node)[-1], _dims(a)[-1]
         acc_a = self._batched(va, batch, (m, k))
         acc_b = self._batched(vb, batch, (k, n))
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
-        out = Access(bid, ir.contiguous_strides(node.shape), 0)
+        out = Access(bid, ir.contiguous_strides(_dims(node)), 0)
         narrow = self.policy.narrow_gemm
         if narrow is not None and n < narrow and m > n:
             # C = A B with few columns is computed as C^T = B^T A^T: the long side becomes
@@ -455,22 +463,22 @@ class Lowering:
     def lower_take(self, node: Node) -> View:
         x, idx = node.inputs
         vx, vi = self.view_of(x), self.view_of(idx)
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
         self.kernels.append(ir.Gather(
-            x.shape, Access(vx.buffer, vx.strides, vx.offset), idx.shape,
+            _dims(x), Access(vx.buffer, vx.strides, vx.offset), _dims(idx),
             Access(vi.buffer, vi.strides, vi.offset), node.attrs["axis"],
-            Access(bid, ir.contiguous_strides(node.shape), 0), node.dtype,
+            Access(bid, ir.contiguous_strides(_dims(node)), 0), node.dtype,
             describe_indices("take", node, idx)))
         return self.whole(bid)
 
     def lower_scatter_add(self, node: Node) -> View:
         _, idx, upd = node.inputs
         vi, vu = self.view_of(idx), self.view_of(upd)
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
         self.kernels.append(ir.ScatterAdd(
-            node.shape, Access(bid, ir.contiguous_strides(node.shape), 0), idx.shape,
+            _dims(node), Access(bid, ir.contiguous_strides(_dims(node)), 0), _dims(idx),
             Access(vi.buffer, vi.strides, vi.offset), Access(vu.buffer, vu.strides, vu.offset),
             node.attrs["axis"], node.dtype, describe_indices("scatter_add", node, idx)))
         return self.whole(bid)
@@ -489,7 +497,7 @@ class Lowering:
         `otherwise` elsewhere: a guarded load, over the result's iteration space."""
         v = self.view_of(x)
         strides, offset, bounds = [], v.offset, []
-        for j, ((start, step), s, n) in enumerate(zip(region, v.strides, x.shape)):
+        for j, ((start, step), s, n) in enumerate(zip(region, v.strides, _dims(x))):
             # result index i reads x at p = step * (i - start), inside when 0 <= p < n
             strides.append(s * step)
             offset -= s * step * start
@@ -501,21 +509,21 @@ class Lowering:
     def lower_unslice(self, node: Node) -> Value:
         g, ref = node.inputs
         region = []
-        for s, d in zip(node.attrs["slices"], ref.shape):
+        for s, d in zip(node.attrs["slices"], _dims(ref)):
             start, _, step = slice(*s).indices(d)
             region.append((start, step))
         zero = Const(0, node.dtype)
         if 0 in g.shape:
-            return Lazy(zero, node.shape, node.dtype)
+            return Lazy(zero, _dims(node), node.dtype)
         if all(abs(step) == 1 for _, step in region):  # a view: zeros outside the slice
-            return Lazy(self._placed(g, region, node.shape, zero), node.shape, node.dtype,
+            return Lazy(self._placed(g, region, _dims(node), zero), _dims(node), node.dtype,
                         ("unslice",), 1)
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
-        fill = Store(Access(bid, ir.contiguous_strides(node.shape), 0), zero)
-        self.kernels.append(ir.Elementwise(node.shape, (fill,), ("zeros",)))
+        fill = Store(Access(bid, ir.contiguous_strides(_dims(node)), 0), zero)
+        self.kernels.append(ir.Elementwise(_dims(node), (fill,), ("zeros",)))
         v = self.values[g]
-        self.kernels.append(ir.Elementwise(g.shape, (self._region_store(bid, region, v),),
+        self.kernels.append(ir.Elementwise(_dims(g), (self._region_store(bid, region, v),),
                                            (v.fused if isinstance(v, Lazy) else ())
                                            + ("unslice",)))
         return self.whole(bid)
@@ -525,9 +533,10 @@ class Lowering:
         (x,) = node.inputs
         zero = Const(0, node.dtype)
         if 0 in x.shape:
-            return Lazy(zero, node.shape, node.dtype)
+            return Lazy(zero, _dims(node), node.dtype)
         region = [(before, 1) for before, _ in node.attrs["pads"]]
-        return Lazy(self._placed(x, region, node.shape, zero), node.shape, node.dtype, ("pad",), 1)
+        return Lazy(self._placed(x, region, _dims(node), zero), _dims(node), node.dtype,
+                    ("pad",), 1)
 
     def _window_map(self, node: Node, ndim: int) -> AxisMap:
         """windows: input axis a reads stride * (window index) + (offset in the window)."""
@@ -546,9 +555,9 @@ class Lowering:
 
     def lower_windows_grad(self, node: Node) -> View:
         g, ref = node.inputs
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
-        base = ir.contiguous_strides(node.shape)
+        base = ir.contiguous_strides(_dims(node))
         axes, sizes, strides = (node.attrs[k] for k in ("axes", "sizes", "strides"))
         # Windows that do not overlap write each element at most once: a plain store (which
         # vectorizes and runs on threads); zeros first only where they leave gaps.
@@ -557,13 +566,13 @@ class Lowering:
                                    for a, k, s in zip(axes, sizes, strides))
         if not covered:
             zero = Store(Access(bid, base, 0), Const(0, node.dtype))
-            self.kernels.append(ir.Elementwise(node.shape, (zero,), ("zeros",)))
+            self.kernels.append(ir.Elementwise(_dims(node), (zero,), ("zeros",)))
         if 0 not in g.shape:
             strides_, offset = remap_view(base, 0, self._window_map(node, ref.ndim), g.ndim)
             v = self.values[g]
-            store = Store(Access(bid, strides_, offset), self.expr_of(v, g.shape),
+            store = Store(Access(bid, strides_, offset), self.expr_of(v, _dims(g)),
                           accumulate="" if disjoint else "atomic")
-            self.kernels.append(ir.Elementwise(g.shape, (store,),
+            self.kernels.append(ir.Elementwise(_dims(g), (store,),
                                                (v.fused if isinstance(v, Lazy) else ())
                                                + ("windows_grad",)))
         return self.whole(bid)
@@ -580,8 +589,8 @@ class Lowering:
         value: Expr = Const(0, node.dtype)  # (read nowhere: some part covers every index)
         for x, begin in reversed(parts):
             region = [(begin if a == axis else 0, 1) for a in range(node.ndim)]
-            value = self._placed(x, region, node.shape, value)
-        return Lazy(value, node.shape, node.dtype, ("concatenate",), 1)
+            value = self._placed(x, region, _dims(node), value)
+        return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
 
 
 def _swapped(access: Access) -> Access:

@@ -22,9 +22,7 @@ def _injective(access: ir.Access, shape: tuple[int, ...]) -> bool:
     return all(s != 0 or d == 1 for s, d in zip(access.strides, shape))
 
 
-def _mergeable(first: ir.Kernel, second: ir.Kernel) -> bool:
-    if not (isinstance(first, ir.Elementwise) and isinstance(second, ir.Elementwise)):
-        return False
+def _mergeable(first: ir.Elementwise, second: ir.Elementwise) -> bool:
     if first.shape != second.shape or any(s.accumulate for s in first.stores + second.stores):
         return False
     written = {s.access.buffer: s.access for s in first.stores}
@@ -55,8 +53,10 @@ def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
 def merge_elementwise(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
     out: list[ir.Kernel] = []
     for kernel in kernels:
-        if out and _mergeable(out[-1], kernel):
-            out[-1] = _merged(out[-1], kernel)
+        last = out[-1] if out else None
+        if (isinstance(last, ir.Elementwise) and isinstance(kernel, ir.Elementwise)
+                and _mergeable(last, kernel)):
+            out[-1] = _merged(last, kernel)
         else:
             out.append(kernel)
     return out

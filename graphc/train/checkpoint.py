@@ -162,7 +162,7 @@ def save(path: str | os.PathLike, params: Any, extra: Mapping[str, Any] | None =
         arrays = {name: (v.storage.array.copy() if isinstance(v, Parameter)
                          else np.array(v, order="C", copy=True))
                   for name, v in named.items()}
-    members = {}
+    members: dict[str, str] = {}
     for name in arrays:
         member = _member(name)
         if member in members.values() or member == _member(MANIFEST):

@@ -1,7 +1,7 @@
 """Evaluation metrics: plain numpy functions over predictions and labels."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -109,7 +109,7 @@ def mean_absolute_error(pred: Any, target: Any) -> float:
     return float(np.mean(np.abs(p - t)))
 
 
-METRICS = {
+METRICS: dict[str, Callable[[Any, Any], float]] = {
     "accuracy": accuracy,
     "top_k_accuracy": top_k_accuracy,
     "mse": mean_squared_error,
