@@ -18,8 +18,10 @@ os.environ.setdefault("GRAPHC_CACHE_DIR", tempfile.mkdtemp(prefix="graphc-test-c
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("ci", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+# CI draws the same examples every run (derandomize, no example database): a red CI is then
+# a change's fault, never the luck of the draw; `dev` stays random to find new cases.
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
+                          database=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
