@@ -19,6 +19,8 @@ from graphc.frontends.autodiff import grad, hessian, jvp, name, vjp
 from graphc.frontends.custom import elementwise_function, to_sympy
 from graphc.frontends.gradcheck import GradCheckResult, check_grad
 from graphc.frontends.random import random_uniform
+# issue #16, "more of numpy" part 2 (kernels and indexing): scans and sorting
+from graphc.frontends.scans import argsort, cumprod, cumsum, sort
 from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402
@@ -37,3 +39,5 @@ __all__ = [
     "GradCheckResult", "check_grad", "random_uniform", "data", "nn", "train", "optim",
     "__version__",
 ]
+# issue #16, "more of numpy" part 2 (kernels and indexing)
+__all__ += ["argsort", "cumprod", "cumsum", "sort"]
