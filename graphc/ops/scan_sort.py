@@ -51,7 +51,10 @@ def _cumprod_vjp(node: Node, g: Node) -> list[Node | None]:
     the running product forwards; reverse=True mirrors it). Before the first zero p of a
     row, dx_i = revcumsum(g y)_i / x_i (x_i != 0 there); at p, the products skip x_p, which
     is cumprod of x with x_p set to 1 (x', y'): dx_p = revcumsum(g y')_p; after p every
-    product holds x_p = 0, so dx_i = 0."""
+    product holds x_p = 0, so dx_i = 0. The first derivative is exact everywhere; a second
+    derivative is exact away from zeros only (after p the rule is the constant 0, whose
+    derivative misses the terms through x_p: exact higher orders need a linear-recurrence
+    scan, S_i = g_i + x_{i+1} S_{i+1}, which graphc does not have yet)."""
     (x,) = node.inputs
     axis, reverse = node.attrs["axis"], node.attrs["reverse"]
     back = dict(axis=axis, reverse=not reverse)
