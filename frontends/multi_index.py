@@ -107,7 +107,7 @@ def multi_take(x: Node, advanced: list[tuple[int, Node]]) -> tuple[Node, Callabl
     result, whose broadcast index shape stands where the first indexed axis was, and where
     each other axis of x went."""
     axes = [a for a, _ in advanced]
-    dims = [x.shape[a] for a in axes]
+    maybe = [x.shape[a] for a in axes]
     try:
         np.broadcast_shapes(*(tuple(1 if d is None else d for d in i.shape)
                               for _, i in advanced))
@@ -115,7 +115,8 @@ def multi_take(x: Node, advanced: list[tuple[int, Node]]) -> tuple[Node, Callabl
         shapes = " ".join(str(tuple(i.shape)) for _, i in advanced)
         raise IndexError(f"index: shape mismatch: indexing arrays could not be broadcast "
                          f"together with shapes {shapes}") from None
-    if None in dims:
+    dims = [d for d in maybe if d is not None]
+    if len(dims) < len(maybe):
         raise ValueError(f"index: indexing several axes with integer tensors needs the sizes "
                          f"of those axes known when the graph is built; {x.type} has unknown "
                          f"sizes among axes {axes}")

@@ -152,7 +152,7 @@ def _scatter_along_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
     axis = attrs["axis"]
     check_along(idx, ref.shape[axis], "scatter_along_axis")
     out = np.zeros(ref.shape, upd.dtype)
-    where = list(np.indices(idx.shape, sparse=True))
+    where: list[np.ndarray] = list(np.indices(idx.shape, sparse=True))
     where[axis] = idx
     np.add.at(out, tuple(where), upd)
     return out

@@ -5,6 +5,7 @@ reshape) cost nothing, they only change the strides of later accesses; everythin
 a template kernel (gemm, gather, scatter_add)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Union
 
@@ -481,12 +482,13 @@ class Lowering:
         v = self.values[x]
         if isinstance(v, Lazy) and v.depth >= self.policy.max_fused_depth:
             v = self.view_of(x)
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
         self.creator[bid] = node
         fused = v.fused if isinstance(v, Lazy) else ()
-        self.kernels.append(ir.Scan(node.shape, node.attrs["axis"], op, node.attrs["reverse"],
-                                    self.expr_of(v, node.shape),
-                                    Access(bid, ir.contiguous_strides(node.shape), 0),
+        shape = _known(node.shape)
+        self.kernels.append(ir.Scan(shape, node.attrs["axis"], op, node.attrs["reverse"],
+                                    self.expr_of(v, shape),
+                                    Access(bid, ir.contiguous_strides(shape), 0),
                                     node.dtype, fused + (node.op,)))
         return self.whole(bid)
 
@@ -501,11 +503,12 @@ class Lowering:
         vx = self.view_of(x)
         axis_ = node.attrs["axis"]
         # two rows of indices: a merge sort's passes go from one to the other
-        scratch = self.new_buffer(np.dtype("int64"), (2 * node.shape[axis_],), "temp")
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        scratch = self.new_buffer(np.dtype("int64"), (2 * _known(node.shape)[axis_],), "temp")
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
         self.creator[bid] = node
-        self.kernels.append(ir.Sort(node.shape, axis_, Access(vx.buffer, vx.strides, vx.offset),
-                                    Access(bid, ir.contiguous_strides(node.shape), 0), scratch,
+        shape = _known(node.shape)
+        self.kernels.append(ir.Sort(shape, axis_, Access(vx.buffer, vx.strides, vx.offset),
+                                    Access(bid, ir.contiguous_strides(shape), 0), scratch,
                                     x.dtype))
         return self.whole(bid)
 
@@ -518,13 +521,13 @@ class Lowering:
         n = node.inputs[0].shape[axis_]
         vi = self.view_of(idx)
         if idx.op != "argsort":
-            self.kernels.append(ir.IndexCheck(idx.shape, Access(vi.buffer, vi.strides,
+            self.kernels.append(ir.IndexCheck(_known(idx.shape), Access(vi.buffer, vi.strides,
                                                                 vi.offset),
                                               n, describe_indices(node.op, node, idx)))
         i64 = np.dtype("int64")
         flat: Expr = Const(offset, i64)
         for k, s in enumerate(strides):
-            term: Expr = self.expr_of(vi, idx.shape) if k == axis_ else Index(k, i64)
+            term: Expr = self.expr_of(vi, _known(idx.shape)) if k == axis_ else Index(k, i64)
             if k == axis_ and idx.dtype != i64:
                 term = Apply("cast", (term,), i64)
             if s == 0:
@@ -532,32 +535,32 @@ class Lowering:
             if s != 1:
                 term = Apply("mul", (term, Const(s, i64)), i64)
             flat = Apply("add", (flat, term), i64)
-        return self.materialize(Lazy(flat, idx.shape, i64, (node.op,), len(strides)))
+        return self.materialize(Lazy(flat, _known(idx.shape), i64, (node.op,), len(strides)))
 
     def lower_take_along_axis(self, node: Node) -> View:
         x, idx = node.inputs
         vx = self.view_of(x)
         size = self.buffers[vx.buffer].size
         flat = self._along_index(node, idx, vx.strides, vx.offset)
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
         self.creator[bid] = node
         self.kernels.append(ir.Gather(
-            (size,), Access(vx.buffer, (1,), 0), idx.shape,
+            (size,), Access(vx.buffer, (1,), 0), _known(idx.shape),
             Access(flat.buffer, flat.strides, flat.offset), 0,
-            Access(bid, ir.contiguous_strides(node.shape), 0), node.dtype,
+            Access(bid, ir.contiguous_strides(_known(node.shape)), 0), node.dtype,
             describe_indices(node.op, node, idx)))
         return self.whole(bid)
 
     def lower_scatter_along_axis(self, node: Node) -> View:
         _, idx, upd = node.inputs
         vu = self.view_of(upd)
-        strides = ir.contiguous_strides(node.shape)
+        strides = ir.contiguous_strides(_known(node.shape))
         flat = self._along_index(node, idx, strides, 0)
-        bid = self.new_buffer(node.dtype, node.shape, "temp")
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
         self.creator[bid] = node
         size = self.buffers[bid].size
         self.kernels.append(ir.ScatterAdd(
-            (size,), Access(bid, (1,), 0), idx.shape,
+            (size,), Access(bid, (1,), 0), _known(idx.shape),
             Access(flat.buffer, flat.strides, flat.offset),
             Access(vu.buffer, vu.strides, vu.offset), 0, node.dtype,
             describe_indices(node.op, node, idx)))
@@ -670,6 +673,11 @@ class Lowering:
             region = [(begin if a == axis else 0, 1) for a in range(node.ndim)]
             value = self._placed(x, region, node.shape, value)
         return Lazy(value, node.shape, node.dtype, ("concatenate",), 1)
+
+
+def _known(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+    """A shape in a specialised graph (every size known: Lowering checks it)."""
+    return typing.cast(tuple[int, ...], shape)
 
 
 def _swapped(access: Access) -> Access:
