@@ -1,4 +1,5 @@
-"""numpy-style indexing of Tensors: ints, slices, None, ..., and one integer-tensor index."""
+"""numpy-style indexing of Tensors: ints, slices, None, ..., integer tensors (numpy's advanced
+indexing) and boolean masks whose values are known when the graph is built."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +9,7 @@ import numpy as np
 from graphc.node import Node
 from graphc.ops import make
 from graphc.frontends.convert import to_node
+from graphc.frontends.multi_index import Mask, expand_masks, multi_take
 from graphc.frontends.tensor import Tensor
 
 _FULL = (None, None, None)
@@ -32,8 +34,8 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     items = list(key) if isinstance(key, tuple) else [key]
     for item in items:
         if isinstance(item, (bool, np.bool_)):
-            raise TypeError("index: boolean indices are not supported (the result size "
-                            "would depend on data); use gc.where")
+            raise TypeError("index: a boolean scalar index is not supported (numpy adds an "
+                            "axis of size 1 or 0); use None or x[:0]")
         if not (item is None or item is Ellipsis or isinstance(item, slice) or _is_int(item)
                 or _is_advanced(item)):
             raise TypeError(f"index: {item!r} of type {type(item).__name__} is not a valid "
@@ -46,7 +48,9 @@ def getitem(x: Tensor, key: Any) -> Tensor:
                       and adv_at[-1] - adv_at[0] + 1 != len(adv_at))
     if sum(item is Ellipsis for item in items) > 1:
         raise IndexError("index: an index can only have a single ellipsis ('...')")
-    consuming = sum(1 for i in items if i is not None and i is not Ellipsis)
+    items = [Mask.of(i) if _is_advanced(i) else i for i in items]
+    consuming = sum(i.ndim if isinstance(i, Mask) else 1 for i in items
+                    if i is not None and i is not Ellipsis)
     if consuming > node.ndim:
         raise IndexError(f"index: too many indices ({consuming}) for a tensor of "
                          f"{node.ndim} dimensions {node.type}")
@@ -55,11 +59,13 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         items[at:at + 1] = [slice(None)] * (node.ndim - consuming)
     else:
         items += [slice(None)] * (node.ndim - consuming)
+    items = expand_masks(items, node)  # a mask is the integer arrays of its nonzero()
+    adv_ndim = max((to_node(i, "index").ndim for i in items if _is_advanced(i)), default=0)
 
     slices: list[tuple] = []
     int_axes: list[int] = []
     late_checks: dict[int, int] = {}  # axis -> int index, for axes of run-time size
-    advanced: tuple[int, Node] | None = None
+    advanced: list[tuple[int, Node]] = []
     new_axes: list[int] = []  # positions in the result
     out_pos = 0
     axis = 0
@@ -86,37 +92,37 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             if dim is None:  # checked when the size is known: squeeze finds no element
                 late_checks[axis] = i
         else:
-            if advanced is not None:
-                raise IndexError("index: only one integer-tensor index is supported; "
-                                 "combine them with gc.take")
             idx = to_node(item, "index")
-            if idx.dtype.kind == "b":
-                raise TypeError("index: boolean indices are not supported (the result size "
-                                "would depend on data); use gc.where")
             if idx.dtype.kind != "i":
                 raise IndexError(f"index: an index tensor must hold integers, got {idx.dtype}")
-            advanced = (axis, idx)
-            adv_pos = out_pos
+            if not advanced:  # the indices' broadcast shape goes where the first one is
+                adv_pos = out_pos
+                out_pos += adv_ndim
+            advanced.append((axis, idx))
             slices.append(_FULL)
-            out_pos += idx.ndim
         axis += 1
+
 
     out = node
     if any(s != _FULL for s in slices):
         out = make("slice", out, slices=tuple(slices))
-    if advanced is not None:
-        adv_axis, idx = advanced
+    if len(advanced) == 1:
+        adv_axis, idx = advanced[0]
         out = make("take", out, idx, axis=adv_axis)
         shift = idx.ndim - 1
         late_checks = {a + shift if a > adv_axis else a: i for a, i in late_checks.items()}
         int_axes = [a + shift if a > adv_axis else a for a in int_axes]
+    elif advanced:
+        out, where = multi_take(out, advanced)
+        late_checks = {where(a): i for a, i in late_checks.items()}
+        int_axes = [where(a) for a in int_axes]
     if int_axes:
         extra = {"indices": tuple(sorted(late_checks.items()))} if late_checks else {}
         out = make("squeeze", out, axes=tuple(sorted(int_axes)), **extra)
     if new_axes:
         out = make("expand_dims", out, axes=tuple(new_axes))
-    if split_advanced and adv_pos and advanced is not None:  # (split_advanced: it is)
-        k = advanced[1].ndim
+    if split_advanced and adv_pos:
+        k = adv_ndim
         moved = list(range(adv_pos, adv_pos + k))
         perm = moved + [a for a in range(out.ndim) if a not in moved]
         out = make("transpose", out, perm=tuple(perm))

@@ -28,6 +28,9 @@ from graphc.frontends.numpy_math import (  # noqa: E402
     logical_not, logical_or, mod, prod, remainder, round, sinh, std, var)
 from graphc.frontends.numpy_shape import (  # noqa: E402
     dot, einsum, flip, outer, pad, repeat, split, tile)
+
+# issue #16, "more of numpy" part 2 (kernels and indexing): scans and sorting
+from graphc.frontends.scans import argsort, cumprod, cumsum, sort
 from graphc import data, nn  # noqa: E402
 from graphc import train  # noqa: E402
 from graphc import optim  # noqa: E402
@@ -62,3 +65,6 @@ __all__ += [
     "round", "sinh", "std", "var", "dot", "einsum", "flip", "outer", "pad", "repeat", "split",
     "tile",
 ]
+
+# issue #16, "more of numpy" part 2 (kernels and indexing)
+__all__ += ["argsort", "cumprod", "cumsum", "sort"]

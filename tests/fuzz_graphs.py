@@ -248,6 +248,8 @@ class Builder:
             ("cast", True),
             ("reduce", True),
             ("argmax", dtype == I64),
+            ("scan", (f and inexact_ok) or dtype == I64),  # (int32 accumulates in int64)
+            ("sort", rank >= 1 and (f or i) and not self.smooth),  # (FD at ties: no)
             ("logsumexp", f and inexact_ok),
             ("matmul", (f and inexact_ok) or i),
             ("reshape", True),
@@ -541,6 +543,27 @@ class Builder:
             axis = axis[0]
         return gc.argmax(self.expr(inner, src, depth, exact=True), axis=axis,
                          keepdims=keepdims)
+
+    def _scan(self, shape, dtype, depth, exact):
+        """cumsum / cumprod along an axis, or of the flattened operand (axis None)."""
+        name = self.pick(["cumsum", "cumprod"], "scan")
+        u = self.expr(shape, dtype, depth, exact)
+        if len(shape) == 1 and self.flip("flat"):
+            return getattr(gc, name)(u)
+        if name == "cumprod" and dtype.kind == "f":
+            u = gc.tanh(u) + 0.5  # bounded factors: no overflow along long axes
+        if not shape:
+            return gc.reshape(getattr(gc, name)(u), ())
+        k = self.draw(st.integers(-len(shape), len(shape) - 1), "axis")
+        return getattr(gc, name)(u, axis=k)
+
+    def _sort(self, shape, dtype, depth, exact):
+        """sort along an axis; for int64 results also argsort (of any numeric operand)."""
+        k = self.draw(st.integers(-len(shape), len(shape) - 1), "axis")
+        if dtype == I64 and self.flip("argsort"):
+            src = self.pick(self.float_dtypes + INTS, "argsort_src")
+            return gc.argsort(self.expr(shape, src, depth, exact), axis=k)
+        return gc.sort(self.expr(shape, dtype, depth, exact), axis=k)
 
     def _logsumexp(self, shape, dtype, depth, exact):
         inner, axis, keepdims = self.reduced_from(shape, allow_empty=False, multi=True)

@@ -437,6 +437,8 @@ COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
     "where", "sum", "max", "min", "matmul", "reshape", "transpose", "broadcast_to",
     "expand_dims", "squeeze", "slice", "concatenate", "take", "cast", "log_softmax", "windows",
     "pad", "concat_part"})  # concat_part: the DYNAMIC_CASES "concat_*_unknown" below
+# checked in tests/test_scans_sort.py (against finite differences and PyTorch)
+COVERED |= {"cumsum", "cumprod", "take_along_axis", "scatter_along_axis"}
 
 
 def test_every_differentiable_primitive_has_a_case_here():

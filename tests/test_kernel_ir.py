@@ -43,7 +43,8 @@ def test_every_kind_has_a_lowering_in_every_backend():
     idx = gc.placeholder((5,), "int64", name="idx")
     e = gc.placeholder((5,), "int64", name="e")
     loss = gc.sum(gc.take(w, idx, axis=0) @ gc.constant(np.ones((4, 2))))
-    f = gc.function([w, idx, e], [loss, gc.grad(loss, w), idx ** e], backend="numpy")
+    f = gc.function([w, idx, e], [loss, gc.grad(loss, w), idx ** e, gc.cumsum(w, axis=0),
+                                  gc.argsort(w)], backend="numpy")
     s = schedule_graph(f.graph)
     assert {k.kind for k in s.kernels} >= set(ir.KINDS) - {"index_check"}
     runner = KernelRunner(s)

@@ -35,11 +35,12 @@ def test_input_facts():
     assert shape_only == {"broadcast_like": (1,), "reshape_like": (1,), "sum_to_like": (1,),
                           "unslice": (1,), "scatter_add": (0,), "size_of": (0,),
                           "windows_grad": (1,), "random_uniform": (1,),
-                          "concat_part": slice(1, None)}
+                          "concat_part": slice(1, None), "scatter_along_axis": (0,)}
     assert get_op("concat_part").shape_only(4) == (1, 2, 3)
     assert get_op("unslice").shape_only(2) == (1,)
     assert {n: op.index_inputs for n, op in OPS.items() if op.index_inputs} == {
-        "take": (1,), "scatter_add": (1,), "check_index": (0,)}
+        "take": (1,), "scatter_add": (1,), "check_index": (0,), "take_along_axis": (1,),
+        "scatter_along_axis": (1,)}
     assert {n: op.nondifferentiable_inputs for n, op in OPS.items()
             if op.nondifferentiable_inputs} == {"where": (0,)}
 

@@ -636,6 +636,7 @@ def test_every_kernel_kind_has_a_class_and_a_runner():
     e = gc.placeholder((5,), "int64", name="e")
     loss = gc.sum(gc.tanh(rows @ m)) + gc.nn.cross_entropy(rows, idx)
     outs = [loss, gc.grad(loss, w), idx ** e]  # (an integer power checks its exponents)
+    outs += [gc.cumsum(m, axis=0), gc.argsort(m)]  # (scan, sort)
     f = gc.function([w, idx, m, e], outs, backend="numpy")
     s = schedule_graph(f.graph)
     kinds = {k.kind for k in s.kernels}

@@ -12,7 +12,7 @@ from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
 from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
-from graphc.backends.llvm import jit, parallel, vector_abi
+from graphc.backends.llvm import jit, parallel, scan_sort, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
@@ -486,6 +486,9 @@ class ModuleWriter:
             acc = self.load(b, bases, k.out, target)
             v = self.load(b, bases, k.updates, ix)
             self.store(b, bases, k.out, target, b.fadd(acc, v) if is_float else b.add(acc, v))
+
+    emit_scan = scan_sort.emit_scan
+    emit_sort = scan_sort.emit_sort
 
     def emit_value_check(self, b, fn, bases, k: kir.ValueCheck, index: int) -> None:
         self._check_bounds(b, fn, bases, k.values, k.shape, 2 ** 63 - 1, index, k.message,

@@ -136,6 +136,21 @@ class KernelRunner:
             bad = bad_index(self._strided(k.indices, k.shape), k.size, negative=False)
             if bad is not None:
                 raise IndexError(index_error_message(k.what, k.size, False, bad))
+        elif isinstance(k, ir.Scan):
+            if 0 in k.shape:
+                return
+            body = np.broadcast_to(self._eval(k.body, k.shape, {}), k.shape)
+            fn = np.cumsum if k.op == "sum" else np.cumprod
+            if k.reverse:
+                body = np.flip(body, k.axis)
+            with np.errstate(all="ignore"):
+                value = fn(body, axis=k.axis, dtype=k.dtype)
+            self._strided(k.out, k.shape)[...] = np.flip(value, k.axis) if k.reverse else value
+        elif isinstance(k, ir.Sort):
+            if 0 in k.shape:
+                return
+            x = self._strided(k.x, k.shape)
+            self._strided(k.out, k.shape)[...] = np.argsort(x, axis=k.axis, kind="stable")
         elif isinstance(k, ir.ValueCheck):
             checked = self._strided(k.values, k.shape)
             if checked.size and checked.min() < 0:

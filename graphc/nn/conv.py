@@ -28,15 +28,31 @@ def _windows(x: Any, size: tuple[int, int], stride: tuple[int, int], what: str) 
     return Tensor(make("windows", node, axes=(2, 3), sizes=size, strides=stride))
 
 
-def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -> Tensor:
+def _dilated_windows(x: Any, size: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int], what: str) -> Tensor:
+    """Windows whose taps are `dilation` apart: the windows of the spanned size, read at
+    every dilation-th offset (a strided view of a view: nothing is copied)."""
+    if min(dilation) < 1:
+        raise ValueError(f"{what}: dilation must be >= 1, got {dilation}")
+    span = tuple(d * (k - 1) + 1 for k, d in zip(size, dilation))
+    win = _windows(x, span, stride, what)  # type: ignore[arg-type]
+    if dilation == (1, 1):
+        return win
+    return win[:, :, :, :, ::dilation[0], ::dilation[1]]
+
+
+def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1,
+           dilation: Any = 1) -> Tensor:
     """Cross-correlation of NCHW input `x` with OIHW weights `w` (PyTorch's conv2d):
-    out[n, o, i, j] = sum_{c, kh, kw} x_pad[n, c, s*i + kh, s*j + kw] * w[o, c, kh, kw].
-    groups > 1 splits channels into independent groups (groups == C: depthwise)."""
+    out[n, o, i, j] = sum_{c, kh, kw} x_pad[n, c, s*i + d*kh, s*j + d*kw] * w[o, c, kh, kw].
+    groups > 1 splits channels into independent groups (groups == C: depthwise); dilation
+    d spaces the kernel's taps d apart."""
     xs, ws = to_node(x, "conv2d input"), to_node(w, "conv2d weights")
     if ws.ndim != 4 or None in ws.shape:
         raise ValueError(f"conv2d: weights must be OIHW with known sizes, got {ws.type}")
     sh, sw = _pair(stride, "conv2d stride")
     ph, pw = _pair(padding, "conv2d padding")
+    dilation = _pair(dilation, "conv2d dilation")
     if min(ph, pw) < 0:
         raise ValueError(f"conv2d: padding must be >= 0, got {padding!r}")
     out_ch, cg, kh, kw = ws.shape
@@ -52,7 +68,7 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -
                          "divisible by groups)")
     if ph or pw:
         x = Tensor(make("pad", xs, pads=((0, 0), (0, 0), (ph, ph), (pw, pw))))
-    win = _windows(x, (kh, kw), (sh, sw), "conv2d")  # (N, C, OH, OW, KH, KW)
+    win = _dilated_windows(x, (kh, kw), (sh, sw), dilation, "conv2d")  # (N, C, OH, OW, KH, KW)
     oh, ow = win.shape[2], win.shape[3]
     og = out_ch // groups
     if out_ch == 0 or cg * kh * kw == 0:  # no outputs, or sums of no terms: zeros
@@ -73,10 +89,36 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1) -
     return F.reshape(out, (-1, out_ch, oh, ow))
 
 
-def max_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:
-    """Maximum over size x size windows (stride defaults to the size)."""
+def _pool_input(x: Any, size: tuple[int, int], padding: Any, what: str,
+                fill: str) -> Any:
+    """x padded for pooling (PyTorch's rule: at most half the window on each side); `fill`
+    "zero" pads zeros, "lowest" pads -inf (the lowest value of an integer dtype)."""
+    ph, pw = _pair(padding, f"{what} padding")
+    if min(ph, pw) < 0 or ph > size[0] // 2 or pw > size[1] // 2:
+        raise ValueError(f"{what}: padding must be >= 0 and at most half the window "
+                         f"{size}, got {padding!r}")
+    if not (ph or pw):
+        return x
+    node = to_node(x, f"{what} input")
+    if node.ndim != 4 or None in node.shape[2:]:
+        raise ValueError(f"{what}: padding needs an NCHW input with known height and width, "
+                         f"got {node.type}")
+    pads = ((0, 0), (0, 0), (ph, ph), (pw, pw))
+    padded = Tensor(make("pad", node, pads=pads))
+    if fill == "zero":
+        return padded
+    inside = Tensor(make("pad", to_node(np.ones((1, 1) + node.shape[2:], bool)), pads=pads))
+    dtype = np.dtype(node.dtype)
+    low = -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+    return F.where(inside, padded, F.constant(np.asarray(low, dtype)))
+
+
+def max_pool2d(x: Any, size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Maximum over size x size windows (stride defaults to the size); `padding` pads with
+    -inf, so a window's maximum is always one of its input entries (PyTorch's rule)."""
     k = _pair(size, "max_pool2d size")
     s = _pair(stride if stride is not None else size, "max_pool2d stride")
+    x = _pool_input(x, k, padding, "max_pool2d", "lowest")
     win = _windows(x, k, s, "max_pool2d")  # (N, C, OH, OW, KH, KW)
     # PyTorch's and JAX's convention: the cotangent goes to the first maximal entry of each
     # window in row-major order (a max reduction would split it among ties), and a window
@@ -88,8 +130,10 @@ def max_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:
     return F.sum(F.where(F.equal(position, first), win, 0.0), axis=(4, 5))
 
 
-def avg_pool2d(x: Any, size: Any, stride: Any = None) -> Tensor:
-    """Mean over size x size windows (stride defaults to the size)."""
+def avg_pool2d(x: Any, size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Mean over size x size windows (stride defaults to the size); `padding` pads zeros
+    that count in the mean (PyTorch's default count_include_pad=True)."""
     k = _pair(size, "avg_pool2d size")
     s = _pair(stride if stride is not None else size, "avg_pool2d stride")
+    x = _pool_input(x, k, padding, "avg_pool2d", "zero")
     return F.mean(_windows(x, k, s, "avg_pool2d"), axis=(4, 5))

@@ -477,7 +477,62 @@ class ValueCheck(KernelFacts):
         return ValueError, self.message
 
 
-Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck]
+@kernel_kind
+@dataclass(frozen=True)
+class Scan(KernelFacts):
+    """out[i] = body at index 0 op ... op body at index i_axis along `axis` (from the end
+    when `reverse`), op sum | prod: each row runs in order, rows are independent."""
+
+    shape: Shape
+    axis: int
+    op: str
+    reverse: bool
+    body: Expr
+    out: Access
+    dtype: np.dtype
+    fused: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = "scan"
+
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        return [("out", self.out, self.shape)] + _body_accesses([self.body], self.shape)
+
+    def bodies(self) -> list[Expr]:
+        return [self.body]
+
+    def header(self) -> str:
+        return (f"scan/{self.op} {_space(self.shape)} along axis {self.axis}"
+                f"{' reversed' if self.reverse else ''} -> {short_name(self.dtype)}")
+
+
+@kernel_kind
+@dataclass(frozen=True)
+class Sort(KernelFacts):
+    """out (int64) = the indices that sort x along `axis`, stably, NaN last (numpy's
+    argsort kind="stable"): a merge sort per row, O(n log n), whose passes alternate
+    between the two halves of `scratch` (a buffer of 2n int64)."""
+
+    shape: Shape
+    axis: int
+    x: Access
+    out: Access
+    scratch: int
+    dtype: np.dtype  # of x
+
+    kind: ClassVar[str] = "sort"
+
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        row = Access(self.scratch, (1,), 0)
+        n = (2 * self.shape[self.axis],)
+        return [("x", self.x, self.shape), ("out", self.out, self.shape), ("out", row, n),
+                ("in", row, n)]
+
+    def header(self) -> str:
+        return f"sort {_space(self.shape)} along axis {self.axis} {short_name(self.dtype)}"
+
+
+Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck, Scan,
+               Sort]
 KERNEL_KINDS = tuple(KINDS)
 
 

@@ -5,6 +5,7 @@ reshape) cost nothing, they only change the strides of later accesses; everythin
 a template kernel (gemm, gather, scatter_add)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Union
 
@@ -483,6 +484,96 @@ class Lowering:
             node.attrs["axis"], node.dtype, describe_indices("scatter_add", node, idx)))
         return self.whole(bid)
 
+    # running sums and products, sorting, and gathers/scatters along an axis
+    def _scan(self, node: Node, op: str) -> View:
+        (x,) = node.inputs
+        v = self.values[x]
+        if isinstance(v, Lazy) and v.depth >= self.policy.max_fused_depth:
+            v = self.view_of(x)
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
+        self.creator[bid] = node
+        fused = v.fused if isinstance(v, Lazy) else ()
+        shape = _known(node.shape)
+        self.kernels.append(ir.Scan(shape, node.attrs["axis"], op, node.attrs["reverse"],
+                                    self.expr_of(v, shape),
+                                    Access(bid, ir.contiguous_strides(shape), 0),
+                                    node.dtype, fused + (node.op,)))
+        return self.whole(bid)
+
+    def lower_cumsum(self, node: Node) -> View:
+        return self._scan(node, "sum")
+
+    def lower_cumprod(self, node: Node) -> View:
+        return self._scan(node, "prod")
+
+    def lower_argsort(self, node: Node) -> View:
+        (x,) = node.inputs
+        vx = self.view_of(x)
+        axis_ = node.attrs["axis"]
+        # two rows of indices: a merge sort's passes go from one to the other
+        scratch = self.new_buffer(np.dtype("int64"), (2 * _known(node.shape)[axis_],), "temp")
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
+        self.creator[bid] = node
+        shape = _known(node.shape)
+        self.kernels.append(ir.Sort(shape, axis_, Access(vx.buffer, vx.strides, vx.offset),
+                                    Access(bid, ir.contiguous_strides(shape), 0), scratch,
+                                    x.dtype))
+        return self.whole(bid)
+
+    def _along_index(self, node: Node, idx: Node, strides: tuple[int, ...], offset: int
+                     ) -> View:
+        """The flat element positions that x[..., idx[i], ...] along the node's axis reads
+        (or its scatter writes) in a buffer with `strides`, after checking the indices
+        (argsort's need no check)."""
+        axis_ = node.attrs["axis"]
+        n = node.inputs[0].shape[axis_]
+        vi = self.view_of(idx)
+        if idx.op != "argsort":
+            self.kernels.append(ir.IndexCheck(_known(idx.shape), Access(vi.buffer, vi.strides,
+                                                                vi.offset),
+                                              n, describe_indices(node.op, node, idx)))
+        i64 = np.dtype("int64")
+        flat: Expr = Const(offset, i64)
+        for k, s in enumerate(strides):
+            term: Expr = self.expr_of(vi, _known(idx.shape)) if k == axis_ else Index(k, i64)
+            if k == axis_ and idx.dtype != i64:
+                term = Apply("cast", (term,), i64)
+            if s == 0:
+                continue
+            if s != 1:
+                term = Apply("mul", (term, Const(s, i64)), i64)
+            flat = Apply("add", (flat, term), i64)
+        return self.materialize(Lazy(flat, _known(idx.shape), i64, (node.op,), len(strides)))
+
+    def lower_take_along_axis(self, node: Node) -> View:
+        x, idx = node.inputs
+        vx = self.view_of(x)
+        size = self.buffers[vx.buffer].size
+        flat = self._along_index(node, idx, vx.strides, vx.offset)
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
+        self.creator[bid] = node
+        self.kernels.append(ir.Gather(
+            (size,), Access(vx.buffer, (1,), 0), _known(idx.shape),
+            Access(flat.buffer, flat.strides, flat.offset), 0,
+            Access(bid, ir.contiguous_strides(_known(node.shape)), 0), node.dtype,
+            describe_indices(node.op, node, idx)))
+        return self.whole(bid)
+
+    def lower_scatter_along_axis(self, node: Node) -> View:
+        _, idx, upd = node.inputs
+        vu = self.view_of(upd)
+        strides = ir.contiguous_strides(_known(node.shape))
+        flat = self._along_index(node, idx, strides, 0)
+        bid = self.new_buffer(node.dtype, _known(node.shape), "temp")
+        self.creator[bid] = node
+        size = self.buffers[bid].size
+        self.kernels.append(ir.ScatterAdd(
+            (size,), Access(bid, (1,), 0), _known(idx.shape),
+            Access(flat.buffer, flat.strides, flat.offset),
+            Access(vu.buffer, vu.strides, vu.offset), 0, node.dtype,
+            describe_indices(node.op, node, idx)))
+        return self.whole(bid)
+
     def _region_store(self, bid: int, region: list[tuple[int, int]], value: Value) -> Store:
         """A store of `value` into the part of buffer `bid` where axis j runs
         start_j, start_j + step_j, ... (region = [(start, step)] per axis)."""
@@ -591,6 +682,11 @@ class Lowering:
             region = [(begin if a == axis else 0, 1) for a in range(node.ndim)]
             value = self._placed(x, region, _dims(node), value)
         return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
+
+
+def _known(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+    """A shape in a specialised graph (every size known: Lowering checks it)."""
+    return typing.cast(tuple[int, ...], shape)
 
 
 def _swapped(access: Access) -> Access:

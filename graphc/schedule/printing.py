@@ -91,6 +91,10 @@ def _kernel_lines(k: Any) -> list[str]:
         body = _Body([k.body])
         value = body.text(k.body)
         return body.lets + [f"{access_text(k.out)} = {k.op}({value})"]
+    if isinstance(k, ir.Scan):
+        body = _Body([k.body])
+        value = body.text(k.body)
+        return body.lets + [f"{access_text(k.out)} = running {k.op}({value})"]
     lines = [f"{role} {access_text(a)} over [{','.join(map(str, shape))}]"
              for role, a, shape in k.accesses() if role != "in"]
     error = k.error()
