@@ -124,10 +124,11 @@ def max_pool2d(x: Any, size: Any, stride: Any = None, padding: Any = 0) -> Tenso
     # window in row-major order (a max reduction would split it among ties), and a window
     # holding NaN gives its first NaN. So the value is read through a one-entry mask.
     top = F.max(win, axis=(4, 5), keepdims=True)
-    position = F.constant(np.arange(k[0] * k[1]).reshape(k).astype(win.dtype))
+    position = F.constant(np.arange(k[0] * k[1], dtype=np.int64).reshape(k))
     maximal = F.where(F.equal(win, top), True, F.not_equal(win, win))
-    first = F.min(F.where(maximal, position, float(k[0] * k[1])), axis=(4, 5), keepdims=True)
-    return F.sum(F.where(F.equal(position, first), win, 0.0), axis=(4, 5))
+    first = F.min(F.where(maximal, position, k[0] * k[1]), axis=(4, 5), keepdims=True)
+    zero = F.constant(np.zeros((), win.dtype))  # (an int pool stays int)
+    return F.sum(F.where(F.equal(position, first), win, zero), axis=(4, 5))
 
 
 def avg_pool2d(x: Any, size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
