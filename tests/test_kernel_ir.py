@@ -268,3 +268,24 @@ def test_overlapping_windows_accumulate_atomically():
     stores = [st for k in s.kernels if isinstance(k, ir.Elementwise) for st in k.stores]
     assert any(st.accumulate == "atomic" for st in stores)
     assert "+=" in s.listing()
+
+
+def test_reshape_that_splits_axes_keeps_an_expression_unstored():
+    """Splitting an axis of a fused expression (the convolution's pad -> windows -> reshape)
+    reads the expression at the new indices: one im2col kernel, no stored intermediate."""
+    x = gc.placeholder((2, 4, 5, 5), "float64", name="x")
+    w = gc.parameter(np.random.default_rng(3).normal(size=(6, 2, 3, 3)), name="w")
+    y = gc.nn.conv2d(x, w, padding=1, groups=2)
+    s = _kernels_of(y, (x, np.random.default_rng(4).normal(size=(2, 4, 5, 5))))
+    assert [k.kind for k in s.kernels][:2] == ["elementwise", "gemm"], s.listing()
+    split = gc.reshape(gc.tanh(x), (2, 2, 2, 5, 5))  # splits axis 1: still one kernel
+    assert len(_kernels_of(split, (x, np.ones((2, 4, 5, 5)))).kernels) == 1
+    merged = gc.reshape(gc.tanh(x), (2, 2, 2, 25))  # merges axes 2 and 3: stored first
+    assert len(_kernels_of(merged, (x, np.ones((2, 4, 5, 5)))).kernels) == 2
+
+
+def test_split_map_refuses_merges():
+    from graphc.schedule.reindex import split_map
+    assert split_map((6, 4), (2, 3, 4)) == ((((0, 3), (1, 1)), 0), (((2, 1),), 0))
+    assert split_map((6, 4), (24,)) is None
+    assert split_map((1, 6), (6, 1)) == (((), 0), (((0, 1),), 0))

@@ -24,7 +24,7 @@ from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load,
                                 Store)
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
-                                     reshape_strides)
+                                     reshape_strides, split_map)
 
 
 @dataclass(frozen=True)
@@ -377,6 +377,11 @@ class Lowering:
             strides = reshape_strides(v.shape, v.strides, _dims(node))
             if strides is not None:  # the same elements in the same order: a view
                 return View(v.buffer, _dims(node), strides, v.offset, v.dtype)
+        else:
+            amap = split_map(v.shape, _dims(node))
+            if amap is not None:  # axes split: the expression read at new indices
+                return Lazy(remap_expr(v.expr, amap, node.ndim), _dims(node), v.dtype, v.fused,
+                            v.depth)
         if not (isinstance(v, View) and v.contiguous()):
             v = self.materialize(v if isinstance(v, Lazy) else
                                  Lazy(self.expr_of(v, v.shape), v.shape, v.dtype, ("copy",)))

@@ -89,6 +89,35 @@ def remap_expr(expr: Expr, amap: AxisMap, rank: int) -> Expr:
     return rewrite(expr, visit)
 
 
+def split_map(shape: Sequence[int], new_shape: Sequence[int]) -> AxisMap | None:
+    """The AxisMap that reads `shape` at the indices of `new_shape` when the reshape only
+    splits axes (and adds or drops axes of size 1), so that every old index is a linear
+    function of the new ones: an expression can be reshaped without being stored. None
+    when an old axis would have to merge several (a div/mod, not affine)."""
+    if 0 in shape or 0 in new_shape:
+        return None
+    new = [(k, d) for k, d in enumerate(new_shape) if d != 1]
+    out: list[tuple] = []
+    j = 0
+    for d in shape:
+        if d == 1:
+            out.append(axis(None))
+            continue
+        group, size = [], 1
+        while size < d and j < len(new):
+            group.append(new[j])
+            size *= new[j][1]
+            j += 1
+        if size != d:
+            return None
+        terms, stride = [], 1
+        for k, n in reversed(group):
+            terms.append((k, stride))
+            stride *= n
+        out.append((tuple(reversed(terms)), 0))
+    return tuple(out) if j == len(new) else None
+
+
 def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]
                     ) -> tuple[int, ...] | None:
     """Strides that read `new_shape` from the same elements in the same order, when such
