@@ -248,7 +248,7 @@ def _scatter_add(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -
 RULES: dict[str, Rule] = {
     "cast": _elementwise, "stop_gradient": _elementwise, "check_index": _elementwise,
     "matmul": _elementwise,
-    "sum": _reduce, "max": _reduce, "min": _reduce,
+    "sum": _reduce, "max": _reduce, "max_first": _reduce, "min": _reduce,
     "argmax": _one_axis, "log_softmax": _one_axis,
     "reshape": _reshape, "reshape_like": _reshape_like,
     "expand_dims": _expand_dims, "squeeze": _squeeze, "transpose": _transpose,

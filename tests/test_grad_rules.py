@@ -10,6 +10,8 @@ import pytest
 import sympy as sp
 
 import graphc as gc
+from graphc.frontends.tensor import Tensor
+from graphc.ops import make
 
 # ---------------------------------------------------------------------------------------
 # The shared finite-difference harness
@@ -238,6 +240,32 @@ def test_reductions(red, axis, keepdims):
     fd_check(lambda t: fn(gc.sin(t), axis=axis, keepdims=keepdims), [x])
 
 
+@pytest.mark.parametrize("axis", [(1,), (0, 2), (1, 2)], ids=str)
+def test_max_first_gradient(axis):
+    """max_first (max pooling's reduction): a plain max's values; the whole cotangent to the
+    first maximal entry, or the first nan, in row-major order over the reduced axes."""
+    def max_first(t):
+        return Tensor(make("max_first", t.node, axes=axis, keepdims=False))
+    x = RNG.permutation(24).reshape(2, 3, 4) * 0.25 + normal(2, 3, 4) * 0.01  # no ties
+    fd_check(lambda t: max_first(gc.sin(t)) * 1.0, [x])
+    v = np.array([[[1.0, 3.0], [3.0, np.nan]], [[2.0, 2.0], [0.0, 2.0]]])
+    t = gc.placeholder((2, 2, 2), "float64")
+    for backend in ("numpy", "llvm"):
+        value, grad = gc.function([t], [max_first(t), gc.grad(gc.sum(max_first(t)), t)],
+                                  backend=backend)(v)
+        np.testing.assert_array_equal(value, np.max(v, axis=axis))
+        picked = np.zeros(v.size)
+        flat = np.moveaxis(v, axis, [-k for k in range(len(axis), 0, -1)]).reshape(
+            -1, int(np.prod([v.shape[a] for a in axis])))
+        for row, vals in enumerate(flat):
+            nan = np.flatnonzero(np.isnan(vals))
+            first = nan[0] if nan.size else np.flatnonzero(vals == vals.max())[0]
+            picked[row * flat.shape[1] + first] = 1.0
+        want = np.moveaxis(picked.reshape(np.moveaxis(v, axis, [-k for k in range(
+            len(axis), 0, -1)]).shape), [-k for k in range(len(axis), 0, -1)], axis)
+        np.testing.assert_array_equal(grad, want, err_msg=backend)
+
+
 def test_reduction_methods():
     x = normal(3, 4)
     fd_check(lambda t: t.sum(axis=1) * t.mean(axis=1) + t.max(axis=1) - t.min(axis=1), [x])
@@ -436,7 +464,7 @@ def test_internal_primitives_with_run_time_sizes():
 COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
     "where", "sum", "max", "min", "matmul", "reshape", "transpose", "broadcast_to",
     "expand_dims", "squeeze", "slice", "concatenate", "take", "cast", "log_softmax", "windows",
-    "pad", "concat_part"})  # concat_part: the DYNAMIC_CASES "concat_*_unknown" below
+    "pad", "concat_part", "max_first"})  # concat_part: the DYNAMIC_CASES "concat_*_unknown" below
 # checked in tests/test_scans_sort.py (against finite differences and PyTorch)
 COVERED |= {"cumsum", "cumprod", "take_along_axis", "scatter_along_axis"}
 

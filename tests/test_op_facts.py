@@ -26,8 +26,8 @@ def test_view_facts():
                                        "reshape", "squeeze"}
     assert ops_with("reshapes") == {"reshape", "expand_dims", "squeeze", "reshape_like"}
     assert ops_with("one_element_identity") == {
-        "broadcast_to", "broadcast_like", "sum_to_like", "reshape_like", "sum", "max", "min",
-        "transpose", "slice"}
+        "broadcast_to", "broadcast_like", "sum_to_like", "reshape_like", "sum", "max",
+        "max_first", "min", "transpose", "slice"}
 
 
 def test_input_facts():

@@ -121,14 +121,10 @@ def max_pool2d(x: Any, size: Any, stride: Any = None, padding: Any = 0) -> Tenso
     x = _pool_input(x, k, padding, "max_pool2d", "lowest")
     win = _windows(x, k, s, "max_pool2d")  # (N, C, OH, OW, KH, KW)
     # PyTorch's and JAX's convention: the cotangent goes to the first maximal entry of each
-    # window in row-major order (a max reduction would split it among ties), and a window
-    # holding NaN gives its first NaN. So the value is read through a one-entry mask.
-    top = F.max(win, axis=(4, 5), keepdims=True)
-    position = F.constant(np.arange(k[0] * k[1], dtype=np.int64).reshape(k))
-    maximal = F.where(F.equal(win, top), True, F.not_equal(win, win))
-    first = F.min(F.where(maximal, position, k[0] * k[1]), axis=(4, 5), keepdims=True)
-    zero = F.constant(np.zeros((), win.dtype))  # (an int pool stays int)
-    return F.sum(F.where(F.equal(position, first), win, zero), axis=(4, 5))
+    # window in row-major order (a max reduction would split it among ties), or its first
+    # NaN: the max_first reduction, whose backward pass alone looks for that entry.
+    return Tensor(make("max_first", to_node(win, "max_pool2d input"), axes=(4, 5),
+                       keepdims=False))
 
 
 def avg_pool2d(x: Any, size: Any, stride: Any = None, padding: Any = 0) -> Tensor:

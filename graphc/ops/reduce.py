@@ -9,7 +9,7 @@ from graphc.dtypes import bool_, int32, int64
 from graphc.errors import DTypeError, ShapeError
 from graphc.node import Node, TensorType
 from graphc.ops.grad_helpers import keep_axes
-from graphc.ops.leaves import scalar_constant
+from graphc.ops.leaves import constant_node, scalar_constant
 from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import normalize_axes
 
@@ -69,10 +69,33 @@ def _extremum_vjp(node: Node, g: Node) -> list[Node | None]:
     return [make("where", hit, share, scalar_constant(0, x.dtype))]
 
 
+def _first_extremum_vjp(node: Node, g: Node) -> list[Node | None]:
+    """The whole cotangent to the first entry (row-major over the reduced axes) that attains
+    the maximum, or to the first nan: PyTorch's and JAX's rule for max pooling. Only the
+    backward pass looks for that entry; the forward pass is a plain max."""
+    x = node.inputs[0]
+    axes, keepdims = node.attrs["axes"], node.attrs["keepdims"]
+    sizes = [d if a in axes else 1 for a, d in enumerate(x.shape)]
+    if None in sizes:
+        raise ValueError(f"max_first: the reduced axes need sizes known when the graph is "
+                         f"built, got {x.type}")
+    count = int(np.prod(sizes))
+    position = constant_node(np.arange(count, dtype=np.int64).reshape(sizes))
+    attains = make("where", make("equal", x, keep_axes(node, axes, keepdims)),
+                   scalar_constant(True, bool_), make("not_equal", x, x))
+    first = make("min", make("where", attains, position, scalar_constant(count, int64)),
+                 axes=axes, keepdims=True)
+    return [make("where", make("equal", position, first), keep_axes(g, axes, keepdims),
+                 scalar_constant(0, x.dtype))]
+
+
 register(OpDef(name="sum", arity=1, doc="sum over axes", infer=_reduce_infer("sum"),
                impl=_reduce_impl(np.sum), vjp=_sum_vjp, one_element_identity=True))
 register(OpDef(name="max", arity=1, doc="maximum over axes", infer=_reduce_infer("max"),
                impl=_reduce_impl(np.max), vjp=_extremum_vjp, one_element_identity=True))
+register(OpDef(name="max_first", arity=1, infer=_reduce_infer("max"),
+               impl=_reduce_impl(np.max), vjp=_first_extremum_vjp, one_element_identity=True,
+               doc="maximum over axes whose gradient goes to the first maximal entry"))
 register(OpDef(name="min", arity=1, doc="minimum over axes", infer=_reduce_infer("min"),
                impl=_reduce_impl(np.min), vjp=_extremum_vjp, one_element_identity=True))
 

@@ -414,6 +414,8 @@ class Lowering:
     def lower_max(self, node: Node) -> View:
         return self._reduce(node, "max", node.attrs["axes"], self.values[node.inputs[0]])
 
+    lower_max_first = lower_max  # (the same values; only its gradient differs)
+
     def lower_min(self, node: Node) -> View:
         return self._reduce(node, "min", node.attrs["axes"], self.values[node.inputs[0]])
 
