@@ -156,6 +156,11 @@ class Function:
             given = tuple(p.shape for p in self.inputs)
         if len(given) != len(self.inputs):
             raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(given)}")
+        for ph, shape in zip(self.inputs, given):
+            if not isinstance(shape, (tuple, list)) or not all(
+                    d is None or (isinstance(d, (int, np.integer)) and d >= 0) for d in shape):
+                raise TypeError(f"schedule: the shape for {ph.attrs['name']!r} must be a tuple "
+                                f"of sizes (one per input, in order), got {shape!r}")
         return schedule_graph(self.graph, [tuple(s) for s in given],
                               policy=self._backend.policy)
 

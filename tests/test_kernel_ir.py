@@ -289,3 +289,13 @@ def test_split_map_refuses_merges():
     assert split_map((6, 4), (2, 3, 4)) == ((((0, 3), (1, 1)), 0), (((2, 1),), 0))
     assert split_map((6, 4), (24,)) is None
     assert split_map((1, 6), (6, 1)) == (((), 0), (((0, 1),), 0))
+
+
+def test_schedule_names_a_bad_shape_argument():
+    x = gc.placeholder((None, 3), name="x")
+    f = gc.function([x], x * 2, backend="numpy")
+    with pytest.raises(TypeError, match="'x' must be a tuple of sizes"):
+        f.schedule({"x": (4, 3)})
+    with pytest.raises(TypeError, match="'x'"):
+        f.schedule((4, "3"))
+    assert len(f.schedule((4, 3)).kernels) == 1

@@ -79,8 +79,9 @@ def _first_extremum_vjp(node: Node, g: Node) -> list[Node | None]:
     if None in sizes:
         raise ValueError(f"max_first: the reduced axes need sizes known when the graph is "
                          f"built, got {x.type}")
-    count = int(np.prod(sizes))
-    position = constant_node(np.arange(count, dtype=np.int64).reshape(sizes))
+    known = [d for d in sizes if d is not None]  # (every size, after the check above)
+    count = int(np.prod(known))
+    position = constant_node(np.arange(count, dtype=np.int64).reshape(known))
     attains = make("where", make("equal", x, keep_axes(node, axes, keepdims)),
                    scalar_constant(True, bool_), make("not_equal", x, x))
     first = make("min", make("where", attains, position, scalar_constant(count, int64)),
