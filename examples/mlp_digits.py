@@ -4,6 +4,7 @@ Run: python examples/mlp_digits.py [--backend llvm|numpy] [--epochs 40]"""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -12,8 +13,9 @@ import graphc as gc
 
 
 def progress(iterable, total: int, desc: str, enabled: bool):
-    """A tqdm bar when tqdm is installed and wanted, the plain iterable otherwise."""
-    if not enabled:
+    """A tqdm bar when tqdm is installed and wanted and stderr is a terminal (a bar in a log
+    file is noise), the plain iterable otherwise; the per-epoch line prints either way."""
+    if not enabled or not sys.stderr.isatty():
         return iterable
     try:
         from tqdm import tqdm
