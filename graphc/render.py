@@ -75,28 +75,38 @@ def _leaf_scope(node: Node) -> tuple[str, ...] | None:
 
 def scopes(order: list[Node]) -> dict[Node, tuple[str, ...] | None]:
     """Each node's scope, from the named leaves it depends on. A forward node joins the scope
-    of its most recently introduced scoped input (so the ops after a layer's weight enters
-    belong to that layer); a gradient node joins the latest scope among its forward inputs
-    (the activations its rule reads), or else the earliest among its gradient inputs, so the
-    backward pass of a layer sits with that layer instead of drifting to the last one."""
-    rank: dict[tuple[str, ...], int] = {}
+    that enters the data flow at it: among its inputs' scopes, one that no other input
+    depends on, the input with the fewest scopes behind it first (so a conv's matmul joins
+    the conv's weight, not the activations coming from the layer before). A gradient node
+    joins the same way the scope of the forward values its rule reads, so a layer's backward
+    pass sits with that layer; with only gradient inputs, the one furthest down the backward
+    flow (the most gradient scopes behind it)."""
     scope: dict[Node, tuple[str, ...] | None] = {}
+    deps: dict[Node, frozenset] = {}  # scopes of the forward values a node depends on
+    gdeps: dict[Node, frozenset] = {}  # scopes of the gradient values it depends on
+    empty: frozenset = frozenset()
     for node in order:
         if not node.inputs:
             s = _leaf_scope(node)
-            if s is not None:
-                rank.setdefault(s, len(rank))
-            scope[node] = s
+            scope[node], gdeps[node] = s, empty
+            deps[node] = frozenset([s]) if s is not None else empty
             continue
-        fwd = [scope[i] for i in node.inputs if scope[i] is not None and not i.origin]
-        bwd = [scope[i] for i in node.inputs if scope[i] is not None and i.origin]
+        fwd = [i for i in node.inputs if scope[i] is not None and not i.origin]
+        bwd = [i for i in node.inputs if scope[i] is not None and i.origin]
         if node.origin is None:
-            cands = fwd + bwd
-            scope[node] = max(cands, key=lambda s: rank[s]) if cands else None
-        elif fwd:
-            scope[node] = max(fwd, key=lambda s: rank[s])
+            fwd = fwd + bwd
+        if fwd:
+            fresh = [i for i in fwd
+                     if not any(scope[i] in deps[j] for j in fwd if scope[j] != scope[i])]
+            scope[node] = scope[min(fresh or fwd, key=lambda i: len(deps[i]))]
+        elif bwd:
+            scope[node] = scope[max(bwd, key=lambda i: len(gdeps[i]))]
         else:
-            scope[node] = min(bwd, key=lambda s: rank[s]) if bwd else None
+            scope[node] = None
+        deps[node] = empty.union(*(deps[i] for i in node.inputs))
+        gdeps[node] = empty.union(*(gdeps[i] for i in node.inputs))
+        if scope[node] is not None:
+            (gdeps if node.origin else deps)[node] |= {scope[node]}
     return scope
 
 
@@ -169,7 +179,8 @@ def _graph_lines(graph: Graph, prefix: str, provenance: bool, threshold: int | N
         else:
             lines.append(indent + stmt)
     for k, (scope, stmts) in enumerate(clusters.items()):
-        lines.append(f'{indent}subgraph cluster_{prefix}s{k} {{ label="{_dot_escape(".".join(scope))}"; '
+        title = _dot_escape(".".join(scope))
+        lines.append(f'{indent}subgraph cluster_{prefix}s{k} {{ label="{title}"; '
                      'style=dashed; color="#888888";')
         lines.extend(indent + "  " + s for s in stmts)
         lines.append(indent + "}")
