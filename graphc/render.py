@@ -136,7 +136,7 @@ def _tooltip(node: Node, provenance: bool) -> str:
         parts.append(f"built at {node.source}")
     if provenance and node.origin:
         parts.append(f"rule: {node.origin}")
-    return _dot_escape("\n".join(parts))
+    return "\\n".join(_dot_escape(p) for p in parts)  # DOT's escaped line break
 
 
 def _graph_lines(graph: Graph, prefix: str, provenance: bool, threshold: int | None,
@@ -188,7 +188,8 @@ def _graph_lines(graph: Graph, prefix: str, provenance: bool, threshold: int | N
         title = ("\u2207 " if grad else "") + ".".join(scope)
         ops = sorted({n.op for n in members})
         summary = ", ".join(ops[:4]) + (", ..." if len(ops) > 4 else "")
-        tip = _dot_escape(f"{title}: {len(members)} nodes\nops: {', '.join(ops)}")
+        tip = _dot_escape(f"{title}: {len(members)} nodes") + "\\nops: " + \
+            _dot_escape(", ".join(ops))
         lines.append(f'{indent}{box_id[(scope, grad)]} [label="{_dot_escape(title)}\\n'
                      f'{len(members)} nodes\\n{_dot_escape(summary)}", tooltip="{tip}", '
                      f"{_FOLDED_STYLE[grad]}];")
