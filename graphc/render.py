@@ -98,7 +98,8 @@ def scopes(order: list[Node]) -> dict[Node, tuple[str, ...] | None]:
         if fwd:
             fresh = [i for i in fwd
                      if not any(scope[i] in deps[j] for j in fwd if scope[j] != scope[i])]
-            scope[node] = scope[min(fresh or fwd, key=lambda i: len(deps[i]))]
+            # ties go to a named leaf: its scope is the one entering here
+            scope[node] = scope[min(fresh or fwd, key=lambda i: (len(deps[i]), bool(i.inputs)))]
         elif bwd:
             scope[node] = scope[max(bwd, key=lambda i: len(gdeps[i]))]
         else:
