@@ -54,6 +54,15 @@ class Tensor:
         label = f" {self.name!r}" if self.name else ""
         return f"<Tensor{label} {self.node.op} {self.node.type}>"
 
+    # Notebook views (issue #17, pictures): the graph as SVG, folded when large.
+    def _repr_svg_(self) -> str | None:
+        from graphc.render import svg_text
+        return svg_text(self)
+
+    def _repr_html_(self) -> str | None:
+        from graphc.render import html_view
+        return html_view(self)
+
     def __bool__(self) -> bool:
         raise TypeError("a symbolic Tensor has no truth value; use gc.where for conditions")
 

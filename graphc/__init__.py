@@ -68,3 +68,7 @@ __all__ += [
 
 # issue #16, "more of numpy" part 2 (kernels and indexing)
 __all__ += ["argsort", "cumprod", "cumsum", "sort"]
+
+# Inspection (issue #17, pictures): gc.render through Graphviz.
+from graphc.render import render  # noqa: E402
+__all__ += ["render"]

@@ -211,6 +211,15 @@ class Function:
         return f"<graphc.Function ({names}) -> {len(self.raw_graph.outputs)} outputs, " \
                f"{len(self.raw_graph.updates)} updates, backend={self.backend!r}>"
 
+    # Notebook views (issue #17, pictures): raw and optimized graphs side by side, as SVG.
+    def _repr_svg_(self) -> str | None:
+        from graphc.render import svg_text
+        return svg_text(self)
+
+    def _repr_html_(self) -> str | None:
+        from graphc.render import html_view
+        return html_view(self)
+
 
 def function(inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None,
              backend: str = "llvm", optimize: bool | str | Iterable[str] = True,

@@ -28,3 +28,12 @@ class Graph:
         seen = [n for n in toposort(self.inputs + self.roots, into_regions=True)
                 if n.op == "parameter"]
         return seen + [p for p, _ in self.updates if p not in seen]
+
+    # Notebook views (issue #17, pictures): the graph as SVG, folded when large.
+    def _repr_svg_(self) -> str | None:
+        from graphc.render import svg_text
+        return svg_text(self)
+
+    def _repr_html_(self) -> str | None:
+        from graphc.render import html_view
+        return html_view(self)
