@@ -68,3 +68,8 @@ __all__ += [
 
 # issue #16, "more of numpy" part 2 (kernels and indexing)
 __all__ += ["argsort", "cumprod", "cumsum", "sort"]
+
+# Inspection: the explorer page (issue #17, explore part)
+from graphc.explore import explore  # noqa: E402
+
+__all__ += ["explore"]
