@@ -87,7 +87,8 @@ def kernels_data(f: Any, functions: dict[str, str]) -> dict[str, Any]:
     shapes = call_shapes(f)
     if shapes is None:
         return {"shapes": None, "items": [], "listing": "",
-                "note": "sizes are given at call time: call the function once to see kernels"}
+                "note": "sizes are given at call time: call the function once (llvm "
+                         "backend), or give placeholders static sizes, to see kernels"}
     schedule = f.schedule(*shapes)
     by_index: dict[int, str] = {}
     for name in functions:
