@@ -206,13 +206,16 @@
 
   // ---- pan and zoom through the viewBox
   let view = {x: 0, y: 0, s: 1};
+  // Measured once, before the drawing exists, and on resize: measuring after drawing a
+  // large graph would force the browser to lay out every SVG element first.
+  let box = graphBox.getBoundingClientRect();
   function applyView() {
-    const r = graphBox.getBoundingClientRect();
+    const r = box;
     svg.setAttribute("viewBox", view.x + " " + view.y + " " + (r.width || 800) / view.s + " " +
                      (r.height || 600) / view.s);
   }
   function fit() {
-    const r = graphBox.getBoundingClientRect();
+    const r = box;
     const w = r.width || 800, h = r.height || 600;
     view.s = Math.min(1.5, w / (extent.width + 40), h / (extent.height + 40));
     view.s = Math.max(view.s, 0.05);
@@ -221,7 +224,7 @@
   }
   graphBox.addEventListener("wheel", function (ev) {
     ev.preventDefault();
-    const r = graphBox.getBoundingClientRect();
+    const r = box;
     const px = view.x + (ev.clientX - r.left) / view.s, py = view.y + (ev.clientY - r.top) / view.s;
     view.s = Math.min(4, Math.max(0.02, view.s * (ev.deltaY < 0 ? 1.15 : 1 / 1.15)));
     view.x = px - (ev.clientX - r.left) / view.s; view.y = py - (ev.clientY - r.top) / view.s;
@@ -369,7 +372,7 @@
   btnExpand.onclick = function () { for (let s = 0; s < scopes.length; s++) expanded.add(s); draw(); renderScopes(); fit(); };
   btnCollapse.onclick = function () { expanded.clear(); expanded.add(0); draw(); renderScopes(); fit(); };
   btnFit.onclick = fit;
-  window.addEventListener("resize", applyView);
+  window.addEventListener("resize", function () { box = graphBox.getBoundingClientRect(); applyView(); });
 
   el("p", {text: "Click a node for its details, a \u25b8 box to open a scope; drag to pan, wheel to zoom."}, nodePane);
   renderScopes();
