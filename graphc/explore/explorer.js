@@ -305,17 +305,22 @@
   }
 
   // ---- side panes
+  const scopeKids = scopes.map(function () { return []; });
+  for (let s = 1; s < scopes.length; s++) scopeKids[scopes[s].parent].push(s);
+  // The scope tree, depth first; a closed scope hides its children.
   function renderScopes() {
     scopePane.textContent = "";
-    for (let s = 0; s < scopes.length; s++) {
-      let depth = 0;
-      for (let p = scopes[s].parent; p !== null; p = scopes[p].parent) depth++;
-      const row = el("div", {class: "scope-row", text: "\u00a0".repeat(depth * 3) +
-        (expanded.has(s) ? "\u25be " : "\u25b8 ") + scopeLabel(s) + "  (" + scopeTotal[s] + ")"}, scopePane);
+    const stack = [[0, 0]];
+    while (stack.length) {
+      const [s, depth] = stack.pop();
+      const open = expanded.has(s);
+      const row = el("div", {class: "scope-row", "data-scope-row": s, text: "\u00a0".repeat(depth * 3) +
+        (open ? "\u25be " : "\u25b8 ") + scopeLabel(s) + "  (" + scopeTotal[s] + ")"}, scopePane);
       if (s > 0) row.onclick = function () {
         if (expanded.has(s)) expanded.delete(s); else expanded.add(s);
         draw(); renderScopes();
       };
+      if (open) for (let k = scopeKids[s].length - 1; k >= 0; k--) stack.push([scopeKids[s][k], depth + 1]);
     }
   }
 
