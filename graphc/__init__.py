@@ -72,3 +72,8 @@ __all__ += ["argsort", "cumprod", "cumsum", "sort"]
 # Inspection (issue #17, pictures): gc.render through Graphviz.
 from graphc.render import render  # noqa: E402
 __all__ += ["render"]
+
+# Inspection: the explorer page (issue #17, explore part)
+from graphc.explore import explore  # noqa: E402
+
+__all__ += ["explore"]

@@ -1,0 +1,52 @@
+"""gc.explore: the explorer data, the script and the style inlined into one HTML file."""
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from graphc.explore.data import explorer_data
+
+# Inside <script> only these characters can end the element or start markup: written as
+# JSON escapes they stay the same string to JSON.parse and can never close the tag.
+_SCRIPT_SAFE = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON that is safe to embed in a <script> element."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).translate(_SCRIPT_SAFE)
+
+
+def _asset(name: str) -> str:
+    return resources.files("graphc.explore").joinpath(name).read_text(encoding="utf-8")
+
+
+def explorer_html(target: Any, title: str | None = None) -> str:
+    """The explorer page for `target` (see gc.explore) as one HTML text."""
+    data = explorer_data(target, title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(str(data['title']))}</title>\n"
+        f"<style>\n{_asset('explorer.css')}</style>\n</head>\n<body>\n"
+        f"<script type=\"application/json\" id=\"graphc-data\">{script_json(data)}</script>\n"
+        f"<script>\n{_asset('explorer.js')}</script>\n</body>\n</html>\n"
+    )
+
+
+def explore(f: Any, path: str | PathLike[str], title: str | None = None) -> Path:
+    """Writes one self-contained HTML page (no network, no server) to explore `f`, a
+    compiled gc.function: its graph (folded by parameter scopes, expand on click, shape,
+    dtype, source line and provenance on hover), the optimizer's report, the kernels for the
+    shapes it was called with (else its static shapes) and the generated code, each kernel
+    linked to its function. A Graph, tensor or list of tensors shows the graph alone.
+    Returns the path written."""
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"explore: path: expected a file name, got {type(path).__name__}")
+    out = Path(path)
+    text = explorer_html(f, title)
+    out.write_text(text, encoding="utf-8")
+    return out
