@@ -32,7 +32,7 @@ def _load_module(path: Path) -> Any:
     try:
         spec.loader.exec_module(module)
     except SystemExit as exc:
-        raise CLIError(f"{path}: the file exited (SystemExit {exc.code}) while loading")
+        raise CLIError(f"{path}: the file exited (SystemExit {exc.code}) while loading") from None
     except Exception as exc:
         raise CLIError(f"{path}: running the file raised {type(exc).__name__}: {exc}") from exc
     finally:
