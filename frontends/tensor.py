@@ -54,6 +54,11 @@ class Tensor:
         label = f" {self.name!r}" if self.name else ""
         return f"<Tensor{label} {self.node.op} {self.node.type}>"
 
+    def _repr_latex_(self) -> str:
+        """Notebooks show a tensor as its math (gc.to_latex)."""
+        from graphc.latex import to_latex
+        return f"$${to_latex(self)}$$"
+
     def __bool__(self) -> bool:
         raise TypeError("a symbolic Tensor has no truth value; use gc.where for conditions")
 
