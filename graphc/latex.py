@@ -280,8 +280,8 @@ class _Writer:
             args = [self.pieces[k] for k in kids]
             piece = build(args)
             passthrough = any(piece is a for a in args)  # `1 x` drawn as x: no new name
-            if node is not root and not passthrough and (self.uses.get(node, 0) > 1 or label_of(node)
-                                     or len(piece.text) > _LONG):
+            shared = self.uses.get(node, 0) > 1 or bool(label_of(node))
+            if node is not root and not passthrough and (shared or len(piece.text) > _LONG):
                 piece = self.bind(node, piece)
             self.pieces[node] = piece
         return self.pieces[root]
@@ -321,7 +321,8 @@ def to_latex(t: Any) -> str:
         piece = writer.piece(only)
         if not writer.lines and not label_of(outputs[0]):
             return piece.text
-        writer.pieces[only] = writer.bind(only, piece, _output_name(outputs[0], None, writer.used_names))
+        name = _output_name(outputs[0], None, writer.used_names)
+        writer.pieces[only] = writer.bind(only, piece, name)
     else:
         for i, out in enumerate(outputs):
             node = skip_views(out)

@@ -39,7 +39,10 @@ def _fail(message: str, code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in given  # accepted anywhere, also after the command
-    args = parser().parse_args([a for a in given if a != "--debug"])
+    try:
+        args = parser().parse_args([a for a in given if a != "--debug"])
+    except SystemExit as exc:  # --help (0) or a usage error, already reported (2)
+        return exc.code if isinstance(exc.code, int) else USAGE
     try:
         out = args.run(args)
         if out is not None:
