@@ -4,6 +4,7 @@ no traceback."""
 from __future__ import annotations
 
 import configparser
+import importlib
 import os
 import subprocess
 import sys
@@ -76,8 +77,9 @@ def test_show_text_of_each_kind_of_target(capsys, model, name):
 
 
 def test_show_text_matches_gc_show_and_dot_matches_to_dot(capsys, model, tmp_path):
-    import graphc as gc
     import importlib.util
+
+    import graphc as gc
     spec = importlib.util.spec_from_file_location("m_cli", model)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -232,6 +234,8 @@ def test_console_script_is_declared_in_setup_cfg():
     cfg.read(ROOT / "setup.cfg")
     scripts = cfg["options.entry_points"]["console_scripts"].split("\n")
     assert "graphc = graphc.cli:main" in [s.strip() for s in scripts]
+    module, _, attr = "graphc.cli:main".partition(":")  # it names a real function
+    assert getattr(importlib.import_module(module), attr) is main
     assert "graphc.cli" in cfg["options"]["packages"].split()
 
 
