@@ -63,6 +63,11 @@ class Tensor:
         from graphc.render import html_view
         return html_view(self)
 
+    def _repr_latex_(self) -> str:
+        """Notebooks show a tensor as its math (gc.to_latex)."""
+        from graphc.latex import to_latex
+        return f"$${to_latex(self)}$$"
+
     def __bool__(self) -> bool:
         raise TypeError("a symbolic Tensor has no truth value; use gc.where for conditions")
 

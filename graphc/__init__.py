@@ -40,6 +40,9 @@ from graphc.frontends.tracing import jit  # noqa: E402
 from graphc.frontends.jacobian import jacobian  # noqa: E402
 from graphc.frontends.vmap import vmap  # noqa: E402
 
+# Inspection (issue #17, the command line and the math view): gc.to_latex
+from graphc.latex import to_latex  # noqa: E402
+
 # The public names (what `from graphc import *` gives).
 __all__ = [
     "bool_", "float32", "float64", "int32", "int64", "DTypeError", "GradientError", "GraphError",
@@ -77,3 +80,6 @@ __all__ += ["render"]
 from graphc.explore import explore  # noqa: E402
 
 __all__ += ["explore"]
+
+# Inspection (issue #17, the command line and the math view)
+__all__ += ["to_latex"]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 MAGIC = b"GRAPHC-OBJECT-2\n"
+ENTRY = re.compile(r"[0-9a-f]{64}\.gco")  # an entry's file name: its key and a suffix
 
 
 def default_dir() -> Path | None:
@@ -37,6 +39,15 @@ def cache_key(structure: str, sizes: tuple, backend_id: str, code: str,
     repr-able value: passes, threads, schedule policy)."""
     text = repr((structure, sizes, backend_id, code, settings))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def entry_files(folder: Path) -> list[Path]:
+    """The cache entries in `folder` (graphc's files only: no temporary file of a writer
+    at work, nothing else the folder holds); none when it does not exist."""
+    try:
+        return sorted(p for p in folder.iterdir() if ENTRY.fullmatch(p.name) and p.is_file())
+    except OSError:
+        return []
 
 
 class CompileCache:

@@ -1,0 +1,6 @@
+"""`python -m graphc`: the graphc command line."""
+import sys
+
+from graphc.cli import main
+
+sys.exit(main())
