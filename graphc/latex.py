@@ -92,13 +92,18 @@ def leaf_name(name: str) -> str:
     return r"\mathrm{" + name.replace("_", r"\_") + "}"
 
 
+# Labels gc.nn's losses give an unnamed loss: written L, like a loss named after an op.
+_LIBRARY_LOSSES = ("cross_entropy", "mse", "huber", "binary_cross_entropy_with_logits")
+
+
 def _label_name(label: str) -> str:
     """A gradient's label `dloss/dW1` as a fraction of partial derivatives."""
     from graphc.ops.registry import OPS
     m = re.fullmatch(r"d(.+)/d(.+)", label)
     if not m:
         return leaf_name(label)
-    num = "L" if m.group(1) in OPS else leaf_name(m.group(1))
+    num = "L" if m.group(1) in OPS or m.group(1) in _LIBRARY_LOSSES else \
+        leaf_name(m.group(1))
     return rf"\frac{{\partial {num}}}{{\partial {leaf_name(m.group(2))}}}"
 
 

@@ -721,3 +721,20 @@ def test_gradient_when_a_run_time_size_broadcasts():
         return
     assert out.shape == (1, 3), f"gradient for a (1, 3) input has shape {out.shape}"
     np.testing.assert_allclose(out, np.sum(2 * (xv + yv), axis=0, keepdims=True))
+
+
+def test_gradients_of_an_unnamed_loss_take_the_loss_function_name():
+    """An unnamed library loss labels its gradients by the function that built it (not by
+    an internal op such as div); a name the user gives wins."""
+    x = gc.placeholder((None, 4), name="x_unnamed_loss")
+    y = gc.placeholder((None,), "int64", name="y_unnamed_loss")
+    w = gc.parameter(np.zeros((4, 3), np.float32), name="W_unnamed_loss")
+    t = gc.placeholder((None, 3), name="t_unnamed_loss")
+    losses = {"cross_entropy": gc.nn.cross_entropy(x @ w, y), "mse": gc.nn.mse(x @ w, t),
+              "huber": gc.nn.huber(x @ w, t),
+              "binary_cross_entropy_with_logits":
+                  gc.nn.binary_cross_entropy_with_logits(x @ w, t)}
+    for fn, loss in losses.items():
+        assert f"d{fn}/dW_unnamed_loss" in gc.show(gc.grad(loss, w)), fn
+    named = gc.name(gc.nn.mse(x @ w * 2.0, t), "my_loss")
+    assert "dmy_loss/dW_unnamed_loss" in gc.show(gc.grad(named, w))

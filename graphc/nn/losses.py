@@ -6,14 +6,23 @@ from typing import Any, Sequence
 import graphc.frontends as F
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
-from graphc.node import Dim, Node
+from graphc.node import Dim, Node, label_of, set_label
 from graphc.ops import make
 from graphc.ops.shapes import fmt_shape
 
 
+def _named(loss: Tensor, name: str) -> Tensor:
+    """The loss labelled by the function that built it, unless it has a label already, so
+    an unnamed loss's gradients read `dcross_entropy/dW1`, not the internal `ddiv/dW1`
+    (gc.name(loss, "loss") still renames it)."""
+    if label_of(loss.node) is None:
+        set_label(loss.node, name)
+    return loss
+
+
 def mse(pred: Any, target: Any) -> Tensor:
     """Mean over all elements of (pred - target)**2."""
-    return F.mean(F.square(F.subtract(pred, target)))
+    return _named(F.mean(F.square(F.subtract(pred, target))), "mse")
 
 
 def huber(pred: Any, target: Any, delta: float = 1.0) -> Tensor:
@@ -23,7 +32,7 @@ def huber(pred: Any, target: Any, delta: float = 1.0) -> Tensor:
     r = F.abs(F.subtract(pred, target))
     quadratic = 0.5 * F.square(r)
     linear = delta * (r - 0.5 * delta)
-    return F.mean(F.where(r <= delta, quadratic, linear))
+    return _named(F.mean(F.where(r <= delta, quadratic, linear)), "huber")
 
 
 def _label_error(labels: Node, logits: Node, problem: str) -> str:
@@ -68,7 +77,7 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
     else:
         raise TypeError(_label_error(labels_node, logits_node, "have an unusable dtype"))
     logp = F.log_softmax(logits, axis=-1)
-    return F.mean(-F.sum(logp * labels, axis=-1))
+    return _named(F.mean(-F.sum(logp * labels, axis=-1)), "cross_entropy")
 
 
 def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Tensor:
@@ -77,4 +86,5 @@ def binary_cross_entropy_with_logits(logits: Any, targets: Any) -> Tensor:
     logit), and its derivative sigmoid(z) gives the exact gradient sigmoid(z) - y everywhere,
     z = 0 included (a max(z, 0) + softplus(-|z|) form would pick kink subgradients there)."""
     z = logits
-    return F.mean(F.softplus(z) - F.multiply(z, targets))
+    return _named(F.mean(F.softplus(z) - F.multiply(z, targets)),
+                  "binary_cross_entropy_with_logits")
