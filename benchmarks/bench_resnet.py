@@ -17,23 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_training import median_ms  # noqa: E402 (the same timer as W1-W5)
+
 BLOCKS = ((16, 16, 1), (16, 32, 2), (32, 32, 1))
 DEPTHS = (2, 8, 32, 96)
-
-
-def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 # ---- the model's parameters, the same numbers for every framework -------------------------
@@ -88,7 +79,9 @@ def forward(p: list, x, ops: dict):
 
 # ---- graphc ------------------------------------------------------------------------------
 
-def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01):
+def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
+                       names: list[str] | None = None, backend: str = "llvm"):
+    """The step in graphc; `names` (default p0, p1, ...) name the parameters."""
     import graphc as gc
 
     def bn(x, g, b):
@@ -101,10 +94,12 @@ def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01):
            "dense": lambda x, w, b: x @ w + b}
     x = gc.placeholder((None, 1, 28, 28), name="x")
     labels = gc.placeholder((None,), "int64", name="labels")
-    p = [gc.parameter(v.copy(), name=f"p{i}") for i, v in enumerate(params)]
+    names = names or [f"p{i}" for i in range(len(params))]
+    p = [gc.parameter(v.copy(), name=n) for v, n in zip(params, names, strict=True)]
     loss = gc.nn.cross_entropy(forward(p, x, ops), labels)
     grads = gc.grad(loss, p)
-    return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)})
+    return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)},
+                       backend=backend)
 
 
 # ---- PyTorch -----------------------------------------------------------------------------
@@ -133,6 +128,24 @@ def torch_resnet_step(params: list[np.ndarray], lr: float = 0.01, compiled: bool
 
 # ---- JAX ---------------------------------------------------------------------------------
 
+def _jax_sgd(loss_fn, params: list[np.ndarray], lr: float):
+    """A jitted SGD step of loss_fn(params, x, y), holding the parameters between calls."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def step(p, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        return loss, [v - lr * g for v, g in zip(p, grads)]
+
+    state = {"p": [jnp.asarray(v) for v in params]}
+
+    def run(x, y):
+        loss, state["p"] = step(state["p"], x, y)
+        return loss.block_until_ready()
+    return run
+
+
 def jax_resnet_step(params: list[np.ndarray], lr: float = 0.01):
     import jax
     import jax.numpy as jnp
@@ -153,17 +166,7 @@ def jax_resnet_step(params: list[np.ndarray], lr: float = 0.01):
         logp = jax.nn.log_softmax(forward(p, x, ops))
         return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
 
-    @jax.jit
-    def step(p, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
-        return loss, [v - lr * g for v, g in zip(p, grads)]
-
-    state = {"p": [jnp.asarray(v) for v in params]}
-
-    def run(x, y):
-        loss, state["p"] = step(state["p"], x, y)
-        return loss.block_until_ready()
-    return run
+    return _jax_sgd(loss_fn, params, lr)
 
 
 # ---- the MLPs of the depth curve ---------------------------------------------------------
@@ -206,17 +209,7 @@ def jax_mlp_step(params: list[np.ndarray], lr: float = 0.01):
         logp = jax.nn.log_softmax(h)
         return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
 
-    @jax.jit
-    def step(p, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
-        return loss, [v - lr * g for v, g in zip(p, grads)]
-
-    state = {"p": [jnp.asarray(v) for v in params]}
-
-    def run(x, y):
-        loss, state["p"] = step(state["p"], x, y)
-        return loss.block_until_ready()
-    return run
+    return _jax_sgd(loss_fn, params, lr)
 
 
 # ---- cold starts, each in a process of its own -------------------------------------------

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_resnet import BLOCKS, forward, resnet_params  # noqa: E402
+from bench_resnet import BLOCKS, graphc_resnet_step, resnet_params  # noqa: E402
 
 import graphc as gc  # noqa: E402
 
@@ -42,23 +42,8 @@ def resnet_names() -> list[str]:
 
 
 def resnet_step() -> gc.Function:
-    """The W6 benchmark's training step (bench_resnet.forward), its parameters named by scope."""
-    def bn(x, g, b):
-        mean = x.mean(axis=(0, 2, 3), keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
-        return (x - mean) / gc.sqrt(var + 1e-5) * g.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
-
-    ops = {"conv": lambda x, w, s, pad: gc.nn.conv2d(x, w, stride=s, padding=pad), "bn": bn,
-           "relu": gc.relu, "gap": lambda x: x.mean(axis=(2, 3)),
-           "dense": lambda x, w, b: x @ w + b}
-    x = gc.placeholder((None, 1, 28, 28), name="x")
-    labels = gc.placeholder((None,), "int64", name="labels")
-    values = resnet_params()
-    p = [gc.parameter(v, name=n) for v, n in zip(values, resnet_names(), strict=True)]
-    loss = gc.nn.cross_entropy(forward(p, x, ops), labels)
-    grads = gc.grad(loss, p)
-    return gc.function([x, labels], loss, updates={v: v - 0.01 * g for v, g in zip(p, grads)},
-                       backend="numpy")
+    """The W6 benchmark's training step (bench_resnet), its parameters named by scope."""
+    return graphc_resnet_step(resnet_params(), names=resnet_names(), backend="numpy")
 
 
 def main(out_dir: str = "screenshots") -> list[str]:
