@@ -15,6 +15,11 @@ import tempfile  # noqa: E402
 
 # Compiled code goes to a cache folder of this test run, never the user's own cache.
 os.environ.setdefault("GRAPHC_CACHE_DIR", tempfile.mkdtemp(prefix="graphc-test-cache-"))
+# ...and is signed with a key of this run, never the user's own (~/.config/graphc) or a
+# team's key from the environment.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="graphc-test-config-")
+for _name in ("GRAPHC_CACHE_KEY", "GRAPHC_CACHE_KEY_FILE"):
+    os.environ.pop(_name, None)
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

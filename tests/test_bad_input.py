@@ -925,11 +925,13 @@ def _split_entry(data):
 
 
 def _join_entry(magic, header, payload, digest=None):
-    """An entry's bytes; `digest` None: a digest that matches (as graphc writes it)."""
-    import hashlib
+    """An entry's bytes; `digest` None: a MAC that matches, signed with this user's key (as
+    graphc writes it: a consistent entry, whose deeper checks are then under test)."""
+    from graphc.runtime.cache import entry_mac
+    from graphc.runtime.cache_secret import load_secret
     header_line = json.dumps(header).encode()
     if digest is None:
-        digest = hashlib.sha256(header_line + b"\n" + payload).hexdigest().encode()
+        digest = entry_mac(load_secret().key, header_line, payload)
     return magic + header_line + b"\n" + digest + b"\n" + payload
 
 
