@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from graphc.dot_text import dot_id, dot_label
 from graphc.graph import Graph
 from graphc.node import Node, label_of, toposort
 from graphc.region import region_attrs
@@ -109,7 +110,7 @@ def show(target: Any, source: bool = False, provenance: bool = False) -> str:
 
 
 def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    return dot_label(text)
 
 
 def to_dot(target: Any, name: str = "graphc") -> str:
@@ -118,7 +119,7 @@ def to_dot(target: Any, name: str = "graphc") -> str:
     order = toposort(graph.inputs + graph.roots)
     names = node_names(order)
     outputs = set(graph.outputs)
-    lines = [f'digraph "{_dot_escape(name)}" {{', "  rankdir=TB;",
+    lines = [f'digraph "{dot_id(name)}" {{', "  rankdir=TB;",
              '  node [shape=box, fontname="Helvetica", fontsize=10];']
     styles = {"placeholder": ', style=filled, fillcolor="#cfe2ff"',
               "parameter": ', style=filled, fillcolor="#d1e7dd"',

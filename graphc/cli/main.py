@@ -8,6 +8,7 @@ from typing import NoReturn, Sequence
 
 from graphc.cli import cache, emit, misc, show
 from graphc.cli.errors import FAILURE, USAGE, CLIError
+from graphc.cli.terminal import terminal_safe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    line = " ".join(message.split())  # one line, whatever the message held
+    line = terminal_safe(" ".join(message.split()))  # one line, whatever the message held
     print(f"graphc: error: {line}", file=sys.stderr)
     return code
 
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = args.run(args)
         if out is not None:
+            out = terminal_safe(out)
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
         sys.stdout.flush()
         return 0
