@@ -206,3 +206,21 @@ def test_a_short_shared_key_is_a_clear_error(monkeypatch, value):
     monkeypatch.setenv("GRAPHC_CACHE_KEY", value)
     with pytest.raises(ValueError, match="GRAPHC_CACHE_KEY: .*at least 16 characters"):
         load_secret()
+
+
+def test_cache_info_says_which_key_signs_and_whether_the_folder_is_used(tmp_path, capsys,
+                                                                         monkeypatch):
+    from graphc.cli.main import main
+    _user(monkeypatch, tmp_path / "config")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    assert main(["cache", "info", "--dir", str(shared)]) == 0
+    out = capsys.readouterr().out
+    assert "made on the first compile" in out and "used: no: other users can write" in out
+    assert not (tmp_path / "config").exists()  # info makes no key
+    monkeypatch.setenv("GRAPHC_CACHE_KEY", "k" * 32)
+    os.chmod(shared, 0o770)
+    assert main(["cache", "info", "--dir", str(shared)]) == 0
+    out = capsys.readouterr().out
+    assert "key: GRAPHC_CACHE_KEY (a team's key)" in out and "used: yes" in out

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from graphc.cli.errors import CLIError
 from graphc.runtime.cache import default_dir, entry_files
+from graphc.runtime.cache_folder import untrusted_reason
+from graphc.runtime.cache_secret import KEY_ENV, KEY_FILE_ENV, user_key_path
 
 
 def _size(n: int) -> str:
@@ -40,12 +43,30 @@ def _stat_sizes(files: list[Path]) -> tuple[int, int]:
     return count, total
 
 
+def _trust(folder: Path) -> str:
+    """Which key signs entries and whether graphc uses the folder (making nothing)."""
+    shared = bool(os.environ.get(KEY_ENV) is not None or os.environ.get(KEY_FILE_ENV))
+    if os.environ.get(KEY_ENV) is not None:
+        key = f"{KEY_ENV} (a team's key)"
+    elif os.environ.get(KEY_FILE_ENV):
+        key = f"{KEY_FILE_ENV}={os.environ[KEY_FILE_ENV]} (a team's key)"
+    else:
+        path = user_key_path()
+        key = f"{path}" + ("" if path.exists() else " (made on the first compile)")
+    try:
+        reason = untrusted_reason(os.stat(folder), shared)
+    except OSError:
+        reason = None  # made (mode 0700) on the first compile
+    used = "yes" if reason is None else f"no: {reason}"
+    return f"key: {key}\nused: {used}"
+
+
 def run(args: argparse.Namespace) -> str:
     folder = _folder(args)
     files = entry_files(folder)
     count, total = _stat_sizes(files)
     if args.action == "info":
-        return f"folder: {folder}\nentries: {count}\nsize: {_size(total)}"
+        return f"folder: {folder}\nentries: {count}\nsize: {_size(total)}\n{_trust(folder)}"
     removed = freed = 0
     for f in files:
         try:
@@ -60,7 +81,9 @@ def run(args: argparse.Namespace) -> str:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("cache", help="the compile cache: where it is, how big, clear it",
-                       description="info: the cache folder, its entry count and total size; "
+                       description="info: the cache folder, its entry count and total size, "
+                                   "the key that signs entries and whether graphc uses the "
+                                   "folder (not when other users can write it); "
                                    "clear: removes graphc's entries (and nothing else) from it. "
                                    "GRAPHC_CACHE_DIR sets the folder.")
     p.add_argument("action", choices=("info", "clear"))
