@@ -224,3 +224,24 @@ def test_cache_info_says_which_key_signs_and_whether_the_folder_is_used(tmp_path
     assert main(["cache", "info", "--dir", str(shared)]) == 0
     out = capsys.readouterr().out
     assert "key: GRAPHC_CACHE_KEY (a team's key)" in out and "used: yes" in out
+
+
+@pytest.mark.slow
+def test_processes_making_the_key_at_once_agree_on_it(tmp_path):
+    """The key file appears whole or not at all: racing first users all end with one key."""
+    import subprocess
+    import sys
+    code = ("from graphc.runtime.cache_secret import load_secret\n"
+            "print(load_secret().key.decode())\n")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(4)]
+    keys = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        keys.append(out.strip())
+    assert len(set(keys)) == 1 and len(keys[0]) == 64
+    assert (tmp_path / "graphc" / "cache-key").read_text().strip() == keys[0]
+    assert [p.name for p in (tmp_path / "graphc").iterdir()] == ["cache-key"]  # no leftovers

@@ -165,10 +165,14 @@ def test_gc_render_writes_svg_for_hostile_names(tmp_path):
         pytest.skip("Graphviz's dot is not installed")
     x = gc.placeholder((3,), name=XSS[0])
     w = gc.parameter(np.ones(3, np.float32), name=f"{XSS[1]}.{NASTY}.w")
-    out = gc.render(gc.sum(x * w), tmp_path / "g.svg")
+    y = gc.sum(x * w)
+    out = gc.render(y, tmp_path / "g.svg")
     svg = Path(out).read_text(encoding="utf-8")
     ET.fromstring(svg.encode())
     assert not re.search(r"<(img|script)\b", svg)
+    view = y._repr_html_()  # the notebook view embeds the same SVG
+    assert view is not None and not re.search(r"<(img|script)\b", view)
+    ET.fromstring(y._repr_svg_().encode())
 
 
 # ---- LaTeX ---------------------------------------------------------------------------------
