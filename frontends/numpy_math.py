@@ -139,7 +139,8 @@ def isfinite(x: Any) -> Tensor:
 
 def _full_bool(like: Node, value: bool) -> Node:
     """`value` in `like`'s shape (its sizes known at call time included)."""
-    return make("broadcast_like", scalar_constant(value, bool_), like)
+    value_node = scalar_constant(value, bool_)
+    return make("broadcast_to", value_node, shape=like.shape) if like.shape else value_node
 
 
 # ---- logic: on truth values (any dtype: nonzero is True), results bool -----------------
@@ -203,8 +204,8 @@ def _tree_product(x: Node, axis: int) -> Node:
     n = x.shape[axis]
     assert n is not None  # (prod checked it)
     if n == 0:  # the empty product
-        return make("broadcast_like", scalar_constant(1, x.dtype),
-                    make("sum", x, axes=(axis,), keepdims=True))
+        kept = make("sum", x, axes=(axis,), keepdims=True)
+        return make("broadcast_to", scalar_constant(1, x.dtype), shape=kept.shape)
     while n > 1:
         half = n // 2
         product = make("mul", _slice(x, axis, 0, half, 1), _slice(x, axis, half, 2 * half, 1))

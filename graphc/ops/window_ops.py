@@ -19,8 +19,7 @@ def _pad_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     (x,), pads = ins, attrs["pads"]
     if len(pads) != x.ndim or any(b < 0 or a < 0 for b, a in pads):
         raise ShapeError(f"pads {pads} need one (before, after) pair >= 0 per axis")
-    return TensorType(tuple(None if d is None else d + b + a
-                            for d, (b, a) in zip(x.shape, pads)), x.dtype)
+    return TensorType(tuple(d + b + a for d, (b, a) in zip(x.shape, pads)), x.dtype)
 
 
 def _pad_vjp(node: Node, g: Node) -> list[Node | None]:
@@ -83,7 +82,7 @@ register(OpDef(
 def _windows_grad_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     g, ref = ins
     want = _windows_shape(ref, attrs)
-    if g.ndim != len(want) or any(a is not None and b is not None and a != b
+    if g.ndim != len(want) or any(isinstance(a, int) and isinstance(b, int) and a != b
                                   for a, b in zip(g.shape, want)):
         raise ShapeError(f"cotangent {g.type} does not fit windows of {ref.type}")
     return TensorType(ref.shape, g.dtype)
