@@ -40,10 +40,10 @@ def _parse(subscripts: str, nodes: list[Node]) -> tuple[list[Labels], Labels]:
                              f"subscripts {subscripts!r} give it {len(term)} ({term!r})")
         for label, d in zip(term, node.shape):
             known = sizes.get(label)
-            if known is not None and d is not None and known != d:
+            if isinstance(known, int) and isinstance(d, int) and known != d:
                 raise _shape_error("einsum", f"label {label!r} of subscripts {subscripts!r} "
                                    f"has sizes {known} and {d}", *nodes)
-            sizes[label] = d if known is None else known
+            sizes[label] = d if known is None or not isinstance(known, int) else known
     if arrow:
         out = list(rhs)
         if len(set(out)) != len(out):
@@ -66,7 +66,7 @@ def _diagonals(node: Node, labels: Labels, subscripts: str) -> tuple[Node, Label
         p = labels.index(label)
         q = labels.index(label, p + 1)
         n = node.shape[p]
-        if n is None:
+        if not isinstance(n, int):
             raise _shape_error("einsum", f"the diagonal of label {label!r} in {subscripts!r} "
                                "needs a size known when building the graph", node)
         shape = [1] * node.ndim

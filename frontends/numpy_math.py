@@ -188,7 +188,7 @@ def prod(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     if node.dtype in (bool_, np.dtype(np.int32)):
         node = cast(node, int64)
     for a in axes:
-        if node.shape[a] is None:
+        if not isinstance(node.shape[a], int):
             raise _shape_error("prod", f"axis {a} needs a size known when building the graph",
                                node)
     out = node
@@ -202,7 +202,7 @@ def prod(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
 def _tree_product(x: Node, axis: int) -> Node:
     """The product along `axis` (kept as size 1) by multiplying halves: depth log2(n)."""
     n = x.shape[axis]
-    assert n is not None  # (prod checked it)
+    assert isinstance(n, int)  # (prod checked it)
     if n == 0:  # the empty product
         kept = make("sum", x, axes=(axis,), keepdims=True)
         return make("broadcast_to", scalar_constant(1, x.dtype), shape=kept.shape)

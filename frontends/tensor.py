@@ -135,6 +135,9 @@ class Parameter(Tensor):
 def placeholder(shape: Sequence[Dim] | int = (), dtype: Any = "float32",
                 name: str | None = None) -> Tensor:
     """A symbolic input; a shape entry of None means a size given at call time."""
+    if isinstance(shape, str):
+        raise TypeError(f"placeholder shape: expected a tuple of sizes, got the string "
+                        f"{shape!r} (a named size goes inside the tuple: ({shape!r}, ...))")
     if isinstance(shape, int) or shape is None:
         shape = () if shape is None else (shape,)
     try:

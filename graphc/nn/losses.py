@@ -64,7 +64,7 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
             raise ValueError(_label_error(labels_node, logits_node,
                                           "do not fit: integer labels are class indices"))
         depth = logits_node.shape[-1]
-        if depth is None:
+        if not isinstance(depth, int):
             raise ValueError("cross_entropy: integer labels need a known class count")
         checked = make("check_index", labels_node, size=depth, what="cross_entropy labels")
         labels = F.one_hot(Tensor(checked), depth, dtype=logits_node.dtype)

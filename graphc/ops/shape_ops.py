@@ -120,8 +120,8 @@ def _squeeze_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     for a in axes:
         if isinstance(x.shape[a], int) and x.shape[a] != 1:
             raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]}")
-        if not isinstance(x.shape[a], int):
-            assume_equal(x.shape[a], 1)
+        if not isinstance(x.shape[a], int) and a not in dict(attrs.get("indices", ())):
+            assume_equal(x.shape[a], 1)  # (an int index's element: its IndexError instead)
     return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)
 
 

@@ -5,11 +5,13 @@ from typing import Sequence
 
 from graphc.errors import ShapeError
 from graphc.node import Dim
-from graphc.sizes import Size, assume_equal
+from graphc.sizes import Size, assume_equal, user_dim
 
 
 def fmt_shape(shape: Sequence[Dim]) -> str:
-    inner = ", ".join(str(d) for d in shape)
+    """A shape for messages, as users wrote it: an anonymous size shows as None."""
+    inner = ", ".join("None" if isinstance(d, Size) and d.is_var() and user_dim(d) is None
+                      else str(d) for d in shape)
     return f"({inner}{',' if len(shape) == 1 else ''})"
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.node import Node, TensorType
+from graphc.node import Dim, Node, TensorType
 from graphc.ops.registry import OpDef, make, register
 
 Attrs = Mapping[str, Any]
@@ -34,8 +34,8 @@ register(OpDef(
 ))
 
 
-def window_count(size: int | None, window: int, stride: int) -> int | None:
-    return None if size is None else (size - window) // stride + 1
+def window_count(size: Dim, window: int, stride: int) -> Dim:
+    return (size - window) // stride + 1
 
 
 def _windows_shape(x: Node, attrs: Attrs) -> tuple:
@@ -48,7 +48,7 @@ def _windows_shape(x: Node, attrs: Attrs) -> tuple:
             raise ShapeError(f"window axis {a} is out of range for {x.ndim} dimensions")
         if k < 1 or s < 1:
             raise ShapeError(f"window size {k} and stride {s} must be >= 1")
-        if shape[a] is not None and shape[a] < k:
+        if isinstance(shape[a], int) and shape[a] < k:
             raise ShapeError(f"window {k} is larger than axis {a} of size {shape[a]}")
         shape[a] = window_count(shape[a], k, s)
     return tuple(shape) + tuple(sizes)

@@ -126,29 +126,4 @@ def _neg_div_constant(b, node):
     return make("div", scalar_constant(-value.item(), c.dtype), b["d"])
 
 
-def _is_mask_of(node: Node) -> Node | None:
-    """The condition c of where(c, 1, 0) or of cast(c) with c boolean."""
-    if node.op == "cast" and node.inputs[0].dtype.kind == "b":
-        return node.inputs[0]
-    if node.op == "where":
-        one, zero = (constant_value(i) for i in node.inputs[1:])
-        if one is not None and zero is not None and one == 1 and zero == 0:
-            return node.inputs[0]
-    return None
-
-
-@rule("mul_mask", Op("mul", Var("a"), Var("c")),
-      "x * where(c, 1, 0) -> where(c, x, 0): a mask selects (PyTorch's masked gradients)")
-def _mul_mask(b, node):
-    a, c = b["a"], b["c"]
-    for x, mask in ((a, c), (c, a)):
-        cond = _is_mask_of(mask)
-        if cond is None or node.dtype.kind != "f" or x.dtype != node.dtype:
-            continue
-        if cond.shape != node.shape and x.shape != node.shape:
-            continue
-        return make("where", cond, x, scalar_constant(0, node.dtype))
-    return None
-
-
 RULES += [v for v in list(globals().values()) if isinstance(v, Rule) and v not in RULES]
