@@ -162,12 +162,12 @@ class Function:
             raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(given)}")
         for ph, shape in zip(self.inputs, given):
             if not isinstance(shape, (tuple, list)) or not all(
-                    d is None or isinstance(d, (str, Size)) or
-                    (isinstance(d, (int, np.integer)) and d >= 0) for d in shape):
+                    d is None or isinstance(d, Size) or (isinstance(d, (int, np.integer))
+                                                         and d >= 0) for d in shape):
                 raise TypeError(f"schedule: the shape for {ph.attrs['name']!r} must be a tuple "
                                 f"of sizes (one per input, in order), got {shape!r}")
-        given = [tuple(d if d is not None and not isinstance(d, str) else p
-                       for d, p in zip(s, ph.shape)) for s, ph in zip(given, self.inputs)]
+        given = [tuple(p if d is None else d for d, p in zip(s, ph.shape))
+                 for s, ph in zip(given, self.inputs)]
         return schedule_graph(self.graph, given,
                               policy=self._backend.policy)
 
