@@ -53,7 +53,7 @@ def check_mlp_gradient(text: str) -> None:
     assert len(names) == len(set(names)), names  # every name bound once
     # The shared pre-activation is written once and referred to by name after that.
     assert text.count(r"x W_{1} + b_{1}") == 1
-    assert text.count(r"\max(0, z_{1})") == 1
+    assert text.count(rf"\max(0, {z})") == 1
     for name in names[:-4]:  # every bound part is used somewhere after its definition
         rest = text.split(f"{name} &=", 1)[1]
         assert name in rest.split("\n", 1)[1], name

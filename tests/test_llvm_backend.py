@@ -961,7 +961,7 @@ def test_wrong_shapes_and_dtypes_name_the_placeholder():
     y = gc.placeholder((None, 3), "float32", name="other")
     g = gc.function([x, y], [x + y, x @ y.T], backend="llvm")
     for rows in (4, 1):
-        with pytest.raises(ValueError, match="'x'.*'other'"):
+        with pytest.raises(ValueError, match="'feat'.*'other'"):
             g(good_x, np.ones((rows, 3), np.float32))
     other = np.ones(good_x.shape, np.float32)
     assert_same(g(good_x, other),
