@@ -11,7 +11,7 @@ from graphc.node import Node, user_source_line
 from graphc.ops import make
 from graphc.ops.leaves import scalar_constant
 from graphc.ops.shape_ops import size_value
-from graphc.ops.shapes import known_size, normalize_axes, size_product
+from graphc.ops.shapes import conflict, normalize_axes, size_product
 from graphc.frontends.convert import cast, common_dtype, operands, to_bool, to_node
 from graphc.frontends.tensor import Tensor
 
@@ -312,8 +312,8 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         raise ValueError("stack: needs at least one tensor")
     nodes = operands(list(tensors), "stack")
     first = nodes[0].shape
-    if any(n.ndim != len(first) or not all(not isinstance(a, int) or not isinstance(b, int) or a == b
-                                           for a, b in zip(first, n.shape)) for n in nodes):
+    if any(n.ndim != len(first) or any(conflict(a, b) for a, b in zip(first, n.shape))
+           for n in nodes):
         raise _shape_error("stack", "all tensors need one shape", *nodes)
     (ax,) = _axes("stack", axis, nodes[0], nodes[0].ndim + 1)
     expanded = [expand_dims(Tensor(n), ax) for n in nodes]

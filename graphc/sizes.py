@@ -100,6 +100,7 @@ class Size:
     __slots__ = ("terms", "_hash")
 
     terms: tuple[tuple[Monomial, int], ...]
+    _hash: int
 
     def __init__(self, terms: tuple[tuple[Monomial, int], ...]) -> None:
         object.__setattr__(self, "terms", terms)
@@ -363,7 +364,7 @@ def shape_dim(d: object, what: str) -> Dim:
         return d
     if isinstance(d, bool) or not hasattr(d, "__index__"):
         raise TypeError(f"{what}: a size must be an int, None or a name, got {d!r}")
-    n = int(d)  # type: ignore[call-overload]
+    n = int(d)
     if n < 0:
         raise ValueError(f"{what}: a size must be >= 0, got {n}")
     return n

@@ -6,10 +6,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from graphc.dtypes import as_dtype, int64
+from graphc.dtypes import as_dtype
 from graphc.errors import DTypeError, ShapeError, bad_index, index_error_message
 from graphc.node import Dim, Node, TensorType
-from graphc.ops.grad_helpers import reshape_to, unbroadcast, zeros_like
+from graphc.ops.grad_helpers import reshape_to, unbroadcast
 from graphc.ops.registry import OpDef, make, register
 from graphc.ops.shapes import fmt_shape, normalize_axes, same_size, size_product
 from graphc.sizes import Size, assume_equal, floordiv, maximum, minimum

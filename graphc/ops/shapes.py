@@ -15,6 +15,11 @@ def fmt_shape(shape: Sequence[Dim]) -> str:
     return f"({inner}{',' if len(shape) == 1 else ''})"
 
 
+def conflict(a: Dim, b: Dim) -> bool:
+    """Two sizes that can never be equal (two different ints)."""
+    return isinstance(a, int) and isinstance(b, int) and a != b
+
+
 def same_size(a: Dim, b: Dim) -> Dim:
     """Two sizes that must be equal (matmul's inner sizes, concatenate's other axes): the
     more informative one; a symbol is taken equal to what it meets, checked at call time."""
