@@ -9,6 +9,7 @@ from graphc.ops import get_op, make
 from graphc.ops.leaves import scalar_constant
 from graphc.ops.registry import rebuild
 from graphc.ops.shapes import normalize_axes
+from graphc.sizes import Dim, all_static
 
 # Every batched node carries the batch on axis 0. A node none of whose value inputs is batched
 # stays as it is (computed once, shared by every example).
@@ -30,26 +31,21 @@ def _example(x: Node, i: int) -> Node:
 
 
 class Batcher:
-    """Turns per-example nodes into batched ones; `size` is the batch size (None: known only
-    at run time, which the rules that must repeat an unbatched value cannot serve)."""
+    """Turns per-example nodes into batched ones; `size` is the batch size (a symbol when
+    known only at run time)."""
 
-    def __init__(self, size: int | None) -> None:
+    def __init__(self, size: Dim | None) -> None:
         self.size = size
 
-    def need_size(self, why: str) -> int:
+    def need_size(self, why: str) -> Dim:
         if self.size is None:
-            raise ValueError(f"vmap: {why} needs a batch size known when tracing (the mapped "
-                             "axis has a size given only at call time)")
+            raise ValueError(f"vmap: {why} needs a batch size")
         return self.size
 
     def repeat(self, x: Node) -> Node:
         """An unbatched x repeated along a new batch axis: (B, *x.shape)."""
         size = self.need_size(f"repeating {x.op} {x.type} over the batch")
-        if None not in x.shape:
-            return make("broadcast_to", x, shape=(size,) + x.shape)
-        # where(c, x, x) is x exactly (any dtype, signed zeros) and takes c's batch axis
-        cond = make("broadcast_to", scalar_constant(True, bool_), shape=(size,) + (1,) * x.ndim)
-        return make("where", cond, x, x)
+        return make("broadcast_to", x, shape=(size,) + x.shape)
 
     def as_batched(self, x: Node, batched: bool) -> Node:
         return x if batched else self.repeat(x)
@@ -59,17 +55,17 @@ class Batcher:
         their shape)."""
         if not batched:
             return x
-        if None not in original.shape:
-            zero = scalar_constant(0, original.dtype)
-            return make("broadcast_to", zero, shape=original.shape) if original.shape else zero
-        return _example(x, 0)  # a view: its values are never read
+        zero = scalar_constant(0, original.dtype)
+        return make("broadcast_to", zero, shape=original.shape) if original.shape else zero
 
     def unroll(self, node: Node, ins: Sequence[Node], batched: Sequence[bool]) -> Node:
         """The rule every primitive satisfies: one copy of the node per example, stacked."""
         size = self.need_size(f"{node.op} (which has no batching rule, so it is unrolled)")
+        if not isinstance(size, int):
+            raise ValueError(f"vmap: {node.op} (which has no batching rule, so it is unrolled) "
+                             "needs a batch size known when tracing (the mapped axis has a "
+                             "size given only at call time)")
         if size == 0:
-            if None in node.shape:
-                raise ValueError(f"vmap: an empty batch of {node.op} {node.type}")
             return make("broadcast_to", scalar_constant(0, node.dtype), shape=(0,) + node.shape)
         parts = []
         for i in range(size):
@@ -143,7 +139,7 @@ def _reshape(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> No
         return _with(node, ins, shape=(b.size,) + shape)
     if -1 not in shape:
         return _with(node, ins, shape=(-1,) + shape)
-    if None not in node.shape:
+    if all_static(node.shape):
         return _with(node, ins, shape=(-1,) + node.shape)
     b.need_size(f"reshape to {shape} with a -1")
     return None
@@ -172,27 +168,6 @@ def _broadcast_to(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) 
         return make("broadcast_to", x, shape=(b.size,) + tuple(node.attrs["shape"]))
     cond = make("broadcast_to", scalar_constant(True, bool_), shape=node.attrs["shape"])
     return make("where", cond, x, x)
-
-
-def _broadcast_like(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> Node:
-    x, ref = ins
-    if batched[1]:
-        return make("broadcast_like", _align(x, node.ndim) if batched[0] else x, ref)
-    x = _align(x, node.ndim)
-    cond = make("broadcast_like", scalar_constant(True, bool_), ref)
-    return make("where", cond, x, x)
-
-
-def _sum_to_like(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> Node:
-    g, ref = ins
-    ref = _align(b.as_batched(ref, batched[1]), g.ndim - 1)
-    out = make("sum_to_like", g, ref)
-    extra = ref.ndim - 1 - node.ndim
-    return make("squeeze", out, axes=tuple(range(1, 1 + extra))) if extra else out
-
-
-def _reshape_like(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> Node:
-    return rebuild(node, [ins[0], b.as_batched(ins[1], batched[1])])
 
 
 def _slices(node: Node, ins: list[Node], **extra: object) -> Node:
@@ -224,11 +199,6 @@ def _concatenate(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -
     return _one_axis(b, node, parts, batched)
 
 
-def _concat_part(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> Node:
-    parts = [ins[0]] + [b.as_batched(x, f) for x, f in zip(ins[1:], batched[1:])]
-    return _with(node, parts, axis=node.attrs["axis"] + 1)
-
-
 def _take(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> Node | None:
     if batched[1]:
         return None  # per-example indices: unrolled
@@ -250,18 +220,17 @@ RULES: dict[str, Rule] = {
     "matmul": _elementwise,
     "sum": _reduce, "max": _reduce, "max_first": _reduce, "min": _reduce,
     "argmax": _one_axis, "log_softmax": _one_axis,
-    "reshape": _reshape, "reshape_like": _reshape_like,
+    "reshape": _reshape,
     "expand_dims": _expand_dims, "squeeze": _squeeze, "transpose": _transpose,
-    "broadcast_to": _broadcast_to, "broadcast_like": _broadcast_like,
-    "sum_to_like": _sum_to_like,
+    "broadcast_to": _broadcast_to,
     "slice": _slice, "unslice": _unslice, "pad": _pad,
     "windows": _windows, "windows_grad": _windows_grad,
-    "concatenate": _concatenate, "concat_part": _concat_part,
+    "concatenate": _concatenate,
     "take": _take, "scatter_add": _scatter_add,
 }
 
 
-def batch_nodes(outputs: Sequence[Node], env: dict[Node, Node], size: int | None
+def batch_nodes(outputs: Sequence[Node], env: dict[Node, Node], size: Dim | None
                 ) -> list[Node]:
     """`outputs` computed for a whole batch: env maps per-example leaves to batched nodes
     (batch on axis 0); each result has the batch on axis 0."""

@@ -10,7 +10,8 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.node import Node, user_source_line
 from graphc.ops import make
 from graphc.ops.leaves import scalar_constant
-from graphc.ops.shapes import known_size, normalize_axes
+from graphc.ops.shape_ops import size_value
+from graphc.ops.shapes import conflict, normalize_axes, size_product
 from graphc.frontends.convert import cast, common_dtype, operands, to_bool, to_node
 from graphc.frontends.tensor import Tensor
 
@@ -194,10 +195,7 @@ def count(x: Any, axis: Axis, dtype: np.dtype) -> Node:
     """The number of elements reduced over `axis`, a constant when the sizes are known."""
     node = to_node(x)
     axes = normalize_axes(axis, node.ndim)
-    n = known_size([node.shape[a] for a in axes])
-    if n is not None:
-        return scalar_constant(n, dtype)
-    return make("size_of", node, axes=axes, dtype=dtype)
+    return size_value(size_product([node.shape[a] for a in axes]), dtype)
 
 
 def mean(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
@@ -314,8 +312,8 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         raise ValueError("stack: needs at least one tensor")
     nodes = operands(list(tensors), "stack")
     first = nodes[0].shape
-    if any(n.ndim != len(first) or not all(a is None or b is None or a == b
-                                           for a, b in zip(first, n.shape)) for n in nodes):
+    if any(n.ndim != len(first) or any(conflict(a, b) for a, b in zip(first, n.shape))
+           for n in nodes):
         raise _shape_error("stack", "all tensors need one shape", *nodes)
     (ax,) = _axes("stack", axis, nodes[0], nodes[0].ndim + 1)
     expanded = [expand_dims(Tensor(n), ax) for n in nodes]

@@ -83,13 +83,13 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             out_pos += 1
         elif _is_int(item):
             i = int(item)
-            if dim is not None and not -dim <= i < dim:
+            if isinstance(dim, int) and not -dim <= i < dim:
                 raise IndexError(f"index: {i} is out of bounds for axis {axis} with size {dim}")
-            if dim is not None:
+            if isinstance(dim, int):
                 i %= dim
             slices.append((i, i + 1 if i != -1 else None, 1))
             int_axes.append(axis)
-            if dim is None:  # checked when the size is known: squeeze finds no element
+            if not isinstance(dim, int):  # checked when the size is known: squeeze finds no element
                 late_checks[axis] = i
         else:
             idx = to_node(item, "index")

@@ -12,6 +12,7 @@ from graphc.frontends.autodiff import _nodes, _wrap
 from graphc.frontends.batching import batch_nodes
 from graphc.frontends.tensor import Tensor
 from graphc.node import Node
+from graphc.sizes import all_static
 from graphc.ops import make
 from graphc.ops.leaves import constant_node, placeholder_node, scalar_constant
 
@@ -21,13 +22,7 @@ def _shaped(rows: Node, y: Node, x: Node) -> Node:
     shape = y.shape + x.shape
     if rows.shape == shape:
         return rows
-    unknown = sum(d is None for d in x.shape)
-    if unknown == 0:
-        return make("reshape", rows, shape=shape)
-    if unknown == 1 and 0 not in shape:
-        return make("reshape", rows, shape=tuple(-1 if d is None else d for d in shape))
-    raise GradientError(f"jacobian: cannot shape the rows for y {y.type} and x {x.type} "
-                        "(x has several sizes known only at call time; use a 1-d y)")
+    return make("reshape", rows, shape=shape)
 
 
 def jacobian(y: Tensor, x: Any) -> Any:
@@ -48,16 +43,13 @@ def jacobian(y: Tensor, x: Any) -> Any:
     out = y.node
     if out.dtype.kind != "f":
         raise GradientError(f"jacobian: y must be a float tensor, got {out.dtype}")
-    if any(d is None for d in out.shape):
+    if not all_static(out.shape):
         raise GradientError(f"jacobian: y needs a static shape, got {out.type} (its size is "
                             "the number of rows)")
     rows = math.prod(out.shape)
     if rows == 0 or any(0 in w.shape for w in xs):
         results = []
         for w in xs:
-            if any(d is None for d in w.shape):
-                raise GradientError(f"jacobian: an empty y needs an x of static shape, "
-                                    f"got {w.type}")
             results.append(make("broadcast_to", scalar_constant(0, w.dtype),
                                 shape=out.shape + w.shape))
         return _wrap(results, single)

@@ -57,7 +57,7 @@ def expand_masks(items: list[Any], node: Node) -> list[Any]:
         if isinstance(item, Mask):
             covered = node.shape[axis:axis + item.ndim]
             for k, (d, m) in enumerate(zip(covered, item.array.shape)):
-                if d is not None and d != m:
+                if isinstance(d, int) and d != m:
                     raise IndexError(
                         f"index: boolean index did not match indexed array along axis "
                         f"{axis + k}; size of axis is {d} but size of corresponding boolean "
@@ -109,13 +109,13 @@ def multi_take(x: Node, advanced: list[tuple[int, Node]]) -> tuple[Node, Callabl
     axes = [a for a, _ in advanced]
     maybe = [x.shape[a] for a in axes]
     try:
-        np.broadcast_shapes(*(tuple(1 if d is None else d for d in i.shape)
+        np.broadcast_shapes(*(tuple(d if isinstance(d, int) else 1 for d in i.shape)
                               for _, i in advanced))
     except ValueError:
         shapes = " ".join(str(tuple(i.shape)) for _, i in advanced)
         raise IndexError(f"index: shape mismatch: indexing arrays could not be broadcast "
                          f"together with shapes {shapes}") from None
-    dims = [d for d in maybe if d is not None]
+    dims = [d for d in maybe if isinstance(d, int)]
     if len(dims) < len(maybe):
         raise ValueError(f"index: indexing several axes with integer tensors needs the sizes "
                          f"of those axes known when the graph is built; {x.type} has unknown "
@@ -127,7 +127,7 @@ def multi_take(x: Node, advanced: list[tuple[int, Node]]) -> tuple[Node, Callabl
         x = make("transpose", x, perm=tuple(perm))
     others = [x.shape[j] for j in range(first)] + [x.shape[first + len(axes) + k]
                                                   for k in range(len(rest))]
-    if sum(d is None for d in others) > 0:
+    if not all(isinstance(d, int) for d in others):
         raise ValueError(f"index: indexing several axes with integer tensors needs every "
                          f"size known when the graph is built, got {x.type}")
     merged = int(np.prod(dims))

@@ -53,9 +53,7 @@ def full_like(x: Any, fill_value: Any, dtype: Any = None) -> Tensor:
     `dtype`). Its derivative with respect to x is zero."""
     node = to_node(x, "full_like operand")
     fill = _fill_node(fill_value, node.dtype if dtype is None else dtype, "full_like fill_value")
-    if None not in node.shape:
-        return Tensor(make("broadcast_to", fill, shape=node.shape) if node.shape else fill)
-    return Tensor(make("broadcast_like", fill, node))
+    return Tensor(make("broadcast_to", fill, shape=node.shape) if node.shape else fill)
 
 
 def zeros_like(x: Any, dtype: Any = None) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.node import Node
+from graphc.node import Dim, Node
 from graphc.ops import make
 from graphc.ops.leaves import constant_node, scalar_constant
 from graphc.frontends.convert import operands
@@ -33,17 +33,17 @@ def _parse(subscripts: str, nodes: list[Node]) -> tuple[list[Labels], Labels]:
         if bad:
             raise ValueError(f"einsum: {bad[0]!r} in subscripts {subscripts!r} is not a "
                              "letter")
-    sizes: dict[str, int | None] = {}
+    sizes: dict[str, Dim] = {}
     for i, (term, node) in enumerate(zip(terms, nodes)):
         if len(term) != node.ndim:
             raise ValueError(f"einsum: operand {i} has {node.ndim} dimension(s) but "
                              f"subscripts {subscripts!r} give it {len(term)} ({term!r})")
         for label, d in zip(term, node.shape):
             known = sizes.get(label)
-            if known is not None and d is not None and known != d:
+            if isinstance(known, int) and isinstance(d, int) and known != d:
                 raise _shape_error("einsum", f"label {label!r} of subscripts {subscripts!r} "
                                    f"has sizes {known} and {d}", *nodes)
-            sizes[label] = d if known is None else known
+            sizes[label] = d if known is None or not isinstance(known, int) else known
     if arrow:
         out = list(rhs)
         if len(set(out)) != len(out):
@@ -66,7 +66,7 @@ def _diagonals(node: Node, labels: Labels, subscripts: str) -> tuple[Node, Label
         p = labels.index(label)
         q = labels.index(label, p + 1)
         n = node.shape[p]
-        if n is None:
+        if not isinstance(n, int):
             raise _shape_error("einsum", f"the diagonal of label {label!r} in {subscripts!r} "
                                "needs a size known when building the graph", node)
         shape = [1] * node.ndim
@@ -97,7 +97,7 @@ def _contract(a: Node, la: Labels, b: Node, lb: Labels,
     summed = [c for c in la if c in lb and c not in keep]
     only_a = [c for c in la if c not in lb]
     only_b = [c for c in lb if c not in la]
-    size = {c: d for c, d in zip(la + lb, list(a.shape) + list(b.shape)) if d is not None}
+    size = {c: d for c, d in zip(la + lb, list(a.shape) + list(b.shape)) if isinstance(d, int)}
     static = all(c in size for c in batch + summed + only_a + only_b)
     if static and a.dtype.kind == "f":
         def prod(cs: Labels) -> int:

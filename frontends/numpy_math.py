@@ -139,7 +139,8 @@ def isfinite(x: Any) -> Tensor:
 
 def _full_bool(like: Node, value: bool) -> Node:
     """`value` in `like`'s shape (its sizes known at call time included)."""
-    return make("broadcast_like", scalar_constant(value, bool_), like)
+    value_node = scalar_constant(value, bool_)
+    return make("broadcast_to", value_node, shape=like.shape) if like.shape else value_node
 
 
 # ---- logic: on truth values (any dtype: nonzero is True), results bool -----------------
@@ -187,7 +188,7 @@ def prod(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     if node.dtype in (bool_, np.dtype(np.int32)):
         node = cast(node, int64)
     for a in axes:
-        if node.shape[a] is None:
+        if not isinstance(node.shape[a], int):
             raise _shape_error("prod", f"axis {a} needs a size known when building the graph",
                                node)
     out = node
@@ -201,10 +202,10 @@ def prod(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
 def _tree_product(x: Node, axis: int) -> Node:
     """The product along `axis` (kept as size 1) by multiplying halves: depth log2(n)."""
     n = x.shape[axis]
-    assert n is not None  # (prod checked it)
+    assert isinstance(n, int)  # (prod checked it)
     if n == 0:  # the empty product
-        return make("broadcast_like", scalar_constant(1, x.dtype),
-                    make("sum", x, axes=(axis,), keepdims=True))
+        kept = make("sum", x, axes=(axis,), keepdims=True)
+        return make("broadcast_to", scalar_constant(1, x.dtype), shape=kept.shape)
     while n > 1:
         half = n // 2
         product = make("mul", _slice(x, axis, 0, half, 1), _slice(x, axis, half, 2 * half, 1))

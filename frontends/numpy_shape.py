@@ -22,7 +22,7 @@ def _slice(x: Node, axis: int, start: int | None, stop: int | None, step: int | 
 def _static(op: str, node: Node, axes: Sequence[int] | None = None) -> None:
     axes = range(node.ndim) if axes is None else axes
     for a in axes:
-        if node.shape[a] is None:
+        if not isinstance(node.shape[a], int):
             raise _shape_error(op, f"axis {a} needs a size known when building the graph", node)
 
 
@@ -139,7 +139,7 @@ def pad(x: Any, pad_width: Any, mode: str = "constant", constant_values: Any = 0
         pads = tuple((int(b), int(a)) if i == k else (0, 0) for i in range(out.ndim))
         padded = make("pad", out, pads=pads)
         n = padded.shape[k]
-        assert n is not None  # (checked by _static)
+        assert isinstance(n, int)  # (checked by _static)
         # which positions along axis k are before / after the data
         place = np.zeros(n, np.int8)
         place[:b], place[n - a:] = 1, 2

@@ -8,6 +8,7 @@ import numpy as np
 from graphc.coerce import coerce_array, default_array
 from graphc.dtypes import as_dtype
 from graphc.node import Dim, Node
+from graphc.sizes import shape_dim, user_dim
 from graphc.ops.leaves import ParamStorage, constant_node, parameter_node, placeholder_node
 
 
@@ -31,8 +32,9 @@ class Tensor:
 
     # -- static facts ---------------------------------------------------------------
     @property
-    def shape(self) -> tuple[Dim, ...]:
-        return self.node.shape
+    def shape(self) -> tuple[int | str | None, ...]:
+        """ints; a name for a named size ("N"); None for other sizes known at call time."""
+        return tuple(user_dim(d) for d in self.node.shape)
 
     @property
     def dtype(self) -> np.dtype:
@@ -89,9 +91,10 @@ class Tensor:
         raise TypeError(_no_values("complex(tensor)"))
 
     def __len__(self) -> int:
-        if not self.shape or self.shape[0] is None:
+        first = self.node.shape[0] if self.node.shape else None
+        if not isinstance(first, int):
             raise TypeError("len() needs a known first dimension")
-        return self.shape[0]
+        return first
 
     def __iter__(self):
         raise TypeError("a symbolic Tensor is not iterable; index it instead")
@@ -132,6 +135,9 @@ class Parameter(Tensor):
 def placeholder(shape: Sequence[Dim] | int = (), dtype: Any = "float32",
                 name: str | None = None) -> Tensor:
     """A symbolic input; a shape entry of None means a size given at call time."""
+    if isinstance(shape, str):
+        raise TypeError(f"placeholder shape: expected a tuple of sizes, got the string "
+                        f"{shape!r} (a named size goes inside the tuple: ({shape!r}, ...))")
     if isinstance(shape, int) or shape is None:
         shape = () if shape is None else (shape,)
     try:
@@ -139,13 +145,14 @@ def placeholder(shape: Sequence[Dim] | int = (), dtype: Any = "float32",
     except TypeError:
         raise TypeError(f"placeholder shape: expected a tuple of sizes, got {shape!r}") from None
     for d in dims:
-        if d is not None and (not isinstance(d, (int, np.integer)) or isinstance(d, bool)
-                              or d < 0):
-            raise ValueError(f"placeholder shape: {d!r} in {shape!r} is not a size >= 0 "
-                             "or None")
+        if d is None or isinstance(d, str):
+            continue
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0:
+            raise ValueError(f"placeholder shape: {d!r} in {shape!r} is not a size >= 0, "
+                             "None or a name")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"placeholder name: expected a string, got {type(name).__name__}")
-    dims = tuple(None if d is None else int(d) for d in dims)
+    dims = tuple(shape_dim(d, "placeholder shape") for d in dims)
     return Tensor(placeholder_node(dims, as_dtype(dtype), name))
 
 

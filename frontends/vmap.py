@@ -90,11 +90,11 @@ class Vmapped:
             example = placeholder_node(batched.shape[1:], node.dtype, f"vmap_arg{i}")
             env[example] = batched
             call_args.append(Tensor(example))
-        known = {s for _, s in sizes if s is not None}
+        known = {s for _, s in sizes if isinstance(s, int)}
         if len(known) > 1:
             listed = ", ".join(f"argument {i}: {s}" for i, s in sizes)
             raise ValueError(f"vmap: the mapped axes have different sizes ({listed})")
-        size = known.pop() if known else None
+        size = known.pop() if known else sizes[0][1] if sizes else None
         result = self.fn(*call_args)
         single = not isinstance(result, (tuple, list))
         outs = [result] if single else list(result)

@@ -6,6 +6,7 @@ from typing import Sequence
 import sympy as sp
 
 from graphc.derivatives import arg_symbols, partials
+from graphc.sizes import all_static
 from graphc.errors import GradientError
 from graphc.node import (Node, building_for, label_of, set_label, static_shape,
                          toposort)
@@ -99,11 +100,10 @@ def vjp_nodes(outputs: Sequence[Node], cotangents: Sequence[Node], wrt: Sequence
     for w in wrt:
         if w in total:
             g = total[w]
-            if g.shape != w.shape and g.ndim == w.ndim and all(
-                    d is None or e is None or d == e for d, e in zip(w.shape, g.shape)):
-                # Static shapes in the rules may know a size that w declares None, or miss
-                # one w knows (x @ y with y's inner size None): the result has w's shape.
-                g = make("reshape_like", g, w)
+            if g.shape != w.shape and g.ndim == w.ndim:
+                # A rule may know a size that w has as a symbol (equal by a call-time
+                # check), or the other way round: the result has w's shape.
+                g = make("reshape", g, shape=w.shape)
             results.append(g)
         elif disconnected == "raise":
             raise GradientError(f"the output does not depend on {w.op} {w.type} "
@@ -139,7 +139,7 @@ def grad_nodes(y: Node, wrt: Sequence[Node], disconnected: str = "zero") -> list
 
 
 def check_cotangent(ct: Node, out: Node, what: str) -> Node:
-    if ct.ndim != out.ndim or any(a is not None and b is not None and a != b
+    if ct.ndim != out.ndim or any(isinstance(a, int) and isinstance(b, int) and a != b
                                   for a, b in zip(ct.shape, out.shape)):
         raise ValueError(f"{what}: shape {fmt_shape(ct.shape)} does not match "
                          f"{fmt_shape(out.shape)}")
@@ -192,7 +192,7 @@ def jvp_nodes(outputs: Sequence[Node], wrt: Sequence[Node], tangents: Sequence[N
 
 def hessian_node(y: Node, x: Node) -> Node:
     """The matrix of second derivatives, shaped x.shape + x.shape (x of known size)."""
-    if any(d is None for d in x.shape):
+    if not all_static(x.shape):
         raise GradientError(f"hessian needs an x of known shape, got {x.type}")
     (g,) = grad_nodes(y, [x])
     flat = make("reshape", g, shape=(-1,))

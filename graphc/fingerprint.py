@@ -15,6 +15,7 @@ import numpy as np
 
 from graphc.graph import Graph
 from graphc.node import Node, toposort
+from graphc.sizes import Size, SizeVar
 from graphc.ops.leaves import ConstValue, ParamStorage
 from graphc.region import Region
 
@@ -27,6 +28,7 @@ class _Encoder:
         self.storages: dict[int, int] = {}
         self.by_id: dict[int, ParamStorage] = {}
         self.user_ops: set[str] = set()
+        self.anonymous: dict[SizeVar, int] = {}  # numbered by first use, as placeholders are
 
     def encode(self, key: str, value: Any) -> str:
         """Every attribute type is spelled out: a repr fallback would let two different
@@ -53,10 +55,21 @@ class _Encoder:
             self.by_id[id(value)] = value
             index = self.storages.setdefault(id(value), len(self.storages))
             return f"param({index},{value.array.dtype.str},{value.array.shape},{value.name!r})"
+        if isinstance(value, Size):
+            return f"size({value.text(self._size_name)})"
         if isinstance(value, Region):
             return f"region({self.body(value.inputs, value.outputs)})"
         raise TypeError(f"fingerprint: attribute {key!r} holds a {type(value).__name__}, "
                         "a type the fingerprint cannot encode; add it to _Encoder.encode")
+
+    def _size_name(self, var: SizeVar) -> str:
+        if var.name is not None:
+            return repr(var.name)
+        return f"?{self.anonymous.setdefault(var, len(self.anonymous))}"
+
+    def shape_text(self, shape: tuple) -> str:
+        return ",".join(d.text(self._size_name) if isinstance(d, Size) else str(d)
+                        for d in shape)
 
     def body(self, inputs: tuple[Node, ...], outputs: tuple[Node, ...],
              updates: tuple[tuple[Node, Node], ...] = ()) -> str:
@@ -75,7 +88,8 @@ class _Encoder:
                 attrs.append(f"{key}={self.encode(key, value)}")
             if get_op(node.op).user_defined:
                 self.user_ops.add(node.op)
-            h.update(f"{node.op}|{[index[id(i)] for i in node.inputs]}|{node.type}|"
+            h.update(f"{node.op}|{[index[id(i)] for i in node.inputs]}|"
+                     f"{node.dtype.str}[{self.shape_text(node.shape)}]|"
                      f"{';'.join(attrs)}|{node.source}\n".encode())
         h.update(repr([index[id(n)] for n in inputs]).encode())
         h.update(repr([index[id(n)] for n in outputs]).encode())

@@ -13,6 +13,8 @@ from graphc.node import Dim, Node
 from graphc.ops.shapes import fmt_shape
 from graphc.passes import select_passes
 from graphc.program import Program
+from graphc.size_binding import SizeBinder
+from graphc.sizes import Size
 
 
 def as_node(value: Any, what: str) -> Node:
@@ -57,7 +59,7 @@ def _check_updates(updates: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None
             new = make("cast", new, dtype=param.dtype)
         if new.shape != param.shape:
             if len(new.shape) != len(param.shape) or any(
-                    d is not None and d != p for d, p in zip(new.shape, param.shape)):
+                    isinstance(d, int) and d != p for d, p in zip(new.shape, param.shape)):
                 raise ValueError(f"{what}: new value has shape {fmt_shape(new.shape)}, "
                                  f"parameter has {fmt_shape(param.shape)}")
         pairs.append((param, new))
@@ -105,8 +107,10 @@ class Function:
         self._storages = sorted({p.attrs["storage"] for p in raw.parameters()},
                                 key=lambda s: s.uid)
         self._locks = [s.lock for s in self._storages]
-        self._fixed = {p: [(i, d) for i, d in enumerate(p.shape) if d is not None]
+        self._fixed = {p: [(i, d) for i, d in enumerate(p.shape) if isinstance(d, int)]
                        for p in self.inputs}
+        binder = SizeBinder(self.inputs, raw.roots)
+        self._binder = None if binder.trivial else binder
 
     @property
     def pass_names(self) -> tuple[str, ...]:
@@ -158,10 +162,13 @@ class Function:
             raise TypeError(f"schedule: expected {len(self.inputs)} shapes, got {len(given)}")
         for ph, shape in zip(self.inputs, given):
             if not isinstance(shape, (tuple, list)) or not all(
-                    d is None or (isinstance(d, (int, np.integer)) and d >= 0) for d in shape):
+                    d is None or isinstance(d, Size) or (isinstance(d, (int, np.integer))
+                                                         and d >= 0) for d in shape):
                 raise TypeError(f"schedule: the shape for {ph.attrs['name']!r} must be a tuple "
                                 f"of sizes (one per input, in order), got {shape!r}")
-        return schedule_graph(self.graph, [tuple(s) for s in given],
+        given = [tuple(p if d is None else d for d, p in zip(s, ph.shape))
+                 for s, ph in zip(given, self.inputs)]
+        return schedule_graph(self.graph, given,
                               policy=self._backend.policy)
 
     def _convert(self, args: Sequence[Any]) -> list[np.ndarray]:
@@ -178,11 +185,13 @@ class Function:
                     continue
             what = f"argument {ph.attrs['name']!r}"
             array = coerce_array(arg, ph.dtype, what)
-            if array.ndim != ph.ndim or any(d is not None and d != a
+            if array.ndim != ph.ndim or any(isinstance(d, int) and d != a
                                             for d, a in zip(ph.shape, array.shape)):
                 raise ValueError(f"{what}: expected shape {fmt_shape(ph.shape)}, got "
                                  f"{fmt_shape(array.shape)}")
             arrays.append(array)
+        if self._binder is not None:
+            self._binder.bind([a.shape for a in arrays])
         return arrays
 
     def __call__(self, *args: Any) -> Any:

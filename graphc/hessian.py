@@ -5,8 +5,9 @@ import math
 from typing import Sequence
 
 from graphc.autodiff import grad_nodes
+from graphc.sizes import all_static
 from graphc.errors import GradientError
-from graphc.node import Node
+from graphc.node import Node, static_shape
 from graphc.ops import make
 from graphc.ops.leaves import scalar_constant
 
@@ -15,9 +16,9 @@ def hessian_blocks(y: Node, xs: Sequence[Node]) -> list[list[Node]]:
     """H[i][j] = d^2 y / dxs[i] dxs[j], shaped xs[i].shape + xs[j].shape (known shapes).
     Row by row: each element of the gradient wrt xs[i] is differentiated once, wrt all xs."""
     for x in xs:
-        if any(d is None for d in x.shape):
+        if not all_static(x.shape):
             raise GradientError(f"hessian needs inputs of known shape, got {x.type}")
-    shapes = [tuple(d for d in x.shape if d is not None) for x in xs]  # all known (above)
+    shapes = [static_shape(x.shape) for x in xs]  # all known (above)
     grads = grad_nodes(y, list(xs))
     blocks: list[list[Node]] = []
     for i, gi in enumerate(grads):

@@ -54,7 +54,7 @@ def _is_scalar(node: Node, depth: int = 0) -> bool:
     """Whether `node` is one number, perhaps broadcast: its product with an array is then
     written by juxtaposition (`2 x`), not as an elementwise product."""
     node = skip_views(node)
-    if None not in node.shape and all(d == 1 for d in node.shape):
+    if all(d == 1 for d in node.shape):
         return True
     if node.op == "constant":
         return _number(node.attrs["value"]) is not None

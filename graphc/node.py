@@ -14,18 +14,19 @@ from graphc import default_updates
 from graphc.dtypes import short_name
 from graphc.region import node_regions
 
-Dim = int | None  # None: a size known only at call time
+from graphc.sizes import Dim  # an int, or a Size known only at call time
 
 
 def static_shape(shape: tuple[Dim, ...]) -> tuple[int, ...]:
-    """`shape` typed as sizes only, for code that has made sure it holds no None (a check
+    """`shape` typed as ints only, for code that has made sure it holds no symbol (a check
     that mypy cannot carry from where it is made to where the sizes are used)."""
     return cast("tuple[int, ...]", shape)
 
 
 @dataclass(frozen=True)
 class TensorType:
-    """The static type of a node: its shape (None for sizes known at call time) and dtype."""
+    """The static type of a node: its shape (ints, and symbols for sizes known at call time)
+    and dtype."""
 
     shape: tuple[Dim, ...]
     dtype: np.dtype
@@ -35,7 +36,7 @@ class TensorType:
         return len(self.shape)
 
     def __str__(self) -> str:
-        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        dims = ",".join(str(d) for d in self.shape)
         return f"{short_name(self.dtype)}[{dims}]"
 
 
@@ -127,6 +128,19 @@ def carry_label(old: "Node", new: "Node") -> "Node":
         _labels[new] = _labels[old]
     default_updates.carry(old, new)
     return new
+
+
+_assumptions: "weakref.WeakKeyDictionary[Node, tuple]" = weakref.WeakKeyDictionary()
+
+
+def record_assumptions(node: "Node", pairs: Iterable[tuple[Dim, Dim]]) -> None:
+    """Sizes that `node`'s shape rule took to be equal, checked when a function is called."""
+    from graphc.sizes import Assumption
+    _assumptions[node] = tuple(Assumption(a, b, node.op, node.source) for a, b in pairs)
+
+
+def assumptions_of(node: "Node") -> tuple:
+    return _assumptions.get(node, ())
 
 
 _interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()

@@ -1,18 +1,42 @@
-"""A graph specialised to call-time sizes: every None dimension becomes the size given, so
-the scheduler and the native backends see static shapes (one compiled plan per shape)."""
+"""A graph specialised to call-time sizes: every symbol becomes the size given (in shapes and
+in attributes such as a reshape's target), so the scheduler and the native backends see
+static shapes (one compiled plan per shape)."""
 from __future__ import annotations
 
 from typing import Sequence
 
+from graphc import sizes
 from graphc.graph import Graph
 from graphc.node import Dim, Node, carry_label, toposort
-from graphc.ops.leaves import placeholder_node
+from graphc.ops.leaves import placeholder_node, scalar_constant
 from graphc.ops.registry import rebuild
+
+
+def bind_shapes(inputs: Sequence[Node], shapes: Sequence[tuple[Dim, ...]]
+                ) -> dict[sizes.SizeVar, int]:
+    """The value of every symbol in the inputs' shapes that `shapes` gives as an int."""
+    values: dict[sizes.SizeVar, int] = {}
+    for ph, shape in zip(inputs, shapes):
+        for d, given in zip(ph.shape, shape):
+            if isinstance(d, sizes.Size) and d.is_var() and isinstance(given, int):
+                (var,) = d.atoms()
+                values.setdefault(var, given)
+    return values
+
+
+def _specialized_attrs(node: Node, values: dict[sizes.SizeVar, int]):
+    if not any(sizes.has_symbols(v) for v in node.attrs.values()):
+        return None
+    if not all(s in values for v in node.attrs.values() for s in sizes.symbols_of(
+            v if isinstance(v, tuple) else (v,))):
+        return None  # a size not given: stays symbolic
+    return {k: sizes.substitute(v, values) for k, v in node.attrs.items()}
 
 
 def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
     """Rebuilds `graph` with its placeholders given `shapes` (checked by every shape rule);
-    a None size stays unknown."""
+    a symbol not given a size stays symbolic."""
+    values = bind_shapes(graph.inputs, shapes)
     memo: dict[Node, Node] = {}
     for ph, shape in zip(graph.inputs, shapes):
         if ph.shape == tuple(shape):
@@ -20,9 +44,16 @@ def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
         else:
             memo[ph] = placeholder_node(tuple(shape), ph.dtype, ph.attrs["name"])
     for node in toposort(graph.inputs + graph.roots):
-        if node not in memo:
-            new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
-            memo[node] = carry_label(node, new)
+        if node in memo:
+            continue
+        attrs = _specialized_attrs(node, values)
+        if node.op == "dim_size" and attrs is not None:
+            new = scalar_constant(attrs["size"], node.dtype)
+        elif node.inputs or attrs is not None:
+            new = rebuild(node, [memo[i] for i in node.inputs], attrs)
+        else:
+            new = node
+        memo[node] = carry_label(node, new)
     n_out = len(graph.outputs)
     roots = [memo[r] for r in graph.roots]
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))

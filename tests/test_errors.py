@@ -391,7 +391,7 @@ def test_optimize_flags_accepted(optimize):
 
 # ---- placeholder shapes -----------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(-1, 3), (3, -2), (2.0, 3), (1.5,), ("a", 2), (True, 3),
+@pytest.mark.parametrize("shape", [(-1, 3), (3, -2), (2.0, 3), (1.5,), ("a b", 2), (True, 3),
                                    ((2,), 3)], ids=str)
 def test_bad_placeholder_shapes(shape):
     with pytest.raises((TypeError, ValueError)):
@@ -408,6 +408,7 @@ def test_good_placeholder_shapes():
     assert gc.placeholder(()).shape == ()
     assert gc.placeholder(3).shape == (3,)
     assert gc.placeholder([2, None, 0]).shape == (2, None, 0)
+    assert gc.placeholder(("N", 3)).shape == ("N", 3)
     assert gc.placeholder((np.int64(4),)).shape == (4,)
 
 

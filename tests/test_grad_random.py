@@ -76,8 +76,9 @@ class Builder:
         if same and self.draw(st.booleans(), "reuse"):
             return self.draw(st.sampled_from(same))
         value = self.rng.standard_normal(shape)
-        declared = tuple(None if self.dynamic and self.draw(st.booleans(), "none") else d
-                         for d in shape)
+        # (a size 1 may be broadcast, which a size given at call time never is: kept static)
+        declared = tuple(None if self.dynamic and d != 1 and self.draw(st.booleans(), "none")
+                         else d for d in shape)
         ph = gc.placeholder(declared, "float64", name=f"in{len(self.inputs)}")
         self.inputs.append((ph, value))
         return ph

@@ -214,8 +214,8 @@ GOLDEN_MLP = """\
       b11<1,0> = sum(mul(b8<2,1>, b10<2,1>))
   k8 reduce/sum [4] over axes [0] -> f32  # neg sum
       b12<0> = sum(neg(b11<1>))
-  k9 elementwise [8]  # neg mul
-      b13<1> = mul(neg(0.25), b10<1>)
+  k9 elementwise [8]  # mul
+      b13<1> = mul(-0.25, b10<1>)
   k10 reduce/sum [4,2] over axes [1] -> f32  # sum
       b14<1,0> = sum(b13<2,1>)
   k11 elementwise [4,2]  # exp mul sub

@@ -40,8 +40,11 @@ def mlp(dtype="float64"):
 def check_mlp_gradient(text: str) -> None:
     assert text.startswith(r"\begin{aligned}") and text.endswith(r"\end{aligned}")
     assert balanced(text), text
-    for piece in (r"z_{1} &= x W_{1} + b_{1}", r"h_{1} &= \max(0, z_{1})",
-                  r"W_{2}^{\top}", r"\odot \mathbb{1}[z_{1} > 0]", r"\operatorname{softmax}(",
+    hidden = re.search(r"(z_\{\d\}) &= x W_\{1\} \+ b_\{1\}", text)
+    assert hidden, text
+    z = hidden.group(1)
+    for piece in (rf"h_{{1}} &= \max(0, {z})",
+                  r"W_{2}^{\top}", rf"\odot \mathbb{{1}}[{z} > 0]", r"\operatorname{softmax}(",
                   r"\operatorname{onehot}(y)", r"\frac{\partial L}{\partial W_{1}} &= x^{\top}",
                   r"\frac{\partial L}{\partial W_{2}} &= h_{1}^{\top}",
                   r"\frac{\partial L}{\partial b_{1}} &= \mathbf{1}^{\top}"):
@@ -50,7 +53,7 @@ def check_mlp_gradient(text: str) -> None:
     assert len(names) == len(set(names)), names  # every name bound once
     # The shared pre-activation is written once and referred to by name after that.
     assert text.count(r"x W_{1} + b_{1}") == 1
-    assert text.count(r"\max(0, z_{1})") == 1
+    assert text.count(rf"\max(0, {z})") == 1
     for name in names[:-4]:  # every bound part is used somewhere after its definition
         rest = text.split(f"{name} &=", 1)[1]
         assert name in rest.split("\n", 1)[1], name

@@ -956,14 +956,16 @@ def test_wrong_shapes_and_dtypes_name_the_placeholder():
         f(good_x)
     with pytest.raises(TypeError):
         f(good_x, good_lab, good_lab)
-    # two None dims that must agree but do not: an error, not a crash
+    # two None dims that must agree but do not (a call-time size never broadcasts, not
+    # even from 1): an error naming both, not a crash
     y = gc.placeholder((None, 3), "float32", name="other")
     g = gc.function([x, y], [x + y, x @ y.T], backend="llvm")
-    with pytest.raises(ValueError):
-        g(good_x, np.ones((4, 3), np.float32))
-    assert_same(g(good_x, np.ones((1, 3), np.float32)),
-                gc.function([x, y], [x + y, x @ y.T], backend="numpy")(
-                    good_x, np.ones((1, 3), np.float32)))
+    for rows in (4, 1):
+        with pytest.raises(ValueError, match="'feat'.*'other'"):
+            g(good_x, np.ones((rows, 3), np.float32))
+    other = np.ones(good_x.shape, np.float32)
+    assert_same(g(good_x, other),
+                gc.function([x, y], [x + y, x @ y.T], backend="numpy")(good_x, other))
     # labels of another int kind convert within the kind; float64 data to float32
     assert_same(f(good_x.astype(np.float64), good_lab.astype(np.int32)), f(good_x, good_lab))
 

@@ -216,7 +216,7 @@ class LLVMExecutable:
         self._lock = threading.Lock()
         self._fingerprint: tuple[str, list] | None = None
         inputs = program.raw_graph.inputs
-        if None not in {d for p in inputs for d in p.shape}:
+        if all(isinstance(d, int) for p in inputs for d in p.shape):
             self.last = self._get(tuple(p.shape for p in inputs))
 
     def _get(self, shapes: tuple) -> CompiledShape:

@@ -5,20 +5,30 @@ from typing import Sequence, cast
 
 import numpy as np
 
+from graphc import sizes
 from graphc.errors import ShapeError
 from graphc.graph import Graph
 from graphc.node import Node
 from graphc.ops import get_op
 from graphc.ops.shapes import fmt_shape
+from graphc.specialize import bind_shapes
 
 
 def _where(node: Node) -> str:
     return f" (built at {node.source})" if node.source else ""
 
 
-def _matches(static: tuple, actual: tuple) -> bool:
-    return len(static) == len(actual) and all(s is None or s == a
-                                              for s, a in zip(static, actual))
+def _matches(static: tuple, actual: tuple, values: dict) -> bool:
+    if len(static) != len(actual):
+        return False
+    for s, a in zip(static, actual):
+        if not isinstance(s, int):
+            if not sizes.symbols_of((s,)) <= values.keys():
+                continue  # (a size no argument gives: its rule checked it)
+            s = sizes.evaluate(s, values)
+        if s != a:
+            return False
+    return True
 
 
 class NumpyExecutable:
@@ -33,6 +43,10 @@ class NumpyExecutable:
         self.updates = [(p.attrs["storage"], index[v]) for p, v in graph.updates]
         self.param_storages = [n.attrs["storage"] for n in self.order if n.op == "parameter"]
         self.arg_slots = [[index[i] for i in n.inputs] for n in self.order]
+        # Nodes whose attributes hold sizes known at call time (a reshape's target shape).
+        self.symbolic = {pos for pos, n in enumerate(self.order)
+                         if any(sizes.has_symbols(v) for v in n.attrs.values())}
+        self.values: dict = {}
         keep = set(self.output_slots) | {slot for _, slot in self.updates}
         last_use: dict[int, int] = {}
         for pos, slots in enumerate(self.arg_slots):
@@ -52,6 +66,7 @@ class NumpyExecutable:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         # None: not computed yet, or freed. A slot is read (the casts below) only after it is
         # set, inputs first and nodes in topological order, and freed after its last reader.
+        self.values = bind_shapes(self.graph.inputs, [a.shape for a in args])
         values: list[np.ndarray | None] = [None] * len(self.order)
         for slot, array in zip(self.input_slots, args):
             # Like the compiled backends: arguments as dense arrays (a stride-0 view of a
@@ -60,7 +75,7 @@ class NumpyExecutable:
         for pos, node in enumerate(self.order):
             if values[pos] is None:
                 operands = cast(list[np.ndarray], [values[s] for s in self.arg_slots[pos]])
-                values[pos] = self._evaluate(node, operands)
+                values[pos] = self._evaluate(node, operands, pos in self.symbolic)
             for slot in self.free[pos]:
                 values[slot] = None
         borrowed = {id(a) for a in args} | {id(s.array) for s in self.param_storages}
@@ -89,21 +104,24 @@ class NumpyExecutable:
             return array
         return np.array(array, copy=True)
 
-    def _evaluate(self, node: Node, args: list[np.ndarray]) -> np.ndarray:
+    def _evaluate(self, node: Node, args: list[np.ndarray], symbolic: bool) -> np.ndarray:
         if node.op == "parameter":
             return node.attrs["storage"].array
         opdef = get_op(node.op)
+        attrs = node.attrs
+        if symbolic:
+            attrs = {k: sizes.substitute(v, self.values) for k, v in attrs.items()}
         try:
-            result = np.asarray(opdef.impl(args, node.attrs))
+            result = np.asarray(opdef.impl(args, attrs))
         except IndexError as exc:  # the op's message names it already; add the indices' origin
             raise IndexError(f"{exc}{_index_origin(node)}{_where(node)}") from exc
         except (ValueError, TypeError, ZeroDivisionError) as exc:
             raise type(exc)(f"{node.op}: {exc}{_where(node)}") from exc
         if result.dtype != node.dtype:
             result = result.astype(node.dtype)
-        if not _matches(node.shape, result.shape):
+        if not _matches(node.shape, result.shape, self.values):
             raise ShapeError(f"{node.op}: run-time shape {fmt_shape(result.shape)} does not "
-                             f"match {fmt_shape(node.shape)}; sizes given for None dims "
+                             f"match {fmt_shape(node.shape)}; sizes given at call time "
                              f"disagree{_where(node)}")
         return result
 

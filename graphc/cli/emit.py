@@ -46,7 +46,7 @@ def emit(f: Function, what: str) -> str:
             raise CLIError(f"--emit asm: the {f.backend} backend produces no machine code "
                            f"(use --backend llvm)")
         return f.asm
-    if any(d is None for p in f.inputs for d in p.shape):
+    if any(not isinstance(d, int) for p in f.inputs for d in p.shape):
         raise CLIError("--emit listing: the inputs have sizes known only at call time "
                        "(the kernel plan is made per input shapes)")
     return f.schedule().listing()

@@ -67,7 +67,7 @@ def call_shapes(f: Any) -> tuple | None:
     if shapes is not None:
         return tuple(tuple(s) for s in shapes)
     static = tuple(p.shape for p in f.inputs)
-    if all(d is not None for s in static for d in s):
+    if all(isinstance(d, int) for s in static for d in s):
         return static
     return None
 

@@ -8,6 +8,7 @@ import numpy as np
 
 import graphc.frontends as F
 from graphc.frontends.convert import to_node
+from graphc.sizes import all_static
 from graphc.frontends.tensor import Tensor
 from graphc.ops import make
 
@@ -48,7 +49,7 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1,
     groups > 1 splits channels into independent groups (groups == C: depthwise); dilation
     d spaces the kernel's taps d apart."""
     xs, ws = to_node(x, "conv2d input"), to_node(w, "conv2d weights")
-    if ws.ndim != 4 or None in ws.shape:
+    if ws.ndim != 4 or not all_static(ws.shape):
         raise ValueError(f"conv2d: weights must be OIHW with known sizes, got {ws.type}")
     sh, sw = _pair(stride, "conv2d stride")
     ph, pw = _pair(padding, "conv2d padding")
@@ -56,7 +57,7 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1,
     if min(ph, pw) < 0:
         raise ValueError(f"conv2d: padding must be >= 0, got {padding!r}")
     out_ch, cg, kh, kw = ws.shape
-    if xs.ndim == 4 and None in xs.shape[1:]:
+    if xs.ndim == 4 and not all_static(xs.shape[1:]):
         raise ValueError(f"conv2d: the input's channels, height and width must be known when "
                          f"the graph is built (only the batch size may be None), got {xs.type}")
     channels = xs.shape[1] if xs.ndim == 4 else None
@@ -100,7 +101,7 @@ def _pool_input(x: Any, size: tuple[int, int], padding: Any, what: str,
     if not (ph or pw):
         return x
     node = to_node(x, f"{what} input")
-    if node.ndim != 4 or None in node.shape[2:]:
+    if node.ndim != 4 or not all_static(node.shape[2:]):
         raise ValueError(f"{what}: padding needs an NCHW input with known height and width, "
                          f"got {node.type}")
     pads = ((0, 0), (0, 0), (ph, ph), (pw, pw))

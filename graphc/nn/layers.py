@@ -9,6 +9,7 @@ import numpy as np
 
 import graphc.frontends as F
 from graphc.dtypes import as_dtype
+from graphc.sizes import all_static
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
 from graphc.nn import activations as _act
@@ -202,7 +203,7 @@ class Flatten(Module):
 
     def forward(self, x: Any, training: bool) -> Tensor:
         node = to_node(x, f"{self.name} input")
-        if node.ndim < 1 or None in node.shape[1:]:
+        if node.ndim < 1 or not all_static(node.shape[1:]):
             raise ValueError(f"{self.name}: needs known sizes after the batch axis, got "
                              f"{node.type}")
         return F.reshape(x, (-1, int(np.prod(node.shape[1:], dtype=np.int64))))

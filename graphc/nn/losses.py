@@ -44,8 +44,9 @@ def _label_error(labels: Node, logits: Node, problem: str) -> str:
 
 
 def _same_shape(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
-    """Equal where both sizes are known (None: a size given at call time)."""
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+    """Equal where both sizes are ints (a symbol may equal anything: checked at call time)."""
+    return len(a) == len(b) and all(not isinstance(x, int) or not isinstance(y, int) or x == y
+                                    for x, y in zip(a, b))
 
 
 def cross_entropy(logits: Any, labels: Any) -> Tensor:
@@ -63,7 +64,7 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
             raise ValueError(_label_error(labels_node, logits_node,
                                           "do not fit: integer labels are class indices"))
         depth = logits_node.shape[-1]
-        if depth is None:
+        if not isinstance(depth, int):
             raise ValueError("cross_entropy: integer labels need a known class count")
         checked = make("check_index", labels_node, size=depth, what="cross_entropy labels")
         labels = F.one_hot(Tensor(checked), depth, dtype=logits_node.dtype)

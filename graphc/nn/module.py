@@ -340,7 +340,8 @@ class Sequential(Module):
 def _same_shape(a: tuple, b: tuple) -> bool:
     """Equal ranks and equal sizes where both are known (a size known only at call time may
     match anything)."""
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all(not isinstance(x, int) or not isinstance(y, int) or x == y
+                                    for x, y in zip(a, b))
 
 
 class Residual(Module):

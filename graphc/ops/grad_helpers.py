@@ -19,9 +19,7 @@ def is_constant(node: Node, value: float) -> bool:
 
 def zeros_like(node: Node) -> Node:
     zero = scalar_constant(0, node.dtype)
-    if all(d is not None for d in node.shape):
-        return make("broadcast_to", zero, shape=node.shape) if node.shape else zero
-    return make("broadcast_like", zero, node)
+    return make("broadcast_to", zero, shape=node.shape) if node.shape else zero
 
 
 def add_all(terms: Sequence[Node]) -> Node:
@@ -45,11 +43,6 @@ def times(g: Node, factor: Node) -> Node:
 def unbroadcast(g: Node, target: Node) -> Node:
     """Sums g over the axes along which target was broadcast, giving target's shape."""
     lead = g.ndim - target.ndim
-    if any(d is None and g.shape[lead + i] != 1 for i, d in enumerate(target.shape)):
-        # A size known only at call time may be 1 and broadcast (numpy semantics): the
-        # sum is decided at run time (and folded away once shapes are specialised).
-        g = make("sum_to_like", g, target)
-        return make("cast", g, dtype=target.dtype) if g.dtype != target.dtype else g
     axes = list(range(lead))
     for i, d in enumerate(target.shape):
         if d == 1 and g.shape[lead + i] != 1:
@@ -60,20 +53,16 @@ def unbroadcast(g: Node, target: Node) -> Node:
         g = make("squeeze", g, axes=tuple(range(lead)))
     if g.dtype != target.dtype:
         g = make("cast", g, dtype=target.dtype)
+    if g.shape != target.shape:  # a size that met a symbol: equal, by a call-time check
+        g = make("reshape", g, shape=target.shape)
     return g
 
 
 def reshape_to(g: Node, target: Node) -> Node:
-    """g reshaped to target's shape (by its run-time shape when two or more sizes are unknown)."""
-    if g.shape == target.shape and None not in target.shape:
+    """g reshaped to target's shape (sizes known at call time are symbols in the shape)."""
+    if g.shape == target.shape:
         return g
-    unknown = sum(d is None for d in target.shape)
-    # (-1 for the unknown size is ambiguous when a known size is 0: numpy refuses it)
-    if unknown <= 1 and 0 not in target.shape:
-        out = make("reshape", g, shape=tuple(-1 if d is None else d for d in target.shape))
-        if out.shape == target.shape:  # (not when g's size pins down target's None size:
-            return out                 # the gradient keeps target's static shape)
-    return make("reshape_like", g, target)
+    return make("reshape", g, shape=target.shape)
 
 
 def swap_last(x: Node) -> Node:

@@ -9,7 +9,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.node import Node, TensorType
 from graphc.ops.grad_helpers import swap_last, unbroadcast
 from graphc.ops.registry import OpDef, make, register
-from graphc.ops.shapes import broadcast_shapes
+from graphc.ops.shapes import broadcast_shapes, same_size
 
 
 def _matmul_infer(ins: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
@@ -21,8 +21,10 @@ def _matmul_infer(ins: Sequence[Node], attrs: Mapping[str, Any]) -> TensorType:
     if a.ndim < 2 or b.ndim < 2:
         raise ShapeError("the primitive needs at least 2 dimensions on each side")
     k1, k2 = a.shape[-1], b.shape[-2]
-    if k1 is not None and k2 is not None and k1 != k2:
-        raise ShapeError(f"inner sizes differ: {k1} and {k2}")
+    try:
+        same_size(k1, k2)
+    except ValueError:
+        raise ShapeError(f"inner sizes differ: {k1} and {k2}") from None
     batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return TensorType(batch + (a.shape[-2], b.shape[-1]), a.dtype)
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from graphc.dtypes import bool_, int32, int64
 from graphc.errors import DTypeError, ShapeError
-from graphc.node import Node, TensorType
+from graphc.node import Node, TensorType, static_shape
+from graphc.sizes import all_static
 from graphc.ops.grad_helpers import keep_axes
 from graphc.ops.leaves import constant_node, scalar_constant
 from graphc.ops.registry import OpDef, make, register
@@ -55,8 +56,9 @@ def _reduce_impl(fn):
 def _sum_vjp(node: Node, g: Node) -> list[Node | None]:
     x = node.inputs[0]
     kept = keep_axes(g, node.attrs["axes"], node.attrs["keepdims"])
-    return [make("broadcast_like", make("cast", kept, dtype=x.dtype), x)
-            if kept.dtype != x.dtype else make("broadcast_like", kept, x)]
+    if kept.dtype != x.dtype:
+        kept = make("cast", kept, dtype=x.dtype)
+    return [make("broadcast_to", kept, shape=x.shape)]
 
 
 def _extremum_vjp(node: Node, g: Node) -> list[Node | None]:
@@ -76,10 +78,10 @@ def _first_extremum_vjp(node: Node, g: Node) -> list[Node | None]:
     x = node.inputs[0]
     axes, keepdims = node.attrs["axes"], node.attrs["keepdims"]
     sizes = [d if a in axes else 1 for a, d in enumerate(x.shape)]
-    if None in sizes:
+    if not all_static(sizes):
         raise ValueError(f"max_first: the reduced axes need sizes known when the graph is "
                          f"built, got {x.type}")
-    known = [d for d in sizes if d is not None]  # (every size, after the check above)
+    known = static_shape(tuple(sizes))
     count = int(np.prod(known))
     position = constant_node(np.arange(count, dtype=np.int64).reshape(known))
     attains = make("where", make("equal", x, keep_axes(node, axes, keepdims)),

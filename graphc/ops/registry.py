@@ -7,7 +7,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.node import Node, TensorType, intern_node, user_source_line
+from graphc import sizes
+from graphc.node import Node, TensorType, intern_node, record_assumptions, user_source_line
 
 # infer(inputs, attrs) -> TensorType; raises ShapeError/DTypeError with a message that
 # does not repeat the op name (make() adds it, with the shapes and the user's line).
@@ -103,12 +104,16 @@ def make(op: str, *inputs: Node, **attrs: Any) -> Node:
     if opdef.arity is not None and len(inputs) != opdef.arity:
         raise TypeError(f"{op}: takes {opdef.arity} inputs, got {len(inputs)}")
     try:
-        type_ = opdef.infer(inputs, attrs)
+        with sizes.collecting() as assumed:
+            type_ = opdef.infer(inputs, attrs)
     except (ShapeError, DTypeError, IndexError) as exc:
         where = user_source_line()
         at = f" at {where}" if where else ""
         raise type(exc)(f"{op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
-    return intern_node(op, tuple(inputs), attrs, type_)
+    node = intern_node(op, tuple(inputs), attrs, type_)
+    if assumed:
+        record_assumptions(node, assumed)
+    return node
 
 
 def rebuild(node: Node, inputs: Sequence[Node], attrs: Mapping[str, Any] | None = None
@@ -121,8 +126,12 @@ def rebuild(node: Node, inputs: Sequence[Node], attrs: Mapping[str, Any] | None 
         return node
     opdef = get_op(node.op)
     try:
-        type_ = opdef.infer(inputs, attrs)
+        with sizes.collecting() as assumed:
+            type_ = opdef.infer(inputs, attrs)
     except (ShapeError, DTypeError, IndexError) as exc:
         at = f" (built at {node.source})" if node.source else ""
         raise type(exc)(f"{node.op}: {exc} (inputs: {describe_inputs(inputs)}){at}") from None
-    return intern_node(node.op, inputs, attrs, type_, like=node)
+    new = intern_node(node.op, inputs, attrs, type_, like=node)
+    if assumed:
+        record_assumptions(new, assumed)
+    return new

@@ -106,7 +106,7 @@ def _along_infer(x: Node, idx: Node, attrs: Attrs) -> None:
     if idx.dtype.kind != "i":
         raise DTypeError(f"indices must be integers, got {idx.dtype}")
     axis = _axis(x, attrs)
-    if idx.ndim != x.ndim or any(a is not None and b is not None and a != b
+    if idx.ndim != x.ndim or any(isinstance(a, int) and isinstance(b, int) and a != b
                                  for k, (a, b) in enumerate(zip(idx.shape, x.shape))
                                  if k != axis):
         raise ShapeError(f"indices {fmt_shape(idx.shape)} must match {fmt_shape(x.shape)} "
@@ -140,7 +140,7 @@ def _take_along_vjp(node: Node, g: Node) -> list[Node | None]:
 def _scatter_along_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     ref, idx, upd = ins
     _along_infer(ref, idx, attrs)
-    if upd.ndim != idx.ndim or any(a is not None and b is not None and a != b
+    if upd.ndim != idx.ndim or any(isinstance(a, int) and isinstance(b, int) and a != b
                                    for a, b in zip(upd.shape, idx.shape)):
         raise ShapeError(f"updates {fmt_shape(upd.shape)} must match the indices "
                          f"{fmt_shape(idx.shape)}")

@@ -6,18 +6,25 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from graphc.dtypes import as_dtype, int64
+from graphc.dtypes import as_dtype
 from graphc.errors import DTypeError, ShapeError, bad_index, index_error_message
 from graphc.node import Dim, Node, TensorType
-from graphc.ops.grad_helpers import reshape_to, unbroadcast, zeros_like
+from graphc.ops.grad_helpers import reshape_to, unbroadcast
 from graphc.ops.registry import OpDef, make, register
-from graphc.ops.shapes import fmt_shape, known_size, normalize_axes
+from graphc.ops.shapes import fmt_shape, normalize_axes, same_size, size_product
+from graphc.sizes import Size, assume_equal, floordiv, maximum, minimum
 
 Attrs = Mapping[str, Any]
 
 
 def _same_dims(a: Dim, b: Dim) -> bool:
-    return a is None or b is None or a == b
+    """Whether two sizes can be equal (a symbol is taken equal to what it meets: checked
+    at call time)."""
+    try:
+        same_size(a, b)
+    except ValueError:
+        return False
+    return True
 
 
 # ---- casts and identities -------------------------------------------------------------
@@ -42,22 +49,27 @@ register(OpDef(
 
 def _reshape_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     (x,), shape = ins, attrs["shape"]
-    if sum(d == -1 for d in shape) > 1 or any(d < -1 for d in shape):
+    ints = [d for d in shape if isinstance(d, int)]
+    if sum(d == -1 for d in ints) > 1 or any(d < -1 for d in ints):
         raise ShapeError(f"shape {fmt_shape(shape)} may hold one -1 and sizes >= 0")
-    total = known_size(x.shape)
-    rest = 1
-    for d in shape:
-        rest *= d if d != -1 else 1
-    if -1 in shape:
-        if total is None:
-            out = tuple(None if d == -1 else d for d in shape)
-        elif rest == 0 or total % rest:
+    total = size_product(x.shape)
+    rest = size_product([d for d in shape if d != -1])
+    if -1 in ints:
+        if isinstance(total, int) and isinstance(rest, int) and (rest == 0 or total % rest):
             raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(shape)}")
-        else:
-            out = tuple(total // rest if d == -1 else d for d in shape)
+        if rest == 0:
+            raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(shape)}: "
+                             "-1 is ambiguous next to a size 0")
+        missing = floordiv(total, rest)
+        if missing * rest != total:  # not exact for every value of the symbols
+            assume_equal(missing * rest, total)
+        out = tuple(missing if d == -1 else d for d in shape)
     else:
-        if total is not None and total != rest:
-            raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(shape)}")
+        if isinstance(total, int) and isinstance(rest, int):
+            if total != rest:
+                raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(shape)}")
+        elif total != rest:
+            assume_equal(total, rest)
         out = tuple(shape)
     return TensorType(out, x.dtype)
 
@@ -70,25 +82,6 @@ register(OpDef(
     name="reshape", vjp=_reshape_vjp, arity=1, doc="numpy reshape (one -1 allowed)",
     infer=_reshape_infer, scalar_view=True, reshapes=True,
     impl=lambda arrs, attrs: arrs[0].reshape(attrs["shape"]),
-))
-
-
-def _reshape_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
-    x, ref = ins
-    a, b = known_size(x.shape), known_size(ref.shape)
-    if a is not None and b is not None and a != b:
-        raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} to {fmt_shape(ref.shape)}")
-    return TensorType(ref.shape, x.dtype)
-
-
-def _reshape_like_vjp(node: Node, g: Node) -> list[Node | None]:
-    return [reshape_to(g, node.inputs[0]), None]
-
-
-register(OpDef(
-    name="reshape_like", vjp=_reshape_like_vjp, arity=2, shape_only_inputs=(1,), reshapes=True,
-    one_element_identity=True, doc="reshape x to the run-time shape of ref",
-    infer=_reshape_like_infer, impl=lambda arrs, attrs: arrs[0].reshape(arrs[1].shape),
 ))
 
 
@@ -125,8 +118,10 @@ def _squeeze_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     axes = normalize_axes(attrs["axes"], x.ndim)
     _squeeze_check(x.shape, attrs)
     for a in axes:
-        if x.shape[a] not in (1, None):
+        if isinstance(x.shape[a], int) and x.shape[a] != 1:
             raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]}")
+        if not isinstance(x.shape[a], int) and a not in dict(attrs.get("indices", ())):
+            assume_equal(x.shape[a], 1)  # (an int index's element: its IndexError instead)
     return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)
 
 
@@ -177,7 +172,7 @@ def _check_broadcastable(x: Sequence[Dim], target: Sequence[Dim]) -> None:
 
 def _broadcast_to_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     (x,), shape = ins, tuple(attrs["shape"])
-    if any(d is None or d < 0 for d in shape):
+    if any(isinstance(d, int) and d < 0 for d in shape):
         raise ShapeError(f"target shape {fmt_shape(shape)} needs sizes >= 0")
     _check_broadcastable(x.shape, shape)
     return TensorType(shape, x.dtype)
@@ -195,30 +190,6 @@ register(OpDef(
 ))
 
 
-def _broadcast_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
-    x, ref = ins
-    _check_broadcastable(x.shape, ref.shape)
-    return TensorType(ref.shape, x.dtype)
-
-
-def _broadcast_like_vjp(node: Node, g: Node) -> list[Node | None]:
-    return [unbroadcast(g, node.inputs[0]), None]
-
-
-register(OpDef(
-    name="broadcast_like", vjp=_broadcast_like_vjp, arity=2, shape_only_inputs=(1,),
-    scalar_view=True, one_element_identity=True, doc="broadcast x to the run-time shape of ref",
-    infer=_broadcast_like_infer,
-    impl=lambda arrs, attrs: np.broadcast_to(arrs[0], arrs[1].shape),
-))
-
-
-def _sum_to_like_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
-    g, ref = ins
-    _check_broadcastable(ref.shape, g.shape)
-    return TensorType(ref.shape, g.dtype)
-
-
 def sum_to_shape(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sums g over the axes along which an array of `shape` was broadcast to g's shape."""
     lead = g.ndim - len(shape)
@@ -227,26 +198,30 @@ def sum_to_shape(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g
 
 
-def _sum_to_like_vjp(node: Node, g: Node) -> list[Node | None]:
-    """the cotangent broadcasts back to the summed input's shape"""
-    return [make("broadcast_like", g, node.inputs[0]), None]
-
-
-register(OpDef(
-    name="sum_to_like", arity=2, vjp=_sum_to_like_vjp, shape_only_inputs=(1,),
-    one_element_identity=True,
-    doc="g summed over the axes along which ref's run-time shape broadcasts to g's",
-    infer=_sum_to_like_infer,
-    impl=lambda arrs, attrs: sum_to_shape(arrs[0], arrs[1].shape),
-))
-
-
 # ---- slices ----------------------------------------------------------------------------
 
-def _slice_len(dim: Dim, s: tuple[int | None, int | None, int | None]) -> Dim:
-    if dim is None:
-        return None
-    return len(range(*slice(*s).indices(dim)))
+def _slice_len(dim: Dim, s: tuple) -> Dim:
+    """numpy's length of dim[start:stop:step]. With symbols: an expression (min/max where
+    numpy clamps); bounds that are themselves symbols are taken as in range (the gradient of
+    a concatenate makes them)."""
+    start, stop, step = s
+    if isinstance(dim, int) and not isinstance(start, Size) and not isinstance(stop, Size):
+        return len(range(*slice(*s).indices(dim)))
+    step = 1 if step is None else step
+
+    def bound(b: Dim | None, default: Dim, low: int) -> Dim:
+        if b is None:
+            return default
+        if isinstance(b, Size):
+            return b
+        if b < 0:
+            return maximum(dim + b, low)
+        return minimum(b, dim + low) if low else minimum(b, dim)
+    if step > 0:
+        lo, hi = bound(start, 0, 0), bound(stop, dim, 0)
+        return maximum(floordiv(hi - lo + step - 1, step), 0)
+    lo, hi = bound(start, dim - 1, -1), bound(stop, -1, -1)
+    return maximum(floordiv(lo - hi - step - 1, -step), 0)
 
 
 def _slice_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
@@ -316,80 +291,28 @@ def _concat_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     for i in ins[1:]:
         for a in range(first.ndim):
             if a == axis:
-                d, e = out[a], i.shape[a]
-                out[a] = None if d is None or e is None else d + e
-            elif not _same_dims(out[a], i.shape[a]):
-                raise ShapeError(f"sizes differ on axis {a}")
-            elif out[a] is None:
-                out[a] = i.shape[a]
+                out[a] = out[a] + i.shape[a]
+            else:
+                try:
+                    out[a] = same_size(out[a], i.shape[a])
+                except ValueError:
+                    raise ShapeError(f"sizes differ on axis {a}") from None
     return TensorType(tuple(out), first.dtype)
 
 
 def _concat_vjp(node: Node, g: Node) -> list[Node | None]:
-    axis, sizes = node.attrs["axis"], [i.shape[node.attrs["axis"]] for i in node.inputs]
-    unknown = [k for k, d in enumerate(sizes) if d is None]
-    if len(unknown) > 1:  # where each part starts is known at run time only
-        (axis,) = normalize_axes(axis, g.ndim)
-        return [make("concat_part", g, *node.inputs, axis=axis, index=k)
-                for k in range(len(node.inputs))]
-    split = unknown[0] if unknown else len(sizes)
-    bounds: list[tuple[int | None, int | None]] = []
-    start = 0
-    for d in sizes[:split]:
+    (axis,) = normalize_axes(node.attrs["axis"], g.ndim)
+    sizes = [i.shape[axis] for i in node.inputs]
+    bounds: list[tuple[Dim, Dim]] = []
+    start: Dim = 0
+    for d in sizes:  # (symbolic bounds: in range by construction)
         bounds.append((start, start + d))
-        start += d
-    if unknown:
-        after = sum(sizes[split + 1:])
-        bounds.append((start, -after if after else None))
-        for d in sizes[split + 1:]:
-            if d == 0:  # (-0 would read as "from the start")
-                bounds.append((0, 0))
-                continue
-            bounds.append((-after, -after + d if -after + d else None))
-            after -= d
+        start = start + d
     out: list[Node | None] = []
     for (lo, hi) in bounds:
         slices = tuple((lo, hi, 1) if a == axis else (None, None, None) for a in range(g.ndim))
         out.append(make("slice", g, slices=slices))
     return out
-
-
-def _concat_part_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
-    g, parts = ins[0], ins[1:]
-    axis, index = attrs["axis"], attrs["index"]
-    if not 0 <= index < len(parts) or any(p.ndim != g.ndim for p in parts) \
-            or not 0 <= axis < g.ndim:
-        raise ShapeError("concat_part: the parts must have the cotangent's rank, and the "
-                         "axis and index be in range")
-    shape = list(g.shape)
-    shape[axis] = parts[index].shape[axis]
-    return TensorType(tuple(shape), g.dtype)
-
-
-def _concat_part_impl(arrs, attrs):
-    g, parts = arrs[0], arrs[1:]
-    axis, index = attrs["axis"], attrs["index"]
-    start = sum(p.shape[axis] for p in parts[:index])
-    where = [slice(None)] * g.ndim
-    where[axis] = slice(start, start + parts[index].shape[axis])
-    return g[tuple(where)]
-
-
-def _concat_part_vjp(node: Node, h: Node) -> list[Node | None]:
-    """concat_part's cotangent goes where the part came from: zeros around it."""
-    parts, index = node.inputs[1:], node.attrs["index"]
-    pieces = [h if k == index else zeros_like(p) for k, p in enumerate(parts)]
-    return [make("concatenate", *pieces, axis=node.attrs["axis"])] + [None] * len(parts)
-
-
-register(OpDef(
-    name="concat_part", vjp=_concat_part_vjp, arity=None, infer=_concat_part_infer,
-    shape_only_inputs=slice(1, None),  # every part (however many), not the cotangent
-    impl=_concat_part_impl,
-    doc="the piece of concatenate(parts, axis)'s cotangent g that part `index` made: the "
-        "gradient of a concatenate whose parts have run-time sizes (inputs: g, *parts, "
-        "read for their shapes only)",
-))
 
 
 register(OpDef(
@@ -497,18 +420,23 @@ register(OpDef(
 ))
 
 
-def _size_of_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
-    normalize_axes(attrs["axes"], ins[0].ndim)
-    return TensorType((), as_dtype(attrs.get("dtype", int64)))
-
-
-def _size_of_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
-    shape = arrs[0].shape
-    return np.asarray(int(np.prod([shape[a] for a in attrs["axes"]])), dtype=attrs["dtype"])
+def _dim_size_impl(arrs: Sequence[np.ndarray], attrs: Attrs) -> np.ndarray:
+    size = attrs["size"]
+    if not isinstance(size, int):
+        raise TypeError(f"size {size} has no value until the graph is given call-time sizes")
+    return np.asarray(size, dtype=attrs["dtype"])
 
 
 register(OpDef(
-    name="size_of", arity=1, differentiable=False, shape_only_inputs=(0,),
-    doc="the number of elements of x along axes (a run-time scalar)",
-    infer=_size_of_infer, impl=_size_of_impl,
+    name="dim_size", arity=0, differentiable=False, finite=True,
+    doc="a size known only at call time, as a scalar (e.g. the count a mean divides by)",
+    infer=lambda ins, attrs: TensorType((), as_dtype(attrs["dtype"])), impl=_dim_size_impl,
 ))
+
+
+def size_value(size: Dim, dtype: Any) -> Node:
+    """A size as a scalar node: a constant, or a dim_size leaf for a symbolic size."""
+    from graphc.ops.leaves import scalar_constant
+    if isinstance(size, int):
+        return scalar_constant(size, as_dtype(dtype))
+    return make("dim_size", size=size, dtype=as_dtype(dtype))

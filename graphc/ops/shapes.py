@@ -5,27 +5,45 @@ from typing import Sequence
 
 from graphc.errors import ShapeError
 from graphc.node import Dim
+from graphc.sizes import Size, assume_equal, user_dim
 
 
 def fmt_shape(shape: Sequence[Dim]) -> str:
-    inner = ", ".join("None" if d is None else str(d) for d in shape)
+    """A shape for messages, as users wrote it: an anonymous size shows as None."""
+    inner = ", ".join("None" if isinstance(d, Size) and d.is_var() and user_dim(d) is None
+                      else str(d) for d in shape)
     return f"({inner}{',' if len(shape) == 1 else ''})"
 
 
+def conflict(a: Dim, b: Dim) -> bool:
+    """Two sizes that can never be equal (two different ints)."""
+    return isinstance(a, int) and isinstance(b, int) and a != b
+
+
+def same_size(a: Dim, b: Dim) -> Dim:
+    """Two sizes that must be equal (matmul's inner sizes, concatenate's other axes): the
+    more informative one; a symbol is taken equal to what it meets, checked at call time."""
+    if a == b:
+        return a
+    if isinstance(a, int) and isinstance(b, int):
+        raise ValueError
+    assume_equal(a, b)
+    return a if isinstance(a, int) or isinstance(b, Size) and a.is_var() and \
+        not b.is_var() else b if isinstance(b, int) else a
+
+
 def broadcast_dims(a: Dim, b: Dim) -> Dim:
+    """numpy broadcasting of two sizes. A symbol meeting another size (not 1) is taken to
+    equal it (checked at call time): a size known only at call time does not broadcast."""
     if a == 1:
         return b
     if b == 1:
         return a
-    if a is None:
-        return b
-    if b is None or a == b:
-        return a
-    raise ValueError
+    return same_size(a, b)
 
 
 def broadcast_shapes(*shapes: Sequence[Dim]) -> tuple[Dim, ...]:
-    """numpy broadcasting; a None size is taken to match whatever it meets (checked at run time)."""
+    """numpy broadcasting (symbols as in broadcast_dims)."""
     ndim = max((len(s) for s in shapes), default=0)
     out: list[Dim] = [1] * ndim
     for s in shapes:
@@ -57,10 +75,18 @@ def normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ..
 
 
 def known_size(shape: Sequence[Dim]) -> int | None:
+    """The number of elements, where every size is an int (None otherwise)."""
     size = 1
     for d in shape:
-        if d is None:
+        if not isinstance(d, int):
             return None
         size *= d
     return size
 
+
+def size_product(shape: Sequence[Dim]) -> Dim:
+    """The number of elements, an int or an expression of symbols."""
+    out: Dim = 1
+    for d in shape:
+        out = out * d
+    return out

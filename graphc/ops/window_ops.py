@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.node import Node, TensorType
+from graphc.node import Dim, Node, TensorType
 from graphc.ops.registry import OpDef, make, register
 
 Attrs = Mapping[str, Any]
@@ -19,8 +19,7 @@ def _pad_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     (x,), pads = ins, attrs["pads"]
     if len(pads) != x.ndim or any(b < 0 or a < 0 for b, a in pads):
         raise ShapeError(f"pads {pads} need one (before, after) pair >= 0 per axis")
-    return TensorType(tuple(None if d is None else d + b + a
-                            for d, (b, a) in zip(x.shape, pads)), x.dtype)
+    return TensorType(tuple(d + b + a for d, (b, a) in zip(x.shape, pads)), x.dtype)
 
 
 def _pad_vjp(node: Node, g: Node) -> list[Node | None]:
@@ -35,8 +34,8 @@ register(OpDef(
 ))
 
 
-def window_count(size: int | None, window: int, stride: int) -> int | None:
-    return None if size is None else (size - window) // stride + 1
+def window_count(size: Dim, window: int, stride: int) -> Dim:
+    return (size - window) // stride + 1
 
 
 def _windows_shape(x: Node, attrs: Attrs) -> tuple:
@@ -49,7 +48,7 @@ def _windows_shape(x: Node, attrs: Attrs) -> tuple:
             raise ShapeError(f"window axis {a} is out of range for {x.ndim} dimensions")
         if k < 1 or s < 1:
             raise ShapeError(f"window size {k} and stride {s} must be >= 1")
-        if shape[a] is not None and shape[a] < k:
+        if isinstance(shape[a], int) and shape[a] < k:
             raise ShapeError(f"window {k} is larger than axis {a} of size {shape[a]}")
         shape[a] = window_count(shape[a], k, s)
     return tuple(shape) + tuple(sizes)
@@ -83,7 +82,7 @@ register(OpDef(
 def _windows_grad_infer(ins: Sequence[Node], attrs: Attrs) -> TensorType:
     g, ref = ins
     want = _windows_shape(ref, attrs)
-    if g.ndim != len(want) or any(a is not None and b is not None and a != b
+    if g.ndim != len(want) or any(isinstance(a, int) and isinstance(b, int) and a != b
                                   for a, b in zip(g.shape, want)):
         raise ShapeError(f"cotangent {g.type} does not fit windows of {ref.type}")
     return TensorType(ref.shape, g.dtype)

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from graphc.graph import Graph
-from graphc.passes import canonicalize, specialize, stabilize
+from graphc.passes import broadcasts, canonicalize, specialize, stabilize
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
@@ -24,9 +24,10 @@ def _drop_stop_gradient(b, node):
     return b["x"]
 
 
-CANONICAL = RuleSet(canonicalize.RULES)
-STABILIZE = RuleSet(stabilize.RULES + canonicalize.RULES)
-SPECIALIZE = RuleSet(specialize.RULES + canonicalize.RULES + [_drop_stop_gradient])
+_CANONICAL_RULES = canonicalize.RULES + broadcasts.RULES
+CANONICAL = RuleSet(_CANONICAL_RULES)
+STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES)
+SPECIALIZE = RuleSet(specialize.RULES + _CANONICAL_RULES + [_drop_stop_gradient])
 
 
 def _rules(rules: RuleSet) -> Pass:

@@ -7,7 +7,8 @@ import numpy as np
 from graphc.node import Node
 from graphc.ops.leaves import scalar_constant
 from graphc.ops.registry import get_op, make
-from graphc.ops.shapes import known_size
+from graphc.ops.shape_ops import size_value
+from graphc.ops.shapes import known_size, size_product
 from graphc.passes.patterns import Const, Op, Var, constant_value
 from graphc.passes.rewrite import Rule, rule
 
@@ -79,9 +80,7 @@ def _zeros(node: Node) -> Node | None:
     zero = scalar_constant(0, node.dtype)
     if not node.shape:
         return zero
-    if None not in node.shape:
-        return make("broadcast_to", zero, shape=node.shape)
-    return None
+    return make("broadcast_to", zero, shape=node.shape)
 
 
 @rule("mul_zero", Op("mul", X, Const(0)), "x*0 -> 0 where x is finite by construction")
@@ -150,10 +149,6 @@ def _transpose_identity(b, node):
     return b["x"]
 
 
-def _static(node: Node) -> bool:
-    return None not in node.shape
-
-
 @rule("reshape_chain", Op("reshape", Var("inner", where=lambda n: get_op(n.op).reshapes)))
 def _reshape_chain(b, node):
     return make("reshape", b["inner"].inputs[0], shape=node.attrs["shape"])
@@ -161,7 +156,7 @@ def _reshape_chain(b, node):
 
 @rule("reshape_noop", Op("reshape", X))
 def _reshape_noop(b, node):
-    return b["x"] if _static(b["x"]) and b["x"].shape == node.shape else None
+    return b["x"] if b["x"].shape == node.shape else None
 
 
 @rule("squeeze_expand", Op("squeeze", Op("expand_dims", X, name="inner")))
@@ -190,23 +185,6 @@ def _broadcast_noop(b, node):
     return _fits(b, node)
 
 
-@rule("broadcast_like_noop", Op("broadcast_like", X, Var("ref")))
-def _broadcast_like_noop(b, node):
-    x = b["x"]
-    return x if x.type == node.type and _static(x) else None
-
-
-@rule("broadcast_like_static", Op("broadcast_like", X, Var("ref")),
-      "broadcast to a run-time shape that is known statically -> broadcast_to")
-def _broadcast_like_static(b, node):
-    return make("broadcast_to", b["x"], shape=node.shape) if _static(node) else None
-
-
-@rule("reshape_like_static", Op("reshape_like", X, Var("ref")))
-def _reshape_like_static(b, node):
-    return make("reshape", b["x"], shape=node.shape) if _static(node) else None
-
-
 @rule("sum_trivial", Op("sum", X))
 def _sum_trivial(b, node):
     """A sum over size-1 axes only, kept as size 1, changes nothing."""
@@ -216,8 +194,8 @@ def _sum_trivial(b, node):
     return None
 
 
-@rule("sum_of_broadcast_scalar", Op("sum", Var("bcast", where=lambda n: n.op in (
-    "broadcast_to", "broadcast_like"))), "sum(broadcast(s)) over all axes -> s * count")
+@rule("sum_of_broadcast_scalar", Op("sum", Var("bcast", where=lambda n: n.op == "broadcast_to")),
+      "sum(broadcast(s)) over all axes -> s * count")
 def _sum_of_broadcast_scalar(b, node):
     bcast = b["bcast"]
     s = bcast.inputs[0]
@@ -226,28 +204,9 @@ def _sum_of_broadcast_scalar(b, node):
         return None
     if s.dtype != node.dtype:
         return None
-    count = known_size(bcast.shape)
-    n = (scalar_constant(count, node.dtype) if count is not None
-         else make("size_of", bcast, axes=axes, dtype=node.dtype))
+    n = size_value(size_product(bcast.shape), node.dtype)
     scalar = make("reshape", s, shape=()) if s.shape else s
     return make("mul", scalar, n)
-
-
-@rule("sum_to_like_static", Op("sum_to_like", X, Var("ref")),
-      "the run-time sum of a gradient over broadcast axes, once the shapes are known")
-def _sum_to_like_static(b, node):
-    x, ref = b["x"], b["ref"]
-    if None in x.shape or None in ref.shape:
-        return None
-    from graphc.ops.grad_helpers import unbroadcast
-    return unbroadcast(x, ref)
-
-
-@rule("size_of_static", Op("size_of", X))
-def _size_of_static(b, node):
-    dims = [b["x"].shape[a] for a in node.attrs["axes"]]
-    n = known_size(dims)
-    return scalar_constant(n, node.dtype) if n is not None else None
 
 
 RULES: list[Rule] = [v for v in list(globals().values()) if isinstance(v, Rule)]

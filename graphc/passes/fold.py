@@ -11,13 +11,15 @@ from graphc.node import Node, carry_label, static_shape, toposort
 from graphc.ops import get_op
 from graphc.ops.leaves import constant_node
 from graphc.ops.registry import rebuild
+from graphc.sizes import all_static, has_symbols
 
 MAX_FOLDED_ELEMENTS = 1 << 16
 
 
 def _foldable(node: Node) -> bool:
     opdef = get_op(node.op)
-    if opdef.leaf or node.op == "stop_gradient" or None in node.shape:
+    if opdef.leaf or node.op == "stop_gradient" or not all_static(node.shape) or any(
+            has_symbols(v) for v in node.attrs.values()):
         return False
     if not all(i.op == "constant" for i in node.inputs):
         return False

@@ -61,7 +61,7 @@ class Layout:
             return False
         for (_, shape, dtype), node in zip(self.outputs, graph.outputs):
             if np.dtype(dtype) != node.dtype or len(shape) != node.ndim or any(
-                    d < 0 or (s is not None and d != s) for d, s in zip(shape, node.shape)):
+                    d < 0 or (isinstance(s, int) and d != s) for d, s in zip(shape, node.shape)):
                 return False
         return True
 

@@ -12,6 +12,7 @@ from typing import Union
 import numpy as np
 
 from graphc.errors import ShapeError
+from graphc.sizes import Dim, all_static
 from graphc.graph import Graph
 from graphc.node import Node, consumers, static_shape
 from graphc.ops import get_op
@@ -70,7 +71,7 @@ def _trivial(expr: Expr) -> bool:
 class Lowering:
     def __init__(self, graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> None:
         for n in graph.nodes():
-            if None in n.shape:
+            if not all_static(n.shape):
                 raise ShapeError(f"schedule: {n.op} has unknown sizes {n.type}; specialise "
                                  "the graph to call-time shapes first")
         self.graph = graph
@@ -691,7 +692,7 @@ class Lowering:
         return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
 
 
-def _known(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+def _known(shape: tuple[Dim, ...]) -> tuple[int, ...]:
     """A shape in a specialised graph (every size known: Lowering checks it)."""
     return typing.cast(tuple[int, ...], shape)
 
