@@ -132,6 +132,9 @@ def _form(node: Node) -> tuple[list[Node], Build]:
         one, zero = _const(ins[1]), _const(ins[2])
         if one == "1" and zero == "0":  # the indicator of the relu derivative, 1[z > 0]
             return [ins[0]], lambda a: Piece(rf"\mathbb{{1}}[{a[0].text}]", ATOM)
+        if zero == "0" and not _is_scalar(ins[1]):  # a masked cotangent: g ⊙ 1[z > 0]
+            return [ins[1], ins[0]], lambda a: Piece(
+                rf"{_wrap(a[0], HAD)} \odot \mathbb{{1}}[{a[1].text}]", HAD)
         return ins, lambda a: Piece(
             rf"\operatorname{{where}}({a[0].text}, {a[1].text}, {a[2].text})", ATOM)
     if op == "exp" and ins[0].op == "log_softmax":

@@ -174,7 +174,7 @@ def test_guarded_views_in_a_convolution_gradient():
 
 
 GOLDEN_MLP = """\
-14 kernels, 18 buffers
+12 kernels, 16 buffers
   b0:input(x)[f32[4,3]]
   b1:input(labels)[i64[4]]
   b2:param(W)[f32[3,2]]
@@ -189,10 +189,8 @@ GOLDEN_MLP = """\
   b11:temp[f32[4]] @arena+64
   b12:temp[f32[]] @arena+128
   b13:temp[f32[4,2]] @arena+64
-  b14:temp[f32[4,1]] @arena+0
-  b15:temp[f32[4,2]] @arena+256
-  b16:temp[f32[3,2]]
-  b17:output(out0)[f32[]]
+  b14:temp[f32[3,2]]
+  b15:output(out0)[f32[]]
   k0 gemm batch=[] m=4 n=2 k=3 f32
       a b0<3,1> over [4,3]
       b b2<2,1> over [3,2]
@@ -214,18 +212,14 @@ GOLDEN_MLP = """\
       b11<1,0> = sum(mul(b8<2,1>, b10<2,1>))
   k8 reduce/sum [4] over axes [0] -> f32  # neg sum
       b12<0> = sum(neg(b11<1>))
-  k9 elementwise [8]  # mul
-      b13<1> = mul(-0.25, b10<1>)
-  k10 reduce/sum [4,2] over axes [1] -> f32  # sum
-      b14<1,0> = sum(b13<2,1>)
-  k11 elementwise [4,2]  # exp mul sub
-      b15<2,1> = sub(b13<2,1>, mul(exp(b8<2,1>), b14<1,0>))
-  k12 gemm batch=[] m=3 n=2 k=4 f32 alpha=-0.1 out+=
+  k9 elementwise [8]  # mul exp sub
+      b13<1> = sub(mul(-0.25, b10<1>), mul(exp(b8<1>), -0.25))
+  k10 gemm batch=[] m=3 n=2 k=4 f32 alpha=-0.1 out+=
       a b0<1,3> over [3,4]
-      b b15<2,1> over [4,2]
+      b b13<2,1> over [4,2]
       out b2<2,1> over [3,2]
-  k13 elementwise []  # mul
-      b17<> = mul(b12<>, 0.25)
+  k11 elementwise []  # mul
+      b15<> = mul(b12<>, 0.25)
 """
 
 

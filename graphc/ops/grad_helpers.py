@@ -30,7 +30,13 @@ def add_all(terms: Sequence[Node]) -> Node:
 
 
 def times(g: Node, factor: Node) -> Node:
-    """g * factor, skipping the multiplication by a constant 1 (and -1 becomes a negation)."""
+    """g * factor, skipping the multiplication by a constant 1 (and -1 becomes a negation).
+    A factor that is an indicator, where(c, 1, 0) (relu's derivative), selects instead:
+    where(c, g, 0), so a cotangent where the derivative is 0 does not count, inf or nan
+    included (PyTorch's threshold_backward)."""
+    if factor.op == "where" and is_constant(factor.inputs[1], 1) and \
+            is_constant(factor.inputs[2], 0) and g.dtype == factor.dtype:
+        return make("where", factor.inputs[0], g, factor.inputs[2])
     if is_constant(factor, 1):
         return g
     if is_constant(g, 1) and g.shape == factor.shape and g.dtype == factor.dtype:
