@@ -1,0 +1,119 @@
+"""What links the explorer's views: the graph after each pass that changed it (the pass
+report keeps it), and the nodes each kernel computes (the schedule keeps them)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.explore.data import explorer_data
+from graphc.passes import run_pipeline, select_passes
+from graphc.schedule import schedule_graph
+
+VIEWS = ("transpose", "broadcast_to", "broadcast_like", "reshape", "reshape_like",
+         "expand_dims", "squeeze", "slice", "stop_gradient")
+
+
+def _foldable():
+    """A loss whose graph every pass but specialize rewrites (x * 1, + 0, log of exp)."""
+    x = gc.placeholder((5, 4), name="x")
+    W = gc.parameter(np.linspace(-1, 1, 12).reshape(4, 3).astype(np.float32), name="l.W")
+    loss = gc.sum(gc.log(gc.softmax(x @ W)) * 1.0 + 0.0)
+    return x, W, loss
+
+
+def test_the_report_keeps_the_graph_after_each_pass_that_changed_it():
+    x, W, loss = _foldable()
+    raw = gc.Graph((x.node,), (loss.node, gc.grad(loss, W).node))
+    final, report = run_pipeline(raw, select_passes(True))
+    changed = [p.name for p in report.passes if p.graph is not None]
+    assert changed == [p.name for p in report.passes if p.fired]
+    assert "specialize" not in changed and len(changed) >= 2
+    last = [p.graph for p in report.passes if p.graph is not None][-1]
+    assert last.roots == final.roots
+    for p in report.passes:
+        if p.graph is not None:
+            assert len(p.graph.nodes()) == p.nodes_after
+
+
+def test_each_changing_pass_is_a_step_with_what_it_removed_and_added():
+    x, W, loss = _foldable()
+    f = gc.function([x], [loss, gc.grad(loss, W)], backend="numpy")
+    data = explorer_data(f)
+    views = data["graph"]["views"]
+    table = data["graph"]["nodes"]
+    assert views[0]["name"] == "graph" and len(views[0]["nodes"]) == len(f.graph.nodes())
+    steps = [v for v in views if "removed" in v]
+    assert [v["name"] for v in steps] == [p.name for p in f.report.passes if p.graph is not None]
+    before = f.program.raw_graph
+    for view, p in zip(steps, [p for p in f.report.passes if p.graph is not None]):
+        old, new = before.nodes(), p.graph.nodes()
+        assert len(view["removed"]) == len(set(old) - set(new)) > 0 or view["added"]
+        assert len(view["added"]) == len(set(new) - set(old))
+        assert len(view["nodes"]) == len(set(old) | set(new))
+        assert sorted(table[i]["op"] for i in view["removed"]) == \
+            sorted(n.op for n in set(old) - set(new))
+        before = p.graph
+    canonical = next(v for v in steps if v["name"] == "canonicalize")  # x * 1.0 + 0.0 -> x
+    assert {"mul", "add"} <= {table[i]["op"] for i in canonical["removed"]}
+
+
+def _mlp_step(dtype="float32"):
+    x = gc.placeholder((None, 4), dtype=dtype, name="x")
+    W = gc.parameter(np.ones((4, 3), dtype), name="W")
+    b = gc.parameter(np.zeros(3, dtype), name="b")
+    loss = gc.mean(gc.square(gc.tanh(x @ W + b)))
+    gW, gb = gc.grad(loss, [W, b])
+    return x, loss, {W: W - 0.1 * gW, b: b - 0.1 * gb}
+
+
+def test_each_kernel_lists_the_nodes_it_computes():
+    x, loss, updates = _mlp_step()
+    f = gc.function([x], loss, updates=updates, backend="numpy")
+    s = schedule_graph(f.graph, [(5, 4)])
+    assert len(s.kernel_nodes) == len(s.kernels)
+    order = s.graph.nodes()
+    position = {n: i for i, n in enumerate(order)}
+    where: dict = {}
+    for kernel, made in zip(s.kernels, s.kernel_nodes):
+        assert all(n in position for n in made)
+        assert list(made) == sorted(made, key=position.__getitem__)
+        for n in made:
+            where.setdefault(n, []).append(kernel.kind)
+    for n in order:  # every value computed somewhere; leaves and views need no kernel
+        if n.op not in ("placeholder", "parameter", "constant") + VIEWS:
+            assert n in where, f"{n.op} is in no kernel"
+    assert all(where[n] == ["gemm"] for n in order if n.op == "matmul")
+    assert all("reduce" in where[n] for n in order if n.op == "sum")
+    assert all(where[n] == ["elementwise"] for n in order if n.op == "tanh")
+    # the SGD step of W is folded into the GEMM that makes its gradient
+    folded = [made for kernel, made in zip(s.kernels, s.kernel_nodes)
+              if kernel.kind == "gemm" and kernel.accumulate]
+    assert folded and any(n.op == "sub" for n in folded[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_the_page_links_kernels_to_nodes_of_the_graph_they_were_made_from(backend):
+    x, loss, updates = _mlp_step()
+    f = gc.function([x], loss, updates=updates, backend=backend)
+    f(np.ones((5, 4), np.float32))
+    if backend == "numpy":  # the interpreter records no call: static shapes, else none
+        data = explorer_data(f)
+        assert data["kernels"]["items"] == []
+        x2 = gc.placeholder((5, 4), name="x")
+        f = gc.function([x2], gc.sum(gc.tanh(x2) * 2.0), backend=backend)
+    data = explorer_data(f)
+    kernels, views = data["kernels"], data["graph"]["views"]
+    shown = set(views[kernels["view"]]["nodes"])
+    sched = f.schedule(*[tuple(s) for s in kernels["shapes"]])
+    table = data["graph"]["nodes"]
+    assert len(kernels["items"]) == len(sched.kernels)
+    for item, made in zip(kernels["items"], sched.kernel_nodes):
+        assert set(item["nodes"]) <= shown
+        assert [table[i]["op"] for i in item["nodes"]] == [n.op for n in made]
+        assert [table[i]["type"] for i in item["nodes"]] == [str(n.type) for n in made]
+    if backend == "llvm":  # sizes given at the call: the kernels' graph is its own view
+        assert views[kernels["view"]]["name"] == "kernels"
+        assert "[5, 4]" in views[kernels["view"]]["title"]
+    else:
+        assert kernels["view"] == 0
