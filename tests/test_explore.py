@@ -49,13 +49,14 @@ def test_page_is_self_contained_and_holds_graph_kernels_and_code(tmp_path, backe
     assert set(re.findall(r"https?://[^\s\"'<>)]+", text)) <= {SVG_NS}
     assert not re.search(r"<(link|img|iframe)\b|<script[^>]*\bsrc=|@import|url\(", text)
     data = _data(text)
-    nodes = f.graph.nodes()
-    assert [n["op"] for n in data["graph"]["nodes"]] == [n.op for n in nodes]
-    assert [n["type"] for n in data["graph"]["nodes"]] == [str(n.type) for n in nodes]
-    assert data["graph"]["nodes"][0]["dtype"] == dtype
+    nodes = f.graph.nodes()  # first in the table, shown by the first view
+    table = data["graph"]["nodes"][:len(nodes)]
+    assert data["graph"]["views"][0]["nodes"] == list(range(len(nodes)))
+    assert [n["op"] for n in table] == [n.op for n in nodes]
+    assert [n["type"] for n in table] == [str(n.type) for n in nodes]
+    assert table[0]["dtype"] == dtype
     index = {n: i for i, n in enumerate(nodes)}
-    assert [n["inputs"] for n in data["graph"]["nodes"]] == \
-        [[index[i] for i in n.inputs] for n in nodes]
+    assert [n["inputs"] for n in table] == [[index[i] for i in n.inputs] for n in nodes]
     assert data["graph"]["outputs"] == [index[o] for o in f.graph.outputs]
     assert any(n["origin"] for n in data["graph"]["nodes"])  # gradient nodes say their rule
     assert all(n["source"] and "test_explore.py" in n["source"]
@@ -157,11 +158,13 @@ def _chromium() -> str:
     return exe
 
 
-def _browse(page: Path, *extra: str) -> str:
+def _browse(page: Path | str, *extra: str) -> str:
+    """Chromium's output for a page (a file, or a file URL with a #fragment)."""
+    url = page if isinstance(page, str) else page.resolve().as_uri()
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
-             f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
+             f"--user-data-dir={profile}", *extra, url],
             capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -181,12 +184,48 @@ def test_page_renders_nodes_without_script_errors(tmp_path):
     _rendered(dom)
     assert "<img" not in dom  # the name stayed text
     assert "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in dom  # shown in the scopes
-    assert re.search(r'<g [^>]*data-node="\d+"', dom)  # nodes drawn
-    for text in ("%x placeholder", "block2", "k0 gemm", "define", "canonicalize"):
+    drawn = re.search(r'<canvas id="graph-canvas"[^>]*data-drawn="(\d+)"', dom)
+    assert drawn is not None and int(drawn.group(1)) > 0  # boxes on the canvas
+    for text in ("block2", "k0 gemm", "define", "canonicalize"):
         assert text in dom
     shot = tmp_path / "f.png"
     _browse(page, f"--screenshot={shot}", "--window-size=1400,900")
     assert shot.stat().st_size > 10_000
+
+
+def _attr(dom: str, name: str) -> str:
+    m = re.search(rf'<body[^>]*\b{name}="([^"]*)"', dom)
+    assert m is not None, f"no {name} on the body"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_kernels_nodes_and_pass_steps_link_in_the_page(tmp_path):
+    f = _model("llvm")
+    page = gc.explore(f, tmp_path / "f.html")
+    data = _data(page.read_text(encoding="utf-8"))
+    gemm = next(k for k in data["kernels"]["items"] if k["kind"] == "gemm")
+    url = page.resolve().as_uri()
+    # a kernel lights up the nodes it computes, in the view that holds them
+    dom = _open(url + f"#kernel={gemm['index']}")
+    assert _attr(dom, "data-lit") == ",".join(map(str, gemm["nodes"]))
+    view = data["graph"]["views"][data["kernels"]["view"]]
+    assert _attr(dom, "data-view") == view["name"]
+    # a node names its kernel
+    matmul = next(i for i in gemm["nodes"] if data["graph"]["nodes"][i]["op"] == "matmul")
+    dom = _open(url + f"#node={matmul}")
+    assert str(gemm["index"]) in _attr(dom, "data-node-kernels").split(",")
+    # a pass as a step: the view with what it removed and added
+    page = gc.explore(_model("numpy"), tmp_path / "g.html")
+    step = next(v for v in _data(page.read_text())["graph"]["views"] if "removed" in v)
+    dom = _open(page.resolve().as_uri() + f"#view={step['name']}")
+    assert _attr(dom, "data-view") == step["name"]
+
+
+def _open(url: str) -> str:
+    dom = _browse(url, "--dump-dom")
+    _rendered(dom)
+    return dom
 
 
 def _big_graph(blocks: int, per_block: int):

@@ -3,7 +3,7 @@ records."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from graphc.graph import Graph
 from graphc.node import Node, toposort
@@ -21,10 +21,33 @@ def _kind(node: Node) -> str:
     return "grad" if node.origin else "op"
 
 
-def graph_data(graph: Graph) -> dict[str, Any]:
-    """Nodes (inputs first) with their type, source line, provenance and scope; the scope
-    tree; outputs and updates by node index."""
+def _view(name: str, title: str, graph: Graph, index: dict[Node, int],
+          before: Graph | None = None) -> dict[str, Any]:
+    """One graph to show, as indices into the shared node table; a pass step (`before`
+    given) shows both graphs' nodes, those the pass removed and added marked."""
+    nodes = {index[n] for n in graph.nodes()}
+    view: dict[str, Any] = {"name": name, "title": title,
+                            "outputs": [index[o] for o in graph.outputs]}
+    if before is not None:
+        old = {index[n] for n in before.nodes()}
+        view["removed"], view["added"] = sorted(old - nodes), sorted(nodes - old)
+        nodes |= old
+    view["nodes"] = sorted(nodes)
+    return view
+
+
+def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
+               extra: Sequence[tuple[str, str, Graph]] = ()) -> dict[str, Any]:
+    """The nodes of `graph` (inputs first), then those only the pass `steps` (name, before,
+    after) or the `extra` graphs (name, title, graph) hold, each with its type, source line,
+    provenance and scope; the scope tree; the views: `graph` first, each step, each extra;
+    `graph`'s outputs and updates by node index. Nodes are interned, so a node a pass kept
+    is one entry shared by every view that shows it."""
     order = toposort(graph.inputs + graph.roots)
+    others = [g for _, b, a in steps for g in (b, a)] + [g for _, _, g in extra]
+    known = set(order)
+    order += [n for n in toposort([r for g in others for r in g.inputs + g.roots])
+              if n not in known]
     names = node_names(order)
     index = {n: i for i, n in enumerate(order)}
     scopes = node_scopes(order)
@@ -43,13 +66,28 @@ def graph_data(graph: Graph) -> dict[str, Any]:
         "scope": scope_id[scopes[n]],
         "inputs": [index[i] for i in n.inputs],
     } for n in order]
+    views = [_view("graph", "the graph", graph, index)]
+    views += [_view(name, f"pass {name}", after, index, before) for name, before, after in steps]
+    views += [_view(name, title, g, index) for name, title, g in extra]
     return {
         "nodes": nodes,
         "scopes": [{"name": s, "parent": scope_id[s.rpartition(".")[0]] if s else None}
                    for s in tree],
         "outputs": [index[o] for o in graph.outputs],
         "updates": [[index[p], index[v]] for p, v in graph.updates if p in index],
+        "views": views,
+        "index": index,
     }
+
+
+def pass_steps(raw: Graph, report: Any) -> list[tuple[str, Graph, Graph]]:
+    """(pass name, graph before, graph after) for each pass that changed the graph."""
+    steps, before = [], raw
+    for p in report.passes:
+        if p.graph is not None:
+            steps.append((p.name, before, p.graph))
+            before = p.graph
+    return steps
 
 
 def report_data(report: Any) -> dict[str, Any]:
@@ -81,46 +119,67 @@ def split_functions(source: str) -> dict[str, str]:
     return out
 
 
-def kernels_data(f: Any, functions: dict[str, str]) -> dict[str, Any]:
-    """The kernel plan for the shapes `f` ran with, each kernel linked to its function."""
-    from graphc.schedule.printing import kernel_text
+def kernel_schedule(f: Any) -> Any:
+    """The kernel plan for the shapes `f` ran with (see call_shapes), or None."""
     shapes = call_shapes(f)
-    if shapes is None:
-        return {"shapes": None, "items": [], "listing": "",
+    return None if shapes is None else f.schedule(*shapes)
+
+
+def kernels_data(schedule: Any, shapes: Any, functions: dict[str, str],
+                 index: dict[Node, int], view: int) -> dict[str, Any]:
+    """The kernel plan, each kernel linked to its function and to the nodes it computes
+    (indices into the node table, shown in view number `view`)."""
+    from graphc.schedule.printing import kernel_text
+    if schedule is None:
+        return {"shapes": None, "items": [], "listing": "", "view": None,
                 "note": "sizes are given at call time: call the function once (llvm "
                          "backend), or give placeholders static sizes, to see kernels"}
-    schedule = f.schedule(*shapes)
     by_index: dict[int, str] = {}
     for name in functions:
         m = _KERNEL_NAME.match(name)
         if m:
             by_index.setdefault(int(m.group(1)), name)
+    made = schedule.kernel_nodes or ((),) * len(schedule.kernels)
     items = [{"index": i, "kind": getattr(k, "kind", type(k).__name__),
-              "text": "\n".join(kernel_text(i, k)), "function": by_index.get(i)}
-             for i, k in enumerate(schedule.kernels)]
+              "text": "\n".join(kernel_text(i, k)), "function": by_index.get(i),
+              "nodes": [index[n] for n in nodes]}
+             for i, (k, nodes) in enumerate(zip(schedule.kernels, made))]
     return {"shapes": [list(s) for s in shapes], "items": items,
-            "listing": schedule.listing(), "note": None}
+            "listing": schedule.listing(), "note": None, "view": view}
 
 
 def explorer_data(target: Any, title: str | None = None) -> dict[str, Any]:
-    """Everything the page shows. `target`: a compiled gc.Function (graph, report, kernels,
-    code), or a Graph, tensor or list of tensors (the graph alone)."""
+    """Everything the page shows. `target`: a compiled gc.Function (graph, each pass as a
+    step, kernels linked to their nodes and code), or a Graph, tensor or list of tensors
+    (the graph alone)."""
     from graphc.function import Function
     if isinstance(target, Function):
         source = target.source
         functions = split_functions(source)
+        schedule = kernel_schedule(target)
+        extra = []
+        final = target.graph
+        if schedule is not None and set(schedule.graph.nodes()) != set(final.nodes()):
+            shapes = ", ".join(str(list(s)) for s in call_shapes(target) or ())
+            extra.append(("kernels", f"specialised to the inputs {shapes} (the kernels' "
+                                     "nodes)", schedule.graph))
+        graph = graph_data(final, pass_steps(target.program.raw_graph, target.report), extra)
+        index = graph.pop("index")
         return {
             "title": title or repr(target),
             "backend": target.backend,
-            "graph": graph_data(target.graph),
+            "graph": graph,
             "report": report_data(target.report),
-            "kernels": kernels_data(target, functions),
+            "kernels": kernels_data(schedule, call_shapes(target), functions, index,
+                                    len(graph["views"]) - 1 if extra else 0),
             "code": {"text": source, "functions": [{"name": k, "text": v}
                                                    for k, v in functions.items()]},
         }
     try:
-        graph = _as_graph(target)
+        g = _as_graph(target)
     except TypeError as e:
         raise TypeError("explore: f: " + str(e).removeprefix("show: ")) from None
-    return {"title": title or "graphc graph", "backend": None, "graph": graph_data(graph),
+    graph = graph_data(g)
+    graph.pop("index")
+    return {"title": title or "graphc graph", "backend": None, "graph": graph,
             "report": None, "kernels": None, "code": None}
