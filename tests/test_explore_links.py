@@ -47,15 +47,30 @@ def test_each_changing_pass_is_a_step_with_what_it_removed_and_added():
     assert [v["name"] for v in steps] == [p.name for p in f.report.passes if p.graph is not None]
     before = f.program.raw_graph
     for view, p in zip(steps, [p for p in f.report.passes if p.graph is not None]):
-        old, new = before.nodes(), p.graph.nodes()
-        assert len(view["removed"]) == len(set(old) - set(new)) > 0 or view["added"]
-        assert len(view["added"]) == len(set(new) - set(old))
-        assert len(view["nodes"]) == len(set(old) | set(new))
-        assert sorted(table[i]["op"] for i in view["removed"]) == \
-            sorted(n.op for n in set(old) - set(new))
+        old, new = set(before.nodes()), set(p.graph.nodes())
+        assert len(view["removed"]) + len(view["rebuilt"]) == len(old - new)
+        assert len(view["added"]) + len(view["rebuilt"]) == len(new - old)
+        assert view["removed"] or view["added"]
+        assert len(view["nodes"]) == len(new) + len(view["removed"])
+        assert {table[i]["op"] for i in view["removed"]} <= {n.op for n in old - new}
         before = p.graph
     canonical = next(v for v in steps if v["name"] == "canonicalize")  # x * 1.0 + 0.0 -> x
     assert {"mul", "add"} <= {table[i]["op"] for i in canonical["removed"]}
+
+
+def test_a_step_shows_the_rewrite_not_the_nodes_rebuilt_downstream_of_it():
+    x = gc.placeholder((3,), name="x")
+    y = gc.sum(gc.tanh(gc.exp(x * 1.0)))
+    f = gc.function([x], y, backend="numpy")
+    data = explorer_data(f)
+    (step,) = [v for v in data["graph"]["views"] if "removed" in v]
+    table = data["graph"]["nodes"]
+    assert step["name"] == "canonicalize"
+    assert [table[i]["op"] for i in step["removed"]] == ["constant", "mul"]
+    assert step["added"] == []  # exp, tanh and sum, now over x itself, stand for the old ones
+    assert [table[i]["op"] for i in step["rebuilt"]] == ["exp", "tanh", "sum"]
+    assert sorted(table[i]["op"] for i in step["nodes"]) == \
+        sorted(["placeholder", "constant", "mul", "exp", "tanh", "sum"])
 
 
 def _mlp_step(dtype="float32"):

@@ -6,7 +6,7 @@ import re
 from typing import Any, Sequence
 
 from graphc.graph import Graph
-from graphc.node import Node, toposort
+from graphc.node import Node, attrs_key, toposort
 from graphc.printing import _as_graph, _describe, node_names
 from graphc.explore.scopes import node_scopes, scope_tree
 
@@ -21,17 +21,51 @@ def _kind(node: Node) -> str:
     return "grad" if node.origin else "op"
 
 
+def _rebuilt(old: set[Node], new: list[Node]) -> dict[Node, Node]:
+    """New nodes that stand for an old one (the same op, attributes and type, each input
+    the same, rebuilt, or in place of a removed one), each with its old node: a rewrite of
+    one node rebuilds everything downstream, and a step should show the one change."""
+    gone = old - set(new)
+    exact = {(n.op, attrs_key(n.attrs), n.type, n.inputs): n for n in gone}
+    loose: dict[tuple, list[Node]] = {}  # old nodes over a removed input
+    for n in gone:
+        if any(i in gone for i in n.inputs):
+            loose.setdefault((n.op, attrs_key(n.attrs), n.type, len(n.inputs)), []).append(n)
+    pair: dict[Node, Node] = {}
+    used: set[Node] = set()
+    for n in new:  # inputs first, so an input's pair is known before its users look
+        if n in old:
+            continue
+        key = attrs_key(n.attrs)
+        inputs = tuple(pair.get(i, i) for i in n.inputs)
+        match = exact.get((n.op, key, n.type, inputs))
+        if match is None or match in used:
+            match = next((c for c in loose.get((n.op, key, n.type, len(inputs)), ())
+                          if c not in used and all(a is b or b in gone
+                                                   for a, b in zip(inputs, c.inputs))), None)
+        if match is not None:
+            pair[n] = match
+            used.add(match)
+    return pair
+
+
 def _view(name: str, title: str, graph: Graph, index: dict[Node, int],
           before: Graph | None = None) -> dict[str, Any]:
-    """One graph to show, as indices into the shared node table; a pass step (`before`
-    given) shows both graphs' nodes, those the pass removed and added marked."""
-    nodes = {index[n] for n in graph.nodes()}
+    """One graph to show, as indices into the shared node table. A pass step (`before`
+    given) shows what the pass removed and added, marked, among the nodes it kept; a node
+    rebuilt only because an input changed is shown once, as its new self."""
+    order = graph.nodes()
     view: dict[str, Any] = {"name": name, "title": title,
                             "outputs": [index[o] for o in graph.outputs]}
+    nodes = {index[n] for n in order}
     if before is not None:
-        old = {index[n] for n in before.nodes()}
-        view["removed"], view["added"] = sorted(old - nodes), sorted(nodes - old)
-        nodes |= old
+        old = set(before.nodes())
+        pair = _rebuilt(old, order)
+        gone = old - set(order) - set(pair.values())
+        view["removed"] = sorted(index[n] for n in gone)
+        view["added"] = sorted(index[n] for n in order if n not in old and n not in pair)
+        view["rebuilt"] = sorted(index[n] for n in pair)
+        nodes |= {index[n] for n in gone}
     view["nodes"] = sorted(nodes)
     return view
 

@@ -36,7 +36,8 @@
   el("span", {text: views[0].nodes.length + " nodes" + (data.backend ? ", backend " + data.backend : "")}, bar);
   const viewSelect = el("select", {id: "view", title: "which graph to show"}, bar);
   views.forEach(function (v, k) {
-    const extra = v.removed ? " (\u2212" + v.removed.length + " +" + v.added.length + ")" : "";
+    const extra = v.removed ? " (\u2212" + v.removed.length + " +" + v.added.length +
+      (v.rebuilt.length ? ", " + v.rebuilt.length + " rebuilt" : "") + ")" : "";
     el("option", {value: String(k), text: (k > 0 && v.removed ? "step " + k + ": " : "") + v.title + extra}, viewSelect);
   });
   const btnPrev = el("button", {text: "\u25c0 step", title: "the previous pass"}, bar);
@@ -86,15 +87,18 @@
     const v = views[k];
     inView = new Uint8Array(nodes.length);
     for (const i of v.nodes) inView[i] = 1;
-    mark = new Int8Array(nodes.length);  // -1 removed by the pass, +1 added
+    mark = new Int8Array(nodes.length);  // -1 removed by the pass, +1 added, 2 rebuilt
     for (const i of v.removed || []) mark[i] = -1;
     for (const i of v.added || []) mark[i] = 1;
+    for (const i of v.rebuilt || []) mark[i] = 2;
+    for (const r of reportPane.querySelectorAll("tr.step"))
+      r.classList.toggle("on", r.getAttribute("data-step") === String(k));
     outputs = new Set(v.outputs);
     scopeTotal = scopes.map(function () { return 0; });
     scopeMarks = scopes.map(function () { return [0, 0]; });
     for (const i of v.nodes) {
       scopeTotal[nodes[i].scope]++;
-      if (mark[i]) scopeMarks[nodes[i].scope][mark[i] < 0 ? 0 : 1]++;
+      if (mark[i] === -1 || mark[i] === 1) scopeMarks[nodes[i].scope][mark[i] < 0 ? 0 : 1]++;
     }
     for (let s = scopes.length - 1; s > 0; s--) {
       const p = scopes[s].parent;
@@ -105,11 +109,18 @@
     document.body.setAttribute("data-view", v.name);
     btnPrev.disabled = !(k > 0 && views[k - 1].removed);
     btnNext.disabled = !(k + 1 < views.length && views[k + 1].removed);
-    legend.textContent = v.removed ? "red: removed by the pass \u00b7 green: added" : "";
+    legend.textContent = v.removed ? "red: removed by the pass \u00b7 green: added" +
+      (v.rebuilt.length ? " \u00b7 blue: rebuilt over a changed input" : "") : "";
     legend.hidden = !v.removed;
   }
-  // Open single-child chains from the top so a one-model graph does not start as one box.
+  // A small graph starts open; a large one opens single-child chains from the top, so a
+  // one-model graph does not start as one box.
+  const OPEN_BELOW = 200;
   function openChain() {
+    if (views[view].nodes.length <= OPEN_BELOW) {
+      for (let c = 1; c < scopes.length; c++) expanded.add(c);
+      return;
+    }
     let s = 0;
     for (;;) {
       const kids = scopeKids[s].filter(function (c) { return scopeTotal[c] > 0; });
@@ -249,27 +260,27 @@
     }
     const litItems = new Set();
     for (const i of lit) if (itemOf[i] >= 0) litItems.add(itemOf[i]);
-    const text = s * W >= 80;  // labels only where they can be read
     let drawn = 0;
-    ctx.font = "11px ui-monospace, monospace";
-    ctx.textBaseline = "alphabetic";
+    const labels = [];
     for (let k = 0; k < items.length; k++) {
       const it = items[k];
       if (!visible(it)) continue;
       drawn++;
-      let fill, stroke = "#555", width = 1, l1, l2;
+      let fill, stroke = "#555", width = 1, l1, l2, short;
       if (it.node >= 0) {
         const n = nodes[it.node];
         fill = kindFill[n.kind] || "#fff";
         if (mark[it.node] < 0) { fill = "#fecaca"; stroke = "#b91c1c"; width = 2; }
-        else if (mark[it.node] > 0) { fill = "#bbf7d0"; stroke = "#15803d"; width = 2; }
+        else if (mark[it.node] === 1) { fill = "#bbf7d0"; stroke = "#15803d"; width = 2; }
+        else if (mark[it.node] === 2) { stroke = "#2563eb"; width = 2; }
         if (outputs.has(it.node)) width = 2.5;
-        l1 = n.name + " " + n.op; l2 = n.type;
+        l1 = n.name + " " + n.op; l2 = n.type; short = n.op;
       } else {
         const m = scopeMarks[it.scope];
         fill = m[0] || m[1] ? "#fde68a" : "#e0e7ff"; stroke = "#4338ca";
         l1 = "\u25b8 " + scopeLabel(it.scope);
         l2 = scopeTotal[it.scope] + " nodes" + (m[0] || m[1] ? "  \u2212" + m[0] + " +" + m[1] : "");
+        short = l1;
       }
       if (k === selItem) { stroke = "#dc2626"; width = 3; }
       if (litItems.has(k)) { stroke = "#f59e0b"; width = 4; }
@@ -277,10 +288,29 @@
       ctx.fillRect(it.x, it.y, W, H);
       ctx.strokeStyle = stroke; ctx.lineWidth = width / Math.max(s, 0.5);
       ctx.strokeRect(it.x, it.y, W, H);
-      if (text) {
-        ctx.fillStyle = "#222";
-        ctx.fillText(clip(l1, 24), it.x + 6, it.y + 16);
-        ctx.fillText(clip(l2, 24), it.x + 6, it.y + 31);
+      labels.push([it, l1, l2, short]);
+    }
+    // Labels in screen pixels: two lines where a box is tall enough, else the op alone in
+    // a smaller font, none where even that cannot be read.
+    const boxH = H * s, boxW = W * s;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = "#222";
+    ctx.textBaseline = "middle";
+    if (boxH >= 28 && boxW >= 90) {
+      const size = Math.min(11 * s, 14);
+      ctx.font = size.toFixed(1) + "px ui-monospace, monospace";
+      const chars = Math.floor((boxW - 8) / (size * 0.62));
+      for (const [it, l1, l2] of labels) {
+        const sx = (it.x - cam.x) * s + 4, sy = (it.y - cam.y) * s;
+        ctx.fillText(clip(l1, chars), sx, sy + boxH * 0.32);
+        ctx.fillText(clip(l2, chars), sx, sy + boxH * 0.72);
+      }
+    } else if (boxH >= 9 && boxW >= 30) {
+      const size = Math.min(boxH - 2, 10);
+      ctx.font = size.toFixed(1) + "px ui-monospace, monospace";
+      const chars = Math.floor((boxW - 4) / (size * 0.62));
+      for (const [it, , , short] of labels) {
+        ctx.fillText(clip(short, chars), (it.x - cam.x) * s + 2, (it.y - cam.y) * s + boxH / 2);
       }
     }
     canvas.setAttribute("data-drawn", String(drawn));
@@ -350,7 +380,8 @@
             "dtype:  " + n.dtype, "line:   " + (n.source || "-"),
             "origin: " + (n.origin || "-"), "scope:  " + scopeLabel(n.scope),
             "kernel: " + (ks ? ks.map(function (k) { return "k" + k; }).join(", ") : "-")]
-      .concat(mark[i] ? [mark[i] < 0 ? "removed by this pass" : "added by this pass"] : [])
+      .concat(mark[i] ? [{"-1": "removed by this pass", "1": "added by this pass",
+                          "2": "rebuilt by this pass over a changed input"}[mark[i]]] : [])
       .join("\n");
   }
   canvas.addEventListener("mousemove", function (ev) {
@@ -448,7 +479,7 @@
   function gotoView(k) {
     if (k < 0 || k >= views.length) return;
     setView(k);
-    for (let i = 0; i < nodes.length; i++) if (mark[i]) open(i);  // show what changed
+    for (let i = 0; i < nodes.length; i++) if (mark[i] === -1 || mark[i] === 1) open(i);  // show what changed
     draw(); renderScopes(); fit();
   }
   viewSelect.onchange = function () { gotoView(Number(viewSelect.value)); };
@@ -505,7 +536,7 @@
     for (const k of kernels) {
       const kbox = el("div", {class: "kernel", "data-kernel": k.index}, kernelPane);
       kbox.onclick = function (ev) { if (ev.target.tagName !== "A") selectKernel(k.index); };
-      el("span", {text: k.nodes.length + " nodes "}, kbox);
+      el("span", {text: k.nodes.length + (k.nodes.length === 1 ? " node " : " nodes ")}, kbox);
       if (k.function) {
         const a = el("a", {class: "link", text: "code: " + k.function + " \u2192"}, kbox);
         a.onclick = function () { jump(fnEls.get(k.function), "Code"); };
