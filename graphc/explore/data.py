@@ -15,10 +15,19 @@ _DEFINE = re.compile(r'^define\b[^@\n]*@"?([\w.$]+)"?\s*\(', re.MULTILINE)
 _KERNEL_NAME = re.compile(r"^k(\d+)_")
 
 
-def _kind(node: Node) -> str:
-    if node.op in ("placeholder", "parameter", "constant"):
-        return node.op
-    return "grad" if node.origin else "op"
+def _kinds(order: Sequence[Node]) -> dict[Node, str]:
+    """Leaves by their op; "grad" for a node a chain-rule rule built and for what is computed
+    from one (a parameter update), so the backward pass folds apart from the forward one;
+    "op" for the rest. `order`: inputs first."""
+    kinds: dict[Node, str] = {}
+    for n in order:
+        if n.op in ("placeholder", "parameter", "constant"):
+            kinds[n] = n.op
+        elif n.origin or any(kinds[i] == "grad" for i in n.inputs):
+            kinds[n] = "grad"
+        else:
+            kinds[n] = "op"
+    return kinds
 
 
 def _rebuilt(old: set[Node], new: list[Node]) -> dict[Node, Node]:
@@ -85,6 +94,7 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
     names = node_names(order)
     index = {n: i for i, n in enumerate(order)}
     scopes = node_scopes(order)
+    kinds = _kinds(order)
     tree = scope_tree(set(scopes.values()))
     scope_id = {s: i for i, s in enumerate(tree)}
     nodes = [{
@@ -96,7 +106,7 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
         "dtype": str(n.dtype),
         "source": str(n.source) if n.source else None,
         "origin": n.origin,
-        "kind": _kind(n),
+        "kind": kinds[n],
         "scope": scope_id[scopes[n]],
         "inputs": [index[i] for i in n.inputs],
     } for n in order]

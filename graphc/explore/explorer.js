@@ -76,7 +76,7 @@
   }
 
   // ---- the current view: which nodes, which are marked, which scopes are open
-  let view = 0, inView = null, mark = null, outputs = null, scopeTotal = null, scopeMarks = null;
+  let view = 0, inView = null, mark = null, outputs = null, scopeTotal = null;
   const expanded = new Set([0]);
   let selected = -1, selectedKernel = -1, lit = new Set();
   const scopeKids = scopes.map(function () { return []; });
@@ -95,15 +95,12 @@
       r.classList.toggle("on", r.getAttribute("data-step") === String(k));
     outputs = new Set(v.outputs);
     scopeTotal = scopes.map(function () { return 0; });
-    scopeMarks = scopes.map(function () { return [0, 0]; });
     for (const i of v.nodes) {
       scopeTotal[nodes[i].scope]++;
-      if (mark[i] === -1 || mark[i] === 1) scopeMarks[nodes[i].scope][mark[i] < 0 ? 0 : 1]++;
     }
     for (let s = scopes.length - 1; s > 0; s--) {
       const p = scopes[s].parent;
       scopeTotal[p] += scopeTotal[s];
-      scopeMarks[p][0] += scopeMarks[s][0]; scopeMarks[p][1] += scopeMarks[s][1];
     }
     viewSelect.value = String(k);
     document.body.setAttribute("data-view", v.name);
@@ -149,19 +146,26 @@
     itemOf = new Int32Array(nodes.length).fill(-1);
     const index = new Map();
     items = [];
+    // A closed scope is two boxes, its forward nodes and its gradient nodes, so the
+    // backward pass flows back up through the modules instead of tying them in cycles.
     for (const i of views[view].nodes) {
-      const r = rep[nodes[i].scope];
-      const key = r === null ? i : -1 - r;
+      const r = rep[nodes[i].scope], grad = nodes[i].kind === "grad";
+      const key = r === null ? i : -1 - 2 * r - (grad ? 1 : 0);
       let k = index.get(key);
       if (k === undefined) {
         k = items.length; index.set(key, k);
-        items.push({k: k, node: r === null ? i : -1, scope: r === null ? -1 : r,
+        items.push({k: k, node: r === null ? i : -1, scope: r === null ? -1 : r, grad: grad,
+                    count: 0, removed: 0, added: 0,
                     preds: [], succs: [], layer: 0, pos: 0, x: 0, y: 0, bary: 0});
       }
+      const it = items[k];
+      it.count++;
+      if (mark[i] === -1) it.removed++; else if (mark[i] === 1) it.added++;
       itemOf[i] = k;
     }
     const seen = new Set();
     edges = [];
+    const out = items.map(function () { return []; }), indeg = new Int32Array(items.length);
     for (const i of views[view].nodes) {
       const b = itemOf[i];
       for (const inp of nodes[i].inputs) {
@@ -169,15 +173,29 @@
         if (a === b || a < 0) continue;
         const key = a * items.length + b;
         if (seen.has(key)) continue;
-        seen.add(key); edges.push([a, b]);
-        if (a < b) { items[b].preds.push(a); items[a].succs.push(b); }
+        seen.add(key); edges.push([a, b]); out[a].push(b); indeg[b]++;
       }
     }
-    // Items are numbered by their first node, inputs first: a < b for every forward edge.
+    // Longest-path layers in topological order of the boxes (Kahn); folding can tie boxes
+    // in a cycle, which is broken at the box that comes first in the graph's order.
+    const done = new Uint8Array(items.length), ready = [];
+    for (let k = 0; k < items.length; k++) if (!indeg[k]) ready.push(k);
+    let next = 0, head = 0;
     layers = [];
-    for (const it of items) {
-      for (const p of it.preds) it.layer = Math.max(it.layer, items[p].layer + 1);
+    for (let n = 0; n < items.length; n++) {
+      let k;
+      if (head < ready.length) k = ready[head++];
+      else { while (done[next]) next++; k = next; }
+      if (done[k]) { n--; continue; }
+      done[k] = 1;
+      const it = items[k];
       (layers[it.layer] = layers[it.layer] || []).push(it);
+      for (const b of out[k]) {
+        if (done[b]) continue;
+        items[b].layer = Math.max(items[b].layer, it.layer + 1);
+        items[b].preds.push(k); it.succs.push(b);
+        if (--indeg[b] === 0) ready.push(b);
+      }
     }
     layers.forEach(function (L) { L.forEach(function (it, k) { it.pos = k; }); });
     function sweep(L, key) {
@@ -276,10 +294,12 @@
         if (outputs.has(it.node)) width = 2.5;
         l1 = n.name + " " + n.op; l2 = n.type; short = n.op;
       } else {
-        const m = scopeMarks[it.scope];
-        fill = m[0] || m[1] ? "#fde68a" : "#e0e7ff"; stroke = "#4338ca";
-        l1 = "\u25b8 " + scopeLabel(it.scope);
-        l2 = scopeTotal[it.scope] + " nodes" + (m[0] || m[1] ? "  \u2212" + m[0] + " +" + m[1] : "");
+        const changed = it.removed || it.added;
+        fill = changed ? "#fde68a" : it.grad ? "#fdf0c2" : "#e0e7ff";
+        stroke = it.grad ? "#b8860b" : "#4338ca";
+        l1 = (it.grad ? "\u25b8 \u2207 " : "\u25b8 ") + scopeLabel(it.scope);
+        l2 = it.count + (it.grad ? " gradient nodes" : " nodes") +
+          (changed ? "  \u2212" + it.removed + " +" + it.added : "");
         short = l1;
       }
       if (k === selItem) { stroke = "#dc2626"; width = 3; }
@@ -390,7 +410,9 @@
     if (k < 0) { tip.style.display = "none"; return; }
     const it = items[k];
     tip.textContent = it.node >= 0 ? nodeTip(it.node) :
-      scopeLabel(it.scope) + "\n" + scopeTotal[it.scope] + " nodes: click to expand";
+      (it.grad ? "\u2207 " : "") + scopeLabel(it.scope) + "\n" + it.count +
+      (it.grad ? " gradient nodes" : " nodes") + " (" + scopeTotal[it.scope] +
+      " in the scope): click to expand";
     tip.style.left = (ev.clientX - box.left + 14) + "px"; tip.style.top = (ev.clientY - box.top + 14) + "px";
     tip.style.display = "block";
   });

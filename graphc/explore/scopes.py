@@ -6,35 +6,14 @@ from typing import Sequence
 from graphc.node import Node
 
 
-def leaf_scope(name: str) -> str:
-    """'block1.conv.W' -> 'block1.conv'; an undotted name lives at the top ('')."""
-    return name.rpartition(".")[0]
-
-
-def common_scope(scopes: Sequence[str]) -> str:
-    """The deepest scope that contains all of `scopes` (their common dotted prefix)."""
-    parts = [s.split(".") if s else [] for s in scopes]
-    common: list[str] = []
-    for level in zip(*parts):
-        if any(p != level[0] for p in level):
-            break
-        common.append(level[0])
-    return ".".join(common)
-
-
 def node_scopes(order: Sequence[Node]) -> dict[Node, str]:
-    """Each node's scope, `order` being inputs first. Named leaves take the prefix of their
-    name; a computed node joins the scope its parameter inputs share (it belongs to the layer
-    whose weights it uses), else the scope its computed inputs share. Constants join their
+    """Each node's scope, `order` being inputs first: gc.render's rule (a node joins the
+    module whose named leaves enter the data flow at it; a gradient node the module whose
+    forward values its rule reads), as a dotted name, '' at the top. Constants join their
     user's scope, so they never pull a node to the top."""
-    scopes: dict[Node, str] = {}
-    for node in order:
-        if node.op in ("parameter", "placeholder"):
-            scopes[node] = leaf_scope(str(node.attrs.get("name") or ""))
-            continue
-        params = [scopes[i] for i in node.inputs if i.op == "parameter"]
-        others = [scopes[i] for i in node.inputs if i.op != "constant"]
-        scopes[node] = common_scope(params or others) if (params or others) else ""
+    from graphc.render import scopes as module_scopes
+    found = module_scopes(list(order))
+    scopes = {n: ".".join(s) if s else "" for n, s in found.items()}
     users: dict[Node, str] = {}
     for node in order:
         for i in node.inputs:
