@@ -132,3 +132,39 @@ def test_the_page_links_kernels_to_nodes_of_the_graph_they_were_made_from(backen
         assert "[5, 4]" in views[kernels["view"]]["title"]
     else:
         assert kernels["view"] == 0
+
+
+def _chain(steps: int):
+    x = gc.placeholder((4,), dtype="float64", name="x")
+    w = gc.parameter(np.full(4, 0.5), name="w")
+    h = x
+    for k in range(steps):
+        h = gc.tanh(h * w) if k % 2 else gc.sin(h + w)
+    loss = gc.sum(h)
+    return [loss, gc.grad(loss, w)]
+
+
+def test_a_large_graph_without_scopes_folds_into_parts_in_order():
+    from graphc.explore.scopes import PART
+    data = explorer_data(_chain(200))["graph"]
+    n = len(data["nodes"])
+    assert n > 2 * PART
+    scopes = [s["name"] for s in data["scopes"]]
+    assert scopes[0] == "" and len(scopes) == 1 + -(-n // PART)
+    seen = [data["nodes"][i]["scope"] for i in range(n)]
+    assert seen == sorted(seen)  # parts follow the graph's order, each PART nodes
+    assert all(seen.count(s) == PART for s in set(seen) if s != seen[-1])
+    assert scopes[1].startswith("%x\u2026")  # named by its first and last node
+    small = explorer_data(_chain(20))["graph"]
+    assert [s["name"] for s in small["scopes"]] == [""]
+
+
+def test_named_scopes_are_kept_in_a_large_graph():
+    x = gc.placeholder((4,), dtype="float64", name="x")
+    h = x
+    for k in range(200):
+        w = gc.parameter(np.full(4, 0.5), name=f"layer{k}.w")
+        h = gc.tanh(h * w)
+    data = explorer_data(h)["graph"]
+    scopes = [s["name"] for s in data["scopes"]]
+    assert scopes[:3] == ["", "layer0", "layer1"] and len(scopes) == 201

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from graphc.graph import Graph
 from graphc.node import Node, attrs_key, toposort
 from graphc.printing import _as_graph, _describe, node_names
-from graphc.explore.scopes import node_scopes, scope_tree
+from graphc.explore.scopes import node_scopes, parts, scope_tree
 
 # Generated kernel functions are named k<index>_<kind> (backends/llvm/codegen.py).
 _DEFINE = re.compile(r'^define\b[^@\n]*@"?([\w.$]+)"?\s*\(', re.MULTILINE)
@@ -93,9 +93,9 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
               if n not in known]
     names = node_names(order)
     index = {n: i for i, n in enumerate(order)}
-    scopes = node_scopes(order)
+    scopes = parts(order, node_scopes(order), names)
     kinds = _kinds(order)
-    tree = scope_tree(set(scopes.values()))
+    tree = scope_tree(scopes[n] for n in order)
     scope_id = {s: i for i, s in enumerate(tree)}
     nodes = [{
         "name": "%" + names[n],

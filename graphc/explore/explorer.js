@@ -581,9 +581,11 @@
   draw();
   fit();
   show(data.report ? "Passes" : "Scopes");
-  // #view=NAME, #kernel=K, #node=I: open the page at a view, a kernel or a node (links, tests)
+  // #view=NAME, #kernel=K, #node=I: open the page at a view, a kernel or a node (links,
+  // tests); #expand: with every scope open
   for (const part of location.hash.slice(1).split("&")) {
     const [key, value] = part.split("=");
+    if (key === "expand") { for (let s = 0; s < scopes.length; s++) expanded.add(s); draw(); renderScopes(); fit(); }
     if (key === "view") gotoView(views.findIndex(function (v) { return v.name === value; }));
     if (key === "kernel" && kernels[Number(value)]) { show("Kernels"); selectKernel(Number(value)); }
     if (key === "node" && Number(value) >= 0 && Number(value) < nodes.length) {
