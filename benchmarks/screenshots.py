@@ -1,6 +1,7 @@
 """Writes PNG pictures of graphs: a 2-layer MLP's derivative graph and a folded ResNet step
 (gc.render), and the explorer page (gc.explore) of the MLP's training step, of one of its
-kernels, of one optimization pass and of the ResNet step, shot in headless Chromium.
+kernels, of one node, of one optimization pass and of the ResNet step, shot in headless
+Chromium.
 
     python benchmarks/screenshots.py [OUT_DIR]
     (needs Graphviz and Chromium: apt-get install graphviz chromium)
@@ -66,19 +67,24 @@ def browser_shot(page: Path, png: str, fragment: str = "") -> str:
 
 
 def explorer_shots(out_dir: str) -> list[str]:
-    """The MLP step's page as it opens, with its first GEMM kernel selected and at its first
-    optimization pass; the ResNet step's page, folded by module."""
+    """The MLP step's page as it opens, with its first GEMM kernel selected, with the
+    gradient of layer1.W selected and at its first optimization pass; the ResNet step's
+    page, folded by module."""
     from graphc.explore.data import explorer_data
     f = mlp_step()
     data = explorer_data(f)
     gemm = next(k["index"] for k in data["kernels"]["items"] if k["kind"] == "gemm")
     step = next((v["name"] for v in data["graph"]["views"] if "removed" in v), None)
+    table = data["graph"]["nodes"]
+    dw1 = next(i for i, n in enumerate(table) if n["name"].endswith("/dlayer1.W"))
     shots = []
     with tempfile.TemporaryDirectory() as tmp:
         page = gc.explore(f, Path(tmp) / "mlp.html", title="2-layer MLP, SGD step")
         shots.append(browser_shot(page, os.path.join(out_dir, "explorer_mlp.png")))
         shots.append(browser_shot(page, os.path.join(out_dir, "explorer_kernel.png"),
                                   f"#kernel={gemm}"))
+        shots.append(browser_shot(page, os.path.join(out_dir, "explorer_node.png"),
+                                  f"#node={dw1}"))
         if step is not None:
             shots.append(browser_shot(page, os.path.join(out_dir, "explorer_pass.png"),
                                       f"#view={step}"))

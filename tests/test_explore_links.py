@@ -127,9 +127,22 @@ def test_the_page_links_kernels_to_nodes_of_the_graph_they_were_made_from(backen
         assert set(item["nodes"]) <= shown
         assert [table[i]["op"] for i in item["nodes"]] == [n.op for n in made]
         assert [table[i]["type"] for i in item["nodes"]] == [str(n.type) for n in made]
+    if backend == "llvm":  # a parameter update is computed from a gradient: it folds with it
+        values = [table[v] for _, v in data["graph"]["updates"]]
+        assert len(values) == 2
+        assert all(v["kind"] == "grad" and v["origin"] is None for v in values)
     if backend == "llvm":  # sizes given at the call: the kernels' graph is its own view
         assert views[kernels["view"]]["name"] == "kernels"
         assert "[5, 4]" in views[kernels["view"]]["title"]
+        # each node of the optimized graph with the node made of it for the call's sizes
+        twins = dict(data["graph"]["twins"])
+        final = set(views[0]["nodes"])
+        assert set(twins) <= final and set(twins.values()) <= shown
+        assert all(table[a]["op"] == table[b]["op"] for a, b in twins.items())
+        assert all(table[b]["shape"][0] == 5 for a, b in twins.items()
+                   if table[a]["shape"][:1] == [None])
+        for op in ("matmul", "tanh", "sum"):
+            assert all(i in twins for i in final if table[i]["op"] == op)
     else:
         assert kernels["view"] == 0
 

@@ -163,6 +163,25 @@ def split_functions(source: str) -> dict[str, str]:
     return out
 
 
+def twins(graph: Graph, shapes: Sequence[tuple], scheduled: Graph) -> dict[Node, Node]:
+    """Each node of `graph` with the node of `scheduled` (made from it for `shapes`, then
+    optimized again) that stands for it, where one does: specialising rebuilds the graph
+    node for node, and the second optimization is matched like a pass step."""
+    from graphc.specialize import specialize_graph
+    spec = specialize_graph(graph, shapes)
+    old, new = graph.nodes(), spec.nodes()
+    if len(old) != len(new) or any(a.op != b.op for a, b in zip(old, new)):
+        return {}  # specialising merged nodes: no node-for-node match
+    kept = set(scheduled.nodes())
+    stands = {was: now for now, was in _rebuilt(set(new), scheduled.nodes()).items()}
+    out = {}
+    for a, b in zip(old, new):
+        t = b if b in kept else stands.get(b)
+        if t is not None:
+            out[a] = t
+    return out
+
+
 def kernel_schedule(f: Any) -> Any:
     """The kernel plan for the shapes `f` ran with (see call_shapes), or None."""
     shapes = call_shapes(f)
@@ -209,6 +228,9 @@ def explorer_data(target: Any, title: str | None = None) -> dict[str, Any]:
                                      "nodes)", schedule.graph))
         graph = graph_data(final, pass_steps(target.program.raw_graph, target.report), extra)
         index = graph.pop("index")
+        graph["twins"] = [] if not extra else [
+            [index[a], index[b]] for a, b in twins(final, call_shapes(target) or (),
+                                                   schedule.graph).items()]
         return {
             "title": title or repr(target),
             "backend": target.backend,

@@ -74,6 +74,13 @@
     if (!kernelsOf.has(i)) kernelsOf.set(i, []);
     kernelsOf.get(i).push(k.index);
   }
+  // A node of the optimized graph and the node the kernels' (specialised) graph made of
+  // it: either one names the kernel, and a kernel lights up both.
+  const twinOf = new Map();
+  for (const [a, b] of G.twins || []) {
+    twinOf.set(a, b); twinOf.set(b, a);
+    if (kernelsOf.has(b)) kernelsOf.set(a, kernelsOf.get(b));
+  }
 
   // ---- the current view: which nodes, which are marked, which scopes are open
   let view = 0, inView = null, mark = null, outputs = null, scopeTotal = null;
@@ -466,17 +473,20 @@
   }
   function selectKernel(k) {
     const kern = kernels[k];
-    if (kern.nodes.length && data.kernels.view !== null && !kern.nodes.every(function (i) { return inView[i]; }))
-      setView(data.kernels.view);
+    // in the view shown if it holds the kernel's nodes (or their twins), else the kernels'
+    const here = kern.nodes.map(function (i) { return inView[i] ? i : twinOf.has(i) && inView[twinOf.get(i)] ? twinOf.get(i) : -1; });
+    let shown = kern.nodes;
+    if (kern.nodes.length && here.every(function (i) { return i >= 0; })) shown = here;
+    else if (kern.nodes.length && data.kernels.view !== null) setView(data.kernels.view);
     selected = -1; selectedKernel = k;
-    lit = new Set(kern.nodes);
-    document.body.setAttribute("data-lit", kern.nodes.join(","));
+    lit = new Set(shown);
+    document.body.setAttribute("data-lit", shown.join(","));
     for (const e of kernelPane.querySelectorAll(".kernel.hit")) e.classList.remove("hit");
     const box = kernelEls.get(k);
     if (box) { box.classList.add("hit"); }
     draw(); renderScopes();
-    if (kern.nodes.length && itemOf[kern.nodes[kern.nodes.length - 1]] >= 0)
-      centre(itemOf[kern.nodes[kern.nodes.length - 1]]);
+    if (shown.length && itemOf[shown[shown.length - 1]] >= 0)
+      centre(itemOf[shown[shown.length - 1]]);
   }
 
   // ---- side panes
