@@ -166,9 +166,13 @@ def _browse(page: Path | str, *extra: str) -> str:
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--no-first-run",
+             "--enable-logging=stderr", "--v=0",  # console messages as CONSOLE lines
              f"--user-data-dir={profile}", *extra, url],
             capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    console = [ln for ln in done.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == [], console  # the page logs nothing: no errors, no warnings
     return done.stdout
 
 
