@@ -179,5 +179,33 @@ def test_named_scopes_are_kept_in_a_large_graph():
         w = gc.parameter(np.full(4, 0.5), name=f"layer{k}.w")
         h = gc.tanh(h * w)
     data = explorer_data(h)["graph"]
-    scopes = [s["name"] for s in data["scopes"]]
-    assert scopes[:3] == ["", "layer0", "layer1"] and len(scopes) == 201
+    layers = [s for s in data["scopes"] if s["name"].startswith("layer") and not s.get("repeat")]
+    assert [s["name"] for s in layers] == [f"layer{k}" for k in range(200)]
+    # built alike, they are one repeated block, which opens into the layers
+    (group,) = [s for s in data["scopes"] if s.get("repeat")]
+    assert group["name"] == "layer0 \u2026 layer199 \u00d7200" and group["parent"] == 0
+    k = data["scopes"].index(group)
+    assert all(s["parent"] == k for s in layers)
+
+
+def test_only_runs_of_sibling_scopes_built_alike_are_grouped():
+    x = gc.placeholder((4,), dtype="float64", name="x")
+    h = x
+    for k in range(3):
+        w = gc.parameter(np.full(4, 0.5), name=f"enc.block{k}.w")
+        h = gc.tanh(h * w)
+    w = gc.parameter(np.full(4, 0.5), name="enc.block3.w")  # built otherwise
+    h = gc.sin(h + w)
+    for k in range(2):  # alike, but only two
+        w = gc.parameter(np.full(4, 0.5), name=f"dec.block{k}.w")
+        h = gc.exp(h * w)
+    scopes = explorer_data(gc.sum(h))["graph"]["scopes"]
+    names = [s["name"] for s in scopes]
+    groups = [s["name"] for s in scopes if s.get("repeat")]
+    assert groups == ["enc.block0 \u2026 block2 \u00d73"]
+    g = names.index(groups[0])
+    assert [names[i] for i, s in enumerate(scopes) if s["parent"] == g] == \
+        ["enc.block0", "enc.block1", "enc.block2"]
+    assert scopes[names.index("enc.block3")]["parent"] == names.index("enc")
+    assert scopes[names.index("dec.block1")]["parent"] == names.index("dec")
+    assert all(scopes[i]["parent"] < i for i in range(1, len(scopes)))  # parents first

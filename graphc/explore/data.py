@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from graphc.graph import Graph
 from graphc.node import Node, attrs_key, toposort
 from graphc.printing import _as_graph, _describe, node_names
+from graphc.explore.repeats import group_repeats
 from graphc.explore.scopes import node_scopes, parts, scope_tree
 
 # Generated kernel functions are named k<index>_<kind> (backends/llvm/codegen.py).
@@ -95,8 +96,8 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
     index = {n: i for i, n in enumerate(order)}
     scopes = parts(order, node_scopes(order), names)
     kinds = _kinds(order)
-    tree = scope_tree(scopes[n] for n in order)
-    scope_id = {s: i for i, s in enumerate(tree)}
+    records = group_repeats(scope_tree(scopes[n] for n in order), scopes)
+    scope_id = {r["name"]: i for i, r in enumerate(records)}
     nodes = [{
         "name": "%" + names[n],
         "op": n.op,
@@ -115,8 +116,7 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
     views += [_view(name, title, g, index) for name, title, g in extra]
     return {
         "nodes": nodes,
-        "scopes": [{"name": s, "parent": scope_id[s.rpartition(".")[0]] if s else None}
-                   for s in tree],
+        "scopes": records,
         "outputs": [index[o] for o in graph.outputs],
         "updates": [[index[p], index[v]] for p, v in graph.updates if p in index],
         "views": views,
