@@ -94,9 +94,12 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
               if n not in known]
     names = node_names(order)
     index = {n: i for i, n in enumerate(order)}
-    scopes = parts(order, node_scopes(order), names)
+    named = node_scopes(order)
+    scopes = parts(order, named, names)
     kinds = _kinds(order)
-    records = group_repeats(scope_tree(scopes[n] for n in order), scopes)
+    # parts of an unnamed graph are alike by construction: not a repeated block
+    records = group_repeats(scope_tree(scopes[n] for n in order), scopes,
+                            3 if scopes is named else None)
     scope_id = {r["name"]: i for i, r in enumerate(records)}
     nodes = [{
         "name": "%" + names[n],

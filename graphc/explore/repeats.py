@@ -12,13 +12,13 @@ def _signature(members: list[Node]) -> frozenset:
     return frozenset(Counter((n.op, str(n.type), bool(n.origin)) for n in members).items())
 
 
-def group_repeats(tree: Sequence[str], scopes: dict[Node, str], least: int = 3
+def group_repeats(tree: Sequence[str], scopes: dict[Node, str], least: int | None = 3
                   ) -> list[dict[str, Any]]:
     """The scope records ({name, parent}, parents before children) for `tree` (from
     scope_tree), with a parent scope added over each run of at least `least` consecutive
     siblings of the same signature (their nodes, descendants' included, the same multiset of
     op, type and kind): a model's repeated layers fold into one box and open into the
-    layers."""
+    layers. least=None adds none."""
     members: dict[str, list[Node]] = {s: [] for s in tree}
     for node, scope in scopes.items():
         parts = scope.split(".") if scope else []
@@ -30,7 +30,7 @@ def group_repeats(tree: Sequence[str], scopes: dict[Node, str], least: int = 3
         kids.setdefault(parent[s], []).append(s)
     group_of: dict[str, str] = {}  # first member -> the group's name
     new_parent: dict[str, str] = {}
-    for siblings in kids.values():
+    for siblings in kids.values() if least is not None else ():
         run: list[str] = []
         run_sig: frozenset | None = None
         for s in siblings + [""]:  # "" ends the last run (the root is nobody's sibling)
@@ -38,7 +38,7 @@ def group_repeats(tree: Sequence[str], scopes: dict[Node, str], least: int = 3
             if run and s and sig == run_sig:
                 run.append(s)
                 continue
-            if len(run) >= least:
+            if least is not None and len(run) >= least:
                 name = f"{run[0]} \u2026 {run[-1].rpartition('.')[2]} \u00d7{len(run)}"
                 group_of[run[0]] = name
                 new_parent.update((m, name) for m in run)
