@@ -6,8 +6,9 @@ import re
 from typing import Any, Sequence
 
 from graphc.graph import Graph
-from graphc.node import Node, attrs_key, toposort
+from graphc.node import Node, toposort
 from graphc.printing import _as_graph, _describe, node_names
+from graphc.explore.matching import pass_steps, rebuilt, twins
 from graphc.explore.repeats import group_repeats
 from graphc.explore.scopes import node_scopes, parts, scope_tree
 
@@ -31,34 +32,6 @@ def _kinds(order: Sequence[Node]) -> dict[Node, str]:
     return kinds
 
 
-def _rebuilt(old: set[Node], new: list[Node]) -> dict[Node, Node]:
-    """New nodes that stand for an old one (the same op, attributes and type, each input
-    the same, rebuilt, or in place of a removed one), each with its old node: a rewrite of
-    one node rebuilds everything downstream, and a step should show the one change."""
-    gone = old - set(new)
-    exact = {(n.op, attrs_key(n.attrs), n.type, n.inputs): n for n in gone}
-    loose: dict[tuple, list[Node]] = {}  # old nodes over a removed input
-    for n in gone:
-        if any(i in gone for i in n.inputs):
-            loose.setdefault((n.op, attrs_key(n.attrs), n.type, len(n.inputs)), []).append(n)
-    pair: dict[Node, Node] = {}
-    used: set[Node] = set()
-    for n in new:  # inputs first, so an input's pair is known before its users look
-        if n in old:
-            continue
-        key = attrs_key(n.attrs)
-        inputs = tuple(pair.get(i, i) for i in n.inputs)
-        match = exact.get((n.op, key, n.type, inputs))
-        if match is None or match in used:
-            match = next((c for c in loose.get((n.op, key, n.type, len(inputs)), ())
-                          if c not in used and all(a is b or b in gone
-                                                   for a, b in zip(inputs, c.inputs))), None)
-        if match is not None:
-            pair[n] = match
-            used.add(match)
-    return pair
-
-
 def _view(name: str, title: str, graph: Graph, index: dict[Node, int],
           before: Graph | None = None) -> dict[str, Any]:
     """One graph to show, as indices into the shared node table. A pass step (`before`
@@ -70,7 +43,7 @@ def _view(name: str, title: str, graph: Graph, index: dict[Node, int],
     nodes = {index[n] for n in order}
     if before is not None:
         old = set(before.nodes())
-        pair = _rebuilt(old, order)
+        pair = rebuilt(old, order)
         gone = old - set(order) - set(pair.values())
         view["removed"] = sorted(index[n] for n in gone)
         view["added"] = sorted(index[n] for n in order if n not in old and n not in pair)
@@ -127,16 +100,6 @@ def graph_data(graph: Graph, steps: Sequence[tuple[str, Graph, Graph]] = (),
     }
 
 
-def pass_steps(raw: Graph, report: Any) -> list[tuple[str, Graph, Graph]]:
-    """(pass name, graph before, graph after) for each pass that changed the graph."""
-    steps, before = [], raw
-    for p in report.passes:
-        if p.graph is not None:
-            steps.append((p.name, before, p.graph))
-            before = p.graph
-    return steps
-
-
 def report_data(report: Any) -> dict[str, Any]:
     return {"text": str(report), "passes": [{
         "name": p.name, "before": p.nodes_before, "after": p.nodes_after,
@@ -163,25 +126,6 @@ def split_functions(source: str) -> dict[str, str]:
     for m in _DEFINE.finditer(source):
         end = source.find("\n}", m.end())
         out.setdefault(m.group(1), source[m.start():len(source) if end < 0 else end + 2])
-    return out
-
-
-def twins(graph: Graph, shapes: Sequence[tuple], scheduled: Graph) -> dict[Node, Node]:
-    """Each node of `graph` with the node of `scheduled` (made from it for `shapes`, then
-    optimized again) that stands for it, where one does: specialising rebuilds the graph
-    node for node, and the second optimization is matched like a pass step."""
-    from graphc.specialize import specialize_graph
-    spec = specialize_graph(graph, shapes)
-    old, new = graph.nodes(), spec.nodes()
-    if len(old) != len(new) or any(a.op != b.op for a, b in zip(old, new)):
-        return {}  # specialising merged nodes: no node-for-node match
-    kept = set(scheduled.nodes())
-    stands = {was: now for now, was in _rebuilt(set(new), scheduled.nodes()).items()}
-    out = {}
-    for a, b in zip(old, new):
-        t = b if b in kept else stands.get(b)
-        if t is not None:
-            out[a] = t
     return out
 
 
