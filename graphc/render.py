@@ -120,9 +120,13 @@ def _fold_plan(order: list[Node], threshold: int | None
         return {}
     full = scopes(order)
     depth = max((len(s) for s in full.values() if s), default=0)
+    grads: set[Node] = set()  # built by a rule, or computed from such (a parameter update)
+    for n in order:
+        if n.origin is not None or any(i in grads for i in n.inputs):
+            grads.add(n)
     plan: dict[Node, tuple[tuple[str, ...], bool]] = {}
     for level in range(depth, 0, -1):
-        plan = {n: (s[:level], n.origin is not None) for n, s in full.items() if s}
+        plan = {n: (s[:level], n in grads) for n, s in full.items() if s}
         loose = sum(1 for n in order if n not in plan and n.op != "constant")
         if len(set(plan.values())) + loose <= threshold:
             break
@@ -204,9 +208,13 @@ def _graph_lines(graph: Graph, prefix: str, provenance: bool, threshold: int | N
             edges.add((src, dst))
             lines.append(f"{indent}{src} -> {dst};")
     for param, value in graph.updates:
+        # between folded boxes an update only restates that a module's gradient box
+        # updates its weights, across the whole picture: drawn between nodes only
         src, dst = ident(value), ident(param)
-        if src is not None and dst is not None and src != dst:
-            lines.append(f'{indent}{src} -> {dst} [style=dashed, label="update"];')
+        if src is not None and dst is not None and src != dst and not (
+                value in plan and param in plan):
+            lines.append(f'{indent}{src} -> {dst} [style=dashed, label="update", '
+                         'constraint=false];')
     return lines, bool(plan)
 
 

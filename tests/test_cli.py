@@ -136,6 +136,14 @@ def test_bad_options_are_one_line_exit_2(capsys, model):
         assert out == ""
 
 
+def test_an_output_in_a_missing_folder_is_one_line_exit_2(capsys, model, tmp_path):
+    for fmt in ("text", "svg", "html"):
+        out = tmp_path / "missing" / f"g.{'txt' if fmt == 'text' else fmt}"
+        code, _, err = run_main(capsys, "show", f"{model}:y", "--format", fmt, "-o", str(out))
+        assert_one_line_error(code, err, 2, "-o", "does not exist")
+        assert not out.parent.exists()
+
+
 def test_debug_shows_the_traceback(capsys, model):
     code, _, err = run_main(capsys, "show", f"{model}:broken", "--debug")
     assert code == 1 and "Traceback" in err and "no model today" in err

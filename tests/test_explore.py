@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.explore.scopes import common_scope, leaf_scope, node_scopes
+from graphc.explore.scopes import node_scopes
 from graphc.node import toposort
 
 EVIL = "</script><img src=x onerror=alert(1)>"
@@ -49,13 +49,14 @@ def test_page_is_self_contained_and_holds_graph_kernels_and_code(tmp_path, backe
     assert set(re.findall(r"https?://[^\s\"'<>)]+", text)) <= {SVG_NS}
     assert not re.search(r"<(link|img|iframe)\b|<script[^>]*\bsrc=|@import|url\(", text)
     data = _data(text)
-    nodes = f.graph.nodes()
-    assert [n["op"] for n in data["graph"]["nodes"]] == [n.op for n in nodes]
-    assert [n["type"] for n in data["graph"]["nodes"]] == [str(n.type) for n in nodes]
-    assert data["graph"]["nodes"][0]["dtype"] == dtype
+    nodes = f.graph.nodes()  # first in the table, shown by the first view
+    table = data["graph"]["nodes"][:len(nodes)]
+    assert data["graph"]["views"][0]["nodes"] == list(range(len(nodes)))
+    assert [n["op"] for n in table] == [n.op for n in nodes]
+    assert [n["type"] for n in table] == [str(n.type) for n in nodes]
+    assert table[0]["dtype"] == dtype
     index = {n: i for i, n in enumerate(nodes)}
-    assert [n["inputs"] for n in data["graph"]["nodes"]] == \
-        [[index[i] for i in n.inputs] for n in nodes]
+    assert [n["inputs"] for n in table] == [[index[i] for i in n.inputs] for n in nodes]
     assert data["graph"]["outputs"] == [index[o] for o in f.graph.outputs]
     assert any(n["origin"] for n in data["graph"]["nodes"])  # gradient nodes say their rule
     assert all(n["source"] and "test_explore.py" in n["source"]
@@ -91,9 +92,6 @@ def test_scopes_come_from_parameter_names():
 
 
 def test_scope_rules():
-    assert leaf_scope("block1.conv.W") == "block1.conv" and leaf_scope("W") == ""
-    assert common_scope(["a.b.c", "a.b", "a.b.d"]) == "a.b"
-    assert common_scope(["a.b", "c"]) == "" and common_scope(["ab.c", "a.c"]) == ""
     x = gc.placeholder((2, 3), name="x")
     W = gc.parameter(np.ones((3, 3), np.float32), name="enc.l1.W")
     V = gc.parameter(np.ones((3, 3), np.float32), name="enc.l2.W")
@@ -105,7 +103,12 @@ def test_scope_rules():
     assert ops["matmul"] == ["enc.l1", "enc.l2"]  # the layer whose weights it uses
     assert ops["relu"] == ["enc.l1"]
     assert ops["constant"] == ["enc.l2"]  # beside its user
-    assert ops["add"] == [""]  # mixes the top-level x with enc.l2
+    assert ops["add"] == ["enc.l2"]  # the top-level x enters no module: enc.l2 enters here
+    g = gc.grad(gc.sum(y), W)
+    order = toposort([g.node])
+    scopes = node_scopes(order)
+    grads = {scopes[n] for n in order if n.origin and n.op != "constant"}
+    assert {"enc.l1", "enc.l2"} <= grads  # the backward pass sits with the layers
 
 
 def test_user_names_are_escaped_in_the_embedded_json(tmp_path):
@@ -157,13 +160,19 @@ def _chromium() -> str:
     return exe
 
 
-def _browse(page: Path, *extra: str) -> str:
+def _browse(page: Path | str, *extra: str) -> str:
+    """Chromium's output for a page (a file, or a file URL with a #fragment)."""
+    url = page if isinstance(page, str) else page.resolve().as_uri()
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
-             f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
+             "--disable-background-networking", "--no-first-run",
+             "--enable-logging=stderr", "--v=0",  # console messages as CONSOLE lines
+             f"--user-data-dir={profile}", *extra, url],
             capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    console = [ln for ln in done.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == [], console  # the page logs nothing: no errors, no warnings
     return done.stdout
 
 
@@ -181,12 +190,56 @@ def test_page_renders_nodes_without_script_errors(tmp_path):
     _rendered(dom)
     assert "<img" not in dom  # the name stayed text
     assert "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in dom  # shown in the scopes
-    assert re.search(r'<g [^>]*data-node="\d+"', dom)  # nodes drawn
-    for text in ("%x placeholder", "block2", "k0 gemm", "define", "canonicalize"):
+    drawn = re.search(r'<canvas id="graph-canvas"[^>]*data-drawn="(\d+)"', dom)
+    assert drawn is not None and int(drawn.group(1)) > 0  # boxes on the canvas
+    for text in ("block2", "k0 gemm", "define", "canonicalize"):
         assert text in dom
     shot = tmp_path / "f.png"
     _browse(page, f"--screenshot={shot}", "--window-size=1400,900")
     assert shot.stat().st_size > 10_000
+
+
+def _attr(dom: str, name: str) -> str:
+    m = re.search(rf'<body[^>]*\b{name}="([^"]*)"', dom)
+    assert m is not None, f"no {name} on the body"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_kernels_nodes_and_pass_steps_link_in_the_page(tmp_path):
+    f = _model("llvm")
+    page = gc.explore(f, tmp_path / "f.html")
+    data = _data(page.read_text(encoding="utf-8"))
+    gemm = next(k for k in data["kernels"]["items"] if k["kind"] == "gemm")
+    url = page.resolve().as_uri()
+    # a kernel lights up the nodes it computes: those of the optimized graph shown, made
+    # for the call's sizes (twins), else in the view of the kernels' own graph
+    twin = dict(data["graph"]["twins"])
+    back = {b: a for a, b in twin.items()}
+    dom = _open(url + f"#kernel={gemm['index']}")
+    if all(i in back for i in gemm["nodes"]):
+        assert _attr(dom, "data-view") == "graph"
+        assert _attr(dom, "data-lit") == ",".join(str(back[i]) for i in gemm["nodes"])
+    else:
+        view = data["graph"]["views"][data["kernels"]["view"]]
+        assert _attr(dom, "data-view") == view["name"]
+        assert _attr(dom, "data-lit") == ",".join(map(str, gemm["nodes"]))
+    # a node names its kernel, in either graph
+    matmul = next(i for i in gemm["nodes"] if data["graph"]["nodes"][i]["op"] == "matmul")
+    for node in (matmul, back[matmul]):
+        dom = _open(url + f"#node={node}")
+        assert str(gemm["index"]) in _attr(dom, "data-node-kernels").split(",")
+    # a pass as a step: the view with what it removed and added
+    page = gc.explore(_model("numpy"), tmp_path / "g.html")
+    step = next(v for v in _data(page.read_text())["graph"]["views"] if "removed" in v)
+    dom = _open(page.resolve().as_uri() + f"#view={step['name']}")
+    assert _attr(dom, "data-view") == step["name"]
+
+
+def _open(url: str) -> str:
+    dom = _browse(url, "--dump-dom")
+    _rendered(dom)
+    return dom
 
 
 def _big_graph(blocks: int, per_block: int):
@@ -199,16 +252,34 @@ def _big_graph(blocks: int, per_block: int):
     return gc.sum(h)
 
 
+def _flat_gradient(nodes: int):
+    """A loss and its gradient through a chain of elementwise ops, no scope names."""
+    x = gc.placeholder((8,), dtype="float64", name="x")
+    w = gc.parameter(np.full(8, 0.5), name="w")
+    h = x
+    for k in range(nodes * 2 // 13):
+        h = gc.tanh(h * w) if k % 2 else gc.sin(h + w)
+    loss = gc.sum(h)
+    return [loss, gc.grad(loss, w)]
+
+
 @pytest.mark.slow
-def test_a_10000_node_graph_opens(tmp_path, capsys):
-    y = _big_graph(100, 100)
-    n = len(toposort([y.node]))
+@pytest.mark.parametrize("kind", ["scoped", "flat"])
+def test_a_10000_node_graph_opens(tmp_path, capsys, kind):
+    graph = _big_graph(100, 100) if kind == "scoped" else _flat_gradient(10_000)
+    roots = [graph.node] if kind == "scoped" else [t.node for t in graph]
+    n = len(toposort(roots))
     assert n >= 10_000
-    page = gc.explore(y, tmp_path / "big.html")
+    page = gc.explore(graph, tmp_path / "big.html")
     dom = _browse(page, "--dump-dom")
     _rendered(dom)
+    items = int(re.search(r'data-items="(\d+)"', dom).group(1))
+    assert 0 < items < 100  # folded: by scope, or into parts of a flat graph
     total = float(re.search(r'data-total-ms="([\d.]+)"', dom).group(1))
-    layout = float(re.search(r'data-layout-ms="([\d.]+)"', dom).group(1))
+    expanded = _browse(page.resolve().as_uri() + "#expand", "--dump-dom")
+    _rendered(expanded)
+    assert int(re.search(r'data-items="(\d+)"', expanded).group(1)) == n
+    every = float(re.search(r'data-total-ms="([\d.]+)"', expanded).group(1))
     with capsys.disabled():
-        print(f"\n{n} nodes: page ready {total:.0f} ms after navigation start, "
-              f"layout and drawing {layout:.0f} ms")
+        print(f"\n{kind} graph of {n} nodes: drawn {total:.0f} ms after navigation start "
+              f"({items} boxes), every node drawn {every:.0f} ms")

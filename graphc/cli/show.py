@@ -48,6 +48,8 @@ def _page(target: Any, out: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> str | None:
+    if args.output is not None and not Path(args.output).resolve().parent.is_dir():
+        raise CLIError(f"-o: the folder of {args.output!r} does not exist", USAGE)
     target = load_target(args.target)
     if args.format in ("svg", "png"):
         return _picture(target, args.format, args.output)

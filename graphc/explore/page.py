@@ -67,11 +67,12 @@ def explorer_html(target: Any, title: str | None = None) -> str:
 
 def explore(f: Any, path: str | PathLike[str], title: str | None = None) -> Path:
     """Writes one self-contained HTML page (no network, no server) to explore `f`, a
-    compiled gc.function: its graph (folded by parameter scopes, expand on click, shape,
-    dtype, source line and provenance on hover), the optimizer's report, the kernels for the
-    shapes it was called with (else its static shapes) and the generated code, each kernel
-    linked to its function. A Graph, tensor or list of tensors shows the graph alone.
-    Returns the path written."""
+    compiled gc.function: its graph (folded by module scope, forward and gradient apart,
+    expand on click; shape, dtype, source line and provenance on hover), each optimization
+    pass that changed it as a before/after step, the kernels for the shapes it was called
+    with (else its static shapes) and the generated code, each kernel linked to its function
+    and to the nodes it computes. A Graph, tensor or list of tensors shows the graph alone.
+    The page opens at #view=NAME, #kernel=K, #node=I or #expand. Returns the path written."""
     if not isinstance(path, (str, PathLike)):
         raise TypeError(f"explore: path: expected a file name, got {type(path).__name__}")
     out = Path(path)

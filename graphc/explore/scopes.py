@@ -1,40 +1,19 @@
 """Scopes for folding a graph: dotted parameter names give them, other nodes inherit."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from graphc.node import Node
 
 
-def leaf_scope(name: str) -> str:
-    """'block1.conv.W' -> 'block1.conv'; an undotted name lives at the top ('')."""
-    return name.rpartition(".")[0]
-
-
-def common_scope(scopes: Sequence[str]) -> str:
-    """The deepest scope that contains all of `scopes` (their common dotted prefix)."""
-    parts = [s.split(".") if s else [] for s in scopes]
-    common: list[str] = []
-    for level in zip(*parts):
-        if any(p != level[0] for p in level):
-            break
-        common.append(level[0])
-    return ".".join(common)
-
-
 def node_scopes(order: Sequence[Node]) -> dict[Node, str]:
-    """Each node's scope, `order` being inputs first. Named leaves take the prefix of their
-    name; a computed node joins the scope its parameter inputs share (it belongs to the layer
-    whose weights it uses), else the scope its computed inputs share. Constants join their
+    """Each node's scope, `order` being inputs first: gc.render's rule (a node joins the
+    module whose named leaves enter the data flow at it; a gradient node the module whose
+    forward values its rule reads), as a dotted name, '' at the top. Constants join their
     user's scope, so they never pull a node to the top."""
-    scopes: dict[Node, str] = {}
-    for node in order:
-        if node.op in ("parameter", "placeholder"):
-            scopes[node] = leaf_scope(str(node.attrs.get("name") or ""))
-            continue
-        params = [scopes[i] for i in node.inputs if i.op == "parameter"]
-        others = [scopes[i] for i in node.inputs if i.op != "constant"]
-        scopes[node] = common_scope(params or others) if (params or others) else ""
+    from graphc.render import scopes as module_scopes
+    found = module_scopes(list(order))
+    scopes = {n: ".".join(s) if s else "" for n, s in found.items()}
     users: dict[Node, str] = {}
     for node in order:
         for i in node.inputs:
@@ -44,11 +23,30 @@ def node_scopes(order: Sequence[Node]) -> dict[Node, str]:
     return scopes
 
 
-def scope_tree(names: set[str]) -> list[str]:
-    """Every scope with all its ancestors, parents before children ('' first)."""
-    full = {""}
-    for name in names:
+PART = 500  # nodes per part of a large graph that names no scopes
+
+
+def parts(order: Sequence[Node], scopes: dict[Node, str], names: dict[Node, str]
+          ) -> dict[Node, str]:
+    """`scopes`, unless no node has one and the graph is large: then parts of PART nodes in
+    `order` (inputs first, so a chain's parts follow it), each named by its first and last
+    node, fold the graph, so that the page lays out tens of boxes instead of every node."""
+    if len(order) <= 2 * PART or any(scopes.values()):
+        return scopes
+    out: dict[Node, str] = {}
+    for start in range(0, len(order), PART):
+        chunk = order[start:start + PART]
+        name = f"%{names[chunk[0]]}…%{names[chunk[-1]]}".replace(".", "_")
+        out.update((n, name) for n in chunk)
+    return out
+
+
+def scope_tree(names: Iterable[str]) -> list[str]:
+    """Every scope with all its ancestors, parents before children ('' first), siblings in
+    the order `names` first reaches them (the graph's order: a model's blocks in turn)."""
+    first: dict[str, int] = {}
+    for k, name in enumerate(names):
         parts = name.split(".") if name else []
-        for k in range(1, len(parts) + 1):
-            full.add(".".join(parts[:k]))
-    return sorted(full, key=lambda s: (s.count(".") + (1 if s else 0), s))
+        for j in range(len(parts) + 1):
+            first.setdefault(".".join(parts[:j]), k)
+    return sorted(first, key=lambda s: (s.count(".") + (1 if s else 0), first[s]))

@@ -62,9 +62,13 @@ def run_pipeline(graph: Graph, names: list[str]) -> tuple[Graph, PassReport]:
     count = len(graph.nodes())
     for name in names:
         t0 = time.perf_counter()
+        before = graph
         graph, fired = PASSES[name](graph)
+        seconds = time.perf_counter() - t0
         after = len(graph.nodes())
-        report.passes.append(PassStats(name, count, after, fired, time.perf_counter() - t0))
+        changed = graph.roots != before.roots or graph.inputs != before.inputs
+        report.passes.append(PassStats(name, count, after, fired, seconds,
+                                       graph if changed else None))
         count = after
     return graph, report
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -12,6 +13,9 @@ class PassStats:
     nodes_after: int
     fired: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    # the graph after this pass, kept when the pass changed it (else None): graphs share
+    # their interned nodes, so this holds only what the pass made or the later ones removed
+    graph: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass

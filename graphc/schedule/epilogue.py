@@ -65,13 +65,16 @@ def _folded(gemm: ir.Gemm, update: ir.Kernel, readers: dict[int, int]) -> ir.Gem
                    alpha=gemm.alpha * alpha, accumulate=True)
 
 
-def fold_updates(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Kernel]:
-    """GEMMs followed by the update their (temporary) result is for, folded."""
+def fold_updates(kernels: list[ir.Kernel], temps: set[int],
+                 nodes: list[frozenset] | None = None) -> list[ir.Kernel]:
+    """GEMMs followed by the update their (temporary) result is for, folded. `nodes`, if
+    given, is what each kernel computes: updated in place to stay parallel to the result."""
     readers: dict[int, int] = {}
     for k in kernels:
         for bid in k.reads():
             readers[bid] = readers.get(bid, 0) + 1
     out: list[ir.Kernel] = []
+    sets: list[frozenset] = []
     i = 0
     while i < len(kernels):
         k = kernels[i]
@@ -79,5 +82,10 @@ def fold_updates(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Kernel]:
         if isinstance(k, ir.Gemm) and i + 1 < len(kernels) and k.out.buffer in temps:
             folded = _folded(k, kernels[i + 1], readers)
         out.append(folded or k)
-        i += 2 if folded else 1
+        step = 2 if folded else 1
+        if nodes is not None:
+            sets.append(frozenset().union(*nodes[i:i + step]))
+        i += step
+    if nodes is not None:
+        nodes[:] = sets
     return out

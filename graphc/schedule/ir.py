@@ -551,6 +551,9 @@ class Schedule:
     plan: Any = None  # memory.MemoryPlan
     report: Any = None  # the PassReport of the specialised graph
     graph: Any = None  # the specialised, optimized graph it was made from
+    # per kernel, the nodes of `graph` whose values it computes (fused ones included), in
+    # graph order: what a viewer links a kernel to
+    kernel_nodes: tuple[tuple[Any, ...], ...] = ()
 
     def listing(self) -> str:
         from graphc.schedule.printing import schedule_listing

@@ -5,6 +5,7 @@ reshape) cost nothing, they only change the strides of later accesses; everythin
 a template kernel (gemm, gather, scatter_add)."""
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass
 from typing import Union
@@ -52,6 +53,7 @@ class Lazy:
     dtype: np.dtype
     fused: tuple[str, ...] = ()
     depth: int = 0  # longest chain of ops in expr
+    nodes: frozenset = frozenset()  # the graph nodes whose values expr computes
 
 
 
@@ -77,6 +79,7 @@ class Lowering:
         self.graph = graph
         self.policy = policy
         self.order = graph.nodes()
+        self.position = {n: i for i, n in enumerate(self.order)}
         self.users = consumers(self.order)
         self.values: dict[Node, Value] = {}
         self.buffers: dict[int, Buffer] = {}
@@ -85,6 +88,7 @@ class Lowering:
         self.consts: dict[int, np.ndarray] = {}
         self.param_buffers: dict[object, int] = {}
         self.creator: dict[int, Node | _Keep] = {}
+        self.made: dict[int, frozenset] = {}  # id of a kernel -> the graph nodes it computes
 
     # -- buffers ------------------------------------------------------------------------
     def new_buffer(self, dtype: np.dtype, shape: tuple[int, ...], role: str,
@@ -113,7 +117,9 @@ class Lowering:
         view = self.whole(bid)
         store = Store(Access(bid, view.strides, 0), self.expr_of(value, value.shape))
         fused = value.fused if isinstance(value, Lazy) else ("copy",)
-        self.kernels.append(ir.Elementwise(value.shape, (store,), fused))
+        kernel = ir.Elementwise(value.shape, (store,), fused)
+        self.made[id(kernel)] = value.nodes if isinstance(value, Lazy) else frozenset()
+        self.kernels.append(kernel)
         return view
 
     def view_of(self, node: Node) -> View:
@@ -130,7 +136,7 @@ class Lowering:
             inputs.append(bid)
         for node in self.order:
             if node not in self.values:
-                self.values[node] = self.lower(node)
+                self.values[node] = self.traced(node)
                 value = self.values[node]
                 if (isinstance(value, Lazy) and not _trivial(value.expr)
                         and len(self.users[node]) > 1):
@@ -138,9 +144,29 @@ class Lowering:
         outputs = self.store_outputs()
         self.store_updates()
         temps = {bid for bid, b in self.buffers.items() if b.role == "temp"}
-        kernels = collapse(merge_elementwise(fold_updates(self.kernels, temps)))
+        made = [self.made.get(id(k), frozenset()) for k in self.kernels]
+        kernels = collapse(merge_elementwise(fold_updates(self.kernels, temps, made), made))
         return Schedule(self.buffers, tuple(kernels), tuple(inputs), tuple(outputs),
-                        self.params, self.consts)
+                        self.params, self.consts,
+                        kernel_nodes=tuple(tuple(sorted(m, key=self.position.__getitem__))
+                                           for m in made))
+
+    def traced(self, node: Node) -> Value:
+        """node lowered, with the graph nodes each new kernel computes: a materialized value
+        its fused nodes (set by materialize), any other kernel the node itself and the
+        values it fused; a lazy value carries its nodes to the kernel that computes it."""
+        start = len(self.kernels)  # lowering one node only appends kernels
+        value = self.lower(node)
+        shape_only = set(get_op(node.op).shape_only(len(node.inputs)))
+        fused = frozenset().union(*(v.nodes for i, v in
+                                    ((i, self.values[x]) for i, x in enumerate(node.inputs))
+                                    if isinstance(v, Lazy) and i not in shape_only))
+        for k in self.kernels[start:]:
+            if id(k) not in self.made:
+                self.made[id(k)] = fused | {node}
+        if isinstance(value, Lazy):
+            value = dataclasses.replace(value, nodes=value.nodes | fused | {node})
+        return value
 
     def store_outputs(self) -> list[int]:
         outputs: list[int] = []
@@ -180,18 +206,28 @@ class Lowering:
             others_read = readers.get(target, 0) - (1 if own_reads else 0)
             (direct if safe and others_read == 0 else staged).append((target, expr, new))
         copies = []
-        for target, expr, _ in staged:
+        for target, expr, new in staged:
             tmp = self.materialize(Lazy(expr, self.buffers[target].shape,
-                                        self.buffers[target].dtype, ("update",)))
+                                        self.buffers[target].dtype, ("update",),
+                                        nodes=self.nodes_of(new)))
             copies.append((target, Load(Access(tmp.buffer, tmp.strides, 0), tmp.dtype)))
-        for target, expr, _ in direct:
+        for target, expr, new in direct:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), expr)
-            self.hoist(ir.Elementwise(shape, (store,), ("update",)))
+            kernel = ir.Elementwise(shape, (store,), ("update",))
+            self.made[id(kernel)] = self.nodes_of(new)
+            self.hoist(kernel)
         for target, load in copies:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), load)
-            self.kernels.append(ir.Elementwise(shape, (store,), ("update",)))
+            kernel = ir.Elementwise(shape, (store,), ("update",))
+            self.made[id(kernel)] = frozenset()
+            self.kernels.append(kernel)
+
+    def nodes_of(self, node: Node) -> frozenset:
+        """The nodes a kernel that reads `node`'s value computes on the way."""
+        value = self.values[node]
+        return value.nodes if isinstance(value, Lazy) else frozenset()
 
     def hoist(self, kernel: ir.Elementwise) -> None:
         """Places an in-place update right after the last kernel that needs the parameter's

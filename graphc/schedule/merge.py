@@ -50,13 +50,22 @@ def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
     return ir.Elementwise(first.shape, stores, fused)
 
 
-def merge_elementwise(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
+def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = None
+                      ) -> list[ir.Kernel]:
+    """`nodes`, if given, is what each kernel computes: it is updated in place to stay
+    parallel to the result (a merged kernel computes what both did)."""
     out: list[ir.Kernel] = []
-    for kernel in kernels:
+    sets: list[frozenset] = []
+    for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
+        mine = nodes[i] if nodes is not None else frozenset()
         if (isinstance(last, ir.Elementwise) and isinstance(kernel, ir.Elementwise)
                 and _mergeable(last, kernel)):
             out[-1] = _merged(last, kernel)
+            sets[-1] = sets[-1] | mine
         else:
             out.append(kernel)
+            sets.append(mine)
+    if nodes is not None:
+        nodes[:] = sets
     return out
