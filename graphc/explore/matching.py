@@ -53,7 +53,8 @@ def twins(graph: Graph, shapes: Sequence[tuple], scheduled: Graph) -> dict[Node,
     from graphc.specialize import specialize_graph
     spec = specialize_graph(graph, shapes)
     old, new = graph.nodes(), spec.nodes()
-    if len(old) != len(new) or any(a.op != b.op for a, b in zip(old, new)):
+    if len(old) != len(new) or any(a.op != b.op and (a.op, b.op) != ("dim_size", "constant")
+                                   for a, b in zip(old, new)):
         return {}  # specialising merged nodes: no node-for-node match
     kept = set(scheduled.nodes())
     stands = {was: now for now, was in rebuilt(set(new), scheduled.nodes()).items()}
