@@ -17,7 +17,8 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 
 def _foldable(node: Node) -> bool:
     opdef = get_op(node.op)
-    if opdef.leaf or node.op == "stop_gradient" or None in node.shape:
+    if opdef.leaf or opdef.collective or node.op == "stop_gradient" \
+            or None in node.shape:
         return False
     if not all(i.op == "constant" for i in node.inputs):
         return False
