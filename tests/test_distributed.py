@@ -15,7 +15,7 @@ import pytest
 
 import graphc as gc
 from graphc.ops import make
-from graphc.schedule import ir, schedule_graph
+from graphc.schedule import schedule_graph
 from graphc.schedule.buckets import bucket_all_reduce, plan_buckets
 from graphc.schedule.policy import SchedulePolicy
 
