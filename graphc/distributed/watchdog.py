@@ -12,8 +12,12 @@ from typing import Iterator
 # Seconds a step may wait for the other processes (compute included); GRAPHC_DIST_TIMEOUT.
 DEFAULT_TIMEOUT = 300.0
 
-_lock = threading.Condition()
-_state: dict = {"timeout": None, "deadline": None, "what": "", "thread": None, "depth": 0}
+# What a waiting block sets and clears: plain assignments, no lock and no wake-up of the
+# watcher on each step (a thread woken every step competes for the cores with the ranks,
+# which spin while they wait for each other). The watcher looks a few times per timeout.
+_state: dict = {"timeout": None, "deadline": None, "what": "", "depth": 0}
+_start = threading.Lock()
+_thread: list[threading.Thread] = []
 
 
 def get_timeout() -> float:
@@ -32,8 +36,7 @@ def set_timeout(seconds: float) -> None:
     before this one aborts the job with an error naming the wait."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ValueError(f"set_timeout: seconds must be a number > 0, got {seconds!r}")
-    with _lock:
-        _state["timeout"] = float(seconds)
+    _state["timeout"] = float(seconds)
 
 
 def _expired(what: str, timeout: float) -> None:
@@ -49,42 +52,33 @@ def _expired(what: str, timeout: float) -> None:
 
 
 def _watch() -> None:
-    with _lock:
-        while True:
-            deadline = _state["deadline"]
-            if deadline is None:
-                _lock.wait()
-                continue
-            left = deadline - time.monotonic()
-            if left > 0:
-                _lock.wait(left)
-                continue
-            what, timeout = _state["what"], get_timeout()
-            break
-    _expired(what, timeout)
+    while True:
+        timeout = get_timeout()
+        time.sleep(min(1.0, timeout / 8))
+        deadline = _state["deadline"]
+        if deadline is not None and time.monotonic() > deadline:
+            _expired(_state["what"], timeout)
 
 
 @contextlib.contextmanager
 def waiting(what: str) -> Iterator[None]:
     """Within this block, waiting longer than the timeout aborts the job (nested blocks share
-    the outermost deadline)."""
-    timeout = get_timeout()
-    with _lock:
-        if _state["thread"] is None:
-            thread = threading.Thread(target=_watch, name="graphc-dist-watchdog", daemon=True)
-            _state["thread"] = thread
-            thread.start()
-        outer = _state["depth"] == 0
-        if outer:
-            _state["deadline"] = time.monotonic() + timeout
-            _state["what"] = what
-        _state["depth"] += 1
-        _lock.notify()
+    the outermost deadline). Used from one thread at a time (a step holds its parameters'
+    locks; numpy's reductions run inside it)."""
+    if not _thread:
+        with _start:
+            if not _thread:
+                _thread.append(threading.Thread(target=_watch, name="graphc-dist-watchdog",
+                                                daemon=True))
+                _thread[0].start()
+    outer = _state["depth"] == 0
+    if outer:
+        _state["what"] = what
+        _state["deadline"] = time.monotonic() + get_timeout()
+    _state["depth"] += 1
     try:
         yield
     finally:
-        with _lock:
-            _state["depth"] -= 1
-            if outer:
-                _state["deadline"] = None
-            _lock.notify()
+        _state["depth"] -= 1
+        if outer:
+            _state["deadline"] = None
