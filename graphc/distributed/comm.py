@@ -18,6 +18,15 @@ def launched() -> bool:
     return any(v in os.environ for v in LAUNCH_VARIABLES)
 
 
+def local_size() -> int:
+    """How many processes of the job run on this machine, from the launcher (1 alone)."""
+    for name in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
 @functools.lru_cache(maxsize=1)
 def world() -> Any:
     """mpi4py's COMM_WORLD, or None for a process not launched by mpirun."""
