@@ -2,10 +2,11 @@
 of it spent communicating, for 1, 2 and 4 processes, on two MLPs (float32, llvm):
   digits  64-64-10, 4.8k parameters (19 KB of gradients): latency-bound
   wide    784-1024-1024-10, 1.9M parameters (7.5 MB of gradients): bandwidth-bound
-Per model and job size: the step with its reductions compiled in (bucketed: one call), the
-same with one reduction per gradient (no buckets), the program split into two native parts
-with an mpi4py reduction between them, the step without reductions (compute only; the
-communication share is 1 - compute / step), and the reduction alone (mpi4py, same bytes).
+Per model and job size: the step with its reductions compiled in (buckets of 1 MiB), the
+same with one reduction per gradient (no buckets) and with one bucket for all, the program
+split into two native parts with an mpi4py reduction between them, the step without
+reductions (compute only; the communication share is 1 - compute / step), and the reduction
+alone (mpi4py, the same bytes).
 Run: python benchmarks/bench_distributed.py [--ranks 1,2,4] [--batch 64] [--repeat 30]
 (it starts mpirun itself; more processes than cores share them: see docs/distributed.md)."""
 from __future__ import annotations
@@ -70,7 +71,8 @@ def measure(model: str, batch: int, repeat: int) -> dict:
             rounds.append(float(np.max(comm.allgather(median_ms(fn, repeat)))))
         return min(rounds)
 
-    for name, bucket_bytes in (("step", 1 << 20), ("step, no buckets", 1)):
+    for name, bucket_bytes in (("step", 1 << 20), ("step, no buckets", 1),
+                               ("step, one bucket", 1 << 40)):
         _with_buckets(bucket_bytes)
         x, y, params, loss = _mlp(sizes, rng)
         grads = [gc.distributed.all_reduce(g) for g in gc.grad(loss, params)]
@@ -136,7 +138,8 @@ def main() -> None:
         for model, r in results.items():
             share = 1 - r["compute only"] / r["step"]
             print(f"K={k} {model:6s} step {r['step']:8.3f}  no buckets "
-                  f"{r['step, no buckets']:8.3f}  split {r['split in two native parts']:8.3f}"
+                  f"{r['step, no buckets']:8.3f}  one bucket {r['step, one bucket']:8.3f}  "
+                  f"split {r['split in two native parts']:8.3f}"
                   f"  compute {r['compute only']:8.3f}  all_reduce alone "
                   f"{r['all_reduce alone']:8.3f}  comm share {share:6.1%}  "
                   f"({r['gradient bytes'] / 1e6:.2f} MB)", flush=True)

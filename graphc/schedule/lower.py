@@ -332,6 +332,19 @@ class Lowering:
                  and len(self.users[x]) == 1)
         if isinstance(v, View) and reuse:
             bid = v.buffer
+        elif x.op == "concatenate" and x.ndim == 1 and len(self.users[x]) == 1:
+            # a bucket (graphc.schedule.buckets): each part copied into its range by a
+            # kernel of its own, a plain contiguous loop (read through the concatenation's
+            # guards, every element would test every part's range)
+            bid = self.new_buffer(node.dtype, shape, "temp")
+            start = 0
+            for part in x.inputs:
+                n = _dims(part)[0]
+                pv = self.values[part]
+                store = Store(Access(bid, (1,), start), self.expr_of(pv, (n,)))
+                self.kernels.append(ir.Elementwise((n,), (store,), (
+                    pv.fused if isinstance(pv, Lazy) else ("copy",)) + ("bucket",)))
+                start += n
         else:
             bid = self.new_buffer(node.dtype, shape, "temp")
             self.kernels.append(ir.Elementwise(shape, (Store(Access(
