@@ -60,16 +60,7 @@ def measure(model: str, batch: int, repeat: int) -> dict:
     data_x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
     data_y = rng.integers(0, sizes[-1], batch)
     lr = 0.01
-    out: dict = {}
-
-    def timed(fn) -> float:
-        """The slowest rank's median step, the best of 3 rounds: other processes on a
-        shared machine stall a spinning rank, and one stalled rank stalls them all."""
-        rounds = []
-        for _ in range(3):
-            comm.Barrier()
-            rounds.append(float(np.max(comm.allgather(median_ms(fn, repeat)))))
-        return min(rounds)
+    variants: dict = {}
 
     for name, bucket_bytes in (("step", 1 << 20), ("step, no buckets", 1),
                                ("step, one bucket", 1 << 40)):
@@ -78,14 +69,14 @@ def measure(model: str, batch: int, repeat: int) -> dict:
         grads = [gc.distributed.all_reduce(g) for g in gc.grad(loss, params)]
         step = gc.function([x, y], gc.distributed.all_reduce(loss), backend="llvm",
                            updates={p: p - lr * g for p, g in zip(params, grads)})
-        out[name] = timed(lambda step=step: step(data_x, data_y))
+        variants[name] = lambda step=step: step(data_x, data_y)
     _with_buckets(1 << 20)
 
     x, y, params, loss = _mlp(sizes, rng)
     grads = gc.grad(loss, params)
     local = gc.function([x, y], loss, backend="llvm",
                         updates={p: p - lr * g for p, g in zip(params, grads)})
-    out["compute only"] = timed(lambda: local(data_x, data_y))
+    variants["compute only"] = lambda: local(data_x, data_y)
 
     # split: native part 1 (loss, gradients), mpi4py all-reduce of one flat buffer, part 2
     part1 = gc.function([x, y], [loss] + list(grads), backend="llvm")
@@ -103,10 +94,20 @@ def measure(model: str, batch: int, repeat: int) -> dict:
         flat[...] /= k
         part2(*[piece.reshape(p.shape) for piece, p in zip(np.split(flat[1:], cuts[1:] - 1),
                                                            params)])
-    out["split in two native parts"] = timed(split)
-    out["all_reduce alone"] = timed(lambda: comm.Allreduce(MPI.IN_PLACE, flat))
-    out["gradient bytes"] = 4 * n
-    return out
+    variants["split in two native parts"] = split
+    variants["all_reduce alone"] = lambda: comm.Allreduce(MPI.IN_PLACE, flat)
+
+    # Rounds of every variant in turn, each the slowest rank's median; the best round per
+    # variant: other processes on a shared machine stall a spinning rank, and one stalled
+    # rank stalls them all, so what runs in one round must meet the same load.
+    best: dict = {}
+    for _ in range(3):
+        for name, fn in variants.items():
+            comm.Barrier()
+            ms = float(np.max(comm.allgather(median_ms(fn, repeat))))
+            best[name] = min(best.get(name, ms), ms)
+    best["gradient bytes"] = 4 * n
+    return best
 
 
 def worker(args) -> None:
@@ -128,7 +129,7 @@ def main() -> None:
     mpirun = Path(sys.executable).parent / "mpirun"
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     print(f"{os.cpu_count()} cores; per-process batch {args.batch}; medians of "
-          f"{args.repeat} steps (ms, slowest rank, best of 3 rounds)")
+          f"{args.repeat} steps (ms, slowest rank, best of 3 interleaved rounds)")
     for k in (int(r) for r in args.ranks.split(",")):
         cmd = [str(mpirun if mpirun.exists() else "mpirun"), "-n", str(k), "--oversubscribe",
                sys.executable, __file__, "--worker", "--batch", str(args.batch),

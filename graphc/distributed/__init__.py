@@ -9,6 +9,7 @@ import numpy as np
 from graphc.distributed.comm import rank, size, world
 from graphc.distributed.guard import DistributedError
 from graphc.distributed.watchdog import get_timeout, set_timeout
+from graphc.function import Function
 from graphc.frontends.distributed import all_reduce
 
 
@@ -16,8 +17,8 @@ def _storages(params: Any) -> list:
     """The parameter storages of a Module, a compiled Function, a dict or a list of them."""
     if hasattr(params, "named_parameters"):  # a gc.nn Module
         params = [p for _, p in params.named_parameters()]
-    elif hasattr(params, "_storages"):  # a gc.function
-        return list(params._storages)
+    elif isinstance(params, Function):  # every parameter it holds
+        return list({p.attrs["storage"] for p in params.raw_graph.parameters()})
     elif isinstance(params, dict):
         params = list(params.values())
     if not isinstance(params, Iterable):
