@@ -89,7 +89,7 @@ def test_one_process_gradient_agrees_with_finite_differences():
     assert result.ok and max(result.max_rel_error) < 1e-6
 
 
-def _mlp_step(ranks: int, bucket_bytes: int = 1 << 20):
+def _mlp_step(ranks: int):
     x = gc.placeholder((5, 4), "float64", name="x")
     W1 = gc.parameter(np.ones((4, 8)), name="W1")
     b1 = gc.parameter(np.zeros(8), name="b1")
