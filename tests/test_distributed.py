@@ -229,3 +229,14 @@ def test_example_gives_one_process_accuracy_on_two():
         assert len(final) == 1, done.stdout  # printed by rank 0 only
         runs.append(final[0])
     assert runs[0] == runs[1]
+
+
+def test_processes_of_a_job_share_the_cores(monkeypatch):
+    from graphc.backends.llvm.threads import num_threads
+    monkeypatch.delenv("GRAPHC_NUM_THREADS", raising=False)
+    alone = num_threads()
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    bound = len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
+    assert num_threads() == (alone if bound else max(1, alone // 2))
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
+    assert num_threads() == 3
