@@ -8,6 +8,7 @@ split into two native parts with an mpi4py reduction between them, the step with
 reductions (compute only; the communication share is 1 - compute / step), and the reduction
 alone (mpi4py, the same bytes).
 Run: python benchmarks/bench_distributed.py [--ranks 1,2,4] [--batch 64] [--repeat 30]
+     [--alternate] [--models digits,wide]
 (it starts mpirun itself; more processes than cores share them: see docs/distributed.md)."""
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +56,7 @@ def _with_buckets(bucket_bytes: int) -> None:
     backend.policy = dataclasses.replace(type(backend).policy, bucket_bytes=bucket_bytes)
 
 
-def measure(model: str, batch: int, repeat: int) -> dict:
+def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
     from mpi4py import MPI
     comm, k = MPI.COMM_WORLD, gc.distributed.size()
     rng = np.random.default_rng(0)
@@ -99,21 +102,35 @@ def measure(model: str, batch: int, repeat: int) -> dict:
     variants["split in two native parts"] = split
     variants["all_reduce alone"] = lambda: comm.Allreduce(MPI.IN_PLACE, flat)
 
-    # Rounds of every variant in turn, each the slowest rank's median; the best round per
-    # variant: other processes on a shared machine stall a spinning rank, and one stalled
-    # rank stalls them all, so what runs in one round must meet the same load.
     best: dict = {}
-    for _ in range(3):
-        for name, fn in variants.items():
-            comm.Barrier()
-            ms = float(np.max(comm.allgather(median_ms(fn, repeat))))
-            best[name] = min(best.get(name, ms), ms)
+    if alternate:  # one step of each variant in turn: every variant meets the same load
+        times: dict = {name: [] for name in variants}
+        for fn in variants.values():
+            median_ms(fn, 1)  # (its warm-up steps)
+        for _ in range(repeat):
+            for name, fn in variants.items():
+                comm.Barrier()
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        for name, t in times.items():
+            best[name] = float(np.max(comm.allgather(statistics.median(t) * 1e3)))
+    else:
+        # Rounds of every variant in turn, each the slowest rank's median; the best round
+        # per variant: other processes on a shared machine stall a spinning rank, and one
+        # stalled rank stalls them all, so what runs in one round meets the same load.
+        for _ in range(3):
+            for name, fn in variants.items():
+                comm.Barrier()
+                ms = float(np.max(comm.allgather(median_ms(fn, repeat))))
+                best[name] = min(best.get(name, ms), ms)
     best["gradient bytes"] = 4 * n
     return best
 
 
 def worker(args) -> None:
-    results = {m: measure(m, args.batch, args.repeat) for m in args.models.split(",")}
+    results = {m: measure(m, args.batch, args.repeat, args.alternate)
+               for m in args.models.split(",")}
     if gc.distributed.rank() == 0:
         print(json.dumps(results), flush=True)
 
@@ -124,18 +141,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="rows per process and step")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--alternate", action="store_true",
+                        help="one step of each variant in turn (medians), not rounds")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     mpirun = Path(sys.executable).parent / "mpirun"
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    how = "alternating steps" if args.alternate else "best of 3 interleaved rounds"
     print(f"{os.cpu_count()} cores; per-process batch {args.batch}; medians of "
-          f"{args.repeat} steps (ms, slowest rank, best of 3 interleaved rounds)")
+          f"{args.repeat} steps (ms, slowest rank, {how})")
     for k in (int(r) for r in args.ranks.split(",")):
         cmd = [str(mpirun if mpirun.exists() else "mpirun"), "-n", str(k), "--oversubscribe",
                sys.executable, __file__, "--worker", "--batch", str(args.batch),
                "--repeat", str(args.repeat), "--models", args.models]
+        cmd += ["--alternate"] if args.alternate else []
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         results = json.loads(done.stdout.strip().splitlines()[-1])
         for model, r in results.items():
