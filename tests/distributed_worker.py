@@ -56,6 +56,27 @@ def main() -> None:
         if r == 0:
             with open(out, "w") as f:
                 json.dump(results, f)
+    elif scenario == "fit":  # shards, prints and checkpoints
+        import graphc.train.checkpoint as checkpoint
+        original = checkpoint.save
+
+        def save(*args, **kwargs):
+            print(f"rank {r} saves a checkpoint", flush=True)
+            return original(*args, **kwargs)
+        checkpoint.save = save
+        W = gc.parameter(np.zeros((4, 1)), name="W")
+        x = gc.placeholder((None, 4), "float64", name="x")
+        t = gc.placeholder((None, 1), "float64", name="t")
+        local = gc.nn.mse(x @ W, t)
+        step = gc.function([x, t], gc.distributed.all_reduce(local), backend="numpy",
+                           updates=gc.optim.SGD(0.1).updates(local, [W]))
+        data = np.random.default_rng(3)
+        xs = data.normal(size=(32, 4))
+        batch = int(sys.argv[3])
+        history = gc.train.fit(step, (xs, xs @ np.arange(4.0)[:, None]), 2, batch,
+                               progress=False,
+                               callbacks=[gc.train.checkpoint_every(out, [W])])
+        print(f"rank {r} losses {history.loss}", flush=True)
     elif scenario in ("killed", "stuck"):
         gc.distributed.set_timeout(float(os.environ.get("WORKER_TIMEOUT", "5")))
         x = gc.placeholder((3,), "float64", name="x")

@@ -240,3 +240,20 @@ def test_processes_of_a_job_share_the_cores(monkeypatch):
     assert num_threads() == (alone if bound else max(1, alone // 2))
     monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
     assert num_threads() == 3
+
+
+@pytest.mark.slow
+def test_fit_shards_by_rank_and_rank_0_alone_prints_and_checkpoints(tmp_path):
+    # batch_size 4 per process: two processes draw the batches of 8 that one process draws
+    two = _job(2, "fit", str(tmp_path / "ckpt-{epoch}.npz"), "4", timeout=120)
+    one = _job(0, "fit", str(tmp_path / "alone-{epoch}.npz"), "8", timeout=120)
+    for run in (one, two):
+        assert run.returncode == 0, run.stdout + run.stderr
+    out = two.stdout
+    assert out.count("epoch 1/2") == 1 and out.count("epoch 2/2") == 1
+    assert out.count("rank 0 saves a checkpoint") == 2 and "rank 1 saves" not in out
+    assert (tmp_path / "ckpt-2.npz").exists()
+    losses = dict(line.split(" losses ") for line in out.splitlines() if " losses " in line)
+    assert losses["rank 0"] == losses["rank 1"]
+    alone = one.stdout.split("rank 0 losses ")[1].strip()
+    np.testing.assert_allclose(json.loads(losses["rank 0"]), json.loads(alone), rtol=1e-12)
