@@ -43,6 +43,9 @@ from graphc.frontends.vmap import vmap  # noqa: E402
 # Inspection (issue #17, the command line and the math view): gc.to_latex
 from graphc.latex import to_latex  # noqa: E402
 
+# Distribution (issue #19): gc.distributed (rank, size, all_reduce, broadcast_parameters)
+from graphc import distributed  # noqa: E402
+
 # The public names (what `from graphc import *` gives).
 __all__ = [
     "bool_", "float32", "float64", "int32", "int64", "DTypeError", "GradientError", "GraphError",
@@ -83,3 +86,4 @@ __all__ += ["explore"]
 
 # Inspection (issue #17, the command line and the math view)
 __all__ += ["to_latex"]
+__all__ += ["distributed"]  # distribution (issue #19)

@@ -104,6 +104,8 @@ class Function:
             options.setdefault("optimize", False)
         self._backend = get_backend(backend)
         self._exe = self._backend.compile(self.program, options)
+        from graphc.distributed.guard import wrap  # a step of an MPI job (issue #19)
+        self._exe = wrap(self._exe, raw)
         self._storages = sorted({p.attrs["storage"] for p in raw.parameters()},
                                 key=lambda s: s.uid)
         self._locks = [s.lock for s in self._storages]

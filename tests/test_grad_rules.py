@@ -463,6 +463,8 @@ COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
     "pad", "max_first"})
 # checked in tests/test_scans_sort.py (against finite differences and PyTorch)
 COVERED |= {"cumsum", "cumprod", "take_along_axis", "scatter_along_axis"}
+# checked in tests/test_distributed.py (one process, and jobs of 2 and 4 under mpirun)
+COVERED |= {"all_reduce"}
 
 
 def test_every_differentiable_primitive_has_a_case_here():

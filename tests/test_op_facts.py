@@ -21,6 +21,14 @@ def test_value_facts():
                                   "greater_equal", "iota", "isnan", "isfinite", "dim_size"}
 
 
+def test_collective_fact():
+    """Never folded while compiling: its value depends on the other processes."""
+    assert ops_with("collective") == {"all_reduce"}
+    x = gc.distributed.all_reduce(gc.constant(np.ones(3)), op="sum")
+    raw = gc.function([], x, backend="numpy", optimize=["fold"]).graph
+    assert [n.op for n in raw.nodes()].count("all_reduce") == 1
+
+
 def test_view_facts():
     assert ops_with("scalar_view") == {"broadcast_to", "expand_dims", "reshape", "squeeze"}
     assert ops_with("reshapes") == {"reshape", "expand_dims", "squeeze"}

@@ -640,7 +640,8 @@ def test_every_kernel_kind_has_a_class_and_a_runner():
     f = gc.function([w, idx, m, e], outs, backend="numpy")
     s = schedule_graph(f.graph)
     kinds = {k.kind for k in s.kernels}
-    assert kinds == set(ir.KERNEL_KINDS), set(ir.KERNEL_KINDS) ^ kinds
+    # (all_reduce runs in a job of several processes: tests/test_distributed.py)
+    assert kinds == set(ir.KERNEL_KINDS) - {"all_reduce"}, set(ir.KERNEL_KINDS) ^ kinds
     wv, iv, mv = RNG.normal(size=(6, 4)), np.array([1, 1, 3, 0, 1]), RNG.normal(size=(4, 3))
     ev = np.array([0, 1, 2, 3, 1])
     got = KernelRunner(s).run([wv, iv, mv, ev])

@@ -12,7 +12,7 @@ from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
 from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
-from graphc.backends.llvm import jit, parallel, scan_sort, vector_abi
+from graphc.backends.llvm import collective, jit, parallel, scan_sort, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
@@ -488,6 +488,7 @@ class ModuleWriter:
             self.store(b, bases, k.out, target, b.fadd(acc, v) if is_float else b.add(acc, v))
 
     emit_scan = scan_sort.emit_scan
+    emit_all_reduce = collective.emit_all_reduce
     emit_sort = scan_sort.emit_sort
 
     def emit_value_check(self, b, fn, bases, k: kir.ValueCheck, index: int) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphc.backends.llvm import backend, jit, threads
+from graphc.backends.llvm import backend, collective_runtime as collective, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.program import Program
 from graphc.runtime.cache import CompileCache, cache_key, default_dir
@@ -117,6 +117,7 @@ class CompiledShape:
             meta, blob = layout.to_meta()
             disk.put(self.key, b"".join(objects) + blob,
                      {"object_lengths": [len(o) for o in objects], "layout": meta})
+        collective.bind(self.engine, len(objects))  # MPI handles of this process
         self.layout = layout
         self.errors = layout.errors
         self.entry = _ENTRY_TYPE(self.address)
@@ -215,6 +216,7 @@ class LLVMExecutable:
         self.last: CompiledShape | None = None
         self._lock = threading.Lock()
         self._fingerprint: tuple[str, list] | None = None
+        collective.prepare(program.raw_graph)
         inputs = program.raw_graph.inputs
         if all(isinstance(d, int) for p in inputs for d in p.shape):
             self.last = self._get(tuple(p.shape for p in inputs))

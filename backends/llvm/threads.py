@@ -20,14 +20,22 @@ def count_setting(name: str) -> int | None:
 
 
 def num_threads() -> int:
-    """GRAPHC_NUM_THREADS, else the cores this process may run on."""
+    """GRAPHC_NUM_THREADS, else the cores this process may run on (its share of them when
+    an MPI job runs several processes on this machine)."""
     threads = count_setting("GRAPHC_NUM_THREADS")
     if threads is not None:
         return threads
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    # Processes of one job that the launcher did not bind to cores of their own share all
+    # of them (torchrun likewise sets one thread per process): teams that spin would fight.
+    from graphc.distributed.comm import local_size
+    local = local_size()
+    if local > 1 and cores >= (os.cpu_count() or cores):
+        cores = max(1, cores // local)
+    return cores
 
 
 # A flag the generated code reads before it starts a team of threads: libgomp's thread pool

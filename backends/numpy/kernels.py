@@ -155,6 +155,9 @@ class KernelRunner:
             checked = self._strided(k.values, k.shape)
             if checked.size and checked.min() < 0:
                 raise ValueError(k.message)
+        elif isinstance(k, ir.AllReduce):
+            from graphc.distributed.comm import all_reduce_inplace
+            all_reduce_inplace(self.arrays[k.buffer].reshape(-1)[:k.size], k.ranks)
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
 

@@ -65,6 +65,9 @@ class OpDef:
     # expression per argument, where graphc's convention at a kink or where the function is
     # locally constant differs from sympy.diff of sympy_def (maximum's ties, pow at 0).
     sympy_partials: Callable[..., tuple[Any, ...]] | None = None
+    # Communicates with the other processes of a job (all_reduce): never evaluated while
+    # compiling (constant folding), since its value depends on what the others hold.
+    collective: bool = False
 
     @property
     def elementwise(self) -> bool:

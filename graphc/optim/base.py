@@ -118,9 +118,15 @@ class Optimizer:
         return ([self.step] if self.step is not None else []) + list(self._slots.values())
 
     def updates(self, loss: Tensor, params: Sequence[Parameter]) -> Updates:
-        """The new values of `params` and of the optimizer state after one step on `loss`."""
+        """The new values of `params` and of the optimizer state after one step on `loss`.
+        In a job of several processes (mpirun) each gradient is first averaged over them
+        (gc.distributed.all_reduce, in the step): data-parallel training, unchanged code."""
         params = check_params(params)
-        return self.apply_gradients(params, grad(check_loss(loss), params))
+        grads = grad(check_loss(loss), params)
+        from graphc.distributed import all_reduce, size
+        if size() > 1:
+            grads = [all_reduce(g, op="mean") for g in grads]
+        return self.apply_gradients(params, grads)
 
     def apply_gradients(self, params: Sequence[Parameter], grads: Sequence[Tensor]) -> Updates:
         """Like `updates`, from gradients computed (and perhaps transformed) elsewhere."""

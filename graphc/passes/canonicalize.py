@@ -209,5 +209,11 @@ def _sum_of_broadcast_scalar(b, node):
     return make("mul", scalar, n)
 
 
+@rule("all_reduce_one_process", Op("all_reduce", X, ranks=1),
+      "a job of one process: the sum and the mean over it are the tensor itself")
+def _all_reduce_one_process(b, node):
+    return b["x"]
+
+
 RULES: list[Rule] = [v for v in list(globals().values()) if isinstance(v, Rule)]
 _ = constant_value  # re-exported for rule authors

@@ -18,8 +18,8 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 
 def _foldable(node: Node) -> bool:
     opdef = get_op(node.op)
-    if opdef.leaf or node.op == "stop_gradient" or not all_static(node.shape) or any(
-            has_symbols(v) for v in node.attrs.values()):
+    if opdef.leaf or opdef.collective or node.op == "stop_gradient" or \
+            not all_static(node.shape) or any(has_symbols(v) for v in node.attrs.values()):
         return False
     if not all(i.op == "constant" for i in node.inputs):
         return False

@@ -7,6 +7,7 @@ from typing import Sequence
 from graphc.graph import Graph
 from graphc.node import Dim
 from graphc.passes import run_pipeline, select_passes
+from graphc.schedule.buckets import bucket_all_reduce
 from graphc.schedule.ir import Schedule
 from graphc.schedule.lower import lower_graph
 from graphc.schedule.memory import MemoryPlan, plan_memory
@@ -22,6 +23,7 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
     if shapes is not None:
         graph = specialize_graph(graph, shapes)
     graph, report = run_pipeline(graph, select_passes(optimize))
+    graph = bucket_all_reduce(graph, policy.bucket_bytes)
     lowered = lower_graph(graph, policy)
     return dataclasses.replace(lowered, plan=plan_memory(lowered), report=report, graph=graph)
 

@@ -531,8 +531,32 @@ class Sort(KernelFacts):
         return f"sort {_space(self.shape)} along axis {self.axis} {short_name(self.dtype)}"
 
 
+@kernel_kind
+@dataclass(frozen=True)
+class AllReduce(KernelFacts):
+    """buffer (`size` contiguous elements) <- the sum over the job's `ranks` processes of
+    what each holds there, in place (MPI_Allreduce). Every process runs it at the same point
+    of the same schedule: it waits for all of them. A mean is this sum, divided where it is
+    read (the division fuses into the kernels that use it)."""
+
+    buffer: int
+    size: int
+    dtype: np.dtype
+    ranks: int
+
+    kind: ClassVar[str] = "all_reduce"
+
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        whole = Access(self.buffer, (1,), 0)
+        return [("out", whole, (self.size,)), ("in", whole, (self.size,))]
+
+    def header(self) -> str:
+        return (f"all_reduce/sum [{self.size}] {short_name(self.dtype)} over {self.ranks} "
+                "processes")
+
+
 Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck, Scan,
-               Sort]
+               Sort, AllReduce]
 KERNEL_KINDS = tuple(KINDS)
 
 

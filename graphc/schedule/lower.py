@@ -355,6 +355,48 @@ class Lowering:
         return Lazy(Apply("random_uniform", (seed, flat), node.dtype), _dims(node), node.dtype,
                     ("random_uniform",), 1)
 
+    def lower_all_reduce(self, node: Node) -> Value:
+        """Reduced in place, in the buffer that made the value when nothing else reads it
+        (a gradient's GEMM output), else in a copy; a mean divides where it is read."""
+        (x,) = node.inputs
+        ranks = node.attrs["ranks"]
+        v = self.values[x]
+        if ranks == 1:  # (optimize=False: the passes would have removed it)
+            return v
+        shape = _dims(node)
+        reuse = (isinstance(v, View) and self.buffers[v.buffer].role == "temp"
+                 and self.creator.get(v.buffer) is x and v == self.whole(v.buffer)
+                 and len(self.users[x]) == 1)
+        if isinstance(v, View) and reuse:
+            bid = v.buffer
+        elif x.op == "concatenate" and x.ndim == 1 and len(self.users[x]) == 1:
+            # a bucket (graphc.schedule.buckets): each part copied into its range by a
+            # kernel of its own, a plain contiguous loop (read through the concatenation's
+            # guards, every element would test every part's range)
+            bid = self.new_buffer(node.dtype, shape, "temp")
+            start = 0
+            for part in x.inputs:
+                n = _dims(part)[0]
+                pv = self.values[part]
+                store = Store(Access(bid, (1,), start), self.expr_of(pv, (n,)))
+                self.kernels.append(ir.Elementwise((n,), (store,), (
+                    pv.fused if isinstance(pv, Lazy) else ("copy",)) + ("bucket",)))
+                start += n
+        else:
+            bid = self.new_buffer(node.dtype, shape, "temp")
+            self.kernels.append(ir.Elementwise(shape, (Store(Access(
+                bid, ir.contiguous_strides(shape), 0), self.expr_of(v, shape)),),
+                v.fused if isinstance(v, Lazy) else ("copy",)))
+        self.creator[bid] = node
+        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        self.kernels.append(ir.AllReduce(bid, size, node.dtype, ranks))
+        total = self.whole(bid)
+        if node.attrs["reduction"] == "sum":
+            return total
+        mean = Apply("div", (self.expr_of(total, shape), Const(float(ranks), node.dtype)),
+                     node.dtype)
+        return Lazy(mean, shape, node.dtype, ("all_reduce",), 1)
+
     def lower_stop_gradient(self, node: Node) -> Value:
         return self.values[node.inputs[0]]
 

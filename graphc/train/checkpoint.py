@@ -385,13 +385,14 @@ def load(path: str | os.PathLike, params: Any, *, strict: bool = True) -> dict[s
 def checkpoint_every(path: str | os.PathLike, params: Any, every: int = 1):
     """A `fit` callback that saves `params` after every `every`-th epoch. `path` may hold
     "{epoch}", e.g. "ckpt-{epoch:03d}.npz"; the extra metadata records the epoch and its mean
-    loss."""
+    loss. In a job of several processes only rank 0 writes (they hold the same values)."""
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"checkpoint_every: every must be a positive int, got {every!r}")
     _named(params, "checkpoint_every", arrays_ok=True)  # fail now, not after an epoch
 
     def callback(epoch: int, history: Any) -> None:
-        if epoch % every == 0:
+        from graphc.distributed import rank
+        if epoch % every == 0 and rank() == 0:
             target = os.fspath(path).format(epoch=epoch)
             save(target, params, extra={"epoch": epoch, "loss": history.loss[-1]})
     return callback

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from graphc import distributed
 from graphc.data.batches import minibatches
 
 Callback = Callable[[int, "History"], Any]
@@ -136,6 +137,12 @@ def fit(step: Callable, data: Any, epochs: int, batch_size: int, *,
         plain line per epoch is printed in any case. verbose=False prints nothing.
     callbacks: callables(epoch, history) run after each epoch; one returning True stops.
 
+    In a job of K processes (mpirun; gc.distributed.size() > 1) batch_size is per process,
+    as in PyTorch's DistributedDataParallel: every process draws the same shuffled batches
+    of K * batch_size rows (those a one-process run with that batch size draws) and takes
+    its own share, and only rank 0 prints. A step returning gc.distributed.all_reduce(loss)
+    records the job's loss; a last batch of fewer than K rows is skipped.
+
     Returns a History. Ctrl-C (KeyboardInterrupt) stops training and returns the history of
     the completed epochs with history.interrupted set."""
     if not callable(step):
@@ -145,14 +152,16 @@ def fit(step: Callable, data: Any, epochs: int, batch_size: int, *,
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
             or batch_size <= 0:
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
-    batch_size = int(batch_size)
+    ranks, me = distributed.size(), distributed.rank()
+    verbose = verbose and me == 0
+    batch_size = int(batch_size) * ranks  # rows drawn per step by the whole job
     arrays = _train_arrays(data)
     n = len(arrays[0])
     for i, a in enumerate(arrays):
         if a.ndim == 0 or len(a) != n:
             raise ValueError(f"fit: data array {i} has shape {a.shape}; every array needs "
                              f"{n} rows (the first array's)")
-    if n == 0 or (drop_last and n < batch_size):
+    if n < ranks or (drop_last and n < batch_size):
         raise ValueError(f"fit: no training batches ({n} examples, batch_size {batch_size}, "
                          f"drop_last={drop_last})")
     eval_args = _eval_args(data, eval_data) if eval_fn is not None else ()
@@ -176,8 +185,13 @@ def fit(step: Callable, data: Any, epochs: int, batch_size: int, *,
             batches = minibatches(*arrays, batch_size=batch_size, shuffle=shuffle,
                                   seed=int(order_rng.integers(2**63)), drop_last=drop_last)
             for batch in batches:
-                loss = _loss_of(step(*batch))
                 size = len(batch[0])
+                if ranks > 1:
+                    if size < ranks:
+                        continue  # no row for some process: every process skips it
+                    mine = np.array_split(np.arange(size), ranks)[me]
+                    batch = tuple(a[mine] for a in batch)
+                loss = _loss_of(step(*batch))
                 history.batch_loss.append(loss)
                 total += loss * size
                 seen += size

@@ -1,0 +1,49 @@
+"""The all_reduce kernel in native code: a call of MPI_Allreduce (resolved, like libm's
+functions, from the MPI library mpi4py loaded) with handles read from a table that the
+runtime fills after loading, so code in the disk cache holds no process's addresses."""
+from __future__ import annotations
+
+from typing import Any
+
+from llvmlite import ir
+
+from graphc.distributed.comm import HANDLE_SLOTS
+from graphc.backends.llvm.collective_runtime import TABLE_SUFFIX
+from graphc.backends.llvm.loops import I64
+from graphc.backends.llvm.scalar import I32
+from graphc.schedule import ir as kir
+
+PTR = ir.PointerType()
+# Handles are pointers in Open MPI and ints in MPICH; passed as 64-bit values in registers
+# (the x86-64 calling convention), either reads correctly.
+_ALLREDUCE = ir.FunctionType(I32, [PTR, PTR, I32, PTR, PTR, PTR])
+
+
+def _table(module: ir.Module) -> ir.GlobalVariable:
+    """This module's table of handles (one per module: parts link into one engine)."""
+    name = module.name + TABLE_SUFFIX
+    if name in module.globals:
+        return module.globals[name]
+    kind = ir.ArrayType(I64, len(HANDLE_SLOTS))
+    table = ir.GlobalVariable(module, kind, name)
+    table.initializer = ir.Constant(kind, [0] * len(HANDLE_SLOTS))
+    return table
+
+
+def emit_all_reduce(writer: Any, b: ir.IRBuilder, fn: ir.Function, bases: dict,
+                    k: kir.AllReduce, index: int) -> None:
+    if k.size == 0:
+        return
+    module = writer.module
+    table = _table(module)
+
+    def handle(slot: str) -> ir.Value:
+        at = b.gep(table, [ir.Constant(I64, 0), ir.Constant(I64, HANDLE_SLOTS.index(slot))],
+                   source_etype=table.value_type)
+        return b.inttoptr(b.load(at, typ=I64), PTR)
+
+    name = "MPI_Allreduce"
+    callee = module.globals.get(name) or ir.Function(module, _ALLREDUCE, name)
+    # MPI's default error handler ends the job on a failure: the status needs no check.
+    b.call(callee, [handle("in_place"), bases[k.buffer], ir.Constant(I32, k.size),
+                    handle(k.dtype.name), handle("sum"), handle("comm")])

@@ -1,0 +1,85 @@
+"""Gradient bucketing: small all_reduce operands are packed into one flat buffer of at least
+`bucket_bytes`, reduced by one call, and read back through views (Horovod's tensor fusion,
+PyTorch DDP's buckets). Each reduction pays a fixed cost (a latency per step of the ring,
+a call, a synchronisation): an MLP's biases and small weights then pay it once together."""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.graph import Graph
+from graphc.node import Node, carry_label, static_shape, toposort
+from graphc.ops.registry import make, rebuild
+from graphc.sizes import all_static
+
+Key = tuple[int, str, str, int]
+
+
+def _levels(order: list[Node]) -> dict[Node, int]:
+    """How many all_reduce nodes lie on the longest path up to each node (itself included):
+    two reductions of one level never depend on each other, so they can share a call."""
+    level: dict[Node, int] = {}
+    for n in order:
+        below = max((level[i] for i in n.inputs), default=0)
+        level[n] = below + (n.op == "all_reduce")
+    return level
+
+
+def plan_buckets(graph: Graph, bucket_bytes: int) -> list[list[Node]]:
+    """The groups of all_reduce nodes to reduce together (two or more each), in graph order:
+    of one level, reduction, dtype and job; filled until they hold bucket_bytes."""
+    order = graph.nodes()
+    level = _levels(order)
+    open_: dict[Key, list[Node]] = {}
+    sizes: dict[Key, int] = {}
+    buckets: list[list[Node]] = []
+    for n in order:
+        if n.op != "all_reduce" or n.attrs["ranks"] == 1 or not all_static(n.shape):
+            continue
+        nbytes = int(np.prod(static_shape(n.shape), dtype=np.int64)) * n.dtype.itemsize
+        if nbytes >= bucket_bytes:
+            continue  # big enough alone: reduced where it is, without a copy
+        key = (level[n], n.attrs["reduction"], n.dtype.str, n.attrs["ranks"])
+        open_.setdefault(key, []).append(n)
+        sizes[key] = sizes.get(key, 0) + nbytes
+        if sizes[key] >= bucket_bytes:
+            buckets.append(open_.pop(key))
+            sizes[key] = 0
+    buckets.extend(open_.values())
+    return [b for b in buckets if len(b) > 1]
+
+
+def bucket_all_reduce(graph: Graph, bucket_bytes: int) -> Graph:
+    """`graph` with the planned buckets' reductions fused (itself when there is none)."""
+    buckets = plan_buckets(graph, bucket_bytes)
+    if not buckets:
+        return graph
+    member = {n: i for i, bucket in enumerate(buckets) for n in bucket}
+    memo: dict[Node, Node] = {}
+
+    def rebuilt(root: Node) -> Node:
+        for n in toposort([root]):
+            if n in memo:
+                continue
+            if n in member:
+                _fuse(buckets[member[n]], [rebuilt(m.inputs[0]) for m in buckets[member[n]]])
+            else:
+                memo[n] = carry_label(n, rebuild(n, [memo[i] for i in n.inputs])
+                                      if n.inputs else n)
+        return memo[root]
+
+    def _fuse(bucket: list[Node], operands: list[Node]) -> None:
+        first = bucket[0]
+        flat = [make("reshape", x, shape=(-1,)) for x in operands]
+        total = make("all_reduce", make("concatenate", *flat, axis=0),
+                     reduction=first.attrs["reduction"], ranks=first.attrs["ranks"])
+        start = 0
+        for n, part in zip(bucket, flat):
+            size = static_shape(part.shape)[0]
+            piece = make("slice", total, slices=((start, start + size, 1),))
+            memo[n] = carry_label(n, make("reshape", piece, shape=static_shape(n.shape)))
+            start += size
+
+    roots = [rebuilt(r) for r in graph.roots]
+    n_out = len(graph.outputs)
+    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
+    return Graph(graph.inputs, tuple(roots[:n_out]), updates)

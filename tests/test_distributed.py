@@ -1,0 +1,259 @@
+"""gc.distributed: all_reduce as a graph primitive (one process here; jobs of 2 and 4 under
+the mpirun these tests start), bucketing, the agreement check and the deadline."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ops import make
+from graphc.schedule import schedule_graph
+from graphc.schedule.buckets import bucket_all_reduce, plan_buckets
+from graphc.schedule.policy import SchedulePolicy
+
+HERE = Path(__file__).parent
+WORKER = HERE / "distributed_worker.py"
+
+
+def reduced(t, ranks: int = 2, reduction: str = "mean"):
+    """An all_reduce node for a job of `ranks` (built, scheduled and rendered here, never
+    run: running needs the job)."""
+    return gc.Tensor(make("all_reduce", t.node, reduction=reduction, ranks=ranks))
+
+
+# -- one process ---------------------------------------------------------------------------
+
+def test_one_process_rank_and_size():
+    assert "OMPI_COMM_WORLD_SIZE" not in os.environ
+    assert (gc.distributed.rank(), gc.distributed.size()) == (0, 1)
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("numpy", {"mode": "kernels"}),
+                                             ("llvm", None)])
+def test_one_process_all_reduce_is_folded_away(backend, options):
+    x = gc.placeholder((None, 3), "float64", name="x")
+    y = gc.distributed.all_reduce(x * 2.0)
+    s = gc.distributed.all_reduce(gc.sum(x), op="sum")
+    assert "all_reduce" in gc.show(y) and "reduction=mean" in gc.show(y)
+    f = gc.function([x], [y, s], backend=backend, backend_options=options)
+    a = np.arange(6.0).reshape(2, 3)
+    out = f(a)
+    np.testing.assert_array_equal(out[0], a * 2)
+    assert out[1] == a.sum()
+    assert all(n.op != "all_reduce" for n in f.graph.nodes())
+    assert all(k.kind != "all_reduce" for k in f.schedule((2, 3)).kernels)
+    if backend == "numpy" and options is None:  # not optimized: the node runs (identity)
+        g = gc.function([x], y, backend="numpy", optimize=False)
+        assert any(n.op == "all_reduce" for n in g.graph.nodes())
+        np.testing.assert_array_equal(g(a), a * 2)
+
+
+def test_bad_arguments_name_the_argument():
+    x = gc.placeholder((3,), "float64", name="x")
+    with pytest.raises(ValueError, match="op must be one of"):
+        gc.distributed.all_reduce(x, op="max")
+    with pytest.raises(gc.DTypeError, match="all_reduce.*bool"):
+        gc.distributed.all_reduce(x > 0, op="sum")
+    with pytest.raises(gc.DTypeError, match="op='mean' needs a float"):
+        gc.distributed.all_reduce(gc.placeholder((3,), "int64"), op="mean")
+    with pytest.raises(ValueError, match="seconds must be a number > 0"):
+        gc.distributed.set_timeout(0)
+    with pytest.raises(TypeError, match="not a gc.parameter"):
+        gc.distributed.broadcast_parameters([np.zeros(3)])
+
+
+def test_gradient_is_the_all_reduce_of_the_cotangent():
+    """JAX's psum rule: reverse mode reduces the cotangent, forward mode the tangent."""
+    x = gc.placeholder((3,), "float64", name="x")
+    for reduction in ("sum", "mean"):
+        y = reduced(x * 3.0, reduction=reduction)
+        (g,) = gc.vjp(y, [x], [gc.placeholder((3,), "float64", name="ct")])
+        found = [n for n in gc.Graph((), (g.node,)).nodes() if n.op == "all_reduce"]
+        assert [n.attrs for n in found] == [{"reduction": reduction, "ranks": 2}]
+        assert found[0].inputs[0].op == "placeholder"  # the cotangent itself
+        t = gc.jvp(y, [x], [gc.placeholder((3,), "float64", name="tan")])
+        assert any(n.op == "all_reduce" for n in gc.Graph((), (t.node,)).nodes())
+
+
+def test_one_process_gradient_agrees_with_finite_differences():
+    result = gc.check_grad(lambda w: gc.sum(gc.distributed.all_reduce(gc.tanh(w) * w)),
+                           np.array([0.3, -1.2, 2.0]), raise_on_failure=True)
+    assert result.ok and max(result.max_rel_error) < 1e-6
+
+
+def _mlp_step(ranks: int):
+    x = gc.placeholder((5, 4), "float64", name="x")
+    W1 = gc.parameter(np.ones((4, 8)), name="W1")
+    b1 = gc.parameter(np.zeros(8), name="b1")
+    W2 = gc.parameter(np.ones((8, 2)), name="W2")
+    local = gc.sum(gc.tanh(x @ W1 + b1) @ W2)
+    params = [W1, b1, W2]
+    grads = [reduced(g, ranks) for g in gc.grad(local, params)]
+    updates = {p: p - 0.1 * g for p, g in zip(params, grads)}
+    return gc.function([x], reduced(local, ranks), updates=updates, backend="numpy",
+                       optimize=True)
+
+
+def test_bucketing_packs_small_reductions_into_one():
+    f = _mlp_step(2)
+    graph = f.graph
+    assert [len(b) for b in plan_buckets(graph, 1 << 20)] == [4]  # the loss and 3 gradients
+    s = schedule_graph(graph)
+    kinds = [k for k in s.kernels if k.kind == "all_reduce"]
+    assert len(kinds) == 1 and kinds[0].size == 1 + 4 * 8 + 8 + 8 * 2
+    assert "all_reduce/sum [57] f64 over 2 processes" in s.listing()
+    # a tensor of bucket_bytes or more is reduced alone, where it lies (W1: 256 bytes, W2:
+    # 128); the loss (8) and b1 (64) share a bucket
+    (pair,) = plan_buckets(graph, 100)
+    assert sorted(n.shape for n in pair) == [(), (8,)]
+    small = schedule_graph(graph, policy=SchedulePolicy(bucket_bytes=8))
+    assert sum(k.kind == "all_reduce" for k in small.kernels) == 4
+
+
+def test_dependent_reductions_are_not_bucketed_together():
+    x = gc.placeholder((3,), "float64", name="x")
+    a = reduced(x)
+    b = reduced(a * 2.0)
+    c = reduced(x + 1.0)
+    g = gc.Graph((x.node,), (b.node, c.node), ())
+    # b reads a: they cannot share a call; a and c can
+    (bucket,) = plan_buckets(g, 1 << 20)
+    assert set(bucket) == {a.node, c.node}
+    fused = bucket_all_reduce(g, 1 << 20)
+    ops = [n.op for n in fused.nodes()]
+    assert ops.count("all_reduce") == 2 and ops.count("concatenate") == 1
+
+
+def test_llvm_renders_a_call_of_mpi_allreduce():
+    from graphc.backends.llvm import codegen
+    f = _mlp_step(2)
+    texts, _, _ = codegen.render(schedule_graph(f.graph))
+    text = "\n".join(texts)
+    assert text.count('call i32 @"MPI_Allreduce"') == 1
+    assert '@"graphc_mpi" = global [7 x i64]' in text
+
+
+# -- jobs under mpirun ---------------------------------------------------------------------
+
+def _mpirun() -> str:
+    pytest.importorskip("mpi4py")
+    local = Path(sys.executable).parent / "mpirun"
+    found = str(local) if local.exists() else shutil.which("mpirun")
+    if not found:
+        pytest.skip("mpirun is not installed (pip install 'graphc[distributed]')")
+    return found
+
+
+def _job(n: int, *args: str, timeout: float = 300, env: dict | None = None
+         ) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(WORKER), *args]
+    if n:
+        cmd = [_mpirun(), "-n", str(n), "--oversubscribe", *cmd]
+    full = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                OMPI_MCA_rmaps_base_oversubscribe="1", **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("dist") / "one.json"
+    _mpirun()
+    done = _job(0, "train", str(out))
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_job_matches_one_process_with_the_combined_batch(ranks, one_process, tmp_path):
+    out = tmp_path / f"{ranks}.json"
+    done = _job(ranks, "train", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(out.read_text())
+    for backend in ("numpy", "kernels", "llvm"):
+        np.testing.assert_allclose(job[backend]["losses"], one_process[backend]["losses"],
+                                   rtol=1e-12, err_msg=backend)
+        for got, want in zip(job[backend]["params"], one_process[backend]["params"]):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=backend)
+    # the gradients and the loss: one bucket, one native call per step
+    assert job["llvm"]["source"].count('call i32 @"MPI_Allreduce"') == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["killed", "stuck"])
+def test_a_lost_rank_ends_the_job_within_the_timeout(scenario, tmp_path):
+    start = time.perf_counter()
+    done = _job(2, scenario, str(tmp_path / "x"), timeout=120, env={"WORKER_TIMEOUT": "4"})
+    assert done.returncode != 0
+    assert time.perf_counter() - start < 60
+    text = done.stdout + done.stderr
+    if scenario == "stuck":  # alive but silent: only the deadline can tell
+        assert "rank 0 waited more than 4 s in a step with all_reduce" in text, text
+    else:
+        assert "Killed" in text or "signal 9" in text, text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario,words", [
+    ("shapes", ["disagree about the step's reductions", "all_reduce/mean f64[3]",
+                "all_reduce/mean f64[4]"]),
+    ("program", ["disagree about the step's programs"])])
+def test_ranks_that_disagree_fail_on_every_rank(scenario, words, tmp_path):
+    done = _job(2, scenario, str(tmp_path / "x"), timeout=120)
+    assert done.returncode != 0
+    for r in (0, 1):
+        line = f"rank {r} caught: gc.distributed: the processes disagree"
+        assert line in done.stdout, done.stdout + done.stderr
+    for w in words:
+        assert w in done.stdout
+
+
+@pytest.mark.slow
+def test_example_gives_one_process_accuracy_on_two():
+    example = HERE.parent / "examples" / "data_parallel.py"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    runs = []
+    for prefix in ([], [_mpirun(), "-n", "2", "--oversubscribe"]):
+        done = subprocess.run(prefix + [sys.executable, str(example), "--quick"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        final = [ln for ln in done.stdout.splitlines() if ln.startswith("final test")]
+        assert len(final) == 1, done.stdout  # printed by rank 0 only
+        runs.append(final[0])
+    assert runs[0] == runs[1]
+
+
+def test_processes_of_a_job_share_the_cores(monkeypatch):
+    from graphc.backends.llvm.threads import num_threads
+    monkeypatch.delenv("GRAPHC_NUM_THREADS", raising=False)
+    alone = num_threads()
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    bound = len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
+    assert num_threads() == (alone if bound else max(1, alone // 2))
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
+    assert num_threads() == 3
+
+
+@pytest.mark.slow
+def test_fit_shards_by_rank_and_rank_0_alone_prints_and_checkpoints(tmp_path):
+    # batch_size 4 per process: two processes draw the batches of 8 that one process draws
+    two = _job(2, "fit", str(tmp_path / "ckpt-{epoch}.npz"), "4", timeout=120)
+    one = _job(0, "fit", str(tmp_path / "alone-{epoch}.npz"), "8", timeout=120)
+    for run in (one, two):
+        assert run.returncode == 0, run.stdout + run.stderr
+    out = two.stdout
+    assert out.count("epoch 1/2") == 1 and out.count("epoch 2/2") == 1
+    assert out.count("rank 0 saves a checkpoint") == 2 and "rank 1 saves" not in out
+    assert (tmp_path / "ckpt-2.npz").exists()
+    losses = dict(line.split(" losses ") for line in out.splitlines() if " losses " in line)
+    assert losses["rank 0"] == losses["rank 1"]
+    alone = one.stdout.split("rank 0 losses ")[1].strip()
+    np.testing.assert_allclose(json.loads(losses["rank 0"]), json.loads(alone), rtol=1e-12)
