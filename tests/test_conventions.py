@@ -248,3 +248,19 @@ def test_where_keeps_nan_of_the_untaken_branch_out_of_the_value(backend):
     np.testing.assert_array_equal(value, [0.0, 2.0])
     np.testing.assert_array_equal(dnaive, [np.nan, 0.25])  # 0 * sqrt'(-1): documented trap
     np.testing.assert_array_equal(dguarded, [0.0, 0.25])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_relu_gradient_selects_the_cotangent(backend):
+    """Where relu is flat its derivative selects: a nan or inf cotangent there gives 0, as
+    PyTorch's threshold_backward does (a product 0 * nan would give nan)."""
+    x = gc.placeholder((None,), "float64", name="x")
+    w = gc.placeholder((None,), "float64", name="w")
+    (dx,) = [gc.grad(gc.sum(gc.relu(x) * w), x)]
+    got = run([x, w], [dx], [np.array([-1.0, 0.0, 2.0]), np.array([np.nan, np.inf, 3.0])],
+              backend)[0]
+    np.testing.assert_array_equal(got, [0.0, 0.0, 3.0])
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64, requires_grad=True)
+    (torch.relu(xt) * torch.tensor([np.nan, np.inf, 3.0], dtype=torch.float64)).sum().backward()
+    np.testing.assert_array_equal(xt.grad.numpy(), got)
