@@ -298,10 +298,18 @@ def floordiv(a: Dim, b: Dim) -> Dim:
     return Size.of(SizeFunc("floordiv", (a, b)))
 
 
+def _never_below(a: Dim, b: Dim) -> bool:
+    """a >= b for every value of the symbols (sizes are >= 0)."""
+    low = lower_bound(add(a, mul(b, -1)))
+    return low is not None and low >= 0
+
+
 def minimum(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return min(a, b)
-    if a == b:
+    if _never_below(a, b):
+        return b
+    if _never_below(b, a):
         return a
     return Size.of(SizeFunc("min", tuple(sorted((a, b), key=str))))
 
@@ -309,8 +317,10 @@ def minimum(a: Dim, b: Dim) -> Dim:
 def maximum(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return max(a, b)
-    if a == b:
+    if _never_below(a, b):
         return a
+    if _never_below(b, a):
+        return b
     return Size.of(SizeFunc("max", tuple(sorted((a, b), key=str))))
 
 

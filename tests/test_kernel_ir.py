@@ -213,8 +213,8 @@ GOLDEN_MLP = """\
       b11<1,0> = sum(mul(b8<2,1>, b10<2,1>))
   k8 reduce/sum [4] over axes [0] -> f32  # neg sum
       b12<0> = sum(neg(b11<1>))
-  k9 elementwise [8]  # mul exp sub
-      b13<1> = sub(mul(-0.25, b10<1>), mul(exp(b8<1>), -0.25))
+  k9 elementwise [8]  # exp sub mul
+      b13<1> = mul(-0.25, sub(b10<1>, exp(b8<1>)))
   k10 gemm batch=[] m=3 n=2 k=4 f32 alpha=-0.1 out+=
       a b0<1,3> over [3,4]
       b b13<2,1> over [4,2]

@@ -169,3 +169,23 @@ def _sum_of_one_hot(b, node):
 
 
 RULES.append(_sum_of_one_hot)
+
+
+def _factor_scalar(b, node):
+    """s*a ± s*b -> s*(a ± b) for a scalar s both products share: one product fewer."""
+    left, right = node.inputs
+    if left.op != "mul" or right.op != "mul":
+        return None
+    for s in left.inputs:
+        if s in right.inputs and s.ndim == 0:
+            a = left.inputs[1] if left.inputs[0] is s else left.inputs[0]
+            c = right.inputs[1] if right.inputs[0] is s else right.inputs[0]
+            inner = make(node.op, a, c)
+            if inner.shape == node.shape and inner.dtype == node.dtype:
+                return make("mul", s, inner)
+    return None
+
+
+for _op in ("add", "sub"):
+    RULES.append(Rule(f"{_op}_common_scalar", Op(_op, Var("a"), Var("c")), _factor_scalar,
+                      f"s*a {_op} s*b -> s*(a {_op} b)"))
