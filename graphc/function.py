@@ -136,6 +136,14 @@ class Function:
         return asm
 
     @property
+    def ptx(self) -> str:
+        """The PTX the generated CUDA C compiles to (cuda backend; no GPU needed)."""
+        ptx = getattr(self._exe, "ptx", None)
+        if ptx is None:
+            raise AttributeError(f"the {self.backend} backend produces no PTX")
+        return ptx
+
+    @property
     def compile_times(self) -> dict:
         """Where the last compile went (llvm backend), in seconds: "fingerprint",
         "optimize and schedule", "codegen" (writing the IR), "llvm parse", "llvm optimize",

@@ -1,0 +1,248 @@
+// graphc's CUDA emulation header: the CUDA built-ins generated kernels use, for the host
+// C++ compiler. Each block's threads run as fibers (ucontext) on one host thread: a fiber
+// runs until it reaches __syncthreads or a warp operation, and the scheduler releases a
+// barrier only when every thread of the block is there (a warp operation: every lane of its
+// mask), so code between barriers runs in any order the scheduler picks and a barrier not
+// reached by every thread, or a shuffle reading an exited lane, is reported, not ignored.
+// Fibers rather than loops split at barriers: the kernel text is compiled as written (a
+// barrier inside a loop or a branch needs no rewriting) and each thread keeps its locals.
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static  // blocks run one after another: one copy serves them all
+
+struct uint3 { unsigned x, y, z; };
+struct dim3 { unsigned x, y, z; };
+static uint3 threadIdx, blockIdx;
+static dim3 blockDim, gridDim;
+
+namespace gc_emu {
+
+enum State { READY, AT_BARRIER, AT_WARP, DONE };
+enum WarpOp { SHFL_DOWN, SHFL_UP, SHFL_XOR, SHFL_IDX, SYNCWARP };
+
+struct Fiber {
+  ucontext_t ctx;
+  State state;
+  WarpOp op;
+  int arg;
+  unsigned mask;
+  unsigned long long send, recv;
+};
+
+typedef void (*Kernel)(void* const*, int*);
+static const size_t kStack = 64 * 1024;
+static std::vector<Fiber> fibers;
+static std::vector<char> stacks;
+static ucontext_t scheduler;
+static int current = -1;
+static bool fiber_mode = false;
+static std::string error;
+static Kernel kernel;
+static void* const* kernel_slots;
+static int* kernel_status;
+
+static void fail(const std::string& what) {
+  if (error.empty()) {
+    char where[96];
+    snprintf(where, sizeof where, " (block %u,%u,%u)", blockIdx.x, blockIdx.y, blockIdx.z);
+    error = what + where;
+  }
+}
+
+static void park(State state) {
+  if (!fiber_mode) {
+    fail("a barrier or warp operation in a kernel launched as barrier-free");
+    return;
+  }
+  fibers[current].state = state;
+  swapcontext(&fibers[current].ctx, &scheduler);
+}
+
+static void fiber_main() {
+  kernel(kernel_slots, kernel_status);
+  fibers[current].state = DONE;  // (uc_link returns to the scheduler)
+}
+
+template <class T> static T warp_op(WarpOp op, unsigned mask, T value, int arg) {
+  Fiber& f = fibers[current];
+  f.op = op;
+  f.arg = arg;
+  f.mask = mask;
+  f.send = 0;
+  memcpy(&f.send, &value, sizeof(T));
+  park(AT_WARP);
+  T out = value;
+  if (fiber_mode) memcpy(&out, &fibers[current].recv, sizeof(T));
+  return out;
+}
+
+// Releases warp `w` when every live lane waits at a warp operation; false otherwise.
+static bool release_warp(int w, int n) {
+  int lo = w * 32, hi = std::min(n, lo + 32);
+  bool any = false;
+  for (int t = lo; t < hi; ++t) {
+    if (fibers[t].state == AT_WARP) any = true;
+    else if (fibers[t].state != DONE) return false;
+  }
+  if (!any) return false;
+  for (int t = lo; t < hi; ++t) {
+    Fiber& f = fibers[t];
+    if (f.state != AT_WARP) continue;
+    int lane = t - lo;
+    for (int l = 0; l < 32; ++l) {
+      if (!(f.mask >> l & 1u)) continue;
+      if (lo + l >= hi || fibers[lo + l].state != AT_WARP) {
+        fail("a warp operation's mask names an inactive or exited lane");
+        return true;
+      }
+      if (fibers[lo + l].op != f.op) {
+        fail("the lanes of a warp meet at different warp operations");
+        return true;
+      }
+    }
+    int src = lane;
+    switch (f.op) {
+      case SHFL_DOWN: src = lane + f.arg < 32 ? lane + f.arg : lane; break;
+      case SHFL_UP: src = lane - f.arg >= 0 ? lane - f.arg : lane; break;
+      case SHFL_XOR: src = lane ^ f.arg; break;
+      case SHFL_IDX: src = f.arg & 31; break;
+      case SYNCWARP: break;
+    }
+    if (f.op != SYNCWARP && !(f.mask >> src & 1u)) {
+      fail("a shuffle reads a lane outside its mask (an inactive lane)");
+      return true;
+    }
+    f.recv = fibers[lo + src].send;
+  }
+  for (int t = lo; t < hi; ++t)
+    if (fibers[t].state == AT_WARP) fibers[t].state = READY;
+  return true;
+}
+
+static void run_fibers(int n, std::mt19937* rng) {
+  if ((int)fibers.size() < n) {
+    fibers.resize(n);
+    stacks.resize((size_t)n * kStack);
+  }
+  for (int t = 0; t < n; ++t) {
+    Fiber& f = fibers[t];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = &stacks[(size_t)t * kStack];
+    f.ctx.uc_stack.ss_size = kStack;
+    f.ctx.uc_link = &scheduler;
+    makecontext(&f.ctx, fiber_main, 0);
+    f.state = READY;
+  }
+  std::vector<int> order(n);
+  for (int t = 0; t < n; ++t) order[t] = t;
+  for (;;) {
+    if (rng) std::shuffle(order.begin(), order.end(), *rng);
+    for (int t : order) {
+      if (fibers[t].state != READY) continue;
+      current = t;
+      threadIdx = {(unsigned)t, 0, 0};
+      swapcontext(&scheduler, &fibers[t].ctx);
+      if (!error.empty()) return;
+    }
+    bool released = false, waiting_warp = false, done = false, barrier = false;
+    for (int w = 0; w * 32 < n; ++w) released |= release_warp(w, n);
+    if (!error.empty()) return;
+    if (released) continue;
+    for (int t = 0; t < n; ++t) {
+      waiting_warp |= fibers[t].state == AT_WARP;
+      barrier |= fibers[t].state == AT_BARRIER;
+      done |= fibers[t].state == DONE;
+    }
+    if (waiting_warp) {
+      fail("a warp operation that some lane of its warp never reaches");
+      return;
+    }
+    if (!barrier) return;  // every thread has finished
+    if (done) {
+      fail("__syncthreads not reached by every thread of the block");
+      return;
+    }
+    for (int t = 0; t < n; ++t) fibers[t].state = READY;
+  }
+}
+
+}  // namespace gc_emu
+
+static inline void __syncthreads() { gc_emu::park(gc_emu::AT_BARRIER); }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  gc_emu::warp_op<int>(gc_emu::SYNCWARP, mask, 0, 0);
+}
+template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned d) {
+  return gc_emu::warp_op<T>(gc_emu::SHFL_DOWN, mask, v, (int)d);
+}
+template <class T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned d) {
+  return gc_emu::warp_op<T>(gc_emu::SHFL_UP, mask, v, (int)d);
+}
+template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int m) {
+  return gc_emu::warp_op<T>(gc_emu::SHFL_XOR, mask, v, m);
+}
+template <class T> static inline T __shfl_sync(unsigned mask, T v, int src) {
+  return gc_emu::warp_op<T>(gc_emu::SHFL_IDX, mask, v, src);
+}
+
+// Threads of a block never run at once here: atomics are plain read-modify-writes.
+template <class T> static inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+static inline int atomicCAS(int* p, int compare, int v) {
+  int old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
+static inline float __int_as_float(int bits) { float f; memcpy(&f, &bits, 4); return f; }
+static inline double __longlong_as_double(long long bits) {
+  double d; memcpy(&d, &bits, 8); return d;
+}
+
+// The launcher the runtime calls: every block (in a shuffled order when seed != 0), its
+// threads as fibers when the kernel meets at barriers, as plain calls otherwise.
+extern "C" int gc_emu_launch(gc_emu::Kernel k, unsigned gx, unsigned gy, unsigned gz,
+                             unsigned block, int sync, void* const* slots, int* status,
+                             unsigned seed) {
+  using namespace gc_emu;
+  error.clear();
+  kernel = k;
+  kernel_slots = slots;
+  kernel_status = status;
+  fiber_mode = sync != 0;
+  gridDim = {gx, gy, gz};
+  blockDim = {block, 1, 1};
+  std::mt19937 rng(seed);
+  std::vector<unsigned long long> blocks((size_t)gx * gy * gz);
+  for (size_t b = 0; b < blocks.size(); ++b) blocks[b] = b;
+  if (seed) std::shuffle(blocks.begin(), blocks.end(), rng);
+  std::vector<unsigned> threads(block);
+  for (unsigned t = 0; t < block; ++t) threads[t] = seed ? block - 1 - t : t;
+  for (unsigned long long b : blocks) {
+    blockIdx = {(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / gx / gy)};
+    if (fiber_mode) {
+      run_fibers((int)block, seed ? &rng : nullptr);
+    } else {
+      for (unsigned t : threads) {
+        threadIdx = {t, 0, 0};
+        k(slots, status);
+        if (!error.empty()) break;
+      }
+    }
+    if (!error.empty()) return 1;
+  }
+  return 0;
+}
+
+extern "C" const char* gc_emu_error() { return gc_emu::error.c_str(); }
