@@ -1,5 +1,6 @@
 // graphc's CUDA emulation header: the CUDA built-ins generated kernels use, for the host
-// C++ compiler. Each block's threads run as fibers (ucontext) on one host thread: a fiber
+// C++ compiler. Each block's threads run as fibers (own stacks, switched by hand on x86-64,
+// by ucontext elsewhere) on one host thread: a fiber
 // runs until it reaches __syncthreads or a warp operation, and the scheduler releases a
 // barrier only when every thread of the block is there (a warp operation: every lane of its
 // mask), so code between barriers runs in any order the scheduler picks and a barrier not
@@ -33,8 +34,45 @@ namespace gc_emu {
 enum State { READY, AT_BARRIER, AT_WARP, DONE };
 enum WarpOp { SHFL_DOWN, SHFL_UP, SHFL_XOR, SHFL_IDX, SYNCWARP };
 
-struct Fiber {
+typedef void (*Kernel)(void* const*, int*);
+static void fiber_main();
+
+#if defined(__x86_64__)
+// A switch of callee-saved registers and stack: glibc's swapcontext also saves the signal
+// mask with a system call each time, which made barrier-heavy kernels many times slower.
+extern "C" void gc_emu_switch(void** save_sp, void* new_sp);
+asm(".text\n.globl gc_emu_switch\n.hidden gc_emu_switch\n.type gc_emu_switch,@function\n"
+    "gc_emu_switch:\n pushq %rbp\n pushq %rbx\n pushq %r12\n pushq %r13\n pushq %r14\n"
+    " pushq %r15\n movq %rsp, (%rdi)\n movq %rsi, %rsp\n popq %r15\n popq %r14\n"
+    " popq %r13\n popq %r12\n popq %rbx\n popq %rbp\n ret\n");
+struct Context {
+  void* sp;
+  void start(char* stack, size_t size) {
+    uintptr_t top = ((uintptr_t)(stack + size)) & ~(uintptr_t)15;
+    void** frame = (void**)(top - 64);  // six registers, the entry, a pad: aligned as a call
+    for (int i = 0; i < 6; ++i) frame[i] = 0;
+    frame[6] = (void*)&fiber_main;
+    frame[7] = 0;
+    sp = frame;
+  }
+};
+static void jump(Context& from, Context& to) { gc_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
   ucontext_t ctx;
+  void start(char* stack, size_t size) {
+    getcontext(&ctx);
+    ctx.uc_stack.ss_sp = stack;
+    ctx.uc_stack.ss_size = size;
+    ctx.uc_link = nullptr;
+    makecontext(&ctx, fiber_main, 0);
+  }
+};
+static void jump(Context& from, Context& to) { swapcontext(&from.ctx, &to.ctx); }
+#endif
+
+struct Fiber {
+  Context ctx;
   State state;
   WarpOp op;
   int arg;
@@ -42,11 +80,10 @@ struct Fiber {
   unsigned long long send, recv;
 };
 
-typedef void (*Kernel)(void* const*, int*);
 static const size_t kStack = 64 * 1024;
 static std::vector<Fiber> fibers;
 static std::vector<char> stacks;
-static ucontext_t scheduler;
+static Context scheduler;
 static int current = -1;
 static bool fiber_mode = false;
 static std::string error;
@@ -68,12 +105,13 @@ static void park(State state) {
     return;
   }
   fibers[current].state = state;
-  swapcontext(&fibers[current].ctx, &scheduler);
+  jump(fibers[current].ctx, scheduler);
 }
 
 static void fiber_main() {
   kernel(kernel_slots, kernel_status);
-  fibers[current].state = DONE;  // (uc_link returns to the scheduler)
+  fibers[current].state = DONE;
+  jump(fibers[current].ctx, scheduler);  // never resumed
 }
 
 template <class T> static T warp_op(WarpOp op, unsigned mask, T value, int arg) {
@@ -138,13 +176,8 @@ static void run_fibers(int n, std::mt19937* rng) {
     stacks.resize((size_t)n * kStack);
   }
   for (int t = 0; t < n; ++t) {
-    Fiber& f = fibers[t];
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = &stacks[(size_t)t * kStack];
-    f.ctx.uc_stack.ss_size = kStack;
-    f.ctx.uc_link = &scheduler;
-    makecontext(&f.ctx, fiber_main, 0);
-    f.state = READY;
+    fibers[t].ctx.start(&stacks[(size_t)t * kStack], kStack);
+    fibers[t].state = READY;
   }
   std::vector<int> order(n);
   for (int t = 0; t < n; ++t) order[t] = t;
@@ -154,7 +187,7 @@ static void run_fibers(int n, std::mt19937* rng) {
       if (fibers[t].state != READY) continue;
       current = t;
       threadIdx = {(unsigned)t, 0, 0};
-      swapcontext(&scheduler, &fibers[t].ctx);
+      jump(scheduler, fibers[t].ctx);
       if (!error.empty()) return;
     }
     bool released = false, waiting_warp = false, done = false, barrier = false;

@@ -44,7 +44,8 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"col0 = (long long)blockIdx.x * {TILE};",
               f"  for (long long bz = blockIdx.z; bz < {batch}LL; bz += gridDim.z) {{"]
     decompose("bz", k.batch, zs, lines, "    ")
-    lines += [f"    const long long a0 = {base(k.a)}, b0 = {base(k.b)}, o0 = {base(k.out)};",
+    lines += [f"    const long long off_a = {base(k.a)}, off_b = {base(k.b)}, "
+              f"off_o = {base(k.out)};",
               f"    {t} acc[{REG}][{REG}];",
               f"    for (int i = 0; i < {REG}; ++i)",
               f"      for (int j = 0; j < {REG}; ++j) acc[i][j] = {constant(k.dtype, 0)};",
@@ -53,14 +54,14 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"        const int r = l / {SLICE}, c = l % {SLICE};",
               "        const long long gr = row0 + r, gk = k0 + c;",
               f"        As[c][r] = (gr < {k.m}LL && gk < {k.k}LL) ? "
-              f"b{k.a.buffer}[a0 + gr * {sa[nb]}LL + gk * {sa[nb + 1]}LL] : "
+              f"b{k.a.buffer}[off_a + gr * {sa[nb]}LL + gk * {sa[nb + 1]}LL] : "
               f"{constant(k.dtype, 0)};",
               "      }",
               f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
               f"        const int r = l / {TILE}, c = l % {TILE};",
               "        const long long gk = k0 + r, gc = col0 + c;",
               f"        Bs[r][c] = (gk < {k.k}LL && gc < {k.n}LL) ? "
-              f"b{k.b.buffer}[b0 + gk * {sb[nb]}LL + gc * {sb[nb + 1]}LL] : "
+              f"b{k.b.buffer}[off_b + gk * {sb[nb]}LL + gc * {sb[nb + 1]}LL] : "
               f"{constant(k.dtype, 0)};",
               "      }",
               "      __syncthreads();",
@@ -78,7 +79,7 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               "        const long long r = row0 + ty + 16 * i, c = col0 + tx + 16 * j;",
               f"        if (r >= {k.m}LL || c >= {k.n}LL) continue;"]
     value = "acc[i][j]" if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * acc[i][j]"
-    at = f"b{k.out.buffer}[o0 + r * {so[nb]}LL + c * {so[nb + 1]}LL]"
+    at = f"b{k.out.buffer}[off_o + r * {so[nb]}LL + c * {so[nb + 1]}LL]"
     lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }", "  }", "}"]
     grid = (cdiv(k.n, TILE), cdiv(k.m, TILE), min(batch, MAX_Z))
     return lines, [Launch(name, index, grid, BLOCK, True, False)]

@@ -15,6 +15,7 @@ from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, 
                                          cdiv, decompose, kernel_name, size)
 
 Emitted = tuple[list[str], list[Launch]]
+SHORT_ROW = 16  # rows up to this long are reduced by one thread each
 
 
 def signature(name: str) -> str:
@@ -88,6 +89,8 @@ def emit_reduce(w: Writer, index: int, k: kir.Reduce, guard: bool) -> Emitted:
     if rows == 0:
         return [], []
     name = kernel_name(index, k)
+    if length <= SHORT_ROW:
+        return _reduce_rows(w, index, k, name, guard)
     per_block = length >= 4 * BLOCK  # long rows: a block per row; otherwise a warp
     threads = BLOCK if per_block else WARP
     argmax = k.op == "argmax"
@@ -154,6 +157,40 @@ def emit_reduce(w: Writer, index: int, k: kir.Reduce, guard: bool) -> Emitted:
     lines += [f"    b{k.out.buffer}[{address(k.out, out_idx)}] = {result};", "  }", "}"]
     grid = (rows if per_block else cdiv(rows, BLOCK // WARP), 1, 1)
     return lines, [Launch(name, index, grid, BLOCK, True, False)]
+
+
+def _reduce_rows(w: Writer, index: int, k: kir.Reduce, name: str, guard: bool) -> Emitted:
+    """Short rows (pooling windows, a few classes): a thread per row, in order."""
+    kept = [a for a in range(len(k.shape)) if a not in k.axes]
+    kept_shape = tuple(k.shape[a] for a in kept)
+    red_shape = tuple(k.shape[a] for a in k.axes)
+    argmax = k.op == "argmax"
+    dtype = k.body.dtype if argmax else k.out_dtype
+    vt = ctype(dtype)
+    ident = constant(dtype, reduction_identity("max" if argmax else k.op, dtype))
+    lines = _head(w, k, name, guard)
+    loop, grid = _grid_stride(size(kept_shape))
+    kept_names = [f"o{a}" for a in kept]
+    red_names = [f"r{a}" for a in k.axes]
+    names = ["" for _ in k.shape]
+    for a, nm in list(zip(kept, kept_names)) + list(zip(k.axes, red_names)):
+        names[a] = nm
+    lines.append(f"  {loop} {{")
+    decompose("n", kept_shape, kept_names, lines, "    ")
+    lines += [f"    {vt} acc = {ident};"] + (["    long long acc_i = 0;"] if argmax else [])
+    lines.append(f"    for (long long j = 0; j < {size(red_shape)}LL; ++j) {{")
+    decompose("j", red_shape, red_names, lines, "      ")
+    v = w.value(k.body, names, lines, "      ", {})
+    if argmax:
+        lines.append(f"      if (gc_argmax_better({v}, j, acc, acc_i)) "
+                     f"{{ acc = {v}; acc_i = j; }}")
+    else:
+        cast = v if np.dtype(k.body.dtype) == np.dtype(dtype) else f"gc_cast<{vt}>({v})"
+        lines.append(f"      acc = {_combine(k.op, 'acc', cast, np.dtype(dtype).kind == 'f')};")
+    out_idx = [f"o{a}" if a in kept else "0" for a in range(len(k.shape))]
+    lines += ["    }", f"    b{k.out.buffer}[{address(k.out, out_idx)}] = "
+              f"{'acc_i' if argmax else 'acc'};", "  }", "}"]
+    return lines, [Launch(name, index, grid, BLOCK, False, False)]
 
 
 def emit_scan(w: Writer, index: int, k: kir.Scan, guard: bool) -> Emitted:
