@@ -56,18 +56,28 @@ def available() -> bool:
     return _nvrtc() is not None or nvcc() is not None
 
 
-def _check(lib: ctypes.CDLL, prog: ctypes.c_void_p, result: int, what: str) -> None:
-    if result == 0:
-        return
+def _log(lib: ctypes.CDLL, prog: ctypes.c_void_p) -> str:
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value + 1)
     lib.nvrtcGetProgramLog(prog, log)
-    raise RuntimeError(f"NVRTC {what} failed ({result}):\n{log.value.decode(errors='replace')}")
+    return log.value.decode(errors="replace")
 
 
-def nvrtc_compile(source: str, arch: str = ARCH, cubin: bool = False) -> bytes:
+def _check(lib: ctypes.CDLL, prog: ctypes.c_void_p, result: int, what: str) -> None:
+    if result != 0:
+        raise RuntimeError(f"NVRTC {what} failed ({result}):\n{_log(lib, prog)}")
+
+
+def nvrtc_compile(source: str, arch: str = ARCH, cubin: bool = False,
+                  verbose: bool = False) -> bytes:
     """PTX for compute_XX (or, with `cubin`, machine code for sm_XX) of `source`."""
+    return nvrtc_build(source, arch, cubin, verbose)[0]
+
+
+def nvrtc_build(source: str, arch: str = ARCH, cubin: bool = False,
+                verbose: bool = False) -> tuple[bytes, str]:
+    """nvrtc_compile's output and NVRTC's log (with `verbose`, its ptxas's report)."""
     lib = _nvrtc()
     if lib is None:
         raise RuntimeError("NVRTC is not installed: pip install nvidia-cuda-nvrtc")
@@ -77,7 +87,7 @@ def nvrtc_compile(source: str, arch: str = ARCH, cubin: bool = False) -> bytes:
     try:
         target = arch if cubin else arch.replace("sm_", "compute_")
         opts = [f"--gpu-architecture={target}".encode(), b"-std=c++17",
-                b"--diag-suppress=177"]
+                b"--diag-suppress=177"] + ([b"--ptxas-options=-v"] if verbose else [])
         array = (ctypes.c_char_p * len(opts))(*opts)
         _check(lib, prog, lib.nvrtcCompileProgram(prog, len(opts), array), "compile")
         get_size, get = ((lib.nvrtcGetCUBINSize, lib.nvrtcGetCUBIN) if cubin
@@ -86,7 +96,7 @@ def nvrtc_compile(source: str, arch: str = ARCH, cubin: bool = False) -> bytes:
         _check(lib, prog, get_size(prog, ctypes.byref(size)), "output size")
         out = ctypes.create_string_buffer(size.value)
         _check(lib, prog, get(prog, out), "output")
-        return out.raw.rstrip(b"\0") if not cubin else out.raw
+        return (out.raw if cubin else out.raw.rstrip(b"\0")), _log(lib, prog)
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
@@ -190,10 +200,15 @@ def ptx_assembles_here(ptx: str) -> bool:
     return (int(m.group(1)), int(m.group(2))) <= (have[0] - 4, have[1])
 
 
-def check_source(source: str, arch: str = ARCH) -> tuple[str, list[KernelStats]]:
-    """Compiles `source` to PTX and assembles it for `arch`: the PTX and ptxas's report.
-    NVRTC's PTX when this ptxas reads its version, else nvcc's."""
+def check_source(source: str, arch: str = ARCH) -> tuple[str, list[KernelStats], str]:
+    """Compiles `source` to PTX and assembles it for `arch`: the PTX, the assembler's report
+    and how. The toolkit's ptxas when it reads the PTX (NVRTC's, or else nvcc's); without
+    a toolkit, NVRTC's own ptxas (machine code for `arch`, reported by NVRTC)."""
     ptx = to_ptx(source, arch) if _nvrtc() is not None else ""
-    if not ptx or not ptx_assembles_here(ptx):
+    if ptx and ptx_assembles_here(ptx):
+        return ptx, assemble(ptx, arch), "nvrtc + ptxas"
+    if nvcc() is not None and shutil.which("ptxas"):
         ptx = nvcc_ptx(source, arch)
-    return ptx, assemble(ptx, arch)
+        return ptx, assemble(ptx, arch), "nvcc + ptxas"
+    _, log = nvrtc_build(source, arch, cubin=True, verbose=True)
+    return ptx, parse_ptxas(log), "nvrtc (its ptxas)"
