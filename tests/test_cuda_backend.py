@@ -196,3 +196,17 @@ def test_training_steps_match_numpy(model, shape, dtype, rtol):
         np.testing.assert_allclose(fe(x, y), fn(x, y), rtol=rtol)
     for a, b in zip(pe, pn):
         np.testing.assert_allclose(a.value, b.value, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_every_primitive_and_its_gradient_match_numpy(dtype, rtol):
+    from cuda_programs import every_primitive
+    f, args = every_primitive(dtype, EMU)
+    want, _ = every_primitive(dtype, dict(backend="numpy"))
+    got, ref = f(*args), want(*args)
+    assert len(got) == len(ref) > 200
+    for i, (g, w) in enumerate(zip(got, ref)):
+        assert g.dtype == w.dtype and g.shape == w.shape, i
+        scale = float(np.max(np.abs(w), initial=1.0))
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale, err_msg=f"output {i}")
