@@ -36,7 +36,9 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
         terms = [f"{s}LL * {z}" for s, z in zip(access.strides[:nb], zs) if s]
         return " + ".join([f"{access.offset}LL"] + terms)
 
-    lines = _head(w, k, name, guard)
+    # (256 threads alone let ptxas aim at 3 blocks a multiprocessor, 80 registers, and
+    # spill the register block; 2 blocks leave it 128)
+    lines = _head(w, k, name, guard, min_blocks=2)
     lines += [f"  __shared__ {t} As[{SLICE}][{TILE}];",
               f"  __shared__ {t} Bs[{SLICE}][{TILE}];",
               "  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;",
@@ -47,7 +49,9 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     lines += [f"    const long long off_a = {base(k.a)}, off_b = {base(k.b)}, "
               f"off_o = {base(k.out)};",
               f"    {t} acc[{REG}][{REG}];",
+              "    #pragma unroll",  # (whole: acc stays in registers)
               f"    for (int i = 0; i < {REG}; ++i)",
+              "      #pragma unroll",
               f"      for (int j = 0; j < {REG}; ++j) acc[i][j] = {constant(k.dtype, 0)};",
               f"    for (long long k0 = 0; k0 < {k.k}LL; k0 += {SLICE}) {{",
               f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
@@ -65,16 +69,23 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"{constant(k.dtype, 0)};",
               "      }",
               "      __syncthreads();",
+              "      #pragma unroll",
               f"      for (int kk = 0; kk < {SLICE}; ++kk) {{",
               f"        {t} a[{REG}], b[{REG}];",
+              "        #pragma unroll",
               f"        for (int i = 0; i < {REG}; ++i) a[i] = As[kk][ty + 16 * i];",
+              "        #pragma unroll",
               f"        for (int j = 0; j < {REG}; ++j) b[j] = Bs[kk][tx + 16 * j];",
+              "        #pragma unroll",
               f"        for (int i = 0; i < {REG}; ++i)",
+              "          #pragma unroll",
               f"          for (int j = 0; j < {REG}; ++j) acc[i][j] += a[i] * b[j];",
               "      }",
               "      __syncthreads();  // (the tiles are overwritten next)",
               "    }",
+              "    #pragma unroll",
               f"    for (int i = 0; i < {REG}; ++i)",
+              "      #pragma unroll",
               f"      for (int j = 0; j < {REG}; ++j) {{",
               "        const long long r = row0 + ty + 16 * i, c = col0 + tx + 16 * j;",
               f"        if (r >= {k.m}LL || c >= {k.n}LL) continue;"]

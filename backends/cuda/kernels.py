@@ -18,15 +18,17 @@ Emitted = tuple[list[str], list[Launch]]
 SHORT_ROW = 16  # rows up to this long are reduced by one thread each
 
 
-def signature(name: str) -> str:
-    return (f'extern "C" __global__ void __launch_bounds__({BLOCK})\n'
+def signature(name: str, min_blocks: int = 0) -> str:
+    bounds = f"{BLOCK}, {min_blocks}" if min_blocks else f"{BLOCK}"
+    return (f'extern "C" __global__ void __launch_bounds__({bounds})\n'
             f"{name}(void* const* __restrict__ slots, int* __restrict__ status)")
 
 
-def _head(w: Writer, k: kir.Kernel, name: str, guard: bool) -> list[str]:
+def _head(w: Writer, k: kir.Kernel, name: str, guard: bool,
+          min_blocks: int = 0) -> list[str]:
     """The kernel's first lines: its signature, its buffers; with `guard`, it does nothing
     once an earlier kernel has failed (updates wait for the checks before them)."""
-    lines = [signature(name) + " {"]
+    lines = [signature(name, min_blocks) + " {"]
     if guard:
         lines.append("  if (*(volatile int*)status) return;")
     return lines + w.pointers(k)
@@ -178,7 +180,8 @@ def _reduce_rows(w: Writer, index: int, k: kir.Reduce, name: str, guard: bool) -
     lines.append(f"  {loop} {{")
     decompose("n", kept_shape, kept_names, lines, "    ")
     lines += [f"    {vt} acc = {ident};"] + (["    long long acc_i = 0;"] if argmax else [])
-    lines.append(f"    for (long long j = 0; j < {size(red_shape)}LL; ++j) {{")
+    # (unrolled whole, double-precision bodies made ptxas spill)
+    lines += ["    #pragma unroll 1", f"    for (long long j = 0; j < {size(red_shape)}LL; ++j) {{"]
     decompose("j", red_shape, red_names, lines, "      ")
     v = w.value(k.body, names, lines, "      ", {})
     if argmax:
@@ -211,7 +214,7 @@ def emit_scan(w: Writer, index: int, k: kir.Scan, guard: bool) -> Emitted:
     names.insert(k.axis, "j")
     start = constant(k.dtype, 0 if k.op == "sum" else 1)
     lines += [f"    {t} acc = {start};"]
-    lines.append(f"    for (long long s = 0; s < {length}LL; ++s) {{")
+    lines += ["    #pragma unroll 1", f"    for (long long s = 0; s < {length}LL; ++s) {{"]
     lines.append(f"      const long long j = {f'{length - 1}LL - s' if k.reverse else 's'};")
     v = w.value(k.body, names, lines, "      ", {})
     v = v if np.dtype(k.body.dtype) == np.dtype(k.dtype) else f"gc_cast<{t}>({v})"
