@@ -74,7 +74,7 @@ class GpuRunner:
 
     def run(self, args: Sequence[Any]) -> list[Any]:
         cp, layout, table = self.cp, self.layout, self.table
-        for slot, storage, dev, seen in self.params:
+        for _slot, storage, dev, seen in self.params:
             if not np.array_equal(storage.array, seen, equal_nan=True):
                 dev.set(storage.array)
                 seen[...] = storage.array

@@ -22,8 +22,8 @@ from graphc.backends.cuda.source import Launch
 
 _HERE = Path(__file__).parent
 # The non-Python files the code depends on (code_hash covers the Python ones).
-_TEXTS = hashlib.sha256(b"".join((_HERE / name).read_bytes()
-                                 for name in ("prelude.cuh", "emulator.h", "emulator.cpp"))).hexdigest()
+_TEXTS = hashlib.sha256(b"".join((_HERE / name).read_bytes() for name in (
+    "prelude.cuh", "emulator.h", "emulator.cpp"))).hexdigest()
 
 
 def _aligned_empty(nbytes: int, align: int = 256) -> np.ndarray:

@@ -42,8 +42,9 @@ def size(shape: tuple[int, ...]) -> int:
 def kernel_name(index: int, kernel: kir.Kernel) -> str:
     """k<index>_<kind>_<the graph ops it computes>, a C identifier."""
     words: tuple[str, ...] = getattr(kernel, "fused", ())
-    if not words and hasattr(kernel, "what"):
-        words = (str(getattr(kernel, "what")).split(" ")[0],)
+    what = getattr(kernel, "what", "")
+    if not words and what:
+        words = (str(what).split(" ")[0],)
     op = getattr(kernel, "op", "")
     parts = [f"k{index}", kernel.kind] + ([op] if op else []) + list(words[:4])
     return re.sub(r"[^0-9A-Za-z_]", "_", "_".join(parts))[:80]
