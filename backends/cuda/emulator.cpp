@@ -72,6 +72,7 @@ struct Fiber {
   WarpOp op;
   int arg;
   unsigned mask;
+  void* site;  // where in the kernel it waits: every thread must wait at the same one
   unsigned long long send, recv;
 };
 
@@ -128,7 +129,7 @@ static bool release_warp(int w, int n) {
         fail("a warp operation's mask names an inactive or exited lane");
         return true;
       }
-      if (fibers[lo + l].op != f.op) {
+      if (fibers[lo + l].op != f.op || fibers[lo + l].site != f.site) {
         fail("the lanes of a warp meet at different warp operations");
         return true;
       }
@@ -190,13 +191,30 @@ static void run_fibers(int n, std::mt19937* rng) {
       fail("__syncthreads not reached by every thread of the block");
       return;
     }
+    for (int t = 1; t < n; ++t) {
+      if (fibers[t].site != fibers[0].site) {
+        fail("the threads of a block wait at different __syncthreads");
+        return;
+      }
+    }
     for (int t = 0; t < n; ++t) fibers[t].state = READY;
   }
 }
 
 }  // namespace gc_emu
 
-extern "C" void gc_emu_syncthreads() { gc_emu::park(gc_emu::AT_BARRIER); }
+extern "C" long long gc_emu_bad_index(long long i, long long n) {
+  char what[160];
+  snprintf(what, sizeof what, "an out-of-bounds access: element %lld of a buffer of %lld "
+           "(thread %u)", i, n, threadIdx.x);
+  gc_emu::fail(what);
+  return 0;
+}
+
+extern "C" void gc_emu_syncthreads() {
+  gc_emu::fibers[gc_emu::current].site = __builtin_return_address(0);
+  gc_emu::park(gc_emu::AT_BARRIER);
+}
 
 extern "C" unsigned long long gc_emu_warp(int op, unsigned mask, unsigned long long value,
                                           int arg) {
@@ -206,6 +224,7 @@ extern "C" unsigned long long gc_emu_warp(int op, unsigned mask, unsigned long l
   f.arg = arg;
   f.mask = mask;
   f.send = value;
+  f.site = __builtin_return_address(0);
   park(AT_WARP);
   return fiber_mode ? fibers[current].recv : value;
 }

@@ -23,6 +23,13 @@ extern "C" unsigned long long gc_emu_warp(int op, unsigned mask, unsigned long l
                                           int arg);
 enum { GC_SHFL_DOWN, GC_SHFL_UP, GC_SHFL_XOR, GC_SHFL_IDX, GC_SYNCWARP };
 
+// Out-of-bounds accesses are reported (and element 0 used instead, so none is made).
+extern "C" long long gc_emu_bad_index(long long i, long long n);
+static inline long long gc_emu_index(long long i, long long n) {
+  return (unsigned long long)i < (unsigned long long)n ? i : gc_emu_bad_index(i, n);
+}
+#define GC_IX(i, n) gc_emu_index((i), (n))
+
 template <class T> static inline T gc_emu_shuffle(int op, unsigned mask, T v, int arg) {
   unsigned long long bits = 0;
   memcpy(&bits, &v, sizeof(T));

@@ -58,14 +58,14 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"        const int r = l / {SLICE}, c = l % {SLICE};",
               "        const long long gr = row0 + r, gk = k0 + c;",
               f"        As[c][r] = (gr < {k.m}LL && gk < {k.k}LL) ? "
-              f"b{k.a.buffer}[off_a + gr * {sa[nb]}LL + gk * {sa[nb + 1]}LL] : "
+              f"{w.ref(k.a.buffer, f'off_a + gr * {sa[nb]}LL + gk * {sa[nb + 1]}LL')} : "
               f"{constant(k.dtype, 0)};",
               "      }",
               f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
               f"        const int r = l / {TILE}, c = l % {TILE};",
               "        const long long gk = k0 + r, gc = col0 + c;",
               f"        Bs[r][c] = (gk < {k.k}LL && gc < {k.n}LL) ? "
-              f"b{k.b.buffer}[off_b + gk * {sb[nb]}LL + gc * {sb[nb + 1]}LL] : "
+              f"{w.ref(k.b.buffer, f'off_b + gk * {sb[nb]}LL + gc * {sb[nb + 1]}LL')} : "
               f"{constant(k.dtype, 0)};",
               "      }",
               "      __syncthreads();",
@@ -90,7 +90,7 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               "        const long long r = row0 + ty + 16 * i, c = col0 + tx + 16 * j;",
               f"        if (r >= {k.m}LL || c >= {k.n}LL) continue;"]
     value = "acc[i][j]" if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * acc[i][j]"
-    at = f"b{k.out.buffer}[off_o + r * {so[nb]}LL + c * {so[nb + 1]}LL]"
+    at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}LL + c * {so[nb + 1]}LL")
     lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }", "  }", "}"]
     grid = (cdiv(k.n, TILE), cdiv(k.m, TILE), min(batch, MAX_Z))
     return lines, [Launch(name, index, grid, BLOCK, True, False)]

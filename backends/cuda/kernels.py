@@ -11,8 +11,8 @@ from graphc.schedule import ir as kir
 from graphc.schedule.core_ops import reduction_identity
 from graphc.backends.cuda.gemm import emit_gemm
 from graphc.backends.cuda.scalar import constant, ctype
-from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, address,
-                                         cdiv, decompose, kernel_name, size)
+from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, cdiv,
+                                         decompose, kernel_name, size)
 
 Emitted = tuple[list[str], list[Launch]]
 SHORT_ROW = 16  # rows up to this long are reduced by one thread each
@@ -63,7 +63,7 @@ def emit_elementwise(w: Writer, index: int, k: kir.Elementwise, guard: bool) -> 
     memo: dict[int, str] = {}
     values = [w.value(s.value, idx, lines, "    ", memo) for s in k.stores]
     for s, v in zip(k.stores, values):
-        at = f"b{s.access.buffer}[{address(s.access, idx)}]"
+        at = f"{w.at(s.access, idx)}"
         if s.accumulate == "atomic":
             lines.append(f"    gc_atomic_add(&{at}, {v});")
         elif s.accumulate == "ordered":
@@ -156,7 +156,7 @@ def emit_reduce(w: Writer, index: int, k: kir.Reduce, guard: bool) -> Emitted:
     lines.append("  if (lane == 0) {")
     decompose("row", kept_shape, kept_names, lines, "    ")
     result = "acc_i" if argmax else "acc"
-    lines += [f"    b{k.out.buffer}[{address(k.out, out_idx)}] = {result};", "  }", "}"]
+    lines += [f"    {w.at(k.out, out_idx)} = {result};", "  }", "}"]
     grid = (rows if per_block else cdiv(rows, BLOCK // WARP), 1, 1)
     return lines, [Launch(name, index, grid, BLOCK, True, False)]
 
@@ -191,7 +191,7 @@ def _reduce_rows(w: Writer, index: int, k: kir.Reduce, name: str, guard: bool) -
         cast = v if np.dtype(k.body.dtype) == np.dtype(dtype) else f"gc_cast<{vt}>({v})"
         lines.append(f"      acc = {_combine(k.op, 'acc', cast, np.dtype(dtype).kind == 'f')};")
     out_idx = [f"o{a}" if a in kept else "0" for a in range(len(k.shape))]
-    lines += ["    }", f"    b{k.out.buffer}[{address(k.out, out_idx)}] = "
+    lines += ["    }", f"    {w.at(k.out, out_idx)} = "
               f"{'acc_i' if argmax else 'acc'};", "  }", "}"]
     return lines, [Launch(name, index, grid, BLOCK, False, False)]
 
@@ -223,7 +223,7 @@ def emit_scan(w: Writer, index: int, k: kir.Scan, guard: bool) -> Emitted:
         lines.append(f"      acc = {f'acc + {v}' if float_ else f'gc_add(acc, {v})'};")
     else:
         lines.append(f"      acc = {f'acc * {v}' if float_ else f'gc_mul(acc, {v})'};")
-    lines += [f"      b{k.out.buffer}[{address(k.out, names)}] = acc;", "    }", "  }", "}"]
+    lines += [f"      {w.at(k.out, names)} = acc;", "    }", "  }", "}"]
     return lines, [Launch(name, index, grid, BLOCK, False, False)]
 
 
@@ -245,15 +245,15 @@ def emit_sort(w: Writer, index: int, k: kir.Sort, guard: bool) -> Emitted:
     other = list(idx)
     other[k.axis] = "q"
     me = idx[k.axis]
-    lines += [f"    const {t} x = b{k.x.buffer}[{address(k.x, idx)}];",
+    lines += [f"    const {t} x = {w.at(k.x, idx)};",
               "    long long rank = 0;",
               f"    for (long long q = 0; q < {length}LL; ++q) {{",
-              f"      const {t} y = b{k.x.buffer}[{address(k.x, other)}];",
+              f"      const {t} y = {w.at(k.x, other)};",
               f"      rank += gc_sort_less(y, x) || (q < {me} && !gc_sort_less(x, y));",
               "    }"]
     at = list(idx)
     at[k.axis] = "rank"
-    lines += [f"    b{k.out.buffer}[{address(k.out, at)}] = {me};", "  }", "}"]
+    lines += [f"    {w.at(k.out, at)} = {me};", "  }", "}"]
     return lines, [Launch(name, index, grid, BLOCK, False, False)]
 
 
@@ -268,7 +268,7 @@ def _check(w: Writer, index: int, k: kir.Kernel, access: kir.Access, shape, low:
     idx = _names("i", len(shape))
     lines.append(f"  {loop} {{")
     decompose("n", tuple(shape), idx, lines, "    ")
-    lines += [f"    const long long v = (long long)b{access.buffer}[{address(access, idx)}];",
+    lines += [f"    const long long v = (long long){w.at(access, idx)};",
               f"    if (v < {low} || v >= {high}) gc_fail(status, {index + 1});", "  }", "}"]
     return lines, Launch(name, index, grid, BLOCK, False, True)
 
@@ -299,16 +299,16 @@ def _moved(w: Writer, index: int, k, size_: int, out_shape, idx_shape, guard: bo
     lines.append(f"  {loop} {{")
     decompose("n", shape, idx, lines, "    ")
     mid = idx[k.axis:k.axis + q]
-    lines += [f"    long long j = (long long)b{k.indices.buffer}[{address(k.indices, mid)}];",
+    lines += [f"    long long j = (long long){w.at(k.indices, mid)};",
               f"    if (j < -{size_}LL || j >= {size_}LL) continue;",
               f"    if (j < 0) j += {size_}LL;"]
     at = idx[:k.axis] + ["j"] + idx[k.axis + q:]
     if scatter:
-        lines.append(f"    gc_atomic_add(&b{k.out.buffer}[{address(k.out, at)}], "
-                     f"b{k.updates.buffer}[{address(k.updates, idx)}]);")
+        lines.append(f"    gc_atomic_add(&{w.at(k.out, at)}, "
+                     f"{w.at(k.updates, idx)});")
     else:
-        lines.append(f"    b{k.out.buffer}[{address(k.out, idx)}] = "
-                     f"b{k.x.buffer}[{address(k.x, at)}];")
+        lines.append(f"    {w.at(k.out, idx)} = "
+                     f"{w.at(k.x, at)};")
     lines += ["  }", "}"]
     return lines, Launch(name, index, grid, BLOCK, False, False)
 
@@ -340,7 +340,7 @@ def emit_scatter_add(w: Writer, index: int, k: kir.ScatterAdd, guard: bool) -> E
         idx = _names("i", len(k.out_shape))
         zero = _head(w, k, name, guard) + [f"  {loop} {{"]
         decompose("n", k.out_shape, idx, zero, "    ")
-        zero += [f"    b{k.out.buffer}[{address(k.out, idx)}] = "
+        zero += [f"    {w.at(k.out, idx)} = "
                  f"{constant(k.dtype, 0)};", "  }", "}"]
         lines += [""] + zero
         launches.append(Launch(name, index, grid, BLOCK, False, False))

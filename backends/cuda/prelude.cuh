@@ -1,6 +1,9 @@
 // graphc's CUDA prelude: the scalar helpers generated kernels call (no includes, so NVRTC
 // and the emulator's host compiler read the same text).
 #define GC_DEV __device__ __forceinline__
+#ifndef GC_IX
+#define GC_IX(i, n) (i)  // element i of a buffer of n (the emulator checks the bounds)
+#endif
 
 // Integer arithmetic wraps, as numpy's (signed overflow is undefined in C).
 GC_DEV int gc_add(int a, int b) { return (int)((unsigned)a + (unsigned)b); }

@@ -99,6 +99,15 @@ class Writer:
             lines.append(f"{indent}{t}* __restrict__ b{bid} = ({t}*)({where});")
         return lines
 
+    def ref(self, bid: int, flat: str) -> str:
+        """Element `flat` of buffer `bid`, its index through GC_IX (the identity on a GPU;
+        the emulator checks it against the buffer's size)."""
+        return f"b{bid}[GC_IX({flat}, {self.schedule.buffers[bid].size})]"
+
+    def at(self, access: kir.Access, idx: list[str]) -> str:
+        """The element an access reaches at the iteration indices `idx`."""
+        return self.ref(access.buffer, address(access, idx))
+
     def fresh(self) -> str:
         self._count += 1
         return f"v{self._count}"
@@ -117,7 +126,7 @@ class Writer:
                 memo[id(x)] = constant(x.dtype, x.value)
                 continue
             if isinstance(x, kir.Load):
-                at = f"b{x.access.buffer}[{address(x.access, idx)}]"
+                at = f"{self.at(x.access, idx)}"
                 if x.guard is not None:
                     inside = " && ".join(self._bound(b, idx) for b in x.guard.bounds) or "true"
                     text = f"({inside}) ? {at} : {memo[id(x.guard.otherwise)]}"
