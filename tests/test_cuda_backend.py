@@ -210,3 +210,21 @@ def test_every_primitive_and_its_gradient_match_numpy(dtype, rtol):
         assert g.dtype == w.dtype and g.shape == w.shape, i
         scale = float(np.max(np.abs(w), initial=1.0))
         np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale, err_msg=f"output {i}")
+
+
+@pytest.mark.slow
+def test_fuzzer_graphs_match_the_reference():
+    """The differential fuzzer's random graphs (every primitive and dtype) on the emulator,
+    against the numpy reference interpreter."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    import fuzz_graphs as fz
+    fz.BACKENDS.setdefault("cuda-emulated", EMU)  # (not in its default list: a compile each)
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck),
+              derandomize=True, database=None)
+    @given(st.data())
+    def check(data):
+        fz.check_backends(data, backends=("cuda-emulated",))
+
+    check()
