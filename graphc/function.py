@@ -185,7 +185,14 @@ class Function:
                     arrays.append(arg)
                     continue
             what = f"argument {ph.attrs['name']!r}"
-            array = coerce_array(arg, ph.dtype, what)
+            if self.backend == "cuda" and hasattr(arg, "__cuda_array_interface__"):
+                # a device array (CuPy) stays on the device: its dtype must be exact
+                if np.dtype(arg.dtype) != ph.dtype:
+                    raise TypeError(f"{what}: expected {ph.dtype} data, got {arg.dtype} "
+                                    "(a device array is not converted)")
+                array = arg
+            else:
+                array = coerce_array(arg, ph.dtype, what)
             if array.ndim != ph.ndim or any(d is not None and d != a
                                             for d, a in zip(ph.shape, array.shape)):
                 raise ValueError(f"{what}: expected shape {fmt_shape(ph.shape)}, got "

@@ -228,3 +228,40 @@ def test_fuzzer_graphs_match_the_reference():
         fz.check_backends(data, backends=("cuda-emulated",))
 
     check()
+
+
+@pytest.mark.slow
+def test_compiled_programs_come_from_the_disk_cache(tmp_path):
+    options = {"emulate": True, "cache_dir": str(tmp_path)}
+    x = gc.placeholder((4, 3), "float64", name="x")
+    y = gc.sum(gc.exp(x) * 2.0, axis=1)
+    first = gc.function([x], y, backend="cuda", backend_options=options)
+    again = gc.function([x], y, backend="cuda", backend_options=options)
+    assert not first._exe.last.cached and again._exe.last.cached
+    assert again.source == first.source  # rendered again on demand
+    v = np.arange(12.0).reshape(4, 3) / 10
+    np.testing.assert_allclose(again(v), np.sum(np.exp(v) * 2, axis=1), rtol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_on_a_gpu_results_equal_numpy_and_parameters_stay_in_step():
+    why = gpu_problem()
+    if why is not None:
+        pytest.skip(f"no GPU: {why}")
+    import cupy
+    fg, pg = _mlp(dict(backend="cuda"), "float32")
+    fo, po = _mlp(dict(backend="cuda", backend_options={"outputs": "numpy"}), "float32")
+    fn, pn = _mlp(dict(backend="numpy"), "float32")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(16, 20)).astype("float32"), rng.integers(0, 10, 16)
+    for _ in range(3):
+        want = fn(x, y)
+        got = fg(cupy.asarray(x), y)
+        assert isinstance(got, cupy.ndarray)
+        np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=1e-5)
+        np.testing.assert_allclose(fo(x, y), want, rtol=1e-5)
+    for a, b in zip(pg, pn):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-5, atol=1e-6)
+    with pytest.raises(IndexError, match="out of range"):
+        fg(x, np.full(16, 12))
