@@ -200,11 +200,18 @@ def ptx_assembles_here(ptx: str) -> bool:
     return (int(m.group(1)), int(m.group(2))) <= (have[0] - 4, have[1])
 
 
-def check_source(source: str, arch: str = ARCH) -> tuple[str, list[KernelStats], str]:
+def check_source(source: str, arch: str = ARCH,
+                 assembler: str = "ptxas") -> tuple[str, list[KernelStats], str]:
     """Compiles `source` to PTX and assembles it for `arch`: the PTX, the assembler's report
     and how. The toolkit's ptxas when it reads the PTX (NVRTC's, or else nvcc's); without
-    a toolkit, NVRTC's own ptxas (machine code for `arch`, reported by NVRTC)."""
+    a toolkit, or with assembler="nvrtc" (faster: no processes), NVRTC's own ptxas
+    (machine code for `arch`, reported by NVRTC)."""
+    if assembler not in ("ptxas", "nvrtc"):
+        raise ValueError(f"assembler: {assembler!r} is not 'ptxas' or 'nvrtc'")
     ptx = to_ptx(source, arch) if _nvrtc() is not None else ""
+    if assembler == "nvrtc" and ptx:
+        _, log = nvrtc_build(source, arch, cubin=True, verbose=True)
+        return ptx, parse_ptxas(log), "nvrtc (its ptxas)"
     if ptx and ptx_assembles_here(ptx):
         return ptx, assemble(ptx, arch), "nvrtc + ptxas"
     if nvcc() is not None and shutil.which("ptxas"):
