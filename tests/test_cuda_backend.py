@@ -265,3 +265,15 @@ def test_on_a_gpu_results_equal_numpy_and_parameters_stay_in_step():
         np.testing.assert_allclose(a.value, b.value, rtol=1e-5, atol=1e-6)
     with pytest.raises(IndexError, match="out of range"):
         fg(x, np.full(16, 12))
+
+
+@pytest.mark.slow
+def test_emulated_functions_run_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    x = gc.placeholder((3, 2000), "float64", name="x")
+    fs = [gc.function([x], gc.sum(x * k, axis=1), **EMU) for k in (1.0, 2.0)]
+    v = np.random.default_rng(5).normal(size=(3, 2000))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: fs[i % 2](v), range(8)))
+    for i, r in enumerate(results):
+        np.testing.assert_allclose(r, v.sum(axis=1) * (1 + i % 2), rtol=1e-12)

@@ -67,6 +67,8 @@ def _load(code: bytes, mode: int = ctypes.DEFAULT_MODE) -> ctypes.CDLL:
 
 
 _runtime_lock = threading.Lock()
+# The runtime's scheduler state is global and ctypes releases the GIL: one launch at a time.
+LAUNCH_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,10 +20,7 @@ from graphc.backends.cuda.source import Launch
 @functools.lru_cache(maxsize=1)
 def device_arch() -> str:
     import cupy
-    major, minor = cupy.cuda.Device().compute_capability[:2] if isinstance(
-        cupy.cuda.Device().compute_capability, tuple) else tuple(
-        cupy.cuda.Device().compute_capability)
-    return f"sm_{major}{minor}"
+    return f"sm_{cupy.cuda.Device().compute_capability}"  # (CuPy gives e.g. "90")
 
 
 @functools.lru_cache(maxsize=1)

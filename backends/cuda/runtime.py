@@ -156,16 +156,18 @@ class EmulatedRunner:
             out = np.empty(shape, dtype)
             table[slot] = out.ctypes.data
             outs.append(out)
+        from graphc.backends.cuda.emulate import LAUNCH_LOCK
         self.status.value = 0
         status_address = ctypes.addressof(self.status)
         table_address = ctypes.addressof(table)
-        for address, L in self.calls:
-            if self.lib.launch(address, L.grid[0], L.grid[1], L.grid[2], L.block, int(L.sync),
-                               table_address, status_address, self.seed):
-                raise RuntimeError(f"cuda emulator: kernel {L.name}: "
-                                   f"{self.lib.error().decode()}")
-            if L.can_fail and self.status.value:
-                break
+        with LAUNCH_LOCK:
+            for address, L in self.calls:
+                if self.lib.launch(address, L.grid[0], L.grid[1], L.grid[2], L.block,
+                                   int(L.sync), table_address, status_address, self.seed):
+                    raise RuntimeError(f"cuda emulator: kernel {L.name}: "
+                                       f"{self.lib.error().decode()}")
+                if L.can_fail and self.status.value:
+                    break
         if self.status.value:
             raise_for_status(self.status.value, layout, arrays)
         return outs
