@@ -277,3 +277,16 @@ def test_emulated_functions_run_from_several_threads():
         results = list(pool.map(lambda i: fs[i % 2](v), range(8)))
     for i, r in enumerate(results):
         np.testing.assert_allclose(r, v.sum(axis=1) * (1 + i % 2), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_gemm_tiles_past_the_grid_limit_loop(monkeypatch, tmp_path):
+    from graphc.backends.cuda import gemm
+    monkeypatch.setattr(gemm, "MAX_Z", 2)  # (the real limit, 65535, takes huge matrices)
+    a = gc.placeholder((3, 130, 40), "float64", name="a")
+    b = gc.placeholder((40, 5), "float64", name="b")
+    f = gc.function([a, b], a @ b, backend="cuda",
+                    backend_options={"emulate": True, "cache_dir": str(tmp_path)})
+    assert "t += gridDim.z" in f.source
+    av, bv = np.random.default_rng(6).normal(size=(3, 130, 40)), np.ones((40, 5))
+    np.testing.assert_allclose(f(av, bv), av @ bv, rtol=1e-12)

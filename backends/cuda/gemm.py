@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 TILE = 64  # rows and columns of out per block
 SLICE = 16  # k per shared-memory stage
 REG = 4  # rows and columns of out per thread (TILE = REG * 16 threads)
-MAX_Z = 65535  # the grid's z limit: larger batches loop
+MAX_Z = 65535  # the grid's z limit: more (batch, row tile) pairs loop
 
 
 def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[str],
@@ -29,6 +29,7 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     name = kernel_name(index, k)
     t = ctype(k.dtype)
     nb = len(k.batch)
+    row_tiles = cdiv(k.m, TILE)
     sa, sb, so = k.a.strides, k.b.strides, k.out.strides
     zs = [f"z{d}" for d in range(nb)]
 
@@ -42,9 +43,10 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     lines += [f"  __shared__ {t} As[{SLICE}][{TILE}];",
               f"  __shared__ {t} Bs[{SLICE}][{TILE}];",
               "  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;",
-              f"  const long long row0 = (long long)blockIdx.y * {TILE}, "
-              f"col0 = (long long)blockIdx.x * {TILE};",
-              f"  for (long long bz = blockIdx.z; bz < {batch}LL; bz += gridDim.z) {{"]
+              f"  const long long col0 = (long long)blockIdx.x * {TILE};",
+              "  // z counts (batch, row tile) pairs, looping past the grid's z limit",
+              f"  for (long long t = blockIdx.z; t < {batch * row_tiles}LL; t += gridDim.z) {{",
+              f"    const long long bz = t / {row_tiles}LL, row0 = t % {row_tiles}LL * {TILE};"]
     decompose("bz", k.batch, zs, lines, "    ")
     lines += [f"    const long long off_a = {base(k.a)}, off_b = {base(k.b)}, "
               f"off_o = {base(k.out)};",
@@ -92,5 +94,5 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     value = "acc[i][j]" if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * acc[i][j]"
     at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}LL + c * {so[nb + 1]}LL")
     lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }", "  }", "}"]
-    grid = (cdiv(k.n, TILE), cdiv(k.m, TILE), min(batch, MAX_Z))
+    grid = (cdiv(k.n, TILE), 1, min(batch * row_tiles, MAX_Z))
     return lines, [Launch(name, index, grid, BLOCK, True, False)]
