@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 TILE = 64  # rows and columns of out per block
 SLICE = 16  # k per shared-memory stage
 REG = 4  # rows and columns of out per thread (TILE = REG * 16 threads)
-MAX_Z = 65535  # the grid's z limit: more (batch, row tile) pairs loop
+MAX_Y = MAX_Z = 65535  # the grid's y and z limits: beyond them the kernel loops
 
 
 def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[str],
@@ -30,6 +30,7 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     t = ctype(k.dtype)
     nb = len(k.batch)
     row_tiles = cdiv(k.m, TILE)
+    simple = row_tiles <= MAX_Y and batch <= MAX_Z
     sa, sb, so = k.a.strides, k.b.strides, k.out.strides
     zs = [f"z{d}" for d in range(nb)]
 
@@ -43,10 +44,15 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     lines += [f"  __shared__ {t} As[{SLICE}][{TILE}];",
               f"  __shared__ {t} Bs[{SLICE}][{TILE}];",
               "  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;",
-              f"  const long long col0 = (long long)blockIdx.x * {TILE};",
-              "  // z counts (batch, row tile) pairs, looping past the grid's z limit",
-              f"  for (long long t = blockIdx.z; t < {batch * row_tiles}LL; t += gridDim.z) {{",
-              f"    const long long bz = t / {row_tiles}LL, row0 = t % {row_tiles}LL * {TILE};"]
+              f"  const long long col0 = (long long)blockIdx.x * {TILE};"]
+    if simple:  # a row tile per blockIdx.y, a batch element per blockIdx.z
+        lines += ["  {", f"    const long long bz = blockIdx.z, row0 = (long long)blockIdx.y * "
+                  f"{TILE};"]
+    else:  # z counts (batch, row tile) pairs, looping past the grid's limits
+        lines += [f"  for (long long t = blockIdx.z; t < {batch * row_tiles}LL; "
+                  "t += gridDim.z) {",
+                  f"    const long long bz = t / {row_tiles}LL, row0 = t % {row_tiles}LL * "
+                  f"{TILE};"]
     decompose("bz", k.batch, zs, lines, "    ")
     lines += [f"    const long long off_a = {base(k.a)}, off_b = {base(k.b)}, "
               f"off_o = {base(k.out)};",
@@ -94,5 +100,6 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     value = "acc[i][j]" if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * acc[i][j]"
     at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}LL + c * {so[nb + 1]}LL")
     lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }", "  }", "}"]
-    grid = (cdiv(k.n, TILE), 1, min(batch * row_tiles, MAX_Z))
+    grid = (cdiv(k.n, TILE), row_tiles, batch) if simple else (
+        cdiv(k.n, TILE), 1, min(batch * row_tiles, MAX_Z))
     return lines, [Launch(name, index, grid, BLOCK, True, False)]
