@@ -142,6 +142,14 @@ class Function:
         return asm
 
     @property
+    def ptx(self) -> str:
+        """The PTX the generated CUDA C compiles to (cuda backend; no GPU needed)."""
+        ptx = getattr(self._exe, "ptx", None)
+        if ptx is None:
+            raise AttributeError(f"the {self.backend} backend produces no PTX")
+        return ptx
+
+    @property
     def compile_times(self) -> dict:
         """Where the last compile went (llvm backend), in seconds: "fingerprint",
         "optimize and schedule", "codegen" (writing the IR), "llvm parse", "llvm optimize",
@@ -186,7 +194,14 @@ class Function:
                     arrays.append(arg)
                     continue
             what = f"argument {ph.attrs['name']!r}"
-            array = coerce_array(arg, ph.dtype, what)
+            if self.backend == "cuda" and hasattr(arg, "__cuda_array_interface__"):
+                # a device array (CuPy) stays on the device: its dtype must be exact
+                if np.dtype(arg.dtype) != ph.dtype:
+                    raise TypeError(f"{what}: expected {ph.dtype} data, got {arg.dtype} "
+                                    "(a device array is not converted)")
+                array = arg
+            else:
+                array = coerce_array(arg, ph.dtype, what)
             if array.ndim != ph.ndim or any(isinstance(d, int) and d != a
                                             for d, a in zip(ph.shape, array.shape)):
                 raise ValueError(f"{what}: expected shape {fmt_shape(ph.shape)}, got "

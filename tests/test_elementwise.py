@@ -407,10 +407,12 @@ def test_int_power_int_stays_int():
     check(result[2], np.ones(5, np.int64))
 
 
-INT_POW_BACKENDS = [("numpy", None), ("numpy", {"mode": "kernels"}), ("llvm", None)]
+INT_POW_BACKENDS = [("numpy", None), ("numpy", {"mode": "kernels"}), ("llvm", None),
+                    pytest.param("cuda", {"emulate": True}, marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("backend,options", INT_POW_BACKENDS, ids=["interp", "kernels", "llvm"])
+@pytest.mark.parametrize("backend,options", INT_POW_BACKENDS,
+                         ids=["interp", "kernels", "llvm", "cuda-emulated"])
 def test_int_to_negative_int_power_raises_like_numpy(backend, options):
     optimize = OPTIMIZE[0]
     a = np.array([1, 2], np.int64)

@@ -73,8 +73,10 @@ def test_lowered_bodies_hold_core_ops_only():
             assert ops and set(ops) <= set(CORE_OPS), ops
 
 
-@pytest.mark.parametrize("backend", [dict(backend="llvm"),
-                                     dict(backend="numpy", backend_options=KERNELS)])
+@pytest.mark.parametrize("backend", [
+    dict(backend="llvm"), dict(backend="numpy", backend_options=KERNELS),
+    pytest.param(dict(backend="cuda", backend_options={"emulate": True}),
+                 marks=pytest.mark.slow)])
 def test_sympy_functions_through_core_ops(backend):
     """A user's primitive using SymPy functions no built-in uses (sinh, atan2, floor...)
     lowers to core ops and agrees with numpy on both kernel backends."""

@@ -11,8 +11,10 @@ from graphc.ops import make
 from test_grad_rules import fd_check
 
 BACKENDS = [dict(backend="numpy"), dict(backend="llvm"),
-            dict(backend="numpy", backend_options={"mode": "kernels"})]
-IDS = ["interpreter", "llvm", "kernels"]
+            dict(backend="numpy", backend_options={"mode": "kernels"}),
+            pytest.param(dict(backend="cuda", backend_options={"emulate": True}),
+                         marks=pytest.mark.slow)]  # (a C++ compile a case)
+IDS = ["interpreter", "llvm", "kernels", "cuda-emulated"]
 RNG = np.random.default_rng(7)
 
 

@@ -1,0 +1,68 @@
+// graphc's CUDA emulation header: the CUDA built-ins that generated kernels use, for the
+// host C++ compiler (force-included before the kernels' source). The scheduler behind the
+// barriers and warp operations lives in emulator.cpp, compiled once and loaded first.
+#include <math.h>
+#include <string.h>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static  // blocks run one after another: one copy serves them all
+
+struct uint3 { unsigned x, y, z; };
+struct dim3 { unsigned x, y, z; };
+extern "C" uint3 threadIdx, blockIdx;
+extern "C" dim3 blockDim, gridDim;
+
+// (emulator.cpp) the calling thread waits at a block barrier; at a warp operation, whose
+// result (the bits of the source lane's value) it returns
+extern "C" void gc_emu_syncthreads();
+extern "C" unsigned long long gc_emu_warp(int op, unsigned mask, unsigned long long value,
+                                          int arg);
+enum { GC_SHFL_DOWN, GC_SHFL_UP, GC_SHFL_XOR, GC_SHFL_IDX, GC_SYNCWARP };
+
+// Out-of-bounds accesses are reported (and element 0 used instead, so none is made).
+extern "C" long long gc_emu_bad_index(long long i, long long n);
+static inline long long gc_emu_index(long long i, long long n) {
+  return (unsigned long long)i < (unsigned long long)n ? i : gc_emu_bad_index(i, n);
+}
+#define GC_IX(i, n) gc_emu_index((i), (n))
+
+template <class T> static inline T gc_emu_shuffle(int op, unsigned mask, T v, int arg) {
+  unsigned long long bits = 0;
+  memcpy(&bits, &v, sizeof(T));
+  bits = gc_emu_warp(op, mask, bits, arg);
+  memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+static inline void __syncthreads() { gc_emu_syncthreads(); }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  gc_emu_warp(GC_SYNCWARP, mask, 0, 0);
+}
+template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned d) {
+  return gc_emu_shuffle(GC_SHFL_DOWN, mask, v, (int)d);
+}
+template <class T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned d) {
+  return gc_emu_shuffle(GC_SHFL_UP, mask, v, (int)d);
+}
+template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int m) {
+  return gc_emu_shuffle(GC_SHFL_XOR, mask, v, m);
+}
+template <class T> static inline T __shfl_sync(unsigned mask, T v, int src) {
+  return gc_emu_shuffle(GC_SHFL_IDX, mask, v, src);
+}
+
+// Threads of a block never run at once here: atomics are plain read-modify-writes.
+template <class T> static inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+static inline int atomicCAS(int* p, int compare, int v) {
+  int old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
+static inline float __int_as_float(int bits) { float f; memcpy(&f, &bits, 4); return f; }
+static inline double __longlong_as_double(long long bits) {
+  double d; memcpy(&d, &bits, 8); return d;
+}
+

@@ -1,0 +1,97 @@
+"""The runtime on a real GPU, through CuPy: the program compiled by NVRTC to machine code
+for the device's architecture, parameters, constants and the arena kept on the device,
+arguments numpy or CuPy arrays, the launches queued on the current stream and the status
+word read once, after the step. (Written against CuPy's documented API; this machine has
+no GPU to run it.)"""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+
+from graphc.runtime.errors import raise_for_status
+from graphc.runtime.layout import Layout
+from graphc.backends.cuda.source import Launch
+
+
+@functools.lru_cache(maxsize=1)
+def device_arch() -> str:
+    import cupy
+    return f"sm_{cupy.cuda.Device().compute_capability}"  # (CuPy gives e.g. "90")
+
+
+@functools.lru_cache(maxsize=1)
+def target_id() -> str:
+    """The GPU architecture, the CUDA driver and NVRTC versions: what the cubin depends on."""
+    import cupy
+    from graphc.backends.cuda.ptx import nvrtc_version
+    return (f"cuda|{device_arch()}|driver {cupy.cuda.runtime.driverGetVersion()}|"
+            f"nvrtc {nvrtc_version()}")
+
+
+def compile_cubin(source: str) -> bytes:
+    from graphc.backends.cuda.ptx import nvrtc_compile
+    return nvrtc_compile(source, device_arch(), cubin=True)
+
+
+class GpuRunner:
+    """Calls one program's launches on the device."""
+
+    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch],
+                 storages: list, written_slots: list[int], outputs: str) -> None:
+        import cupy
+        self.cp = cupy
+        fd, path = tempfile.mkstemp(prefix="graphc-", suffix=".cubin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(code)
+            self.module = cupy.RawModule(path=path)
+            self.functions = [(self.module.get_function(L.name), L) for L in launches]
+        finally:
+            os.unlink(path)
+        self.layout, self.outputs_numpy = layout, outputs == "numpy"
+        self.arena = cupy.empty(max(layout.arena_bytes, 1), cupy.uint8)
+        self.table = np.zeros(layout.slots, np.uint64)
+        self.table[layout.arena_slot] = self.arena.data.ptr
+        self.consts = [(slot, cupy.asarray(a)) for slot, a in layout.consts]
+        for slot, a in self.consts:
+            self.table[slot] = a.data.ptr
+        # parameters live on the device; the host copy is what users read and write, so a
+        # host change is uploaded before a step and updated values come back after it
+        self.storages = storages
+        self.params = [(slot, storages[n], cupy.asarray(storages[n].array),
+                        storages[n].array.copy()) for slot, n in layout.params]
+        for slot, _, dev, _ in self.params:
+            self.table[slot] = dev.data.ptr
+        self.written = set(written_slots)
+        self.status = cupy.zeros(1, cupy.int32)
+
+    def run(self, args: Sequence[Any]) -> list[Any]:
+        cp, layout, table = self.cp, self.layout, self.table
+        for _slot, storage, dev, seen in self.params:
+            if not np.array_equal(storage.array, seen, equal_nan=True):
+                dev.set(storage.array)
+                seen[...] = storage.array
+        inputs = [cp.ascontiguousarray(cp.asarray(a)) for a in args]
+        for slot, a in zip(layout.input_slots, inputs):
+            table[slot] = a.data.ptr
+        outs = []
+        for slot, shape, dtype in layout.outputs:
+            out = cp.empty(shape, dtype)
+            table[slot] = out.data.ptr
+            outs.append(out)
+        slots = cp.asarray(table)
+        self.status.fill(0)
+        for fn, L in self.functions:
+            fn(L.grid, (L.block,), (slots, self.status))
+        status = int(self.status.get()[0])  # the one synchronisation of the step
+        for slot, storage, dev, seen in self.params:
+            if slot in self.written:
+                dev.get(out=storage.array)
+                seen[...] = storage.array
+        if status:
+            raise_for_status(status, layout, [cp.asnumpy(a) for a in inputs])
+        return [cp.asnumpy(o) for o in outs] if self.outputs_numpy else outs

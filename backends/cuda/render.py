@@ -1,0 +1,65 @@
+"""Renders a kernel schedule as one CUDA C source: the prelude, then each kernel's
+functions in order, and the launches that run them (a launch list, not host code: the CuPy
+runtime and the emulator each walk it)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphc.runtime.slots import SlotMap
+from graphc.schedule import ir as kir
+from graphc.backends.cuda.kernels import EMITTERS
+from graphc.backends.cuda.source import Launch, Writer
+
+PRELUDE = (Path(__file__).parent / "prelude.cuh").read_text()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A schedule as CUDA: the source, its launches in order, where each buffer goes, and
+    the messages of the kernels that can fail."""
+
+    source: str
+    launches: tuple[Launch, ...]
+    slots: SlotMap
+    errors: dict[int, str]
+
+
+_POINTER = re.compile(r"^  \w[\w ]*\* __restrict__ (b\d+) = ")
+
+
+def _tidy(lines: list[str]) -> list[str]:
+    """The kernels' lines without the pointers a function never uses (each function
+    declares one per buffer of its kernel; a check reads only the indices)."""
+    out: list[str] = []
+    start = 0
+    for i in range(len(lines) + 1):
+        if i == len(lines) or (lines[i].startswith("extern") and i > start):
+            function = lines[start:i]
+            text = "\n".join(function)
+            for line in function:
+                m = _POINTER.match(line)
+                if m is None or len(re.findall(rf"\b{m.group(1)}\b", text)) > 1:
+                    out.append(line)
+            start = i
+    return out
+
+
+def render(schedule: kir.Schedule) -> Rendered:
+    w = Writer(schedule)
+    parts = [PRELUDE]
+    launches: list[Launch] = []
+    failed_before = False  # kernels after a check skip their work once it has failed
+    for i, k in enumerate(schedule.kernels):
+        try:
+            emit = EMITTERS[k.kind]
+        except KeyError:
+            raise NotImplementedError(f"cuda: no lowering of the kernel kind {k.kind!r}") \
+                from None
+        lines, mine = emit(w, i, k, failed_before)
+        if lines:
+            parts.append(f"// kernel {i}: {k.header()}\n" + "\n".join(_tidy(lines)))
+        launches += mine
+        failed_before = failed_before or k.can_fail
+    return Rendered("\n\n".join(parts) + "\n", tuple(launches), w.slots, dict(w.errors))

@@ -1,0 +1,103 @@
+"""Seeded mutations of generated CUDA kernels, each of which the emulator must catch: by its
+own checks (a divergent barrier, a shuffle reading an exited lane, an out-of-bounds access)
+or because the result then differs from numpy's and between block/thread orders (a dropped
+__syncthreads). The unmutated kernels pass the same runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.cuda.emulate import compile_library
+from graphc.backends.cuda.render import render
+from graphc.backends.cuda.runtime import EmulatedRunner
+from graphc.fingerprint import graph_fingerprint
+from graphc.runtime.layout import Layout
+from graphc.schedule import schedule_graph
+
+pytestmark = pytest.mark.slow  # each case compiles its program with the host C++ compiler
+
+RNG = np.random.default_rng(4)
+F64 = "float64"
+
+
+def _program(kind: str):
+    """(inputs, output, arguments) of a program whose main kernel is of `kind`."""
+    if kind == "gemm":  # k = 40: three 16-wide slices through shared memory
+        a, b = gc.placeholder((70, 40), F64, "a"), gc.placeholder((40, 50), F64, "b")
+        return [a, b], a @ b, [RNG.normal(size=(70, 40)), RNG.normal(size=(40, 50))]
+    if kind == "warp_rows":  # rows of 100: a warp per row, shuffles
+        x = gc.placeholder((9, 100), F64, "x")
+        return [x], gc.sum(x, axis=1), [RNG.normal(size=(9, 100))]
+    x = gc.placeholder((3, 2000), F64, "x")  # a block per row: shuffles, shared memory
+    return [x], gc.sum(x, axis=1), [RNG.normal(size=(3, 2000))]
+
+
+def _run(kind: str, mutate=None, seed: int = 0):
+    """The program's result with its CUDA source mutated by `mutate` (text -> text)."""
+    inputs, out, args = _program(kind)
+    f = gc.function(inputs, out, backend="numpy")
+    schedule = schedule_graph(f.graph)
+    rendered = render(schedule)
+    source = rendered.source if mutate is None else mutate(rendered.source)
+    assert mutate is None or source != rendered.source, "the mutation changed nothing"
+    _, storages = graph_fingerprint(f.program.raw_graph)
+    layout = Layout.of(schedule, rendered.slots, rendered.errors, storages, [])
+    runner = EmulatedRunner(compile_library(source), layout, rendered.launches, storages, seed)
+    (got,) = runner.run(args)
+    return got, f(*args)
+
+
+def _first(old: str, new: str):
+    def mutate(source: str) -> str:
+        return source.replace(old, new, 1)
+    return mutate
+
+
+@pytest.mark.parametrize("kind", ["gemm", "warp_rows", "block_rows"])
+def test_unmutated_kernels_pass_in_every_order(kind):
+    for seed in (0, 1, 99):
+        got, want = _run(kind, seed=seed)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("kind,nth", [("gemm", 0), ("gemm", 1), ("block_rows", 0)])
+def test_a_dropped_syncthreads_changes_the_result(kind, nth):
+    def drop(source: str) -> str:  # the nth __syncthreads of the source
+        parts = source.split("__syncthreads();")
+        return "__syncthreads();".join(parts[:nth + 1]) + "/* dropped */" + \
+            "__syncthreads();".join(parts[nth + 1:])
+    for seed in (0, 7):
+        got, want = _run(kind, drop, seed)
+        assert not np.allclose(got, want, rtol=1e-9), "a dropped barrier went unnoticed"
+
+
+def test_a_divergent_barrier_is_reported():
+    mutate = _first("__syncthreads();", "if (threadIdx.x < 128) __syncthreads();")
+    with pytest.raises(RuntimeError, match="wait at different __syncthreads"):
+        _run("gemm", mutate)
+
+
+def test_a_barrier_some_threads_skip_is_reported():
+    mutate = _first("__syncthreads();", "if (threadIdx.x < 128) __syncthreads(); else return;")
+    with pytest.raises(RuntimeError, match="__syncthreads not reached by every thread"):
+        _run("block_rows", mutate)
+
+
+def test_a_shuffle_reading_an_exited_lane_is_reported():
+    mutate = _first("  for (int d = 16;", "  if (lane >= 16) return;\n  for (int d = 16;")
+    with pytest.raises(RuntimeError, match="inactive or exited lane"):
+        _run("warp_rows", mutate)
+
+
+def test_a_shuffle_outside_its_mask_is_reported():
+    mutate = _first("__shfl_down_sync(0xffffffffu", "__shfl_down_sync(0x0000ffffu")
+    with pytest.raises(RuntimeError, match="outside its mask"):
+        _run("warp_rows", mutate)
+
+
+def test_an_out_of_bounds_access_is_reported():
+    mutate = _first("(gr < 70LL &&", "(gr < 71LL &&")  # one row past the end of a
+    with pytest.raises(RuntimeError, match="out-of-bounds access: element 2800 of a buffer "
+                                           "of 2800"):
+        _run("gemm", mutate)
