@@ -192,7 +192,9 @@ class Builder:
         value = self.values(shape, dtype)
         if kind == "constant":
             return gc.constant(value)
-        declared = tuple(None if self.dynamic and self.flip("none") else d for d in shape)
+        # (a size 1 may be broadcast, which a size given at call time never is: kept static)
+        declared = tuple(None if self.dynamic and d != 1 and self.flip("none") else d
+                         for d in shape)
         ph = gc.placeholder(declared, dtype, name=f"in{len(self.inputs)}")
         self.inputs.append((ph, value))
         return ph
@@ -204,7 +206,9 @@ class Builder:
             np.zeros(shape, dtype)
         if self.flip(label + "_const"):
             return gc.constant(v)
-        declared = tuple(None if self.dynamic and self.flip("none") else d for d in shape)
+        # (a size 1 may be broadcast, which a size given at call time never is: kept static)
+        declared = tuple(None if self.dynamic and d != 1 and self.flip("none") else d
+                         for d in shape)
         ph = gc.placeholder(declared, dtype, name=f"in{len(self.inputs)}")
         self.inputs.append((ph, v))
         return ph

@@ -46,7 +46,6 @@ class NumpyExecutable:
         # Nodes whose attributes hold sizes known at call time (a reshape's target shape).
         self.symbolic = {pos for pos, n in enumerate(self.order)
                          if any(sizes.has_symbols(v) for v in n.attrs.values())}
-        self.values: dict = {}
         keep = set(self.output_slots) | {slot for _, slot in self.updates}
         last_use: dict[int, int] = {}
         for pos, slots in enumerate(self.arg_slots):
@@ -66,7 +65,7 @@ class NumpyExecutable:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         # None: not computed yet, or freed. A slot is read (the casts below) only after it is
         # set, inputs first and nodes in topological order, and freed after its last reader.
-        self.values = bind_shapes(self.graph.inputs, [a.shape for a in args])
+        bound = bind_shapes(self.graph.inputs, [a.shape for a in args])  # (per call: threads)
         values: list[np.ndarray | None] = [None] * len(self.order)
         for slot, array in zip(self.input_slots, args):
             # Like the compiled backends: arguments as dense arrays (a stride-0 view of a
@@ -75,7 +74,7 @@ class NumpyExecutable:
         for pos, node in enumerate(self.order):
             if values[pos] is None:
                 operands = cast(list[np.ndarray], [values[s] for s in self.arg_slots[pos]])
-                values[pos] = self._evaluate(node, operands, pos in self.symbolic)
+                values[pos] = self._evaluate(node, operands, bound, pos in self.symbolic)
             for slot in self.free[pos]:
                 values[slot] = None
         borrowed = {id(a) for a in args} | {id(s.array) for s in self.param_storages}
@@ -104,13 +103,14 @@ class NumpyExecutable:
             return array
         return np.array(array, copy=True)
 
-    def _evaluate(self, node: Node, args: list[np.ndarray], symbolic: bool) -> np.ndarray:
+    def _evaluate(self, node: Node, args: list[np.ndarray], bound: dict,
+                  symbolic: bool) -> np.ndarray:
         if node.op == "parameter":
             return node.attrs["storage"].array
         opdef = get_op(node.op)
         attrs = node.attrs
         if symbolic:
-            attrs = {k: sizes.substitute(v, self.values) for k, v in attrs.items()}
+            attrs = {k: sizes.substitute(v, bound) for k, v in attrs.items()}
         try:
             result = np.asarray(opdef.impl(args, attrs))
         except IndexError as exc:  # the op's message names it already; add the indices' origin
@@ -119,7 +119,7 @@ class NumpyExecutable:
             raise type(exc)(f"{node.op}: {exc}{_where(node)}") from exc
         if result.dtype != node.dtype:
             result = result.astype(node.dtype)
-        if not _matches(node.shape, result.shape, self.values):
+        if not _matches(node.shape, result.shape, bound):
             raise ShapeError(f"{node.op}: run-time shape {fmt_shape(result.shape)} does not "
                              f"match {fmt_shape(node.shape)}; sizes given at call time "
                              f"disagree{_where(node)}")
