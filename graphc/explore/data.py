@@ -10,9 +10,10 @@ from graphc.node import Node, toposort
 from graphc.printing import _as_graph, _describe, node_names
 from graphc.explore.scopes import node_scopes, scope_tree
 
-# Generated kernel functions are named k<index>_<kind> (backends/llvm/codegen.py).
 _DEFINE = re.compile(r'^define\b[^@\n]*@"?([\w.$]+)"?\s*\(', re.MULTILINE)
-_KERNEL_NAME = re.compile(r"^k(\d+)_")
+# The llvm entry module names the function each kernel calls (identical kernels share one):
+# "; kernel <index>: <function>" (backends/llvm/codegen.py).
+_KERNEL_CALL = re.compile(r"^; kernel (\d+): ([\w.$]+)$", re.MULTILINE)
 
 
 def _kind(node: Node) -> str:
@@ -81,7 +82,7 @@ def split_functions(source: str) -> dict[str, str]:
     return out
 
 
-def kernels_data(f: Any, functions: dict[str, str]) -> dict[str, Any]:
+def kernels_data(f: Any, functions: dict[str, str], source: str = "") -> dict[str, Any]:
     """The kernel plan for the shapes `f` ran with, each kernel linked to its function."""
     from graphc.schedule.printing import kernel_text
     shapes = call_shapes(f)
@@ -90,11 +91,8 @@ def kernels_data(f: Any, functions: dict[str, str]) -> dict[str, Any]:
                 "note": "sizes are given at call time: call the function once (llvm "
                          "backend), or give placeholders static sizes, to see kernels"}
     schedule = f.schedule(*shapes)
-    by_index: dict[int, str] = {}
-    for name in functions:
-        m = _KERNEL_NAME.match(name)
-        if m:
-            by_index.setdefault(int(m.group(1)), name)
+    by_index = {int(m.group(1)): m.group(2) for m in _KERNEL_CALL.finditer(source)
+                if m.group(2) in functions}
     items = [{"index": i, "kind": getattr(k, "kind", type(k).__name__),
               "text": "\n".join(kernel_text(i, k)), "function": by_index.get(i)}
              for i, k in enumerate(schedule.kernels)]
@@ -114,7 +112,7 @@ def explorer_data(target: Any, title: str | None = None) -> dict[str, Any]:
             "backend": target.backend,
             "graph": graph_data(target.graph),
             "report": report_data(target.report),
-            "kernels": kernels_data(target, functions),
+            "kernels": kernels_data(target, functions, source),
             "code": {"text": source, "functions": [{"name": k, "text": v}
                                                    for k, v in functions.items()]},
         }
