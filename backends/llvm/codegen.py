@@ -329,6 +329,11 @@ class ModuleWriter:
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
                          f"{self._fn_name}_part")
         fn.linkage = "internal"
+        # Never inlined into the team function (which has no optsize): LLVM would unroll
+        # the copy there in full, a long straight run whose code generation takes seconds.
+        fn.attributes.add("noinline")
+        if not _unrolling_pays(k):
+            fn.attributes.add("optsize")  # as its kernel's function: no loop unrolling
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
         bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
