@@ -104,6 +104,7 @@ class Plan:
 
     functions: tuple[str, ...]  # per kernel
     units: tuple[Unit, ...]
+    buffers: tuple[tuple[int, ...], ...]  # per kernel: its kernel_buffers
 
     @property
     def distinct(self) -> int:
@@ -114,8 +115,9 @@ def plan_units(schedule: Schedule) -> Plan:
     """Each kernel's signature and function; the distinct ones grouped into units."""
     names: list[str] = []
     first: dict[str, tuple[int, str]] = {}  # function name -> (first kernel, signature)
+    buffers = tuple(kernel_buffers(k) for k in schedule.kernels)
     for i, k in enumerate(schedule.kernels):
-        sig = kernel_signature(k, schedule)
+        sig = kernel_signature(k, schedule, buffers[i])
         name = function_name(sig, k)
         names.append(name)
         first.setdefault(name, (i, sig))
@@ -131,7 +133,7 @@ def plan_units(schedule: Schedule) -> Plan:
             cost += _GROUP_COST
         units.append(Unit(tuple(i for i, _ in members), text,
                           "u" + signature_digest(text), cost))
-    return Plan(tuple(names), tuple(units))
+    return Plan(tuple(names), tuple(units), buffers)
 
 
 def deal_out(costs: list[int], parts: int) -> list[int]:
@@ -230,7 +232,7 @@ class ModuleWriter:
         bids = kernel_buffers(kernel)
         if len(bids) < 2:
             return {}
-        classes = overlap_classes(kernel, self.schedule)
+        classes = overlap_classes(kernel, self.schedule, bids)
         module = self.module
         domain = module.add_metadata([ir.MetaDataString(module, "graphc buffers")])
         scopes = {}
@@ -303,7 +305,7 @@ class ModuleWriter:
         elif not _unrolling_pays(kernel):
             fn.attributes.add("optsize")  # (no LLVM loop unrolling)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self._local = {bid: i for i, bid in enumerate(kernel_buffers(kernel))}
+        self._local = {bid: i for i, bid in enumerate(self.plan.buffers[index])}
         self._fn_name = name
         bases = {bid: self.base_pointer(b, fn.args[0], bid) for bid in self._local}
         emit: Callable = getattr(self, f"emit_{kernel.kind}")
@@ -566,7 +568,7 @@ class ModuleWriter:
         main.attributes.add("optnone")  # calls, in order: nothing to optimize
         b = ir.IRBuilder(main.append_basic_block("entry"))
         bufs = main.args[0]
-        widest = max((len(kernel_buffers(k)) for k in kernels), default=0)
+        widest = max((len(bids) for bids in self.plan.buffers), default=0)
         table = b.alloca(PTR, size=max(1, widest))  # one table, reused by every call
         arena = b.load(b.gep(bufs, [ir.Constant(I64, self.slots.arena_slot)],
                              source_etype=PTR), typ=PTR)
@@ -576,7 +578,7 @@ class ModuleWriter:
             fn = declared.get(name)
             if fn is None:
                 fn = declared[name] = ir.Function(module, KERNEL_TYPE, name)
-            for j, bid in enumerate(kernel_buffers(kernel)):
+            for j, bid in enumerate(self.plan.buffers[i]):
                 b.store(self.program_pointer(b, bufs, arena, bid),
                         b.gep(table, [ir.Constant(I64, j)], source_etype=PTR))
             status = b.call(fn, [table])

@@ -80,6 +80,7 @@ class Lowering:
         self.values: dict[Node, Value] = {}
         self.buffers: dict[int, Buffer] = {}
         self.kernels: list[ir.Kernel] = []
+        self._rw: dict[int, tuple[ir.Kernel, set[int], set[int]]] = {}  # see _buffers_of
         self.params: dict[int, object] = {}
         self.consts: dict[int, np.ndarray] = {}
         self.param_buffers: dict[object, int] = {}
@@ -200,10 +201,18 @@ class Lowering:
         needs = kernel.reads() - {target}
         at = 0
         for i, k in enumerate(self.kernels):
-            if (target in k.reads() or target in k.writes() or k.writes() & needs
-                    or k.can_fail):
+            reads, writes = self._buffers_of(k)
+            if target in reads or target in writes or writes & needs or k.can_fail:
                 at = i + 1
         self.kernels.insert(at, kernel)
+
+    def _buffers_of(self, k: ir.Kernel) -> tuple[set[int], set[int]]:
+        """A kernel's reads and writes, remembered: every hoisted update scans every kernel
+        before it, and reads() walks the bodies (quadratic in a deep model's layers)."""
+        known = self._rw.get(id(k))
+        if known is None or known[0] is not k:
+            known = self._rw[id(k)] = (k, k.reads(), k.writes())
+        return known[1], known[2]
 
     def param_buffer(self, node: Node) -> int:
         storage = node.attrs["storage"]

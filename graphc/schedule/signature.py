@@ -20,11 +20,13 @@ def kernel_buffers(kernel: kir.Kernel) -> tuple[int, ...]:
     return tuple(order)
 
 
-def overlap_classes(kernel: kir.Kernel, schedule: kir.Schedule) -> tuple[int, ...]:
+def overlap_classes(kernel: kir.Kernel, schedule: kir.Schedule,
+                    bids: tuple[int, ...] | None = None) -> tuple[int, ...]:
     """For each local buffer, the smallest local number of the buffers whose memory may
     overlap it (arena temporaries sharing bytes; every other buffer is memory of its own).
-    Code may assume that buffers of different classes never alias."""
-    bids = kernel_buffers(kernel)
+    Code may assume that buffers of different classes never alias. `bids`: the kernel's
+    kernel_buffers, where the caller has them already."""
+    bids = kernel_buffers(kernel) if bids is None else bids
     offsets = schedule.plan.offsets if schedule.plan is not None else {}
     group = list(range(len(bids)))
     temps = [i for i, bid in enumerate(bids) if schedule.buffers[bid].role == "temp"]
@@ -85,13 +87,15 @@ class _Encoder:
         return f"e{number}"
 
 
-def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule) -> str:
+def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
+                     bids: tuple[int, ...] | None = None) -> str:
     """Everything `kernel`'s code depends on but which buffers it uses: its kind and fields
     (shapes, strides, offsets, bodies, dtypes, attributes) with buffers renumbered by first
     use (kernel_buffers), the dtype of each, and which of them may share memory. Error
     messages are left out (the caller reports them). Kernels with equal signatures can
-    share one function, called with a table of their own buffers' pointers."""
-    bids = kernel_buffers(kernel)
+    share one function, called with a table of their own buffers' pointers. `bids`: the
+    kernel's kernel_buffers, where the caller has them already."""
+    bids = kernel_buffers(kernel) if bids is None else bids
     enc = _Encoder({bid: i for i, bid in enumerate(bids)})
     skip = set(kernel.message_fields) | set(kernel.buffer_fields)
     fields = [f"{f.name}={enc.value(getattr(kernel, f.name))}"
@@ -99,7 +103,7 @@ def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule) -> str:
     fields += [f"{name}=b{enc.local[getattr(kernel, name)]}" for name in kernel.buffer_fields]
     dtypes = ",".join(schedule.buffers[bid].dtype.name for bid in bids)
     return "\n".join([f"{kernel.kind}({';'.join(fields)})", f"buffers {dtypes}",
-                      f"overlaps {overlap_classes(kernel, schedule)}"] + enc.lines)
+                      f"overlaps {overlap_classes(kernel, schedule, bids)}"] + enc.lines)
 
 
 def signature_digest(signature: str) -> str:
