@@ -15,11 +15,10 @@ from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
 from graphc.schedule.signature import (kernel_buffers, kernel_signature, overlap_classes,
                                        signature_digest)
-from graphc.backends.llvm import jit, parallel, scan_sort, vector_abi
+from graphc.backends.llvm import entry, jit, parallel, scan_sort, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
-from graphc.runtime.errors import status_of
 from graphc.errors import index_error_message
 from graphc.runtime.slots import SlotMap
 
@@ -185,15 +184,6 @@ class ModuleWriter:
     def base_pointer(self, b: ir.IRBuilder, table: ir.Value, bid: int) -> ir.Value:
         """Buffer `bid`'s data, from the kernel's own table of pointers."""
         slot = b.gep(table, [ir.Constant(I64, self._local[bid])], source_etype=PTR)
-        return b.load(slot, typ=PTR)
-
-    def program_pointer(self, b: ir.IRBuilder, bufs: ir.Value, arena: ir.Value,
-                        bid: int) -> ir.Value:
-        """Buffer `bid`'s data, from the program's table (the entry point's argument)."""
-        if self.schedule.buffers[bid].role == "temp":
-            return b.gep(arena, [ir.Constant(I64, self.slots.offsets.get(bid, 0))],
-                         source_etype=I8)
-        slot = b.gep(bufs, [ir.Constant(I64, self.slots.slot[bid])], source_etype=PTR)
         return b.load(slot, typ=PTR)
 
     def address(self, b: ir.IRBuilder, bases: dict, access: kir.Access,
@@ -559,41 +549,10 @@ class ModuleWriter:
         return vector_abi.annotate(str(self.module))
 
     def entry_text(self) -> str:
-        """The entry point's module: for each kernel in order, its pointer table filled
-        from the program's slots and the arena, its function called, its status checked."""
-        self.module = module = ir.Module(name="graphc")
-        kernels = self.schedule.kernels
-        main = ir.Function(module, ir.FunctionType(I32, [PTR]), ENTRY)
-        main.attributes.add("noinline")
-        main.attributes.add("optnone")  # calls, in order: nothing to optimize
-        b = ir.IRBuilder(main.append_basic_block("entry"))
-        bufs = main.args[0]
-        widest = max((len(bids) for bids in self.plan.buffers), default=0)
-        table = b.alloca(PTR, size=max(1, widest))  # one table, reused by every call
-        arena = b.load(b.gep(bufs, [ir.Constant(I64, self.slots.arena_slot)],
-                             source_etype=PTR), typ=PTR)
-        declared: dict[str, ir.Function] = {}
-        for i, kernel in enumerate(kernels):
-            name = self.plan.functions[i]
-            fn = declared.get(name)
-            if fn is None:
-                fn = declared[name] = ir.Function(module, KERNEL_TYPE, name)
-            for j, bid in enumerate(self.plan.buffers[i]):
-                b.store(self.program_pointer(b, bufs, arena, bid),
-                        b.gep(table, [ir.Constant(I64, j)], source_etype=PTR))
-            status = b.call(fn, [table])
-            if not may_fail(kernel):  # returns 0: no check (less code for LLVM)
-                continue
-            failed = main.append_basic_block("failed")
-            ok = main.append_basic_block("ok")
-            b.cbranch(b.icmp_signed("!=", status, ir.Constant(I32, 0)), failed, ok)
-            b.position_at_end(failed)
-            b.ret(ir.Constant(I32, status_of(i)))
-            b.position_at_end(ok)
-        b.ret(ir.Constant(I32, 0))
-        # which function each kernel calls, for people (and gc.explore) reading the code
-        listing = "".join(f"; kernel {i}: {name}\n" for i, name in enumerate(self.plan.functions))
-        return listing + str(module)
+        """The entry point's module (entry.py): each kernel's pointer table filled from
+        the program's slots and the arena, its function called, its status checked."""
+        return entry.entry_text(self.schedule, self.slots, self.plan.functions,
+                                self.plan.buffers, ENTRY)
 
 
 def _contiguous(shape) -> list[int]:
