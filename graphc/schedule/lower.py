@@ -80,7 +80,6 @@ class Lowering:
         self.values: dict[Node, Value] = {}
         self.buffers: dict[int, Buffer] = {}
         self.kernels: list[ir.Kernel] = []
-        self._rw: dict[int, tuple[ir.Kernel, set[int], set[int]]] = {}  # see _buffers_of
         self.params: dict[int, object] = {}
         self.consts: dict[int, np.ndarray] = {}
         self.param_buffers: dict[object, int] = {}
@@ -184,35 +183,44 @@ class Lowering:
             tmp = self.materialize(Lazy(expr, self.buffers[target].shape,
                                         self.buffers[target].dtype, ("update",)))
             copies.append((target, Load(Access(tmp.buffer, tmp.strides, 0), tmp.dtype)))
-        for target, expr, _ in direct:
-            shape = self.buffers[target].shape
-            store = Store(Access(target, identity[target], 0), expr)
-            self.hoist(ir.Elementwise(shape, (store,), ("update",)))
+        self.hoist([ir.Elementwise(self.buffers[target].shape,
+                                   (Store(Access(target, identity[target], 0), expr),),
+                                   ("update",)) for target, expr, _ in direct])
         for target, load in copies:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), load)
             self.kernels.append(ir.Elementwise(shape, (store,), ("update",)))
 
-    def hoist(self, kernel: ir.Elementwise) -> None:
-        """Places an in-place update right after the last kernel that needs the parameter's
-        old value or makes what the update reads, so its gradient buffer dies early; never
-        before a kernel that can raise (bad indices), so a failing call stores nothing."""
-        (target,) = kernel.writes()
-        needs = kernel.reads() - {target}
-        at = 0
+    def hoist(self, updates: list[ir.Elementwise]) -> None:
+        """Places each in-place update right after the last kernel that needs the
+        parameter's old value or makes what the update reads, so its gradient buffer dies
+        early; never before a kernel that can raise (bad indices), so a failing call stores
+        nothing. (Direct updates neither read nor write each other's parameters, so each
+        place depends on the other kernels alone: one pass over them, not one per update;
+        updates placed after the same kernel go in reverse order, as inserting them one
+        by one did.)"""
+        touched: dict[int, int] = {}  # buffer -> the last kernel reading or writing it
+        written: dict[int, int] = {}  # buffer -> the last kernel writing it
+        failing = -1
         for i, k in enumerate(self.kernels):
-            reads, writes = self._buffers_of(k)
-            if target in reads or target in writes or writes & needs or k.can_fail:
-                at = i + 1
-        self.kernels.insert(at, kernel)
-
-    def _buffers_of(self, k: ir.Kernel) -> tuple[set[int], set[int]]:
-        """A kernel's reads and writes, remembered: every hoisted update scans every kernel
-        before it, and reads() walks the bodies (quadratic in a deep model's layers)."""
-        known = self._rw.get(id(k))
-        if known is None or known[0] is not k:
-            known = self._rw[id(k)] = (k, k.reads(), k.writes())
-        return known[1], known[2]
+            writes = k.writes()
+            for bid in k.reads() | writes:
+                touched[bid] = i
+            for bid in writes:
+                written[bid] = i
+            if k.can_fail:
+                failing = i
+        after: dict[int, list[ir.Kernel]] = {}
+        for update in updates:
+            (target,) = update.writes()
+            needs = update.reads() - {target}
+            at = max([failing, touched.get(target, -1)] + [written.get(b, -1) for b in needs])
+            after.setdefault(at, []).insert(0, update)
+        kernels = list(after.get(-1, []))
+        for i, k in enumerate(self.kernels):
+            kernels.append(k)
+            kernels += after.get(i, [])
+        self.kernels = kernels
 
     def param_buffer(self, node: Node) -> int:
         storage = node.attrs["storage"]
