@@ -57,6 +57,7 @@ class _Encoder:
         self.local = local
         self.nodes: dict[int, int] = {}
         self.lines: list[str] = []
+        self.user_ops: set[str] = set()  # ops defined at run time: their formulas count
 
     def value(self, v: Any) -> str:
         if isinstance(v, kir.Access):
@@ -80,6 +81,10 @@ class _Encoder:
     def expr(self, e: kir.Expr) -> str:
         number = self.nodes.get(id(e))
         if number is None:
+            if isinstance(e, kir.Apply) and e.op not in self.user_ops:
+                from graphc.ops import get_op
+                if get_op(e.op).user_defined:
+                    self.user_ops.add(e.op)
             parts = ",".join(f"{f.name}={self.value(getattr(e, f.name))}"
                              for f in dataclasses.fields(e))
             number = self.nodes[id(e)] = len(self.nodes)
@@ -91,8 +96,9 @@ def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
                      bids: tuple[int, ...] | None = None) -> str:
     """Everything `kernel`'s code depends on but which buffers it uses: its kind and fields
     (shapes, strides, offsets, bodies, dtypes, attributes) with buffers renumbered by first
-    use (kernel_buffers), the dtype of each, and which of them may share memory. Error
-    messages are left out (the caller reports them). Kernels with equal signatures can
+    use (kernel_buffers), the dtype of each, which of them may share memory, and the
+    formula of each user-defined op the bodies apply. Error messages are left out (the
+    caller reports them). Kernels with equal signatures can
     share one function, called with a table of their own buffers' pointers. `bids`: the
     kernel's kernel_buffers, where the caller has them already."""
     bids = kernel_buffers(kernel) if bids is None else bids
@@ -102,8 +108,15 @@ def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
               for f in dataclasses.fields(kernel) if f.name not in skip]
     fields += [f"{name}=b{enc.local[getattr(kernel, name)]}" for name in kernel.buffer_fields]
     dtypes = ",".join(schedule.buffers[bid].dtype.name for bid in bids)
+    formulas = []
+    if enc.user_ops:  # the same name may stand for another formula in another process
+        import sympy as sp
+
+        from graphc.derivatives import definition
+        formulas = [f"{op}={sp.srepr(definition(op))}" for op in sorted(enc.user_ops)]
     return "\n".join([f"{kernel.kind}({';'.join(fields)})", f"buffers {dtypes}",
-                      f"overlaps {overlap_classes(kernel, schedule, bids)}"] + enc.lines)
+                      f"overlaps {overlap_classes(kernel, schedule, bids)}"] + enc.lines
+                     + formulas)
 
 
 def signature_digest(signature: str) -> str:
