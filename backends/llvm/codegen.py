@@ -1,5 +1,6 @@
-"""Renders a kernel schedule as one LLVM module: a function per kernel and an entry point
-`i32 graphc_main(ptr buffers)` that runs them in order. Status: 0, or 1 + the index of the
+"""Renders a kernel schedule as LLVM modules: a function per distinct kernel (named by its
+signature, in units compiled and cached apart) and an entry point `i32 graphc_main(ptr
+buffers)` that runs the kernels in order (entry.py). Status: 0, or 1 + the index of the
 kernel that failed (graphc.runtime.errors)."""
 from __future__ import annotations
 
