@@ -154,8 +154,11 @@ class Function:
         """Where the last compile went (llvm backend), in seconds: "fingerprint",
         "optimize and schedule", "codegen" (writing the IR), "llvm parse", "llvm optimize",
         "llvm emit" (each summed over the parts, which compile side by side), "parts" (a
-        count) and "parts wall" (their time end to end); or "cache load" when the code came
-        from the disk cache ("cached": True). Empty before the first compile."""
+        count) and "parts wall" (their time end to end), and counts of kernels: "kernels",
+        "kernels distinct" (identical kernels share one function), "kernels compiled" and
+        "kernels loaded" (from the per-kernel cache); or "cache load" when the whole
+        program came from the disk cache ("cached": True). Empty before the first
+        compile."""
         times = getattr(self._exe, "compile_times", None)
         if times is None:
             raise AttributeError(f"the {self.backend} backend reports no compile times")

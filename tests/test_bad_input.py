@@ -902,9 +902,9 @@ def _(be):
 
 # ---- damaged compile-cache entries: detected, rebuilt, correct results --------------------
 
-def _cache_fn(folder):
+def _cache_fn(folder, times=None):
     """A fresh compiled function whose compile cache is `folder`: (outputs, loaded from the
-    cache?)."""
+    cache?); its compile_times go into `times` if given."""
     gc = _gc()
     x = gc.placeholder((8, 4), "float32", name="x")
     w = gc.parameter(np.linspace(-1, 1, 12).reshape(4, 3).astype(np.float32), name="w")
@@ -912,7 +912,17 @@ def _cache_fn(folder):
     f = gc.function([x], [y, gc.grad(gc.sum(y), w)], backend="llvm",
                     backend_options={"cache_dir": str(folder)})
     out = f(np.linspace(-2, 2, 32).reshape(8, 4).astype(np.float32))
+    if times is not None:
+        times.update(f.compile_times)
     return out, f._exe.last.cached
+
+
+def _entries(folder, kind):
+    """The whole-program entry ("program") or the per-kernel ones ("kernels") in folder."""
+    from graphc.runtime.cache import CompileCache
+    field = "object_lengths" if kind == "program" else "functions"
+    return [p for p in sorted(Path(folder).glob("*.gco"))
+            if field in (CompileCache(Path(folder)).get(p.stem) or ("", {}))[1]]
 
 
 def _split_entry(data):
@@ -952,16 +962,18 @@ def _with_header(entry, header_line: bytes):
     entry.write_bytes(magic + header_line + b"\n" + digest + b"\n" + payload)
 
 
-def cache_case(name, damage, rebuilt=True, reused=True, xfail=None):
-    """A fresh cache folder; a first compile fills it; the entry is damaged; the next compile
-    must not crash, must give the same numbers and (if `rebuilt`) must have ignored and
-    rebuilt the entry, which a third compile then loads. In process: a crash in the loader
-    kills the child, which the parent reports."""
+def cache_case(name, damage, rebuilt=True, reused=True, xfail=None, kernels=True):
+    """A fresh cache folder; a first compile fills it; the whole program's entry is damaged;
+    the next compile must not crash, must give the same numbers and (if `rebuilt`) must have
+    ignored and rebuilt the entry, which a third compile then loads. In process: a crash in
+    the loader kills the child, which the parent reports. With `kernels`, a second case
+    does the same to every per-kernel entry (the program's entry removed, so that the
+    kernels are needed): none may be loaded (if `rebuilt`), each is compiled again."""
     def run(be):
         with tempfile.TemporaryDirectory() as tmp:
             first, cached = _cache_fn(tmp)
             assert cached is False
-            (entry,) = Path(tmp).glob("*.gco")
+            (entry,) = _entries(tmp, "program")
             damage(entry)
             again, cached = _cache_fn(tmp)
             same_all(again, first, "after the damage")
@@ -969,6 +981,32 @@ def cache_case(name, damage, rebuilt=True, reused=True, xfail=None):
             if reused:
                 assert _cache_fn(tmp)[1] is True, "the rebuilt entry is not reused"
     case(f"cache_{name}", backends=("llvm",), xfail=xfail)(run)
+
+    def run_kernels(be):
+        with tempfile.TemporaryDirectory() as tmp:
+            cold: dict = {}
+            first, _ = _cache_fn(tmp, cold)
+            units = _entries(tmp, "kernels")
+            assert units and cold["kernels compiled"] == cold["kernels distinct"]
+            for entry in _entries(tmp, "program"):
+                entry.unlink()
+            for entry in units:
+                damage(entry)
+            times: dict = {}
+            again, cached = _cache_fn(tmp, times)
+            same_all(again, first, "after the damage")
+            assert cached is False
+            loaded = times["kernels loaded"]
+            assert (loaded == 0) if rebuilt else (loaded > 0), f"kernels loaded: {loaded}"
+            if reused:
+                for entry in _entries(tmp, "program"):
+                    entry.unlink()
+                times = {}
+                _cache_fn(tmp, times)
+                assert times["kernels loaded"] == times["kernels distinct"], \
+                    "the rebuilt kernel entries are not reused"
+    if kernels:
+        case(f"cache_kernel_{name}", backends=("llvm",), xfail=xfail)(run_kernels)
 
 
 cache_case("truncated_object", lambda e: e.write_bytes(e.read_bytes()[:-200]))
@@ -1004,11 +1042,13 @@ def _edit_layout(edit):
 
 
 cache_case("header_output_rows_bit_flip",  # "[8, 3]" -> "[0, 3]" is one bit ('8' -> '0')
-           _edit_layout(lambda lay: lay["outputs"][0][1].__setitem__(0, 0)))
+           _edit_layout(lambda lay: lay["outputs"][0][1].__setitem__(0, 0)), kernels=False)
 cache_case("header_arena_bytes_bit_flip",
-           _edit_layout(lambda lay: lay.update(arena_bytes=lay["arena_bytes"] // 16)))
+           _edit_layout(lambda lay: lay.update(arena_bytes=lay["arena_bytes"] // 16)),
+           kernels=False)
 cache_case("header_input_slot_changed",
-           _edit_layout(lambda lay: lay.update(input_slots=[lay["arena_slot"]])))
+           _edit_layout(lambda lay: lay.update(input_slots=[lay["arena_slot"]])),
+           kernels=False)
 # A consistent entry (digest recomputed) whose object code is cut short: caught by the
 # loader's check of the object file itself, which LLVM would otherwise trust.
 cache_case("consistent_header_truncated_object",
@@ -1017,7 +1057,7 @@ cache_case("consistent_header_truncated_object",
 # layout's own checks.
 cache_case("consistent_header_input_slot_on_the_arena",
            lambda e: _rehash(e, lambda h: h["meta"]["layout"].update(
-               input_slots=[h["meta"]["layout"]["arena_slot"]])))
+               input_slots=[h["meta"]["layout"]["arena_slot"]])), kernels=False)
 
 
 # ---- the child process ----------------------------------------------------------------

@@ -23,8 +23,10 @@ w = gc.parameter(np.linspace(-1, 1, 8 * 4).reshape(8, 4).astype(np.float32), nam
 y = gc.tanh(x @ w).sum(axis=1)
 f = gc.function([x], [y, gc.grad(y.sum(), w)], backend="llvm")
 out = f(np.linspace(0, 1, 128).reshape(16, 8).astype(np.float32))
+times = f.compile_times
 print(json.dumps({"cached": f._exe.last.cached, "y": out[0].tolist(),
-                  "g": out[1].ravel().tolist()}))
+                  "g": out[1].ravel().tolist(), "compiled": times.get("kernels compiled"),
+                  "loaded": times.get("kernels loaded")}))
 """
 
 
@@ -36,8 +38,16 @@ def run(cache_dir: Path, extra_env: dict | None = None, code: str = PROGRAM) -> 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def entries(folder: Path) -> list[Path]:
+def all_entries(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.gco")) if folder.exists() else []
+
+
+def entries(folder: Path, kind: str = "program") -> list[Path]:
+    """The whole-program entries ("program") or the per-kernel ones ("kernels")."""
+    from graphc.runtime.cache import CompileCache
+    cache = CompileCache(folder)
+    field = "object_lengths" if kind == "program" else "functions"
+    return [p for p in all_entries(folder) if field in (cache.get(p.stem) or ("", {}))[1]]
 
 
 def test_a_second_process_loads_the_compiled_code(tmp_path):
@@ -46,6 +56,8 @@ def test_a_second_process_loads_the_compiled_code(tmp_path):
     assert first["cached"] is False and second["cached"] is True
     assert first["y"] == second["y"] and first["g"] == second["g"]
     assert len(entries(tmp_path)) == 1
+    assert first["compiled"] >= len(entries(tmp_path, "kernels")) > 1
+    assert first["loaded"] == 0
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
@@ -63,8 +75,34 @@ def test_a_corrupt_entry_is_detected_and_rebuilt(tmp_path, damage):
         entry.write_bytes(b"")
     again = run(tmp_path)
     assert again["cached"] is False  # rebuilt, not loaded
+    assert again["compiled"] == 0 and again["loaded"] > 0  # from the per-kernel entries
     assert again["y"] == reference["y"]
     assert run(tmp_path)["cached"] is True  # and the rebuilt entry is good
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_a_corrupt_kernel_entry_is_rebuilt_not_loaded(tmp_path, damage):
+    reference = run(tmp_path)
+    units = entries(tmp_path, "kernels")
+    for entry in entries(tmp_path):  # the whole program's: so that the kernels are needed
+        entry.unlink()
+    victim = units[0]
+    data = victim.read_bytes()
+    if damage == "truncate":
+        victim.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        victim.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    elif damage == "garbage":
+        victim.write_bytes(b"not a graphc entry at all\n" * 10)
+    else:
+        victim.write_bytes(b"")
+    again = run(tmp_path)
+    assert again["cached"] is False
+    assert again["compiled"] >= 1 and again["compiled"] + again["loaded"] == \
+        reference["compiled"]
+    assert again["loaded"] > 0  # the undamaged ones
+    assert again["y"] == reference["y"] and again["g"] == reference["g"]
+    assert len(entries(tmp_path, "kernels")) == len(units)  # the damaged one written again
 
 
 def test_the_cache_can_be_switched_off(tmp_path):
@@ -105,7 +143,7 @@ CompileCache(Path({str(tmp_path)!r})).put("k" * 64, b"new bytes" * 1000, {{}})
             proc.kill()
     assert (tmp_path / ("k" * 64 + ".gco")).read_bytes() == before
     assert cache.get("k" * 64) == (b"old bytes", {"n": 1})
-    assert [p.name for p in entries(tmp_path)] == ["k" * 64 + ".gco"]
+    assert [p.name for p in all_entries(tmp_path)] == ["k" * 64 + ".gco"]
 
 
 def test_concurrent_processes_compiling_the_same_graph(tmp_path):
@@ -120,6 +158,8 @@ def test_concurrent_processes_compiling_the_same_graph(tmp_path):
         outs.append(json.loads(stdout.strip().splitlines()[-1]))
     assert all(o["y"] == outs[0]["y"] for o in outs)
     assert len(entries(tmp_path)) == 1
+    run(tmp_path / "alone")  # the kernel entries one process writes: the same, once each
+    assert len(entries(tmp_path, "kernels")) == len(entries(tmp_path / "alone", "kernels"))
     assert run(tmp_path)["cached"] is True
 
 

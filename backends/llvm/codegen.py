@@ -1,8 +1,10 @@
-"""Renders a kernel schedule as one LLVM module: a function per kernel and an entry point
-`i32 graphc_main(ptr buffers)` that runs them in order. Status: 0, or 1 + the index of the
+"""Renders a kernel schedule as LLVM modules: a function per distinct kernel (named by its
+signature, in units compiled and cached apart) and an entry point `i32 graphc_main(ptr
+buffers)` that runs the kernels in order (entry.py). Status: 0, or 1 + the index of the
 kernel that failed (graphc.runtime.errors)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -12,11 +14,12 @@ from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
 from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
-from graphc.backends.llvm import collective, jit, parallel, scan_sort, vector_abi
+from graphc.schedule.signature import (kernel_buffers, kernel_signature, overlap_classes,
+                                       signature_digest)
+from graphc.backends.llvm import collective, entry, jit, parallel, scan_sort, vector_abi
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
-from graphc.runtime.errors import status_of
 from graphc.errors import index_error_message
 from graphc.runtime.slots import SlotMap
 
@@ -26,17 +29,33 @@ ENTRY = jit.ENTRY
 SUM_BLOCK = 2048
 
 
-# Every kernel is a function i32 k<index>_<kind>(ptr buffers): 0, or its error number.
+# Every kernel is a function i32 g<digest>_<kind>(ptr locals): 0, or 1 where it failed.
+# `locals` is the kernel's own table of buffer pointers (signature.kernel_buffers' order),
+# which the entry point fills, so the code depends on the kernel's structure alone and
+# identical kernels share one function.
 KERNEL_TYPE = ir.FunctionType(I32, [PTR])
 
 
-def kernel_name(index: int, kernel: kir.Kernel) -> str:
-    return f"k{index}_{kernel.kind}"
+def function_name(signature: str, kernel: kir.Kernel) -> str:
+    """The name of the function of every kernel with this signature (in any program)."""
+    return f"g{signature_digest(signature)}_{kernel.kind}"
 
 
 def may_fail(kernel: kir.Kernel) -> bool:
     """Whether a kernel can return an error (a fact of its kind): the others return 0."""
     return kernel.can_fail
+
+
+def error_message(kernel: kir.Kernel) -> str | None:
+    """The words of a failing kernel's error (the runtime raises them), or None."""
+    error = kernel.error()
+    if error is None:
+        return None
+    checked = kernel.checked_indices()
+    if checked is None:
+        return error[1]
+    _, _, size, negative = checked
+    return index_error_message(error[1], size, negative)
 
 
 def _kernel_cost(k: kir.Kernel) -> int:
@@ -48,7 +67,7 @@ def _kernel_cost(k: kir.Kernel) -> int:
 
 
 def _group(k: kir.Kernel) -> str | None:
-    """Kernels sharing functions (packed GEMMs of one dtype) go to the same part."""
+    """Kernels sharing functions (packed GEMMs of one dtype) are compiled together."""
     if isinstance(k, kir.Gemm):
         from graphc.backends.llvm.gemm import packed
         if packed(k):
@@ -60,29 +79,73 @@ def _group(k: kir.Kernel) -> str | None:
 # as much code as this many plain kernels.
 _GROUP_COST = 30
 
-# Below this much code (in plain kernels) a module is compiled in one piece: splitting
-# costs a few ms of set-up per part.
+# Below this much code (in plain kernels) the kernels are compiled in one process: a
+# process costs a few ms of set-up.
 SPLIT_MIN_COST = 24
 
 
-def plan_parts(schedule: Schedule, parts: int) -> list[int]:
-    """Which module (part) each kernel goes to: up to `parts` modules where the schedule is
-    large enough; kernels (a group sharing functions counting as one) dealt out largest
-    first to the lightest part."""
-    items: dict[str | int, list[int]] = {}
-    costs: dict[str | int, int] = {}
+@dataclass(frozen=True)
+class Unit:
+    """Distinct kernels compiled to one object (cached as one entry): one kernel, or the
+    packed GEMMs of one dtype (they share their micro-kernel and packing code). `members`:
+    the index of the first kernel of each signature; `text`: the signatures, what the
+    unit's code depends on; `name` its digest."""
+
+    members: tuple[int, ...]
+    text: str
+    name: str
+    cost: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The kernels of a schedule as shared functions: each kernel's function name, and the
+    units that define them."""
+
+    functions: tuple[str, ...]  # per kernel
+    units: tuple[Unit, ...]
+    buffers: tuple[tuple[int, ...], ...]  # per kernel: its kernel_buffers
+
+    @property
+    def distinct(self) -> int:
+        return sum(len(u.members) for u in self.units)
+
+
+def plan_units(schedule: Schedule) -> Plan:
+    """Each kernel's signature and function; the distinct ones grouped into units."""
+    names: list[str] = []
+    first: dict[str, tuple[int, str]] = {}  # function name -> (first kernel, signature)
+    buffers = tuple(kernel_buffers(k) for k in schedule.kernels)
     for i, k in enumerate(schedule.kernels):
-        key = _group(k) or i
-        items.setdefault(key, []).append(i)
-        costs[key] = costs.get(key, 0 if key == i else _GROUP_COST) + _kernel_cost(k)
-    parts = max(1, min(parts, sum(costs.values()) // SPLIT_MIN_COST))
+        sig = kernel_signature(k, schedule, buffers[i])
+        name = function_name(sig, k)
+        names.append(name)
+        first.setdefault(name, (i, sig))
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for name, (i, sig) in first.items():
+        groups.setdefault(_group(schedule.kernels[i]) or name, []).append((i, sig))
+    units = []
+    for members in groups.values():
+        members.sort(key=lambda m: m[1])  # a group's code: the same for the same members
+        text = "\n\n".join(sig for _, sig in members)
+        cost = sum(_kernel_cost(schedule.kernels[i]) for i, _ in members)
+        if len(members) > 1 or _group(schedule.kernels[members[0][0]]):
+            cost += _GROUP_COST
+        units.append(Unit(tuple(i for i, _ in members), text,
+                          "u" + signature_digest(text), cost))
+    return Plan(tuple(names), tuple(units), buffers)
+
+
+def deal_out(costs: list[int], parts: int) -> list[int]:
+    """Which of up to `parts` processes builds each item (largest first, to the least
+    loaded): one where there is too little work for more to pay."""
+    parts = max(1, min(parts, sum(costs) // SPLIT_MIN_COST))
     load = [0] * parts
-    assign = [0] * len(schedule.kernels)
-    for key in sorted(items, key=lambda key: (-costs[key], items[key][0])):
+    assign = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
         target = min(range(parts), key=lambda p: (load[p], p))
-        for i in items[key]:
-            assign[i] = target
-        load[target] += costs[key]
+        assign[i] = target
+        load[target] += costs[i]
     return assign
 
 
@@ -103,34 +166,25 @@ def _unrolling_pays(k: kir.Kernel) -> bool:
 
 
 class ModuleWriter:
-    """Writes a schedule as LLVM modules: one, or (parts > 1, large schedules) several that
-    compile separately and link in one engine. Part 0 holds the entry point; kernels in
-    other parts are external functions it declares."""
+    """Writes a schedule as LLVM modules: one per unit (plan_units: the functions of
+    distinct kernels, compiled and cached apart, linked in one engine) and the entry
+    point's, which fills each kernel's table of pointers and calls its function."""
 
-    def __init__(self, schedule: Schedule, parts: int = 1) -> None:
+    def __init__(self, schedule: Schedule, plan: Plan | None = None) -> None:
         self.schedule = schedule
         self.slots = SlotMap(schedule)
-        self.assign = plan_parts(schedule, parts)
-        count = max(self.assign, default=0) + 1
-        # names stable: the cache hashes what it renders
-        self.modules = [ir.Module(name="graphc" if count == 1 else f"graphc{p}")
-                        for p in range(count)]
-        self.module = self.modules[0]  # the one being written
-        self.errors: dict[int, str] = {}
+        self.plan = plan if plan is not None else plan_units(schedule)
+        self.module = ir.Module(name="graphc")  # the one being written
         self._lowered: dict[int, kir.Expr] = {}  # id(body) -> its core ops
         self._lowering_memo: dict[int, kir.Expr] = {}  # shared: bodies share nodes
         self._scopes: dict[int, tuple] = {}
-        self._kernel_index = -1
+        self._local: dict[int, int] = {}  # buffer id -> the kernel's pointer-table index
+        self._fn_name = "kernel"
 
     # -- buffers --------------------------------------------------------------------------
-    def base_pointer(self, b: ir.IRBuilder, bufs: ir.Value, bid: int) -> ir.Value:
-        buf = self.schedule.buffers[bid]
-        if buf.role == "temp":
-            slot = b.gep(bufs, [ir.Constant(I64, self.slots.arena_slot)], source_etype=PTR)
-            arena = b.load(slot, typ=PTR)
-            return b.gep(arena, [ir.Constant(I64, self.slots.offsets.get(bid, 0))],
-                         source_etype=I8)
-        slot = b.gep(bufs, [ir.Constant(I64, self.slots.slot[bid])], source_etype=PTR)
+    def base_pointer(self, b: ir.IRBuilder, table: ir.Value, bid: int) -> ir.Value:
+        """Buffer `bid`'s data, from the kernel's own table of pointers."""
+        slot = b.gep(table, [ir.Constant(I64, self._local[bid])], source_etype=PTR)
         return b.load(slot, typ=PTR)
 
     def address(self, b: ir.IRBuilder, bases: dict, access: kir.Access,
@@ -166,34 +220,22 @@ class ModuleWriter:
         """For each buffer a kernel touches: (its scope, the scopes of the others), as LLVM
         metadata. Buffers whose memory overlaps (arena temporaries sharing bytes) share a
         scope; the rest are distinct arrays, so LLVM may vectorize without run-time checks."""
-        bids = sorted(kernel.reads() | kernel.writes())
+        bids = kernel_buffers(kernel)
         if len(bids) < 2:
             return {}
-        offsets = self.slots.offsets
-        group = {bid: bid for bid in bids}
-        temps = [bid for bid in bids if self.schedule.buffers[bid].role == "temp"]
-        for i, x in enumerate(temps):
-            for y in temps[i + 1:]:
-                bx, by = self.schedule.buffers[x], self.schedule.buffers[y]
-                x0, y0 = offsets.get(x, 0), offsets.get(y, 0)
-                x1 = x0 + bx.size * max(1, np.dtype(bx.dtype).itemsize)
-                y1 = y0 + by.size * max(1, np.dtype(by.dtype).itemsize)
-                if x0 < y1 and y0 < x1:
-                    group[y] = group[x] = min(group[x], group[y])
+        classes = overlap_classes(kernel, self.schedule, bids)
         module = self.module
         domain = module.add_metadata([ir.MetaDataString(module, "graphc buffers")])
         scopes = {}
-        for g in sorted(set(group.values())):
-            name = ir.MetaDataString(module, f"{module.name} kernel {self._kernel_index} "
-                                             f"buffer {g}")
+        for g in sorted(set(classes)):
+            name = ir.MetaDataString(module, f"{self._fn_name} buffer {g}")
             scopes[g] = module.add_metadata([name, domain])
         if len(scopes) < 2:
             return {}
         marks = {}
-        for bid in bids:
-            mine = scopes[group[bid]]
-            others = [sc for g, sc in scopes.items() if g != group[bid]]
-            marks[bid] = (module.add_metadata([mine]), module.add_metadata(others))
+        for bid, g in zip(bids, classes):
+            others = [sc for h, sc in scopes.items() if h != g]
+            marks[bid] = (module.add_metadata([scopes[g]]), module.add_metadata(others))
         return marks
 
     def _mark(self, inst, bid: int) -> None:
@@ -243,25 +285,23 @@ class ModuleWriter:
 
     # -- kernels --------------------------------------------------------------------------
     def kernel_function(self, index: int, kernel: kir.Kernel) -> ir.Function:
-        fn = ir.Function(self.module, KERNEL_TYPE, kernel_name(index, kernel))
-        fn.linkage = "internal"
-        # One function a kernel, never inlined into the entry point: LLVM's time then grows
-        # with the number of kernels instead of exploding on one huge function.
+        """The function of kernel `index` (and of every kernel with its signature)."""
+        name = self.plan.functions[index]
+        fn = ir.Function(self.module, KERNEL_TYPE, name)
+        # One function a kernel, never inlined: LLVM's time then grows with the number of
+        # distinct kernels instead of exploding on one huge function.
         fn.attributes.add("noinline")
         if _only_calls(kernel):
             fn.attributes.add("optnone")  # nothing for LLVM's optimizer to do
         elif not _unrolling_pays(kernel):
             fn.attributes.add("optsize")  # (no LLVM loop unrolling)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        bufs = fn.args[0]
-        bases = {bid: self.base_pointer(b, bufs, bid)
-                 for bid in sorted(kernel.reads() | kernel.writes())}
+        self._local = {bid: i for i, bid in enumerate(self.plan.buffers[index])}
+        self._fn_name = name
+        bases = {bid: self.base_pointer(b, fn.args[0], bid) for bid in self._local}
         emit: Callable = getattr(self, f"emit_{kernel.kind}")
-        self._kernel_index = index
         self._scopes = self._alias_scopes(kernel)
         emit(b, fn, bases, kernel, index)
-        # the entry point checks the status of may_fail kernels only
-        assert index not in self.errors or may_fail(kernel), f"{kernel.kind} can fail"
         self._scopes = {}
         if not b.block.is_terminated:
             b.ret(ir.Constant(I32, 0))
@@ -273,18 +313,23 @@ class ModuleWriter:
         threads = parallel.threads_for(k)
         if threads > 1:
             part = self._elementwise_part(k, index)
-            parallel.emit_team_call(self.module, b, fn.args[0], part, threads, f"k{index}")
+            parallel.emit_team_call(self.module, b, fn.args[0], part, threads, self._fn_name)
             return
         self._elementwise_body(b, bases, k, None)
 
     def _elementwise_part(self, k: kir.Elementwise, index: int) -> ir.Function:
         """part(bufs, t, nt): thread t of nt runs its share of the outermost axis."""
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
-                         f"k{index}_part")
+                         f"{self._fn_name}_part")
         fn.linkage = "internal"
+        # Never inlined into the team function (which has no optsize): LLVM would unroll
+        # the copy there in full, a long straight run whose code generation takes seconds.
+        fn.attributes.add("noinline")
+        if not _unrolling_pays(k):
+            fn.attributes.add("optsize")  # as its kernel's function: no loop unrolling
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
-        bases = {bid: self.base_pointer(b, bufs, bid) for bid in sorted(k.reads() | k.writes())}
+        bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
         n = ir.Constant(I64, k.shape[0])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
@@ -428,8 +473,9 @@ class ModuleWriter:
         emit_gemm(self, b, fn, bases, k)
 
     def _check_bounds(self, b, fn, bases, access: kir.Access, shape, size: int,
-                      index: int, what: str, allow_negative: bool) -> None:
-        self.errors[index] = what
+                      allow_negative: bool) -> None:
+        """Returns 1 (the caller reports error_message(kernel)) at the first index out of
+        range."""
         if 0 in shape:
             return
         fail = fn.append_basic_block("out_of_range")
@@ -443,7 +489,7 @@ class ModuleWriter:
             b.position_at_end(ok)
         cont = b.block
         b.position_at_end(fail)
-        b.ret(ir.Constant(I32, status_of(index)))
+        b.ret(ir.Constant(I32, 1))
         b.position_at_end(cont)
 
     def _wrapped(self, b, bases, access, ix, size) -> ir.Value:
@@ -453,8 +499,7 @@ class ModuleWriter:
 
     def emit_gather(self, b, fn, bases, k: kir.Gather, index: int) -> None:
         size = k.x_shape[k.axis]
-        self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, index,
-                           index_error_message(k.what, size, True), True)
+        self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, True)
         out_shape = k.x_shape[:k.axis] + k.idx_shape + k.x_shape[k.axis + 1:]
         if 0 in out_shape:
             return
@@ -467,8 +512,7 @@ class ModuleWriter:
 
     def emit_scatter_add(self, b, fn, bases, k: kir.ScatterAdd, index: int) -> None:
         size = k.out_shape[k.axis]
-        self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, index,
-                           index_error_message(k.what, size, True), True)
+        self._check_bounds(b, fn, bases, k.indices, k.idx_shape, size, True)
         if 0 in k.out_shape:
             return
         zero = constant(k.dtype, 0)
@@ -492,73 +536,44 @@ class ModuleWriter:
     emit_sort = scan_sort.emit_sort
 
     def emit_value_check(self, b, fn, bases, k: kir.ValueCheck, index: int) -> None:
-        self._check_bounds(b, fn, bases, k.values, k.shape, 2 ** 63 - 1, index, k.message,
-                           False)
+        self._check_bounds(b, fn, bases, k.values, k.shape, 2 ** 63 - 1, False)
 
     def emit_index_check(self, b, fn, bases, k: kir.IndexCheck, index: int) -> None:
-        self._check_bounds(b, fn, bases, k.indices, k.shape, k.size, index,
-                           index_error_message(k.what, k.size, False), False)
+        self._check_bounds(b, fn, bases, k.indices, k.shape, k.size, False)
 
-    # -- the module -----------------------------------------------------------------------
-    def build(self, only: int | None = None) -> list[str]:
-        """The modules' IR texts, part 0 (with the entry point) first; with `only`, that
-        part's text alone (its kernels rendered, no other part's: a process of its own can
-        write and compile each part)."""
-        kernels = []
-        for i, k in enumerate(self.schedule.kernels):
-            part = self.assign[i]
-            if only is not None and part != only:
-                if only == 0:  # the entry point calls it: declared by its name alone
-                    kernels.append(ir.Function(self.modules[0], KERNEL_TYPE,
-                                               kernel_name(i, k)))
-                continue
-            self.module = self.modules[part]
-            fn = self.kernel_function(i, k)
-            if part != 0:  # called across modules: external, declared in part 0
-                fn.linkage = ""
-                if only is None:
-                    fn = ir.Function(self.modules[0], fn.function_type, fn.name)
-            kernels.append(fn)
-        if only is not None and only != 0:
-            return [str(self.modules[only])]
-        self.module = self.modules[0]
-        main = ir.Function(self.module, ir.FunctionType(I32, [PTR]), ENTRY)
-        main.attributes.add("noinline")
-        main.attributes.add("optnone")  # calls, in order: nothing to optimize
-        b = ir.IRBuilder(main.append_basic_block("entry"))
-        for fn, kernel in zip(kernels, self.schedule.kernels):
-            status = b.call(fn, [main.args[0]])
-            if not may_fail(kernel):  # returns 0: no check (less code for LLVM)
-                continue
-            failed = main.append_basic_block("failed")
-            ok = main.append_basic_block("ok")
-            b.cbranch(b.icmp_signed("!=", status, ir.Constant(I32, 0)), failed, ok)
-            b.position_at_end(failed)
-            b.ret(status)
-            b.position_at_end(ok)
-        b.ret(ir.Constant(I32, 0))
-        return [str(m) for m in (self.modules if only is None else self.modules[:1])]
+    # -- the modules ----------------------------------------------------------------------
+    def unit_text(self, unit: Unit) -> str:
+        """A unit's module: the functions of its kernels (external: the entry point calls
+        them), named by signature, so the text is the same in every program."""
+        self.module = ir.Module(name=unit.name)
+        for i in unit.members:
+            self.kernel_function(i, self.schedule.kernels[i])
+        return vector_abi.annotate(str(self.module))
+
+    def entry_text(self) -> str:
+        """The entry point's module (entry.py): each kernel's pointer table filled from
+        the program's slots and the arena, its function called, its status checked."""
+        return entry.entry_text(self.schedule, self.slots, self.plan.functions,
+                                self.plan.buffers, ENTRY)
 
 
 def _contiguous(shape) -> list[int]:
     return list(kir.contiguous_strides(tuple(shape)))
 
 
-def render(schedule: Schedule, parts: int = 1) -> tuple[list[str], SlotMap, dict[int, str]]:
-    """The modules' IR texts (up to `parts` of them for large schedules), where each
+def kernel_errors(schedule: Schedule) -> dict[int, str]:
+    """The error message of each kernel that can fail, by kernel index."""
+    out = {}
+    for i, k in enumerate(schedule.kernels):
+        message = error_message(k)
+        if message is not None:
+            out[i] = message
+    return out
+
+
+def render(schedule: Schedule) -> tuple[list[str], SlotMap, dict[int, str]]:
+    """The modules' IR texts (the entry point's first, then each unit's), where each
     buffer goes, and the kernels' error messages."""
-    writer = ModuleWriter(schedule, parts)
-    texts = [vector_abi.annotate(t) for t in writer.build()]
-    return texts, writer.slots, writer.errors
-
-
-def part_count(schedule: Schedule, parts: int) -> int:
-    """How many modules render(schedule, parts) writes."""
-    return max(plan_parts(schedule, parts), default=0) + 1
-
-
-def render_part(schedule: Schedule, parts: int, part: int) -> tuple[str, dict[int, str]]:
-    """Part `part` alone of what render(schedule, parts) writes, and its kernels' error
-    messages: the same text, written without the other parts' kernels."""
-    writer = ModuleWriter(schedule, parts)
-    return vector_abi.annotate(writer.build(only=part)[0]), writer.errors
+    writer = ModuleWriter(schedule)
+    texts = [writer.entry_text()] + [writer.unit_text(u) for u in writer.plan.units]
+    return texts, writer.slots, kernel_errors(schedule)

@@ -8,7 +8,7 @@ from typing import Any
 from llvmlite import ir
 
 from graphc.distributed.comm import HANDLE_SLOTS
-from graphc.backends.llvm.collective_runtime import TABLE_SUFFIX
+from graphc.backends.llvm.collective_runtime import TABLE_SYMBOL
 from graphc.backends.llvm.loops import I64
 from graphc.backends.llvm.scalar import I32
 from graphc.schedule import ir as kir
@@ -20,14 +20,11 @@ _ALLREDUCE = ir.FunctionType(I32, [PTR, PTR, I32, PTR, PTR, PTR])
 
 
 def _table(module: ir.Module) -> ir.GlobalVariable:
-    """This module's table of handles (one per module: parts link into one engine)."""
-    name = module.name + TABLE_SUFFIX
-    if name in module.globals:
-        return module.globals[name]
-    kind = ir.ArrayType(I64, len(HANDLE_SLOTS))
-    table = ir.GlobalVariable(module, kind, name)
-    table.initializer = ir.Constant(kind, [0] * len(HANDLE_SLOTS))
-    return table
+    """The process's table of handles, declared: the runtime defines the symbol before the
+    code is loaded (kernels compiled and cached one by one all link to the one table)."""
+    if TABLE_SYMBOL in module.globals:
+        return module.globals[TABLE_SYMBOL]
+    return ir.GlobalVariable(module, ir.ArrayType(I64, len(HANDLE_SLOTS)), TABLE_SYMBOL)
 
 
 def emit_all_reduce(writer: Any, b: ir.IRBuilder, fn: ir.Function, bases: dict,

@@ -92,14 +92,15 @@ def optimize_module(module: "llvm.ModuleRef", machine=None) -> None:
     pb.getModulePassManager().run(module, pb)
 
 
-def _object_of(ir_text: str) -> tuple[bytes, float, float, float]:
-    """One module, start to object code, in an LLVM context of its own."""
+def _object_of(ir_text: str, machine=None) -> tuple[bytes, float, float, float]:
+    """One module, start to object code, in an LLVM context of its own (with `machine`, a
+    target machine of this process's: making one per module costs time)."""
     t0 = time.perf_counter()
     module = llvm.parse_assembly(ir_text, context=llvm.create_context())
     module.triple = llvm.get_default_triple()
     module.verify()
     t1 = time.perf_counter()
-    machine = _new_machine()
+    machine = machine or _new_machine()
     optimize_module(module, machine)
     t2 = time.perf_counter()
     obj = machine.emit_object(module)

@@ -1,11 +1,12 @@
-"""Compiling a schedule on every core: its kernels are dealt out to parts (codegen.plan_parts),
-and each part is written and compiled to an object file in a process of its own.
+"""Compiling a schedule on every core: its distinct kernels, grouped in units
+(codegen.plan_units), are looked up in the per-kernel cache (kernel_cache.py); the units
+not found are dealt out to processes, each writing and compiling its units to object files.
 
 Threads would not help: llvmlite runs every LLVM call behind one process-wide lock. A child
 made by fork() starts with everything the parent has (the schedule, llvmlite initialized),
-renders its part, compiles it and sends the object back through a pipe; the parent does
-part 0 (the one with the entry point) meanwhile. Whatever goes wrong in a child (it dies,
-fork is refused, the data comes back short) the parent compiles that part itself: the
+renders its units, compiles them and sends the objects back through a pipe; the parent
+does its own share and the entry point meanwhile. Whatever goes wrong in a child (it dies,
+fork is refused, the data comes back short) the parent compiles those units itself: the
 processes only make compiling faster, never less reliable.
 
 GRAPHC_COMPILE_JOBS sets the process count (default: GRAPHC_NUM_THREADS, else the cores this
@@ -20,8 +21,9 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from graphc.backends.llvm import codegen, jit
+from graphc.backends.llvm import codegen, jit, kernel_cache
 from graphc.backends.llvm.threads import count_setting, num_threads
+from graphc.runtime.cache import CompileCache
 from graphc.runtime.slots import SlotMap
 
 
@@ -44,28 +46,37 @@ def part_jobs() -> int:
 
 @dataclass
 class Compiled:
-    texts: list[str]  # each part's LLVM IR, part 0 first
+    texts: list[str] | None  # the entry point's IR, then each unit's (None: some were cached)
     slots: SlotMap
     errors: dict[int, str]
-    objects: list[bytes]
+    objects: list[bytes]  # the entry point's, then each unit's
+    flags: list[str]  # the units' thread flags
     address: int  # the entry point's
     engine: object  # keeps the code alive
 
 
-def _build_part(schedule, parts: int, part: int) -> tuple[str, dict[int, str], bytes,
-                                                           tuple[float, float, float, float]]:
-    t0 = time.perf_counter()
-    text, errors = codegen.render_part(schedule, parts, part)
-    t1 = time.perf_counter()
-    obj, parse, optimize, emit = jit._object_of(text)
-    return text, errors, obj, (t1 - t0, parse, optimize, emit)
+Built = tuple[str, bytes, tuple[float, float, float, float]]  # text, object, seconds
+
+
+def _build_units(writer: codegen.ModuleWriter, units: list[codegen.Unit]) -> list[Built]:
+    """Units written and compiled one after the other (one target machine for all)."""
+    machine = jit._new_machine()
+    out = []
+    for unit in units:
+        t0 = time.perf_counter()
+        text = writer.unit_text(unit)
+        t1 = time.perf_counter()
+        obj, parse, optimize, emit = jit._object_of(text, machine)
+        out.append((text, obj, (t1 - t0, parse, optimize, emit)))
+    return out
 
 
 class _Child:
-    """A forked process building one part; result() is its answer, or None."""
+    """A forked process building some units; result() is its answer, or None."""
 
-    def __init__(self, schedule, parts: int, part: int) -> None:
+    def __init__(self, writer: codegen.ModuleWriter, units: list[codegen.Unit]) -> None:
         self.pid = -1
+        self.count = len(units)
         read, write = os.pipe()
         try:
             with warnings.catch_warnings():  # (Python 3.12+ warns of fork in threaded code)
@@ -81,7 +92,7 @@ class _Child:
             status = 1
             try:
                 os.close(read)
-                data = pickle.dumps(_build_part(schedule, parts, part))
+                data = pickle.dumps(_build_units(writer, units))
                 with os.fdopen(write, "wb") as out:
                     out.write(data)
                 status = 0
@@ -90,7 +101,7 @@ class _Child:
         os.close(write)
         self.read = read
 
-    def result(self):
+    def result(self) -> list[Built] | None:
         if self.pid <= 0:
             return None
         pid, self.pid = self.pid, -1
@@ -102,10 +113,13 @@ class _Child:
         if status != 0 or not data:
             return None
         try:
-            text, errors, obj, times = pickle.loads(data)
+            built = pickle.loads(data)
         except Exception:  # cut short: compiled again here
             return None
-        return (text, errors, obj, times) if jit.valid_object(obj) else None
+        if not (isinstance(built, list) and len(built) == self.count
+                and all(jit.valid_object(b[1]) for b in built)):
+            return None
+        return built
 
     def abandon(self) -> None:
         """Ends a child whose result() was never asked for (the parent failed first)."""
@@ -120,41 +134,76 @@ class _Child:
                 pass
 
 
-def compile_schedule(schedule, times: jit.CompileTimes, jobs: int | None = None) -> Compiled:
-    """The schedule as native code, its parts built in up to `jobs` processes."""
+def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | None = None,
+                     jobs: int | None = None) -> Compiled:
+    """The schedule as native code: units found in `disk` loaded, the others built in up
+    to `jobs` processes (and stored there)."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
     # whole heap (sympy, numpy, the user's objects) took a fifth of the rendering time,
     # and in a forked child they would copy every page they touch. Paused meanwhile.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile_schedule(schedule, times, jobs)
+        return _compile_schedule(schedule, times, disk or CompileCache(None), jobs)
     finally:
         if paused:
             gc.enable()
 
 
-def _compile_schedule(schedule, times: jit.CompileTimes, jobs: int | None) -> Compiled:
+def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
+                      jobs: int | None) -> Compiled:
     jit._init()
-    jobs = part_jobs() if jobs is None else jobs
-    parts = codegen.part_count(schedule, jobs) if _can_fork() else 1
     start = time.perf_counter()
-    children = [_Child(schedule, parts, p) for p in range(1, parts)]
-    results = []
+    writer = codegen.ModuleWriter(schedule)
+    plan = writer.plan
+    units = list(plan.units)
+    functions = [sorted({plan.functions[i] for i in u.members}) for u in units]
+    keys = [kernel_cache.unit_key(u.text) for u in units]
+    objects: list[bytes | None] = [None] * len(units)
+    flags: list[list[str]] = [[] for _ in units]
+    for n, key in enumerate(keys):
+        hit = kernel_cache.load_unit(disk, key, functions[n])
+        if hit is not None:
+            objects[n], flags[n] = hit
+    todo = [n for n in range(len(units)) if objects[n] is None]
+    t_plan = time.perf_counter()
+    jobs = (part_jobs() if jobs is None else jobs) if _can_fork() else 1
+    assign = codegen.deal_out([units[n].cost for n in todo], jobs)
+    shares: list[list[int]] = [[] for _ in range(max(assign, default=0) + 1)]
+    for n, part in zip(todo, assign):
+        shares[part].append(n)
+    children = [_Child(writer, [units[n] for n in share]) for share in shares[1:]]
+    built: dict[int, Built] = {}
     try:
-        results.append(_build_part(schedule, parts, 0))
-        for p, child in enumerate(children, start=1):
-            results.append(child.result() or _build_part(schedule, parts, p))
+        t0 = time.perf_counter()
+        entry_text = writer.entry_text()
+        t1 = time.perf_counter()
+        entry = jit._object_of(entry_text)
+        entry_times = (t1 - t0,) + entry[1:]
+        built.update(zip(shares[0], _build_units(writer, [units[n] for n in shares[0]])))
+        for share, child in zip(shares[1:], children):
+            result = child.result() or _build_units(writer, [units[n] for n in share])
+            built.update(zip(share, result))
     finally:
         for child in children:
             child.abandon()
-    texts = [r[0] for r in results]
-    errors = {k: v for r in results for k, v in r[1].items()}
-    objects = [r[2] for r in results]
+    for n, (text, obj, _) in built.items():
+        objects[n], flags[n] = obj, kernel_cache.team_flags(text)
+        kernel_cache.store_unit(disk, keys[n], obj, flags[n], functions[n])
     # per phase, summed over the parts; "parts wall" is what it cost end to end
-    times.extra["codegen"] = sum(r[3][0] for r in results)
-    times.parse, times.optimize, times.jit = (sum(r[3][i] for r in results) for i in (1, 2, 3))
-    times.extra["parts"] = parts
-    times.extra["parts wall"] = time.perf_counter() - start
-    address, engine = jit.load_objects(objects, jit.ENTRY)
-    return Compiled(texts, SlotMap(schedule), errors, objects, address, engine)
+    seconds = [entry_times] + [b[2] for b in built.values()]
+    times.extra["codegen"] = sum(s[0] for s in seconds)
+    times.parse, times.optimize, times.jit = (sum(s[i] for s in seconds) for i in (1, 2, 3))
+    times.extra["parts"] = len(shares)
+    times.extra["kernel cache lookup"] = t_plan - start
+    times.extra["parts wall"] = time.perf_counter() - t_plan
+    times.extra["kernels"] = len(schedule.kernels)
+    times.extra["kernels distinct"] = plan.distinct
+    times.extra["kernels compiled"] = sum(len(units[n].members) for n in built)
+    times.extra["kernels loaded"] = plan.distinct - times.extra["kernels compiled"]
+    linked = [entry[0]] + [o for o in objects if o is not None]
+    address, engine = jit.load_objects(linked, jit.ENTRY)
+    texts = None if len(built) < len(units) else \
+        [entry_text] + [built[n][0] for n in range(len(units))]
+    return Compiled(texts, writer.slots, codegen.kernel_errors(schedule), linked,
+                    [f for fl in flags for f in fl], address, engine)

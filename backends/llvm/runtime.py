@@ -3,7 +3,6 @@ as one array of pointers, arguments checked (by gc.function) before any pointer 
 from __future__ import annotations
 
 import ctypes
-import re
 import threading
 import time
 from typing import Sequence
@@ -54,14 +53,13 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-_FLAG = re.compile(rf'@"({threads.MODULE_FLAG}_\w+)" = global')
-
-
 def _joined(texts: list[str]) -> str:
-    """The parts' IR as one text for people to read (f.source)."""
+    """The modules' IR (the entry point's, then each unit's) as one text for people to
+    read (f.source)."""
     if len(texts) == 1:
         return texts[0]
-    return "\n".join(f"; ---- part {i} of {len(texts)} ----\n{t}" for i, t in enumerate(texts))
+    return "\n".join(f"; ---- module {i} of {len(texts)} ----\n{t}"
+                     for i, t in enumerate(texts))
 
 
 class CompiledShape:
@@ -109,15 +107,13 @@ class CompiledShape:
             t2 = time.perf_counter()
             from graphc.backends.llvm import processes  # (llvmlite.ir: only to compile)
             self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1}
-            built = processes.compile_schedule(schedule, self.times)
+            built = processes.compile_schedule(schedule, self.times, disk)
             self._ir_texts, objects = built.texts, built.objects
             self.address, self.engine = built.address, built.engine
-            flags = [name for text in built.texts for name in _FLAG.findall(text)]
-            layout = Layout.of(schedule, built.slots, built.errors, storages, flags)
+            layout = Layout.of(schedule, built.slots, built.errors, storages, built.flags)
             meta, blob = layout.to_meta()
             disk.put(self.key, b"".join(objects) + blob,
                      {"object_lengths": [len(o) for o in objects], "layout": meta})
-        collective.bind(self.engine, len(objects))  # MPI handles of this process
         self.layout = layout
         self.errors = layout.errors
         self.entry = _ENTRY_TYPE(self.address)
@@ -161,8 +157,8 @@ class CompiledShape:
     def ir_texts(self) -> list[str]:
         """The LLVM IR of each part (rendered again, on demand, for code from the cache)."""
         if self._ir_texts is None:
-            from graphc.backends.llvm import codegen, processes
-            self._ir_texts = codegen.render(self.schedule, processes.part_jobs())[0]
+            from graphc.backends.llvm import codegen
+            self._ir_texts = codegen.render(self.schedule)[0]
         return self._ir_texts
 
     @property

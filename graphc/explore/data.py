@@ -12,9 +12,10 @@ from graphc.explore.matching import pass_steps, rebuilt, twins
 from graphc.explore.repeats import group_repeats
 from graphc.explore.scopes import node_scopes, parts, scope_tree
 
-# Generated kernel functions are named k<index>_<kind> (backends/llvm/codegen.py).
 _DEFINE = re.compile(r'^define\b[^@\n]*@"?([\w.$]+)"?\s*\(', re.MULTILINE)
-_KERNEL_NAME = re.compile(r"^k(\d+)_")
+# The llvm entry module names the function each kernel calls (identical kernels share one):
+# "; kernel <index>: <function>" (backends/llvm/codegen.py).
+_KERNEL_CALL = re.compile(r"^; kernel (\d+): ([\w.$]+)$", re.MULTILINE)
 
 
 def _kinds(order: Sequence[Node]) -> dict[Node, str]:
@@ -136,7 +137,7 @@ def kernel_schedule(f: Any) -> Any:
 
 
 def kernels_data(schedule: Any, shapes: Any, functions: dict[str, str],
-                 index: dict[Node, int], view: int) -> dict[str, Any]:
+                 index: dict[Node, int], view: int, source: str = "") -> dict[str, Any]:
     """The kernel plan, each kernel linked to its function and to the nodes it computes
     (indices into the node table, shown in view number `view`)."""
     from graphc.schedule.printing import kernel_text
@@ -144,11 +145,8 @@ def kernels_data(schedule: Any, shapes: Any, functions: dict[str, str],
         return {"shapes": None, "items": [], "listing": "", "view": None,
                 "note": "sizes are given at call time: call the function once (llvm "
                          "backend), or give placeholders static sizes, to see kernels"}
-    by_index: dict[int, str] = {}
-    for name in functions:
-        m = _KERNEL_NAME.match(name)
-        if m:
-            by_index.setdefault(int(m.group(1)), name)
+    by_index = {int(m.group(1)): m.group(2) for m in _KERNEL_CALL.finditer(source)
+                if m.group(2) in functions}
     made = schedule.kernel_nodes or ((),) * len(schedule.kernels)
     items = [{"index": i, "kind": getattr(k, "kind", type(k).__name__),
               "text": "\n".join(kernel_text(i, k)), "function": by_index.get(i),
@@ -184,7 +182,7 @@ def explorer_data(target: Any, title: str | None = None) -> dict[str, Any]:
             "graph": graph,
             "report": report_data(target.report),
             "kernels": kernels_data(schedule, call_shapes(target), functions, index,
-                                    len(graph["views"]) - 1 if extra else 0),
+                                    len(graph["views"]) - 1 if extra else 0, source),
             "code": {"text": source, "functions": [{"name": k, "text": v}
                                                    for k, v in functions.items()]},
         }

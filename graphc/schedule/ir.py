@@ -230,6 +230,11 @@ class KernelFacts:
     kind: ClassVar[str]
     can_fail: ClassVar[bool] = False
     combine: ClassVar[str] = ""
+    # Fields holding a buffer id outside an Access (signature.kernel_signature renumbers
+    # them) and fields that only word an error message (the caller reports it, so they
+    # are no part of the code).
+    buffer_fields: ClassVar[tuple[str, ...]] = ()
+    message_fields: ClassVar[tuple[str, ...]] = ()
 
     def reads(self) -> set[int]:
         return {a.buffer for role, a, _ in self.accesses() if role != "out"}
@@ -369,6 +374,7 @@ class Gather(KernelFacts):
     what: str = "take"  # for the IndexError: the op, where its indices came from, its line
 
     kind: ClassVar[str] = "gather"
+    message_fields: ClassVar[tuple[str, ...]] = ("what",)
     can_fail: ClassVar[bool] = True
 
     @property
@@ -405,6 +411,7 @@ class ScatterAdd(KernelFacts):
     what: str = "scatter_add"
 
     kind: ClassVar[str] = "scatter_add"
+    message_fields: ClassVar[tuple[str, ...]] = ("what",)
     can_fail: ClassVar[bool] = True
     combine: ClassVar[str] = "atomic"
 
@@ -439,6 +446,7 @@ class IndexCheck(KernelFacts):
     what: str
 
     kind: ClassVar[str] = "index_check"
+    message_fields: ClassVar[tuple[str, ...]] = ("what",)
     can_fail: ClassVar[bool] = True
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
@@ -465,6 +473,7 @@ class ValueCheck(KernelFacts):
     message: str
 
     kind: ClassVar[str] = "value_check"
+    message_fields: ClassVar[tuple[str, ...]] = ("message",)
     can_fail: ClassVar[bool] = True
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
@@ -520,6 +529,7 @@ class Sort(KernelFacts):
     dtype: np.dtype  # of x
 
     kind: ClassVar[str] = "sort"
+    buffer_fields: ClassVar[tuple[str, ...]] = ("scratch",)
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         row = Access(self.scratch, (1,), 0)

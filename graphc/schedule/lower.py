@@ -211,12 +211,14 @@ class Lowering:
                                         self.buffers[target].dtype, ("update",),
                                         nodes=self.nodes_of(new)))
             copies.append((target, Load(Access(tmp.buffer, tmp.strides, 0), tmp.dtype)))
+        updates = []
         for target, expr, new in direct:
             shape = self.buffers[target].shape
-            store = Store(Access(target, identity[target], 0), expr)
-            kernel = ir.Elementwise(shape, (store,), ("update",))
+            kernel = ir.Elementwise(shape, (Store(Access(target, identity[target], 0), expr),),
+                                    ("update",))
             self.made[id(kernel)] = self.nodes_of(new)
-            self.hoist(kernel)
+            updates.append(kernel)
+        self.hoist(updates)
         for target, load in copies:
             shape = self.buffers[target].shape
             store = Store(Access(target, identity[target], 0), load)
@@ -229,18 +231,36 @@ class Lowering:
         value = self.values[node]
         return value.nodes if isinstance(value, Lazy) else frozenset()
 
-    def hoist(self, kernel: ir.Elementwise) -> None:
-        """Places an in-place update right after the last kernel that needs the parameter's
-        old value or makes what the update reads, so its gradient buffer dies early; never
-        before a kernel that can raise (bad indices), so a failing call stores nothing."""
-        (target,) = kernel.writes()
-        needs = kernel.reads() - {target}
-        at = 0
+    def hoist(self, updates: list[ir.Elementwise]) -> None:
+        """Places each in-place update right after the last kernel that needs the
+        parameter's old value or makes what the update reads, so its gradient buffer dies
+        early; never before a kernel that can raise (bad indices), so a failing call stores
+        nothing. (Direct updates neither read nor write each other's parameters, so each
+        place depends on the other kernels alone: one pass over them, not one per update;
+        updates placed after the same kernel go in reverse order, as inserting them one
+        by one did.)"""
+        touched: dict[int, int] = {}  # buffer -> the last kernel reading or writing it
+        written: dict[int, int] = {}  # buffer -> the last kernel writing it
+        failing = -1
         for i, k in enumerate(self.kernels):
-            if (target in k.reads() or target in k.writes() or k.writes() & needs
-                    or k.can_fail):
-                at = i + 1
-        self.kernels.insert(at, kernel)
+            writes = k.writes()
+            for bid in k.reads() | writes:
+                touched[bid] = i
+            for bid in writes:
+                written[bid] = i
+            if k.can_fail:
+                failing = i
+        after: dict[int, list[ir.Kernel]] = {}
+        for update in updates:
+            (target,) = update.writes()
+            needs = update.reads() - {target}
+            at = max([failing, touched.get(target, -1)] + [written.get(b, -1) for b in needs])
+            after.setdefault(at, []).insert(0, update)
+        kernels = list(after.get(-1, []))
+        for i, k in enumerate(self.kernels):
+            kernels.append(k)
+            kernels += after.get(i, [])
+        self.kernels = kernels
 
     def param_buffer(self, node: Node) -> int:
         storage = node.attrs["storage"]

@@ -1,0 +1,124 @@
+"""A kernel's structural key: everything its code depends on except which buffers it uses,
+so that identical kernels share one compiled function (and one per-kernel cache entry)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from graphc.schedule import ir as kir
+
+
+def kernel_buffers(kernel: kir.Kernel) -> tuple[int, ...]:
+    """The buffers a kernel uses, in order of first use (its accesses' order): buffer i of
+    this tuple is the kernel's local buffer i, the i-th pointer of the table it is given."""
+    order: dict[int, None] = {}
+    for _, access, _ in kernel.accesses():
+        order.setdefault(access.buffer, None)
+    return tuple(order)
+
+
+def overlap_classes(kernel: kir.Kernel, schedule: kir.Schedule,
+                    bids: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """For each local buffer, the smallest local number of the buffers whose memory may
+    overlap it (arena temporaries sharing bytes; every other buffer is memory of its own).
+    Code may assume that buffers of different classes never alias. `bids`: the kernel's
+    kernel_buffers, where the caller has them already."""
+    bids = kernel_buffers(kernel) if bids is None else bids
+    offsets = schedule.plan.offsets if schedule.plan is not None else {}
+    group = list(range(len(bids)))
+    temps = [i for i, bid in enumerate(bids) if schedule.buffers[bid].role == "temp"]
+
+    def span(i: int) -> tuple[int, int]:
+        buf = schedule.buffers[bids[i]]
+        start = offsets.get(bids[i], 0)
+        return start, start + buf.size * max(1, buf.dtype.itemsize)
+
+    changed = True
+    while changed:  # (a chain of overlaps makes one class)
+        changed = False
+        for n, i in enumerate(temps):
+            (x0, x1) = span(i)
+            for j in temps[n + 1:]:
+                (y0, y1) = span(j)
+                if x0 < y1 and y0 < x1 and group[i] != group[j]:
+                    group[i] = group[j] = min(group[i], group[j])
+                    changed = True
+    return tuple(group)
+
+
+class _Encoder:
+    """Writes a kernel record as text: buffers by local number, expression DAGs with each
+    shared node written once (bodies share sub-expressions)."""
+
+    def __init__(self, local: dict[int, int]) -> None:
+        self.local = local
+        self.nodes: dict[int, int] = {}
+        self.lines: list[str] = []
+        self.user_ops: set[str] = set()  # ops defined at run time: their formulas count
+
+    def value(self, v: Any) -> str:
+        if isinstance(v, kir.Access):
+            return f"A(b{self.local[v.buffer]},{v.strides},{v.offset})"
+        if isinstance(v, (kir.Load, kir.Const, kir.Index, kir.Apply)):
+            return self.expr(v)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            inner = ",".join(f"{f.name}={self.value(getattr(v, f.name))}"
+                             for f in dataclasses.fields(v))
+            return f"{type(v).__name__}({inner})"
+        if isinstance(v, (tuple, list)):
+            return "(" + ",".join(self.value(x) for x in v) + ")"
+        if isinstance(v, np.dtype):
+            return v.name
+        if isinstance(v, float):
+            return v.hex()  # exact, and nan/inf spelled unambiguously
+        if v is None or isinstance(v, (bool, int, str, np.integer, np.bool_)):
+            return repr(v)
+        raise TypeError(f"kernel_signature: cannot encode a {type(v).__name__}")
+
+    def expr(self, e: kir.Expr) -> str:
+        number = self.nodes.get(id(e))
+        if number is None:
+            if isinstance(e, kir.Apply) and e.op not in self.user_ops:
+                from graphc.ops import get_op
+                if get_op(e.op).user_defined:
+                    self.user_ops.add(e.op)
+            parts = ",".join(f"{f.name}={self.value(getattr(e, f.name))}"
+                             for f in dataclasses.fields(e))
+            number = self.nodes[id(e)] = len(self.nodes)
+            self.lines.append(f"e{number}={type(e).__name__}({parts})")
+        return f"e{number}"
+
+
+def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
+                     bids: tuple[int, ...] | None = None) -> str:
+    """Everything `kernel`'s code depends on but which buffers it uses: its kind and fields
+    (shapes, strides, offsets, bodies, dtypes, attributes) with buffers renumbered by first
+    use (kernel_buffers), the dtype of each, which of them may share memory, and the
+    formula of each user-defined op the bodies apply. Error messages are left out (the
+    caller reports them). Kernels with equal signatures can
+    share one function, called with a table of their own buffers' pointers. `bids`: the
+    kernel's kernel_buffers, where the caller has them already."""
+    bids = kernel_buffers(kernel) if bids is None else bids
+    enc = _Encoder({bid: i for i, bid in enumerate(bids)})
+    skip = set(kernel.message_fields) | set(kernel.buffer_fields)
+    fields = [f"{f.name}={enc.value(getattr(kernel, f.name))}"
+              for f in dataclasses.fields(kernel) if f.name not in skip]
+    fields += [f"{name}=b{enc.local[getattr(kernel, name)]}" for name in kernel.buffer_fields]
+    dtypes = ",".join(schedule.buffers[bid].dtype.name for bid in bids)
+    formulas = []
+    if enc.user_ops:  # the same name may stand for another formula in another process
+        import sympy as sp
+
+        from graphc.derivatives import definition
+        formulas = [f"{op}={sp.srepr(definition(op))}" for op in sorted(enc.user_ops)]
+    return "\n".join([f"{kernel.kind}({';'.join(fields)})", f"buffers {dtypes}",
+                      f"overlaps {overlap_classes(kernel, schedule, bids)}"] + enc.lines
+                     + formulas)
+
+
+def signature_digest(signature: str) -> str:
+    """A short, stable name for a signature (SHA-256, 20 hex digits)."""
+    return hashlib.sha256(signature.encode()).hexdigest()[:20]
