@@ -138,7 +138,7 @@ def test_llvm_renders_a_call_of_mpi_allreduce():
     texts, _, _ = codegen.render(schedule_graph(f.graph))
     text = "\n".join(texts)
     assert text.count('call i32 @"MPI_Allreduce"') == 1
-    assert '@"graphc_mpi" = global [7 x i64]' in text
+    assert '@"graphc_mpi_handles" = external global [7 x i64]' in text
 
 
 # -- jobs under mpirun ---------------------------------------------------------------------
