@@ -352,8 +352,17 @@ def emit_scatter_add(w: Writer, index: int, k: kir.ScatterAdd, guard: bool) -> E
     return lines, launches
 
 
+def emit_all_reduce(w: Writer, index: int, k: kir.AllReduce, guard: bool) -> Emitted:
+    """A reduction across the processes of an MPI job (one process: the optimizer removed
+    it): on the GPU that is NCCL's, which this backend does not call yet."""
+    raise NotImplementedError("all_reduce across processes on the cuda backend needs NCCL, "
+                              "which graphc does not call yet: run the job's steps on the "
+                              "llvm or numpy backend")
+
+
 EMITTERS = {
     "elementwise": emit_elementwise, "reduce": emit_reduce, "gemm": emit_gemm,
     "gather": emit_gather, "scatter_add": emit_scatter_add, "index_check": emit_index_check,
     "value_check": emit_value_check, "scan": emit_scan, "sort": emit_sort,
+    "all_reduce": emit_all_reduce,
 }
