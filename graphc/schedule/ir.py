@@ -570,7 +570,8 @@ class AllReduce(KernelFacts):
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         whole = Access(self.buffer, (1,), 0)
-        both = [("out", whole, (self.size,)), ("in", whole, (self.size,))]
+        both: list[tuple[str, Access, Shape]] = [("out", whole, (self.size,)),
+                                                  ("in", whole, (self.size,))]
         if not self.phase:
             return both
         req = Access(self.request, (1,), 0)

@@ -112,10 +112,9 @@ def overlap_reductions(lowered: Schedule) -> Schedule:
             out_nodes.append(start_nodes.get(w.request, ()))
         if j == len(kernels):
             break
-        k = starts.get(j, kernels[j])
-        out.append(k)
+        out.append(starts.get(j, kernels[j]))
         out_nodes.append(nodes[j] if j < len(nodes) else ())
         if j in starts:
-            start_nodes[k.request] = out_nodes[-1]
+            start_nodes[starts[j].request] = out_nodes[-1]
     return dataclasses.replace(lowered, buffers=buffers, kernels=tuple(out),
                                kernel_nodes=tuple(out_nodes) if nodes else nodes)
