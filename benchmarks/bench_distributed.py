@@ -3,7 +3,8 @@ of it spent communicating, for 1, 2 and 4 processes, on two MLPs (float32, llvm)
   digits  64-64-10, 4.8k parameters (19 KB of gradients): latency-bound
   wide    784-1024-1024-10, 1.9M parameters (7.5 MB of gradients): bandwidth-bound
 Per model and job size: the step with its reductions compiled in (the default buckets of
-25 MiB: one call), the same with one reduction per gradient and with 1 MiB buckets, the program
+25 MiB: one call), the same with one reduction per gradient and with 1 MiB buckets (each
+overlapped with the kernels after it, graphc.schedule.overlap, and blocking), the program
 split into two native parts with an mpi4py reduction between them, the step without
 reductions (compute only; the communication share is 1 - compute / step), and the reduction
 alone (mpi4py, the same bytes).
@@ -49,11 +50,13 @@ def _mlp(sizes, rng):
     return x, y, params, gc.nn.cross_entropy(h, y)
 
 
-def _with_buckets(bucket_bytes: int) -> None:
-    """The llvm backend's policy with another bucket size (a measurement knob)."""
+def _with_buckets(bucket_bytes: int, overlap: bool = True) -> None:
+    """The llvm backend's policy with another bucket size, the reductions overlapped with
+    the kernels after them or blocking (measurement knobs)."""
     from graphc.backend import get_backend
     backend = get_backend("llvm")
-    backend.policy = dataclasses.replace(type(backend).policy, bucket_bytes=bucket_bytes)
+    backend.policy = dataclasses.replace(type(backend).policy, bucket_bytes=bucket_bytes,
+                                         overlap_reductions=overlap)
 
 
 def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
@@ -67,9 +70,12 @@ def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
     variants: dict = {}
 
     default = DEFAULT_POLICY.bucket_bytes
-    for name, bucket_bytes in (("step", default), ("step, no buckets", 1),
-                               ("step, 1 MiB buckets", 1 << 20)):
-        _with_buckets(bucket_bytes)
+    for name, bucket_bytes, overlap in (
+            ("step", default, True), ("step, no buckets", 1, True),
+            ("step, 1 MiB buckets", 1 << 20, True),
+            ("step, no buckets, blocking", 1, False),
+            ("step, 1 MiB buckets, blocking", 1 << 20, False)):
+        _with_buckets(bucket_bytes, overlap)
         x, y, params, loss = _mlp(sizes, rng)
         grads = [gc.distributed.all_reduce(g) for g in gc.grad(loss, params)]
         step = gc.function([x, y], gc.distributed.all_reduce(loss), backend="llvm",
@@ -163,6 +169,8 @@ def main() -> None:
             share = 1 - r["compute only"] / r["step"]
             print(f"K={k} {model:6s} step {r['step']:8.3f}  no buckets "
                   f"{r['step, no buckets']:8.3f}  1 MiB buckets {r['step, 1 MiB buckets']:8.3f}  "
+                  f"(blocking: {r['step, no buckets, blocking']:8.3f}, "
+                  f"{r['step, 1 MiB buckets, blocking']:8.3f})  "
                   f"split {r['split in two native parts']:8.3f}"
                   f"  compute {r['compute only']:8.3f}  all_reduce alone "
                   f"{r['all_reduce alone']:8.3f}  comm share {share:6.1%}  "

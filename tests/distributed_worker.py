@@ -48,6 +48,14 @@ def main() -> None:
     scenario, out = sys.argv[1], sys.argv[2]
     r = gc.distributed.rank()
     if scenario == "train":
+        if len(sys.argv) > 3:  # another bucket size: one reduction per gradient, overlapped
+            import dataclasses
+
+            from graphc.backend import get_backend
+            for name in ("numpy", "llvm"):
+                backend = get_backend(name)
+                backend.policy = dataclasses.replace(backend.policy,
+                                                     bucket_bytes=int(sys.argv[3]))
         results = {}
         for name, backend, options in (("numpy", "numpy", None),
                                        ("kernels", "numpy", {"mode": "kernels"}),

@@ -115,7 +115,7 @@ def test_bucketing_packs_small_reductions_into_one():
     (pair,) = plan_buckets(graph, 100)
     assert sorted(n.shape for n in pair) == [(), (8,)]
     small = schedule_graph(graph, policy=SchedulePolicy(bucket_bytes=8))
-    assert sum(k.kind == "all_reduce" for k in small.kernels) == 4
+    assert sum(k.kind == "all_reduce" and k.phase != "wait" for k in small.kernels) == 4
 
 
 def test_dependent_reductions_are_not_bucketed_together():
@@ -132,13 +132,66 @@ def test_dependent_reductions_are_not_bucketed_together():
     assert ops.count("all_reduce") == 2 and ops.count("concatenate") == 1
 
 
+def test_reductions_start_before_the_backward_pass_and_wait_before_their_readers():
+    from graphc.schedule import ir
+    f = _mlp_step(2)
+    s = schedule_graph(f.graph, policy=SchedulePolicy(bucket_bytes=8))  # each reduced alone
+    ks = s.kernels
+    starts = [i for i, k in enumerate(ks) if k.kind == "all_reduce" and k.phase == "start"]
+    waits = {k.request: i for i, k in enumerate(ks) if k.kind == "all_reduce"
+             and k.phase == "wait"}
+    assert len(starts) == 4 and sorted(ks[i].request for i in starts) == sorted(waits)
+    gemms = [i for i, k in enumerate(ks) if isinstance(k, ir.Gemm)]
+    # the first gradient's reduction is in flight while the other gradients' GEMMs run
+    first_grad = next(i for i in starts if ks[i].size > 1)
+    assert any(first_grad < g < waits[ks[first_grad].request] for g in gemms)
+    for i in starts:
+        k = ks[i]
+        w = waits[k.request]
+        between = ks[i + 1:w]
+        assert i < w and between  # something overlaps
+        assert not any(k.buffer in b.reads() | b.writes() for b in between)
+        first_reader = next(j for j in range(w + 1, len(ks)) if k.buffer in ks[j].reads())
+        assert not any(k.buffer in b.reads() for b in ks[w + 1:first_reader])
+        assert k.request in s.plan.offsets  # the request lives in the arena
+    # the blocking call where nothing is left to overlap with, and when switched off
+    one = schedule_graph(f.graph)
+    assert [k.phase for k in one.kernels if k.kind == "all_reduce"] == [""]
+    off = schedule_graph(f.graph, policy=SchedulePolicy(bucket_bytes=8,
+                                                        overlap_reductions=False))
+    assert [k.phase for k in off.kernels if k.kind == "all_reduce"] == [""] * 4
+
+
+def test_a_check_that_can_fail_is_not_passed_by_a_reduction_in_flight():
+    # an error in one process must not leave its reduction in flight (the others would
+    # hang in a later one): the wait comes before the gather that checks its indices
+    x = gc.placeholder((4,), "float64", name="x")
+    i = gc.placeholder((2,), "int64", name="i")
+    g = gc.Graph((x.node, i.node), (reduced(x * 2.0).node, (gc.take(x * 3.0, i) + 1.0).node),
+                 ())
+    ks = schedule_graph(g, optimize=False).kernels
+    phases = [(k.phase, n) for n, k in enumerate(ks) if k.kind == "all_reduce"]
+    (fail,) = [n for n, k in enumerate(ks) if k.can_fail]
+    assert [p for p, _ in phases] == ["start", "wait"]
+    start, wait = phases[0][1], phases[1][1]
+    assert start + 1 < wait < fail  # the multiplication before the gather overlaps
+
+
+def test_all_reduce_phase_is_checked():
+    from graphc.schedule import ir
+    with pytest.raises(ValueError, match="phase"):
+        ir.AllReduce(0, 4, np.dtype("float64"), 2, phase="begin")
+    with pytest.raises(ValueError, match="request"):
+        ir.AllReduce(0, 4, np.dtype("float64"), 2, phase="wait")
+
+
 def test_llvm_renders_a_call_of_mpi_allreduce():
     from graphc.backends.llvm import codegen
     f = _mlp_step(2)
     texts, _, _ = codegen.render(schedule_graph(f.graph))
     text = "\n".join(texts)
     assert text.count('call i32 @"MPI_Allreduce"') == 1
-    assert '@"graphc_mpi_handles" = external global [7 x i64]' in text
+    assert '@"graphc_mpi_handles" = external global [8 x i64]' in text
 
 
 # -- jobs under mpirun ---------------------------------------------------------------------
@@ -185,6 +238,23 @@ def test_job_matches_one_process_with_the_combined_batch(ranks, one_process, tmp
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=backend)
     # the gradients and the loss: one bucket, one native call per step
     assert job["llvm"]["source"].count('call i32 @"MPI_Allreduce"') == 1
+
+
+@pytest.mark.slow
+def test_overlapped_reductions_give_the_same_losses_and_parameters(one_process, tmp_path):
+    out = tmp_path / "overlap.json"
+    done = _job(2, "train", str(out), "1")  # buckets of 1 byte: every tensor reduced alone
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(out.read_text())
+    for backend in ("numpy", "kernels", "llvm"):
+        np.testing.assert_allclose(job[backend]["losses"], one_process[backend]["losses"],
+                                   rtol=1e-12, err_msg=backend)
+        for got, want in zip(job[backend]["params"], one_process[backend]["params"]):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=backend)
+    source = job["llvm"]["source"]
+    # the loss and 4 gradients: each started, then waited for
+    assert source.count('call i32 @"MPI_Iallreduce"') == 5
+    assert source.count('call i32 @"MPI_Wait"') == 5
 
 
 @pytest.mark.slow

@@ -17,6 +17,11 @@ PTR = ir.PointerType()
 # Handles are pointers in Open MPI and ints in MPICH; passed as 64-bit values in registers
 # (the x86-64 calling convention), either reads correctly.
 _ALLREDUCE = ir.FunctionType(I32, [PTR, PTR, I32, PTR, PTR, PTR])
+# MPI_Iallreduce: the same and the MPI_Request * it fills; MPI_Wait(MPI_Request *,
+# MPI_Status *). The request lives in the arena (an int64 buffer: a pointer in Open MPI, an
+# int in MPICH), so a program holds no global state between its start and its wait.
+_IALLREDUCE = ir.FunctionType(I32, [PTR, PTR, I32, PTR, PTR, PTR, PTR])
+_WAIT = ir.FunctionType(I32, [PTR, PTR])
 
 
 def _table(module: ir.Module) -> ir.GlobalVariable:
@@ -39,8 +44,15 @@ def emit_all_reduce(writer: Any, b: ir.IRBuilder, fn: ir.Function, bases: dict,
                    source_etype=table.value_type)
         return b.inttoptr(b.load(at, typ=I64), PTR)
 
-    name = "MPI_Allreduce"
-    callee = module.globals.get(name) or ir.Function(module, _ALLREDUCE, name)
+    def declared(name: str, type_: ir.FunctionType) -> ir.Function:
+        return module.globals.get(name) or ir.Function(module, type_, name)
+
     # MPI's default error handler ends the job on a failure: the status needs no check.
-    b.call(callee, [handle("in_place"), bases[k.buffer], ir.Constant(I32, k.size),
-                    handle(k.dtype.name), handle("sum"), handle("comm")])
+    args = [handle("in_place"), bases[k.buffer], ir.Constant(I32, k.size),
+            handle(k.dtype.name), handle("sum"), handle("comm")]
+    if k.phase == "start":
+        b.call(declared("MPI_Iallreduce", _IALLREDUCE), args + [bases[k.request]])
+    elif k.phase == "wait":
+        b.call(declared("MPI_Wait", _WAIT), [bases[k.request], handle("status_ignore")])
+    else:
+        b.call(declared("MPI_Allreduce", _ALLREDUCE), args)

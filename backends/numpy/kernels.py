@@ -2,7 +2,7 @@
 reference that native backends are compared with, kernel for kernel."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -27,6 +27,7 @@ class KernelRunner:
         self.arrays: dict[int, np.ndarray] = {}
         self._lowered: dict[int, ir.Expr] = {}  # id(body) -> its core ops
         self._lowering_memo: dict[int, ir.Expr] = {}  # shared: bodies share nodes
+        self.requests: dict[int, Any] = {}  # request buffer id -> mpi4py request in flight
         for b in schedule.buffers.values():
             if b.role == "temp":
                 start = plan.offsets.get(b.id, 0) if plan else 0
@@ -156,8 +157,14 @@ class KernelRunner:
             if checked.size and checked.min() < 0:
                 raise ValueError(k.message)
         elif isinstance(k, ir.AllReduce):
-            from graphc.distributed.comm import all_reduce_inplace
-            all_reduce_inplace(self.arrays[k.buffer].reshape(-1)[:k.size], k.ranks)
+            from graphc.distributed import comm
+            flat = self.arrays[k.buffer].reshape(-1)[:k.size]
+            if k.phase == "start":  # the request object lives beside the arrays until its wait
+                self.requests[k.request] = comm.all_reduce_start(flat, k.ranks)
+            elif k.phase == "wait":
+                comm.all_reduce_wait(self.requests.pop(k.request))
+            else:
+                comm.all_reduce_inplace(flat, k.ranks)
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
 

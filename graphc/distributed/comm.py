@@ -92,9 +92,28 @@ def all_reduce_inplace(buffer: np.ndarray, ranks: int) -> None:
         comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
 
 
+def all_reduce_start(buffer: np.ndarray, ranks: int) -> Any:
+    """Starts buffer <- the sum of every process's buffer (MPI_Iallreduce, in place): the
+    request to wait for (all_reduce_wait) before the buffer is read or written; None alone."""
+    comm = check_ranks(ranks)
+    if comm is None or ranks == 1:
+        return None
+    return comm.Iallreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
+
+
+def all_reduce_wait(request: Any) -> None:
+    """Completes a reduction all_reduce_start began."""
+    if request is None:
+        return
+    from graphc.distributed.watchdog import waiting
+    with waiting("all_reduce"):
+        request.Wait()
+
+
 # Slots of the table of handles native code reads (backends/llvm/collective.py): what an
 # MPI_Allreduce call needs, as this process's MPI library spells them.
-HANDLE_SLOTS = ("comm", "in_place", "sum", "float32", "float64", "int32", "int64")
+HANDLE_SLOTS = ("comm", "in_place", "sum", "float32", "float64", "int32", "int64",
+                "status_ignore")
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,7 +127,9 @@ def native_handles() -> tuple[int, ...]:
     values = {"comm": MPI._handleof(comm), "in_place": int(MPI.IN_PLACE),
               "sum": MPI._handleof(MPI.SUM), "float32": MPI._handleof(MPI.FLOAT),
               "float64": MPI._handleof(MPI.DOUBLE), "int32": MPI._handleof(MPI.INT32_T),
-              "int64": MPI._handleof(MPI.INT64_T)}
+              "int64": MPI._handleof(MPI.INT64_T),
+              # MPI_STATUS_IGNORE: (MPI_Status *) 0 in Open MPI and MPICH
+              "status_ignore": 0}
     return tuple(int(values[k]) & 0xFFFFFFFFFFFFFFFF for k in HANDLE_SLOTS)
 
 

@@ -11,6 +11,7 @@ from graphc.schedule.buckets import bucket_all_reduce
 from graphc.schedule.ir import Schedule
 from graphc.schedule.lower import lower_graph
 from graphc.schedule.memory import MemoryPlan, plan_memory
+from graphc.schedule.overlap import overlap_reductions
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.specialize import specialize_graph
 
@@ -25,6 +26,8 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
     graph, report = run_pipeline(graph, select_passes(optimize))
     graph = bucket_all_reduce(graph, policy.bucket_bytes)
     lowered = lower_graph(graph, policy)
+    if policy.overlap_reductions:
+        lowered = overlap_reductions(lowered)
     return dataclasses.replace(lowered, plan=plan_memory(lowered), report=report, graph=graph)
 
 

@@ -553,16 +553,34 @@ class AllReduce(KernelFacts):
     size: int
     dtype: np.dtype
     ranks: int
+    # "" blocks (MPI_Allreduce). A non-blocking reduction is two kernels: "start"
+    # (MPI_Iallreduce) stores its MPI request in the int64 buffer `request`; "wait"
+    # (MPI_Wait on it) completes the sum. Both declare the buffer written, so no kernel may
+    # touch it between them (the memory plan keeps it and the request live until the wait).
+    phase: str = ""
+    request: int = -1
 
     kind: ClassVar[str] = "all_reduce"
 
+    def __post_init__(self) -> None:
+        if self.phase not in ("", "start", "wait"):
+            raise ValueError(f"AllReduce.phase: {self.phase!r} is not '', 'start' or 'wait'")
+        if self.phase and self.request < 0:
+            raise ValueError(f"AllReduce.request: a {self.phase} needs a request buffer")
+
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         whole = Access(self.buffer, (1,), 0)
-        return [("out", whole, (self.size,)), ("in", whole, (self.size,))]
+        both: list[tuple[str, Access, Shape]] = [("out", whole, (self.size,)),
+                                                  ("in", whole, (self.size,))]
+        if not self.phase:
+            return both
+        req = Access(self.request, (1,), 0)
+        return both + [("out" if self.phase == "start" else "in", req, (1,))]
 
     def header(self) -> str:
-        return (f"all_reduce/sum [{self.size}] {short_name(self.dtype)} over {self.ranks} "
-                "processes")
+        what = f"all_reduce_{self.phase}" if self.phase else "all_reduce"
+        return (f"{what}/sum [{self.size}] {short_name(self.dtype)} over {self.ranks} "
+                "processes" + (f" request b{self.request}" if self.phase else ""))
 
 
 Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck, Scan,

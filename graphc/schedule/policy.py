@@ -12,11 +12,14 @@ class SchedulePolicy:
     longer chains of fused elementwise ops are stored and reloaded, bounding kernel bodies.
     bucket_bytes: all_reduce operands smaller than this are packed together into buffers of
     at least this size, each reduced by one call (graphc.schedule.buckets). PyTorch DDP's
-    25 MiB: the reductions block (no overlap), so fewer calls are better (docs/distributed.md)."""
+    25 MiB (docs/distributed.md). overlap_reductions: a reduction with kernels after it that do not
+    touch its buffer starts non-blocking and is waited for before the first that does
+    (graphc.schedule.overlap); False keeps every reduction a blocking call."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
     bucket_bytes: int = 25 << 20
+    overlap_reductions: bool = True
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.
