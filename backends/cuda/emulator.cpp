@@ -87,6 +87,62 @@ static Kernel kernel;
 static void* const* kernel_slots;
 static int* kernel_status;
 
+// The race records: a word's last writer and its readers, since the record's epoch began
+// (shared memory: a barrier interval of one block; global memory: a launch). An open-
+// addressing table keyed by address; records of past epochs count as free, so a new epoch
+// costs nothing.
+struct Word {
+  const void* key;
+  unsigned long long epoch;
+  long long writer;  // the thread (shared) or block (global) that wrote it; -1: none
+  long long reader;  // the thread that read it; -1: none; -2: several
+};
+
+struct Shadow {
+  std::vector<Word> words;
+  size_t used = 0;
+  unsigned long long epoch = 1;
+
+  Word& at(const void* key) {
+    if (2 * (used + 1) > words.size()) grow();
+    size_t mask = words.size() - 1;
+    size_t i = (size_t)(((uintptr_t)key >> 2) * 0x9E3779B97F4A7C15ull >> 20) & mask;
+    Word* free_word = nullptr;
+    for (;; i = (i + 1) & mask) {
+      Word& w = words[i];
+      if (w.key == key) {
+        if (w.epoch != epoch) w = {key, epoch, -1, -1};
+        return w;
+      }
+      if (w.key == nullptr) break;
+      if (!free_word && w.epoch != epoch) free_word = &w;
+    }
+    if (!free_word) {
+      free_word = &words[i];
+      ++used;
+    }
+    *free_word = {key, epoch, -1, -1};
+    return *free_word;
+  }
+
+  // Drops the records of past epochs (and doubles the table if most are current).
+  void grow() {
+    std::vector<Word> old;
+    old.swap(words);
+    size_t live = 0;
+    for (const Word& w : old) live += w.key && w.epoch == epoch;
+    size_t size = 1024;
+    while (size < 4 * (live + 1)) size *= 2;
+    words.assign(size, Word{nullptr, 0, -1, -1});
+    used = 0;
+    for (const Word& w : old)
+      if (w.key && w.epoch == epoch) at(w.key) = w;
+  }
+};
+
+static Shadow shared_words, global_words;
+static long long current_block;
+
 static void fail(const std::string& what) {
   if (error.empty()) {
     char where[96];
@@ -198,6 +254,7 @@ static void run_fibers(int n, std::mt19937* rng) {
       }
     }
     for (int t = 0; t < n; ++t) fibers[t].state = READY;
+    ++shared_words.epoch;  // the barrier orders what came before it
   }
 }
 
@@ -209,6 +266,39 @@ extern "C" long long gc_emu_bad_index(long long i, long long n) {
            "(thread %u)", i, n, threadIdx.x);
   gc_emu::fail(what);
   return 0;
+}
+
+extern "C" void gc_emu_shared_access(const void* p, int write) {
+  using namespace gc_emu;
+  Word& w = shared_words.at(p);
+  long long t = threadIdx.x;
+  long long other = w.writer >= 0 && w.writer != t ? w.writer
+                    : write && w.reader != -1 && w.reader != t ? w.reader : -1;
+  if (other != -1) {
+    char what[200];
+    char who[32] = "several threads";
+    if (other >= 0) snprintf(who, sizeof who, "thread %lld", other);
+    snprintf(what, sizeof what, "a shared-memory race: thread %lld %s a __shared__ word "
+             "that %s %s between two barriers, without atomics", t,
+             write ? "writes" : "reads", who, w.writer == other ? "wrote" : "read");
+    fail(what);
+    return;
+  }
+  if (write) w.writer = t;
+  else w.reader = w.reader == -1 || w.reader == t ? t : -2;
+}
+
+extern "C" void gc_emu_global_write(const void* p) {
+  using namespace gc_emu;
+  Word& w = global_words.at(p);
+  if (w.writer >= 0 && w.writer != current_block) {
+    char what[200];
+    snprintf(what, sizeof what, "conflicting writes: blocks %lld and %lld write one element "
+             "of a global buffer in one launch, without atomics", w.writer, current_block);
+    fail(what);
+    return;
+  }
+  w.writer = current_block;
 }
 
 extern "C" void gc_emu_syncthreads() {
@@ -248,8 +338,11 @@ extern "C" int gc_emu_launch(gc_emu::Kernel k, unsigned gx, unsigned gy, unsigne
   if (seed) std::shuffle(blocks.begin(), blocks.end(), rng);
   std::vector<unsigned> threads(block);
   for (unsigned t = 0; t < block; ++t) threads[t] = seed ? block - 1 - t : t;
+  ++global_words.epoch;
   for (unsigned long long b : blocks) {
     blockIdx = {(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / gx / gy)};
+    current_block = (long long)b;
+    ++shared_words.epoch;  // each block has its own shared memory
     if (fiber_mode) {
       run_fibers((int)block, seed ? &rng : nullptr);
     } else {

@@ -30,6 +30,38 @@ static inline long long gc_emu_index(long long i, long long n) {
 }
 #define GC_IX(i, n) gc_emu_index((i), (n))
 
+// Every element of a global buffer or a __shared__ array is reached through a reference
+// that tells reads from writes, so that races are reported (emulator.cpp keeps a record
+// per word): for shared memory, two threads touching a word between two barriers, at least
+// one writing; for global memory, two blocks of a launch writing one element. Atomics take
+// the raw address (unary &) and are not checked: they are the sanctioned way to share.
+extern "C" void gc_emu_global_write(const void* p);
+extern "C" void gc_emu_shared_access(const void* p, int write);
+struct GcGlobalHook {
+  static void read(const void*) {}  // (cross-block read/write races are not checked)
+  static void write(const void* p) { gc_emu_global_write(p); }
+};
+struct GcSharedHook {
+  static void read(const void* p) { gc_emu_shared_access(p, 0); }
+  static void write(const void* p) { gc_emu_shared_access(p, 1); }
+};
+template <class T, class Hook> struct GcRef {
+  T* p;
+  operator T() const { Hook::read(p); return *p; }
+  T* operator&() const { return p; }
+  GcRef& operator=(T v) { Hook::write(p); *p = v; return *this; }
+  // (the default would copy the pointer, not the element)
+  GcRef& operator=(const GcRef& o) { return *this = (T)o; }
+  template <class U> GcRef& operator+=(U v) { return *this = (T)(T(*this) + v); }
+  template <class U> GcRef& operator-=(U v) { return *this = (T)(T(*this) - v); }
+  template <class U> GcRef& operator*=(U v) { return *this = (T)(T(*this) * v); }
+  template <class U> GcRef& operator/=(U v) { return *this = (T)(T(*this) / v); }
+};
+template <class T> static inline GcRef<T, GcGlobalHook> gc_emu_global(T& x) { return {&x}; }
+template <class T> static inline GcRef<T, GcSharedHook> gc_emu_shared(T& x) { return {&x}; }
+#define GC_GLOBAL(x) gc_emu_global(x)
+#define GC_SHARED(x) gc_emu_shared(x)
+
 template <class T> static inline T gc_emu_shuffle(int op, unsigned mask, T v, int arg) {
   unsigned long long bits = 0;
   memcpy(&bits, &v, sizeof(T));
@@ -54,7 +86,8 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int src) {
   return gc_emu_shuffle(GC_SHFL_IDX, mask, v, src);
 }
 
-// Threads of a block never run at once here: atomics are plain read-modify-writes.
+// Threads of a block never run at once here: atomics are plain read-modify-writes (on the
+// raw address: not reported as races).
 template <class T> static inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
 static inline int atomicCAS(int* p, int compare, int v) {
   int old = *p;
