@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 struct uint3 { unsigned x, y, z; };
@@ -87,60 +88,55 @@ static Kernel kernel;
 static void* const* kernel_slots;
 static int* kernel_status;
 
-// The race records: a word's last writer and its readers, since the record's epoch began
-// (shared memory: a barrier interval of one block; global memory: a launch). An open-
-// addressing table keyed by address; records of past epochs count as free, so a new epoch
-// costs nothing.
-struct Word {
-  const void* key;
-  unsigned long long epoch;
-  long long writer;  // the thread (shared) or block (global) that wrote it; -1: none
-  long long reader;  // the thread that read it; -1: none; -2: several
+// The race records, one per byte address (an element's is at its first byte), in pages
+// made on first use: for shared memory, a word's writer and readers in a barrier interval
+// of one block; for global memory, the block that wrote an element in a launch. A page
+// stamped with a past epoch is cleared when next touched, so a new epoch costs nothing.
+struct SharedRecord {
+  unsigned writer, reader;  // thread + 1; 0: none; reader kSeveral: more than one
 };
+static const unsigned kSeveral = ~0u;
 
-struct Shadow {
-  std::vector<Word> words;
-  size_t used = 0;
+template <class R> struct Shadow {
+  static const uintptr_t kPage = 4096;
+  struct Page {
+    unsigned long long epoch;
+    R records[kPage];
+  };
+  static const int kCached = 16;  // recent pages, by their number's low bits
+  std::unordered_map<uintptr_t, Page*> pages;
+  uintptr_t cached_key[kCached];
+  Page* cached[kCached];
   unsigned long long epoch = 1;
 
-  Word& at(const void* key) {
-    if (2 * (used + 1) > words.size()) grow();
-    size_t mask = words.size() - 1;
-    size_t i = (size_t)(((uintptr_t)key >> 2) * 0x9E3779B97F4A7C15ull >> 20) & mask;
-    Word* free_word = nullptr;
-    for (;; i = (i + 1) & mask) {
-      Word& w = words[i];
-      if (w.key == key) {
-        if (w.epoch != epoch) w = {key, epoch, -1, -1};
-        return w;
-      }
-      if (w.key == nullptr) break;
-      if (!free_word && w.epoch != epoch) free_word = &w;
+  Shadow() { reset(); }
+
+  R& at(const void* p) {
+    uintptr_t a = (uintptr_t)p, key = a / kPage;
+    int c = (int)(key % kCached);
+    if (cached_key[c] != key) {
+      Page*& page = pages[key];
+      if (!page) page = new Page{0, {}};
+      cached[c] = page;
+      cached_key[c] = key;
     }
-    if (!free_word) {
-      free_word = &words[i];
-      ++used;
+    Page* page = cached[c];
+    if (page->epoch != epoch) {
+      memset(page->records, 0, sizeof page->records);
+      page->epoch = epoch;
     }
-    *free_word = {key, epoch, -1, -1};
-    return *free_word;
+    return page->records[a % kPage];
   }
 
-  // Drops the records of past epochs (and doubles the table if most are current).
-  void grow() {
-    std::vector<Word> old;
-    old.swap(words);
-    size_t live = 0;
-    for (const Word& w : old) live += w.key && w.epoch == epoch;
-    size_t size = 1024;
-    while (size < 4 * (live + 1)) size *= 2;
-    words.assign(size, Word{nullptr, 0, -1, -1});
-    used = 0;
-    for (const Word& w : old)
-      if (w.key && w.epoch == epoch) at(w.key) = w;
+  void reset() {
+    for (auto& kv : pages) delete kv.second;
+    pages.clear();
+    for (int c = 0; c < kCached; ++c) cached_key[c] = ~(uintptr_t)0;
   }
 };
 
-static Shadow shared_words, global_words;
+static Shadow<SharedRecord> shared_words;
+static Shadow<unsigned> global_words;  // the writing block + 1; 0: none
 static long long current_block;
 
 static void fail(const std::string& what) {
@@ -270,35 +266,36 @@ extern "C" long long gc_emu_bad_index(long long i, long long n) {
 
 extern "C" void gc_emu_shared_access(const void* p, int write) {
   using namespace gc_emu;
-  Word& w = shared_words.at(p);
-  long long t = threadIdx.x;
-  long long other = w.writer >= 0 && w.writer != t ? w.writer
-                    : write && w.reader != -1 && w.reader != t ? w.reader : -1;
-  if (other != -1) {
+  SharedRecord& r = shared_words.at(p);
+  unsigned me = threadIdx.x + 1;
+  bool wrote = r.writer && r.writer != me;
+  if (wrote || (write && r.reader && r.reader != me)) {
     char what[200];
     char who[32] = "several threads";
-    if (other >= 0) snprintf(who, sizeof who, "thread %lld", other);
-    snprintf(what, sizeof what, "a shared-memory race: thread %lld %s a __shared__ word "
-             "that %s %s between two barriers, without atomics", t,
-             write ? "writes" : "reads", who, w.writer == other ? "wrote" : "read");
+    unsigned other = wrote ? r.writer : r.reader;
+    if (other != kSeveral) snprintf(who, sizeof who, "thread %u", other - 1);
+    snprintf(what, sizeof what, "a shared-memory race: thread %u %s a __shared__ word "
+             "that %s %s between two barriers, without atomics", me - 1,
+             write ? "writes" : "reads", who, wrote ? "wrote" : "read");
     fail(what);
     return;
   }
-  if (write) w.writer = t;
-  else w.reader = w.reader == -1 || w.reader == t ? t : -2;
+  if (write) r.writer = me;
+  else r.reader = !r.reader || r.reader == me ? me : kSeveral;
 }
 
 extern "C" void gc_emu_global_write(const void* p) {
   using namespace gc_emu;
-  Word& w = global_words.at(p);
-  if (w.writer >= 0 && w.writer != current_block) {
+  unsigned& writer = global_words.at(p);
+  unsigned me = (unsigned)current_block + 1;
+  if (writer && writer != me) {
     char what[200];
-    snprintf(what, sizeof what, "conflicting writes: blocks %lld and %lld write one element "
-             "of a global buffer in one launch, without atomics", w.writer, current_block);
+    snprintf(what, sizeof what, "conflicting writes: blocks %u and %u write one element "
+             "of a global buffer in one launch, without atomics", writer - 1, me - 1);
     fail(what);
     return;
   }
-  w.writer = current_block;
+  writer = me;
 }
 
 extern "C" void gc_emu_syncthreads() {
@@ -338,6 +335,7 @@ extern "C" int gc_emu_launch(gc_emu::Kernel k, unsigned gx, unsigned gy, unsigne
   if (seed) std::shuffle(blocks.begin(), blocks.end(), rng);
   std::vector<unsigned> threads(block);
   for (unsigned t = 0; t < block; ++t) threads[t] = seed ? block - 1 - t : t;
+  if (global_words.pages.size() > 4096) global_words.reset();  // (bounds the records' memory)
   ++global_words.epoch;
   for (unsigned long long b : blocks) {
     blockIdx = {(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / gx / gy)};
