@@ -1,8 +1,10 @@
-"""Seeded mutations of generated CUDA kernels, each of which the emulator must catch: by its
-own checks (a divergent barrier, a shuffle reading an exited lane, an out-of-bounds access)
-or because the result then differs from numpy's and between block/thread orders (a dropped
-__syncthreads). The unmutated kernels pass the same runs."""
+"""Seeded mutations of generated CUDA kernels, each of which the emulator must catch by its
+own checks (a divergent barrier, a shuffle reading an exited lane, an out-of-bounds access,
+a shared-memory race left by a dropped __syncthreads, two blocks writing one element once an
+atomic add is made plain). The unmutated kernels pass the same runs."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -23,6 +25,11 @@ F64 = "float64"
 
 def _program(kind: str):
     """(inputs, output, arguments) of a program whose main kernel is of `kind`."""
+    if kind == "scatter":  # the gradient of a gather: 2000 adds over 8 blocks into 10 slots
+        x, u = gc.placeholder((10,), F64, "x"), gc.placeholder((2000,), F64, "u")
+        idx = RNG.integers(0, 10, size=2000)
+        out = gc.grad(gc.sum(gc.take(x, idx) * u), x)
+        return [x, u], out, [RNG.normal(size=10), RNG.normal(size=2000)]
     if kind == "gemm":  # k = 40: three 16-wide slices through shared memory
         a, b = gc.placeholder((70, 40), F64, "a"), gc.placeholder((40, 50), F64, "b")
         return [a, b], a @ b, [RNG.normal(size=(70, 40)), RNG.normal(size=(40, 50))]
@@ -33,9 +40,12 @@ def _program(kind: str):
     return [x], gc.sum(x, axis=1), [RNG.normal(size=(3, 2000))]
 
 
-def _run(kind: str, mutate=None, seed: int = 0):
-    """The program's result with its CUDA source mutated by `mutate` (text -> text)."""
+def _run(kind: str, mutate=None, seed: int = 0, zeros: bool = False):
+    """The program's result with its CUDA source mutated by `mutate` (text -> text); with
+    `zeros`, on zero arguments."""
     inputs, out, args = _program(kind)
+    if zeros:
+        args = [np.zeros_like(a) for a in args]
     f = gc.function(inputs, out, backend="numpy")
     schedule = schedule_graph(f.graph)
     rendered = render(schedule)
@@ -54,26 +64,51 @@ def _first(old: str, new: str):
     return mutate
 
 
-@pytest.mark.parametrize("kind", ["gemm", "warp_rows", "block_rows"])
+@pytest.mark.parametrize("kind", ["gemm", "warp_rows", "block_rows", "scatter"])
 def test_unmutated_kernels_pass_in_every_order(kind):
     for seed in (0, 1, 99):
         got, want = _run(kind, seed=seed)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("kind,nth", [("gemm", 0), ("gemm", 1), ("block_rows", 0)])
-def test_a_dropped_syncthreads_changes_the_result(kind, nth):
+def _drop_syncthreads(nth: int):
     def drop(source: str) -> str:  # the nth __syncthreads of the source
         parts = source.split("__syncthreads();")
         return "__syncthreads();".join(parts[:nth + 1]) + "/* dropped */" + \
             "__syncthreads();".join(parts[nth + 1:])
+    return drop
+
+
+@pytest.mark.parametrize("kind,nth", [("gemm", 0), ("gemm", 1), ("block_rows", 0)])
+def test_a_dropped_syncthreads_is_reported_as_a_race(kind, nth):
     for seed in (0, 7):
-        got, want = _run(kind, drop, seed)
-        assert not np.allclose(got, want, rtol=1e-9), "a dropped barrier went unnoticed"
+        with pytest.raises(RuntimeError, match="shared-memory race: thread [0-9]+ (reads|writes) "
+                                               "a __shared__ word that"):
+            _run(kind, _drop_syncthreads(nth), seed)
+
+
+def test_a_race_is_reported_when_the_result_happens_to_be_right():
+    # zeros everywhere: the words read before their writers ran hold zeros all the same
+    got, want = _run("block_rows", zeros=True)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(RuntimeError, match="shared-memory race"):
+        _run("block_rows", _drop_syncthreads(0), zeros=True)
+
+
+def test_a_plain_add_in_place_of_an_atomic_one_is_reported():
+    def plain(source: str) -> str:  # gc_atomic_add(&X, Y); -> X += Y;
+        return re.sub(r"gc_atomic_add\(&(GC_GLOBAL\(.*\)), (GC_GLOBAL\(.*\))\);",
+                      r"\1 += \2;", source)
+    for seed in (0, 5):
+        with pytest.raises(RuntimeError, match="conflicting writes: blocks [0-9]+ and [0-9]+ "
+                                               "write one element of a global buffer"):
+            _run("scatter", plain, seed)
 
 
 def test_a_divergent_barrier_is_reported():
-    mutate = _first("__syncthreads();", "if (threadIdx.x < 128) __syncthreads();")
+    # (every thread waits, at one of two barriers: no thread runs on to race)
+    mutate = _first("__syncthreads();", "if (threadIdx.x < 128) __syncthreads(); "
+                                        "else __syncthreads();")
     with pytest.raises(RuntimeError, match="wait at different __syncthreads"):
         _run("gemm", mutate)
 

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 struct uint3 { unsigned x, y, z; };
@@ -86,6 +87,68 @@ static std::string error;
 static Kernel kernel;
 static void* const* kernel_slots;
 static int* kernel_status;
+
+// The race records, one per byte address (an element's is at its first byte), in pages
+// made on first use: for shared memory, a word's writer and readers in a barrier interval
+// of one block; for global memory, the block that wrote an element in a launch. A page
+// stamped with a past epoch is cleared when next touched, so a new epoch costs nothing.
+struct SharedRecord {
+  unsigned writer, reader;  // thread + 1; 0: none; reader kSeveral: more than one
+};
+static const unsigned kSeveral = ~0u;
+
+// The pages of the current epoch last used, by their number's low bits (emulator.h reads
+// them inline: most accesses need no call).
+struct GcEmuPages {
+  uintptr_t key[16];
+  void* records[16];
+};
+extern "C" {
+GcEmuPages gc_emu_shared_pages, gc_emu_global_pages;
+unsigned gc_emu_block;  // the running block + 1
+}
+
+template <class R> struct Shadow {
+  static const uintptr_t kPage = 4096;
+  struct Page {
+    unsigned long long epoch;
+    R records[kPage];
+  };
+  std::unordered_map<uintptr_t, Page*> pages;
+  GcEmuPages* cache;
+  unsigned long long epoch = 1;
+
+  explicit Shadow(GcEmuPages* c) : cache(c) { reset(); }
+
+  R* page(const void* p) {
+    uintptr_t key = (uintptr_t)p / kPage;
+    Page*& page = pages[key];
+    if (!page) page = new Page{0, {}};
+    if (page->epoch != epoch) {
+      memset(page->records, 0, sizeof page->records);
+      page->epoch = epoch;
+    }
+    cache->key[key % 16] = key;
+    cache->records[key % 16] = page->records;
+    return page->records;
+  }
+
+  R& at(const void* p) { return page(p)[(uintptr_t)p % kPage]; }
+
+  void next_epoch() {
+    ++epoch;
+    for (int c = 0; c < 16; ++c) cache->key[c] = ~(uintptr_t)0;
+  }
+
+  void reset() {
+    for (auto& kv : pages) delete kv.second;
+    pages.clear();
+    next_epoch();
+  }
+};
+
+static Shadow<SharedRecord> shared_words(&gc_emu_shared_pages);
+static Shadow<unsigned> global_words(&gc_emu_global_pages);  // the writing block + 1
 
 static void fail(const std::string& what) {
   if (error.empty()) {
@@ -198,6 +261,7 @@ static void run_fibers(int n, std::mt19937* rng) {
       }
     }
     for (int t = 0; t < n; ++t) fibers[t].state = READY;
+    shared_words.next_epoch();  // the barrier orders what came before it
   }
 }
 
@@ -209,6 +273,34 @@ extern "C" long long gc_emu_bad_index(long long i, long long n) {
            "(thread %u)", i, n, threadIdx.x);
   gc_emu::fail(what);
   return 0;
+}
+
+extern "C" void* gc_emu_page(int shared, const void* p) {
+  using namespace gc_emu;
+  return shared ? (void*)shared_words.page(p) : (void*)global_words.page(p);
+}
+
+// Reports the race emulator.h found at `p` (its record not yet updated).
+extern "C" void gc_emu_race(int shared, const void* p, int write) {
+  using namespace gc_emu;
+  char what[200];
+  if (!shared) {
+    snprintf(what, sizeof what, "conflicting writes: blocks %u and %u write one element "
+             "of a global buffer in one launch, without atomics", global_words.at(p) - 1,
+             gc_emu_block - 1);
+    fail(what);
+    return;
+  }
+  SharedRecord& r = shared_words.at(p);
+  unsigned me = threadIdx.x + 1;
+  bool wrote = r.writer && r.writer != me;
+  unsigned other = wrote ? r.writer : r.reader;
+  char who[32] = "several threads";
+  if (other != kSeveral) snprintf(who, sizeof who, "thread %u", other - 1);
+  snprintf(what, sizeof what, "a shared-memory race: thread %u %s a __shared__ word that "
+           "%s %s between two barriers, without atomics", me - 1, write ? "writes" : "reads",
+           who, wrote ? "wrote" : "read");
+  fail(what);
 }
 
 extern "C" void gc_emu_syncthreads() {
@@ -248,8 +340,12 @@ extern "C" int gc_emu_launch(gc_emu::Kernel k, unsigned gx, unsigned gy, unsigne
   if (seed) std::shuffle(blocks.begin(), blocks.end(), rng);
   std::vector<unsigned> threads(block);
   for (unsigned t = 0; t < block; ++t) threads[t] = seed ? block - 1 - t : t;
+  if (global_words.pages.size() > 4096) global_words.reset();  // (bounds the records' memory)
+  global_words.next_epoch();
   for (unsigned long long b : blocks) {
     blockIdx = {(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / gx / gy)};
+    gc_emu_block = (unsigned)b + 1;
+    shared_words.next_epoch();  // each block has its own shared memory
     if (fiber_mode) {
       run_fibers((int)block, seed ? &rng : nullptr);
     } else {

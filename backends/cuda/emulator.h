@@ -2,6 +2,7 @@
 // host C++ compiler (force-included before the kernels' source). The scheduler behind the
 // barriers and warp operations lives in emulator.cpp, compiled once and loaded first.
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define __global__
@@ -30,6 +31,63 @@ static inline long long gc_emu_index(long long i, long long n) {
 }
 #define GC_IX(i, n) gc_emu_index((i), (n))
 
+// Every element of a global buffer or a __shared__ array is reached through a reference
+// that tells reads from writes, so that races are reported (emulator.cpp keeps a record
+// per word): for shared memory, two threads touching a word between two barriers, at least
+// one writing; for global memory, two blocks of a launch writing one element. Atomics take
+// the raw address (unary &) and are not checked: they are the sanctioned way to share.
+struct GcEmuPages {  // recent pages of records (emulator.cpp fills them)
+  uintptr_t key[16];
+  void* records[16];
+};
+extern "C" GcEmuPages gc_emu_shared_pages, gc_emu_global_pages;
+extern "C" unsigned gc_emu_block;  // the running block + 1
+extern "C" void* gc_emu_page(int shared, const void* p);
+extern "C" void gc_emu_race(int shared, const void* p, int write);
+// The record of byte address p: two words (shared: writer, reader) or one (global: writer);
+// threads and blocks + 1, 0 none, ~0u several readers.
+static inline unsigned* gc_emu_record(int shared, const void* p) {
+  GcEmuPages& pages = shared ? gc_emu_shared_pages : gc_emu_global_pages;
+  uintptr_t a = (uintptr_t)p, key = a / 4096;
+  void* base = pages.key[key % 16] == key ? pages.records[key % 16] : gc_emu_page(shared, p);
+  return (unsigned*)base + (a % 4096) * (shared ? 2 : 1);
+}
+struct GcGlobalHook {
+  static void read(const void*) {}  // (cross-block read/write races are not checked)
+  static void write(const void* p) {
+    unsigned* r = gc_emu_record(0, p);
+    if (*r && *r != gc_emu_block) gc_emu_race(0, p, 1);
+    else *r = gc_emu_block;
+  }
+};
+struct GcSharedHook {
+  static void access(const void* p, bool write) {
+    unsigned* r = gc_emu_record(1, p);
+    unsigned me = threadIdx.x + 1;
+    if ((r[0] && r[0] != me) || (write && r[1] && r[1] != me)) gc_emu_race(1, p, write);
+    else if (write) r[0] = me;
+    else r[1] = !r[1] || r[1] == me ? me : ~0u;
+  }
+  static void read(const void* p) { access(p, false); }
+  static void write(const void* p) { access(p, true); }
+};
+template <class T, class Hook> struct GcRef {
+  T* p;
+  operator T() const { Hook::read(p); return *p; }
+  T* operator&() const { return p; }
+  GcRef& operator=(T v) { Hook::write(p); *p = v; return *this; }
+  // (the default would copy the pointer, not the element)
+  GcRef& operator=(const GcRef& o) { return *this = (T)o; }
+  template <class U> GcRef& operator+=(U v) { return *this = (T)(T(*this) + v); }
+  template <class U> GcRef& operator-=(U v) { return *this = (T)(T(*this) - v); }
+  template <class U> GcRef& operator*=(U v) { return *this = (T)(T(*this) * v); }
+  template <class U> GcRef& operator/=(U v) { return *this = (T)(T(*this) / v); }
+};
+template <class T> static inline GcRef<T, GcGlobalHook> gc_emu_global(T& x) { return {&x}; }
+template <class T> static inline GcRef<T, GcSharedHook> gc_emu_shared(T& x) { return {&x}; }
+#define GC_GLOBAL(x) gc_emu_global(x)
+#define GC_SHARED(x) gc_emu_shared(x)
+
 template <class T> static inline T gc_emu_shuffle(int op, unsigned mask, T v, int arg) {
   unsigned long long bits = 0;
   memcpy(&bits, &v, sizeof(T));
@@ -54,7 +112,8 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int src) {
   return gc_emu_shuffle(GC_SHFL_IDX, mask, v, src);
 }
 
-// Threads of a block never run at once here: atomics are plain read-modify-writes.
+// Threads of a block never run at once here: atomics are plain read-modify-writes (on the
+// raw address: not reported as races).
 template <class T> static inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
 static inline int atomicCAS(int* p, int compare, int v) {
   int old = *p;

@@ -65,14 +65,14 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
               f"        const int r = l / {SLICE}, c = l % {SLICE};",
               "        const long long gr = row0 + r, gk = k0 + c;",
-              f"        As[c][r] = (gr < {k.m}LL && gk < {k.k}LL) ? "
+              f"        GC_SHARED(As[c][r]) = (gr < {k.m}LL && gk < {k.k}LL) ? "
               f"{w.ref(k.a.buffer, f'off_a + gr * {sa[nb]}LL + gk * {sa[nb + 1]}LL')} : "
               f"{constant(k.dtype, 0)};",
               "      }",
               f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
               f"        const int r = l / {TILE}, c = l % {TILE};",
               "        const long long gk = k0 + r, gc = col0 + c;",
-              f"        Bs[r][c] = (gk < {k.k}LL && gc < {k.n}LL) ? "
+              f"        GC_SHARED(Bs[r][c]) = (gk < {k.k}LL && gc < {k.n}LL) ? "
               f"{w.ref(k.b.buffer, f'off_b + gk * {sb[nb]}LL + gc * {sb[nb + 1]}LL')} : "
               f"{constant(k.dtype, 0)};",
               "      }",
@@ -81,9 +81,9 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"      for (int kk = 0; kk < {SLICE}; ++kk) {{",
               f"        {t} a[{REG}], b[{REG}];",
               "        #pragma unroll",
-              f"        for (int i = 0; i < {REG}; ++i) a[i] = As[kk][ty + 16 * i];",
+              f"        for (int i = 0; i < {REG}; ++i) a[i] = GC_SHARED(As[kk][ty + 16 * i]);",
               "        #pragma unroll",
-              f"        for (int j = 0; j < {REG}; ++j) b[j] = Bs[kk][tx + 16 * j];",
+              f"        for (int j = 0; j < {REG}; ++j) b[j] = GC_SHARED(Bs[kk][tx + 16 * j]);",
               "        #pragma unroll",
               f"        for (int i = 0; i < {REG}; ++i)",
               "          #pragma unroll",

@@ -144,13 +144,13 @@ def emit_reduce(w: Writer, index: int, k: kir.Reduce, guard: bool) -> Emitted:
 
     lines += warp_reduce("  ")
     if per_block:
-        lines += ["  if (lane % 32 == 0) { part[lane / 32] = acc;"
-                  + (" part_i[lane / 32] = acc_i;" if argmax else "") + " }",
+        lines += ["  if (lane % 32 == 0) { GC_SHARED(part[lane / 32]) = acc;"
+                  + (" GC_SHARED(part_i[lane / 32]) = acc_i;" if argmax else "") + " }",
                   "  __syncthreads();",
                   "  if (lane < 32) {",
-                  f"    acc = lane < {BLOCK // WARP} ? part[lane] : {ident};"]
+                  f"    acc = lane < {BLOCK // WARP} ? GC_SHARED(part[lane]) : {ident};"]
         if argmax:
-            lines.append(f"    acc_i = lane < {BLOCK // WARP} ? part_i[lane] : 0;")
+            lines.append(f"    acc_i = lane < {BLOCK // WARP} ? GC_SHARED(part_i[lane]) : 0LL;")
         lines += warp_reduce("    ") + ["  }"]
     out_idx = [f"o{a}" if a in kept else "0" for a in range(len(k.shape))]
     lines.append("  if (lane == 0) {")

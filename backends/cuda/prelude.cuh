@@ -4,6 +4,10 @@
 #ifndef GC_IX
 #define GC_IX(i, n) (i)  // element i of a buffer of n (the emulator checks the bounds)
 #endif
+#ifndef GC_GLOBAL
+#define GC_GLOBAL(x) (x)  // an element of a global buffer (the emulator checks for races)
+#define GC_SHARED(x) (x)  // an element of a __shared__ array (likewise)
+#endif
 
 // Integer arithmetic wraps, as numpy's (signed overflow is undefined in C).
 GC_DEV int gc_add(int a, int b) { return (int)((unsigned)a + (unsigned)b); }

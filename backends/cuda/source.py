@@ -100,9 +100,10 @@ class Writer:
         return lines
 
     def ref(self, bid: int, flat: str) -> str:
-        """Element `flat` of buffer `bid`, its index through GC_IX (the identity on a GPU;
-        the emulator checks it against the buffer's size)."""
-        return f"b{bid}[GC_IX({flat}, {self.schedule.buffers[bid].size})]"
+        """Element `flat` of buffer `bid`, its index through GC_IX and the element through
+        GC_GLOBAL (the identity on a GPU; the emulator checks the index against the
+        buffer's size and the writes for races)."""
+        return f"GC_GLOBAL(b{bid}[GC_IX({flat}, {self.schedule.buffers[bid].size})])"
 
     def at(self, access: kir.Access, idx: list[str]) -> str:
         """The element an access reaches at the iteration indices `idx`."""
