@@ -209,3 +209,20 @@ def test_only_runs_of_sibling_scopes_built_alike_are_grouped():
     assert scopes[names.index("enc.block3")]["parent"] == names.index("enc")
     assert scopes[names.index("dec.block1")]["parent"] == names.index("dec")
     assert all(scopes[i]["parent"] < i for i in range(1, len(scopes)))  # parents first
+
+
+@pytest.mark.slow
+def test_cuda_kernels_link_to_their_cuda_c():
+    """The page of an (emulated) cuda function: each kernel names its __global__ function,
+    whose CUDA C is among the page's code, and the nodes it computes."""
+    x = gc.placeholder((4, 3), name="x")
+    W = gc.parameter(np.ones((3, 2), np.float32), name="W")
+    f = gc.function([x], gc.sum(gc.tanh(x @ W)), backend="cuda",
+                    backend_options={"emulate": True})
+    data = explorer_data(f)
+    functions = {fn["name"]: fn["text"] for fn in data["code"]["functions"]}
+    items = data["kernels"]["items"]
+    assert items and all(it["function"] in functions and it["nodes"] for it in items)
+    assert all("__global__" in functions[it["function"]] for it in items)
+    ops = {data["graph"]["nodes"][i]["op"] for it in items for i in it["nodes"]}
+    assert {"matmul", "tanh", "sum"} <= ops

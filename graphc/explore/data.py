@@ -16,6 +16,9 @@ _DEFINE = re.compile(r'^define\b[^@\n]*@"?([\w.$]+)"?\s*\(', re.MULTILINE)
 # The llvm entry module names the function each kernel calls (identical kernels share one):
 # "; kernel <index>: <function>" (backends/llvm/codegen.py).
 _KERNEL_CALL = re.compile(r"^; kernel (\d+): ([\w.$]+)$", re.MULTILINE)
+# A CUDA kernel (backends/cuda): a __global__ function named k<index>_<kind>_<ops>.
+_GLOBAL = re.compile(r'^extern "C" __global__ [^\n]*\n(k\d+_\w*)\(', re.MULTILINE)
+_CUDA_KERNEL = re.compile(r"^k(\d+)_")
 
 
 def _kinds(order: Sequence[Node]) -> dict[Node, str]:
@@ -122,11 +125,13 @@ def call_shapes(f: Any) -> tuple | None:
 
 
 def split_functions(source: str) -> dict[str, str]:
-    """Each `define`d function of LLVM IR text by name, up to its closing brace."""
+    """Each function of generated code by name, up to its closing brace: the `define`d
+    functions of LLVM IR, the __global__ kernels of CUDA C."""
     out: dict[str, str] = {}
-    for m in _DEFINE.finditer(source):
-        end = source.find("\n}", m.end())
-        out.setdefault(m.group(1), source[m.start():len(source) if end < 0 else end + 2])
+    for pattern in (_DEFINE, _GLOBAL):
+        for m in pattern.finditer(source):
+            end = source.find("\n}", m.end())
+            out.setdefault(m.group(1), source[m.start():len(source) if end < 0 else end + 2])
     return out
 
 
@@ -147,6 +152,10 @@ def kernels_data(schedule: Any, shapes: Any, functions: dict[str, str],
                          "backend), or give placeholders static sizes, to see kernels"}
     by_index = {int(m.group(1)): m.group(2) for m in _KERNEL_CALL.finditer(source)
                 if m.group(2) in functions}
+    for name in functions:  # CUDA: a kernel's first launch names it
+        cuda = _CUDA_KERNEL.match(name)
+        if cuda:
+            by_index.setdefault(int(cuda.group(1)), name)
     made = schedule.kernel_nodes or ((),) * len(schedule.kernels)
     items = [{"index": i, "kind": getattr(k, "kind", type(k).__name__),
               "text": "\n".join(kernel_text(i, k)), "function": by_index.get(i),
