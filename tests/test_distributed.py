@@ -110,12 +110,15 @@ def test_bucketing_packs_small_reductions_into_one():
     kinds = [k for k in s.kernels if k.kind == "all_reduce"]
     assert len(kinds) == 1 and kinds[0].size == 1 + 4 * 8 + 8 + 8 * 2
     assert "all_reduce/sum [57] f64 over 2 processes" in s.listing()
-    # a tensor of bucket_bytes or more is reduced alone, where it lies (W1: 256 bytes, W2:
-    # 128); the loss (8) and b1 (64) share a bucket
-    (pair,) = plan_buckets(graph, 100)
-    assert sorted(n.shape for n in pair) == [(), (8,)]
+    # buckets fill in the order the operands are ready (the loss, then the last layer's W2,
+    # then b1, then W1), and a tensor of bucket_bytes or more is reduced alone, where it
+    # lies: the loss (8 bytes), W2 (128) and b1 (64) share a bucket of 200; W1 (256) is alone
+    (three,) = plan_buckets(graph, 200)
+    assert [n.shape for n in three] == [(), (8, 2), (8,)]
+    # with 100, W2 is alone, and closes the open bucket: the loss does not wait for b1
+    assert plan_buckets(graph, 100) == []
     small = schedule_graph(graph, policy=SchedulePolicy(bucket_bytes=8))
-    assert sum(k.kind == "all_reduce" and k.phase != "wait" for k in small.kernels) == 4
+    assert sum(k.kind == "all_reduce" and k.phase in ("", "start") for k in small.kernels) == 4
 
 
 def test_dependent_reductions_are_not_bucketed_together():
@@ -154,6 +157,27 @@ def test_reductions_start_before_the_backward_pass_and_wait_before_their_readers
         first_reader = next(j for j in range(w + 1, len(ks)) if k.buffer in ks[j].reads())
         assert not any(k.buffer in b.reads() for b in ks[w + 1:first_reader])
         assert k.request in s.plan.offsets  # the request lives in the arena
+    # the last layer's gradients are ready first, and their reductions start first (DDP's
+    # order): W2 before b1 before W1
+    sizes = [ks[i].size for i in starts]
+    assert sizes.index(8 * 2) < sizes.index(8) < sizes.index(4 * 8)
+    # after each kernel while reductions are in flight, a test of the newest (MPI_Test: MPI
+    # progresses them only inside its calls); a test touches only the request
+    flying: list = []
+    for j, k in enumerate(ks):
+        if k.kind == "all_reduce" and k.phase == "start":
+            flying.append(k.request)
+        elif k.kind == "all_reduce" and k.phase == "wait":
+            flying.remove(k.request)
+        elif k.kind == "all_reduce" and k.phase == "test":
+            assert k.request == flying[-1] and k.reads() == k.writes() == {k.request}
+        elif flying:
+            assert ks[j + 1].phase == "test", (j, s.listing())
+    assert not flying
+    quiet = schedule_graph(f.graph, policy=SchedulePolicy(bucket_bytes=8,
+                                                          progress_reductions=False))
+    phases = [k.phase for k in quiet.kernels if k.kind == "all_reduce"]
+    assert "test" not in phases and phases.count("start") == phases.count("wait") == 4
     # the blocking call where nothing is left to overlap with, and when switched off
     one = schedule_graph(f.graph)
     assert [k.phase for k in one.kernels if k.kind == "all_reduce"] == [""]
@@ -172,8 +196,8 @@ def test_a_check_that_can_fail_is_not_passed_by_a_reduction_in_flight():
     ks = schedule_graph(g, optimize=False).kernels
     phases = [(k.phase, n) for n, k in enumerate(ks) if k.kind == "all_reduce"]
     (fail,) = [n for n, k in enumerate(ks) if k.can_fail]
-    assert [p for p, _ in phases] == ["start", "wait"]
-    start, wait = phases[0][1], phases[1][1]
+    assert [p for p, _ in phases] == ["start", "test", "wait"]
+    start, wait = phases[0][1], phases[2][1]
     assert start + 1 < wait < fail  # the multiplication before the gather overlaps
 
 
@@ -236,8 +260,11 @@ def test_job_matches_one_process_with_the_combined_batch(ranks, one_process, tmp
                                    rtol=1e-12, err_msg=backend)
         for got, want in zip(job[backend]["params"], one_process[backend]["params"]):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=backend)
-    # the gradients and the loss: one bucket, one native call per step
-    assert job["llvm"]["source"].count('call i32 @"MPI_Allreduce"') == 1
+    # the gradients and the loss: one bucket, one reduction per step (started early where
+    # a kernel that does not read it is left to overlap with)
+    source = job["llvm"]["source"]
+    assert (source.count('call i32 @"MPI_Allreduce"')
+            + source.count('call i32 @"MPI_Iallreduce"')) == 1
 
 
 @pytest.mark.slow
@@ -255,6 +282,7 @@ def test_overlapped_reductions_give_the_same_losses_and_parameters(one_process, 
     # the loss and 4 gradients: each started, then waited for
     assert source.count('call i32 @"MPI_Iallreduce"') == 5
     assert source.count('call i32 @"MPI_Wait"') == 5
+    assert 'call i32 @"MPI_Test"' in source  # progress between the kernels in flight
 
 
 @pytest.mark.slow

@@ -22,6 +22,9 @@ _ALLREDUCE = ir.FunctionType(I32, [PTR, PTR, I32, PTR, PTR, PTR])
 # int in MPICH), so a program holds no global state between its start and its wait.
 _IALLREDUCE = ir.FunctionType(I32, [PTR, PTR, I32, PTR, PTR, PTR, PTR])
 _WAIT = ir.FunctionType(I32, [PTR, PTR])
+# MPI_Test(MPI_Request *, int *flag, MPI_Status *): progresses what is in flight; the request
+# becomes MPI_REQUEST_NULL once complete, which a later test or wait returns at once.
+_TEST = ir.FunctionType(I32, [PTR, PTR, PTR])
 
 
 def _table(module: ir.Module) -> ir.GlobalVariable:
@@ -48,10 +51,16 @@ def emit_all_reduce(writer: Any, b: ir.IRBuilder, fn: ir.Function, bases: dict,
         return module.globals.get(name) or ir.Function(module, type_, name)
 
     # MPI's default error handler ends the job on a failure: the status needs no check.
-    args = [handle("in_place"), bases[k.buffer], ir.Constant(I32, k.size),
-            handle(k.dtype.name), handle("sum"), handle("comm")]
+    if k.phase in ("test", "wait"):
+        args = []
+    else:
+        args = [handle("in_place"), bases[k.buffer], ir.Constant(I32, k.size),
+                handle(k.dtype.name), handle("sum"), handle("comm")]
     if k.phase == "start":
         b.call(declared("MPI_Iallreduce", _IALLREDUCE), args + [bases[k.request]])
+    elif k.phase == "test":
+        flag = b.alloca(I32, name="done")
+        b.call(declared("MPI_Test", _TEST), [bases[k.request], flag, handle("status_ignore")])
     elif k.phase == "wait":
         b.call(declared("MPI_Wait", _WAIT), [bases[k.request], handle("status_ignore")])
     else:

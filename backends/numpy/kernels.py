@@ -161,6 +161,8 @@ class KernelRunner:
             flat = self.arrays[k.buffer].reshape(-1)[:k.size]
             if k.phase == "start":  # the request object lives beside the arrays until its wait
                 self.requests[k.request] = comm.all_reduce_start(flat, k.ranks)
+            elif k.phase == "test":
+                comm.all_reduce_test(self.requests[k.request])
             elif k.phase == "wait":
                 comm.all_reduce_wait(self.requests.pop(k.request))
             else:

@@ -101,6 +101,13 @@ def all_reduce_start(buffer: np.ndarray, ranks: int) -> Any:
     return comm.Iallreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
 
 
+def all_reduce_test(request: Any) -> None:
+    """Lets MPI advance the reductions in flight (MPI_Test: Open MPI progresses a
+    non-blocking collective only inside MPI calls)."""
+    if request is not None:
+        request.Test()
+
+
 def all_reduce_wait(request: Any) -> None:
     """Completes a reduction all_reduce_start began."""
     if request is None:

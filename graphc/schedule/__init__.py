@@ -27,7 +27,7 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
     graph = bucket_all_reduce(graph, policy.bucket_bytes)
     lowered = lower_graph(graph, policy)
     if policy.overlap_reductions:
-        lowered = overlap_reductions(lowered)
+        lowered = overlap_reductions(lowered, policy.progress_reductions)
     return dataclasses.replace(lowered, plan=plan_memory(lowered), report=report, graph=graph)
 
 

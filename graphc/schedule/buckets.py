@@ -24,21 +24,42 @@ def _levels(order: list[Node]) -> dict[Node, int]:
     return level
 
 
+def _readiness(order: list[Node]) -> dict[Node, int]:
+    """How many nodes each node needs computed first (its ancestors): in a backward pass,
+    the last layer's gradients need the fewest, and are ready first."""
+    index = {n: i for i, n in enumerate(order)}
+    masks: dict[Node, int] = {}
+    for n in order:
+        m = 0
+        for i in n.inputs:
+            m |= masks[i] | (1 << index[i])
+        masks[n] = m
+    return {n: bin(m).count("1") for n, m in masks.items() if n.op == "all_reduce"}
+
+
 def plan_buckets(graph: Graph, bucket_bytes: int) -> list[list[Node]]:
-    """The groups of all_reduce nodes to reduce together (two or more each), in graph order:
-    of one level, reduction, dtype and job; filled until they hold bucket_bytes."""
+    """The groups of all_reduce nodes to reduce together (two or more each): of one level,
+    reduction, dtype and job, filled in the order their operands are ready (as DDP fills its
+    buckets in reverse order of the parameters, so the first bucket can be reduced while the
+    backward pass goes on) until they hold bucket_bytes. A tensor reduced alone (big enough)
+    closes the open bucket, so the tensors ready before it do not wait for those after."""
     order = graph.nodes()
     level = _levels(order)
+    ready = _readiness(order)
+    position = {n: i for i, n in enumerate(order)}
     open_: dict[Key, list[Node]] = {}
     sizes: dict[Key, int] = {}
     buckets: list[list[Node]] = []
-    for n in order:
-        if n.op != "all_reduce" or n.attrs["ranks"] == 1 or not all_static(n.shape):
-            continue
+    candidates = [n for n in order if n.op == "all_reduce" and n.attrs["ranks"] > 1
+                  and all_static(n.shape)]
+    for n in sorted(candidates, key=lambda n: (level[n], ready[n], position[n])):
         nbytes = int(np.prod(static_shape(n.shape), dtype=np.int64)) * n.dtype.itemsize
-        if nbytes >= bucket_bytes:
-            continue  # big enough alone: reduced where it is, without a copy
         key = (level[n], n.attrs["reduction"], n.dtype.str, n.attrs["ranks"])
+        if nbytes >= bucket_bytes:  # big enough alone: reduced where it is, without a copy
+            if key in open_:
+                buckets.append(open_.pop(key))
+                sizes[key] = 0
+            continue
         open_.setdefault(key, []).append(n)
         sizes[key] = sizes.get(key, 0) + nbytes
         if sizes[key] >= bucket_bytes:

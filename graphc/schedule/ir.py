@@ -541,6 +541,11 @@ class Sort(KernelFacts):
         return f"sort {_space(self.shape)} along axis {self.axis} {short_name(self.dtype)}"
 
 
+# The phases of an AllReduce kernel: blocking, or a non-blocking reduction's start, progress
+# test and wait (graphc.schedule.overlap).
+PHASES = ("", "start", "test", "wait")
+
+
 @kernel_kind
 @dataclass(frozen=True)
 class AllReduce(KernelFacts):
@@ -557,24 +562,28 @@ class AllReduce(KernelFacts):
     # (MPI_Iallreduce) stores its MPI request in the int64 buffer `request`; "wait"
     # (MPI_Wait on it) completes the sum. Both declare the buffer written, so no kernel may
     # touch it between them (the memory plan keeps it and the request live until the wait).
+    # "test" (MPI_Test on the request, between the kernels in flight) lets MPI progress the
+    # reductions in flight: it touches only the request (set to null once complete).
     phase: str = ""
     request: int = -1
 
     kind: ClassVar[str] = "all_reduce"
 
     def __post_init__(self) -> None:
-        if self.phase not in ("", "start", "wait"):
-            raise ValueError(f"AllReduce.phase: {self.phase!r} is not '', 'start' or 'wait'")
+        if self.phase not in PHASES:
+            raise ValueError(f"AllReduce.phase: {self.phase!r} is not one of {PHASES}")
         if self.phase and self.request < 0:
             raise ValueError(f"AllReduce.request: a {self.phase} needs a request buffer")
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         whole = Access(self.buffer, (1,), 0)
+        req = Access(self.request, (1,), 0)
+        if self.phase == "test":
+            return [("out", req, (1,)), ("in", req, (1,))]
         both: list[tuple[str, Access, Shape]] = [("out", whole, (self.size,)),
                                                   ("in", whole, (self.size,))]
         if not self.phase:
             return both
-        req = Access(self.request, (1,), 0)
         return both + [("out" if self.phase == "start" else "in", req, (1,))]
 
     def header(self) -> str:

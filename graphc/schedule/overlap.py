@@ -1,6 +1,7 @@
 """Overlap of reductions with the kernels after them: a blocking all_reduce becomes a start
-(MPI_Iallreduce) where it stood and a wait right before the first kernel that touches its
-buffer, so the kernels between (the rest of the backward pass) run while it is in flight."""
+(MPI_Iallreduce) as soon as its inputs are ready, tests (MPI_Test) between the kernels that
+follow, and a wait right before the first kernel that touches its buffer, so the kernels
+between (the rest of the backward pass) run while it is in flight."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,7 @@ import heapq
 
 import numpy as np
 
-from graphc.schedule.ir import AllReduce, Buffer, Schedule
+from graphc.schedule.ir import AllReduce, Buffer, Gemm, Schedule
 
 
 def _dependencies(kernels: tuple) -> list[set[int]]:
@@ -41,11 +42,65 @@ def _dependencies(kernels: tuple) -> list[set[int]]:
     return deps
 
 
-def _reads_reduced_late(kernels: tuple) -> list[int]:
-    """The kernel order with every kernel that depends on a reduction (its readers, the
-    updates they feed) placed after the kernels that do not, as far as dependencies allow:
-    the reductions' waits then land after the rest of the backward pass."""
+def _ancestors(deps: list[set[int]]) -> list[int]:
+    """Per kernel, the set of kernels it depends on, directly or not, as a bit mask."""
+    masks: list[int] = []
+    for d in deps:
+        m = 0
+        for i in d:
+            m |= masks[i] | (1 << i)
+        masks.append(m)
+    return masks
+
+
+def _work(k) -> int:
+    """A kernel's work, roughly: multiply-adds for a GEMM, else the elements it touches."""
+    if isinstance(k, Gemm):
+        return int(np.prod(k.batch, dtype=np.int64)) * k.m * k.n * k.k
+    return max((int(np.prod(shape, dtype=np.int64)) for _, _, shape in k.accesses()),
+               default=1)
+
+
+def _bits(mask: int) -> list[int]:
+    """The set bits of `mask`, ascending."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
+def _reductions_early(kernels: tuple) -> list[int]:
+    """The kernel order with each reduction started as soon as the kernels it needs have run:
+    repeatedly the reduction that needs the least work not yet placed goes next, after
+    them (in a backward pass: the last layer's gradients first, as DDP's buckets in reverse
+    order of the parameters); then the kernels that do not depend on a reduction, then those
+    that do (its readers, the updates they feed), as far as dependencies allow: the waits
+    land after the rest of the backward pass."""
     deps = _dependencies(kernels)
+    ancestors = _ancestors(deps)
+    reductions = [j for j, k in enumerate(kernels) if isinstance(k, AllReduce)]
+    # per reduction, the work of the kernels it needs (a row per reduction, numpy: a step
+    # with a reduction per tensor has hundreds)
+    n = len(kernels)
+    needs = np.stack([np.unpackbits(np.frombuffer(ancestors[j].to_bytes(n // 8 + 1, "little"),
+                                                  np.uint8), bitorder="little")[:n]
+                      for j in reductions]).astype(bool)
+    work = np.array([_work(k) for k in kernels], np.float64)
+    left = np.ones(len(reductions), bool)
+    placed = 0
+    order: list[int] = []
+    while left.any():
+        unplaced = np.frombuffer(placed.to_bytes(n // 8 + 1, "little"), np.uint8)
+        pending = needs & ~np.unpackbits(unplaced, bitorder="little")[:n].astype(bool)
+        cost = np.where(left, pending @ work, np.inf)
+        r = reductions[int(np.argmin(cost))]  # (the first of equals)
+        need = (ancestors[r] & ~placed) | (1 << r)
+        for i in _bits(need):
+            order.append(i)
+        placed |= need
+        left &= np.array([not placed >> j & 1 for j in reductions], bool)
     users: list[list[int]] = [[] for _ in kernels]
     for j, d in enumerate(deps):
         for i in d:
@@ -54,17 +109,25 @@ def _reads_reduced_late(kernels: tuple) -> list[int]:
     for j, k in enumerate(kernels):
         tainted[j] = any(tainted[i] or (isinstance(kernels[i], AllReduce) and not k.can_fail)
                          for i in deps[j])
-    left = [len(d) for d in deps]
-    ready = [(tainted[j], j) for j in range(len(kernels)) if not left[j]]
+    # a reader of reductions goes in the order they started (the first is the likeliest
+    # done): after the readers of those that started before the last one it reads
+    started = {r: n for n, r in enumerate(i for i in order if isinstance(kernels[i], AllReduce))}
+    latest = [max((started[i] for i in _bits(ancestors[j]) if i in started), default=-1)
+              for j in range(len(kernels))]
+
+    def key(j: int) -> tuple[bool, int, int]:
+        return tainted[j], latest[j], j
+
+    left = [len([i for i in d if not placed >> i & 1]) for d in deps]
+    ready = [key(j) for j in range(len(kernels)) if not left[j] and not placed >> j & 1]
     heapq.heapify(ready)
-    order: list[int] = []
     while ready:
-        _, i = heapq.heappop(ready)
+        i = heapq.heappop(ready)[2]
         order.append(i)
         for j in users[i]:
             left[j] -= 1
             if not left[j]:
-                heapq.heappush(ready, (tainted[j], j))
+                heapq.heappush(ready, key(j))
     return order
 
 
@@ -79,13 +142,15 @@ def _wait_at(kernels: tuple, i: int, buffer: int) -> int:
     return len(kernels)
 
 
-def overlap_reductions(lowered: Schedule) -> Schedule:
-    """`lowered` (not yet planned) with the kernels that read reductions moved after the
-    others, and each reduction that then has kernels to overlap with split into start and
-    wait; one with none stays a blocking call (`lowered` itself without reductions)."""
+def overlap_reductions(lowered: Schedule, progress: bool = True) -> Schedule:
+    """`lowered` (not yet planned) with each reduction placed as early as its inputs allow
+    and the kernels that read reductions after the others, and each reduction that then has
+    kernels to overlap with split into start and wait, with a test (progress) after each
+    kernel between them unless `progress` is False; one with none stays a blocking call
+    (`lowered` itself without reductions)."""
     if not any(isinstance(k, AllReduce) for k in lowered.kernels):
         return lowered
-    order = _reads_reduced_late(lowered.kernels)
+    order = _reductions_early(lowered.kernels)
     kernels = tuple(lowered.kernels[i] for i in order)
     nodes = tuple(lowered.kernel_nodes[i] for i in order) if lowered.kernel_nodes else ()
     buffers = dict(lowered.buffers)
@@ -106,15 +171,25 @@ def overlap_reductions(lowered: Schedule) -> Schedule:
     out: list = []
     out_nodes: list = []
     start_nodes: dict[int, tuple] = {}
+    flying: list[AllReduce] = []  # started, not yet waited for: the newest last
     for j in range(len(kernels) + 1):
         for w in waits.get(j, []):
             out.append(w)
             out_nodes.append(start_nodes.get(w.request, ()))
+            flying = [f for f in flying if f.request != w.request]
         if j == len(kernels):
             break
         out.append(starts.get(j, kernels[j]))
         out_nodes.append(nodes[j] if j < len(nodes) else ())
         if j in starts:
             start_nodes[starts[j].request] = out_nodes[-1]
+            flying.append(starts[j])
+        elif progress and flying and not isinstance(kernels[j], AllReduce):
+            # MPI moves a non-blocking reduction on only inside MPI calls (Open MPI's pip
+            # build runs no progress thread): a test after each kernel makes its rounds
+            # advance while the kernels run. One test progresses every operation in flight
+            # (the progress engine is global); the newest is the last to complete.
+            out.append(dataclasses.replace(flying[-1], phase="test"))
+            out_nodes.append(start_nodes[flying[-1].request])
     return dataclasses.replace(lowered, buffers=buffers, kernels=tuple(out),
                                kernel_nodes=tuple(out_nodes) if nodes else nodes)

@@ -14,12 +14,15 @@ class SchedulePolicy:
     at least this size, each reduced by one call (graphc.schedule.buckets). PyTorch DDP's
     25 MiB (docs/distributed.md). overlap_reductions: a reduction with kernels after it that do not
     touch its buffer starts non-blocking and is waited for before the first that does
-    (graphc.schedule.overlap); False keeps every reduction a blocking call."""
+    (graphc.schedule.overlap); False keeps every reduction a blocking call.
+    progress_reductions: with overlap, a test of the reductions in flight after each kernel
+    between a start and its wait, so that MPI advances them (False: only the wait does)."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
     bucket_bytes: int = 25 << 20
     overlap_reductions: bool = True
+    progress_reductions: bool = True
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.
