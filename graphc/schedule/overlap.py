@@ -112,21 +112,22 @@ def _reductions_early(kernels: tuple) -> list[int]:
     # a reader of reductions goes in the order they started (the first is the likeliest
     # done): after the readers of those that started before the last one it reads
     started = {r: n for n, r in enumerate(i for i in order if isinstance(kernels[i], AllReduce))}
-    latest = [max((started[i] for i in _bits(ancestors[j]) if i in started), default=-1)
-              for j in range(len(kernels))]
+    latest: list[int] = []
+    for d in deps:
+        latest.append(max((max(latest[i], started.get(i, -1)) for i in d), default=-1))
 
     def key(j: int) -> tuple[bool, int, int]:
         return tainted[j], latest[j], j
 
-    left = [len([i for i in d if not placed >> i & 1]) for d in deps]
-    ready = [key(j) for j in range(len(kernels)) if not left[j] and not placed >> j & 1]
+    waiting = [len([i for i in d if not placed >> i & 1]) for d in deps]
+    ready = [key(j) for j in range(len(kernels)) if not waiting[j] and not placed >> j & 1]
     heapq.heapify(ready)
     while ready:
         i = heapq.heappop(ready)[2]
         order.append(i)
         for j in users[i]:
-            left[j] -= 1
-            if not left[j]:
+            waiting[j] -= 1
+            if not waiting[j]:
                 heapq.heappush(ready, key(j))
     return order
 
