@@ -4,7 +4,8 @@ of it spent communicating, for 1, 2 and 4 processes, on two MLPs (float32, llvm)
   wide    784-1024-1024-10, 1.9M parameters (7.5 MB of gradients): bandwidth-bound
 Per model and job size: the step with its reductions compiled in (the default buckets of
 25 MiB: one call), the same with one reduction per gradient and with 1 MiB buckets (each
-overlapped with the kernels after it, graphc.schedule.overlap, and blocking), the program
+overlapped with the kernels after it, graphc.schedule.overlap: progressed by MPI_Test
+between the kernels, or only by the wait; and blocking), the program
 split into two native parts with an mpi4py reduction between them, the step without
 reductions (compute only; the communication share is 1 - compute / step), and the reduction
 alone (mpi4py, the same bytes).
@@ -50,13 +51,15 @@ def _mlp(sizes, rng):
     return x, y, params, gc.nn.cross_entropy(h, y)
 
 
-def _with_buckets(bucket_bytes: int, overlap: bool = True) -> None:
+def _with_buckets(bucket_bytes: int, overlap: bool = True, progress: bool = True) -> None:
     """The llvm backend's policy with another bucket size, the reductions overlapped with
-    the kernels after them or blocking (measurement knobs)."""
+    the kernels after them (progressed by tests between them, or not) or blocking
+    (measurement knobs)."""
     from graphc.backend import get_backend
     backend = get_backend("llvm")
     backend.policy = dataclasses.replace(type(backend).policy, bucket_bytes=bucket_bytes,
-                                         overlap_reductions=overlap)
+                                         overlap_reductions=overlap,
+                                         progress_reductions=progress)
 
 
 def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
@@ -70,12 +73,14 @@ def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
     variants: dict = {}
 
     default = DEFAULT_POLICY.bucket_bytes
-    for name, bucket_bytes, overlap in (
-            ("step", default, True), ("step, no buckets", 1, True),
-            ("step, 1 MiB buckets", 1 << 20, True),
-            ("step, no buckets, blocking", 1, False),
-            ("step, 1 MiB buckets, blocking", 1 << 20, False)):
-        _with_buckets(bucket_bytes, overlap)
+    for name, bucket_bytes, overlap, progress in (
+            ("step", default, True, True), ("step, no buckets", 1, True, True),
+            ("step, 1 MiB buckets", 1 << 20, True, True),
+            ("step, no buckets, no progress", 1, True, False),
+            ("step, 1 MiB buckets, no progress", 1 << 20, True, False),
+            ("step, no buckets, blocking", 1, False, True),
+            ("step, 1 MiB buckets, blocking", 1 << 20, False, True)):
+        _with_buckets(bucket_bytes, overlap, progress)
         x, y, params, loss = _mlp(sizes, rng)
         grads = [gc.distributed.all_reduce(g) for g in gc.grad(loss, params)]
         step = gc.function([x, y], gc.distributed.all_reduce(loss), backend="llvm",
@@ -167,14 +172,17 @@ def main() -> None:
         results = json.loads(done.stdout.strip().splitlines()[-1])
         for model, r in results.items():
             share = 1 - r["compute only"] / r["step"]
-            print(f"K={k} {model:6s} step {r['step']:8.3f}  no buckets "
-                  f"{r['step, no buckets']:8.3f}  1 MiB buckets {r['step, 1 MiB buckets']:8.3f}  "
-                  f"(blocking: {r['step, no buckets, blocking']:8.3f}, "
-                  f"{r['step, 1 MiB buckets, blocking']:8.3f})  "
-                  f"split {r['split in two native parts']:8.3f}"
-                  f"  compute {r['compute only']:8.3f}  all_reduce alone "
-                  f"{r['all_reduce alone']:8.3f}  comm share {share:6.1%}  "
-                  f"({r['gradient bytes'] / 1e6:.2f} MB)", flush=True)
+            print(f"K={k} {model:6s} ({r['gradient bytes'] / 1e6:.2f} MB)  step "
+                  f"{r['step']:8.3f}  compute {r['compute only']:8.3f}  comm share "
+                  f"{share:6.1%}  all_reduce alone {r['all_reduce alone']:8.3f}  split "
+                  f"{r['split in two native parts']:8.3f}", flush=True)
+            for buckets in ("no buckets", "1 MiB buckets"):
+                times = [r[f"step, {buckets}{how}"] for how in ("", ", no progress",
+                                                                ", blocking")]
+                shares = "/".join(f"{1 - r['compute only'] / t:.0%}" for t in times)
+                print(f"    {buckets:13s} overlapped {times[0]:8.3f}  without progress "
+                      f"{times[1]:8.3f}  blocking {times[2]:8.3f}  (comm share {shares})",
+                      flush=True)
 
 
 if __name__ == "__main__":

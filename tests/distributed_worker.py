@@ -40,26 +40,35 @@ def train(backend: str, options: dict | None) -> dict:
         ys = data.integers(0, 3, GLOBAL_BATCH)
         part = slice(r * share, (r + 1) * share)
         losses.append(float(step(xs[part], ys[part])))
-    return {"losses": losses, "params": [p.value.tolist() for p in params],
-            "source": step.source if backend == "llvm" else ""}
+    out = {"losses": losses, "params": [p.value.tolist() for p in params],
+           "source": step.source if backend == "llvm" else ""}
+    if backend == "cuda":  # the host's reductions between the launches
+        from graphc.backends.cuda.collective import Collective
+        out["collectives"] = [c.phase or "blocking" for c in step._exe.last.launches
+                              if isinstance(c, Collective)]
+    return out
 
 
 def main() -> None:
     scenario, out = sys.argv[1], sys.argv[2]
     r = gc.distributed.rank()
-    if scenario == "train":
+    if scenario in ("train", "train-cuda", "train-gpu"):
         if len(sys.argv) > 3:  # another bucket size: one reduction per gradient, overlapped
             import dataclasses
 
             from graphc.backend import get_backend
-            for name in ("numpy", "llvm"):
+            for name in ("numpy", "llvm", "cuda"):
                 backend = get_backend(name)
                 backend.policy = dataclasses.replace(backend.policy,
                                                      bucket_bytes=int(sys.argv[3]))
         results = {}
-        for name, backend, options in (("numpy", "numpy", None),
-                                       ("kernels", "numpy", {"mode": "kernels"}),
-                                       ("llvm", "llvm", None)):
+        runs = [("numpy", "numpy", None), ("kernels", "numpy", {"mode": "kernels"}),
+                ("llvm", "llvm", None)]
+        if scenario == "train-cuda":  # the CUDA C, emulated: host buffers reduced by MPI
+            runs = [("cuda", "cuda", {"emulate": True})]
+        elif scenario == "train-gpu":  # on GPUs: device buffers reduced by NCCL
+            runs = [("cuda", "cuda", {"outputs": "numpy"})]
+        for name, backend, options in runs:
             results[name] = train(backend, options)
         if r == 0:
             with open(out, "w") as f:

@@ -218,6 +218,27 @@ def test_llvm_renders_a_call_of_mpi_allreduce():
     assert '@"graphc_mpi_handles" = external global [8 x i64]' in text
 
 
+def test_cuda_reduces_on_the_host_between_the_launches():
+    """On the cuda backend an all_reduce is no CUDA C but a host step in the launch list, at
+    its buffer's place in the call layout; it survives the disk cache's metadata."""
+    from graphc.backends.cuda.collective import Collective
+    from graphc.backends.cuda.render import render
+    from graphc.backends.cuda.runtime import _launch_meta, _launches_from
+    s = schedule_graph(_mlp_step(2).graph, policy=SchedulePolicy(bucket_bytes=8))
+    rendered = render(s)
+    steps = [L for L in rendered.launches if isinstance(L, Collective)]
+    kernels = [(i, k) for i, k in enumerate(s.kernels) if k.kind == "all_reduce"]
+    assert [(c.kernel, c.phase, c.request, c.size) for c in steps] == [
+        (i, k.phase, k.request, k.size) for i, k in kernels]
+    assert all(f"// kernel {i}: " not in rendered.source for i, _ in kernels)  # no CUDA C
+    for c in steps:
+        assert (c.slot, c.offset) == (rendered.slots.arena_slot, s.plan.offsets[
+            s.kernels[c.kernel].buffer])  # (gradients: temporaries in the arena)
+        assert c.dtype == "float64" and c.ranks == 2
+    assert _launches_from(json.loads(json.dumps(_launch_meta(rendered.launches)))) == \
+        rendered.launches
+
+
 # -- jobs under mpirun ---------------------------------------------------------------------
 
 def _mpirun() -> str:
@@ -283,6 +304,60 @@ def test_overlapped_reductions_give_the_same_losses_and_parameters(one_process, 
     assert source.count('call i32 @"MPI_Iallreduce"') == 5
     assert source.count('call i32 @"MPI_Wait"') == 5
     assert 'call i32 @"MPI_Test"' in source  # progress between the kernels in flight
+
+
+@pytest.fixture(scope="module")
+def one_process_cuda(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("dist") / "one-cuda.json"
+    _mpirun()
+    done = _job(0, "train-cuda", str(out))
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text())["cuda"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks,bucket_bytes,phases", [
+    (2, "1", {"start", "test", "wait"}),  # a reduction per tensor: overlapped
+    (4, "", {"start", "test", "wait"})])  # one bucket (a kernel left to overlap with)
+def test_emulated_cuda_job_matches_one_process(ranks, bucket_bytes, phases, one_process_cuda,
+                                               tmp_path):
+    """The cuda backend's all_reduce (a host step between the launches: MPI on the
+    emulator's host buffers) gives one process's losses and parameters."""
+    out = tmp_path / f"{ranks}.json"
+    done = _job(ranks, "train-cuda", str(out), *([bucket_bytes] if bucket_bytes else []))
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(out.read_text())["cuda"]
+    np.testing.assert_allclose(job["losses"], one_process_cuda["losses"], rtol=1e-12)
+    for got, want in zip(job["params"], one_process_cuda["params"]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert one_process_cuda["collectives"] == []  # alone: removed by the optimizer
+    assert set(job["collectives"]) == phases
+    starts = job["collectives"].count("start")
+    assert starts == job["collectives"].count("wait") == (5 if bucket_bytes else 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_job_reduces_through_nccl(tmp_path):
+    """On GPUs (one per process: NCCL refuses two ranks on one device) the reduction is
+    NCCL's, in place on the device buffers: the losses and parameters of one process."""
+    from graphc.backends.cuda.backend import gpu_problem
+    why = gpu_problem()
+    if why is not None:
+        pytest.skip(f"no GPU: {why}")
+    import cupy
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("NCCL needs a GPU per process: this machine has one")
+    pytest.importorskip("cupy.cuda.nccl")
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    for n, out in ((0, one), (2, two)):
+        done = _job(n, "train-gpu", str(out))
+        assert done.returncode == 0, done.stdout + done.stderr
+    want, got = (json.loads(p.read_text())["cuda"] for p in (one, two))
+    np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-12)
+    for g, w in zip(got["params"], want["params"]):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+    assert got["collectives"] and not want["collectives"]
 
 
 @pytest.mark.slow

@@ -64,4 +64,8 @@ class CudaBackend:
             why = gpu_problem()
             if why is not None:
                 raise RuntimeError(NO_GPU.format(why=why))
+            from graphc.distributed.comm import size
+            if size() > 1:  # each process of a job on its own GPU, before it allocates
+                from graphc.backends.cuda.collective import use_local_device
+                use_local_device()
         return CudaExecutable(program, options, self.policy)

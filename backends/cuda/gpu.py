@@ -14,6 +14,7 @@ import numpy as np
 
 from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout
+from graphc.backends.cuda.collective import Collective, DeviceReductions
 from graphc.backends.cuda.source import Launch
 
 
@@ -40,7 +41,7 @@ def compile_cubin(source: str) -> bytes:
 class GpuRunner:
     """Calls one program's launches on the device."""
 
-    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch],
+    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch | Collective],
                  storages: list, written_slots: list[int], outputs: str) -> None:
         import cupy
         self.cp = cupy
@@ -49,7 +50,9 @@ class GpuRunner:
             with os.fdopen(fd, "wb") as f:
                 f.write(code)
             self.module = cupy.RawModule(path=path)
-            self.functions = [(self.module.get_function(L.name), L) for L in launches]
+            self.functions: list[tuple[Any, Launch | Collective]] = [
+                (None if isinstance(L, Collective) else self.module.get_function(L.name), L)
+                for L in launches]
         finally:
             os.unlink(path)
         self.layout, self.outputs_numpy = layout, outputs == "numpy"
@@ -68,6 +71,8 @@ class GpuRunner:
             self.table[slot] = dev.data.ptr
         self.written = set(written_slots)
         self.status = cupy.zeros(1, cupy.int32)
+        ranks = {L.ranks for L in launches if isinstance(L, Collective)}
+        self.reductions: Any = DeviceReductions(ranks.pop()) if ranks else None
 
     def run(self, args: Sequence[Any]) -> list[Any]:
         cp, layout, table = self.cp, self.layout, self.table
@@ -85,8 +90,19 @@ class GpuRunner:
             outs.append(out)
         slots = cp.asarray(table)
         self.status.fill(0)
+        checked = True
         for fn, L in self.functions:
+            if isinstance(L, Collective):
+                # a check that failed must not send this process's stale buffer into the
+                # others' sums: read the status first (a synchronisation) when one ran
+                if L.phase in ("", "start") and not checked:
+                    if int(self.status.get()[0]):
+                        break
+                    checked = True
+                self.reductions.run(L, table)
+                continue
             fn(L.grid, (L.block,), (slots, self.status))
+            checked = checked and not L.can_fail
         status = int(self.status.get()[0])  # the one synchronisation of the step
         for slot, storage, dev, seen in self.params:
             if slot in self.written:

@@ -9,12 +9,13 @@ import numpy as np
 from graphc.errors import index_error_message
 from graphc.schedule import ir as kir
 from graphc.schedule.core_ops import reduction_identity
+from graphc.backends.cuda.collective import emit_all_reduce
 from graphc.backends.cuda.gemm import emit_gemm
 from graphc.backends.cuda.scalar import constant, ctype
 from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, cdiv,
                                          decompose, kernel_name, size)
 
-Emitted = tuple[list[str], list[Launch]]
+Emitted = tuple[list[str], list]  # its text, its Launch (and Collective) records
 SHORT_ROW = 16  # rows up to this long are reduced by one thread each
 
 
@@ -350,14 +351,6 @@ def emit_scatter_add(w: Writer, index: int, k: kir.ScatterAdd, guard: bool) -> E
             lines += [""] + add
             launches.append(launch)
     return lines, launches
-
-
-def emit_all_reduce(w: Writer, index: int, k: kir.AllReduce, guard: bool) -> Emitted:
-    """A reduction across the processes of an MPI job (one process: the optimizer removed
-    it): on the GPU that is NCCL's, which this backend does not call yet."""
-    raise NotImplementedError("all_reduce across processes on the cuda backend needs NCCL, "
-                              "which graphc does not call yet: run the job's steps on the "
-                              "llvm or numpy backend")
 
 
 EMITTERS = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from graphc.runtime.slots import SlotMap
 from graphc.schedule import ir as kir
+from graphc.backends.cuda.collective import Collective
 from graphc.backends.cuda.kernels import EMITTERS
 from graphc.backends.cuda.source import Launch, Writer
 
@@ -17,11 +18,12 @@ PRELUDE = (Path(__file__).parent / "prelude.cuh").read_text()
 
 @dataclass(frozen=True)
 class Rendered:
-    """A schedule as CUDA: the source, its launches in order, where each buffer goes, and
-    the messages of the kernels that can fail."""
+    """A schedule as CUDA: the source, its launches in order (and the host's reductions
+    across processes between them), where each buffer goes, and the messages of the kernels
+    that can fail."""
 
     source: str
-    launches: tuple[Launch, ...]
+    launches: tuple[Launch | Collective, ...]
     slots: SlotMap
     errors: dict[int, str]
 
@@ -49,7 +51,7 @@ def _tidy(lines: list[str]) -> list[str]:
 def render(schedule: kir.Schedule) -> Rendered:
     w = Writer(schedule)
     parts = [PRELUDE]
-    launches: list[Launch] = []
+    launches: list[Launch | Collective] = []
     failed_before = False  # kernels after a check skip their work once it has failed
     for i, k in enumerate(schedule.kernels):
         try:

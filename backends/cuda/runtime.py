@@ -18,6 +18,7 @@ from graphc.runtime.code_hash import code_hash
 from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout
 from graphc.schedule.policy import SchedulePolicy
+from graphc.backends.cuda.collective import Collective, HostReductions
 from graphc.backends.cuda.source import Launch
 
 _HERE = Path(__file__).parent
@@ -32,13 +33,20 @@ def _aligned_empty(nbytes: int, align: int = 256) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-def _launch_meta(launches: Sequence[Launch]) -> list[list]:
-    return [[L.name, L.kernel, list(L.grid), L.block, L.sync, L.can_fail] for L in launches]
+def _launch_meta(launches: Sequence[Launch | Collective]) -> list:
+    return [L.meta() if isinstance(L, Collective) else
+            [L.name, L.kernel, list(L.grid), L.block, L.sync, L.can_fail] for L in launches]
 
 
-def _launches_from(meta: list[list]) -> tuple[Launch, ...]:
-    return tuple(Launch(str(n), int(k), (int(g[0]), int(g[1]), int(g[2])), int(b), bool(s),
-                        bool(f)) for n, k, g, b, s, f in meta)
+def _launch_from(m: Any) -> Launch | Collective:
+    if isinstance(m, dict):
+        return Collective.from_meta(m)
+    n, k, g, b, s, f = m
+    return Launch(str(n), int(k), (int(g[0]), int(g[1]), int(g[2])), int(b), bool(s), bool(f))
+
+
+def _launches_from(meta: list) -> tuple[Launch | Collective, ...]:
+    return tuple(_launch_from(m) for m in meta)
 
 
 class CompiledShape:
@@ -129,12 +137,14 @@ class CompiledShape:
 class EmulatedRunner:
     """Runs the launches on the CPU through the emulation library."""
 
-    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch],
+    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch | Collective],
                  storages: list, seed: int) -> None:
         from graphc.backends.cuda.emulate import Library
         self.lib = Library(code)
         self.layout, self.seed = layout, seed
-        self.calls = [(self.lib.kernel(L.name), L) for L in launches]
+        self.calls = [(0 if isinstance(L, Collective) else self.lib.kernel(L.name), L)
+                      for L in launches]
+        self.reductions = HostReductions()
         self.table = (ctypes.c_void_p * layout.slots)()
         self.arena = _aligned_empty(max(layout.arena_bytes, 1))
         self.table[layout.arena_slot] = self.arena.ctypes.data
@@ -162,6 +172,9 @@ class EmulatedRunner:
         table_address = ctypes.addressof(table)
         with LAUNCH_LOCK:
             for address, L in self.calls:
+                if isinstance(L, Collective):  # (host buffers: reduced by MPI in place)
+                    self.reductions.run(L, table)
+                    continue
                 if self.lib.launch(address, L.grid[0], L.grid[1], L.grid[2], L.block,
                                    int(L.sync), table_address, status_address, self.seed):
                     raise RuntimeError(f"cuda emulator: kernel {L.name}: "
