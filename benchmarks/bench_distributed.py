@@ -2,13 +2,13 @@
 of it spent communicating, for 1, 2 and 4 processes, on two MLPs (float32, llvm):
   digits  64-64-10, 4.8k parameters (19 KB of gradients): latency-bound
   wide    784-1024-1024-10, 1.9M parameters (7.5 MB of gradients): bandwidth-bound
-Per model and job size: the step with its reductions compiled in (the default buckets of
-25 MiB: one call), the same with one reduction per gradient and with 1 MiB buckets (each
-overlapped with the kernels after it, graphc.schedule.overlap: progressed by MPI_Test
-between the kernels, or only by the wait; and blocking), the program
-split into two native parts with an mpi4py reduction between them, the step without
-reductions (compute only; the communication share is 1 - compute / step), and the reduction
-alone (mpi4py, the same bytes).
+Per model and job size: the step with its reductions compiled in (the default buckets:
+DDP's, a first one of 1 MiB, then 25 MiB), the same with one bucket for everything (25 MiB),
+with one reduction per gradient and with 1 MiB buckets (each overlapped with the kernels
+after it, graphc.schedule.overlap: progressed by MPI_Test between the kernels, or only by
+the wait; and blocking), the program split into two native parts with an mpi4py reduction
+between them, the step without reductions (compute only; the communication share is
+1 - compute / step), and the reduction alone (mpi4py, the same bytes).
 Run: python benchmarks/bench_distributed.py [--ranks 1,2,4] [--batch 64] [--repeat 30]
      [--alternate] [--models digits,wide]
 (it starts mpirun itself; more processes than cores share them: see docs/distributed.md)."""
@@ -52,14 +52,20 @@ def _mlp(sizes, rng):
 
 
 def _with_buckets(bucket_bytes: int, overlap: bool = True, progress: bool = True) -> None:
-    """The llvm backend's policy with another bucket size, the reductions overlapped with
-    the kernels after them (progressed by tests between them, or not) or blocking
-    (measurement knobs)."""
+    """The llvm backend's policy with buckets of another size (the first too), the
+    reductions overlapped with the kernels after them (progressed by tests between them, or
+    not) or blocking (measurement knobs)."""
     from graphc.backend import get_backend
     backend = get_backend("llvm")
     backend.policy = dataclasses.replace(type(backend).policy, bucket_bytes=bucket_bytes,
-                                         overlap_reductions=overlap,
+                                         first_bucket_bytes=None, overlap_reductions=overlap,
                                          progress_reductions=progress)
+
+
+def _default_policy() -> None:
+    from graphc.backend import get_backend
+    backend = get_backend("llvm")
+    backend.policy = type(backend).policy
 
 
 def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
@@ -74,19 +80,23 @@ def measure(model: str, batch: int, repeat: int, alternate: bool) -> dict:
 
     default = DEFAULT_POLICY.bucket_bytes
     for name, bucket_bytes, overlap, progress in (
-            ("step", default, True, True), ("step, no buckets", 1, True, True),
+            ("step", 0, True, True), ("step, one bucket", default, True, True),
+            ("step, no buckets", 1, True, True),
             ("step, 1 MiB buckets", 1 << 20, True, True),
             ("step, no buckets, no progress", 1, True, False),
             ("step, 1 MiB buckets, no progress", 1 << 20, True, False),
             ("step, no buckets, blocking", 1, False, True),
             ("step, 1 MiB buckets, blocking", 1 << 20, False, True)):
-        _with_buckets(bucket_bytes, overlap, progress)
+        if bucket_bytes:
+            _with_buckets(bucket_bytes, overlap, progress)
+        else:
+            _default_policy()
         x, y, params, loss = _mlp(sizes, rng)
         grads = [gc.distributed.all_reduce(g) for g in gc.grad(loss, params)]
         step = gc.function([x, y], gc.distributed.all_reduce(loss), backend="llvm",
                            updates={p: p - lr * g for p, g in zip(params, grads)})
         variants[name] = lambda step=step: step(data_x, data_y)
-    _with_buckets(default)
+    _default_policy()
 
     x, y, params, loss = _mlp(sizes, rng)
     grads = gc.grad(loss, params)
@@ -174,8 +184,9 @@ def main() -> None:
             share = 1 - r["compute only"] / r["step"]
             print(f"K={k} {model:6s} ({r['gradient bytes'] / 1e6:.2f} MB)  step "
                   f"{r['step']:8.3f}  compute {r['compute only']:8.3f}  comm share "
-                  f"{share:6.1%}  all_reduce alone {r['all_reduce alone']:8.3f}  split "
-                  f"{r['split in two native parts']:8.3f}", flush=True)
+                  f"{share:6.1%}  one bucket {r['step, one bucket']:8.3f}  all_reduce alone "
+                  f"{r['all_reduce alone']:8.3f}  split {r['split in two native parts']:8.3f}",
+                  flush=True)
             for buckets in ("no buckets", "1 MiB buckets"):
                 times = [r[f"step, {buckets}{how}"] for how in ("", ", no progress",
                                                                 ", blocking")]

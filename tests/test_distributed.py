@@ -117,6 +117,11 @@ def test_bucketing_packs_small_reductions_into_one():
     assert [n.shape for n in three] == [(), (8, 2), (8,)]
     # with 100, W2 is alone, and closes the open bucket: the loss does not wait for b1
     assert plan_buckets(graph, 100) == []
+    # DDP's small first bucket: the first group closes at first_bucket_bytes (W2 alone
+    # there), the next fills up to bucket_bytes
+    assert [[n.shape for n in b] for b in plan_buckets(graph, 1000, 100)] == [[(8,), (4, 8)]]
+    assert [[n.shape for n in b] for b in plan_buckets(graph, 1000, 200)] == [
+        [(), (8, 2), (8,)]]
     small = schedule_graph(graph, policy=SchedulePolicy(bucket_bytes=8))
     assert sum(k.kind == "all_reduce" and k.phase in ("", "start") for k in small.kernels) == 4
 

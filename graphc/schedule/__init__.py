@@ -24,7 +24,7 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
     if shapes is not None:
         graph = specialize_graph(graph, shapes)
     graph, report = run_pipeline(graph, select_passes(optimize))
-    graph = bucket_all_reduce(graph, policy.bucket_bytes)
+    graph = bucket_all_reduce(graph, policy.bucket_bytes, policy.first_bucket_bytes)
     lowered = lower_graph(graph, policy)
     if policy.overlap_reductions:
         lowered = overlap_reductions(lowered, policy.progress_reductions)

@@ -37,12 +37,15 @@ def _readiness(order: list[Node]) -> dict[Node, int]:
     return {n: bin(m).count("1") for n, m in masks.items() if n.op == "all_reduce"}
 
 
-def plan_buckets(graph: Graph, bucket_bytes: int) -> list[list[Node]]:
+def plan_buckets(graph: Graph, bucket_bytes: int,
+                 first_bucket_bytes: int | None = None) -> list[list[Node]]:
     """The groups of all_reduce nodes to reduce together (two or more each): of one level,
     reduction, dtype and job, filled in the order their operands are ready (as DDP fills its
     buckets in reverse order of the parameters, so the first bucket can be reduced while the
-    backward pass goes on) until they hold bucket_bytes. A tensor reduced alone (big enough)
-    closes the open bucket, so the tensors ready before it do not wait for those after."""
+    backward pass goes on) until they hold bucket_bytes (the first of each group:
+    first_bucket_bytes, if smaller: DDP's small first bucket starts the reductions early). A
+    tensor of that size or more is reduced alone, and closes the open bucket, so the tensors
+    ready before it do not wait for those after."""
     order = graph.nodes()
     level = _levels(order)
     ready = _readiness(order)
@@ -52,26 +55,32 @@ def plan_buckets(graph: Graph, bucket_bytes: int) -> list[list[Node]]:
     buckets: list[list[Node]] = []
     candidates = [n for n in order if n.op == "all_reduce" and n.attrs["ranks"] > 1
                   and all_static(n.shape)]
+    first = min(bucket_bytes, first_bucket_bytes or bucket_bytes)
+    started: set[Key] = set()  # the groups whose first reduction is planned
     for n in sorted(candidates, key=lambda n: (level[n], ready[n], position[n])):
         nbytes = int(np.prod(static_shape(n.shape), dtype=np.int64)) * n.dtype.itemsize
         key = (level[n], n.attrs["reduction"], n.dtype.str, n.attrs["ranks"])
-        if nbytes >= bucket_bytes:  # big enough alone: reduced where it is, without a copy
+        limit = bucket_bytes if key in started else first
+        if nbytes >= limit:  # big enough alone: reduced where it is, without a copy
             if key in open_:
                 buckets.append(open_.pop(key))
                 sizes[key] = 0
+            started.add(key)
             continue
         open_.setdefault(key, []).append(n)
         sizes[key] = sizes.get(key, 0) + nbytes
-        if sizes[key] >= bucket_bytes:
+        if sizes[key] >= limit:
             buckets.append(open_.pop(key))
             sizes[key] = 0
+            started.add(key)
     buckets.extend(open_.values())
     return [b for b in buckets if len(b) > 1]
 
 
-def bucket_all_reduce(graph: Graph, bucket_bytes: int) -> Graph:
+def bucket_all_reduce(graph: Graph, bucket_bytes: int,
+                      first_bucket_bytes: int | None = None) -> Graph:
     """`graph` with the planned buckets' reductions fused (itself when there is none)."""
-    buckets = plan_buckets(graph, bucket_bytes)
+    buckets = plan_buckets(graph, bucket_bytes, first_bucket_bytes)
     if not buckets:
         return graph
     member = {n: i for i, bucket in enumerate(buckets) for n in bucket}

@@ -12,7 +12,9 @@ class SchedulePolicy:
     longer chains of fused elementwise ops are stored and reloaded, bounding kernel bodies.
     bucket_bytes: all_reduce operands smaller than this are packed together into buffers of
     at least this size, each reduced by one call (graphc.schedule.buckets). PyTorch DDP's
-    25 MiB (docs/distributed.md). overlap_reductions: a reduction with kernels after it that do not
+    25 MiB (docs/distributed.md). first_bucket_bytes: the same for the first bucket (of the
+    gradients ready first), DDP's 1 MiB: its reduction starts early in the backward pass;
+    None: bucket_bytes. overlap_reductions: a reduction with kernels after it that do not
     touch its buffer starts non-blocking and is waited for before the first that does
     (graphc.schedule.overlap); False keeps every reduction a blocking call.
     progress_reductions: with overlap, a test of the reductions in flight after each kernel
@@ -21,6 +23,7 @@ class SchedulePolicy:
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
     bucket_bytes: int = 25 << 20
+    first_bucket_bytes: int | None = 1 << 20
     overlap_reductions: bool = True
     progress_reductions: bool = True
 
