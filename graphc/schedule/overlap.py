@@ -111,7 +111,8 @@ def _reductions_early(kernels: tuple) -> list[int]:
                          for i in deps[j])
     # a reader of reductions goes in the order they started (the first is the likeliest
     # done): after the readers of those that started before the last one it reads
-    started = {r: n for n, r in enumerate(i for i in order if isinstance(kernels[i], AllReduce))}
+    started = {r: pos for pos, r in enumerate(i for i in order
+                                               if isinstance(kernels[i], AllReduce))}
     latest: list[int] = []
     for d in deps:
         latest.append(max((max(latest[i], started.get(i, -1)) for i in d), default=-1))
