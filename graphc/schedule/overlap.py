@@ -4,6 +4,7 @@ follow, and a wait right before the first kernel that touches its buffer, so the
 between (the rest of the backward pass) run while it is in flight."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 
@@ -133,15 +134,26 @@ def _reductions_early(kernels: tuple) -> list[int]:
     return order
 
 
-def _wait_at(kernels: tuple, i: int, buffer: int) -> int:
-    """Where the wait of the reduction at `i` goes: before the first later kernel that reads
-    or writes `buffer`, or that can fail (its error must not leave a reduction in flight,
-    as before), else at the end of the program."""
-    for j in range(i + 1, len(kernels)):
-        k = kernels[j]
-        if buffer in k.reads() or buffer in k.writes() or k.can_fail:
-            return j
-    return len(kernels)
+def _waits_at(kernels: tuple) -> dict[int, int]:
+    """Where the wait of each reduction goes, by its index: before the first later kernel
+    that reads or writes its buffer, or that can fail (its error must not leave a reduction
+    in flight, as before), else at the end of the program (len(kernels))."""
+    touching: dict[int, list[int]] = {}
+    fails: list[int] = []
+    for j, k in enumerate(kernels):
+        for b in k.reads() | k.writes():
+            touching.setdefault(b, []).append(j)
+        if k.can_fail:
+            fails.append(j)
+    out = {}
+    for i, k in enumerate(kernels):
+        if isinstance(k, AllReduce) and not k.phase:
+            uses = touching[k.buffer]
+            later = [uses[bisect.bisect_right(uses, i)]] if uses[-1] > i else []
+            if fails and fails[-1] > i:
+                later.append(fails[bisect.bisect_right(fails, i)])
+            out[i] = min(later, default=len(kernels))
+    return out
 
 
 def overlap_reductions(lowered: Schedule, progress: bool = True) -> Schedule:
@@ -158,10 +170,9 @@ def overlap_reductions(lowered: Schedule, progress: bool = True) -> Schedule:
     buffers = dict(lowered.buffers)
     waits: dict[int, list[AllReduce]] = {}
     starts: dict[int, AllReduce] = {}
-    for i, k in enumerate(kernels):
-        if not isinstance(k, AllReduce) or k.phase:
-            continue
-        j = _wait_at(kernels, i, k.buffer)
+    for i, j in _waits_at(kernels).items():
+        k = kernels[i]
+        assert isinstance(k, AllReduce)
         if j == i + 1:
             continue  # nothing to overlap with: MPI_Allreduce
         request = max(buffers) + 1
