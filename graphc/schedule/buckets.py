@@ -47,14 +47,16 @@ def plan_buckets(graph: Graph, bucket_bytes: int,
     tensor of that size or more is reduced alone, and closes the open bucket, so the tensors
     ready before it do not wait for those after."""
     order = graph.nodes()
+    candidates = [n for n in order if n.op == "all_reduce" and n.attrs["ranks"] > 1
+                  and all_static(n.shape)]
+    if len(candidates) < 2:  # (most programs: nothing to plan)
+        return []
     level = _levels(order)
     ready = _readiness(order)
     position = {n: i for i, n in enumerate(order)}
     open_: dict[Key, list[Node]] = {}
     sizes: dict[Key, int] = {}
     buckets: list[list[Node]] = []
-    candidates = [n for n in order if n.op == "all_reduce" and n.attrs["ranks"] > 1
-                  and all_static(n.shape)]
     first = min(bucket_bytes, first_bucket_bytes or bucket_bytes)
     started: set[Key] = set()  # the groups whose first reduction is planned
     for n in sorted(candidates, key=lambda n: (level[n], ready[n], position[n])):
