@@ -13,6 +13,7 @@ from graphc.passes import broadcasts, canonicalize, specialize, stabilize
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
+from graphc.passes.scan_hoist import hoist_scan_steps
 from graphc.passes.scan_merge import merge_scans
 from graphc.passes.rewrite import Rule, RuleSet, rewrite_graph, rewrite_roots, rule
 
@@ -37,8 +38,9 @@ def _rules(rules: RuleSet) -> Pass:
 
 def _canonicalize(graph: Graph) -> tuple[Graph, Counter]:
     graph, merged = merge_scans(graph)  # first: the rules then see one loop per scan
+    graph, hoisted = hoist_scan_steps(graph)
     graph, fired = rewrite_graph(graph, CANONICAL)
-    return graph, merged + fired
+    return graph, merged + hoisted + fired
 
 
 # name -> pass, in pipeline order.
