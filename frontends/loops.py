@@ -81,7 +81,7 @@ def _length_of(xs: list[Node], length: Any) -> Dim:
         if dims and isinstance(dims[0], int) and dims[0] != length:
             raise ShapeError(f"scan: length={length} disagrees with the length of xs "
                              f"({dims[0]}){_at()}")
-        return length if not dims else dims[0]
+        return length  # a length of xs known only at call time is checked then
     if not dims:
         raise TypeError(f"scan: needs xs or length= (the number of steps){_at()}")
     return dims[0]

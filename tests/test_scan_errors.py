@@ -95,3 +95,13 @@ def test_sequences_of_call_time_lengths_that_differ(h0):
     with pytest.raises(ValueError, match=r"axis 0 of argument 'b' is 5 and axis 0 of argument "
                                          r"'a' is 4.*scan at"):
         f(np.ones(3), np.ones((4, 3)), np.ones((5, 3)))
+
+
+def test_a_length_checked_at_call_time(h0):
+    x = gc.placeholder(("T", 3), "float64", "x")
+    h, ys = gc.scan(lambda h, xt: (h + xt, h), h0, x, length=4)
+    assert ys.shape == (4, 3)
+    f = gc.function([h0, x], h, backend="numpy")
+    np.testing.assert_allclose(f(np.zeros(3), np.ones((4, 3))), [4.0, 4.0, 4.0])
+    with pytest.raises(ValueError, match=r"size T is 5 and size 4 is 4.*scan at"):
+        f(np.zeros(3), np.ones((5, 3)))
