@@ -131,6 +131,8 @@ def hoist_scan_steps(graph: Graph) -> tuple[Graph, Counter]:
     as x_t @ W) become sequences computed for all steps before the loop (one x @ W); values
     it computes from captured values alone (W.T) are computed once, before it."""
     fired: Counter = Counter()
+    if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
+        return graph, fired
     roots = _hoist_all(graph.roots, fired)
     n_out = len(graph.outputs)
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))

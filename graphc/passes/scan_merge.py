@@ -121,6 +121,8 @@ def merge_scans(graph: Graph) -> tuple[Graph, Counter]:
     carries for the gradient) become one loop with the union of their results; results
     nothing reads, and carries only they need, are left out of the loop."""
     fired: Counter = Counter()
+    if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
+        return graph, fired
     roots = _merge(graph.roots, fired)
     n_out = len(graph.outputs)
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
