@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from graphc import default_updates
 from graphc.errors import DTypeError, ShapeError
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
@@ -98,6 +99,8 @@ def _capture(outputs: list[Node], own: list[Node]
     order = toposort(outputs)
     for n in order:
         depends[n] = n in inside or any(depends[i] for i in n.inputs)
+        if depends[n]:
+            _refuse_state_update(n)
         outer[n] = n.op in ("placeholder", "parameter") and n not in inside or \
             any(outer[i] for i in n.inputs)
     wanted: list[Node] = []
@@ -115,6 +118,17 @@ def _capture(outputs: list[Node], own: list[Node]
             memo[n] = carry_label(n, rebuild(n, [memo[i] for i in n.inputs])) \
                 if depends[n] else n
     return [memo[o] for o in outputs], [memo[n] for n in captured], captured
+
+
+def _refuse_state_update(node: Node) -> None:
+    """A body node asking a state update (a training-mode BatchNorm's running statistics,
+    Dropout's seed) would ask it once per step, which one compiled update cannot do: an
+    error, not a silently stale or repeated state."""
+    for update in default_updates.of(node):
+        raise ValueError(f"scan: the body uses {update.owner}, which updates parameter "
+                         f"{update.param.attrs['name']!r} each time it runs; a loop body "
+                         f"cannot update state (use it in eval mode, or outside the "
+                         f"scan){_at()}")
 
 
 def scan(fn: Callable[[Any, Any], Any], init: Any, xs: Any = None, length: int | None = None,

@@ -105,3 +105,13 @@ def test_a_length_checked_at_call_time(h0):
     np.testing.assert_allclose(f(np.zeros(3), np.ones((4, 3))), [4.0, 4.0, 4.0])
     with pytest.raises(ValueError, match=r"size T is 5 and size 4 is 4.*scan at"):
         f(np.zeros(3), np.ones((5, 3)))
+
+
+def test_a_body_that_would_update_state_each_step(x, h0):
+    drop = gc.nn.Dropout(0.5)
+    with pytest.raises(ValueError, match=rf"body uses .*updates parameter .*cannot update "
+                                         rf"state.*{HERE}"):
+        gc.scan(lambda h, xt: (drop(h + xt), None), h0, x)
+    outside = drop(h0)  # computed once, before the loop: fine
+    h, _ = gc.scan(lambda h, xt: (h + outside * xt, None), h0, x)
+    assert h.shape == (3,)
