@@ -77,8 +77,10 @@ def _length_of(xs: list[Node], length: Any) -> Dim:
             raise ShapeError(f"scan: xs leaf {j} has length {d} but xs leaf 0 has length "
                              f"{dims[0]}: every sequence needs the same length{_at()}")
     if length is not None:
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-            raise TypeError(f"scan: length must be an int >= 0 or None, got {length!r}{_at()}")
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"scan: length must be an int or None, got {length!r}{_at()}")
+        if length < 0:
+            raise ValueError(f"scan: length must be >= 0, got {length}{_at()}")
         if dims and isinstance(dims[0], int) and dims[0] != length:
             raise ShapeError(f"scan: length={length} disagrees with the length of xs "
                              f"({dims[0]}){_at()}")

@@ -55,8 +55,10 @@ def test_a_length_that_disagrees_with_xs(x, h0):
         gc.scan(lambda h, xt: (h + xt, None), h0, x, length=5)
     with pytest.raises(TypeError, match=rf"needs xs or length=.*{HERE}"):
         gc.scan(lambda h, xt: (h, None), h0)
-    with pytest.raises(TypeError, match=r"length must be an int >= 0"):
+    with pytest.raises(ValueError, match=rf"length must be >= 0, got -1.*{HERE}"):
         gc.scan(lambda h, xt: (h, None), h0, length=-1)
+    with pytest.raises(TypeError, match=r"length must be an int or None, got 2.5"):
+        gc.scan(lambda h, xt: (h, None), h0, length=2.5)
 
 
 def test_a_scalar_sequence(h0):
