@@ -3,6 +3,7 @@ nothing reads left out, rules fire inside bodies."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import graphc as gc
 from graphc.ops.registry import sibling_key
@@ -109,3 +110,37 @@ def test_a_primitive_without_a_batching_rule_stays_in_the_loop():
     got_c, got_ys = f(X)
     np.testing.assert_allclose(got_c, np.sort(X, axis=1)[:, 0].sum(), rtol=1e-12)
     np.testing.assert_allclose(got_ys, np.sort(X, axis=1) * 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("nested,checkpoint", [
+    (False, False), (True, False), (False, True),
+    pytest.param(True, True, marks=pytest.mark.slow)])
+def test_optimized_gradients_equal_the_raw_graph(nested, checkpoint, reverse):
+    """merge_scans and hoist_scan_steps together, on two carries, two ys, a loop in the body,
+    checkpoints and both directions: the optimized program computes what the raw one does."""
+    x = gc.placeholder((5, 2, 3), "float64", "x")
+    w = gc.placeholder((3, 3), "float64", "w")
+    u = gc.placeholder((3, 3), "float64", "u")
+
+    def step(carry, xt):
+        h, s = carry
+        if nested:
+            inner, _ = gc.scan(lambda a, v: (gc.sin(a @ w + v), a.sum()), h,
+                               gc.stack([xt, xt * 0.5]), reverse=not reverse)
+            h2 = gc.tanh(inner + xt @ u)
+        else:
+            h2 = gc.tanh(h @ w + xt @ u)
+        return (h2, s + (h2 * xt).sum()), (h2.sum(axis=1), s * 2.0)
+    init = (gc.constant(np.zeros((2, 3))), gc.constant(np.float64(0)))
+    (h, s), (y1, y2) = gc.scan(step, init, x, reverse=reverse, checkpoint=checkpoint)
+    loss = (h ** 2).sum() + s * s + (y1 ** 2).sum() + (y2 * gc.arange(5.0)).sum()
+    outs = [loss] + gc.grad(loss, [x, w, u])
+    f = gc.function([x, w, u], outs, backend="numpy")
+    raw = gc.function([x, w, u], outs, backend="numpy", optimize=False)
+    assert f.report.fired()["hoist_scan_steps"] >= 1
+    rng = np.random.default_rng(6)
+    args = (rng.standard_normal((5, 2, 3)), rng.standard_normal((3, 3)) * 0.4,
+            rng.standard_normal((3, 3)) * 0.4)
+    for a, b in zip(f(*args), raw(*args)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
