@@ -144,3 +144,20 @@ def test_optimized_gradients_equal_the_raw_graph(nested, checkpoint, reverse):
             rng.standard_normal((3, 3)) * 0.4)
     for a, b in zip(f(*args), raw(*args)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_body_the_gradient_stabilized_still_shares_the_forward_loop():
+    """gc.grad stabilizes log(sigmoid(.)) in its copy of the body before differentiating;
+    once the optimizer stabilizes the loss's copy too, the two loops are one."""
+    x = gc.placeholder((5, 3), "float64", "x")
+    w = gc.placeholder((3, 3), "float64", "w")
+    h, ys = gc.scan(lambda h, xt: (gc.log(gc.sigmoid(h @ w + xt)), (h * h).sum()),
+                    gc.constant(np.zeros(3)), x)
+    loss = h.sum() + ys.sum()
+    outs = [loss] + gc.grad(loss, [w])
+    f = gc.function([x, w], outs, backend="numpy")
+    assert len(loops(f)) == 2
+    raw = gc.function([x, w], outs, backend="numpy", optimize=False)
+    args = (np.random.default_rng(7).standard_normal((5, 3)), np.eye(3) * 0.3)
+    for a, b in zip(f(*args), raw(*args)):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
