@@ -270,3 +270,18 @@ def test_integer_tokens_as_the_sequence_embedding_gradient():
     got = run([tokens], [loss] + gc.grad(loss, [emb, w]))(ids)
     want = run([tokens], [ref] + gc.grad(ref, [emb, w]))(ids)
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("checkpoint,largest", [(False, 800), (True, 200)])
+def test_checkpoint_keeps_no_value_of_every_step_but_x_sized_ones(checkpoint, largest):
+    """T = 100 steps of an 8-wide carry over a 2-wide x: without checkpoints the gradient
+    keeps every step's carry (100 x 8 values); with them nothing outside the loops is larger
+    than x and its gradient (100 x 2), after every optimization pass."""
+    x = gc.placeholder((100, 2), "float64", "x")
+    w = gc.placeholder((8, 8), "float64", "w")
+    u = gc.placeholder((2, 8), "float64", "u")
+    h, _ = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt @ u), None), gc.constant(np.ones(8)), x,
+                   checkpoint=checkpoint)
+    f = run([x, w, u], gc.grad((h * h).sum(), [x, w, u]))
+    sizes = [int(np.prod(n.shape)) for n in f.graph.nodes()]
+    assert max(sizes) == largest
