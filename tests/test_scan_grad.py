@@ -285,3 +285,23 @@ def test_checkpoint_keeps_no_value_of_every_step_but_x_sized_ones(checkpoint, la
     f = run([x, w, u], gc.grad((h * h).sum(), [x, w, u]))
     sizes = [int(np.prod(n.shape)) for n in f.graph.nodes()]
     assert max(sizes) == largest
+
+
+def test_jacobian_through_a_scan_batches_the_reverse_loop():
+    x = gc.placeholder((5, 3), "float64", "x")
+    h0 = gc.placeholder((3,), "float64", "h0")
+    w = f64(3, 3)
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ gc.constant(w) + xt), (h * xt).sum()), h0, x)
+    f = run([x, h0], gc.jacobian(ys, h0))
+    assert [n.op for n in f.raw_graph.nodes()].count("scan") <= 4  # not one per output
+    X, H0 = f64(5, 3), f64(3)
+
+    def ref(v):
+        out = []
+        for t in range(5):
+            out.append((v * X[t]).sum())
+            v = np.tanh(v @ w + X[t])
+        return np.array(out)
+    eye = np.eye(3) * 1e-6
+    numeric = np.stack([(ref(H0 + e) - ref(H0 - e)) / 2e-6 for e in eye], axis=1)
+    np.testing.assert_allclose(f(X, H0), numeric, rtol=1e-6, atol=1e-8)
