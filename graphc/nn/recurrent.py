@@ -40,8 +40,8 @@ class _Recurrent(Module):
     prefix = "recurrent"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, seed: Any = None, dtype: Any = "float32",
-                 name: str | None = None) -> None:
+                 bias: bool = True, checkpoint: bool = False, seed: Any = None,
+                 dtype: Any = "float32", name: str | None = None) -> None:
         super().__init__(name)
         kind = type(self).__name__
         self.input_size = _count(input_size, f"{kind} input_size")
@@ -50,6 +50,11 @@ class _Recurrent(Module):
         if not isinstance(bias, bool):
             raise TypeError(f"{kind} bias: expected True or False, got {bias!r}")
         self.bias = bias
+        if not isinstance(checkpoint, bool):
+            raise TypeError(f"{kind} checkpoint: expected True or False, got {checkpoint!r}")
+        # Recompute the steps between stored carries in the gradient instead of storing
+        # every step's values: less memory for long sequences, one more forward pass.
+        self.checkpoint = checkpoint
         self.dtype = _float(dtype)
         rng = _rng(seed)
         # PyTorch's initialisation: every weight and bias from U(-1/sqrt(H), 1/sqrt(H))
@@ -95,7 +100,8 @@ class _Recurrent(Module):
         text = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
-        return text + ("" if self.bias else ", bias=False")
+        text += "" if self.bias else ", bias=False"
+        return text + (", checkpoint=True" if self.checkpoint else "")
 
     # -- calls -----------------------------------------------------------------------------
     def __call__(self, x: Any, state: Any = None,  # type: ignore[override]
@@ -125,7 +131,7 @@ class _Recurrent(Module):
         if b_ih is not None:
             xw = xw + self._input_bias(b_ih, b_hh)
         step = self._step(F.transpose(w_hh), b_hh)
-        final, ys = scan(step, init, xs=xw)
+        final, ys = scan(step, init, xs=xw, checkpoint=self.checkpoint)
         return ys, final
 
     def _input_bias(self, b_ih: Any, b_hh: Any) -> Any:
@@ -185,13 +191,14 @@ class RNN(_Recurrent):
     prefix = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh",
-                 num_layers: int = 1, bias: bool = True, seed: Any = None,
-                 dtype: Any = "float32", name: str | None = None) -> None:
+                 num_layers: int = 1, bias: bool = True, checkpoint: bool = False,
+                 seed: Any = None, dtype: Any = "float32", name: str | None = None) -> None:
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"RNN nonlinearity: expected 'tanh' or 'relu', got "
                              f"{nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, num_layers, bias, seed, dtype, name)
+        super().__init__(input_size, hidden_size, num_layers, bias, checkpoint, seed, dtype,
+                         name)
 
     def extra_repr(self) -> str:
         extra = "" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}"

@@ -8,8 +8,10 @@ from graphc.frontends.convert import to_node
 
 
 def scan(fn: Callable[[Any, Any], tuple[Any, Any]], init: Any, xs: Any = None,
-         length: int | None = None, reverse: bool = False) -> tuple[Any, Any]:
-    """lax.scan's semantics over one sequence tensor `xs`, unrolled: needs a static length."""
+         length: int | None = None, reverse: bool = False, checkpoint: bool = False
+         ) -> tuple[Any, Any]:
+    """lax.scan's semantics over one sequence tensor `xs`, unrolled: needs a static length
+    (checkpoint changes nothing here)."""
     n = to_node(xs, "scan xs").shape[0] if xs is not None else length
     if not isinstance(n, int):
         raise ValueError("scan (unrolled stand-in): the sequence length must be known")
