@@ -87,3 +87,7 @@ __all__ += ["explore"]
 # Inspection (issue #17, the command line and the math view)
 __all__ += ["to_latex"]
 __all__ += ["distributed"]  # distribution (issue #19)
+
+# Loops (issue #15, scan core): gc.scan
+from graphc.frontends.loops import scan  # noqa: E402
+__all__ += ["scan"]

@@ -10,6 +10,7 @@ from graphc.errors import ShapeError
 from graphc.graph import Graph
 from graphc.node import Node
 from graphc.ops import get_op
+from graphc.ops.registry import sibling_key
 from graphc.ops.shapes import fmt_shape
 from graphc.specialize import bind_shapes
 
@@ -67,6 +68,7 @@ class NumpyExecutable:
         # set, inputs first and nodes in topological order, and freed after its last reader.
         bound = bind_shapes(self.graph.inputs, [a.shape for a in args])  # (per call: threads)
         values: list[np.ndarray | None] = [None] * len(self.order)
+        groups: dict[tuple, list[np.ndarray]] = {}  # sibling group -> all its results
         for slot, array in zip(self.input_slots, args):
             # Like the compiled backends: arguments as dense arrays (a stride-0 view of a
             # huge shape is a MemoryError here, not hours of arithmetic on one number).
@@ -74,7 +76,8 @@ class NumpyExecutable:
         for pos, node in enumerate(self.order):
             if values[pos] is None:
                 operands = cast(list[np.ndarray], [values[s] for s in self.arg_slots[pos]])
-                values[pos] = self._evaluate(node, operands, bound, pos in self.symbolic)
+                values[pos] = self._evaluate(node, operands, bound, pos in self.symbolic,
+                                             groups)
             for slot in self.free[pos]:
                 values[slot] = None
         borrowed = {id(a) for a in args} | {id(s.array) for s in self.param_storages}
@@ -104,7 +107,7 @@ class NumpyExecutable:
         return np.array(array, copy=True)
 
     def _evaluate(self, node: Node, args: list[np.ndarray], bound: dict,
-                  symbolic: bool) -> np.ndarray:
+                  symbolic: bool, groups: dict[tuple, list[np.ndarray]]) -> np.ndarray:
         if node.op == "parameter":
             return node.attrs["storage"].array
         opdef = get_op(node.op)
@@ -112,7 +115,13 @@ class NumpyExecutable:
         if symbolic:
             attrs = {k: sizes.substitute(v, bound) for k, v in attrs.items()}
         try:
-            result = np.asarray(opdef.impl(args, attrs))
+            if opdef.impl_all is not None:  # one computation for every sibling
+                key = sibling_key(node)
+                if key not in groups:
+                    groups[key] = opdef.impl_all(args, attrs)
+                result = np.asarray(groups[key][node.attrs["output"]])
+            else:
+                result = np.asarray(opdef.impl(args, attrs))
         except IndexError as exc:  # the op's message names it already; add the indices' origin
             raise IndexError(f"{exc}{_index_origin(node)}{_where(node)}") from exc
         except (ValueError, TypeError, ZeroDivisionError) as exc:

@@ -18,6 +18,8 @@ Impl = Callable[[Sequence[np.ndarray], Mapping[str, Any]], np.ndarray]
 # vjp(node, cotangent) -> one cotangent Node (or None: no gradient) per input. Forward mode
 # needs no rule of its own: graphc.autodiff.jvp_nodes transposes the vjp rules.
 VjpRule = Callable[[Node, Node], Sequence[Node | None]]
+# impl_all(arrays, attrs) -> every result of a sibling group (by "output" index).
+ImplAll = Callable[[Sequence[np.ndarray], Mapping[str, Any]], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class OpDef:
     # Communicates with the other processes of a job (all_reduce): never evaluated while
     # compiling (constant folding), since its value depends on what the others hold.
     collective: bool = False
+    # -- ops with several results (scan): one node per result, "siblings" equal in all but
+    # their "output" attribute (sibling_key), computed as one. --
+    # Every result at once: the numpy interpreter computes a sibling group once per call.
+    impl_all: ImplAll | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -81,6 +87,12 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {}
+
+
+def sibling_key(node: Node) -> tuple:
+    """What the sibling nodes of one computation share: all but their "output" attribute."""
+    return (node.op, node.inputs,
+            tuple(sorted((k, v) for k, v in node.attrs.items() if k != "output")))
 
 
 def register(opdef: OpDef) -> OpDef:
