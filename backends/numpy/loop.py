@@ -27,8 +27,8 @@ def run_loop(runner: KernelRunner, k: ir.Loop) -> None:
             inner[c.inside] = arrays[c.init if step == 0 else before]
             inner[c.out] = arrays[out]
         for x in k.xs:
-            inner[x.inner] = arrays[x.outer][t]
+            inner[x.inner] = arrays[x.outer][t, ...]  # (a view, also of one element)
         for y in k.ys:
-            inner[y.inner] = arrays[y.outer][t]
+            inner[y.inner] = arrays[y.outer][t, ...]
         for kernel in k.body.kernels:
             body.run_kernel(kernel)
