@@ -95,6 +95,7 @@ def test_zero_initial_state_and_one_step_equal_pytorch(kind, kwargs):
     compare_with_torch(kind, kwargs, "numpy", t=1, with_state=False)
 
 
+@pytest.mark.slow  # the gradient through two stacked loops takes a while to build
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_two_layers_without_bias_equal_pytorch(kind):
     compare_with_torch(kind, {}, "numpy", t=3, layers=2, bias=False)
@@ -160,3 +161,61 @@ def test_bad_input_names_the_argument(bad, match):
     s = gc.placeholder((N, H), "float64", name="s")
     with pytest.raises((ValueError, TypeError), match=match):
         bad(x, s)
+
+
+def lstm_step_function(layer, t, backend="numpy"):
+    """Outputs, final state and the gradients of a weighted loss, as one compiled function of
+    x (t, N, IN) (t None: a length given at call time) and a weight array for the outputs."""
+    x = gc.placeholder((t, N, IN), "float64", name="x")
+    w = gc.placeholder((t, N, H), "float64", name="w")
+    out, (h, c) = layer(x)
+    loss = gc.sum(out * w) + gc.sum(h) + 0.5 * gc.sum(c)
+    return gc.function([x, w], [out, h, c] + list(gc.grad(loss, layer.parameters())),
+                       backend=backend)
+
+
+def test_length_known_at_call_time_and_empty_sequence():
+    layer = make_layer("LSTM", {})
+    f = lstm_step_function(layer, None)
+    rng = np.random.default_rng(4)
+    for t in (1, 4):
+        x, w = rng.normal(size=(t, N, IN)), rng.normal(size=(t, N, H))
+        fixed = lstm_step_function(layer, t)
+        for a, b in zip(f(x, w), fixed(x, w), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    out, h, c, *grads = f(np.zeros((0, N, IN)), np.zeros((0, N, H)))
+    assert out.shape == (0, N, H)
+    assert not h.any() and not c.any()  # the zero initial state, unchanged
+    # no step ran, so no output depends on a parameter
+    assert all(not g.any() for g in grads)
+
+
+def test_checkpointing_gives_the_same_gradients():
+    rng = np.random.default_rng(5)
+    x, w = rng.normal(size=(7, N, IN)), rng.normal(size=(7, N, H))
+    plain = make_layer("LSTM", {})
+    saved = make_layer("LSTM", {}, checkpoint=True)
+    assert "checkpoint=True" in repr(saved)
+    for a, b in zip(lstm_step_function(plain, 7)(x, w), lstm_step_function(saved, 7)(x, w),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_input_projection_is_outside_the_loop_and_the_graph_does_not_grow():
+    """x @ W_ih^T for all steps is one matmul before the loop; the body holds only the
+    h-dependent matmul; the graph is the same size at any length."""
+    from graphc.node import toposort
+    layer = make_layer("GRU", {})
+
+    def graph(t):
+        out, h = layer(gc.placeholder((t, N, IN), "float64", name="x"))
+        return [out.node, h.node]
+
+    scans = [n for n in toposort(graph(8)) if n.op == "scan"]
+    assert scans
+    body = scans[0].attrs["body"]
+    assert [n.op for n in body.nodes()].count("matmul") == 1
+    outside = [n for n in toposort(graph(8)) if n.op == "matmul"]
+    assert len(outside) == 1 and outside[0].shape == (8, N, 3 * H)
+    sizes = {t: len(toposort(graph(t), into_regions=True)) for t in (2, 50)}
+    assert sizes[2] == sizes[50]

@@ -13,7 +13,7 @@ from graphc.frontends.tensor import Parameter, Tensor
 from graphc.node import Node
 from graphc.nn.layers import _count, _float, _rng
 from graphc.nn.module import Module
-from graphc.nn.scan_loop import scan
+from graphc.frontends.loops import scan
 from graphc.ops import make
 from graphc.ops.leaves import constant_node
 from graphc.ops.shapes import fmt_shape
