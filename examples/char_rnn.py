@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.hidden, args.embed, args.seq = 1, 64, 16, 16
-        args.max_steps, args.report_every, args.sample_length = 40, 20, 60
+        args.max_steps = args.max_steps or 40
+        args.report_every, args.sample_length = 20, 60
 
     t_start = time.perf_counter()
     text = Text(held_out=0.1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 from example_loader import load_example
 
@@ -24,3 +25,12 @@ def test_char_rnn_quick_run_beats_the_unigram_baseline(tmp_path, capsys):
     assert "held-out bits per character: LSTM" in out and "a sample" in out
     if plots:
         assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_char_rnn_same_losses_on_numpy_and_llvm(capsys):
+    runs = {be: load_example("char_rnn").main(["--quick", "--max-steps", "8",
+                                                "--backend", be]) for be in ("numpy", "llvm")}
+    np.testing.assert_allclose(runs["llvm"]["train_bits"], runs["numpy"]["train_bits"],
+                               rtol=1e-4)
+    np.testing.assert_allclose(runs["llvm"]["held_out_bits"], runs["numpy"]["held_out_bits"],
+                               rtol=1e-4)
