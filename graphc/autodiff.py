@@ -11,7 +11,7 @@ from graphc.errors import GradientError
 from graphc.node import (Node, building_for, label_of, set_label, static_shape,
                          toposort)
 from graphc.ops import get_op, make
-from graphc.ops.registry import rebuild
+from graphc.ops.registry import rebuild, sibling_key
 from graphc.ops.grad_helpers import add_all, times, unbroadcast, zeros_like
 from graphc.ops.leaves import placeholder_node, scalar_constant
 from graphc.ops.shapes import fmt_shape
@@ -50,6 +50,16 @@ def _apply_rule(node: Node, g: Node) -> Sequence[Node | None]:
     raise GradientError(f"no derivative rule for the primitive {node.op!r}")
 
 
+def _apply_group_rule(siblings: list[Node], cts: dict[Node, Node], active: set[Node]
+                      ) -> Sequence[Node | None]:
+    rule = get_op(siblings[0].op).group_vjp
+    assert rule is not None
+    doc = (rule.__doc__ or "").strip().splitlines()
+    with building_for(f"vjp of {siblings[0].op}" + (f": {doc[0]}" if doc else "")):
+        return rule(siblings, [cts.get(s) for s in siblings],
+                    [i in active for i in siblings[0].inputs])
+
+
 def _active_nodes(order: list[Node], wrt: set[Node]) -> set[Node]:
     """Nodes whose value depends differentiably on some wrt node (float-valued paths only)."""
     active: set[Node] = set()
@@ -82,20 +92,38 @@ def vjp_nodes(outputs: Sequence[Node], cotangents: Sequence[Node], wrt: Sequence
         if out in active:
             pending.setdefault(out, []).append(cot)
     total: dict[Node, Node] = {}
-    for node in reversed(order):
-        terms = pending.pop(node, None)
-        if not terms:
-            continue
-        with building_for(f"sum of the {len(terms)} paths into {node.op}"):
-            g = add_all(terms)
-        total[node] = g
-        if get_op(node.op).leaf:
-            continue
-        for inp, ct in zip(node.inputs, _apply_rule(node, g)):
+    # Ops with several results (scan): sibling nodes, differentiated together once, at the
+    # sibling first in topological order (every user of every sibling is done by then).
+    groups: dict[tuple, list[Node]] = {}
+    for n in order:
+        if n in active and get_op(n.op).group_vjp is not None:
+            groups.setdefault(sibling_key(n), []).append(n)
+    group_cts: dict[tuple, dict[Node, Node]] = {}
+
+    def send(node: Node, cts: Sequence[Node | None]) -> None:
+        for inp, ct in zip(node.inputs, cts):
             if ct is not None and inp in active:
                 if ct.dtype != inp.dtype:
                     ct = make("cast", ct, dtype=inp.dtype)
                 pending.setdefault(inp, []).append(ct)
+
+    for node in reversed(order):
+        terms = pending.pop(node, None)
+        g = None
+        if terms:
+            with building_for(f"sum of the {len(terms)} paths into {node.op}"):
+                g = add_all(terms)
+            total[node] = g
+        if groups and node in active and get_op(node.op).group_vjp is not None:
+            key = sibling_key(node)
+            if g is not None:
+                group_cts.setdefault(key, {})[node] = g
+            if node is groups[key][0] and key in group_cts:
+                send(node, _apply_group_rule(groups[key], group_cts.pop(key), active))
+            continue
+        if g is None or get_op(node.op).leaf:
+            continue
+        send(node, _apply_rule(node, g))
     results = []
     for w in wrt:
         if w in total:

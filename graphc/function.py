@@ -68,6 +68,14 @@ def _check_updates(updates: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None
     return tuple(pairs)
 
 
+def _captured_by(missing: list[Node], nodes: list[Node]) -> str:
+    """Where a loop body reads the missing placeholders (a scan captured them)."""
+    lines = {str(n.source) for n in nodes if n.op == "scan" and n.source is not None
+             and any(i in missing for i in n.inputs)}
+    return f" (read in the body of the scan built at {', '.join(sorted(lines))})" \
+        if lines else ""
+
+
 class Function:
     """A compiled program: call it with arrays, get arrays back; parameters update in place."""
 
@@ -90,10 +98,12 @@ class Function:
         # The names of the parameters updated by default (not named in `updates`).
         self.default_updates = tuple(p.attrs["name"] for p, _ in implied)
         raw = Graph(self.inputs, out_nodes, explicit + implied)
-        missing = [n for n in raw.nodes() if n.op == "placeholder" and n not in self.inputs]
+        nodes = raw.nodes()
+        missing = [n for n in nodes if n.op == "placeholder" and n not in self.inputs]
         if missing:
             names = ", ".join(repr(n.attrs["name"]) for n in missing)
-            raise ValueError(f"outputs depend on placeholder(s) {names} not listed in inputs")
+            raise ValueError(f"outputs depend on placeholder(s) {names} not listed in "
+                             f"inputs{_captured_by(missing, nodes)}")
         self.backend = backend
         self.passes = select_passes(optimize)
         self.raw_graph = raw

@@ -457,6 +457,16 @@ def test_broadcast_to_a_symbolic_shape_and_back():
              shapes=[(None, 1), (None, None, 4)])
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan(reverse):
+    """A loop (carry, ys and a captured value), of a length given at call time; more cases
+    in tests/test_scan_grad.py."""
+    def build(x, h0, w):
+        h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt), h * xt), h0, x, reverse=reverse)
+        return ys * h
+    fd_check(build, [normal(4, 3), normal(3), normal(3, 3)], shapes=[(None, 3), (3,), (3, 3)])
+
+
 COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
     "where", "sum", "max", "min", "matmul", "reshape", "transpose", "broadcast_to",
     "expand_dims", "squeeze", "slice", "concatenate", "take", "cast", "log_softmax", "windows",
@@ -465,6 +475,7 @@ COVERED = (set(UNARY_CASES) | set(BINARY_CASES) | set(INTERNAL_CASES) | {
 COVERED |= {"cumsum", "cumprod", "take_along_axis", "scatter_along_axis"}
 # checked in tests/test_distributed.py (one process, and jobs of 2 and 4 under mpirun)
 COVERED |= {"all_reduce"}
+COVERED |= {"scan"}  # test_scan above
 
 
 def test_every_differentiable_primitive_has_a_case_here():

@@ -18,6 +18,11 @@ Impl = Callable[[Sequence[np.ndarray], Mapping[str, Any]], np.ndarray]
 # vjp(node, cotangent) -> one cotangent Node (or None: no gradient) per input. Forward mode
 # needs no rule of its own: graphc.autodiff.jvp_nodes transposes the vjp rules.
 VjpRule = Callable[[Node, Node], Sequence[Node | None]]
+# group_vjp(siblings, cotangents, wanted) -> one cotangent (or None) per input the siblings
+# share; a sibling's cotangent is None where nothing used its result; wanted[i]: whether
+# input i's cotangent is used (a rule need not build the others).
+GroupVjpRule = Callable[[Sequence[Node], Sequence["Node | None"], Sequence[bool]],
+                        Sequence["Node | None"]]
 # impl_all(arrays, attrs) -> every result of a sibling group (by "output" index).
 ImplAll = Callable[[Sequence[np.ndarray], Mapping[str, Any]], list[np.ndarray]]
 
@@ -72,6 +77,9 @@ class OpDef:
     collective: bool = False
     # -- ops with several results (scan): one node per result, "siblings" equal in all but
     # their "output" attribute (sibling_key), computed as one. --
+    # The derivative of a sibling group, taken once with every sibling's cotangent (autodiff
+    # calls it at the sibling that comes first in topological order); replaces vjp.
+    group_vjp: GroupVjpRule | None = None
     # Every result at once: the numpy interpreter computes a sibling group once per call.
     impl_all: ImplAll | None = None
 

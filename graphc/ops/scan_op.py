@@ -136,12 +136,19 @@ def make_scan(init: Sequence[Node], xs: Sequence[Node], consts: Sequence[Node], 
     return [make(SCAN, *inputs, output=i, **attrs) for i in range(len(body.outputs))]
 
 
+def _group_vjp(siblings: Sequence[Node], cotangents: Sequence[Node | None],
+               wanted: Sequence[bool]) -> Sequence[Node | None]:
+    """a scan in the other direction over the carries each step started from"""
+    from graphc.ops.scan_grad import scan_vjp  # it builds scans: after this module
+    return scan_vjp(siblings, cotangents, wanted)
+
+
 def _impl_all(arrays: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
     return run_scan(arrays, attrs)
 
 
 register(OpDef(
-    name=SCAN, infer=_infer, impl=_impl, impl_all=_impl_all,
+    name=SCAN, infer=_infer, impl=_impl, impl_all=_impl_all, group_vjp=_group_vjp,
     doc="a loop: the body maps (carries, a step of each sequence, captured values) to new "
         "carries and per-step outputs; results are the final carries and the stacked outputs",
 ))

@@ -13,6 +13,7 @@ from graphc.passes import broadcasts, canonicalize, specialize, stabilize
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
+from graphc.passes.scan_merge import merge_scans
 from graphc.passes.rewrite import Rule, RuleSet, rewrite_graph, rewrite_roots, rule
 
 Pass = Callable[[Graph], "tuple[Graph, Counter]"]
@@ -34,9 +35,15 @@ def _rules(rules: RuleSet) -> Pass:
     return lambda graph: rewrite_graph(graph, rules)
 
 
+def _canonicalize(graph: Graph) -> tuple[Graph, Counter]:
+    graph, merged = merge_scans(graph)  # first: the rules then see one loop per scan
+    graph, fired = rewrite_graph(graph, CANONICAL)
+    return graph, merged + fired
+
+
 # name -> pass, in pipeline order.
 PASSES: dict[str, Pass] = {
-    "canonicalize": _rules(CANONICAL),
+    "canonicalize": _canonicalize,
     "fold": fold_constants,
     "stabilize": _rules(STABILIZE),
     "specialize": _rules(SPECIALIZE),
