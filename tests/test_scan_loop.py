@@ -236,3 +236,50 @@ def test_cuda_refuses_a_loop_clearly():
     s = schedule_graph(gc.function(inputs, outputs, backend="numpy").graph)
     with pytest.raises(NotImplementedError, match="scan .* cuda backend"):
         render(s)
+
+
+# ---- hoisting --------------------------------------------------------------------------
+
+def _gemms(schedule: ir.Schedule) -> list[ir.Gemm]:
+    return [k for k in schedule.kernels if isinstance(k, ir.Gemm)]
+
+
+def test_carry_independent_matmuls_become_one_gemm_before_the_loop():
+    T, N, D, H = 6, 3, 4, 5
+    x = gc.placeholder((T, N, D), "float64", "x")
+    w_ih = gc.parameter(f64(D, H) * 0.3, name="w_ih")
+    w_hh = gc.parameter(f64(H, H) * 0.3, name="w_hh")
+
+    def step(h, xt):
+        h = gc.tanh(gc.exp(xt * 0.1) @ w_ih + h @ w_hh)
+        return h, xt @ w_ih  # (a per-step output that is hoisted too)
+    h, ys = gc.scan(step, gc.constant(np.zeros((N, H))), x)
+    s = schedule_graph(gc.function([x], [h, ys], backend="numpy").graph)
+    assert s.report.passes[-1].name == "hoist_loops"
+    (loop,) = loops(s)
+    assert [(g.m, g.n, g.k) for g in _gemms(s)] == [(T * N, H, D)] * 2
+    assert [(g.m, g.k) for g in _gemms(loop.body)] == [(N, H)]  # h @ w_hh only
+    agree([x], [h, ys], [f64(T, N, D)])
+
+
+def test_stacked_loops_hoist_each_and_stay_two_loops():
+    T, N, H = 5, 2, 3
+    x = gc.placeholder((T, N, H), "float64", "x")
+    ws = [gc.parameter(f64(H, H) * 0.4, name=f"w{i}") for i in range(4)]
+    zeros = gc.constant(np.zeros((N, H)))
+    _, h1 = gc.scan(lambda h, xt: ((n := gc.tanh(xt @ ws[0] + h @ ws[1])), n), zeros, x)
+    h2, _ = gc.scan(lambda h, xt: (gc.tanh(xt @ ws[2] + h @ ws[3]), None), zeros, h1)
+    s = schedule_graph(gc.function([x], h2, backend="numpy").graph)
+    assert len(loops(s)) == 2 and len(_gemms(s)) == 2
+    agree([x], h2, [f64(T, N, H)])
+
+
+def test_matmuls_that_need_the_carry_or_batch_the_right_side_stay():
+    x = gc.placeholder((4, 3, 3), "float64", "x")
+    w = gc.placeholder((3, 3), "float64", "w")
+    h, _ = gc.scan(lambda h, xt: (gc.tanh(w @ xt + h @ w), None), gc.constant(np.zeros((3, 3))),
+                   x)
+    s = schedule_graph(gc.function([x, w], h, backend="numpy").graph)
+    assert all(p.name != "hoist_loops" for p in s.report.passes)
+    assert len(_gemms(loops(s)[0].body)) == 2
+    agree([x, w], h, [f64(4, 3, 3), f64(3, 3)])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from graphc.schedule import ir
 
 if TYPE_CHECKING:
@@ -17,18 +19,25 @@ def run_loop(runner: KernelRunner, k: ir.Loop) -> None:
     if body is None:  # planned once, its arena reused by every step
         body = runner.loops[id(k)] = KernelRunner(k.body)
     arrays, inner = runner.arrays, body.arrays
+
+    def seen(outer: int, bid: int, step: int | None = None) -> np.ndarray:
+        """Outer buffer `outer` (or its step `step`) as body buffer `bid`: a view (the outer
+        buffer may have another shape of the same size, a reshape of it)."""
+        array = arrays[outer]
+        if step is not None:
+            array = array.reshape(k.length, -1)[step]
+        return array.reshape(k.body.buffers[bid].shape)
+
     for v in k.invariants:
-        inner[v.inner] = arrays[v.outer].reshape(k.body.buffers[v.inner].shape)
+        inner[v.inner] = seen(v.outer, v.inner)
     for step in range(k.length):
         t = k.length - 1 - step if k.reverse else step
         last_writes_final = (k.length - 1 - step) % 2 == 0
         for c in k.carries:
             out, before = (c.final, c.spare) if last_writes_final else (c.spare, c.final)
-            inner[c.inside] = arrays[c.init if step == 0 else before]
-            inner[c.out] = arrays[out]
-        for x in k.xs:
-            inner[x.inner] = arrays[x.outer][t, ...]  # (a view, also of one element)
-        for y in k.ys:
-            inner[y.inner] = arrays[y.outer][t, ...]
+            inner[c.inside] = seen(c.init if step == 0 else before, c.inside)
+            inner[c.out] = seen(out, c.out)
+        for s in k.xs + k.ys:
+            inner[s.inner] = seen(s.outer, s.inner, t)
         for kernel in k.body.kernels:
             body.run_kernel(kernel)

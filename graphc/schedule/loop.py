@@ -33,12 +33,14 @@ def siblings(low: Lowering, node: Node) -> dict[int, Node]:
 
 
 def whole_buffer(low: Lowering, node: Node) -> int:
-    """A buffer holding exactly node's value, contiguous: the node's own where it has one,
-    else a copy (a broadcast, a transposed or sliced view)."""
+    """A buffer holding exactly node's value, contiguous (in any shape of the same size):
+    the node's own where it has one, else a copy (a broadcast, a transposed or sliced
+    view)."""
     from graphc.schedule.lower import Lazy
     view = low.view_of(node)
-    if view == low.whole(view.buffer):
-        return view.buffer
+    if view.offset == 0 and view.contiguous() and \
+            low.buffers[view.buffer].size == int(np.prod(view.shape, dtype=np.int64)):
+        return view.buffer  # (a reshape of it is the same memory: the loop needs no more)
     shape = static_shape(node.shape)
     copy = low.materialize(Lazy(low.expr_of(view, shape), shape, node.dtype, ("copy",), 1))
     return copy.buffer
