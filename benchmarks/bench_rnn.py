@@ -68,8 +68,8 @@ def graphc_w7_step(params: dict[str, np.ndarray], seq: int = SEQ, checkpoint: bo
     ids = gc.placeholder((seq, BATCH), "int64", name="ids")
     targets = gc.placeholder((seq, BATCH), "int64", name="targets")
     out, _ = lstm(gc.take(embed, ids, axis=0))
-    logits = out @ w_out + b_out
-    loss = gc.nn.cross_entropy(gc.reshape(logits, (-1, VOCAB)), gc.reshape(targets, (-1,)))
+    logits = gc.reshape(out, (-1, HIDDEN)) @ w_out + b_out  # (T*N, V): one GEMM
+    loss = gc.nn.cross_entropy(logits, gc.reshape(targets, (-1,)))
     p = [embed] + lstm.parameters() + [w_out, b_out]
     grads = gc.grad(loss, p)
     return gc.function([ids, targets], loss, updates={v: v - LR * g for v, g in zip(p, grads)},
@@ -96,8 +96,8 @@ def torch_w7_step(params: dict[str, np.ndarray], compiled: bool = False):
 
     def step(ids, targets):
         out, _ = lstm(embed[ids])
-        logits = out @ w_out + b_out
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        logits = out.reshape(-1, HIDDEN) @ w_out + b_out
+        loss = torch.nn.functional.cross_entropy(logits, targets.reshape(-1))
         grads = torch.autograd.grad(loss, p)
         with torch.no_grad():
             for v, g in zip(p, grads):
@@ -126,8 +126,8 @@ def jax_w7_step(params: dict[str, np.ndarray]):
 
         zeros = jnp.zeros((ids.shape[1], HIDDEN), jnp.float32)
         _, out = jax.lax.scan(cell, (zeros, zeros), xw)
-        logp = jax.nn.log_softmax(out @ p["w_out"] + p["b_out"])
-        return -jnp.take_along_axis(logp, targets[..., None], axis=-1).mean()
+        logp = jax.nn.log_softmax(out.reshape(-1, HIDDEN) @ p["w_out"] + p["b_out"])
+        return -jnp.take_along_axis(logp, targets.reshape(-1, 1), axis=1).mean()
 
     @jax.jit
     def step(p, ids, targets):

@@ -95,7 +95,7 @@ class Model:
             h0 = gc.placeholder((n, hidden), name="h0")
             c0 = gc.placeholder((n, hidden), name="c0")
             logits, (h, c) = self.logits(ids, h0, c0)
-            loss = gc.nn.cross_entropy(gc.reshape(logits, (-1, vocab)), gc.reshape(targets, (-1,)))
+            loss = gc.nn.cross_entropy(logits, gc.reshape(targets, (-1,)))
             return [ids, targets, h0, c0], loss, h, c
 
         inputs, loss, h, c = scored(seq, batch)
@@ -107,12 +107,13 @@ class Model:
         ids = gc.placeholder((1, 1), "int64", name="ids")
         h0, c0 = gc.placeholder((1, hidden), name="h0"), gc.placeholder((1, hidden), name="c0")
         logits, (h, c) = self.logits(ids, h0, c0)
-        self.next_char = gc.function([ids, h0, c0], [gc.softmax(logits[0, 0]), h, c],
+        self.next_char = gc.function([ids, h0, c0], [gc.softmax(logits[0]), h, c],
                                      backend=backend)
 
     def logits(self, ids, h0, c0):
+        """(T*N, V) logits of the characters that follow ids (T, N), and the final state."""
         out, state = self.lstm(self.embed(ids), (h0, c0))
-        return self.head(out), state
+        return self.head(gc.reshape(out, (-1, self.hidden))), state
 
     def zeros(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((n, self.hidden), np.float32), np.zeros((n, self.hidden), np.float32)

@@ -216,6 +216,6 @@ def test_input_projection_is_outside_the_loop_and_the_graph_does_not_grow():
     body = scans[0].attrs["body"]
     assert [n.op for n in body.nodes()].count("matmul") == 1
     outside = [n for n in toposort(graph(8)) if n.op == "matmul"]
-    assert len(outside) == 1 and outside[0].shape == (8, N, 3 * H)
+    assert len(outside) == 1 and outside[0].shape == (8 * N, 3 * H)  # (T*N, I) @ W_ih^T
     sizes = {t: len(toposort(graph(t), into_regions=True)) for t in (2, 50)}
     assert sizes[2] == sizes[50]

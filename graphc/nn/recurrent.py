@@ -30,6 +30,14 @@ def _sizes_agree(a: Any, b: Any) -> bool:
     return not (_static(a) and _static(b)) or int(a) == int(b)
 
 
+def _project(x: Any, w: Tensor) -> Tensor:
+    """x (T, N, I) @ w^T for every step at once, before the loop: one (T*N, I) GEMM, so the
+    gradient with respect to w is one GEMM too (not one per step and a sum)."""
+    node = to_node(x, "x")
+    y = F.matmul(F.reshape(x, (-1, node.shape[2])), F.transpose(w))
+    return Tensor(make("reshape", y.node, shape=node.shape[:2] + (y.node.shape[1],)))
+
+
 class _Recurrent(Module):
     """The shared part: parameters per layer (weight_ih_l{k} (G*H, in), weight_hh_l{k}
     (G*H, H), bias_ih_l{k}, bias_hh_l{k} (G*H,), PyTorch's names, so a PyTorch state dict
@@ -126,8 +134,7 @@ class _Recurrent(Module):
     # -- one layer -------------------------------------------------------------------------
     def _layer(self, k: int, x: Any, init: Any) -> tuple[Tensor, Any]:
         w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
-        # The input's part of every step at once: one GEMM over (T, N) before the loop.
-        xw = F.matmul(x, F.transpose(w_ih))
+        xw = _project(x, w_ih)
         if b_ih is not None:
             xw = xw + self._input_bias(b_ih, b_hh)
         step = self._step(F.transpose(w_hh), b_hh)
