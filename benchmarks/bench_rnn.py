@@ -271,10 +271,11 @@ def bench_memory() -> None:
         r = in_child("graphc", 4096, checkpoint)
         if r is None:
             continue
-        peak = r["peak_rss_mb"]
-        print(f"  checkpoint={checkpoint!s:<5}  planned arena {r['arena_mb']:8.1f} MiB   peak "
-              f"resident {peak if peak is None else round(peak, 1)} MiB (before building "
-              f"{r['rss_before_mb']} MiB)   step {r['step']:.2f} s")
+        peak, before = r["peak_rss_mb"], r["rss_before_mb"]
+        resident = f"peak resident {peak:.0f} MiB (before building {before:.0f} MiB)" \
+            if peak is not None and before is not None else "(no /proc: peak resident unknown)"
+        print(f"  checkpoint={checkpoint!s:<5}  planned arena {r['arena_mb']:6.0f} MiB   "
+              f"{resident}   step {r['step']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
