@@ -5,17 +5,19 @@
           (median) and cold start (graph, gradient, compile and the first step, in a fresh
           process each, with an empty graphc cache folder).
   length  the W7 step at T=16 and T=4096: graphc's graph size (nodes, bodies included), lines
-          of LLVM IR, and the time to build the graph and gradient and compile them (timed
-          apart from the first step: gc.function compiles when the inputs' sizes are known).
+          of LLVM IR, and the time to build the graph and gradient and compile them (no step
+          runs: gc.function compiles when the inputs' sizes are known); best and median of rounds.
   memory  the W7 step at T=4096 with and without scan checkpointing (gc.nn.LSTM(...,
           checkpoint=True)): the planned arena of temporaries and the peak resident memory of
           a fresh process that runs one step.
-Run: python benchmarks/bench_rnn.py [--only W7,length,memory] [--repeat 20] [--no-torch-compile]"""
+Run: python benchmarks/bench_rnn.py [--only W7,length,memory] [--repeat 20] [--rounds 5]
+     [--no-torch-compile]"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,7 +162,7 @@ def _child(kind: str, seq: int, checkpoint: bool) -> dict:
     """Seconds from nothing built to the first step's result (libraries already imported);
     for graphc also the parts (graph, gradient and compile; the first step; a second step),
     the graph's size and the memory figures."""
-    if kind == "graphc":
+    if kind.startswith("graphc"):
         import graphc as gc  # noqa: F401
         import graphc.backends.llvm.codegen  # noqa: F401
     elif kind == "jax":
@@ -171,16 +173,18 @@ def _child(kind: str, seq: int, checkpoint: bool) -> dict:
     rss0 = _peak_rss_mb()
     t0 = time.perf_counter()
     out: dict = {}
-    if kind == "graphc":
+    if kind.startswith("graphc"):
         f = graphc_w7_step(params, seq, checkpoint)  # compiles: the inputs' sizes are known
         out["compile"] = time.perf_counter() - t0
+        out["nodes"] = graph_size(f)
+        out["ir_lines"] = f.source.count("\n")
+        if kind == "graphc-compile":
+            return out
         f(ids, targets)
         out["cold"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         f(ids, targets)
         out["step"] = time.perf_counter() - t1
-        out["nodes"] = graph_size(f)
-        out["ir_lines"] = f.source.count("\n")
         out["arena_mb"] = f.schedule().plan.arena_bytes / 2 ** 20
     elif kind == "jax":
         jax_w7_step(params)(ids, targets)
@@ -195,11 +199,11 @@ def _child(kind: str, seq: int, checkpoint: bool) -> dict:
 
 def in_child(kind: str, seq: int = SEQ, checkpoint: bool = False,
              timeout: float = 600) -> dict | None:
-    env = dict(os.environ, GRAPHC_CACHE_DIR=tempfile.mkdtemp(prefix="graphc-cold-"))
     try:
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, str(seq),
-                               str(int(checkpoint))], env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="graphc-cold-") as cache:
+            proc = subprocess.run([sys.executable, __file__, "--child", kind, str(seq),
+                                   str(int(checkpoint))], capture_output=True, text=True,
+                                  env=dict(os.environ, GRAPHC_CACHE_DIR=cache), timeout=timeout)
     except subprocess.TimeoutExpired:
         print(f"({kind} at T={seq}: no result within {timeout:.0f} s)")
         return None
@@ -248,21 +252,29 @@ def bench_w7(repeat: int, torch_compile: bool) -> None:
               + (f" (graphc/{name} = {mine_cold / c:.2f})" if c and mine_cold else ""))
 
 
-def bench_length() -> None:
-    print("the W7 step at T=16 and T=4096 (graphc, fresh process each, empty cache)")
+def bench_length(rounds: int) -> None:
+    print(f"the W7 step at T=16 and T=4096 (graphc, a fresh process each, empty cache; "
+          f"{rounds} rounds, interleaved: the best is the least disturbed by other processes)")
+    runs: dict[int, list[dict]] = {16: [], 4096: []}
+    for _ in range(rounds):
+        for seq in runs:
+            r = in_child("graphc-compile", seq)
+            if r is not None:
+                runs[seq].append(r)
     rows = {}
-    for seq in (16, 4096):
-        r = in_child("graphc", seq)
-        if r is None:
+    for seq, rs in runs.items():
+        if not rs:
             continue
-        rows[seq] = r
+        rows[seq] = r = {"nodes": rs[0]["nodes"], "ir_lines": rs[0]["ir_lines"],
+                         "compile": min(x["compile"] for x in rs),
+                         "median": statistics.median(x["compile"] for x in rs)}
         print(f"  T={seq:<5} graph {r['nodes']} nodes, {r['ir_lines']} lines of LLVM IR; graph, "
-              f"gradient and compile {r['compile']:.2f} s, then the first step "
-              f"{r['cold'] - r['compile']:.2f} s, a second step {r['step']:.2f} s")
+              f"gradient and compile: best {r['compile']:.2f} s, median {r['median']:.2f} s")
     if len(rows) == 2:
         a, b = rows[16], rows[4096]
         print(f"  T=4096 / T=16: nodes {b['nodes'] / a['nodes']:.3f}, IR lines "
-              f"{b['ir_lines'] / a['ir_lines']:.3f}, compile {b['compile'] / a['compile']:.3f}")
+              f"{b['ir_lines'] / a['ir_lines']:.3f}, compile {b['compile'] / a['compile']:.3f} "
+              f"(best), {b['median'] / a['median']:.3f} (median)")
 
 
 def bench_memory() -> None:
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="W7,length,memory")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="cold compiles per length")
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -294,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     if "W7" in wanted:
         bench_w7(args.repeat, not args.no_torch_compile)
     if "length" in wanted:
-        bench_length()
+        bench_length(args.rounds)
     if "memory" in wanted:
         bench_memory()
 
