@@ -1,6 +1,8 @@
 """gc.scan's values on the numpy backend: the same loop unrolled in Python gives them."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -138,11 +140,25 @@ def test_nested_scan_values():
     np.testing.assert_allclose(got_ys, want, rtol=1e-12)
 
 
-def test_the_listing_shows_the_body():
+def test_the_listing_shows_the_body_once_per_loop():
     x = gc.placeholder((4,), "float64", "x")
-    c, _ = gc.scan(lambda c, xt: (c + gc.exp(xt), None), gc.constant(np.float64(0)), x)
-    text = gc.show(c)
-    assert "scan(" in text and "body:" in text and "exp(%x0)" in text
+    c, ys = gc.scan(lambda c, xt: (c + gc.exp(xt), c), gc.constant(np.float64(0)), x)
+    text = gc.show(gc.Graph((x.node,), (c.node, ys.node)))
+    assert text.count("scan(") == 2 and text.count("exp(%x0)") == 1
+    assert "    body: as in %1" in text  # %0 is the constant init
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` missing")
+def test_render_and_explore_take_a_scan_and_its_gradient(tmp_path):
+    x = gc.placeholder((4, 2), "float64", "x")
+    w = gc.parameter(f64(2, 2), name="w")
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt), h.sum()), gc.constant(np.zeros(2)), x)
+    loss = (h * h).sum() + ys.sum()
+    f = numpy_fn([x], [loss] + gc.grad(loss, [w]))
+    gc.render(f, tmp_path / "f.svg")
+    assert (tmp_path / "f.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    gc.explore(f, tmp_path / "f.html")
+    assert "scan" in (tmp_path / "f.html").read_text()
 
 
 @pytest.mark.parametrize("optimize", [True, False])
@@ -154,3 +170,20 @@ def test_optimized_and_raw_agree(optimize):
     got = gc.function([x], [c, ys], backend="numpy", optimize=optimize)(X)
     np.testing.assert_allclose(got[0], X.sum(0), rtol=1e-12)
     np.testing.assert_allclose(got[1], np.cumsum(X, 0) - X, rtol=1e-12, atol=1e-12)
+
+
+def test_carries_with_a_batch_size_known_at_call_time():
+    x = gc.placeholder(("T", "N", 3), "float64", "x")
+    h0 = gc.placeholder(("N", 3), "float64", "h0")
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h + xt), h.sum(axis=1)), h0, x)
+    assert h.shape == ("N", 3) and ys.shape == ("T", "N")
+    f = numpy_fn([x, h0], [h, ys])
+    for T, N in ((3, 2), (0, 4), (2, 1)):
+        X, H0 = f64(T, N, 3), f64(N, 3)
+        got_h, got_ys = f(X, H0)
+        H, want = H0, []
+        for t in range(T):
+            want.append(H.sum(axis=1))
+            H = np.tanh(H + X[t])
+        np.testing.assert_allclose(got_h, H, rtol=1e-12)
+        np.testing.assert_allclose(got_ys, np.array(want).reshape(T, N), rtol=1e-12)

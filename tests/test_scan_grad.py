@@ -247,3 +247,26 @@ def test_checkpoint_saves_about_sqrt_t_carries(checkpoint, saved):
     f = run([x, w], gc.grad((h * h).sum(), [x, w]))
     # with checkpoints: 10 segment starts, then the 10 steps of one segment at a time
     assert set(saved_lengths(f.graph.nodes())) == saved
+
+
+def test_integer_tokens_as_the_sequence_embedding_gradient():
+    """A character model's loop: token ids as xs, an embedding captured, its gradient summed
+    over the steps (take's vjp inside the reverse loop)."""
+    tokens = gc.placeholder((5, 2), "int64", "tokens")
+    emb = gc.parameter(f64(7, 3), name="emb")
+    w = gc.parameter(f64(3, 3), name="w")
+
+    def step(h, tok):
+        return gc.tanh(h @ w + gc.take(emb, tok, axis=0)), h.sum()
+    h0 = gc.constant(np.zeros((2, 3)))
+    h, ys = gc.scan(step, h0, tokens)
+    loss = (h ** 2).sum() + (ys ** 2).sum()
+    carry, outs = h0, []
+    for t in range(5):
+        carry, y = step(carry, tokens[t])
+        outs.append(y)
+    ref = (carry ** 2).sum() + (gc.stack(outs) ** 2).sum()
+    ids = np.random.default_rng(4).integers(0, 7, size=(5, 2))
+    got = run([tokens], [loss] + gc.grad(loss, [emb, w]))(ids)
+    want = run([tokens], [ref] + gc.grad(ref, [emb, w]))(ids)
+    assert_close(got, want)
