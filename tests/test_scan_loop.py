@@ -10,6 +10,7 @@ import pytest
 import graphc as gc
 from graphc.schedule import ir, schedule_graph
 from tests import test_scan as cases
+from tests import test_scan_grad as grad_cases
 
 RNG = np.random.default_rng(1)
 BACKENDS = {"llvm": dict(backend="llvm"),
@@ -36,25 +37,47 @@ def loops(schedule: ir.Schedule) -> list[ir.Loop]:
     return [k for k in schedule.kernels if isinstance(k, ir.Loop)]
 
 
-# ---- tests/test_scan.py's cases, on the kernel backends ---------------------------------
+# ---- tests/test_scan.py's and test_scan_grad.py's cases, on the kernel backends -------
 
-CASES = [name for name in dir(cases) if name.startswith("test_")
-         and name != "test_optimized_and_raw_agree"  # (calls gc.function itself)
-         and name != "test_the_listing_shows_the_body"]
+# (module, the helper its cases make functions with): each case checks its values against
+# Python's loop (or finite differences); here the Loop kernel computes them.
+HELPERS = [(cases, "numpy_fn"), (grad_cases, "run")]
+SKIP = {"test_optimized_and_raw_agree", "test_the_listing_shows_the_body",  # (no helper)
+        "test_gradient_against_finite_differences"}
+CASES = [(module, helper, name) for module, helper in HELPERS for name in dir(module)
+         if name.startswith("test_") and name not in SKIP]
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-@pytest.mark.parametrize("case", CASES)
-def test_the_scan_cases_on_kernel_backends(monkeypatch, case, backend):
-    """Each case checks its values against Python's loop; here they are computed by the
-    Loop kernel instead of the interpreter."""
+def _case_params() -> list:
+    """Each case on each backend; derivative programs on llvm compile for over a second
+    (slow tier)."""
+    out = []
+    for backend in BACKENDS:
+        for module, helper, case in CASES:
+            slow = module is grad_cases and (backend == "llvm" or "hessian" in case)
+            out.append(pytest.param(module, helper, case, backend,
+                                    id=f"{module.__name__.split('.')[-1]}.{case}-{backend}",
+                                    marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+@pytest.mark.parametrize("module,helper,case,backend", _case_params())
+def test_the_scan_cases_on_kernel_backends(monkeypatch, module, helper, case, backend):
     made = []
 
     def kernel_fn(inputs, outputs):
         made.append(gc.function(inputs, outputs, **BACKENDS[backend]))
         return made[-1]
-    monkeypatch.setattr(cases, "numpy_fn", kernel_fn)
-    getattr(cases, case)()
+    monkeypatch.setattr(module, helper, kernel_fn)
+    test = getattr(module, case)
+    params = getattr(test, "pytestmark", [])
+    arguments = [m.args for m in params if m.name == "parametrize"]
+    if arguments:  # (a parametrized case: each of its values)
+        name, values = arguments[0]
+        for value in values:
+            test(**{name: value})
+    else:
+        test()
     assert made
 
 
@@ -140,7 +163,9 @@ def test_parameters_and_constants_in_the_body():
 
 
 def test_lstm_like_body_float32():
-    T, N, E, H, V = 7, 4, 5, 6, 10
+    """(GEMMs big enough for the packed path, in the body and hoisted before it: the loop's
+    module and the top-level GEMMs' module both hold packed-GEMM code)"""
+    T, N, E, H, V = 7, 4, 5, 16, 10
     ids = gc.placeholder((T, N), "int64", "ids")
     emb = gc.parameter(f64(V, E).astype("f4"), name="emb")
     w_ih = gc.parameter((f64(E, 4 * H) * 0.3).astype("f4"), name="w_ih")
@@ -283,3 +308,12 @@ def test_matmuls_that_need_the_carry_or_batch_the_right_side_stay():
     assert all(p.name != "hoist_loops" for p in s.report.passes)
     assert len(_gemms(loops(s)[0].body)) == 2
     agree([x, w], h, [f64(4, 3, 3), f64(3, 3)])
+
+
+def test_a_gradient_through_the_loop_on_llvm():
+    x = gc.placeholder((4, 2), "float64", "x")
+    w = gc.parameter(f64(2, 2) * 0.5, name="w")
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt), gc.sin(h).sum()), gc.constant(
+        np.zeros(2)), x)
+    loss = (h * h).sum() + ys.sum()
+    agree([x], [loss] + gc.grad(loss, [x, w]), [f64(4, 2)])
