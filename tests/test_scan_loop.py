@@ -317,3 +317,59 @@ def test_a_gradient_through_the_loop_on_llvm():
         np.zeros(2)), x)
     loss = (h * h).sum() + ys.sum()
     agree([x], [loss] + gc.grad(loss, [x, w]), [f64(4, 2)])
+
+
+def test_summing_carries_and_matmul_outputs_sink_after_the_loop():
+    """A gradient's sum over t of x_t^T g_t (and of g_t over the batch) is one GEMM (one
+    reduction) after the loop; a per-step output g_t @ W one GEMM over the stacked g_t."""
+    T, N, D, H = 5, 3, 2, 4
+    x = gc.placeholder((T, N, D), "float64", "x")
+    w_ih = gc.parameter(f64(D, H) * 0.5, name="w_ih")
+    w_hh = gc.parameter(f64(H, H) * 0.5, name="w_hh")
+    bias = gc.parameter(f64(H), name="bias")
+    h, hs = gc.scan(lambda h, xt: ((n := gc.tanh(xt @ w_ih + h @ w_hh + bias)), n),
+                    gc.constant(np.zeros((N, H))), x)
+    loss = (hs * hs).sum() + h.sum()
+    outputs = [loss] + gc.grad(loss, [x, w_ih, w_hh, bias])
+    s = schedule_graph(gc.function([x], outputs, backend="numpy").graph)
+    assert "sink_loops" in [p.name for p in s.report.passes]
+    backward = [k for k in loops(s) if k.reverse]
+    assert len(backward) == 1 and len(backward[0].carries) == 1  # (dh only)
+    assert [(g.m, g.k) for g in _gemms(backward[0].body)] == [(N, H)]  # dz @ w_hh.T only
+    assert {(g.m, g.n, g.k) for g in _gemms(s)} >= {(D, H, T * N), (H, H, T * N),
+                                                  (T * N, D, H)}
+    agree([x], outputs, [f64(T, N, D)], rtol=1e-10)
+
+
+def test_carries_that_are_read_or_not_summed_stay():
+    x = gc.placeholder((4, 2, 2), "float64", "x")
+
+    def step(carry, xt):
+        acc, prod = carry
+        return (acc + xt.T @ xt + acc * 0.1, prod + (xt * prod).sum(axis=0)), None
+    (acc, prod), _ = gc.scan(step, (gc.constant(np.eye(2)), gc.constant(np.ones(2))), x)
+    s = schedule_graph(gc.function([x], [acc, prod], backend="numpy").graph)
+    assert all(p.name != "sink_loops" for p in s.report.passes)
+    agree([x], [acc, prod], [f64(4, 2, 2)])
+
+
+def test_a_summing_carry_keeps_its_initial_value():
+    x = gc.placeholder((4, 3, 2), "float64", "x")
+    a0 = gc.placeholder((2, 2), "float64", "a0")
+    b0 = gc.placeholder((2,), "float64", "b0")
+
+    def step(carry, xt):
+        a, b = carry
+        return (a + xt.T @ gc.exp(xt), b + gc.sum(xt * 2.0, axis=0)), xt @ a0
+    (a, b), ys = gc.scan(step, (a0, b0), x, reverse=True)
+    s = schedule_graph(gc.function([x, a0, b0], [a, b, ys], backend="numpy").graph)
+    assert "sink_loops" in [p.name for p in s.report.passes] and not loops(s)[0].carries
+    agree([x, a0, b0], [a, b, ys], [f64(4, 3, 2), f64(2, 2), f64(2)])
+
+
+def test_a_loop_that_only_sums_disappears():
+    x = gc.placeholder((5, 3, 2), "float64", "x")
+    gram, _ = gc.scan(lambda g, xt: (g + xt.T @ xt, None), gc.constant(np.zeros((2, 2))), x)
+    s = schedule_graph(gc.function([x], gram, backend="numpy").graph)
+    assert not loops(s) and len(_gemms(s)) == 1
+    agree([x], gram, [f64(5, 3, 2)])
