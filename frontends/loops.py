@@ -9,6 +9,7 @@ from graphc.frontends.tensor import Tensor
 from graphc.node import Dim, Node, carry_label, toposort, user_source_line
 from graphc.ops.leaves import placeholder_node
 from graphc.ops.registry import rebuild
+from graphc.ops.scan_checkpoint import checkpointed_scan
 from graphc.ops.scan_op import make_scan
 from graphc.ops.shapes import fmt_shape
 from graphc.region import Region
@@ -159,7 +160,10 @@ def scan(fn: Callable[[Any, Any], Any], init: Any, xs: Any = None, length: int |
         return _unflatten(init_s, [], init), _unflatten(y_s, [], result[1])
     outs, const_ph, consts = _capture(new_leaves + y_leaves, carry_ph + x_ph)
     body = Region(tuple(carry_ph + x_ph + const_ph), tuple(outs))
-    nodes = make_scan(init_leaves, x_leaves, consts, body, steps, reverse, checkpoint)
+    if checkpoint:
+        nodes = checkpointed_scan(init_leaves, x_leaves, consts, body, steps, reverse)
+    else:
+        nodes = make_scan(init_leaves, x_leaves, consts, body, steps, reverse)
     c = len(init_leaves)
     carry = _unflatten(init_s, [Tensor(n) for n in nodes[:c]], init)
     ys = _unflatten(y_s, [Tensor(n) for n in nodes[c:]], result[1])

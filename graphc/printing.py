@@ -7,7 +7,7 @@ from typing import Any, Iterable
 from graphc.dot_text import dot_id, dot_label
 from graphc.graph import Graph
 from graphc.node import Node, label_of, toposort
-from graphc.region import region_attrs
+from graphc.region import Region, region_attrs
 
 
 def _as_graph(target: Any) -> Graph:
@@ -76,6 +76,7 @@ def _listing(order: list[Node], outputs: tuple[Node, ...], source: bool, provena
     w_name = max((len(r[0]) for r in rows), default=0)
     w_type = max((len(r[1]) for r in rows), default=0)
     lines = []
+    listed: dict[Region, str] = {}  # a body listed once: sibling nodes share it (one loop)
     for name, type_, desc, node in rows:
         line = f"{indent}{name:<{w_name}} : {type_:<{w_type}} = {desc}"
         notes = []
@@ -87,6 +88,10 @@ def _listing(order: list[Node], outputs: tuple[Node, ...], source: bool, provena
             line += "  # " + "; ".join(notes)
         lines.append(line)
         for key, region in zip(*region_attrs(node.attrs)):
+            if region in listed:
+                lines.append(f"{indent}    {key}: as in {listed[region]}")
+                continue
+            listed[region] = name
             body = toposort(region.inputs + region.outputs)
             lines.append(f"{indent}    {key}:")
             lines.extend(_listing(body, region.outputs, source, provenance, indent + "      "))

@@ -4,6 +4,7 @@ to need no shape bookkeeping. A call binds every symbol to an int once."""
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from typing import Callable, Iterable, Iterator, Mapping, Union
 
@@ -44,7 +45,7 @@ class SizeVar:
 
 
 class SizeFunc:
-    """An atom that is not a polynomial: floordiv(a, k), min(a, b), max(a, b)."""
+    """An atom that is not a polynomial: floordiv(a, k), min(a, b), max(a, b), isqrt(a)."""
 
     __slots__ = ("kind", "args", "_hash")
 
@@ -66,6 +67,8 @@ class SizeFunc:
         args = [evaluate(a, values) for a in self.args]
         if self.kind == "floordiv":
             return args[0] // args[1]
+        if self.kind == "isqrt":
+            return math.isqrt(args[0])
         return min(args) if self.kind == "min" else max(args)
 
     def atoms(self) -> Iterator[SizeVar]:
@@ -296,6 +299,13 @@ def floordiv(a: Dim, b: Dim) -> Dim:
             else:
                 return _make(out)
     return Size.of(SizeFunc("floordiv", (a, b)))
+
+
+def isqrt(a: Dim) -> Dim:
+    """The integer square root (a scan's checkpoint spacing)."""
+    if isinstance(a, int):
+        return math.isqrt(a)
+    return Size.of(SizeFunc("isqrt", (a,)))
 
 
 def _never_below(a: Dim, b: Dim) -> bool:

@@ -1,6 +1,8 @@
 """gc.scan's values on the numpy backend: the same loop unrolled in Python gives them."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -138,11 +140,25 @@ def test_nested_scan_values():
     np.testing.assert_allclose(got_ys, want, rtol=1e-12)
 
 
-def test_the_listing_shows_the_body():
+def test_the_listing_shows_the_body_once_per_loop():
     x = gc.placeholder((4,), "float64", "x")
-    c, _ = gc.scan(lambda c, xt: (c + gc.exp(xt), None), gc.constant(np.float64(0)), x)
-    text = gc.show(c)
-    assert "scan(" in text and "body:" in text and "exp(%x0)" in text
+    c, ys = gc.scan(lambda c, xt: (c + gc.exp(xt), c), gc.constant(np.float64(0)), x)
+    text = gc.show(gc.Graph((x.node,), (c.node, ys.node)))
+    assert text.count("scan(") == 2 and text.count("exp(%x0)") == 1
+    assert "    body: as in %1" in text  # %0 is the constant init
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` missing")
+def test_render_and_explore_take_a_scan_and_its_gradient(tmp_path):
+    x = gc.placeholder((4, 2), "float64", "x")
+    w = gc.parameter(f64(2, 2), name="w")
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt), h.sum()), gc.constant(np.zeros(2)), x)
+    loss = (h * h).sum() + ys.sum()
+    f = numpy_fn([x], [loss] + gc.grad(loss, [w]))
+    gc.render(f, tmp_path / "f.svg")
+    assert (tmp_path / "f.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    gc.explore(f, tmp_path / "f.html")
+    assert "scan" in (tmp_path / "f.html").read_text()
 
 
 @pytest.mark.parametrize("optimize", [True, False])

@@ -205,3 +205,45 @@ def test_nested_scan_gradient_and_hessian_equal_the_unrolled_loops():
     got = run([x, w], gc.grad(loss, [x, w]) + [gc.hessian(loss, w)])(*args)
     want = run([x, w], gc.grad(ref, [x, w]) + [gc.hessian(ref, w)])(*args)
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_checkpoint_gives_the_same_values_and_gradient(reverse):
+    x = gc.placeholder(("T", 2), "float64", "x")
+    w = gc.placeholder((2, 2), "float64", "w")
+
+    def step(h, xt):
+        h = gc.tanh(h @ w + gc.log(xt * xt + 1))
+        return h, (h * xt).sum()
+    fs = []
+    for checkpoint in (False, True):
+        h, ys = gc.scan(step, gc.constant(np.ones(2)), x, reverse=reverse,
+                        checkpoint=checkpoint)
+        loss = (h * h).sum() + (ys ** 2).sum()
+        fs.append(run([x, w], [h, ys] + gc.grad(loss, [x, w])))
+    W = f64(2, 2)
+    for T in (0, 1, 5, 9, 10):
+        X = f64(T, 2)
+        assert_close(fs[1](X, W), fs[0](X, W))
+
+
+def saved_lengths(nodes):
+    """The lengths of the stacked carries a graph keeps (its loops' results that are a
+    carry as the step starts: the body returns its own input), inside bodies too."""
+    for n in nodes:
+        if n.op == "scan":
+            body = n.attrs["body"]
+            if body.outputs[n.attrs["output"]] in body.inputs[:n.attrs["num_carry"]]:
+                yield n.shape[0]
+            yield from saved_lengths(body.nodes())
+
+
+@pytest.mark.parametrize("checkpoint,saved", [(False, {100}), (True, {10})])
+def test_checkpoint_saves_about_sqrt_t_carries(checkpoint, saved):
+    x = gc.placeholder((100, 2), "float64", "x")
+    w = gc.placeholder((2, 2), "float64", "w")
+    h, _ = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt), None), gc.constant(np.ones(2)), x,
+                   checkpoint=checkpoint)
+    f = run([x, w], gc.grad((h * h).sum(), [x, w]))
+    # with checkpoints: 10 segment starts, then the 10 steps of one segment at a time
+    assert set(saved_lengths(f.graph.nodes())) == saved

@@ -1,6 +1,7 @@
 """Runs a Graph node by node through each primitive's numpy reference, checking every shape."""
 from __future__ import annotations
 
+import threading
 from typing import Sequence, cast
 
 import numpy as np
@@ -13,6 +14,15 @@ from graphc.ops import get_op
 from graphc.ops.registry import sibling_key
 from graphc.ops.shapes import fmt_shape
 from graphc.specialize import bind_shapes
+
+
+_enclosing = threading.local()
+
+
+def enclosing_sizes() -> dict:
+    """The sizes bound by the call whose loop (a scan's body) is running now: a body's
+    shapes may use sizes that only the enclosing call's arguments give."""
+    return getattr(_enclosing, "sizes", {})
 
 
 def _where(node: Node) -> str:
@@ -66,7 +76,8 @@ class NumpyExecutable:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         # None: not computed yet, or freed. A slot is read (the casts below) only after it is
         # set, inputs first and nodes in topological order, and freed after its last reader.
-        bound = bind_shapes(self.graph.inputs, [a.shape for a in args])  # (per call: threads)
+        # (per call: threads) A loop body also sees the sizes of the call that runs it.
+        bound = {**enclosing_sizes(), **bind_shapes(self.graph.inputs, [a.shape for a in args])}
         values: list[np.ndarray | None] = [None] * len(self.order)
         groups: dict[tuple, list[np.ndarray]] = {}  # sibling group -> all its results
         for slot, array in zip(self.input_slots, args):
@@ -118,7 +129,12 @@ class NumpyExecutable:
             if opdef.impl_all is not None:  # one computation for every sibling
                 key = sibling_key(node)
                 if key not in groups:
-                    groups[key] = opdef.impl_all(args, attrs)
+                    saved = enclosing_sizes()
+                    _enclosing.sizes = bound
+                    try:
+                        groups[key] = opdef.impl_all(args, attrs)
+                    finally:
+                        _enclosing.sizes = saved
                 result = np.asarray(groups[key][node.attrs["output"]])
             else:
                 result = np.asarray(opdef.impl(args, attrs))

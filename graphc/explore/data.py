@@ -138,7 +138,12 @@ def split_functions(source: str) -> dict[str, str]:
 def kernel_schedule(f: Any) -> Any:
     """The kernel plan for the shapes `f` ran with (see call_shapes), or None."""
     shapes = call_shapes(f)
-    return None if shapes is None else f.schedule(*shapes)
+    if shapes is None:
+        return None
+    try:
+        return f.schedule(*shapes)
+    except NotImplementedError:  # a primitive the scheduler has no lowering for
+        return None
 
 
 def kernels_data(schedule: Any, shapes: Any, functions: dict[str, str],
@@ -147,9 +152,10 @@ def kernels_data(schedule: Any, shapes: Any, functions: dict[str, str],
     (indices into the node table, shown in view number `view`)."""
     from graphc.schedule.printing import kernel_text
     if schedule is None:
-        return {"shapes": None, "items": [], "listing": "", "view": None,
-                "note": "sizes are given at call time: call the function once (llvm "
-                         "backend), or give placeholders static sizes, to see kernels"}
+        note = ("sizes are given at call time: call the function once (llvm backend), or "
+                "give placeholders static sizes, to see kernels") if shapes is None else \
+            "no kernel plan: the scheduler cannot lower a primitive of this program"
+        return {"shapes": None, "items": [], "listing": "", "view": None, "note": note}
     by_index = {int(m.group(1)): m.group(2) for m in _KERNEL_CALL.finditer(source)
                 if m.group(2) in functions}
     for name in functions:  # CUDA: a kernel's first launch names it

@@ -92,27 +92,33 @@ def _body_executable(body: Region) -> Any:
 def run_scan(arrays: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
     """Every result of a scan (final carries, then stacked per-step outputs), by running the
     body with the numpy interpreter once per step."""
+    from graphc.backends.numpy.interpreter import enclosing_sizes
     from graphc.specialize import bind_shapes
     body: Region = attrs["body"]
     c, k, _, y = scan_counts(attrs)
-    length = int(attrs["length"])
     carries = list(arrays[:c])
     xs, consts = arrays[c:c + k], list(arrays[c + k:])
+    length = int(attrs["length"])
     for j, x in enumerate(xs):
         if x.shape[0] != length:
             raise ValueError(f"sequence {j} has length {x.shape[0]} at run time, the scan "
                              f"{length}")
     step_shapes = [a.shape for a in carries] + [x.shape[1:] for x in xs] + \
         [a.shape for a in consts]
-    bound = bind_shapes(body.inputs, step_shapes)
-    stacked = [np.empty((length,) + tuple(sizes.evaluate(d, bound) for d in o.shape), o.dtype)
-               for o in body.outputs[c:]]
     exe = _body_executable(body)
+    stacked: list[np.ndarray] = []
     for t in (range(length - 1, -1, -1) if attrs["reverse"] else range(length)):
         outs = exe.run(carries + [x[t] for x in xs] + consts)
         carries = outs[:c]
+        if not stacked:
+            stacked = [np.empty((length,) + v.shape, o.dtype)
+                       for v, o in zip(outs[c:], body.outputs[c:])]
         for s, v in zip(stacked, outs[c:]):
             s[t] = v
+    if length == 0:  # no step ran: the outputs' shapes from the body's types
+        bound = {**enclosing_sizes(), **bind_shapes(body.inputs, step_shapes)}
+        stacked = [np.empty((0,) + tuple(sizes.evaluate(d, bound) for d in o.shape), o.dtype)
+                   for o in body.outputs[c:]]
     return carries + stacked
 
 
