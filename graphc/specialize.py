@@ -79,7 +79,8 @@ def _specialize_region(region: Region, values: dict[sizes.SizeVar, int]) -> Regi
     memo: dict[Node, Node] = {}
     for ph in region.inputs:
         known = all(v in values for v in sizes.symbols_of(ph.shape))
-        shape = sizes.substitute(ph.shape, values) if known else ph.shape
+        shape = tuple(d.evaluate(values) if isinstance(d, sizes.Size) and known else d
+                      for d in ph.shape)
         memo[ph] = ph if shape == ph.shape else placeholder_node(
             shape, ph.dtype, ph.attrs["name"])
     _specialize_nodes(toposort(list(region.inputs + region.outputs)), values, memo)
