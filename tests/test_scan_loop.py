@@ -2,6 +2,7 @@
 the numpy interpreter's, its listing, code that does not grow with the length, errors."""
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import graphc as gc
 from graphc.schedule import ir, schedule_graph
 from tests import test_scan as cases
+from tests import test_scan_grad as grad_cases
 
 RNG = np.random.default_rng(1)
 BACKENDS = {"llvm": dict(backend="llvm"),
@@ -36,25 +38,51 @@ def loops(schedule: ir.Schedule) -> list[ir.Loop]:
     return [k for k in schedule.kernels if isinstance(k, ir.Loop)]
 
 
-# ---- tests/test_scan.py's cases, on the kernel backends ---------------------------------
+# ---- tests/test_scan.py's and test_scan_grad.py's cases, on the kernel backends -------
 
-CASES = [name for name in dir(cases) if name.startswith("test_")
-         and name != "test_optimized_and_raw_agree"  # (calls gc.function itself)
-         and name != "test_the_listing_shows_the_body"]
+# (module, the helper its cases make functions with): each case checks its values against
+# Python's loop (or finite differences); here the Loop kernel computes them.
+HELPERS = [(cases, "numpy_fn"), (grad_cases, "run")]
+CASES = [(module, helper, name) for module, helper in HELPERS for name in dir(module)
+         if name.startswith("test_")  # (the cases that make their functions with it)
+         and f"{helper}(" in inspect.getsource(getattr(module, name))]
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-@pytest.mark.parametrize("case", CASES)
-def test_the_scan_cases_on_kernel_backends(monkeypatch, case, backend):
-    """Each case checks its values against Python's loop; here they are computed by the
-    Loop kernel instead of the interpreter."""
+def _case_params() -> list:
+    """Each case on each backend; derivative programs on llvm compile for over a second
+    (slow tier)."""
+    out = []
+    for backend in BACKENDS:
+        for module, helper, case in CASES:
+            slow = module is grad_cases and (backend == "llvm" or "hessian" in case)
+            out.append(pytest.param(module, helper, case, backend,
+                                    id=f"{module.__name__.split('.')[-1]}.{case}-{backend}",
+                                    marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+@pytest.mark.parametrize("module,helper,case,backend", _case_params())
+def test_the_scan_cases_on_kernel_backends(monkeypatch, tmp_path, module, helper, case,
+                                           backend):
     made = []
 
     def kernel_fn(inputs, outputs):
         made.append(gc.function(inputs, outputs, **BACKENDS[backend]))
         return made[-1]
-    monkeypatch.setattr(cases, "numpy_fn", kernel_fn)
-    getattr(cases, case)()
+    monkeypatch.setattr(module, helper, kernel_fn)
+    test = getattr(module, case)
+    fixtures = {"tmp_path": tmp_path} if "tmp_path" in inspect.signature(test).parameters \
+        else {}
+    params = getattr(test, "pytestmark", [])
+    arguments = [m.args for m in params if m.name == "parametrize"]
+    if arguments:  # (a parametrized case: each of its values)
+        names, values = arguments[0]
+        names = [n.strip() for n in names.split(",")]
+        for value in values:
+            value = value if len(names) > 1 else (value,)
+            test(**dict(zip(names, value)), **fixtures)
+    else:
+        test(**fixtures)
     assert made
 
 
@@ -140,7 +168,9 @@ def test_parameters_and_constants_in_the_body():
 
 
 def test_lstm_like_body_float32():
-    T, N, E, H, V = 7, 4, 5, 6, 10
+    """(GEMMs big enough for the packed path, in the body and hoisted before it: the loop's
+    module and the top-level GEMMs' module both hold packed-GEMM code)"""
+    T, N, E, H, V = 7, 4, 5, 16, 10
     ids = gc.placeholder((T, N), "int64", "ids")
     emb = gc.parameter(f64(V, E).astype("f4"), name="emb")
     w_ih = gc.parameter((f64(E, 4 * H) * 0.3).astype("f4"), name="w_ih")
@@ -283,3 +313,68 @@ def test_matmuls_that_need_the_carry_or_batch_the_right_side_stay():
     assert all(p.name != "hoist_loops" for p in s.report.passes)
     assert len(_gemms(loops(s)[0].body)) == 2
     agree([x, w], h, [f64(4, 3, 3), f64(3, 3)])
+
+
+def test_a_gradient_through_the_loop_on_llvm():
+    x = gc.placeholder((4, 2), "float64", "x")
+    w = gc.parameter(f64(2, 2) * 0.5, name="w")
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt), gc.sin(h).sum()), gc.constant(
+        np.zeros(2)), x)
+    loss = (h * h).sum() + ys.sum()
+    agree([x], [loss] + gc.grad(loss, [x, w]), [f64(4, 2)])
+
+
+def test_summing_carries_and_matmul_outputs_sink_after_the_loop():
+    """A gradient's sum over t of x_t^T g_t (and of g_t over the batch) is one GEMM (one
+    reduction) after the loop; a per-step output g_t @ W one GEMM over the stacked g_t."""
+    T, N, D, H = 5, 3, 2, 4
+    x = gc.placeholder((T, N, D), "float64", "x")
+    w_ih = gc.parameter(f64(D, H) * 0.5, name="w_ih")
+    w_hh = gc.parameter(f64(H, H) * 0.5, name="w_hh")
+    bias = gc.parameter(f64(H), name="bias")
+    h, hs = gc.scan(lambda h, xt: ((n := gc.tanh(xt @ w_ih + h @ w_hh + bias)), n),
+                    gc.constant(np.zeros((N, H))), x)
+    loss = (hs * hs).sum() + h.sum()
+    outputs = [loss] + gc.grad(loss, [x, w_ih, w_hh, bias])
+    s = schedule_graph(gc.function([x], outputs, backend="numpy").graph)
+    assert "sink_loops" in [p.name for p in s.report.passes]
+    backward = [k for k in loops(s) if k.reverse]
+    assert len(backward) == 1 and len(backward[0].carries) == 1  # (dh only)
+    assert [(g.m, g.k) for g in _gemms(backward[0].body)] == [(N, H)]  # dz @ w_hh.T only
+    assert {(g.m, g.n, g.k) for g in _gemms(s)} >= {(D, H, T * N), (H, H, T * N),
+                                                  (T * N, D, H)}
+    agree([x], outputs, [f64(T, N, D)], rtol=1e-10)
+
+
+def test_carries_that_are_read_or_not_summed_stay():
+    x = gc.placeholder((4, 2, 2), "float64", "x")
+
+    def step(carry, xt):
+        acc, prod = carry
+        return (acc + xt.T @ xt + acc * 0.1, prod + (xt * prod).sum(axis=0)), None
+    (acc, prod), _ = gc.scan(step, (gc.constant(np.eye(2)), gc.constant(np.ones(2))), x)
+    s = schedule_graph(gc.function([x], [acc, prod], backend="numpy").graph)
+    assert all(p.name != "sink_loops" for p in s.report.passes)
+    agree([x], [acc, prod], [f64(4, 2, 2)])
+
+
+def test_a_summing_carry_keeps_its_initial_value():
+    x = gc.placeholder((4, 3, 2), "float64", "x")
+    a0 = gc.placeholder((2, 2), "float64", "a0")
+    b0 = gc.placeholder((2,), "float64", "b0")
+
+    def step(carry, xt):
+        a, b = carry
+        return (a + xt.T @ gc.exp(xt), b + gc.sum(xt * 2.0, axis=0)), xt @ a0
+    (a, b), ys = gc.scan(step, (a0, b0), x, reverse=True)
+    s = schedule_graph(gc.function([x, a0, b0], [a, b, ys], backend="numpy").graph)
+    assert "sink_loops" in [p.name for p in s.report.passes] and not loops(s)[0].carries
+    agree([x, a0, b0], [a, b, ys], [f64(4, 3, 2), f64(2, 2), f64(2)])
+
+
+def test_a_loop_that_only_sums_disappears():
+    x = gc.placeholder((5, 3, 2), "float64", "x")
+    gram, _ = gc.scan(lambda g, xt: (g + xt.T @ xt, None), gc.constant(np.zeros((2, 2))), x)
+    s = schedule_graph(gc.function([x], gram, backend="numpy").graph)
+    assert not loops(s) and len(_gemms(s)) == 1
+    agree([x], gram, [f64(5, 3, 2)])

@@ -182,6 +182,11 @@ class ModuleWriter:
         self._local: dict[int, int] = {}  # buffer id -> the kernel's pointer-table index
         self._fn_name = "kernel"
 
+    @property
+    def function_name(self) -> str:
+        """The name of the kernel function being written."""
+        return self._fn_name
+
     # -- buffers --------------------------------------------------------------------------
     def base_pointer(self, b: ir.IRBuilder, table: ir.Value, bid: int) -> ir.Value:
         """Buffer `bid`'s data, from the kernel's own table of pointers."""

@@ -3,6 +3,7 @@ the body kernels' pointer tables (a sequence's slice at step t, a carry's half o
 double buffer) and calls their functions, compiled once in the same module."""
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from llvmlite import ir
@@ -22,6 +23,10 @@ def body_functions(writer: ModuleWriter, body: kir.Schedule) -> tuple[ModuleWrit
     may define the same signature's function), one per distinct kernel."""
     from graphc.backends.llvm.codegen import ModuleWriter
     sub = ModuleWriter(body)
+    # Named under the loop's function: the JIT links every unit into one engine, where a
+    # kernel function of the same name may be another unit's (external) definition.
+    sub.plan = dataclasses.replace(sub.plan, functions=tuple(
+        f"{writer.function_name}.{name}" for name in sub.plan.functions))
     sub.module = writer.module
     functions = []
     for j, kernel in enumerate(body.kernels):

@@ -21,10 +21,12 @@ from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 class KernelRunner:
     """Executes one Schedule; buffers are numpy arrays, temporaries views into the arena."""
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, arena: np.ndarray | None = None) -> None:
+        """arena: where the temporaries live (a loop body's: its loop's buffer)."""
         self.schedule = schedule
         plan = schedule.plan
-        self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8)
+        self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8) if arena is None \
+            else arena
         self.arrays: dict[int, np.ndarray] = {}
         self._lowered: dict[int, ir.Expr] = {}  # id(body) -> its core ops
         self._lowering_memo: dict[int, ir.Expr] = {}  # shared: bodies share nodes

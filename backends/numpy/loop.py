@@ -16,8 +16,9 @@ def run_loop(runner: KernelRunner, k: ir.Loop) -> None:
     sequence's step t, a carry's half of its double buffer) and runs the body's kernels."""
     from graphc.backends.numpy.kernels import KernelRunner
     body = runner.loops.get(id(k))
-    if body is None:  # planned once, its arena reused by every step
-        body = runner.loops[id(k)] = KernelRunner(k.body)
+    if body is None:  # planned once; its temporaries in the loop's buffer, as native code
+        arena = runner.arrays[k.arena].reshape(-1) if k.arena >= 0 else None
+        body = runner.loops[id(k)] = KernelRunner(k.body, arena)
     arrays, inner = runner.arrays, body.arrays
 
     def seen(outer: int, bid: int, step: int | None = None) -> np.ndarray:

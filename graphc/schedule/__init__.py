@@ -9,6 +9,7 @@ from graphc.graph import Graph
 from graphc.node import Dim
 from graphc.passes import run_pipeline, select_passes
 from graphc.passes.hoist_loops import hoist_loops
+from graphc.passes.sink_loops import sink_loops
 from graphc.passes.report import PassReport, PassStats
 from graphc.schedule.buckets import bucket_all_reduce
 from graphc.schedule.ir import Schedule
@@ -37,15 +38,18 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
 
 
 def hoisted(graph: Graph, report: PassReport) -> Graph:
-    """The loops' carry-independent work moved before them (graphc/passes/hoist_loops.py),
-    reported as a pass of its own."""
-    t0 = time.perf_counter()
-    before = len(graph.nodes())
-    new, fired = hoist_loops(graph)
-    if fired:
-        report.passes.append(PassStats("hoist_loops", before, len(new.nodes()), fired,
-                                       time.perf_counter() - t0, new))
-    return new
+    """The loops' carry-independent work moved before them (graphc/passes/hoist_loops.py)
+    and their summed and per-step matmuls after them (sink_loops.py), each reported as a
+    pass of its own when it changed something."""
+    for name, loop_pass in (("hoist_loops", hoist_loops), ("sink_loops", sink_loops)):
+        t0 = time.perf_counter()
+        before = len(graph.nodes())
+        new, fired = loop_pass(graph)
+        if fired:
+            report.passes.append(PassStats(name, before, len(new.nodes()), fired,
+                                           time.perf_counter() - t0, new))
+        graph = new
+    return graph
 
 
 __all__ = ["DEFAULT_POLICY", "MemoryPlan", "Schedule", "SchedulePolicy", "lower_graph",
