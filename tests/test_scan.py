@@ -187,3 +187,26 @@ def test_carries_with_a_batch_size_known_at_call_time():
             H = np.tanh(H + X[t])
         np.testing.assert_allclose(got_h, H, rtol=1e-12)
         np.testing.assert_allclose(got_ys, np.array(want).reshape(T, N), rtol=1e-12)
+
+
+def test_vmap_batches_the_loop_instead_of_unrolling_it():
+    """Batched xs, an unbatched init that the body makes batched, an unbatched counter."""
+    w = f64(3, 3) * 0.5
+
+    def per_example(xs, h0):
+        def step(carry, xt):
+            h, n = carry
+            return (gc.tanh(h @ gc.constant(w) + xt), n + 1), (h * xt).sum()
+        (h, n), ys = gc.scan(step, (h0, gc.constant(np.int64(0))), xs)
+        return h, n, ys
+    X, H0 = f64(4, 5, 3), f64(3)
+    xs = gc.placeholder((4, 5, 3), "float64", "xs")
+    h0 = gc.placeholder((3,), "float64", "h0")
+    outs = gc.vmap(per_example, in_axes=(0, None))(xs, h0)
+    f = numpy_fn([xs, h0], list(outs))
+    assert [n.op for n in f.raw_graph.nodes()].count("scan") == 3  # one loop, 3 results
+    got = f(X, H0)
+    one = gc.jit(per_example, backend="numpy")
+    for i in range(4):
+        for g, w_ in zip(got, one(X[i], H0)):
+            np.testing.assert_allclose(g[i], w_, rtol=1e-12)

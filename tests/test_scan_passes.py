@@ -161,3 +161,26 @@ def test_a_body_the_gradient_stabilized_still_shares_the_forward_loop():
     args = (np.random.default_rng(7).standard_normal((5, 3)), np.eye(3) * 0.3)
     for a, b in zip(f(*args), raw(*args)):
         np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_the_reverse_loop_leaves_dw_to_one_matmul_after_it():
+    x = gc.placeholder((6, 4, 3), "float64", "x")
+    w = gc.parameter(np.eye(5) * 0.5, name="w")
+    u = gc.parameter(np.ones((3, 5)) * 0.1, name="u")
+    b = gc.parameter(np.zeros(5), name="b")
+    h, _ = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt @ u + b), None),
+                   gc.constant(np.zeros((4, 5))), x)
+    loss = (h * h).sum()
+    outs = gc.grad(loss, [w, u, b])
+    f = gc.function([x], outs, backend="numpy")
+    assert f.report.fired()["sink_scan_sums"] >= 1
+    (back,) = {n.attrs["body"]: n for n in f.graph.nodes()
+               if n.op == "scan" and n.attrs["reverse"]}.values()
+    assert back.attrs["num_carry"] == 1  # the carry's cotangent only: no running sums
+    assert body_ops(back).count("matmul") == 1  # g_t @ w.T
+    dw = f.graph.outputs[0]
+    assert dw.op == "matmul" and dw.inputs[1].shape == (24, 5)  # all 6 x 4 rows at once
+    raw = gc.function([x], outs, backend="numpy", optimize=False)
+    X = np.random.default_rng(8).standard_normal((6, 4, 3))
+    for a, r in zip(f(X), raw(X)):
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-13)

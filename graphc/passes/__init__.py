@@ -15,6 +15,7 @@ from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
 from graphc.passes.scan_hoist import hoist_scan_steps
 from graphc.passes.scan_merge import merge_scans
+from graphc.passes.scan_sink import sink_scan_sums
 from graphc.passes.rewrite import Rule, RuleSet, rewrite_graph, rewrite_roots, rule
 
 Pass = Callable[[Graph], "tuple[Graph, Counter]"]
@@ -37,14 +38,16 @@ def _rules(rules: RuleSet) -> Pass:
 
 
 def _loops_then(rules: RuleSet) -> Pass:
-    """Scans made one loop per set of results (merge_scans) and their step-independent work
-    moved out (hoist_scan_steps), then the rules. Again in specialize: stabilize may have
+    """Scans made one loop per set of results (merge_scans), their step-independent work
+    moved before them (hoist_scan_steps) and their sums of per-step products after them
+    (sink_scan_sums), then the rules. Again in specialize: stabilize may have
     made two bodies equal (a loss's scan and the one its gradient stabilized first)."""
     def run(graph: Graph) -> tuple[Graph, Counter]:
         graph, merged = merge_scans(graph)
         graph, hoisted = hoist_scan_steps(graph)
+        graph, sunk = sink_scan_sums(graph)
         graph, fired = rewrite_graph(graph, rules)
-        return graph, merged + hoisted + fired
+        return graph, merged + hoisted + sunk + fired
     return run
 
 

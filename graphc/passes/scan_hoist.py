@@ -89,8 +89,9 @@ def _only_moves_data(n: Node, movable: set[Node]) -> bool:
 
 
 def _movable() -> frozenset[str]:
+    """Primitives with a batching rule; not a loop (its steps stay in the loop body)."""
     from graphc.frontends.batching import RULES
-    return frozenset(RULES)
+    return frozenset(RULES) - {SCAN}
 
 
 def _substitute(roots: tuple[Node, ...], mapping: dict[Node, Node]) -> tuple[Node, ...]:
