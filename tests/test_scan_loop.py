@@ -378,3 +378,16 @@ def test_a_loop_that_only_sums_disappears():
     s = schedule_graph(gc.function([x], gram, backend="numpy").graph)
     assert not loops(s) and len(_gemms(s)) == 1
     agree([x], gram, [f64(5, 3, 2)])
+
+
+def test_a_loop_from_the_disk_cache(tmp_path):
+    """A warm start loads the loop's code (its body's functions inside) and runs it."""
+    inputs, outputs = _rnn(6)
+    args = [f64(3, 4), f64(6, 3, 4)]
+    cold = gc.function(inputs, outputs, backend_options={"cache_dir": str(tmp_path)})
+    want = cold(*args)
+    warm = gc.function(inputs, outputs, backend_options={"cache_dir": str(tmp_path)})
+    got = warm(*args)
+    assert warm.compile_times["cached"] is True
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
