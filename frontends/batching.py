@@ -213,6 +213,11 @@ def _scatter_add(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -
     return _one_axis(b, node, ins, batched)
 
 
+def _scan(b: Batcher, node: Node, ins: list[Node], batched: list[bool]) -> Node:
+    from graphc.frontends.batching_scan import batch_scan  # (it imports this module)
+    return batch_scan(b, node, ins, batched)
+
+
 # Rules keyed by primitive. A primitive without one is unrolled (correct for every primitive,
 # but the graph then grows with the batch size); elementwise primitives share one rule.
 RULES: dict[str, Rule] = {
@@ -227,6 +232,7 @@ RULES: dict[str, Rule] = {
     "windows": _windows, "windows_grad": _windows_grad,
     "concatenate": _concatenate,
     "take": _take, "scatter_add": _scatter_add,
+    "scan": _scan,
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from graphc import default_updates
 from graphc.errors import DTypeError, ShapeError
 from graphc.frontends.convert import to_node
 from graphc.frontends.tensor import Tensor
@@ -76,12 +77,14 @@ def _length_of(xs: list[Node], length: Any) -> Dim:
             raise ShapeError(f"scan: xs leaf {j} has length {d} but xs leaf 0 has length "
                              f"{dims[0]}: every sequence needs the same length{_at()}")
     if length is not None:
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-            raise TypeError(f"scan: length must be an int >= 0 or None, got {length!r}{_at()}")
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"scan: length must be an int or None, got {length!r}{_at()}")
+        if length < 0:
+            raise ValueError(f"scan: length must be >= 0, got {length}{_at()}")
         if dims and isinstance(dims[0], int) and dims[0] != length:
             raise ShapeError(f"scan: length={length} disagrees with the length of xs "
                              f"({dims[0]}){_at()}")
-        return length if not dims else dims[0]
+        return length  # a length of xs known only at call time is checked then
     if not dims:
         raise TypeError(f"scan: needs xs or length= (the number of steps){_at()}")
     return dims[0]
@@ -98,6 +101,8 @@ def _capture(outputs: list[Node], own: list[Node]
     order = toposort(outputs)
     for n in order:
         depends[n] = n in inside or any(depends[i] for i in n.inputs)
+        if depends[n]:
+            _refuse_state_update(n)
         outer[n] = n.op in ("placeholder", "parameter") and n not in inside or \
             any(outer[i] for i in n.inputs)
     wanted: list[Node] = []
@@ -115,6 +120,17 @@ def _capture(outputs: list[Node], own: list[Node]
             memo[n] = carry_label(n, rebuild(n, [memo[i] for i in n.inputs])) \
                 if depends[n] else n
     return [memo[o] for o in outputs], [memo[n] for n in captured], captured
+
+
+def _refuse_state_update(node: Node) -> None:
+    """A body node asking a state update (a training-mode BatchNorm's running statistics,
+    Dropout's seed) would ask it once per step, which one compiled update cannot do: an
+    error, not a silently stale or repeated state."""
+    for update in default_updates.of(node):
+        raise ValueError(f"scan: the body uses {update.owner}, which updates parameter "
+                         f"{update.param.attrs['name']!r} each time it runs; a loop body "
+                         f"cannot update state (use it in eval mode, or outside the "
+                         f"scan){_at()}")
 
 
 def scan(fn: Callable[[Any, Any], Any], init: Any, xs: Any = None, length: int | None = None,

@@ -170,3 +170,43 @@ def test_optimized_and_raw_agree(optimize):
     got = gc.function([x], [c, ys], backend="numpy", optimize=optimize)(X)
     np.testing.assert_allclose(got[0], X.sum(0), rtol=1e-12)
     np.testing.assert_allclose(got[1], np.cumsum(X, 0) - X, rtol=1e-12, atol=1e-12)
+
+
+def test_carries_with_a_batch_size_known_at_call_time():
+    x = gc.placeholder(("T", "N", 3), "float64", "x")
+    h0 = gc.placeholder(("N", 3), "float64", "h0")
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h + xt), h.sum(axis=1)), h0, x)
+    assert h.shape == ("N", 3) and ys.shape == ("T", "N")
+    f = numpy_fn([x, h0], [h, ys])
+    for T, N in ((3, 2), (0, 4), (2, 1)):
+        X, H0 = f64(T, N, 3), f64(N, 3)
+        got_h, got_ys = f(X, H0)
+        H, want = H0, []
+        for t in range(T):
+            want.append(H.sum(axis=1))
+            H = np.tanh(H + X[t])
+        np.testing.assert_allclose(got_h, H, rtol=1e-12)
+        np.testing.assert_allclose(got_ys, np.array(want).reshape(T, N), rtol=1e-12)
+
+
+def test_vmap_batches_the_loop_instead_of_unrolling_it():
+    """Batched xs, an unbatched init that the body makes batched, an unbatched counter."""
+    w = f64(3, 3) * 0.5
+
+    def per_example(xs, h0):
+        def step(carry, xt):
+            h, n = carry
+            return (gc.tanh(h @ gc.constant(w) + xt), n + 1), (h * xt).sum()
+        (h, n), ys = gc.scan(step, (h0, gc.constant(np.int64(0))), xs)
+        return h, n, ys
+    X, H0 = f64(4, 5, 3), f64(3)
+    xs = gc.placeholder((4, 5, 3), "float64", "xs")
+    h0 = gc.placeholder((3,), "float64", "h0")
+    outs = gc.vmap(per_example, in_axes=(0, None))(xs, h0)
+    f = numpy_fn([xs, h0], list(outs))
+    assert [n.op for n in f.raw_graph.nodes()].count("scan") == 3  # one loop, 3 results
+    got = f(X, H0)
+    one = gc.jit(per_example, backend="numpy")
+    for i in range(4):
+        for g, w_ in zip(got, one(X[i], H0)):
+            np.testing.assert_allclose(g[i], w_, rtol=1e-12)

@@ -55,8 +55,10 @@ def test_a_length_that_disagrees_with_xs(x, h0):
         gc.scan(lambda h, xt: (h + xt, None), h0, x, length=5)
     with pytest.raises(TypeError, match=rf"needs xs or length=.*{HERE}"):
         gc.scan(lambda h, xt: (h, None), h0)
-    with pytest.raises(TypeError, match=r"length must be an int >= 0"):
+    with pytest.raises(ValueError, match=rf"length must be >= 0, got -1.*{HERE}"):
         gc.scan(lambda h, xt: (h, None), h0, length=-1)
+    with pytest.raises(TypeError, match=r"length must be an int or None, got 2.5"):
+        gc.scan(lambda h, xt: (h, None), h0, length=2.5)
 
 
 def test_a_scalar_sequence(h0):
@@ -95,3 +97,23 @@ def test_sequences_of_call_time_lengths_that_differ(h0):
     with pytest.raises(ValueError, match=r"axis 0 of argument 'b' is 5 and axis 0 of argument "
                                          r"'a' is 4.*scan at"):
         f(np.ones(3), np.ones((4, 3)), np.ones((5, 3)))
+
+
+def test_a_length_checked_at_call_time(h0):
+    x = gc.placeholder(("T", 3), "float64", "x")
+    h, ys = gc.scan(lambda h, xt: (h + xt, h), h0, x, length=4)
+    assert ys.shape == (4, 3)
+    f = gc.function([h0, x], h, backend="numpy")
+    np.testing.assert_allclose(f(np.zeros(3), np.ones((4, 3))), [4.0, 4.0, 4.0])
+    with pytest.raises(ValueError, match=r"size T is 5 and size 4 is 4.*scan at"):
+        f(np.zeros(3), np.ones((5, 3)))
+
+
+def test_a_body_that_would_update_state_each_step(x, h0):
+    drop = gc.nn.Dropout(0.5)
+    with pytest.raises(ValueError, match=rf"body uses .*updates parameter .*cannot update "
+                                         rf"state.*{HERE}"):
+        gc.scan(lambda h, xt: (drop(h + xt), None), h0, x)
+    outside = drop(h0)  # computed once, before the loop: fine
+    h, _ = gc.scan(lambda h, xt: (h + outside * xt, None), h0, x)
+    assert h.shape == (3,)

@@ -247,3 +247,61 @@ def test_checkpoint_saves_about_sqrt_t_carries(checkpoint, saved):
     f = run([x, w], gc.grad((h * h).sum(), [x, w]))
     # with checkpoints: 10 segment starts, then the 10 steps of one segment at a time
     assert set(saved_lengths(f.graph.nodes())) == saved
+
+
+def test_integer_tokens_as_the_sequence_embedding_gradient():
+    """A character model's loop: token ids as xs, an embedding captured, its gradient summed
+    over the steps (take's vjp inside the reverse loop)."""
+    tokens = gc.placeholder((5, 2), "int64", "tokens")
+    emb = gc.parameter(f64(7, 3), name="emb")
+    w = gc.parameter(f64(3, 3), name="w")
+
+    def step(h, tok):
+        return gc.tanh(h @ w + gc.take(emb, tok, axis=0)), h.sum()
+    h0 = gc.constant(np.zeros((2, 3)))
+    h, ys = gc.scan(step, h0, tokens)
+    loss = (h ** 2).sum() + (ys ** 2).sum()
+    carry, outs = h0, []
+    for t in range(5):
+        carry, y = step(carry, tokens[t])
+        outs.append(y)
+    ref = (carry ** 2).sum() + (gc.stack(outs) ** 2).sum()
+    ids = np.random.default_rng(4).integers(0, 7, size=(5, 2))
+    got = run([tokens], [loss] + gc.grad(loss, [emb, w]))(ids)
+    want = run([tokens], [ref] + gc.grad(ref, [emb, w]))(ids)
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("checkpoint,largest", [(False, 800), (True, 200)])
+def test_checkpoint_keeps_no_value_of_every_step_but_x_sized_ones(checkpoint, largest):
+    """T = 100 steps of an 8-wide carry over a 2-wide x: without checkpoints the gradient
+    keeps every step's carry (100 x 8 values); with them nothing outside the loops is larger
+    than x and its gradient (100 x 2), after every optimization pass."""
+    x = gc.placeholder((100, 2), "float64", "x")
+    w = gc.placeholder((8, 8), "float64", "w")
+    u = gc.placeholder((2, 8), "float64", "u")
+    h, _ = gc.scan(lambda h, xt: (gc.tanh(h @ w + xt @ u), None), gc.constant(np.ones(8)), x,
+                   checkpoint=checkpoint)
+    f = run([x, w, u], gc.grad((h * h).sum(), [x, w, u]))
+    sizes = [int(np.prod(n.shape)) for n in f.graph.nodes()]
+    assert max(sizes) == largest
+
+
+def test_jacobian_through_a_scan_batches_the_reverse_loop():
+    x = gc.placeholder((5, 3), "float64", "x")
+    h0 = gc.placeholder((3,), "float64", "h0")
+    w = f64(3, 3)
+    h, ys = gc.scan(lambda h, xt: (gc.tanh(h @ gc.constant(w) + xt), (h * xt).sum()), h0, x)
+    f = run([x, h0], gc.jacobian(ys, h0))
+    assert [n.op for n in f.raw_graph.nodes()].count("scan") <= 4  # not one per output
+    X, H0 = f64(5, 3), f64(3)
+
+    def ref(v):
+        out = []
+        for t in range(5):
+            out.append((v * X[t]).sum())
+            v = np.tanh(v @ w + X[t])
+        return np.array(out)
+    eye = np.eye(3) * 1e-6
+    numeric = np.stack([(ref(H0 + e) - ref(H0 - e)) / 2e-6 for e in eye], axis=1)
+    np.testing.assert_allclose(f(X, H0), numeric, rtol=1e-6, atol=1e-8)

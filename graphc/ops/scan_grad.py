@@ -69,8 +69,9 @@ def scan_vjp(siblings: Sequence[Node], cotangents: Sequence[Node | None],
     back_init = [given[i] if i in given else zeros_like(init[i]) for i in float_c] + \
         [zeros_like(consts[j]) for j in float_m]
     back_xs = saved + list(xs) + [given[c + j] for j in y_given]
+    # a checkpointed loop's reverse loop is one too: passes keep its per-step values in it
     back = make_scan(back_init, back_xs, consts, back_body, attrs["length"],
-                     not attrs["reverse"])
+                     not attrs["reverse"], attrs["checkpoint"])
     result: list[Node | None] = [None] * len(ins)
     for n, i in enumerate(float_c):
         result[i] = back[n]

@@ -95,7 +95,7 @@ def run_scan(arrays: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.
     from graphc.backends.numpy.interpreter import enclosing_sizes
     from graphc.specialize import bind_shapes
     body: Region = attrs["body"]
-    c, k, _, y = scan_counts(attrs)
+    c, k, _, _ = scan_counts(attrs)
     carries = list(arrays[:c])
     xs, consts = arrays[c:c + k], list(arrays[c + k:])
     length = int(attrs["length"])

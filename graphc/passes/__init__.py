@@ -13,7 +13,9 @@ from graphc.passes import broadcasts, canonicalize, specialize, stabilize
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
+from graphc.passes.scan_hoist import hoist_scan_steps
 from graphc.passes.scan_merge import merge_scans
+from graphc.passes.scan_sink import sink_scan_sums
 from graphc.passes.rewrite import Rule, RuleSet, rewrite_graph, rewrite_roots, rule
 
 Pass = Callable[[Graph], "tuple[Graph, Counter]"]
@@ -35,18 +37,26 @@ def _rules(rules: RuleSet) -> Pass:
     return lambda graph: rewrite_graph(graph, rules)
 
 
-def _canonicalize(graph: Graph) -> tuple[Graph, Counter]:
-    graph, merged = merge_scans(graph)  # first: the rules then see one loop per scan
-    graph, fired = rewrite_graph(graph, CANONICAL)
-    return graph, merged + fired
+def _loops_then(rules: RuleSet) -> Pass:
+    """Scans made one loop per set of results (merge_scans), their step-independent work
+    moved before them (hoist_scan_steps) and their sums of per-step products after them
+    (sink_scan_sums), then the rules. Again in specialize: stabilize may have
+    made two bodies equal (a loss's scan and the one its gradient stabilized first)."""
+    def run(graph: Graph) -> tuple[Graph, Counter]:
+        graph, merged = merge_scans(graph)
+        graph, hoisted = hoist_scan_steps(graph)
+        graph, sunk = sink_scan_sums(graph)
+        graph, fired = rewrite_graph(graph, rules)
+        return graph, merged + hoisted + sunk + fired
+    return run
 
 
 # name -> pass, in pipeline order.
 PASSES: dict[str, Pass] = {
-    "canonicalize": _canonicalize,
+    "canonicalize": _loops_then(CANONICAL),
     "fold": fold_constants,
     "stabilize": _rules(STABILIZE),
-    "specialize": _rules(SPECIALIZE),
+    "specialize": _loops_then(SPECIALIZE),
 }
 
 

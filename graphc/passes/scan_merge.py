@@ -6,7 +6,7 @@ from collections import Counter
 from graphc.graph import Graph
 from graphc.node import Node, carry_label, toposort
 from graphc.ops.registry import rebuild
-from graphc.ops.scan_op import SCAN, make_scan, scan_counts
+from graphc.ops.scan_op import SCAN, make_scan
 from graphc.region import Region, node_regions, with_regions
 
 
@@ -27,9 +27,13 @@ def _substitute(roots: tuple[Node, ...], mapping: dict[Node, Node]) -> tuple[Nod
     return tuple(memo[r] for r in roots)
 
 
-def _merged(nodes: list[Node]) -> dict[Node, Node]:
-    """For scans of one loop key: the nodes of one loop per set of equal carries, its body
-    the union of their bodies' used results (a carry only while some kept result reads it)."""
+Plan = tuple[Region, tuple[int, ...], int]  # the loop's body, the carries kept, the result
+
+
+def _plans(nodes: list[Node]) -> dict[Node, Plan]:
+    """For scans of one loop key: per node, the loop it becomes (one per set of equal
+    carries, its body the union of their bodies' used results, a carry kept while some kept
+    result reads it) and its result there."""
     first = nodes[0]
     c = first.attrs["num_carry"]
     ph = first.attrs["body"].inputs
@@ -47,7 +51,7 @@ def _merged(nodes: list[Node]) -> dict[Node, Node]:
                 break
         else:
             clusters.append((outs[:c], [(n, outs)]))
-    out: dict[Node, Node] = {}
+    plans: dict[Node, Plan] = {}
     for carries, members in clusters:
         bodies = list(dict.fromkeys(outs for _, outs in members))
         used = sorted((bodies.index(outs), n.attrs["output"]) for n, outs in members
@@ -60,18 +64,13 @@ def _merged(nodes: list[Node]) -> dict[Node, Node]:
             if not more:
                 break
             live |= more
-        keep = sorted(live)
+        keep = tuple(sorted(live))
         body = Region(tuple(ph[i] for i in keep) + ph[c:],
                       tuple(carries[i] for i in keep) + tuple(ys))
-        a = first.attrs
-        _, k, _, _ = scan_counts(a)
-        ins = first.inputs
-        new = make_scan([ins[i] for i in keep], ins[c:c + k], ins[c + k:], body, a["length"],
-                        a["reverse"], a["checkpoint"])
         for n, outs in members:
             j = n.attrs["output"]
-            out[n] = new[keep.index(j)] if j < c else new[len(keep) + ys.index(outs[j])]
-    return out
+            plans[n] = (body, keep, keep.index(j) if j < c else len(keep) + ys.index(outs[j]))
+    return plans
 
 
 def _merge(roots: tuple[Node, ...], fired: Counter) -> tuple[Node, ...]:
@@ -89,15 +88,32 @@ def _merge(roots: tuple[Node, ...], fired: Counter) -> tuple[Node, ...]:
     for n in toposort(roots):
         if n.op == SCAN:
             loops.setdefault(_loop_key(n), []).append(n)
-    mapping: dict[Node, Node] = {}
+    plans: dict[Node, Plan] = {}
     for nodes in loops.values():
-        for old, new in _merged(nodes).items():
-            if new is not old:
-                mapping[old] = new
-    if not mapping:
+        found = _plans(nodes)
+        if any(body != n.attrs["body"] or len(keep) != n.attrs["num_carry"]
+               or out != n.attrs["output"] for n, (body, keep, out) in found.items()):
+            fired["merge_scans"] += 1
+            plans.update(found)
+    if not plans:
         return roots
-    fired["merge_scans"] += len({_loop_key(n) for n in mapping})
-    return _substitute(roots, mapping)
+    # rebuilt in topological order: a loop reading another's results reads the new ones
+    memo = {}
+    built: dict[tuple, list[Node]] = {}
+    for n in toposort(roots):
+        ins = [memo[i] for i in n.inputs]
+        if n in plans:
+            body, keep, out = plans[n]
+            a = n.attrs
+            c, k = a["num_carry"], a["num_xs"]
+            key = (body, keep, tuple(ins))
+            if key not in built:
+                built[key] = make_scan([ins[i] for i in keep], ins[c:c + k], ins[c + k:], body,
+                                       a["length"], a["reverse"], a["checkpoint"])
+            memo[n] = carry_label(n, built[key][out])
+        else:
+            memo[n] = carry_label(n, rebuild(n, ins)) if n.inputs else n
+    return tuple(memo[r] for r in roots)
 
 
 def merge_scans(graph: Graph) -> tuple[Graph, Counter]:
@@ -105,6 +121,8 @@ def merge_scans(graph: Graph) -> tuple[Graph, Counter]:
     carries for the gradient) become one loop with the union of their results; results
     nothing reads, and carries only they need, are left out of the loop."""
     fired: Counter = Counter()
+    if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
+        return graph, fired
     roots = _merge(graph.roots, fired)
     n_out = len(graph.outputs)
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
