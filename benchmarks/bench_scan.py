@@ -3,7 +3,8 @@ embedding 64, hidden 256, batch 32, cross-entropy over every step, SGD) written 
 against the same step unrolled in Python, on llvm, at several lengths T: cold start (graph,
 gradient, compile and first step in a fresh process with no compile cache), step time
 (median), the planned arena of temporaries, the lines of LLVM IR; and the scan step with the
-hoisting pass switched off (x_t @ W_ih inside the loop) to show what hoisting buys.
+loop passes switched off (hoisting x_t @ W_ih before the loop, sinking the weight
+gradients' sums after it) to show what they buy.
 Run: python benchmarks/bench_scan.py [--lengths 16,64,4096] [--unrolled 16,64] [--repeat 10]"""
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import graphc as gc
 import graphc.schedule as schedule
 sys.path.insert(0, {folder!r})
 from bench_scan import lstm_step
-if {no_hoist}:  # (the benchmark's switch: the pass is part of every optimized schedule)
+if {no_hoist}:  # (the benchmark's switch: the passes are part of every optimized schedule)
     schedule.hoisted = lambda graph, report: graph
 T, repeat = {length}, {repeat}
 f = lstm_step(T, {mode!r})
@@ -114,7 +115,7 @@ def main() -> None:
     unrolled = [int(t) for t in args.unrolled.split(",") if t]
     print(f"{'variant':<22}{'T':>6}{'cold s':>9}{'step ms':>10}{'ms/step t':>11}"
           f"{'arena MB':>10}{'IR lines':>10}")
-    runs = [("scan", t, False) for t in lengths] + [("scan, no hoisting", t, True)
+    runs = [("scan", t, False) for t in lengths] + [("scan, no hoist/sink", t, True)
                                                     for t in lengths if t <= 64]
     runs += [("unrolled", t, False) for t in unrolled]
     for name, length, no_hoist in runs:
