@@ -163,20 +163,20 @@ def test_bad_input_names_the_argument(bad, match):
         bad(x, s)
 
 
-def lstm_step_function(layer, t, backend="numpy"):
+def lstm_step_function(layer, t, n=N, backend="numpy"):
     """Outputs, final state and the gradients of a weighted loss, as one compiled function of
-    x (t, N, IN) (t None: a length given at call time) and a weight array for the outputs."""
-    x = gc.placeholder((t, N, IN), "float64", name="x")
-    w = gc.placeholder((t, N, H), "float64", name="w")
+    x (t, n, IN) (None: a size given at call time) and a weight array for the outputs."""
+    x = gc.placeholder((t, n, IN), "float64", name="x")
+    w = gc.placeholder((t, n, H), "float64", name="w")
     out, (h, c) = layer(x)
     loss = gc.sum(out * w) + gc.sum(h) + 0.5 * gc.sum(c)
     return gc.function([x, w], [out, h, c] + list(gc.grad(loss, layer.parameters())),
                        backend=backend)
 
 
-def test_length_known_at_call_time_and_empty_sequence():
+def test_length_and_batch_known_at_call_time_and_empty_sequence():
     layer = make_layer("LSTM", {})
-    f = lstm_step_function(layer, None)
+    f = lstm_step_function(layer, None, None)
     rng = np.random.default_rng(4)
     for t in (1, 4):
         x, w = rng.normal(size=(t, N, IN)), rng.normal(size=(t, N, H))

@@ -9,11 +9,11 @@ import numpy as np
 
 import graphc.frontends as F
 from graphc.frontends.convert import to_node
+from graphc.frontends.loops import scan
 from graphc.frontends.tensor import Parameter, Tensor
 from graphc.node import Node
 from graphc.nn.layers import _count, _float, _rng
 from graphc.nn.module import Module
-from graphc.frontends.loops import scan
 from graphc.ops import make
 from graphc.ops.leaves import constant_node
 from graphc.ops.shapes import fmt_shape
