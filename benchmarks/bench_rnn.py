@@ -10,8 +10,10 @@
   memory  the W7 step at T=4096 with and without scan checkpointing (gc.nn.LSTM(...,
           checkpoint=True)): the planned arena of temporaries and the peak resident memory of
           a fresh process that runs one step.
+`--threads 1` runs every framework on one thread (on a machine other processes keep busy,
+PyTorch's and XLA's thread teams stall, and the ratios swing with the load).
 Run: python benchmarks/bench_rnn.py [--only W7,length,memory] [--repeat 20] [--rounds 5]
-     [--no-torch-compile]"""
+     [--threads N] [--no-torch-compile]"""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +89,8 @@ def graph_size(f) -> int:
 
 def torch_w7_step(params: dict[str, np.ndarray], compiled: bool = False):
     import torch
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     lstm = torch.nn.LSTM(EMBED, HIDDEN)
     lstm.load_state_dict({f"{k}_l0": torch.tensor(params[k])
                           for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
@@ -296,9 +300,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="W7,length,memory")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="cold compiles per length")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every framework (default: each its own choice)")
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:  # before any framework starts its threads; children inherit it
+        n = str(args.threads)
+        os.environ.update(GRAPHC_NUM_THREADS=n, OMP_NUM_THREADS=n, XLA_FLAGS=(
+            f"--xla_cpu_multi_thread_eigen={'false' if n == '1' else 'true'} "
+            f"intra_op_parallelism_threads={n}"))
     if args.child:
         kind, seq, checkpoint = args.child
         print(json.dumps(_child(kind, int(seq), bool(int(checkpoint)))))
