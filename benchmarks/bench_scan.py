@@ -2,9 +2,7 @@
 embedding 64, hidden 256, batch 32, cross-entropy over every step, SGD) written with gc.scan
 against the same step unrolled in Python, on llvm, at several lengths T: cold start (graph,
 gradient, compile and first step in a fresh process with no compile cache), step time
-(median), the planned arena of temporaries, the lines of LLVM IR; and the scan step with the
-loop passes switched off (hoisting x_t @ W_ih before the loop, sinking the weight
-gradients' sums after it) to show what they buy.
+(median), the planned arena of temporaries, the lines of LLVM IR.
 Run: python benchmarks/bench_scan.py [--lengths 16,64,4096] [--unrolled 16,64] [--repeat 10]"""
 from __future__ import annotations
 
@@ -21,11 +19,8 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import graphc as gc
-import graphc.schedule as schedule
 sys.path.insert(0, {folder!r})
 from bench_scan import lstm_step
-if {no_hoist}:  # (the benchmark's switch: the passes are part of every optimized schedule)
-    schedule.hoisted = lambda graph, report: graph
 T, repeat = {length}, {repeat}
 f = lstm_step(T, {mode!r})
 rng = np.random.default_rng(1)
@@ -95,10 +90,9 @@ def lstm_step(seq: int, mode: str = "scan"):
                        backend_options={"cache_dir": None})
 
 
-def measure(length: int, mode: str, repeat: int, no_hoist: bool = False) -> dict:
+def measure(length: int, mode: str, repeat: int) -> dict:
     code = CHILD.format(folder=os.path.dirname(os.path.abspath(__file__)), length=length,
-                        repeat=repeat, mode=mode, vocab=VOCAB, batch=BATCH,
-                        no_hoist=no_hoist)
+                        repeat=repeat, mode=mode, vocab=VOCAB, batch=BATCH)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -115,13 +109,10 @@ def main() -> None:
     unrolled = [int(t) for t in args.unrolled.split(",") if t]
     print(f"{'variant':<22}{'T':>6}{'cold s':>9}{'step ms':>10}{'ms/step t':>11}"
           f"{'arena MB':>10}{'IR lines':>10}")
-    runs = [("scan", t, False) for t in lengths] + [("scan, no hoist/sink", t, True)
-                                                    for t in lengths if t <= 64]
-    runs += [("unrolled", t, False) for t in unrolled]
-    for name, length, no_hoist in runs:
+    runs = [("scan", t) for t in lengths] + [("unrolled", t) for t in unrolled]
+    for name, length in runs:
         repeat = max(2, args.repeat // max(1, length // 256))
-        r = measure(length, "scan" if name.startswith("scan") else "unrolled", repeat,
-                    no_hoist)
+        r = measure(length, name, repeat)
         print(f"{name:<22}{length:>6}{r['cold_s']:>9.2f}{r['step_ms']:>10.2f}"
               f"{r['step_ms'] / length:>11.3f}{r['arena_mb']:>10.2f}{r['ir_lines']:>10}",
               flush=True)

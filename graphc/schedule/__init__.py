@@ -8,7 +8,6 @@ from typing import Sequence
 from graphc.graph import Graph
 from graphc.node import Dim
 from graphc.passes import run_pipeline, select_passes
-from graphc.passes.hoist_loops import hoist_loops
 from graphc.passes.sink_loops import sink_loops
 from graphc.passes.report import PassReport, PassStats
 from graphc.schedule.buckets import bucket_all_reduce
@@ -29,7 +28,7 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
         graph = specialize_graph(graph, shapes)
     graph, report = run_pipeline(graph, select_passes(optimize))
     if optimize:
-        graph = hoisted(graph, report)
+        graph = loop_outputs_sunk(graph, report)
     graph = bucket_all_reduce(graph, policy.bucket_bytes)
     lowered = lower_graph(graph, policy)
     if policy.overlap_reductions:
@@ -37,19 +36,17 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
     return dataclasses.replace(lowered, plan=plan_memory(lowered), report=report, graph=graph)
 
 
-def hoisted(graph: Graph, report: PassReport) -> Graph:
-    """The loops' carry-independent work moved before them (graphc/passes/hoist_loops.py)
-    and their summed and per-step matmuls after them (sink_loops.py), each reported as a
-    pass of its own when it changed something."""
-    for name, loop_pass in (("hoist_loops", hoist_loops), ("sink_loops", sink_loops)):
-        t0 = time.perf_counter()
-        before = len(graph.nodes())
-        new, fired = loop_pass(graph)
-        if fired:
-            report.passes.append(PassStats(name, before, len(new.nodes()), fired,
-                                           time.perf_counter() - t0, new))
-        graph = new
-    return graph
+def loop_outputs_sunk(graph: Graph, report: PassReport) -> Graph:
+    """The loops' per-step matmul outputs computed after them (graphc/passes/sink_loops.py),
+    reported as a pass of its own when it changed something. (Hoisting before loops and
+    sinking their sums run in the optimizer's pipeline: graphc/passes/scan_*.py.)"""
+    t0 = time.perf_counter()
+    before = len(graph.nodes())
+    new, fired = sink_loops(graph)
+    if fired:
+        report.passes.append(PassStats("sink_loops", before, len(new.nodes()), fired,
+                                       time.perf_counter() - t0, new))
+    return new
 
 
 __all__ = ["DEFAULT_POLICY", "MemoryPlan", "Schedule", "SchedulePolicy", "lower_graph",
