@@ -10,6 +10,7 @@ from graphc.graph import Graph
 from graphc.node import Dim, Node, carry_label, toposort
 from graphc.ops.leaves import placeholder_node, scalar_constant
 from graphc.ops.registry import rebuild
+from graphc.region import Region, node_regions, with_regions
 
 
 def bind_shapes(inputs: Sequence[Node], shapes: Sequence[tuple[Dim, ...]]
@@ -43,10 +44,27 @@ def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
             memo[ph] = ph
         else:
             memo[ph] = placeholder_node(tuple(shape), ph.dtype, ph.attrs["name"])
-    for node in toposort(graph.inputs + graph.roots):
+    _specialize_nodes(toposort(graph.inputs + graph.roots), values, memo)
+    n_out = len(graph.outputs)
+    roots = [memo[r] for r in graph.roots]
+    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
+    return Graph(tuple(memo[p] for p in graph.inputs), tuple(roots[:n_out]), updates)
+
+
+def _specialize_nodes(nodes: Sequence[Node], values: dict[sizes.SizeVar, int],
+                      memo: dict[Node, Node]) -> None:
+    """Each node rebuilt with its sizes given `values` (memo: old node -> new), the bodies
+    of loops too: a body's sizes may be expressions of the program's (a checkpointed scan's
+    segment of isqrt(T) steps)."""
+    for node in nodes:
         if node in memo:
             continue
         attrs = _specialized_attrs(node, values)
+        regions = node_regions(node)
+        if regions:
+            bodies = [_specialize_region(r, values) for r in regions]
+            if any(b is not r for b, r in zip(bodies, regions)):
+                attrs = with_regions(attrs if attrs is not None else node.attrs, bodies)
         if node.op == "dim_size" and attrs is not None:
             new = scalar_constant(attrs["size"], node.dtype)
         elif node.inputs or attrs is not None:
@@ -54,7 +72,18 @@ def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
         else:
             new = node
         memo[node] = carry_label(node, new)
-    n_out = len(graph.outputs)
-    roots = [memo[r] for r in graph.roots]
-    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
-    return Graph(tuple(memo[p] for p in graph.inputs), tuple(roots[:n_out]), updates)
+
+
+def _specialize_region(region: Region, values: dict[sizes.SizeVar, int]) -> Region:
+    """A body with every size that `values` determines made an int (itself if none)."""
+    memo: dict[Node, Node] = {}
+    for ph in region.inputs:
+        known = all(v in values for v in sizes.symbols_of(ph.shape))
+        shape = tuple(d.evaluate(values) if isinstance(d, sizes.Size) and known else d
+                      for d in ph.shape)
+        memo[ph] = ph if shape == ph.shape else placeholder_node(
+            shape, ph.dtype, ph.attrs["name"])
+    _specialize_nodes(toposort(list(region.inputs + region.outputs)), values, memo)
+    if all(memo[n] is n for n in region.inputs + region.outputs):
+        return region
+    return Region(tuple(memo[p] for p in region.inputs), tuple(memo[o] for o in region.outputs))

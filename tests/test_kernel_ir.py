@@ -43,8 +43,9 @@ def test_every_kind_has_a_lowering_in_every_backend():
     idx = gc.placeholder((5,), "int64", name="idx")
     e = gc.placeholder((5,), "int64", name="e")
     loss = gc.sum(gc.take(w, idx, axis=0) @ gc.constant(np.ones((4, 2))))
+    running, _ = gc.scan(lambda c, row: (c * 0.5 + row, None), w[0], w)  # a loop
     f = gc.function([w, idx, e], [loss, gc.grad(loss, w), idx ** e, gc.cumsum(w, axis=0),
-                                  gc.argsort(w)], backend="numpy")
+                                  gc.argsort(w), running], backend="numpy")
     s = schedule_graph(f.graph)
     # (all_reduce runs in a job of several processes: tests/test_distributed.py)
     assert {k.kind for k in s.kernels} >= set(ir.KINDS) - {"index_check", "all_reduce"}

@@ -637,6 +637,7 @@ def test_every_kernel_kind_has_a_class_and_a_runner():
     loss = gc.sum(gc.tanh(rows @ m)) + gc.nn.cross_entropy(rows, idx)
     outs = [loss, gc.grad(loss, w), idx ** e]  # (an integer power checks its exponents)
     outs += [gc.cumsum(m, axis=0), gc.argsort(m)]  # (scan, sort)
+    outs.append(gc.scan(lambda c, row: (c * 0.5 + row, None), m[0], m)[0])  # (loop)
     f = gc.function([w, idx, m, e], outs, backend="numpy")
     s = schedule_graph(f.graph)
     kinds = {k.kind for k in s.kernels}

@@ -353,9 +353,15 @@ def emit_scatter_add(w: Writer, index: int, k: kir.ScatterAdd, guard: bool) -> E
     return lines, launches
 
 
+def emit_loop(w: Writer, index: int, k: kir.Loop, guard: bool) -> Emitted:
+    """A scan's loop: the cuda backend does not run loop bodies yet."""
+    raise NotImplementedError("scan (a loop kernel) on the cuda backend: not implemented "
+                              "yet; run programs with gc.scan on the llvm or numpy backend")
+
+
 EMITTERS = {
     "elementwise": emit_elementwise, "reduce": emit_reduce, "gemm": emit_gemm,
     "gather": emit_gather, "scatter_add": emit_scatter_add, "index_check": emit_index_check,
     "value_check": emit_value_check, "scan": emit_scan, "sort": emit_sort,
-    "all_reduce": emit_all_reduce,
+    "all_reduce": emit_all_reduce, "loop": emit_loop,
 }

@@ -16,7 +16,8 @@ from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
 from graphc.schedule.signature import (kernel_buffers, kernel_signature, overlap_classes,
                                        signature_digest)
-from graphc.backends.llvm import collective, entry, jit, parallel, scan_sort, vector_abi
+from graphc.backends.llvm import (collective, entry, jit, loop, parallel, scan_sort,
+                                  vector_abi)
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
@@ -180,6 +181,11 @@ class ModuleWriter:
         self._scopes: dict[int, tuple] = {}
         self._local: dict[int, int] = {}  # buffer id -> the kernel's pointer-table index
         self._fn_name = "kernel"
+
+    @property
+    def function_name(self) -> str:
+        """The name of the kernel function being written."""
+        return self._fn_name
 
     # -- buffers --------------------------------------------------------------------------
     def base_pointer(self, b: ir.IRBuilder, table: ir.Value, bid: int) -> ir.Value:
@@ -531,6 +537,7 @@ class ModuleWriter:
             v = self.load(b, bases, k.updates, ix)
             self.store(b, bases, k.out, target, b.fadd(acc, v) if is_float else b.add(acc, v))
 
+    emit_loop = loop.emit_loop
     emit_scan = scan_sort.emit_scan
     emit_all_reduce = collective.emit_all_reduce
     emit_sort = scan_sort.emit_sort

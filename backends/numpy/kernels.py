@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from graphc.backends.numpy.loop import run_loop
 from graphc.backends.numpy.scalar import evaluate
 from graphc.errors import bad_index, index_error_message
 from graphc.ops.shape_ops import check_indices
@@ -20,14 +21,17 @@ from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 class KernelRunner:
     """Executes one Schedule; buffers are numpy arrays, temporaries views into the arena."""
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, arena: np.ndarray | None = None) -> None:
+        """arena: where the temporaries live (a loop body's: its loop's buffer)."""
         self.schedule = schedule
         plan = schedule.plan
-        self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8)
+        self.arena = np.zeros(plan.arena_bytes if plan else 0, np.uint8) if arena is None \
+            else arena
         self.arrays: dict[int, np.ndarray] = {}
         self._lowered: dict[int, ir.Expr] = {}  # id(body) -> its core ops
         self._lowering_memo: dict[int, ir.Expr] = {}  # shared: bodies share nodes
         self.requests: dict[int, Any] = {}  # request buffer id -> mpi4py request in flight
+        self.loops: dict[int, KernelRunner] = {}  # id of a Loop kernel -> its body's runner
         for b in schedule.buffers.values():
             if b.role == "temp":
                 start = plan.offsets.get(b.id, 0) if plan else 0
@@ -167,6 +171,8 @@ class KernelRunner:
                 comm.all_reduce_wait(self.requests.pop(k.request))
             else:
                 comm.all_reduce_inplace(flat, k.ranks)
+        elif isinstance(k, ir.Loop):
+            run_loop(self, k)
         else:
             raise NotImplementedError(f"numpy kernels: no runner for {type(k).__name__}")
 

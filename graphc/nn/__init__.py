@@ -23,3 +23,8 @@ __all__ = ["mse", "huber", "cross_entropy", "binary_cross_entropy_with_logits",
 from graphc.nn.module import LoadResult  # noqa: E402
 
 __all__ += ["LoadResult"]
+
+# Recurrent layers (issue #15): RNN, LSTM, GRU
+from graphc.nn.recurrent import GRU, LSTM, RNN  # noqa: E402
+
+__all__ += ["RNN", "LSTM", "GRU"]

@@ -44,7 +44,8 @@ class Layout:
                     schedule.consts.items()],
             errors=dict(errors), team_flags=list(team_flags),
             index_args=index_arguments(schedule, errors),
-            value_errors=[i for i, k in enumerate(schedule.kernels) if k.kind == "value_check"])
+            value_errors=[i for i, k in enumerate(schedule.kernels)
+                          if k.can_fail and (k.error() or (None,))[0] is ValueError])
 
     def fits(self, graph, parameters: int) -> bool:
         """Whether a layout read from disk is sound for this program: slots in range and

@@ -592,8 +592,117 @@ class AllReduce(KernelFacts):
                 "processes" + (f" request b{self.request}" if self.phase else ""))
 
 
+@dataclass(frozen=True)
+class LoopCarry:
+    """One carry of a Loop, double-buffered: step 0 reads `init`; each step writes `final`
+    or `spare`, alternating so that the last step writes `final`, and the next step reads
+    what it wrote. `inside`/`out`: the body's input and output buffer for it."""
+
+    init: int
+    final: int
+    spare: int
+    inside: int
+    out: int
+
+    outer_fields: ClassVar[tuple[str, ...]] = ("init", "final", "spare")
+
+
+@dataclass(frozen=True)
+class LoopSlice:
+    """A sequence of a Loop: `outer` (contiguous, axis 0 the step) is seen by the body, at
+    step t, as its buffer `inner` starting at element t * (outer's size / length): a read
+    (xs) or a write (ys) of that slice, no copy."""
+
+    outer: int
+    inner: int
+
+    outer_fields: ClassVar[tuple[str, ...]] = ("outer",)
+
+
+@dataclass(frozen=True)
+class LoopBind:
+    """A loop-invariant buffer of the body (a captured tensor, a parameter, a constant):
+    body buffer `inner` is outer buffer `outer` at every step."""
+
+    outer: int
+    inner: int
+
+    outer_fields: ClassVar[tuple[str, ...]] = ("outer",)
+
+
+@kernel_kind
+@dataclass(frozen=True)
+class Loop(KernelFacts):
+    """A scan: `body` (a schedule of its own, planned once; its temporaries in the outer
+    buffer `arena`, -1 when it has none) runs `length` times, steps t = 0..length-1 (from
+    the end when `reverse`). Its inputs are its carries' `inside` buffers, the per-step
+    slices of `xs` and the `invariants`; its outputs the carries' `out` and the slices of
+    `ys`. The code and the buffers do not depend on `length`. can_fail: some body kernel
+    can fail (the loop then stops at the first failure and reports it)."""
+
+    length: int
+    reverse: bool
+    body: "Schedule"
+    carries: tuple[LoopCarry, ...]
+    xs: tuple[LoopSlice, ...]
+    ys: tuple[LoopSlice, ...]
+    invariants: tuple[LoopBind, ...]
+    arena: int = -1
+    can_fail: bool = False  # type: ignore[misc]  # (a fact of this loop, not of the kind)
+
+    kind: ClassVar[str] = "loop"
+    buffer_fields: ClassVar[tuple[str, ...]] = ("arena",)
+
+    def accesses(self) -> list[tuple[str, Access, Shape]]:
+        """Whole buffers (an empty access: the loop hands each body kernel its pointers)."""
+        def whole(role: str, bid: int) -> tuple[str, Access, Shape]:
+            return role, Access(bid, (), 0), ()
+
+        out: list[tuple[str, Access, Shape]] = []
+        for c in self.carries:
+            out += [whole("in", c.init), whole("out", c.final), whole("in", c.final),
+                    whole("out", c.spare), whole("in", c.spare)]
+        out += [whole("in", x.outer) for x in self.xs]
+        out += [whole("out", y.outer) for y in self.ys]
+        out += [whole("in", v.outer) for v in self.invariants]
+        if self.arena >= 0:
+            out += [whole("out", self.arena), whole("in", self.arena)]
+        return out
+
+    def header(self) -> str:
+        return (f"loop {self.length} steps{' reversed' if self.reverse else ''}: "
+                f"{len(self.carries)} carries, {len(self.xs)} xs, {len(self.ys)} ys, "
+                f"{len(self.invariants)} invariants, body of {len(self.body.kernels)} kernels")
+
+    def failing(self) -> list["Kernel"]:
+        """The body kernels (looking into nested loops) that can fail."""
+        out: list[Kernel] = []
+        for k in self.body.kernels:
+            if isinstance(k, Loop):
+                out += k.failing()
+            elif k.can_fail:
+                out.append(k)
+        return out
+
+    def error(self) -> tuple[type[Exception], str] | None:
+        """The failing body kernel's error; where several can fail, the words of each (the
+        status of a loop names the loop, not which of its kernels stopped it)."""
+        from graphc.errors import index_error_message
+        errors = []
+        for k in self.failing():
+            error, checked = k.error(), k.checked_indices()
+            if error is not None and checked is not None:  # as a kernel of its own says it
+                error = error[0], index_error_message(error[1], checked[2], checked[3])
+            if error is not None:
+                errors.append(error)
+        if not errors:
+            return None
+        words = list(dict.fromkeys(w for _, w in errors))
+        return errors[0][0], words[0] if len(words) == 1 else "one of: " + "; ".join(words)
+
+
 Kernel = Union[Elementwise, Reduce, Gemm, Gather, ScatterAdd, IndexCheck, ValueCheck, Scan,
-               Sort, AllReduce]
+               Sort, AllReduce, Loop]
 KERNEL_KINDS = tuple(KINDS)
 
 

@@ -89,6 +89,8 @@ class Lowering:
         self.param_buffers: dict[object, int] = {}
         self.creator: dict[int, Node | _Keep] = {}
         self.made: dict[int, frozenset] = {}  # id of a kernel -> the graph nodes it computes
+        # scan nodes by their sibling group (one loop each), made on the first scan met
+        self.loop_groups: dict[tuple, dict[int, Node]] | None = None
 
     # -- buffers ------------------------------------------------------------------------
     def new_buffer(self, dtype: np.dtype, shape: tuple[int, ...], role: str,
@@ -263,9 +265,12 @@ class Lowering:
         self.kernels = kernels
 
     def param_buffer(self, node: Node) -> int:
-        storage = node.attrs["storage"]
+        return self.param_buffer_of(node.attrs["storage"], node.dtype, _dims(node))
+
+    def param_buffer_of(self, storage, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+        """The buffer of a parameter (one per storage)."""
         if storage not in self.param_buffers:
-            bid = self.new_buffer(node.dtype, _dims(node), "param", storage.name)
+            bid = self.new_buffer(dtype, shape, "param", storage.name)
             self.params[bid] = storage
             self.param_buffers[storage] = bid
         return self.param_buffers[storage]
@@ -566,6 +571,12 @@ class Lowering:
         amap = broadcast_map(v.shape, batch + tail)
         strides, offset = remap_view(v.strides, v.offset, amap, len(batch) + 2)
         return Access(v.buffer, strides, offset)
+
+    def lower_scan(self, node: Node) -> Value:
+        """A group of sibling scan nodes (one loop, one node per result): one Loop kernel
+        (graphc/schedule/loop.py)."""
+        from graphc.schedule.loop import lower_scan_group
+        return lower_scan_group(self, node)
 
     def lower_take(self, node: Node) -> View:
         x, idx = node.inputs

@@ -95,12 +95,32 @@ def _kernel_lines(k: Any) -> list[str]:
         body = _Body([k.body])
         value = body.text(k.body)
         return body.lets + [f"{access_text(k.out)} = running {k.op}({value})"]
+    if isinstance(k, ir.Loop):
+        return _loop_lines(k)
     lines = [f"{role} {access_text(a)} over [{','.join(map(str, shape))}]"
              for role, a, shape in k.accesses() if role != "in"]
     error = k.error()
     if error is not None:
         lines.append(f"raises {error[0].__name__}: {error[1]}")
     return lines
+
+
+def _loop_lines(k: ir.Loop) -> list[str]:
+    """Which outer buffer each body input and output is at step t, then the body's own
+    listing (its buffers are numbered apart: `body b3` is the body's buffer 3)."""
+    t = "T-1-t" if k.reverse else "t"
+    lines = [f"carry b{c.init} then b{c.final}|b{c.spare} (the last step writes "
+             f"b{c.final}): body b{c.inside} -> body b{c.out}" for c in k.carries]
+    lines += [f"xs b{x.outer}[{t}] -> body b{x.inner}" for x in k.xs]
+    lines += [f"ys body b{y.inner} -> b{y.outer}[{t}]" for y in k.ys]
+    lines += [f"invariant b{v.outer} -> body b{v.inner}" for v in k.invariants]
+    if k.arena >= 0:
+        lines.append(f"body arena in b{k.arena}")
+    error = k.error()
+    if error is not None:
+        lines.append(f"raises {error[0].__name__}: {error[1]}")
+    lines.append("body:")
+    return lines + ["  " + ln for ln in schedule_listing(k.body).splitlines()]
 
 
 def kernel_text(index: int, k: Any) -> list[str]:

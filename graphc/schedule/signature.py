@@ -64,6 +64,14 @@ class _Encoder:
             return f"A(b{self.local[v.buffer]},{v.strides},{v.offset})"
         if isinstance(v, (kir.Load, kir.Const, kir.Index, kir.Apply)):
             return self.expr(v)
+        if isinstance(v, kir.Schedule):  # a loop's body: its code, buffers and plan
+            return "{" + schedule_signature(v) + "}"
+        outer = getattr(type(v), "outer_fields", ())
+        if outer:  # a loop's binding: outer buffers by local number, the body's by its own
+            inner = ",".join(f"{f.name}=" + (f"b{self.local[getattr(v, f.name)]}"
+                                             if f.name in outer else repr(getattr(v, f.name)))
+                             for f in dataclasses.fields(v))
+            return f"{type(v).__name__}({inner})"
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             inner = ",".join(f"{f.name}={self.value(getattr(v, f.name))}"
                              for f in dataclasses.fields(v))
@@ -106,7 +114,8 @@ def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
     skip = set(kernel.message_fields) | set(kernel.buffer_fields)
     fields = [f"{f.name}={enc.value(getattr(kernel, f.name))}"
               for f in dataclasses.fields(kernel) if f.name not in skip]
-    fields += [f"{name}=b{enc.local[getattr(kernel, name)]}" for name in kernel.buffer_fields]
+    fields += [f"{name}=b{enc.local[getattr(kernel, name)]}" if getattr(kernel, name) >= 0
+               else f"{name}=none" for name in kernel.buffer_fields]
     dtypes = ",".join(schedule.buffers[bid].dtype.name for bid in bids)
     formulas = []
     if enc.user_ops:  # the same name may stand for another formula in another process
@@ -117,6 +126,21 @@ def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
     return "\n".join([f"{kernel.kind}({';'.join(fields)})", f"buffers {dtypes}",
                       f"overlaps {overlap_classes(kernel, schedule, bids)}"] + enc.lines
                      + formulas)
+
+
+def schedule_signature(schedule: kir.Schedule) -> str:
+    """Everything a loop body's code depends on: its buffers (ids, dtypes, shapes, roles),
+    inputs and outputs, where its temporaries live, and each kernel's signature with the
+    buffers it is given."""
+    plan = schedule.plan
+    lines = [";".join(f"b{b.id}:{b.dtype.name}{list(b.shape)}{b.role}"
+                      for b in schedule.buffers.values()),
+             f"inputs {list(schedule.inputs)} outputs {list(schedule.outputs)}",
+             f"arena {sorted(plan.offsets.items()) if plan else []}"]
+    for k in schedule.kernels:
+        bids = kernel_buffers(k)
+        lines += [f"kernel on {list(bids)}", kernel_signature(k, schedule, bids)]
+    return "\n".join(lines)
 
 
 def signature_digest(signature: str) -> str:

@@ -1,0 +1,86 @@
+"""A Loop kernel as native code: one function that counts the steps and, at each, fills
+the body kernels' pointer tables (a sequence's slice at step t, a carry's half of its
+double buffer) and calls their functions, compiled once in the same module."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from llvmlite import ir
+
+from graphc.backends.llvm.loops import I64, counted_loop
+from graphc.backends.llvm.scalar import I8, I32
+from graphc.schedule import ir as kir
+
+if TYPE_CHECKING:
+    from graphc.backends.llvm.codegen import ModuleWriter
+
+PTR = ir.PointerType()
+
+
+def body_functions(writer: ModuleWriter, body: kir.Schedule) -> tuple[ModuleWriter, list]:
+    """The body's kernel functions, written into the loop's module (internal: another unit
+    may define the same signature's function), one per distinct kernel."""
+    from graphc.backends.llvm.codegen import ModuleWriter
+    sub = ModuleWriter(body)
+    # Named under the loop's function: the JIT links every unit into one engine, where a
+    # kernel function of the same name may be another unit's (external) definition.
+    sub.plan = dataclasses.replace(sub.plan, functions=tuple(
+        f"{writer.function_name}.{name}" for name in sub.plan.functions))
+    sub.module = writer.module
+    functions = []
+    for j, kernel in enumerate(body.kernels):
+        fn = writer.module.globals.get(sub.plan.functions[j])
+        if fn is None:
+            fn = sub.kernel_function(j, kernel)
+            fn.linkage = "internal"
+        functions.append(fn)
+    return sub, functions
+
+
+def emit_loop(writer: ModuleWriter, b: ir.IRBuilder, fn: ir.Function, bases: dict,
+              k: kir.Loop, index: int) -> None:
+    body = k.body
+    sub, functions = body_functions(writer, body)
+
+    def byte(base: ir.Value, offset: ir.Value | int) -> ir.Value:
+        at = ir.Constant(I64, offset) if isinstance(offset, int) else offset
+        return b.gep(base, [at], source_etype=I8)
+
+    # Pointers that hold for every step: temporaries in the loop's arena, invariants.
+    fixed: dict[int, ir.Value] = {}
+    offsets = body.plan.offsets if body.plan is not None else {}
+    for bid, offset in offsets.items():
+        fixed[bid] = byte(bases[k.arena], offset)
+    for v in k.invariants:
+        fixed[v.inner] = bases[v.outer]
+    widest = max((len(bids) for bids in sub.plan.buffers), default=1)
+    table = b.alloca(PTR, ir.Constant(I64, max(1, widest)), name="body.table")
+    failed = fn.append_basic_block("loop.failed")
+    last = ir.Constant(I64, k.length - 1)
+    with counted_loop(b, k.length, "step") as step:
+        t = b.sub(last, step) if k.reverse else step
+        # the last step writes `final`: steps an even number of steps before it too
+        writes_final = b.icmp_unsigned("==", b.and_(b.sub(last, step), ir.Constant(I64, 1)),
+                                       ir.Constant(I64, 0))
+        first = b.icmp_unsigned("==", step, ir.Constant(I64, 0))
+        at = dict(fixed)
+        for c in k.carries:
+            final, spare = bases[c.final], bases[c.spare]
+            at[c.out] = b.select(writes_final, final, spare)
+            at[c.inside] = b.select(first, bases[c.init], b.select(writes_final, spare, final))
+        for s in k.xs + k.ys:
+            size = body.buffers[s.inner].nbytes
+            at[s.inner] = byte(bases[s.outer], b.mul(t, ir.Constant(I64, size)))
+        for j, kernel in enumerate(body.kernels):
+            for pos, bid in enumerate(sub.plan.buffers[j]):
+                b.store(at[bid], b.gep(table, [ir.Constant(I64, pos)], source_etype=PTR))
+            status = b.call(functions[j], [table])
+            if kernel.can_fail:
+                ok = fn.append_basic_block(f"body{j}.ok")
+                b.cbranch(b.icmp_signed("!=", status, ir.Constant(I32, 0)), failed, ok)
+                b.position_at_end(ok)
+    done = b.block
+    b.position_at_end(failed)
+    b.ret(ir.Constant(I32, 1))
+    b.position_at_end(done)
