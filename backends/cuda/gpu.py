@@ -14,6 +14,7 @@ import numpy as np
 
 from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout
+from graphc.backends.cuda.loop import LoopLaunch, step_tables
 from graphc.backends.cuda.source import Launch
 
 
@@ -49,7 +50,7 @@ class GpuRunner:
             with os.fdopen(fd, "wb") as f:
                 f.write(code)
             self.module = cupy.RawModule(path=path)
-            self.functions = [(self.module.get_function(L.name), L) for L in launches]
+            self.functions = self._functions(launches)
         finally:
             os.unlink(path)
         self.layout, self.outputs_numpy = layout, outputs == "numpy"
@@ -69,6 +70,23 @@ class GpuRunner:
         self.written = set(written_slots)
         self.status = cupy.zeros(1, cupy.int32)
 
+    def _functions(self, launches: Sequence[Any]) -> list:
+        """(function, launch), or (None, loop, the functions of its body)."""
+        return [(None, L, self._functions(L.body)) if isinstance(L, LoopLaunch)
+                else (self.module.get_function(L.name), L, None) for L in launches]
+
+    def _launch(self, functions: list, slots: Any, table: np.ndarray) -> None:
+        """Queues `functions` with the device pointer table `slots` (its values `table`): a
+        loop's body once per step, each step's table uploaded with the others at once."""
+        for fn, L, body in functions:
+            if body is None:
+                fn(L.grid, (L.block,), (slots, self.status))
+                continue
+            rows = step_tables(L, table)
+            device_rows = self.cp.asarray(rows)
+            for step, row in enumerate(rows):
+                self._launch(body, device_rows[step], row)
+
     def run(self, args: Sequence[Any]) -> list[Any]:
         cp, layout, table = self.cp, self.layout, self.table
         for _slot, storage, dev, seen in self.params:
@@ -85,8 +103,7 @@ class GpuRunner:
             outs.append(out)
         slots = cp.asarray(table)
         self.status.fill(0)
-        for fn, L in self.functions:
-            fn(L.grid, (L.block,), (slots, self.status))
+        self._launch(self.functions, slots, table)
         status = int(self.status.get()[0])  # the one synchronisation of the step
         for slot, storage, dev, seen in self.params:
             if slot in self.written:

@@ -10,6 +10,7 @@ from graphc.errors import index_error_message
 from graphc.schedule import ir as kir
 from graphc.schedule.core_ops import reduction_identity
 from graphc.backends.cuda.gemm import emit_gemm
+from graphc.backends.cuda.loop import emit_loop
 from graphc.backends.cuda.scalar import constant, ctype
 from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, cdiv,
                                          decompose, kernel_name, size)
@@ -358,12 +359,6 @@ def emit_all_reduce(w: Writer, index: int, k: kir.AllReduce, guard: bool) -> Emi
     raise NotImplementedError("all_reduce across processes on the cuda backend needs NCCL, "
                               "which graphc does not call yet: run the job's steps on the "
                               "llvm or numpy backend")
-
-
-def emit_loop(w: Writer, index: int, k: kir.Loop, guard: bool) -> Emitted:
-    """A scan's loop: the cuda backend does not run loop bodies yet."""
-    raise NotImplementedError("scan (a loop kernel) on the cuda backend: not implemented "
-                              "yet; run programs with gc.scan on the llvm or numpy backend")
 
 
 EMITTERS = {
