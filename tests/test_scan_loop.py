@@ -15,14 +15,15 @@ from tests import test_scan_grad as grad_cases
 
 RNG = np.random.default_rng(1)
 BACKENDS = {"llvm": dict(backend="llvm"),
-            "kernels": dict(backend="numpy", backend_options={"mode": "kernels"})}
+            "kernels": dict(backend="numpy", backend_options={"mode": "kernels"}),
+            "cuda": dict(backend="cuda", backend_options={"emulate": True})}
 
 
 def f64(*shape):
     return RNG.standard_normal(shape)
 
 
-def agree(inputs, outputs, args, rtol=1e-12, backends=tuple(BACKENDS)):
+def agree(inputs, outputs, args, rtol=1e-12, backends=("llvm", "kernels")):
     """The outputs on every kernel backend equal the numpy interpreter's."""
     want = gc.function(inputs, outputs, backend="numpy")(*args)
     want = want if isinstance(want, list) else [want]
@@ -55,7 +56,7 @@ def _case_params() -> list:
     out = []
     for backend in BACKENDS:
         for module, helper, case in CASES:
-            slow = (module is grad_cases and (backend == "llvm" or any(
+            slow = backend == "cuda" or (module is grad_cases and (backend == "llvm" or any(
                 word in case for word in ("hessian", "second", "checkpoint")))) or (
                 backend == "llvm" and "render" in case)
             out.append(pytest.param(module, helper, case, backend,
@@ -170,7 +171,9 @@ def test_parameters_and_constants_in_the_body():
     agree([x], [h, ys], [f64(4, 3)])
 
 
-def test_lstm_like_body_float32():
+@pytest.mark.parametrize("BACKS", [("llvm", "kernels"), pytest.param(
+    ("cuda",), marks=pytest.mark.slow, id="cuda")])  # (cuda: the emulator)
+def test_lstm_like_body_float32(BACKS):
     """(GEMMs big enough for the packed path, in the body and hoisted before it: the loop's
     module and the top-level GEMMs' module both hold packed-GEMM code)"""
     T, N, E, H, V = 7, 4, 5, 16, 10
@@ -189,10 +192,12 @@ def test_lstm_like_body_float32():
         return (h, c), h
     zeros = gc.constant(np.zeros((N, H), "f4"))
     (h, c), hs = gc.scan(step, (zeros, zeros), ids)
-    agree([ids], [h, c, hs], [RNG.integers(0, V, (T, N))], rtol=1e-5)
+    agree([ids], [h, c, hs], [RNG.integers(0, V, (T, N))], rtol=1e-5, backends=BACKS)
 
 
-def test_gru_like_body_reversed():
+@pytest.mark.parametrize("BACKS", [("llvm", "kernels"), pytest.param(
+    ("cuda",), marks=pytest.mark.slow, id="cuda")])  # (cuda: the emulator)
+def test_gru_like_body_reversed(BACKS):
     T, N, H = 5, 2, 3
     x = gc.placeholder((T, N, H), "float64", "x")
     u = gc.parameter(f64(H, 3 * H) * 0.4, name="u")
@@ -204,10 +209,12 @@ def test_gru_like_body_reversed():
         h = (1 - zz) * n + zz * h
         return h, h
     h, hs = gc.scan(step, gc.constant(np.zeros((N, H))), x, reverse=True)
-    agree([x], [h, hs], [f64(T, N, H)])
+    agree([x], [h, hs], [f64(T, N, H)], backends=BACKS)
 
 
-def test_nested_loops_with_a_parameter_inside():
+@pytest.mark.parametrize("BACKS", [("llvm", "kernels"), pytest.param(
+    ("cuda",), marks=pytest.mark.slow, id="cuda")])  # (cuda: the emulator)
+def test_nested_loops_with_a_parameter_inside(BACKS):
     x = gc.placeholder((3, 4, 2), "float64", "x")
     w = gc.parameter(f64(2), name="w")
 
@@ -218,7 +225,7 @@ def test_nested_loops_with_a_parameter_inside():
     s = schedule_graph(gc.Graph((x.node,), (c.node, ys.node)), optimize=False)
     (loop,) = loops(s)
     assert [k.kind for k in loop.body.kernels].count("loop") == 1
-    agree([x], [c, ys], [f64(3, 4, 2)])
+    agree([x], [c, ys], [f64(3, 4, 2)], backends=BACKS)
 
 
 def test_length_one_and_length_zero_on_llvm():
@@ -235,7 +242,8 @@ def test_length_one_and_length_zero_on_llvm():
         np.testing.assert_allclose(got_ys, want_ys, rtol=1e-12)
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", ["llvm", "kernels", pytest.param(
+    "cuda", marks=pytest.mark.slow)])  # (the emulator's first program compiles for seconds)
 def test_a_failing_body_kernel_raises_the_same_error(backend):
     ids = gc.placeholder((3, 2), "int64", "ids")
     table = gc.placeholder((4, 2), "float64", "table")
@@ -261,14 +269,6 @@ def test_code_does_not_grow_with_the_length():
                                f._exe.last.schedule.listing().split("memory plan")[0]))
     assert len(texts[0]) == len(texts[1]) and texts[0].count("\n") == texts[1].count("\n")
     assert listings[0].count("\n") == listings[1].count("\n")
-
-
-def test_cuda_refuses_a_loop_clearly():
-    from graphc.backends.cuda.render import render
-    inputs, outputs = _rnn(3)
-    s = schedule_graph(gc.function(inputs, outputs, backend="numpy").graph)
-    with pytest.raises(NotImplementedError, match="scan .* cuda backend"):
-        render(s)
 
 
 # ---- the loop passes (hoisting and summing in the optimizer, outputs at scheduling) ----

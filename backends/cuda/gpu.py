@@ -15,7 +15,7 @@ import numpy as np
 from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout
 from graphc.backends.cuda.collective import Collective, DeviceReductions
-from graphc.backends.cuda.source import Launch
+from graphc.backends.cuda.loop import AnyLaunch, LoopLaunch, step_tables
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,7 +41,7 @@ def compile_cubin(source: str) -> bytes:
 class GpuRunner:
     """Calls one program's launches on the device."""
 
-    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch | Collective],
+    def __init__(self, code: bytes, layout: Layout, launches: Sequence[AnyLaunch],
                  storages: list, written_slots: list[int], outputs: str) -> None:
         import cupy
         self.cp = cupy
@@ -50,9 +50,7 @@ class GpuRunner:
             with os.fdopen(fd, "wb") as f:
                 f.write(code)
             self.module = cupy.RawModule(path=path)
-            self.functions: list[tuple[Any, Launch | Collective]] = [
-                (None if isinstance(L, Collective) else self.module.get_function(L.name), L)
-                for L in launches]
+            self.functions = self._functions(launches)
         finally:
             os.unlink(path)
         self.layout, self.outputs_numpy = layout, outputs == "numpy"
@@ -71,8 +69,40 @@ class GpuRunner:
             self.table[slot] = dev.data.ptr
         self.written = set(written_slots)
         self.status = cupy.zeros(1, cupy.int32)
+        self.checked = True  # no check has run since the status was last read
         ranks = {L.ranks for L in launches if isinstance(L, Collective)}
         self.reductions: Any = DeviceReductions(ranks.pop()) if ranks else None
+
+    def _functions(self, launches: Sequence[Any]) -> list:
+        """(function, launch), or (None, loop, the functions of its body)."""
+        return [(None, L, self._functions(L.body)) if isinstance(L, LoopLaunch)
+                else (None, L, None) if isinstance(L, Collective)
+                else (self.module.get_function(L.name), L, None) for L in launches]
+
+    def _launch(self, functions: list, slots: Any, table: np.ndarray) -> bool:
+        """Queues `functions` with the device pointer table `slots` (its values `table`): a
+        loop's body once per step, each step's table uploaded with the others at once.
+        False when a check failed before a reduction (the step stops there)."""
+        for fn, L, body in functions:
+            if isinstance(L, Collective):
+                # a check that failed must not send this process's stale buffer into the
+                # others' sums: read the status first (a synchronisation) when one ran
+                if L.phase in ("", "start") and not self.checked:
+                    if int(self.status.get()[0]):
+                        return False
+                    self.checked = True
+                self.reductions.run(L, table)
+                continue
+            if body is None:
+                fn(L.grid, (L.block,), (slots, self.status))
+                self.checked = self.checked and not L.can_fail
+                continue
+            rows = step_tables(L, table)
+            device_rows = self.cp.asarray(rows)
+            for step, row in enumerate(rows):
+                if not self._launch(body, device_rows[step], row):
+                    return False
+        return True
 
     def run(self, args: Sequence[Any]) -> list[Any]:
         cp, layout, table = self.cp, self.layout, self.table
@@ -90,19 +120,8 @@ class GpuRunner:
             outs.append(out)
         slots = cp.asarray(table)
         self.status.fill(0)
-        checked = True
-        for fn, L in self.functions:
-            if isinstance(L, Collective):
-                # a check that failed must not send this process's stale buffer into the
-                # others' sums: read the status first (a synchronisation) when one ran
-                if L.phase in ("", "start") and not checked:
-                    if int(self.status.get()[0]):
-                        break
-                    checked = True
-                self.reductions.run(L, table)
-                continue
-            fn(L.grid, (L.block,), (slots, self.status))
-            checked = checked and not L.can_fail
+        self.checked = True
+        self._launch(self.functions, slots, table)
         status = int(self.status.get()[0])  # the one synchronisation of the step
         for slot, storage, dev, seen in self.params:
             if slot in self.written:

@@ -11,6 +11,7 @@ from graphc.schedule import ir as kir
 from graphc.schedule.core_ops import reduction_identity
 from graphc.backends.cuda.collective import emit_all_reduce
 from graphc.backends.cuda.gemm import emit_gemm
+from graphc.backends.cuda.loop import emit_loop
 from graphc.backends.cuda.scalar import constant, ctype
 from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, cdiv,
                                          decompose, kernel_name, size)
@@ -353,10 +354,6 @@ def emit_scatter_add(w: Writer, index: int, k: kir.ScatterAdd, guard: bool) -> E
     return lines, launches
 
 
-def emit_loop(w: Writer, index: int, k: kir.Loop, guard: bool) -> Emitted:
-    """A scan's loop: the cuda backend does not run loop bodies yet."""
-    raise NotImplementedError("scan (a loop kernel) on the cuda backend: not implemented "
-                              "yet; run programs with gc.scan on the llvm or numpy backend")
 
 
 EMITTERS = {

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from graphc.runtime.slots import SlotMap
 from graphc.schedule import ir as kir
-from graphc.backends.cuda.collective import Collective
+from graphc.backends.cuda.loop import AnyLaunch
 from graphc.backends.cuda.kernels import EMITTERS
-from graphc.backends.cuda.source import Launch, Writer
+from graphc.backends.cuda.source import Writer
 
 PRELUDE = (Path(__file__).parent / "prelude.cuh").read_text()
 
@@ -23,7 +23,7 @@ class Rendered:
     that can fail."""
 
     source: str
-    launches: tuple[Launch | Collective, ...]
+    launches: tuple[AnyLaunch, ...]
     slots: SlotMap
     errors: dict[int, str]
 
@@ -51,7 +51,7 @@ def _tidy(lines: list[str]) -> list[str]:
 def render(schedule: kir.Schedule) -> Rendered:
     w = Writer(schedule)
     parts = [PRELUDE]
-    launches: list[Launch | Collective] = []
+    launches: list[AnyLaunch] = []
     failed_before = False  # kernels after a check skip their work once it has failed
     for i, k in enumerate(schedule.kernels):
         try:

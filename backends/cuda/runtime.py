@@ -19,7 +19,8 @@ from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout
 from graphc.schedule.policy import SchedulePolicy
 from graphc.backends.cuda.collective import Collective, HostReductions
-from graphc.backends.cuda.source import Launch
+from graphc.backends.cuda.loop import (AnyLaunch, LoopLaunch, launch_meta, launches_from,
+                                       step_tables)
 
 _HERE = Path(__file__).parent
 # The non-Python files the code depends on (code_hash covers the Python ones).
@@ -33,20 +34,12 @@ def _aligned_empty(nbytes: int, align: int = 256) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-def _launch_meta(launches: Sequence[Launch | Collective]) -> list:
-    return [L.meta() if isinstance(L, Collective) else
-            [L.name, L.kernel, list(L.grid), L.block, L.sync, L.can_fail] for L in launches]
+def _launch_meta(launches: Sequence[AnyLaunch]) -> list[list]:
+    return launch_meta(launches)
 
 
-def _launch_from(m: Any) -> Launch | Collective:
-    if isinstance(m, dict):
-        return Collective.from_meta(m)
-    n, k, g, b, s, f = m
-    return Launch(str(n), int(k), (int(g[0]), int(g[1]), int(g[2])), int(b), bool(s), bool(f))
-
-
-def _launches_from(meta: list) -> tuple[Launch | Collective, ...]:
-    return tuple(_launch_from(m) for m in meta)
+def _launches_from(meta: list[list]) -> tuple[AnyLaunch, ...]:
+    return launches_from(meta)
 
 
 class CompiledShape:
@@ -137,13 +130,12 @@ class CompiledShape:
 class EmulatedRunner:
     """Runs the launches on the CPU through the emulation library."""
 
-    def __init__(self, code: bytes, layout: Layout, launches: Sequence[Launch | Collective],
+    def __init__(self, code: bytes, layout: Layout, launches: Sequence[AnyLaunch],
                  storages: list, seed: int) -> None:
         from graphc.backends.cuda.emulate import Library
         self.lib = Library(code)
         self.layout, self.seed = layout, seed
-        self.calls = [(0 if isinstance(L, Collective) else self.lib.kernel(L.name), L)
-                      for L in launches]
+        self.calls = self._calls(launches)
         self.reductions = HostReductions()
         self.table = (ctypes.c_void_p * layout.slots)()
         self.arena = _aligned_empty(max(layout.arena_bytes, 1))
@@ -153,6 +145,34 @@ class EmulatedRunner:
             self.table[slot] = array.ctypes.data
         self.storages = storages
         self.status = ctypes.c_int(0)
+
+    def _calls(self, launches: Sequence[AnyLaunch]) -> list:
+        """(function address, launch), or (None, loop, the calls of its body)."""
+        return [(None, L, self._calls(L.body)) if isinstance(L, LoopLaunch)
+                else (None, L, None) if isinstance(L, Collective)
+                else (self.lib.kernel(L.name), L, None) for L in launches]
+
+    def _launch(self, calls: list, table_address: int, table: np.ndarray,
+                status_address: int) -> bool:
+        """Runs `calls` with the pointer table at `table_address` (its values `table`);
+        False once a kernel has failed."""
+        for address, L, body in calls:
+            if isinstance(L, Collective):  # (host buffers: reduced by MPI in place)
+                self.reductions.run(L, table)
+                continue
+            if body is not None:  # a loop: its body's launches at each step
+                rows = step_tables(L, table)
+                for row in rows:
+                    if not self._launch(body, row.ctypes.data, row, status_address):
+                        return False
+                continue
+            if self.lib.launch(address, L.grid[0], L.grid[1], L.grid[2], L.block,
+                               int(L.sync), table_address, status_address, self.seed):
+                raise RuntimeError(f"cuda emulator: kernel {L.name}: "
+                                   f"{self.lib.error().decode()}")
+            if L.can_fail and self.status.value:
+                return False
+        return True
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         table, layout = self.table, self.layout
@@ -170,17 +190,9 @@ class EmulatedRunner:
         self.status.value = 0
         status_address = ctypes.addressof(self.status)
         table_address = ctypes.addressof(table)
+        values = np.array([table[i] or 0 for i in range(layout.slots)], np.uint64)
         with LAUNCH_LOCK:
-            for address, L in self.calls:
-                if isinstance(L, Collective):  # (host buffers: reduced by MPI in place)
-                    self.reductions.run(L, table)
-                    continue
-                if self.lib.launch(address, L.grid[0], L.grid[1], L.grid[2], L.block,
-                                   int(L.sync), table_address, status_address, self.seed):
-                    raise RuntimeError(f"cuda emulator: kernel {L.name}: "
-                                       f"{self.lib.error().decode()}")
-                if L.can_fail and self.status.value:
-                    break
+            self._launch(self.calls, table_address, values, status_address)
         if self.status.value:
             raise_for_status(self.status.value, layout, arrays)
         return outs

@@ -82,6 +82,10 @@ class Writer:
         self._memo: dict[int, kir.Expr] = {}
         self._count = 0
         self.errors: dict[int, str] = {}  # kernel index -> the message of its failure
+        # in a loop's body (backends/cuda/loop.py): the loops it is in, and the position of
+        # the kernel being written (its names are made unique with them)
+        self.loop_path = ""
+        self.position: int | None = None
 
     def dtype(self, bid: int) -> np.dtype:
         return np.dtype(self.schedule.buffers[bid].dtype)
