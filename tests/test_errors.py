@@ -398,7 +398,7 @@ def test_bad_placeholder_shapes(shape):
         gc.placeholder(shape)
 
 
-@pytest.mark.parametrize("shape", [3.0, "abc", object()], ids=str)
+@pytest.mark.parametrize("shape", [3.0, "abc", object()], ids=["float", "str", "object"])
 def test_placeholder_shape_not_a_tuple(shape):
     with pytest.raises((TypeError, ValueError)):
         gc.placeholder(shape)
