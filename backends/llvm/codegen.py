@@ -318,7 +318,7 @@ class ModuleWriter:
         self._elementwise_body(b, bases, k, None)
 
     def _elementwise_part(self, k: kir.Elementwise, index: int) -> ir.Function:
-        """part(bufs, t, nt): thread t of nt runs its share of the outermost axis."""
+        """part(bufs, t, nt): thread t of nt runs its share of the split axis."""
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
                          f"{self._fn_name}_part")
         fn.linkage = "internal"
@@ -330,16 +330,17 @@ class ModuleWriter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
         bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
-        n = ir.Constant(I64, k.shape[0])
+        axis = parallel.split_axis(k)
+        n = ir.Constant(I64, k.shape[axis])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
-        self._elementwise_body(b, bases, k, (lo, b.sub(hi, lo)))
+        self._elementwise_body(b, bases, k, (lo, b.sub(hi, lo)), axis)
         b.ret_void()
         return fn
 
-    def _elementwise_body(self, b, bases, k: kir.Elementwise, outer) -> None:
+    def _elementwise_body(self, b, bases, k: kir.Elementwise, outer, axis: int = 0) -> None:
         scalar = ScalarEmitter(b, self.module)
-        with loop_nest(b, k.shape, outer=outer) as ix:
+        with loop_nest(b, k.shape, outer=outer, outer_axis=axis) as ix:
             memo: dict[int, ir.Value] = {}
             values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
             for s, v in zip(k.stores, values):
