@@ -1,6 +1,6 @@
-"""Large elementwise kernels on every core: the outermost axis longer than 1 is split among a team of
-libgomp threads (GOMP_parallel, loaded by the GEMM module); one thread where libgomp is
-missing, in a forked child, or when the kernel is too small for threads to pay off."""
+"""Large elementwise kernels on every core: the outermost axis longer than 1 is split among a
+team of libgomp threads (GOMP_parallel, loaded by the GEMM module); one thread where libgomp
+is missing, in a forked child, or when the kernel is too small for threads to pay off."""
 from __future__ import annotations
 
 from llvmlite import ir
