@@ -11,6 +11,8 @@ into partial products of its own that one pass adds into C at the end (alpha, an
 a parameter update folded into the GEMM)."""
 from __future__ import annotations
 
+import struct
+
 from llvmlite import ir
 
 from graphc.backends.llvm import parallel
@@ -40,20 +42,36 @@ def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+# The descriptor each GEMM passes to the shared functions (i64 values).
+FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
+          "accumulate")
+
+
 class DotGemm:
-    """The functions of one such GEMM (sizes and strides are constants in its code)."""
+    """One such GEMM: its descriptor and partial products, and calls to the functions every
+    dot-product GEMM of one dtype in a module shares (sizes and strides are data)."""
 
     def __init__(self, module: ir.Module, spec, threads: int, name: str) -> None:
         self.module, self.s, self.threads, self.name = module, spec, threads, name
         self.et = F32 if spec.dtype == "float32" else F64
         self.vl = 16 if spec.dtype == "float32" else 8
         self.vt = ir.VectorType(self.et, self.vl)
+        self.prefix = f"gemm_dot_{spec.dtype}"
         count = threads * spec.m * spec.n
         scratch_t = ir.ArrayType(self.et, count)
         self.partials = ir.GlobalVariable(module, scratch_t, f"{name}_dot_partials")
         self.partials.linkage = "internal"
         self.partials.initializer = ir.Constant(scratch_t, None)
         self.partials.align = 64
+        alpha = struct.unpack("<q", struct.pack("<d", spec.alpha))[0]
+        values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
+                      c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads, alpha_bits=alpha,
+                      accumulate=int(spec.accumulate))
+        desc_t = ir.ArrayType(I64, len(FIELDS))
+        self.desc = ir.GlobalVariable(module, desc_t, f"{name}_dot_desc")
+        self.desc.linkage = "internal"
+        self.desc.global_constant = True
+        self.desc.initializer = ir.Constant(desc_t, [_c(values[f]) for f in FIELDS])
 
     # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
     def emit(self, b: ir.IRBuilder, bases: dict) -> None:
@@ -61,13 +79,12 @@ class DotGemm:
         entry = b.function.entry_basic_block
         with b.goto_block(entry):
             b.position_at_start(entry)
-            args = b.alloca(PTR, size=3)
+            args = b.alloca(PTR, size=4)
         a0 = b.gep(bases[s.a.buffer], [_c(s.a.offset)], source_etype=self.et)
         b0 = b.gep(bases[s.b.buffer], [_c(s.b.offset)], source_etype=self.et)
-        b.store(a0, b.gep(args, [_c(0)], source_etype=PTR))
-        b.store(b0, b.gep(args, [_c(1)], source_etype=PTR))
-        # (the partials reach the functions as an argument: a pointer typed as data)
-        b.store(self.partials, b.gep(args, [_c(2)], source_etype=PTR))
+        # (globals reach the shared functions as arguments: pointers typed as data)
+        for i, value in enumerate((a0, b0, self.partials, self.desc)):
+            b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
         part = self._part()
         if self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
@@ -75,36 +92,45 @@ class DotGemm:
         else:
             b.call(part, [args, _c(0), _c(1)])
         c0 = b.gep(bases[s.c.buffer], [_c(s.c.offset)], source_etype=self.et)
-        b.call(self._finish(), [c0, self.partials])
+        b.call(self._finish(), [c0, self.partials, self.desc])
+
+    @staticmethod
+    def _fields(b: ir.IRBuilder, desc: ir.Value) -> dict:
+        return {f: b.load(b.gep(desc, [_c(i)], source_etype=I64), typ=I64)
+                for i, f in enumerate(FIELDS)}
 
     # -- part(args, t, nt): thread t's share of the depth into its partial products --------
     def _part(self) -> ir.Function:
-        s, et, vt, vl = self.s, self.et, self.vt, self.vl
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]),
-                         f"{self.name}_dot_part")
+        name = f"{self.prefix}_part"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        et, vt, vl = self.et, self.vt, self.vl
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         args, t, nt = fn.args
         acc_slot = b.alloca(vt, size=RI * RJ)  # promoted to registers (constant indices)
-        a_base = b.load(b.gep(args, [_c(0)], source_etype=PTR), typ=PTR)
-        b_base = b.load(b.gep(args, [_c(1)], source_etype=PTR), typ=PTR)
-        mn = s.m * s.n
-        partials = b.load(b.gep(args, [_c(2)], source_etype=PTR), typ=PTR)
+        a_base, b_base, partials, desc = [
+            b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(4)]
+        d = self._fields(b, desc)
+        m, n, k = d["m"], d["n"], d["k"]
+        mn = b.mul(m, n)
         # zero the partials this thread owns: its own, and with fewer threads than
         # partials (run alone) every one its index is congruent to
-        with counted_loop(b, _c(self.threads), "q") as q:
+        with counted_loop(b, d["partials"], "q") as q:
             mine = b.icmp_signed("==", b.srem(q, nt), t)
             with b.if_then(mine):
-                base = b.gep(partials, [b.mul(q, _c(mn))], source_etype=et)
-                with counted_loop(b, _c(mn), "z") as z:
+                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
+                with counted_loop(b, mn, "z") as z:
                     b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
-        partial = b.gep(partials, [b.mul(t, _c(mn))], source_etype=et)
+        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
         # the depth in whole vectors, shared out evenly
-        nvec = (s.k + vl - 1) // vl
-        lo = b.mul(b.sdiv(b.mul(t, _c(nvec)), nt), _c(vl))
-        hi_v = b.mul(b.sdiv(b.mul(b.add(t, _c(1)), _c(nvec)), nt), _c(vl))
-        hi = b.select(b.icmp_signed("<", hi_v, _c(s.k)), hi_v, _c(s.k))
+        nvec = b.sdiv(b.add(k, _c(vl - 1)), _c(vl))
+        lo = b.mul(b.sdiv(b.mul(t, nvec), nt), _c(vl))
+        hi_v = b.mul(b.sdiv(b.mul(b.add(t, _c(1)), nvec), nt), _c(vl))
+        hi = b.select(b.icmp_signed("<", hi_v, k), hi_v, k)
         span = b.sub(hi, lo)
         positive = b.select(b.icmp_signed(">", span, _c(0)), span, _c(0))
         chunks = b.sdiv(b.add(positive, _c(CHUNK - 1)), _c(CHUNK))
@@ -112,21 +138,23 @@ class DotGemm:
         fma = self.module.globals.get(fma_name) or ir.Function(
             self.module, ir.FunctionType(vt, [vt] * 3), fma_name)
         zero_v = ir.Constant(vt, None)
+        col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
+        row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
         with counted_loop(b, chunks, "ch") as ch:
             start = b.add(lo, b.mul(ch, _c(CHUNK)))
             rest = b.sub(hi, start)
             clen = b.select(b.icmp_signed("<", rest, _c(CHUNK)), rest, _c(CHUNK))
             full = b.sdiv(clen, _c(vl))
             tail_from = b.mul(full, _c(vl))
-            with counted_loop(b, _c(-(-s.n // RJ)), "jb") as jb:
-                cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), s.n) for c in
+            with counted_loop(b, col_blocks, "jb") as jb:
+                cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in
                         range(RJ)]
-                b_rows = [b.gep(b_base, [b.add(b.mul(j, _c(s.b.s1)), start)], source_etype=et)
+                b_rows = [b.gep(b_base, [b.add(b.mul(j, d["b_s1"]), start)], source_etype=et)
                           for j in cols]
-                with counted_loop(b, _c(-(-s.m // RI)), "ib") as ib:
-                    rows = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), s.m) for r in
+                with counted_loop(b, row_blocks, "ib") as ib:
+                    rows = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m) for r in
                             range(RI)]
-                    a_rows = [b.gep(a_base, [b.add(b.mul(i, _c(s.a.s0)), start)],
+                    a_rows = [b.gep(a_base, [b.add(b.mul(i, d["a_s0"]), start)],
                                     source_etype=et) for i in rows]
                     for q in range(RI * RJ):
                         b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
@@ -154,21 +182,19 @@ class DotGemm:
                         i = b.add(b.mul(ib, _c(RI)), _c(r))
                         for c in range(RJ):
                             j = b.add(b.mul(jb, _c(RJ)), _c(c))
-                            inside = b.and_(b.icmp_signed("<", i, _c(s.m)),
-                                            b.icmp_signed("<", j, _c(s.n)))
+                            inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
                             with b.if_then(inside):
                                 slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
                                 total = self._hsum(b, b.load(slot, typ=vt))
-                                at = b.gep(partial, [b.add(b.mul(i, _c(s.n)), j)],
-                                           source_etype=et)
+                                at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
                                 b.store(b.fadd(b.load(at, typ=et), total), at)
         b.ret_void()
         return fn
 
     @staticmethod
-    def _clamped(b: ir.IRBuilder, i: ir.Value, size: int) -> ir.Value:
+    def _clamped(b: ir.IRBuilder, i: ir.Value, size: ir.Value) -> ir.Value:
         """i, or the last row past the edge (its sums are computed and never stored)."""
-        return b.select(b.icmp_signed("<", i, _c(size)), i, _c(size - 1))
+        return b.select(b.icmp_signed("<", i, size), i, b.sub(size, _c(1)))
 
     def _load_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value) -> ir.Value:
         ptr = b.gep(row, [at], source_etype=self.et)
@@ -184,29 +210,38 @@ class DotGemm:
             width //= 2
         return b.extract_element(x, _c(0))
 
-    # -- finish(c): C = alpha * (sum of the partials) (+ C) -------------------------------
+    # -- finish(c, partials, desc): C = alpha * (sum of the partials) (+ C) ----------------
     def _finish(self) -> ir.Function:
-        s, et = self.s, self.et
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR]),
-                         f"{self.name}_dot_finish")
+        name = f"{self.prefix}_finish"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        et = self.et
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        c0, partials = fn.args
-        mn = s.m * s.n
-        with counted_loop(b, _c(s.m), "i") as i:
-            with counted_loop(b, _c(s.n), "j") as j:
-                flat = b.add(b.mul(i, _c(s.n)), j)
-                total = b.load(b.gep(partials, [flat], source_etype=et), typ=et)
-                for q in range(1, self.threads):
-                    at = b.gep(partials, [b.add(flat, _c(q * mn))], source_etype=et)
-                    total = b.fadd(total, b.load(at, typ=et))
-                if s.alpha != 1:
-                    total = b.fmul(total, ir.Constant(et, s.alpha))
-                out = b.gep(c0, [b.add(b.mul(i, _c(s.c.s0)), b.mul(j, _c(s.c.s1)))],
+        c0, partials, desc = fn.args
+        running = b.alloca(et)  # the sum over the partials (promoted to a register)
+        d = self._fields(b, desc)
+        mn = b.mul(d["m"], d["n"])
+        alpha = b.bitcast(d["alpha_bits"], ir.DoubleType())
+        if et == F32:
+            alpha = b.fptrunc(alpha, F32)
+        accumulate = b.icmp_signed("!=", d["accumulate"], _c(0))
+        with counted_loop(b, d["m"], "i") as i:
+            with counted_loop(b, d["n"], "j") as j:
+                flat = b.add(b.mul(i, d["n"]), j)
+                b.store(b.load(b.gep(partials, [flat], source_etype=et), typ=et), running)
+                with counted_loop(b, b.sub(d["partials"], _c(1)), "q") as q:
+                    at = b.gep(partials, [b.add(flat, b.mul(b.add(q, _c(1)), mn))],
+                               source_etype=et)
+                    b.store(b.fadd(b.load(running, typ=et), b.load(at, typ=et)), running)
+                total = b.fmul(b.load(running, typ=et), alpha)
+                out = b.gep(c0, [b.add(b.mul(i, d["c_s0"]), b.mul(j, d["c_s1"]))],
                             source_etype=et)
-                if s.accumulate:
-                    total = b.fadd(b.load(out, typ=et), total)
+                old = b.load(out, typ=et)
+                total = b.select(accumulate, b.fadd(old, total), total)
                 b.store(total, out)
         b.ret_void()
         return fn
