@@ -66,3 +66,35 @@ def test_threaded_conv_kernels_match_the_reference(stride, padding, groups, dila
                       backend_options={"cache_dir": str(tmp_path)})(xv, wv)
     for g, r in zip(got, want):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3 * float(np.abs(r).max()))
+
+
+def test_reductions_over_outer_axes_share_their_outputs_out():
+    k = ir.Reduce((64, 16, 784), (0, 2), "sum", ir.Load(ir.Access(1, (12544, 784, 1)), F32),
+                  ir.Access(0, (0, 1, 0)), F32)
+    assert parallel.reduce_threads(k, [16]) == (min(16, gemm.num_threads()) if _teams() else 1)
+    small = ir.Reduce((4, 16, 8), (0, 2), "sum", ir.Load(ir.Access(1, (128, 8, 1)), F32),
+                      ir.Access(0, (0, 1, 0)), F32)
+    assert parallel.reduce_threads(small, [16]) == 1
+
+
+@pytest.mark.slow
+def test_threaded_batchnorm_statistics_are_those_of_one_thread(monkeypatch, tmp_path):
+    """Each output is one thread's, summed in the same order: the same bits as alone."""
+    rng = np.random.default_rng(5)
+    xv = rng.normal(size=(33, 6, 19, 19)).astype(np.float32)  # 71,478 elements: a team
+    x = gc.placeholder(xv.shape, name="x")
+    mean = x.mean(axis=(0, 2, 3))
+    outs = [mean, ((x - mean.reshape(1, -1, 1, 1)) ** 2).mean(axis=(0, 2, 3)),
+            gc.max(x, axis=(0, 3)), gc.argmax(gc.reshape(x, (33, 6, -1)), axis=2)]
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+        monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+        f = gc.function([x], outs, backend_options={"cache_dir": str(tmp_path / threads)})
+        results.append(f(xv))
+    for alone, team in zip(*results):
+        np.testing.assert_array_equal(alone, team)
+    np.testing.assert_allclose(results[1][0], xv.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(results[1][1], xv.var(axis=(0, 2, 3)), rtol=1e-4)
+    np.testing.assert_array_equal(results[1][2], xv.max(axis=(0, 3)))
+    np.testing.assert_array_equal(results[1][3], xv.reshape(33, 6, -1).argmax(axis=2))

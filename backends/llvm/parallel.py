@@ -57,6 +57,20 @@ def threads_for(k: kir.Elementwise) -> int:
     return threads
 
 
+def reduce_threads(k: kir.Reduce, keep_shape: list) -> int:
+    """How many threads a reduction that sums each output in turn gets: its outputs are
+    shared out along the first kept axis (BatchNorm's statistics: one channel each)."""
+    size = 1
+    for d in k.shape:
+        size *= d
+    if size < PARALLEL_MIN_ELEMENTS or not keep_shape:
+        return 1
+    threads = min(gemm.num_threads(), keep_shape[0])
+    if threads <= 1 or not gemm.openmp_available():
+        return 1
+    return threads
+
+
 def _declare(module: ir.Module, name: str, ret: ir.Type, args: list) -> ir.Function:
     fn = module.globals.get(name)
     if fn is None:
