@@ -67,8 +67,11 @@ def kernel_class(kernel, schedule) -> str:
 
 
 def gemm_role(kernel, schedule) -> str:
-    """conv forward / data gradient / weight gradient / dense, from the sizes and strides: a
-    convolution GEMM has a side of N*OH*OW (the weight gradient: its depth)."""
+    """conv forward / data gradient / weight gradient / 1x1 conv / dense, from the sizes and
+    strides: a convolution GEMM has a side of N*OH*OW (the weight gradient: its depth); a
+    1x1 convolution's is one product per image."""
+    if int(np.prod(kernel.batch)) > 1:
+        return "batched (1x1 conv)"  # one product per image
     big = max(kernel.m, kernel.n, kernel.k)
     if big < 1024:
         return "small (dense)"
