@@ -70,10 +70,11 @@ COUNTS: collections.Counter = collections.Counter()
 DIM = st.sampled_from([1, 2, 3, 0, 4])
 POS_DIM = st.sampled_from([1, 2, 3, 4])
 # "big" cases also draw sizes past the vector width and loop tails, and long inner products
-# (llvm's packed GEMM path starts at m*n*k >= 2048, its threads at 65,536 elements)
+# (llvm's packed GEMM path starts at m*n*k >= 2048, its threads at 65,536 elements; its
+# dot-product path at a depth of 512 and 8x the output's longer side: gemm_dot.py)
 BIG_DIM = st.sampled_from([1, 2, 3, 0, 4, 5, 8, 9, 16, 17, 31, 33, 64])
 BIG_POS_DIM = st.sampled_from([1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64])
-BIG_K = st.sampled_from([1, 2, 0, 64, 129, 300])
+BIG_K = st.sampled_from([1, 2, 0, 64, 129, 300, 1031])
 MAX_ELEMENTS = 300_000
 
 # numpy's further unary functions, on arguments inside their domains
@@ -785,18 +786,25 @@ class Builder:
         size = self.draw(st.integers(1, 3), "size")
         stride = self.draw(st.integers(1, 2), "stride")
         if kind == "conv":
-            top = min(size - 1, ((min(ho, wo) - 1) * stride + size - 1) // 2)
+            # dilated taps, and groups (1x1 convolutions take a path of their own)
+            dilation = self.draw(st.integers(1, 2), "dilation") if size > 1 else 1
+            span = dilation * (size - 1) + 1
+            top = min(span - 1, ((min(ho, wo) - 1) * stride + span - 1) // 2)
             pad = self.draw(st.integers(0, top), "pad")
-            h = (ho - 1) * stride + size - 2 * pad
-            w = (wo - 1) * stride + size - 2 * pad
+            h = (ho - 1) * stride + span - 2 * pad
+            w = (wo - 1) * stride + span - 2 * pad
             c_in = self.draw(self.pos_dim_st, "c_in")
+            groups = self.draw(st.sampled_from(
+                [g for g in range(1, c_in + 1) if c_in % g == 0 and c_out % g == 0]), "groups")
             x = self.expr((n, c_in, h, w), dtype, depth)
             if None in x.shape[1:] and EXCLUDE["conv_runtime_chw"]:
                 x = gc.reshape(self.unpin_empty(x, (n, c_in, h, w)), (n, c_in, h, w))
-            wt = self.expr((c_out, c_in, size, size), dtype, depth)
+            ws = (c_out, c_in // groups, size, size)
+            wt = self.expr(ws, dtype, depth)
             if None in wt.shape:  # conv2d needs weights of static shape
-                wt = gc.reshape(wt, (c_out, c_in, size, size))
-            return gc.nn.conv2d(x, wt, stride=stride, padding=pad)
+                wt = gc.reshape(wt, ws)
+            return gc.nn.conv2d(x, wt, stride=stride, padding=pad, groups=groups,
+                                dilation=dilation)
         h, w = (ho - 1) * stride + size, (wo - 1) * stride + size
         x = self.expr((n, c_out, h, w), dtype, depth)
         fn = gc.nn.max_pool2d if kind == "max" else gc.nn.avg_pool2d
@@ -806,10 +814,10 @@ class Builder:
 # ---- cases ----------------------------------------------------------------------------------
 
 def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big=None,
-              max_depth=None, budget=None) -> Case:
+              max_depth=None, budget=None, pool_root=False) -> Case:
     """A random graph: its root of a random shape and dtype, plus up to two intermediate
     results as outputs, and (sometimes) the gradients of a scalar of the root w.r.t. the
-    float inputs."""
+    float inputs. pool_root: the root is a convolution or pooling (NCHW) of any graphs."""
     if dynamic is None:
         dynamic = data.draw(st.booleans(), "dynamic")
     if special is None:
@@ -824,13 +832,22 @@ def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big
         budget = data.draw(st.integers(4, 24), "budget")
     b = Builder(data, max_depth=max_depth, budget=budget, smooth=smooth, dynamic=dynamic,
                 special=special, for_grad=grads or smooth, big=big)
-    rank = data.draw(st.integers(0, 4) if not smooth else st.integers(0, 3), "rank")
-    shape = tuple(data.draw(b.dim_st, "dim") for _ in range(rank))
-    if smooth or grads:
+    rank = 4 if pool_root else data.draw(
+        st.integers(0, 4) if not smooth else st.integers(0, 3), "rank")
+    if pool_root:  # batches large enough for a deep weight gradient (N * OH * OW)
+        shape = (data.draw(st.sampled_from([1, 2, 16, 33, 64]), "batch"),) + tuple(
+            data.draw(b.dim_st if axis == 1 else b.pos_dim_st, "dim") for axis in (1, 2, 3))
+    else:
+        shape = tuple(data.draw(b.dim_st, "dim") for _ in range(rank))
+    if smooth or grads or pool_root:
         dtype = F64 if smooth else data.draw(st.sampled_from(FLOATS), "dtype")
     else:
         dtype = data.draw(st.sampled_from(FLOATS + ALL), "dtype")  # floats twice as often
-    root = b.expr(shape, dtype, max_depth)
+    if pool_root:
+        assume(_prod(shape) <= MAX_ELEMENTS)
+        root = b._pool(shape, dtype, max_depth - 1, False)
+    else:
+        root = b.expr(shape, dtype, max_depth)
     outputs = [root]
     extras = [t for t in b.made if t is not root and t.node is not root.node]
     for _ in range(data.draw(st.integers(0, 2), "extras") if extras else 0):
@@ -1061,6 +1078,10 @@ def _intermediates_finite(case) -> bool:
 CHECKS: dict[str, Callable] = {
     "backends": check_backends,
     "backends-big": lambda data: check_backends(data, ("llvm",), big=True),
+    # convolutions and pools with their gradients, at sizes that reach llvm's conv paths
+    # (threaded im2col and col2im, 1x1 products, dot-product weight gradients)
+    "conv-llvm": lambda data: check_backends(data, ("llvm",), big=True, grads=True,
+                                             pool_root=True),
     "optimize-numpy": lambda data: check_optimize(data, "numpy"),
     "optimize-llvm": lambda data: check_optimize(data, "llvm"),
     "gradients-numpy": lambda data: check_gradients(data, "numpy"),

@@ -58,6 +58,15 @@ def test_llvm_gradients_match_finite_differences(data):
 
 
 @pytest.mark.slow
+@settings(max_examples=40, **FUZZ)
+@given(st.data())
+def test_llvm_convolutions_and_pools_match_the_reference(data):
+    """conv2d (strides, padding, groups, dilation, 1x1) and pools with their gradients, on
+    batches large enough for the llvm backend's conv paths."""
+    fz.CHECKS["conv-llvm"](data)
+
+
+@pytest.mark.slow
 def test_soak_mode_runs_and_counts(capsys):
     """The soak entry point: a few seconds of it, counts printed, nothing found."""
     assert fz.main(["--soak", "--minutes", "0.05", "--per-round", "3"]) == 0

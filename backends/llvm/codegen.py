@@ -324,7 +324,7 @@ class ModuleWriter:
         self._elementwise_body(b, bases, k, None)
 
     def _elementwise_part(self, k: kir.Elementwise, index: int) -> ir.Function:
-        """part(bufs, t, nt): thread t of nt runs its share of the outermost axis."""
+        """part(bufs, t, nt): thread t of nt runs its share of the split axis."""
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
                          f"{self._fn_name}_part")
         fn.linkage = "internal"
@@ -336,16 +336,17 @@ class ModuleWriter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
         bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
-        n = ir.Constant(I64, k.shape[0])
+        axis = parallel.split_axis(k)
+        n = ir.Constant(I64, k.shape[axis])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
-        self._elementwise_body(b, bases, k, (lo, b.sub(hi, lo)))
+        self._elementwise_body(b, bases, k, (lo, b.sub(hi, lo)), axis)
         b.ret_void()
         return fn
 
-    def _elementwise_body(self, b, bases, k: kir.Elementwise, outer) -> None:
+    def _elementwise_body(self, b, bases, k: kir.Elementwise, outer, axis: int = 0) -> None:
         scalar = ScalarEmitter(b, self.module)
-        with loop_nest(b, k.shape, outer=outer) as ix:
+        with loop_nest(b, k.shape, outer=outer, outer_axis=axis) as ix:
             memo: dict[int, ir.Value] = {}
             values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
             for s, v in zip(k.stores, values):
@@ -394,13 +395,44 @@ class ModuleWriter:
                 self.store(b, bases, k.out, ix,
                            self._combine(b, scalar, k.op, acc, v, k.out_dtype))
             return
+        threads = parallel.reduce_threads(k, keep_shape)
+        if threads > 1:
+            part = self._reduce_part(k, keep_shape)
+            parallel.emit_team_call(self.module, b, fn.args[0], part, threads, self._fn_name)
+            return
+        self._reduce_outputs(b, fn, bases, k, keep_shape, None)
+
+    def _reduce_part(self, k: kir.Reduce, keep_shape: list) -> ir.Function:
+        """part(bufs, t, nt): thread t of nt reduces its share of the first kept axis (each
+        output is one thread's, summed in the same order as alone)."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
+                         f"{self._fn_name}_part")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        if not _unrolling_pays(k):
+            fn.attributes.add("optsize")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        bufs, t, nt = fn.args
+        bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
+        n = ir.Constant(I64, keep_shape[0])
+        lo = b.sdiv(b.mul(t, n), nt)
+        hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
+        self._reduce_outputs(b, fn, bases, k, keep_shape, (lo, b.sub(hi, lo)))
+        b.ret_void()
+        return fn
+
+    def _reduce_outputs(self, b, fn, bases, k: kir.Reduce, keep_shape: list, outer) -> None:
+        """Each output (or, with `outer`, those of one part of the first kept axis) reduced
+        in turn over the reduced axes."""
+        scalar = ScalarEmitter(b, self.module)
+        kept = [a for a in range(len(k.shape)) if a not in k.axes]
         red_shape = [k.shape[a] for a in k.axes]
         entry = fn.entry_basic_block
         with b.goto_block(entry):
             b.position_at_start(entry)
             acc_ptr = b.alloca(llvm_type(k.out_dtype if k.op != "argmax" else k.body.dtype))
             idx_ptr = b.alloca(I64)
-        with loop_nest(b, keep_shape, "o") as ox:
+        with loop_nest(b, keep_shape, "o", outer=outer) as ox:
             full = [None] * len(k.shape)
             for a, v in zip(kept, ox):
                 full[a] = v

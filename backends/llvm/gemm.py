@@ -29,6 +29,9 @@ GRAPHC_NUM_THREADS: the thread count for GEMMs (default: the cores this process 
 on, os.sched_getaffinity, else os.cpu_count()); GRAPHC_NUM_THREADS=1 gives single-threaded
 code. GRAPHC_NO_OPENMP=1: never load libgomp (single-threaded code).
 
+Deep GEMMs with a small output whose operands are both contiguous along the depth (a
+convolution's weight gradient) are blocks of dot products instead: gemm_dot.py.
+
 Integer GEMMs and small float GEMMs take a plain loop nest (j innermost, which LLVM
 vectorizes when the output and B are contiguous along j)."""
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from llvmlite import ir
 
+from graphc.backends.llvm import gemm_dot
 from graphc.backends.llvm.gemm_kernels import FIELDS, GemmKernels, Variant
 from graphc.backends.llvm.loops import counted_loop, loop_nest
 from graphc.backends.llvm.threads import (  # noqa: F401 (re-exported)
@@ -98,6 +102,9 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
         macs = k.m * k.n * k.k * spec.nbatch
         if not (threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available()):
             threads = 1  # (else _PackedGemm gives it at most as many threads as work units)
+        if gemm_dot.suitable(spec):
+            gemm_dot.DotGemm(writer.module, spec, threads, fn.name).emit(b, bases)
+            return
         _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name).emit(b, bases)
         return
     _emit_loops(writer, b, bases, k)

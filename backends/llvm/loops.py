@@ -33,13 +33,15 @@ def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i"
 
 @contextlib.contextmanager
 def loop_nest(builder: ir.IRBuilder, shape: Sequence[int], prefix: str = "i",
-              outer: tuple[ir.Value, ir.Value] | None = None) -> Iterator[list[ir.Value]]:
+              outer: tuple[ir.Value, ir.Value] | None = None, outer_axis: int = 0
+              ) -> Iterator[list[ir.Value]]:
     """Nested counted loops over `shape` (outermost first); yields the indices. `outer`
-    = (start, count) runs only that part of the outermost axis (one thread's share)."""
+    = (start, count) runs only that part of axis `outer_axis` (one thread's share; the
+    axes before it have length 1)."""
     with contextlib.ExitStack() as stack:
         indices = []
         for k, d in enumerate(shape):
-            if k == 0 and outer is not None:
+            if k == outer_axis and outer is not None:
                 start, count = outer
                 i = stack.enter_context(counted_loop(builder, count, f"{prefix}{k}"))
                 indices.append(builder.add(start, i))

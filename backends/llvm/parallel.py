@@ -1,6 +1,6 @@
-"""Large elementwise kernels on every core: the outermost axis is split among a team of
-libgomp threads (GOMP_parallel, loaded by the GEMM module); one thread where libgomp is
-missing, in a forked child, or when the kernel is too small for threads to pay off."""
+"""Large elementwise kernels on every core: the outermost axis longer than 1 is split among a
+team of libgomp threads (GOMP_parallel, loaded by the GEMM module); one thread where libgomp
+is missing, in a forked child, or when the kernel is too small for threads to pay off."""
 from __future__ import annotations
 
 from llvmlite import ir
@@ -16,14 +16,56 @@ PTR = ir.PointerType()
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
+def split_axis(k: kir.Elementwise) -> int:
+    """The axis a team splits: the first one longer than 1 (a leading axis of 1, as in an
+    im2col copy [1, C, KH, KW, N, OH, OW], would leave a team nothing to share)."""
+    return next((a for a, d in enumerate(k.shape) if d > 1), 0)
+
+
+def _disjoint_slabs(k: kir.Elementwise, axis: int) -> bool:
+    """Whether every accumulating store writes, for each index along `axis`, a set of
+    elements no other index along it touches (col2im: the windows of one image add only
+    into that image), and nothing else in the kernel reads the buffers accumulated into:
+    then threads that own different indices never write one element."""
+    targets = {s.access.buffer for s in k.stores if s.accumulate}
+    if any(ld.access.buffer in targets for s in k.stores for ld in kir.expr_loads(s.value)):
+        return False
+    for s in k.stores:
+        if not s.accumulate:
+            continue
+        strides = s.access.strides
+        span = sum(abs(st) * (d - 1) for a, (st, d) in enumerate(zip(strides, k.shape))
+                   if a != axis)
+        if abs(strides[axis]) <= span:
+            return False
+    return True
+
+
 def threads_for(k: kir.Elementwise) -> int:
     """How many threads an elementwise kernel gets (1: run it inline)."""
     size = 1
     for d in k.shape:
         size *= d
-    if size < PARALLEL_MIN_ELEMENTS or any(s.accumulate for s in k.stores):
+    if size < PARALLEL_MIN_ELEMENTS:
+        return 1
+    axis = split_axis(k)
+    if any(s.accumulate for s in k.stores) and not _disjoint_slabs(k, axis):
         return 1  # accumulating stores may hit one element from several iterations
-    threads = min(gemm.num_threads(), k.shape[0] if k.shape else 1)
+    threads = min(gemm.num_threads(), k.shape[axis] if k.shape else 1)
+    if threads <= 1 or not gemm.openmp_available():
+        return 1
+    return threads
+
+
+def reduce_threads(k: kir.Reduce, keep_shape: list) -> int:
+    """How many threads a reduction that sums each output in turn gets: its outputs are
+    shared out along the first kept axis (BatchNorm's statistics: one channel each)."""
+    size = 1
+    for d in k.shape:
+        size *= d
+    if size < PARALLEL_MIN_ELEMENTS or not keep_shape:
+        return 1
+    threads = min(gemm.num_threads(), keep_shape[0])
     if threads <= 1 or not gemm.openmp_available():
         return 1
     return threads

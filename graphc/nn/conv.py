@@ -67,8 +67,12 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1,
         raise ValueError(f"conv2d: input {xs.type} and weights {ws.type} do not fit "
                          f"groups={groups} (need C == weights.shape[1] * groups and O "
                          "divisible by groups)")
+    if min(dilation) < 1:
+        raise ValueError(f"conv2d: dilation must be >= 1, got {dilation}")
     if ph or pw:
         x = Tensor(make("pad", xs, pads=((0, 0), (0, 0), (ph, ph), (pw, pw))))
+    if kh == kw == 1 and out_ch and cg and xs.ndim == 4:
+        return _pointwise(Tensor(xs) if not (ph or pw) else x, w, (sh, sw), groups)
     win = _dilated_windows(x, (kh, kw), (sh, sw), dilation, "conv2d")  # (N, C, OH, OW, KH, KW)
     oh, ow = win.shape[2], win.shape[3]
     og = out_ch // groups
@@ -88,6 +92,21 @@ def conv2d(x: Any, w: Any, stride: Any = 1, padding: Any = 0, groups: int = 1,
     out = F.reshape(out, (groups, og, -1, oh, ow))
     out = F.transpose(out, (2, 0, 1, 3, 4))  # (N, G, Og, OH, OW)
     return F.reshape(out, (-1, out_ch, oh, ow))
+
+
+def _pointwise(x: Tensor, w: Any, stride: tuple[int, int], groups: int) -> Tensor:
+    """A 1x1 convolution as one matrix product per image, read where the image lies:
+    (G, Og, Cg) @ (N, G, Cg, H*W) -> (N, G, Og, H*W), which is NCHW already. No im2col copy
+    and no col2im: a stride is a strided slice, whose gradient is a view too."""
+    if min(stride) < 1:
+        raise ValueError(f"conv2d: window sizes and strides must be >= 1, got {stride}")
+    if stride != (1, 1):
+        x = x[:, :, ::stride[0], ::stride[1]]
+    channels, h, wd = x.shape[1:]
+    out_ch = to_node(w, "conv2d weights").shape[0]
+    cols = F.reshape(x, (-1, groups, channels // groups, h * wd))
+    wmat = F.reshape(w, (groups, out_ch // groups, channels // groups))
+    return F.reshape(F.matmul(wmat, cols), (-1, out_ch, h, wd))
 
 
 def _pool_input(x: Any, size: tuple[int, int], padding: Any, what: str,

@@ -1,0 +1,247 @@
+"""Deep, small GEMMs whose operands are both contiguous along the depth (a convolution's
+weight gradient dW = g @ cols^T: a few hundred outputs, each a sum over every output pixel
+of the batch) computed as register blocks of dot products, with no packing.
+
+The packed path copies B (transposed, in 16x16 blocks) before multiplying: here every
+element of B serves only m multiply-adds, so that copy cost more than the product. Instead
+RI rows of A and RJ rows of B^T are read where they lie, a vector of the depth at a time,
+into RI x RJ vector accumulators; the depth is cut into chunks (an RJ-row block of B^T
+stays in L1 while the rows of A stream past it) and split over the threads, each summing
+into partial products of its own that one pass adds into C at the end (alpha, and += C for
+a parameter update folded into the GEMM)."""
+from __future__ import annotations
+
+import struct
+
+from llvmlite import ir
+
+from graphc.backends.llvm import parallel
+from graphc.backends.llvm.loops import counted_loop
+from graphc.backends.llvm.scalar import F32, F64
+
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+RI, RJ = 4, 4  # the register block: 16 accumulators and 8 loaded vectors of 32 registers
+CHUNK = 1024  # depth per pass over the outputs (elements)
+MIN_DEPTH = 512
+DEPTH_RATIO = 8  # the depth at least this many times the longer side of the output
+MAX_OUTPUTS = 1 << 16
+
+
+def suitable(spec) -> bool:
+    """Whether a canonical GEMM (gemm._Spec) takes this path: one batch item, A's rows and
+    B's columns contiguous along the depth, and a depth that dwarfs the output."""
+    return (spec.nbatch == 1 and spec.a.s1 == 1 and spec.b.s0 == 1 and spec.k >= MIN_DEPTH
+            and spec.k >= DEPTH_RATIO * max(spec.m, spec.n)
+            and spec.m * spec.n <= MAX_OUTPUTS)
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+# The descriptor each GEMM passes to the shared functions (i64 values).
+FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
+          "accumulate")
+
+
+class DotGemm:
+    """One such GEMM: its descriptor and partial products, and calls to the functions every
+    dot-product GEMM of one dtype in a module shares (sizes and strides are data)."""
+
+    def __init__(self, module: ir.Module, spec, threads: int, name: str) -> None:
+        self.module, self.s, self.threads, self.name = module, spec, threads, name
+        self.et = F32 if spec.dtype == "float32" else F64
+        self.vl = 16 if spec.dtype == "float32" else 8
+        self.vt = ir.VectorType(self.et, self.vl)
+        self.prefix = f"gemm_dot_{spec.dtype}"
+        count = threads * spec.m * spec.n
+        scratch_t = ir.ArrayType(self.et, count)
+        self.partials = ir.GlobalVariable(module, scratch_t, f"{name}_dot_partials")
+        self.partials.linkage = "internal"
+        self.partials.initializer = ir.Constant(scratch_t, None)
+        self.partials.align = 64
+        alpha = struct.unpack("<q", struct.pack("<d", spec.alpha))[0]
+        values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
+                      c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads, alpha_bits=alpha,
+                      accumulate=int(spec.accumulate))
+        desc_t = ir.ArrayType(I64, len(FIELDS))
+        self.desc = ir.GlobalVariable(module, desc_t, f"{name}_dot_desc")
+        self.desc.linkage = "internal"
+        self.desc.global_constant = True
+        self.desc.initializer = ir.Constant(desc_t, [_c(values[f]) for f in FIELDS])
+
+    # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
+    def emit(self, b: ir.IRBuilder, bases: dict) -> None:
+        s = self.s
+        entry = b.function.entry_basic_block
+        with b.goto_block(entry):
+            b.position_at_start(entry)
+            args = b.alloca(PTR, size=4)
+        a0 = b.gep(bases[s.a.buffer], [_c(s.a.offset)], source_etype=self.et)
+        b0 = b.gep(bases[s.b.buffer], [_c(s.b.offset)], source_etype=self.et)
+        # (globals reach the shared functions as arguments: pointers typed as data)
+        for i, value in enumerate((a0, b0, self.partials, self.desc)):
+            b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
+        part = self._part()
+        if self.threads > 1:
+            parallel.emit_team_call(self.module, b, args, part, self.threads,
+                                    f"{self.name}_dot")
+        else:
+            b.call(part, [args, _c(0), _c(1)])
+        c0 = b.gep(bases[s.c.buffer], [_c(s.c.offset)], source_etype=self.et)
+        b.call(self._finish(), [c0, self.partials, self.desc])
+
+    @staticmethod
+    def _fields(b: ir.IRBuilder, desc: ir.Value) -> dict:
+        return {f: b.load(b.gep(desc, [_c(i)], source_etype=I64), typ=I64)
+                for i, f in enumerate(FIELDS)}
+
+    # -- part(args, t, nt): thread t's share of the depth into its partial products --------
+    def _part(self) -> ir.Function:
+        name = f"{self.prefix}_part"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        et, vt, vl = self.et, self.vt, self.vl
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        args, t, nt = fn.args
+        acc_slot = b.alloca(vt, size=RI * RJ)  # promoted to registers (constant indices)
+        a_base, b_base, partials, desc = [
+            b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(4)]
+        d = self._fields(b, desc)
+        m, n, k = d["m"], d["n"], d["k"]
+        mn = b.mul(m, n)
+        # zero the partials this thread owns: its own, and with fewer threads than
+        # partials (run alone) every one its index is congruent to
+        with counted_loop(b, d["partials"], "q") as q:
+            mine = b.icmp_signed("==", b.srem(q, nt), t)
+            with b.if_then(mine):
+                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
+                with counted_loop(b, mn, "z") as z:
+                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
+        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
+        # the depth in whole vectors, shared out evenly
+        nvec = b.sdiv(b.add(k, _c(vl - 1)), _c(vl))
+        lo = b.mul(b.sdiv(b.mul(t, nvec), nt), _c(vl))
+        hi_v = b.mul(b.sdiv(b.mul(b.add(t, _c(1)), nvec), nt), _c(vl))
+        hi = b.select(b.icmp_signed("<", hi_v, k), hi_v, k)
+        span = b.sub(hi, lo)
+        positive = b.select(b.icmp_signed(">", span, _c(0)), span, _c(0))
+        chunks = b.sdiv(b.add(positive, _c(CHUNK - 1)), _c(CHUNK))
+        fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
+        fma = self.module.globals.get(fma_name) or ir.Function(
+            self.module, ir.FunctionType(vt, [vt] * 3), fma_name)
+        zero_v = ir.Constant(vt, None)
+        col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
+        row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
+        with counted_loop(b, chunks, "ch") as ch:
+            start = b.add(lo, b.mul(ch, _c(CHUNK)))
+            rest = b.sub(hi, start)
+            clen = b.select(b.icmp_signed("<", rest, _c(CHUNK)), rest, _c(CHUNK))
+            full = b.sdiv(clen, _c(vl))
+            tail_from = b.mul(full, _c(vl))
+            with counted_loop(b, col_blocks, "jb") as jb:
+                cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in
+                        range(RJ)]
+                b_rows = [b.gep(b_base, [b.add(b.mul(j, d["b_s1"]), start)], source_etype=et)
+                          for j in cols]
+                with counted_loop(b, row_blocks, "ib") as ib:
+                    rows = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m) for r in
+                            range(RI)]
+                    a_rows = [b.gep(a_base, [b.add(b.mul(i, d["a_s0"]), start)],
+                                    source_etype=et) for i in rows]
+                    for q in range(RI * RJ):
+                        b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
+                    with counted_loop(b, full, "v") as v:
+                        at = b.mul(v, _c(vl))
+                        av = [self._load_vec(b, p, at) for p in a_rows]
+                        bv = [self._load_vec(b, p, at) for p in b_rows]
+                        for r in range(RI):
+                            for c in range(RJ):
+                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                                b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]),
+                                        slot)
+                    with counted_loop(b, b.sub(clen, tail_from), "e") as e:
+                        at = b.add(tail_from, e)
+                        ae = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in a_rows]
+                        be = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in b_rows]
+                        for r in range(RI):
+                            for c in range(RJ):
+                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                                old = b.load(slot, typ=vt)
+                                lane = b.extract_element(old, _c(0))
+                                total = b.fadd(lane, b.fmul(ae[r], be[c]))
+                                b.store(b.insert_element(old, total, _c(0)), slot)
+                    for r in range(RI):
+                        i = b.add(b.mul(ib, _c(RI)), _c(r))
+                        for c in range(RJ):
+                            j = b.add(b.mul(jb, _c(RJ)), _c(c))
+                            inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
+                            with b.if_then(inside):
+                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                                total = self._hsum(b, b.load(slot, typ=vt))
+                                at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
+                                b.store(b.fadd(b.load(at, typ=et), total), at)
+        b.ret_void()
+        return fn
+
+    @staticmethod
+    def _clamped(b: ir.IRBuilder, i: ir.Value, size: ir.Value) -> ir.Value:
+        """i, or the last row past the edge (its sums are computed and never stored)."""
+        return b.select(b.icmp_signed("<", i, size), i, b.sub(size, _c(1)))
+
+    def _load_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value) -> ir.Value:
+        ptr = b.gep(row, [at], source_etype=self.et)
+        return b.load(ptr, typ=self.vt, align=4 if self.et == F32 else 8)  # rows: unaligned
+
+    def _hsum(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+        """The lanes' sum, halving the vector each step."""
+        width = self.vl // 2
+        while width:
+            mask = [i + width if i < width else i for i in range(self.vl)]
+            x = b.fadd(x, b.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                           self.vl), mask)))
+            width //= 2
+        return b.extract_element(x, _c(0))
+
+    # -- finish(c, partials, desc): C = alpha * (sum of the partials) (+ C) ----------------
+    def _finish(self) -> ir.Function:
+        name = f"{self.prefix}_finish"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        et = self.et
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        c0, partials, desc = fn.args
+        running = b.alloca(et)  # the sum over the partials (promoted to a register)
+        d = self._fields(b, desc)
+        mn = b.mul(d["m"], d["n"])
+        alpha = b.bitcast(d["alpha_bits"], ir.DoubleType())
+        if et == F32:
+            alpha = b.fptrunc(alpha, F32)
+        accumulate = b.icmp_signed("!=", d["accumulate"], _c(0))
+        with counted_loop(b, d["m"], "i") as i:
+            with counted_loop(b, d["n"], "j") as j:
+                flat = b.add(b.mul(i, d["n"]), j)
+                b.store(b.load(b.gep(partials, [flat], source_etype=et), typ=et), running)
+                with counted_loop(b, b.sub(d["partials"], _c(1)), "q") as q:
+                    at = b.gep(partials, [b.add(flat, b.mul(b.add(q, _c(1)), mn))],
+                               source_etype=et)
+                    b.store(b.fadd(b.load(running, typ=et), b.load(at, typ=et)), running)
+                total = b.fmul(b.load(running, typ=et), alpha)
+                out = b.gep(c0, [b.add(b.mul(i, d["c_s0"]), b.mul(j, d["c_s1"]))],
+                            source_etype=et)
+                old = b.load(out, typ=et)
+                total = b.select(accumulate, b.fadd(old, total), total)
+                b.store(total, out)
+        b.ret_void()
+        return fn

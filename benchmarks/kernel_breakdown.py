@@ -1,0 +1,150 @@
+"""Where a compiled llvm step spends its time: each kernel of the W6 ResNet step (or W5, LeNet)
+called on its own through the runtime, in program order, timed per call and summed by kernel
+class (convolution GEMMs by direction, im2col copies, col2im, BatchNorm reductions, ...).
+The kernels are the ones the step runs, on its own arena and parameters; the step's sum of
+kernel times is printed beside the step's own median, so the Python timing overhead shows.
+Run: python benchmarks/kernel_breakdown.py [--model W6|W5] [--repeat 30] [--top 25]
+     [--threads adaptive|team|alone]"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_training import median_ms  # noqa: E402 (the same timer as W1-W6)
+
+_KERNEL = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+
+
+def build(model: str):
+    """The compiled step and one call's arguments."""
+    if model == "W6":
+        from bench_resnet import graphc_resnet_step, resnet_data, resnet_params
+        x, y = resnet_data()
+        return graphc_resnet_step(resnet_params()), (x, y)
+    from bench_training import cnn_data, graphc_cnn_step
+    params, x, y = cnn_data()
+    return graphc_cnn_step(params), (x, y)
+
+
+def entry_tables(entry_ir: str) -> tuple[list[str], list[list[int]]]:
+    """Each kernel's function name and the sources of its pointer table (a slot, or
+    -1 - an arena offset), read back from the entry module (backends/llvm/entry.py)."""
+    names = re.findall(r"^; kernel \d+: (\S+)$", entry_ir, re.M)
+    desc_text = re.search(r"@graphc_entry_desc = internal constant \[\d+ x i64\] \[(.*)\]",
+                          entry_ir)
+    desc = [int(v) for v in re.findall(r"i64 (-?\d+)", desc_text.group(1))] if desc_text else []
+    tables, pos = [], 0
+    for _ in names:
+        n = desc[pos]
+        tables.append(desc[pos + 2:pos + 2 + n])
+        pos += 2 + n
+    return names, tables
+
+
+def kernel_class(kernel, schedule) -> str:
+    """A short name for what a kernel does, by its kind and what the scheduler fused in."""
+    kind = kernel.kind
+    if kind == "gemm":
+        return "gemm " + gemm_role(kernel, schedule)
+    fused = tuple(getattr(kernel, "fused", ()))
+    if kind == "elementwise" and fused == ("pad",) or fused == ("copy",):
+        return "im2col copy"
+    if kind == "elementwise" and "windows_grad" in fused:
+        return "col2im (windows_grad)"
+    if kind == "elementwise" and fused == ("zeros",):
+        return "zero fill"
+    if kind == "reduce":
+        return f"reduce/{kernel.op}"
+    return kind
+
+
+def gemm_role(kernel, schedule) -> str:
+    """conv forward / data gradient / weight gradient / 1x1 conv / dense, from the sizes and
+    strides: a convolution GEMM has a side of N*OH*OW (the weight gradient: its depth); a
+    1x1 convolution's is one product per image."""
+    if int(np.prod(kernel.batch)) > 1:
+        return "batched (1x1 conv)"  # one product per image
+    big = max(kernel.m, kernel.n, kernel.k)
+    if big < 1024:
+        return "small (dense)"
+    if kernel.k == big:
+        return "conv weight grad"
+    # the forward pass reads the weights as they are stored; the data gradient transposed
+    return "conv forward" if kernel.a.strides[-1] == 1 else "conv data grad"
+
+
+def breakdown(f, args, repeat: int, threads: str) -> None:
+    f(*args)
+    compiled = f._exe.last
+    schedule = compiled.schedule
+    names, tables = entry_tables(compiled.ir_texts[0])
+    if len(names) != len(schedule.kernels):
+        raise SystemExit("the entry module and the schedule disagree: kernel counts differ")
+    bufs = compiled.table
+    arena = compiled.arena.ctypes.data
+    for slot, a in zip(compiled.input_slots, args):
+        bufs[slot] = a.ctypes.data
+    outs = [np.empty(shape, dtype) for _, shape, dtype in compiled.outputs]
+    for (slot, _, _), out in zip(compiled.outputs, outs):
+        bufs[slot] = out.ctypes.data
+    engine = compiled.engine[0] if isinstance(compiled.engine, tuple) else compiled.engine
+    calls = []
+    for name, sources in zip(names, tables):
+        table = (ctypes.c_void_p * max(1, len(sources)))()
+        for j, src in enumerate(sources):
+            table[j] = arena + (-1 - src) if src < 0 else bufs[src]
+        fn = _KERNEL(engine.get_function_address(name))
+        calls.append((fn, table, ctypes.addressof(table)))
+    if threads != "adaptive" and compiled.chooser is not None:
+        for flag in compiled.chooser.flags:
+            flag.value = 1 if threads == "team" else 0
+    elif compiled.chooser is not None:
+        for _ in range(40):  # let the chooser settle, then keep its choice
+            f(*args)
+        compiled.chooser.before_call()
+    step_ms = median_ms(lambda: [fn(addr) for fn, _, addr in calls], repeat)
+    times = np.zeros((repeat, len(calls)))
+    for r in range(repeat):
+        for i, (fn, _, addr) in enumerate(calls):
+            t0 = time.perf_counter()
+            fn(addr)
+            times[r, i] = time.perf_counter() - t0
+    per_kernel = np.median(times, axis=0) * 1e3
+    total = float(per_kernel.sum())
+    classes: dict[str, list[float]] = defaultdict(list)
+    for k, ms in zip(schedule.kernels, per_kernel):
+        classes[kernel_class(k, schedule)].append(float(ms))
+    print(f"{len(calls)} kernels; kernels replayed as one step: {step_ms:.2f} ms (median of "
+          f"{repeat}); sum of per-kernel medians {total:.2f} ms; threads: {threads}")
+    print(f"  {'class':<26}{'kernels':>8}{'ms':>9}{'share':>8}")
+    for name, ms in sorted(classes.items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {name:<26}{len(ms):>8}{sum(ms):>9.2f}{sum(ms) / total:>8.1%}")
+    return per_kernel, schedule
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="W6", choices=("W6", "W5"))
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--top", type=int, default=20, help="slowest kernels to list")
+    parser.add_argument("--threads", default="adaptive", choices=("adaptive", "team", "alone"))
+    args = parser.parse_args(argv)
+    f, data = build(args.model)
+    per_kernel, schedule = breakdown(f, data, args.repeat, args.threads)
+    print(f"slowest {args.top} kernels:")
+    for i in np.argsort(-per_kernel)[:args.top]:
+        k = schedule.kernels[i]
+        print(f"  k{i:<4}{per_kernel[i]:8.3f} ms  {kernel_class(k, schedule):<24} {k.header()}")
+
+
+if __name__ == "__main__":
+    main()

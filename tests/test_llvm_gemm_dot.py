@@ -1,0 +1,71 @@
+"""Deep GEMMs with a small output and both operands contiguous along the depth (a
+convolution's weight gradient) take the dot-product path (backends/llvm/gemm_dot.py): the
+same results as numpy for row, column and depth edges, alpha and a folded parameter update,
+float32/float64, one thread and a team; square or shallow GEMMs keep the packed path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.llvm import gemm, gemm_dot
+from graphc.schedule import ir
+
+F32 = np.dtype(np.float32)
+
+
+def _spec(m, n, k, a_strides, b_strides):
+    kernel = ir.Gemm((1,), m, n, k, ir.Access(0, (0,) + a_strides), ir.Access(1, (0,) + b_strides),
+                     ir.Access(2, (0, n, 1)), F32)
+    return gemm._Spec.of(kernel)
+
+
+def test_the_path_is_taken_by_weight_gradients_only():
+    # dW (16, 144) = g (16, 50176) @ cols^T: both read along the depth
+    assert gemm_dot.suitable(_spec(16, 144, 50176, (50176, 1), (1, 50176)))
+    assert gemm_dot.suitable(_spec(8, 25, 36864, (36864, 1), (1, 36864)))
+    # B stored (k, n): the packed path reads it as it lies
+    assert not gemm_dot.suitable(_spec(16, 144, 50176, (50176, 1), (144, 1)))
+    # a square GEMM, and a shallow one
+    assert not gemm_dot.suitable(_spec(512, 512, 512, (512, 1), (1, 512)))
+    assert not gemm_dot.suitable(_spec(16, 144, 300, (300, 1), (1, 300)))
+
+
+def _check(m, n, k, dtype, tmp_path, seed=0):
+    rng = np.random.default_rng(seed)
+    av = rng.normal(size=(m, k)).astype(dtype)
+    bv = rng.normal(size=(n, k)).astype(dtype)
+    pv = rng.normal(size=(m, n)).astype(dtype)
+    a, b = gc.placeholder((m, k), dtype, name="a"), gc.placeholder((n, k), dtype, name="b")
+    p = gc.parameter(pv.copy(), name="p")
+    # the product, its transpose scaled (alpha), and an SGD-like update folded into the GEMM
+    f = gc.function([a, b], [a @ b.T, -0.5 * (b @ a.T)],
+                    updates={p: p - 0.1 * ((a + 1.0) @ b.T)},
+                    backend_options={"cache_dir": str(tmp_path)})
+    gemms = [k for k in f.schedule().kernels if k.kind == "gemm"]
+    assert all(gemm_dot.suitable(gemm._Spec.of(k)) for k in gemms)
+    assert any(k.accumulate and abs(k.alpha + 0.1) < 1e-6 for k in gemms)  # folded update
+    got, got_t = f(av, bv)
+    want = av.astype(np.float64) @ bv.astype(np.float64).T
+    want_p = pv - 0.1 * ((av.astype(np.float64) + 1.0) @ bv.astype(np.float64).T)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=tol * scale * 10, rtol=0)
+    np.testing.assert_allclose(got_t, -0.5 * want.T, atol=tol * scale * 10, rtol=0)
+    np.testing.assert_allclose(p.value, want_p, atol=tol * scale * 10, rtol=0)
+
+
+def test_a_weight_gradient_shape_matches_numpy(tmp_path):
+    _check(6, 9, 2053, np.float32, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m, n, k, dtype", [
+    (1, 1, 512, np.float32), (4, 4, 4096, np.float32), (7, 5, 1031, np.float64),
+    (16, 144, 4000, np.float32), (33, 3, 2049, np.float32), (3, 33, 8191, np.float64)])
+def test_edges_dtypes_and_threads_match_numpy(m, n, k, dtype, threads, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # the team from the first call on
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    _check(m, n, k, dtype, tmp_path, seed=m + n)
