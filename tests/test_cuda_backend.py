@@ -290,3 +290,26 @@ def test_gemm_tiles_past_the_grid_limit_loop(monkeypatch, tmp_path):
     assert "t += gridDim.z" in f.source
     av, bv = np.random.default_rng(6).normal(size=(3, 130, 40)), np.ones((40, 5))
     np.testing.assert_allclose(f(av, bv), av @ bv, rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("narrow", [True, False], ids=["int32-offsets", "int64-offsets"])
+def test_gemm_large_tiles_any_size_and_layout(monkeypatch, tmp_path, narrow):
+    """The 128x128 tiling (made to apply to small sizes here), with sizes no tile divides,
+    transposed operands (loads along the other axis) and 64-bit offsets."""
+    from graphc.backends.cuda import gemm
+    monkeypatch.setattr(gemm, "FILL", 1)
+    if not narrow:
+        monkeypatch.setattr(gemm, "INT_LIMIT", 0)
+    a = gc.placeholder((37, 130), "float32", name="a")
+    b = gc.placeholder((140, 37), "float32", name="b")
+    f = gc.function([a, b], [a.T @ b.T, gc.relu(a.T) @ a], backend="cuda",
+                    backend_options={"emulate": True, "cache_dir": str(tmp_path), "seed": 2})
+    assert f"As[2][{gemm.LARGE.bk}][{gemm.LARGE.bm + gemm.PAD}]" in f.source
+    assert ("long long k0" in f.source) != narrow
+    rng = np.random.default_rng(7)
+    av, bv = rng.normal(size=(37, 130)).astype("float32"), rng.normal(size=(140, 37)).astype(
+        "float32")
+    got = f(av, bv)
+    for g, w in zip(got, [av.T @ bv.T, np.maximum(av.T, 0) @ av]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())

@@ -132,7 +132,7 @@ def test_a_shuffle_outside_its_mask_is_reported():
 
 
 def test_an_out_of_bounds_access_is_reported():
-    mutate = _first("(gr < 70LL &&", "(gr < 71LL &&")  # one row past the end of a
+    mutate = _first("(gr < 70 &&", "(gr < 71 &&")  # one row past the end of a
     with pytest.raises(RuntimeError, match="out-of-bounds access: element 2800 of a buffer "
                                            "of 2800"):
         _run("gemm", mutate)

@@ -11,6 +11,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends.cuda import ptx
+from graphc.backends.cuda.gemm import PAD, SMALL
 from graphc.backends.cuda.render import render
 from graphc.schedule import schedule_graph
 
@@ -48,7 +49,8 @@ def test_every_kind_compiles_and_assembles_for_sm_90():
     source, names = _source(every_kind_program(dict(backend="numpy")))
     stats = _assembles(source, names)
     gemm = [s for s in stats if "_gemm" in s.name]
-    assert gemm and all(s.shared_bytes == 2 * 16 * 64 * 8 for s in gemm)  # two f64 tiles
+    tile = 2 * SMALL.bk * (SMALL.bm + PAD) * 8  # an f64 tile of a and one of b
+    assert gemm and all(s.shared_bytes == 2 * tile for s in gemm)  # double-buffered
     blocks = [s for s in stats if "_reduce_sum" in s.name]
     assert any(s.shared_bytes for s in blocks)  # the block-per-row sum's partials
 
