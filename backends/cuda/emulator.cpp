@@ -275,6 +275,13 @@ extern "C" long long gc_emu_bad_index(long long i, long long n) {
   return 0;
 }
 
+extern "C" void gc_emu_misaligned(const void* p, unsigned align) {
+  char what[160];
+  snprintf(what, sizeof what, "a misaligned vector access: address %p is not a multiple of "
+           "%u bytes (thread %u)", p, align, threadIdx.x);
+  gc_emu::fail(what);
+}
+
 extern "C" void* gc_emu_page(int shared, const void* p) {
   using namespace gc_emu;
   return shared ? (void*)shared_words.page(p) : (void*)global_words.page(p);

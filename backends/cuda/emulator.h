@@ -71,11 +71,43 @@ struct GcSharedHook {
   static void read(const void* p) { access(p, false); }
   static void write(const void* p) { access(p, true); }
 };
+// CUDA's vector types (a vector's elements are checked one by one, as scalar accesses are).
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(16) longlong2 { long long x, y; };
+template <class T> struct GcElement { static const unsigned size = sizeof(T); };
+template <> struct GcElement<float2> { static const unsigned size = 4; };
+template <> struct GcElement<float4> { static const unsigned size = 4; };
+template <> struct GcElement<double2> { static const unsigned size = 8; };
+template <> struct GcElement<int2> { static const unsigned size = 4; };
+template <> struct GcElement<int4> { static const unsigned size = 4; };
+template <> struct GcElement<longlong2> { static const unsigned size = 8; };
+
+// A vector access must be aligned to its size on a GPU: reported here.
+extern "C" void gc_emu_misaligned(const void* p, unsigned align);
 template <class T, class Hook> struct GcRef {
   T* p;
-  operator T() const { Hook::read(p); return *p; }
+  void aligned() const {
+    if (GcElement<T>::size != sizeof(T) && (uintptr_t)p % alignof(T))
+      gc_emu_misaligned(p, alignof(T));
+  }
+  operator T() const {
+    aligned();
+    for (unsigned o = 0; o < sizeof(T); o += GcElement<T>::size) Hook::read((char*)p + o);
+    T v;
+    memcpy(&v, p, sizeof(T));  // (no aligned instruction, even where it was reported)
+    return v;
+  }
   T* operator&() const { return p; }
-  GcRef& operator=(T v) { Hook::write(p); *p = v; return *this; }
+  GcRef& operator=(T v) {
+    aligned();
+    for (unsigned o = 0; o < sizeof(T); o += GcElement<T>::size) Hook::write((char*)p + o);
+    memcpy(p, &v, sizeof(T));
+    return *this;
+  }
   // (the default would copy the pointer, not the element)
   GcRef& operator=(const GcRef& o) { return *this = (T)o; }
   template <class U> GcRef& operator+=(U v) { return *this = (T)(T(*this) + v); }

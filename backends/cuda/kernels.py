@@ -9,6 +9,7 @@ import numpy as np
 from graphc.errors import index_error_message
 from graphc.schedule import ir as kir
 from graphc.schedule.core_ops import reduction_identity
+from graphc.backends.cuda import vector
 from graphc.backends.cuda.gemm import emit_gemm
 from graphc.backends.cuda.scalar import constant, ctype
 from graphc.backends.cuda.source import (BLOCK, MAX_GRID, WARP, Launch, Writer, cdiv,
@@ -34,8 +35,9 @@ def _head(w: Writer, k: kir.Kernel, name: str, guard: bool,
     return lines + w.pointers(k)
 
 
-def _grid_stride(n: int) -> tuple[str, tuple[int, int, int]]:
-    loop = (f"for (long long n = (long long)blockIdx.x * blockDim.x + threadIdx.x; "
+def _grid_stride(n: int, start: str = "") -> tuple[str, tuple[int, int, int]]:
+    first = f"{start} + " if start else ""
+    loop = (f"for (long long n = {first}(long long)blockIdx.x * blockDim.x + threadIdx.x; "
             f"n < {n}LL; n += (long long)gridDim.x * blockDim.x)")
     return loop, (max(1, min(cdiv(n, BLOCK), MAX_GRID)), 1, 1)
 
@@ -45,15 +47,20 @@ def _names(prefix: str, rank: int) -> list[str]:
 
 
 def emit_elementwise(w: Writer, index: int, k: kir.Elementwise, guard: bool) -> Emitted:
-    """A grid-stride loop over the flat iteration space; "atomic" stores add atomically;
-    "ordered" ones run in one thread, in iteration order."""
+    """A grid-stride loop over the flat iteration space, after a loop over whole vectors
+    where backends/cuda/vector.py finds them; "atomic" stores add atomically; "ordered"
+    ones run in one thread, in iteration order."""
     n = size(k.shape)
     if n == 0:
         return [], []
     name = kernel_name(index, k)
     lines = _head(w, k, name, guard)
     ordered = any(s.accumulate == "ordered" for s in k.stores)
-    loop, grid = _grid_stride(n)
+    vectors = vector.plan(w, k) if n >= vector.MIN_ELEMENTS else None
+    start = vector.emit_vector_loop(w, k, vectors, lines) if vectors else ""
+    loop, grid = _grid_stride(n, start)
+    if vectors:  # (a thread a vector; misaligned calls stride over the same grid)
+        grid = _grid_stride(n // vectors.lanes)[1]
     if ordered:
         loop, grid = f"if (blockIdx.x == 0 && threadIdx.x == 0) for (long long n = 0; " \
                      f"n < {n}LL; ++n)", (1, 1, 1)
