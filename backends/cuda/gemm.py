@@ -4,8 +4,8 @@ out, stepping through k in slices of BK staged in two shared buffers (the next s
 loaded from global memory into registers while the current one is multiplied, so one
 barrier a slice suffices); its 8 warps each own a WM x WN part of the tile, and each lane a
 TM x TN register block inside its warp's part (rows lm + 4i, columns ln + 8j: a warp reads
-few distinct shared words per step, broadcast to its lanes, and writes rows of out in runs
-of 8)."""
+few distinct shared words per step, broadcast to its lanes). The warp writes its part of out
+through shared staging rows of its own (__syncwarp between), 32 lanes along a row."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 MAX_Y = MAX_Z = 65535  # the grid's y and z limits: beyond them the kernel loops
 LANES_M, LANES_N = 4, 8  # a warp's lanes over its part of the tile
 PAD = 4  # words after each shared row, so that stores along k meet no bank conflicts
+STAGE_PAD = 8  # likewise for the staging rows of out (the 4 rows' lanes in other banks)
 FILL = 128  # blocks that fill a GPU (132 multiprocessors on an H100/H200, roughly)
 INT_LIMIT = 2 ** 31  # offsets below it use 32-bit index arithmetic
 
@@ -124,6 +125,7 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     lines = _head(w, k, name, guard, min_blocks=2)
     lines += [f"  __shared__ {t} As[2][{g.bk}][{g.bm + PAD}];",
               f"  __shared__ {t} Bs[2][{g.bk}][{g.bn + PAD}];",
+              f"  __shared__ {t} Cs[{BLOCK // 32}][{LANES_M}][{LANES_N * g.tn + STAGE_PAD}];",
               "  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;",
               f"  const int tr = warp / {g.warps_n} * {LANES_M * g.tm} + lane / {LANES_N};",
               f"  const int tc = warp % {g.warps_n} * {LANES_N * g.tn} + lane % {LANES_N};",
@@ -169,19 +171,30 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               "      }",
               "      if (more) {  // into the other buffer, last read before the barrier above"]
     stage(lines, "cur ^ 1", "        ")
+    wn = LANES_N * g.tn
     lines += ["      }",
               "      __syncthreads();  // (the next slice is staged; this one is free)",
               "    }",
+              "    // out through the warp's staging rows: a row group of the register blocks",
+              "    // at a time, written out by 32 lanes along each row (coalesced)",
               "    #pragma unroll",
-              f"    for (int i = 0; i < {g.tm}; ++i)",
+              f"    for (int i = 0; i < {g.tm}; ++i) {{",
               "      #pragma unroll",
-              f"      for (int j = 0; j < {g.tn}; ++j) {{",
-              f"        const {ix} r = row0 + tr + {LANES_M} * i, "
-              f"c = col0 + tc + {LANES_N} * j;",
+              f"      for (int j = 0; j < {g.tn}; ++j) "
+              f"GC_SHARED(Cs[warp][lane / {LANES_N}][lane % {LANES_N} + {LANES_N} * j]) = "
+              "acc[i][j];",
+              "      __syncwarp();",
+              "      #pragma unroll",
+              f"      for (int e = lane; e < {LANES_M * wn}; e += 32) {{",
+              f"        const {ix} r = row0 + tr - lane / {LANES_N} + {LANES_M} * i + e / {wn}, "
+              f"c = col0 + tc - lane % {LANES_N} + e % {wn};",
               f"        if (r >= {k.m}{sx} || c >= {k.n}{sx}) continue;"]
-    value = "acc[i][j]" if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * acc[i][j]"
+    staged = f"GC_SHARED(Cs[warp][e / {wn}][e % {wn}])"
+    value = staged if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * {staged}"
     at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}{sx} + c * {so[nb + 1]}{sx}")
-    lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }", "  }", "}"]
+    lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }",
+              "      __syncwarp();  // (the next row group overwrites the staging rows)",
+              "    }", "  }", "}"]
     grid = (cdiv(k.n, g.bn), row_tiles, batch) if simple else (
         cdiv(k.n, g.bn), 1, min(batch * row_tiles, MAX_Z))
     return lines, [Launch(name, index, grid, BLOCK, True, False)]
