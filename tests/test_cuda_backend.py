@@ -313,3 +313,25 @@ def test_gemm_large_tiles_any_size_and_layout(monkeypatch, tmp_path, narrow):
     got = f(av, bv)
     for g, w in zip(got, [av.T @ bv.T, np.maximum(av.T, 0) @ av]):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+@pytest.mark.slow
+def test_resnet_training_steps_match_numpy():
+    """W6, the small ResNet of benchmarks/bench_resnet.py (convolutions through the GEMM,
+    batch norm, global average pooling): losses and parameters after three SGD steps,
+    emulated CUDA against numpy, in float32."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import bench_resnet as br
+    import cuda_report  # noqa: F401  (registers backend="cuda-emulated")
+    params = br.resnet_params()
+    x, y = br.resnet_data(4)
+    fe = br.graphc_resnet_step(params, backend="cuda-emulated")
+    fn = br.graphc_resnet_step(params, backend="numpy")
+    for _ in range(3):
+        np.testing.assert_allclose(fe(x, y), fn(x, y), rtol=1e-5)
+    assert len(fe._storages) == len(params)
+    for a, b in zip(fe._storages, fn._storages):
+        scale = float(np.abs(b.array).max())
+        np.testing.assert_allclose(a.array, b.array, rtol=1e-5, atol=1e-5 * scale)
