@@ -296,7 +296,8 @@ def test_gemm_tiles_past_the_grid_limit_loop(monkeypatch, tmp_path):
 @pytest.mark.parametrize("narrow", [True, False], ids=["int32-offsets", "int64-offsets"])
 def test_gemm_large_tiles_any_size_and_layout(monkeypatch, tmp_path, narrow):
     """The 128x128 tiling (made to apply to small sizes here), with sizes no tile divides,
-    transposed operands (loads along the other axis) and 64-bit offsets."""
+    transposed operands (loads along the other axis); with 64-bit offsets (made to apply),
+    the 64x64 tiling (the large one would spill its registers)."""
     from graphc.backends.cuda import gemm
     monkeypatch.setattr(gemm, "FILL", 1)
     if not narrow:
@@ -305,8 +306,10 @@ def test_gemm_large_tiles_any_size_and_layout(monkeypatch, tmp_path, narrow):
     b = gc.placeholder((140, 37), "float32", name="b")
     f = gc.function([a, b], [a.T @ b.T, gc.relu(a.T) @ a], backend="cuda",
                     backend_options={"emulate": True, "cache_dir": str(tmp_path), "seed": 2})
-    assert f"As[2][{gemm.LARGE.bk}][{gemm.LARGE.bm + gemm.PAD}]" in f.source
+    large = f"As[2][{gemm.LARGE.bk}][{gemm.LARGE.bm + gemm.PAD}]"
+    assert (large in f.source) == narrow
     assert ("long long k0" in f.source) != narrow
+    assert ("const long long off_a" in f.source) != narrow
     rng = np.random.default_rng(7)
     av, bv = rng.normal(size=(37, 130)).astype("float32"), rng.normal(size=(140, 37)).astype(
         "float32")

@@ -106,3 +106,23 @@ ptxas info    : Used 64 registers, used 1 barriers, 8192 bytes smem"""
     (s,) = ptx.parse_ptxas(report)
     assert (s.name, s.registers, s.shared_bytes, s.spill_stores, s.spill_loads,
             s.stack_bytes) == ("k1_gemm", 64, 8192, 4, 4, 8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_sized_kernels_assemble_without_spills(dtype):
+    """The kernels of the GPU benchmarks' sizes: GEMM 4096^3 (the large tiling in float32),
+    a batched GEMM past 2^31 elements (64-bit offsets) and a fused elementwise kernel over
+    2^24 elements (the vector loop)."""
+    from graphc.backends.cuda import gemm
+    a, b = gc.placeholder((4096, 4096), dtype, name="a"), gc.placeholder((4096, 4096), dtype,
+                                                                        name="b")
+    c = gc.placeholder((130, 4096, 4096), dtype, name="c")
+    f = gc.function([a, b, c], [a @ b, c @ b, 2.5 * a + b], backend="numpy")
+    source, names = _source(f)
+    large = f"As[2][{gemm.LARGE.bk}][{gemm.LARGE.bm + gemm.PAD}]"
+    assert (large in source) == (dtype == "float32")
+    # 64-bit offsets of the matrices in c's product (32-bit ones inside a matrix)
+    assert "const long long off_a" in source and "const int off_a" in source
+    assert "float4{" in source if dtype == "float32" else "double2{" in source
+    stats = _assembles(source, names)
+    assert len([s for s in stats if "_gemm" in s.name]) == 2

@@ -55,10 +55,21 @@ for _t in (LARGE, SMALL):
     assert _t.bm * _t.bk % BLOCK == 0 and _t.bn * _t.bk % BLOCK == 0, _t
 
 
+def _matrix_extent(k: kir.Gemm) -> int:
+    """The largest distance from a matrix's first element to another of it (one batch
+    element of a, b or out), with a tile's margin."""
+    nb = len(k.batch)
+    dims = ((k.a, k.m, k.k), (k.b, k.k, k.n), (k.out, k.m, k.n))
+    return max(rows * abs(acc.strides[nb]) + cols * abs(acc.strides[nb + 1])
+               for acc, rows, cols in dims) + 2 * LARGE.bm
+
+
 def tiling(k: kir.Gemm) -> Tiling:
-    """LARGE where its registers fit (4-byte elements) and its tiles still fill a GPU."""
+    """LARGE where its registers fit (4-byte elements, 32-bit offsets within a matrix) and
+    its tiles still fill a GPU."""
     blocks = size(k.batch) * cdiv(k.m, LARGE.bm) * cdiv(k.n, LARGE.bn)
-    return LARGE if np.dtype(k.dtype).itemsize <= 4 and blocks >= FILL else SMALL
+    fits = np.dtype(k.dtype).itemsize <= 4 and _matrix_extent(k) < INT_LIMIT
+    return LARGE if fits and blocks >= FILL else SMALL
 
 
 def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[str],
@@ -78,13 +89,15 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     sa, sb, so = k.a.strides, k.b.strides, k.out.strides
     zs = [f"z{d}" for d in range(nb)]
     per_a, per_b = g.bm * g.bk // BLOCK, g.bn * g.bk // BLOCK
-    # 32-bit index arithmetic where every offset fits: fewer registers in the inner loop
+    # 32-bit index arithmetic where offsets fit (fewer registers in the inner loop): within
+    # a matrix (ix), and for the matrices' first elements (ox)
     largest = max(w.schedule.buffers[a.buffer].size for a in (k.a, k.b, k.out))
-    ix, sx = ("int", "") if largest + max(g.bm, g.bn, g.bk) < INT_LIMIT else ("long long", "LL")
+    ix, sx = ("int", "") if _matrix_extent(k) < INT_LIMIT else ("long long", "LL")
+    ox, so_ = ("int", "") if largest + 2 * LARGE.bm < INT_LIMIT else ("long long", "LL")
 
     def base(access: kir.Access) -> str:
-        terms = [f"{s}{sx} * {z}" for s, z in zip(access.strides[:nb], zs) if s]
-        return " + ".join([f"{access.offset}{sx}"] + terms)
+        terms = [f"{s}{so_} * {z}" for s, z in zip(access.strides[:nb], zs) if s]
+        return " + ".join([f"{access.offset}{so_}"] + terms)
 
     # Consecutive threads load along whichever axis is contiguous in memory (coalesced):
     # k for a row-major a, m for a transposed one; n for a row-major b, k for a transposed.
@@ -131,15 +144,15 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"  const int tc = warp % {g.warps_n} * {LANES_N * g.tn} + lane % {LANES_N};",
               f"  const {ix} col0 = ({ix})blockIdx.x * {g.bn};"]
     if simple:  # a row tile per blockIdx.y, a batch element per blockIdx.z
-        lines += ["  {", f"    const {ix} bz = blockIdx.z, row0 = ({ix})blockIdx.y * "
+        lines += ["  {", f"    const {ox} bz = blockIdx.z; const {ix} row0 = ({ix})blockIdx.y * "
                   f"{g.bm};"]
     else:  # z counts (batch, row tile) pairs, looping past the grid's limits
         lines += [f"  for (long long t = blockIdx.z; t < {batch * row_tiles}LL; "
                   "t += gridDim.z) {",
-                  f"    const {ix} bz = t / {row_tiles}LL, row0 = ({ix})(t % {row_tiles}LL) * "
+                  f"    const {ox} bz = t / {row_tiles}LL, row0 = ({ix})(t % {row_tiles}LL) * "
                   f"{g.bm};"]
     decompose("bz", k.batch, zs, lines, "    ")
-    lines += [f"    const {ix} off_a = {base(k.a)}, off_b = {base(k.b)}, "
+    lines += [f"    const {ox} off_a = {base(k.a)}, off_b = {base(k.b)}, "
               f"off_o = {base(k.out)};",
               f"    {t} acc[{g.tm}][{g.tn}], ra[{per_a}], rb[{per_b}];",
               "    #pragma unroll",  # (whole: acc stays in registers)
