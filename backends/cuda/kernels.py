@@ -19,14 +19,15 @@ Emitted = tuple[list[str], list[Launch]]
 SHORT_ROW = 16  # rows up to this long are reduced by one thread each
 
 
-def signature(name: str, min_blocks: int = 0) -> str:
-    bounds = f"{BLOCK}, {min_blocks}" if min_blocks else f"{BLOCK}"
-    return (f'extern "C" __global__ void __launch_bounds__({bounds})\n'
+def signature(name: str, min_blocks: int = 1) -> str:
+    # (BLOCK threads alone let ptxas aim at full occupancy, 32 registers, and spill small
+    # kernels; one block a multiprocessor leaves it the registers it needs)
+    return (f'extern "C" __global__ void __launch_bounds__({BLOCK}, {min_blocks})\n'
             f"{name}(void* const* __restrict__ slots, int* __restrict__ status)")
 
 
 def _head(w: Writer, k: kir.Kernel, name: str, guard: bool,
-          min_blocks: int = 0) -> list[str]:
+          min_blocks: int = 1) -> list[str]:
     """The kernel's first lines: its signature, its buffers; with `guard`, it does nothing
     once an earlier kernel has failed (updates wait for the checks before them)."""
     lines = [signature(name, min_blocks) + " {"]
