@@ -2,9 +2,8 @@
 benchmarks/cuda_suite_ptx.py to compile and assemble:
     pytest -p cuda_ptx_plugin --cuda-ptx-dir DIR tests/test_x.py ...
 Each program a test calls (any backend; once per set of input shapes) is scheduled with the
-cuda backend's policy and rendered when the session ends; DIR gets one file per distinct
-source (named by its hash), and render-errors.txt lists the programs that failed to
-render."""
+cuda backend's policy and rendered; DIR gets one file per distinct source (named by its
+hash), and render-errors.txt lists the programs that failed to render."""
 from __future__ import annotations
 
 import hashlib
@@ -17,11 +16,6 @@ from typing import Any
 def pytest_addoption(parser: Any) -> None:
     parser.addoption("--cuda-ptx-dir", default=None,
                      help="render every program the tests run as CUDA C into this folder")
-
-
-# (recorder, shapes) to render when the session ends: rendering while the tests run would
-# make interned nodes first, and tests that read where a node was built would see the plugin
-_PENDING: list = []
 
 
 class _Recorder:
@@ -42,7 +36,7 @@ class _Recorder:
         shapes = tuple(tuple(a.shape) for a in args)
         if shapes not in self.seen:
             self.seen.add(shapes)
-            _PENDING.append((self, shapes))
+            self.render(shapes)
         return self.exe.run(args)
 
     def render(self, shapes: tuple) -> None:
@@ -89,17 +83,11 @@ class _Backend:
         return _Recorder(self.backend.compile(program, options), program, self.out)
 
 
-# Nodes made while a backend compiles (or an executable compiles per shape when first run)
-# are attributed to the first frame outside graphc (the user's line): the plugin's frames in
-# between must count as graphc's, or tests that read where nodes were built would see them.
-_Backend.compile = types.FunctionType(  # type: ignore[method-assign]
-    _Backend.compile.__code__, {"__name__": "graphc.cuda_ptx_plugin", "_Recorder": _Recorder})
-_Recorder.run = types.FunctionType(  # type: ignore[method-assign]
-    _Recorder.run.__code__, {"__name__": "graphc.cuda_ptx_plugin", "_PENDING": _PENDING,
-                             "tuple": tuple})
-
-
-def pytest_sessionfinish(session: Any) -> None:
-    while _PENDING:
-        recorder, shapes = _PENDING.pop(0)
-        recorder.render(shapes)
+# Nodes are attributed to the first frame outside graphc (the user's line): the plugin's
+# frames between graphc and a test (compiling, running, rendering) count as graphc's, or
+# tests that read where nodes were built would see the plugin.
+_AS_GRAPHC = dict(globals(), __name__="graphc.cuda_ptx_plugin")
+for _cls, _name in ((_Backend, "compile"), (_Recorder, "run"), (_Recorder, "render")):
+    _f = getattr(_cls, _name)
+    setattr(_cls, _name, types.FunctionType(_f.__code__, _AS_GRAPHC, _f.__name__,
+                                            _f.__defaults__, _f.__closure__))
