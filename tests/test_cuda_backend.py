@@ -292,3 +292,51 @@ def test_gemm_tiles_past_the_grid_limit_loop(monkeypatch, tmp_path):
     assert "t += gridDim.z" in f.source
     av, bv = np.random.default_rng(6).normal(size=(3, 130, 40)), np.ones((40, 5))
     np.testing.assert_allclose(f(av, bv), av @ bv, rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("narrow", [True, False], ids=["int32-offsets", "int64-offsets"])
+def test_gemm_large_tiles_any_size_and_layout(monkeypatch, tmp_path, narrow):
+    """The 128x128 tiling (made to apply to small sizes here), with sizes no tile divides,
+    transposed operands (loads along the other axis); with 64-bit offsets (made to apply),
+    the 64x64 tiling (the large one would spill its registers)."""
+    from graphc.backends.cuda import gemm
+    monkeypatch.setattr(gemm, "FILL", 1)
+    if not narrow:
+        monkeypatch.setattr(gemm, "INT_LIMIT", 0)
+    a = gc.placeholder((37, 130), "float32", name="a")
+    b = gc.placeholder((140, 37), "float32", name="b")
+    f = gc.function([a, b], [a.T @ b.T, gc.relu(a.T) @ a], backend="cuda",
+                    backend_options={"emulate": True, "cache_dir": str(tmp_path), "seed": 2})
+    large = f"As[2][{gemm.LARGE.bk}][{gemm.LARGE.bm + gemm.PAD}]"
+    assert (large in f.source) == narrow
+    assert ("long long k0" in f.source) != narrow
+    assert ("const long long off_a" in f.source) != narrow
+    rng = np.random.default_rng(7)
+    av, bv = rng.normal(size=(37, 130)).astype("float32"), rng.normal(size=(140, 37)).astype(
+        "float32")
+    got = f(av, bv)
+    for g, w in zip(got, [av.T @ bv.T, np.maximum(av.T, 0) @ av]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+@pytest.mark.slow
+def test_resnet_training_steps_match_numpy():
+    """W6, the small ResNet of benchmarks/bench_resnet.py (convolutions through the GEMM,
+    batch norm, global average pooling): losses and parameters after three SGD steps,
+    emulated CUDA against numpy, in float32."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import bench_resnet as br
+    import cuda_report  # noqa: F401  (registers backend="cuda-emulated")
+    params = br.resnet_params()
+    x, y = br.resnet_data(4)
+    fe = br.graphc_resnet_step(params, backend="cuda-emulated")
+    fn = br.graphc_resnet_step(params, backend="numpy")
+    for _ in range(3):
+        np.testing.assert_allclose(fe(x, y), fn(x, y), rtol=1e-5)
+    assert len(fe._storages) == len(params)
+    for a, b in zip(fe._storages, fn._storages):
+        scale = float(np.abs(b.array).max())
+        np.testing.assert_allclose(a.array, b.array, rtol=1e-5, atol=1e-5 * scale)

@@ -1,7 +1,8 @@
 """Seeded mutations of generated CUDA kernels, each of which the emulator must catch by its
 own checks (a divergent barrier, a shuffle reading an exited lane, an out-of-bounds access,
-a shared-memory race left by a dropped __syncthreads, two blocks writing one element once an
-atomic add is made plain). The unmutated kernels pass the same runs."""
+a shared-memory race left by a dropped __syncthreads or a dropped __syncwarp, two blocks
+writing one element once an atomic add is made plain). The unmutated kernels pass the same
+runs."""
 from __future__ import annotations
 
 import re
@@ -87,6 +88,25 @@ def test_a_dropped_syncthreads_is_reported_as_a_race(kind, nth):
             _run(kind, _drop_syncthreads(nth), seed)
 
 
+def _drop_syncwarp(nth: int):
+    def drop(source: str) -> str:  # the nth __syncwarp of the source
+        parts = source.split("__syncwarp();")
+        return "__syncwarp();".join(parts[:nth + 1]) + "/* dropped */" + \
+            "__syncwarp();".join(parts[nth + 1:])
+    return drop
+
+
+@pytest.mark.parametrize("nth", [0, 1])
+def test_a_dropped_syncwarp_is_reported_as_a_race(nth):
+    """The GEMM's lanes pass out's values through their warp's staging rows, a __syncwarp
+    before the reads and one before the next writes: without either, lanes of one warp
+    race (the unmutated kernel passes: its __syncwarps order the same accesses)."""
+    for seed in (0, 7):
+        with pytest.raises(RuntimeError, match="shared-memory race: thread [0-9]+ (reads|writes) "
+                                               "a __shared__ word that thread [0-9]+"):
+            _run("gemm", _drop_syncwarp(nth), seed)
+
+
 def test_a_race_is_reported_when_the_result_happens_to_be_right():
     # zeros everywhere: the words read before their writers ran hold zeros all the same
     got, want = _run("block_rows", zeros=True)
@@ -132,7 +152,7 @@ def test_a_shuffle_outside_its_mask_is_reported():
 
 
 def test_an_out_of_bounds_access_is_reported():
-    mutate = _first("(gr < 70LL &&", "(gr < 71LL &&")  # one row past the end of a
+    mutate = _first("(gr < 70 &&", "(gr < 71 &&")  # one row past the end of a
     with pytest.raises(RuntimeError, match="out-of-bounds access: element 2800 of a buffer "
                                            "of 2800"):
         _run("gemm", mutate)

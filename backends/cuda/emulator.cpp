@@ -93,9 +93,11 @@ static int* kernel_status;
 // of one block; for global memory, the block that wrote an element in a launch. A page
 // stamped with a past epoch is cleared when next touched, so a new epoch costs nothing.
 struct SharedRecord {
-  unsigned writer, reader;  // thread + 1; 0: none; reader kSeveral: more than one
+  unsigned writer, reader;  // thread + 1; 0: none; reader kWarpReaders + w or kSeveral
+  unsigned writer_syncs, reader_syncs;  // the __syncwarps of their warp when they came
 };
-static const unsigned kSeveral = ~0u;
+static const unsigned kSeveral = ~0u;  // several readers of several warps
+static const unsigned kWarpReaders = 0x10000;  // + w: several readers, all of warp w
 
 // The pages of the current epoch last used, by their number's low bits (emulator.h reads
 // them inline: most accesses need no call).
@@ -106,6 +108,7 @@ struct GcEmuPages {
 extern "C" {
 GcEmuPages gc_emu_shared_pages, gc_emu_global_pages;
 unsigned gc_emu_block;  // the running block + 1
+unsigned gc_emu_warp_syncs[32];  // __syncwarps completed by each warp (never reset)
 }
 
 template <class R> struct Shadow {
@@ -211,8 +214,14 @@ static bool release_warp(int w, int n) {
     }
     f.recv = fibers[lo + src].send;
   }
-  for (int t = lo; t < hi; ++t)
-    if (fibers[t].state == AT_WARP) fibers[t].state = READY;
+  bool sync = false;
+  for (int t = lo; t < hi; ++t) {
+    if (fibers[t].state != AT_WARP) continue;
+    sync |= fibers[t].op == SYNCWARP;
+    fibers[t].state = READY;
+  }
+  // (a __syncwarp orders the shared-memory accesses of its lanes before it and after it)
+  if (sync) ++gc_emu_warp_syncs[w];
   return true;
 }
 
@@ -275,12 +284,28 @@ extern "C" long long gc_emu_bad_index(long long i, long long n) {
   return 0;
 }
 
+extern "C" void gc_emu_misaligned(const void* p, unsigned align) {
+  char what[160];
+  snprintf(what, sizeof what, "a misaligned vector access: address %p is not a multiple of "
+           "%u bytes (thread %u)", p, align, threadIdx.x);
+  gc_emu::fail(what);
+}
+
 extern "C" void* gc_emu_page(int shared, const void* p) {
   using namespace gc_emu;
   return shared ? (void*)shared_words.page(p) : (void*)global_words.page(p);
 }
 
-// Reports the race emulator.h found at `p` (its record not yet updated).
+static unsigned gc_emu_readers(unsigned readers, unsigned me) {  // (as emulator.h's)
+  if (!readers || readers == me) return me;
+  unsigned w = (me - 1) / 32;
+  if (readers == gc_emu::kSeveral) return gc_emu::kSeveral;
+  unsigned theirs = readers <= 1024 ? (readers - 1) / 32 : readers - gc_emu::kWarpReaders;
+  return theirs == w ? gc_emu::kWarpReaders + w : gc_emu::kSeveral;
+}
+
+// Checks the access emulator.h found in conflict at `p` (its record not yet updated):
+// records it where a __syncwarp orders the two, reports the race otherwise.
 extern "C" void gc_emu_race(int shared, const void* p, int write) {
   using namespace gc_emu;
   char what[200];
@@ -292,11 +317,29 @@ extern "C" void gc_emu_race(int shared, const void* p, int write) {
     return;
   }
   SharedRecord& r = shared_words.at(p);
-  unsigned me = threadIdx.x + 1;
-  bool wrote = r.writer && r.writer != me;
+  unsigned me = threadIdx.x + 1, warp = threadIdx.x / 32, now = gc_emu_warp_syncs[warp];
+  // Ordered: the other access came from this warp, before a __syncwarp it has completed.
+  auto ordered = [&](unsigned who, unsigned syncs) {
+    unsigned theirs = who <= 1024 ? (who - 1) / 32 : who == kSeveral ? ~0u : who - kWarpReaders;
+    return theirs == warp && now > syncs;
+  };
+  bool after_write = r.writer && r.writer != me, after_read = write && r.reader && r.reader != me;
+  if ((!after_write || ordered(r.writer, r.writer_syncs)) &&
+      (!after_read || ordered(r.reader, r.reader_syncs))) {
+    if (write) {
+      r.writer = me;
+      r.writer_syncs = now;
+      r.reader = 0;  // (the reads came before this write)
+    } else {
+      r.reader = gc_emu_readers(r.reader, me);
+      r.reader_syncs = now;
+    }
+    return;
+  }
+  bool wrote = after_write && !ordered(r.writer, r.writer_syncs);
   unsigned other = wrote ? r.writer : r.reader;
   char who[32] = "several threads";
-  if (other != kSeveral) snprintf(who, sizeof who, "thread %u", other - 1);
+  if (other <= 1024) snprintf(who, sizeof who, "thread %u", other - 1);
   snprintf(what, sizeof what, "a shared-memory race: thread %u %s a __shared__ word that "
            "%s %s between two barriers, without atomics", me - 1, write ? "writes" : "reads",
            who, wrote ? "wrote" : "read");

@@ -44,13 +44,22 @@ extern "C" GcEmuPages gc_emu_shared_pages, gc_emu_global_pages;
 extern "C" unsigned gc_emu_block;  // the running block + 1
 extern "C" void* gc_emu_page(int shared, const void* p);
 extern "C" void gc_emu_race(int shared, const void* p, int write);
-// The record of byte address p: two words (shared: writer, reader) or one (global: writer);
-// threads and blocks + 1, 0 none, ~0u several readers.
+// The record of byte address p: four words (shared: writer, reader, and the __syncwarp
+// counts of their warps when they came) or one (global: writer); threads and blocks + 1,
+// 0 none; readers 0x10000 + w: several, all of warp w; ~0u: several, of several warps.
 static inline unsigned* gc_emu_record(int shared, const void* p) {
   GcEmuPages& pages = shared ? gc_emu_shared_pages : gc_emu_global_pages;
   uintptr_t a = (uintptr_t)p, key = a / 4096;
   void* base = pages.key[key % 16] == key ? pages.records[key % 16] : gc_emu_page(shared, p);
-  return (unsigned*)base + (a % 4096) * (shared ? 2 : 1);
+  return (unsigned*)base + (a % 4096) * (shared ? 4 : 1);
+}
+extern "C" unsigned gc_emu_warp_syncs[32];  // the __syncwarps each warp has completed
+static inline unsigned gc_emu_readers(unsigned readers, unsigned me) {
+  if (!readers || readers == me) return me;
+  unsigned w = (me - 1) / 32;
+  if (readers == ~0u) return ~0u;
+  unsigned theirs = readers <= 1024 ? (readers - 1) / 32 : readers - 0x10000;
+  return theirs == w ? 0x10000 + w : ~0u;
 }
 struct GcGlobalHook {
   static void read(const void*) {}  // (cross-block read/write races are not checked)
@@ -64,18 +73,57 @@ struct GcSharedHook {
   static void access(const void* p, bool write) {
     unsigned* r = gc_emu_record(1, p);
     unsigned me = threadIdx.x + 1;
-    if ((r[0] && r[0] != me) || (write && r[1] && r[1] != me)) gc_emu_race(1, p, write);
-    else if (write) r[0] = me;
-    else r[1] = !r[1] || r[1] == me ? me : ~0u;
+    unsigned now = gc_emu_warp_syncs[threadIdx.x / 32];
+    if ((r[0] && r[0] != me) || (write && r[1] && r[1] != me)) {
+      gc_emu_race(1, p, write);  // (unless a __syncwarp of one warp orders the two)
+    } else if (write) {
+      r[0] = me;
+      r[2] = now;
+    } else {
+      r[1] = gc_emu_readers(r[1], me);
+      r[3] = now;
+    }
   }
   static void read(const void* p) { access(p, false); }
   static void write(const void* p) { access(p, true); }
 };
+// CUDA's vector types (a vector's elements are checked one by one, as scalar accesses are).
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(16) longlong2 { long long x, y; };
+template <class T> struct GcElement { static const unsigned size = sizeof(T); };
+template <> struct GcElement<float2> { static const unsigned size = 4; };
+template <> struct GcElement<float4> { static const unsigned size = 4; };
+template <> struct GcElement<double2> { static const unsigned size = 8; };
+template <> struct GcElement<int2> { static const unsigned size = 4; };
+template <> struct GcElement<int4> { static const unsigned size = 4; };
+template <> struct GcElement<longlong2> { static const unsigned size = 8; };
+
+// A vector access must be aligned to its size on a GPU: reported here.
+extern "C" void gc_emu_misaligned(const void* p, unsigned align);
 template <class T, class Hook> struct GcRef {
   T* p;
-  operator T() const { Hook::read(p); return *p; }
+  void aligned() const {
+    if (GcElement<T>::size != sizeof(T) && (uintptr_t)p % alignof(T))
+      gc_emu_misaligned(p, alignof(T));
+  }
+  operator T() const {
+    aligned();
+    for (unsigned o = 0; o < sizeof(T); o += GcElement<T>::size) Hook::read((char*)p + o);
+    T v;
+    memcpy(&v, p, sizeof(T));  // (no aligned instruction, even where it was reported)
+    return v;
+  }
   T* operator&() const { return p; }
-  GcRef& operator=(T v) { Hook::write(p); *p = v; return *this; }
+  GcRef& operator=(T v) {
+    aligned();
+    for (unsigned o = 0; o < sizeof(T); o += GcElement<T>::size) Hook::write((char*)p + o);
+    memcpy(p, &v, sizeof(T));
+    return *this;
+  }
   // (the default would copy the pointer, not the element)
   GcRef& operator=(const GcRef& o) { return *this = (T)o; }
   template <class U> GcRef& operator+=(U v) { return *this = (T)(T(*this) + v); }

@@ -1,10 +1,17 @@
-"""The GEMM kernel: out = alpha * a @ b (or out += ...), batched, any strides. Each block
-computes a 64x64 tile of out, stepping through k in slices of 16 staged in shared memory;
-each of its 256 threads keeps a 4x4 register block (rows ty + 16i, columns tx + 16j, so
-that a warp reads shared memory without bank conflicts and writes out coalesced)."""
+"""The GEMM kernel: out = alpha * a @ b (or out += ...), batched, any strides, any sizes.
+Shared-memory tiled, warp-tiled and register-blocked: a block computes a BM x BN tile of
+out, stepping through k in slices of BK staged in two shared buffers (the next slice is
+loaded from global memory into registers while the current one is multiplied, so one
+barrier a slice suffices); its 8 warps each own a WM x WN part of the tile, and each lane a
+TM x TN register block inside its warp's part (rows lm + 4i, columns ln + 8j: a warp reads
+few distinct shared words per step, broadcast to its lanes). The warp writes its part of out
+through shared staging rows of its own (__syncwarp between), 32 lanes along a row."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from graphc.schedule import ir as kir
 from graphc.backends.cuda.scalar import constant, ctype
@@ -13,10 +20,56 @@ from graphc.backends.cuda.source import BLOCK, Launch, cdiv, decompose, size
 if TYPE_CHECKING:
     from graphc.backends.cuda.source import Writer
 
-TILE = 64  # rows and columns of out per block
-SLICE = 16  # k per shared-memory stage
-REG = 4  # rows and columns of out per thread (TILE = REG * 16 threads)
 MAX_Y = MAX_Z = 65535  # the grid's y and z limits: beyond them the kernel loops
+LANES_M, LANES_N = 4, 8  # a warp's lanes over its part of the tile
+PAD = 4  # words after each shared row, so that stores along k meet no bank conflicts
+STAGE_PAD = 8  # likewise for the staging rows of out (the 4 rows' lanes in other banks)
+FILL = 128  # blocks that fill a GPU (132 multiprocessors on an H100/H200, roughly)
+INT_LIMIT = 2 ** 31  # offsets below it use 32-bit index arithmetic
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A block's tile (bm x bn, k slices of bk) and a lane's register block (tm x tn)."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def warps_m(self) -> int:
+        return self.bm // (LANES_M * self.tm)
+
+    @property
+    def warps_n(self) -> int:
+        return self.bn // (LANES_N * self.tn)
+
+
+LARGE = Tiling(128, 128, 8, 8, 8)  # 4-byte types on a GEMM of many tiles: 64 FMAs per 16 loads
+SMALL = Tiling(64, 64, 16, 4, 4)  # 8-byte types, and GEMMs too small to fill a GPU
+
+for _t in (LARGE, SMALL):
+    assert _t.warps_m * _t.warps_n * 32 == BLOCK, _t
+    assert _t.bm * _t.bk % BLOCK == 0 and _t.bn * _t.bk % BLOCK == 0, _t
+
+
+def _matrix_extent(k: kir.Gemm) -> int:
+    """The largest distance from a matrix's first element to another of it (one batch
+    element of a, b or out), with a tile's margin."""
+    nb = len(k.batch)
+    dims = ((k.a, k.m, k.k), (k.b, k.k, k.n), (k.out, k.m, k.n))
+    return max(rows * abs(acc.strides[nb]) + cols * abs(acc.strides[nb + 1])
+               for acc, rows, cols in dims) + 2 * LARGE.bm
+
+
+def tiling(k: kir.Gemm) -> Tiling:
+    """LARGE where its registers fit (4-byte elements, 32-bit offsets within a matrix) and
+    its tiles still fill a GPU."""
+    blocks = size(k.batch) * cdiv(k.m, LARGE.bm) * cdiv(k.n, LARGE.bn)
+    fits = np.dtype(k.dtype).itemsize <= 4 and _matrix_extent(k) < INT_LIMIT
+    return LARGE if fits and blocks >= FILL else SMALL
 
 
 def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[str],
@@ -28,78 +81,133 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
         return [], []
     name = kernel_name(index, k)
     t = ctype(k.dtype)
+    zero = constant(k.dtype, 0)
+    g = tiling(k)
     nb = len(k.batch)
-    row_tiles = cdiv(k.m, TILE)
+    row_tiles = cdiv(k.m, g.bm)
     simple = row_tiles <= MAX_Y and batch <= MAX_Z
     sa, sb, so = k.a.strides, k.b.strides, k.out.strides
     zs = [f"z{d}" for d in range(nb)]
+    per_a, per_b = g.bm * g.bk // BLOCK, g.bn * g.bk // BLOCK
+    # 32-bit index arithmetic where offsets fit (fewer registers in the inner loop): within
+    # a matrix (ix), and for the matrices' first elements (ox)
+    largest = max(w.schedule.buffers[a.buffer].size for a in (k.a, k.b, k.out))
+    ix, sx = ("int", "") if _matrix_extent(k) < INT_LIMIT else ("long long", "LL")
+    ox, so_ = ("int", "") if largest + 2 * LARGE.bm < INT_LIMIT else ("long long", "LL")
 
     def base(access: kir.Access) -> str:
-        terms = [f"{s}LL * {z}" for s, z in zip(access.strides[:nb], zs) if s]
-        return " + ".join([f"{access.offset}LL"] + terms)
+        terms = [f"{s}{so_} * {z}" for s, z in zip(access.strides[:nb], zs) if s]
+        return " + ".join([f"{access.offset}{so_}"] + terms)
+
+    # Consecutive threads load along whichever axis is contiguous in memory (coalesced):
+    # k for a row-major a, m for a transposed one; n for a row-major b, k for a transposed.
+    a_along_m = sa[nb] == 1 and sa[nb + 1] != 1
+    b_along_k = sb[nb] == 1 and sb[nb + 1] != 1
+    a_pos = (f"l % {g.bm}", f"l / {g.bm}") if a_along_m else (f"l / {g.bk}", f"l % {g.bk}")
+    b_pos = (f"l % {g.bk}", f"l / {g.bk}") if b_along_k else (f"l / {g.bn}", f"l % {g.bn}")
+
+    def load(lines: list[str], k0: str, indent: str) -> None:
+        """The slice at k0 from global memory into the registers ra, rb (zeros outside)."""
+        lines += [f"{indent}#pragma unroll", f"{indent}for (int p = 0; p < {per_a}; ++p) {{",
+                  f"{indent}  const int l = tid + p * {BLOCK}, r = {a_pos[0]}, c = {a_pos[1]};",
+                  f"{indent}  const {ix} gr = row0 + r, gk = {k0} + c;",
+                  f"{indent}  ra[p] = (gr < {k.m}{sx} && gk < {k.k}{sx}) ? "
+                  f"{w.ref(k.a.buffer, f'off_a + gr * {sa[nb]}{sx} + gk * {sa[nb + 1]}{sx}')} : "
+                  f"{zero};", f"{indent}}}",
+                  f"{indent}#pragma unroll", f"{indent}for (int p = 0; p < {per_b}; ++p) {{",
+                  f"{indent}  const int l = tid + p * {BLOCK}, r = {b_pos[0]}, c = {b_pos[1]};",
+                  f"{indent}  const {ix} gk = {k0} + r, gc = col0 + c;",
+                  f"{indent}  rb[p] = (gk < {k.k}{sx} && gc < {k.n}{sx}) ? "
+                  f"{w.ref(k.b.buffer, f'off_b + gk * {sb[nb]}{sx} + gc * {sb[nb + 1]}{sx}')} : "
+                  f"{zero};", f"{indent}}}"]
+
+    def stage(lines: list[str], buf: str, indent: str) -> None:
+        """The registers ra, rb into shared buffer `buf` (As is k-major: a column of the
+        a tile per k, as Bs holds a row of the b tile per k)."""
+        lines += [f"{indent}#pragma unroll", f"{indent}for (int p = 0; p < {per_a}; ++p) {{",
+                  f"{indent}  const int l = tid + p * {BLOCK};",
+                  f"{indent}  GC_SHARED(As[{buf}][{a_pos[1]}][{a_pos[0]}]) = ra[p];",
+                  f"{indent}}}",
+                  f"{indent}#pragma unroll", f"{indent}for (int p = 0; p < {per_b}; ++p) {{",
+                  f"{indent}  const int l = tid + p * {BLOCK};",
+                  f"{indent}  GC_SHARED(Bs[{buf}][{b_pos[0]}][{b_pos[1]}]) = rb[p];",
+                  f"{indent}}}"]
 
     # (256 threads alone let ptxas aim at 3 blocks a multiprocessor, 80 registers, and
     # spill the register block; 2 blocks leave it 128)
     lines = _head(w, k, name, guard, min_blocks=2)
-    lines += [f"  __shared__ {t} As[{SLICE}][{TILE}];",
-              f"  __shared__ {t} Bs[{SLICE}][{TILE}];",
-              "  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;",
-              f"  const long long col0 = (long long)blockIdx.x * {TILE};"]
+    lines += [f"  __shared__ {t} As[2][{g.bk}][{g.bm + PAD}];",
+              f"  __shared__ {t} Bs[2][{g.bk}][{g.bn + PAD}];",
+              f"  __shared__ {t} Cs[{BLOCK // 32}][{LANES_M}][{LANES_N * g.tn + STAGE_PAD}];",
+              "  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;",
+              f"  const int tr = warp / {g.warps_n} * {LANES_M * g.tm} + lane / {LANES_N};",
+              f"  const int tc = warp % {g.warps_n} * {LANES_N * g.tn} + lane % {LANES_N};",
+              f"  const {ix} col0 = ({ix})blockIdx.x * {g.bn};"]
     if simple:  # a row tile per blockIdx.y, a batch element per blockIdx.z
-        lines += ["  {", f"    const long long bz = blockIdx.z, row0 = (long long)blockIdx.y * "
-                  f"{TILE};"]
+        lines += ["  {", f"    const {ox} bz = blockIdx.z; const {ix} row0 = ({ix})blockIdx.y * "
+                  f"{g.bm};"]
     else:  # z counts (batch, row tile) pairs, looping past the grid's limits
         lines += [f"  for (long long t = blockIdx.z; t < {batch * row_tiles}LL; "
                   "t += gridDim.z) {",
-                  f"    const long long bz = t / {row_tiles}LL, row0 = t % {row_tiles}LL * "
-                  f"{TILE};"]
+                  f"    const {ox} bz = t / {row_tiles}LL, row0 = ({ix})(t % {row_tiles}LL) * "
+                  f"{g.bm};"]
     decompose("bz", k.batch, zs, lines, "    ")
-    lines += [f"    const long long off_a = {base(k.a)}, off_b = {base(k.b)}, "
+    lines += [f"    const {ox} off_a = {base(k.a)}, off_b = {base(k.b)}, "
               f"off_o = {base(k.out)};",
-              f"    {t} acc[{REG}][{REG}];",
+              f"    {t} acc[{g.tm}][{g.tn}], ra[{per_a}], rb[{per_b}];",
               "    #pragma unroll",  # (whole: acc stays in registers)
-              f"    for (int i = 0; i < {REG}; ++i)",
+              f"    for (int i = 0; i < {g.tm}; ++i)",
               "      #pragma unroll",
-              f"      for (int j = 0; j < {REG}; ++j) acc[i][j] = {constant(k.dtype, 0)};",
-              f"    for (long long k0 = 0; k0 < {k.k}LL; k0 += {SLICE}) {{",
-              f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
-              f"        const int r = l / {SLICE}, c = l % {SLICE};",
-              "        const long long gr = row0 + r, gk = k0 + c;",
-              f"        GC_SHARED(As[c][r]) = (gr < {k.m}LL && gk < {k.k}LL) ? "
-              f"{w.ref(k.a.buffer, f'off_a + gr * {sa[nb]}LL + gk * {sa[nb + 1]}LL')} : "
-              f"{constant(k.dtype, 0)};",
-              "      }",
-              f"      for (int l = tid; l < {TILE * SLICE}; l += {BLOCK}) {{",
-              f"        const int r = l / {TILE}, c = l % {TILE};",
-              "        const long long gk = k0 + r, gc = col0 + c;",
-              f"        GC_SHARED(Bs[r][c]) = (gk < {k.k}LL && gc < {k.n}LL) ? "
-              f"{w.ref(k.b.buffer, f'off_b + gk * {sb[nb]}LL + gc * {sb[nb + 1]}LL')} : "
-              f"{constant(k.dtype, 0)};",
-              "      }",
-              "      __syncthreads();",
+              f"      for (int j = 0; j < {g.tn}; ++j) acc[i][j] = {zero};"]
+    load(lines, "0", "    ")
+    stage(lines, "0", "    ")
+    lines += ["    __syncthreads();",
+              f"    for ({ix} k0 = 0; k0 < {k.k}{sx}; k0 += {g.bk}) {{",
+              f"      const int cur = (int)(k0 / {g.bk} % 2);",
+              f"      const bool more = k0 + {g.bk} < {k.k}{sx};",
+              "      if (more) {  // the next slice's loads are in flight during the FMAs"]
+    load(lines, f"k0 + {g.bk}", "        ")
+    lines += ["      }",
               "      #pragma unroll",
-              f"      for (int kk = 0; kk < {SLICE}; ++kk) {{",
-              f"        {t} a[{REG}], b[{REG}];",
+              f"      for (int kk = 0; kk < {g.bk}; ++kk) {{",
+              f"        {t} a[{g.tm}], b[{g.tn}];",
               "        #pragma unroll",
-              f"        for (int i = 0; i < {REG}; ++i) a[i] = GC_SHARED(As[kk][ty + 16 * i]);",
+              f"        for (int i = 0; i < {g.tm}; ++i) "
+              f"a[i] = GC_SHARED(As[cur][kk][tr + {LANES_M} * i]);",
               "        #pragma unroll",
-              f"        for (int j = 0; j < {REG}; ++j) b[j] = GC_SHARED(Bs[kk][tx + 16 * j]);",
+              f"        for (int j = 0; j < {g.tn}; ++j) "
+              f"b[j] = GC_SHARED(Bs[cur][kk][tc + {LANES_N} * j]);",
               "        #pragma unroll",
-              f"        for (int i = 0; i < {REG}; ++i)",
+              f"        for (int i = 0; i < {g.tm}; ++i)",
               "          #pragma unroll",
-              f"          for (int j = 0; j < {REG}; ++j) acc[i][j] += a[i] * b[j];",
+              f"          for (int j = 0; j < {g.tn}; ++j) acc[i][j] += a[i] * b[j];",
               "      }",
-              "      __syncthreads();  // (the tiles are overwritten next)",
+              "      if (more) {  // into the other buffer, last read before the barrier above"]
+    stage(lines, "cur ^ 1", "        ")
+    wn = LANES_N * g.tn
+    lines += ["      }",
+              "      __syncthreads();  // (the next slice is staged; this one is free)",
               "    }",
+              "    // out through the warp's staging rows: a row group of the register blocks",
+              "    // at a time, written out by 32 lanes along each row (coalesced)",
               "    #pragma unroll",
-              f"    for (int i = 0; i < {REG}; ++i)",
+              f"    for (int i = 0; i < {g.tm}; ++i) {{",
               "      #pragma unroll",
-              f"      for (int j = 0; j < {REG}; ++j) {{",
-              "        const long long r = row0 + ty + 16 * i, c = col0 + tx + 16 * j;",
-              f"        if (r >= {k.m}LL || c >= {k.n}LL) continue;"]
-    value = "acc[i][j]" if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * acc[i][j]"
-    at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}LL + c * {so[nb + 1]}LL")
-    lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }", "  }", "}"]
-    grid = (cdiv(k.n, TILE), row_tiles, batch) if simple else (
-        cdiv(k.n, TILE), 1, min(batch * row_tiles, MAX_Z))
+              f"      for (int j = 0; j < {g.tn}; ++j) "
+              f"GC_SHARED(Cs[warp][lane / {LANES_N}][lane % {LANES_N} + {LANES_N} * j]) = "
+              "acc[i][j];",
+              "      __syncwarp();",
+              "      #pragma unroll",
+              f"      for (int e = lane; e < {LANES_M * wn}; e += 32) {{",
+              f"        const {ix} r = row0 + tr - lane / {LANES_N} + {LANES_M} * i + e / {wn}, "
+              f"c = col0 + tc - lane % {LANES_N} + e % {wn};",
+              f"        if (r >= {k.m}{sx} || c >= {k.n}{sx}) continue;"]
+    staged = f"GC_SHARED(Cs[warp][e / {wn}][e % {wn}])"
+    value = staged if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * {staged}"
+    at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}{sx} + c * {so[nb + 1]}{sx}")
+    lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }",
+              "      __syncwarp();  // (the next row group overwrites the staging rows)",
+              "    }", "  }", "}"]
+    grid = (cdiv(k.n, g.bn), row_tiles, batch) if simple else (
+        cdiv(k.n, g.bn), 1, min(batch * row_tiles, MAX_Z))
     return lines, [Launch(name, index, grid, BLOCK, True, False)]

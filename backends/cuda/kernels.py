@@ -10,6 +10,7 @@ from graphc.errors import index_error_message
 from graphc.schedule import ir as kir
 from graphc.schedule.core_ops import reduction_identity
 from graphc.backends.cuda.collective import emit_all_reduce
+from graphc.backends.cuda import vector
 from graphc.backends.cuda.gemm import emit_gemm
 from graphc.backends.cuda.loop import emit_loop
 from graphc.backends.cuda.scalar import constant, ctype
@@ -20,14 +21,15 @@ Emitted = tuple[list[str], list]  # its text, its Launch (and Collective) record
 SHORT_ROW = 16  # rows up to this long are reduced by one thread each
 
 
-def signature(name: str, min_blocks: int = 0) -> str:
-    bounds = f"{BLOCK}, {min_blocks}" if min_blocks else f"{BLOCK}"
-    return (f'extern "C" __global__ void __launch_bounds__({bounds})\n'
+def signature(name: str, min_blocks: int = 1) -> str:
+    # (BLOCK threads alone let ptxas aim at full occupancy, 32 registers, and spill small
+    # kernels; one block a multiprocessor leaves it the registers it needs)
+    return (f'extern "C" __global__ void __launch_bounds__({BLOCK}, {min_blocks})\n'
             f"{name}(void* const* __restrict__ slots, int* __restrict__ status)")
 
 
 def _head(w: Writer, k: kir.Kernel, name: str, guard: bool,
-          min_blocks: int = 0) -> list[str]:
+          min_blocks: int = 1) -> list[str]:
     """The kernel's first lines: its signature, its buffers; with `guard`, it does nothing
     once an earlier kernel has failed (updates wait for the checks before them)."""
     lines = [signature(name, min_blocks) + " {"]
@@ -36,8 +38,9 @@ def _head(w: Writer, k: kir.Kernel, name: str, guard: bool,
     return lines + w.pointers(k)
 
 
-def _grid_stride(n: int) -> tuple[str, tuple[int, int, int]]:
-    loop = (f"for (long long n = (long long)blockIdx.x * blockDim.x + threadIdx.x; "
+def _grid_stride(n: int, start: str = "") -> tuple[str, tuple[int, int, int]]:
+    first = f"{start} + " if start else ""
+    loop = (f"for (long long n = {first}(long long)blockIdx.x * blockDim.x + threadIdx.x; "
             f"n < {n}LL; n += (long long)gridDim.x * blockDim.x)")
     return loop, (max(1, min(cdiv(n, BLOCK), MAX_GRID)), 1, 1)
 
@@ -47,15 +50,20 @@ def _names(prefix: str, rank: int) -> list[str]:
 
 
 def emit_elementwise(w: Writer, index: int, k: kir.Elementwise, guard: bool) -> Emitted:
-    """A grid-stride loop over the flat iteration space; "atomic" stores add atomically;
-    "ordered" ones run in one thread, in iteration order."""
+    """A grid-stride loop over the flat iteration space, after a loop over whole vectors
+    where backends/cuda/vector.py finds them; "atomic" stores add atomically; "ordered"
+    ones run in one thread, in iteration order."""
     n = size(k.shape)
     if n == 0:
         return [], []
     name = kernel_name(index, k)
     lines = _head(w, k, name, guard)
     ordered = any(s.accumulate == "ordered" for s in k.stores)
-    loop, grid = _grid_stride(n)
+    vectors = vector.plan(w, k) if n >= vector.MIN_ELEMENTS else None
+    start = vector.emit_vector_loop(w, k, vectors, lines) if vectors else ""
+    loop, grid = _grid_stride(n, start)
+    if vectors:  # (a thread a vector; misaligned calls stride over the same grid)
+        grid = _grid_stride(n // vectors.lanes)[1]
     if ordered:
         loop, grid = f"if (blockIdx.x == 0 && threadIdx.x == 0) for (long long n = 0; " \
                      f"n < {n}LL; ++n)", (1, 1, 1)

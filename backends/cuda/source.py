@@ -117,13 +117,18 @@ class Writer:
         self._count += 1
         return f"v{self._count}"
 
+    def lowered(self, body: kir.Expr) -> kir.Expr:
+        """`body` lowered to core ops (once: shared nodes stay shared)."""
+        e = self._lowered.get(id(body))
+        if e is None:
+            e = self._lowered[id(body)] = lower_expr(body, self._memo)
+        return e
+
     def value(self, body: kir.Expr, idx: list[str], lines: list[str], indent: str,
               memo: dict[int, str]) -> str:
         """Lines computing `body` at the iteration indices `idx`; the name of its value.
         A guarded load reads memory only inside its bounds."""
-        e = self._lowered.get(id(body))
-        if e is None:
-            e = self._lowered[id(body)] = lower_expr(body, self._memo)
+        e = self.lowered(body)
         for x in kir.postorder(e):
             if id(x) in memo:
                 continue
