@@ -10,6 +10,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends.cuda import ptx
+from graphc.backends.cuda.loop import flat_launches
 from graphc.backends.cuda.gemm import LANES_M, LANES_N, PAD, SMALL, STAGE_PAD
 from graphc.backends.cuda.render import render
 from graphc.schedule import schedule_graph
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 def _source(f) -> tuple[str, set[str]]:
     rendered = render(schedule_graph(f.graph, policy=f._backend.policy))
-    return rendered.source, {L.name for L in rendered.launches}
+    return rendered.source, {L.name for L in flat_launches(rendered.launches)}
 
 
 def _assembles(source: str, names: set[str]) -> list[ptx.KernelStats]:
