@@ -103,14 +103,18 @@ def _substitute(roots: tuple[Node, ...], mapping: dict[Node, Node]) -> tuple[Nod
     return tuple(memo[r] for r in roots)
 
 
-def _hoist_all(roots: tuple[Node, ...], fired: Counter) -> tuple[Node, ...]:
+def _hoist_all(roots: tuple[Node, ...], fired: Counter,
+               rewritten: dict[Region, Region]) -> tuple[Node, ...]:
     memo: dict[Node, Node] = {}
     done: dict[tuple, list[Node] | None] = {}
     for n in toposort(roots):  # inputs first: a loop reading another's reads the new one
         new = rebuild(n, [memo[i] for i in n.inputs]) if n.inputs else n
         regions = node_regions(new)
         if regions:  # bodies first: a nested loop's work may move out twice
-            bodies = tuple(Region(r.inputs, _hoist_all(r.outputs, fired)) for r in regions)
+            for r in regions:  # once per body: hoisting makes new placeholders, and the
+                if r not in rewritten:  # siblings of a loop must keep one body
+                    rewritten[r] = Region(r.inputs, _hoist_all(r.outputs, fired, rewritten))
+            bodies = tuple(rewritten[r] for r in regions)
             if bodies != regions:
                 new = rebuild(new, new.inputs, with_regions(new.attrs, bodies))
         # a checkpointed loop keeps per-step values out of memory: it stays as it is
@@ -134,7 +138,7 @@ def hoist_scan_steps(graph: Graph) -> tuple[Graph, Counter]:
     fired: Counter = Counter()
     if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
         return graph, fired
-    roots = _hoist_all(graph.roots, fired)
+    roots = _hoist_all(graph.roots, fired, {})
     n_out = len(graph.outputs)
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
     return Graph(graph.inputs, roots[:n_out], updates), fired
