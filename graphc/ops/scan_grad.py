@@ -6,7 +6,7 @@ from typing import Sequence
 from graphc.node import Node, toposort
 from graphc.ops.grad_helpers import zeros_like
 from graphc.ops.leaves import placeholder_node
-from graphc.ops.registry import get_op, make
+from graphc.ops.registry import get_op, make, rebuild
 from graphc.ops.scan_op import make_scan, scan_counts
 from graphc.region import Region
 
@@ -35,26 +35,52 @@ def _depends(order: Sequence[Node], sources: set[Node]) -> set[Node]:
     return hit
 
 
+def shape_reads_as_zeros(back: Sequence[Node], cotangents: Sequence[Node]) -> list[Node]:
+    """`back` with the forward values its cotangent nodes read only for their shape (the
+    `like` of an unslice) replaced by zeros of that shape: nothing to save or recompute."""
+    order = toposort(back)
+    on_ct = _depends(order, set(cotangents))
+    memo: dict[Node, Node] = {}
+    for n in order:
+        skip = get_op(n.op).shape_only(len(n.inputs)) if n in on_ct else ()
+        ins = [zeros_like(i) if pos in skip and i not in on_ct else memo[i]
+               for pos, i in enumerate(n.inputs)]
+        memo[n] = rebuild(n, ins) if any(a is not b for a, b in zip(ins, n.inputs)) else n
+    return [memo[r] for r in back]
+
+
+def _recomputed(n: Node) -> bool:
+    """Cheap to compute again in the reverse body, fused into its elementwise kernels."""
+    d = get_op(n.op)
+    return bool(n.inputs) and (d.elementwise or bool(d.reshapes) or bool(d.scalar_view)
+                               or n.op in ("transpose", "slice", "concatenate"))
+
+
 def saved_residuals(carries: Sequence[Node], cotangents: Sequence[Node],
                     back: Sequence[Node]) -> list[Node]:
-    """The forward values the reverse body `back` reads that depend on a carry: the nodes
-    free of `cotangents` that a node reading a cotangent (or `back` itself) uses. Saving
-    them per step spares the reverse loop the forward's carry-dependent work (a step's
-    h @ W_hh and its gates); what depends on the steps' slices and captured values alone
-    stays, for hoist_scan_steps to compute for all steps at once."""
+    """The forward values the reverse body `back` should read from the forward loop rather
+    than recompute: the carries and the results of costly ops (a GEMM such as h @ W_hh, a
+    reduction, a nested loop) on which the values it reads from the forward depend
+    through a carry. Elementwise ops and views of them (the gates' activations) are
+    computed again, fused into the reverse body's kernels: a few stacked values instead
+    of every activation. What depends on the steps' slices and captured values alone stays
+    too, for hoist_scan_steps to compute for all steps at once."""
     order = toposort(back)
     on_ct = _depends(order, set(cotangents))
     on_carry = _depends(order, set(carries)) - on_ct
     found: dict[Node, None] = {}
-    for r in [i for n in order if n in on_ct for i in n.inputs] + list(back):
-        if r in on_carry:
-            # a view is stacked as the value it views: the reverse body takes the view
-            # again for free (and the sums sink_scan_sums looks for keep their form)
-            while r.inputs and (get_op(r.op).reshapes or r.op == "transpose") and \
-                    r.inputs[0] in on_carry:
-                r = r.inputs[0]
+    seen: set[Node] = set()
+    todo = [i for n in order if n in on_ct for i in n.inputs] + list(back)
+    while todo:
+        r = todo.pop()
+        if r in seen or r not in on_carry:
+            continue
+        seen.add(r)
+        if r in carries or not _recomputed(r):
             found[r] = None
-    return list(found)
+        else:
+            todo.extend(r.inputs)
+    return sorted(found, key=order.index)
 
 
 def scan_vjp(siblings: Sequence[Node], cotangents: Sequence[Node | None],
@@ -99,6 +125,7 @@ def scan_vjp(siblings: Sequence[Node], cotangents: Sequence[Node | None],
     # a checkpointed loop saves only carries: its segments are recomputed by design; else,
     # as JAX's scan, the forward stacks what the reverse body would recompute from the
     # carries, so the reverse loop runs none of the forward's GEMMs again
+    back_outs = shape_reads_as_zeros(back_outs, ct_carry + ct_y + sums)
     residuals = list(carries) if attrs["checkpoint"] else \
         saved_residuals(carries, ct_carry + ct_y + sums, back_outs)
     stand_in = {r: placeholder_node(r.shape, r.dtype, f"saved{n}")
