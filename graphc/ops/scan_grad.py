@@ -59,12 +59,14 @@ def _recomputed(n: Node) -> bool:
 def saved_residuals(carries: Sequence[Node], cotangents: Sequence[Node],
                     back: Sequence[Node]) -> list[Node]:
     """The forward values the reverse body `back` should read from the forward loop rather
-    than recompute: the carries and the results of costly ops (a GEMM such as h @ W_hh, a
-    reduction, a nested loop) on which the values it reads from the forward depend
-    through a carry. Elementwise ops and views of them (the gates' activations) are
-    computed again, fused into the reverse body's kernels: a few stacked values instead
-    of every activation. What depends on the steps' slices and captured values alone stays
-    too, for hoist_scan_steps to compute for all steps at once."""
+    than recompute: the carries and the results of costly ops (a GEMM, a reduction, a
+    nested loop) on which the values it reads from the forward depend through a carry, or
+    the elementwise op that first reads such a result (z = h @ W_hh + x_t @ W_ih: one
+    value instead of two to combine again). Other elementwise ops and views (the gates'
+    activations) are computed again, fused into the reverse body's kernels: a few stacked
+    values instead of every activation. What depends on the steps' slices and captured
+    values alone is computed again too, where hoist_scan_steps does it for all steps at
+    once."""
     order = toposort(back)
     on_ct = _depends(order, set(cotangents))
     on_carry = _depends(order, set(carries)) - on_ct
@@ -76,8 +78,9 @@ def saved_residuals(carries: Sequence[Node], cotangents: Sequence[Node],
         if r in seen or r not in on_carry:
             continue
         seen.add(r)
-        if r in carries or not _recomputed(r):
-            found[r] = None
+        if r in carries or not _recomputed(r) or any(
+                i in on_carry and i not in carries and not _recomputed(i) for i in r.inputs):
+            found[r] = None  # (a costly op's elementwise epilogue: z = h @ W_hh + x_t W_ih)
         else:
             todo.extend(r.inputs)
     return sorted(found, key=order.index)
