@@ -57,7 +57,7 @@ def _hoisted(node: Node) -> list[Node] | None:
     users = {i for u in order if u not in movable and u not in invariant for i in u.inputs}
     outputs = set(body.outputs)
     wanted = [n for n in order if n in movable and (n in users or n in outputs)
-              and not _only_moves_data(n, movable)]
+              and not _only_elementwise(n, movable)]
     once = [n for n in order if n in invariant and (n in users or n in outputs)]
     if not wanted and not once:
         return None
@@ -79,10 +79,13 @@ def _hoisted(node: Node) -> list[Node] | None:
                      a["length"], a["reverse"], a["checkpoint"])
 
 
-def _only_moves_data(n: Node, movable: set[Node]) -> bool:
-    """n is a view or cast of the steps' slices (no arithmetic): nothing to gain."""
+def _only_elementwise(n: Node, movable: set[Node]) -> bool:
+    """n is computed from the steps' slices by views and elementwise ops alone: in the loop
+    it fuses into the body's kernels, before it it would be stacked for every step and read
+    back (a gradient's activations recomputed from the saved pre-activations)."""
     for m in toposort([n]):
-        if m in movable and not (get_op(m.op).scalar_view or get_op(m.op).reshapes
+        if m in movable and not (get_op(m.op).elementwise or get_op(m.op).scalar_view
+                                 or get_op(m.op).reshapes
                                  or m.op in ("cast", "transpose", "slice")):
             return False
     return True
