@@ -11,17 +11,16 @@ from graphc.ops.scan_op import make_scan, scan_counts
 from graphc.region import Region
 
 
-def residual_scan(node: Node, residuals: Sequence[Node] | None = None) -> list[Node]:
+def residual_scan(node: Node, residuals: Sequence[Node]) -> list[Node]:
     """The scan of `node` that also stacks, per step, each of `residuals` (nodes of its
-    body; by default the carries each step starts from): its results are the scan's own,
-    then one sequence per residual. Equal inputs and direction: the pass merge_scans makes
-    it one loop with the scan itself."""
+    body, its carries as the step starts among them): its results are the scan's own, then
+    one sequence per residual. Equal inputs and direction: the pass merge_scans makes it
+    one loop with the scan itself."""
     attrs = node.attrs
     body: Region = attrs["body"]
     c, k, _, _ = scan_counts(attrs)
     ins = node.inputs
-    extra = body.inputs[:c] if residuals is None else tuple(residuals)
-    grown = Region(body.inputs, body.outputs + extra)
+    grown = Region(body.inputs, body.outputs + tuple(residuals))
     return make_scan(ins[:c], ins[c:c + k], ins[c + k:], grown, attrs["length"],
                      attrs["reverse"], attrs["checkpoint"])
 
@@ -65,8 +64,8 @@ def saved_residuals(carries: Sequence[Node], cotangents: Sequence[Node],
     value instead of two to combine again). Other elementwise ops and views (the gates'
     activations) are computed again, fused into the reverse body's kernels: a few stacked
     values instead of every activation. What depends on the steps' slices and captured
-    values alone is computed again too, where hoist_scan_steps does it for all steps at
-    once."""
+    values alone is computed again too (before the loop, where hoist_scan_steps moves
+    it)."""
     order = toposort(back)
     on_ct = _depends(order, set(cotangents))
     on_carry = _depends(order, set(carries)) - on_ct
@@ -83,7 +82,8 @@ def saved_residuals(carries: Sequence[Node], cotangents: Sequence[Node],
             found[r] = None  # (a costly op's elementwise epilogue: z = h @ W_hh + x_t W_ih)
         else:
             todo.extend(r.inputs)
-    return sorted(found, key=order.index)
+    position = {n: i for i, n in enumerate(order)}
+    return sorted(found, key=position.__getitem__)
 
 
 def scan_vjp(siblings: Sequence[Node], cotangents: Sequence[Node | None],
