@@ -396,4 +396,9 @@ def test_the_reverse_loop_reads_the_saved_gates_not_a_recomputed_forward():
     assert len(forward) == 1 and len(backward) == 1
     assert len(_gemms(forward[0].body)) == 1 and len(_gemms(backward[0].body)) == 1
     assert [_rows(g) for g in _gemms(s)] == [H]
+    # saved: z = h @ u + x_t (not h @ u, not the gates), h_prev, c_prev; the reverse loop
+    # recomputes the gates from z in its body (not stacked before it for every step)
+    assert sorted(s.buffers[y.outer].shape for y in forward[0].ys) == [(T, N, H)] * 3 + [
+        (T, N, 4 * H)]  # (hs, h_prev, c_prev; z)
+    assert len(backward[0].xs) == 3  # z, c_prev, the cotangent of hs
     agree([x], outputs, [f64(T, N, H)])
