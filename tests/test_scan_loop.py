@@ -222,7 +222,7 @@ def test_nested_loops_with_a_parameter_inside(BACKS):
         inner, ys = gc.scan(lambda a, v: (a * 0.5 + v * w, a.sum()), c, row)
         return inner, ys
     c, ys = gc.scan(outer, gc.constant(np.zeros(2)), x)
-    s = schedule_graph(gc.Graph((x.node,), (c.node, ys.node)), optimize=False)
+    s = schedule_graph(gc.Graph((x.node,), (c.node, ys.node)))
     (loop,) = loops(s)
     assert [k.kind for k in loop.body.kernels].count("loop") == 1
     agree([x], [c, ys], [f64(3, 4, 2)], backends=BACKS)
@@ -369,3 +369,36 @@ def test_an_output_sinks_only_where_stacking_costs_no_memory():
     assert all(p.name != "sink_loops" for p in s.report.passes)
     assert len(_gemms(loops(s)[0].body)) == 1
     agree([x], [h, ys], [f64(5, N, H)])
+
+
+def test_the_reverse_loop_reads_the_saved_gates_not_a_recomputed_forward():
+    """An LSTM-like body's gradient: the forward stacks what the vjp reads (the gates), so
+    h @ W_hh is not computed again for the reverse loop (in it, or hoisted before it for
+    all steps): one GEMM per step in each loop, and after them only dW = H^T dZ."""
+    T, N, H = 5, 2, 3
+    x = gc.placeholder((T, N, H), "float64", "x")
+    u = gc.parameter(f64(H, 4 * H) * 0.4, name="u")
+
+    def step(carry, xt):
+        h, c = carry
+        z = h @ u + gc.concatenate([xt] * 4, axis=1)
+        i, f = gc.sigmoid(z[:, :H]), gc.sigmoid(z[:, H:2 * H])
+        g, o = gc.tanh(z[:, 2 * H:3 * H]), gc.sigmoid(z[:, 3 * H:])
+        c = f * c + i * g
+        h = o * gc.tanh(c)
+        return (h, c), h
+    zeros = gc.constant(np.zeros((N, H)))
+    _, hs = gc.scan(step, (zeros, zeros), x)
+    loss = (hs * hs).sum()
+    outputs = [loss] + gc.grad(loss, [x, u])
+    s = schedule_graph(gc.function([x], outputs, backend="numpy").graph)
+    forward, backward = [k for k in loops(s) if not k.reverse], [k for k in loops(s) if k.reverse]
+    assert len(forward) == 1 and len(backward) == 1
+    assert len(_gemms(forward[0].body)) == 1 and len(_gemms(backward[0].body)) == 1
+    assert [_rows(g) for g in _gemms(s)] == [H]
+    # saved: z = h @ u + x_t (not h @ u, not the gates), h_prev, c_prev; the reverse loop
+    # recomputes the gates from z in its body (not stacked before it for every step)
+    assert sorted(s.buffers[y.outer].shape for y in forward[0].ys) == [(T, N, H)] * 3 + [
+        (T, N, 4 * H)]  # (hs, h_prev, c_prev; z)
+    assert len(backward[0].xs) == 3  # z, c_prev, the cotangent of hs
+    agree([x], outputs, [f64(T, N, H)])

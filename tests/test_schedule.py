@@ -885,3 +885,17 @@ def test_a_gradient_also_returned_is_not_folded():
     f = gc.function([x], [loss, gw], updates=updates, backend="numpy")
     s = f.schedule((16, 8))
     assert not any(k.kind == "gemm" and k.accumulate for k in s.kernels)
+
+
+def test_an_output_a_gemm_also_reads_is_computed_in_the_output_buffer():
+    """A fused value that is an output and a GEMM's operand is written once, where the
+    output goes (no copy kernel), as a scan body's per-step output is."""
+    x = gc.placeholder((4, 3), "float64", "x")
+    w = gc.placeholder((3, 2), "float64", "w")
+    z = gc.tanh(x) * 2.0 + 1.0
+    s = schedule_graph(gc.Graph((x.node, w.node), (z.node, (z @ w).node)))
+    assert [k.fused for k in s.kernels if isinstance(k, ir.Elementwise)] == [
+        ("tanh", "mul", "add")]
+    graph_f, kern_f = both([x, w], [z, z @ w])
+    args = (np.linspace(-1, 1, 12).reshape(4, 3), np.arange(6.0).reshape(3, 2))
+    assert_same(graph_f(*args), kern_f(*args))

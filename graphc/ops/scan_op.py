@@ -144,7 +144,7 @@ def make_scan(init: Sequence[Node], xs: Sequence[Node], consts: Sequence[Node], 
 
 def _group_vjp(siblings: Sequence[Node], cotangents: Sequence[Node | None],
                wanted: Sequence[bool]) -> Sequence[Node | None]:
-    """a scan in the other direction over the carries each step started from"""
+    """a scan in the other direction over the residuals the forward saved"""
     from graphc.ops.scan_grad import scan_vjp  # it builds scans: after this module
     return scan_vjp(siblings, cotangents, wanted)
 

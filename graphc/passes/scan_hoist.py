@@ -57,7 +57,7 @@ def _hoisted(node: Node) -> list[Node] | None:
     users = {i for u in order if u not in movable and u not in invariant for i in u.inputs}
     outputs = set(body.outputs)
     wanted = [n for n in order if n in movable and (n in users or n in outputs)
-              and not _only_moves_data(n, movable)]
+              and not _only_elementwise(n, movable)]
     once = [n for n in order if n in invariant and (n in users or n in outputs)]
     if not wanted and not once:
         return None
@@ -79,10 +79,13 @@ def _hoisted(node: Node) -> list[Node] | None:
                      a["length"], a["reverse"], a["checkpoint"])
 
 
-def _only_moves_data(n: Node, movable: set[Node]) -> bool:
-    """n is a view or cast of the steps' slices (no arithmetic): nothing to gain."""
+def _only_elementwise(n: Node, movable: set[Node]) -> bool:
+    """n is computed from the steps' slices by views and elementwise ops alone: in the loop
+    it fuses into the body's kernels, before it it would be stacked for every step and read
+    back (a gradient's activations recomputed from the saved pre-activations)."""
     for m in toposort([n]):
-        if m in movable and not (get_op(m.op).scalar_view or get_op(m.op).reshapes
+        if m in movable and not (get_op(m.op).elementwise or get_op(m.op).scalar_view
+                                 or get_op(m.op).reshapes
                                  or m.op in ("cast", "transpose", "slice")):
             return False
     return True
@@ -103,14 +106,18 @@ def _substitute(roots: tuple[Node, ...], mapping: dict[Node, Node]) -> tuple[Nod
     return tuple(memo[r] for r in roots)
 
 
-def _hoist_all(roots: tuple[Node, ...], fired: Counter) -> tuple[Node, ...]:
+def _hoist_all(roots: tuple[Node, ...], fired: Counter,
+               rewritten: dict[Region, Region]) -> tuple[Node, ...]:
     memo: dict[Node, Node] = {}
     done: dict[tuple, list[Node] | None] = {}
     for n in toposort(roots):  # inputs first: a loop reading another's reads the new one
         new = rebuild(n, [memo[i] for i in n.inputs]) if n.inputs else n
         regions = node_regions(new)
         if regions:  # bodies first: a nested loop's work may move out twice
-            bodies = tuple(Region(r.inputs, _hoist_all(r.outputs, fired)) for r in regions)
+            for r in regions:  # once per body: hoisting makes new placeholders, and the
+                if r not in rewritten:  # siblings of a loop must keep one body
+                    rewritten[r] = Region(r.inputs, _hoist_all(r.outputs, fired, rewritten))
+            bodies = tuple(rewritten[r] for r in regions)
             if bodies != regions:
                 new = rebuild(new, new.inputs, with_regions(new.attrs, bodies))
         # a checkpointed loop keeps per-step values out of memory: it stays as it is
@@ -134,7 +141,7 @@ def hoist_scan_steps(graph: Graph) -> tuple[Graph, Counter]:
     fired: Counter = Counter()
     if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
         return graph, fired
-    roots = _hoist_all(graph.roots, fired)
+    roots = _hoist_all(graph.roots, fired, {})
     n_out = len(graph.outputs)
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
     return Graph(graph.inputs, roots[:n_out], updates), fired

@@ -125,7 +125,10 @@ class Lowering:
         return view
 
     def view_of(self, node: Node) -> View:
-        view = self.materialize(self.values[node])
+        value = self.values[node]
+        view = self.materialize(value)
+        if view is not value:  # node's own buffer: an output's, if it is one (no copy)
+            self.creator[view.buffer] = node
         self.values[node] = view
         return view
 
