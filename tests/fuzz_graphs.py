@@ -909,18 +909,26 @@ def mismatches(got, ref, what="out", rtol=None, allow_stabilized=False) -> list[
 
 def tolerances(outputs) -> list:
     """Per output: float32's tolerance when any float32 value feeds it (a float64 result of a
-    float32 computation is only float32-accurate), else that of its own dtype."""
+    float32 computation is only float32-accurate), else that of its own dtype; times the
+    square root of how many elements of its largest ancestor can sum into one of its own (a
+    sum of k rounded terms, each order of summation as right as another, differs by about
+    sqrt(k) roundings: a gradient summed over a broadcast, for one)."""
     out = []
     for t in outputs:
-        seen, stack, f32 = set(), [t.node], False
-        while stack and not f32:
+        seen, stack, f32, largest = set(), [t.node], False, 1
+        while stack:
             n = stack.pop()
             if id(n) in seen:
                 continue
             seen.add(id(n))
-            f32 = n.dtype == F32
+            f32 = f32 or n.dtype == F32
+            if all(isinstance(d, int) for d in n.shape):
+                largest = max(largest, int(np.prod(n.shape)))
             stack.extend(n.inputs)
-        out.append(RTOL[F32] if f32 else RTOL.get(t.dtype))
+        own = int(np.prod(t.shape)) if all(isinstance(d, int) for d in t.shape) else 1
+        terms = max(1.0, largest / max(own, 1))
+        tol = RTOL[F32] if f32 else RTOL.get(t.dtype)
+        out.append(None if tol is None else tol * float(np.sqrt(terms)))
     return out
 
 
