@@ -5,12 +5,12 @@ from collections import Counter
 from typing import Sequence
 
 from graphc.graph import Graph
-from graphc.node import Dim, Node, carry_label, toposort
+from graphc.node import Dim, Node, toposort
 from graphc.ops import get_op
 from graphc.ops.leaves import placeholder_node
-from graphc.ops.registry import rebuild, sibling_key
 from graphc.ops.scan_op import SCAN, make_scan, scan_counts
-from graphc.region import Region, node_regions, with_regions
+from graphc.region import Region
+from graphc.passes.scan_walk import on_graph, rewrite_loops, substitute
 
 
 class _NoRule(Exception):
@@ -63,7 +63,7 @@ def _hoisted(node: Node) -> list[Node] | None:
         return None
     ins = node.inputs
     outer = dict(zip(body.inputs[c + k:], ins[c + k:]))  # the captured values, unbatched
-    values = _batched(list(_substitute(tuple(wanted), outer)),
+    values = _batched(list(substitute(tuple(wanted), outer)),
                       dict(zip(body.inputs[c:c + k], ins[c:c + k])), a["length"])
     if values is None:
         values, wanted = [], []
@@ -71,11 +71,11 @@ def _hoisted(node: Node) -> list[Node] | None:
             return None
     slots = [placeholder_node(n.shape, n.dtype, f"{n.op}_t") for n in wanted]
     fixed = [placeholder_node(n.shape, n.dtype, f"{n.op}_once") for n in once]
-    outs = _substitute(body.outputs, dict(zip(wanted + once, slots + fixed)))
+    outs = substitute(body.outputs, dict(zip(wanted + once, slots + fixed)))
     new_body = Region(body.inputs[:c + k] + tuple(slots) + body.inputs[c + k:] + tuple(fixed),
                       outs)
     return make_scan(ins[:c], list(ins[c:c + k]) + values,
-                     list(ins[c + k:]) + list(_substitute(tuple(once), outer)), new_body,
+                     list(ins[c + k:]) + list(substitute(tuple(once), outer)), new_body,
                      a["length"], a["reverse"], a["checkpoint"])
 
 
@@ -97,51 +97,9 @@ def _movable() -> frozenset[str]:
     return frozenset(RULES) - {SCAN}
 
 
-def _substitute(roots: tuple[Node, ...], mapping: dict[Node, Node]) -> tuple[Node, ...]:
-    memo = dict(mapping)
-    for n in toposort(roots):
-        if n not in memo:
-            memo[n] = carry_label(n, rebuild(n, [memo[i] for i in n.inputs])) \
-                if n.inputs else n
-    return tuple(memo[r] for r in roots)
-
-
-def _hoist_all(roots: tuple[Node, ...], fired: Counter,
-               rewritten: dict[Region, Region]) -> tuple[Node, ...]:
-    memo: dict[Node, Node] = {}
-    done: dict[tuple, list[Node] | None] = {}
-    for n in toposort(roots):  # inputs first: a loop reading another's reads the new one
-        new = rebuild(n, [memo[i] for i in n.inputs]) if n.inputs else n
-        regions = node_regions(new)
-        if regions:  # bodies first: a nested loop's work may move out twice
-            for r in regions:  # once per body: hoisting makes new placeholders, and the
-                if r not in rewritten:  # siblings of a loop must keep one body
-                    rewritten[r] = Region(r.inputs, _hoist_all(r.outputs, fired, rewritten))
-            bodies = tuple(rewritten[r] for r in regions)
-            if bodies != regions:
-                new = rebuild(new, new.inputs, with_regions(new.attrs, bodies))
-        # a checkpointed loop keeps per-step values out of memory: it stays as it is
-        if new.op == SCAN and not new.attrs["checkpoint"]:
-            key = sibling_key(new)
-            if key not in done:  # once per loop: its siblings stay siblings
-                done[key] = _hoisted(new)
-                if done[key] is not None:
-                    fired["hoist_scan_steps"] += 1
-            loop = done[key]
-            if loop is not None:
-                new = loop[new.attrs["output"]]
-        memo[n] = carry_label(n, new)
-    return tuple(memo[r] for r in roots)
-
-
 def hoist_scan_steps(graph: Graph) -> tuple[Graph, Counter]:
     """Values a scan's body computes from the steps' slices and captured values alone (such
     as x_t @ W) become sequences computed for all steps before the loop (one x @ W); values
     it computes from captured values alone (W.T) are computed once, before it."""
-    fired: Counter = Counter()
-    if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
-        return graph, fired
-    roots = _hoist_all(graph.roots, fired, {})
-    n_out = len(graph.outputs)
-    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
-    return Graph(graph.inputs, roots[:n_out], updates), fired
+    return on_graph(graph, lambda roots, fired: rewrite_loops(
+        roots, _hoisted, "hoist_scan_steps", fired, {}))

@@ -8,6 +8,7 @@ from graphc.node import Node, carry_label, toposort
 from graphc.ops.registry import rebuild
 from graphc.ops.scan_op import SCAN, make_scan
 from graphc.region import Region, node_regions, with_regions
+from graphc.passes.scan_walk import on_graph, substitute
 
 
 def _loop_key(node: Node) -> tuple:
@@ -16,15 +17,6 @@ def _loop_key(node: Node) -> tuple:
     a = node.attrs
     return (node.inputs, a["num_carry"], a["num_xs"], a["reverse"], a["length"],
             a["checkpoint"])
-
-
-def _substitute(roots: tuple[Node, ...], mapping: dict[Node, Node]) -> tuple[Node, ...]:
-    memo = dict(mapping)
-    for n in toposort(roots):
-        if n not in memo:
-            memo[n] = carry_label(n, rebuild(n, [memo[i] for i in n.inputs])) \
-                if n.inputs else n
-    return tuple(memo[r] for r in roots)
 
 
 Plan = tuple[Region, tuple[int, ...], int]  # the loop's body, the carries kept, the result
@@ -44,7 +36,7 @@ def _plans(nodes: list[Node]) -> dict[Node, Plan]:
         if len(body.inputs) != len(ph):
             continue
         outs = body.outputs if body.inputs == ph else \
-            _substitute(body.outputs, dict(zip(body.inputs, ph)))
+            substitute(body.outputs, dict(zip(body.inputs, ph)))
         for carries, members in clusters:
             if carries == outs[:c]:
                 members.append((n, outs))
@@ -120,10 +112,4 @@ def merge_scans(graph: Graph) -> tuple[Graph, Counter]:
     """Scans with the same inputs, length and direction (a scan and the one that saves its
     carries for the gradient) become one loop with the union of their results; results
     nothing reads, and carries only they need, are left out of the loop."""
-    fired: Counter = Counter()
-    if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
-        return graph, fired
-    roots = _merge(graph.roots, fired)
-    n_out = len(graph.outputs)
-    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
-    return Graph(graph.inputs, roots[:n_out], updates), fired
+    return on_graph(graph, _merge)

@@ -5,10 +5,11 @@ from collections import Counter
 
 from graphc import sizes
 from graphc.graph import Graph
-from graphc.node import Node, carry_label, toposort
-from graphc.ops.registry import make, rebuild, sibling_key
-from graphc.ops.scan_op import SCAN, make_scan, scan_counts
-from graphc.region import Region, node_regions, with_regions
+from graphc.node import Node, toposort
+from graphc.ops.registry import make
+from graphc.ops.scan_op import make_scan, scan_counts
+from graphc.region import Region
+from graphc.passes.scan_walk import on_graph, rewrite_loops
 
 # A sum the loop can leave to after it: acc <- acc + term, term read from the step alone, as
 # matmul(transpose(a), b) over the rows of a and b (a gradient's sum_t h_t^T g_t), or as
@@ -98,39 +99,10 @@ def _sunk(node: Node) -> list[Node] | None:
     return results + loop[len(keep):len(keep) + y]
 
 
-def _sink_all(roots: tuple[Node, ...], fired: Counter) -> tuple[Node, ...]:
-    memo: dict[Node, Node] = {}
-    done: dict[tuple, list[Node] | None] = {}
-    for n in toposort(roots):
-        new = rebuild(n, [memo[i] for i in n.inputs]) if n.inputs else n
-        regions = node_regions(new)
-        if regions:
-            bodies = tuple(Region(r.inputs, _sink_all(r.outputs, fired)) for r in regions)
-            if bodies != regions:
-                new = rebuild(new, new.inputs, with_regions(new.attrs, bodies))
-        # a checkpointed loop keeps per-step values out of memory: it stays as it is
-        if new.op == SCAN and not new.attrs["checkpoint"]:
-            key = sibling_key(new)
-            if key not in done:  # once per loop: its siblings stay siblings
-                done[key] = _sunk(new)
-                if done[key] is not None:
-                    fired["sink_scan_sums"] += 1
-            results = done[key]
-            if results is not None:
-                new = results[new.attrs["output"]]
-        memo[n] = carry_label(n, new)
-    return tuple(memo[r] for r in roots)
-
-
 def sink_scan_sums(graph: Graph) -> tuple[Graph, Counter]:
     """A carry that only accumulates acc + a^T b (or acc + sum(b) over axis 0) of per-step
     values becomes, after the loop, acc + A^T B over the stacked rows of every step (one
     large matmul instead of one small one per step); the loop stacks b (and a, unless a is
     a step of a sequence already)."""
-    fired: Counter = Counter()
-    if not any(n.op == SCAN for n in graph.nodes()):  # (loops in bodies sit in a loop)
-        return graph, fired
-    roots = _sink_all(graph.roots, fired)
-    n_out = len(graph.outputs)
-    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
-    return Graph(graph.inputs, roots[:n_out], updates), fired
+    return on_graph(graph, lambda roots, fired: rewrite_loops(
+        roots, _sunk, "sink_scan_sums", fired, {}))
