@@ -9,6 +9,7 @@ from graphc.function import Function
 from graphc.graph import Graph
 from graphc.node import Node, toposort
 from graphc.printing import _as_graph, _describe, _dot_escape, node_names
+from graphc.runtime.atomic_file import write_atomic
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
 FOLD_ABOVE = 150  # gc.render draws at most about this many boxes per graph before folding
@@ -287,8 +288,7 @@ def render(obj: Any, path: str | os.PathLike, *, provenance: bool = False,
                          f"{', '.join(FORMATS)}")
     dot = render_dot(obj, provenance=provenance, fold=fold, optimized=optimized)
     data = _check_graphviz().Source(dot).pipe(format=FORMATS[suffix])
-    with open(path, "wb") as out:
-        out.write(data)
+    write_atomic(path, data)
     return path
 
 

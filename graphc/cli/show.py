@@ -13,6 +13,7 @@ from graphc.cli.errors import USAGE, CLIError
 from graphc.cli.target import load_target
 from graphc.function import Function
 from graphc.printing import show, to_dot
+from graphc.runtime.atomic_file import write_atomic
 
 FORMATS = ("text", "dot", "svg", "png", "html")
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> str | None:
     text = show(target) if args.format == "text" else to_dot(target)
     if args.output is None:
         return text
-    Path(args.output).write_text(text + "\n")
+    write_atomic(args.output, text + "\n")
     return None
 
 

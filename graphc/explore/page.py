@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from graphc.explore.data import explorer_data
+from graphc.runtime.atomic_file import write_atomic
 
 # Inside <script> only these characters can end the element or start markup: written as
 # JSON escapes they stay the same string to JSON.parse and can never close the tag.
@@ -75,7 +76,4 @@ def explore(f: Any, path: str | PathLike[str], title: str | None = None) -> Path
     The page opens at #view=NAME, #kernel=K, #node=I or #expand. Returns the path written."""
     if not isinstance(path, (str, PathLike)):
         raise TypeError(f"explore: path: expected a file name, got {type(path).__name__}")
-    out = Path(path)
-    text = explorer_html(f, title)
-    out.write_text(text, encoding="utf-8")
-    return out
+    return write_atomic(path, explorer_html(f, title))
