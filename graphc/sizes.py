@@ -445,3 +445,34 @@ class collecting:
 
     def __exit__(self, *exc: object) -> None:
         _collecting.found = self.saved
+
+
+# The representative binding (the first call's sizes) while a program is scheduled and
+# rendered with symbolic sizes: policy choices that do not change results (thread counts,
+# GEMM orientation, unrolling) are made with it; code stays correct for every binding.
+_REPRESENTATIVE: list[Mapping[SizeVar, int]] = []
+
+
+class representative:
+    """`with representative(values):` makes `hint` answer from `values`."""
+
+    def __init__(self, values: Mapping[SizeVar, int]) -> None:
+        self.values = values
+
+    def __enter__(self) -> Mapping[SizeVar, int]:
+        _REPRESENTATIVE.append(self.values)
+        return self.values
+
+    def __exit__(self, *exc: object) -> None:
+        _REPRESENTATIVE.pop()
+
+
+def hint(d: Dim) -> int:
+    """`d` itself if it is an int, else its value in the representative binding: for
+    choices of policy only, never for what the code computes."""
+    if isinstance(d, int):
+        return d
+    if not _REPRESENTATIVE:
+        raise TypeError(f"size {d} is known only at call time and no representative "
+                        "binding is set")
+    return d.evaluate(_REPRESENTATIVE[-1])

@@ -36,7 +36,11 @@ class LLVMBackend:
         the optimizer never runs."""
         from graphc.backends.llvm.runtime import LLVMExecutable
         options = dict(options or {})
-        unknown = set(options) - {"cache_dir", "optimize"}
+        unknown = set(options) - {"cache_dir", "optimize", "sizes"}
         if unknown:
             raise ValueError(f"backend_options: unknown options for llvm: {sorted(unknown)}")
+        if options.get("sizes", "specialize") not in ("symbolic", "specialize"):
+            raise ValueError("backend_options: sizes must be 'symbolic' (one program for "
+                             "every size) or 'specialize' (one per input shapes), not "
+                             f"{options['sizes']!r}")
         return LLVMExecutable(program, options, self.policy)

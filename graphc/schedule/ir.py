@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 import numpy as np
 
 from graphc.dtypes import short_name
+from graphc.sizes import Size
 
 Shape = tuple[int, ...]
 
@@ -26,7 +27,7 @@ class Buffer:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return _product(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -730,9 +731,19 @@ class Schedule:
         return schedule_listing(self)
 
 
+def _product(shape: Shape) -> int:
+    """The element count: an int, or a `Size` where the shape holds symbols."""
+    total = 1
+    for d in shape:
+        total = total * d
+    return total
+
+
 def contiguous_strides(shape: Shape) -> tuple[int, ...]:
     strides, acc = [], 1
     for d in reversed(shape):
         strides.append(acc)
-        acc *= max(d, 1)
+        # a symbolic size is taken as it is: at 0 there are no elements, so strides after
+        # it are never used
+        acc *= d if isinstance(d, Size) else max(d, 1)
     return tuple(reversed(strides))

@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.sizes import Dim, all_static
+from graphc.sizes import Dim, all_static, hint
 from graphc.graph import Graph
 from graphc.node import Node, consumers, static_shape
 from graphc.ops import get_op
@@ -71,9 +71,10 @@ def _trivial(expr: Expr) -> bool:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> None:
+    def __init__(self, graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY,
+                 symbolic: bool = False) -> None:
         for n in graph.nodes():
-            if not all_static(n.shape):
+            if not symbolic and not all_static(n.shape):
                 raise ShapeError(f"schedule: {n.op} has unknown sizes {n.type}; specialise "
                                  "the graph to call-time shapes first")
         self.graph = graph
@@ -341,6 +342,10 @@ class Lowering:
         self.consts[bid] = array
         return self.whole(bid)
 
+    def lower_dim_size(self, node: Node) -> Lazy:
+        # a size known at call time: a constant whose value the code reads with the sizes
+        return Lazy(Const(node.attrs["size"], node.dtype), (), node.dtype)
+
     def lower_iota(self, node: Node) -> Lazy:
         return Lazy(Index(0, node.dtype), _dims(node), node.dtype, ("iota",))
 
@@ -562,7 +567,7 @@ class Lowering:
         self.creator[bid] = node
         out = Access(bid, ir.contiguous_strides(_dims(node)), 0)
         narrow = self.policy.narrow_gemm
-        if narrow is not None and n < narrow and m > n:
+        if narrow is not None and hint(n) < narrow and hint(m) > hint(n):
             # C = A B with few columns is computed as C^T = B^T A^T: the long side becomes
             # the wide one that vector tiles cover (strides only: nothing is copied).
             acc_a, acc_b, out = _swapped(acc_b), _swapped(acc_a), _swapped(out)
@@ -838,7 +843,8 @@ def describe_indices(what: str, node: Node, indices: Node) -> str:
     return f"{what} ({', '.join(parts)})" if parts else what
 
 
-def lower_graph(graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> Schedule:
+def lower_graph(graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY,
+                symbolic: bool = False) -> Schedule:
     """Kernels for a graph whose shapes are all known (see graphc.specialize), made with
-    the target's `policy`."""
-    return Lowering(graph, policy).run()
+    the target's `policy`; with `symbolic`, sizes may be `Size` expressions too."""
+    return Lowering(graph, policy, symbolic).run()

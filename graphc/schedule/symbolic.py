@@ -1,0 +1,83 @@
+"""Schedules whose sizes are symbols: one kernel plan for every binding of the call-time
+sizes, and the memory plan of each binding (cheap, in Python, no code generated)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from graphc import sizes
+from graphc.graph import Graph
+from graphc.passes import run_pipeline, select_passes
+from graphc.schedule.ir import Buffer, Schedule
+from graphc.schedule.memory import MemoryPlan, plan_memory
+from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
+
+# Kernel kinds whose records, lowering and llvm code take symbolic sizes. A schedule with
+# any other kind (loops, sorts, running sums, all-reduces) is specialised per shape.
+SYMBOLIC_KINDS = frozenset({"elementwise", "reduce", "gemm", "gather", "scatter_add",
+                            "index_check", "value_check"})
+
+
+class NotSymbolic(Exception):
+    """The program cannot be scheduled with symbolic sizes (yet): specialise it instead."""
+
+
+def input_symbols(graph: Graph) -> set[sizes.SizeVar]:
+    """The symbols that the inputs' shapes give a value on every call."""
+    return {v for p in graph.inputs for d in p.shape if isinstance(d, sizes.Size)
+            and d.is_var() for v in d.atoms()}
+
+
+def schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int],
+                      optimize: bool = True, policy: SchedulePolicy = DEFAULT_POLICY
+                      ) -> Schedule:
+    """`graph` optimized and lowered with its sizes left symbolic. Choices of policy that
+    need a number (GEMM orientation, thread counts) take it from `binding` (the first
+    call's sizes); the kernels are correct for every binding. The plan is `binding`'s.
+    Raises NotSymbolic where some part needs a number it cannot have."""
+    from graphc.schedule import loop_outputs_sunk
+    from graphc.schedule.lower import lower_graph
+    known = input_symbols(graph)
+    try:
+        with sizes.representative(binding):
+            graph, report = run_pipeline(graph, select_passes(optimize))
+            if optimize:
+                graph = loop_outputs_sunk(graph, report)
+            for n in graph.nodes():
+                if n.op in ("scan", "all_reduce"):
+                    raise NotSymbolic(f"{n.op} is specialised per shape")
+            lowered = lower_graph(graph, policy, symbolic=True)
+    except TypeError as e:  # a size asked for a number (sizes.Size.__index__, comparisons)
+        raise NotSymbolic(str(e)) from e
+    for k in lowered.kernels:
+        if k.kind not in SYMBOLIC_KINDS:
+            raise NotSymbolic(f"{k.kind} kernels are specialised per shape")
+    unknown = {v for b in lowered.buffers.values() for v in sizes.symbols_of(b.shape)} - known
+    if unknown:
+        raise NotSymbolic(f"sizes {sorted(map(str, unknown))} are not given by an input")
+    schedule = dataclasses.replace(lowered, report=report, graph=graph)
+    return dataclasses.replace(schedule, plan=plan_for(schedule, binding))
+
+
+def bound_buffers(schedule: Schedule, binding: Mapping[sizes.SizeVar, int]
+                  ) -> dict[int, Buffer]:
+    """The schedule's buffers with the sizes of `binding`."""
+    return {bid: dataclasses.replace(b, shape=tuple(sizes.evaluate(d, binding)
+                                                    for d in b.shape))
+            for bid, b in schedule.buffers.items()}
+
+
+def plan_for(schedule: Schedule, binding: Mapping[sizes.SizeVar, int]) -> MemoryPlan:
+    """The memory plan for one binding: the same greedy placement as a specialised
+    schedule's, so it reuses memory exactly as well. Temporaries used by one kernel never
+    share bytes in any plan (their lifetimes overlap there), so what code may assume about
+    aliasing holds for every binding."""
+    return plan_memory(dataclasses.replace(schedule, buffers=bound_buffers(schedule, binding)))
+
+
+def has_symbols(schedule: Schedule) -> bool:
+    return any(not sizes.all_static(b.shape) for b in schedule.buffers.values())
+
+
+__all__ = ["NotSymbolic", "SYMBOLIC_KINDS", "bound_buffers", "has_symbols", "input_symbols",
+           "plan_for", "schedule_symbolic"]
