@@ -51,6 +51,53 @@ def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
     return Graph(tuple(memo[p] for p in graph.inputs), tuple(roots[:n_out]), updates)
 
 
+class _Renaming(dict):
+    """Symbol -> the symbol it becomes; every other symbol stays itself."""
+
+    def __missing__(self, var: sizes.SizeVar) -> sizes.Size:
+        return sizes.Size.of(var)
+
+    def __contains__(self, var: object) -> bool:
+        return True
+
+
+def unify_symbols(graph: Graph) -> Graph:
+    """`graph` with the symbols that its build took to be equal (two `None` batch sizes met
+    by cross_entropy) made one, the first an input reads: code whose sizes stay symbols
+    then sees that those axes agree. Each call checks the equality before code runs
+    (graphc.size_binding)."""
+    from graphc.size_binding import SizeBinder
+    binder = SizeBinder(graph.inputs, graph.roots)
+    order = {var: n for n, (_, _, var) in enumerate(binder.reads)}
+    root: dict[sizes.SizeVar, sizes.SizeVar] = {}
+
+    def find(v: sizes.SizeVar) -> sizes.SizeVar:
+        while v in root:
+            v = root[v]
+        return v
+    for check in binder.checks:
+        if isinstance(check.a, sizes.Size) and check.a.is_var() and \
+                isinstance(check.b, sizes.Size) and check.b.is_var():
+            (a,), (b,) = check.a.atoms(), check.b.atoms()
+            a, b = find(a), find(b)
+            if a != b:
+                first, second = sorted((a, b), key=lambda v: order.get(v, len(order)))
+                root[second] = first
+    if not root:
+        return graph
+    values = _Renaming({v: sizes.Size.of(find(v)) for v in root})
+    shapes = [tuple(sizes.substitute(d, values) for d in p.shape) for p in graph.inputs]
+    memo: dict[Node, Node] = {}
+    for ph, shape in zip(graph.inputs, shapes):
+        memo[ph] = ph if ph.shape == shape else placeholder_node(shape, ph.dtype,
+                                                                  ph.attrs["name"])
+    _specialize_nodes(toposort(graph.inputs + graph.roots), values, memo)  # type: ignore
+    n_out = len(graph.outputs)
+    roots = [memo[r] for r in graph.roots]
+    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
+    return Graph(tuple(memo[p] for p in graph.inputs), tuple(roots[:n_out]), updates)
+
+
 def _specialize_nodes(nodes: Sequence[Node], values: dict[sizes.SizeVar, int],
                       memo: dict[Node, Node]) -> None:
     """Each node rebuilt with its sizes given `values` (memo: old node -> new), the bodies
@@ -65,7 +112,7 @@ def _specialize_nodes(nodes: Sequence[Node], values: dict[sizes.SizeVar, int],
             bodies = [_specialize_region(r, values) for r in regions]
             if any(b is not r for b, r in zip(bodies, regions)):
                 attrs = with_regions(attrs if attrs is not None else node.attrs, bodies)
-        if node.op == "dim_size" and attrs is not None:
+        if node.op == "dim_size" and attrs is not None and isinstance(attrs["size"], int):
             new = scalar_constant(attrs["size"], node.dtype)
         elif node.inputs or attrs is not None:
             new = rebuild(node, [memo[i] for i in node.inputs], attrs)

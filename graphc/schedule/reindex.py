@@ -2,6 +2,8 @@
 expand/squeeze) turns into new strides for every access of an expression."""
 from __future__ import annotations
 
+from graphc.sizes import exact_quotient
+
 from typing import Sequence
 
 from graphc.errors import ShapeError
@@ -32,7 +34,8 @@ def broadcast_map(src: Sequence[int], dst: Sequence[int]) -> AxisMap:
         elif d == 1:
             out.append(axis(None))
         else:
-            raise ShapeError(f"cannot broadcast {tuple(src)} to {tuple(dst)}")
+            raise ShapeError(f"cannot broadcast {tuple(src)} to {tuple(dst)} "
+                             f"({[getattr(x, 'terms', x) for x in (d, dst[k])]})")
     return tuple(out)
 
 
@@ -118,6 +121,18 @@ def split_map(shape: Sequence[int], new_shape: Sequence[int]) -> AxisMap | None:
     return tuple(out) if j == len(new) else None
 
 
+def _smaller(a, b) -> bool:
+    """a < b for sizes that are products of one another's factors (a reshape's groups):
+    with symbols, the one that divides the other exactly is the smaller."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a < b
+    if exact_quotient(b, a) is not None:
+        return True
+    if exact_quotient(a, b) is not None:
+        return False
+    raise TypeError(f"sizes {a} and {b}: neither divides the other")
+
+
 def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]
                     ) -> tuple[int, ...] | None:
     """Strides that read `new_shape` from the same elements in the same order, when such
@@ -133,7 +148,7 @@ def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Seq
         oi, nj = i + 1, j + 1
         po, pn = old[i][0], new[j]
         while po != pn:
-            if po < pn:
+            if _smaller(po, pn):
                 po *= old[oi][0]
                 oi += 1
             else:

@@ -11,6 +11,7 @@ from graphc.passes import run_pipeline, select_passes
 from graphc.schedule.ir import Buffer, Schedule
 from graphc.schedule.memory import MemoryPlan, plan_memory
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
+from graphc.specialize import unify_symbols
 
 # Kernel kinds whose records, lowering and llvm code take symbolic sizes. A schedule with
 # any other kind (loops, sorts, running sums, all-reduces) is specialised per shape.
@@ -37,9 +38,10 @@ def schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int],
     Raises NotSymbolic where some part needs a number it cannot have."""
     from graphc.schedule import loop_outputs_sunk
     from graphc.schedule.lower import lower_graph
-    known = input_symbols(graph)
     try:
         with sizes.representative(binding):
+            graph = unify_symbols(graph)
+            known = input_symbols(graph)
             graph, report = run_pipeline(graph, select_passes(optimize))
             if optimize:
                 graph = loop_outputs_sunk(graph, report)
