@@ -66,6 +66,16 @@ def _dims(node: Node | _Keep) -> tuple[int, ...]:
     return static_shape(node.shape)
 
 
+def _symbolic_slice(s: tuple) -> tuple[int, None, int]:
+    """start and step of a slice of a symbolic axis, where they do not depend on its size
+    (a non-negative start, a positive step; its shape rule gave the length)."""
+    start, _, step = (tuple(s) + (None, None, None))[:3]
+    start, step = start or 0, step or 1
+    if not (isinstance(start, int) and isinstance(step, int) and start >= 0 and step > 0):
+        raise TypeError(f"a slice {s} of a size known at call time")
+    return start, None, step
+
+
 def _trivial(expr: Expr) -> bool:
     return not isinstance(expr, Apply)
 
@@ -472,7 +482,7 @@ class Lowering:
         x = node.inputs[0]
         amap = []
         for j, (s, d) in enumerate(zip(node.attrs["slices"], _dims(x))):
-            start, _, step = slice(*s).indices(d)
+            start, _, step = slice(*s).indices(d) if isinstance(d, int) else _symbolic_slice(s)
             amap.append(axis(j, step, start))
         return self._view(node, tuple(amap))
 
@@ -726,7 +736,7 @@ class Lowering:
         g, ref = node.inputs
         region = []
         for s, d in zip(node.attrs["slices"], _dims(ref)):
-            start, _, step = slice(*s).indices(d)
+            start, _, step = slice(*s).indices(d) if isinstance(d, int) else _symbolic_slice(s)
             region.append((start, step))
         zero = Const(0, node.dtype)
         if 0 in g.shape:

@@ -107,7 +107,7 @@ def split_map(shape: Sequence[int], new_shape: Sequence[int]) -> AxisMap | None:
             out.append(axis(None))
             continue
         group, size = [], 1
-        while size < d and j < len(new):
+        while _grows(size, d) and j < len(new):
             group.append(new[j])
             size *= new[j][1]
             j += 1
@@ -119,6 +119,14 @@ def split_map(shape: Sequence[int], new_shape: Sequence[int]) -> AxisMap | None:
             stride *= n
         out.append((tuple(reversed(terms)), 0))
     return tuple(out) if j == len(new) else None
+
+
+def _grows(size, d) -> bool:
+    """size < d, where a group of new axes grows to an old axis: with symbols, while the
+    group's size divides d and is not yet d."""
+    if isinstance(size, int) and isinstance(d, int):
+        return size < d
+    return size != d and exact_quotient(d, size) is not None
 
 
 def _smaller(a, b) -> bool:
