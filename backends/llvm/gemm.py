@@ -102,7 +102,7 @@ def packed(k: kir.Gemm) -> bool:
 
 def symbolic(k: kir.Gemm) -> bool:
     """Whether a GEMM's sizes or strides hold symbols (its blocking is then data the
-    runtime computes for each binding: runtime_descriptor)."""
+    runtime computes for each binding: RuntimeGemm)."""
     return any(isinstance(v, Size) for v in (k.m, k.n, k.k) + tuple(k.batch)
                + tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
                + (k.a.offset, k.b.offset, k.out.offset))
@@ -135,21 +135,29 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
     _emit_loops(writer, b, bases, k)
 
 
-def runtime_descriptor(k: kir.Gemm, binding: Mapping[SizeVar, int],
-                       representative_binding: Mapping[SizeVar, int]) -> list[int]:
-    """The descriptor of a symbolic packed GEMM for one binding (empty for any other GEMM):
-    the blocking for these sizes, with the layouts and team size its code was written
-    with (decided on the representative binding, as emit_gemm did)."""
-    with representative(representative_binding):
-        if not (symbolic(k) and packed(k)):
+class RuntimeGemm:
+    """A symbolic GEMM as its code was written (packed or not, layouts and team decided on
+    the representative binding, as emit_gemm did): `descriptor` gives its blocking for
+    any binding (empty where the code takes none)."""
+
+    def __init__(self, k: kir.Gemm, representative_binding: Mapping[SizeVar, int]) -> None:
+        self.k = k
+        with representative(representative_binding):
+            self.packed = symbolic(k) and packed(k)
+            if self.packed:
+                self.spec = _Spec.of(k)
+                self.params = PARAMS[np.dtype(k.dtype).name]
+                self.layouts = _layouts(self.spec, direct_b=False)
+                self.team = _team(k, self.spec)
+
+    def descriptor(self, binding: Mapping[SizeVar, int]) -> list[int]:
+        if not self.packed:
             return []
-        spec = _Spec.of(k)
-        params = PARAMS[np.dtype(k.dtype).name]
-        layouts = _layouts(spec, direct_b=False)
-        team = _team(k, spec)
-    if any(v == 0 for v in (sizes.evaluate(d, binding) for d in (k.m, k.n, k.k))):
-        raise ValueError("a GEMM with an empty side has no packed blocking")
-    return _blocking(spec.bound(binding), params, team, layouts, split_depth=False).desc
+        k = self.k
+        if any(sizes.evaluate(d, binding) == 0 for d in (k.m, k.n, k.k)):
+            raise ValueError("a GEMM with an empty side has no packed blocking")
+        return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
+                         split_depth=False).desc
 
 
 def _emit_loops(writer, b: ir.IRBuilder, bases: dict, k: kir.Gemm) -> None:

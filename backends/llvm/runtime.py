@@ -215,7 +215,7 @@ class LLVMExecutable:
         self._fingerprint: tuple[str, list] | None = None
         # sizes="symbolic": one program for every binding of the call-time sizes
         # (symbolic_runtime.py); "specialize": a module per set of input shapes
-        self.sizes = options.get("sizes", "specialize")
+        self.sizes = options.get("sizes", backend.default_sizes())
         self.symbolic = None
         self.not_symbolic: str | None = None  # why the program is specialised instead
         collective.prepare(program.raw_graph)

@@ -21,8 +21,9 @@ from graphc.runtime.code_hash import code_hash
 from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout, index_arguments
 from graphc.schedule import ir as kir
+from graphc.schedule.memory import lifetimes
 from graphc.schedule.policy import SchedulePolicy
-from graphc.schedule.symbolic import plan_for, schedule_symbolic
+from graphc.schedule.symbolic import plan_for, representative_binding, schedule_symbolic
 from graphc.specialize import bind_shapes
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -61,7 +62,7 @@ class SymbolicProgram:
         t0 = time.perf_counter()
         self.program, self.optimize, self.policy = program, optimize, policy
         self.inputs = program.raw_graph.inputs
-        self.representative = bind_shapes(self.inputs, shapes)
+        self.representative = representative_binding(bind_shapes(self.inputs, shapes))
         self.times = jit.CompileTimes()
         structure, self.storages = fingerprint
         options = (program.pass_names, optimize, threads.thread_config(), policy)
@@ -110,6 +111,8 @@ class SymbolicProgram:
         self.input_slots = [slots.slot[b] for b in self.schedule.inputs]
         self.output_slots = [slots.slot[b] for b in self.schedule.outputs]
         self.bindings: dict[tuple, _Binding] = {}
+        self.spans = lifetimes(self.schedule)  # the same for every binding
+        self.gemms: dict[int, gemm.RuntimeGemm] = {}
         # one arena, as large as the largest binding so far needs; it holds the current
         # binding's size values
         self.arena = _aligned_empty(8)
@@ -142,13 +145,15 @@ class SymbolicProgram:
     def _bind(self, shapes: tuple) -> _Binding:
         values = bind_shapes(self.inputs, shapes)
         schedule = self.schedule
-        plan = plan_for(schedule, values)
+        plan = plan_for(schedule, values, self.spans)
         vectors: list[list[int]] = []
         for i, k in enumerate(schedule.kernels):
             used = self.units.symbols[i]
             vector = [values[v] for v in used]
             if used and isinstance(k, kir.Gemm):
-                vector += gemm.runtime_descriptor(k, values, self.representative)
+                if i not in self.gemms:
+                    self.gemms[i] = gemm.RuntimeGemm(k, self.representative)
+                vector += self.gemms[i].descriptor(values)
             vectors.append(vector)
         start = -(-plan.arena_bytes // 64) * 64
         extra: list[int | None] = []

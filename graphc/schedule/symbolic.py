@@ -19,6 +19,19 @@ SYMBOLIC_KINDS = frozenset({"elementwise", "reduce", "gemm", "gather", "scatter_
                             "index_check", "value_check"})
 
 
+# The least value a symbol has in the representative binding that choices of speed are
+# made with: W1's step, first called at batch 8, ran 4x slower at batch 128 with the
+# choices of batch 8 (one thread, GEMMs not turned around); small batches lose little with
+# the choices of a larger one.
+REPRESENTATIVE_FLOOR = 128
+
+
+def representative_binding(values: Mapping[sizes.SizeVar, int]) -> dict[sizes.SizeVar, int]:
+    """The binding that choices of speed are made with: the first call's, each symbol at
+    least REPRESENTATIVE_FLOOR."""
+    return {v: max(n, REPRESENTATIVE_FLOOR) for v, n in values.items()}
+
+
 class NotSymbolic(Exception):
     """The program cannot be scheduled with symbolic sizes (yet): specialise it instead."""
 
@@ -69,17 +82,19 @@ def bound_buffers(schedule: Schedule, binding: Mapping[sizes.SizeVar, int]
             for bid, b in schedule.buffers.items()}
 
 
-def plan_for(schedule: Schedule, binding: Mapping[sizes.SizeVar, int]) -> MemoryPlan:
+def plan_for(schedule: Schedule, binding: Mapping[sizes.SizeVar, int],
+             spans: dict[int, tuple[int, int]] | None = None) -> MemoryPlan:
     """The memory plan for one binding: the same greedy placement as a specialised
     schedule's, so it reuses memory exactly as well. Temporaries used by one kernel never
     share bytes in any plan (their lifetimes overlap there), so what code may assume about
     aliasing holds for every binding."""
-    return plan_memory(dataclasses.replace(schedule, buffers=bound_buffers(schedule, binding)))
+    return plan_memory(dataclasses.replace(schedule, buffers=bound_buffers(schedule, binding)),
+                       spans)
 
 
 def has_symbols(schedule: Schedule) -> bool:
     return any(not sizes.all_static(b.shape) for b in schedule.buffers.values())
 
 
-__all__ = ["NotSymbolic", "SYMBOLIC_KINDS", "bound_buffers", "has_symbols", "input_symbols",
+__all__ = ["NotSymbolic", "REPRESENTATIVE_FLOOR", "SYMBOLIC_KINDS", "representative_binding", "bound_buffers", "has_symbols", "input_symbols",
            "plan_for", "schedule_symbolic"]
