@@ -18,9 +18,9 @@ import numpy as np
 from bench_training import cnn_data, graphc_cnn_step, graphc_mlp_step, mlp_data
 
 
-def _timed(fn) -> float:
+def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
-    fn()
+    fn(*args)
     return (time.perf_counter() - t0) * 1e3
 
 
@@ -32,7 +32,7 @@ def _steps(fns: dict, args: tuple, repeat: int) -> dict:
             f(*args)
     for _ in range(repeat):
         for k, f in fns.items():
-            times[k].append(_timed(lambda: f(*args)))
+            times[k].append(_timed(f, *args))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -58,8 +58,7 @@ def bench(name: str, repeat: int) -> dict:
     args = _data(name, batch, 0)
     spec, sym, small = (_make(name, {"sizes": s}) for s in ("specialize", "symbolic",
                                                              "symbolic"))
-    out = {"cold specialize": _timed(lambda: spec(*args)),
-           "cold symbolic": _timed(lambda: sym(*args))}
+    out = {"cold specialize": _timed(spec, *args), "cold symbolic": _timed(sym, *args)}
     small(*_data(name, 8, 1))  # its choices made at batch 8
     out.update({f"step {k}": v for k, v in
                 _steps({"specialize": spec, "symbolic": sym, "symbolic from 8": small},
@@ -67,8 +66,8 @@ def bench(name: str, repeat: int) -> dict:
     firsts, warms = [], []
     for n in (batch - 37, batch + 21, 2 * batch + 3):
         new = _data(name, n, n)
-        firsts.append(_timed(lambda: sym(*new)))
-        warms.append(statistics.median(_timed(lambda: sym(*new)) for _ in range(5)))
+        firsts.append(_timed(sym, *new))
+        warms.append(statistics.median(_timed(sym, *new) for _ in range(5)))
     out["new batch first call"] = statistics.median(firsts)
     out["new batch warm step"] = statistics.median(warms)
     out["compiles"] = sym.compile_times.get("kernels compiled")

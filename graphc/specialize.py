@@ -70,22 +70,34 @@ def unify_symbols(graph: Graph) -> Graph:
     binder = SizeBinder(graph.inputs, graph.roots)
     order = {var: n for n, (_, _, var) in enumerate(binder.reads)}
     root: dict[sizes.SizeVar, sizes.SizeVar] = {}
+    fixed: dict[sizes.SizeVar, int] = {}  # a symbol met a static size: it is that size
 
     def find(v: sizes.SizeVar) -> sizes.SizeVar:
         while v in root:
             v = root[v]
         return v
+
+    def var(d: object) -> sizes.SizeVar | None:
+        return next(d.atoms()) if isinstance(d, sizes.Size) and d.is_var() else None
     for check in binder.checks:
-        if isinstance(check.a, sizes.Size) and check.a.is_var() and \
-                isinstance(check.b, sizes.Size) and check.b.is_var():
-            (a,), (b,) = check.a.atoms(), check.b.atoms()
+        a, b = var(check.a), var(check.b)
+        if a is not None and b is not None:
             a, b = find(a), find(b)
             if a != b:
                 first, second = sorted((a, b), key=lambda v: order.get(v, len(order)))
                 root[second] = first
-    if not root:
+        elif a is not None and isinstance(check.b, int):
+            fixed[a] = check.b
+        elif b is not None and isinstance(check.a, int):
+            fixed[b] = check.a
+    for v, n in list(fixed.items()):
+        fixed[find(v)] = n
+    if not root and not fixed:
         return graph
     values = _Renaming({v: sizes.Size.of(find(v)) for v in root})
+    for v in list(values) + list(fixed):
+        if find(v) in fixed:
+            values[v] = fixed[find(v)]
     shapes = [tuple(sizes.substitute(d, values) for d in p.shape) for p in graph.inputs]
     memo: dict[Node, Node] = {}
     for ph, shape in zip(graph.inputs, shapes):

@@ -256,6 +256,7 @@ class LLVMExecutable:
                 if self.symbolic is None and self.not_symbolic is None:
                     from graphc.backends.llvm.symbolic_runtime import SymbolicProgram
                     from graphc.schedule.symbolic import NotSymbolic
+                    t0 = time.perf_counter()
                     if self._fingerprint is None:
                         from graphc.fingerprint import graph_fingerprint
                         self._fingerprint = graph_fingerprint(self.program.raw_graph)
@@ -263,10 +264,14 @@ class LLVMExecutable:
                         self.symbolic = SymbolicProgram(
                             self.program, shapes, self.disk,
                             self.options.get("optimize", True), self._fingerprint,
-                            self.policy)
-                    except (NotSymbolic, TypeError) as e:
-                        # (TypeError: a size that some code needed as a number)
+                            self.policy, time.perf_counter() - t0)
+                    except NotSymbolic as e:
                         self.not_symbolic = str(e)
+                        return None
+                    except Exception as e:  # noqa: BLE001 (specialising is always right)
+                        # a part that needs a size as a number (TypeError), or one that
+                        # cannot take symbols at all: the program is specialised per shape
+                        self.not_symbolic = f"{type(e).__name__}: {e}"
                         return None
         return self.symbolic
 

@@ -23,7 +23,8 @@ from graphc.runtime.layout import Layout, index_arguments
 from graphc.schedule import ir as kir
 from graphc.schedule.memory import lifetimes
 from graphc.schedule.policy import SchedulePolicy
-from graphc.schedule.symbolic import plan_for, representative_binding, schedule_symbolic
+from graphc.schedule.symbolic import (check_nodes, plan_for, representative_binding,
+                                      schedule_symbolic)
 from graphc.specialize import bind_shapes
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -58,8 +59,10 @@ class SymbolicProgram:
     the representative binding for choices of speed) and run for any later shapes."""
 
     def __init__(self, program: Program, shapes: tuple, disk: CompileCache, optimize: bool,
-                 fingerprint: tuple[str, list], policy: SchedulePolicy) -> None:
+                 fingerprint: tuple[str, list], policy: SchedulePolicy,
+                 fingerprint_seconds: float = 0.0) -> None:
         t0 = time.perf_counter()
+        self.shapes = shapes  # of the last call (gc.explore shows the kernels for them)
         self.program, self.optimize, self.policy = program, optimize, policy
         self.inputs = program.raw_graph.inputs
         self.representative = representative_binding(bind_shapes(self.inputs, shapes))
@@ -69,12 +72,14 @@ class SymbolicProgram:
         self.key = symbolic_key(structure, [p.shape for p in self.inputs], options)
         # the schedule is needed for every binding's plan: made here even on a cache hit
         # (Python only: no LLVM)
+        check_nodes(program.raw_graph)  # (the optimizer may have removed what it checks)
         with sizes.representative(self.representative):
             self.schedule = schedule_symbolic(program.graph, self.representative, optimize,
                                               policy)
             self.units = codegen.plan_units(self.schedule)
         t1 = time.perf_counter()
-        self.times.extra = {"fingerprint": 0.0, "optimize and schedule": t1 - t0}
+        self.times.extra = {"fingerprint": fingerprint_seconds,
+                            "optimize and schedule": t1 - t0}
         self._ir_texts: list[str] | None = None
         objects = self._cached(disk)
         self.cached = objects is not None
@@ -192,6 +197,7 @@ class SymbolicProgram:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         from graphc.backends.llvm.runtime import data_pointer
         shapes = tuple(a.shape for a in args)
+        self.shapes = shapes
         with self.lock:
             bound = self.binding(shapes)
             table = self.table

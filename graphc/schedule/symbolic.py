@@ -36,6 +36,19 @@ class NotSymbolic(Exception):
     """The program cannot be scheduled with symbolic sizes (yet): specialise it instead."""
 
 
+def check_nodes(graph: Graph) -> None:
+    """Raises NotSymbolic for a graph with ops whose code or checks need their sizes as
+    numbers: loops and all-reduces (their records are specialised), a squeeze of a
+    call-time axis (its size must be 1: an int index past a call-time size, which the
+    specialised shape rule reports as an IndexError)."""
+    for n in graph.nodes():
+        if n.op in ("scan", "all_reduce"):
+            raise NotSymbolic(f"{n.op} is specialised per shape")
+        if n.op == "squeeze" and not all(isinstance(n.inputs[0].shape[a], int)
+                                         for a in n.attrs["axes"]):
+            raise NotSymbolic("a squeeze of a call-time axis is specialised")
+
+
 def input_symbols(graph: Graph) -> set[sizes.SizeVar]:
     """The symbols that the inputs' shapes give a value on every call."""
     return {v for p in graph.inputs for d in p.shape if isinstance(d, sizes.Size)
@@ -51,6 +64,7 @@ def schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int],
     Raises NotSymbolic where some part needs a number it cannot have."""
     from graphc.schedule import loop_outputs_sunk
     from graphc.schedule.lower import lower_graph
+    check_nodes(graph)
     try:
         with sizes.representative(binding):
             graph = unify_symbols(graph)
@@ -58,9 +72,7 @@ def schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int],
             graph, report = run_pipeline(graph, select_passes(optimize))
             if optimize:
                 graph = loop_outputs_sunk(graph, report)
-            for n in graph.nodes():
-                if n.op in ("scan", "all_reduce"):
-                    raise NotSymbolic(f"{n.op} is specialised per shape")
+            check_nodes(graph)
             lowered = lower_graph(graph, policy, symbolic=True)
     except TypeError as e:  # a size asked for a number (sizes.Size.__index__, comparisons)
         raise NotSymbolic(str(e)) from e
@@ -96,5 +108,6 @@ def has_symbols(schedule: Schedule) -> bool:
     return any(not sizes.all_static(b.shape) for b in schedule.buffers.values())
 
 
-__all__ = ["NotSymbolic", "REPRESENTATIVE_FLOOR", "SYMBOLIC_KINDS", "representative_binding", "bound_buffers", "has_symbols", "input_symbols",
-           "plan_for", "schedule_symbolic"]
+__all__ = ["NotSymbolic", "REPRESENTATIVE_FLOOR", "SYMBOLIC_KINDS", "bound_buffers",
+           "has_symbols", "input_symbols", "plan_for", "representative_binding",
+           "schedule_symbolic"]
