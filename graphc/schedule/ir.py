@@ -1,5 +1,7 @@
-"""The kernel IR: the contract between the scheduler and the backends. Shapes are static
-(a schedule is made per set of call-time sizes); every access is a strided affine map,
+"""The kernel IR: the contract between the scheduler and the backends. Sizes, strides and
+offsets are ints, or `graphc.sizes.Size` expressions in a schedule made with symbolic sizes
+(graphc/schedule/symbolic.py; the llvm backend renders those); every access is a strided
+affine map,
 optionally guarded; each kernel kind is one record that carries its own facts (what it
 reads and writes, whether it can fail, how its stores combine) in one registry."""
 from __future__ import annotations
