@@ -6,6 +6,9 @@ against a module per input shape ("specialize"), in the same run:
           blocking made there), then timed at the benchmark's batch
   new     first call at a batch never seen before (ms), against a warm step at that batch
   cold    the first call of each (compile included; no disk cache)
+  arena   the temporaries' arena at the benchmark's batch: the specialised module's plan
+          and the symbolic program's plan for that binding (same placement: same bytes)
+W6 (the small ResNet step of benchmarks/bench_resnet.py, batch 64) is measured alike.
 Run: python benchmarks/bench_sizes.py [--repeat 50] [--only W1]"""
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import time
 
 import numpy as np
 
+from bench_resnet import graphc_resnet_step, resnet_params
 from bench_training import cnn_data, graphc_cnn_step, graphc_mlp_step, mlp_data
 
 
@@ -49,6 +53,8 @@ def _make(name: str, options: dict):
     if name == "W1":
         weights, _, _ = mlp_data([784, 256, 256, 10], 128)
         return graphc_mlp_step(weights, "relu", backend_options=options)
+    if name == "W6":
+        return graphc_resnet_step(resnet_params(), backend_options=options)
     params, _, _ = cnn_data()
     return graphc_cnn_step(params, backend_options=options)
 
@@ -70,6 +76,9 @@ def bench(name: str, repeat: int) -> dict:
         warms.append(statistics.median(_timed(sym, *new) for _ in range(5)))
     out["new batch first call"] = statistics.median(firsts)
     out["new batch warm step"] = statistics.median(warms)
+    out["arena KiB specialize"] = spec._exe.last.layout.arena_bytes / 1024
+    shapes = tuple(a.shape for a in args)
+    out["arena KiB symbolic"] = sym._exe.symbolic.binding(shapes).arena_bytes / 1024
     out["compiles"] = sym.compile_times.get("kernels compiled")
     out["bindings"] = sym.compile_times.get("bindings")
     return out
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=50)
-    ap.add_argument("--only", default="W1,W5")
+    ap.add_argument("--only", default="W1,W5,W6")
     a = ap.parse_args(argv)
     for name in a.only.split(","):
         r = bench(name, a.repeat)

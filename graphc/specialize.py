@@ -3,7 +3,7 @@ in attributes such as a reshape's target), so the scheduler and the native backe
 static shapes (one compiled plan per shape)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 from graphc import sizes
 from graphc.graph import Graph
@@ -98,12 +98,13 @@ def unify_symbols(graph: Graph) -> Graph:
     for v in list(values) + list(fixed):
         if find(v) in fixed:
             values[v] = fixed[find(v)]
-    shapes = [tuple(sizes.substitute(d, values) for d in p.shape) for p in graph.inputs]
+    shapes = [tuple(cast(Dim, sizes.substitute(d, values)) for d in p.shape)
+              for p in graph.inputs]
     memo: dict[Node, Node] = {}
     for ph, shape in zip(graph.inputs, shapes):
         memo[ph] = ph if ph.shape == shape else placeholder_node(shape, ph.dtype,
                                                                   ph.attrs["name"])
-    _specialize_nodes(toposort(graph.inputs + graph.roots), values, memo)  # type: ignore
+    _specialize_nodes(toposort(graph.inputs + graph.roots), values, memo)
     n_out = len(graph.outputs)
     roots = [memo[r] for r in graph.roots]
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
