@@ -809,7 +809,8 @@ class Lowering:
         axis = node.attrs["axis"]
         parts, start = [], 0
         for x in node.inputs:
-            if x.shape[axis]:
+            # (a symbolic part stays: its guard reads nothing where it is empty)
+            if not isinstance(x.shape[axis], int) or x.shape[axis]:
                 parts.append((x, start))
             start += x.shape[axis]
         value: Expr = Const(0, node.dtype)  # (read nowhere: some part covers every index)
