@@ -226,3 +226,18 @@ def test_size_expressions_are_computed_at_run_time():
         agree(f(*data), g(*data), 1e-5)
     assert f._exe.not_symbolic is None and f._exe.compiled == {}
     assert f.compile_times["bindings"] == 4
+
+
+def test_a_gemm_whose_depth_is_empty_for_one_binding_gets_a_module_of_its_own():
+    def build(backend, options=None):
+        a = gc.placeholder(("N", 40), name="a")
+        rest = a[2:]                                         # (max(N - 2, 0), 40)
+        return gc.function([a], [rest.T @ rest, gc.sum(a)], backend=backend,
+                           backend_options=options)
+    f, g = build("llvm", SYMBOLIC), build("numpy")
+    rng = np.random.default_rng(6)
+    for n in (9, 2, 5):
+        data = rng.normal(size=(n, 40)).astype(np.float32)
+        agree(f(data), g(data), 1e-4)
+    assert f._exe.not_symbolic is None
+    assert list(f._exe.compiled) == [((2, 40),)]  # the empty depth only

@@ -155,7 +155,8 @@ class RuntimeGemm:
             return []
         k = self.k
         if any(sizes.evaluate(d, binding) == 0 for d in (k.m, k.n, k.k)):
-            raise ValueError("a GEMM with an empty side has no packed blocking")
+            from graphc.schedule.symbolic import NotSymbolic
+            raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
         return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
                          split_depth=False).desc
 

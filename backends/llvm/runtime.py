@@ -227,6 +227,8 @@ class LLVMExecutable:
         compiled = self.compiled.get(shapes)
         if compiled is None and self.sizes == "symbolic" and self.not_symbolic is None:
             compiled = self._symbolic(shapes)
+            if compiled is not None and not compiled.serves(shapes):
+                compiled = None  # (these shapes get a module of their own)
         if compiled is None:
             with self._lock:
                 compiled = self.compiled.get(shapes)

@@ -23,8 +23,8 @@ from graphc.runtime.layout import Layout, index_arguments
 from graphc.schedule import ir as kir
 from graphc.schedule.memory import lifetimes
 from graphc.schedule.policy import SchedulePolicy
-from graphc.schedule.symbolic import (check_nodes, plan_for, representative_binding,
-                                      schedule_symbolic)
+from graphc.schedule.symbolic import (NotSymbolic, check_nodes, plan_for,
+                                      representative_binding, schedule_symbolic)
 from graphc.specialize import bind_shapes
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -174,6 +174,16 @@ class SymbolicProgram:
                     np.dtype(schedule.buffers[b].dtype))
                    for slot, b in zip(self.output_slots, schedule.outputs)]
         return _Binding(max(at, 8), start, words, desc, outputs, values)
+
+    def serves(self, shapes: tuple) -> bool:
+        """Whether this program runs these shapes (their binding planned and kept); not
+        where a packed GEMM would have an empty side."""
+        with self.lock:
+            try:
+                self.binding(shapes)
+            except NotSymbolic:
+                return False
+        return True
 
     def binding(self, shapes: tuple) -> _Binding:
         bound = self.bindings.get(shapes)
