@@ -151,6 +151,9 @@ class SymbolicProgram:
         values = bind_shapes(self.inputs, shapes)
         schedule = self.schedule
         plan = plan_for(schedule, values, self.spans)
+        if plan.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
+            raise MemoryError(f"cannot allocate {plan.arena_bytes} bytes of scratch memory "
+                              "for these shapes: too large")
         vectors: list[list[int]] = []
         for i, k in enumerate(schedule.kernels):
             used = self.units.symbols[i]
