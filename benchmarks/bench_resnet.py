@@ -80,7 +80,8 @@ def forward(p: list, x, ops: dict):
 # ---- graphc ------------------------------------------------------------------------------
 
 def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
-                       names: list[str] | None = None, backend: str = "llvm"):
+                       names: list[str] | None = None, backend: str = "llvm",
+                       backend_options: dict | None = None):
     """The step in graphc; `names` (default p0, p1, ...) name the parameters."""
     import graphc as gc
 
@@ -99,7 +100,7 @@ def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
     loss = gc.nn.cross_entropy(forward(p, x, ops), labels)
     grads = gc.grad(loss, p)
     return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)},
-                       backend=backend)
+                       backend=backend, backend_options=backend_options)
 
 
 # ---- PyTorch -----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def mlp_data(sizes, batch, seed=0):
 
 
 def graphc_mlp_step(weights, act: str, lr: float = 0.01, timings: dict | None = None,
-                    backend: str = "llvm"):
+                    backend: str = "llvm", backend_options: dict | None = None):
     x = gc.placeholder((None, weights[0].shape[0]), name="x")
     labels = gc.placeholder((None,), "int64", name="labels")
     params = [gc.parameter(w.copy(), name=f"p{i}") for i, w in enumerate(weights)]
@@ -61,7 +61,8 @@ def graphc_mlp_step(weights, act: str, lr: float = 0.01, timings: dict | None = 
     updates = {p: p - lr * g for p, g in zip(params, grads)}
     if timings is not None:
         timings["graph"] = time.perf_counter()
-    return gc.function([x, labels], loss, updates=updates, backend=backend)
+    return gc.function([x, labels], loss, updates=updates, backend=backend,
+                       backend_options=backend_options)
 
 
 def numpy_mlp_step(weights, act: str, lr: float = 0.01):
@@ -292,7 +293,8 @@ def cnn_data(batch: int = 64, seed: int = 0):
     return params, x, y
 
 
-def graphc_cnn_step(params, lr: float = 0.01, backend: str = "llvm"):
+def graphc_cnn_step(params, lr: float = 0.01, backend: str = "llvm",
+                    backend_options: dict | None = None):
     x = gc.placeholder((None, 1, 28, 28), name="x")
     labels = gc.placeholder((None,), "int64", name="labels")
     p = [gc.parameter(v.copy(), name=f"p{i}") for i, v in enumerate(params)]
@@ -303,7 +305,7 @@ def graphc_cnn_step(params, lr: float = 0.01, backend: str = "llvm"):
     loss = gc.nn.cross_entropy(h @ p[4] + p[5], labels)
     grads = gc.grad(loss, p)
     return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)},
-                       backend=backend)
+                       backend=backend, backend_options=backend_options)
 
 
 def _im2col(x, k):

@@ -445,3 +445,62 @@ class collecting:
 
     def __exit__(self, *exc: object) -> None:
         _collecting.found = self.saved
+
+
+# The representative binding (the first call's sizes) while a program is scheduled and
+# rendered with symbolic sizes: policy choices that do not change results (thread counts,
+# GEMM orientation, unrolling) are made with it; code stays correct for every binding.
+_REPRESENTATIVE: list[Mapping[SizeVar, int]] = []
+
+
+class representative:
+    """`with representative(values):` makes `hint` answer from `values`."""
+
+    def __init__(self, values: Mapping[SizeVar, int]) -> None:
+        self.values = values
+
+    def __enter__(self) -> Mapping[SizeVar, int]:
+        _REPRESENTATIVE.append(self.values)
+        return self.values
+
+    def __exit__(self, *exc: object) -> None:
+        _REPRESENTATIVE.pop()
+
+
+def hint(d: Dim) -> int:
+    """`d` itself if it is an int, else its value in the representative binding: for
+    choices of policy only, never for what the code computes."""
+    if isinstance(d, int):
+        return d
+    if not _REPRESENTATIVE:
+        raise TypeError(f"size {d} is known only at call time and no representative "
+                        "binding is set")
+    return d.evaluate(_REPRESENTATIVE[-1])
+
+
+def exact_quotient(a: Dim, b: Dim) -> Dim | None:
+    """a / b where b divides a for every value of the symbols (b an int or one term:
+    every term of a divisible by it), else None."""
+    if isinstance(b, int):
+        if b == 0:
+            return None
+        if isinstance(a, int):
+            return a // b if a % b == 0 else None
+        if all(c % b == 0 for _, c in a.terms):
+            return _make({m: c // b for m, c in a.terms})
+        return None
+    if len(b.terms) != 1:
+        return None
+    (bm, bc), = b.terms
+    out: dict[Monomial, int] = {}
+    for m, c in _terms(a).items():
+        rest = list(m)
+        for atom in bm:
+            if atom not in rest:
+                return None
+            rest.remove(atom)
+        if c % bc:
+            return None
+        out[tuple(rest)] = c // bc
+    q = _make(out)
+    return q if mul(q, b) == a else None

@@ -3,7 +3,7 @@ in attributes such as a reshape's target), so the scheduler and the native backe
 static shapes (one compiled plan per shape)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 from graphc import sizes
 from graphc.graph import Graph
@@ -51,6 +51,66 @@ def specialize_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]]) -> Graph:
     return Graph(tuple(memo[p] for p in graph.inputs), tuple(roots[:n_out]), updates)
 
 
+class _Renaming(dict):
+    """Symbol -> the symbol it becomes; every other symbol stays itself."""
+
+    def __missing__(self, var: sizes.SizeVar) -> sizes.Size:
+        return sizes.Size.of(var)
+
+    def __contains__(self, var: object) -> bool:
+        return True
+
+
+def unify_symbols(graph: Graph) -> Graph:
+    """`graph` with the symbols that its build took to be equal (two `None` batch sizes met
+    by cross_entropy) made one, the first an input reads: code whose sizes stay symbols
+    then sees that those axes agree. Each call checks the equality before code runs
+    (graphc.size_binding)."""
+    from graphc.size_binding import SizeBinder
+    binder = SizeBinder(graph.inputs, graph.roots)
+    order = {var: n for n, (_, _, var) in enumerate(binder.reads)}
+    root: dict[sizes.SizeVar, sizes.SizeVar] = {}
+    fixed: dict[sizes.SizeVar, int] = {}  # a symbol met a static size: it is that size
+
+    def find(v: sizes.SizeVar) -> sizes.SizeVar:
+        while v in root:
+            v = root[v]
+        return v
+
+    def var(d: object) -> sizes.SizeVar | None:
+        return next(d.atoms()) if isinstance(d, sizes.Size) and d.is_var() else None
+    for check in binder.checks:
+        a, b = var(check.a), var(check.b)
+        if a is not None and b is not None:
+            a, b = find(a), find(b)
+            if a != b:
+                first, second = sorted((a, b), key=lambda v: order.get(v, len(order)))
+                root[second] = first
+        elif a is not None and isinstance(check.b, int):
+            fixed[a] = check.b
+        elif b is not None and isinstance(check.a, int):
+            fixed[b] = check.a
+    for v, n in list(fixed.items()):
+        fixed[find(v)] = n
+    if not root and not fixed:
+        return graph
+    values = _Renaming({v: sizes.Size.of(find(v)) for v in root})
+    for v in list(values) + list(fixed):
+        if find(v) in fixed:
+            values[v] = fixed[find(v)]
+    shapes = [tuple(cast(Dim, sizes.substitute(d, values)) for d in p.shape)
+              for p in graph.inputs]
+    memo: dict[Node, Node] = {}
+    for ph, shape in zip(graph.inputs, shapes):
+        memo[ph] = ph if ph.shape == shape else placeholder_node(shape, ph.dtype,
+                                                                  ph.attrs["name"])
+    _specialize_nodes(toposort(graph.inputs + graph.roots), values, memo)
+    n_out = len(graph.outputs)
+    roots = [memo[r] for r in graph.roots]
+    updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))
+    return Graph(tuple(memo[p] for p in graph.inputs), tuple(roots[:n_out]), updates)
+
+
 def _specialize_nodes(nodes: Sequence[Node], values: dict[sizes.SizeVar, int],
                       memo: dict[Node, Node]) -> None:
     """Each node rebuilt with its sizes given `values` (memo: old node -> new), the bodies
@@ -65,7 +125,7 @@ def _specialize_nodes(nodes: Sequence[Node], values: dict[sizes.SizeVar, int],
             bodies = [_specialize_region(r, values) for r in regions]
             if any(b is not r for b, r in zip(bodies, regions)):
                 attrs = with_regions(attrs if attrs is not None else node.attrs, bodies)
-        if node.op == "dim_size" and attrs is not None:
+        if node.op == "dim_size" and attrs is not None and isinstance(attrs["size"], int):
             new = scalar_constant(attrs["size"], node.dtype)
         elif node.inputs or attrs is not None:
             new = rebuild(node, [memo[i] for i in node.inputs], attrs)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping
 
 from graphc.program import Program
@@ -10,6 +11,16 @@ from graphc.schedule.policy import SchedulePolicy
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
 # stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.
 LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48)
+
+
+# How sizes known at call time are compiled: "symbolic", one program for every binding
+# (graphc/schedule/symbolic.py; programs it cannot take are specialised), or "specialize",
+# a module per set of input shapes. GRAPHC_SIZES sets the default.
+SIZES = ("symbolic", "specialize")
+
+
+def default_sizes() -> str:
+    return os.environ.get("GRAPHC_SIZES", "specialize")
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,7 +47,12 @@ class LLVMBackend:
         the optimizer never runs."""
         from graphc.backends.llvm.runtime import LLVMExecutable
         options = dict(options or {})
-        unknown = set(options) - {"cache_dir", "optimize"}
+        unknown = set(options) - {"cache_dir", "optimize", "sizes"}
         if unknown:
             raise ValueError(f"backend_options: unknown options for llvm: {sorted(unknown)}")
+        sizes = options.get("sizes", default_sizes())
+        if sizes not in SIZES:
+            raise ValueError("backend_options: sizes must be 'symbolic' (one program for "
+                             "every size) or 'specialize' (one per input shapes), not "
+                             f"{sizes!r}")
         return LLVMExecutable(program, options, self.policy)

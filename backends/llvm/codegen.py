@@ -14,11 +14,13 @@ from graphc.schedule import ir as kir
 from graphc.schedule.lower import Schedule
 from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
-from graphc.schedule.signature import (kernel_buffers, kernel_signature, overlap_classes,
-                                       signature_digest)
+from graphc.schedule.signature import (kernel_buffers, overlap_classes,
+                                       signature_and_symbols, signature_digest)
 from graphc.backends.llvm import (collective, entry, jit, loop, parallel, scan_sort,
                                   vector_abi)
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
+from graphc.backends.llvm.size_values import KernelSizes, as_value, writing
+from graphc.sizes import Size, SizeVar, hint
 from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
                                          storage_type)
 from graphc.errors import index_error_message
@@ -106,6 +108,8 @@ class Plan:
     functions: tuple[str, ...]  # per kernel
     units: tuple[Unit, ...]
     buffers: tuple[tuple[int, ...], ...]  # per kernel: its kernel_buffers
+    # per kernel: the symbols its code reads (signature order; none for static kernels)
+    symbols: tuple[tuple[SizeVar, ...], ...] = ()
 
     @property
     def distinct(self) -> int:
@@ -117,8 +121,10 @@ def plan_units(schedule: Schedule) -> Plan:
     names: list[str] = []
     first: dict[str, tuple[int, str]] = {}  # function name -> (first kernel, signature)
     buffers = tuple(kernel_buffers(k) for k in schedule.kernels)
+    symbols = []
     for i, k in enumerate(schedule.kernels):
-        sig = kernel_signature(k, schedule, buffers[i])
+        sig, used = signature_and_symbols(k, schedule, buffers[i])
+        symbols.append(used)
         name = function_name(sig, k)
         names.append(name)
         first.setdefault(name, (i, sig))
@@ -134,7 +140,7 @@ def plan_units(schedule: Schedule) -> Plan:
             cost += _GROUP_COST
         units.append(Unit(tuple(i for i, _ in members), text,
                           "u" + signature_digest(text), cost))
-    return Plan(tuple(names), tuple(units), buffers)
+    return Plan(tuple(names), tuple(units), buffers, tuple(symbols))
 
 
 def deal_out(costs: list[int], parts: int) -> list[int]:
@@ -163,7 +169,7 @@ def _unrolling_pays(k: kir.Kernel) -> bool:
     faster when LLVM unrolls them; elsewhere unrolling costs compile time (a third of an MLP
     step's) and buys nothing: long loops are vectorized all the same (measured on W1-W5)."""
     return isinstance(k, (kir.Elementwise, kir.Reduce)) and len(k.shape) >= 3 and \
-        k.shape[-1] < 64
+        hint(k.shape[-1]) < 64
 
 
 class ModuleWriter:
@@ -175,6 +181,9 @@ class ModuleWriter:
         self.schedule = schedule
         self.slots = SlotMap(schedule)
         self.plan = plan if plan is not None else plan_units(schedule)
+        # symbolic sizes: the entry point's descriptor is data of each binding, in the slot
+        # after the arena (see symbolic_runtime.py)
+        self.dynamic = any(self.plan.symbols)
         self.module = ir.Module(name="graphc")  # the one being written
         self._lowered: dict[int, kir.Expr] = {}  # id(body) -> its core ops
         self._lowering_memo: dict[int, kir.Expr] = {}  # shared: bodies share nodes
@@ -266,6 +275,8 @@ class ModuleWriter:
                                  memo[id(x.guard.otherwise)])
             elif isinstance(x, kir.Load):
                 value = self.load(b, bases, x.access, indices)
+            elif isinstance(x, kir.Const) and isinstance(x.value, Size):
+                value = _size_as(b, as_value(b, x.value), x.dtype)
             elif isinstance(x, kir.Const):
                 value = constant(x.dtype, x.value)
             elif isinstance(x, kir.Index):
@@ -284,8 +295,8 @@ class ModuleWriter:
         for bound in guard.bounds:
             at = linear_index(b, [indices[k] for k, _ in bound.terms],
                               [scale for _, scale in bound.terms], bound.offset)
-            ok = b.and_(b.icmp_signed(">=", at, ir.Constant(I64, bound.lo)),
-                        b.icmp_signed("<", at, ir.Constant(I64, bound.hi)))
+            ok = b.and_(b.icmp_signed(">=", at, as_value(b, bound.lo)),
+                        b.icmp_signed("<", at, as_value(b, bound.hi)))
             inside = ok if inside is None else b.and_(inside, ok)
         return inside if inside is not None else ir.Constant(I1, 1)
 
@@ -307,7 +318,11 @@ class ModuleWriter:
         bases = {bid: self.base_pointer(b, fn.args[0], bid) for bid in self._local}
         emit: Callable = getattr(self, f"emit_{kernel.kind}")
         self._scopes = self._alias_scopes(kernel)
-        emit(b, fn, bases, kernel, index)
+        symbols = self.plan.symbols[index]
+        # a kernel with symbolic sizes finds their values after its buffers' pointers
+        sizes = KernelSizes(symbols, len(self._local)) if symbols else None
+        with writing(sizes):
+            emit(b, fn, bases, kernel, index)
         self._scopes = {}
         if not b.block.is_terminated:
             b.ret(ir.Constant(I32, 0))
@@ -337,7 +352,7 @@ class ModuleWriter:
         bufs, t, nt = fn.args
         bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
         axis = parallel.split_axis(k)
-        n = ir.Constant(I64, k.shape[axis])
+        n = as_value(b, k.shape[axis])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
         self._elementwise_body(b, bases, k, (lo, b.sub(hi, lo)), axis)
@@ -414,7 +429,7 @@ class ModuleWriter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
         bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
-        n = ir.Constant(I64, keep_shape[0])
+        n = as_value(b, keep_shape[0])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
         self._reduce_outputs(b, fn, bases, k, keep_shape, (lo, b.sub(hi, lo)))
@@ -471,13 +486,15 @@ class ModuleWriter:
             b.position_at_start(entry)
             part_ptr = b.alloca(acc_ptr.allocated_type)
         zero = self._identity("sum", k.out_dtype)
-        blocks = -(-inner // SUM_BLOCK)
+        blocks = -(-inner // SUM_BLOCK) if isinstance(inner, int) else b.sdiv(
+            b.add(as_value(b, inner), ir.Constant(I64, SUM_BLOCK - 1)),
+            ir.Constant(I64, SUM_BLOCK))
         with loop_nest(b, red_shape[:-1], "r") as rx:
             for a, v in zip(k.axes[:-1], rx):
                 full[a] = v
             with counted_loop(b, blocks, "blk") as blk:
                 start = b.mul(blk, ir.Constant(I64, SUM_BLOCK))
-                left = b.sub(ir.Constant(I64, inner), start)
+                left = b.sub(as_value(b, inner), start)
                 count = b.select(b.icmp_signed("<", left, ir.Constant(I64, SUM_BLOCK)), left,
                                  ir.Constant(I64, SUM_BLOCK))
                 b.store(zero, part_ptr)
@@ -519,9 +536,9 @@ class ModuleWriter:
         fail = fn.append_basic_block("out_of_range")
         with loop_nest(b, shape, "c") as cx:
             v = b.sext(self.load(b, bases, access, cx), I64) if access else None
-            low = -size if allow_negative else 0
-            bad = b.or_(b.icmp_signed("<", v, ir.Constant(I64, low)),
-                        b.icmp_signed(">=", v, ir.Constant(I64, size)))
+            high = as_value(b, size)
+            low = b.neg(high) if allow_negative else ir.Constant(I64, 0)
+            bad = b.or_(b.icmp_signed("<", v, low), b.icmp_signed(">=", v, high))
             ok = fn.append_basic_block("in_range")
             b.cbranch(bad, fail, ok)
             b.position_at_end(ok)
@@ -533,7 +550,7 @@ class ModuleWriter:
     def _wrapped(self, b, bases, access, ix, size) -> ir.Value:
         v = b.sext(self.load(b, bases, access, ix), I64)
         neg = b.icmp_signed("<", v, ir.Constant(I64, 0))
-        return b.select(neg, b.add(v, ir.Constant(I64, size)), v)
+        return b.select(neg, b.add(v, as_value(b, size)), v)
 
     def emit_gather(self, b, fn, bases, k: kir.Gather, index: int) -> None:
         size = k.x_shape[k.axis]
@@ -593,7 +610,18 @@ class ModuleWriter:
         """The entry point's module (entry.py): each kernel's pointer table filled from
         the program's slots and the arena, its function called, its status checked."""
         return entry.entry_text(self.schedule, self.slots, self.plan.functions,
-                                self.plan.buffers, ENTRY)
+                                self.plan.buffers, ENTRY,
+                                self.slots.count if self.dynamic else None)
+
+
+def _size_as(b: ir.IRBuilder, v: ir.Value, dtype) -> ir.Value:
+    """A size's i64 value as a scalar of `dtype` (a mean's count)."""
+    t = llvm_type(dtype)
+    if isinstance(t, (ir.FloatType, ir.DoubleType)):
+        return b.sitofp(v, t)
+    if t == I64:
+        return v
+    return b.icmp_signed("!=", v, ir.Constant(I64, 0)) if t == I1 else b.trunc(v, t)
 
 
 def _contiguous(shape) -> list[int]:

@@ -22,17 +22,17 @@ entry:
   %table = alloca ptr, i64 {widest}
   %arena.slot = getelementptr ptr, ptr %bufs, i64 {arena_slot}
   %arena = load ptr, ptr %arena.slot
-  br label %kernel
+{load_desc}  br label %kernel
 kernel:
   %i = phi i64 [0, %entry], [%i.next, %next]
   %pos = phi i64 [0, %entry], [%pos.next, %next]
   %all.done = icmp eq i64 %i, {count}
   br i1 %all.done, label %done, label %start
 start:
-  %count.at = getelementptr i64, ptr @graphc_entry_desc, i64 %pos
+  %count.at = getelementptr i64, ptr {desc}, i64 %pos
   %n = load i64, ptr %count.at
   %pos.1 = add i64 %pos, 1
-  %check.at = getelementptr i64, ptr @graphc_entry_desc, i64 %pos.1
+  %check.at = getelementptr i64, ptr {desc}, i64 %pos.1
   %check = load i64, ptr %check.at
   %first = add i64 %pos, 2
   br label %fill
@@ -42,7 +42,7 @@ fill:
   br i1 %filled, label %call, label %one
 one:
   %source.at.index = add i64 %first, %j
-  %source.at = getelementptr i64, ptr @graphc_entry_desc, i64 %source.at.index
+  %source.at = getelementptr i64, ptr {desc}, i64 %source.at.index
   %source = load i64, ptr %source.at
   %is.temp = icmp slt i64 %source, 0
   %offset = sub i64 -1, %source
@@ -77,20 +77,35 @@ done:
 """
 
 
-def entry_text(schedule: Schedule, slots: SlotMap, functions: Sequence[str],
-               buffers: Sequence[tuple[int, ...]], entry: str) -> str:
-    """The entry module's IR. `functions`: each kernel's function name; `buffers`: each
-    kernel's buffers in its pointer table's order. The descriptor holds, per kernel, the
-    count of its buffers, whether its status is checked, and for each buffer its slot, or
-    -1 - its arena offset for a temporary."""
+def descriptor(schedule: Schedule, slots: SlotMap, buffers: Sequence[tuple[int, ...]],
+               offsets: dict[int, int], extra: Sequence[int | None] = ()) -> list[int]:
+    """Per kernel, the count of its table's entries, whether its status is checked, and for
+    each buffer its slot, or -1 - its arena offset for a temporary (`offsets`). `extra`:
+    per kernel, the arena offset of an entry after its buffers (its symbolic sizes), or
+    None."""
     desc: list[int] = []
-    for kernel, bids in zip(schedule.kernels, buffers):
-        desc += [len(bids), int(kernel.can_fail)]
+    for i, (kernel, bids) in enumerate(zip(schedule.kernels, buffers)):
+        more = extra[i] if extra else None
+        desc += [len(bids) + (more is not None), int(kernel.can_fail)]
         for bid in bids:
             if schedule.buffers[bid].role == "temp":
-                desc.append(-1 - slots.offsets.get(bid, 0))
+                desc.append(-1 - offsets.get(bid, 0))
             else:
                 desc.append(slots.slot[bid])
+        if more is not None:
+            desc.append(-1 - more)
+    return desc
+
+
+def entry_text(schedule: Schedule, slots: SlotMap, functions: Sequence[str],
+               buffers: Sequence[tuple[int, ...]], entry: str,
+               desc_slot: int | None = None) -> str:
+    """The entry module's IR. `functions`: each kernel's function name; `buffers`: each
+    kernel's buffers in its pointer table's order. The descriptor (`descriptor`) is a
+    constant, or, with `desc_slot`, data the runtime makes for each binding of symbolic
+    sizes (the arena's offsets change with them) and hands over in that slot."""
+    desc = [] if desc_slot is not None else descriptor(schedule, slots, buffers,
+                                                       slots.offsets)
     names = sorted(set(functions))
     lines = [f"; kernel {i}: {name}" for i, name in enumerate(functions)]
     lines += ['; ModuleID = "graphc"', ""]
@@ -100,9 +115,16 @@ def entry_text(schedule: Schedule, slots: SlotMap, functions: Sequence[str],
     values = ", ".join(f"i64 {v}" for v in desc)
     lines.append(f"@graphc_entry_fns = internal constant [{count} x ptr] "
                  f"{'[' + fns + ']' if fns else 'zeroinitializer'}")
-    lines.append(f"@graphc_entry_desc = internal constant [{len(desc)} x i64] "
-                 f"{'[' + values + ']' if values else 'zeroinitializer'}")
-    widest = max((len(bids) for bids in buffers), default=0)
+    if desc_slot is None:
+        lines.append(f"@graphc_entry_desc = internal constant [{len(desc)} x i64] "
+                     f"{'[' + values + ']' if values else 'zeroinitializer'}")
+        load_desc, where = "", "@graphc_entry_desc"
+    else:
+        load_desc = (f"  %desc.slot = getelementptr ptr, ptr %bufs, i64 {desc_slot}\n"
+                     "  %desc = load ptr, ptr %desc.slot\n")
+        where = "%desc"
+    widest = max((len(bids) + 1 for bids in buffers), default=0)
     lines.append(_LOOP.format(entry=entry, widest=max(1, widest), count=count,
-                              arena_slot=slots.arena_slot, status_base=STATUS_BASE))
+                              arena_slot=slots.arena_slot, status_base=STATUS_BASE,
+                              load_desc=load_desc, desc=where))
     return "\n".join(lines)

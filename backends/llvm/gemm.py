@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, replace
+from typing import Mapping
 
 import numpy as np
 from llvmlite import ir
@@ -49,7 +50,10 @@ from graphc.backends.llvm.loops import counted_loop, loop_nest
 from graphc.backends.llvm.threads import (  # noqa: F401 (re-exported)
     emit_team_condition, num_threads, openmp_available)
 from graphc.backends.llvm.scalar import F32, F64, I32, I64, constant
+from graphc import sizes
+from graphc.backends.llvm.size_values import runtime_descriptor_pointer
 from graphc.schedule import ir as kir
+from graphc.sizes import Size, SizeVar, hint, representative
 
 PTR = ir.PointerType()
 VOID = ir.VoidType()
@@ -90,24 +94,71 @@ PARALLEL_MIN_MACS = 64 * 64 * 64
 
 
 def packed(k: kir.Gemm) -> bool:
-    """Whether a GEMM takes the packed path (else a plain loop nest)."""
-    return np.dtype(k.dtype).kind == "f" and k.k > 0 and k.m * k.n * k.k >= PACKED_MIN_MACS
+    """Whether a GEMM takes the packed path (else a plain loop nest). With symbolic sizes
+    the representative binding decides: both paths are right for every size."""
+    return np.dtype(k.dtype).kind == "f" and hint(k.k) > 0 and \
+        hint(k.m) * hint(k.n) * hint(k.k) >= PACKED_MIN_MACS
+
+
+def symbolic(k: kir.Gemm) -> bool:
+    """Whether a GEMM's sizes or strides hold symbols (its blocking is then data the
+    runtime computes for each binding: RuntimeGemm)."""
+    return any(isinstance(v, Size) for v in (k.m, k.n, k.k) + tuple(k.batch)
+               + tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
+               + (k.a.offset, k.b.offset, k.out.offset))
+
+
+def _team(k: kir.Gemm, spec: "_Spec") -> int:
+    threads = num_threads()
+    macs = hint(k.m) * hint(k.n) * hint(k.k) * hint(spec.nbatch)
+    if not (threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available()):
+        threads = 1  # (else _PackedGemm gives it at most as many threads as work units)
+    return threads
 
 
 def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm) -> None:
     dtype = np.dtype(k.dtype)
     if packed(k):
         spec = _Spec.of(k)
-        threads = num_threads()
-        macs = k.m * k.n * k.k * spec.nbatch
-        if not (threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available()):
-            threads = 1  # (else _PackedGemm gives it at most as many threads as work units)
+        threads = _team(k, spec)
+        if symbolic(k):
+            gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
+                               runtime=True)
+            gemm.desc = runtime_descriptor_pointer(b)
+            gemm.emit(b, bases)
+            return
         if gemm_dot.suitable(spec):
             gemm_dot.DotGemm(writer.module, spec, threads, fn.name).emit(b, bases)
             return
         _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name).emit(b, bases)
         return
     _emit_loops(writer, b, bases, k)
+
+
+class RuntimeGemm:
+    """A symbolic GEMM as its code was written (packed or not, layouts and team decided on
+    the representative binding, as emit_gemm did): `descriptor` gives its blocking for
+    any binding (empty where the code takes none)."""
+
+    def __init__(self, k: kir.Gemm, representative_binding: Mapping[SizeVar, int]) -> None:
+        self.k = k
+        with representative(representative_binding):
+            self.packed = symbolic(k) and packed(k)
+            if self.packed:
+                self.spec = _Spec.of(k)
+                self.params = PARAMS[np.dtype(k.dtype).name]
+                self.layouts = _layouts(self.spec, direct_b=False)
+                self.team = _team(k, self.spec)
+
+    def descriptor(self, binding: Mapping[SizeVar, int]) -> list[int]:
+        if not self.packed:
+            return []
+        k = self.k
+        if any(sizes.evaluate(d, binding) == 0 for d in (k.m, k.n, k.k)):
+            from graphc.schedule.symbolic import NotSymbolic
+            raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
+        return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
+                         split_depth=False).desc
 
 
 def _emit_loops(writer, b: ir.IRBuilder, bases: dict, k: kir.Gemm) -> None:
@@ -183,7 +234,21 @@ class _Spec:
 
     @property
     def nbatch(self) -> int:
-        return math.prod(self.batch)
+        total = 1
+        for d in self.batch:
+            total = total * d
+        return total
+
+    def bound(self, binding: Mapping[SizeVar, int]) -> "_Spec":
+        """The spec with every size and stride given its value in `binding`."""
+        def ev(d):
+            return sizes.evaluate(d, binding)
+
+        def op(o: _Operand) -> _Operand:
+            return _Operand(o.buffer, tuple(ev(d) for d in o.batch), ev(o.s0), ev(o.s1),
+                            ev(o.offset))
+        return replace(self, batch=tuple(ev(d) for d in self.batch), m=ev(self.m),
+                       n=ev(self.n), k=ev(self.k), a=op(self.a), b=op(self.b), c=op(self.c))
 
 
 def _ceil(a: int, b: int) -> int:
@@ -196,82 +261,122 @@ def _even_block(size: int, most: int, unit: int) -> int:
     return _ceil(_ceil(size, _ceil(size, most)), unit) * unit
 
 
+def _layouts(spec: _Spec, direct_b: bool = True) -> tuple[str, str]:
+    """How A and B are packed: decided on the strides (a symbolic stride is never 1)."""
+    a, bo = spec.a, spec.b
+    a_layout = "rows" if a.s1 == 1 else ("trans" if a.s0 == 1 else "strided")
+    # Few rows: each element of B serves only `m` multiply-adds, so packing B would cost
+    # as much as the product. B contiguous along n is then read where it is. (Not with a
+    # symbolic m: one code for every m.)
+    if direct_b and bo.s1 == 1 and isinstance(spec.m, int) and spec.m <= DIRECT_B_MAX_M:
+        b_layout = "direct"
+    else:
+        b_layout = "rows" if bo.s1 == 1 else ("trans" if bo.s0 == 1 else "strided")
+    return a_layout, b_layout
+
+
+@dataclass(frozen=True)
+class _Blocking:
+    threads: int
+    ksplit: int
+    per_thread: int
+    desc: list
+
+
+def _blocking(spec: _Spec, p: Params, threads: int, layouts: tuple[str, str],
+              split_depth: bool = True) -> _Blocking:
+    """A GEMM's blocking and descriptor for known sizes (`spec` all ints)."""
+    mr, nr, vl = p.mr, p.nr, p.vl
+    # Blocks no larger than the problem (they size the scratch) and split evenly.
+    kc = min(spec.k, _even_block(spec.k, p.kc, vl))
+    # Work units: (batch item, part of its rows or of its columns), so that the units
+    # share out evenly over the threads; parts are whole micro-panels, so only the
+    # matrix's last row (column) panel is ever partial.
+    want = threads // math.gcd(spec.nbatch, threads) if threads > 1 else 1
+    row_panels, col_panels = _ceil(spec.m, mr), _ceil(spec.n, nr)
+    row_parts = col_parts = 1
+    if row_panels >= col_panels:
+        row_parts = max(1, min(want, row_panels))
+    else:
+        col_parts = max(1, min(want, col_panels))
+    part_rows = _ceil(row_panels, row_parts) * mr
+    part_cols = _ceil(col_panels, col_parts) * nr
+    parts = row_parts * col_parts
+    # Too few rows and columns to give every thread some (a convolution's weight
+    # gradient: 8 x 25 outputs, a depth of 36,864): the depth is split too, each slice
+    # after the first summed into a partial product of its own, added to C at the end.
+    ksplit, k_len = 1, spec.k
+    if split_depth and threads > 1 and spec.nbatch == 1 and parts < threads and \
+            spec.k >= 2 * kc:
+        k_len = _ceil(_ceil(spec.k, min(threads // parts, spec.k // kc)), kc) * kc
+        ksplit = _ceil(spec.k, k_len)
+    threads = min(threads, spec.nbatch * parts * ksplit)
+    mc = _even_block(part_rows, p.mc, mr)
+    nc = _even_block(part_cols, p.nc, nr)
+    a, bo = spec.a, spec.b
+    a_layout, b_layout = layouts
+    a_size = _ceil(mc * (p.kc if a_layout == "rows" else kc), 16) * 16 + 16
+    b_size = _ceil(nc * kc, 16) * 16 + 16
+    per_thread = a_size + b_size
+    values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=a.s0, a_s1=a.s1, b_s0=bo.s0,
+                  b_s1=bo.s1, c_s0=spec.c.s0, c_s1=spec.c.s1, a_offset=a.offset,
+                  b_offset=bo.offset, c_offset=spec.c.offset, kc=kc, mc=mc, nc=nc,
+                  part_rows=part_rows, part_cols=part_cols, parts=parts,
+                  col_parts=col_parts, units=spec.nbatch * parts * ksplit, a_size=a_size,
+                  per_thread=per_thread, threads=threads,
+                  # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
+                  a_rs=p.kc if a_layout == "rows" else 1,
+                  a_ps=1 if a_layout == "rows" else mr,
+                  a_panel=mr * (p.kc if a_layout == "rows" else kc),
+                  # B's micro-panels: packed (NR columns by kc), or B itself
+                  b_panel=nr if b_layout == "direct" else nr * kc,
+                  ldb=bo.s0 if b_layout == "direct" else nr,
+                  b_direct=int(b_layout == "direct"),
+                  alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
+                  accumulate=int(spec.accumulate), ksplit=ksplit, k_len=k_len,
+                  partials=per_thread * threads)
+    desc = [values[f] for f in FIELDS]
+    for axis, size in enumerate(spec.batch):
+        desc += [size, a.batch[axis], bo.batch[axis], spec.c.batch[axis]]
+    return _Blocking(threads, ksplit, per_thread, desc)
+
+
+def _most_per_thread(p: Params) -> int:
+    """Scratch elements per thread for any sizes (blocks never exceed PARAMS)."""
+    return (_ceil(p.mc * p.kc, 16) * 16 + 16) + (_ceil(p.nc * p.kc, 16) * 16 + 16)
+
+
 class _PackedGemm:
     """One packed GEMM: its blocking and descriptor, and the call to its variant's shared
-    functions (gemm_kernels.py), on a team of threads or alone."""
+    functions (gemm_kernels.py), on a team of threads or alone. `runtime`: its sizes are
+    symbolic; the descriptor is data the caller sets (`desc`), the scratch as large as any
+    sizes need, and the depth never split."""
 
     def __init__(self, module: ir.Module, spec: _Spec, params: Params, threads: int,
-                 name: str) -> None:
+                 name: str, runtime: bool = False) -> None:
         self.module, self.s, self.threads, self.name = module, spec, threads, name
         p = params
-        mr, nr, vl = p.mr, p.nr, p.vl
-        # Blocks no larger than the problem (they size the scratch) and split evenly.
-        kc = min(spec.k, _even_block(spec.k, p.kc, vl))
-        # Work units: (batch item, part of its rows or of its columns), so that the units
-        # share out evenly over the threads; parts are whole micro-panels, so only the
-        # matrix's last row (column) panel is ever partial.
-        want = threads // math.gcd(spec.nbatch, threads) if threads > 1 else 1
-        row_panels, col_panels = _ceil(spec.m, mr), _ceil(spec.n, nr)
-        row_parts = col_parts = 1
-        if row_panels >= col_panels:
-            row_parts = max(1, min(want, row_panels))
+        layouts = _layouts(spec, direct_b=not runtime)
+        a_layout, b_layout = layouts
+        if runtime:  # the team as chosen, whatever the units of one binding
+            self.threads, self.ksplit = threads, 1
+            scratch_len = _most_per_thread(p) * threads
         else:
-            col_parts = max(1, min(want, col_panels))
-        part_rows = _ceil(row_panels, row_parts) * mr
-        part_cols = _ceil(col_panels, col_parts) * nr
-        parts = row_parts * col_parts
-        # Too few rows and columns to give every thread some (a convolution's weight
-        # gradient: 8 x 25 outputs, a depth of 36,864): the depth is split too, each slice
-        # after the first summed into a partial product of its own, added to C at the end.
-        ksplit, k_len = 1, spec.k
-        if threads > 1 and spec.nbatch == 1 and parts < threads and spec.k >= 2 * kc:
-            k_len = _ceil(_ceil(spec.k, min(threads // parts, spec.k // kc)), kc) * kc
-            ksplit = _ceil(spec.k, k_len)
-        self.threads = threads = min(threads, spec.nbatch * parts * ksplit)
-        self.ksplit = ksplit
-        mc = _even_block(part_rows, p.mc, mr)
-        nc = _even_block(part_cols, p.nc, nr)
-        a = spec.a
-        a_layout = "rows" if a.s1 == 1 else ("trans" if a.s0 == 1 else "strided")
-        # Few rows: each element of B serves only `m` multiply-adds, so packing B would cost
-        # as much as the product. B contiguous along n is then read where it is.
-        bo = spec.b
-        if bo.s1 == 1 and spec.m <= DIRECT_B_MAX_M:
-            b_layout = "direct"
-        else:
-            b_layout = "rows" if bo.s1 == 1 else ("trans" if bo.s0 == 1 else "strided")
+            blk = _blocking(spec, p, threads, layouts)
+            self.threads, self.ksplit = blk.threads, blk.ksplit
+            scratch_len = blk.per_thread * blk.threads + (blk.ksplit - 1) * spec.m * spec.n
         self.variant = Variant(spec.dtype, a_layout, b_layout, spec.c.s1 == 1,
                                len(spec.batch), p.order)
-        a_size = _ceil(mc * (p.kc if a_layout == "rows" else kc), 16) * 16 + 16
-        b_size = _ceil(nc * kc, 16) * 16 + 16
-        per_thread = a_size + b_size
-        values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=a.s0, a_s1=a.s1, b_s0=bo.s0,
-                      b_s1=bo.s1, c_s0=spec.c.s0, c_s1=spec.c.s1, a_offset=a.offset,
-                      b_offset=bo.offset, c_offset=spec.c.offset, kc=kc, mc=mc, nc=nc,
-                      part_rows=part_rows, part_cols=part_cols, parts=parts,
-                      col_parts=col_parts, units=spec.nbatch * parts * ksplit, a_size=a_size,
-                      per_thread=per_thread, threads=threads,
-                      # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
-                      a_rs=p.kc if a_layout == "rows" else 1,
-                      a_ps=1 if a_layout == "rows" else mr,
-                      a_panel=mr * (p.kc if a_layout == "rows" else kc),
-                      # B's micro-panels: packed (NR columns by kc), or B itself
-                      b_panel=nr if b_layout == "direct" else nr * kc,
-                      ldb=bo.s0 if b_layout == "direct" else nr,
-                      b_direct=int(b_layout == "direct"),
-                      alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
-                      accumulate=int(spec.accumulate), ksplit=ksplit, k_len=k_len,
-                      partials=per_thread * threads)
-        desc = [values[f] for f in FIELDS]
-        for axis, size in enumerate(spec.batch):
-            desc += [size, a.batch[axis], bo.batch[axis], spec.c.batch[axis]]
-        desc_t = ir.ArrayType(I64, len(desc))
-        self.desc = ir.GlobalVariable(module, desc_t, f"{name}_desc")
-        self.desc.linkage = "internal"
-        self.desc.global_constant = True
-        self.desc.initializer = ir.Constant(desc_t, [ir.Constant(I64, v) for v in desc])
-        scratch_t = ir.ArrayType(F32 if spec.dtype == "float32" else F64,
-                                 per_thread * threads + (ksplit - 1) * spec.m * spec.n)
+        self.desc: ir.Value
+        if not runtime:
+            desc = _blocking(spec, p, threads, layouts).desc
+            desc_t = ir.ArrayType(I64, len(desc))
+            glob = ir.GlobalVariable(module, desc_t, f"{name}_desc")
+            glob.linkage = "internal"
+            glob.global_constant = True
+            glob.initializer = ir.Constant(desc_t, [ir.Constant(I64, v) for v in desc])
+            self.desc = glob
+        scratch_t = ir.ArrayType(F32 if spec.dtype == "float32" else F64, scratch_len)
         self.scratch = ir.GlobalVariable(module, scratch_t, f"{name}_scratch")
         self.scratch.linkage = "internal"
         self.scratch.initializer = ir.Constant(scratch_t, None)

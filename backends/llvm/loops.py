@@ -6,6 +6,8 @@ from typing import Iterator, Sequence
 
 from llvmlite import ir
 
+from graphc.backends.llvm.size_values import as_value
+
 I64 = ir.IntType(64)
 
 
@@ -13,7 +15,8 @@ I64 = ir.IntType(64)
 def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i"
                  ) -> Iterator[ir.Value]:
     """for (i = 0; i < count; ++i) { body }: yields i; the builder ends after the loop."""
-    count = ir.Constant(I64, count) if isinstance(count, int) else count
+    if not isinstance(count, ir.Value):  # an int, or a symbolic size read at entry
+        count = as_value(builder, count)
     pre = builder.block
     head = builder.append_basic_block(f"{name}.head")
     body = builder.append_basic_block(f"{name}.body")
@@ -53,10 +56,10 @@ def loop_nest(builder: ir.IRBuilder, shape: Sequence[int], prefix: str = "i",
 def linear_index(builder: ir.IRBuilder, indices: Sequence[ir.Value],
                  strides: Sequence[int], offset: int) -> ir.Value:
     """offset + sum(stride_k * i_k), skipping zero strides."""
-    total: ir.Value = ir.Constant(I64, offset)
+    total: ir.Value = as_value(builder, offset)
     for i, s in zip(indices, strides):
-        if s == 0:
+        if s == 0:  # (a symbolic stride is never the int 0 or 1)
             continue
-        term = i if s == 1 else builder.mul(i, ir.Constant(I64, s))
+        term = i if s == 1 else builder.mul(i, as_value(builder, s))
         total = builder.add(total, term)
     return total

@@ -8,6 +8,7 @@ from llvmlite import ir
 from graphc.backends.llvm import gemm
 from graphc.backends.llvm.threads import emit_team_condition
 from graphc.schedule import ir as kir
+from graphc.sizes import hint
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -19,7 +20,8 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 def split_axis(k: kir.Elementwise) -> int:
     """The axis a team splits: the first one longer than 1 (a leading axis of 1, as in an
     im2col copy [1, C, KH, KW, N, OH, OW], would leave a team nothing to share)."""
-    return next((a for a, d in enumerate(k.shape) if d > 1), 0)
+    # (a symbolic size counts as long: any axis may be split, the bounds are read at run time)
+    return next((a for a, d in enumerate(k.shape) if not isinstance(d, int) or d > 1), 0)
 
 
 def _disjoint_slabs(k: kir.Elementwise, axis: int) -> bool:
@@ -45,13 +47,13 @@ def threads_for(k: kir.Elementwise) -> int:
     """How many threads an elementwise kernel gets (1: run it inline)."""
     size = 1
     for d in k.shape:
-        size *= d
+        size *= hint(d)  # (symbolic sizes: the representative binding's, a choice of speed)
     if size < PARALLEL_MIN_ELEMENTS:
         return 1
     axis = split_axis(k)
     if any(s.accumulate for s in k.stores) and not _disjoint_slabs(k, axis):
         return 1  # accumulating stores may hit one element from several iterations
-    threads = min(gemm.num_threads(), k.shape[axis] if k.shape else 1)
+    threads = min(gemm.num_threads(), hint(k.shape[axis]) if k.shape else 1)
     if threads <= 1 or not gemm.openmp_available():
         return 1
     return threads
@@ -62,10 +64,10 @@ def reduce_threads(k: kir.Reduce, keep_shape: list) -> int:
     shared out along the first kept axis (BatchNorm's statistics: one channel each)."""
     size = 1
     for d in k.shape:
-        size *= d
+        size *= hint(d)
     if size < PARALLEL_MIN_ELEMENTS or not keep_shape:
         return 1
-    threads = min(gemm.num_threads(), keep_shape[0])
+    threads = min(gemm.num_threads(), hint(keep_shape[0]))
     if threads <= 1 or not gemm.openmp_available():
         return 1
     return threads

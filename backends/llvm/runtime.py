@@ -19,6 +19,7 @@ from graphc.runtime.code_hash import code_hash
 from graphc.runtime.errors import raise_for_status
 from graphc.runtime.layout import Layout
 from graphc.schedule.policy import SchedulePolicy
+from graphc.sizes import Size
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
@@ -212,13 +213,22 @@ class LLVMExecutable:
         self.last: CompiledShape | None = None
         self._lock = threading.Lock()
         self._fingerprint: tuple[str, list] | None = None
+        # sizes="symbolic": one program for every binding of the call-time sizes
+        # (symbolic_runtime.py); "specialize": a module per set of input shapes
+        self.sizes = options.get("sizes", backend.default_sizes())
+        self.symbolic = None
+        self.not_symbolic: str | None = None  # why the program is specialised instead
         collective.prepare(program.raw_graph)
         inputs = program.raw_graph.inputs
         if all(isinstance(d, int) for p in inputs for d in p.shape):
             self.last = self._get(tuple(p.shape for p in inputs))
 
-    def _get(self, shapes: tuple) -> CompiledShape:
+    def _get(self, shapes: tuple):
         compiled = self.compiled.get(shapes)
+        if compiled is None and self.sizes == "symbolic" and self.not_symbolic is None:
+            compiled = self._symbolic(shapes)
+            if compiled is not None and not compiled.serves(shapes):
+                compiled = None  # (these shapes get a module of their own)
         if compiled is None:
             with self._lock:
                 compiled = self.compiled.get(shapes)
@@ -231,6 +241,41 @@ class LLVMExecutable:
                                              self._fingerprint, self.policy)
                     self.compiled[shapes] = compiled
         return compiled
+
+    def _symbolic(self, shapes: tuple):
+        """The program with symbolic sizes (made at the first call), where it serves these
+        shapes; None where they need a specialised module (a size of 0), or where the
+        program cannot have symbolic sizes (not_symbolic says why)."""
+        inputs = self.program.raw_graph.inputs
+        if not any(isinstance(d, Size) for p in inputs for d in p.shape):
+            self.not_symbolic = "every size is known"
+            return None
+        if any(isinstance(d, Size) and n == 0 for p, s in zip(inputs, shapes)
+               for d, n in zip(p.shape, s)):
+            return None  # empty inputs: kernels skip work by their static shapes
+        if self.symbolic is None:
+            with self._lock:
+                if self.symbolic is None and self.not_symbolic is None:
+                    from graphc.backends.llvm.symbolic_runtime import SymbolicProgram
+                    from graphc.schedule.symbolic import NotSymbolic
+                    t0 = time.perf_counter()
+                    if self._fingerprint is None:
+                        from graphc.fingerprint import graph_fingerprint
+                        self._fingerprint = graph_fingerprint(self.program.raw_graph)
+                    try:
+                        self.symbolic = SymbolicProgram(
+                            self.program, shapes, self.disk,
+                            self.options.get("optimize", True), self._fingerprint,
+                            self.policy, time.perf_counter() - t0)
+                    except NotSymbolic as e:
+                        self.not_symbolic = str(e)
+                        return None
+                    except Exception as e:  # noqa: BLE001 (specialising is always right)
+                        # a part that needs a size as a number (TypeError), or one that
+                        # cannot take symbols at all: the program is specialised per shape
+                        self.not_symbolic = f"{type(e).__name__}: {e}"
+                        return None
+        return self.symbolic
 
     @property
     def source(self) -> str:

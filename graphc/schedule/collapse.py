@@ -4,6 +4,7 @@ vectorize well and carry less loop overhead)."""
 from __future__ import annotations
 
 from graphc.schedule import ir
+from graphc.sizes import hint
 
 
 def _accesses(k: ir.Elementwise) -> list[ir.Access]:
@@ -46,7 +47,8 @@ def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     if len(k.shape) < 2 or _uses_index(k) or not k.stores:
         return k
     strides = k.stores[0].access.strides
-    perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(strides[a]), a)))
+    # (symbolic strides: ordered by the representative binding; any order is right)
+    perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(hint(strides[a])), a)))
     if perm == tuple(range(len(k.shape))):
         return k
     stores = tuple(ir.Store(_permute_access(s.access, perm), _permute_expr(s.value, perm),

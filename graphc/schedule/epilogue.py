@@ -51,7 +51,8 @@ def _folded(gemm: ir.Gemm, update: ir.Kernel, readers: dict[int, int]) -> ir.Gem
     target, grad = store.access.buffer, gemm.out.buffer
     if (store.accumulate or gemm.accumulate or np.dtype(gemm.dtype).kind != "f"
             or store.access.strides != identity or store.access.offset != 0
-            or int(np.prod(update.shape)) != gemm.m * gemm.n * int(np.prod(gemm.batch))
+            or ir.Buffer(0, gemm.dtype, update.shape, 'temp').size != ir.Buffer(
+                0, gemm.dtype, gemm.batch + (gemm.m, gemm.n), 'temp').size
             or readers.get(grad) != 1 or grad == target
             or target in (gemm.a.buffer, gemm.b.buffer)
             or store.value.dtype != gemm.dtype):

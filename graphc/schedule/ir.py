@@ -1,5 +1,7 @@
-"""The kernel IR: the contract between the scheduler and the backends. Shapes are static
-(a schedule is made per set of call-time sizes); every access is a strided affine map,
+"""The kernel IR: the contract between the scheduler and the backends. Sizes, strides and
+offsets are ints, or `graphc.sizes.Size` expressions in a schedule made with symbolic sizes
+(graphc/schedule/symbolic.py; the llvm backend renders those); every access is a strided
+affine map,
 optionally guarded; each kernel kind is one record that carries its own facts (what it
 reads and writes, whether it can fail, how its stores combine) in one registry."""
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
 import numpy as np
 
 from graphc.dtypes import short_name
+from graphc.sizes import Size
 
 Shape = tuple[int, ...]
 
@@ -26,7 +29,7 @@ class Buffer:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return _product(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -730,9 +733,19 @@ class Schedule:
         return schedule_listing(self)
 
 
+def _product(shape: Shape) -> int:
+    """The element count: an int, or a `Size` where the shape holds symbols."""
+    total = 1
+    for d in shape:
+        total = total * d
+    return total
+
+
 def contiguous_strides(shape: Shape) -> tuple[int, ...]:
     strides, acc = [], 1
     for d in reversed(shape):
         strides.append(acc)
-        acc *= max(d, 1)
+        # a symbolic size is taken as it is: at 0 there are no elements, so strides after
+        # it are never used
+        acc *= d if isinstance(d, Size) else max(d, 1)
     return tuple(reversed(strides))

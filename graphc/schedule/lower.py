@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.sizes import Dim, all_static
+from graphc.sizes import Dim, all_static, hint
 from graphc.graph import Graph
 from graphc.node import Node, consumers, static_shape
 from graphc.ops import get_op
@@ -66,14 +66,25 @@ def _dims(node: Node | _Keep) -> tuple[int, ...]:
     return static_shape(node.shape)
 
 
+def _symbolic_slice(s: tuple) -> tuple[int, None, int]:
+    """start and step of a slice of a symbolic axis, where they do not depend on its size
+    (a non-negative start, a positive step; its shape rule gave the length)."""
+    start, _, step = (tuple(s) + (None, None, None))[:3]
+    start, step = start or 0, step or 1
+    if not (isinstance(start, int) and isinstance(step, int) and start >= 0 and step > 0):
+        raise TypeError(f"a slice {s} of a size known at call time")
+    return start, None, step
+
+
 def _trivial(expr: Expr) -> bool:
     return not isinstance(expr, Apply)
 
 
 class Lowering:
-    def __init__(self, graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> None:
+    def __init__(self, graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY,
+                 symbolic: bool = False) -> None:
         for n in graph.nodes():
-            if not all_static(n.shape):
+            if not symbolic and not all_static(n.shape):
                 raise ShapeError(f"schedule: {n.op} has unknown sizes {n.type}; specialise "
                                  "the graph to call-time shapes first")
         self.graph = graph
@@ -341,6 +352,10 @@ class Lowering:
         self.consts[bid] = array
         return self.whole(bid)
 
+    def lower_dim_size(self, node: Node) -> Lazy:
+        # a size known at call time: a constant whose value the code reads with the sizes
+        return Lazy(Const(node.attrs["size"], node.dtype), (), node.dtype)
+
     def lower_iota(self, node: Node) -> Lazy:
         return Lazy(Index(0, node.dtype), _dims(node), node.dtype, ("iota",))
 
@@ -467,7 +482,7 @@ class Lowering:
         x = node.inputs[0]
         amap = []
         for j, (s, d) in enumerate(zip(node.attrs["slices"], _dims(x))):
-            start, _, step = slice(*s).indices(d)
+            start, _, step = slice(*s).indices(d) if isinstance(d, int) else _symbolic_slice(s)
             amap.append(axis(j, step, start))
         return self._view(node, tuple(amap))
 
@@ -562,7 +577,7 @@ class Lowering:
         self.creator[bid] = node
         out = Access(bid, ir.contiguous_strides(_dims(node)), 0)
         narrow = self.policy.narrow_gemm
-        if narrow is not None and n < narrow and m > n:
+        if narrow is not None and hint(n) < narrow and hint(m) > hint(n):
             # C = A B with few columns is computed as C^T = B^T A^T: the long side becomes
             # the wide one that vector tiles cover (strides only: nothing is copied).
             acc_a, acc_b, out = _swapped(acc_b), _swapped(acc_a), _swapped(out)
@@ -721,7 +736,7 @@ class Lowering:
         g, ref = node.inputs
         region = []
         for s, d in zip(node.attrs["slices"], _dims(ref)):
-            start, _, step = slice(*s).indices(d)
+            start, _, step = slice(*s).indices(d) if isinstance(d, int) else _symbolic_slice(s)
             region.append((start, step))
         zero = Const(0, node.dtype)
         if 0 in g.shape:
@@ -794,7 +809,8 @@ class Lowering:
         axis = node.attrs["axis"]
         parts, start = [], 0
         for x in node.inputs:
-            if x.shape[axis]:
+            # (a symbolic part stays: its guard reads nothing where it is empty)
+            if not isinstance(x.shape[axis], int) or x.shape[axis]:
                 parts.append((x, start))
             start += x.shape[axis]
         value: Expr = Const(0, node.dtype)  # (read nowhere: some part covers every index)
@@ -838,7 +854,8 @@ def describe_indices(what: str, node: Node, indices: Node) -> str:
     return f"{what} ({', '.join(parts)})" if parts else what
 
 
-def lower_graph(graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY) -> Schedule:
+def lower_graph(graph: Graph, policy: SchedulePolicy = DEFAULT_POLICY,
+                symbolic: bool = False) -> Schedule:
     """Kernels for a graph whose shapes are all known (see graphc.specialize), made with
-    the target's `policy`."""
-    return Lowering(graph, policy).run()
+    the target's `policy`; with `symbolic`, sizes may be `Size` expressions too."""
+    return Lowering(graph, policy, symbolic).run()

@@ -34,10 +34,11 @@ def lifetimes(schedule) -> dict[int, tuple[int, int]]:
     return spans
 
 
-def plan_memory(schedule) -> MemoryPlan:
+def plan_memory(schedule, spans: dict[int, tuple[int, int]] | None = None) -> MemoryPlan:
     """Greedy placement in order of first use: each temporary takes the lowest offset free
-    of every temporary whose lifetime overlaps its own."""
-    spans = lifetimes(schedule)
+    of every temporary whose lifetime overlaps its own. `spans`: the schedule's lifetimes,
+    where the caller has them (they do not depend on sizes)."""
+    spans = lifetimes(schedule) if spans is None else spans
     temps: list[Buffer] = [b for b in schedule.buffers.values()
                            if b.role == "temp" and b.id in spans]
     temps.sort(key=lambda b: (spans[b.id][0], -b.nbytes))

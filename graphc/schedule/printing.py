@@ -7,6 +7,7 @@ from typing import Any
 
 from graphc.dtypes import short_name
 from graphc.schedule import ir
+from graphc.sizes import Size
 
 
 def access_text(a: ir.Access) -> str:
@@ -27,6 +28,8 @@ def bound_text(b: ir.Bound) -> str:
 
 
 def _const_text(c: ir.Const) -> str:
+    if isinstance(c.value, Size):  # a size read at call time
+        return f"size({c.value})"
     if c.dtype.kind == "f":
         v = float(c.value)
         return repr(v) if v == v else "nan"

@@ -2,6 +2,8 @@
 expand/squeeze) turns into new strides for every access of an expression."""
 from __future__ import annotations
 
+from graphc.sizes import exact_quotient
+
 from typing import Sequence
 
 from graphc.errors import ShapeError
@@ -32,7 +34,8 @@ def broadcast_map(src: Sequence[int], dst: Sequence[int]) -> AxisMap:
         elif d == 1:
             out.append(axis(None))
         else:
-            raise ShapeError(f"cannot broadcast {tuple(src)} to {tuple(dst)}")
+            raise ShapeError(f"cannot broadcast {tuple(src)} to {tuple(dst)} "
+                             f"({[getattr(x, 'terms', x) for x in (d, dst[k])]})")
     return tuple(out)
 
 
@@ -104,7 +107,7 @@ def split_map(shape: Sequence[int], new_shape: Sequence[int]) -> AxisMap | None:
             out.append(axis(None))
             continue
         group, size = [], 1
-        while size < d and j < len(new):
+        while _grows(size, d) and j < len(new):
             group.append(new[j])
             size *= new[j][1]
             j += 1
@@ -116,6 +119,26 @@ def split_map(shape: Sequence[int], new_shape: Sequence[int]) -> AxisMap | None:
             stride *= n
         out.append((tuple(reversed(terms)), 0))
     return tuple(out) if j == len(new) else None
+
+
+def _grows(size, d) -> bool:
+    """size < d, where a group of new axes grows to an old axis: with symbols, while the
+    group's size divides d and is not yet d."""
+    if isinstance(size, int) and isinstance(d, int):
+        return size < d
+    return size != d and exact_quotient(d, size) is not None
+
+
+def _smaller(a, b) -> bool:
+    """a < b for sizes that are products of one another's factors (a reshape's groups):
+    with symbols, the one that divides the other exactly is the smaller."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a < b
+    if exact_quotient(b, a) is not None:
+        return True
+    if exact_quotient(a, b) is not None:
+        return False
+    raise TypeError(f"sizes {a} and {b}: neither divides the other")
 
 
 def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]
@@ -133,7 +156,7 @@ def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Seq
         oi, nj = i + 1, j + 1
         po, pn = old[i][0], new[j]
         while po != pn:
-            if po < pn:
+            if _smaller(po, pn):
                 po *= old[oi][0]
                 oi += 1
             else:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from graphc.schedule import ir as kir
+from graphc.sizes import Size, SizeVar, hint
 
 
 def kernel_buffers(kernel: kir.Kernel) -> tuple[int, ...]:
@@ -34,7 +35,8 @@ def overlap_classes(kernel: kir.Kernel, schedule: kir.Schedule,
     def span(i: int) -> tuple[int, int]:
         buf = schedule.buffers[bids[i]]
         start = offsets.get(bids[i], 0)
-        return start, start + buf.size * max(1, buf.dtype.itemsize)
+        # (symbolic sizes: the plan's binding, which the plan's offsets were made for)
+        return start, start + hint(buf.size) * max(1, buf.dtype.itemsize)
 
     changed = True
     while changed:  # (a chain of overlaps makes one class)
@@ -58,10 +60,16 @@ class _Encoder:
         self.nodes: dict[int, int] = {}
         self.lines: list[str] = []
         self.user_ops: set[str] = set()  # ops defined at run time: their formulas count
+        self.symbols: dict[SizeVar, int] = {}  # sizes' symbols, numbered by first use
+
+    def symbol(self, var: SizeVar) -> str:
+        return f"s{self.symbols.setdefault(var, len(self.symbols))}"
 
     def value(self, v: Any) -> str:
         if isinstance(v, kir.Access):
-            return f"A(b{self.local[v.buffer]},{v.strides},{v.offset})"
+            return f"A(b{self.local[v.buffer]},{self.value(v.strides)},{self.value(v.offset)})"
+        if isinstance(v, Size):  # symbols by local number: the code reads them in that order
+            return f"S({v.text(self.symbol)})"
         if isinstance(v, (kir.Load, kir.Const, kir.Index, kir.Apply)):
             return self.expr(v)
         if isinstance(v, kir.Schedule):  # a loop's body: its code, buffers and plan
@@ -102,13 +110,22 @@ class _Encoder:
 
 def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
                      bids: tuple[int, ...] | None = None) -> str:
+    """The signature alone (see signature_and_symbols)."""
+    return signature_and_symbols(kernel, schedule, bids)[0]
+
+
+def signature_and_symbols(kernel: kir.Kernel, schedule: kir.Schedule,
+                          bids: tuple[int, ...] | None = None
+                          ) -> tuple[str, tuple[SizeVar, ...]]:
     """Everything `kernel`'s code depends on but which buffers it uses: its kind and fields
     (shapes, strides, offsets, bodies, dtypes, attributes) with buffers renumbered by first
     use (kernel_buffers), the dtype of each, which of them may share memory, and the
     formula of each user-defined op the bodies apply. Error messages are left out (the
     caller reports them). Kernels with equal signatures can
     share one function, called with a table of their own buffers' pointers. `bids`: the
-    kernel's kernel_buffers, where the caller has them already."""
+    kernel's kernel_buffers, where the caller has them already. Symbolic sizes are written
+    with their symbols numbered by first use (`s0`, `s1`...): the second result lists the
+    kernel's symbols in that order, the order in which its code reads their values."""
     bids = kernel_buffers(kernel) if bids is None else bids
     enc = _Encoder({bid: i for i, bid in enumerate(bids)})
     skip = set(kernel.message_fields) | set(kernel.buffer_fields)
@@ -123,9 +140,10 @@ def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
 
         from graphc.derivatives import definition
         formulas = [f"{op}={sp.srepr(definition(op))}" for op in sorted(enc.user_ops)]
-    return "\n".join([f"{kernel.kind}({';'.join(fields)})", f"buffers {dtypes}",
+    text = "\n".join([f"{kernel.kind}({';'.join(fields)})", f"buffers {dtypes}",
                       f"overlaps {overlap_classes(kernel, schedule, bids)}"] + enc.lines
                      + formulas)
+    return text, tuple(enc.symbols)
 
 
 def schedule_signature(schedule: kir.Schedule) -> str:

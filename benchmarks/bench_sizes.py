@@ -1,0 +1,100 @@
+"""One compiled program for every batch size (llvm backend_options={"sizes": "symbolic"})
+against a module per input shape ("specialize"), in the same run:
+  step    warm step time of W1 (MLP 784-256-256-10, batch 128) and W5 (LeNet-like CNN,
+          batch 64), both functions first called at that batch
+  small   the symbolic program first called at batch 8 (its choices of threads and
+          blocking made there), then timed at the benchmark's batch
+  new     first call at a batch never seen before (ms), against a warm step at that batch
+  cold    the first call of each (compile included; no disk cache)
+  arena   the temporaries' arena at the benchmark's batch: the specialised module's plan
+          and the symbolic program's plan for that binding (same placement: same bytes)
+W6 (the small ResNet step of benchmarks/bench_resnet.py, batch 64) is measured alike.
+Run: python benchmarks/bench_sizes.py [--repeat 50] [--only W1]"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from bench_resnet import graphc_resnet_step, resnet_params
+from bench_training import cnn_data, graphc_cnn_step, graphc_mlp_step, mlp_data
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _steps(fns: dict, args: tuple, repeat: int) -> dict:
+    """Median ms per function, calls interleaved so that load hits them alike."""
+    times: dict = {k: [] for k in fns}
+    for _ in range(3):
+        for f in fns.values():
+            f(*args)
+    for _ in range(repeat):
+        for k, f in fns.items():
+            times[k].append(_timed(f, *args))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _data(name: str, batch: int, seed: int):
+    rng = np.random.default_rng(seed)
+    if name == "W1":
+        return (rng.normal(size=(batch, 784)).astype(np.float32), rng.integers(0, 10, batch))
+    return (rng.normal(size=(batch, 1, 28, 28)).astype(np.float32),
+            rng.integers(0, 10, batch))
+
+
+def _make(name: str, options: dict):
+    options = {"cache_dir": None, **options}
+    if name == "W1":
+        weights, _, _ = mlp_data([784, 256, 256, 10], 128)
+        return graphc_mlp_step(weights, "relu", backend_options=options)
+    if name == "W6":
+        return graphc_resnet_step(resnet_params(), backend_options=options)
+    params, _, _ = cnn_data()
+    return graphc_cnn_step(params, backend_options=options)
+
+
+def bench(name: str, repeat: int) -> dict:
+    batch = 128 if name == "W1" else 64
+    args = _data(name, batch, 0)
+    spec, sym, small = (_make(name, {"sizes": s}) for s in ("specialize", "symbolic",
+                                                             "symbolic"))
+    out = {"cold specialize": _timed(spec, *args), "cold symbolic": _timed(sym, *args)}
+    small(*_data(name, 8, 1))  # its choices made at batch 8
+    out.update({f"step {k}": v for k, v in
+                _steps({"specialize": spec, "symbolic": sym, "symbolic from 8": small},
+                       args, repeat).items()})
+    firsts, warms = [], []
+    for n in (batch - 37, batch + 21, 2 * batch + 3):
+        new = _data(name, n, n)
+        firsts.append(_timed(sym, *new))
+        warms.append(statistics.median(_timed(sym, *new) for _ in range(5)))
+    out["new batch first call"] = statistics.median(firsts)
+    out["new batch warm step"] = statistics.median(warms)
+    out["arena KiB specialize"] = spec._exe.last.layout.arena_bytes / 1024
+    shapes = tuple(a.shape for a in args)
+    out["arena KiB symbolic"] = sym._exe.symbolic.binding(shapes).arena_bytes / 1024
+    out["compiles"] = sym.compile_times.get("kernels compiled")
+    out["bindings"] = sym.compile_times.get("bindings")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--only", default="W1,W5,W6")
+    a = ap.parse_args(argv)
+    for name in a.only.split(","):
+        r = bench(name, a.repeat)
+        print(name, "  ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"
+                             for k, v in r.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
