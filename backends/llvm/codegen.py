@@ -181,6 +181,8 @@ class ModuleWriter:
         self._scopes: dict[int, tuple] = {}
         self._local: dict[int, int] = {}  # buffer id -> the kernel's pointer-table index
         self._fn_name = "kernel"
+        # GEMMs (by kernel index) whose B a loop packed ahead: loop.prepack
+        self.packed_b: dict[int, ir.GlobalVariable] = {}
 
     @property
     def function_name(self) -> str:
@@ -508,7 +510,7 @@ class ModuleWriter:
         if 0 in k.batch or 0 in (k.m, k.n):
             return
         from graphc.backends.llvm.gemm import emit_gemm
-        emit_gemm(self, b, fn, bases, k)
+        emit_gemm(self, b, fn, bases, k, self.packed_b.get(index))
 
     def _check_bounds(self, b, fn, bases, access: kir.Access, shape, size: int,
                       allow_negative: bool) -> None:

@@ -54,7 +54,9 @@ class Variant:
 
     dtype: str
     a_layout: str  # "rows" (contiguous along k), "trans" (along m), "strided"
-    b_layout: str  # "direct" (read in place), "rows" (along n), "trans" (along k), "strided"
+    # "direct" (read in place), "packed" (panels packed ahead: gemm.prepack_b), "rows"
+    # (along n), "trans" (along k), "strided"
+    b_layout: str
     cs1: bool  # output contiguous along n
     batch_dims: int
     order: str  # "rows": A micro-panels outside B's; "cols": the other way round
@@ -529,7 +531,7 @@ class GemmKernels:
     def functions(self) -> list[ir.Function]:
         """What work() calls for this variant: pack_a, pack_b (None: B read in place),
         macro."""
-        pack_b = None if self.v.b_layout == "direct" else self.pack_b()
+        pack_b = None if self.v.b_layout in ("direct", "packed") else self.pack_b()
         return [self.pack_a(), pack_b, self.macro()]
 
     def work(self) -> ir.Function:
@@ -595,8 +597,10 @@ class GemmKernels:
                     b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
                     with self._range(b, j0, j1, d["nc"]) as jc:
                         nb = self._min(b, d["nc"], b.sub(j1, jc))
-                        # B read in place (its block starts at row pk, column jc), or packed
-                        in_place = self._gep(b, pb, b.add(b.mul(pk, d["b_s0"]), jc))
+                        # B read where it is (its block at depth pk, column jc: B itself,
+                        # or panels packed once ahead), or packed here
+                        in_place = self._gep(b, pb, b.add(b.mul(pk, d["b_s0"]),
+                                                          b.mul(jc, d["b_s1"])))
                         with b.if_then(b.not_(direct)):
                             b.call(pack_b, [pb, bpack, desc, pk, kc, jc, nb])
                         block = b.select(direct, in_place, bpack)
