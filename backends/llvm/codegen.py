@@ -68,11 +68,15 @@ def _kernel_cost(k: kir.Kernel) -> int:
 
 
 def _group(k: kir.Kernel) -> str | None:
-    """Kernels sharing functions (packed GEMMs of one dtype) are compiled together."""
+    """Kernels sharing functions (packed GEMMs of one dtype) are compiled together; so is a
+    loop whose body has such GEMMs (its module would otherwise write the micro-kernel and
+    packing code again: a third of an LSTM step's LLVM time went to two such copies)."""
     if isinstance(k, kir.Gemm):
         from graphc.backends.llvm.gemm import packed
         if packed(k):
             return f"gemm {k.dtype}"
+    if isinstance(k, kir.Loop):
+        return next((g for g in map(_group, k.body.kernels) if g is not None), None)
     return None
 
 
