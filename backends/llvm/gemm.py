@@ -85,6 +85,8 @@ PARAMS = {
 PACKED_MIN_MACS = 2048
 # GEMMs with at most this many rows read B unpacked (see _PackedGemm.b_direct).
 DIRECT_B_MAX_M = 16
+# GEMMs with at most this many rows (a multiple of MR) read a row-major A unpacked.
+DIRECT_A_MAX_M = 64
 # Threads from this many multiply-adds (all batch items) on.
 PARALLEL_MIN_MACS = 64 * 64 * 64
 
@@ -294,6 +296,10 @@ class _PackedGemm:
         # as much as the product. B contiguous along n is then read where it is.
         bo = spec.b
         b_layout = "packed" if prepacked else _b_layout(spec)
+        # Few rows of a row-major A (an RNN step's 32): its rows are read where they are;
+        # packing them cost more than it saved. Whole micro-panels only: the micro-kernel
+        # computes MR rows, and rows past A's end must not be read.
+        a_direct = a_layout == "rows" and spec.m % mr == 0 and spec.m <= DIRECT_A_MAX_M
         # Where the work loop finds B's block at depth pk, column jc: pk * b_s0 + jc * b_s1
         # (B itself when direct; prepack_b's panels of NR columns by the whole depth).
         b_rows, b_cols = (p.nr, spec.k) if prepacked else (bo.s0, bo.s1)
@@ -310,9 +316,10 @@ class _PackedGemm:
                       col_parts=col_parts, units=spec.nbatch * parts * ksplit, a_size=a_size,
                       per_thread=per_thread, threads=threads,
                       # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
-                      a_rs=p.kc if a_layout == "rows" else 1,
+                      a_rs=a.s0 if a_direct else (p.kc if a_layout == "rows" else 1),
                       a_ps=1 if a_layout == "rows" else mr,
-                      a_panel=mr * (p.kc if a_layout == "rows" else kc),
+                      a_panel=mr * (a.s0 if a_direct else (p.kc if a_layout == "rows" else kc)),
+                      a_direct=int(a_direct),
                       # B's micro-panels: packed (NR columns by kc), or B itself
                       b_panel={"direct": nr, "packed": nr * spec.k}.get(b_layout, nr * kc),
                       ldb=bo.s0 if b_layout == "direct" else nr,

@@ -44,7 +44,7 @@ FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offs
           "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
           "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
           "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate", "ksplit", "k_len",
-          "partials")
+          "partials", "a_direct")
 
 
 @dataclass(frozen=True)
@@ -554,6 +554,7 @@ class GemmKernels:
         apack = self._gep(b, scratch0, b.mul(t, d["per_thread"]))
         bpack = self._gep(b, apack, d["a_size"])
         direct = b.icmp_signed("!=", d["b_direct"], self._c(0))
+        a_direct = b.icmp_signed("!=", d["a_direct"], self._c(0))
         overwrite = b.icmp_signed("==", d["accumulate"], self._c(0))  # (else out += ...)
         units = d["units"]
         u0 = b.sdiv(b.mul(t, units), nt)
@@ -594,7 +595,12 @@ class GemmKernels:
                 with self._range(b, k0, k1, d["kc"]) as pk:
                     kc = self._min(b, d["kc"], b.sub(k1, pk))
                     first = b.and_(fresh, b.icmp_signed("==", pk, k0))
-                    b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
+                    # A's rows read where they are (its block at row ic, depth pk), or
+                    # packed here
+                    with b.if_then(b.not_(a_direct)):
+                        b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
+                    ablock = b.select(a_direct, self._gep(b, pa, b.add(
+                        b.mul(ic, d["a_s0"]), b.mul(pk, d["a_s1"]))), apack)
                     with self._range(b, j0, j1, d["nc"]) as jc:
                         nb = self._min(b, d["nc"], b.sub(j1, jc))
                         # B read where it is (its block at depth pk, column jc: B itself,
@@ -604,7 +610,7 @@ class GemmKernels:
                         with b.if_then(b.not_(direct)):
                             b.call(pack_b, [pb, bpack, desc, pk, kc, jc, nb])
                         block = b.select(direct, in_place, bpack)
-                        b.call(macro, [apack, block, self._gep(b, crow, b.mul(jc, csc)),
+                        b.call(macro, [ablock, block, self._gep(b, crow, b.mul(jc, csc)),
                                        desc, ldc, csc, mb, nb, kc, first])
         b.ret_void()
         return fn
