@@ -127,6 +127,7 @@ def test_few_rows_read_a_in_place(dtype, packed, threads, monkeypatch):
     ending where a page that may not be read starts (no row past A's end is touched)."""
     small = gemm.replace(gemm.PARAMS[dtype], kc=32, mc=16, nc=64)
     monkeypatch.setitem(gemm.PARAMS, dtype, small)
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # (two threads: always the team)
     keep: list = []
     for m in (8, 24, gemm.DIRECT_A_MAX_M):
         for n, k in ((45, 70), (130, 33), (16, 5)):

@@ -32,9 +32,14 @@ def _rnn(transposed: bool, dtype: str):
     return [xs, h0], [loss, *gc.grad(loss, [w, proj, h0, xs])]
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["rows", "transposed"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_prepacked_b_values_and_gradients(transposed, dtype):
+def test_prepacked_b_values_and_gradients(transposed, dtype, threads, monkeypatch, tmp_path):
+    # (two threads: always the team, which shares the panels packed before the loop)
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     inputs, outputs = _rnn(transposed, dtype)
     args = [RNG.standard_normal((T, N, H)).astype(dtype),
             RNG.standard_normal((N, K)).astype(dtype)]
