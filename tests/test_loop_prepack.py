@@ -1,11 +1,13 @@
 """A loop body's GEMM whose B is loop-invariant reads B packed once before the loop
-(backends/llvm/loop.py prepack): values and gradients equal the numpy interpreter's."""
+(backends/llvm/loop.py prepack), and a transposed invariant enters the loop as it is stored
+(schedule/loop.py permuted_buffer): values and gradients equal the numpy interpreter's."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.schedule import ir
 
 RNG = np.random.default_rng(7)
 # More rows than a GEMM reads B in place for; depths and widths of more than one packed
@@ -47,6 +49,12 @@ def test_prepacked_b_values_and_gradients(transposed, dtype, threads, monkeypatc
     f = gc.function(inputs, outputs, backend="llvm")
     got = f(*args)
     assert "_packed_b" in f.source  # (the body's GEMMs took the prepacked path)
+    # W (or W^T) enters the loops as it is stored: no transposed copy before them
+    assert not [k for k in f.schedule().kernels
+                if isinstance(k, ir.Elementwise) and "copy" in k.fused]
+    kernels = gc.function(inputs, outputs, backend="numpy",
+                          backend_options={"mode": "kernels"})(*args)
     tol = 1e-10 if dtype == "float64" else 2e-4
-    for g, w in zip(got, want):
+    for g, k, w in zip(got, kernels, want):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+        np.testing.assert_allclose(k, w, rtol=tol, atol=tol)
