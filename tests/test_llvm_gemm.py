@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -117,6 +118,37 @@ def test_few_rows_read_b_in_place(dtype, packed, threads, monkeypatch):
             expected = x.astype(np.float64) @ y[:, 3:n + 3].astype(np.float64)
             _check(f(x, y), expected, dtype)
             assert "_bdirect" in f.source
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_few_rows_read_a_in_place(dtype, packed, threads, monkeypatch):
+    """GEMMs of at most DIRECT_A_MAX_M rows, a multiple of MR, read a row-major A unpacked:
+    several depth, row and column blocks, A a column slice (its rows longer than k), and A
+    ending where a page that may not be read starts (no row past A's end is touched)."""
+    small = gemm.replace(gemm.PARAMS[dtype], kc=32, mc=16, nc=64)
+    monkeypatch.setitem(gemm.PARAMS, dtype, small)
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # (two threads: always the team)
+    keep: list = []
+    for m in (8, 24, gemm.DIRECT_A_MAX_M):
+        for n, k in ((45, 70), (130, 33), (16, 5)):
+            wide, pb = gc.placeholder((m, k + 5), dtype), gc.placeholder((k, n), dtype)
+            f = gc.function([wide, pb], wide[:, 2:k + 2] @ pb, backend="llvm")
+            x, y = _data((m, k + 5), dtype, m + n), _data((k, n), dtype, k)
+            expected = x[:, 2:k + 2].astype(np.float64) @ y.astype(np.float64)
+            _check(f(x, y), expected, dtype)
+            assert _reads_a_in_place(f.source)
+            pa = gc.placeholder((m, k), dtype)
+            g = gc.function([pa, pb], pa @ pb, backend="llvm")
+            at_end = _guarded((m, k), dtype, True, keep)
+            at_end[...] = x[:, :k]
+            _check(g(at_end, y), x[:, :k].astype(np.float64) @ y.astype(np.float64), dtype)
+
+
+def _reads_a_in_place(source: str) -> bool:
+    """Whether a packed GEMM's descriptor in `source` has a_direct set (FIELDS' last; these
+    GEMMs have no batch axes, so it ends the descriptor)."""
+    descriptors = re.findall(r'_desc" = internal constant \[\d+ x i64\] \[(.*)\]', source)
+    return any(d.rsplit(",", 1)[-1].strip() == "i64 1" for d in descriptors)
 
 
 @pytest.mark.parametrize("shape", [(7, 13, 5), (9, 17, 3), (65, 129, 33), (40, 23, 300)],

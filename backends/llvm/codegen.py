@@ -70,11 +70,15 @@ def _kernel_cost(k: kir.Kernel) -> int:
 
 
 def _group(k: kir.Kernel) -> str | None:
-    """Kernels sharing functions (packed GEMMs of one dtype) are compiled together."""
+    """Kernels sharing functions (packed GEMMs of one dtype) are compiled together; so is a
+    loop whose body has such GEMMs (its module would otherwise write the micro-kernel and
+    packing code again: a third of an LSTM step's LLVM time went to two such copies)."""
     if isinstance(k, kir.Gemm):
         from graphc.backends.llvm.gemm import packed
         if packed(k):
             return f"gemm {k.dtype}"
+    if isinstance(k, kir.Loop):
+        return next((g for g in map(_group, k.body.kernels) if g is not None), None)
     return None
 
 
@@ -190,6 +194,8 @@ class ModuleWriter:
         self._scopes: dict[int, tuple] = {}
         self._local: dict[int, int] = {}  # buffer id -> the kernel's pointer-table index
         self._fn_name = "kernel"
+        # GEMMs (by kernel index) whose B a loop packed ahead: loop.prepack
+        self.packed_b: dict[int, ir.GlobalVariable] = {}
 
     @property
     def function_name(self) -> str:
@@ -525,7 +531,7 @@ class ModuleWriter:
         if 0 in k.batch or 0 in (k.m, k.n):
             return
         from graphc.backends.llvm.gemm import emit_gemm
-        emit_gemm(self, b, fn, bases, k)
+        emit_gemm(self, b, fn, bases, k, self.packed_b.get(index))
 
     def _check_bounds(self, b, fn, bases, access: kir.Access, shape, size: int,
                       allow_negative: bool) -> None:

@@ -89,6 +89,8 @@ PARAMS = {
 PACKED_MIN_MACS = 2048
 # GEMMs with at most this many rows read B unpacked (see _PackedGemm.b_direct).
 DIRECT_B_MAX_M = 16
+# GEMMs with at most this many rows (a multiple of MR) read a row-major A unpacked.
+DIRECT_A_MAX_M = 64
 # Threads from this many multiply-adds (all batch items) on.
 PARALLEL_MIN_MACS = 64 * 64 * 64
 
@@ -116,7 +118,10 @@ def _team(k: kir.Gemm, spec: "_Spec") -> int:
     return threads
 
 
-def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm) -> None:
+def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm,
+              packed_b: ir.GlobalVariable | None = None) -> None:
+    """k's code; `packed_b`: B's panels, packed already by prepack_b (a loop's body GEMM
+    whose B is loop-invariant reads them instead of packing B again at every step)."""
     dtype = np.dtype(k.dtype)
     if packed(k):
         spec = _Spec.of(k)
@@ -130,7 +135,9 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
         if gemm_dot.suitable(spec):
             gemm_dot.DotGemm(writer.module, spec, threads, fn.name).emit(b, bases)
             return
-        _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name).emit(b, bases)
+        gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
+                           prepacked=packed_b is not None)
+        gemm.emit(b, bases if packed_b is None else {**bases, spec.b.buffer: packed_b})
         return
     _emit_loops(writer, b, bases, k)
 
@@ -159,6 +166,55 @@ class RuntimeGemm:
             raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
         return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
                          split_depth=False).desc
+
+
+def prepackable(k: kir.Gemm) -> int | None:
+    """The buffer of k's B operand (in canonical form) when its panels could be packed once
+    ahead (prepack_b): a packed GEMM of one item that would pack B; else None."""
+    if not packed(k) or k.batch or symbolic(k):
+        return None
+    spec = _Spec.of(k)
+    if gemm_dot.suitable(spec) or _b_layout(spec) == "direct":
+        return None
+    return spec.b.buffer
+
+
+def prepack_b(module: ir.Module, b: ir.IRBuilder, k: kir.Gemm, source: ir.Value,
+              name: str) -> ir.GlobalVariable:
+    """Packs all of k's B (at `source`) into a new global of the module, as panels of NR
+    columns by the whole depth (zero-padded to whole panels), the layout emit_gemm reads
+    with `packed_b`; returns that global. Written where the builder stands."""
+    spec = _Spec.of(k)
+    p = PARAMS[spec.dtype]
+    bo = spec.b
+    panels = _ceil(spec.n, p.nr)
+    et = F32 if spec.dtype == "float32" else F64
+    store_t = ir.ArrayType(et, panels * p.nr * spec.k)
+    store = ir.GlobalVariable(module, store_t, f"{name}_packed_b")
+    store.linkage = "internal"
+    store.initializer = ir.Constant(store_t, None)
+    store.align = 4096
+    # pack_b reads B's strides and the panel depth (kc: here the whole depth) from a
+    # descriptor; the other fields are not read.
+    values = dict.fromkeys(FIELDS, 0)
+    values.update(b_s0=bo.s0, b_s1=bo.s1, kc=spec.k)
+    desc_t = ir.ArrayType(I64, len(FIELDS))
+    desc = ir.GlobalVariable(module, desc_t, f"{name}_pack_desc")
+    desc.linkage = "internal"
+    desc.global_constant = True
+    desc.initializer = ir.Constant(desc_t, [ir.Constant(I64, values[f]) for f in FIELDS])
+    variant = Variant(spec.dtype, "rows", _b_layout(spec), True, 0, p.order)
+    pack = GemmKernels(module, variant, p).pack_b()
+    start = b.gep(source, [ir.Constant(I64, bo.offset)], source_etype=et)
+    b.call(pack, [start, store, desc, ir.Constant(I64, 0), ir.Constant(I64, spec.k),
+                  ir.Constant(I64, 0), ir.Constant(I64, spec.n)])
+    return store
+
+
+def _b_layout(spec: "_Spec") -> str:
+    """How the packed path reads B: in place ("direct": GEMMs of few rows, B contiguous
+    along n) or packed from rows, transposed or strided storage."""
+    return _layouts(spec)[1]
 
 
 def _emit_loops(writer, b: ir.IRBuilder, bases: dict, k: kir.Gemm) -> None:
@@ -261,14 +317,17 @@ def _even_block(size: int, most: int, unit: int) -> int:
     return _ceil(_ceil(size, _ceil(size, most)), unit) * unit
 
 
-def _layouts(spec: _Spec, direct_b: bool = True) -> tuple[str, str]:
-    """How A and B are packed: decided on the strides (a symbolic stride is never 1)."""
+def _layouts(spec: _Spec, direct_b: bool = True, prepacked: bool = False) -> tuple[str, str]:
+    """How A and B are packed: decided on the strides (a symbolic stride is never 1).
+    `prepacked`: B's panels were packed ahead by prepack_b."""
     a, bo = spec.a, spec.b
     a_layout = "rows" if a.s1 == 1 else ("trans" if a.s0 == 1 else "strided")
     # Few rows: each element of B serves only `m` multiply-adds, so packing B would cost
     # as much as the product. B contiguous along n is then read where it is. (Not with a
     # symbolic m: one code for every m.)
-    if direct_b and bo.s1 == 1 and isinstance(spec.m, int) and spec.m <= DIRECT_B_MAX_M:
+    if prepacked:
+        b_layout = "packed"
+    elif direct_b and bo.s1 == 1 and isinstance(spec.m, int) and spec.m <= DIRECT_B_MAX_M:
         b_layout = "direct"
     else:
         b_layout = "rows" if bo.s1 == 1 else ("trans" if bo.s0 == 1 else "strided")
@@ -315,23 +374,34 @@ def _blocking(spec: _Spec, p: Params, threads: int, layouts: tuple[str, str],
     nc = _even_block(part_cols, p.nc, nr)
     a, bo = spec.a, spec.b
     a_layout, b_layout = layouts
+    prepacked = b_layout == "packed"
+    # Few rows of a row-major A (an RNN step's 32): its rows are read where they are;
+    # packing them cost more than it saved. Whole micro-panels only: the micro-kernel
+    # computes MR rows, and rows past A's end must not be read. (Data, not code: decided
+    # on each binding's sizes.)
+    a_direct = a_layout == "rows" and spec.m % mr == 0 and spec.m <= DIRECT_A_MAX_M
+    # Where the work loop finds B's block at depth pk, column jc: pk * b_s0 + jc * b_s1
+    # (B itself when direct; prepack_b's panels of NR columns by the whole depth).
+    b_rows, b_cols = (p.nr, spec.k) if prepacked else (bo.s0, bo.s1)
     a_size = _ceil(mc * (p.kc if a_layout == "rows" else kc), 16) * 16 + 16
     b_size = _ceil(nc * kc, 16) * 16 + 16
     per_thread = a_size + b_size
-    values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=a.s0, a_s1=a.s1, b_s0=bo.s0,
-                  b_s1=bo.s1, c_s0=spec.c.s0, c_s1=spec.c.s1, a_offset=a.offset,
-                  b_offset=bo.offset, c_offset=spec.c.offset, kc=kc, mc=mc, nc=nc,
+    values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=a.s0, a_s1=a.s1, b_s0=b_rows,
+                  b_s1=b_cols, c_s0=spec.c.s0, c_s1=spec.c.s1, a_offset=a.offset,
+                  b_offset=0 if prepacked else bo.offset, c_offset=spec.c.offset,
+                  kc=kc, mc=mc, nc=nc,
                   part_rows=part_rows, part_cols=part_cols, parts=parts,
                   col_parts=col_parts, units=spec.nbatch * parts * ksplit, a_size=a_size,
                   per_thread=per_thread, threads=threads,
                   # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
-                  a_rs=p.kc if a_layout == "rows" else 1,
+                  a_rs=a.s0 if a_direct else (p.kc if a_layout == "rows" else 1),
                   a_ps=1 if a_layout == "rows" else mr,
-                  a_panel=mr * (p.kc if a_layout == "rows" else kc),
+                  a_panel=mr * (a.s0 if a_direct else (p.kc if a_layout == "rows" else kc)),
+                  a_direct=int(a_direct),
                   # B's micro-panels: packed (NR columns by kc), or B itself
-                  b_panel=nr if b_layout == "direct" else nr * kc,
+                  b_panel={"direct": nr, "packed": nr * spec.k}.get(b_layout, nr * kc),
                   ldb=bo.s0 if b_layout == "direct" else nr,
-                  b_direct=int(b_layout == "direct"),
+                  b_direct=int(b_layout in ("direct", "packed")),
                   alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
                   accumulate=int(spec.accumulate), ksplit=ksplit, k_len=k_len,
                   partials=per_thread * threads)
@@ -353,10 +423,10 @@ class _PackedGemm:
     sizes need, and the depth never split."""
 
     def __init__(self, module: ir.Module, spec: _Spec, params: Params, threads: int,
-                 name: str, runtime: bool = False) -> None:
+                 name: str, runtime: bool = False, prepacked: bool = False) -> None:
         self.module, self.s, self.threads, self.name = module, spec, threads, name
         p = params
-        layouts = _layouts(spec, direct_b=not runtime)
+        layouts = _layouts(spec, direct_b=not runtime, prepacked=prepacked)
         a_layout, b_layout = layouts
         if runtime:  # the team as chosen, whatever the units of one binding
             self.threads, self.ksplit = threads, 1

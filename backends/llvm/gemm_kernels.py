@@ -44,7 +44,7 @@ FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offs
           "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
           "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
           "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate", "ksplit", "k_len",
-          "partials")
+          "partials", "a_direct")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ class Variant:
 
     dtype: str
     a_layout: str  # "rows" (contiguous along k), "trans" (along m), "strided"
-    b_layout: str  # "direct" (read in place), "rows" (along n), "trans" (along k), "strided"
+    # "direct" (read in place), "packed" (panels packed ahead: gemm.prepack_b), "rows"
+    # (along n), "trans" (along k), "strided"
+    b_layout: str
     cs1: bool  # output contiguous along n
     batch_dims: int
     order: str  # "rows": A micro-panels outside B's; "cols": the other way round
@@ -529,7 +531,7 @@ class GemmKernels:
     def functions(self) -> list[ir.Function]:
         """What work() calls for this variant: pack_a, pack_b (None: B read in place),
         macro."""
-        pack_b = None if self.v.b_layout == "direct" else self.pack_b()
+        pack_b = None if self.v.b_layout in ("direct", "packed") else self.pack_b()
         return [self.pack_a(), pack_b, self.macro()]
 
     def work(self) -> ir.Function:
@@ -552,6 +554,7 @@ class GemmKernels:
         apack = self._gep(b, scratch0, b.mul(t, d["per_thread"]))
         bpack = self._gep(b, apack, d["a_size"])
         direct = b.icmp_signed("!=", d["b_direct"], self._c(0))
+        a_direct = b.icmp_signed("!=", d["a_direct"], self._c(0))
         overwrite = b.icmp_signed("==", d["accumulate"], self._c(0))  # (else out += ...)
         units = d["units"]
         u0 = b.sdiv(b.mul(t, units), nt)
@@ -592,15 +595,22 @@ class GemmKernels:
                 with self._range(b, k0, k1, d["kc"]) as pk:
                     kc = self._min(b, d["kc"], b.sub(k1, pk))
                     first = b.and_(fresh, b.icmp_signed("==", pk, k0))
-                    b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
+                    # A's rows read where they are (its block at row ic, depth pk), or
+                    # packed here
+                    with b.if_then(b.not_(a_direct)):
+                        b.call(pack_a, [pa, apack, desc, ic, mb, pk, kc])
+                    ablock = b.select(a_direct, self._gep(b, pa, b.add(
+                        b.mul(ic, d["a_s0"]), b.mul(pk, d["a_s1"]))), apack)
                     with self._range(b, j0, j1, d["nc"]) as jc:
                         nb = self._min(b, d["nc"], b.sub(j1, jc))
-                        # B read in place (its block starts at row pk, column jc), or packed
-                        in_place = self._gep(b, pb, b.add(b.mul(pk, d["b_s0"]), jc))
+                        # B read where it is (its block at depth pk, column jc: B itself,
+                        # or panels packed once ahead), or packed here
+                        in_place = self._gep(b, pb, b.add(b.mul(pk, d["b_s0"]),
+                                                          b.mul(jc, d["b_s1"])))
                         with b.if_then(b.not_(direct)):
                             b.call(pack_b, [pb, bpack, desc, pk, kc, jc, nb])
                         block = b.select(direct, in_place, bpack)
-                        b.call(macro, [apack, block, self._gep(b, crow, b.mul(jc, csc)),
+                        b.call(macro, [ablock, block, self._gep(b, crow, b.mul(jc, csc)),
                                        desc, ldc, csc, mb, nb, kc, first])
         b.ret_void()
         return fn

@@ -18,16 +18,21 @@ if TYPE_CHECKING:
 PTR = ir.PointerType()
 
 
-def body_functions(writer: ModuleWriter, body: kir.Schedule) -> tuple[ModuleWriter, list]:
+def body_functions(writer: ModuleWriter, body: kir.Schedule,
+                   packed_b: dict[int, ir.GlobalVariable]) -> tuple[ModuleWriter, list]:
     """The body's kernel functions, written into the loop's module (internal: another unit
-    may define the same signature's function), one per distinct kernel."""
+    may define the same signature's function), one per distinct kernel; the GEMMs in
+    `packed_b` (by body kernel) read their B from those prepacked panels."""
     from graphc.backends.llvm.codegen import ModuleWriter
     sub = ModuleWriter(body)
     # Named under the loop's function: the JIT links every unit into one engine, where a
-    # kernel function of the same name may be another unit's (external) definition.
+    # kernel function of the same name may be another unit's (external) definition. A GEMM
+    # reading prepacked panels is a function of its own (its code names its panels).
     sub.plan = dataclasses.replace(sub.plan, functions=tuple(
-        f"{writer.function_name}.{name}" for name in sub.plan.functions))
+        f"{writer.function_name}.{name}" + (f".packed{j}" if j in packed_b else "")
+        for j, name in enumerate(sub.plan.functions)))
     sub.module = writer.module
+    sub.packed_b = packed_b
     functions = []
     for j, kernel in enumerate(body.kernels):
         fn = writer.module.globals.get(sub.plan.functions[j])
@@ -38,10 +43,25 @@ def body_functions(writer: ModuleWriter, body: kir.Schedule) -> tuple[ModuleWrit
     return sub, functions
 
 
+def prepack(writer: ModuleWriter, b: ir.IRBuilder, bases: dict,
+            k: kir.Loop) -> dict[int, ir.GlobalVariable]:
+    """Packs, before the loop, the B operand of each body GEMM whose B is loop-invariant (an
+    RNN's recurrent weights): packed once per loop instead of once per step, where it cost
+    as much as a fifth of the step's GEMM. Returns the panels by body kernel."""
+    from graphc.backends.llvm.gemm import prepack_b, prepackable
+    outer = {v.inner: v.outer for v in k.invariants}
+    packed: dict[int, ir.GlobalVariable] = {}
+    for j, kernel in enumerate(k.body.kernels):
+        if isinstance(kernel, kir.Gemm) and (bid := prepackable(kernel)) in outer:
+            packed[j] = prepack_b(writer.module, b, kernel, bases[outer[bid]],
+                                  f"{writer.function_name}.b{j}")
+    return packed
+
+
 def emit_loop(writer: ModuleWriter, b: ir.IRBuilder, fn: ir.Function, bases: dict,
               k: kir.Loop, index: int) -> None:
     body = k.body
-    sub, functions = body_functions(writer, body)
+    sub, functions = body_functions(writer, body, prepack(writer, b, bases, k))
 
     def byte(base: ir.Value, offset: ir.Value | int) -> ir.Value:
         at = ir.Constant(I64, offset) if isinstance(offset, int) else offset

@@ -46,6 +46,42 @@ def whole_buffer(low: Lowering, node: Node) -> int:
     return copy.buffer
 
 
+def permuted_buffer(low: Lowering, node: Node) -> tuple[int, tuple[int, ...]] | None:
+    """(buffer, perm) when node's value is a whole buffer read with its axes permuted (a
+    transposed weight: an RNN's W_hh^T): buffer holds transpose(node, perm) contiguously.
+    A loop then binds the buffer itself, and its body reads it transposed (no copy)."""
+    view = low.view_of(node)
+    shape = tuple(view.shape)
+    if view.offset != 0 or view.contiguous() or 1 in shape or \
+            low.buffers[view.buffer].size != int(np.prod(shape, dtype=np.int64)):
+        return None
+    perm = tuple(sorted(range(len(shape)), key=lambda a: -view.strides[a]))
+    base = tuple(shape[a] for a in perm)
+    if tuple(view.strides[a] for a in perm) != ir.contiguous_strides(base):
+        return None
+    return view.buffer, perm
+
+
+def _with_permuted_inputs(graph: Graph, perms: dict[int, tuple[int, ...]]) -> Graph:
+    """graph with each input i in perms replaced by a placeholder holding its transpose by
+    perms[i] (contiguous), read through the inverse transpose."""
+    from graphc.ops.leaves import placeholder_node
+    from graphc.ops.registry import make
+    from graphc.passes.scan_walk import substitute
+    inputs = list(graph.inputs)
+    mapping: dict[Node, Node] = {}
+    for i, perm in perms.items():
+        old = inputs[i]
+        shape = static_shape(old.shape)
+        inputs[i] = placeholder_node(tuple(shape[a] for a in perm), old.dtype, old.attrs["name"])
+        inverse = tuple(int(a) for a in np.argsort(perm))
+        mapping[old] = make("transpose", inputs[i], perm=inverse)
+    roots = substitute(graph.roots, mapping)
+    n_out = len(graph.outputs)
+    return Graph(tuple(inputs), roots[:n_out],
+                 tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:])))
+
+
 def _length(node: Node) -> int:
     num_carry, num_xs = node.attrs["num_carry"], node.attrs["num_xs"]
     length = node.inputs[num_carry].shape[0] if num_xs else node.attrs["length"]
@@ -55,10 +91,12 @@ def _length(node: Node) -> int:
     return int(length)
 
 
-def body_schedule(low: Lowering, node: Node, outputs: list[int]) -> ir.Schedule:
+def body_schedule(low: Lowering, node: Node, outputs: list[int],
+                  perms: dict[int, tuple[int, ...]] | None = None) -> ir.Schedule:
     """The body as a schedule of its own, its placeholders specialised to the shapes of
     the loop's values (a carry, a step of a sequence, an invariant), computing the body
-    results `outputs` only (per-step outputs nobody reads are left out)."""
+    results `outputs` only (per-step outputs nobody reads are left out); the inputs in
+    `perms` arrive transposed (permuted_buffer)."""
     from graphc.schedule.lower import Lowering
     from graphc.specialize import specialize_graph
     body = node.attrs["body"]
@@ -67,6 +105,8 @@ def body_schedule(low: Lowering, node: Node, outputs: list[int]) -> ir.Schedule:
               for i, x in enumerate(node.inputs)]
     graph = specialize_graph(Graph(body.inputs, tuple(body.outputs[i] for i in outputs)),
                              shapes)
+    if perms:
+        graph = _with_permuted_inputs(graph, perms)
     lowered = Lowering(graph, low.policy).run()
     return dataclasses.replace(lowered, plan=plan_memory(lowered), graph=graph)
 
@@ -88,7 +128,10 @@ def lower_scan_group(low: Lowering, node: Node) -> Value:
         return low.values[node]
     num_ys = len(node.attrs["body"].outputs) - num_carry
     used_ys = [j for j in range(num_ys) if num_carry + j in group]
-    body = body_schedule(low, node, list(range(num_carry)) + [num_carry + j for j in used_ys])
+    permuted = {num_carry + num_xs + m: found for m, v in enumerate(invariants)
+                if (found := permuted_buffer(low, v)) is not None}
+    body = body_schedule(low, node, list(range(num_carry)) + [num_carry + j for j in used_ys],
+                         {i: perm for i, (_, perm) in permuted.items()})
     inside = body.inputs
     carries = []
     for i, init in enumerate(inits):
@@ -107,7 +150,8 @@ def lower_scan_group(low: Lowering, node: Node) -> Value:
         ys = low.new_buffer(sib.dtype, static_shape(sib.shape), "temp")
         low.creator[ys] = sib
         slices_out.append(ir.LoopSlice(ys, body.outputs[num_carry + n]))
-    binds = [ir.LoopBind(whole_buffer(low, v), inside[num_carry + num_xs + m])
+    binds = [ir.LoopBind(permuted[i][0] if (i := num_carry + num_xs + m) in permuted
+                         else whole_buffer(low, v), inside[i])
              for m, v in enumerate(invariants)]
     for bid, storage in body.params.items():  # the body's parameters are the program's
         b = body.buffers[bid]
