@@ -44,7 +44,10 @@ FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offs
           "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
           "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
           "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate", "ksplit", "k_len",
-          "partials")
+          "partials") + tuple(f"b{axis}_{what}{i}" for axis in "kn" for what in ("size", "st")
+                              for i in range(4))
+# (b{k,n}_size{i}, b{k,n}_st{i}: an implicit GEMM's B, graphc/schedule/implicit.py: the
+# sub-axes its k and n are read through, unused ones of size 1; others: k and n, 1s.)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class Variant:
 
     dtype: str
     a_layout: str  # "rows" (contiguous along k), "trans" (along m), "strided"
-    b_layout: str  # "direct" (read in place), "rows" (along n), "trans" (along k), "strided"
+    b_layout: str  # "direct" (read in place), "rows" (along n), "trans" (along k), "strided",
+    # "grouped" (an implicit GEMM's B: rows and columns at offsets from its sub-axes)
     cs1: bool  # output contiguous along n
     batch_dims: int
     order: str  # "rows": A micro-panels outside B's; "cols": the other way round
@@ -335,6 +339,10 @@ class GemmKernels:
         sk, sn, nr, vl = d["b_s0"], d["b_s1"], self.nr, self.vl
         panel_size = b.mul(d["kc"], self._c(nr))
         layout = self.v.b_layout
+        if layout == "grouped":  # where each row and column of the block starts in B
+            offsets = (b.alloca(I64, size=kc), b.alloca(I64, size=nb))  # (in the entry)
+            self._sub_offsets(b, d, "k", p0, kc, offsets[0])
+            self._sub_offsets(b, d, "n", j0, nb, offsets[1])
         # one code path for every panel, a partial last one included (cols < NR columns,
         # zeros after them): less code for LLVM, the same speed
         with counted_loop(b, b.sdiv(b.add(nb, self._c(nr - 1)), self._c(nr)), "r") as r:
@@ -352,12 +360,42 @@ class GemmKernels:
                         x = self._load_masked(b, self._gep(b, s, j * vl), masks[j])
                         st = b.store(x, self._gep(b, dd, j * vl))
                         st.align = 64
+            elif layout == "grouped":
+                self._pack_b_grouped(b, src, dpanel, kc, offsets, self._mul(b, r, nr), cols)
             elif layout == "trans":
                 self._pack_b_transposed(b, spanel, dpanel, kc, sn, cols)
             else:
                 self._pack_b_edge(b, spanel, dpanel, kc, cols, sk, sn, nr)
         b.ret_void()
         return fn
+
+    def _sub_offsets(self, b, d: dict, axis: str, start, count, table) -> None:
+        """table[i] for x = start + i < start + count: the offset in B of row (axis "k")
+        or column ("n") x of an implicit GEMM, x split into its sub-axes."""
+        with counted_loop(b, count, f"{axis}off") as i:
+            x, off = b.add(start, i), self._c(0)
+            for sub in reversed(range(4)):
+                size = d[f"b{axis}_size{sub}"]
+                off = b.add(off, b.mul(b.urem(x, size), d[f"b{axis}_st{sub}"]))
+                x = b.udiv(x, size)
+            b.store(off, b.gep(table, [i], inbounds=True, source_etype=I64))
+
+    def _pack_b_grouped(self, b, src, dpanel, kc, offsets, col0, cols) -> None:
+        """A panel of an implicit GEMM's B (a convolution's columns, read from the image):
+        dpanel[p * NR + jj] = src[koff[p] + noff[col0 + jj]] for jj < cols, 0 after."""
+        koff, noff = offsets
+        nr = self.nr
+        cols = self._min(b, self._c(nr), cols)
+        with counted_loop(b, kc, "gp") as p:
+            row = self._gep(b, src, b.load(b.gep(koff, [p], inbounds=True, source_etype=I64),
+                                           typ=I64))
+            drow = self._gep(b, dpanel, self._mul(b, p, nr))
+            with counted_loop(b, cols, "gj") as jj:
+                at = b.load(b.gep(noff, [b.add(col0, jj)], inbounds=True, source_etype=I64),
+                            typ=I64)
+                b.store(b.load(self._gep(b, row, at), typ=self.et), self._gep(b, drow, jj))
+            with counted_loop(b, b.sub(self._c(nr), cols), "gz") as jz:
+                b.store(ir.Constant(self.et, 0.0), self._gep(b, drow, b.add(cols, jz)))
 
     def _pack_b_transposed(self, b, spanel, dpanel, kc, sn, cols) -> None:
         """A panel of B stored transposed (contiguous along k), `cols` of its NR columns
