@@ -17,6 +17,12 @@ SubAxes = tuple[tuple[int, int], ...]  # (size, stride) pairs, row-major
 # needs three (channels, kernel rows, kernel columns; images, output rows, output columns).
 MAX_SUB_AXES = 4
 
+# The shortest run of B's columns contiguous in memory (its n's last sub-axis, stride 1)
+# an implicit GEMM takes: its packing copies runs as vectors. Shorter runs (a stride-2
+# convolution's columns, a weight gradient's kernel taps) copy element by element, which
+# measured slower than an im2col buffer read in whole vectors.
+MIN_RUN = 8
+
 # Ops whose lowering of a View is a View (no copy); a chain of them from a materialized
 # value up to the reshape lets that reshape be read in place.
 VIEW_OPS = frozenset({"transpose", "windows", "slice", "expand_dims", "squeeze", "reshape"})
@@ -98,7 +104,8 @@ def window_chain(node: Node, values: dict) -> list[Node] | None:
 def b_operand(g: Grouped, batch: tuple[int, ...]) -> tuple[ir.Access, tuple[ir.Shape,
                                                                               ir.Shape]] | None:
     """The Access and sub-axis sizes (ir.Gemm.b_split) of a product's B read from `g`, or
-    None where it cannot be (batch axes not one stride each, too many sub-axes)."""
+    None where it cannot be or would not pay (batch axes not one stride each, too many
+    sub-axes, columns not in runs of MIN_RUN)."""
     if len(g.shape) != len(batch) + 2 or tuple(g.shape[:-2]) != tuple(batch):
         return None
     strides: list[int] = []
@@ -107,7 +114,8 @@ def b_operand(g: Grouped, batch: tuple[int, ...]) -> tuple[ir.Access, tuple[ir.S
             return None
         strides.append(group[0][1] if group else 0)
     k_axes, n_axes = g.axes[-2] or ((1, 0),), g.axes[-1] or ((1, 0),)
-    if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES:
+    if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES or n_axes[-1][1] != 1 \
+            or n_axes[-1][0] < MIN_RUN:
         return None
     strides += [s for _, s in k_axes] + [s for _, s in n_axes]
     split = (tuple(d for d, _ in k_axes), tuple(d for d, _ in n_axes))

@@ -528,31 +528,51 @@ class Lowering:
     def implicit_columns(self, node: Node) -> Grouped | None:
         """A convolution's columns (a reshape of windows) that only matrix products read
         as B: read where the image lies (ir.Gemm.b_split). A lazy image (padded, or an
-        activation fused into it) is stored once first: the size of the image, not of its
-        columns."""
+        activation fused into it) is stored once first, at the image's size rather than
+        its columns', where the columns then read as an implicit B (b_operand)."""
         x = node.inputs[0]
         if 0 in _dims(node) or 0 in _dims(x) or node.op != "reshape" or not reads_as_b(
                 node, self.users, self.output_nodes):
             return None
-        v = self.values[x]
-        if not isinstance(v, View):
-            chain = window_chain(node, self.values)
-            if chain is None:
-                return None
-            saved, start = {n: self.values[n] for n in chain}, len(self.kernels)
-            self.view_of(chain[0])
-            stored = len(self.kernels)
-            for n in chain[1:]:  # the views again, now of a buffer
-                self.values[n] = self.lower(n)
-            v = self.values[x]
-            if len(self.kernels) != stored or not isinstance(v, View):
-                del self.kernels[start:]  # (not a view after all: as before)
-                self.values.update(saved)
-                return None
-        axes = group_axes(v.shape, v.strides, _dims(node))
-        if axes is None:
+        if isinstance(self.values[x], View):
+            return self._grouped(node)
+        chain = window_chain(node, self.values)
+        if chain is None:
             return None
-        return Grouped(v.buffer, _dims(node), axes, v.offset, v.dtype)
+        saved = {n: self.values[n] for n in chain}
+        base = chain[0]
+        # first as if the image were stored (a buffer id no kernel uses): would it pay?
+        dims = _dims(base)
+        self.values[base] = View(-1, dims, ir.contiguous_strides(dims), 0, base.dtype)
+        trial = self._relowered(node, chain)
+        self.values.update(saved)
+        if trial is None or not _pays(trial):
+            return None
+        self.view_of(base)
+        grouped = self._relowered(node, chain)
+        if grouped is None:  # (cannot happen: the same views of another buffer)
+            self.values.update({n: v for n, v in saved.items() if n is not base})
+        return grouped
+
+    def _relowered(self, node: Node, chain: list[Node]) -> Grouped | None:
+        """The views of chain[1:] lowered again from chain[0]'s value, and node's columns
+        grouped from them; None (and nothing changed) where that takes a copy."""
+        saved, start = {n: self.values[n] for n in chain[1:]}, len(self.kernels)
+        for n in chain[1:]:
+            self.values[n] = self.lower(n)
+        grouped = self._grouped(node) if len(self.kernels) == start else None
+        if grouped is None:
+            del self.kernels[start:]
+            self.values.update(saved)
+        return grouped
+
+    def _grouped(self, node: Node) -> Grouped | None:
+        v = self.values[node.inputs[0]]
+        if not isinstance(v, View):
+            return None
+        axes = group_axes(v.shape, v.strides, _dims(node))
+        return None if axes is None else Grouped(v.buffer, _dims(node), axes, v.offset,
+                                                  v.dtype)
 
     # reductions: the elementwise ops feeding them fuse into the body
     def _reduce(self, node: Node | _Keep, op: str, axes: tuple[int, ...], source: Value,
@@ -618,6 +638,10 @@ class Lowering:
         gb, implicit = self.values[b], None
         if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
             implicit = b_operand(gb, batch)
+        if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
+            # the columns stored as the forward product would read them; B a view of them
+            self.view_of(b.inputs[0])
+            self.values[b] = self.lower(b)
         va = self.view_of(a)
         if implicit is not None:
             acc_b, split = implicit
@@ -871,6 +895,13 @@ class Lowering:
             region = [(begin if a == axis else 0, 1) for a in range(node.ndim)]
             value = self._placed(x, region, _dims(node), value)
         return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
+
+
+def _pays(g: Grouped) -> bool:
+    """Whether some product reads columns `g` as an implicit B (directly or transposed)."""
+    nd = len(g.shape)
+    swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
+    return any(b_operand(c, c.shape[:-2]) is not None for c in (g, g.permuted(swap)))
 
 
 def _known(shape: tuple[Dim, ...]) -> tuple[int, ...]:
