@@ -558,11 +558,15 @@ class Lowering:
         """The views of chain[1:] lowered again from chain[0]'s value, and node's columns
         grouped from them; None (and nothing changed) where that takes a copy."""
         saved, start = {n: self.values[n] for n in chain[1:]}, len(self.kernels)
+        buffers = len(self.buffers)
         for n in chain[1:]:
             self.values[n] = self.lower(n)
         grouped = self._grouped(node) if len(self.kernels) == start else None
-        if grouped is None:
+        if grouped is None:  # (ids count up: the new buffers are the last ones)
             del self.kernels[start:]
+            for bid in range(buffers, len(self.buffers)):
+                del self.buffers[bid]
+                self.creator.pop(bid, None)
             self.values.update(saved)
         return grouped
 
