@@ -11,18 +11,19 @@ import graphc as gc
 from conv_reference import conv_ref
 from graphc.backends.llvm import LLVM_POLICY
 from graphc.backends.numpy.kernels import KernelExecutable
+from graphc.passes.conv_grad import MAX_GROWTH
 from graphc.schedule import SchedulePolicy, schedule_graph
 
 RNG = np.random.default_rng(20)
 
 CASES = [  # (x shape, w shape, stride, padding, groups, dilation): widths >= 8 (MIN_RUN)
-    ((2, 3, 10, 9), (4, 3, 3, 3), 1, 1, 1, 1),
-    ((2, 4, 9, 12), (6, 2, 3, 3), 1, 1, 2, 1),  # groups
-    ((1, 3, 11, 10), (2, 3, 5, 5), 1, 2, 1, 1),  # 5x5, padding 2
+    ((2, 3, 16, 14), (4, 3, 3, 3), 1, 1, 1, 1),
+    ((2, 4, 16, 18), (6, 2, 3, 3), 1, 1, 2, 1),  # groups
+    ((1, 3, 11, 10), (2, 3, 5, 5), 1, 2, 1, 1),  # 5x5 on 11x10: the data gradient keeps col2im
     ((2, 2, 9, 11), (3, 2, 2, 2), 1, 0, 1, 1),  # even kernel, no padding
     ((2, 2, 13, 12), (3, 2, 3, 3), 1, 1, 1, 2),  # dilated taps
     ((2, 3, 17, 18), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2: keeps the im2col buffer
-    ((3, 6, 9, 8), (6, 1, 3, 3), 1, 1, 6, 1),  # depthwise
+    ((3, 6, 16, 12), (6, 1, 3, 3), 1, 1, 6, 1),  # depthwise
 ]
 IDS = [f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}-d{c[5]}" for c in CASES]
 
@@ -49,8 +50,13 @@ def test_values_and_gradients_match_the_unoptimized_reference(xs, ws, stride, pa
     got = f(xv, wv)
     schedule = schedule_graph(f.graph, [xs, ws], policy=LLVM_POLICY)
     implicit = [k for k in schedule.kernels if k.kind == "gemm" and k.b_split]
-    # the forward product and (undilated) the data gradient's, as a convolution
-    assert len(implicit) == (0 if stride > 1 else 1 if dilation > 1 else 2)
+    # the forward product's and (undilated, where the padded maps are not much larger)
+    # the data gradient's, as a convolution
+    oh, ow = (xs[2] + 2 * padding - ws[2] + 1, xs[3] + 2 * padding - ws[3] + 1)
+    padded = (oh + ws[2] - 1) * (ow + ws[3] - 1)
+    as_conv = stride == dilation == 1 and padded <= MAX_GROWTH * oh * ow
+    assert len(implicit) == (0 if stride > 1 else 1 + as_conv)
+    assert ("windows_grad" in {n.op for n in f.graph.nodes()}) == (not as_conv)
     kernels = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True))
     for name, results in (("llvm", got), ("numpy kernels", kernels.run([xv, wv]))):
         for what, r, g in zip(("y", "dx", "dw"), want, results):
@@ -80,14 +86,14 @@ def _gemms(xs, ws, stride=1, padding=1):
 
 
 def test_a_stride_1_step_reads_its_columns_in_place_and_has_no_col2im():
-    ops, gemms = _gemms((4, 8, 12, 12), (8, 8, 3, 3))
+    ops, gemms = _gemms((4, 8, 16, 16), (8, 8, 3, 3))
     assert "windows_grad" not in ops  # the data gradient is a convolution
     implicit = [k for k in gemms if k.b_split is not None]
     # the forward product and the data gradient's; the weight gradient reads columns
     # stored once (runs of 3 taps are too short to read in place)
     assert len(implicit) == 2 and len(gemms) == 3
-    assert implicit[0].b_split == ((8, 3, 3), (4, 12, 12))
-    assert implicit[1].b_split == ((8, 3, 3), (4, 14, 14))  # over the padded input
+    assert implicit[0].b_split == ((8, 3, 3), (4, 16, 16))
+    assert implicit[1].b_split == ((8, 3, 3), (4, 18, 18))  # over the padded input
 
 
 def test_short_rows_and_strides_keep_the_im2col_buffer():
