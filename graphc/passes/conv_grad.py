@@ -5,7 +5,7 @@ block) is then never written, added back window by window, or read again; the ne
 convolution's columns read as an implicit GEMM (graphc/schedule/implicit.py)."""
 from __future__ import annotations
 
-from graphc.node import Node
+from graphc.node import Node, building_for
 from graphc.ops.registry import make
 from graphc.passes.patterns import Op, Var
 from graphc.passes.rewrite import Rule, rule
@@ -55,6 +55,14 @@ def _conv_data_grad(b, node):
     cg, hp, wp = c // groups, oh + kh - 1, ow + kw - 1
     if (hp, wp) != tuple(ref.shape[2:]) or hp * wp > MAX_GROWTH * oh * ow:
         return None
+    # (gradient nodes still: they keep the provenance of the col2im they replace)
+    with building_for(node.origin or "vjp of windows"):
+        return _transposed_conv(node, a, d, (groups, cg, og, oh, ow, kh, kw, hp, wp))
+
+
+def _transposed_conv(node: Node, a: Node, d: Node, sizes: tuple[int, ...]) -> Node | None:
+    groups, cg, og, oh, ow, kh, kw, hp, wp = sizes
+    c = groups * cg
     # dY as images, padded so that every window touching the input is whole
     dy = make("reshape", d, shape=(groups, og, -1, oh, ow))
     dy = make("reshape", make("transpose", dy, perm=(2, 0, 1, 3, 4)),
