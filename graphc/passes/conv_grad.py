@@ -47,7 +47,7 @@ def _conv_data_grad(b, node):
     if found is None:
         return None
     a, d = found
-    n_, c, oh, ow, kh, kw = g.shape
+    _, c, oh, ow, kh, kw = g.shape
     groups, og = a.shape[0], a.shape[2]
     if not all(isinstance(v, int) for v in (c, oh, ow, kh, kw, groups, og)) \
             or c % groups or a.shape[1] != (c // groups) * kh * kw:
