@@ -24,6 +24,7 @@ CASES = [  # (x shape, w shape, stride, padding, groups, dilation): widths >= 8 
     ((2, 2, 13, 12), (3, 2, 3, 3), 1, 1, 1, 2),  # dilated taps
     ((2, 3, 17, 18), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2: keeps the im2col buffer
     ((3, 6, 16, 12), (6, 1, 3, 3), 1, 1, 6, 1),  # depthwise
+    ((4, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1, 1),  # large enough for a thread team
 ]
 IDS = [f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}-d{c[5]}" for c in CASES]
 
