@@ -3,8 +3,11 @@ called on its own through the runtime, in program order, timed per call and summ
 class (convolution GEMMs by direction, im2col copies, col2im, BatchNorm reductions, ...).
 The kernels are the ones the step runs, on its own arena and parameters; the step's sum of
 kernel times is printed beside the step's own median, so the Python timing overhead shows.
+--clock cpu times each kernel by the calling thread's CPU time (with --threads alone only:
+a team's other threads are not counted): steadier than wall time on a machine that other
+processes keep busy, which stretches wall times several-fold at random.
 Run: python benchmarks/kernel_breakdown.py [--model W6|W5] [--repeat 30] [--top 25]
-     [--threads adaptive|team|alone]"""
+     [--threads adaptive|team|alone] [--clock wall|cpu]"""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +56,8 @@ def kernel_class(kernel, schedule) -> str:
     """A short name for what a kernel does, by its kind and what the scheduler fused in."""
     kind = kernel.kind
     if kind == "gemm":
+        if getattr(kernel, "b_split", None) is not None:  # (a forward conv or data gradient)
+            return "gemm conv implicit"
         return "gemm " + gemm_role(kernel, schedule)
     fused = tuple(getattr(kernel, "fused", ()))
     if kind == "elementwise" and fused == ("pad",) or fused == ("copy",):
@@ -81,7 +86,7 @@ def gemm_role(kernel, schedule) -> str:
     return "conv forward" if kernel.a.strides[-1] == 1 else "conv data grad"
 
 
-def breakdown(f, args, repeat: int, threads: str) -> None:
+def breakdown(f, args, repeat: int, threads: str, clock: str = "wall") -> None:
     f(*args)
     compiled = f._exe.last
     schedule = compiled.schedule
@@ -111,19 +116,21 @@ def breakdown(f, args, repeat: int, threads: str) -> None:
             f(*args)
         compiled.chooser.before_call()
     step_ms = median_ms(lambda: [fn(addr) for fn, _, addr in calls], repeat)
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     times = np.zeros((repeat, len(calls)))
     for r in range(repeat):
         for i, (fn, _, addr) in enumerate(calls):
-            t0 = time.perf_counter()
+            t0 = now()
             fn(addr)
-            times[r, i] = time.perf_counter() - t0
+            times[r, i] = now() - t0
     per_kernel = np.median(times, axis=0) * 1e3
     total = float(per_kernel.sum())
     classes: dict[str, list[float]] = defaultdict(list)
     for k, ms in zip(schedule.kernels, per_kernel):
         classes[kernel_class(k, schedule)].append(float(ms))
     print(f"{len(calls)} kernels; kernels replayed as one step: {step_ms:.2f} ms (median of "
-          f"{repeat}); sum of per-kernel medians {total:.2f} ms; threads: {threads}")
+          f"{repeat}); sum of per-kernel medians {total:.2f} ms; threads: {threads}; "
+          f"clock: {clock}")
     print(f"  {'class':<26}{'kernels':>8}{'ms':>9}{'share':>8}")
     for name, ms in sorted(classes.items(), key=lambda kv: -sum(kv[1])):
         print(f"  {name:<26}{len(ms):>8}{sum(ms):>9.2f}{sum(ms) / total:>8.1%}")
@@ -137,9 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--top", type=int, default=20, help="slowest kernels to list")
     parser.add_argument("--threads", default="adaptive", choices=("adaptive", "team", "alone"))
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"))
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != "alone":
+        parser.error("--clock cpu needs --threads alone (a team's threads are not timed)")
     f, data = build(args.model)
-    per_kernel, schedule = breakdown(f, data, args.repeat, args.threads)
+    per_kernel, schedule = breakdown(f, data, args.repeat, args.threads, args.clock)
     print(f"slowest {args.top} kernels:")
     for i in np.argsort(-per_kernel)[:args.top]:
         k = schedule.kernels[i]

@@ -1087,7 +1087,8 @@ CHECKS: dict[str, Callable] = {
     "backends": check_backends,
     "backends-big": lambda data: check_backends(data, ("llvm",), big=True),
     # convolutions and pools with their gradients, at sizes that reach llvm's conv paths
-    # (threaded im2col and col2im, 1x1 products, dot-product weight gradients)
+    # (threaded im2col and col2im, 1x1 products, dot-product weight gradients, implicit
+    # GEMMs from rows of 8+ and stride-1 data gradients as convolutions)
     "conv-llvm": lambda data: check_backends(data, ("llvm",), big=True, grads=True,
                                              pool_root=True),
     "optimize-numpy": lambda data: check_optimize(data, "numpy"),

@@ -76,6 +76,9 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
                                                                          list[Launch]]:
     from graphc.backends.cuda.kernels import _head
     from graphc.backends.cuda.source import kernel_name
+    if k.b_split is not None:  # (CUDA_POLICY never asks for one: see schedule/implicit.py)
+        raise NotImplementedError("cuda: an implicit GEMM (a B read through sub-axes); "
+                                  "schedule with implicit_gemm=False")
     batch = size(k.batch)
     if batch == 0 or k.m == 0 or k.n == 0:
         return [], []

@@ -105,7 +105,8 @@ def packed(k: kir.Gemm) -> bool:
 def symbolic(k: kir.Gemm) -> bool:
     """Whether a GEMM's sizes or strides hold symbols (its blocking is then data the
     runtime computes for each binding: RuntimeGemm)."""
-    return any(isinstance(v, Size) for v in (k.m, k.n, k.k) + tuple(k.batch)
+    split = () if k.b_split is None else tuple(k.b_split[0]) + tuple(k.b_split[1])
+    return any(isinstance(v, Size) for v in (k.m, k.n, k.k) + tuple(k.batch) + split
                + tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
                + (k.a.offset, k.b.offset, k.out.offset))
 
@@ -234,7 +235,7 @@ def _emit_loops(writer, b: ir.IRBuilder, bases: dict, k: kir.Gemm) -> None:
                         b.mul(a_ip, constant(k.dtype, int(k.alpha)))
                 with counted_loop(b, k.n, "j") as j:
                     acc = writer.load(b, bases, k.out, bx + [i, j])
-                    c_pj = writer.load(b, bases, k.b, bx + [p, j])
+                    c_pj = writer.load(b, bases, k.b, bx + _b_index(b, k, p, j))
                     if is_float:
                         prod = b.fmul(a_ip, c_pj)
                         prod.flags.append("contract")
@@ -243,6 +244,20 @@ def _emit_loops(writer, b: ir.IRBuilder, bases: dict, k: kir.Gemm) -> None:
                     else:
                         total = b.add(acc, b.mul(a_ip, c_pj))
                     writer.store(b, bases, k.out, bx + [i, j], total)
+
+
+def _b_index(b: ir.IRBuilder, k: kir.Gemm, p: ir.Value, j: ir.Value) -> list[ir.Value]:
+    """B's indices for (p, j): an implicit GEMM's p and j split into their sub-axes."""
+    if k.b_split is None:
+        return [p, j]
+    index: list[ir.Value] = []
+    for x, sub_sizes in zip((p, j), k.b_split):
+        parts = []
+        for size in reversed(sub_sizes):
+            parts.append(b.urem(x, ir.Constant(I64, size)))
+            x = b.udiv(x, ir.Constant(I64, size))
+        index += parts[::-1]
+    return index
 
 
 # ---- the packed path --------------------------------------------------------------------
@@ -271,6 +286,8 @@ class _Spec:
     c: _Operand  # (m, n)
     alpha: float = 1.0  # c = alpha * a @ b ...
     accumulate: bool = False  # ... + c
+    # an implicit GEMM's B (kir.Gemm.b_split): (size, stride) of k's and of n's sub-axes
+    b_sub: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] | None = None
 
     @staticmethod
     def of(g: kir.Gemm) -> "_Spec":
@@ -280,10 +297,20 @@ class _Spec:
             s = tuple(acc.strides)
             return _Operand(acc.buffer, s[:nb], s[nb], s[nb + 1], acc.offset)
 
-        a, b, c = operand(g.a), operand(g.b), operand(g.out)
+        a, c = operand(g.a), operand(g.out)
+        sub = None
+        if g.b_split is None:
+            b = operand(g.b)
+        else:  # (no single strides: the sub-axes' go to the descriptor)
+            b = _Operand(g.b.buffer, tuple(g.b.strides[:nb]), 0, 0, g.b.offset)
+            ks, ns = g.b_split
+            strides = g.b.strides[nb:]
+            sub = (tuple(zip(ks, strides[:len(ks)])), tuple(zip(ns, strides[len(ks):])))
         spec = _Spec(np.dtype(g.dtype).name, tuple(g.batch), g.m, g.n, g.k, a, b, c,
-                     float(g.alpha), bool(g.accumulate))
+                     float(g.alpha), bool(g.accumulate), sub)
         if c.s1 != 1 and c.s0 == 1:
+            if sub is not None:  # (the scheduler makes an implicit GEMM's output row-major)
+                raise NotImplementedError("llvm: an implicit GEMM with a column-major output")
             spec = replace(spec, m=g.n, n=g.m, a=replace(b, s0=b.s1, s1=b.s0),
                            b=replace(a, s0=a.s1, s1=a.s0), c=replace(c, s0=c.s1, s1=c.s0))
         return spec
@@ -303,8 +330,27 @@ class _Spec:
         def op(o: _Operand) -> _Operand:
             return _Operand(o.buffer, tuple(ev(d) for d in o.batch), ev(o.s0), ev(o.s1),
                             ev(o.offset))
+        sub = None
+        if self.b_sub is not None:
+            ks, ns = (tuple((ev(size), ev(stride)) for size, stride in axes)
+                      for axes in self.b_sub)
+            sub = (ks, ns)
         return replace(self, batch=tuple(ev(d) for d in self.batch), m=ev(self.m),
-                       n=ev(self.n), k=ev(self.k), a=op(self.a), b=op(self.b), c=op(self.c))
+                       n=ev(self.n), k=ev(self.k), a=op(self.a), b=op(self.b), c=op(self.c),
+                       b_sub=sub)
+
+
+def _sub_fields(spec: _Spec) -> dict[str, int]:
+    """The descriptor's sub-axes of B's k and n (gemm_kernels.FIELDS): an implicit
+    GEMM's, padded with size-1 axes; any other GEMM's k and n as one axis each."""
+    sub = spec.b_sub or (((spec.k, 0),), ((spec.n, 0),))
+    values = {}
+    for axis, axes in zip("kn", sub):
+        padded = ((1, 0),) * (4 - len(axes)) + tuple(axes)
+        for i, (size, stride) in enumerate(padded):
+            values[f"b{axis}_size{i}"] = max(size, 1)
+            values[f"b{axis}_st{i}"] = stride
+    return values
 
 
 def _ceil(a: int, b: int) -> int:
@@ -327,6 +373,8 @@ def _layouts(spec: _Spec, direct_b: bool = True, prepacked: bool = False) -> tup
     # symbolic m: one code for every m.)
     if prepacked:
         b_layout = "packed"
+    elif spec.b_sub is not None:
+        b_layout = "grouped"
     elif direct_b and bo.s1 == 1 and isinstance(spec.m, int) and spec.m <= DIRECT_B_MAX_M:
         b_layout = "direct"
     else:
@@ -405,6 +453,7 @@ def _blocking(spec: _Spec, p: Params, threads: int, layouts: tuple[str, str],
                   alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
                   accumulate=int(spec.accumulate), ksplit=ksplit, k_len=k_len,
                   partials=per_thread * threads)
+    values.update(_sub_fields(spec))
     desc = [values[f] for f in FIELDS]
     for axis, size in enumerate(spec.batch):
         desc += [size, a.batch[axis], bo.batch[axis], spec.c.batch[axis]]

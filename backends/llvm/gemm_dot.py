@@ -33,7 +33,8 @@ MAX_OUTPUTS = 1 << 16
 def suitable(spec) -> bool:
     """Whether a canonical GEMM (gemm._Spec) takes this path: one batch item, A's rows and
     B's columns contiguous along the depth, and a depth that dwarfs the output."""
-    return (spec.nbatch == 1 and spec.a.s1 == 1 and spec.b.s0 == 1 and spec.k >= MIN_DEPTH
+    return (spec.b_sub is None and spec.nbatch == 1 and spec.a.s1 == 1 and spec.b.s0 == 1
+            and spec.k >= MIN_DEPTH
             and spec.k >= DEPTH_RATIO * max(spec.m, spec.n)
             and spec.m * spec.n <= MAX_OUTPUTS)
 

@@ -44,7 +44,10 @@ FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offs
           "b_offset", "c_offset", "kc", "mc", "nc", "part_rows", "part_cols", "parts",
           "col_parts", "units", "a_size", "per_thread", "threads", "a_rs", "a_ps", "a_panel",
           "b_panel", "ldb", "b_direct", "alpha_bits", "accumulate", "ksplit", "k_len",
-          "partials", "a_direct")
+          "partials", "a_direct") + tuple(f"b{axis}_{what}{i}" for axis in "kn"
+                                          for what in ("size", "st") for i in range(4))
+# (b{k,n}_size{i}, b{k,n}_st{i}: an implicit GEMM's B, graphc/schedule/implicit.py: the
+# sub-axes its k and n are read through, unused ones of size 1; others: k and n, 1s.)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class Variant:
     dtype: str
     a_layout: str  # "rows" (contiguous along k), "trans" (along m), "strided"
     # "direct" (read in place), "packed" (panels packed ahead: gemm.prepack_b), "rows"
-    # (along n), "trans" (along k), "strided"
+    # (along n), "trans" (along k), "strided", "grouped" (an implicit GEMM's B: rows and
+    # columns at offsets from its sub-axes)
     b_layout: str
     cs1: bool  # output contiguous along n
     batch_dims: int
@@ -337,6 +341,13 @@ class GemmKernels:
         sk, sn, nr, vl = d["b_s0"], d["b_s1"], self.nr, self.vl
         panel_size = b.mul(d["kc"], self._c(nr))
         layout = self.v.b_layout
+        if layout == "grouped":  # where each row and column of the block starts in B
+            # (in the entry; a whole last panel's room: its offsets are read as vectors)
+            offsets = (b.alloca(I64, size=kc), b.alloca(I64, size=b.add(nb, self._c(nr))),
+                       b.alloca(I64, size=3 * nr))  # (chunks: see _pack_b_grouped)
+            slots = b.alloca(I64, size=5)
+            self._sub_offsets(b, d, "k", p0, kc, offsets[0], slots)
+            self._sub_offsets(b, d, "n", j0, nb, offsets[1], slots)
         # one code path for every panel, a partial last one included (cols < NR columns,
         # zeros after them): less code for LLVM, the same speed
         with counted_loop(b, b.sdiv(b.add(nb, self._c(nr - 1)), self._c(nr)), "r") as r:
@@ -354,12 +365,108 @@ class GemmKernels:
                         x = self._load_masked(b, self._gep(b, s, j * vl), masks[j])
                         st = b.store(x, self._gep(b, dd, j * vl))
                         st.align = 64
+            elif layout == "grouped":
+                self._pack_b_grouped(b, src, dpanel, kc, offsets, self._mul(b, r, nr), cols)
             elif layout == "trans":
                 self._pack_b_transposed(b, spanel, dpanel, kc, sn, cols)
             else:
                 self._pack_b_edge(b, spanel, dpanel, kc, cols, sk, sn, nr)
         b.ret_void()
         return fn
+
+    def _sub_offsets(self, b, d: dict, axis: str, start, count, table, slots) -> None:
+        """table[i] for x = start + i < start + count: the offset in B of row (axis "k")
+        or column ("n") x of an implicit GEMM. x is split into its sub-axes once; then the
+        sub-indices count up like an odometer (selects, no division per entry)."""
+        sizes = [d[f"b{axis}_size{sub}"] for sub in range(4)]
+        strides = [d[f"b{axis}_st{sub}"] for sub in range(4)]
+        x, index = start, [self._c(0)] * 4
+        for sub in reversed(range(4)):
+            index[sub] = b.urem(x, sizes[sub])
+            x = b.udiv(x, sizes[sub])
+        # slots: the four sub-indices and the offset (an entry alloca: kept in registers)
+        off = self._c(0)
+        for sub in range(4):
+            off = b.add(off, b.mul(index[sub], strides[sub]))
+            b.store(index[sub], b.gep(slots, [self._c(sub)], source_etype=I64))
+        b.store(off, b.gep(slots, [self._c(4)], source_etype=I64))
+        with counted_loop(b, count, f"{axis}off") as i:
+            off = b.load(b.gep(slots, [self._c(4)], source_etype=I64), typ=I64)
+            b.store(off, b.gep(table, [i], inbounds=True, source_etype=I64))
+            carry = ir.Constant(I1, 1)
+            for sub in reversed(range(4)):
+                where = b.gep(slots, [self._c(sub)], source_etype=I64)
+                bumped = b.add(b.load(where, typ=I64), b.zext(carry, I64))
+                wrap = b.icmp_unsigned("==", bumped, sizes[sub])
+                b.store(b.select(wrap, self._c(0), bumped), where)
+                step = b.select(wrap, b.mul(b.sub(self._c(1), sizes[sub]), strides[sub]),
+                                strides[sub])
+                off = b.add(off, b.select(carry, step, self._c(0)))
+                carry = b.and_(carry, wrap)
+            b.store(off, b.gep(slots, [self._c(4)], source_etype=I64))
+
+    def _pack_b_grouped(self, b, src, dpanel, kc, offsets, col0, cols) -> None:
+        """A panel of an implicit GEMM's B (a convolution's columns, read from the image):
+        dpanel[p * NR + jj] = src[koff[p] + noff[col0 + jj]] for jj < cols, 0 after. The
+        panel's columns fall into chunks contiguous in B (a run along an image row, at
+        most vl long), the same for every row p: found once, then each row is a masked
+        vector load and store per chunk (a gather is microcoded on AMD cores)."""
+        koff, noff, chunks = offsets
+        vl, nr = self.vl, self.nr
+        cols = self._min(b, self._c(nr), cols)
+        # chunks[3c], [3c+1], [3c+2]: column in the panel, offset in B, length
+        count_slot = b.alloca(I64)
+        b.store(self._c(0), count_slot)
+        ptr = lambda i: b.gep(chunks, [i], inbounds=True, source_etype=I64)  # noqa: E731
+        col_off = lambda jj: b.load(b.gep(noff, [b.add(col0, jj)], inbounds=True,  # noqa: E731
+                                          source_etype=I64), typ=I64)
+        with counted_loop(b, cols, "cj") as jj:
+            c = b.load(count_slot, typ=I64)
+            last = b.sub(c, self._c(1))
+            at = col_off(jj)
+            extends = b.icmp_signed(">", c, self._c(0))
+            with b.if_then(extends):
+                length = b.load(ptr(b.add(b.mul(last, self._c(3)), self._c(2))), typ=I64)
+                begin = b.load(ptr(b.add(b.mul(last, self._c(3)), self._c(1))), typ=I64)
+                fits = b.and_(b.icmp_signed("<", length, self._c(vl)),
+                              b.icmp_signed("==", b.add(begin, length), at))
+                with b.if_then(fits):
+                    b.store(b.add(length, self._c(1)),
+                            ptr(b.add(b.mul(last, self._c(3)), self._c(2))))
+                    b.store(self._c(-1), count_slot)  # (marks: extended)
+            mark = b.load(count_slot, typ=I64)
+            with b.if_else(b.icmp_signed("<", mark, self._c(0))) as (was, new):
+                with was:
+                    b.store(c, count_slot)
+                with new:
+                    base = b.mul(c, self._c(3))
+                    b.store(jj, ptr(base))
+                    b.store(at, ptr(b.add(base, self._c(1))))
+                    b.store(self._c(1), ptr(b.add(base, self._c(2))))
+                    b.store(b.add(c, self._c(1)), count_slot)
+        count = b.load(count_slot, typ=I64)
+        partial = b.icmp_signed("<", cols, self._c(nr))
+        with counted_loop(b, kc, "gp") as p:
+            at = b.load(b.gep(koff, [p], inbounds=True, source_etype=I64), typ=I64)
+            row = self._gep(b, src, at)
+            drow = self._gep(b, dpanel, self._mul(b, p, nr))
+            with b.if_then(partial):
+                for j in range(self.nv):
+                    st = b.store(ir.Constant(self.vt, None), self._gep(b, drow, j * vl))
+                    st.align = 64
+            with counted_loop(b, count, "gc") as c:
+                base = b.mul(c, self._c(3))
+                mask = self._lane_mask(b, b.load(ptr(b.add(base, self._c(2))), typ=I64))
+                x = self._load_masked(b, self._gep(b, row, b.load(
+                    ptr(b.add(base, self._c(1))), typ=I64)), mask)
+                self._store_masked(b, x, self._gep(b, drow, b.load(ptr(base), typ=I64)), mask)
+
+    def _gather(self) -> ir.Function:
+        t = self.vt
+        name = f"llvm.masked.gather.v{t.count}{'f32' if self.et == F32 else 'f64'}.v{t.count}p0"
+        ftype = ir.FunctionType(t, [ir.VectorType(PTR, t.count), I32,
+                                    ir.VectorType(I1, t.count), t])
+        return self._existing(name) or ir.Function(self.module, ftype, name)
 
     def _pack_b_transposed(self, b, spanel, dpanel, kc, sn, cols) -> None:
         """A panel of B stored transposed (contiguous along k), `cols` of its NR columns

@@ -115,7 +115,8 @@ class KernelRunner:
             self._reduce(k)
         elif isinstance(k, ir.Gemm):
             a = self._strided(k.a, k.batch + (k.m, k.k))
-            b = self._strided(k.b, k.batch + (k.k, k.n))
+            # (an implicit GEMM's B: its sub-axes read, then merged into k and n)
+            b = self._strided(k.b, k.b_shape).reshape(k.batch + (k.k, k.n))
             out = self._strided(k.out, k.batch + (k.m, k.n))
             product = np.matmul(a, b)
             if k.alpha != 1:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from graphc.graph import Graph
-from graphc.passes import broadcasts, canonicalize, specialize, stabilize
+from graphc.passes import broadcasts, canonicalize, conv_grad, specialize, stabilize
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
@@ -30,7 +30,8 @@ def _drop_stop_gradient(b, node):
 _CANONICAL_RULES = canonicalize.RULES + broadcasts.RULES
 CANONICAL = RuleSet(_CANONICAL_RULES)
 STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES)
-SPECIALIZE = RuleSet(specialize.RULES + _CANONICAL_RULES + [_drop_stop_gradient])
+SPECIALIZE = RuleSet(specialize.RULES + conv_grad.RULES + _CANONICAL_RULES
+                     + [_drop_stop_gradient])
 
 
 def _rules(rules: RuleSet) -> Pass:

@@ -345,18 +345,31 @@ class Gemm(KernelFacts):
     dtype: np.dtype
     alpha: float = 1.0
     accumulate: bool = False
+    # An implicit GEMM (a convolution's columns read from the image, no im2col buffer): B's
+    # k and n axes are each several strided axes, row-major (their sizes here, multiplying
+    # to k and to n), and b's strides run over (batch..., k's axes..., n's axes...).
+    b_split: tuple[Shape, Shape] | None = None
 
     kind: ClassVar[str] = "gemm"
+
+    @property
+    def b_shape(self) -> Shape:
+        """The iteration space b's strides run over."""
+        if self.b_split is None:
+            return self.batch + (self.k, self.n)
+        return self.batch + self.b_split[0] + self.b_split[1]
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         out_shape = self.batch + (self.m, self.n)
         acc = [("a", self.a, self.batch + (self.m, self.k)),
-               ("b", self.b, self.batch + (self.k, self.n)), ("out", self.out, out_shape)]
+               ("b", self.b, self.b_shape), ("out", self.out, out_shape)]
         return acc + ([("in", self.out, out_shape)] if self.accumulate else [])
 
     def header(self) -> str:
         extra = (f" alpha={self.alpha:g}" if self.alpha != 1 else "") + (
-            " out+=" if self.accumulate else "")
+            " out+=" if self.accumulate else "") + (
+            f" b=implicit{list(self.b_split[0])}x{list(self.b_split[1])}"
+            if self.b_split is not None else "")
         return (f"gemm batch={_space(self.batch)} m={self.m} n={self.n} k={self.k} "
                 f"{short_name(self.dtype)}{extra}")
 

@@ -26,6 +26,7 @@ from graphc.schedule.dead_stores import drop_dead_stores
 from graphc.schedule.merge import merge_elementwise
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
+from graphc.schedule.implicit import Grouped, b_operand, group_axes, reads_as_b, window_chain
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides, split_map)
@@ -60,7 +61,7 @@ class Lazy:
 
 
 
-Value = Union[View, Lazy]
+Value = Union[View, Lazy, Grouped]  # Grouped: only matmul's B (graphc/schedule/implicit.py)
 
 
 def _dims(node: Node | _Keep) -> tuple[int, ...]:
@@ -102,6 +103,7 @@ class Lowering:
         self.param_buffers: dict[object, int] = {}
         self.creator: dict[int, Node | _Keep] = {}
         self.made: dict[int, frozenset] = {}  # id of a kernel -> the graph nodes it computes
+        self.output_nodes = set(graph.outputs) | {new for _, new in graph.updates}
         # scan nodes by their sibling group (one loop each), made on the first scan met
         self.loop_groups: dict[tuple, dict[int, Node]] | None = None
 
@@ -119,6 +121,8 @@ class Lowering:
     # -- values -------------------------------------------------------------------------
     def expr_of(self, value: Value, shape: tuple[int, ...]) -> Expr:
         """The value read at each index of `shape` (numpy broadcasting)."""
+        if isinstance(value, Grouped):
+            value = self.materialize(value)
         amap = broadcast_map(value.shape, shape)
         if isinstance(value, View):
             v = remap_view(value.strides, value.offset, amap, len(shape))
@@ -128,6 +132,8 @@ class Lowering:
     def materialize(self, value: Value, role: str = "temp", name: str = "") -> View:
         if isinstance(value, View) and role == "temp":
             return value
+        if isinstance(value, Grouped):
+            return self.materialize_grouped(value, role, name)
         bid = self.new_buffer(value.dtype, value.shape, role, name)
         view = self.whole(bid)
         store = Store(Access(bid, view.strides, 0), self.expr_of(value, value.shape))
@@ -136,6 +142,18 @@ class Lowering:
         self.made[id(kernel)] = value.nodes if isinstance(value, Lazy) else frozenset()
         self.kernels.append(kernel)
         return view
+
+    def materialize_grouped(self, g: Grouped, role: str = "temp", name: str = "") -> View:
+        """The im2col copy an implicit GEMM avoids, for any other reader: the sub-axes
+        read in order are the new buffer's elements in order."""
+        bid = self.new_buffer(g.dtype, g.shape, role, name)
+        sizes, strides = g.flat()
+        store = Store(Access(bid, ir.contiguous_strides(sizes), 0),
+                      Load(Access(g.buffer, strides, g.offset), g.dtype))
+        kernel = ir.Elementwise(sizes, (store,), ("copy",))
+        self.made[id(kernel)] = frozenset()
+        self.kernels.append(kernel)
+        return self.whole(bid)
 
     def view_of(self, node: Node) -> View:
         value = self.values[node]
@@ -451,6 +469,8 @@ class Lowering:
     def _view(self, node: Node, amap: AxisMap) -> Value:
         v = self.values[node.inputs[0]]
         rank = len(node.shape)
+        if isinstance(v, Grouped):
+            v = self.materialize(v)
         if isinstance(v, View):
             strides, offset = remap_view(v.strides, v.offset, amap, rank)
             return View(v.buffer, _dims(node), strides, offset, v.dtype)
@@ -458,6 +478,9 @@ class Lowering:
 
     def lower_transpose(self, node: Node) -> Value:
         perm = node.attrs["perm"]
+        v = self.values[node.inputs[0]]
+        if isinstance(v, Grouped):
+            return v.permuted(tuple(perm))
         where = {p: a for a, p in enumerate(perm)}
         return self._view(node, tuple(axis(where[j]) for j in range(len(perm))))
 
@@ -498,7 +521,13 @@ class Lowering:
                                       for j in range(node.ndim)))
 
     def lower_reshape(self, node: Node) -> Value:
+        if self.policy.implicit_gemm:
+            grouped = self.implicit_columns(node)
+            if grouped is not None:
+                return grouped
         v = self.values[node.inputs[0]]
+        if isinstance(v, Grouped):
+            v = self.materialize(v)
         if isinstance(v, View):
             strides = reshape_strides(v.shape, v.strides, _dims(node))
             if strides is not None:  # the same elements in the same order: a view
@@ -514,6 +543,61 @@ class Lowering:
         return View(v.buffer, _dims(node), ir.contiguous_strides(_dims(node)), v.offset, v.dtype)
 
     lower_reshape_like = lower_reshape
+
+    def implicit_columns(self, node: Node) -> Grouped | None:
+        """A convolution's columns (a reshape of windows) that only matrix products read
+        as B: read where the image lies (ir.Gemm.b_split). A lazy image (padded, or an
+        activation fused into it) is stored once first, at the image's size rather than
+        its columns', where the columns then read as an implicit B (b_operand)."""
+        x = node.inputs[0]
+        if not all(isinstance(d, int) for d in _dims(node) + _dims(x)):
+            return None  # (call-time sizes: the sub-axes' grouping needs numbers)
+        if 0 in _dims(node) or 0 in _dims(x) or node.op != "reshape" or not reads_as_b(
+                node, self.users, self.output_nodes):
+            return None
+        if isinstance(self.values[x], View):
+            return self._grouped(node)
+        chain = window_chain(node, self.values)
+        if chain is None:
+            return None
+        saved = {n: self.values[n] for n in chain}
+        base = chain[0]
+        # first as if the image were stored (a buffer id no kernel uses): would it pay?
+        dims = _dims(base)
+        self.values[base] = View(-1, dims, ir.contiguous_strides(dims), 0, base.dtype)
+        trial = self._relowered(node, chain)
+        self.values.update(saved)
+        if trial is None or not _pays(trial):
+            return None
+        self.view_of(base)
+        grouped = self._relowered(node, chain)
+        if grouped is None:  # (cannot happen: the same views of another buffer)
+            self.values.update({n: v for n, v in saved.items() if n is not base})
+        return grouped
+
+    def _relowered(self, node: Node, chain: list[Node]) -> Grouped | None:
+        """The views of chain[1:] lowered again from chain[0]'s value, and node's columns
+        grouped from them; None (and nothing changed) where that takes a copy."""
+        saved, start = {n: self.values[n] for n in chain[1:]}, len(self.kernels)
+        buffers = len(self.buffers)
+        for n in chain[1:]:
+            self.values[n] = self.lower(n)
+        grouped = self._grouped(node) if len(self.kernels) == start else None
+        if grouped is None:  # (ids count up: the new buffers are the last ones)
+            del self.kernels[start:]
+            for bid in range(buffers, len(self.buffers)):
+                del self.buffers[bid]
+                self.creator.pop(bid, None)
+            self.values.update(saved)
+        return grouped
+
+    def _grouped(self, node: Node) -> Grouped | None:
+        v = self.values[node.inputs[0]]
+        if not isinstance(v, View):
+            return None
+        axes = group_axes(v.shape, v.strides, _dims(node))
+        return None if axes is None else Grouped(v.buffer, _dims(node), axes, v.offset,
+                                                  v.dtype)
 
     # reductions: the elementwise ops feeding them fuse into the body
     def _reduce(self, node: Node | _Keep, op: str, axes: tuple[int, ...], source: Value,
@@ -572,16 +656,31 @@ class Lowering:
     # templates
     def lower_matmul(self, node: Node) -> View:
         a, b = node.inputs
-        va, vb = self.view_of(a), self.view_of(b)
         batch = _dims(node)[:-2]
         m, n, k = _dims(node)[-2], _dims(node)[-1], _dims(a)[-1]
+        narrow = self.policy.narrow_gemm
+        turn = narrow is not None and hint(n) < narrow and hint(m) > hint(n)
+        gb, implicit = self.values[b], None
+        if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
+            implicit = b_operand(gb, batch)
+        if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
+            # the columns stored as the forward product would read them; B a view of them
+            self.view_of(b.inputs[0])
+            self.values[b] = self.lower(b)
+        va = self.view_of(a)
+        if implicit is not None:
+            acc_b, split = implicit
+        else:
+            acc_b, split = self._batched(self.view_of(b), batch, (k, n)), None
         acc_a = self._batched(va, batch, (m, k))
-        acc_b = self._batched(vb, batch, (k, n))
         bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
         out = Access(bid, ir.contiguous_strides(_dims(node)), 0)
-        narrow = self.policy.narrow_gemm
-        if narrow is not None and hint(n) < narrow and hint(m) > hint(n):
+        if split is not None:
+            self.kernels.append(ir.Gemm(batch, m, n, k, acc_a, acc_b, out, node.dtype,
+                                        b_split=split))
+            return self.whole(bid)
+        if turn:
             # C = A B with few columns is computed as C^T = B^T A^T: the long side becomes
             # the wide one that vector tiles cover (strides only: nothing is copied).
             acc_a, acc_b, out = _swapped(acc_b), _swapped(acc_a), _swapped(out)
@@ -822,6 +921,13 @@ class Lowering:
             region = [(begin if a == axis else 0, 1) for a in range(node.ndim)]
             value = self._placed(x, region, _dims(node), value)
         return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
+
+
+def _pays(g: Grouped) -> bool:
+    """Whether some product reads columns `g` as an implicit B (directly or transposed)."""
+    nd = len(g.shape)
+    swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
+    return any(b_operand(c, c.shape[:-2]) is not None for c in (g, g.permuted(swap)))
 
 
 def _known(shape: tuple[Dim, ...]) -> tuple[int, ...]:

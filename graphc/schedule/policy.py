@@ -18,7 +18,10 @@ class SchedulePolicy:
     touch its buffer starts non-blocking and is waited for before the first that does
     (graphc.schedule.overlap); False keeps every reduction a blocking call.
     progress_reductions: with overlap, a test of the reductions in flight after each kernel
-    between a start and its wait, so that MPI advances them (False: only the wait does)."""
+    between a start and its wait, so that MPI advances them (False: only the wait does).
+    implicit_gemm: a matrix product whose B operand is a convolution's columns (a reshape of
+    sliding windows) reads them from the image through B's sub-axes (ir.Gemm.b_split)
+    instead of from an im2col buffer; only for targets whose GEMM packs such a B."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -26,6 +29,7 @@ class SchedulePolicy:
     first_bucket_bytes: int | None = 1 << 20
     overlap_reductions: bool = True
     progress_reductions: bool = True
+    implicit_gemm: bool = False
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.

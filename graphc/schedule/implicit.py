@@ -1,0 +1,122 @@
+"""Implicit GEMM: a convolution's columns (a reshape of sliding windows that no strides can
+express) read by the matrix product through sub-axes, instead of copied into an im2col
+buffer first. The buffer is the size of the image times the kernel's taps (9x for 3x3):
+writing it and reading it back cost a ResNet step more than its GEMMs' arithmetic."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.node import Node
+from graphc.schedule import ir
+
+SubAxes = tuple[tuple[int, int], ...]  # (size, stride) pairs, row-major
+
+# The most sub-axes a GEMM's k or n may be read through (ir.Gemm.b_split): a convolution
+# needs three (channels, kernel rows, kernel columns; images, output rows, output columns).
+MAX_SUB_AXES = 4
+
+# The shortest run of B's columns contiguous in memory (its n's last sub-axis, stride 1)
+# an implicit GEMM takes: its packing copies runs as vectors. Shorter runs (a stride-2
+# convolution's columns, a weight gradient's kernel taps) copy element by element, which
+# measured slower than an im2col buffer read in whole vectors.
+MIN_RUN = 8
+
+# Ops whose lowering of a View is a View (no copy); a chain of them from a materialized
+# value up to the reshape lets that reshape be read in place.
+VIEW_OPS = frozenset({"transpose", "windows", "slice", "expand_dims", "squeeze", "reshape"})
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """A value read from `buffer` where each axis of `shape` is several strided axes
+    (row-major): a reshape that merged axes no single stride can merge. Only a matrix
+    product's B operand (directly or transposed) reads one; anything else copies it."""
+
+    buffer: int
+    shape: tuple[int, ...]
+    axes: tuple[SubAxes, ...]
+    offset: int
+    dtype: np.dtype
+
+    def permuted(self, perm: tuple[int, ...]) -> "Grouped":
+        return Grouped(self.buffer, tuple(self.shape[p] for p in perm),
+                       tuple(self.axes[p] for p in perm), self.offset, self.dtype)
+
+    def flat(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The sub-axes' sizes and strides, all axes in order."""
+        subs = [sub for group in self.axes for sub in group]
+        return tuple(d for d, _ in subs), tuple(s for _, s in subs)
+
+
+def group_axes(shape: tuple[int, ...], strides: tuple[int, ...],
+               new_shape: tuple[int, ...]) -> tuple[SubAxes, ...] | None:
+    """For a reshape of a strided view: each new axis as the run of old axes it merges
+    (size-1 axes dropped), or None where a new axis would split an old one."""
+    old = [(d, s) for d, s in zip(shape, strides) if d != 1]
+    groups: list[SubAxes] = []
+    i = 0
+    for size in new_shape:
+        run: list[tuple[int, int]] = []
+        product = 1
+        while product < size and i < len(old):
+            run.append(old[i])
+            product *= old[i][0]
+            i += 1
+        if product != size:
+            return None
+        groups.append(tuple(run))
+    return tuple(groups) if i == len(old) else None
+
+
+def reads_as_b(node: Node, users: dict[Node, list[Node]], outputs: set[Node]) -> bool:
+    """Whether every reader of `node` is a matrix product taking it as B, directly or
+    through a transpose of its last two axes (a convolution's weight gradient)."""
+    def as_b(n: Node) -> bool:
+        return (n not in outputs and bool(users[n]) and
+                all(u.op == "matmul" and u.inputs[1] is n and u.inputs[0] is not n
+                    for u in users[n]))
+
+    if node in outputs or not users[node]:
+        return False
+    swap = tuple(range(node.ndim - 2)) + (node.ndim - 1, node.ndim - 2)
+    return all((u.op == "matmul" and u.inputs[1] is node and u.inputs[0] is not node)
+               or (u.op == "transpose" and tuple(u.attrs["perm"]) == swap and as_b(u))
+               for u in users[node])
+
+
+def window_chain(node: Node, values: dict) -> list[Node] | None:
+    """The view ops between `node`'s input and the nearest value that is not lazy or is
+    made by another op (that value first, then the chain in order), when a windows op is
+    among them: a convolution's columns. None otherwise."""
+    from graphc.schedule.lower import View  # (lower imports this module)
+    chain: list[Node] = []
+    x = node.inputs[0]
+    while x.op in VIEW_OPS and not isinstance(values[x], View):
+        chain.append(x)
+        x = x.inputs[0]
+    if not any(n.op == "windows" for n in chain):
+        return None
+    return [x] + chain[::-1]
+
+
+def b_operand(g: Grouped, batch: tuple[int, ...]) -> tuple[ir.Access, tuple[ir.Shape,
+                                                                              ir.Shape]] | None:
+    """The Access and sub-axis sizes (ir.Gemm.b_split) of a product's B read from `g`, or
+    None where it cannot be or would not pay (batch axes not one stride each, too many
+    sub-axes, columns not in runs of MIN_RUN)."""
+    if len(g.shape) != len(batch) + 2 or tuple(g.shape[:-2]) != tuple(batch):
+        return None
+    strides: list[int] = []
+    for group in g.axes[:-2]:
+        if len(group) > 1:
+            return None
+        strides.append(group[0][1] if group else 0)
+    k_axes, n_axes = g.axes[-2] or ((1, 0),), g.axes[-1] or ((1, 0),)
+    if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES or n_axes[-1][1] != 1 \
+            or n_axes[-1][0] < MIN_RUN:
+        return None
+    strides += [s for _, s in k_axes] + [s for _, s in n_axes]
+    split = (tuple(d for d, _ in k_axes), tuple(d for d, _ in n_axes))
+    return ir.Access(g.buffer, tuple(strides), g.offset), split

@@ -1,0 +1,113 @@
+"""Implicit-GEMM convolutions (graphc/schedule/implicit.py) and the data gradient as a
+convolution (graphc/passes/conv_grad.py): values and both gradients against the definition,
+the unoptimized numpy graph and finite differences, for strides, padding, groups, dilation,
+even kernels and odd sizes; the schedule reads the columns in place where it pays."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from conv_reference import conv_ref
+from graphc.backends.llvm import LLVM_POLICY
+from graphc.backends.numpy.kernels import KernelExecutable
+from graphc.passes.conv_grad import MAX_GROWTH
+from graphc.schedule import SchedulePolicy, schedule_graph
+
+RNG = np.random.default_rng(20)
+
+CASES = [  # (x shape, w shape, stride, padding, groups, dilation): widths >= 8 (MIN_RUN)
+    ((2, 3, 16, 14), (4, 3, 3, 3), 1, 1, 1, 1),
+    ((2, 4, 16, 18), (6, 2, 3, 3), 1, 1, 2, 1),  # groups
+    ((1, 3, 11, 10), (2, 3, 5, 5), 1, 2, 1, 1),  # 5x5 on 11x10: the data gradient keeps col2im
+    ((2, 2, 9, 11), (3, 2, 2, 2), 1, 0, 1, 1),  # even kernel, no padding
+    ((2, 2, 13, 12), (3, 2, 3, 3), 1, 1, 1, 2),  # dilated taps
+    ((2, 3, 17, 18), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2: keeps the im2col buffer
+    ((3, 6, 16, 12), (6, 1, 3, 3), 1, 1, 6, 1),  # depthwise
+    ((4, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1, 1),  # large enough for a thread team
+]
+IDS = [f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}-d{c[5]}" for c in CASES]
+
+
+def _step(xs, ws, stride, padding, groups, dilation, backend, optimize=True):
+    x = gc.placeholder((None,) + xs[1:], "float64", name="x")
+    w = gc.placeholder(ws, "float64", name="w")
+    y = gc.nn.conv2d(gc.relu(x) + 0.5, w, stride=stride, padding=padding, groups=groups,
+                     dilation=dilation)
+    loss = gc.sum(gc.tanh(y) * gc.sin(y))
+    gx, gw = gc.grad(loss, [x, w])
+    return gc.function([x, w], [y, gx, gw], backend=backend, optimize=optimize)
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,groups,dilation", CASES, ids=IDS)
+def test_values_and_gradients_match_the_unoptimized_reference(xs, ws, stride, padding,
+                                                               groups, dilation):
+    xv, wv = RNG.normal(size=xs), RNG.normal(size=ws)
+    want = _step(xs, ws, stride, padding, groups, dilation, "numpy", optimize=False)(xv, wv)
+    if dilation == 1:
+        np.testing.assert_allclose(want[0], conv_ref(np.maximum(xv, 0) + 0.5, wv, stride,
+                                                     padding, groups), rtol=1e-10, atol=1e-10)
+    f = _step(xs, ws, stride, padding, groups, dilation, "llvm")
+    got = f(xv, wv)
+    schedule = schedule_graph(f.graph, [xs, ws], policy=LLVM_POLICY)
+    implicit = [k for k in schedule.kernels if k.kind == "gemm" and k.b_split]
+    # the forward product's and (undilated, where the padded maps are not much larger)
+    # the data gradient's, as a convolution
+    oh, ow = (xs[2] + 2 * padding - ws[2] + 1, xs[3] + 2 * padding - ws[3] + 1)
+    padded = (oh + ws[2] - 1) * (ow + ws[3] - 1)
+    as_conv = stride == dilation == 1 and padded <= MAX_GROWTH * oh * ow
+    assert len(implicit) == (0 if stride > 1 else 1 + as_conv)
+    assert ("windows_grad" in {n.op for n in f.graph.nodes()}) == (not as_conv)
+    kernels = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True))
+    for name, results in (("llvm", got), ("numpy kernels", kernels.run([xv, wv]))):
+        for what, r, g in zip(("y", "dx", "dw"), want, results):
+            np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-9, err_msg=f"{name} {what}")
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,groups,dilation", CASES[:4] + CASES[5:6],
+                         ids=IDS[:4] + IDS[5:6])
+def test_gradients_match_finite_differences(xs, ws, stride, padding, groups, dilation):
+    xv, wv = RNG.normal(size=xs), RNG.normal(size=ws)
+    result = gc.check_grad(lambda a, b: gc.sum(gc.tanh(gc.nn.conv2d(
+        a, b, stride=stride, padding=padding, groups=groups, dilation=dilation))), xv, wv,
+        max_entries=40)
+    assert result, str(result)
+
+
+def _gemms(xs, ws, stride=1, padding=1):
+    x = gc.placeholder(xs, "float32", name="x")
+    w = gc.parameter(RNG.normal(size=ws).astype(np.float32), name="w")
+    loss = gc.sum(gc.tanh(gc.nn.conv2d(gc.relu(x), w, stride=stride, padding=padding)))
+    gx = gc.grad(loss, x)
+    f = gc.function([x], [loss, gx], updates={w: w - 0.1 * gc.grad(loss, w)})
+    ops = {n.op for n in f.graph.nodes()}
+    gemms = [k for k in schedule_graph(f.graph, policy=LLVM_POLICY).kernels
+             if k.kind == "gemm"]
+    return ops, gemms
+
+
+def test_a_stride_1_step_reads_its_columns_in_place_and_has_no_col2im():
+    ops, gemms = _gemms((4, 8, 16, 16), (8, 8, 3, 3))
+    assert "windows_grad" not in ops  # the data gradient is a convolution
+    implicit = [k for k in gemms if k.b_split is not None]
+    # the forward product and the data gradient's; the weight gradient reads columns
+    # stored once (runs of 3 taps are too short to read in place)
+    assert len(implicit) == 2 and len(gemms) == 3
+    assert implicit[0].b_split == ((8, 3, 3), (4, 16, 16))
+    assert implicit[1].b_split == ((8, 3, 3), (4, 18, 18))  # over the padded input
+
+
+def test_short_rows_and_strides_keep_the_im2col_buffer():
+    assert not [k for k in _gemms((4, 8, 12, 12), (8, 8, 3, 3), stride=2)[1]
+                if k.b_split is not None]
+    assert not [k for k in _gemms((4, 8, 5, 5), (8, 8, 3, 3))[1] if k.b_split is not None]
+
+
+def test_the_default_and_cuda_policies_never_read_columns_in_place():
+    from graphc.backends.cuda.backend import CUDA_POLICY
+    x = gc.placeholder((2, 3, 12, 12), "float32", name="x")
+    w = gc.placeholder((4, 3, 3, 3), "float32", name="w")
+    graph = gc.function([x, w], gc.nn.conv2d(x, w, padding=1), backend="numpy").graph
+    for policy in (SchedulePolicy(), CUDA_POLICY):
+        assert all(k.b_split is None for k in schedule_graph(graph, policy=policy).kernels
+                   if k.kind == "gemm")
