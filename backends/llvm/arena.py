@@ -1,0 +1,43 @@
+"""The scratch arena's memory: large arenas in transparent huge pages.
+
+A first call touches every page of its arena, and on this kind of machine a page fault costs
+about 10 µs: the W6 step's 194 MB arena took 0.3-0.6 s of its first call in 4 KiB faults
+(most of what the first call cost over a warm one), about 0.12 s in 2 MiB pages. Huge pages
+also mean fewer TLB misses in every later call. Where the system has none to give (or the
+platform no madvise), the memory is ordinary pages, as before."""
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+
+# Below this an arena is a few hundred pages at most: an ordinary allocation, as before.
+HUGE_MIN_BYTES = 4 << 20
+_HUGE = 2 << 20
+
+
+def _aligned_empty(nbytes: int, align: int) -> np.ndarray:
+    if nbytes + align >= 2 ** 63:  # numpy's own message would be about dimensions
+        raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
+                          "shapes: too large")
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
+
+
+def arena_memory(nbytes: int, align: int = 64) -> np.ndarray:
+    """nbytes of uninitialized memory aligned to `align` (<= a page); the array keeps its
+    mapping alive and unmaps it when it is collected."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if nbytes < HUGE_MIN_BYTES or advice is None:
+        return _aligned_empty(nbytes, align)
+    size = -(-nbytes // _HUGE) * _HUGE
+    try:
+        mapping = mmap.mmap(-1, size)
+    except (OSError, OverflowError):
+        return _aligned_empty(nbytes, align)
+    try:
+        mapping.madvise(advice)
+    except OSError:  # no huge pages here: ordinary pages still serve
+        pass
+    return np.frombuffer(mapping, np.uint8, count=nbytes)  # mmap is page aligned
