@@ -16,7 +16,6 @@ GRAPHC_COMPILE_JOBS sets the process count (default: GRAPHC_NUM_THREADS, else th
 process may run on); 1 compiles in this process alone."""
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 
 from graphc.backends.llvm import codegen, jit, kernel_cache
 from graphc.backends.llvm.threads import count_setting, num_threads
+from graphc.collector import collector_paused
 from graphc.runtime.cache import CompileCache
 from graphc.runtime.slots import SlotMap
 
@@ -179,15 +179,10 @@ def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | Non
     """The schedule as native code: units found in `disk` loaded, the others built in up
     to `jobs` processes (and stored there)."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
-    # whole heap (sympy, numpy, the user's objects) took a fifth of the rendering time,
-    # and in a forked child they would copy every page they touch. Paused meanwhile.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    # whole heap took a fifth of the rendering time, and in a forked child they would copy
+    # every page they touch. Paused meanwhile.
+    with collector_paused():
         return _compile_schedule(schedule, times, disk or CompileCache(None), jobs)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
