@@ -33,7 +33,9 @@ def arena_memory(nbytes: int, align: int = 64) -> np.ndarray:
         return _aligned_empty(nbytes, align)
     size = -(-nbytes // _HUGE) * _HUGE
     try:
-        mapping = mmap.mmap(-1, size)
+        # private: a shared anonymous mapping is shmem (no huge pages, and written
+        # through in a forked child)
+        mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     except (OSError, OverflowError):
         return _aligned_empty(nbytes, align)
     try:
