@@ -85,8 +85,12 @@ class _Queue:
 
     def __init__(self, numbers: list[int]) -> None:
         self.read_fd, write = os.pipe()
+        data = b"".join(n.to_bytes(4, "little") for n in numbers)
         try:
-            os.write(write, b"".join(n.to_bytes(4, "little") for n in numbers))
+            os.set_blocking(write, False)  # a smaller pipe (a user over their limit): no hang
+            self.whole = os.write(write, data) == len(data)
+        except BlockingIOError:
+            self.whole = False
         finally:
             os.close(write)
 
@@ -209,6 +213,9 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
         parts = 1
     order = sorted(todo, key=lambda n: (-units[n].cost, n))
     queue = _Queue(order) if parts > 1 else None
+    if queue is not None and not queue.whole:  # built here, one after the other
+        queue.close()
+        queue, parts = None, 1
     children: list[_Child] = []
     built: dict[int, Built] = {}
     try:
