@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     first = clock() - t
     t = clock()
     f(*call_args)
-    phases["first call over a warm one (arena pages, threads)"] = max(0.0, first - (clock() - t))
+    phases["first call over a warm one (arena's first touch)"] = max(0.0, first - (clock() - t))
 
     print(f"{args.model}: CPU seconds per phase (one process, one unit after another; "
           f"{_huge_pages()} in huge pages after the calls)")

@@ -13,7 +13,6 @@ import numpy as np
 
 from graphc.backends.llvm import backend, collective_runtime as collective, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
-from graphc.backends.llvm.arena import arena_memory
 from graphc.program import Program
 from graphc.runtime.cache import CompileCache, cache_key, default_dir
 from graphc.runtime.code_hash import code_hash
@@ -43,6 +42,15 @@ def _choose_pointer_reader():
 
 
 data_pointer = _choose_pointer_reader()
+
+
+def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
+    if nbytes + align >= 2 ** 63:  # numpy's own message would be about dimensions
+        raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
+                          "shapes: too large")
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
 
 
 def _joined(texts: list[str]) -> str:
@@ -111,7 +119,7 @@ class CompiledShape:
         self.entry = _ENTRY_TYPE(self.address)
         self.table = (ctypes.c_void_p * layout.slots)()
         self.table_address = ctypes.addressof(self.table)
-        self.arena = arena_memory(layout.arena_bytes)
+        self.arena = _aligned_empty(layout.arena_bytes)
         self.table[layout.arena_slot] = self.arena.ctypes.data
         self.keep = []
         for slot, array in layout.consts:
