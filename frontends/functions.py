@@ -339,9 +339,7 @@ def one_hot(labels: Any, depth: int, dtype: Any = float32) -> Tensor:
         raise DTypeError(f"one_hot: labels must be integers, got {node.dtype}")
     if not isinstance(depth, (int, np.integer)) or depth < 0:
         raise ValueError(f"one_hot: depth must be an int >= 0, got {depth!r}")
-    classes = make("iota", n=int(depth), dtype=node.dtype)
-    hits = make("equal", make("expand_dims", node, axes=(node.ndim,)), classes)
-    return _t(cast(hits, as_dtype(dtype)))
+    return _t(make("one_hot", node, depth=int(depth), dtype=as_dtype(dtype)))
 
 
 # ---- softmax family ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ from typing import Sequence
 
 import sympy as sp
 
+from graphc.collector import collector_paused
 from graphc.derivatives import arg_symbols, partials
 from graphc.sizes import all_static
 from graphc.errors import GradientError
@@ -155,7 +156,8 @@ def grad_nodes(y: Node, wrt: Sequence[Node], disconnected: str = "zero") -> list
     seed = scalar_constant(1, y.dtype)
     if y.shape:
         seed = make("broadcast_to", seed, shape=y.shape)
-    results = vjp_nodes([y], [seed], wrt, disconnected)
+    with collector_paused():
+        results = vjp_nodes([y], [seed], wrt, disconnected)
     forward: set[Node] | None = None
     for w, g in zip(wrt, results):
         if g.op not in ("constant", "placeholder", "parameter"):

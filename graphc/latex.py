@@ -123,6 +123,8 @@ Build = Callable[[Sequence[Piece]], Piece]
 def _form(node: Node) -> tuple[list[Node], Build]:
     """The nodes `node`'s picture shows (after views and patterns) and how to draw it."""
     op, ins, attrs = node.op, [skip_views(i) for i in node.inputs], node.attrs
+    if op == "one_hot":
+        return [ins[0]], lambda a: Piece(rf"\operatorname{{onehot}}({a[0].text})", ATOM)
     if op in _RELATIONS:
         if op == "equal" and _is_arange(ins[1]):  # labels[:, None] == arange(k): one-hot
             return [ins[0]], lambda a: Piece(rf"\operatorname{{onehot}}({a[0].text})", ATOM)

@@ -185,24 +185,22 @@ def toposort(outputs: Iterable[Node], into_regions: bool = False) -> list[Node]:
     into_regions=True also lists the nodes of region bodies, before the node carrying them
     (a body is a graph of its own: most walks, like the scheduler's, leave it to its op)."""
     order: list[Node] = []
-    done: set[int] = set()
+    seen: set[int] = set()  # every node pushed so far (each is listed once it is popped)
     for root in outputs:
-        if id(root) in done:
+        if id(root) in seen:
             continue
-        stack: list[tuple[Node, int]] = [(root, 0)]
-        on_stack = {id(root)}
+        seen.add(id(root))
+        stack = [(root, iter(_with_bodies(root) if into_regions else root.inputs))]
         while stack:
-            node, i = stack[-1]
-            kids = _with_bodies(node) if into_regions else node.inputs
-            if i < len(kids):
-                stack[-1] = (node, i + 1)
-                child = kids[i]
-                if id(child) not in done and id(child) not in on_stack:
-                    on_stack.add(id(child))
-                    stack.append((child, 0))
+            node, kids = stack[-1]
+            for child in kids:  # resumes where it stopped: inputs in order
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append((child, iter(_with_bodies(child) if into_regions
+                                              else child.inputs)))
+                    break
             else:
                 stack.pop()
-                done.add(id(node))
                 order.append(node)
     return order
 

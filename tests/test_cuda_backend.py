@@ -340,3 +340,17 @@ def test_resnet_training_steps_match_numpy():
     for a, b in zip(fe._storages, fn._storages):
         scale = float(np.abs(b.array).max())
         np.testing.assert_allclose(a.array, b.array, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_one_hot_runs_on_the_emulator():
+    """one_hot lowers to the labels compared with the last axis's index (no CUDA code of its
+    own): out-of-range labels give zero rows; label and target dtypes as numpy's."""
+    for label_dtype in ("int64", "int32"):
+        labels = gc.placeholder((6,), label_dtype, name="labels")
+        x = gc.placeholder((6, 4), "float32", name="x")
+        outs = [gc.one_hot(labels, 4), gc.one_hot(labels, 3, dtype="float64") * 2.0,
+                gc.one_hot(labels, 4, dtype="int64") + 1, x * gc.one_hot(labels, 4)]
+        args = [np.array([0, 3, -1, 2, 4, 1], label_dtype), np.ones((6, 4), np.float32)]
+        got = gc.function([labels, x], outs, **EMU)(*args)
+        want = gc.function([labels, x], outs, backend="numpy")(*args)
+        assert_same(got, want, 0)

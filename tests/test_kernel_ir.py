@@ -178,7 +178,7 @@ def test_guarded_views_in_a_convolution_gradient():
 
 
 GOLDEN_MLP = """\
-12 kernels, 16 buffers
+12 kernels, 15 buffers
   b0:input(x)[f32[4,3]]
   b1:input(labels)[i64[4]]
   b2:param(W)[f32[3,2]]
@@ -188,13 +188,12 @@ GOLDEN_MLP = """\
   b6:temp[f32[4,1]] @arena+0
   b7:temp[f32[4,1]] @arena+128
   b8:temp[f32[4,2]] @arena+192
-  b9:const[i64[2]]
-  b10:temp[f32[4,2]] @arena+0
-  b11:temp[f32[4]] @arena+64
-  b12:temp[f32[]] @arena+128
-  b13:temp[f32[4,2]] @arena+64
-  b14:temp[f32[3,2]]
-  b15:output(out0)[f32[]]
+  b9:temp[f32[4,2]] @arena+0
+  b10:temp[f32[4]] @arena+64
+  b11:temp[f32[]] @arena+128
+  b12:temp[f32[4,2]] @arena+64
+  b13:temp[f32[3,2]]
+  b14:output(out0)[f32[]]
   k0 gemm batch=[] m=4 n=2 k=3 f32
       a b0<3,1> over [4,3]
       b b2<2,1> over [3,2]
@@ -210,20 +209,20 @@ GOLDEN_MLP = """\
   k5 index_check [4] in [0, 2)
       indices b1<1> over [4]
       raises IndexError: cross_entropy labels (indices from argument 'labels', built at HERE)
-  k6 elementwise [4,2]  # equal cast
-      b10<2,1> = cast<f32>(equal(b1<1,0>, b9<0,1>))
+  k6 elementwise [4,2]  # one_hot
+      b9<2,1> = cast<f32>(equal(b1<1,0>, i1))
   k7 reduce/sum [4,2] over axes [1] -> f32  # mul sum
-      b11<1,0> = sum(mul(b8<2,1>, b10<2,1>))
+      b10<1,0> = sum(mul(b8<2,1>, b9<2,1>))
   k8 reduce/sum [4] over axes [0] -> f32  # neg sum
-      b12<0> = sum(neg(b11<1>))
+      b11<0> = sum(neg(b10<1>))
   k9 elementwise [8]  # exp sub mul
-      b13<1> = mul(-0.25, sub(b10<1>, exp(b8<1>)))
+      b12<1> = mul(-0.25, sub(b9<1>, exp(b8<1>)))
   k10 gemm batch=[] m=3 n=2 k=4 f32 alpha=-0.1 out+=
       a b0<1,3> over [3,4]
-      b b13<2,1> over [4,2]
+      b b12<2,1> over [4,2]
       out b2<2,1> over [3,2]
   k11 elementwise []  # mul
-      b15<> = mul(b12<>, 0.25)
+      b14<> = mul(b11<>, 0.25)
 """
 
 

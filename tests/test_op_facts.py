@@ -16,9 +16,10 @@ def ops_with(fact: str) -> set[str]:
 
 def test_value_facts():
     assert ops_with("nonnegative") == {"exp", "sigmoid", "softplus", "square", "abs", "sqrt",
-                                       "relu"}
+                                       "relu", "one_hot"}
     assert ops_with("finite") == {"equal", "not_equal", "less", "less_equal", "greater",
-                                  "greater_equal", "iota", "isnan", "isfinite", "dim_size"}
+                                  "greater_equal", "iota", "isnan", "isfinite", "dim_size",
+                                  "one_hot"}
 
 
 def test_collective_fact():

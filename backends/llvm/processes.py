@@ -1,6 +1,9 @@
 """Compiling a schedule on every core: its distinct kernels, grouped in units
 (codegen.plan_units), are looked up in the per-kernel cache (kernel_cache.py); the units
-not found are dealt out to processes, each writing and compiling its units to object files.
+not found are built by processes, each writing and compiling units to object files. They
+take the units one at a time from a shared queue (a pipe), largest first, so a process
+that is given a slow unit (or less of the CPU) simply takes fewer: no estimate of each
+unit's time needs to be right for the processes to end together.
 
 Threads would not help: llvmlite runs every LLVM call behind one process-wide lock. A child
 made by fork() starts with everything the parent has (the schedule, llvmlite initialized),
@@ -13,7 +16,6 @@ GRAPHC_COMPILE_JOBS sets the process count (default: GRAPHC_NUM_THREADS, else th
 process may run on); 1 compiles in this process alone."""
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import sys
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from graphc.backends.llvm import codegen, jit, kernel_cache
 from graphc.backends.llvm.threads import count_setting, num_threads
+from graphc.collector import collector_paused
 from graphc.runtime.cache import CompileCache
 from graphc.runtime.slots import SlotMap
 
@@ -58,9 +61,10 @@ class Compiled:
 Built = tuple[str, bytes, tuple[float, float, float, float]]  # text, object, seconds
 
 
-def _build_units(writer: codegen.ModuleWriter, units: list[codegen.Unit]) -> list[Built]:
+def _build_units(writer: codegen.ModuleWriter, units: list[codegen.Unit],
+                 machine=None) -> list[Built]:
     """Units written and compiled one after the other (one target machine for all)."""
-    machine = jit._new_machine()
+    machine = machine or jit._new_machine()
     out = []
     for unit in units:
         t0 = time.perf_counter()
@@ -71,12 +75,51 @@ def _build_units(writer: codegen.ModuleWriter, units: list[codegen.Unit]) -> lis
     return out
 
 
-class _Child:
-    """A forked process building some units; result() is its answer, or None."""
+class _Queue:
+    """Unit numbers in a pipe, written before any process starts and read 4 bytes at a time
+    by every process (a read of one whole item from a pipe is never split between readers);
+    an empty read: nothing is left."""
 
-    def __init__(self, writer: codegen.ModuleWriter, units: list[codegen.Unit]) -> None:
+    # What a pipe holds without a reader (Linux's default): all of it is written at once.
+    CAPACITY = 65536 // 4
+
+    def __init__(self, numbers: list[int]) -> None:
+        self.read_fd, write = os.pipe()
+        data = b"".join(n.to_bytes(4, "little") for n in numbers)
+        try:
+            os.set_blocking(write, False)  # a smaller pipe (a user over their limit): no hang
+            self.whole = os.write(write, data) == len(data)
+        except BlockingIOError:
+            self.whole = False
+        finally:
+            os.close(write)
+
+    def take(self) -> int | None:
+        data = os.read(self.read_fd, 4)
+        return int.from_bytes(data, "little") if len(data) == 4 else None
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+
+
+def _pull(writer: codegen.ModuleWriter, units: list[codegen.Unit], queue: _Queue
+          ) -> list[tuple[int, Built]]:
+    """Builds units taken from the queue until it is empty; each with its number."""
+    machine = jit._new_machine()
+    out = []
+    while (n := queue.take()) is not None:
+        out += [(n, b) for b in _build_units(writer, [units[n]], machine)]
+    return out
+
+
+class _Child:
+    """A forked process building units from the queue; result() is its answer (each unit
+    it built, by number), or None."""
+
+    def __init__(self, writer: codegen.ModuleWriter, units: list[codegen.Unit],
+                 queue: _Queue) -> None:
         self.pid = -1
-        self.count = len(units)
+        self.units = len(units)
         read, write = os.pipe()
         try:
             with warnings.catch_warnings():  # (Python 3.12+ warns of fork in threaded code)
@@ -92,7 +135,7 @@ class _Child:
             status = 1
             try:
                 os.close(read)
-                data = pickle.dumps(_build_units(writer, units))
+                data = pickle.dumps(_pull(writer, units, queue))
                 with os.fdopen(write, "wb") as out:
                     out.write(data)
                 status = 0
@@ -101,7 +144,7 @@ class _Child:
         os.close(write)
         self.read = read
 
-    def result(self) -> list[Built] | None:
+    def result(self) -> list[tuple[int, Built]] | None:
         if self.pid <= 0:
             return None
         pid, self.pid = self.pid, -1
@@ -116,8 +159,9 @@ class _Child:
             built = pickle.loads(data)
         except Exception:  # cut short: compiled again here
             return None
-        if not (isinstance(built, list) and len(built) == self.count
-                and all(jit.valid_object(b[1]) for b in built)):
+        if not (isinstance(built, list) and all(
+                isinstance(b, tuple) and len(b) == 2 and isinstance(b[0], int)
+                and 0 <= b[0] < self.units and jit.valid_object(b[1][1]) for b in built)):
             return None
         return built
 
@@ -139,15 +183,10 @@ def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | Non
     """The schedule as native code: units found in `disk` loaded, the others built in up
     to `jobs` processes (and stored there)."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
-    # whole heap (sympy, numpy, the user's objects) took a fifth of the rendering time,
-    # and in a forked child they would copy every page they touch. Paused meanwhile.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    # whole heap took a fifth of the rendering time, and in a forked child they would copy
+    # every page they touch. Paused meanwhile.
+    with collector_paused():
         return _compile_schedule(schedule, times, disk or CompileCache(None), jobs)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
@@ -168,25 +207,37 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     todo = [n for n in range(len(units)) if objects[n] is None]
     t_plan = time.perf_counter()
     jobs = (part_jobs() if jobs is None else jobs) if _can_fork() else 1
-    assign = codegen.deal_out([units[n].cost for n in todo], jobs)
-    shares: list[list[int]] = [[] for _ in range(max(assign, default=0) + 1)]
-    for n, part in zip(todo, assign):
-        shares[part].append(n)
-    children = [_Child(writer, [units[n] for n in share]) for share in shares[1:]]
+    # as many processes as deal_out finds work for; the largest units are taken first
+    parts = max(codegen.deal_out([units[n].cost for n in todo], jobs), default=0) + 1
+    if len(todo) > _Queue.CAPACITY:
+        parts = 1
+    order = sorted(todo, key=lambda n: (-units[n].cost, n))
+    queue = _Queue(order) if parts > 1 else None
+    if queue is not None and not queue.whole:  # built here, one after the other
+        queue.close()
+        queue, parts = None, 1
+    children: list[_Child] = []
     built: dict[int, Built] = {}
     try:
+        if queue is not None:
+            children = [_Child(writer, units, queue) for _ in range(parts - 1)]
         t0 = time.perf_counter()
         entry_text = writer.entry_text()
         t1 = time.perf_counter()
         entry = jit._object_of(entry_text)
         entry_times = (t1 - t0,) + entry[1:]
-        built.update(zip(shares[0], _build_units(writer, [units[n] for n in shares[0]])))
-        for share, child in zip(shares[1:], children):
-            result = child.result() or _build_units(writer, [units[n] for n in share])
-            built.update(zip(share, result))
+        if queue is not None:
+            built.update(_pull(writer, units, queue))
+        for child in children:
+            built.update(child.result() or [])
+        # what no process built (all of it with one process; a failed child's share)
+        missing = [n for n in order if n not in built]
+        built.update(zip(missing, _build_units(writer, [units[n] for n in missing])))
     finally:
         for child in children:
             child.abandon()
+        if queue is not None:
+            queue.close()
     for n, (text, obj, _) in built.items():
         objects[n], flags[n] = obj, kernel_cache.team_flags(text)
         kernel_cache.store_unit(disk, keys[n], obj, flags[n], functions[n])
@@ -194,7 +245,7 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     seconds = [entry_times] + [b[2] for b in built.values()]
     times.extra["codegen"] = sum(s[0] for s in seconds)
     times.parse, times.optimize, times.jit = (sum(s[i] for s in seconds) for i in (1, 2, 3))
-    times.extra["parts"] = len(shares)
+    times.extra["parts"] = parts
     times.extra["kernel cache lookup"] = t_plan - start
     times.extra["parts wall"] = time.perf_counter() - t_plan
     times.extra["kernels"] = len(schedule.kernels)

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from typing import Callable, Iterable
 
+from graphc.collector import collector_paused
 from graphc.graph import Graph
 from graphc.passes import broadcasts, canonicalize, conv_grad, specialize, stabilize
 from graphc.passes.fold import fold_constants
@@ -76,6 +77,11 @@ def select_passes(optimize: bool | str | Iterable[str] | None) -> list[str]:
 
 
 def run_pipeline(graph: Graph, names: list[str]) -> tuple[Graph, PassReport]:
+    with collector_paused():
+        return _run_pipeline(graph, names)
+
+
+def _run_pipeline(graph: Graph, names: list[str]) -> tuple[Graph, PassReport]:
     report = PassReport()
     count = len(graph.nodes())
     for name in names:

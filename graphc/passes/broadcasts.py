@@ -3,8 +3,6 @@ mean) through reshapes and negations before it meets a tensor; these rules let t
 meet the tensor directly, and fold a kept-dims sum and its squeeze into one sum."""
 from __future__ import annotations
 
-import numpy as np
-
 from graphc.node import Node
 from graphc.ops.leaves import scalar_constant
 from graphc.ops.registry import get_op, make
@@ -131,27 +129,13 @@ def _neg_div_constant(b, node):
 RULES += [v for v in list(globals().values()) if isinstance(v, Rule) and v not in RULES]
 
 
-def _is_classes(node: Node, n: int) -> bool:
-    """0, 1, ..., n-1 along one axis: the class numbers a one-hot compares against."""
-    if node.op == "iota":
-        return node.attrs["n"] == n
-    if node.op != "constant" or node.ndim != 1:
-        return False
-    array = node.attrs["value"].array
-    return array.shape == (n,) and bool((array == np.arange(n)).all())
-
-
 def _checked_one_hot(node: Node, axis: int) -> bool:
-    """Whether node (bool) is equal(expand_dims(check_index(i, size=n)), 0..n-1) along its
-    last axis `axis`: every row then holds exactly one True (the check raises otherwise)."""
-    if node.op != "equal" or axis != node.ndim - 1:
+    """Whether node is one_hot(check_index(i, size=n), depth=n) along its last axis `axis`:
+    every row then holds exactly one 1 (the check raises otherwise)."""
+    if node.op != "one_hot" or axis != node.ndim - 1:
         return False
-    labels, classes = node.inputs
-    if labels.op != "expand_dims" or tuple(labels.attrs["axes"]) != (axis,):
-        return False
-    checked = labels.inputs[0]
-    return checked.op == "check_index" and _is_classes(classes, checked.attrs["size"]) \
-        and checked.attrs["size"] > 0
+    checked = node.inputs[0]
+    return checked.op == "check_index" and checked.attrs["size"] == node.attrs["depth"] > 0
 
 
 @rule("sum_of_one_hot", Op("sum", Op("mul", Var("a"), Var("c"), name="product")),
@@ -161,8 +145,7 @@ def _sum_of_one_hot(b, node):
     if len(axes) != 1:
         return None
     for s, hot in ((b["a"], b["c"]), (b["c"], b["a"])):
-        if hot.op == "cast" and _one_element(s) and \
-                _checked_one_hot(hot.inputs[0], axes[0]) and s.dtype == node.dtype:
+        if _one_element(s) and _checked_one_hot(hot, axes[0]) and s.dtype == node.dtype:
             return make("broadcast_to", _scalar(s), shape=node.shape) if node.shape \
                 else _scalar(s)
     return None

@@ -78,13 +78,23 @@ def _rewrite_bodies(node: Node, rules: RuleSet, fired: Counter, budget: list[int
 
 def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget: list[int]
                  ) -> tuple[Node, ...]:
+    # Nodes at which no rule fires (nor in their bodies). A rule sees only the node and
+    # what is under it, and equal structure is the same node (interned), so a settled node
+    # met again in a later sweep is skipped: the sweep that confirms the fixed point then
+    # costs a walk, not every rule at every node again.
+    settled: set[Node] = set()
     while True:
         before = sum(fired.values())
         memo: dict[Node, Node] = {}
         for node in toposort(roots):
             new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
-            new = _rewrite_bodies(new, rules, fired, budget)
-            memo[node] = carry_label(node, _rewrite_node(new, rules, fired, budget))
+            if new not in settled:
+                bodies = _rewrite_bodies(new, rules, fired, budget)
+                out = _rewrite_node(bodies, rules, fired, budget)
+                if out is new and budget[0] > 0:
+                    settled.add(new)
+                new = out
+            memo[node] = carry_label(node, new)
         roots = tuple(memo[r] for r in roots)
         if sum(fired.values()) == before or budget[0] <= 0:
             return roots

@@ -5,6 +5,7 @@ import dataclasses
 import time
 from typing import Sequence
 
+from graphc.collector import collector_paused
 from graphc.graph import Graph
 from graphc.node import Dim
 from graphc.passes import run_pipeline, select_passes
@@ -24,6 +25,12 @@ def schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None = None
     """Specialises `graph` to the input `shapes` (default: its static shapes), optimizes it
     again (sizes are constants now), and lowers it to a planned list of kernels with the
     target's `policy`."""
+    with collector_paused():
+        return _schedule_graph(graph, shapes, optimize, policy)
+
+
+def _schedule_graph(graph: Graph, shapes: Sequence[tuple[Dim, ...]] | None, optimize: bool,
+                    policy: SchedulePolicy) -> Schedule:
     if shapes is not None:
         graph = specialize_graph(graph, shapes)
     graph, report = run_pipeline(graph, select_passes(optimize))

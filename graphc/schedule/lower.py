@@ -381,6 +381,19 @@ class Lowering:
     def lower_iota(self, node: Node) -> Lazy:
         return Lazy(Index(0, node.dtype), _dims(node), node.dtype, ("iota",))
 
+    def lower_one_hot(self, node: Node) -> Lazy:
+        """(labels[i...] == k) cast: the labels read along the leading axes, k the index of
+        the last one; an elementwise expression that fuses into its readers."""
+        (x,) = node.inputs
+        v = self.values[x]
+        labels = self._view(node, tuple(axis(k) for k in range(x.ndim)))
+        hit = Apply("equal", (self.expr_of(labels, _dims(node)), Index(x.ndim, x.dtype)),
+                    np.dtype(bool))
+        fused = v.fused if isinstance(v, Lazy) else ()
+        depth = v.depth if isinstance(v, Lazy) else 0
+        return Lazy(Apply("cast", (hit,), node.dtype), _dims(node), node.dtype,
+                    fused + ("one_hot",), depth + 2)
+
     def lower_size_of(self, node: Node) -> Lazy:
         shape = node.inputs[0].shape
         n = int(np.prod([shape[a] for a in node.attrs["axes"]]))
