@@ -1,9 +1,9 @@
 """Softmax rows kept on chip: the neutral schedule computes softmax, log_softmax and
 cross-entropy as a row max, a row sum of exp(x - max) and an elementwise kernel using both,
 each reading the row from global memory. `plan` finds that chain and `emit_row_softmax`
-computes it as one kernel: a warp (rows up to 1024) or a block (up to 4096) per row holding
-the row in registers, or, for longer rows, a block per row with the online softmax (running
-max and rescaled sum in one pass) and a second pass for the elementwise part."""
+computes it as one kernel: a warp (rows up to 1024 floats) or a block (up to 4096) per row
+holding the row in registers, or, for longer rows, a block per row with the online softmax
+(running max and rescaled sum in one pass) and a second pass for the elementwise part."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +15,11 @@ from graphc.schedule import ir as kir
 from graphc.backends.cuda.scalar import constant, ctype
 from graphc.backends.cuda.source import BLOCK, WARP, Launch, Writer, cdiv, decompose, size
 
-WARP_KEEP = 32  # values a lane holds: rows up to 32 * 32 = 1024 a warp
-BLOCK_KEEP = 16  # values a thread holds: rows up to 256 * 16 = 4096 a block, then online
+# Bytes of a row a thread holds in registers: 128 a lane of a warp (rows up to 1024 floats,
+# 512 doubles a warp), 64 a thread of a block (4096 floats, 2048 doubles); longer rows are
+# online. (More made ptxas use over 200 registers for doubles: one block a multiprocessor.)
+WARP_KEEP_BYTES = 128
+BLOCK_KEEP_BYTES = 64
 WINDOW = 8  # how many kernels apart the chain's members may be
 _NO_MOVE = ("loop", "all_reduce")  # host steps: nothing moves past them
 
@@ -158,6 +161,16 @@ def plan(s: kir.Schedule) -> list[Step]:
             if i in groups or i not in taken]
 
 
+def layout(length: int, dtype: np.dtype) -> tuple[int, int]:
+    """(threads a row, values of the row each holds; 0: none, the online softmax)."""
+    item = np.dtype(dtype).itemsize
+    if length <= WARP * (WARP_KEEP_BYTES // item):
+        return WARP, cdiv(length, WARP)
+    if length <= BLOCK * (BLOCK_KEEP_BYTES // item):
+        return BLOCK, cdiv(length, BLOCK)
+    return BLOCK, 0
+
+
 # ---- the kernel ----------------------------------------------------------------------------
 
 def _names(k: kir.Reduce) -> tuple[list[int], tuple[int, ...], tuple[int, ...], list[str]]:
@@ -214,8 +227,8 @@ def emit_row_softmax(w: Writer, g: RowSoftmax, guard: bool) -> tuple[list[str], 
         for st, v in zip(third.stores, values):
             lines.append(f"{indent}{w.at(st.access, names)} = {v};")
 
-    per_block = length > WARP * WARP_KEEP
-    threads = BLOCK if per_block else WARP
+    threads, keep = layout(length, dt)
+    per_block = threads == BLOCK
     if per_block:
         lines += ["  const long long row = blockIdx.x;", "  const int lane = threadIdx.x;"]
     else:
@@ -270,7 +283,7 @@ def emit_row_softmax(w: Writer, g: RowSoftmax, guard: bool) -> tuple[list[str], 
         lines += [f"  __shared__ {vt} part_m[{BLOCK // WARP}];",
                   f"  __shared__ {vt} part_s[{BLOCK // WARP}];"]
     zero = constant(dt, 0)
-    online = per_block and length > BLOCK * BLOCK_KEEP
+    online = keep == 0
     if online:
         # one pass: m the running max, s the sum of exp(x - m), rescaled when m grows
         # (-inf elements add 0, so a row starting with -inf does not make s nan)
@@ -286,7 +299,6 @@ def emit_row_softmax(w: Writer, g: RowSoftmax, guard: bool) -> tuple[list[str], 
         # (a row of -inf only: the two-pass sum is exp(-inf - -inf) summed, nan)
         lines.append(f"  if (m == {ninf}) s = {rescale('m', 'm', '  ')};")
     else:
-        keep = cdiv(length, threads)
         ragged = keep * threads != length
         lines += [f"  {vt} x[{keep}];", f"  {vt} m = {ninf};", "  #pragma unroll",
                   f"  for (int t = 0; t < {keep}; ++t) {{",
