@@ -5,7 +5,7 @@ runs it after the suite: .ci/run), 0 with a note where no CUDA compiler is insta
 source is the prelude and self-contained kernel functions, so the kernels are deduplicated
 across programs (by their text, name aside), renamed k_<hash> and compiled in batches of
 many, in parallel processes; with --cache, kernels assembled before are not compiled again.
-Run: PYTHONPATH=tests pytest -p cuda_ptx_plugin --cuda-ptx-dir DIR tests/...
+Run: PYTHONPATH=tests pytest -p cuda_ptx_plugin --cuda-ptx-dir=DIR tests/...
      python benchmarks/cuda_suite_ptx.py DIR [--jobs 2] [--cache FILE]"""
 from __future__ import annotations
 
