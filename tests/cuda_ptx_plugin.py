@@ -1,6 +1,6 @@
 """A pytest plugin that renders every program the tests run as CUDA C, for
 benchmarks/cuda_suite_ptx.py to compile and assemble:
-    pytest -p cuda_ptx_plugin --cuda-ptx-dir DIR tests/test_x.py ...
+    pytest -p cuda_ptx_plugin --cuda-ptx-dir=DIR tests/test_x.py ...
 Each program a test calls (any backend; once per set of input shapes) is scheduled with the
 cuda backend's policy and rendered; DIR gets one file per distinct source (named by its
 hash), and render-errors.txt lists the programs that failed to render."""

@@ -37,6 +37,10 @@ def _program(kind: str):
     if kind == "warp_rows":  # rows of 100: a warp per row, shuffles
         x = gc.placeholder((9, 100), F64, "x")
         return [x], gc.sum(x, axis=1), [RNG.normal(size=(9, 100))]
+    if kind.startswith("softmax_"):  # one fused kernel (backends/cuda/softmax.py)
+        n = {"softmax_warp": 100, "softmax_block": 1500, "softmax_online": 5000}[kind]
+        x = gc.placeholder((9, n), F64, "x")
+        return [x], gc.softmax(x, axis=1), [RNG.normal(size=(9, n))]
     x = gc.placeholder((3, 2000), F64, "x")  # a block per row: shuffles, shared memory
     return [x], gc.sum(x, axis=1), [RNG.normal(size=(3, 2000))]
 
@@ -65,7 +69,8 @@ def _first(old: str, new: str):
     return mutate
 
 
-@pytest.mark.parametrize("kind", ["gemm", "warp_rows", "block_rows", "scatter"])
+@pytest.mark.parametrize("kind", ["gemm", "warp_rows", "block_rows", "scatter", "softmax_warp",
+                                  "softmax_block", "softmax_online"])
 def test_unmutated_kernels_pass_in_every_order(kind):
     for seed in (0, 1, 99):
         got, want = _run(kind, seed=seed)
@@ -80,7 +85,9 @@ def _drop_syncthreads(nth: int):
     return drop
 
 
-@pytest.mark.parametrize("kind,nth", [("gemm", 0), ("gemm", 1), ("block_rows", 0)])
+@pytest.mark.parametrize("kind,nth", [("gemm", 0), ("gemm", 1), ("block_rows", 0),
+                                      ("softmax_block", 0), ("softmax_block", 1),
+                                      ("softmax_online", 0)])
 def test_a_dropped_syncthreads_is_reported_as_a_race(kind, nth):
     for seed in (0, 7):
         with pytest.raises(RuntimeError, match="shared-memory race: thread [0-9]+ (reads|writes) "
@@ -139,10 +146,11 @@ def test_a_barrier_some_threads_skip_is_reported():
         _run("block_rows", mutate)
 
 
-def test_a_shuffle_reading_an_exited_lane_is_reported():
+@pytest.mark.parametrize("kind", ["warp_rows", "softmax_warp"])
+def test_a_shuffle_reading_an_exited_lane_is_reported(kind):
     mutate = _first("  for (int d = 16;", "  if (lane >= 16) return;\n  for (int d = 16;")
     with pytest.raises(RuntimeError, match="inactive or exited lane"):
-        _run("warp_rows", mutate)
+        _run(kind, mutate)
 
 
 def test_a_shuffle_outside_its_mask_is_reported():

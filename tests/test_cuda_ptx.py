@@ -115,3 +115,15 @@ def test_gpu_sized_kernels_assemble_without_spills(dtype):
     assert "float4{" in source if dtype == "float32" else "double2{" in source
     stats = _assembles(source, names)
     assert len([s for s in stats if "_gemm" in s.name]) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_rows_kernels_assemble_without_spills(dtype):
+    """The fused softmax kernels (backends/cuda/softmax.py) of rows held by a warp (33, 1000
+    values: up to 32 a lane), by a block (4096: 16 a thread) and too long to hold (5000:
+    online), with softmax, log_softmax and cross-entropy and their gradients."""
+    from test_cuda_softmax import _program
+    for n in (33, 1000, 4096, 5000):
+        inputs, outputs, _ = _program(n, dtype)
+        stats = _assembles(*_source(gc.function(inputs, outputs, backend="numpy")))
+        assert [s.name for s in stats if "_softmax_rows_" in s.name], n

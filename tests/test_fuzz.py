@@ -30,6 +30,15 @@ def test_backends_match_the_reference(data):
 
 
 @pytest.mark.slow
+@settings(max_examples=40, **FUZZ)
+@given(st.data())
+def test_emulated_cuda_matches_the_reference(data):
+    """backend="cuda" on the emulator (shuffled block and thread orders) against the numpy
+    interpreter: fewer graphs, each compiled by the host C++ compiler."""
+    fz.check_backends(data, backends=("cuda-emulated",))
+
+
+@pytest.mark.slow
 @settings(max_examples=600, **FUZZ)
 @given(st.data())
 def test_optimized_matches_unoptimized_numpy(data):

@@ -190,6 +190,14 @@ def parse_ptxas(text: str) -> list[KernelStats]:
     return stats
 
 
+def nvrtc_assemble(source: str, arch: str = ARCH) -> list[KernelStats]:
+    """Compiles `source` to machine code for `arch` by NVRTC alone (its own ptxas, in this
+    process; one compilation, where check_source makes the PTX text first) and returns
+    what its ptxas reports of each kernel. RuntimeError if it refuses the source."""
+    _, log = nvrtc_build(source, arch, cubin=True, verbose=True)
+    return parse_ptxas(log)
+
+
 def ptx_assembles_here(ptx: str) -> bool:
     """Whether this ptxas reads `ptx`'s version (NVRTC may be newer than the toolkit)."""
     m = re.search(r"^\.version (\d+)\.(\d+)", ptx, re.M)

@@ -3,6 +3,7 @@ functions in order, and the launches that run them (a launch list, not host code
 runtime and the emulator each walk it)."""
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from graphc.runtime.slots import SlotMap
 from graphc.schedule import ir as kir
 from graphc.backends.cuda.loop import AnyLaunch
+from graphc.backends.cuda import softmax
 from graphc.backends.cuda.kernels import EMITTERS
 from graphc.backends.cuda.source import Writer
 
@@ -52,16 +54,26 @@ def render(schedule: kir.Schedule) -> Rendered:
     w = Writer(schedule)
     parts = [PRELUDE]
     launches: list[AnyLaunch] = []
-    failed_before = False  # kernels after a check skip their work once it has failed
-    for i, k in enumerate(schedule.kernels):
+    # kernels after a check skip their work once it has failed (no check moves: plan)
+    failed = [False] + list(itertools.accumulate((k.can_fail for k in schedule.kernels),
+                                                 lambda a, b: a or b))
+    for step in softmax.plan(schedule):
+        if isinstance(step, softmax.RowSoftmax):
+            lines, mine = softmax.emit_row_softmax(w, step, failed[step.last])
+            heads = "\n".join(f"// kernel {i}: {schedule.kernels[i].header()}"
+                               for i in step.members)
+            parts.append(f"{heads}\n// (one kernel: the rows kept on chip)\n"
+                         + "\n".join(_tidy(lines)))
+            launches += mine
+            continue
+        i, k = step, schedule.kernels[step]
         try:
             emit = EMITTERS[k.kind]
         except KeyError:
             raise NotImplementedError(f"cuda: no lowering of the kernel kind {k.kind!r}") \
                 from None
-        lines, mine = emit(w, i, k, failed_before)
+        lines, mine = emit(w, i, k, failed[i])
         if lines:
             parts.append(f"// kernel {i}: {k.header()}\n" + "\n".join(_tidy(lines)))
         launches += mine
-        failed_before = failed_before or k.can_fail
     return Rendered("\n\n".join(parts) + "\n", tuple(launches), w.slots, dict(w.errors))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -125,11 +126,14 @@ class Writer:
         return e
 
     def value(self, body: kir.Expr, idx: list[str], lines: list[str], indent: str,
-              memo: dict[int, str]) -> str:
+              memo: dict[int, str],
+              known: Sequence[tuple[kir.Expr, str]] = ()) -> str:
         """Lines computing `body` at the iteration indices `idx`; the name of its value.
-        A guarded load reads memory only inside its bounds."""
+        A guarded load reads memory only inside its bounds. `known`: lowered
+        sub-expressions whose values are already held (by C name): nothing below them is
+        computed."""
         e = self.lowered(body)
-        for x in kir.postorder(e):
+        for x in _postorder_known(e, known, memo):
             if id(x) in memo:
                 continue
             if isinstance(x, kir.Const):
@@ -156,3 +160,30 @@ class Writer:
         terms = [f"{scale}LL * {idx[axis]}" for axis, scale in bound.terms]
         at = " + ".join(terms + [f"{bound.offset}LL"])
         return f"({bound.lo}LL <= {at} && {at} < {bound.hi}LL)"
+
+
+def _postorder_known(expr: kir.Expr, known: Sequence[tuple[kir.Expr, str]],
+                     memo: dict[int, str]) -> Iterator[kir.Expr]:
+    """kir.postorder, except that a node equal to one of `known` gets its name in `memo`
+    and its sub-expressions are not visited."""
+    if not known:
+        yield from kir.postorder(expr)
+        return
+    done: set[int] = set()
+    stack: list[tuple[kir.Expr, bool]] = [(expr, False)]
+    while stack:
+        e, ready = stack.pop()
+        if id(e) in done:
+            continue
+        if not ready and id(e) not in memo:
+            name = next((n for k, n in known if k is e or (type(k) is type(e) and k == e)),
+                        None)
+            if name is not None:
+                memo[id(e)] = name
+        kids = () if id(e) in memo else kir.children(e)
+        if kids and not ready:
+            stack.append((e, True))
+            stack.extend((k, False) for k in reversed(kids) if id(k) not in done)
+            continue
+        done.add(id(e))
+        yield e
