@@ -140,8 +140,11 @@ class RuntimeGemm:
     the representative binding, as emit_gemm did): `descriptor` gives its blocking for
     any binding (empty where the code takes none)."""
 
-    def __init__(self, k: kir.Gemm, representative_binding: Mapping[SizeVar, int]) -> None:
-        self.k = k
+    def __init__(self, k: kir.Gemm | None, representative_binding: Mapping[SizeVar, int]
+                 ) -> None:
+        self.packed = False
+        if k is None:  # (restored)
+            return
         with representative(representative_binding):
             self.packed = symbolic(k) and packed(k)
             if self.packed:
@@ -150,11 +153,19 @@ class RuntimeGemm:
                 self.layouts = _layouts(self.spec, direct_b=False)
                 self.team = _team(k, self.spec)
 
+    @staticmethod
+    def restored(spec: "_Spec", team: int, layouts: tuple[str, str]) -> "RuntimeGemm":
+        """A packed GEMM's blocking inputs as a cache entry stored them (symbolic_plan.py)."""
+        g = RuntimeGemm(None, {})
+        g.packed, g.spec, g.team, g.layouts = True, spec, team, layouts
+        g.params = PARAMS[spec.dtype]
+        return g
+
     def descriptor(self, binding: Mapping[SizeVar, int]) -> list[int]:
         if not self.packed:
             return []
-        k = self.k
-        if any(sizes.evaluate(d, binding) == 0 for d in (k.m, k.n, k.k)):
+        spec = self.spec
+        if any(sizes.evaluate(d, binding) == 0 for d in (spec.m, spec.n, spec.k)):
             from graphc.schedule.symbolic import NotSymbolic
             raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
         return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
