@@ -388,10 +388,18 @@ class _PackedGemm:
             glob.initializer = ir.Constant(desc_t, [ir.Constant(I64, v) for v in desc])
             self.desc = glob
         scratch_t = ir.ArrayType(F32 if spec.dtype == "float32" else F64, scratch_len)
-        self.scratch = ir.GlobalVariable(module, scratch_t, f"{name}_scratch")
-        self.scratch.linkage = "internal"
-        self.scratch.initializer = ir.Constant(scratch_t, None)
-        self.scratch.align = 4096
+        # A symbolic GEMM's scratch is as large as any sizes need (1 MiB a thread): the
+        # module's symbolic GEMMs share one, since the entry runs kernels one at a time
+        # (W1 had 16 MiB of zeroed scratch, which made loading it from the cache 2x slower).
+        shared = f"graphc_runtime_scratch_{spec.dtype}_{threads}" if runtime else None
+        found = module.globals.get(shared) if shared else None
+        if isinstance(found, ir.GlobalVariable):
+            self.scratch = found
+        else:
+            self.scratch = ir.GlobalVariable(module, scratch_t, shared or f"{name}_scratch")
+            self.scratch.linkage = "internal"
+            self.scratch.initializer = ir.Constant(scratch_t, None)
+            self.scratch.align = 4096
         self.kernels = GemmKernels(module, self.variant, p)
         fns = self.kernels.functions()
         fns_t = ir.ArrayType(PTR, len(fns))
