@@ -41,20 +41,21 @@ def run_threads(target, count=THREADS):
         raise errors[0]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_one_function_called_from_several_threads(backend):
+@pytest.mark.parametrize("backend,options", [(b, None) for b in BACKENDS]
+                         + [("llvm", {"sizes": "specialize"})])
+def test_one_function_called_from_several_threads(backend, options):
     x = gc.placeholder((None, 32), "float32", name="x")
     W = gc.parameter(np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32),
                      name="W_conc")
     h = gc.tanh(x @ W)
     f = gc.function([x], [h, gc.sum(h * h, axis=1), gc.grad(gc.sum(h * h), W)],
-                    backend=backend)
+                    backend=backend, backend_options=options)
     rng = np.random.default_rng(1)
     # several batch sizes, so threads also compile new shapes (llvm) at the same time
     inputs = [rng.normal(size=(rows, 32)).astype(np.float32) for rows in (1, 7, 64, 300)]
     expected = [f(a) for a in inputs]
     fresh = gc.function([x], [h, gc.sum(h * h, axis=1), gc.grad(gc.sum(h * h), W)],
-                        backend=backend)  # no shape compiled yet
+                        backend=backend, backend_options=options)  # nothing compiled yet
 
     def work(i):
         for rep in range(25):
@@ -65,8 +66,10 @@ def test_one_function_called_from_several_threads(backend):
                     np.testing.assert_array_equal(a, b)
 
     run_threads(work)
-    if backend == "llvm":
+    if backend == "llvm" and options:
         assert len(fresh._exe.compiled) == 4  # one module per shape, however many threads
+    elif backend == "llvm":  # one program, a binding per shape, however many threads
+        assert fresh._exe.compiled == {} and len(fresh._exe.symbolic.bindings) == 4
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -20,7 +20,7 @@ SIZES = ("symbolic", "specialize")
 
 
 def default_sizes() -> str:
-    return os.environ.get("GRAPHC_SIZES", "specialize")
+    return os.environ.get("GRAPHC_SIZES", "symbolic")
 
 
 @functools.lru_cache(maxsize=1)

@@ -148,8 +148,11 @@ class RuntimeGemm:
     the representative binding, as emit_gemm did): `descriptor` gives its blocking for
     any binding (empty where the code takes none)."""
 
-    def __init__(self, k: kir.Gemm, representative_binding: Mapping[SizeVar, int]) -> None:
-        self.k = k
+    def __init__(self, k: kir.Gemm | None, representative_binding: Mapping[SizeVar, int]
+                 ) -> None:
+        self.packed = False
+        if k is None:  # (restored)
+            return
         with representative(representative_binding):
             self.packed = symbolic(k) and packed(k)
             if self.packed:
@@ -158,11 +161,19 @@ class RuntimeGemm:
                 self.layouts = _layouts(self.spec, direct_b=False)
                 self.team = _team(k, self.spec)
 
+    @staticmethod
+    def restored(spec: "_Spec", team: int, layouts: tuple[str, str]) -> "RuntimeGemm":
+        """A packed GEMM's blocking inputs as a cache entry stored them (symbolic_plan.py)."""
+        g = RuntimeGemm(None, {})
+        g.packed, g.spec, g.team, g.layouts = True, spec, team, layouts
+        g.params = PARAMS[spec.dtype]
+        return g
+
     def descriptor(self, binding: Mapping[SizeVar, int]) -> list[int]:
         if not self.packed:
             return []
-        k = self.k
-        if any(sizes.evaluate(d, binding) == 0 for d in (k.m, k.n, k.k)):
+        spec = self.spec
+        if any(sizes.evaluate(d, binding) == 0 for d in (spec.m, spec.n, spec.k)):
             from graphc.schedule.symbolic import NotSymbolic
             raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
         return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
@@ -496,10 +507,18 @@ class _PackedGemm:
             glob.initializer = ir.Constant(desc_t, [ir.Constant(I64, v) for v in desc])
             self.desc = glob
         scratch_t = ir.ArrayType(F32 if spec.dtype == "float32" else F64, scratch_len)
-        self.scratch = ir.GlobalVariable(module, scratch_t, f"{name}_scratch")
-        self.scratch.linkage = "internal"
-        self.scratch.initializer = ir.Constant(scratch_t, None)
-        self.scratch.align = 4096
+        # A symbolic GEMM's scratch is as large as any sizes need (1 MiB a thread): the
+        # module's symbolic GEMMs share one, since the entry runs kernels one at a time
+        # (W1 had 16 MiB of zeroed scratch, which made loading it from the cache 2x slower).
+        shared = f"graphc_runtime_scratch_{spec.dtype}_{threads}" if runtime else None
+        found = module.globals.get(shared) if shared else None
+        if isinstance(found, ir.GlobalVariable):
+            self.scratch = found
+        else:
+            self.scratch = ir.GlobalVariable(module, scratch_t, shared or f"{name}_scratch")
+            self.scratch.linkage = "internal"
+            self.scratch.initializer = ir.Constant(scratch_t, None)
+            self.scratch.align = 4096
         self.kernels = GemmKernels(module, self.variant, p)
         fns = self.kernels.functions()
         fns_t = ir.ArrayType(PTR, len(fns))

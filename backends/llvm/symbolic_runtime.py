@@ -12,19 +12,21 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from graphc import sizes
-from graphc.backends.llvm import backend, codegen, entry, gemm, jit, threads
+from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
 from graphc.errors import index_error_message
 from graphc.program import Program
 from graphc.runtime.cache import CompileCache, cache_key
 from graphc.runtime.code_hash import code_hash
 from graphc.runtime.errors import raise_for_status
-from graphc.runtime.layout import Layout, index_arguments
+from graphc.runtime.layout import Layout
 from graphc.schedule import ir as kir
+from graphc.schedule.ir import Schedule
 from graphc.schedule.memory import lifetimes
 from graphc.schedule.policy import SchedulePolicy
-from graphc.schedule.symbolic import (NotSymbolic, check_nodes, plan_for,
-                                      representative_binding, schedule_symbolic)
+from graphc.schedule.symbolic import (NotSymbolic, check_nodes, representative_binding,
+                                      schedule_symbolic)
 from graphc.specialize import bind_shapes
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -70,64 +72,69 @@ class SymbolicProgram:
         structure, self.storages = fingerprint
         options = (program.pass_names, optimize, threads.thread_config(), policy)
         self.key = symbolic_key(structure, [p.shape for p in self.inputs], options)
-        # the schedule is needed for every binding's plan: made here even on a cache hit
-        # (Python only: no LLVM)
-        check_nodes(program.raw_graph)  # (the optimizer may have removed what it checks)
-        with sizes.representative(self.representative):
-            self.schedule = schedule_symbolic(program.graph, self.representative, optimize,
-                                              policy)
-            self.units = codegen.plan_units(self.schedule)
-        t1 = time.perf_counter()
-        self.times.extra = {"fingerprint": fingerprint_seconds,
-                            "optimize and schedule": t1 - t0}
+        self.times.extra = {"fingerprint": fingerprint_seconds}
+        self._schedule: Schedule | None = None
         self._ir_texts: list[str] | None = None
-        objects = self._cached(disk)
-        self.cached = objects is not None
-        if objects is not None:
+        check_nodes(program.raw_graph)  # (the optimizer may have removed what it checks)
+        # a warm start reads what each binding's planning needs from the entry: no
+        # optimizer, no scheduler, no LLVM (symbolic_plan.py)
+        hit = self._cached(disk)
+        self.cached = hit is not None
+        if hit is not None:
+            objects, self.plan = hit
             threads.openmp_available()  # registers the symbols cached code links against
             self.address, self.engine = jit.load_objects(objects, jit.ENTRY)
-            self.times.extra["cache load"] = time.perf_counter() - t1
-            from graphc.runtime.slots import SlotMap
-            slots = SlotMap(self.schedule)
-            errors = codegen.kernel_errors(self.schedule)
-            flags = [str(f) for f in self._meta.get("team_flags", [])]
+            self.times.extra["cache load"] = time.perf_counter() - t0
         else:
+            with sizes.representative(self.representative):
+                self._schedule = schedule_symbolic(program.graph, self.representative,
+                                                   optimize, policy)
+            schedule = self._schedule
+            t1 = time.perf_counter()
+            self.times.extra["optimize and schedule"] = t1 - t0
             from graphc.backends.llvm import processes
             with sizes.representative(self.representative):
-                built = processes.compile_schedule(self.schedule, self.times, disk)
+                units = codegen.plan_units(schedule)
+                built = processes.compile_schedule(schedule, self.times, disk)
             self._ir_texts = built.texts
             self.address, self.engine = built.address, built.engine
-            slots, errors, flags = built.slots, built.errors, built.flags
-            disk.put(self.key, b"".join(built.objects),
-                     {"object_lengths": [len(o) for o in built.objects],
-                      "team_flags": list(flags)})
-        self.slots = slots
-        self.errors = errors
+            gemms = {i: g for i, k in enumerate(schedule.kernels)
+                     if units.symbols[i] and isinstance(k, kir.Gemm)
+                     for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
+            self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
+                                        lifetimes(schedule), gemms, built.flags)
+            self._store(disk, built.objects)
+        plan = self.plan
         self.entry = _ENTRY_TYPE(self.address)
-        self.table = (ctypes.c_void_p * (slots.count + 1))()  # + the entry's descriptor
+        self.table = (ctypes.c_void_p * (plan.slot_count + 1))()  # + the entry's descriptor
         self.table_address = ctypes.addressof(self.table)
         self.keep = []
-        for bid, array in self.schedule.consts.items():
-            array = np.ascontiguousarray(array)
+        for slot, array in plan.consts:
             self.keep.append(array)
-            self.table[slots.slot[bid]] = array.ctypes.data
-        for bid, storage in self.schedule.params.items():
-            self.table[slots.slot[bid]] = storage.array.ctypes.data
-        self.input_slots = [slots.slot[b] for b in self.schedule.inputs]
-        self.output_slots = [slots.slot[b] for b in self.schedule.outputs]
+            self.table[slot] = array.ctypes.data
+        for slot, number in plan.params:
+            self.table[slot] = self.storages[number].array.ctypes.data
+        self.input_slots = plan.input_slots
         self.bindings: dict[tuple, _Binding] = {}
-        self.spans = lifetimes(self.schedule)  # the same for every binding
-        self.gemms: dict[int, gemm.RuntimeGemm] = {}
         # one arena, as large as the largest binding so far needs; it holds the current
         # binding's size values
         self.arena = _aligned_empty(8)
         self.current: _Binding | None = None
         self.lock = threading.Lock()
+        flags = plan.team_flags
         self.chooser = ThreadChooser([jit.global_address(self.engine, f) for f in flags]) \
             if flags and adaptive_enabled() else None
 
-    def _cached(self, disk: CompileCache) -> list[bytes] | None:
-        self._meta: dict = {}
+    def _store(self, disk: CompileCache, objects: list[bytes]) -> None:
+        try:
+            meta, blob = self.plan.to_meta(self.inputs)
+        except PlanFormatError:
+            return  # (a size not given by an input: not cached, made again next time)
+        disk.put(self.key, b"".join(objects) + blob,
+                 {"object_lengths": [len(o) for o in objects], "plan": meta,
+                  "representative": [list(s) for s in self.shapes]})
+
+    def _cached(self, disk: CompileCache) -> tuple[list[bytes], SymbolicPlan] | None:
         hit = disk.get(self.key)
         if hit is None:
             return None
@@ -138,44 +145,53 @@ class SymbolicProgram:
             for n in lengths:
                 objects.append(payload[start:start + n])
                 start += n
-            if not (lengths and start == len(payload)
+            if not (lengths and start <= len(payload)
                     and all(jit.valid_object(o) for o in objects)):
                 return None
-        except (KeyError, TypeError, ValueError):
+            plan = SymbolicPlan.from_meta(meta["plan"], payload[start:], self.inputs,
+                                          len(self.storages))
+            shapes = tuple(tuple(int(d) for d in s) for s in meta["representative"])
+            if len(shapes) != len(self.inputs):
+                return None
+        except (KeyError, TypeError, ValueError):  # (PlanFormatError is a ValueError)
             return None  # another format or a damaged entry: compiled again
-        self._meta = meta
-        return objects
+        # the code's choices of speed were made with the binding that made it
+        self.representative = representative_binding(bind_shapes(self.inputs, shapes))
+        return objects, plan
+
+    @property
+    def schedule(self) -> Schedule:
+        """The kernel plan (made on demand when the code came from the cache)."""
+        if self._schedule is None:
+            with sizes.representative(self.representative):
+                self._schedule = schedule_symbolic(self.program.graph, self.representative,
+                                                   self.optimize, self.policy)
+        return self._schedule
 
     # -- one binding ----------------------------------------------------------------------
     def _bind(self, shapes: tuple) -> _Binding:
         values = bind_shapes(self.inputs, shapes)
-        schedule = self.schedule
-        plan = plan_for(schedule, values, self.spans)
-        if plan.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
-            raise MemoryError(f"cannot allocate {plan.arena_bytes} bytes of scratch memory "
+        plan = self.plan
+        memory = plan.memory(values)
+        if memory.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
+            raise MemoryError(f"cannot allocate {memory.arena_bytes} bytes of scratch memory "
                               "for these shapes: too large")
         vectors: list[list[int]] = []
-        for i, k in enumerate(schedule.kernels):
-            used = self.units.symbols[i]
-            vector = [values[v] for v in used]
-            if used and isinstance(k, kir.Gemm):
-                if i not in self.gemms:
-                    self.gemms[i] = gemm.RuntimeGemm(k, self.representative)
-                vector += self.gemms[i].descriptor(values)
+        for recipe in plan.kernels:
+            vector = [values[plan.symbols[s]] for s in recipe.symbols]
+            if recipe.gemm is not None:
+                vector += recipe.gemm.descriptor(values)
             vectors.append(vector)
-        start = -(-plan.arena_bytes // 64) * 64
+        start = -(-memory.arena_bytes // 64) * 64
         extra: list[int | None] = []
         at = start
         for vector in vectors:
             extra.append(at if vector else None)
             at += 8 * len(vector)
         words = np.array([v for vector in vectors for v in vector], np.int64)
-        desc = np.array(entry.descriptor(schedule, self.slots, self.units.buffers,
-                                         plan.offsets, extra) or [0], np.int64)
-        outputs = [(slot, tuple(sizes.evaluate(d, values)
-                                for d in schedule.buffers[b].shape),
-                    np.dtype(schedule.buffers[b].dtype))
-                   for slot, b in zip(self.output_slots, schedule.outputs)]
+        desc = np.array(plan.descriptor(memory.offsets, extra) or [0], np.int64)
+        outputs = [(slot, tuple(sizes.evaluate(d, values) for d in shape), np.dtype(dtype))
+                   for slot, shape, dtype in plan.outputs]
         return _Binding(max(at, 8), start, words, desc, outputs, values)
 
     def serves(self, shapes: tuple) -> bool:
@@ -203,8 +219,8 @@ class SymbolicProgram:
         if bound.words.size:
             end = bound.start + 8 * bound.words.size
             self.arena[bound.start:end].view(np.int64)[:] = bound.words
-        self.table[self.slots.arena_slot] = self.arena.ctypes.data
-        self.table[self.slots.count] = bound.desc.ctypes.data
+        self.table[self.plan.arena_slot] = self.arena.ctypes.data
+        self.table[self.plan.slot_count] = bound.desc.ctypes.data
         self.current = bound
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -238,19 +254,14 @@ class SymbolicProgram:
 
     def _error_layout(self, values: Mapping[sizes.SizeVar, int]) -> Layout:
         """What raise_for_status needs, with this binding's sizes in the messages."""
-        errors = {}
-        for i, k in enumerate(self.schedule.kernels):
-            error = k.error()
-            if error is None:
-                continue
-            checked = k.checked_indices()
-            errors[i] = error[1] if checked is None else index_error_message(
-                error[1], sizes.evaluate(checked[2], values), checked[3])
+        plan = self.plan
+        errors = {i: e.message if e.size is None else index_error_message(
+                      e.message, sizes.evaluate(e.size, values), e.negative)
+                  for i, e in plan.errors.items()}
         layout = Layout(0, 0, 0, [], [], [], [], errors)
-        layout.index_args = {i: (p, sizes.evaluate(n, values), neg) for i, (p, n, neg)
-                             in index_arguments(self.schedule, errors).items()}
-        layout.value_errors = [i for i, k in enumerate(self.schedule.kernels)
-                               if k.can_fail and (k.error() or (None,))[0] is ValueError]
+        layout.index_args = {i: (p, sizes.evaluate(n, values), neg)
+                             for i, (p, n, neg) in plan.index_args.items()}
+        layout.value_errors = list(plan.value_errors)
         return layout
 
     # -- what Function shows ----------------------------------------------------------------
