@@ -110,7 +110,7 @@ def test_a_damaged_or_foreign_plan_is_a_cache_miss(tmp_path, damage):
     assert g.compile_times["cached"] is False and g.compile_times["symbolic"] is True
 
 
-def test_symbolic_is_the_default_and_specialize_stays_an_option(monkeypatch):
+def test_auto_is_the_default_and_specialize_stays_an_option(monkeypatch):
     monkeypatch.delenv("GRAPHC_SIZES", raising=False)
     f, _ = mlp_step("llvm", {"cache_dir": None})
     f(*mlp_data(4, 0))

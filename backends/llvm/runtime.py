@@ -3,6 +3,7 @@ as one array of pointers, arguments checked (by gc.function) before any pointer 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import threading
 import time
 from typing import Sequence
@@ -214,7 +215,9 @@ class LLVMExecutable:
         self._lock = threading.Lock()
         self._fingerprint: tuple[str, list] | None = None
         # sizes="symbolic": one program for every binding of the call-time sizes
-        # (symbolic_runtime.py); "specialize": a module per set of input shapes
+        # (symbolic_runtime.py); "specialize": a module per set of input shapes; "auto":
+        # symbolic, except a program whose convolutions' columns the GEMM could read in place
+        # (implicit GEMM: it needs the sizes as numbers), measured faster specialised
         self.sizes = options.get("sizes", backend.default_sizes())
         self.symbolic = None
         self.not_symbolic: str | None = None  # why the program is specialised instead
@@ -225,7 +228,7 @@ class LLVMExecutable:
 
     def _get(self, shapes: tuple):
         compiled = self.compiled.get(shapes)
-        if compiled is None and self.sizes == "symbolic" and self.not_symbolic is None:
+        if compiled is None and self.sizes != "specialize" and self.not_symbolic is None:
             compiled = self._symbolic(shapes)
             if compiled is not None and not compiled.serves(shapes):
                 compiled = None  # (these shapes get a module of their own)
@@ -262,11 +265,14 @@ class LLVMExecutable:
                     if self._fingerprint is None:
                         from graphc.fingerprint import graph_fingerprint
                         self._fingerprint = graph_fingerprint(self.program.raw_graph)
+                    policy = self.policy
+                    if self.sizes == "auto" and policy.implicit_gemm:
+                        policy = dataclasses.replace(policy, implicit_gemm_or_specialize=True)
                     try:
                         self.symbolic = SymbolicProgram(
                             self.program, shapes, self.disk,
                             self.options.get("optimize", True), self._fingerprint,
-                            self.policy, time.perf_counter() - t0)
+                            policy, time.perf_counter() - t0)
                     except NotSymbolic as e:
                         self.not_symbolic = str(e)
                         return None

@@ -563,10 +563,18 @@ class Lowering:
         activation fused into it) is stored once first, at the image's size rather than
         its columns', where the columns then read as an implicit B (b_operand)."""
         x = node.inputs[0]
+        if node.op != "reshape" or not reads_as_b(node, self.users, self.output_nodes):
+            return None
         if not all(isinstance(d, int) for d in _dims(node) + _dims(x)):
-            return None  # (call-time sizes: the sub-axes' grouping needs numbers)
-        if 0 in _dims(node) or 0 in _dims(x) or node.op != "reshape" or not reads_as_b(
-                node, self.users, self.output_nodes):
+            # (call-time sizes: the sub-axes' grouping needs numbers)
+            if self.policy.implicit_gemm_or_specialize and (
+                    isinstance(self.values[x], View)
+                    or window_chain(node, self.values) is not None):
+                from graphc.schedule.symbolic import NotSymbolic
+                raise NotSymbolic("a convolution's columns read in place (implicit GEMM) "
+                                  "need their sizes: specialised per shape")
+            return None
+        if 0 in _dims(node) or 0 in _dims(x):
             return None
         if isinstance(self.values[x], View):
             return self._grouped(node)

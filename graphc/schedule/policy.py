@@ -21,7 +21,11 @@ class SchedulePolicy:
     between a start and its wait, so that MPI advances them (False: only the wait does).
     implicit_gemm: a matrix product whose B operand is a convolution's columns (a reshape of
     sliding windows) reads them from the image through B's sub-axes (ir.Gemm.b_split)
-    instead of from an im2col buffer; only for targets whose GEMM packs such a B."""
+    instead of from an im2col buffer; only for targets whose GEMM packs such a B.
+    implicit_gemm_or_specialize: lowering with call-time sizes, where implicit_gemm would
+    be considered, raise NotSymbolic (the program is then specialised per shape: the
+    in-place columns need their sizes as numbers, and were measured faster, with half the
+    memory, on the W5 and W6 steps) instead of storing an im2col buffer."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -30,6 +34,7 @@ class SchedulePolicy:
     overlap_reductions: bool = True
     progress_reductions: bool = True
     implicit_gemm: bool = False
+    implicit_gemm_or_specialize: bool = False
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.
