@@ -103,10 +103,9 @@ def test_a_cnn_step_with_batch_norm_runs_every_batch_as_one_program():
     assert f.compile_times["bindings"] == 4
 
 
-def test_by_default_a_cnn_whose_columns_are_read_in_place_is_specialised(monkeypatch):
-    # sizes="auto": the implicit GEMM needs numbers, and was measured faster specialised
-    monkeypatch.delenv("GRAPHC_SIZES", raising=False)
-    f, pf = cnn_step("llvm", {"cache_dir": None})
+def test_auto_specialises_a_cnn_whose_columns_are_read_in_place():
+    # the implicit GEMM needs numbers, and was measured faster specialised
+    f, pf = cnn_step("llvm", {"sizes": "auto", "cache_dir": None})
     g, pg = cnn_step("numpy")
     rng = np.random.default_rng(3)
     for n in (8, 3):
@@ -156,7 +155,7 @@ def test_errors_stay_as_they_are():
     with pytest.raises(IndexError, match="index 7"):
         f(x, bad)
     z = gc.placeholder((None,))
-    with pytest.raises(ValueError, match="sizes must be .auto."):
+    with pytest.raises(ValueError, match="sizes must be .specialize."):
         gc.function([z], z * 2, backend_options={"sizes": "bogus"})
 
 

@@ -20,7 +20,7 @@ SIZES = ("auto", "symbolic", "specialize")
 
 
 def default_sizes() -> str:
-    return os.environ.get("GRAPHC_SIZES", "auto")
+    return os.environ.get("GRAPHC_SIZES", "specialize")
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,9 +52,9 @@ class LLVMBackend:
             raise ValueError(f"backend_options: unknown options for llvm: {sorted(unknown)}")
         sizes = options.get("sizes", default_sizes())
         if sizes not in SIZES:
-            raise ValueError("backend_options: sizes must be 'auto' (the default: one "
-                             "program for every size, except where a program specialised "
-                             "to the shapes was measured faster), 'symbolic' (one program "
-                             "for every size) or 'specialize' (one per input shapes), not "
-                             f"{sizes!r}")
+            raise ValueError("backend_options: sizes must be 'specialize' (the default: "
+                             "one program per input shapes), 'auto' (one program for every "
+                             "size, except where a program specialised to the shapes was "
+                             "measured faster) or 'symbolic' (one program for every size), "
+                             f"not {sizes!r}")
         return LLVMExecutable(program, options, self.policy)
