@@ -97,15 +97,23 @@ class _Encoder:
     def expr(self, e: kir.Expr) -> str:
         number = self.nodes.get(id(e))
         if number is None:
-            if isinstance(e, kir.Apply) and e.op not in self.user_ops:
-                from graphc.ops import get_op
-                if get_op(e.op).user_defined:
-                    self.user_ops.add(e.op)
-            parts = ",".join(f"{f.name}={self.value(getattr(e, f.name))}"
-                             for f in dataclasses.fields(e))
-            number = self.nodes[id(e)] = len(self.nodes)
-            self.lines.append(f"e{number}={type(e).__name__}({parts})")
+            # children first, by the iterative walker: encoding a node then finds its
+            # children numbered, so a long fused chain does not recurse through them
+            for node in kir.postorder(e):
+                if id(node) not in self.nodes:
+                    self._encode(node)
+            number = self.nodes[id(e)]
         return f"e{number}"
+
+    def _encode(self, e: kir.Expr) -> None:
+        if isinstance(e, kir.Apply) and e.op not in self.user_ops:
+            from graphc.ops import get_op
+            if get_op(e.op).user_defined:
+                self.user_ops.add(e.op)
+        parts = ",".join(f"{f.name}={self.value(getattr(e, f.name))}"
+                         for f in dataclasses.fields(e))
+        number = self.nodes[id(e)] = len(self.nodes)
+        self.lines.append(f"e{number}={type(e).__name__}({parts})")
 
 
 def kernel_signature(kernel: kir.Kernel, schedule: kir.Schedule,
