@@ -46,6 +46,29 @@ def _choose_pointer_reader():
 data_pointer = _choose_pointer_reader()
 
 
+def call_entry(program, args: Sequence[np.ndarray], outputs) -> tuple[int, list, list]:
+    """One call of a compiled program's entry point (the caller holds its lock): the
+    arguments' and new outputs' pointers put in its table, the entry run (timed for its
+    thread chooser, if any). Returns (status, the arguments as passed, the outputs)."""
+    table = program.table
+    arrays = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
+    for slot, a in zip(program.input_slots, arrays):
+        table[slot] = data_pointer(a)
+    outs = []
+    for slot, shape, dtype in outputs:
+        out = np.empty(shape, dtype)
+        table[slot] = data_pointer(out)
+        outs.append(out)
+    chooser = program.chooser
+    if chooser is None:
+        return program.entry(program.table_address), arrays, outs
+    chooser.before_call()
+    start = time.perf_counter()
+    status = program.entry(program.table_address)
+    chooser.after_call(time.perf_counter() - start)
+    return status, arrays, outs
+
+
 def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     if nbytes + align >= 2 ** 63:  # numpy's own message would be about dimensions
         raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
@@ -178,23 +201,7 @@ class CompiledShape:
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
-            table = self.table
-            arrays = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
-            for slot, a in zip(self.input_slots, arrays):
-                table[slot] = data_pointer(a)
-            outs = []
-            for slot, shape, dtype in self.outputs:
-                out = np.empty(shape, dtype)
-                table[slot] = data_pointer(out)
-                outs.append(out)
-            chooser = self.chooser
-            if chooser is None:
-                status = self.entry(self.table_address)
-            else:
-                chooser.before_call()
-                start = time.perf_counter()
-                status = self.entry(self.table_address)
-                chooser.after_call(time.perf_counter() - start)
+            status, arrays, outs = call_entry(self, args, self.outputs)
         if status:
             raise_for_status(status, self.layout, arrays)
         return outs

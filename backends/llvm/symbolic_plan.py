@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from graphc import sizes
-from graphc.runtime.layout import index_arguments
+from graphc.runtime.layout import decode_const, encode_consts, index_arguments
 from graphc.schedule import ir as kir
 from graphc.schedule.memory import MemoryPlan, plan_memory
 
@@ -143,12 +143,7 @@ class SymbolicPlan:
         def dim(d: sizes.Dim) -> Any:
             return encode_dim(d, number)
 
-        blobs, consts, offset = [], [], 0
-        for slot, a in self.consts:
-            data = a.tobytes()
-            consts.append([slot, a.dtype.str, list(a.shape), offset, len(data)])
-            blobs.append(data)
-            offset += len(data)
+        consts, blob = encode_consts(self.consts)
         meta = {
             "version": VERSION, "symbols": table, "slot_count": self.slot_count,
             "arena_slot": self.arena_slot, "input_slots": self.input_slots,
@@ -163,7 +158,7 @@ class SymbolicPlan:
                        for i, e in self.errors.items()],
             "index_args": [[i, p, dim(n), neg] for i, (p, n, neg) in self.index_args.items()],
             "value_errors": self.value_errors, "team_flags": self.team_flags}
-        return meta, b"".join(blobs)
+        return meta, blob
 
     @staticmethod
     def from_meta(meta: Any, blob: bytes, inputs: Sequence, parameters: int) -> "SymbolicPlan":
@@ -293,9 +288,7 @@ def _decode(meta: Any, blob: bytes, inputs: Sequence, parameters: int) -> Symbol
         dt = np.dtype(dtype)
         if dt.hasobject:
             raise PlanFormatError("a constant of object dtype")
-        a = np.frombuffer(blob, dt, count=nbytes // dt.itemsize if dt.itemsize else 0,
-                          offset=offset)
-        consts.append((_int(slot), a.reshape(ints(shape)).copy()))  # aligned, writable
+        consts.append((_int(slot), decode_const(blob, dt, ints(shape), offset, nbytes)))
     plan = SymbolicPlan(
         symbols=variables, slot_count=slot_count, arena_slot=arena_slot,
         input_slots=ints(meta["input_slots"]),

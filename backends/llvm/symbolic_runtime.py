@@ -224,30 +224,14 @@ class SymbolicProgram:
         self.current = bound
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from graphc.backends.llvm.runtime import data_pointer
+        from graphc.backends.llvm.runtime import call_entry
         shapes = tuple(a.shape for a in args)
         self.shapes = shapes
         with self.lock:
             bound = self.binding(shapes)
-            table = self.table
             if bound is not self.current:
                 self._enter(bound)
-            arrays = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
-            for slot, a in zip(self.input_slots, arrays):
-                table[slot] = data_pointer(a)
-            outs = []
-            for slot, shape, dtype in bound.outputs:
-                out = np.empty(shape, dtype)
-                table[slot] = data_pointer(out)
-                outs.append(out)
-            chooser = self.chooser
-            if chooser is None:
-                status = self.entry(self.table_address)
-            else:
-                chooser.before_call()
-                start = time.perf_counter()
-                status = self.entry(self.table_address)
-                chooser.after_call(time.perf_counter() - start)
+            status, arrays, outs = call_entry(self, args, bound.outputs)
         if status:
             raise_for_status(status, self._error_layout(bound.values), arrays)
         return outs

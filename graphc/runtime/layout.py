@@ -68,12 +68,7 @@ class Layout:
 
     def to_meta(self) -> tuple[dict, bytes]:
         """JSON-able metadata and the constants' bytes (stored after the object code)."""
-        blobs, consts, offset = [], [], 0
-        for slot, a in self.consts:
-            data = a.tobytes()
-            consts.append([slot, a.dtype.str, list(a.shape), offset, len(data)])
-            blobs.append(data)
-            offset += len(data)
+        consts, blob = encode_consts(self.consts)
         meta = {"slots": self.slots, "arena_slot": self.arena_slot,
                 "arena_bytes": self.arena_bytes, "input_slots": self.input_slots,
                 "outputs": [[s, list(sh), dt] for s, sh, dt in self.outputs],
@@ -82,15 +77,14 @@ class Layout:
                 "team_flags": self.team_flags,
                 "index_args": {str(k): list(v) for k, v in self.index_args.items()},
                 "value_errors": self.value_errors}
-        return meta, b"".join(blobs)
+        return meta, blob
 
     @staticmethod
     def from_meta(meta: dict, blob: bytes) -> "Layout":
         consts = []
         for slot, dtype, shape, offset, nbytes in meta["consts"]:
-            a = np.frombuffer(blob, np.dtype(dtype), count=nbytes // np.dtype(dtype).itemsize
-                              if np.dtype(dtype).itemsize else 0, offset=offset)
-            consts.append((int(slot), a.reshape(shape).copy()))  # aligned, writable
+            consts.append((int(slot), decode_const(blob, np.dtype(dtype), shape, offset,
+                                                   nbytes)))
         return Layout(
             slots=int(meta["slots"]), arena_slot=int(meta["arena_slot"]),
             arena_bytes=int(meta["arena_bytes"]),
@@ -122,3 +116,22 @@ def index_arguments(schedule, errors: dict[int, str]) -> dict[int, tuple[int, in
                 kir.contiguous_strides(tuple(shape))):
             found[i] = (schedule.inputs.index(acc.buffer), size, negative)
     return found
+
+
+def encode_consts(consts: list) -> tuple[list, bytes]:
+    """(slot, array) constants as JSON-able records [slot, dtype, shape, offset, nbytes]
+    and the bytes they point into (stored after the object code)."""
+    records, blobs, offset = [], [], 0
+    for slot, a in consts:
+        data = a.tobytes()
+        records.append([slot, a.dtype.str, list(a.shape), offset, len(data)])
+        blobs.append(data)
+        offset += len(data)
+    return records, b"".join(blobs)
+
+
+def decode_const(blob: bytes, dtype: np.dtype, shape, offset: int, nbytes: int) -> np.ndarray:
+    """One constant of encode_consts, copied out of the blob (aligned and writable)."""
+    a = np.frombuffer(blob, dtype, count=nbytes // dtype.itemsize if dtype.itemsize else 0,
+                      offset=offset)
+    return a.reshape(shape).copy()
