@@ -1,4 +1,5 @@
-"""Where a compiled llvm step spends its time: each kernel of the W6 ResNet step (or W5, LeNet)
+"""Where a compiled llvm step spends its time: each kernel of the W6 ResNet step (or W5, LeNet;
+or W7, the char-LSTM, whose two loops are one kernel each)
 called on its own through the runtime, in program order, timed per call and summed by kernel
 class (convolution GEMMs by direction, im2col copies, col2im, BatchNorm reductions, ...).
 The kernels are the ones the step runs, on its own arena and parameters; the step's sum of
@@ -6,7 +7,7 @@ kernel times is printed beside the step's own median, so the Python timing overh
 --clock cpu times each kernel by the calling thread's CPU time (with --threads alone only:
 a team's other threads are not counted): steadier than wall time on a machine that other
 processes keep busy, which stretches wall times several-fold at random.
-Run: python benchmarks/kernel_breakdown.py [--model W6|W5] [--repeat 30] [--top 25]
+Run: python benchmarks/kernel_breakdown.py [--model W6|W5|W7] [--repeat 30] [--top 25]
      [--threads adaptive|team|alone] [--clock wall|cpu]"""
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ _KERNEL = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
 def build(model: str):
     """The compiled step and one call's arguments."""
+    if model == "W7":
+        from bench_rnn import graphc_w7_step, w7_data, w7_params
+        return graphc_w7_step(w7_params()), w7_data()
     if model == "W6":
         from bench_resnet import graphc_resnet_step, resnet_data, resnet_params
         x, y = resnet_data()
@@ -66,6 +70,8 @@ def kernel_class(kernel, schedule) -> str:
         return "col2im (windows_grad)"
     if kind == "elementwise" and fused == ("zeros",):
         return "zero fill"
+    if kind == "loop":
+        return "loop reversed" if kernel.reverse else "loop"
     if kind == "reduce":
         return f"reduce/{kernel.op}"
     return kind
@@ -140,7 +146,7 @@ def breakdown(f, args, repeat: int, threads: str, clock: str = "wall") -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="W6", choices=("W6", "W5"))
+    parser.add_argument("--model", default="W6", choices=("W7", "W6", "W5"))
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--top", type=int, default=20, help="slowest kernels to list")
     parser.add_argument("--threads", default="adaptive", choices=("adaptive", "team", "alone"))
