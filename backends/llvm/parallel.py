@@ -15,6 +15,13 @@ PTR = ir.PointerType()
 
 # Below this many elements a kernel runs on one thread: waking a team costs a few us.
 PARALLEL_MIN_ELEMENTS = 1 << 16
+# What a libm call (libmvec: about 25 cycles per 16 lanes) adds to an element, in plain
+# elements (a load and a store, about half a cycle each when vectorized): an LSTM's gate
+# kernel of 32 x 256 elements with five of them is a plain kernel of 8192 x 21 elements.
+TRANSCENDENTAL_WEIGHT = 4
+TRANSCENDENTALS = frozenset(("exp", "log", "log1p", "sin", "cos", "tan", "tanh", "erf",
+                             "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos",
+                             "atan", "expm1", "log2", "log10", "atan2", "pow", "sigmoid"))
 
 
 def split_axis(k: kir.Elementwise) -> int:
@@ -43,12 +50,21 @@ def _disjoint_slabs(k: kir.Elementwise, axis: int) -> bool:
     return True
 
 
+def element_weight(k: kir.Elementwise) -> int:
+    """An element's work in plain elements: 1, plus TRANSCENDENTAL_WEIGHT per libm call
+    (each distinct call once: LLVM computes a repeated subexpression once)."""
+    calls = {e for s in k.stores for e in kir.postorder(s.value)
+             if isinstance(e, kir.Apply) and e.op in TRANSCENDENTALS}
+    return 1 + TRANSCENDENTAL_WEIGHT * len(calls)
+
+
 def threads_for(k: kir.Elementwise) -> int:
-    """How many threads an elementwise kernel gets (1: run it inline)."""
+    """How many threads an elementwise kernel gets (1: run it inline): a team where its
+    work, in plain elements, pays for waking one (the gate kernels in an RNN's loop)."""
     size = 1
     for d in k.shape:
         size *= hint(d)  # (symbolic sizes: the representative binding's, a choice of speed)
-    if size < PARALLEL_MIN_ELEMENTS:
+    if size * element_weight(k) < PARALLEL_MIN_ELEMENTS:
         return 1
     axis = split_axis(k)
     if any(s.accumulate for s in k.stores) and not _disjoint_slabs(k, axis):
