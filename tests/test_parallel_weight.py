@@ -19,7 +19,7 @@ def _kernel(op: str | None, size: int) -> ir.Elementwise:
     return ir.Elementwise((size,), (ir.Store(ir.Access(1, (1,), 0), x),), ())
 
 
-def test_libm_calls_weigh_in_and_repeats_count_once():
+def test_libm_calls_weigh_in_and_a_shared_call_counts_once():
     assert parallel.element_weight(_kernel(None, 8)) == 1
     assert parallel.element_weight(_kernel("tanh", 8)) == 1 + 2 * parallel.TRANSCENDENTAL_WEIGHT
     add = _kernel(None, 1)

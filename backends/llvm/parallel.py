@@ -17,7 +17,8 @@ PTR = ir.PointerType()
 PARALLEL_MIN_ELEMENTS = 1 << 16
 # What a libm call (libmvec: about 25 cycles per 16 lanes) adds to an element, in plain
 # elements (a load and a store, about half a cycle each when vectorized): an LSTM's gate
-# kernel of 32 x 256 elements with five of them is a plain kernel of 8192 x 21 elements.
+# kernel of 32 x 256 elements with five of them is a plain kernel of 8192 x 21 elements
+# or more (a subexpression the listing repeats counts each time).
 TRANSCENDENTAL_WEIGHT = 4
 TRANSCENDENTALS = frozenset(("exp", "log", "log1p", "sin", "cos", "tan", "tanh", "erf",
                              "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos",
@@ -52,8 +53,9 @@ def _disjoint_slabs(k: kir.Elementwise, axis: int) -> bool:
 
 def element_weight(k: kir.Elementwise) -> int:
     """An element's work in plain elements: 1, plus TRANSCENDENTAL_WEIGHT per libm call
-    (each distinct call once: LLVM computes a repeated subexpression once)."""
-    calls = {e for s in k.stores for e in kir.postorder(s.value)
+    (a node shared by several stores once; counted by identity, not by hashing the
+    expression, which recurses through it: deep chains exist)."""
+    calls = {id(e) for s in k.stores for e in kir.postorder(s.value)
              if isinstance(e, kir.Apply) and e.op in TRANSCENDENTALS}
     return 1 + TRANSCENDENTAL_WEIGHT * len(calls)
 
