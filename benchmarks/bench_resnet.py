@@ -6,7 +6,10 @@ JAX measured in the same run.
       start (graph, gradient, compile and the first step, in a fresh process each).
   depth  cold compile of an MLP training step (width 256, batch 64, ReLU) of 2, 8, 32 and 96
       layers: graphc (fresh process, empty cache folder) against JAX jit.
-Run: python benchmarks/bench_resnet.py [--only W6,depth] [--repeat 30] [--no-torch-compile]"""
+      Then W6's GFLOP/s (convolution and matmul FLOPs counted from the graph) as a share of
+      graphc's own n x n GEMM on two threads, measured in the same run (--gemm-n, 1024).
+Run: python benchmarks/bench_resnet.py [--only W6,depth] [--repeat 30] [--no-torch-compile]
+     [--gemm-n 1024]"""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import median_ms  # noqa: E402 (the same timer as W1-W5)
+from gemm_rate import gemm_gflops, graph_matmul_flops, schedule_gemm_flops  # noqa: E402
 
 BLOCKS = ((16, 16, 1), (16, 32, 2), (32, 32, 1))
 DEPTHS = (2, 8, 32, 96)
@@ -79,10 +83,10 @@ def forward(p: list, x, ops: dict):
 
 # ---- graphc ------------------------------------------------------------------------------
 
-def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
-                       names: list[str] | None = None, backend: str = "llvm",
-                       backend_options: dict | None = None):
-    """The step in graphc; `names` (default p0, p1, ...) name the parameters."""
+def graphc_resnet_graph(params: list[np.ndarray], names: list[str] | None = None,
+                        batch: int | None = None):
+    """The step's graph in graphc: (x, labels, parameters, loss, gradients); `names`
+    (default p0, p1, ...) name the parameters; batch None leaves the batch size symbolic."""
     import graphc as gc
 
     def bn(x, g, b):
@@ -93,12 +97,20 @@ def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
     ops = {"conv": lambda x, w, s, pad: gc.nn.conv2d(x, w, stride=s, padding=pad), "bn": bn,
            "relu": gc.relu, "gap": lambda x: x.mean(axis=(2, 3)),
            "dense": lambda x, w, b: x @ w + b}
-    x = gc.placeholder((None, 1, 28, 28), name="x")
-    labels = gc.placeholder((None,), "int64", name="labels")
+    x = gc.placeholder((batch, 1, 28, 28), name="x")
+    labels = gc.placeholder((batch,), "int64", name="labels")
     names = names or [f"p{i}" for i in range(len(params))]
     p = [gc.parameter(v.copy(), name=n) for v, n in zip(params, names, strict=True)]
     loss = gc.nn.cross_entropy(forward(p, x, ops), labels)
-    grads = gc.grad(loss, p)
+    return x, labels, p, loss, gc.grad(loss, p)
+
+
+def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
+                       names: list[str] | None = None, backend: str = "llvm",
+                       backend_options: dict | None = None, batch: int | None = None):
+    """The step in graphc; `names` (default p0, p1, ...) name the parameters."""
+    import graphc as gc
+    x, labels, p, loss, grads = graphc_resnet_graph(params, names, batch)
     return gc.function([x, labels], loss, updates={v: v - lr * g for v, g in zip(p, grads)},
                        backend=backend, backend_options=backend_options)
 
@@ -264,7 +276,7 @@ def _has(module: str) -> bool:
         return False
 
 
-def bench_w6(repeat: int, torch_compile: bool) -> None:
+def bench_w6(repeat: int, torch_compile: bool, gemm_n: int = 1024) -> None:
     params, (x, y) = resnet_params(), resnet_data()
     steps = {"graphc": graphc_resnet_step(params)}
     if _has("torch"):
@@ -292,6 +304,25 @@ def bench_w6(repeat: int, torch_compile: bool) -> None:
               f"{mine / step_ms[name]:.2f})   cold {c if c is None else round(c, 2)} s"
               + (f" (graphc/{name} = {cold['graphc'] / c:.2f})"
                  if c and cold["graphc"] else ""))
+    if gemm_n:
+        w6_gemm_share(steps["graphc"], step_ms, gemm_n)
+
+
+def w6_gemm_share(f, step_ms: dict, n: int, threads: int = 2) -> None:
+    """W6's GFLOP/s as a share of graphc's own n x n GEMM on `threads` threads, this run.
+    FLOPs: every matmul (convolutions included) of the gradients' graph, which holds its
+    forward pass once; the compiled GEMM kernels' own count shows the work they add."""
+    x, _ = resnet_data()
+    useful = graph_matmul_flops(graphc_resnet_graph(resnet_params(), batch=len(x))[4])
+    executed = schedule_gemm_flops(f._exe.last.schedule)
+    rate = gemm_gflops(n, threads)
+    print(f"W6 GEMM work: {useful / 1e9:.3f} GFLOP a step (convolutions and matmuls, forward "
+          f"and gradients, from the graph); graphc's GEMM kernels execute "
+          f"{executed / 1e9:.3f} ({executed / useful - 1:+.1%})")
+    print(f"graphc GEMM {n}x{n} float32 on {threads} threads: {rate:.0f} GFLOP/s (this run)")
+    for name, ms in step_ms.items():
+        achieved = useful / ms / 1e6
+        print(f"  {name:<14} {achieved:6.0f} GFLOP/s = {achieved / rate:6.1%} of that rate")
 
 
 def bench_depth(rounds: int) -> None:
@@ -318,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3, help="cold starts per depth")
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--gemm-n", type=int, default=1024,
+                        help="size of the square GEMM W6's rate is compared with (0: skip)")
     parser.add_argument("--cold", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cold:
@@ -325,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     wanted = set(args.only.split(","))
     if "W6" in wanted:
-        bench_w6(args.repeat, not args.no_torch_compile)
+        bench_w6(args.repeat, not args.no_torch_compile, args.gemm_n)
     if "depth" in wanted:
         bench_depth(args.rounds)
 

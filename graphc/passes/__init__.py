@@ -28,7 +28,7 @@ def _drop_stop_gradient(b, node):
     return b["x"]
 
 
-_CANONICAL_RULES = canonicalize.RULES + broadcasts.RULES
+_CANONICAL_RULES = canonicalize.RULES + broadcasts.RULES + conv_grad.CANONICAL_RULES
 CANONICAL = RuleSet(_CANONICAL_RULES)
 STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES)
 SPECIALIZE = RuleSet(specialize.RULES + conv_grad.RULES + _CANONICAL_RULES

@@ -1,0 +1,76 @@
+"""A copy of a value into another layout stored by the kernel that makes the value
+(graphc/schedule/copy_forward.py): the store's strides follow the copy's permutation, the
+copy kernel disappears only where nothing in between touches its target, and a
+convolution step's weight gradient no longer copies dY, with values unchanged."""
+from __future__ import annotations
+
+import numpy as np
+
+import graphc as gc
+from graphc.backends.llvm import LLVM_POLICY
+from graphc.backends.numpy.kernels import KernelExecutable
+from graphc.schedule import SchedulePolicy, ir, schedule_graph
+from graphc.schedule.copy_forward import forward_copies
+
+F32 = np.dtype("float32")
+
+
+def _maker(out: int = 1) -> ir.Elementwise:
+    """buffer out (2, 3, 4) = exp(buffer 0), contiguous."""
+    value = ir.Apply("exp", (ir.Load(ir.Access(0, (12, 4, 1)), F32),), F32)
+    return ir.Elementwise((2, 3, 4), (ir.Store(ir.Access(out, (12, 4, 1)), value),))
+
+
+def _copy(source: int = 1, target: int = 2) -> ir.Elementwise:
+    """buffer target (3, 2, 4) = source with its first two axes swapped."""
+    load = ir.Load(ir.Access(source, (4, 12, 1)), F32)
+    return ir.Elementwise((3, 2, 4), (ir.Store(ir.Access(target, (8, 4, 1)), load),),
+                          ("copy",))
+
+
+def test_the_copy_becomes_a_second_store_of_the_maker():
+    nodes = [frozenset({"m"}), frozenset({"c"})]
+    (k,) = forward_copies([_maker(), _copy()], {1, 2}, nodes)
+    assert isinstance(k, ir.Elementwise) and len(k.stores) == 2
+    first, second = k.stores
+    # maker index (i, j, l) is the copy's (j, i, l): the target's strides permuted
+    assert second.access == ir.Access(2, (4, 8, 1)) and second.value == first.value
+    assert nodes == [frozenset({"m", "c"})]
+
+
+def test_the_copy_stays_where_its_target_is_touched_between_or_not_a_temporary():
+    between = ir.Elementwise((3, 2, 4), (ir.Store(ir.Access(2, (8, 4, 1)),
+                                                  ir.Const(0.0, F32)),))
+    assert len(forward_copies([_maker(), between, _copy()], {1, 2})) == 3
+    assert len(forward_copies([_maker(), _copy()], {1})) == 2  # target 2: a parameter
+    # a copy that reads only part of what the maker wrote (a slice) keeps its kernel
+    part = ir.Elementwise((3, 1, 4), (ir.Store(ir.Access(2, (4, 4, 1)), ir.Load(
+        ir.Access(1, (4, 12, 1)), F32)),))
+    assert len(forward_copies([_maker(), part], {1, 2})) == 2
+
+
+def _two_conv_step():
+    x = gc.placeholder((2, 3, 10, 12), "float64", name="x")
+    w1 = gc.placeholder((4, 3, 3, 3), "float64", name="w1")
+    w2 = gc.placeholder((5, 4, 3, 3), "float64", name="w2")
+    h = gc.tanh(gc.nn.conv2d(x, w1, padding=1))
+    loss = gc.sum(gc.sin(gc.nn.conv2d(h, w2, padding=1)) * gc.tanh(h).sum())
+    return [x, w1, w2], [loss] + gc.grad(loss, [x, w1, w2])
+
+
+def test_a_conv_step_has_no_pure_copy_of_dy_and_the_same_values():
+    inputs, outputs = _two_conv_step()
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=v.shape) for v in inputs]
+    want = gc.function(inputs, outputs, backend="numpy", optimize=False)(*args)
+    f = gc.function(inputs, outputs, backend="llvm")
+    kernels = schedule_graph(f.graph, policy=LLVM_POLICY).kernels
+    # dY of the first convolution, made by an elementwise kernel, is read as images (the
+    # data gradient) and as (C, N*H*W) rows (the weight gradient): one kernel writes both
+    both = [k for k in kernels if isinstance(k, ir.Elementwise) and "copy" in k.fused
+            and len(k.fused) > 1]
+    assert both
+    runner = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True))
+    for got in (f(*args), runner.run(args)):
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
