@@ -180,7 +180,7 @@ def _outer_unrolling_pays(k: kir.Elementwise) -> bool:
     """Whether LLVM may unroll a window nest's outer loops too. An innermost loop of a
     vector or more (im2col's rows of 14 or 28) is worth unrolling alone (its vector body
     and remainder become straight code): unrolling its 3x3 taps as well made W6's three
-    im2col copies 3x slower to compile (0.32 against 0.11 s) and no faster to run
+    im2col copies 3x slower to compile (0.38 against 0.13 s of CPU) and no faster to run
     (measured). A shorter one (col2im's taps of 3) runs 7x faster with them unrolled."""
     return not _unrolling_pays(k) or hint(k.shape[-1]) < _VECTOR_FLOATS
 
