@@ -1,7 +1,7 @@
 """A whole program: its inputs, outputs and parameter updates, as one printable record."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from graphc.node import Node, toposort
 
@@ -14,14 +14,20 @@ class Graph:
     outputs: tuple[Node, ...]
     # (parameter node, new value node) pairs; all new values are computed before any is stored.
     updates: tuple[tuple[Node, Node], ...] = ()
+    # nodes()'s order, kept: nodes are immutable, and the optimizer's passes asked a
+    # 96-layer MLP step's graphs for it 28 times
+    _order: list[Node] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def roots(self) -> tuple[Node, ...]:
         return self.outputs + tuple(value for _, value in self.updates)
 
     def nodes(self) -> list[Node]:
-        """Every node the program computes, inputs before users."""
-        return toposort(self.inputs + self.roots)
+        """Every node the program computes, inputs before users (a new list each call)."""
+        if self._order is None:
+            object.__setattr__(self, "_order", toposort(self.inputs + self.roots))
+        assert self._order is not None
+        return list(self._order)
 
     def parameters(self) -> list[Node]:
         """Every parameter the program reads or updates, region bodies included."""

@@ -5,16 +5,41 @@ import contextlib
 from typing import Iterator, Sequence
 
 from llvmlite import ir
+from llvmlite.ir import values
 
 from graphc.backends.llvm.size_values import as_value
 
 I64 = ir.IntType(64)
 
 
+class _LoopID(values.MDValue):
+    """A loop's self-referential `!llvm.loop` node: compared and hashed by identity (its
+    operands hold itself)."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def no_unroll(module: ir.Module) -> values.MDValue:
+    """A new loop ID that asks LLVM not to unroll its loop (one per loop: passes that
+    rewrite a loop's ID must not see two loops share one)."""
+    option = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = _LoopID(module, [], name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, option)
+    return loop_id
+
+
 @contextlib.contextmanager
-def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i"
-                 ) -> Iterator[ir.Value]:
-    """for (i = 0; i < count; ++i) { body }: yields i; the builder ends after the loop."""
+def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i",
+                 unroll: bool = True) -> Iterator[ir.Value]:
+    """for (i = 0; i < count; ++i) { body }: yields i; the builder ends after the loop.
+    unroll=False marks the loop so that LLVM never unrolls it."""
     if not isinstance(count, ir.Value):  # an int, or a symbolic size read at entry
         count = as_value(builder, count)
     pre = builder.block
@@ -30,26 +55,31 @@ def counted_loop(builder: ir.IRBuilder, count: ir.Value | int, name: str = "i"
     yield index
     nxt = builder.add(index, ir.Constant(I64, 1), name=f"{name}.next")
     index.add_incoming(nxt, builder.block)
-    builder.branch(head)
+    back = builder.branch(head)
+    if not unroll:
+        back.set_metadata("llvm.loop", no_unroll(builder.module))
     builder.position_at_end(done)
 
 
 @contextlib.contextmanager
 def loop_nest(builder: ir.IRBuilder, shape: Sequence[int], prefix: str = "i",
-              outer: tuple[ir.Value, ir.Value] | None = None, outer_axis: int = 0
-              ) -> Iterator[list[ir.Value]]:
+              outer: tuple[ir.Value, ir.Value] | None = None, outer_axis: int = 0,
+              unroll_outer: bool = True) -> Iterator[list[ir.Value]]:
     """Nested counted loops over `shape` (outermost first); yields the indices. `outer`
     = (start, count) runs only that part of axis `outer_axis` (one thread's share; the
-    axes before it have length 1)."""
+    axes before it have length 1). unroll_outer=False: LLVM may unroll the innermost loop
+    only."""
     with contextlib.ExitStack() as stack:
         indices = []
         for k, d in enumerate(shape):
+            unroll = unroll_outer or k == len(shape) - 1
             if k == outer_axis and outer is not None:
                 start, count = outer
-                i = stack.enter_context(counted_loop(builder, count, f"{prefix}{k}"))
+                i = stack.enter_context(counted_loop(builder, count, f"{prefix}{k}", unroll))
                 indices.append(builder.add(start, i))
             else:
-                indices.append(stack.enter_context(counted_loop(builder, d, f"{prefix}{k}")))
+                indices.append(stack.enter_context(
+                    counted_loop(builder, d, f"{prefix}{k}", unroll)))
         yield indices
 
 

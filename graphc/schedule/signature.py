@@ -3,6 +3,7 @@ so that identical kernels share one compiled function (and one per-kernel cache 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import Any
 
@@ -51,6 +52,22 @@ def overlap_classes(kernel: kir.Kernel, schedule: kir.Schedule,
     return tuple(group)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names in order (dataclasses.fields() per call was slow)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+@functools.cache
+def _dtype_name(dtype: np.dtype) -> str:
+    return dtype.name  # (numpy works it out anew on every access)
+
+
 class _Encoder:
     """Writes a kernel record as text: buffers by local number, expression DAGs with each
     shared node written once (bodies share sub-expressions)."""
@@ -66,6 +83,13 @@ class _Encoder:
         return f"s{self.symbols.setdefault(var, len(self.symbols))}"
 
     def value(self, v: Any) -> str:
+        kind = type(v)
+        # the common leaves first (plan_units encodes every kernel: a 96-layer MLP step's
+        # 686 took 55 ms, most of it in the checks below); the same text as further down
+        if kind is int or kind is str or kind is bool or v is None:
+            return repr(v)
+        if kind is tuple or kind is list:
+            return "(" + ",".join(self.value(x) for x in v) + ")"
         if isinstance(v, kir.Access):
             return f"A(b{self.local[v.buffer]},{self.value(v.strides)},{self.value(v.offset)})"
         if isinstance(v, Size):  # symbols by local number: the code reads them in that order
@@ -80,14 +104,14 @@ class _Encoder:
                                              if f.name in outer else repr(getattr(v, f.name)))
                              for f in dataclasses.fields(v))
             return f"{type(v).__name__}({inner})"
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            inner = ",".join(f"{f.name}={self.value(getattr(v, f.name))}"
-                             for f in dataclasses.fields(v))
-            return f"{type(v).__name__}({inner})"
+        if hasattr(kind, "__dataclass_fields__"):  # (an instance: v's type is the dataclass)
+            inner = ",".join(f"{name}={self.value(getattr(v, name))}"
+                             for name in _field_names(kind))
+            return f"{kind.__name__}({inner})"
         if isinstance(v, (tuple, list)):
             return "(" + ",".join(self.value(x) for x in v) + ")"
         if isinstance(v, np.dtype):
-            return v.name
+            return _dtype_name(v)
         if isinstance(v, float):
             return v.hex()  # exact, and nan/inf spelled unambiguously
         if v is None or isinstance(v, (bool, int, str, np.integer, np.bool_)):
@@ -110,8 +134,8 @@ class _Encoder:
             from graphc.ops import get_op
             if get_op(e.op).user_defined:
                 self.user_ops.add(e.op)
-        parts = ",".join(f"{f.name}={self.value(getattr(e, f.name))}"
-                         for f in dataclasses.fields(e))
+        parts = ",".join(f"{name}={self.value(getattr(e, name))}"
+                         for name in _field_names(type(e)))
         number = self.nodes[id(e)] = len(self.nodes)
         self.lines.append(f"e{number}={type(e).__name__}({parts})")
 
@@ -137,11 +161,11 @@ def signature_and_symbols(kernel: kir.Kernel, schedule: kir.Schedule,
     bids = kernel_buffers(kernel) if bids is None else bids
     enc = _Encoder({bid: i for i, bid in enumerate(bids)})
     skip = set(kernel.message_fields) | set(kernel.buffer_fields)
-    fields = [f"{f.name}={enc.value(getattr(kernel, f.name))}"
-              for f in dataclasses.fields(kernel) if f.name not in skip]
+    fields = [f"{name}={enc.value(getattr(kernel, name))}"
+              for name in _field_names(type(kernel)) if name not in skip]
     fields += [f"{name}=b{enc.local[getattr(kernel, name)]}" if getattr(kernel, name) >= 0
                else f"{name}=none" for name in kernel.buffer_fields]
-    dtypes = ",".join(schedule.buffers[bid].dtype.name for bid in bids)
+    dtypes = ",".join(_dtype_name(schedule.buffers[bid].dtype) for bid in bids)
     formulas = []
     if enc.user_ops:  # the same name may stand for another formula in another process
         import sympy as sp
