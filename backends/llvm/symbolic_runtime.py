@@ -14,6 +14,7 @@ import numpy as np
 from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.runtime import _aligned_empty, _joined, call_entry
 from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
 from graphc.errors import index_error_message
 from graphc.program import Program
@@ -46,6 +47,7 @@ class _Binding:
     desc: np.ndarray
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
     values: Mapping[sizes.SizeVar, int]
+    shapes: tuple
 
 
 def symbolic_key(fingerprint: str, shapes: Sequence[tuple], options: tuple) -> str:
@@ -192,7 +194,7 @@ class SymbolicProgram:
         desc = np.array(plan.descriptor(memory.offsets, extra) or [0], np.int64)
         outputs = [(slot, tuple(sizes.evaluate(d, values) for d in shape), np.dtype(dtype))
                    for slot, shape, dtype in plan.outputs]
-        return _Binding(max(at, 8), start, words, desc, outputs, values)
+        return _Binding(max(at, 8), start, words, desc, outputs, values, shapes)
 
     def serves(self, shapes: tuple) -> bool:
         """Whether this program runs these shapes (their binding planned and kept); not
@@ -222,13 +224,16 @@ class SymbolicProgram:
         self.table[self.plan.arena_slot] = self.arena.ctypes.data
         self.table[self.plan.slot_count] = bound.desc.ctypes.data
         self.current = bound
+        self.shapes = bound.shapes
 
-    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from graphc.backends.llvm.runtime import call_entry
-        shapes = tuple(a.shape for a in args)
-        self.shapes = shapes
+    def run(self, args: Sequence[np.ndarray], bound: _Binding | None = None
+            ) -> list[np.ndarray]:
+        """Runs with the arguments' sizes. `bound`: their binding, where the caller keeps
+        it (LLVMExecutable does, by shapes): a call at the current binding then costs what
+        a specialised module's call costs."""
         with self.lock:
-            bound = self.binding(shapes)
+            if bound is None:
+                bound = self.binding(tuple(a.shape for a in args))
             if bound is not self.current:
                 self._enter(bound)
             status, arrays, outs = call_entry(self, args, bound.outputs)
@@ -269,12 +274,10 @@ class SymbolicProgram:
 
     @property
     def ir_text(self) -> str:
-        from graphc.backends.llvm.runtime import _joined
         return _joined(self.ir_texts)
 
     def assembly(self) -> str:
         import llvmlite.binding as llvm
-        from graphc.backends.llvm.runtime import _joined
         parts = []
         for text in self.ir_texts:
             module = llvm.parse_assembly(text)
@@ -282,7 +285,3 @@ class SymbolicProgram:
             parts.append(jit.assembly(module))
         return _joined(parts)
 
-
-def _aligned_empty(nbytes: int) -> np.ndarray:
-    from graphc.backends.llvm.runtime import _aligned_empty as aligned
-    return aligned(nbytes)
