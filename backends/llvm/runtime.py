@@ -322,7 +322,12 @@ class LLVMExecutable:
         served = self._served.get(shapes)
         if served is None:
             compiled = self._get(shapes)
-            served = (compiled, compiled.binding(shapes) if compiled is self.symbolic else None)
+            symbolic = self.symbolic
+            bound = None
+            if compiled is symbolic and symbolic is not None:
+                with symbolic.lock:
+                    bound = symbolic.binding(shapes)
+            served = (compiled, bound)
             if len(self._served) >= SERVED_MAX:
                 self._served.clear()
             self._served[shapes] = served
