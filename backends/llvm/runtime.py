@@ -333,3 +333,8 @@ class LLVMExecutable:
             self._served[shapes] = served
         self.last = served[0]
         return served[0].run(args, served[1])
+
+
+# Programs with symbolic sizes (sizes="auto", the default) run through symbolic_runtime:
+# loaded with this module, so that a warm start pays no import (it imports names above).
+from graphc.backends.llvm import symbolic_runtime  # noqa: E402,F401
