@@ -115,6 +115,24 @@ def test_auto_specialises_a_cnn_whose_columns_are_read_in_place():
     assert "implicit GEMM" in f._exe.not_symbolic and len(f._exe.compiled) == 2
 
 
+def test_a_warm_start_remembers_that_a_cnn_is_specialised(tmp_path, monkeypatch):
+    from graphc.backends.llvm import symbolic_runtime
+    options = {"sizes": "auto", "cache_dir": str(tmp_path)}
+    data = np.random.default_rng(4).normal(size=(5, 2, 10, 10)).astype(np.float32), \
+        np.arange(5) % 3
+    cold, _ = cnn_step("llvm", options)
+    expected = cold(*data)
+    lowered = []
+    real = symbolic_runtime.schedule_symbolic
+    monkeypatch.setattr(symbolic_runtime, "schedule_symbolic",
+                        lambda *a, **k: lowered.append(1) or real(*a, **k))
+    warm, _ = cnn_step("llvm", options)
+    np.testing.assert_allclose(warm(*data), expected, rtol=1e-6)
+    assert lowered == []  # the entry said why: not lowered with symbols again
+    assert warm._exe.not_symbolic == cold._exe.not_symbolic
+    assert "implicit GEMM" in warm._exe.not_symbolic and warm.compile_times["cached"]
+
+
 def test_a_recurrent_step_falls_back_to_specialising_and_stays_right():
     def step(backend, options=None):
         x = gc.placeholder(("T", "N", 3), name="x")

@@ -88,24 +88,11 @@ class SymbolicProgram:
             self.address, self.engine = jit.load_objects(objects, jit.ENTRY)
             self.times.extra["cache load"] = time.perf_counter() - t0
         else:
-            with sizes.representative(self.representative):
-                self._schedule = schedule_symbolic(program.graph, self.representative,
-                                                   optimize, policy)
-            schedule = self._schedule
-            t1 = time.perf_counter()
-            self.times.extra["optimize and schedule"] = t1 - t0
-            from graphc.backends.llvm import processes
-            with sizes.representative(self.representative):
-                units = codegen.plan_units(schedule)
-                built = processes.compile_schedule(schedule, self.times, disk)
-            self._ir_texts = built.texts
-            self.address, self.engine = built.address, built.engine
-            gemms = {i: g for i, k in enumerate(schedule.kernels)
-                     if units.symbols[i] and isinstance(k, kir.Gemm)
-                     for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
-            self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
-                                        lifetimes(schedule), gemms, built.flags)
-            self._store(disk, built.objects)
+            try:
+                self._compile(disk, t0)
+            except (NotSymbolic, TypeError) as e:
+                self._refuse(disk, e)
+                raise
         plan = self.plan
         self.entry = _ENTRY_TYPE(self.address)
         self.table = (ctypes.c_void_p * (plan.slot_count + 1))()  # + the entry's descriptor
@@ -127,6 +114,37 @@ class SymbolicProgram:
         self.chooser = ThreadChooser([jit.global_address(self.engine, f) for f in flags]) \
             if flags and adaptive_enabled() else None
 
+    def _compile(self, disk: CompileCache, t0: float) -> None:
+        """Optimizes, schedules and compiles the program with symbolic sizes; its plan and
+        code stored in `disk`. Raises NotSymbolic (or a TypeError: a size asked for a
+        number) where it cannot be."""
+        with sizes.representative(self.representative):
+            self._schedule = schedule_symbolic(self.program.graph, self.representative,
+                                               self.optimize, self.policy)
+        schedule = self._schedule
+        t1 = time.perf_counter()
+        self.times.extra["optimize and schedule"] = t1 - t0
+        from graphc.backends.llvm import processes
+        with sizes.representative(self.representative):
+            units = codegen.plan_units(schedule)
+            built = processes.compile_schedule(schedule, self.times, disk)
+        self._ir_texts = built.texts
+        self.address, self.engine = built.address, built.engine
+        gemms = {i: g for i, k in enumerate(schedule.kernels)
+                 if units.symbols[i] and isinstance(k, kir.Gemm)
+                 for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
+        self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
+                                    lifetimes(schedule), gemms, built.flags)
+        self._store(disk, built.objects)
+
+    def _refuse(self, disk: CompileCache, error: Exception) -> None:
+        """Stores why the program cannot have symbolic sizes, so that a warm start
+        specialises at once instead of optimizing and lowering it again to find out (a
+        CNN's implicit GEMM: the lowering's decision, by the program's structure)."""
+        reason = str(error) if isinstance(error, NotSymbolic) \
+            else f"{type(error).__name__}: {error}"
+        disk.put(self.key, b"", {"not_symbolic": reason})
+
     def _store(self, disk: CompileCache, objects: list[bytes]) -> None:
         try:
             meta, blob = self.plan.to_meta(self.inputs)
@@ -137,10 +155,15 @@ class SymbolicProgram:
                   "representative": [list(s) for s in self.shapes]})
 
     def _cached(self, disk: CompileCache) -> tuple[list[bytes], SymbolicPlan] | None:
+        """The code and plan stored under the key, or None; raises NotSymbolic where the
+        entry says the program cannot have symbolic sizes (_refuse)."""
         hit = disk.get(self.key)
         if hit is None:
             return None
         payload, meta = hit
+        refused = meta.get("not_symbolic")
+        if isinstance(refused, str):
+            raise NotSymbolic(refused)
         try:
             lengths = [int(n) for n in meta["object_lengths"]]
             objects, start = [], 0
