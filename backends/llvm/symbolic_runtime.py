@@ -127,7 +127,7 @@ class SymbolicProgram:
         from graphc.backends.llvm import processes
         with sizes.representative(self.representative):
             units = codegen.plan_units(schedule)
-            built = processes.compile_schedule(schedule, self.times, disk)
+            built = processes.compile_schedule(schedule, self.times, disk, plan=units)
         self._ir_texts = built.texts
         self.address, self.engine = built.address, built.engine
         gemms = {i: g for i, k in enumerate(schedule.kernels)
