@@ -26,8 +26,8 @@ from graphc.schedule import ir as kir
 from graphc.schedule.ir import Schedule
 from graphc.schedule.memory import lifetimes
 from graphc.schedule.policy import SchedulePolicy
-from graphc.schedule.symbolic import (NotSymbolic, check_nodes, representative_binding,
-                                      schedule_symbolic)
+from graphc.schedule.symbolic import (NotSymbolic, check_columns, check_nodes,
+                                      representative_binding, schedule_symbolic)
 from graphc.specialize import bind_shapes
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -89,6 +89,8 @@ class SymbolicProgram:
             self.times.extra["cache load"] = time.perf_counter() - t0
         else:
             try:
+                if policy.implicit_gemm_or_specialize:
+                    check_columns(program.raw_graph)
                 self._compile(disk, t0)
             except (NotSymbolic, TypeError) as e:
                 self._refuse(disk, e)
