@@ -100,6 +100,15 @@ def test_a_chooser_alone_times_only_the_calls_before_a_check():
     assert seen.count(1) <= 4 * (ThreadChooser.WINDOW + 1) and seen[-10:] == [0] * 10
 
 
+def test_a_call_too_short_for_a_team_never_tries_it():
+    chooser, flag = _chooser()
+    seen = _drive(chooser, flag, team_ms=0.004, alone_ms=0.01, calls=5000)
+    assert set(seen) == {0}  # 10 us alone: the team is not woken, not even for a trial
+    chooser.rebind()  # (new sizes: the calls take longer now, and the team wins)
+    seen = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=40)
+    assert seen[-10:] == [1] * 10
+
+
 def test_the_chooser_goes_alone_when_the_team_stalls():
     chooser, flag = _chooser()
     _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=100)

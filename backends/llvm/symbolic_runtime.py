@@ -250,6 +250,8 @@ class SymbolicProgram:
         self.table[self.plan.slot_count] = bound.desc.ctypes.data
         self.current = bound
         self.shapes = bound.shapes
+        if self.chooser is not None:
+            self.chooser.rebind()
 
     def run(self, args: Sequence[np.ndarray], bound: _Binding | None = None
             ) -> list[np.ndarray]:
