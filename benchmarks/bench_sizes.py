@@ -9,7 +9,9 @@ against a module per input shape ("specialize"), in the same run:
   arena   the temporaries' arena at the benchmark's batch: the specialised module's plan
           and the symbolic program's plan for that binding (same placement: same bytes)
 W6 (the small ResNet step of benchmarks/bench_resnet.py, batch 64) is measured alike.
-Run: python benchmarks/bench_sizes.py [--repeat 50] [--only W1]"""
+--against auto compares "auto" (the default: symbolic, except CNNs whose convolutions read
+their columns in place, which it specialises) with "specialize" instead of "symbolic".
+Run: python benchmarks/bench_sizes.py [--repeat 50] [--only W1] [--against auto]"""
 from __future__ import annotations
 
 import argparse
@@ -59,15 +61,22 @@ def _make(name: str, options: dict):
     return graphc_cnn_step(params, backend_options=options)
 
 
-def bench(name: str, repeat: int) -> dict:
+def _arena_kib(f, shapes: tuple) -> float:
+    """The temporaries' arena at these shapes: the symbolic program's plan for them, or the
+    specialised module's."""
+    if f._exe.symbolic is not None:
+        return f._exe.symbolic.binding(shapes).arena_bytes / 1024
+    return f._exe.compiled[shapes].layout.arena_bytes / 1024
+
+
+def bench(name: str, repeat: int, against: str = "symbolic") -> dict:
     batch = 128 if name == "W1" else 64
     args = _data(name, batch, 0)
-    spec, sym, small = (_make(name, {"sizes": s}) for s in ("specialize", "symbolic",
-                                                             "symbolic"))
-    out = {"cold specialize": _timed(spec, *args), "cold symbolic": _timed(sym, *args)}
+    spec, sym, small = (_make(name, {"sizes": s}) for s in ("specialize", against, against))
+    out = {"cold specialize": _timed(spec, *args), f"cold {against}": _timed(sym, *args)}
     small(*_data(name, 8, 1))  # its choices made at batch 8
     out.update({f"step {k}": v for k, v in
-                _steps({"specialize": spec, "symbolic": sym, "symbolic from 8": small},
+                _steps({"specialize": spec, against: sym, f"{against} from 8": small},
                        args, repeat).items()})
     firsts, warms = [], []
     for n in (batch - 37, batch + 21, 2 * batch + 3):
@@ -76,11 +85,12 @@ def bench(name: str, repeat: int) -> dict:
         warms.append(statistics.median(_timed(sym, *new) for _ in range(5)))
     out["new batch first call"] = statistics.median(firsts)
     out["new batch warm step"] = statistics.median(warms)
-    out["arena KiB specialize"] = spec._exe.last.layout.arena_bytes / 1024
     shapes = tuple(a.shape for a in args)
-    out["arena KiB symbolic"] = sym._exe.symbolic.binding(shapes).arena_bytes / 1024
-    out["compiles"] = sym.compile_times.get("kernels compiled")
+    out["arena KiB specialize"] = _arena_kib(spec, shapes)
+    out[f"arena KiB {against}"] = _arena_kib(sym, shapes)
+    out["modules"] = len(sym._exe.compiled)  # (specialised: one per batch size)
     out["bindings"] = sym.compile_times.get("bindings")
+    out["not symbolic"] = sym._exe.not_symbolic
     return out
 
 
@@ -89,9 +99,10 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--only", default="W1,W5,W6")
+    ap.add_argument("--against", default="symbolic", choices=("symbolic", "auto"))
     a = ap.parse_args(argv)
     for name in a.only.split(","):
-        r = bench(name, a.repeat)
+        r = bench(name, a.repeat, a.against)
         print(name, "  ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"
                              for k, v in r.items()), flush=True)
 

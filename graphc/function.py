@@ -265,7 +265,9 @@ def function(inputs: Sequence[Any], outputs: Any, updates: Mapping | None = None
              backend_options: Mapping[str, Any] | None = None,
              default_updates: bool = True) -> Function:
     """Compiles `outputs` (and parameter `updates`) as a function of the `inputs`.
-    backend_options: settings for the backend (numpy: mode="graph" or "kernels").
+    backend_options: settings for the backend (numpy: mode="graph" or "kernels"; llvm:
+    sizes="auto", the default, one compiled program for every size known only at call
+    time, or "symbolic", or "specialize", a program per input shapes; docs/sizes.md).
     default_updates: also apply the state updates that nodes in the graph imply (a
     training-mode BatchNorm's running statistics, Dropout's seed; see
     graphc.default_updates), except for parameters that `updates` names; False: none

@@ -58,13 +58,21 @@ def _chooser():
     return ThreadChooser([ctypes.addressof(flag)]), flag
 
 
-def _drive(chooser, flag, team_ms: float, alone_ms: float, calls: int) -> list[int]:
-    """Calls whose time depends on the flag the chooser set; returns the flags seen."""
+def _drive(chooser, flag, team_ms: float, alone_ms: float, calls: int,
+           timed: list | None = None) -> list[int]:
+    """Calls whose time depends on the flag the chooser set, as runtime.call_entry makes
+    them (a quiet call neither sets nor times); returns the flags seen."""
     seen = []
     for _ in range(calls):
+        if chooser.quiet:
+            chooser.quiet -= 1
+            seen.append(flag.value)
+            continue
         chooser.before_call()
         seen.append(flag.value)
         chooser.after_call((team_ms if flag.value else alone_ms) / 1e3)
+        if timed is not None:
+            timed.append(flag.value)
     return seen
 
 
@@ -82,6 +90,23 @@ def test_the_chooser_stays_alone_on_a_busy_machine():
     seen = _drive(chooser, flag, team_ms=40.0, alone_ms=1.7, calls=300)
     assert seen.count(1) <= 2 * (ThreadChooser.WINDOW + 1)  # a trial or two of the team
     assert seen[-10:] == [0] * 10
+
+
+def test_a_chooser_alone_times_only_the_calls_before_a_check():
+    chooser, flag = _chooser()
+    timed = []
+    seen = _drive(chooser, flag, team_ms=40.0, alone_ms=1.7, calls=3000, timed=timed)
+    assert len(timed) < 300  # one thread wins: only the windows around rechecks are timed
+    assert seen.count(1) <= 4 * (ThreadChooser.WINDOW + 1) and seen[-10:] == [0] * 10
+
+
+def test_a_call_too_short_for_a_team_never_tries_it():
+    chooser, flag = _chooser()
+    seen = _drive(chooser, flag, team_ms=0.004, alone_ms=0.01, calls=5000)
+    assert set(seen) == {0}  # 10 us alone: the team is not woken, not even for a trial
+    chooser.rebind()  # (new sizes: the calls take longer now, and the team wins)
+    seen = _drive(chooser, flag, team_ms=1.0, alone_ms=1.7, calls=40)
+    assert seen[-10:] == [1] * 10
 
 
 def test_the_chooser_goes_alone_when_the_team_stalls():

@@ -103,6 +103,42 @@ def test_a_cnn_step_with_batch_norm_runs_every_batch_as_one_program():
     assert f.compile_times["bindings"] == 4
 
 
+def test_by_default_a_step_compiled_at_8_compiles_nothing_at_other_batches(monkeypatch):
+    monkeypatch.delenv("GRAPHC_SIZES", raising=False)
+    f, pf = mlp_step("llvm", {"cache_dir": None})  # no "sizes": the default
+    g, pg = mlp_step("numpy")
+    agree(f(*mlp_data(8, 0)), g(*mlp_data(8, 0)))
+    first = dict(f.compile_times)
+    for n in BATCHES:
+        data = mlp_data(n, n)
+        agree(f(*data), g(*data))
+        agree([p.value for p in pf], [p.value for p in pg])
+        assert f._exe.compiled == {}  # no module for this size...
+    assert f.compile_times["bindings"] == 1 + len(BATCHES)  # ...only its binding
+    assert {k: v for k, v in f.compile_times.items() if k != "bindings"} == \
+        {k: v for k, v in first.items() if k != "bindings"}
+
+
+def test_a_call_at_known_shapes_takes_its_kept_binding():
+    f, _ = mlp_step("llvm", SYMBOLIC)
+    program = None
+    for n in (8, 3, 8, 3, 8):
+        f(*mlp_data(n, n))
+        program = f._exe.symbolic
+        assert program.current.shapes == ((n, 12), (n,))
+    bindings = dict(program.bindings)
+    looked_up, binds = [], []
+    real_get, real_bind = f._exe._get, program._bind
+    f._exe._get = lambda shapes: looked_up.append(shapes) or real_get(shapes)
+    program._bind = lambda shapes: binds.append(shapes) or real_bind(shapes)
+    for n in (3, 8, 3):
+        f(*mlp_data(n, 0))
+    # one look-up of what serves the shapes, as for a specialised module; nothing planned
+    assert looked_up == [] and binds == [] and program.bindings == bindings
+    f(*mlp_data(5, 0))
+    assert looked_up == [((5, 12), (5,))] and binds == looked_up
+
+
 def test_auto_specialises_a_cnn_whose_columns_are_read_in_place():
     # the implicit GEMM needs numbers, and was measured faster specialised
     f, pf = cnn_step("llvm", {"sizes": "auto", "cache_dir": None})
@@ -113,6 +149,40 @@ def test_auto_specialises_a_cnn_whose_columns_are_read_in_place():
         np.testing.assert_allclose(f(*data), g(*data), rtol=1e-4, atol=1e-5)
         agree([p.value for p in pf], [p.value for p in pg], 1e-4)
     assert "implicit GEMM" in f._exe.not_symbolic and len(f._exe.compiled) == 2
+
+
+def test_a_cnn_is_specialised_without_lowering_it_with_symbols(tmp_path, monkeypatch):
+    from graphc.backends.llvm import symbolic_runtime
+    options = {"sizes": "auto", "cache_dir": str(tmp_path)}
+    data = np.random.default_rng(4).normal(size=(5, 2, 10, 10)).astype(np.float32), \
+        np.arange(5) % 3
+    calls: dict[str, int] = {"schedule_symbolic": 0, "check_columns": 0}
+    for name in calls:
+        real = getattr(symbolic_runtime, name)
+        monkeypatch.setattr(symbolic_runtime, name,
+                            lambda *a, _real=real, _name=name, **k:
+                            calls.__setitem__(_name, calls[_name] + 1) or _real(*a, **k))
+    cold, _ = cnn_step("llvm", options)
+    expected = cold(*data)
+    # found on the raw graph: not optimized and lowered with symbols to find out
+    assert calls == {"schedule_symbolic": 0, "check_columns": 1}
+    warm, _ = cnn_step("llvm", options)
+    np.testing.assert_allclose(warm(*data), expected, rtol=1e-6)
+    assert calls == {"schedule_symbolic": 0, "check_columns": 1}  # the entry says why
+    assert warm._exe.not_symbolic == cold._exe.not_symbolic
+    assert "implicit GEMM" in warm._exe.not_symbolic and warm.compile_times["cached"]
+
+
+def test_pooling_alone_stays_symbolic_under_auto():
+    def pool(backend, options=None):
+        x = gc.placeholder(("N", 2, 6, 6), name="x")
+        return gc.function([x], gc.nn.max_pool2d(x, 2) * 2.0, backend=backend,
+                           backend_options=options)
+    f, g = pool("llvm", {"sizes": "auto", "cache_dir": None}), pool("numpy")
+    for n in (4, 1, 7):
+        x = np.random.default_rng(n).normal(size=(n, 2, 6, 6)).astype(np.float32)
+        np.testing.assert_allclose(f(x), g(x), rtol=1e-6)
+    assert f._exe.not_symbolic is None and f._exe.compiled == {}
 
 
 def test_a_recurrent_step_falls_back_to_specialising_and_stays_right():
@@ -155,7 +225,7 @@ def test_errors_stay_as_they_are():
     with pytest.raises(IndexError, match="index 7"):
         f(x, bad)
     z = gc.placeholder((None,))
-    with pytest.raises(ValueError, match="sizes must be .specialize."):
+    with pytest.raises(ValueError, match="sizes must be .auto. .* not 'bogus'"):
         gc.function([z], z * 2, backend_options={"sizes": "bogus"})
 
 

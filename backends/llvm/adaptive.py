@@ -26,6 +26,10 @@ class ThreadChooser:
     FIRST_RECHECK = 256  # calls before the setting not in use is tried again...
     LAST_RECHECK = 8192  # ...doubling while it keeps losing, up to this
     STALL_FACTOR = 4.0  # a team call this many times slower than its median: try alone now
+    # Calls faster than this alone never try the team: waking it costs a few us, and its
+    # threads spin on after a trial, taking the core from the next calls (a symbolic W2
+    # step, 10 us, whose GEMMs have team code chosen at the representative batch).
+    TEAM_MIN_SECONDS = 50e-6
 
     def __init__(self, flag_addresses: list[int]) -> None:
         self.flags = [ctypes.c_int32.from_address(a) for a in flag_addresses]
@@ -39,6 +43,19 @@ class ThreadChooser:
         self.trial = 0  # calls left in a trial of the other setting
         self.recheck = self.FIRST_RECHECK
         self.next_check = 0
+        # calls the runtime may make untimed (one thread, no trial until the last WINDOW
+        # calls before the next check): they are counted in `calls` already. Timing a
+        # call costs about 0.5 us, a tenth of a tiny step's.
+        self.quiet = 0
+
+    def rebind(self) -> None:
+        """Starts the choice again (a symbolic program's new sizes: what was too short for
+        a team, or too long to go alone, may not be now); the setting stays until then."""
+        for times in self.times.values():
+            times.clear()
+        self.trial = self.quiet = 0
+        self.recheck = self.FIRST_RECHECK
+        self.next_check = self.calls
 
     def before_call(self) -> None:
         for flag in self.flags:
@@ -61,10 +78,19 @@ class ThreadChooser:
             if self.trial == 0:
                 self._choose()
             return
-        if full and (stalled or self.calls >= self.next_check):
+        if full and self.mode == ALONE and self.calls >= self.next_check and \
+                statistics.median(mine) < self.TEAM_MIN_SECONDS:
+            self.recheck = min(self.recheck * 2, self.LAST_RECHECK)  # look again later
+            self.next_check = self.calls + self.recheck
+            self.quiet = max(0, self.next_check - self.calls - self.WINDOW)
+            self.calls += self.quiet
+        elif full and (stalled or self.calls >= self.next_check):
             other = ALONE if self.mode == TEAM else TEAM
             self.times[other].clear()
             self.mode, self.trial = other, self.WINDOW
+        elif full and self.mode == ALONE:
+            self.quiet = max(0, self.next_check - self.calls - self.WINDOW)
+            self.calls += self.quiet
 
     def _choose(self) -> None:
         before = ALONE if self.mode == TEAM else TEAM  # the setting the trial challenged

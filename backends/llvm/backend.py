@@ -14,13 +14,14 @@ LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=T
 
 
 # How sizes known at call time are compiled: "symbolic", one program for every binding
-# (graphc/schedule/symbolic.py; programs it cannot take are specialised), or "specialize",
-# a module per set of input shapes. GRAPHC_SIZES sets the default.
+# (graphc/schedule/symbolic.py; programs it cannot take are specialised), "specialize", a
+# module per set of input shapes, or "auto" (the default), symbolic except for programs
+# measured faster specialised (docs/sizes.md). GRAPHC_SIZES sets the default.
 SIZES = ("auto", "symbolic", "specialize")
 
 
 def default_sizes() -> str:
-    return os.environ.get("GRAPHC_SIZES", "specialize")
+    return os.environ.get("GRAPHC_SIZES", "auto")
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,9 +53,9 @@ class LLVMBackend:
             raise ValueError(f"backend_options: unknown options for llvm: {sorted(unknown)}")
         sizes = options.get("sizes", default_sizes())
         if sizes not in SIZES:
-            raise ValueError("backend_options: sizes must be 'specialize' (the default: "
-                             "one program per input shapes), 'auto' (one program for every "
-                             "size, except where a program specialised to the shapes was "
-                             "measured faster) or 'symbolic' (one program for every size), "
-                             f"not {sizes!r}")
+            raise ValueError("backend_options: sizes must be 'auto' (the default: one "
+                             "program for every size, except where a program specialised "
+                             "to the shapes was measured faster), 'symbolic' (one program "
+                             "for every size) or 'specialize' (one program per input "
+                             f"shapes), not {sizes!r}")
         return LLVMExecutable(program, options, self.policy)

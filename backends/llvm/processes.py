@@ -179,21 +179,22 @@ class _Child:
 
 
 def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | None = None,
-                     jobs: int | None = None) -> Compiled:
+                     jobs: int | None = None, plan: codegen.Plan | None = None) -> Compiled:
     """The schedule as native code: units found in `disk` loaded, the others built in up
-    to `jobs` processes (and stored there)."""
+    to `jobs` processes (and stored there). `plan`: its codegen.plan_units, where the
+    caller has it already."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
     # whole heap took a fifth of the rendering time, and in a forked child they would copy
     # every page they touch. Paused meanwhile.
     with collector_paused():
-        return _compile_schedule(schedule, times, disk or CompileCache(None), jobs)
+        return _compile_schedule(schedule, times, disk or CompileCache(None), jobs, plan)
 
 
 def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
-                      jobs: int | None) -> Compiled:
+                      jobs: int | None, known: codegen.Plan | None = None) -> Compiled:
     jit._init()
     start = time.perf_counter()
-    writer = codegen.ModuleWriter(schedule)
+    writer = codegen.ModuleWriter(schedule, known)
     plan = writer.plan
     units = list(plan.units)
     functions = [sorted({plan.functions[i] for i in u.members}) for u in units]

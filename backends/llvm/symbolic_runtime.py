@@ -14,6 +14,7 @@ import numpy as np
 from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.runtime import _aligned_empty, _joined, call_entry
 from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
 from graphc.errors import index_error_message
 from graphc.program import Program
@@ -25,8 +26,8 @@ from graphc.schedule import ir as kir
 from graphc.schedule.ir import Schedule
 from graphc.schedule.memory import lifetimes
 from graphc.schedule.policy import SchedulePolicy
-from graphc.schedule.symbolic import (NotSymbolic, check_nodes, representative_binding,
-                                      schedule_symbolic)
+from graphc.schedule.symbolic import (NotSymbolic, check_columns, check_nodes,
+                                      representative_binding, schedule_symbolic)
 from graphc.specialize import bind_shapes
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -46,6 +47,7 @@ class _Binding:
     desc: np.ndarray
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
     values: Mapping[sizes.SizeVar, int]
+    shapes: tuple
 
 
 def symbolic_key(fingerprint: str, shapes: Sequence[tuple], options: tuple) -> str:
@@ -86,24 +88,13 @@ class SymbolicProgram:
             self.address, self.engine = jit.load_objects(objects, jit.ENTRY)
             self.times.extra["cache load"] = time.perf_counter() - t0
         else:
-            with sizes.representative(self.representative):
-                self._schedule = schedule_symbolic(program.graph, self.representative,
-                                                   optimize, policy)
-            schedule = self._schedule
-            t1 = time.perf_counter()
-            self.times.extra["optimize and schedule"] = t1 - t0
-            from graphc.backends.llvm import processes
-            with sizes.representative(self.representative):
-                units = codegen.plan_units(schedule)
-                built = processes.compile_schedule(schedule, self.times, disk)
-            self._ir_texts = built.texts
-            self.address, self.engine = built.address, built.engine
-            gemms = {i: g for i, k in enumerate(schedule.kernels)
-                     if units.symbols[i] and isinstance(k, kir.Gemm)
-                     for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
-            self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
-                                        lifetimes(schedule), gemms, built.flags)
-            self._store(disk, built.objects)
+            try:
+                if policy.implicit_gemm_or_specialize:
+                    check_columns(program.raw_graph)
+                self._compile(disk, t0)
+            except (NotSymbolic, TypeError) as e:
+                self._refuse(disk, e)
+                raise
         plan = self.plan
         self.entry = _ENTRY_TYPE(self.address)
         self.table = (ctypes.c_void_p * (plan.slot_count + 1))()  # + the entry's descriptor
@@ -125,6 +116,37 @@ class SymbolicProgram:
         self.chooser = ThreadChooser([jit.global_address(self.engine, f) for f in flags]) \
             if flags and adaptive_enabled() else None
 
+    def _compile(self, disk: CompileCache, t0: float) -> None:
+        """Optimizes, schedules and compiles the program with symbolic sizes; its plan and
+        code stored in `disk`. Raises NotSymbolic (or a TypeError: a size asked for a
+        number) where it cannot be."""
+        with sizes.representative(self.representative):
+            self._schedule = schedule_symbolic(self.program.graph, self.representative,
+                                               self.optimize, self.policy)
+        schedule = self._schedule
+        t1 = time.perf_counter()
+        self.times.extra["optimize and schedule"] = t1 - t0
+        from graphc.backends.llvm import processes
+        with sizes.representative(self.representative):
+            units = codegen.plan_units(schedule)
+            built = processes.compile_schedule(schedule, self.times, disk, plan=units)
+        self._ir_texts = built.texts
+        self.address, self.engine = built.address, built.engine
+        gemms = {i: g for i, k in enumerate(schedule.kernels)
+                 if units.symbols[i] and isinstance(k, kir.Gemm)
+                 for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
+        self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
+                                    lifetimes(schedule), gemms, built.flags)
+        self._store(disk, built.objects)
+
+    def _refuse(self, disk: CompileCache, error: Exception) -> None:
+        """Stores why the program cannot have symbolic sizes, so that a warm start
+        specialises at once instead of optimizing and lowering it again to find out (a
+        CNN's implicit GEMM: the lowering's decision, by the program's structure)."""
+        reason = str(error) if isinstance(error, NotSymbolic) \
+            else f"{type(error).__name__}: {error}"
+        disk.put(self.key, b"", {"not_symbolic": reason})
+
     def _store(self, disk: CompileCache, objects: list[bytes]) -> None:
         try:
             meta, blob = self.plan.to_meta(self.inputs)
@@ -135,10 +157,15 @@ class SymbolicProgram:
                   "representative": [list(s) for s in self.shapes]})
 
     def _cached(self, disk: CompileCache) -> tuple[list[bytes], SymbolicPlan] | None:
+        """The code and plan stored under the key, or None; raises NotSymbolic where the
+        entry says the program cannot have symbolic sizes (_refuse)."""
         hit = disk.get(self.key)
         if hit is None:
             return None
         payload, meta = hit
+        refused = meta.get("not_symbolic")
+        if isinstance(refused, str):
+            raise NotSymbolic(refused)
         try:
             lengths = [int(n) for n in meta["object_lengths"]]
             objects, start = [], 0
@@ -192,7 +219,7 @@ class SymbolicProgram:
         desc = np.array(plan.descriptor(memory.offsets, extra) or [0], np.int64)
         outputs = [(slot, tuple(sizes.evaluate(d, values) for d in shape), np.dtype(dtype))
                    for slot, shape, dtype in plan.outputs]
-        return _Binding(max(at, 8), start, words, desc, outputs, values)
+        return _Binding(max(at, 8), start, words, desc, outputs, values, shapes)
 
     def serves(self, shapes: tuple) -> bool:
         """Whether this program runs these shapes (their binding planned and kept); not
@@ -222,13 +249,18 @@ class SymbolicProgram:
         self.table[self.plan.arena_slot] = self.arena.ctypes.data
         self.table[self.plan.slot_count] = bound.desc.ctypes.data
         self.current = bound
+        self.shapes = bound.shapes
+        if self.chooser is not None:
+            self.chooser.rebind()
 
-    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-        from graphc.backends.llvm.runtime import call_entry
-        shapes = tuple(a.shape for a in args)
-        self.shapes = shapes
+    def run(self, args: Sequence[np.ndarray], bound: _Binding | None = None
+            ) -> list[np.ndarray]:
+        """Runs with the arguments' sizes. `bound`: their binding, where the caller keeps
+        it (LLVMExecutable does, by shapes): a call at the current binding then costs what
+        a specialised module's call costs."""
         with self.lock:
-            bound = self.binding(shapes)
+            if bound is None:
+                bound = self.binding(tuple(a.shape for a in args))
             if bound is not self.current:
                 self._enter(bound)
             status, arrays, outs = call_entry(self, args, bound.outputs)
@@ -269,12 +301,10 @@ class SymbolicProgram:
 
     @property
     def ir_text(self) -> str:
-        from graphc.backends.llvm.runtime import _joined
         return _joined(self.ir_texts)
 
     def assembly(self) -> str:
         import llvmlite.binding as llvm
-        from graphc.backends.llvm.runtime import _joined
         parts = []
         for text in self.ir_texts:
             module = llvm.parse_assembly(text)
@@ -282,7 +312,3 @@ class SymbolicProgram:
             parts.append(jit.assembly(module))
         return _joined(parts)
 
-
-def _aligned_empty(nbytes: int) -> np.ndarray:
-    from graphc.backends.llvm.runtime import _aligned_empty as aligned
-    return aligned(nbytes)

@@ -573,9 +573,8 @@ class Lowering:
             if self.policy.implicit_gemm_or_specialize and (
                     isinstance(self.values[x], View)
                     or window_chain(node, self.values) is not None):
-                from graphc.schedule.symbolic import NotSymbolic
-                raise NotSymbolic("a convolution's columns read in place (implicit GEMM) "
-                                  "need their sizes: specialised per shape")
+                from graphc.schedule.symbolic import IMPLICIT_GEMM, NotSymbolic
+                raise NotSymbolic(IMPLICIT_GEMM)
             return None
         if 0 in _dims(node) or 0 in _dims(x):
             return None

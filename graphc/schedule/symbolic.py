@@ -7,6 +7,7 @@ from typing import Mapping
 
 from graphc import sizes
 from graphc.graph import Graph
+from graphc.node import Node
 from graphc.passes import run_pipeline, select_passes
 from graphc.schedule.ir import Buffer, Schedule
 from graphc.schedule.memory import MemoryPlan, plan_memory
@@ -47,6 +48,37 @@ def check_nodes(graph: Graph) -> None:
         if n.op == "squeeze" and not all(isinstance(n.inputs[0].shape[a], int)
                                          for a in n.attrs["axes"]):
             raise NotSymbolic("a squeeze of a call-time axis is specialised")
+
+
+# The message of a program specialised for its convolutions (lower.implicit_columns).
+IMPLICIT_GEMM = ("a convolution's columns read in place (implicit GEMM) need their sizes: "
+                 "specialised per shape")
+
+
+def check_columns(graph: Graph) -> None:
+    """Raises NotSymbolic for a convolution over call-time sizes whose columns (windows,
+    then views) a matrix product reads as B: the lowering would read them in place, which
+    needs numbers (policy.implicit_gemm_or_specialize). Found on the raw graph, so that
+    such a program is not optimized and lowered with symbols first to find out (W6: 0.14 s
+    of CPU)."""
+    from graphc.schedule.implicit import VIEW_OPS
+    nodes = graph.nodes()
+    users: dict[Node, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            users.setdefault(i, []).append(n)
+    for n in nodes:
+        if n.op != "windows" or all(isinstance(d, int) for d in n.inputs[0].shape):
+            continue
+        todo, seen = [n], {n}
+        while todo:
+            v = todo.pop()
+            for u in users.get(v, ()):
+                if u.op == "matmul" and u.inputs[1] is v:
+                    raise NotSymbolic(IMPLICIT_GEMM)
+                if u.op in VIEW_OPS and u not in seen:
+                    seen.add(u)
+                    todo.append(u)
 
 
 def input_symbols(graph: Graph) -> set[sizes.SizeVar]:
@@ -108,6 +140,7 @@ def has_symbols(schedule: Schedule) -> bool:
     return any(not sizes.all_static(b.shape) for b in schedule.buffers.values())
 
 
-__all__ = ["NotSymbolic", "REPRESENTATIVE_FLOOR", "SYMBOLIC_KINDS", "bound_buffers",
+__all__ = ["IMPLICIT_GEMM", "NotSymbolic", "REPRESENTATIVE_FLOOR", "SYMBOLIC_KINDS",
+           "bound_buffers", "check_columns",
            "has_symbols", "input_symbols", "plan_for", "representative_binding",
            "schedule_symbolic"]
