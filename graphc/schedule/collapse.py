@@ -40,15 +40,45 @@ def _permute_expr(e: ir.Expr, perm: tuple[int, ...]) -> ir.Expr:
     return ir.map_accesses(e, lambda acc: _permute_access(acc, perm))
 
 
+def _span(acc: ir.Access, shape: tuple) -> int:
+    return sum(abs(hint(s)) * (hint(d) - 1) for s, d in zip(acc.strides, shape))
+
+
+def _scatters(k: ir.Elementwise) -> bool:
+    """A col2im: one store adding (in any order) into a buffer that a single load, spanning
+    more memory than the store, streams from; the target is not read otherwise."""
+    if len(k.stores) != 1 or k.stores[0].accumulate != "atomic":
+        return False
+    loads = ir.expr_loads(k.stores[0].value)
+    target = k.stores[0].access
+    return (len(loads) == 1 and loads[0].access.buffer != target.buffer
+            and _span(loads[0].access, k.shape) > _span(target, k.shape))
+
+
+def _gather_order(k: ir.Elementwise) -> tuple[int, ...]:
+    """A scatter's loops ordered by the strides of what it reads, largest outermost (the
+    store's break ties), so the large source streams in order while the small target
+    stays in cache. The outermost axis stays put: the one threads split, whose slabs of
+    the target are disjoint in a col2im (one image each)."""
+    src = ir.expr_loads(k.stores[0].value)[0].access.strides
+    dst = k.stores[0].access.strides
+    rest = sorted(range(1, len(k.shape)), key=lambda a: (-abs(hint(src[a])),
+                                                         -abs(hint(dst[a])), a))
+    return (0, *rest)
+
+
 def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     """The loops ordered like the first store's strides, largest outermost (any order is
     legal for an elementwise kernel), so that the innermost loop walks memory in order and
     neighbouring axes can collapse (a strided scatter into windows becomes long rows)."""
     if len(k.shape) < 2 or _uses_index(k) or not k.stores:
         return k
-    strides = k.stores[0].access.strides
-    # (symbolic strides: ordered by the representative binding; any order is right)
-    perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(hint(strides[a])), a)))
+    if _scatters(k):
+        perm = _gather_order(k)
+    else:
+        strides = k.stores[0].access.strides
+        # (symbolic strides: ordered by the representative binding; any order is right)
+        perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(hint(strides[a])), a)))
     if perm == tuple(range(len(k.shape))):
         return k
     stores = tuple(ir.Store(_permute_access(s.access, perm), _permute_expr(s.value, perm),
