@@ -64,7 +64,7 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
         mine = nodes[i] if nodes is not None else frozenset()
         same = (respaced(last, kernel) if isinstance(last, ir.Elementwise)
                 and isinstance(kernel, ir.Elementwise) else None)
-        if last is not None and same is not None and _mergeable(last, same):
+        if isinstance(last, ir.Elementwise) and same is not None and _mergeable(last, same):
             out[-1] = _merged(last, same)
             sets[-1] = sets[-1] | mine
         else:
