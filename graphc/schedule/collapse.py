@@ -3,6 +3,8 @@ one contiguous run become one axis, so a [64, 32] update is one loop of 2048 (lo
 vectorize well and carry less loop overhead)."""
 from __future__ import annotations
 
+import numpy as np
+
 from graphc.schedule import ir
 from graphc.sizes import hint
 
@@ -122,12 +124,44 @@ def collapse_reduce(k: ir.Reduce) -> ir.Reduce:
     return k
 
 
+# Reduced extents up to this many positions (a pooling window) move outside the last kept
+# axis: see windows_outside.
+SMALL_WINDOW = 16
+
+
+def windows_outside(k: ir.Reduce) -> ir.Reduce:
+    """An integer min or max over a few innermost positions (the first-maximum index in max
+    pooling's gradient) with the last kept axis (8 or longer) moved innermost: the target
+    then accumulates into the output in natural order, a vector of outputs at a time,
+    instead of a short scalar loop per output (W5's: 30% less time). Any order gives the
+    same integer min or max. Measured no faster: float max (NaN-propagating), kept axes
+    of 4; a sum's order is left as it is."""
+    n = len(k.shape)
+    if (k.op not in ("min", "max") or np.dtype(k.out_dtype).kind not in "iu" or not k.axes
+            or ir.uses_index(k.body)):
+        return k
+    if tuple(k.axes) != tuple(range(n - len(k.axes), n)) or len(k.axes) == n:
+        return k
+    extent = 1
+    for a in k.axes:
+        if not isinstance(k.shape[a], int):
+            return k
+        extent *= k.shape[a]
+    last = n - len(k.axes) - 1
+    if extent > SMALL_WINDOW or not isinstance(k.shape[last], int) or k.shape[last] < 8:
+        return k
+    perm = tuple(range(last)) + tuple(k.axes) + (last,)
+    axes = tuple(range(last, last + len(k.axes)))
+    return ir.Reduce(tuple(k.shape[p] for p in perm), axes, k.op, _permute_expr(k.body, perm),
+                     _permute_access(k.out, perm), k.out_dtype, k.fused)
+
+
 def collapse(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
     out: list[ir.Kernel] = []
     for k in kernels:
         if isinstance(k, ir.Elementwise):
             k = collapse_elementwise(reorder_elementwise(k))
         elif isinstance(k, ir.Reduce):
-            k = collapse_reduce(k)
+            k = windows_outside(collapse_reduce(k))
         out.append(k)
     return out
