@@ -8,6 +8,9 @@ from __future__ import annotations
 from graphc.schedule import ir
 from graphc.schedule.reindex import AxisMap, remap_expr, remap_view
 
+# The shortest innermost axis of a first kernel that another shape's kernel merges into.
+MIN_INNER = 8
+
 
 def _numbers(*values: tuple) -> bool:
     return all(isinstance(v, int) for vs in values for v in vs)
@@ -57,9 +60,13 @@ def axis_map(shape: tuple[int, ...], written: tuple[int, ...], other: tuple[int,
 
 
 def respaced(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise | None:
-    """second over first's shape (the same kernel), or None where no buffer links them."""
+    """second over first's shape (the same kernel), or None where no buffer links them or
+    first's innermost axis is short: a flat pass (a ReLU mask) run inside a window's loop
+    of 2 (a pooling gradient's) measured slower than the two passes apart."""
     if first.shape == second.shape:
         return second
+    if not first.shape or not isinstance(first.shape[-1], int) or first.shape[-1] < MIN_INNER:
+        return None
     written = {s.access.buffer: s.access for s in first.stores}
     for s in second.stores:
         for ld in ir.expr_loads(s.value):
