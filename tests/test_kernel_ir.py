@@ -185,13 +185,13 @@ GOLDEN_MLP = """\
   b3:temp[f32[4,2]] @arena+0
   b4:param(c)[f32[2]]
   b5:temp[f32[4,2]] @arena+64
-  b6:temp[f32[4,1]] @arena+0
-  b7:temp[f32[4,1]] @arena+128
-  b8:temp[f32[4,2]] @arena+192
-  b9:temp[f32[4,2]] @arena+0
-  b10:temp[f32[4]] @arena+64
-  b11:temp[f32[]] @arena+128
-  b12:temp[f32[4,2]] @arena+64
+  b6:temp[f32[4,1]] @arena+128
+  b7:temp[f32[4,1]] @arena+192
+  b8:temp[f32[4,2]] @arena+0
+  b9:temp[f32[4,2]] @arena+64
+  b10:temp[f32[4]] @arena+128
+  b11:temp[f32[]] @arena+192
+  b12:temp[f32[4,2]] @arena+128
   b13:temp[f32[3,2]]
   b14:output(out0)[f32[]]
   k0 gemm batch=[] m=4 n=2 k=3 f32

@@ -3,6 +3,8 @@ one contiguous run become one axis, so a [64, 32] update is one loop of 2048 (lo
 vectorize well and carry less loop overhead)."""
 from __future__ import annotations
 
+import numpy as np
+
 from graphc.schedule import ir
 from graphc.sizes import hint
 
@@ -40,15 +42,45 @@ def _permute_expr(e: ir.Expr, perm: tuple[int, ...]) -> ir.Expr:
     return ir.map_accesses(e, lambda acc: _permute_access(acc, perm))
 
 
+def _span(acc: ir.Access, shape: tuple) -> int:
+    return sum(abs(hint(s)) * (hint(d) - 1) for s, d in zip(acc.strides, shape))
+
+
+def _scatters(k: ir.Elementwise) -> bool:
+    """A col2im: one store adding (in any order) into a buffer that a single load, spanning
+    more memory than the store, streams from; the target is not read otherwise."""
+    if len(k.stores) != 1 or k.stores[0].accumulate != "atomic":
+        return False
+    loads = ir.expr_loads(k.stores[0].value)
+    target = k.stores[0].access
+    return (len(loads) == 1 and loads[0].access.buffer != target.buffer
+            and _span(loads[0].access, k.shape) > _span(target, k.shape))
+
+
+def _gather_order(k: ir.Elementwise) -> tuple[int, ...]:
+    """A scatter's loops ordered by the strides of what it reads, largest outermost (the
+    store's break ties), so the large source streams in order while the small target
+    stays in cache. The outermost axis stays put: the one threads split, whose slabs of
+    the target are disjoint in a col2im (one image each)."""
+    src = ir.expr_loads(k.stores[0].value)[0].access.strides
+    dst = k.stores[0].access.strides
+    rest = sorted(range(1, len(k.shape)), key=lambda a: (-abs(hint(src[a])),
+                                                         -abs(hint(dst[a])), a))
+    return (0, *rest)
+
+
 def reorder_elementwise(k: ir.Elementwise) -> ir.Elementwise:
     """The loops ordered like the first store's strides, largest outermost (any order is
     legal for an elementwise kernel), so that the innermost loop walks memory in order and
     neighbouring axes can collapse (a strided scatter into windows becomes long rows)."""
     if len(k.shape) < 2 or _uses_index(k) or not k.stores:
         return k
-    strides = k.stores[0].access.strides
-    # (symbolic strides: ordered by the representative binding; any order is right)
-    perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(hint(strides[a])), a)))
+    if _scatters(k):
+        perm = _gather_order(k)
+    else:
+        strides = k.stores[0].access.strides
+        # (symbolic strides: ordered by the representative binding; any order is right)
+        perm = tuple(sorted(range(len(k.shape)), key=lambda a: (-abs(hint(strides[a])), a)))
     if perm == tuple(range(len(k.shape))):
         return k
     stores = tuple(ir.Store(_permute_access(s.access, perm), _permute_expr(s.value, perm),
@@ -92,12 +124,44 @@ def collapse_reduce(k: ir.Reduce) -> ir.Reduce:
     return k
 
 
+# Reduced extents up to this many positions (a pooling window) move outside the last kept
+# axis: see windows_outside.
+SMALL_WINDOW = 16
+
+
+def windows_outside(k: ir.Reduce) -> ir.Reduce:
+    """An integer min or max over a few innermost positions (the first-maximum index in max
+    pooling's gradient) with the last kept axis (8 or longer) moved innermost: the target
+    then accumulates into the output in natural order, a vector of outputs at a time,
+    instead of a short scalar loop per output (W5's: 30% less time). Any order gives the
+    same integer min or max. Measured no faster: float max (NaN-propagating), kept axes
+    of 4; a sum's order is left as it is."""
+    n = len(k.shape)
+    if (k.op not in ("min", "max") or np.dtype(k.out_dtype).kind not in "iu" or not k.axes
+            or ir.uses_index(k.body)):
+        return k
+    if tuple(k.axes) != tuple(range(n - len(k.axes), n)) or len(k.axes) == n:
+        return k
+    extent = 1
+    for a in k.axes:
+        if not isinstance(k.shape[a], int):
+            return k
+        extent *= k.shape[a]
+    last = n - len(k.axes) - 1
+    if extent > SMALL_WINDOW or not isinstance(k.shape[last], int) or k.shape[last] < 8:
+        return k
+    perm = tuple(range(last)) + tuple(k.axes) + (last,)
+    axes = tuple(range(last, last + len(k.axes)))
+    return ir.Reduce(tuple(k.shape[p] for p in perm), axes, k.op, _permute_expr(k.body, perm),
+                     _permute_access(k.out, perm), k.out_dtype, k.fused)
+
+
 def collapse(kernels: list[ir.Kernel]) -> list[ir.Kernel]:
     out: list[ir.Kernel] = []
     for k in kernels:
         if isinstance(k, ir.Elementwise):
             k = collapse_elementwise(reorder_elementwise(k))
         elif isinstance(k, ir.Reduce):
-            k = collapse_reduce(k)
+            k = windows_outside(collapse_reduce(k))
         out.append(k)
     return out

@@ -43,6 +43,11 @@ def _alpha(value: ir.Expr, p: ir.Access, g: ir.Access) -> float | None:
     return None
 
 
+def _unit_axes_zeroed(acc: ir.Access, shape: tuple) -> ir.Access:
+    return ir.Access(acc.buffer, tuple(0 if d == 1 else s for s, d in zip(acc.strides, shape)),
+                     acc.offset)
+
+
 def _folded(gemm: ir.Gemm, update: ir.Kernel, readers: dict[int, int]) -> ir.Gemm | None:
     if not (isinstance(update, ir.Elementwise) and len(update.stores) == 1):
         return None
@@ -59,7 +64,10 @@ def _folded(gemm: ir.Gemm, update: ir.Kernel, readers: dict[int, int]) -> ir.Gem
         return None
     # The update reads the gradient where it writes the parameter (both whole, in the same
     # layout): the GEMM can write each element to the parameter where it wrote the gradient.
-    alpha = _alpha(store.value, store.access, ir.Access(grad, identity, 0))
+    # (Strides along axes of size 1 are never used: they may differ, [8, 1, 25] read as 0.)
+    value = ir.map_accesses(store.value, lambda acc: _unit_axes_zeroed(acc, update.shape))
+    alpha = _alpha(value, _unit_axes_zeroed(store.access, update.shape),
+                   _unit_axes_zeroed(ir.Access(grad, identity, 0), update.shape))
     if alpha is None:
         return None
     return replace(gemm, out=ir.Access(target, gemm.out.strides, gemm.out.offset),

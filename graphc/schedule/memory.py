@@ -35,13 +35,16 @@ def lifetimes(schedule) -> dict[int, tuple[int, int]]:
 
 
 def plan_memory(schedule, spans: dict[int, tuple[int, int]] | None = None) -> MemoryPlan:
-    """Greedy placement in order of first use: each temporary takes the lowest offset free
-    of every temporary whose lifetime overlaps its own. `spans`: the schedule's lifetimes,
-    where the caller has them (they do not depend on sizes)."""
+    """Greedy placement, largest temporaries first (then in order of first use): each takes
+    the lowest offset free of every temporary placed so far whose lifetime overlaps its
+    own. Placed in order of first use, small early buffers fragmented the arena for the
+    large ones after them (W5: 10.7 MB for 6.9 MB ever live at once; by size: 7.7 MB, W6
+    111 -> 92 MB). `spans`: the schedule's lifetimes, where the caller has them (they do
+    not depend on sizes)."""
     spans = lifetimes(schedule) if spans is None else spans
     temps: list[Buffer] = [b for b in schedule.buffers.values()
                            if b.role == "temp" and b.id in spans]
-    temps.sort(key=lambda b: (spans[b.id][0], -b.nbytes))
+    temps.sort(key=lambda b: (-b.nbytes, spans[b.id][0]))
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
     offsets: dict[int, int] = {}
     for b in temps:

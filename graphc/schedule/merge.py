@@ -2,10 +2,13 @@
 read by several kernels is materialized by a kernel of its own (`add` before `relu` when the
 backward pass needs the pre-activation too); the kernel after it, reading it at the very
 index it was written, computes it again in the same iteration instead of loading it. One
-pass over memory less, and one kernel less for the code generators to compile."""
+pass over memory less, and one kernel less for the code generators to compile. A kernel over
+another shape that reads what the first writes through an affine change of indices (a
+reshape, a transpose) is first written over the first's shape (respace.py)."""
 from __future__ import annotations
 
 from graphc.schedule import ir
+from graphc.schedule.respace import respaced
 
 
 def _substitute(expr: ir.Expr, values: dict[ir.Access, ir.Expr]) -> ir.Expr:
@@ -59,9 +62,10 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
     for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
         mine = nodes[i] if nodes is not None else frozenset()
-        if (isinstance(last, ir.Elementwise) and isinstance(kernel, ir.Elementwise)
-                and _mergeable(last, kernel)):
-            out[-1] = _merged(last, kernel)
+        same = (respaced(last, kernel) if isinstance(last, ir.Elementwise)
+                and isinstance(kernel, ir.Elementwise) else None)
+        if isinstance(last, ir.Elementwise) and same is not None and _mergeable(last, same):
+            out[-1] = _merged(last, same)
             sets[-1] = sets[-1] | mine
         else:
             out.append(kernel)

@@ -1,0 +1,58 @@
+"""Elementwise kernels over different shapes merge when the second reads what the first
+writes through an affine change of indices (graphc/schedule/respace.py): the ReLU mask
+over an image and the transposed copy of it a weight gradient reads become one pass, with
+the same values."""
+from __future__ import annotations
+
+import numpy as np
+
+import graphc as gc
+from graphc.schedule import ir, schedule_graph
+from graphc.schedule.respace import axis_map
+
+
+def test_a_transposed_read_is_affine_in_the_writers_indices():
+    # written contiguously over (4, 3, 6); read as its transpose (3, 4, 6)
+    amap = axis_map((4, 3, 6), (18, 6, 1), (3, 4, 6), (6, 18, 1))
+    assert amap == ((((1, 1),), 0), (((0, 1),), 0), (((2, 1),), 0))
+    # written over windows (2, 2, 3, 3) of a (6, 6) image, h = 3 * oh + kh: read as rows
+    amap = axis_map((2, 3, 2, 3), (18, 6, 3, 1), (6, 6), (6, 1))
+    assert amap == ((((0, 3), (1, 1)), 0), (((2, 3), (3, 1)), 0))
+
+
+def test_a_reshape_that_carries_is_not_affine():
+    assert axis_map((4, 6), (6, 1), (3, 8), (8, 1)) is None  # row j of 8 straddles rows of 6
+    assert axis_map((4, 6), (6, 1), (4, 5), (5, 1)) is None  # other sizes
+    assert axis_map((4, 6), (12, 1), (4, 6), (6, 1)) is None  # not dense
+
+
+def _pool_relu_step(backend: str, x: np.ndarray, w: np.ndarray, options=None):
+    xp = gc.placeholder(x.shape, name="x_respace")
+    wp = gc.placeholder(w.shape, name="w_respace")
+    bias = gc.constant(np.linspace(-0.5, 0.5, w.shape[0]).astype(x.dtype))
+    bp = gc.reshape(bias, (1, w.shape[0], 1, 1))
+    h = gc.relu(gc.nn.conv2d(xp, wp) + bp)
+    loss = gc.sum(gc.nn.max_pool2d(h, 2) ** 2)
+    # (no gradient for x, as for a first layer: the copy follows the mask, which the
+    # bias's gradient reads too)
+    f = gc.function([xp, wp], [loss, *gc.grad(loss, [wp, bias])], backend=backend,
+                    backend_options=options)
+    return f, f(x, w)
+
+
+def test_relu_mask_and_its_transposed_copy_run_as_one_kernel_with_reference_values():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 2, 9, 9)).astype(np.float32)
+    w = rng.normal(size=(4, 2, 2, 2)).astype(np.float32)
+    _, want = _pool_relu_step("numpy", x.astype(np.float64), w.astype(np.float64))
+    f, got = _pool_relu_step("llvm", x, w)
+    _, kernels_mode = _pool_relu_step("numpy", x, w, {"mode": "kernels"})
+    for g, k, r in zip(got, kernels_mode, want):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(k, r, rtol=1e-4, atol=1e-4)
+    kernels = [k for k in schedule_graph(f.graph).kernels if isinstance(k, ir.Elementwise)]
+    # the mask and the transposed copy the weight gradient reads: one pass, two stores
+    (merged,) = [k for k in kernels if "greater" in k.fused]
+    assert "copy" in merged.fused and len(merged.stores) == 2
+    # the pooling gradient's loop of 2 stays apart (the mask inside it measured slower)
+    assert not any("windows_grad" in k.fused and "greater" in k.fused for k in kernels)
