@@ -74,8 +74,12 @@ def test_the_flat_table_plans_what_the_expressions_give():
         memory, expected = table.memory(evaluated), plan.memory(values)
         assert memory.offsets == expected.offsets
         assert memory.arena_bytes == expected.arena_bytes
-        assert table.vectors(values, evaluated) == \
-            [_slow_vector(plan, k, values) for k in range(len(plan.kernels))]
+        vectors = table.vectors(values, evaluated)
+        assert vectors == [_slow_vector(plan, k, values) for k in range(len(plan.kernels))]
+        places = [1000 + 64 * k for k in range(len(vectors))]
+        extra = [at if vector else None for at, vector in zip(places, vectors)]
+        assert table.descriptor(memory.offsets, places) == \
+            plan.descriptor(expected.offsets, extra)
         assert table.output_shapes(evaluated) == \
             [(slot, tuple(sizes.evaluate(d, values) for d in shape), np.dtype(dtype))
              for slot, shape, dtype in plan.outputs]

@@ -29,6 +29,21 @@ class BindingTable:
                          None if k.gemm is None or not k.gemm.packed
                          else (k.gemm, self._refs(k.gemm.spec.flat())))
                         for k in plan.kernels]
+        # the entry's table (SymbolicPlan.descriptor) with a hole for each temporary's
+        # arena offset and each kernel's size vector: its shape is the same for every
+        # binding (a kernel has a vector where it has symbols or a packed GEMM)
+        self.desc: list[int] = []
+        self.holes: list[tuple[int, int]] = []  # (position, temporary: id; vector: -1 - kernel)
+        for k, (recipe, (symbols, gemm)) in enumerate(zip(plan.kernels, self.kernels)):
+            more = bool(symbols) or gemm is not None
+            self.desc += [len(recipe.refs) + more, int(recipe.can_fail)]
+            for r in recipe.refs:
+                if r < 0:
+                    self.holes.append((len(self.desc), -1 - r))
+                self.desc.append(r)
+            if more:
+                self.holes.append((len(self.desc), -1 - k))
+                self.desc.append(0)
 
     def _refs(self, dims: Iterable[sizes.Dim]) -> tuple[int, ...]:
         out = []
@@ -65,6 +80,14 @@ class BindingTable:
                 vector += g.descriptor_of([table[i] for i in refs])
             vectors.append(vector)
         return vectors
+
+    def descriptor(self, offsets: Mapping[int, int], vectors: list[int]) -> list[int]:
+        """SymbolicPlan.descriptor's table, from the temporaries' arena `offsets` and each
+        kernel's vector's (`vectors`, by kernel)."""
+        desc = list(self.desc)
+        for at, what in self.holes:
+            desc[at] = -1 - (offsets.get(what, 0) if what >= 0 else vectors[-1 - what])
+        return desc
 
     def output_shapes(self, table: list[int]) -> list[tuple[int, tuple[int, ...], np.dtype]]:
         return [(slot, tuple(table[i] for i in refs), dtype)

@@ -406,12 +406,17 @@ def _sub_fields(spec: _Spec) -> dict[str, int]:
     GEMM's, padded with size-1 axes; any other GEMM's k and n as one axis each."""
     sub = spec.b_sub or (((spec.k, 0),), ((spec.n, 0),))
     values = {}
-    for axis, axes in zip("kn", sub):
+    for names, axes in zip(_SUB_NAMES, sub):
         padded = ((1, 0),) * (4 - len(axes)) + tuple(axes)
-        for i, (size, stride) in enumerate(padded):
-            values[f"b{axis}_size{i}"] = max(size, 1)
-            values[f"b{axis}_st{i}"] = stride
+        for (size_name, stride_name), (size, stride) in zip(names, padded):
+            values[size_name] = max(size, 1)
+            values[stride_name] = stride
     return values
+
+
+# the descriptor's field names of B's k and n sub-axes (made once: a binding blocks each GEMM)
+_SUB_NAMES = tuple(tuple((f"b{axis}_size{i}", f"b{axis}_st{i}") for i in range(4))
+                   for axis in "kn")
 
 
 def _ceil(a: int, b: int) -> int:

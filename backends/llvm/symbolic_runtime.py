@@ -200,7 +200,7 @@ class SymbolicProgram:
     # -- one binding ----------------------------------------------------------------------
     def _bind(self, shapes: tuple) -> _Binding:
         values = bind_shapes(self.inputs, shapes)
-        plan, recipe = self.plan, self.recipe
+        recipe = self.recipe
         table = recipe.evaluate(values)
         memory = recipe.memory(table)
         if memory.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
@@ -208,13 +208,13 @@ class SymbolicProgram:
                               "for these shapes: too large")
         vectors = recipe.vectors(values, table)
         start = -(-memory.arena_bytes // 64) * 64
-        extra: list[int | None] = []
+        places: list[int] = []  # where each kernel's vector lies in the arena
         at = start
         for vector in vectors:
-            extra.append(at if vector else None)
+            places.append(at)
             at += 8 * len(vector)
         words = np.array([v for vector in vectors for v in vector], np.int64)
-        desc = np.array(plan.descriptor(memory.offsets, extra) or [0], np.int64)
+        desc = np.array(recipe.descriptor(memory.offsets, places) or [0], np.int64)
         return _Binding(max(at, 8), start, words, desc, recipe.output_shapes(table), values,
                         shapes)
 
