@@ -36,10 +36,11 @@ Integer GEMMs and small float GEMMs take a plain loop nest (j innermost, which L
 vectorizes when the output and B are contiguous along j)."""
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -172,12 +173,41 @@ class RuntimeGemm:
     def descriptor(self, binding: Mapping[SizeVar, int]) -> list[int]:
         if not self.packed:
             return []
+        return self.descriptor_of([sizes.evaluate(d, binding) for d in self.spec.flat()])
+
+    def descriptor_of(self, values: Sequence[int]) -> list[int]:
+        """`descriptor` for the values of the spec's `flat()` sizes (a packed GEMM)."""
+        key = (self._template, tuple(values))
+        desc = _DESCRIPTORS.get(key)
+        if desc is None:
+            spec = self.spec.rebuilt(values)
+            if spec.m == 0 or spec.n == 0 or spec.k == 0:
+                from graphc.schedule.symbolic import NotSymbolic
+                raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
+            desc = _blocking(spec, self.params, self.team, self.layouts,
+                             split_depth=False).desc
+            if len(_DESCRIPTORS) >= _MAX_DESCRIPTORS:
+                _DESCRIPTORS.pop(next(iter(_DESCRIPTORS)))
+            _DESCRIPTORS[key] = desc
+        return list(desc)
+
+    @functools.cached_property
+    def _template(self) -> int:
+        """A number shared by the GEMMs whose blocking depends on nothing but their sizes'
+        values (buffers aside): a deep MLP's identical layers share their descriptors."""
+        def bare(o: _Operand) -> _Operand:
+            return replace(o, buffer=0)
         spec = self.spec
-        if any(sizes.evaluate(d, binding) == 0 for d in (spec.m, spec.n, spec.k)):
-            from graphc.schedule.symbolic import NotSymbolic
-            raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
-        return _blocking(self.spec.bound(binding), self.params, self.team, self.layouts,
-                         split_depth=False).desc
+        shape = (replace(spec, a=bare(spec.a), b=bare(spec.b), c=bare(spec.c)),
+                 self.params, self.team, self.layouts)
+        return _TEMPLATES.setdefault(shape, len(_TEMPLATES))
+
+
+# Descriptors by (GEMM template, its sizes' values): made once for any binding and GEMM
+# with these sizes (a binding evicted from a program's MAX_BINDINGS, its identical layers).
+_DESCRIPTORS: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+_MAX_DESCRIPTORS = 4096
+_TEMPLATES: dict[tuple, int] = {}
 
 
 def prepackable(k: kir.Gemm) -> int | None:
@@ -335,20 +365,40 @@ class _Spec:
 
     def bound(self, binding: Mapping[SizeVar, int]) -> "_Spec":
         """The spec with every size and stride given its value in `binding`."""
-        def ev(d):
-            return sizes.evaluate(d, binding)
+        return self.rebuilt([sizes.evaluate(d, binding) for d in self.flat()])
 
-        def op(o: _Operand) -> _Operand:
-            return _Operand(o.buffer, tuple(ev(d) for d in o.batch), ev(o.s0), ev(o.s1),
-                            ev(o.offset))
+    def flat(self) -> list:
+        """Every size and stride of the spec, in the order `rebuilt` reads them."""
+        out = [*self.batch, self.m, self.n, self.k]
+        for o in (self.a, self.b, self.c):
+            out += [*o.batch, o.s0, o.s1, o.offset]
+        for axes in self.b_sub or ():
+            for size, stride in axes:
+                out += [size, stride]
+        return out
+
+    def rebuilt(self, values: Sequence[int]) -> "_Spec":
+        """The spec with the sizes and strides of `flat()` replaced by `values`."""
+        v = list(values)
+        at = len(self.batch)
+        batch, (m, n, k) = tuple(v[:at]), v[at:at + 3]
+        at += 3
+        operands = []
+        for o in (self.a, self.b, self.c):
+            end = at + len(o.batch)
+            operands.append(_Operand(o.buffer, tuple(v[at:end]), v[end], v[end + 1],
+                                     v[end + 2]))
+            at = end + 3
         sub = None
         if self.b_sub is not None:
-            ks, ns = (tuple((ev(size), ev(stride)) for size, stride in axes)
-                      for axes in self.b_sub)
-            sub = (ks, ns)
-        return replace(self, batch=tuple(ev(d) for d in self.batch), m=ev(self.m),
-                       n=ev(self.n), k=ev(self.k), a=op(self.a), b=op(self.b), c=op(self.c),
-                       b_sub=sub)
+            parts = []
+            for axes in self.b_sub:
+                parts.append(tuple((v[at + 2 * i], v[at + 2 * i + 1])
+                                   for i in range(len(axes))))
+                at += 2 * len(axes)
+            sub = (parts[0], parts[1])
+        a, b, c = operands
+        return _Spec(self.dtype, batch, m, n, k, a, b, c, self.alpha, self.accumulate, sub)
 
 
 def _sub_fields(spec: _Spec) -> dict[str, int]:
@@ -356,12 +406,17 @@ def _sub_fields(spec: _Spec) -> dict[str, int]:
     GEMM's, padded with size-1 axes; any other GEMM's k and n as one axis each."""
     sub = spec.b_sub or (((spec.k, 0),), ((spec.n, 0),))
     values = {}
-    for axis, axes in zip("kn", sub):
+    for names, axes in zip(_SUB_NAMES, sub):
         padded = ((1, 0),) * (4 - len(axes)) + tuple(axes)
-        for i, (size, stride) in enumerate(padded):
-            values[f"b{axis}_size{i}"] = max(size, 1)
-            values[f"b{axis}_st{i}"] = stride
+        for (size_name, stride_name), (size, stride) in zip(names, padded):
+            values[size_name] = max(size, 1)
+            values[stride_name] = stride
     return values
+
+
+# the descriptor's field names of B's k and n sub-axes (made once: a binding blocks each GEMM)
+_SUB_NAMES = tuple(tuple((f"b{axis}_size{i}", f"b{axis}_st{i}") for i in range(4))
+                   for axis in "kn")
 
 
 def _ceil(a: int, b: int) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.binding_table import BindingTable
 from graphc.backends.llvm.runtime import _aligned_empty, _joined, call_entry
 from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
 from graphc.errors import index_error_message
@@ -106,6 +107,7 @@ class SymbolicProgram:
         for slot, number in plan.params:
             self.table[slot] = self.storages[number].array.ctypes.data
         self.input_slots = plan.input_slots
+        self.recipe = BindingTable(plan)  # what each new binding evaluates, made once
         self.bindings: dict[tuple, _Binding] = {}
         # one arena, as large as the largest binding so far needs; it holds the current
         # binding's size values
@@ -198,28 +200,23 @@ class SymbolicProgram:
     # -- one binding ----------------------------------------------------------------------
     def _bind(self, shapes: tuple) -> _Binding:
         values = bind_shapes(self.inputs, shapes)
-        plan = self.plan
-        memory = plan.memory(values)
+        recipe = self.recipe
+        table = recipe.evaluate(values)
+        memory = recipe.memory(table)
         if memory.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
             raise MemoryError(f"cannot allocate {memory.arena_bytes} bytes of scratch memory "
                               "for these shapes: too large")
-        vectors: list[list[int]] = []
-        for recipe in plan.kernels:
-            vector = [values[plan.symbols[s]] for s in recipe.symbols]
-            if recipe.gemm is not None:
-                vector += recipe.gemm.descriptor(values)
-            vectors.append(vector)
+        vectors = recipe.vectors(values, table)
         start = -(-memory.arena_bytes // 64) * 64
-        extra: list[int | None] = []
+        places: list[int] = []  # where each kernel's vector lies in the arena
         at = start
         for vector in vectors:
-            extra.append(at if vector else None)
+            places.append(at)
             at += 8 * len(vector)
         words = np.array([v for vector in vectors for v in vector], np.int64)
-        desc = np.array(plan.descriptor(memory.offsets, extra) or [0], np.int64)
-        outputs = [(slot, tuple(sizes.evaluate(d, values) for d in shape), np.dtype(dtype))
-                   for slot, shape, dtype in plan.outputs]
-        return _Binding(max(at, 8), start, words, desc, outputs, values, shapes)
+        desc = np.array(recipe.descriptor(memory.offsets, places) or [0], np.int64)
+        return _Binding(max(at, 8), start, words, desc, recipe.output_shapes(table), values,
+                        shapes)
 
     def serves(self, shapes: tuple) -> bool:
         """Whether this program runs these shapes (their binding planned and kept); not

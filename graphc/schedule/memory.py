@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphc.schedule.ir import Buffer
 
 ALIGN = 64  # bytes: a cache line, and room for 512-bit vector loads
 
@@ -42,22 +41,28 @@ def plan_memory(schedule, spans: dict[int, tuple[int, int]] | None = None) -> Me
     111 -> 92 MB). `spans`: the schedule's lifetimes, where the caller has them (they do
     not depend on sizes)."""
     spans = lifetimes(schedule) if spans is None else spans
-    temps: list[Buffer] = [b for b in schedule.buffers.values()
-                           if b.role == "temp" and b.id in spans]
-    temps.sort(key=lambda b: (-b.nbytes, spans[b.id][0]))
+    temps = [(b.id, b.nbytes) for b in schedule.buffers.values()
+             if b.role == "temp" and b.id in spans]
+    return place(temps, spans)
+
+
+def place(temps: list[tuple[int, int]], spans: dict[int, tuple[int, int]]) -> MemoryPlan:
+    """plan_memory's placement of `temps` ((buffer id, bytes), in buffer order), from sizes
+    alone: a symbolic program's binding has its numbers, not Buffer objects."""
+    order = sorted(temps, key=lambda t: (-t[1], spans[t[0]][0]))
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
     offsets: dict[int, int] = {}
-    for b in temps:
-        first, last = spans[b.id]
-        size = _aligned(max(b.nbytes, 1))
+    for bid, nbytes in order:
+        first, last = spans[bid]
+        size = _aligned(max(nbytes, 1))
         busy = sorted((o, e) for o, e, lo, hi in placed if not (hi < first or lo > last))
         offset = 0
         for o, e in busy:
             if offset + size <= o:
                 break
             offset = max(offset, e)
-        offsets[b.id] = offset
+        offsets[bid] = offset
         placed.append((offset, offset + size, first, last))
     arena = max((e for _, e, _, _ in placed), default=0)
-    unshared = sum(_aligned(max(b.nbytes, 1)) for b in temps)
+    unshared = sum(_aligned(max(nbytes, 1)) for _, nbytes in temps)
     return MemoryPlan(offsets, spans, arena, unshared)
