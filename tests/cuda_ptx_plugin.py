@@ -33,6 +33,7 @@ class _Recorder:
     def __init__(self, exe: Any, program: Any, folder: Path) -> None:
         self.exe, self.program, self.folder = exe, program, folder
         self.seen: set[tuple] = set()
+        self.fingerprint: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.exe, name)
@@ -51,7 +52,15 @@ class _Recorder:
     def render(self, shapes: tuple) -> None:
         from graphc.backends.cuda import CUDA_POLICY
         from graphc.backends.cuda.render import render
+        from graphc.fingerprint import graph_fingerprint
         from graphc.schedule import schedule_graph
+        # (a program run again, on another backend or by another test, is rendered once:
+        # its structure's hash is the disk cache's, far cheaper than scheduling)
+        if self.fingerprint is None:
+            self.fingerprint = graph_fingerprint(self.program.graph)[0]
+        if (self.fingerprint, shapes) in _rendered:
+            return
+        _rendered.add((self.fingerprint, shapes))
         try:
             source = render(schedule_graph(self.program.graph, list(shapes),
                                            policy=CUDA_POLICY)).source
@@ -73,6 +82,7 @@ class _Recorder:
 
 
 _written: set[str] = set()  # sources this process has written
+_rendered: set[tuple] = set()  # (program structure, input shapes) this process has rendered
 
 
 def pytest_runtest_protocol(item: Any, nextitem: Any) -> None:
