@@ -57,7 +57,10 @@ class _Recorder:
         # (a program run again, on another backend or by another test, is rendered once:
         # its structure's hash is the disk cache's, far cheaper than scheduling)
         if self.fingerprint is None:
-            self.fingerprint = graph_fingerprint(self.program.graph)[0]
+            try:
+                self.fingerprint = graph_fingerprint(self.program.graph)[0]
+            except Exception:  # (an attribute it cannot encode: render this one every time)
+                self.fingerprint = f"unhashed {id(self)}"
         if (self.fingerprint, shapes) in _rendered:
             return
         _rendered.add((self.fingerprint, shapes))
