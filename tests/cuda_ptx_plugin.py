@@ -3,14 +3,23 @@ benchmarks/cuda_suite_ptx.py to compile and assemble:
     pytest -p cuda_ptx_plugin --cuda-ptx-dir=DIR tests/test_x.py ...
 Each program a test calls (any backend; once per set of input shapes) is scheduled with the
 cuda backend's policy and rendered; DIR gets one file per distinct source (named by its
-hash), and render-errors.txt lists the programs that failed to render."""
+hash), made-by-<worker>.tsv the test that first ran each (a line "<file>\t<test id>"), and
+render-errors-<worker>.txt the programs that failed to render. Under pytest-xdist every
+worker writes files of its own (sources by a name of their own first), so `-n auto` needs
+no locking."""
 from __future__ import annotations
 
 import hashlib
+import os
 import traceback
 import types
 from pathlib import Path
 from typing import Any
+
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+# the test running now, which made what is rendered (a dict: the functions below run with a
+# copy of this module's globals)
+_now = {"test": "(collection)"}
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -24,6 +33,7 @@ class _Recorder:
     def __init__(self, exe: Any, program: Any, folder: Path) -> None:
         self.exe, self.program, self.folder = exe, program, folder
         self.seen: set[tuple] = set()
+        self.fingerprint: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.exe, name)
@@ -42,20 +52,44 @@ class _Recorder:
     def render(self, shapes: tuple) -> None:
         from graphc.backends.cuda import CUDA_POLICY
         from graphc.backends.cuda.render import render
+        from graphc.fingerprint import graph_fingerprint
         from graphc.schedule import schedule_graph
+        # (a program run again, on another backend or by another test, is rendered once:
+        # its structure's hash is the disk cache's, far cheaper than scheduling)
+        if self.fingerprint is None:
+            try:
+                self.fingerprint = graph_fingerprint(self.program.graph)[0]
+            except Exception:  # (an attribute it cannot encode: render this one every time)
+                self.fingerprint = f"unhashed {id(self)}"
+        if (self.fingerprint, shapes) in _rendered:
+            return
+        _rendered.add((self.fingerprint, shapes))
         try:
             source = render(schedule_graph(self.program.graph, list(shapes),
                                            policy=CUDA_POLICY)).source
         except Exception:  # a program the renderer cannot take: a finding
-            with open(self.folder / "render-errors.txt", "a") as f:
-                f.write(traceback.format_exc() + "\n")
+            with open(self.folder / f"render-errors-{_WORKER}.txt", "a") as f:
+                f.write(f"{_now['test']}\n{traceback.format_exc()}\n")
             return
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
         path = self.folder / f"{digest}.cu"
+        if digest in _written:
+            return
+        _written.add(digest)
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{digest}.{_WORKER}.tmp")
             tmp.write_text(source)
             tmp.replace(path)
+        with open(self.folder / f"made-by-{_WORKER}.tsv", "a") as f:
+            f.write(f"{path.name}\t{_now['test']}\n")
+
+
+_written: set[str] = set()  # sources this process has written
+_rendered: set[tuple] = set()  # (program structure, input shapes) this process has rendered
+
+
+def pytest_runtest_protocol(item: Any, nextitem: Any) -> None:
+    _now["test"] = item.nodeid
 
 
 def pytest_configure(config: Any) -> None:

@@ -1,11 +1,13 @@
 """benchmarks/cuda_suite_ptx.py, the PTX check CI runs on every program the suite generated
-(.ci/run): it passes on programs that assemble without spills, fails naming the program of a
-kernel that does not compile or that spills, and skips with a note where no CUDA compiler is
-installed."""
+(.ci/run): it passes on programs that assemble without spills, fails naming the kernel, its
+program and the test that made it when a kernel does not compile or spills, fails when its
+time limit is reached, and skips with a note where no CUDA compiler is installed; kernels
+are told apart by their text up to names; the plugin records the test of each program."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,56 @@ def test_kernels_are_renamed_and_deduplicated():
     assert script.kernels(renamed).keys() == found.keys()
 
 
+def test_kernels_equal_up_to_buffer_names_slots_and_offsets_are_one():
+    """The same kernel in two programs, where its buffers have other ids, slots and arena
+    offsets, is compiled once; other sizes or another arena offset of 0 are not the same."""
+    script = _script()
+
+    def kernel(n: int, extra: bool) -> str:
+        x = gc.placeholder((n, 40), "float32", name="x")
+        y = gc.exp(x)
+        outs = [gc.sum(y * 2.0, axis=1)]
+        if extra:  # other buffers first: the sum's buffers get other ids, slots, offsets
+            outs = [gc.sum(gc.tanh(x), axis=0)] + outs
+        text = render(schedule_graph(gc.function([x], outs, backend="numpy").graph,
+                                     policy=CUDA_POLICY)).source
+        (found,) = [t for name, _, t in script.named_kernels(text)
+                    if "exp" in name and "reduce_sum" in name]
+        return found
+
+    one, two = kernel(8, False), kernel(8, True)
+    assert one == two
+    assert kernel(9, False) != one
+    text = one.split("\n")
+    decl = next(line for line in text if "__restrict__ gcb" in line)
+    assert "gcb0" in decl and "slots[0]" in decl
+
+
+@pytest.mark.slow  # (a pytest run of its own, two workers)
+def test_the_plugin_records_the_test_of_each_program(tmp_path):
+    """pytest with the plugin (two xdist workers): every program's source, and the test that
+    ran it first in made-by-<worker>.tsv."""
+    tests = tmp_path / "test_two.py"
+    tests.write_text("import numpy as np\nimport graphc as gc\n\n"
+                     "def test_a():\n    x = gc.placeholder((3, 4), name='x')\n"
+                     "    gc.function([x], gc.sum(x * 3.0, axis=1), backend='numpy')"
+                     "(np.ones((3, 4), np.float32))\n\n"
+                     "def test_b():\n    x = gc.placeholder((5,), name='x')\n"
+                     "    gc.function([x], gc.exp(x), backend='numpy')(np.ones(5, np.float32))\n")
+    out = tmp_path / "ptx"
+    here = Path(__file__).resolve().parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p",
+                           "cuda_ptx_plugin", f"--cuda-ptx-dir={out}", "-p", "no:cacheprovider",
+                           str(tests)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(here)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    sources = sorted(p.name for p in out.glob("*.cu"))
+    made = _script().made_by(out)
+    assert len(sources) == 2 and sorted(made) == sources
+    assert sorted(made.values()) == ["test_two.py::test_a", "test_two.py::test_b"]
+    assert len(list(out.glob("made-by-gw*.tsv"))) == 2 and not list(out.glob("*.tmp"))
+
+
 @pytest.mark.slow  # (compiles with NVRTC or nvcc)
 @pytest.mark.skipif(not ptx.available(), reason="neither NVRTC nor nvcc is installed")
 def test_a_kernel_that_fails_to_compile_or_spills_fails_the_check(tmp_path):
@@ -76,7 +128,8 @@ def test_a_kernel_that_fails_to_compile_or_spills_fails_the_check(tmp_path):
     assert broken != source
     (tmp_path / "broken.cu").write_text(broken)
     done = _run(str(tmp_path), "--cache", str(cache))
-    assert done.returncode == 1 and "FAILED broken.cu: kernel k_" in done.stdout, done.stdout
+    assert done.returncode == 1 and " of broken.cu, made by ?: " in done.stdout, done.stdout
+    assert "FAILED kernel k" in done.stdout
     assert "compiled 1 (" in done.stdout  # (the others come from the cache)
     # spills reported by the assembler (here: written into the cache) fail it too
     (tmp_path / "broken.cu").unlink()
@@ -84,7 +137,12 @@ def test_a_kernel_that_fails_to_compile_or_spills_fails_the_check(tmp_path):
     first = next(iter(stored["kernels"]))
     stored["kernels"][first]["spill_stores"] = 8
     cache.write_text(json.dumps(stored))
+    (tmp_path / "made-by-gw0.tsv").write_text("good.cu\tthe_test\n")
     done = _run(str(tmp_path), "--cache", str(cache))
     assert done.returncode == 1 and "kernels that spill: 1" in done.stdout, done.stdout
-    assert f"k_{first} (good.cu): 8 B stores" in done.stdout
+    assert f"(k_{first}) of good.cu, made by the_test: 8 B stores" in done.stdout
     assert "FAILED" not in done.stdout
+    # a time limit reached: the check fails and says how much was left
+    cache.unlink()
+    done = _run(str(tmp_path), "--time-limit", "0")
+    assert done.returncode == 1 and "FAILED: the time limit of 0 s was reached" in done.stdout

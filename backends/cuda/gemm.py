@@ -65,11 +65,15 @@ def _matrix_extent(k: kir.Gemm) -> int:
 
 
 def tiling(k: kir.Gemm) -> Tiling:
-    """LARGE where its registers fit (4-byte elements, 32-bit offsets within a matrix) and
-    its tiles still fill a GPU."""
+    """LARGE where its registers fit (4-byte elements, 32-bit offsets within a matrix), its
+    tiles are more than half used along m and n, k takes more than one slice and the
+    tiles still fill a GPU. (With a single slice, ptxas schedules the first slice's loads
+    across the whole register block and spills about 200 B: batched matrix-vector
+    products with k <= 8 did.)"""
     blocks = size(k.batch) * cdiv(k.m, LARGE.bm) * cdiv(k.n, LARGE.bn)
     fits = np.dtype(k.dtype).itemsize <= 4 and _matrix_extent(k) < INT_LIMIT
-    return LARGE if fits and blocks >= FILL else SMALL
+    worth = k.m > SMALL.bm and k.n > SMALL.bn and k.k > LARGE.bk
+    return LARGE if fits and worth and blocks >= FILL else SMALL
 
 
 def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[str],
