@@ -21,6 +21,11 @@ os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="graphc-test-config-")
 for _name in ("GRAPHC_CACHE_KEY", "GRAPHC_CACHE_KEY_FILE"):
     os.environ.pop(_name, None)
 
+# GRAPHC_CUDA_PTX_DIR=DIR records every program the run makes as CUDA C (.ci/run sets it, so
+# CI runs the README's test command itself and then assembles what it recorded).
+if os.environ.get("GRAPHC_CUDA_PTX_DIR"):
+    pytest_plugins = ["cuda_ptx_plugin"]
+
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # CI draws the same examples every run (derandomize, no example database): a red CI is then

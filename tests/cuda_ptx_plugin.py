@@ -1,6 +1,8 @@
 """A pytest plugin that renders every program the tests run as CUDA C, for
 benchmarks/cuda_suite_ptx.py to compile and assemble:
     pytest -p cuda_ptx_plugin --cuda-ptx-dir=DIR tests/test_x.py ...
+or, with the README's own test command, GRAPHC_CUDA_PTX_DIR=DIR (tests/conftest.py then
+loads this plugin; that is how .ci/run records the suite).
 Each program a test calls (any backend; once per set of input shapes) is scheduled with the
 cuda backend's policy and rendered; DIR gets one file per distinct source (named by its
 hash), made-by-<worker>.tsv the test that first ran each (a line "<file>\t<test id>"), and
@@ -93,7 +95,8 @@ def pytest_runtest_protocol(item: Any, nextitem: Any) -> None:
 
 
 def pytest_configure(config: Any) -> None:
-    folder = config.getoption("--cuda-ptx-dir")
+    folder = config.getoption("--cuda-ptx-dir", default=None) or os.environ.get(
+        "GRAPHC_CUDA_PTX_DIR")
     if not folder:
         return
     out = Path(folder)
