@@ -25,14 +25,19 @@ def _injective(access: ir.Access, shape: tuple[int, ...]) -> bool:
     return all(s != 0 or d == 1 for s, d in zip(access.strides, shape))
 
 
-def _mergeable(first: ir.Elementwise, second: ir.Elementwise) -> bool:
+def _reads(kernel: ir.Elementwise) -> set[int]:
+    return {ld.access.buffer for s in kernel.stores for ld in ir.expr_loads(s.value)}
+
+
+def _mergeable(first: ir.Elementwise, second: ir.Elementwise, first_reads: set[int]) -> bool:
+    """`first_reads`: the buffers first loads (kept by the caller: walking the stores of a
+    kernel grown by many merges each time made a long chain's schedule cubic in its length)."""
     if first.shape != second.shape or any(s.accumulate for s in first.stores + second.stores):
         return False
     written = {s.access.buffer: s.access for s in first.stores}
     if len(written) != len(first.stores) or not all(
             _injective(a, first.shape) for a in written.values()):
         return False
-    first_reads = {ld.access.buffer for s in first.stores for ld in ir.expr_loads(s.value)}
     second_writes = {s.access.buffer for s in second.stores}
     if second_writes & (first_reads | set(written)):
         return False  # a later iteration would read (or keep) what an earlier one wrote
@@ -59,17 +64,21 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
     parallel to the result (a merged kernel computes what both did)."""
     out: list[ir.Kernel] = []
     sets: list[frozenset] = []
+    reads: set[int] = set()  # what out[-1] loads (a superset after merges: its own stores' too)
     for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
         mine = nodes[i] if nodes is not None else frozenset()
         same = (respaced(last, kernel) if isinstance(last, ir.Elementwise)
                 and isinstance(kernel, ir.Elementwise) else None)
-        if isinstance(last, ir.Elementwise) and same is not None and _mergeable(last, same):
+        if isinstance(last, ir.Elementwise) and same is not None and _mergeable(
+                last, same, reads):
             out[-1] = _merged(last, same)
             sets[-1] = sets[-1] | mine
+            reads |= _reads(same)
         else:
             out.append(kernel)
             sets.append(mine)
+            reads = _reads(kernel) if isinstance(kernel, ir.Elementwise) else set()
     if nodes is not None:
         nodes[:] = sets
     return out
