@@ -40,26 +40,31 @@ def _masked_from(k: ir.Kernel, z: ir.Access, relu: ir.Access) -> ir.Kernel | Non
                                          for s, v in zip(k.stores, new)), k.fused)
 
 
-def _redirect(kernels: list[ir.Kernel], after: int, z: ir.Access, relu: ir.Access) -> None:
-    """Every later read of z's buffer moved to relu's, or none."""
+def _redirect(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]],
+              after: int, z: ir.Access, relu: ir.Access) -> None:
+    """Every later read of z's buffer moved to relu's, or none. `reads`/`writes`: each
+    kernel's buffers, parallel to `kernels` and kept so (walking every later kernel's
+    expressions for every relu made a 96-layer MLP's schedule take seconds)."""
     new = {}
     for j in range(after + 1, len(kernels)):
-        k = kernels[j]
-        if z.buffer in k.writes() or relu.buffer in k.writes():
+        if z.buffer in writes[j] or relu.buffer in writes[j]:
             return  # (the two would no longer hold z and relu(z) from here on)
-        if z.buffer in k.reads():
-            moved = _masked_from(k, z, relu)
+        if z.buffer in reads[j]:
+            moved = _masked_from(kernels[j], z, relu)
             if moved is None:
                 return
             new[j] = moved
     for j, k in new.items():
         kernels[j] = k
+        reads[j] = set(k.reads())
 
 
 def redirect_relu_masks(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Kernel]:
     """Masks z > 0 read from a temporary z moved to a sibling store of relu(z) in the same
     layout."""
     out = list(kernels)
+    reads = [set(k.reads()) for k in out]
+    writes = [set(k.writes()) for k in out]
     for i, k in enumerate(kernels):
         if not isinstance(k, ir.Elementwise):
             continue
@@ -70,5 +75,5 @@ def redirect_relu_masks(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
                 if (not r.accumulate and isinstance(r.value, ir.Apply) and r.value.op == "relu"
                         and r.value.args[0] == z.value and r.access.strides == z.access.strides
                         and r.access.offset == z.access.offset):
-                    _redirect(out, i, z.access, r.access)
+                    _redirect(out, reads, writes, i, z.access, r.access)
     return out
