@@ -86,6 +86,17 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
+def assembly_of(texts: list[str]) -> str:
+    """The machine code of each module's IR, optimized as compiled, as one text (f.asm)."""
+    import llvmlite.binding as llvm
+    parts = []
+    for text in texts:
+        module = llvm.parse_assembly(text)
+        jit.optimize_module(module)
+        parts.append(jit.assembly(module))
+    return _joined(parts)
+
+
 def _joined(texts: list[str]) -> str:
     """The modules' IR (the entry point's, then each unit's) as one text for people to
     read (f.source)."""
@@ -199,13 +210,7 @@ class CompiledShape:
         return _joined(self.ir_texts)
 
     def assembly(self) -> str:
-        import llvmlite.binding as llvm
-        parts = []
-        for text in self.ir_texts:
-            module = llvm.parse_assembly(text)
-            jit.optimize_module(module)
-            parts.append(jit.assembly(module))
-        return _joined(parts)
+        return assembly_of(self.ir_texts)
 
     def run(self, args: Sequence[np.ndarray], bound: object = None) -> list[np.ndarray]:
         with self.lock:

@@ -15,7 +15,7 @@ from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.backends.llvm.binding_table import BindingTable
-from graphc.backends.llvm.runtime import _aligned_empty, _joined, call_entry
+from graphc.backends.llvm.runtime import _aligned_empty, _joined, assembly_of, call_entry
 from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
 from graphc.errors import index_error_message
 from graphc.program import Program
@@ -301,11 +301,5 @@ class SymbolicProgram:
         return _joined(self.ir_texts)
 
     def assembly(self) -> str:
-        import llvmlite.binding as llvm
-        parts = []
-        for text in self.ir_texts:
-            module = llvm.parse_assembly(text)
-            jit.optimize_module(module)
-            parts.append(jit.assembly(module))
-        return _joined(parts)
+        return assembly_of(self.ir_texts)
 

@@ -9,7 +9,8 @@ from graphc.schedule import ir
 from graphc.sizes import hint
 
 
-def _accesses(k: ir.Elementwise) -> list[ir.Access]:
+def elementwise_accesses(k: ir.Elementwise) -> list[ir.Access]:
+    """Every access of k: its stores', then its loads'."""
     out = [s.access for s in k.stores]
     for s in k.stores:
         out.extend(ld.access for ld in ir.expr_loads(s.value))
@@ -22,7 +23,7 @@ def _uses_index(k: ir.Elementwise) -> bool:
 
 def _mergeable(k: ir.Elementwise, a: int) -> bool:
     inner = k.shape[a + 1]
-    return all(acc.strides[a] == acc.strides[a + 1] * inner for acc in _accesses(k))
+    return all(acc.strides[a] == acc.strides[a + 1] * inner for acc in elementwise_accesses(k))
 
 
 def _merge_access(acc: ir.Access, a: int) -> ir.Access:

@@ -7,15 +7,9 @@ side), a tile's rows reuse the lines its first row brought in: 0.14 ms."""
 from __future__ import annotations
 
 from graphc.schedule import ir
+from graphc.schedule.collapse import elementwise_accesses
 
 TILE = 16
-
-
-def _accesses(k: ir.Elementwise) -> list[ir.Access]:
-    out = [s.access for s in k.stores]
-    for s in k.stores:
-        out.extend(ld.access for ld in ir.expr_loads(s.value))
-    return out
 
 
 def _transposing(k: ir.Elementwise) -> bool:
@@ -23,7 +17,7 @@ def _transposing(k: ir.Elementwise) -> bool:
     of whose loads runs along the first axis instead."""
     if len(k.shape) != 2 or not all(isinstance(d, int) for d in k.shape):
         return False
-    if any(not isinstance(st, int) for acc in _accesses(k) for st in acc.strides):
+    if any(not isinstance(st, int) for acc in elementwise_accesses(k) for st in acc.strides):
         return False
     if any(s.access.strides[1] != 1 for s in k.stores):
         return False
