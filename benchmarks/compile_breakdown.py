@@ -1,11 +1,11 @@
-"""Where a cold compile of the W6 ResNet step (or a deep MLP step) spends its time, phase by
-phase, in CPU seconds of this one process (so a busy machine changes the figures less than
-wall time would): building the graph and its gradient, the optimizer, the scheduler, the
-kernel plan (signatures), writing each unit's LLVM IR, LLVM's optimizer and code generation
-per kernel kind, linking, and the first call against a warm one. Everything runs here, one
-unit after another (the real compile deals the units out to processes: its wall time is
-about the LLVM and IR-writing share divided among them).
-Run: python benchmarks/compile_breakdown.py [--model W6|mlp96|mlp8...] [--top 10]"""
+"""Where a cold compile of the W6 ResNet step (or the W7 LSTM step, or a deep MLP step) spends
+its time, phase by phase, in CPU seconds of this one process (so a busy machine changes the
+figures less than wall time would): building the graph and its gradient, the optimizer, the
+scheduler, the kernel plan (signatures), writing each unit's LLVM IR, LLVM's optimizer and
+code generation per kernel kind, linking, and the first call against a warm one. Everything
+runs here, one unit after another (the real compile deals the units out to processes: its
+wall time is about the LLVM and IR-writing share divided among them).
+Run: python benchmarks/compile_breakdown.py [--model W6|W7|W7:4096|mlp96|mlp8...] [--top 10]"""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,11 @@ def build(model: str):
     if model == "W6":
         params = br.resnet_params()
         return (lambda: br.graphc_resnet_step(params)), br.resnet_data()
+    if model.startswith("W7"):  # W7 or W7:T, the char-LSTM step over T steps
+        import bench_rnn
+        seq = int(model[3:]) if model.startswith("W7:") else bench_rnn.SEQ
+        w7 = bench_rnn.w7_params()
+        return (lambda: bench_rnn.graphc_w7_step(w7, seq)), bench_rnn.w7_data(seq)
     depth = int(model[3:])
     params = br.mlp_params(depth)
     rng = np.random.default_rng(2)

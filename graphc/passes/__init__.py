@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 from graphc.collector import collector_paused
 from graphc.graph import Graph
-from graphc.passes import broadcasts, canonicalize, conv_grad, specialize, stabilize
+from graphc.passes import broadcasts, canonicalize, conv_grad, lookup, specialize, stabilize
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
@@ -31,7 +31,7 @@ def _drop_stop_gradient(b, node):
 _CANONICAL_RULES = canonicalize.RULES + broadcasts.RULES + conv_grad.CANONICAL_RULES
 CANONICAL = RuleSet(_CANONICAL_RULES)
 STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES)
-SPECIALIZE = RuleSet(specialize.RULES + conv_grad.RULES + _CANONICAL_RULES
+SPECIALIZE = RuleSet(specialize.RULES + conv_grad.RULES + lookup.RULES + _CANONICAL_RULES
                      + [_drop_stop_gradient])
 
 
