@@ -123,10 +123,10 @@ def test_a_kill_during_a_write_leaves_the_previous_entry_intact(tmp_path):
 import os, time
 from pathlib import Path
 from graphc.runtime.cache import CompileCache
-def stall(fd):
+def stall(src, dst):
     print("writing", flush=True)
     time.sleep(60)
-os.fsync = stall
+os.replace = stall
 CompileCache(Path({str(tmp_path)!r})).put("k" * 64, b"new bytes" * 1000, {{}})
 """
     from graphc.runtime.cache import CompileCache
