@@ -122,3 +122,19 @@ def test_the_default_and_cuda_policies_never_read_columns_in_place():
     for policy in (SchedulePolicy(), CUDA_POLICY):
         assert all(k.b_split is None for k in schedule_graph(graph, policy=policy).kernels
                    if k.kind == "gemm")
+
+
+def test_a_reshape_strides_express_is_read_as_a_plain_b():
+    """A stored (T, N, K) value reshaped to (T*N, K) for a product (an RNN's weight
+    gradient over its steps) is a plain view of B, not sub-axes: packed as any B is."""
+    h = gc.placeholder((6, 4, 16), "float32", name="h")
+    g = gc.placeholder((6, 4, 64), "float32", name="g")
+    out = gc.transpose(gc.reshape(h, (-1, 16))) @ gc.reshape(g, (-1, 64))
+    f = gc.function([h, g], out, backend="llvm")
+    gemms = [k for k in schedule_graph(f.graph, policy=LLVM_POLICY).kernels
+             if k.kind == "gemm"]
+    assert len(gemms) == 1 and gemms[0].b_split is None and gemms[0].k == 24
+    hv, gv = RNG.normal(size=(6, 4, 16)).astype(np.float32), RNG.normal(size=(6, 4, 64))
+    np.testing.assert_allclose(f(hv, gv.astype(np.float32)),
+                               hv.reshape(-1, 16).T @ gv.reshape(-1, 64),
+                               rtol=1e-5, atol=1e-5)

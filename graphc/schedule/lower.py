@@ -579,7 +579,11 @@ class Lowering:
             return None
         if 0 in _dims(node) or 0 in _dims(x):
             return None
-        if isinstance(self.values[x], View):
+        v = self.values[x]
+        if isinstance(v, View):
+            # (a reshape that strides express is a plain view: packed as any B is)
+            if reshape_strides(v.shape, v.strides, _dims(node)) is not None:
+                return None
             return self._grouped(node)
         chain = window_chain(node, self.values)
         if chain is None:
