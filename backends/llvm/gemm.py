@@ -37,8 +37,6 @@ vectorizes when the output and B are contiguous along j)."""
 from __future__ import annotations
 
 import functools
-import math
-import struct
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
@@ -46,6 +44,8 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.backends.llvm import gemm_dot
+from graphc.backends.llvm.gemm_blocking import (  # noqa: F401 (DIRECT_A_MAX_M re-exported)
+    DIRECT_A_MAX_M, Blocking, BlockingRecipe, even_block)
 from graphc.backends.llvm.gemm_kernels import FIELDS, GemmKernels, Variant
 from graphc.backends.llvm.loops import counted_loop, loop_nest
 from graphc.backends.llvm.threads import (  # noqa: F401 (re-exported)
@@ -90,8 +90,6 @@ PARAMS = {
 PACKED_MIN_MACS = 2048
 # GEMMs with at most this many rows read B unpacked (see _PackedGemm.b_direct).
 DIRECT_B_MAX_M = 16
-# GEMMs with at most this many rows (a multiple of MR) read a row-major A unpacked.
-DIRECT_A_MAX_M = 64
 # Threads from this many multiply-adds (all batch items) on.
 PARALLEL_MIN_MACS = 64 * 64 * 64
 
@@ -180,16 +178,19 @@ class RuntimeGemm:
         key = (self._template, tuple(values))
         desc = _DESCRIPTORS.get(key)
         if desc is None:
-            spec = self.spec.rebuilt(values)
-            if spec.m == 0 or spec.n == 0 or spec.k == 0:
+            nb = len(self.spec.batch)
+            if 0 in (values[nb], values[nb + 1], values[nb + 2]):  # (m, n, k)
                 from graphc.schedule.symbolic import NotSymbolic
                 raise NotSymbolic("a packed GEMM with an empty side (its code skips nothing)")
-            desc = _blocking(spec, self.params, self.team, self.layouts,
-                             split_depth=False).desc
+            desc = self._recipe(values).desc
             if len(_DESCRIPTORS) >= _MAX_DESCRIPTORS:
                 _DESCRIPTORS.pop(next(iter(_DESCRIPTORS)))
             _DESCRIPTORS[key] = desc
         return list(desc)
+
+    @functools.cached_property
+    def _recipe(self) -> BlockingRecipe:
+        return _recipe(self.spec, self.params, self.team, self.layouts)
 
     @functools.cached_property
     def _template(self) -> int:
@@ -401,32 +402,8 @@ class _Spec:
         return _Spec(self.dtype, batch, m, n, k, a, b, c, self.alpha, self.accumulate, sub)
 
 
-def _sub_fields(spec: _Spec) -> dict[str, int]:
-    """The descriptor's sub-axes of B's k and n (gemm_kernels.FIELDS): an implicit
-    GEMM's, padded with size-1 axes; any other GEMM's k and n as one axis each."""
-    sub = spec.b_sub or (((spec.k, 0),), ((spec.n, 0),))
-    values = {}
-    for names, axes in zip(_SUB_NAMES, sub):
-        padded = ((1, 0),) * (4 - len(axes)) + tuple(axes)
-        for (size_name, stride_name), (size, stride) in zip(names, padded):
-            values[size_name] = max(size, 1)
-            values[stride_name] = stride
-    return values
-
-
-# the descriptor's field names of B's k and n sub-axes (made once: a binding blocks each GEMM)
-_SUB_NAMES = tuple(tuple((f"b{axis}_size{i}", f"b{axis}_st{i}") for i in range(4))
-                   for axis in "kn")
-
-
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _even_block(size: int, most: int, unit: int) -> int:
-    """The block for cutting `size` into as few blocks of at most `most` as can be, of
-    near-equal sizes rounded up to a multiple of `unit`."""
-    return _ceil(_ceil(size, _ceil(size, most)), unit) * unit
 
 
 def _layouts(spec: _Spec, direct_b: bool = True, prepacked: bool = False) -> tuple[str, str]:
@@ -448,82 +425,17 @@ def _layouts(spec: _Spec, direct_b: bool = True, prepacked: bool = False) -> tup
     return a_layout, b_layout
 
 
-@dataclass(frozen=True)
-class _Blocking:
-    threads: int
-    ksplit: int
-    per_thread: int
-    desc: list
+def _recipe(spec: _Spec, p: Params, threads: int, layouts: tuple[str, str]
+            ) -> BlockingRecipe:
+    return BlockingRecipe(p, threads, layouts, len(spec.batch), spec.alpha, spec.accumulate,
+                          None if spec.b_sub is None else (len(spec.b_sub[0]),
+                                                           len(spec.b_sub[1])))
 
 
 def _blocking(spec: _Spec, p: Params, threads: int, layouts: tuple[str, str],
-              split_depth: bool = True) -> _Blocking:
+              split_depth: bool = True) -> Blocking:
     """A GEMM's blocking and descriptor for known sizes (`spec` all ints)."""
-    mr, nr, vl = p.mr, p.nr, p.vl
-    # Blocks no larger than the problem (they size the scratch) and split evenly.
-    kc = min(spec.k, _even_block(spec.k, p.kc, vl))
-    # Work units: (batch item, part of its rows or of its columns), so that the units
-    # share out evenly over the threads; parts are whole micro-panels, so only the
-    # matrix's last row (column) panel is ever partial.
-    want = threads // math.gcd(spec.nbatch, threads) if threads > 1 else 1
-    row_panels, col_panels = _ceil(spec.m, mr), _ceil(spec.n, nr)
-    row_parts = col_parts = 1
-    if row_panels >= col_panels:
-        row_parts = max(1, min(want, row_panels))
-    else:
-        col_parts = max(1, min(want, col_panels))
-    part_rows = _ceil(row_panels, row_parts) * mr
-    part_cols = _ceil(col_panels, col_parts) * nr
-    parts = row_parts * col_parts
-    # Too few rows and columns to give every thread some (a convolution's weight
-    # gradient: 8 x 25 outputs, a depth of 36,864): the depth is split too, each slice
-    # after the first summed into a partial product of its own, added to C at the end.
-    ksplit, k_len = 1, spec.k
-    if split_depth and threads > 1 and spec.nbatch == 1 and parts < threads and \
-            spec.k >= 2 * kc:
-        k_len = _ceil(_ceil(spec.k, min(threads // parts, spec.k // kc)), kc) * kc
-        ksplit = _ceil(spec.k, k_len)
-    threads = min(threads, spec.nbatch * parts * ksplit)
-    mc = _even_block(part_rows, p.mc, mr)
-    nc = _even_block(part_cols, p.nc, nr)
-    a, bo = spec.a, spec.b
-    a_layout, b_layout = layouts
-    prepacked = b_layout == "packed"
-    # Few rows of a row-major A (an RNN step's 32): its rows are read where they are;
-    # packing them cost more than it saved. Whole micro-panels only: the micro-kernel
-    # computes MR rows, and rows past A's end must not be read. (Data, not code: decided
-    # on each binding's sizes.)
-    a_direct = a_layout == "rows" and spec.m % mr == 0 and spec.m <= DIRECT_A_MAX_M
-    # Where the work loop finds B's block at depth pk, column jc: pk * b_s0 + jc * b_s1
-    # (B itself when direct; prepack_b's panels of NR columns by the whole depth).
-    b_rows, b_cols = (p.nr, spec.k) if prepacked else (bo.s0, bo.s1)
-    a_size = _ceil(mc * (p.kc if a_layout == "rows" else kc), 16) * 16 + 16
-    b_size = _ceil(nc * kc, 16) * 16 + 16
-    per_thread = a_size + b_size
-    values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=a.s0, a_s1=a.s1, b_s0=b_rows,
-                  b_s1=b_cols, c_s0=spec.c.s0, c_s1=spec.c.s1, a_offset=a.offset,
-                  b_offset=0 if prepacked else bo.offset, c_offset=spec.c.offset,
-                  kc=kc, mc=mc, nc=nc,
-                  part_rows=part_rows, part_cols=part_cols, parts=parts,
-                  col_parts=col_parts, units=spec.nbatch * parts * ksplit, a_size=a_size,
-                  per_thread=per_thread, threads=threads,
-                  # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
-                  a_rs=a.s0 if a_direct else (p.kc if a_layout == "rows" else 1),
-                  a_ps=1 if a_layout == "rows" else mr,
-                  a_panel=mr * (a.s0 if a_direct else (p.kc if a_layout == "rows" else kc)),
-                  a_direct=int(a_direct),
-                  # B's micro-panels: packed (NR columns by kc), or B itself
-                  b_panel={"direct": nr, "packed": nr * spec.k}.get(b_layout, nr * kc),
-                  ldb=bo.s0 if b_layout == "direct" else nr,
-                  b_direct=int(b_layout in ("direct", "packed")),
-                  alpha_bits=struct.unpack("<q", struct.pack("<d", spec.alpha))[0],
-                  accumulate=int(spec.accumulate), ksplit=ksplit, k_len=k_len,
-                  partials=per_thread * threads)
-    values.update(_sub_fields(spec))
-    desc = [values[f] for f in FIELDS]
-    for axis, size in enumerate(spec.batch):
-        desc += [size, a.batch[axis], bo.batch[axis], spec.c.batch[axis]]
-    return _Blocking(threads, ksplit, per_thread, desc)
+    return _recipe(spec, p, threads, layouts)(spec.flat(), split_depth)
 
 
 def _most_per_thread(p: Params) -> int:

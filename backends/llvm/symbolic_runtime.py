@@ -4,6 +4,7 @@ compile. Each binding's plan, descriptors and arena are made once, in Python, an
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -213,7 +214,8 @@ class SymbolicProgram:
         for vector in vectors:
             places.append(at)
             at += 8 * len(vector)
-        words = np.array([v for vector in vectors for v in vector], np.int64)
+        words = np.fromiter(itertools.chain.from_iterable(vectors), np.int64,
+                            count=(at - start) // 8)
         desc = np.array(recipe.descriptor(memory.offsets, places) or [0], np.int64)
         return _Binding(max(at, 8), start, words, desc, recipe.output_shapes(table), values,
                         shapes)

@@ -49,20 +49,25 @@ def plan_memory(schedule, spans: dict[int, tuple[int, int]] | None = None) -> Me
 def place(temps: list[tuple[int, int]], spans: dict[int, tuple[int, int]]) -> MemoryPlan:
     """plan_memory's placement of `temps` ((buffer id, bytes), in buffer order), from sizes
     alone: a symbolic program's binding has its numbers, not Buffer objects."""
+    # (a symbolic program places its temporaries anew for every batch size: kept lean)
     order = sorted(temps, key=lambda t: (-t[1], spans[t[0]][0]))
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
     offsets: dict[int, int] = {}
+    arena = 0
     for bid, nbytes in order:
         first, last = spans[bid]
-        size = _aligned(max(nbytes, 1))
-        busy = sorted((o, e) for o, e, lo, hi in placed if not (hi < first or lo > last))
+        size = _aligned(nbytes if nbytes > 0 else 1)
+        busy = [(o, e) for o, e, lo, hi in placed if hi >= first and lo <= last]
+        busy.sort()
         offset = 0
         for o, e in busy:
             if offset + size <= o:
                 break
-            offset = max(offset, e)
+            if e > offset:
+                offset = e
         offsets[bid] = offset
         placed.append((offset, offset + size, first, last))
-    arena = max((e for _, e, _, _ in placed), default=0)
+        if offset + size > arena:
+            arena = offset + size
     unshared = sum(_aligned(max(nbytes, 1)) for _, nbytes in temps)
     return MemoryPlan(offsets, spans, arena, unshared)
