@@ -56,3 +56,41 @@ def test_relu_mask_and_its_transposed_copy_run_as_one_kernel_with_reference_valu
     assert "copy" in merged.fused and len(merged.stores) == 2
     # the pooling gradient's loop of 2 stays apart (the mask inside it measured slower)
     assert not any("windows_grad" in k.fused and "greater" in k.fused for k in kernels)
+
+
+def _around_a_product():
+    x = gc.placeholder((32, 256), "float64", name="x_hoist")
+    w = gc.placeholder((256, 64), "float64", name="w_hoist")
+    product = gc.tanh(x) @ w  # tanh(x) stored for the GEMM
+    after = gc.sigmoid(x) * 3.0 + gc.tanh(x)  # needs nothing of the GEMM's
+    return [x, w], [product, after]
+
+
+def test_an_elementwise_kernel_after_an_independent_gemm_joins_the_one_before():
+    """An LSTM backward step's shape: gate kernel, GEMM, then a kernel that reads only what
+    the gate kernel could compute. It merges into the gate kernel: one pass less."""
+    from graphc.backends.llvm import LLVM_POLICY
+    inputs, outputs = _around_a_product()
+    f = gc.function(inputs, outputs, backend="llvm")
+    kinds = [k.kind for k in schedule_graph(f.graph, policy=LLVM_POLICY).kernels]
+    assert kinds == ["elementwise", "gemm"], kinds
+    rng = np.random.default_rng(3)
+    xv, wv = rng.normal(size=(32, 256)), rng.normal(size=(256, 64))
+    got = f(xv, wv)
+    np.testing.assert_allclose(got[0], np.tanh(xv) @ wv, rtol=1e-12)
+    np.testing.assert_allclose(got[1], 3 / (1 + np.exp(-xv)) + np.tanh(xv), rtol=1e-12)
+
+
+def test_a_kernel_reading_the_gemm_stays_after_it():
+    x = gc.placeholder((32, 64), "float64", name="x_after")
+    w = gc.placeholder((64, 64), "float64", name="w_after")
+    y = gc.tanh(x) @ w
+    f = gc.function([x, w], [y, gc.sigmoid(y) + gc.tanh(x)], backend="llvm")
+    from graphc.backends.llvm import LLVM_POLICY
+    kinds = [k.kind for k in schedule_graph(f.graph, policy=LLVM_POLICY).kernels]
+    assert kinds == ["elementwise", "gemm", "elementwise"], kinds
+    rng = np.random.default_rng(4)
+    xv, wv = rng.normal(size=(32, 64)), rng.normal(size=(64, 64))
+    want = np.tanh(xv) @ wv
+    np.testing.assert_allclose(f(xv, wv)[1], 1 / (1 + np.exp(-want)) + np.tanh(xv),
+                               rtol=1e-12)

@@ -50,6 +50,40 @@ def _mergeable(first: ir.Elementwise, second: ir.Elementwise, first_reads: set[i
     return True
 
 
+def _independent(kernel: ir.Elementwise, other: ir.Kernel) -> bool:
+    """Whether `kernel` may run before `other` instead of after it: neither writes what
+    the other reads or writes."""
+    mine_reads, mine_writes = kernel.reads(), kernel.writes()
+    theirs = other.writes()
+    return not (mine_writes & (other.reads() | theirs) or mine_reads & theirs)
+
+
+# How far back past other kernels an elementwise one may move to join an earlier one.
+HOIST_PAST = 3
+
+
+def _earlier_partner(out: list[ir.Kernel], kernel: ir.Elementwise,
+                     before_reads: set[int]) -> int | None:
+    """The position in `out` of an elementwise kernel `kernel` can merge into, moving
+    before the (at most HOIST_PAST) kernels after it, none of which it depends on or
+    affects; None if there is none."""
+    for at in range(len(out) - 2, max(-1, len(out) - 2 - HOIST_PAST), -1):
+        if not _independent(kernel, out[at + 1]):
+            return None
+        candidate = out[at]
+        if isinstance(candidate, ir.Elementwise):
+            same = respaced(candidate, kernel)
+            reads = before_reads if at == len(out) - 2 else _reads_of_stores(candidate)
+            if same is not None and _mergeable(candidate, same, reads):
+                return at
+    return None
+
+
+def _reads_of_stores(kernel: ir.Elementwise) -> set[int]:
+    """What a kernel loads, its own stores included (as merge_elementwise's running sets)."""
+    return _reads(kernel) | {s.access.buffer for s in kernel.stores}
+
+
 def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
     values = {s.access: s.value for s in first.stores}
     stores = first.stores + tuple(ir.Store(s.access, _substitute(s.value, values))
@@ -67,6 +101,7 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
     # copied a long chain's growing set each time, quadratic in its length)
     sets: list[list[frozenset]] = []
     reads: set[int] = set()  # what out[-1] loads (a superset after merges: its own stores' too)
+    before_reads: set[int] = set()  # what out[-2] loads, likewise
     for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
         mine = nodes[i] if nodes is not None else frozenset()
@@ -77,10 +112,25 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
             out[-1] = _merged(last, same)
             sets[-1].append(mine)
             reads |= _reads(same)
-        else:
-            out.append(kernel)
-            sets.append([mine])
-            reads = _reads(kernel) if isinstance(kernel, ir.Elementwise) else set()
+            continue
+        # An elementwise kernel independent of the kernels after an earlier elementwise one
+        # (a GEMM between them) joins that one: an LSTM's backward step computes the cell's
+        # gradient carry from values its gate kernel has, after the step's GEMM, which
+        # does not touch them.
+        if isinstance(kernel, ir.Elementwise) and isinstance(last, ir.Gemm):
+            at = _earlier_partner(out, kernel, before_reads)
+            if at is not None:
+                same = respaced(out[at], kernel)
+                assert same is not None
+                out[at] = _merged(out[at], same)
+                sets[at].append(mine)
+                if at == len(out) - 2:
+                    before_reads |= _reads(same)
+                continue
+        out.append(kernel)
+        sets.append([mine])
+        before_reads = reads
+        reads = _reads(kernel) if isinstance(kernel, ir.Elementwise) else set()
     if nodes is not None:
         nodes[:] = [frozenset().union(*parts) for parts in sets]
     return out
