@@ -119,10 +119,10 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
         # does not touch them.
         if isinstance(kernel, ir.Elementwise) and isinstance(last, ir.Gemm):
             at = _earlier_partner(out, kernel, before_reads)
-            if at is not None:
-                same = respaced(out[at], kernel)
-                assert same is not None
-                out[at] = _merged(out[at], same)
+            partner = out[at] if at is not None else None
+            same = respaced(partner, kernel) if isinstance(partner, ir.Elementwise) else None
+            if at is not None and isinstance(partner, ir.Elementwise) and same is not None:
+                out[at] = _merged(partner, same)
                 sets[at].append(mine)
                 if at == len(out) - 2:
                     before_reads |= _reads(same)
