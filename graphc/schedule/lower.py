@@ -688,7 +688,7 @@ class Lowering:
         turn = narrow is not None and hint(n) < narrow and hint(m) > hint(n)
         gb, implicit = self.values[b], None
         if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
-            implicit = b_operand(gb, batch)
+            implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None)
         if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
             # the columns stored as the forward product would read them; B a view of them
             self.view_of(b.inputs[0])
