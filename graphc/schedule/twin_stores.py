@@ -83,19 +83,21 @@ def _reread(k: ir.Kernel, drop_buffer: int, drop: list[tuple[int, int, int]],
                                          for s, v in zip(k.stores, bodies)), k.fused)
 
 
-def _redirected(kernels: list[ir.Kernel], at: int, maker: ir.Elementwise, drop: ir.Store,
-                keep: ir.Store) -> dict[int, ir.Kernel] | None:
+def _redirected(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]],
+                at: int, maker: ir.Elementwise, drop: ir.Store, keep: ir.Store
+                ) -> dict[int, ir.Kernel] | None:
     """Every later reader of drop's buffer reading keep's instead, by index; None where one
-    cannot (or where a later kernel writes either buffer: they would no longer agree)."""
+    cannot (or where a later kernel writes either buffer: they would no longer agree).
+    `reads`/`writes`: each kernel's buffers, parallel to `kernels`."""
     layout = _layout(maker.shape, drop.access)
     if layout is None or _layout(maker.shape, keep.access) is None:
         return None
     new: dict[int, ir.Kernel] = {}
     for j in range(at + 1, len(kernels)):
         k = kernels[j]
-        if {drop.access.buffer, keep.access.buffer} & k.writes():
+        if {drop.access.buffer, keep.access.buffer} & writes[j]:
             return None
-        if drop.access.buffer in k.reads():
+        if drop.access.buffer in reads[j]:
             moved = _reread(k, drop.access.buffer, layout, keep.access)
             if moved is None:
                 return None
@@ -108,6 +110,8 @@ def redirect_twin_reads(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
     moved to the other, where every such read can move; the store nobody reads then is
     dropped by dead_stores.py."""
     out = list(kernels)
+    reads: list[set[int]] | None = None  # (made once, when a kernel has two stores)
+    writes: list[set[int]] = []
     for i, k in enumerate(out):
         if not isinstance(k, ir.Elementwise) or len(k.stores) < 2:
             continue
@@ -115,12 +119,17 @@ def redirect_twin_reads(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
             keep = next((s for s in k.stores if s is not drop and s.value == drop.value
                          and s.access.buffer != drop.access.buffer), None)
             if (keep is None or drop.accumulate or keep.accumulate
-                    or not {drop.access.buffer, keep.access.buffer} <= temps
-                    or drop.access.buffer in k.reads()):
+                    or not {drop.access.buffer, keep.access.buffer} <= temps):
                 continue
-            new = _redirected(out, i, k, drop, keep)
+            if reads is None:
+                reads = [set(x.reads()) for x in out]
+                writes = [set(x.writes()) for x in out]
+            if drop.access.buffer in reads[i]:
+                continue
+            new = _redirected(out, reads, writes, i, k, drop, keep)
             if new:
                 for j, moved in new.items():
                     out[j] = moved
+                    reads[j] = set(moved.reads())
                 break  # (one store per kernel: the kept one must stay)
     return out
