@@ -100,6 +100,15 @@ def test_reads_no_strides_express_or_templates_keep_both_stores():
     assert redirect_twin_reads([_maker(), reader], {1, 3})[1] is reader
 
 
+def test_stores_of_zeros_of_other_signs_are_not_twins():
+    load = ir.Load(ir.Access(0, (12, 4, 1)), F32)
+    values = [ir.Apply("max", (load, ir.Const(z, F32)), F32) for z in (0.0, -0.0)]
+    maker = ir.Elementwise((2, 3, 4), (ir.Store(ir.Access(1, (12, 4, 1)), values[0]),
+                                       ir.Store(ir.Access(2, (4, 8, 1)), values[1])))
+    reader = _sum_of(ir.Access(1, (12, 4, 1)), (2, 3, 4))
+    assert redirect_twin_reads([maker, reader], {1, 2, 3})[1] is reader
+
+
 def _lenet_step():
     x = gc.placeholder((3, 1, 10, 10), "float64", name="x")
     w1 = gc.placeholder((4, 1, 3, 3), "float64", name="w1")

@@ -116,8 +116,10 @@ def redirect_twin_reads(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
         if not isinstance(k, ir.Elementwise) or len(k.stores) < 2:
             continue
         for drop in k.stores:
+            # (repr too: 0.0 == -0.0, and a constant's sign is part of the value)
             keep = next((s for s in k.stores if s is not drop and s.value == drop.value
-                         and s.access.buffer != drop.access.buffer), None)
+                         and s.access.buffer != drop.access.buffer
+                         and repr(s.value) == repr(drop.value)), None)
             if (keep is None or drop.accumulate or keep.accumulate
                     or not {drop.access.buffer, keep.access.buffer} <= temps):
                 continue
