@@ -1093,7 +1093,8 @@ CHECKS: dict[str, Callable] = {
     "backends-big": lambda data: check_backends(data, ("llvm",), big=True),
     # convolutions and pools with their gradients, at sizes that reach llvm's conv paths
     # (threaded im2col and col2im, 1x1 products, dot-product weight gradients, implicit
-    # GEMMs from rows of 8+ and stride-1 data gradients as convolutions)
+    # GEMMs from rows of 8+ and stride-1 data gradients as convolutions; deep weight
+    # gradients reading the image along rows of 16, 31 or 64 output pixels)
     "conv-llvm": lambda data: check_backends(data, ("llvm",), big=True, grads=True,
                                              pool_root=True),
     "optimize-numpy": lambda data: check_optimize(data, "numpy"),

@@ -13,6 +13,7 @@ from graphc.backends.llvm import LLVM_POLICY
 from graphc.backends.numpy.kernels import KernelExecutable
 from graphc.passes.conv_grad import MAX_GROWTH
 from graphc.schedule import SchedulePolicy, schedule_graph
+from graphc.schedule.implicit import deep as implicit_deep
 
 RNG = np.random.default_rng(20)
 
@@ -28,6 +29,9 @@ CASES = [  # (x shape, w shape, stride, padding, groups, dilation): widths >= 8 
     ((2, 3, 17, 18), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2: keeps the im2col buffer
     ((3, 6, 16, 12), (6, 1, 3, 3), 1, 1, 6, 1),  # depthwise
     ((4, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1, 1),  # large enough for a thread team
+    ((4, 3, 16, 16), (4, 3, 3, 3), 1, 1, 1, 1),  # deep weight gradient: rows of 16
+    ((8, 2, 12, 14), (3, 2, 3, 3), 1, 1, 1, 1),  # deep, rows of 14 (masked vectors)
+    ((8, 8, 16, 30), (8, 8, 3, 3), 1, 0, 1, 1),  # deep, rows of 28, a thread team
 ]
 IDS = [f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}-d{c[5]}".replace(" ", "") for c in CASES]
 
@@ -62,10 +66,17 @@ def test_values_and_gradients_match_the_unoptimized_reference(xs, ws, stride, pa
     rows = xs[2] if ph <= ws[2] - 1 else oh + ws[2] - 1
     cols = xs[3] if pw <= ws[3] - 1 else ow + ws[3] - 1
     as_conv = stride == dilation == 1 and rows * cols <= MAX_GROWTH * oh * ow
-    assert len(implicit) == (0 if stride > 1 else 1 + as_conv)
+    # and the weight gradient's, read along its depth (rows of ow), where it is deep
+    k = xs[0] * oh * ow
+    deep_dw = stride == groups == 1 and implicit_deep(
+        ws[0], ws[1] * ws[2] * ws[3], k, ((ow, 1),))
+    assert len(implicit) == (0 if stride > 1 else 1 + as_conv + deep_dw)
     assert ("windows_grad" in {n.op for n in f.graph.nodes()}) == (not as_conv)
     kernels = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True))
-    for name, results in (("llvm", got), ("numpy kernels", kernels.run([xv, wv]))):
+    deep = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True,
+                                                           implicit_deep_gemm=True))
+    for name, results in (("llvm", got), ("numpy kernels", kernels.run([xv, wv])),
+                          ("numpy kernels, deep", deep.run([xv, wv]))):
         for what, r, g in zip(("y", "dx", "dw"), want, results):
             np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-9, err_msg=f"{name} {what}")
 
@@ -100,12 +111,40 @@ def test_a_stride_1_step_reads_its_columns_in_place_and_has_no_col2im():
     ops, gemms = _gemms((4, 8, 16, 16), (8, 8, 3, 3))
     assert "windows_grad" not in ops  # the data gradient is a convolution
     implicit = [k for k in gemms if k.b_split is not None]
-    # the forward product and the data gradient's; the weight gradient reads columns
-    # stored once (runs of 3 taps are too short to read in place)
-    assert len(implicit) == 2 and len(gemms) == 3
+    # the forward product, the data gradient's and the weight gradient's (runs of 3 taps
+    # are too short to pack, but it is deep: read along its depth, rows of 16 pixels)
+    assert len(implicit) == 3 and len(gemms) == 3
     assert implicit[0].b_split == ((8, 3, 3), (4, 16, 16))
     # over the input's own 16x16 (dY padded by 1): not the padded input's border
     assert implicit[1].b_split == ((8, 3, 3), (4, 16, 16))
+    assert implicit[2].b_split == ((4, 16, 16), (8, 3, 3)) and implicit[2].accumulate
+
+
+@pytest.mark.parametrize("xs", [(8, 3, 16, 24), (4, 8, 20, 13)])
+def test_a_deep_float32_weight_gradient_matches_numpy(xs):
+    """The dot-product path's float32 vectors (16 lanes; rows of 24: one whole and one
+    masked, rows of 13)."""
+    x = gc.placeholder(xs, "float32", name="x")
+    w = gc.placeholder((8, xs[1], 3, 3), "float32", name="w")
+    loss = gc.sum(gc.tanh(gc.nn.conv2d(x, w, padding=1)))
+    args = [RNG.normal(size=xs).astype(np.float32),
+            RNG.normal(size=(8, xs[1], 3, 3)).astype(np.float32)]
+    f = gc.function([x, w], gc.grad(loss, w), backend="llvm")
+    gemms = [k for k in schedule_graph(f.graph, policy=LLVM_POLICY).kernels
+             if k.kind == "gemm"]
+    assert gemms[-1].b_split is not None and gemms[-1].b_split[0][-1] == xs[3]
+    want = gc.function([x, w], gc.grad(loss, w), backend="numpy", optimize=False)(*args)
+    np.testing.assert_allclose(f(*args), want, rtol=2e-4, atol=2e-3)
+
+
+def test_without_deep_products_the_weight_gradient_reads_stored_columns():
+    x = gc.placeholder((4, 8, 16, 16), "float32", name="x")
+    w = gc.placeholder((8, 8, 3, 3), "float32", name="w")
+    loss = gc.sum(gc.tanh(gc.nn.conv2d(gc.relu(x), w, padding=1)))
+    graph = gc.function([x, w], [loss, gc.grad(loss, w)], backend="numpy").graph
+    policy = SchedulePolicy(implicit_gemm=True)
+    gemms = [k for k in schedule_graph(graph, policy=policy).kernels if k.kind == "gemm"]
+    assert [k.b_split is not None for k in gemms] == [True, False]
 
 
 def test_short_rows_and_strides_keep_the_im2col_buffer():

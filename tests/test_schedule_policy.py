@@ -27,7 +27,8 @@ def _gemm(schedule):
 
 def test_the_policies():
     assert DEFAULT_POLICY == SchedulePolicy(narrow_gemm=None, max_fused_depth=48)
-    assert LLVM_POLICY == SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True)
+    assert LLVM_POLICY == SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True,
+                                         implicit_deep_gemm=True)
     with pytest.raises(dataclasses.FrozenInstanceError):
         LLVM_POLICY.narrow_gemm = 8  # type: ignore[misc]
 

@@ -10,7 +10,8 @@ from graphc.schedule.policy import SchedulePolicy
 
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
 # stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.
-LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True)
+LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True,
+                             implicit_deep_gemm=True)
 
 
 # How sizes known at call time are compiled: "symbolic", one program for every binding

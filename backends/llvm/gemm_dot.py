@@ -28,15 +28,30 @@ CHUNK = 1024  # depth per pass over the outputs (elements)
 MIN_DEPTH = 512
 DEPTH_RATIO = 8  # the depth at least this many times the longer side of the output
 MAX_OUTPUTS = 1 << 16
+MIN_RUN = 8  # an implicit B's shortest run along the depth (graphc.schedule.implicit)
 
 
 def suitable(spec) -> bool:
     """Whether a canonical GEMM (gemm._Spec) takes this path: one batch item, A's rows and
-    B's columns contiguous along the depth, and a depth that dwarfs the output."""
-    return (spec.b_sub is None and spec.nbatch == 1 and spec.a.s1 == 1 and spec.b.s0 == 1
+    B's columns contiguous along the depth (an implicit B: in runs, its depth's last
+    sub-axis), and a depth that dwarfs the output."""
+    if spec.b_sub is None:
+        along = spec.b.s0 == 1
+    else:  # (the same rule as the scheduler's: graphc.schedule.implicit.deep)
+        run, stride = spec.b_sub[0][-1]
+        along = stride == 1 and run >= MIN_RUN and all(isinstance(v, int) for v in spec.flat())
+    return (along and spec.nbatch == 1 and spec.a.s1 == 1
             and spec.k >= MIN_DEPTH
             and spec.k >= DEPTH_RATIO * max(spec.m, spec.n)
             and spec.m * spec.n <= MAX_OUTPUTS)
+
+
+def _offsets(axes) -> list[int]:
+    """The offset of each index of the row-major sub-axes ((size, stride), ...)."""
+    out = [0]
+    for size, stride in axes:
+        out = [o + i * stride for o in out for i in range(size)]
+    return out
 
 
 def _c(v: int) -> ir.Constant:
@@ -45,7 +60,7 @@ def _c(v: int) -> ir.Constant:
 
 # The descriptor each GEMM passes to the shared functions (i64 values).
 FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
-          "accumulate")
+          "accumulate", "run", "rows", "chunk_rows")
 
 
 class DotGemm:
@@ -65,28 +80,50 @@ class DotGemm:
         self.partials.initializer = ir.Constant(scratch_t, None)
         self.partials.align = 64
         alpha = struct.unpack("<q", struct.pack("<d", spec.alpha))[0]
+        # An implicit B (a convolution's columns read from the image): the depth is rows
+        # of `run` elements contiguous in B (and in A), each row's and each column's
+        # offset in B a table of constants.
+        self.tables: tuple[ir.GlobalVariable, ir.GlobalVariable] | None = None
+        run = rows = 0
+        if spec.b_sub is not None:
+            k_axes, n_axes = spec.b_sub
+            run = k_axes[-1][0]
+            row_offsets, col_offsets = _offsets(k_axes[:-1]), _offsets(n_axes)
+            rows = len(row_offsets)
+            self.tables = (self._table(f"{name}_dot_rows", row_offsets),
+                           self._table(f"{name}_dot_cols", col_offsets))
         values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
                       c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads, alpha_bits=alpha,
-                      accumulate=int(spec.accumulate))
+                      accumulate=int(spec.accumulate), run=run, rows=rows,
+                      chunk_rows=max(1, CHUNK // max(run, 1)))
         desc_t = ir.ArrayType(I64, len(FIELDS))
         self.desc = ir.GlobalVariable(module, desc_t, f"{name}_dot_desc")
         self.desc.linkage = "internal"
         self.desc.global_constant = True
         self.desc.initializer = ir.Constant(desc_t, [_c(values[f]) for f in FIELDS])
 
+    def _table(self, name: str, values: list[int]) -> ir.GlobalVariable:
+        t = ir.ArrayType(I64, len(values))
+        glob = ir.GlobalVariable(self.module, t, name)
+        glob.linkage = "internal"
+        glob.global_constant = True
+        glob.initializer = ir.Constant(t, [_c(v) for v in values])
+        return glob
+
     # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
     def emit(self, b: ir.IRBuilder, bases: dict) -> None:
         s = self.s
+        extra = list(self.tables or ())
         entry = b.function.entry_basic_block
         with b.goto_block(entry):
             b.position_at_start(entry)
-            args = b.alloca(PTR, size=4)
+            args = b.alloca(PTR, size=4 + len(extra))
         a0 = b.gep(bases[s.a.buffer], [_c(s.a.offset)], source_etype=self.et)
         b0 = b.gep(bases[s.b.buffer], [_c(s.b.offset)], source_etype=self.et)
         # (globals reach the shared functions as arguments: pointers typed as data)
-        for i, value in enumerate((a0, b0, self.partials, self.desc)):
+        for i, value in enumerate([a0, b0, self.partials, self.desc] + extra):
             b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
-        part = self._part()
+        part = self._part() if self.tables is None else self._part_rows()
         if self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
                                     f"{self.name}_dot")
@@ -191,6 +228,116 @@ class DotGemm:
                                 b.store(b.fadd(b.load(at, typ=et), total), at)
         b.ret_void()
         return fn
+
+    # -- part_rows: the same for an implicit B, the depth in rows of `run` elements -------
+    def _part_rows(self) -> ir.Function:
+        """part for a B whose depth is rows of `run` contiguous elements, each row's offset
+        in B from a table (and each column's): a row is its whole vectors and one masked
+        vector of the rest, for A as for B. Threads share out the rows."""
+        name = f"{self.prefix}_part_rows"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        et, vt, vl = self.et, self.vt, self.vl
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        args, t, nt = fn.args
+        acc_slot = b.alloca(vt, size=RI * RJ)  # promoted to registers (constant indices)
+        a_base, b_base, partials, desc, row_off, col_off = [
+            b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(6)]
+        d = self._fields(b, desc)
+        m, n, run, rows = d["m"], d["n"], d["run"], d["rows"]
+        mn = b.mul(m, n)
+        with counted_loop(b, d["partials"], "q") as q:  # (as in part)
+            mine = b.icmp_signed("==", b.srem(q, nt), t)
+            with b.if_then(mine):
+                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
+                with counted_loop(b, mn, "z") as z:
+                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
+        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
+        lo = b.sdiv(b.mul(t, rows), nt)
+        hi = b.sdiv(b.mul(b.add(t, _c(1)), rows), nt)
+        chunk_rows = d["chunk_rows"]
+        chunks = b.sdiv(b.add(b.sub(hi, lo), b.sub(chunk_rows, _c(1))), chunk_rows)
+        full = b.sdiv(run, _c(vl))
+        tail_at = b.mul(full, _c(vl))
+        lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
+        # the last vector of a row: lanes below run - tail_at
+        rest = b.sub(run, tail_at)
+        splat = b.shuffle_vector(
+            b.insert_element(ir.Constant(ir.VectorType(I64, vl), None), rest, _c(0)),
+            ir.Constant(ir.VectorType(I64, vl), None),
+            ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
+        tail = b.icmp_signed("<", lanes, splat)
+        has_tail = b.icmp_signed(">", rest, _c(0))
+        fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
+        fma = self.module.globals.get(fma_name) or ir.Function(
+            self.module, ir.FunctionType(vt, [vt] * 3), fma_name)
+        zero_v = ir.Constant(vt, None)
+        col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
+        row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
+
+        def accumulate(av: list, bv: list) -> None:
+            for r in range(RI):
+                for c in range(RJ):
+                    slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                    b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]), slot)
+
+        with counted_loop(b, chunks, "ch") as ch:
+            r0 = b.add(lo, b.mul(ch, chunk_rows))
+            left = b.sub(hi, r0)
+            count = b.select(b.icmp_signed("<", left, chunk_rows), left, chunk_rows)
+            with counted_loop(b, col_blocks, "jb") as jb:
+                cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in
+                        range(RJ)]
+                b_cols = [b.gep(b_base, [b.load(b.gep(col_off, [j], source_etype=I64),
+                                                typ=I64)], source_etype=et) for j in cols]
+                with counted_loop(b, row_blocks, "ib") as ib:
+                    rows_i = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m) for r in
+                              range(RI)]
+                    a_rows = [b.gep(a_base, [b.mul(i, d["a_s0"])], source_etype=et)
+                              for i in rows_i]
+                    for q in range(RI * RJ):
+                        b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
+                    with counted_loop(b, count, "rr") as rr:
+                        row = b.add(r0, rr)
+                        b_at = b.load(b.gep(row_off, [row], source_etype=I64), typ=I64)
+                        a_at = b.mul(row, run)
+                        a_here = [b.gep(p, [a_at], source_etype=et) for p in a_rows]
+                        b_here = [b.gep(p, [b_at], source_etype=et) for p in b_cols]
+                        with counted_loop(b, full, "v") as v:
+                            at = b.mul(v, _c(vl))
+                            accumulate([self._load_vec(b, p, at) for p in a_here],
+                                       [self._load_vec(b, p, at) for p in b_here])
+                        with b.if_then(has_tail):
+                            accumulate([self._masked_vec(b, p, tail_at, tail) for p in a_here],
+                                       [self._masked_vec(b, p, tail_at, tail) for p in b_here])
+                    for r in range(RI):
+                        i = b.add(b.mul(ib, _c(RI)), _c(r))
+                        for c in range(RJ):
+                            j = b.add(b.mul(jb, _c(RJ)), _c(c))
+                            inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
+                            with b.if_then(inside):
+                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                                total = self._hsum(b, b.load(slot, typ=vt))
+                                at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
+                                b.store(b.fadd(b.load(at, typ=et), total), at)
+        b.ret_void()
+        return fn
+
+    def _masked_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value, mask: ir.Value
+                    ) -> ir.Value:
+        """The lanes of `mask` from row[at:], zeros elsewhere (nothing past them is read)."""
+        vl = self.vl
+        kind = "f32" if self.et == F32 else "f64"
+        name = f"llvm.masked.load.v{vl}{kind}.p0"
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(
+            self.vt, [PTR, ir.IntType(32), ir.VectorType(ir.IntType(1), vl), self.vt]), name)
+        ptr = b.gep(row, [at], source_etype=self.et)
+        return b.call(fn, [ptr, ir.Constant(ir.IntType(32), 4 if self.et == F32 else 8),
+                           mask, ir.Constant(self.vt, None)])
 
     @staticmethod
     def _clamped(b: ir.IRBuilder, i: ir.Value, size: ir.Value) -> ir.Value:

@@ -414,36 +414,44 @@ class GemmKernels:
         koff, noff, chunks = offsets
         vl, nr = self.vl, self.nr
         cols = self._min(b, self._c(nr), cols)
-        # chunks[3c], [3c+1], [3c+2]: column in the panel, offset in B, length
-        count_slot = b.alloca(I64)
-        b.store(self._c(0), count_slot)
+        # chunks[3c], [3c+1], [3c+2]: column in the panel, offset in B, length. The chunk
+        # being grown lives in scalars (entry allocas: registers after mem2reg) and is
+        # written out when the next one starts: the loop's chain stays out of memory.
+        entry = b.function.entry_basic_block
+        with b.goto_block(entry):
+            b.position_at_start(entry)
+            count_slot, start_slot, begin_slot, length_slot = (b.alloca(I64) for _ in range(4))
+        for slot in (count_slot, begin_slot, length_slot):
+            b.store(self._c(0), slot)
         ptr = lambda i: b.gep(chunks, [i], inbounds=True, source_etype=I64)  # noqa: E731
-        col_off = lambda jj: b.load(b.gep(noff, [b.add(col0, jj)], inbounds=True,  # noqa: E731
-                                          source_etype=I64), typ=I64)
+
+        def flush(c) -> None:  # the chunk being grown, written as chunk c
+            base = b.mul(c, self._c(3))
+            b.store(b.load(start_slot, typ=I64), ptr(base))
+            b.store(b.load(begin_slot, typ=I64), ptr(b.add(base, self._c(1))))
+            b.store(b.load(length_slot, typ=I64), ptr(b.add(base, self._c(2))))
+
         with counted_loop(b, cols, "cj") as jj:
             c = b.load(count_slot, typ=I64)
-            last = b.sub(c, self._c(1))
-            at = col_off(jj)
-            extends = b.icmp_signed(">", c, self._c(0))
-            with b.if_then(extends):
-                length = b.load(ptr(b.add(b.mul(last, self._c(3)), self._c(2))), typ=I64)
-                begin = b.load(ptr(b.add(b.mul(last, self._c(3)), self._c(1))), typ=I64)
-                fits = b.and_(b.icmp_signed("<", length, self._c(vl)),
-                              b.icmp_signed("==", b.add(begin, length), at))
-                with b.if_then(fits):
-                    b.store(b.add(length, self._c(1)),
-                            ptr(b.add(b.mul(last, self._c(3)), self._c(2))))
-                    b.store(self._c(-1), count_slot)  # (marks: extended)
-            mark = b.load(count_slot, typ=I64)
-            with b.if_else(b.icmp_signed("<", mark, self._c(0))) as (was, new):
-                with was:
-                    b.store(c, count_slot)
+            at = b.load(b.gep(noff, [b.add(col0, jj)], inbounds=True, source_etype=I64),
+                        typ=I64)
+            length = b.load(length_slot, typ=I64)
+            fits = b.and_(b.icmp_signed(">", c, self._c(0)), b.and_(
+                b.icmp_signed("<", length, self._c(vl)),
+                b.icmp_signed("==", b.add(b.load(begin_slot, typ=I64), length), at)))
+            with b.if_else(fits) as (grow, new):
+                with grow:
+                    b.store(b.add(length, self._c(1)), length_slot)
                 with new:
-                    base = b.mul(c, self._c(3))
-                    b.store(jj, ptr(base))
-                    b.store(at, ptr(b.add(base, self._c(1))))
-                    b.store(self._c(1), ptr(b.add(base, self._c(2))))
+                    with b.if_then(b.icmp_signed(">", c, self._c(0))):
+                        flush(b.sub(c, self._c(1)))
+                    b.store(jj, start_slot)
+                    b.store(at, begin_slot)
+                    b.store(self._c(1), length_slot)
                     b.store(b.add(c, self._c(1)), count_slot)
+        last = b.load(count_slot, typ=I64)
+        with b.if_then(b.icmp_signed(">", last, self._c(0))):
+            flush(b.sub(last, self._c(1)))
         count = b.load(count_slot, typ=I64)
         partial = b.icmp_signed("<", cols, self._c(nr))
         with counted_loop(b, kc, "gp") as p:

@@ -27,6 +27,7 @@ from graphc.schedule.tiles import tile_transposed
 from graphc.schedule.copy_forward import forward_copies
 from graphc.schedule.merge import merge_elementwise
 from graphc.schedule.redirect import redirect_relu_masks
+from graphc.schedule.twin_stores import redirect_twin_reads
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
 from graphc.schedule.implicit import Grouped, b_operand, group_axes, reads_as_b, window_chain
@@ -186,7 +187,8 @@ class Lowering:
         made = [self.made.get(id(k), frozenset()) for k in self.kernels]
         kernels = merge_elementwise(fold_updates(self.kernels, temps, made), made)
         kernels = forward_copies(kernels, temps, made)
-        kernels = drop_dead_stores(redirect_relu_masks(kernels, temps), temps, made)
+        kernels = redirect_twin_reads(redirect_relu_masks(kernels, temps), temps)
+        kernels = drop_dead_stores(kernels, temps, made)
         kernels = [tile_transposed(k) for k in collapse(concat_in_place(kernels, temps, made))]
         return Schedule(self.buffers, tuple(kernels), tuple(inputs), tuple(outputs),
                         self.params, self.consts,
@@ -690,7 +692,7 @@ class Lowering:
         turn = narrow is not None and hint(n) < narrow and hint(m) > hint(n)
         gb, implicit = self.values[b], None
         if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
-            implicit = b_operand(gb, batch)
+            implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None)
         if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
             # the columns stored as the forward product would read them; B a view of them
             self.view_of(b.inputs[0])

@@ -25,7 +25,11 @@ class SchedulePolicy:
     implicit_gemm_or_specialize: lowering with call-time sizes, where implicit_gemm would
     be considered, raise NotSymbolic (the program is then specialised per shape: the
     in-place columns need their sizes as numbers, and were measured faster, with half the
-    memory, on the W5 and W6 steps) instead of storing an im2col buffer."""
+    memory, on the W5 and W6 steps) instead of storing an im2col buffer.
+    implicit_deep_gemm: with implicit_gemm, a deep product with a small output (a
+    convolution's weight gradient) reads its columns from the image too, along the depth
+    (graphc.schedule.implicit.deep), where the target computes such products as dot
+    products along the depth."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -35,6 +39,7 @@ class SchedulePolicy:
     progress_reductions: bool = True
     implicit_gemm: bool = False
     implicit_gemm_or_specialize: bool = False
+    implicit_deep_gemm: bool = False
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.

@@ -1,0 +1,137 @@
+"""One value stored twice, read from one copy: a kernel that writes the same value into two
+layouts (copy_forward.py's second store: dY as NCHW images for the data gradient and as
+(C, N*H*W) rows for the weight gradient's GEMM) keeps only the layout a template needs when
+every other reader of the second layout is an elementwise or reduce kernel, which reads the
+same elements through other strides. In W5 the bias gradients' column sums were the only
+readers of the NCHW copies of the convolutions' dY: one store of an activation-sized
+buffer less per convolution, and its pass of writes."""
+from __future__ import annotations
+
+from graphc.schedule import ir
+
+
+def _layout(shape: ir.Shape, access: ir.Access) -> list[tuple[int, int, int]] | None:
+    """(stride, size, axis) of each axis longer than one, largest stride first, when the
+    store writes its whole buffer once through a permutation of its axes (offset 0, the
+    strides those of a contiguous layout in some order); else None."""
+    if access.offset != 0 or not all(isinstance(v, int) for v in (*shape, *access.strides)):
+        return None
+    axes = sorted(((s, d, a) for a, (d, s) in enumerate(zip(shape, access.strides)) if d != 1),
+                  reverse=True)
+    expected = 1
+    for stride, size, _ in reversed(axes):
+        if stride != expected:
+            return None
+        expected *= size
+    return axes
+
+
+def _moved(access: ir.Access, shape: ir.Shape, drop: list[tuple[int, int, int]],
+           keep: ir.Access) -> ir.Access | None:
+    """A read of `drop`'s buffer (strides over `shape`, a reader's space) as the same
+    elements of `keep`'s, or None where a reader's axis does not step along one writer axis
+    without carrying into the next (then no strides express it)."""
+    if not all(isinstance(v, int) for v in (*shape, *access.strides, access.offset)):
+        return None
+    rest, first = access.offset, {}
+    for stride, _, axis in drop:  # (the offset in the writer's index, axis by axis)
+        first[axis], rest = divmod(rest, stride)
+    if rest or any(first[a] >= size for _, size, a in drop):
+        return None
+    last = dict(first)
+    strides: list[int] = []
+    for size, step in zip(shape, access.strides):
+        if step == 0 or size == 1:
+            strides.append(0)
+            continue
+        found = next(((s, n, a) for s, n, a in drop if s <= step), None)
+        if found is None or step < 0 or step % found[0]:
+            return None
+        s, n, a = found
+        last[a] += step // s * (size - 1)
+        strides.append(step // s * keep.strides[a])
+    if any(last[a] >= size for _, size, a in drop):
+        return None
+    offset = sum(first[a] * keep.strides[a] for _, _, a in drop)
+    return ir.Access(keep.buffer, tuple(strides), offset)
+
+
+def _reread(k: ir.Kernel, drop_buffer: int, drop: list[tuple[int, int, int]],
+            keep: ir.Access) -> ir.Kernel | None:
+    """k reading `keep` where it read the dropped buffer; None where it cannot, or where
+    its innermost axis would no longer run along contiguous memory (a slower loop)."""
+    if not isinstance(k, (ir.Elementwise, ir.Reduce)):
+        return None
+    shape = k.shape
+    failed = []
+
+    def move(acc: ir.Access) -> ir.Access:
+        if acc.buffer != drop_buffer:
+            return acc
+        new = _moved(acc, shape, drop, keep)
+        if new is None or (acc.strides and acc.strides[-1] == 1 and new.strides[-1] != 1):
+            failed.append(acc)
+            return acc
+        return new
+
+    bodies = [ir.map_accesses(body, move) for body in k.bodies()]
+    if failed:
+        return None
+    if isinstance(k, ir.Reduce):
+        return ir.Reduce(k.shape, k.axes, k.op, bodies[0], k.out, k.out_dtype, k.fused)
+    return ir.Elementwise(k.shape, tuple(ir.Store(s.access, v, s.accumulate)
+                                         for s, v in zip(k.stores, bodies)), k.fused)
+
+
+def _redirected(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]],
+                at: int, maker: ir.Elementwise, drop: ir.Store, keep: ir.Store
+                ) -> dict[int, ir.Kernel] | None:
+    """Every later reader of drop's buffer reading keep's instead, by index; None where one
+    cannot (or where a later kernel writes either buffer: they would no longer agree).
+    `reads`/`writes`: each kernel's buffers, parallel to `kernels`."""
+    layout = _layout(maker.shape, drop.access)
+    if layout is None or _layout(maker.shape, keep.access) is None:
+        return None
+    new: dict[int, ir.Kernel] = {}
+    for j in range(at + 1, len(kernels)):
+        k = kernels[j]
+        if {drop.access.buffer, keep.access.buffer} & writes[j]:
+            return None
+        if drop.access.buffer in reads[j]:
+            moved = _reread(k, drop.access.buffer, layout, keep.access)
+            if moved is None:
+                return None
+            new[j] = moved
+    return new
+
+
+def redirect_twin_reads(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Kernel]:
+    """Reads of one of two temporaries an elementwise kernel stores the same value into
+    moved to the other, where every such read can move; the store nobody reads then is
+    dropped by dead_stores.py."""
+    out = list(kernels)
+    reads: list[set[int]] | None = None  # (made once, when a kernel has two stores)
+    writes: list[set[int]] = []
+    for i, k in enumerate(out):
+        if not isinstance(k, ir.Elementwise) or len(k.stores) < 2:
+            continue
+        for drop in k.stores:
+            # (repr too: 0.0 == -0.0, and a constant's sign is part of the value)
+            keep = next((s for s in k.stores if s is not drop and s.value == drop.value
+                         and s.access.buffer != drop.access.buffer
+                         and repr(s.value) == repr(drop.value)), None)
+            if (keep is None or drop.accumulate or keep.accumulate
+                    or not {drop.access.buffer, keep.access.buffer} <= temps):
+                continue
+            if reads is None:
+                reads = [set(x.reads()) for x in out]
+                writes = [set(x.writes()) for x in out]
+            if drop.access.buffer in reads[i]:
+                continue
+            new = _redirected(out, reads, writes, i, k, drop, keep)
+            if new:
+                for j, moved in new.items():
+                    out[j] = moved
+                    reads[j] = set(moved.reads())
+                break  # (one store per kernel: the kept one must stay)
+    return out

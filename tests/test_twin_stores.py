@@ -1,0 +1,163 @@
+"""Reads of one of two stores of the same value moved to the other
+(graphc/schedule/twin_stores.py): the new strides read the same elements (permuted axes,
+offsets, slices), reads that no strides of the other layout express keep the store, and a
+LeNet-like step's bias gradients sum the weight gradient's layout of dY, with values
+unchanged against the numpy interpreter and finite differences."""
+from __future__ import annotations
+
+import numpy as np
+
+import graphc as gc
+from graphc.backends.llvm import LLVM_POLICY
+from graphc.backends.numpy.kernels import KernelExecutable
+from graphc.schedule import SchedulePolicy, ir, schedule_graph
+from graphc.schedule.dead_stores import drop_dead_stores
+from graphc.schedule.twin_stores import redirect_twin_reads
+
+F32 = np.dtype("float32")
+
+
+def _maker() -> ir.Elementwise:
+    """(2, 3, 4) = exp(buffer 0), stored as it is into 1 and with axes 0, 1 swapped into 2."""
+    value = ir.Apply("exp", (ir.Load(ir.Access(0, (12, 4, 1)), F32),), F32)
+    return ir.Elementwise((2, 3, 4), (ir.Store(ir.Access(1, (12, 4, 1)), value),
+                                      ir.Store(ir.Access(2, (4, 8, 1)), value)))
+
+
+def _sum_of(access: ir.Access, shape: tuple[int, ...], out: int = 3) -> ir.Reduce:
+    return ir.Reduce(shape, (0,), "sum", ir.Load(access, F32),
+                     ir.Access(out, (0,) + ir.contiguous_strides(shape[1:])), F32)
+
+
+def _run(kernels: list[ir.Kernel], buffers: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The kernels' stores evaluated by index, in numpy (loads and exp: what these tests
+    use)."""
+    def evaluate(e: ir.Expr, load) -> np.ndarray:
+        if isinstance(e, ir.Load):
+            return load(e.access)
+        assert isinstance(e, ir.Apply) and e.op == "exp"
+        return np.exp(evaluate(e.args[0], load))
+
+    out = {b: a.copy() for b, a in buffers.items()}
+
+    def flat(acc: ir.Access, index: np.ndarray) -> np.ndarray:
+        return acc.offset + np.tensordot(np.array(acc.strides), index, axes=1)
+
+    for k in kernels:
+        shape = k.shape  # type: ignore[attr-defined]
+        index = np.indices(shape).reshape(len(shape), -1)
+
+        def load(acc: ir.Access, index: np.ndarray = index) -> np.ndarray:
+            return out[acc.buffer].reshape(-1)[flat(acc, index)]
+        if isinstance(k, ir.Elementwise):
+            for s in k.stores:
+                out[s.access.buffer].reshape(-1)[flat(s.access, index)] = evaluate(s.value, load)
+        else:
+            assert isinstance(k, ir.Reduce)
+            target = out[k.out.buffer].reshape(-1)
+            target[:] = 0
+            np.add.at(target, flat(k.out, index), evaluate(k.body, load))
+    return out
+
+
+def test_a_permuted_read_moves_and_the_unread_store_is_dropped():
+    # the reader sums buffer 1 over axis 0, seen as (2, 3, 4): reads 1<12,4,1>
+    kernels = [_maker(), _sum_of(ir.Access(1, (12, 4, 1)), (2, 3, 4))]
+    moved = redirect_twin_reads(kernels, {1, 2, 3})
+    assert isinstance(moved[1], ir.Reduce)
+    assert moved[1].body == ir.Load(ir.Access(2, (4, 8, 1)), F32)
+    kept = drop_dead_stores(moved, {1, 2, 3})
+    assert [s.access.buffer for s in kept[0].stores] == [2]  # type: ignore[attr-defined]
+
+
+def test_offsets_and_slices_read_the_same_elements_in_the_other_layout():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=24).astype(np.float32)
+    buffers = {0: x, 1: np.zeros(24, F32), 2: np.zeros(24, F32), 3: np.zeros(4, F32)}
+    # the reader sums rows 1..2 of each (i, ., l) with l in 0, 2 (a slice with offset 4)
+    reader = _sum_of(ir.Access(1, (12, 4, 2), 4), (2, 2, 2), out=3)
+    kernels = [_maker(), reader]
+    moved = redirect_twin_reads(kernels, {1, 2, 3})
+    assert isinstance(moved[1], ir.Reduce) and moved[1].body != reader.body
+    want = _run(kernels, buffers)[3]
+    got = _run(drop_dead_stores(moved, {1, 2, 3}), buffers)[3]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_reads_no_strides_express_or_templates_keep_both_stores():
+    # reading buffer 1 as 24 elements in a row carries from one axis into the next
+    flat = ir.Reduce((24,), (0,), "sum", ir.Load(ir.Access(1, (1,)), F32),
+                     ir.Access(3, (0,)), F32)
+    assert redirect_twin_reads([_maker(), flat], {1, 2, 3})[1] is flat
+    # a GEMM reading it: no body whose strides could change
+    gemm = ir.Gemm((), 6, 4, 1, ir.Access(1, (4, 1)), ir.Access(0, (1, 1)),
+                   ir.Access(3, (1, 1)), F32)
+    reader = _sum_of(ir.Access(1, (12, 4, 1)), (2, 3, 4))
+    assert redirect_twin_reads([_maker(), gemm, reader], {1, 2, 3})[2] is reader
+    # a buffer written again later, or not a temporary
+    again = ir.Elementwise((24,), (ir.Store(ir.Access(2, (1,)), ir.Const(0.0, F32)),))
+    assert redirect_twin_reads([_maker(), again, reader], {1, 2, 3})[2] is reader
+    assert redirect_twin_reads([_maker(), reader], {1, 3})[1] is reader
+
+
+def test_stores_of_zeros_of_other_signs_are_not_twins():
+    load = ir.Load(ir.Access(0, (12, 4, 1)), F32)
+    values = [ir.Apply("max", (load, ir.Const(z, F32)), F32) for z in (0.0, -0.0)]
+    maker = ir.Elementwise((2, 3, 4), (ir.Store(ir.Access(1, (12, 4, 1)), values[0]),
+                                       ir.Store(ir.Access(2, (4, 8, 1)), values[1])))
+    reader = _sum_of(ir.Access(1, (12, 4, 1)), (2, 3, 4))
+    assert redirect_twin_reads([maker, reader], {1, 2, 3})[1] is reader
+
+
+def _lenet_step():
+    x = gc.placeholder((3, 1, 10, 10), "float64", name="x")
+    w1 = gc.placeholder((4, 1, 3, 3), "float64", name="w1")
+    b1 = gc.placeholder((4,), "float64", name="b1")
+    w2 = gc.placeholder((5, 4, 3, 3), "float64", name="w2")
+    b2 = gc.placeholder((5,), "float64", name="b2")
+    h = gc.relu(gc.nn.conv2d(x, w1) + b1.reshape(1, 4, 1, 1))
+    h = gc.nn.max_pool2d(h, 2)
+    h = gc.relu(gc.nn.conv2d(h, w2) + b2.reshape(1, 5, 1, 1))
+    loss = gc.sum(gc.sin(h))
+    params = [w1, b1, w2, b2]
+    return [x] + params, [loss] + gc.grad(loss, params)
+
+
+def test_a_conv_steps_bias_gradients_sum_the_weight_gradients_layout():
+    inputs, outputs = _lenet_step()
+    rng = np.random.default_rng(5)
+    args = [rng.normal(size=v.shape) for v in inputs]
+    f = gc.function(inputs, outputs, backend="llvm")
+    kernels = schedule_graph(f.graph, policy=LLVM_POLICY).kernels
+    gemm_a = {k.a.buffer for k in kernels if isinstance(k, ir.Gemm)}
+    sums = [k for k in kernels if isinstance(k, ir.Reduce) and k.op == "sum"
+            and k.axes == (0, 2)]
+    # both bias gradients read the dY a weight-gradient GEMM reads, no copy of their own
+    assert len(sums) == 2
+    assert all(ld.access.buffer in gemm_a for k in sums for ld in ir.expr_loads(k.body))
+    twins = [k for k in kernels if isinstance(k, ir.Elementwise)
+             and len({s.value for s in k.stores}) < len(k.stores)]
+    assert not twins
+    want = gc.function(inputs, outputs, backend="numpy", optimize=False)(*args)
+    runner = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True))
+    for got in (f(*args), runner.run(args)):
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+
+
+def test_bias_gradients_match_finite_differences():
+    inputs, outputs = _lenet_step()
+    rng = np.random.default_rng(6)
+    args = [rng.normal(size=v.shape) for v in inputs]
+    f = gc.function(inputs, outputs, backend="llvm")
+    loss = gc.function(inputs, outputs[:1], backend="llvm")
+    grads = f(*args)
+    eps = 1e-6
+    for which in (2, 4):  # b1, b2
+        for j in range(args[which].size):
+            up = [a.copy() for a in args]
+            down = [a.copy() for a in args]
+            up[which].reshape(-1)[j] += eps
+            down[which].reshape(-1)[j] -= eps
+            fd = (loss(*up)[0] - loss(*down)[0]) / (2 * eps)
+            np.testing.assert_allclose(grads[which].reshape(-1)[j], fd, rtol=1e-6, atol=1e-7)
