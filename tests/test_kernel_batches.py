@@ -118,6 +118,21 @@ def test_a_batch_defining_a_function_already_taken_is_a_miss(disk):
     assert found.objects == [first]
 
 
+def test_kernel_entries_skip_the_fsync_that_program_entries_keep(disk, monkeypatch):
+    """One fsync per unit made a cold compile wait 4-6 ms an entry; a kernel entry cut
+    short by a crash is a miss (its MAC) all the same."""
+    import graphc.runtime.cache as cache_module
+    synced: list[int] = []
+    monkeypatch.setattr(cache_module.os, "fsync", synced.append)
+    obj = _object("f1", "f2")
+    kernel_cache.store_batch(disk, obj, [("k1", ["f1"], []), ("k2", ["f2"], [])])
+    kernel_cache.store_unit(disk, "k3", _object("f3"), [], ["f3"])
+    assert synced == []
+    assert kernel_cache.Lookup(disk).find("k2", ["f2"]) == []  # written all the same
+    disk.put("program", b"code", {})
+    assert len(synced) == 1
+
+
 # -- end to end: a program whose one-kernel units are batched ---------------------------
 
 def _step(folder: Path):
