@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from graphc.backends.llvm import codegen, jit, kernel_cache
 from graphc.runtime.cache import CompileCache
 
 
-def _unit(n: int, shared: bool = False, cost: int = 1) -> codegen.Unit:
-    return codegen.Unit((n,), f"sig{n}", f"u{n}", cost, shared)
+def _unit(n: int, alone: bool = False, cost: int = 1) -> codegen.Unit:
+    return codegen.Unit((n,), f"sig{n}", f"u{n}", cost, alone)
 
 
 def test_shared_units_stay_alone_and_small_ones_are_batched():
-    units = [_unit(0, shared=True, cost=40)] + [_unit(n, cost=1 + n % 3) for n in range(1, 61)]
+    units = [_unit(0, alone=True, cost=40)] + [_unit(n, cost=1 + n % 3) for n in range(1, 61)]
     modules = codegen.batches(units, list(range(61)), jobs=2)
     assert [0] in modules
     batched = [m for m in modules if m != [0]]
@@ -36,6 +37,19 @@ def test_a_few_units_are_each_a_module_of_their_own():
 def test_one_process_builds_one_batch():
     units = [_unit(n, cost=3) for n in range(40)]
     assert codegen.batches(units, list(range(40)), jobs=1) == [list(range(40))]
+
+
+def test_a_kernel_calling_mpi_is_never_batched():
+    """MPI's symbols exist only in processes that reduce across ranks: a batch holding such
+    a kernel, loaded by another program for a kernel it shares, would not link."""
+    from graphc.schedule import ir as kir
+    reduce = kir.AllReduce(0, 4, np.dtype("float32"), 2)
+    assert codegen._collective(reduce)
+    body = SimpleNamespace(kernels=[reduce])  # (the only field _collective reads)
+    loop = kir.Loop(4, False, body, (), (), (), ())  # type: ignore[arg-type]
+    assert codegen._collective(loop)
+    assert not codegen._collective(kir.Loop(4, False, SimpleNamespace(kernels=[]),  # type: ignore[arg-type]
+                                            (), (), (), ()))
 
 
 def _object(*names: str) -> bytes:
