@@ -3,13 +3,14 @@ JAX measured in the same run.
   W6  conv3x3 1->16 + BatchNorm + ReLU, residual blocks 16->16, 16->32 (stride 2, 1x1
       projection), 32->32, global average pool, dense 10, cross-entropy, batch 64,
       1x28x28 inputs, SGD; batch statistics (training mode). Step time (median) and cold
-      start (graph, gradient, compile and the first step, in a fresh process each).
+      start (graph, gradient, compile and the first step, in a fresh process each; the
+      median of --rounds, the libraries taking turns).
   depth  cold compile of an MLP training step (width 256, batch 64, ReLU) of 2, 8, 32 and 96
       layers: graphc (fresh process, empty cache folder) against JAX jit.
       Then W6's GFLOP/s (convolution and matmul FLOPs counted from the graph) as a share of
       graphc's own n x n GEMM on two threads, measured in the same run (--gemm-n, 1024).
 Run: python benchmarks/bench_resnet.py [--only W6,depth] [--repeat 30] [--no-torch-compile]
-     [--gemm-n 1024]"""
+     [--gemm-n 1024] [--rounds 3]"""
 from __future__ import annotations
 
 import argparse
@@ -276,7 +277,12 @@ def _has(module: str) -> bool:
         return False
 
 
-def bench_w6(repeat: int, torch_compile: bool, gemm_n: int = 1024) -> None:
+def _median_cold(times: list[float | None]) -> float | None:
+    done = sorted(t for t in times if t is not None)
+    return done[len(done) // 2] if done else None
+
+
+def bench_w6(repeat: int, torch_compile: bool, gemm_n: int = 1024, rounds: int = 1) -> None:
     params, (x, y) = resnet_params(), resnet_data()
     steps = {"graphc": graphc_resnet_step(params)}
     if _has("torch"):
@@ -295,9 +301,15 @@ def bench_w6(repeat: int, torch_compile: bool, gemm_n: int = 1024) -> None:
         step_ms[name] = median_ms(call, repeat)
     kinds = {"graphc": "graphc-resnet", "torch": "torch-resnet",
              "torch.compile": "torch-compile-resnet", "jax": "jax-resnet"}
-    cold = {name: cold_seconds(kinds[name]) for name in step_ms}
+    # rounds interleaved (graphc, then each peer, again): a busy machine slows them alike
+    starts: dict[str, list[float | None]] = {name: [] for name in step_ms}
+    for _ in range(max(1, rounds)):
+        for name in step_ms:
+            starts[name].append(cold_seconds(kinds[name]))
+    cold = {name: _median_cold(times) for name, times in starts.items()}
     mine = step_ms["graphc"]
-    print("W6 ResNet step (batch 64): median ms per step; cold start s (build, compile, step)")
+    print("W6 ResNet step (batch 64): median ms per step; cold start s (build, compile, step;"
+          f" median of {max(1, rounds)})")
     for name in step_ms:
         c = cold[name]
         print(f"  {name:<14} step {step_ms[name]:8.2f} ms (graphc/{name} = "
@@ -347,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="W6,depth")
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3, help="cold starts per depth")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="cold starts per depth, and per library for W6 (median)")
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--gemm-n", type=int, default=1024,
                         help="size of the square GEMM W6's rate is compared with (0: skip)")
@@ -358,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     wanted = set(args.only.split(","))
     if "W6" in wanted:
-        bench_w6(args.repeat, not args.no_torch_compile, args.gemm_n)
+        bench_w6(args.repeat, not args.no_torch_compile, args.gemm_n, args.rounds)
     if "depth" in wanted:
         bench_depth(args.rounds)
 

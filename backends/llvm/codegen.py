@@ -69,6 +69,13 @@ def _kernel_cost(k: kir.Kernel) -> int:
     return 2 if isinstance(k, kir.Reduce) else 1
 
 
+def _collective(k: kir.Kernel) -> bool:
+    """A kernel whose code calls MPI (or a loop holding one)."""
+    if isinstance(k, kir.Loop):
+        return any(map(_collective, k.body.kernels))
+    return isinstance(k, kir.AllReduce)
+
+
 def _group(k: kir.Kernel) -> str | None:
     """Kernels sharing functions (packed GEMMs of one dtype) are compiled together; so is a
     loop whose body has such GEMMs (its module would otherwise write the micro-kernel and
@@ -102,6 +109,10 @@ class Unit:
     text: str
     name: str
     cost: int
+    # built in a module of its own (codegen.batches): packed GEMMs (their shared functions
+    # may be another program's GEMM unit's too), or code that links against symbols only
+    # some processes define (MPI's: a batch holding it could not be loaded elsewhere)
+    alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,10 +151,13 @@ def plan_units(schedule: Schedule) -> Plan:
         members.sort(key=lambda m: m[1])  # a group's code: the same for the same members
         text = "\n\n".join(sig for _, sig in members)
         cost = sum(_kernel_cost(schedule.kernels[i]) for i, _ in members)
-        if len(members) > 1 or _group(schedule.kernels[members[0][0]]):
+        kernel = schedule.kernels[members[0][0]]
+        shared = len(members) > 1 or _group(kernel) is not None
+        if shared:
             cost += _GROUP_COST
         units.append(Unit(tuple(i for i, _ in members), text,
-                          "u" + signature_digest(text), cost))
+                          "u" + signature_digest(text), cost,
+                          shared or _collective(kernel)))
     return Plan(tuple(names), tuple(units), buffers, tuple(symbols))
 
 
@@ -158,6 +172,28 @@ def deal_out(costs: list[int], parts: int) -> list[int]:
         assign[i] = target
         load[target] += costs[i]
     return assign
+
+
+# Fewer units than this to build: each is a module of its own (a module costs ~5 ms of LLVM
+# whatever it holds; batching a handful saves too little to give up one entry per unit).
+BATCH_MIN_UNITS = 8
+
+
+def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
+    """The units to build (`todo`, numbers into `units`) as modules: each unit that must be
+    (Unit.alone: packed GEMMs, MPI calls) alone, the others linked into a few modules of
+    similar cost, about two per process (`jobs`), so that the processes still end together.
+    W6's 72 one-kernel units took 1.06-1.42 s of LLVM as 72 modules, 0.76-0.96 s as one
+    (CPU, one process, 2026-12-03 under load)."""
+    alone = [[n] for n in todo if units[n].alone]
+    small = [n for n in todo if not units[n].alone]
+    if len(small) < BATCH_MIN_UNITS:
+        return alone + [[n] for n in small]
+    assign = deal_out([units[n].cost for n in small], 2 * jobs if jobs > 1 else 1)
+    bins: list[list[int]] = [[] for _ in range(max(assign) + 1)]
+    for n, b in zip(small, assign):
+        bins[b].append(n)
+    return alone + [sorted(b) for b in bins if b]
 
 
 def _only_calls(k: kir.Kernel) -> bool:

@@ -1,9 +1,10 @@
 """Compiling a schedule on every core: its distinct kernels, grouped in units
 (codegen.plan_units), are looked up in the per-kernel cache (kernel_cache.py); the units
-not found are built by processes, each writing and compiling units to object files. They
-take the units one at a time from a shared queue (a pipe), largest first, so a process
-that is given a slow unit (or less of the CPU) simply takes fewer: no estimate of each
-unit's time needs to be right for the processes to end together.
+not found are built by processes, each writing and compiling modules (codegen.batches: a
+unit of shared GEMM code alone, one-kernel units several to a module) to object files. They
+take the modules one at a time from a shared queue (a pipe), largest first, so a process
+that is given a slow one (or less of the CPU) simply takes fewer: no estimate of each
+module's time needs to be right for the processes to end together.
 
 Threads would not help: llvmlite runs every LLVM call behind one process-wide lock. A child
 made by fork() starts with everything the parent has (the schedule, llvmlite initialized),
@@ -52,26 +53,28 @@ class Compiled:
     texts: list[str] | None  # the entry point's IR, then each unit's (None: some were cached)
     slots: SlotMap
     errors: dict[int, str]
-    objects: list[bytes]  # the entry point's, then each unit's
+    objects: list[bytes]  # the entry point's, then each module's (loaded or built)
     flags: list[str]  # the units' thread flags
     address: int  # the entry point's
     engine: object  # keeps the code alive
 
 
-Built = tuple[str, bytes, tuple[float, float, float, float]]  # text, object, seconds
+# a module's units' texts, its object, seconds (writing, parse, optimize, emit)
+Built = tuple[list[str], bytes, tuple[float, float, float, float]]
 
 
-def _build_units(writer: codegen.ModuleWriter, units: list[codegen.Unit],
+def _build_units(writer: codegen.ModuleWriter, modules: list[list[codegen.Unit]],
                  machine=None) -> list[Built]:
-    """Units written and compiled one after the other (one target machine for all)."""
+    """Modules (each of one or more units) written and compiled one after the other (one
+    target machine for all)."""
     machine = machine or jit._new_machine()
     out = []
-    for unit in units:
+    for units in modules:
         t0 = time.perf_counter()
-        text = writer.unit_text(unit)
+        texts = [writer.unit_text(unit) for unit in units]
         t1 = time.perf_counter()
-        obj, parse, optimize, emit = jit._object_of(text, machine)
-        out.append((text, obj, (t1 - t0, parse, optimize, emit)))
+        obj, parse, optimize, emit = jit._object_of(texts, machine)
+        out.append((texts, obj, (t1 - t0, parse, optimize, emit)))
     return out
 
 
@@ -102,24 +105,24 @@ class _Queue:
         os.close(self.read_fd)
 
 
-def _pull(writer: codegen.ModuleWriter, units: list[codegen.Unit], queue: _Queue
+def _pull(writer: codegen.ModuleWriter, modules: list[list[codegen.Unit]], queue: _Queue
           ) -> list[tuple[int, Built]]:
-    """Builds units taken from the queue until it is empty; each with its number."""
+    """Builds modules taken from the queue until it is empty; each with its number."""
     machine = jit._new_machine()
     out = []
     while (n := queue.take()) is not None:
-        out += [(n, b) for b in _build_units(writer, [units[n]], machine)]
+        out += [(n, b) for b in _build_units(writer, [modules[n]], machine)]
     return out
 
 
 class _Child:
-    """A forked process building units from the queue; result() is its answer (each unit
-    it built, by number), or None."""
+    """A forked process building modules from the queue; result() is its answer (each
+    module it built, by number), or None."""
 
-    def __init__(self, writer: codegen.ModuleWriter, units: list[codegen.Unit],
+    def __init__(self, writer: codegen.ModuleWriter, modules: list[list[codegen.Unit]],
                  queue: _Queue) -> None:
         self.pid = -1
-        self.units = len(units)
+        self.modules = modules
         read, write = os.pipe()
         try:
             with warnings.catch_warnings():  # (Python 3.12+ warns of fork in threaded code)
@@ -135,7 +138,7 @@ class _Child:
             status = 1
             try:
                 os.close(read)
-                data = pickle.dumps(_pull(writer, units, queue))
+                data = pickle.dumps(_pull(writer, modules, queue))
                 with os.fdopen(write, "wb") as out:
                     out.write(data)
                 status = 0
@@ -161,7 +164,8 @@ class _Child:
             return None
         if not (isinstance(built, list) and all(
                 isinstance(b, tuple) and len(b) == 2 and isinstance(b[0], int)
-                and 0 <= b[0] < self.units and jit.valid_object(b[1][1]) for b in built)):
+                and 0 <= b[0] < len(self.modules) and jit.valid_object(b[1][1])
+                and len(b[1][0]) == len(self.modules[b[0]]) for b in built)):
             return None
         return built
 
@@ -199,63 +203,78 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     units = list(plan.units)
     functions = [sorted({plan.functions[i] for i in u.members}) for u in units]
     keys = [kernel_cache.unit_key(u.text) for u in units]
-    objects: list[bytes | None] = [None] * len(units)
-    flags: list[list[str]] = [[] for _ in units]
-    for n, key in enumerate(keys):
-        hit = kernel_cache.load_unit(disk, key, functions[n])
-        if hit is not None:
-            objects[n], flags[n] = hit
-    todo = [n for n in range(len(units)) if objects[n] is None]
+    found = kernel_cache.Lookup(disk)
+    flags: list[list[str] | None] = [found.find(key, functions[n]) for n, key in enumerate(keys)]
+    # a unit missed before an object holding it was taken (a batch found for a later unit)
+    flags = [f if f is not None else found.flags(functions[n]) for n, f in enumerate(flags)]
+    todo = [n for n in range(len(units)) if flags[n] is None]
+    if found.defined.intersection(f for n in todo for f in functions[n]):
+        # part of a unit in a taken object (never written so): build everything instead
+        found, todo, flags = kernel_cache.Lookup(CompileCache(None)), \
+            list(range(len(units))), [None] * len(units)
     t_plan = time.perf_counter()
     jobs = (part_jobs() if jobs is None else jobs) if _can_fork() else 1
-    # as many processes as deal_out finds work for; the largest units are taken first
-    parts = max(codegen.deal_out([units[n].cost for n in todo], jobs), default=0) + 1
-    if len(todo) > _Queue.CAPACITY:
+    modules = codegen.batches(units, todo, jobs)
+    # as many processes as deal_out finds work for; the largest modules are taken first
+    costs = [sum(units[n].cost for n in m) for m in modules]
+    parts = max(codegen.deal_out(costs, jobs), default=0) + 1
+    if len(modules) > _Queue.CAPACITY:
         parts = 1
-    order = sorted(todo, key=lambda n: (-units[n].cost, n))
+    order = sorted(range(len(modules)), key=lambda m: (-costs[m], m))
     queue = _Queue(order) if parts > 1 else None
     if queue is not None and not queue.whole:  # built here, one after the other
         queue.close()
         queue, parts = None, 1
+    as_units = [[units[n] for n in m] for m in modules]
     children: list[_Child] = []
     built: dict[int, Built] = {}
     try:
         if queue is not None:
-            children = [_Child(writer, units, queue) for _ in range(parts - 1)]
+            children = [_Child(writer, as_units, queue) for _ in range(parts - 1)]
         t0 = time.perf_counter()
         entry_text = writer.entry_text()
         t1 = time.perf_counter()
         entry = jit._object_of(entry_text)
         entry_times = (t1 - t0,) + entry[1:]
         if queue is not None:
-            built.update(_pull(writer, units, queue))
+            built.update(_pull(writer, as_units, queue))
         for child in children:
             built.update(child.result() or [])
         # what no process built (all of it with one process; a failed child's share)
-        missing = [n for n in order if n not in built]
-        built.update(zip(missing, _build_units(writer, [units[n] for n in missing])))
+        missing = [m for m in order if m not in built]
+        built.update(zip(missing, _build_units(writer, [as_units[m] for m in missing])))
     finally:
         for child in children:
             child.abandon()
         if queue is not None:
             queue.close()
-    for n, (text, obj, _) in built.items():
-        objects[n], flags[n] = obj, kernel_cache.team_flags(text)
-        kernel_cache.store_unit(disk, keys[n], obj, flags[n], functions[n])
-    # per phase, summed over the parts; "parts wall" is what it cost end to end
+    texts: dict[int, str] = {}
+    objects = list(found.objects)
+    for m, (module_texts, obj, _) in built.items():
+        objects.append(obj)
+        made = [(keys[n], functions[n], kernel_cache.team_flags(text))
+                for n, text in zip(modules[m], module_texts)]
+        for n, text, (_, _, unit_flags) in zip(modules[m], module_texts, made):
+            texts[n], flags[n] = text, unit_flags
+        if len(made) == 1:
+            kernel_cache.store_unit(disk, made[0][0], obj, made[0][2], made[0][1])
+        else:
+            kernel_cache.store_batch(disk, obj, made)
+    # per phase, summed over the modules; "parts wall" is what it cost end to end
     seconds = [entry_times] + [b[2] for b in built.values()]
     times.extra["codegen"] = sum(s[0] for s in seconds)
     times.parse, times.optimize, times.jit = (sum(s[i] for s in seconds) for i in (1, 2, 3))
     times.extra["parts"] = parts
+    times.extra["modules"] = len(modules)
     times.extra["kernel cache lookup"] = t_plan - start
     times.extra["parts wall"] = time.perf_counter() - t_plan
     times.extra["kernels"] = len(schedule.kernels)
     times.extra["kernels distinct"] = plan.distinct
-    times.extra["kernels compiled"] = sum(len(units[n].members) for n in built)
+    times.extra["kernels compiled"] = sum(len(units[n].members) for n in todo)
     times.extra["kernels loaded"] = plan.distinct - times.extra["kernels compiled"]
-    linked = [entry[0]] + [o for o in objects if o is not None]
+    linked = [entry[0]] + objects
     address, engine = jit.load_objects(linked, jit.ENTRY)
-    texts = None if len(built) < len(units) else \
-        [entry_text] + [built[n][0] for n in range(len(units))]
-    return Compiled(texts, writer.slots, codegen.kernel_errors(schedule), linked,
-                    [f for fl in flags for f in fl], address, engine)
+    all_texts = None if len(texts) < len(units) else \
+        [entry_text] + [texts[n] for n in range(len(units))]
+    return Compiled(all_texts, writer.slots, codegen.kernel_errors(schedule), linked,
+                    [f for fl in flags for f in (fl or [])], address, engine)
