@@ -17,6 +17,7 @@ from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.backends.llvm.binding_table import BindingTable
 from graphc.backends.llvm.runtime import _aligned_empty, _joined, assembly_of, call_entry
 from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
+from graphc.collector import collector_paused
 from graphc.errors import index_error_message
 from graphc.program import Program
 from graphc.runtime.cache import CompileCache, cache_key
@@ -92,7 +93,8 @@ class SymbolicProgram:
             try:
                 if policy.implicit_gemm_or_specialize:
                     check_columns(program.raw_graph)
-                self._compile(disk, t0)
+                with collector_paused():  # (as a specialised compile: many small objects)
+                    self._compile(disk, t0)
             except (NotSymbolic, TypeError) as e:
                 self._refuse(disk, e)
                 raise
