@@ -139,8 +139,10 @@ class SymbolicProgram:
         gemms = {i: g for i, k in enumerate(schedule.kernels)
                  if units.symbols[i] and isinstance(k, kir.Gemm)
                  for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
-        self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
-                                    lifetimes(schedule), gemms, built.flags)
+        # (the schedule's plan holds its lifetimes: they do not depend on sizes)
+        spans = schedule.plan.lifetimes if schedule.plan is not None else lifetimes(schedule)
+        self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages, spans,
+                                    gemms, built.flags)
         self._store(disk, built.objects)
 
     def _refuse(self, disk: CompileCache, error: Exception) -> None:
