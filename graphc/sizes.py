@@ -256,24 +256,56 @@ def _make(terms: dict[Monomial, int]) -> Dim:
     return Size(tuple(kept))
 
 
+# Sums and products with a symbol, remembered by their operands (equal operands give an
+# equal result): lowering and unit planning ask for the same few again and again (a
+# 96-layer MLP step's buffer sizes: ~4,000 products of a handful of sizes, each ~10 us).
+# Plain ints and Sizes only; emptied when full.
+_ARITHMETIC: dict[tuple[str, Dim, Dim], Dim] = {}
+_ARITHMETIC_LIMIT = 1 << 15
+
+
+def _remember(key: tuple[str, Dim, Dim], value: Dim) -> Dim:
+    if len(_ARITHMETIC) >= _ARITHMETIC_LIMIT:
+        _ARITHMETIC.clear()
+    _ARITHMETIC[key] = value
+    return value
+
+
+def _memo_key(op: str, a: Dim, b: Dim) -> tuple[str, Dim, Dim] | None:
+    ta, tb = type(a), type(b)
+    return (op, a, b) if (ta is int or ta is Size) and (tb is int or tb is Size) else None
+
+
 def add(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a + b
+    key = _memo_key("+", a, b)
+    if key is not None:
+        hit = _ARITHMETIC.get(key)
+        if hit is not None:
+            return hit
     terms = _terms(a)
     for m, c in _terms(b).items():
         terms[m] = terms.get(m, 0) + c
-    return _make(terms)
+    out = _make(terms)
+    return out if key is None else _remember(key, out)
 
 
 def mul(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a * b
-    out: dict[Monomial, int] = {}
+    key = _memo_key("*", a, b)
+    if key is not None:
+        hit = _ARITHMETIC.get(key)
+        if hit is not None:
+            return hit
+    terms: dict[Monomial, int] = {}
     for ma, ca in _terms(a).items():
         for mb, cb in _terms(b).items():
             m = tuple(sorted(ma + mb, key=lambda atom: atom.key()))
-            out[m] = out.get(m, 0) + ca * cb
-    return _make(out)
+            terms[m] = terms.get(m, 0) + ca * cb
+    out = _make(terms)
+    return out if key is None else _remember(key, out)
 
 
 def floordiv(a: Dim, b: Dim) -> Dim:

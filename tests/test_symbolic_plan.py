@@ -44,6 +44,17 @@ def _entry(f):
     return disk, payload, meta
 
 
+def test_the_plan_keeps_the_schedules_lifetimes(tmp_path):
+    """The symbolic plan takes its kernels' lifetimes from the schedule's memory plan (made
+    for the representative binding): the same as counted afresh (they do not depend on
+    sizes)."""
+    from graphc.schedule.memory import lifetimes
+    f, _ = _step(tmp_path)
+    f(*mlp_data(8, 0))
+    schedule = f._exe.symbolic.schedule
+    assert schedule.plan.lifetimes == lifetimes(schedule)
+
+
 def test_a_warm_start_plans_bindings_from_the_stored_plan(tmp_path):
     f, _ = _step(tmp_path)
     f(*mlp_data(8, 0))

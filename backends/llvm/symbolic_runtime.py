@@ -18,6 +18,7 @@ from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.backends.llvm.binding_table import BindingTable
 from graphc.backends.llvm.runtime import _aligned_empty, _joined, assembly_of, call_entry
 from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
+from graphc.collector import collector_paused
 from graphc.errors import index_error_message
 from graphc.program import Program
 from graphc.runtime.cache import CompileCache, cache_key
@@ -93,7 +94,8 @@ class SymbolicProgram:
             try:
                 if policy.implicit_gemm_or_specialize:
                     check_columns(program.raw_graph)
-                self._compile(disk, t0)
+                with collector_paused():  # (as a specialised compile: many small objects)
+                    self._compile(disk, t0)
             except (NotSymbolic, TypeError) as e:
                 self._refuse(disk, e)
                 raise
@@ -138,8 +140,10 @@ class SymbolicProgram:
         gemms = {i: g for i, k in enumerate(schedule.kernels)
                  if units.symbols[i] and isinstance(k, kir.Gemm)
                  for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
-        self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages,
-                                    lifetimes(schedule), gemms, built.flags)
+        # (the schedule's plan holds its lifetimes: they do not depend on sizes)
+        spans = schedule.plan.lifetimes if schedule.plan is not None else lifetimes(schedule)
+        self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages, spans,
+                                    gemms, built.flags)
         self._store(disk, built.objects)
 
     def _refuse(self, disk: CompileCache, error: Exception) -> None:

@@ -30,9 +30,10 @@ def _drop_stop_gradient(b, node):
 
 _CANONICAL_RULES = canonicalize.RULES + broadcasts.RULES + conv_grad.CANONICAL_RULES
 CANONICAL = RuleSet(_CANONICAL_RULES)
-STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES)
+# (each holds the canonical rules: a node they left settled needs only the others tried)
+STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES, includes=CANONICAL)
 SPECIALIZE = RuleSet(specialize.RULES + conv_grad.RULES + lookup.RULES + _CANONICAL_RULES
-                     + [_drop_stop_gradient])
+                     + [_drop_stop_gradient], includes=CANONICAL)
 
 
 def _rules(rules: RuleSet) -> Pass:

@@ -1,6 +1,7 @@
 """Rules as data (pattern -> replacement) and the one fixed-point driver that applies them."""
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -30,13 +31,39 @@ class Rule:
 
 
 class RuleSet:
-    """Rules indexed by the op at their pattern's root."""
+    """Rules indexed by the op at their pattern's root, and the nodes known to be settled
+    under them. `includes`: a rule set whose rules are all in this one: a node settled
+    under it needs only this set's other rules tried (in this set's order)."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], includes: "RuleSet | None" = None) -> None:
         self.rules = list(rules)
         self.by_op: dict[str, list[Rule]] = {}
         for rule in self.rules:
             self.by_op.setdefault(rule.op, []).append(rule)
+        # Nodes at which no rule fires, nor in their bodies. A rule sees only the node and
+        # what is under it, and a node is its structure (interned, immutable), so this
+        # holds for good: a later pass or compile that meets the node again (the second
+        # run after a symbolic schedule unifies sizes, the next function) skips it. Held
+        # weakly: a node that no graph holds any more is dropped.
+        self.settled: weakref.WeakSet[Node] = weakref.WeakSet()
+        self.includes = includes
+        self.others_by_op: dict[str, list[Rule]] = {}
+        if includes is not None:
+            inner = {id(r) for r in includes.rules}
+            mine = {id(r) for r in self.rules}
+            missing = [r.name for r in includes.rules if id(r) not in mine]
+            if missing:
+                raise ValueError(f"RuleSet: includes rules it does not hold: {missing}")
+            for op, rules in self.by_op.items():
+                self.others_by_op[op] = [r for r in rules if id(r) not in inner]
+
+    def first_rules(self, node: Node) -> list[Rule]:
+        """The rules to try first at `node`: only those the included set lacks where
+        the node is settled under that set (none of its rules can fire there)."""
+        inner = self.includes
+        if inner is not None and node in inner.settled and not node_regions(node):
+            return self.others_by_op.get(node.op, [])
+        return self.by_op.get(node.op, [])
 
 
 def _same_type(a: Node, b: Node) -> bool:
@@ -46,9 +73,10 @@ def _same_type(a: Node, b: Node) -> bool:
 def _rewrite_node(node: Node, rules: RuleSet, fired: Counter, budget: list[int]) -> Node:
     """Applies rules at one node until none fires (or the step budget runs out)."""
     changed = True
+    candidates = rules.first_rules(node)
     while changed and budget[0] > 0:
         changed = False
-        for rule in rules.by_op.get(node.op, ()):
+        for rule in candidates:
             bindings: Bindings = {}
             if not match(rule.pattern, node, bindings):
                 continue
@@ -59,6 +87,7 @@ def _rewrite_node(node: Node, rules: RuleSet, fired: Counter, budget: list[int])
             budget[0] -= 1
             node = new
             changed = True
+            candidates = rules.by_op.get(node.op, [])
             break
     return node
 
@@ -78,11 +107,10 @@ def _rewrite_bodies(node: Node, rules: RuleSet, fired: Counter, budget: list[int
 
 def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget: list[int]
                  ) -> tuple[Node, ...]:
-    # Nodes at which no rule fires (nor in their bodies). A rule sees only the node and
-    # what is under it, and equal structure is the same node (interned), so a settled node
-    # met again in a later sweep is skipped: the sweep that confirms the fixed point then
-    # costs a walk, not every rule at every node again.
-    settled: set[Node] = set()
+    # A settled node (RuleSet.settled) met again, in a later sweep or a later run, is
+    # skipped: the sweep that confirms the fixed point then costs a walk, not every rule
+    # at every node again.
+    settled = rules.settled
     while True:
         before = sum(fired.values())
         memo: dict[Node, Node] = {}

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Mapping
 
 from graphc import sizes
+from graphc.collector import collector_paused
 from graphc.graph import Graph
 from graphc.node import Node
 from graphc.passes import run_pipeline, select_passes
@@ -94,6 +95,14 @@ def schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int],
     need a number (GEMM orientation, thread counts) take it from `binding` (the first
     call's sizes); the kernels are correct for every binding. The plan is `binding`'s.
     Raises NotSymbolic where some part needs a number it cannot have."""
+    # (the collector paused as schedule_graph pauses it: left on, its full passes over the
+    # heap cost a 96-layer MLP step's symbolic schedule about 0.1 s)
+    with collector_paused():
+        return _schedule_symbolic(graph, binding, optimize, policy)
+
+
+def _schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int], optimize: bool,
+                       policy: SchedulePolicy) -> Schedule:
     from graphc.schedule import loop_outputs_sunk
     from graphc.schedule.lower import lower_graph
     check_nodes(graph)
