@@ -256,6 +256,24 @@ def test_store_accumulation_is_checked():
         ir.Store(acc, ir.Const(0, np.dtype("float32")), accumulate="sometimes")
 
 
+def test_a_kernel_of_many_prefix_stores_walks_each_node_once(monkeypatch):
+    """A long chain merged from many kernels keeps a store for each, every one a prefix of
+    the next: its accesses walk the shared nodes once, not once a store (walking each alone
+    made the 100,000-node chain's schedule quadratic in its length)."""
+    f64 = np.dtype("float64")
+    value: ir.Expr = ir.Load(ir.Access(0, (1,), 0), f64)
+    stores = []
+    for i in range(200):
+        value = ir.Apply("add", (value, ir.Const(1.0, f64)), f64)
+        stores.append(ir.Store(ir.Access(i + 1, (1,), 0), value))
+    kernel = ir.Elementwise((4,), tuple(stores))
+    visits = []
+    monkeypatch.setattr(ir, "children", lambda e, real=ir.children: visits.append(e) or real(e))
+    reads = [a for role, a, _ in kernel.accesses() if role == "in"]
+    assert reads == [ir.Access(0, (1,), 0)]
+    assert len(visits) <= 2 * (2 * 200 + 1)  # each Apply, Const and the load, about once
+
+
 def test_overlapping_windows_accumulate_atomically():
     """max-pool windows that overlap: the gradient adds into one element from several
     iterations, and the kernel says so (a parallel target must add atomically)."""
