@@ -63,7 +63,9 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
     """`nodes`, if given, is what each kernel computes: it is updated in place to stay
     parallel to the result (a merged kernel computes what both did)."""
     out: list[ir.Kernel] = []
-    sets: list[frozenset] = []
+    # (the node sets of each kernel of out, joined once at the end: joining at every merge
+    # copied a long chain's growing set each time, quadratic in its length)
+    sets: list[list[frozenset]] = []
     reads: set[int] = set()  # what out[-1] loads (a superset after merges: its own stores' too)
     for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
@@ -73,12 +75,12 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
         if isinstance(last, ir.Elementwise) and same is not None and _mergeable(
                 last, same, reads):
             out[-1] = _merged(last, same)
-            sets[-1] = sets[-1] | mine
+            sets[-1].append(mine)
             reads |= _reads(same)
         else:
             out.append(kernel)
-            sets.append(mine)
+            sets.append([mine])
             reads = _reads(kernel) if isinstance(kernel, ir.Elementwise) else set()
     if nodes is not None:
-        nodes[:] = sets
+        nodes[:] = [frozenset().union(*parts) for parts in sets]
     return out
