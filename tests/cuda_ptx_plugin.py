@@ -8,7 +8,8 @@ cuda backend's policy and rendered; DIR gets one file per distinct source (named
 hash), made-by-<worker>.tsv the test that first ran each (a line "<file>\t<test id>"), and
 render-errors-<worker>.txt the programs that failed to render. Under pytest-xdist every
 worker writes files of its own (sources by a name of their own first), so `-n auto` needs
-no locking."""
+no locking; a program run in several workers is rendered by the first to claim it (an
+empty file under DIR/claimed, created atomically)."""
 from __future__ import annotations
 
 import hashlib
@@ -66,6 +67,9 @@ class _Recorder:
         if (self.fingerprint, shapes) in _rendered:
             return
         _rendered.add((self.fingerprint, shapes))
+        if not self.fingerprint.startswith("unhashed ") and not _claim(
+                self.folder, f"{self.fingerprint}|{shapes}"):
+            return  # another xdist worker renders it
         try:
             source = render(schedule_graph(self.program.graph, list(shapes),
                                            policy=CUDA_POLICY)).source
@@ -84,6 +88,20 @@ class _Recorder:
             tmp.replace(path)
         with open(self.folder / f"made-by-{_WORKER}.tsv", "a") as f:
             f.write(f"{path.name}\t{_now['test']}\n")
+
+
+def _claim(folder: Path, key: str) -> bool:
+    """Whether this process is the first of the run's processes to claim `key` (a file of
+    its own, created atomically under folder/claimed): under pytest-xdist each program is
+    then scheduled and rendered by one worker only."""
+    claims = folder / "claimed"
+    claims.mkdir(exist_ok=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    try:
+        os.close(os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 _written: set[str] = set()  # sources this process has written
