@@ -98,6 +98,26 @@ def test_sympy_functions_through_core_ops(backend):
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", [
+    dict(backend="llvm"), dict(backend="numpy", backend_options=KERNELS),
+    pytest.param(dict(backend="cuda", backend_options={"emulate": True}),
+                 marks=pytest.mark.slow)])
+def test_piecewise_conditions_with_and_or_not_lower_to_core_ops(backend):
+    """Conditions joined by &, | and ~ (sympy's And, Or, Not) lower to core ops, as
+    numpy evaluates them (the kernel backends raised NotImplementedError on them)."""
+    name = f"window_{backend['backend']}"
+    window = gc.elementwise_function(name, lambda x: sp.Piecewise(
+        (x ** 2, (x > 0) & (x < 1)), (x ** 3, (x <= -1) | (x > 2)),
+        (2 * x, (x > -0.6) & ~(x > -0.2)), (x + 5, sp.Not(sp.Eq(x, 1.5), evaluate=False)),
+        (7, True)))
+    x = gc.placeholder((None,), "float64", name="x")
+    v = np.array([-2.0, -1.0, -0.5, -0.1, 0.25, 0.75, 1.5, 1.75, 2.5])
+    f = gc.function([x], [window(x), gc.grad(gc.sum(window(x)), x)], **backend)
+    values, slopes = f(v)
+    np.testing.assert_allclose(values, [-8, -1, -1, 4.9, 0.0625, 0.5625, 7, 6.75, 15.625])
+    np.testing.assert_allclose(slopes, [12, 3, 2, 1, 0.5, 1.5, 0, 1, 18.75])
+
+
 def _kinds(f):
     (s,) = f._exe.cache.values()
     return s.schedule
