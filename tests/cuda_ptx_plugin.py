@@ -2,7 +2,7 @@
 benchmarks/cuda_suite_ptx.py to compile and assemble:
     pytest -p cuda_ptx_plugin --cuda-ptx-dir=DIR tests/test_x.py ...
 or, with the README's own test command, GRAPHC_CUDA_PTX_DIR=DIR (tests/conftest.py then
-loads this plugin; that is how .ci/run records the suite).
+loads this plugin; .ci/run does not yet: docs/cuda-backend.md).
 Each program a test calls (any backend; once per set of input shapes) is scheduled with the
 cuda backend's policy and rendered; DIR gets one file per distinct source (named by its
 hash), made-by-<worker>.tsv the test that first ran each (a line "<file>\t<test id>"), and
