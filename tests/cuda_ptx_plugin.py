@@ -30,6 +30,9 @@ def pytest_addoption(parser: Any) -> None:
                      help="render every program the tests run as CUDA C into this folder")
 
 
+_OWN = ("exe", "program", "folder", "seen", "fingerprint")  # the recorder's own attributes
+
+
 class _Recorder:
     """Wraps an executable: renders its program for each new set of argument shapes."""
 
@@ -40,6 +43,20 @@ class _Recorder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.exe, name)
+
+    # (writes go to the executable too: a test that replaces one of its methods with a spy,
+    # f._exe._get = ..., must see the executable's own calls through it)
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.exe, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in _OWN:
+            object.__delattr__(self, name)
+        else:
+            delattr(self.exe, name)
 
     @property
     def source(self) -> str:
