@@ -56,3 +56,26 @@ def test_relu_mask_and_its_transposed_copy_run_as_one_kernel_with_reference_valu
     assert "copy" in merged.fused and len(merged.stores) == 2
     # the pooling gradient's loop of 2 stays apart (the mask inside it measured slower)
     assert not any("windows_grad" in k.fused and "greater" in k.fused for k in kernels)
+
+
+def test_merges_stop_at_the_policys_buffer_limit():
+    """A target that keeps a pointer per buffer in registers (CUDA) caps what one merged
+    elementwise kernel touches; without a cap the same graph merges into fewer, wider
+    kernels. Either way the values agree."""
+    from graphc.schedule.policy import SchedulePolicy
+    xs = [gc.placeholder((4, 3), "float32", name=f"x{i}") for i in range(12)]
+    outs = [gc.exp(x) * 2.0 for x in xs]  # a kernel each, merged as neighbours
+    f = gc.function(xs, outs, backend="numpy")
+
+    def widest(policy: SchedulePolicy) -> int:
+        kernels = schedule_graph(f.graph, policy=policy).kernels
+        return max(len(k.reads() | k.writes()) for k in kernels
+                   if isinstance(k, ir.Elementwise))
+
+    assert widest(SchedulePolicy()) > 8
+    assert widest(SchedulePolicy(max_kernel_buffers=8)) <= 8
+    data = [np.full((4, 3), 0.1 * i, np.float32) for i in range(12)]
+    want = f(*data)
+    got = gc.function(xs, outs, backend="cuda", backend_options={"emulate": True})(*data)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5)

@@ -29,6 +29,10 @@ def _reads(kernel: ir.Elementwise) -> set[int]:
     return {ld.access.buffer for s in kernel.stores for ld in ir.expr_loads(s.value)}
 
 
+def _writes(kernel: ir.Elementwise) -> set[int]:
+    return {s.access.buffer for s in kernel.stores}
+
+
 def _mergeable(first: ir.Elementwise, second: ir.Elementwise, first_reads: set[int]) -> bool:
     """`first_reads`: the buffers first loads (kept by the caller: walking the stores of a
     kernel grown by many merges each time made a long chain's schedule cubic in its length)."""
@@ -58,29 +62,35 @@ def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
     return ir.Elementwise(first.shape, stores, fused)
 
 
-def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = None
-                      ) -> list[ir.Kernel]:
+def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = None,
+                      max_buffers: int | None = None) -> list[ir.Kernel]:
     """`nodes`, if given, is what each kernel computes: it is updated in place to stay
-    parallel to the result (a merged kernel computes what both did)."""
+    parallel to the result (a merged kernel computes what both did). `max_buffers`: no
+    merge makes a kernel that reads or writes more buffers than this (None: no limit)."""
     out: list[ir.Kernel] = []
     # (the node sets of each kernel of out, joined once at the end: joining at every merge
     # copied a long chain's growing set each time, quadratic in its length)
     sets: list[list[frozenset]] = []
     reads: set[int] = set()  # what out[-1] loads (a superset after merges: its own stores' too)
+    held: set[int] = set()  # every buffer out[-1] loads or stores
     for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
         mine = nodes[i] if nodes is not None else frozenset()
         same = (respaced(last, kernel) if isinstance(last, ir.Elementwise)
                 and isinstance(kernel, ir.Elementwise) else None)
+        theirs = (_reads(same) | _writes(same)) if same is not None else set()
         if isinstance(last, ir.Elementwise) and same is not None and _mergeable(
-                last, same, reads):
+                last, same, reads) and (max_buffers is None
+                                        or len(held | theirs) <= max_buffers):
             out[-1] = _merged(last, same)
             sets[-1].append(mine)
             reads |= _reads(same)
+            held |= theirs
         else:
             out.append(kernel)
             sets.append([mine])
             reads = _reads(kernel) if isinstance(kernel, ir.Elementwise) else set()
+            held = (reads | _writes(kernel)) if isinstance(kernel, ir.Elementwise) else set()
     if nodes is not None:
         nodes[:] = [frozenset().union(*parts) for parts in sets]
     return out

@@ -25,7 +25,10 @@ class SchedulePolicy:
     implicit_gemm_or_specialize: lowering with call-time sizes, where implicit_gemm would
     be considered, raise NotSymbolic (the program is then specialised per shape: the
     in-place columns need their sizes as numbers, and were measured faster, with half the
-    memory, on the W5 and W6 steps) instead of storing an im2col buffer."""
+    memory, on the W5 and W6 steps) instead of storing an im2col buffer.
+    max_kernel_buffers: neighbouring elementwise kernels are merged only while the merged
+    kernel touches at most this many buffers (a GPU kernel keeps a pointer per buffer in
+    registers); None: no limit."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -35,6 +38,7 @@ class SchedulePolicy:
     progress_reductions: bool = True
     implicit_gemm: bool = False
     implicit_gemm_or_specialize: bool = False
+    max_kernel_buffers: int | None = None
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.
