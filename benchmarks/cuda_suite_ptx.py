@@ -1,7 +1,7 @@
 """Compiles every CUDA C source in a folder (as tests/cuda_ptx_plugin.py writes them) to PTX
 and assembles it for sm_90, and reports how many compiled, the kernels that spill, and the
 largest register and shared-memory use; exits 1 if a kernel fails to compile or spills, or
-the time limit is reached (CI runs it on what its own test run recorded: .ci/run), 0 with
+the time limit is reached (meant for CI, on what its test run recorded: not in .ci/run yet), 0 with
 a note where no CUDA compiler is installed. Every source is the prelude and self-contained
 kernel functions, so the kernels are deduplicated across programs by their text up to
 names (the kernel's, its values', its buffers', their slots in the pointer table and nonzero

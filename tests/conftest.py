@@ -21,8 +21,8 @@ os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="graphc-test-config-")
 for _name in ("GRAPHC_CACHE_KEY", "GRAPHC_CACHE_KEY_FILE"):
     os.environ.pop(_name, None)
 
-# GRAPHC_CUDA_PTX_DIR=DIR records every program the run makes as CUDA C (.ci/run sets it, so
-# CI runs the README's test command itself and then assembles what it recorded).
+# GRAPHC_CUDA_PTX_DIR=DIR records every program the run makes as CUDA C, for
+# benchmarks/cuda_suite_ptx.py to assemble (.ci/run does not set it yet: docs/cuda-backend.md).
 if os.environ.get("GRAPHC_CUDA_PTX_DIR"):
     pytest_plugins = ["cuda_ptx_plugin"]
 

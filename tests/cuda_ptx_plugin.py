@@ -2,13 +2,14 @@
 benchmarks/cuda_suite_ptx.py to compile and assemble:
     pytest -p cuda_ptx_plugin --cuda-ptx-dir=DIR tests/test_x.py ...
 or, with the README's own test command, GRAPHC_CUDA_PTX_DIR=DIR (tests/conftest.py then
-loads this plugin; that is how .ci/run records the suite).
+loads this plugin; .ci/run does not yet: docs/cuda-backend.md).
 Each program a test calls (any backend; once per set of input shapes) is scheduled with the
 cuda backend's policy and rendered; DIR gets one file per distinct source (named by its
 hash), made-by-<worker>.tsv the test that first ran each (a line "<file>\t<test id>"), and
 render-errors-<worker>.txt the programs that failed to render. Under pytest-xdist every
 worker writes files of its own (sources by a name of their own first), so `-n auto` needs
-no locking."""
+no locking; a program run in several workers is rendered by the first to claim it (an
+empty file under DIR/claimed, created atomically)."""
 from __future__ import annotations
 
 import hashlib
@@ -29,6 +30,9 @@ def pytest_addoption(parser: Any) -> None:
                      help="render every program the tests run as CUDA C into this folder")
 
 
+_OWN = ("exe", "program", "folder", "seen", "fingerprint")  # the recorder's own attributes
+
+
 class _Recorder:
     """Wraps an executable: renders its program for each new set of argument shapes."""
 
@@ -39,6 +43,20 @@ class _Recorder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.exe, name)
+
+    # (writes go to the executable too: a test that replaces one of its methods with a spy,
+    # f._exe._get = ..., must see the executable's own calls through it)
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.exe, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in _OWN:
+            object.__delattr__(self, name)
+        else:
+            delattr(self.exe, name)
 
     @property
     def source(self) -> str:
@@ -66,6 +84,9 @@ class _Recorder:
         if (self.fingerprint, shapes) in _rendered:
             return
         _rendered.add((self.fingerprint, shapes))
+        if not self.fingerprint.startswith("unhashed ") and not _claim(
+                self.folder, f"{self.fingerprint}|{shapes}"):
+            return  # another xdist worker renders it
         try:
             source = render(schedule_graph(self.program.graph, list(shapes),
                                            policy=CUDA_POLICY)).source
@@ -84,6 +105,20 @@ class _Recorder:
             tmp.replace(path)
         with open(self.folder / f"made-by-{_WORKER}.tsv", "a") as f:
             f.write(f"{path.name}\t{_now['test']}\n")
+
+
+def _claim(folder: Path, key: str) -> bool:
+    """Whether this process is the first of the run's processes to claim `key` (a file of
+    its own, created atomically under folder/claimed): under pytest-xdist each program is
+    then scheduled and rendered by one worker only."""
+    claims = folder / "claimed"
+    claims.mkdir(exist_ok=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    try:
+        os.close(os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 _written: set[str] = set()  # sources this process has written

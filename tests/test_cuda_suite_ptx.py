@@ -115,6 +115,46 @@ def test_the_plugin_records_the_test_of_each_program(tmp_path):
     assert len(list(out.glob("made-by-gw*.tsv"))) == 2 and not list(out.glob("*.tmp"))
 
 
+def test_the_recorder_passes_writes_to_the_executable(monkeypatch):
+    """A test that replaces an executable's method with a spy (f._exe._get = ...) sees the
+    executable's own calls through it under the plugin too (tests/test_symbolic_sizes.py
+    failed only under the plugin: the spy landed on the recorder)."""
+    plugin = importlib.import_module("cuda_ptx_plugin")
+    x = gc.placeholder((3,), name="x")
+    f = gc.function([x], gc.exp(x), backend="numpy")
+    exe = f._exe
+    recorder = plugin._Recorder(exe, f.program, Path("."))
+    monkeypatch.setattr(recorder, "spy", 1, raising=False)
+    assert exe.spy == 1 and "spy" not in vars(recorder)
+    monkeypatch.undo()
+    assert not hasattr(exe, "spy")
+    recorder.fingerprint = "mine"
+    assert vars(recorder)["fingerprint"] == "mine" and getattr(exe, "fingerprint", None) != "mine"
+
+
+def test_the_plugin_renders_a_program_once_across_workers(tmp_path, monkeypatch):
+    """Two processes that run one program: the second finds the first's claim and neither
+    schedules nor records it again (a second process is simulated by forgetting what this
+    one rendered and wrote)."""
+    import graphc.schedule
+    plugin = importlib.import_module("cuda_ptx_plugin")
+    scheduled = []
+    real = graphc.schedule.schedule_graph
+    monkeypatch.setattr(graphc.schedule, "schedule_graph",
+                        lambda *a, **k: scheduled.append(a) or real(*a, **k))
+    x = gc.placeholder((5,), name="x")
+    f = gc.function([x], gc.exp(x) * 3.0, backend="numpy")
+    before = (set(plugin._rendered), set(plugin._written))
+    for _ in range(2):
+        plugin._Recorder(f._exe, f.program, tmp_path).render(((5,),))
+        plugin._rendered.intersection_update(before[0])  # (another process)
+        plugin._written.intersection_update(before[1])
+    assert len(scheduled) == 1
+    lines = [line for p in tmp_path.glob("made-by-*.tsv") for line in p.read_text().splitlines()]
+    assert len(lines) == 1 and len(list(tmp_path.glob("*.cu"))) == 1
+    assert len(list((tmp_path / "claimed").iterdir())) == 1
+
+
 @pytest.mark.slow  # (compiles with NVRTC or nvcc)
 @pytest.mark.skipif(not ptx.available(), reason="neither NVRTC nor nvcc is installed")
 def test_a_kernel_that_fails_to_compile_or_spills_fails_the_check(tmp_path):

@@ -98,6 +98,26 @@ def test_sympy_functions_through_core_ops(backend):
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", [
+    dict(backend="llvm"), dict(backend="numpy", backend_options=KERNELS),
+    pytest.param(dict(backend="cuda", backend_options={"emulate": True}),
+                 marks=pytest.mark.slow)])
+def test_piecewise_conditions_with_and_or_not_lower_to_core_ops(backend):
+    """Conditions joined by &, | and ~ (sympy's And, Or, Not) lower to core ops, as
+    numpy evaluates them (the kernel backends raised NotImplementedError on them)."""
+    name = f"window_{backend['backend']}"
+    window = gc.elementwise_function(name, lambda x: sp.Piecewise(
+        (x ** 2, (x > 0) & (x < 1)), (x ** 3, (x <= -1) | (x > 2)),
+        (2 * x, (x > -0.6) & ~(x > -0.2)), (x + 5, sp.Not(sp.Eq(x, 1.5), evaluate=False)),
+        (7, True)))
+    x = gc.placeholder((None,), "float64", name="x")
+    v = np.array([-2.0, -1.0, -0.5, -0.1, 0.25, 0.75, 1.5, 1.75, 2.5])
+    f = gc.function([x], [window(x), gc.grad(gc.sum(window(x)), x)], **backend)
+    values, slopes = f(v)
+    np.testing.assert_allclose(values, [-8, -1, -1, 4.9, 0.0625, 0.5625, 7, 6.75, 15.625])
+    np.testing.assert_allclose(slopes, [12, 3, 2, 1, 0.5, 1.5, 0, 1, 18.75])
+
+
 def _kinds(f):
     (s,) = f._exe.cache.values()
     return s.schedule
@@ -254,6 +274,24 @@ def test_store_accumulation_is_checked():
     acc = ir.Access(0, (1,), 0)
     with pytest.raises(ValueError, match="accumulate"):
         ir.Store(acc, ir.Const(0, np.dtype("float32")), accumulate="sometimes")
+
+
+def test_a_kernel_of_many_prefix_stores_walks_each_node_once(monkeypatch):
+    """A long chain merged from many kernels keeps a store for each, every one a prefix of
+    the next: its accesses walk the shared nodes once, not once a store (walking each alone
+    made the 100,000-node chain's schedule quadratic in its length)."""
+    f64 = np.dtype("float64")
+    value: ir.Expr = ir.Load(ir.Access(0, (1,), 0), f64)
+    stores = []
+    for i in range(200):
+        value = ir.Apply("add", (value, ir.Const(1.0, f64)), f64)
+        stores.append(ir.Store(ir.Access(i + 1, (1,), 0), value))
+    kernel = ir.Elementwise((4,), tuple(stores))
+    visits = []
+    monkeypatch.setattr(ir, "children", lambda e, real=ir.children: visits.append(e) or real(e))
+    reads = [a for role, a, _ in kernel.accesses() if role == "in"]
+    assert reads == [ir.Access(0, (1,), 0)]
+    assert len(visits) <= 2 * (2 * 200 + 1)  # each Apply, Const and the load, about once
 
 
 def test_overlapping_windows_accumulate_atomically():

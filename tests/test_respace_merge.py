@@ -101,3 +101,26 @@ def test_a_kernel_reading_the_gemm_stays_after_it():
     want = np.tanh(xv) @ wv
     np.testing.assert_allclose(f(xv, wv)[1], 1 / (1 + np.exp(-want)) + np.tanh(xv),
                                rtol=1e-12)
+
+
+def test_merges_stop_at_the_policys_buffer_limit():
+    """A target that keeps a pointer per buffer in registers (CUDA) caps what one merged
+    elementwise kernel touches; without a cap the same graph merges into fewer, wider
+    kernels. Either way the values agree."""
+    from graphc.schedule.policy import SchedulePolicy
+    xs = [gc.placeholder((4, 3), "float32", name=f"x{i}") for i in range(12)]
+    outs = [gc.exp(x) * 2.0 for x in xs]  # a kernel each, merged as neighbours
+    f = gc.function(xs, outs, backend="numpy")
+
+    def widest(policy: SchedulePolicy) -> int:
+        kernels = schedule_graph(f.graph, policy=policy).kernels
+        return max(len(k.reads() | k.writes()) for k in kernels
+                   if isinstance(k, ir.Elementwise))
+
+    assert widest(SchedulePolicy()) > 8
+    assert widest(SchedulePolicy(max_kernel_buffers=8)) <= 8
+    data = [np.full((4, 3), 0.1 * i, np.float32) for i in range(12)]
+    want = f(*data)
+    got = gc.function(xs, outs, backend="cuda", backend_options={"emulate": True})(*data)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5)

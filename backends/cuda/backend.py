@@ -8,7 +8,9 @@ from graphc.program import Program
 from graphc.schedule.policy import SchedulePolicy
 
 # No GEMM turned around (the tiles are square); fused chains bounded as on the CPU.
-CUDA_POLICY = SchedulePolicy(narrow_gemm=None, max_fused_depth=48)
+# (64 buffers: a kernel of every primitive and its gradient, 162 buffers merged into one,
+# kept their pointers in registers and spilled 432 B)
+CUDA_POLICY = SchedulePolicy(narrow_gemm=None, max_fused_depth=48, max_kernel_buffers=64)
 
 OPTIONS = {"emulate", "outputs", "cache_dir", "optimize", "seed"}
 NO_GPU = ("backend 'cuda': no CUDA GPU is available here ({why}); pass "

@@ -118,10 +118,11 @@ def children(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
-def postorder(expr: Expr) -> Iterator[Expr]:
+def postorder(expr: Expr, done: set[int] | None = None) -> Iterator[Expr]:
     """Every distinct node (by identity) of an expression, children before parents. The one
-    walker: iterative, because fused bodies can be long chains."""
-    done: set[int] = set()
+    walker: iterative, because fused bodies can be long chains. `done`: ids of nodes (and so
+    of their sub-expressions) to skip, shared by walks over several bodies; updated."""
+    done = set() if done is None else done
     stack: list[tuple[Expr, bool]] = [(expr, False)]
     while stack:
         e, ready = stack.pop()
@@ -273,7 +274,12 @@ def _space(shape: Shape) -> str:
 
 
 def _body_accesses(bodies: list[Expr], shape: Shape) -> list[tuple[str, Access, Shape]]:
-    return [("in", ld.access, shape) for body in bodies for ld in expr_loads(body)]
+    # (one walk over all bodies: a kernel grown by many merges has a store for each, every
+    # one a prefix of the next, and walking each alone made a long chain's schedule
+    # quadratic in its length)
+    done: set[int] = set()
+    return [("in", e.access, shape) for body in bodies for e in postorder(body, done)
+            if isinstance(e, Load)]
 
 
 @kernel_kind

@@ -185,7 +185,8 @@ class Lowering:
         self.store_updates()
         temps = {bid for bid, b in self.buffers.items() if b.role == "temp"}
         made = [self.made.get(id(k), frozenset()) for k in self.kernels]
-        kernels = merge_elementwise(fold_updates(self.kernels, temps, made), made)
+        kernels = merge_elementwise(fold_updates(self.kernels, temps, made), made,
+                                    self.policy.max_kernel_buffers)
         kernels = forward_copies(kernels, temps, made)
         kernels = redirect_twin_reads(redirect_relu_masks(kernels, temps), temps)
         kernels = drop_dead_stores(kernels, temps, made)

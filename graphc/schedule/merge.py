@@ -29,6 +29,10 @@ def _reads(kernel: ir.Elementwise) -> set[int]:
     return {ld.access.buffer for s in kernel.stores for ld in ir.expr_loads(s.value)}
 
 
+def _writes(kernel: ir.Elementwise) -> set[int]:
+    return {s.access.buffer for s in kernel.stores}
+
+
 def _mergeable(first: ir.Elementwise, second: ir.Elementwise, first_reads: set[int]) -> bool:
     """`first_reads`: the buffers first loads (kept by the caller: walking the stores of a
     kernel grown by many merges each time made a long chain's schedule cubic in its length)."""
@@ -62,11 +66,11 @@ def _independent(kernel: ir.Elementwise, other: ir.Kernel) -> bool:
 HOIST_PAST = 3
 
 
-def _earlier_partner(out: list[ir.Kernel], kernel: ir.Elementwise,
-                     before_reads: set[int]) -> int | None:
+def _earlier_partner(out: list[ir.Kernel], kernel: ir.Elementwise, before_reads: set[int],
+                     max_buffers: int | None = None) -> int | None:
     """The position in `out` of an elementwise kernel `kernel` can merge into, moving
     before the (at most HOIST_PAST) kernels after it, none of which it depends on or
-    affects; None if there is none."""
+    affects, within `max_buffers`; None if there is none."""
     for at in range(len(out) - 2, max(-1, len(out) - 2 - HOIST_PAST), -1):
         if not _independent(kernel, out[at + 1]):
             return None
@@ -74,14 +78,16 @@ def _earlier_partner(out: list[ir.Kernel], kernel: ir.Elementwise,
         if isinstance(candidate, ir.Elementwise):
             same = respaced(candidate, kernel)
             reads = before_reads if at == len(out) - 2 else _reads_of_stores(candidate)
-            if same is not None and _mergeable(candidate, same, reads):
+            if same is not None and _mergeable(candidate, same, reads) and (
+                    max_buffers is None or len(_reads_of_stores(candidate) | _reads(same)
+                                               | _writes(same)) <= max_buffers):
                 return at
     return None
 
 
 def _reads_of_stores(kernel: ir.Elementwise) -> set[int]:
     """What a kernel loads, its own stores included (as merge_elementwise's running sets)."""
-    return _reads(kernel) | {s.access.buffer for s in kernel.stores}
+    return _reads(kernel) | _writes(kernel)
 
 
 def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
@@ -92,33 +98,38 @@ def _merged(first: ir.Elementwise, second: ir.Elementwise) -> ir.Elementwise:
     return ir.Elementwise(first.shape, stores, fused)
 
 
-def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = None
-                      ) -> list[ir.Kernel]:
+def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = None,
+                      max_buffers: int | None = None) -> list[ir.Kernel]:
     """`nodes`, if given, is what each kernel computes: it is updated in place to stay
-    parallel to the result (a merged kernel computes what both did)."""
+    parallel to the result (a merged kernel computes what both did). `max_buffers`: no
+    merge makes a kernel that reads or writes more buffers than this (None: no limit)."""
     out: list[ir.Kernel] = []
     # (the node sets of each kernel of out, joined once at the end: joining at every merge
     # copied a long chain's growing set each time, quadratic in its length)
     sets: list[list[frozenset]] = []
     reads: set[int] = set()  # what out[-1] loads (a superset after merges: its own stores' too)
     before_reads: set[int] = set()  # what out[-2] loads, likewise
+    held: set[int] = set()  # every buffer out[-1] loads or stores
     for i, kernel in enumerate(kernels):
         last = out[-1] if out else None
         mine = nodes[i] if nodes is not None else frozenset()
         same = (respaced(last, kernel) if isinstance(last, ir.Elementwise)
                 and isinstance(kernel, ir.Elementwise) else None)
+        theirs = (_reads(same) | _writes(same)) if same is not None else set()
         if isinstance(last, ir.Elementwise) and same is not None and _mergeable(
-                last, same, reads):
+                last, same, reads) and (max_buffers is None
+                                        or len(held | theirs) <= max_buffers):
             out[-1] = _merged(last, same)
             sets[-1].append(mine)
             reads |= _reads(same)
+            held |= theirs
             continue
         # An elementwise kernel independent of the kernels after an earlier elementwise one
         # (a GEMM between them) joins that one: an LSTM's backward step computes the cell's
         # gradient carry from values its gate kernel has, after the step's GEMM, which
         # does not touch them.
         if isinstance(kernel, ir.Elementwise) and isinstance(last, ir.Gemm):
-            at = _earlier_partner(out, kernel, before_reads)
+            at = _earlier_partner(out, kernel, before_reads, max_buffers)
             partner = out[at] if at is not None else None
             same = respaced(partner, kernel) if isinstance(partner, ir.Elementwise) else None
             if at is not None and isinstance(partner, ir.Elementwise) and same is not None:
@@ -131,6 +142,7 @@ def merge_elementwise(kernels: list[ir.Kernel], nodes: list[frozenset] | None = 
         sets.append([mine])
         before_reads = reads
         reads = _reads(kernel) if isinstance(kernel, ir.Elementwise) else set()
+        held = (reads | _writes(kernel)) if isinstance(kernel, ir.Elementwise) else set()
     if nodes is not None:
         nodes[:] = [frozenset().union(*parts) for parts in sets]
     return out

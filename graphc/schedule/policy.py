@@ -29,7 +29,10 @@ class SchedulePolicy:
     implicit_deep_gemm: with implicit_gemm, a deep product with a small output (a
     convolution's weight gradient) reads its columns from the image too, along the depth
     (graphc.schedule.implicit.deep), where the target computes such products as dot
-    products along the depth."""
+    products along the depth.
+    max_kernel_buffers: neighbouring elementwise kernels are merged only while the merged
+    kernel touches at most this many buffers (a GPU kernel keeps a pointer per buffer in
+    registers); None: no limit."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -40,6 +43,7 @@ class SchedulePolicy:
     implicit_gemm: bool = False
     implicit_gemm_or_specialize: bool = False
     implicit_deep_gemm: bool = False
+    max_kernel_buffers: int | None = None
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.

@@ -173,6 +173,14 @@ class _FromSympy:
             return self._piecewise(x.args)
         if isinstance(x, sp.Rel):
             return self._compare(x)
+        for cls, name in ((sp.And, "and"), (sp.Or, "or")):
+            if isinstance(x, cls):  # (a piecewise condition: (x > 0) & (x < 1))
+                out = self(x.args[0])
+                for a in x.args[1:]:
+                    out = _apply(name, out, self(a), dtype=BOOL)
+                return out
+        if isinstance(x, sp.Not):
+            return _apply("xor", self(x.args[0]), Const(True, BOOL), dtype=BOOL)
         raise NotImplementedError(f"no core ops for the SymPy expression {x}")
 
     def _mul(self, x: sp.Mul) -> Expr:
