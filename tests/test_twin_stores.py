@@ -161,3 +161,32 @@ def test_bias_gradients_match_finite_differences():
             down[which].reshape(-1)[j] -= eps
             fd = (loss(*up)[0] - loss(*down)[0]) / (2 * eps)
             np.testing.assert_allclose(grads[which].reshape(-1)[j], fd, rtol=1e-6, atol=1e-7)
+
+
+def _chain(depth: int, leaf: ir.Expr) -> ir.Expr:
+    e = leaf
+    for _ in range(depth):
+        e = ir.Apply("exp", (e,), F32)
+    return e
+
+
+def test_two_stores_of_a_long_chain_do_not_exhaust_the_stack():
+    """A chain fused into one body (the 100,000-node chain under the CUDA policy) stored
+    twice: comparing the two values walks without recursion, and past its budget it says
+    they differ (the kernel is kept as it is) instead of raising RecursionError."""
+    from graphc.schedule.twin_stores import SAME_VALUE_BUDGET, same_value
+    leaf = ir.Load(ir.Access(0, (1,)), F32)
+    long_a, long_b = _chain(20_000, leaf), _chain(20_000, leaf)  # equal, not the same object
+    assert not same_value(long_a, long_b)  # (over the budget: not worth comparing)
+    short = SAME_VALUE_BUDGET // 2
+    assert same_value(_chain(short, leaf), _chain(short, leaf))
+    assert not same_value(_chain(short, leaf), _chain(short + 1, leaf))
+    kernel = ir.Elementwise((4,), (ir.Store(ir.Access(1, (1,)), long_a),
+                                   ir.Store(ir.Access(2, (1,)), long_b)))
+    assert redirect_twin_reads([kernel], {1, 2}) == [kernel]
+
+
+def test_constants_of_opposite_sign_are_not_the_same_value():
+    from graphc.schedule.twin_stores import same_value
+    assert not same_value(ir.Const(0.0, F32), ir.Const(-0.0, F32))
+    assert same_value(ir.Const(1.5, F32), ir.Const(1.5, F32))

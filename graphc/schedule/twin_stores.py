@@ -105,6 +105,43 @@ def _redirected(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[se
     return new
 
 
+# The most node pairs same_value compares before it gives up (says "not the same"): a long
+# chain fused into one body (100,000 nodes under the CUDA policy) is never a twin worth it.
+SAME_VALUE_BUDGET = 4096
+
+
+def _fields(e: ir.Expr) -> tuple:
+    """A node's own fields, children aside; a constant by repr (0.0 == -0.0, and a
+    constant's sign is part of the value)."""
+    if isinstance(e, ir.Apply):
+        return (e.op, e.dtype)
+    if isinstance(e, ir.Load):
+        guard = e.guard
+        return (e.access, e.dtype, None if guard is None else guard.bounds)
+    if isinstance(e, ir.Const):
+        return (repr(e.value), e.dtype)
+    return (e,)
+
+
+def same_value(a: ir.Expr, b: ir.Expr) -> bool:
+    """Whether two expressions are the same computation, walked without recursion (dataclass
+    equality recursed past Python's limit on long chains) and within SAME_VALUE_BUDGET."""
+    stack = [(a, b)]
+    budget = SAME_VALUE_BUDGET
+    while stack:
+        x, y = stack.pop()
+        if x is y:
+            continue
+        budget -= 1
+        if budget < 0 or type(x) is not type(y) or _fields(x) != _fields(y):
+            return False
+        kx, ky = ir.children(x), ir.children(y)
+        if len(kx) != len(ky):
+            return False
+        stack.extend(zip(kx, ky))
+    return True
+
+
 def redirect_twin_reads(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Kernel]:
     """Reads of one of two temporaries an elementwise kernel stores the same value into
     moved to the other, where every such read can move; the store nobody reads then is
@@ -116,10 +153,9 @@ def redirect_twin_reads(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
         if not isinstance(k, ir.Elementwise) or len(k.stores) < 2:
             continue
         for drop in k.stores:
-            # (repr too: 0.0 == -0.0, and a constant's sign is part of the value)
-            keep = next((s for s in k.stores if s is not drop and s.value == drop.value
+            keep = next((s for s in k.stores if s is not drop
                          and s.access.buffer != drop.access.buffer
-                         and repr(s.value) == repr(drop.value)), None)
+                         and same_value(s.value, drop.value)), None)
             if (keep is None or drop.accumulate or keep.accumulate
                     or not {drop.access.buffer, keep.access.buffer} <= temps):
                 continue
