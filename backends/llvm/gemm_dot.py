@@ -216,16 +216,7 @@ class DotGemm:
                                 lane = b.extract_element(old, _c(0))
                                 total = b.fadd(lane, b.fmul(ae[r], be[c]))
                                 b.store(b.insert_element(old, total, _c(0)), slot)
-                    for r in range(RI):
-                        i = b.add(b.mul(ib, _c(RI)), _c(r))
-                        for c in range(RJ):
-                            j = b.add(b.mul(jb, _c(RJ)), _c(c))
-                            inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
-                            with b.if_then(inside):
-                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                                total = self._hsum(b, b.load(slot, typ=vt))
-                                at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
-                                b.store(b.fadd(b.load(at, typ=et), total), at)
+                    self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
         b.ret_void()
         return fn
 
@@ -314,18 +305,25 @@ class DotGemm:
                         with b.if_then(has_tail):
                             accumulate([self._masked_vec(b, p, tail_at, tail) for p in a_here],
                                        [self._masked_vec(b, p, tail_at, tail) for p in b_here])
-                    for r in range(RI):
-                        i = b.add(b.mul(ib, _c(RI)), _c(r))
-                        for c in range(RJ):
-                            j = b.add(b.mul(jb, _c(RJ)), _c(c))
-                            inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
-                            with b.if_then(inside):
-                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                                total = self._hsum(b, b.load(slot, typ=vt))
-                                at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
-                                b.store(b.fadd(b.load(at, typ=et), total), at)
+                    self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
         b.ret_void()
         return fn
+
+    def _add_tile(self, b: ir.IRBuilder, acc_slot: ir.Value, ib: ir.Value, jb: ir.Value,
+                  m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type
+                  ) -> None:
+        """Adds the RI x RJ tile of vector accumulators at (ib, jb), each summed across its
+        lanes, into `partial` (row-major, n columns), skipping what lies past m or n."""
+        for r in range(RI):
+            i = b.add(b.mul(ib, _c(RI)), _c(r))
+            for c in range(RJ):
+                j = b.add(b.mul(jb, _c(RJ)), _c(c))
+                inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
+                with b.if_then(inside):
+                    slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                    total = self._hsum(b, b.load(slot, typ=vt))
+                    at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
+                    b.store(b.fadd(b.load(at, typ=et), total), at)
 
     def _masked_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value, mask: ir.Value
                     ) -> ir.Value:
