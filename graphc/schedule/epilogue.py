@@ -1,7 +1,9 @@
 """Folding a parameter update into the GEMM that makes its gradient: `p = p - lr * g`
 right after `g = a @ b` (g read by nothing else) becomes one GEMM adding -lr * a @ b to p
 in place. The gradient is never stored, the update's pass over p and g disappears, and
-there is one kernel less to compile (an SGD step of an MLP: one per weight matrix)."""
+there is one kernel less to compile (an SGD step of an MLP: one per weight matrix). A
+gradient made transposed (a recurrent layer's weights, [4H, E], from [E, 4H] products) folds
+too: the GEMM is turned, C^T = B^T A^T, and writes p in its own layout."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -66,12 +68,39 @@ def _folded(gemm: ir.Gemm, update: ir.Kernel, readers: dict[int, int]) -> ir.Gem
     # layout): the GEMM can write each element to the parameter where it wrote the gradient.
     # (Strides along axes of size 1 are never used: they may differ, [8, 1, 25] read as 0.)
     value = ir.map_accesses(store.value, lambda acc: _unit_axes_zeroed(acc, update.shape))
-    alpha = _alpha(value, _unit_axes_zeroed(store.access, update.shape),
-                   _unit_axes_zeroed(ir.Access(grad, identity, 0), update.shape))
-    if alpha is None:
+    own = _unit_axes_zeroed(store.access, update.shape)
+    alpha = _alpha(value, own, _unit_axes_zeroed(ir.Access(grad, identity, 0), update.shape))
+    if alpha is not None:
+        return replace(gemm, out=ir.Access(target, gemm.out.strides, gemm.out.offset),
+                       alpha=gemm.alpha * alpha, accumulate=True)
+    return _reoriented(gemm, store, update.shape)
+
+
+def _swap_last(access: ir.Access) -> ir.Access:
+    s = access.strides
+    return ir.Access(access.buffer, s[:-2] + (s[-1], s[-2]), access.offset)
+
+
+def _reoriented(gemm: ir.Gemm, store: ir.Store, shape: tuple) -> ir.Gemm | None:
+    """The fold where the update reads the 2-D gradient in the GEMM's output layout or in
+    its transpose (a column-major result, a recurrent layer's [4H, E] weights from [E, 4H]
+    products): the GEMM, turned where needed (C^T = B^T A^T, operands read with their axes
+    exchanged, nothing copied), writes p where the update stores it. Of the orientations
+    that fit, one writing p's rows contiguously is taken."""
+    if gemm.batch or gemm.b_split is not None or len(shape) != 2 or gemm.out.offset != 0:
         return None
-    return replace(gemm, out=ir.Access(target, gemm.out.strides, gemm.out.offset),
-                   alpha=gemm.alpha * alpha, accumulate=True)
+    turned = replace(gemm, m=gemm.n, n=gemm.m, a=_swap_last(gemm.b), b=_swap_last(gemm.a),
+                     out=_swap_last(gemm.out))
+    fits = []
+    for candidate in (gemm, turned):
+        if tuple(shape) != (candidate.m, candidate.n):
+            continue
+        alpha = _alpha(store.value, store.access, candidate.out)
+        if alpha is not None:
+            fits.append(replace(candidate, out=store.access, alpha=gemm.alpha * alpha,
+                                accumulate=True))
+    fits.sort(key=lambda g: g.out.strides[-1] != 1)
+    return fits[0] if fits else None
 
 
 def fold_updates(kernels: list[ir.Kernel], temps: set[int],
