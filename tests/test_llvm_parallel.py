@@ -121,6 +121,36 @@ def test_the_chooser_goes_alone_when_the_team_stalls():
     assert seen[-10:] == [1] * 10
 
 
+def _runs_of_team(seen: list[int]) -> list[int]:
+    runs, n = [], 0
+    for flag in seen + [0]:
+        if flag:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def test_a_long_calls_disturbed_first_trial_is_looked_at_again_soon():
+    """25 ms steps: a first team trial slowed by another process picks one thread; the
+    team is tried again within about FIRST_RECHECK_SECONDS, not after 256 calls (6 s)."""
+    chooser, flag = _chooser()
+    _drive(chooser, flag, team_ms=200.0, alone_ms=30.0, calls=13)
+    assert flag.value == 0
+    seen = _drive(chooser, flag, team_ms=18.0, alone_ms=30.0, calls=40)
+    assert seen[-10:] == [1] * 10
+
+
+def test_a_stalled_team_trial_ends_at_its_first_slow_call():
+    chooser, flag = _chooser()
+    seen = _drive(chooser, flag, team_ms=400.0, alone_ms=30.0, calls=300)
+    runs = _runs_of_team(seen)
+    assert len(runs) >= 2  # (long calls are rechecked often)...
+    assert max(runs) <= 2  # ...but a trial costs one slow call (two with the team's start)
+    assert seen[-10:] == [0] * 10
+
+
 def test_adaptive_threads_can_be_switched_off(monkeypatch, tmp_path):
     a = gc.placeholder((512, 512), name="a")
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")

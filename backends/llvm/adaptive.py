@@ -7,6 +7,7 @@ whichever has the lower median. GRAPHC_ADAPTIVE_THREADS=0 switches it off (alway
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import statistics
 from collections import deque
@@ -25,6 +26,10 @@ class ThreadChooser:
     WINDOW = 5  # calls per setting whose median decides
     FIRST_RECHECK = 256  # calls before the setting not in use is tried again...
     LAST_RECHECK = 8192  # ...doubling while it keeps losing, up to this
+    # ...and for long calls at most about this many seconds (doubling alike): a choice made
+    # while another process disturbed the trial (a W7 step, 25 ms, alone for 256 calls is
+    # 6 s at half speed) is looked at again soon
+    FIRST_RECHECK_SECONDS = 0.5
     STALL_FACTOR = 4.0  # a team call this many times slower than its median: try alone now
     # Calls faster than this alone never try the team: waking it costs a few us, and its
     # threads spin on after a trial, taking the core from the next calls (a symbolic W2
@@ -75,7 +80,11 @@ class ThreadChooser:
         mine.append(seconds)
         if self.trial:
             self.trial -= 1
-            if self.trial == 0:
+            alone = self.times[ALONE]
+            if self.mode == TEAM and alone and \
+                    seconds > self.STALL_FACTOR * statistics.median(alone):
+                self._give_up_team_trial()  # a stalled team: no more calls spent finding out
+            elif self.trial == 0:
                 self._choose()
             return
         if full and self.mode == ALONE and self.calls >= self.next_check and \
@@ -99,4 +108,20 @@ class ThreadChooser:
         # The same choice again: look less often; a change: look again soon.
         self.recheck = min(self.recheck * 2, self.LAST_RECHECK) if self.mode == before \
             else self.FIRST_RECHECK
-        self.next_check = self.calls + self.recheck
+        self.next_check = self.calls + self._interval()
+
+    def _give_up_team_trial(self) -> None:
+        self.trial = 0
+        self.times[TEAM].clear()
+        self.mode = ALONE
+        self.recheck = min(self.recheck * 2, self.LAST_RECHECK)
+        self.next_check = self.calls + self._interval()
+
+    def _interval(self) -> int:
+        """Calls until the next check: `recheck`, fewer where the calls are long."""
+        times = self.times[self.mode]
+        typical = statistics.median(times) if times else 0.0
+        if typical <= 0:
+            return self.recheck
+        seconds = self.FIRST_RECHECK_SECONDS * self.recheck / self.FIRST_RECHECK
+        return min(self.recheck, max(4 * self.WINDOW, math.ceil(seconds / typical)))
