@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_training import median_ms  # noqa: E402 (the same timer as W1-W5)
+from bench_training import cold_env, import_llvm_backend, median_ms  # noqa: E402 (as W1-W5)
 from gemm_rate import gemm_gflops, graph_matmul_flops, schedule_gemm_flops  # noqa: E402
 
 BLOCKS = ((16, 16, 1), (16, 32, 2), (32, 32, 1))
@@ -231,8 +231,7 @@ def jax_mlp_step(params: list[np.ndarray], lr: float = 0.01):
 def _cold(kind: str, arg: int) -> float:
     """Seconds from nothing built to the first step's result (libraries already imported)."""
     if kind.startswith("graphc"):
-        import graphc as gc  # noqa: F401
-        import graphc.backends.llvm.codegen  # noqa: F401
+        import_llvm_backend()
     elif kind.startswith("jax"):
         import jax  # noqa: F401
     else:
@@ -260,7 +259,7 @@ def _cold(kind: str, arg: int) -> float:
 
 
 def cold_seconds(kind: str, arg: int = 0, timeout: float = 600) -> float | None:
-    env = dict(os.environ, GRAPHC_CACHE_DIR=tempfile.mkdtemp(prefix="graphc-cold-"))
+    env = cold_env(tempfile.mkdtemp(prefix="graphc-cold-"))
     proc = subprocess.run([sys.executable, __file__, "--cold", kind, str(arg)], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

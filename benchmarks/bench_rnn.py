@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_training import median_ms  # noqa: E402 (the same timer as W1-W6)
+from bench_training import cold_env, import_llvm_backend, median_ms  # noqa: E402 (as W1-W6)
 
 VOCAB, EMBED, HIDDEN, SEQ, BATCH, LR = 64, 64, 256, 64, 32, 0.1
 
@@ -175,8 +175,7 @@ def _child(kind: str, seq: int, checkpoint: bool) -> dict:
     for graphc also the parts (graph, gradient and compile; the first step; a second step),
     the graph's size and the memory figures."""
     if kind.startswith("graphc"):
-        import graphc as gc  # noqa: F401
-        import graphc.backends.llvm.codegen  # noqa: F401
+        import_llvm_backend()
     elif kind == "jax":
         import jax  # noqa: F401
     else:
@@ -216,7 +215,7 @@ def in_child(kind: str, seq: int = SEQ, checkpoint: bool = False,
         with tempfile.TemporaryDirectory(prefix="graphc-cold-") as cache:
             proc = subprocess.run([sys.executable, __file__, "--child", kind, str(seq),
                                    str(int(checkpoint))], capture_output=True, text=True,
-                                  env=dict(os.environ, GRAPHC_CACHE_DIR=cache), timeout=timeout)
+                                  env=cold_env(cache), timeout=timeout)
     except subprocess.TimeoutExpired:
         print(f"({kind} at T={seq}: no result within {timeout:.0f} s)")
         return None
