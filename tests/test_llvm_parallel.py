@@ -204,6 +204,25 @@ def test_a_large_module_compiled_in_two_processes_links_and_agrees(monkeypatch, 
     _agrees_with_numpy(again, x, tmp_path)
 
 
+def test_the_arena_is_touched_while_the_other_process_compiles(monkeypatch, tmp_path):
+    """The parent, done with its share, writes the arena's pages while a child still
+    compiles; the program runs in that arena (its first call then finds the pages mapped)."""
+    from graphc.backends.llvm import runtime
+    touched = []
+    real = runtime._touched
+    monkeypatch.setattr(runtime, "_touched", lambda memory: touched.append(real(memory)) or
+                        touched[-1])
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    exe = step._exe.last
+    assert len(touched) == 1 and touched[0].nbytes == exe.layout.arena_bytes > 0
+    assert exe.arena is touched[0]
+    _agrees_with_numpy(step, x, tmp_path)
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "1")  # one process: no one to wait for
+    _deep_mlp("llvm", tmp_path / "one")[0]
+    assert len(touched) == 1
+
+
 def test_one_process_compiles_every_module(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "1")
     step, x = _deep_mlp("llvm", tmp_path)

@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 from graphc.backends.llvm import codegen, jit, kernel_cache
 from graphc.backends.llvm.threads import count_setting, num_threads
@@ -183,19 +184,23 @@ class _Child:
 
 
 def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | None = None,
-                     jobs: int | None = None, plan: codegen.Plan | None = None) -> Compiled:
+                     jobs: int | None = None, plan: codegen.Plan | None = None,
+                     while_waiting: Callable[[], object] | None = None) -> Compiled:
     """The schedule as native code: units found in `disk` loaded, the others built in up
     to `jobs` processes (and stored there). `plan`: its codegen.plan_units, where the
-    caller has it already."""
+    caller has it already. `while_waiting`: work for this process once its share is built,
+    while other processes still compile theirs (called only where there are others)."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
     # whole heap took a fifth of the rendering time, and in a forked child they would copy
     # every page they touch. Paused meanwhile.
     with collector_paused():
-        return _compile_schedule(schedule, times, disk or CompileCache(None), jobs, plan)
+        return _compile_schedule(schedule, times, disk or CompileCache(None), jobs, plan,
+                                 while_waiting)
 
 
 def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
-                      jobs: int | None, known: codegen.Plan | None = None) -> Compiled:
+                      jobs: int | None, known: codegen.Plan | None = None,
+                      while_waiting: Callable[[], object] | None = None) -> Compiled:
     jit._init()
     start = time.perf_counter()
     writer = codegen.ModuleWriter(schedule, known)
@@ -238,6 +243,8 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
         entry_times = (t1 - t0,) + entry[1:]
         if queue is not None:
             built.update(_pull(writer, as_units, queue))
+        if while_waiting is not None and any(child.pid > 0 for child in children):
+            while_waiting()
         for child in children:
             built.update(child.result() or [])
         # what no process built (all of it with one process; a failed child's share)

@@ -86,6 +86,12 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
+def _touched(memory: np.ndarray) -> np.ndarray:
+    """`memory` with each of its pages written once (the OS maps a page at its first write)."""
+    memory[::4096] = 0
+    return memory
+
+
 def assembly_of(texts: list[str]) -> str:
     """The machine code of each module's IR, optimized as compiled, as one text (f.asm)."""
     import llvmlite.binding as llvm
@@ -125,6 +131,7 @@ class CompiledShape:
         self._ir_texts: list[str] | None = None
         hit = disk.get(self.key)
         layout = None
+        prepared: list[np.ndarray] = []  # the arena, where it was made while compiling
         if hit is not None:
             payload, meta = hit
             try:
@@ -151,7 +158,12 @@ class CompiledShape:
             t2 = time.perf_counter()
             from graphc.backends.llvm import processes  # (llvmlite.ir: only to compile)
             self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1}
-            built = processes.compile_schedule(schedule, self.times, disk)
+            # The arena's pages, first touched while the other processes compile: a
+            # first touch costs a few ms to (on a busy VM) hundreds of ms, off the first call
+            built = processes.compile_schedule(
+                schedule, self.times, disk,
+                while_waiting=lambda: prepared.append(_touched(_aligned_empty(
+                    schedule.plan.arena_bytes if schedule.plan else 0))))
             self._ir_texts, objects = built.texts, built.objects
             self.address, self.engine = built.address, built.engine
             layout = Layout.of(schedule, built.slots, built.errors, storages, built.flags)
@@ -163,7 +175,8 @@ class CompiledShape:
         self.entry = _ENTRY_TYPE(self.address)
         self.table = (ctypes.c_void_p * layout.slots)()
         self.table_address = ctypes.addressof(self.table)
-        self.arena = _aligned_empty(layout.arena_bytes)
+        self.arena = prepared[0] if prepared and prepared[0].nbytes == layout.arena_bytes \
+            else _aligned_empty(layout.arena_bytes)
         self.table[layout.arena_slot] = self.arena.ctypes.data
         self.keep = []
         for slot, array in layout.consts:
