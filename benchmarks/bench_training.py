@@ -258,9 +258,9 @@ def cold_env(cache: str) -> dict[str, str]:
     import compileall
     import os
     import graphc.backends
-    import frontends
+    import graphc.frontends
     if not _compiled:
-        for folder in (*gc.__path__, *graphc.backends.__path__, *frontends.__path__):
+        for folder in (*gc.__path__, *graphc.backends.__path__, *graphc.frontends.__path__):
             compileall.compile_dir(folder, quiet=1)
         _compiled.append(True)
     env = dict(os.environ, GRAPHC_CACHE_DIR=cache)
