@@ -142,6 +142,16 @@ def test_a_long_calls_disturbed_first_trial_is_looked_at_again_soon():
     assert seen[-10:] == [1] * 10
 
 
+def test_a_short_calls_disturbed_first_trial_is_looked_at_again_soon():
+    """1 ms steps (W5): a first team trial that another process slowed picks one thread;
+    the team is tried again within FIRST_ALONE_RECHECK calls (it was 512)."""
+    chooser, flag = _chooser()
+    _drive(chooser, flag, team_ms=10.0, alone_ms=1.0, calls=13)
+    assert flag.value == 0
+    seen = _drive(chooser, flag, team_ms=0.6, alone_ms=1.0, calls=4 * ThreadChooser.WINDOW + 20)
+    assert seen[-10:] == [1] * 10
+
+
 def test_a_stalled_team_trial_ends_at_its_first_slow_call():
     chooser, flag = _chooser()
     seen = _drive(chooser, flag, team_ms=400.0, alone_ms=30.0, calls=300)

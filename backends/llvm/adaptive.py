@@ -30,6 +30,11 @@ class ThreadChooser:
     # while another process disturbed the trial (a W7 step, 25 ms, alone for 256 calls is
     # 6 s at half speed) is looked at again soon
     FIRST_RECHECK_SECONDS = 0.5
+    # Where one thread wins, the team is tried again soon, then less and less often: a
+    # first trial disturbed by another process (right after a compile) kept a 1 ms step on
+    # one thread for 512 calls (W5's bimodal step times). A trial on a busy machine costs
+    # one slow call (it ends there), so trying often is cheap.
+    FIRST_ALONE_RECHECK = 4 * WINDOW
     STALL_FACTOR = 4.0  # a team call this many times slower than its median: try alone now
     # Calls faster than this alone never try the team: waking it costs a few us, and its
     # threads spin on after a trial, taking the core from the next calls (a symbolic W2
@@ -47,6 +52,7 @@ class ThreadChooser:
         self.calls = 0
         self.trial = 0  # calls left in a trial of the other setting
         self.recheck = self.FIRST_RECHECK
+        self.alone_recheck = self.FIRST_ALONE_RECHECK
         self.next_check = 0
         # calls the runtime may make untimed (one thread, no trial until the last WINDOW
         # calls before the next check): they are counted in `calls` already. Timing a
@@ -60,6 +66,7 @@ class ThreadChooser:
             times.clear()
         self.trial = self.quiet = 0
         self.recheck = self.FIRST_RECHECK
+        self.alone_recheck = self.FIRST_ALONE_RECHECK
         self.next_check = self.calls
 
     def before_call(self) -> None:
@@ -104,17 +111,26 @@ class ThreadChooser:
     def _choose(self) -> None:
         before = ALONE if self.mode == TEAM else TEAM  # the setting the trial challenged
         team, alone = self.times[TEAM], self.times[ALONE]
-        self.mode = TEAM if statistics.median(team) <= statistics.median(alone) else ALONE
+        if statistics.median(team) > statistics.median(alone):
+            self._alone()
+            return
+        self.mode = TEAM
         # The same choice again: look less often; a change: look again soon.
         self.recheck = min(self.recheck * 2, self.LAST_RECHECK) if self.mode == before \
             else self.FIRST_RECHECK
+        self.alone_recheck = self.FIRST_ALONE_RECHECK
         self.next_check = self.calls + self._interval()
 
     def _give_up_team_trial(self) -> None:
         self.trial = 0
         self.times[TEAM].clear()
+        self._alone()
+
+    def _alone(self) -> None:
+        """One thread chosen: the team tried again after alone_recheck calls, doubling."""
         self.mode = ALONE
-        self.recheck = min(self.recheck * 2, self.LAST_RECHECK)
+        self.recheck = self.alone_recheck
+        self.alone_recheck = min(self.alone_recheck * 2, self.LAST_RECHECK)
         self.next_check = self.calls + self._interval()
 
     def _interval(self) -> int:
