@@ -30,6 +30,7 @@ from graphc.schedule.redirect import redirect_relu_masks
 from graphc.schedule.twin_stores import redirect_twin_reads
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
+from graphc.schedule.direct_conv import choose_direct
 from graphc.schedule.implicit import Grouped, b_operand, group_axes, reads_as_b, window_chain
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
@@ -191,6 +192,7 @@ class Lowering:
         kernels = redirect_twin_reads(redirect_relu_masks(kernels, temps), temps)
         kernels = drop_dead_stores(kernels, temps, made)
         kernels = [tile_transposed(k) for k in collapse(concat_in_place(kernels, temps, made))]
+        kernels = choose_direct(kernels, self.policy)
         return Schedule(self.buffers, tuple(kernels), tuple(inputs), tuple(outputs),
                         self.params, self.consts,
                         kernel_nodes=tuple(tuple(sorted(m, key=self.position.__getitem__))

@@ -1,0 +1,274 @@
+"""Direct convolutions (an implicit GEMM the scheduler marked `direct`:
+graphc/schedule/direct_conv.py): out[b, o, pixels] = sum_p w[b, o, p] * image[b, p, pixels]
+computed a row of output pixels at a time, each weight broadcast over vectors of the
+row's input pixels, with no packing of B.
+
+A tile is MR output channels by NV vectors of one row of output pixels: MR x NV vector
+accumulators stay in registers while the kernel's taps go by; per tap, NV vectors of the
+image are loaded (where the tap's window row lies: its offset is a constant) and each
+serves MR fused multiply-adds with weights broadcast from memory. The kernel's taps (the
+depth's trailing sub-axes, up to MAX_UNROLL of them) are unrolled with their offsets as
+constants; any leading sub-axes (input channels) are a loop reading a table of offsets.
+Rows' ends are masked loads and stores: nothing outside the row is read or written. A
+stride-2 row reads two vectors of the image and keeps every other lane.
+
+Threads share out the rows of output pixels of all batch items (images x output rows, per
+group), in contiguous ranges; each writes only its rows, so there is nothing to combine."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.backends.llvm import parallel
+from graphc.backends.llvm.loops import counted_loop
+from graphc.backends.llvm.scalar import F32, F64
+from graphc.backends.llvm.threads import num_threads, openmp_available
+from graphc.schedule import ir as kir
+
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+MR = 8  # output channels per tile
+NV = 2  # vectors of output pixels per tile (with MR: 16 of the 32 vector registers)
+MAX_UNROLL = 64  # taps unrolled at most (the rest of the depth is a loop)
+# Threads from this many multiply-adds on (as the GEMMs: gemm.PARALLEL_MIN_MACS).
+PARALLEL_MIN_MACS = 64 * 64 * 64
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def _offsets(axes: list[tuple[int, int]]) -> list[int]:
+    """The offset of each index of the row-major sub-axes ((size, stride), ...)."""
+    out = [0]
+    for size, stride in axes:
+        out = [o + i * stride for o in out for i in range(size)]
+    return out
+
+
+class _Geometry:
+    """A direct convolution's sizes and strides, from its kir.Gemm (all ints)."""
+
+    def __init__(self, k: kir.Gemm) -> None:
+        assert k.b_split is not None
+        nb = len(k.batch)
+        self.batch = [int(d) for d in k.batch]
+        self.a_batch, self.b_batch, self.o_batch = (
+            [int(s) for s in acc.strides[:nb]] for acc in (k.a, k.b, k.out))
+        self.m, self.depth = int(k.m), int(k.k)
+        self.a_s0, self.a_s1 = int(k.a.strides[nb]), int(k.a.strides[nb + 1])
+        self.o_s0 = int(k.out.strides[nb])
+        ks, ns = k.b_split
+        strides = [int(s) for s in k.b.strides[nb:]]
+        k_axes = list(zip((int(d) for d in ks), strides[:len(ks)]))
+        n_axes = list(zip((int(d) for d in ns), strides[len(ks):]))
+        # the depth: unrolled taps (its trailing sub-axes) inside a loop over the rest
+        cut = len(k_axes) - 1
+        while cut > 0 and math.prod(d for d, _ in k_axes[cut - 1:]) <= MAX_UNROLL:
+            cut -= 1
+        self.taps = _offsets(k_axes[cut:])
+        self.outer = _offsets(k_axes[:cut])
+        self.row, self.step = n_axes[-1]  # a row of output pixels, their stride in B
+        self.row_axes = n_axes[:-1]  # images x output rows (B's strides)
+        self.rows = math.prod(d for d, _ in self.row_axes)
+        self.items = math.prod(self.batch)
+        self.offsets = (int(k.a.offset), int(k.b.offset), int(k.out.offset))
+        self.alpha, self.accumulate = float(k.alpha), bool(k.accumulate)
+
+
+def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str) -> None:
+    """k's code where the builder stands: its operands' addresses, then its rows on a team
+    of threads (or alone)."""
+    g = _Geometry(k)
+    et = F32 if np.dtype(k.dtype) == np.float32 else F64
+    entry = b.function.entry_basic_block
+    with b.goto_block(entry):
+        b.position_at_start(entry)
+        args = b.alloca(PTR, size=3)
+    for i, (acc, off) in enumerate(zip((k.a, k.b, k.out), g.offsets)):
+        b.store(b.gep(bases[acc.buffer], [_c(off)], source_etype=et),
+                b.gep(args, [_c(i)], source_etype=PTR))
+    part = _Part(module, g, et, f"{name}_direct").function
+    work = g.items * g.rows
+    macs = g.m * g.depth * g.row * work
+    threads = min(num_threads(), work)
+    if threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available():
+        parallel.emit_team_call(module, b, args, part, threads, f"{name}_direct")
+    else:
+        b.call(part, [args, _c(0), _c(1)])
+
+
+class _Part:
+    """part(args, t, nt): thread t's share of the rows of output pixels."""
+
+    def __init__(self, module: ir.Module, g: _Geometry, et: ir.Type, name: str) -> None:
+        self.module, self.g, self.et = module, g, et
+        self.vl = 16 if et == F32 else 8
+        self.vt = ir.VectorType(et, self.vl)
+        fn = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64]), f"{name}_part")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        self.function = fn
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.b = b
+        # accumulators: promoted to registers (constant indices) across the depth's loop
+        self.slots = b.alloca(self.vt, size=MR * NV)
+        args, t, nt = fn.args
+        a0, b0, o0 = (b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR)
+                      for i in range(3))
+        self.table = self._table(f"{name}_outer", g.outer) if len(g.outer) > 1 else None
+        work = g.items * g.rows
+        lo = b.sdiv(b.mul(t, _c(work)), nt)
+        hi = b.sdiv(b.mul(b.add(t, _c(1)), _c(work)), nt)
+        with counted_loop(b, b.sub(hi, lo), "w", unroll=False) as w:
+            self._item(b.add(lo, w), a0, b0, o0)
+        b.ret_void()
+
+    def _table(self, name: str, values: list[int]) -> ir.GlobalVariable:
+        t = ir.ArrayType(I64, len(values))
+        glob = ir.GlobalVariable(self.module, t, name)
+        glob.linkage = "internal"
+        glob.global_constant = True
+        glob.initializer = ir.Constant(t, [_c(v) for v in values])
+        return glob
+
+    def _item(self, w: ir.Value, a0: ir.Value, b0: ir.Value, o0: ir.Value) -> None:
+        """One row of output pixels: work item w = (batch item, row), all output channels."""
+        b, g, et = self.b, self.g, self.et
+        item, row = b.udiv(w, _c(g.rows)), b.urem(w, _c(g.rows))
+        a_at, b_at, o_at = self._split(item, g.batch, (g.a_batch, g.b_batch, g.o_batch))
+        (b_row,) = self._split(row, [d for d, _ in g.row_axes], ([s for _, s in g.row_axes],))
+        a_ptr = b.gep(a0, [a_at], source_etype=et)
+        b_ptr = b.gep(b0, [b.add(b_at, b_row)], source_etype=et)
+        o_ptr = b.gep(o0, [b.add(o_at, b.mul(row, _c(g.row)))], source_etype=et)
+        chunk = NV * self.vl
+        full, rest = divmod(g.row, chunk)
+        for rows, blocks in ((MR, g.m // MR), (g.m % MR, 1)):
+            if rows == 0 or blocks == 0:
+                continue
+            with counted_loop(b, _c(blocks), "mb", unroll=False) as mb:
+                r0 = b.add(b.mul(mb, _c(MR)), _c((g.m // MR) * MR if rows != MR else 0))
+                if full:
+                    with counted_loop(b, _c(full), "x", unroll=False) as x:
+                        self._tile(rows, r0, b.mul(x, _c(chunk)), [self.vl] * NV,
+                                   a_ptr, b_ptr, o_ptr)
+                if rest:
+                    lanes = [min(self.vl, rest - v * self.vl)
+                             for v in range(-(-rest // self.vl))]
+                    self._tile(rows, r0, _c(full * chunk), lanes, a_ptr, b_ptr, o_ptr)
+
+    def _split(self, index: ir.Value, sizes: list[int], strides: tuple[list[int], ...]
+               ) -> list[ir.Value]:
+        """For each list of strides, the offset of `index` decomposed over `sizes`
+        (row-major)."""
+        b = self.b
+        totals: list[ir.Value] = [_c(0) for _ in strides]
+        x = index
+        for axis in reversed(range(len(sizes))):
+            digit = b.urem(x, _c(sizes[axis]))
+            x = b.udiv(x, _c(sizes[axis]))
+            totals = [b.add(tot, b.mul(digit, _c(s[axis]))) for tot, s in zip(totals, strides)]
+        return totals
+
+    # -- one tile: `rows` output channels from r0, the pixels x0.. of a row --------------
+    def _tile(self, rows: int, r0: ir.Value, x0: ir.Value, lanes: list[int], a_ptr: ir.Value,
+              b_ptr: ir.Value, o_ptr: ir.Value) -> None:
+        b, g, et, vt = self.b, self.g, self.et, self.vt
+        nv = len(lanes)
+        for q in range(rows * nv):
+            b.store(ir.Constant(vt, None), self._slot(q))
+        row_a = b.gep(a_ptr, [b.mul(r0, _c(g.a_s0))], source_etype=et)
+        in_b = b.gep(b_ptr, [b.mul(x0, _c(g.step))], source_etype=et)
+        if self.table is None:
+            self._taps(rows, lanes, row_a, b.gep(in_b, [_c(g.outer[0])], source_etype=et))
+        else:
+            with counted_loop(b, _c(len(g.outer)), "c", unroll=False) as c:
+                off = b.load(b.gep(self.table, [c], source_etype=I64), typ=I64)
+                a_c = b.gep(row_a, [b.mul(c, _c(len(g.taps) * g.a_s1))], source_etype=et)
+                self._taps(rows, lanes, a_c, b.gep(in_b, [off], source_etype=et))
+        out = b.gep(o_ptr, [b.add(b.mul(r0, _c(g.o_s0)), x0)], source_etype=et)
+        for r in range(rows):
+            for v, n in enumerate(lanes):
+                at = b.gep(out, [_c(r * g.o_s0 + v * self.vl)], source_etype=et)
+                value = b.load(self._slot(r * nv + v), typ=vt)
+                if g.alpha != 1.0:
+                    value = b.fmul(value, self._splat(ir.Constant(et, g.alpha)))
+                if g.accumulate:
+                    value = b.fadd(value, self._load(at, n))
+                self._store(value, at, n)
+
+    def _taps(self, rows: int, lanes: list[int], a_row: ir.Value, image: ir.Value) -> None:
+        """The unrolled taps' multiply-adds into the tile's accumulators."""
+        b, g, et, vt = self.b, self.g, self.et, self.vt
+        nv = len(lanes)
+        acc = [b.load(self._slot(q), typ=vt) for q in range(rows * nv)]
+        for t, off in enumerate(g.taps):
+            pixels = [self._pixels(b.gep(image, [_c(off + v * self.vl * g.step)],
+                                         source_etype=et), n) for v, n in enumerate(lanes)]
+            for r in range(rows):
+                weight = b.load(b.gep(a_row, [_c(r * g.a_s0 + t * g.a_s1)], source_etype=et),
+                                typ=et)
+                w = self._splat(weight)
+                for v in range(nv):
+                    acc[r * nv + v] = b.call(self._fma(), [w, pixels[v], acc[r * nv + v]])
+        for q, value in enumerate(acc):
+            b.store(value, self._slot(q))
+
+    def _pixels(self, at: ir.Value, n: int) -> ir.Value:
+        """n output pixels' input values from `at`, `step` apart (lanes past n: zero)."""
+        if self.g.step == 1:
+            return self._load(at, n)
+        # stride 2: elements 0, 2, ..., 2(n-1) of two vectors' span, the rest not read
+        last = 2 * (n - 1)
+        low = self._load(at, min(self.vl, last + 1))
+        high = (self._load(self.b.gep(at, [_c(self.vl)], source_etype=self.et), last + 1 - self.vl)
+                if last >= self.vl else ir.Constant(self.vt, None))
+        evens = ir.Constant(ir.VectorType(I32, self.vl), [2 * i for i in range(self.vl)])
+        return self.b.shuffle_vector(low, high, evens)
+
+    # -- vector helpers -------------------------------------------------------------------
+    def _slot(self, q: int) -> ir.Value:
+        return self.b.gep(self.slots, [_c(q)], source_etype=self.vt)
+
+    def _splat(self, x: ir.Value) -> ir.Value:
+        b, vl = self.b, self.vl
+        one = b.insert_element(ir.Constant(self.vt, None), x, _c(0))
+        return b.shuffle_vector(one, ir.Constant(self.vt, None),
+                                ir.Constant(ir.VectorType(I32, vl), [0] * vl))
+
+    def _mask(self, n: int) -> ir.Constant:
+        return ir.Constant(ir.VectorType(I1, self.vl), [int(i < n) for i in range(self.vl)])
+
+    def _intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        fn = self.module.globals.get(name)
+        return fn if fn is not None else ir.Function(self.module, ir.FunctionType(ret, args),
+                                                     name)
+
+    def _kind(self) -> str:
+        return f"v{self.vl}{'f32' if self.et == F32 else 'f64'}"
+
+    def _fma(self) -> ir.Function:
+        return self._intrinsic(f"llvm.fma.{self._kind()}", self.vt, [self.vt] * 3)
+
+    def _align(self) -> ir.Constant:
+        return ir.Constant(I32, 4 if self.et == F32 else 8)
+
+    def _load(self, at: ir.Value, n: int) -> ir.Value:
+        """A vector from `at`: n lanes (the rest zero, not read)."""
+        if n >= self.vl:
+            return self.b.load(at, typ=self.vt, align=4 if self.et == F32 else 8)
+        fn = self._intrinsic(f"llvm.masked.load.{self._kind()}.p0", self.vt,
+                             [PTR, I32, ir.VectorType(I1, self.vl), self.vt])
+        return self.b.call(fn, [at, self._align(), self._mask(n), ir.Constant(self.vt, None)])
+
+    def _store(self, value: ir.Value, at: ir.Value, n: int) -> None:
+        if n >= self.vl:
+            self.b.store(value, at, align=4 if self.et == F32 else 8)
+            return
+        fn = self._intrinsic(f"llvm.masked.store.{self._kind()}.p0", VOID,
+                             [self.vt, PTR, I32, ir.VectorType(I1, self.vl)])
+        self.b.call(fn, [value, at, self._align(), self._mask(n)])

@@ -1,0 +1,49 @@
+"""Direct convolutions: an implicit GEMM of small depth (a first layer's 1 input channel times
+5x5 taps: depth 25) marked to be computed by broadcasting each weight over vectors of input
+pixels, a row of output pixels at a time, instead of packing B from the image.
+
+Why it pays: with a depth of 25 the packed GEMM copies every column of B (25 values
+gathered from the image) to use each of them for only m = 8 multiply-adds; the copy, not
+the arithmetic, bounds it (W5's first convolution: ~50 GFLOP/s). Read directly, a vector of
+input pixels is loaded once per tap and serves m fused multiply-adds from registers.
+Deep products (many input channels) keep the GEMM: their packing is paid back over the
+depth. The threshold is the target's (SchedulePolicy.direct_conv_depth), measured there."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from graphc.schedule import ir
+from graphc.schedule.policy import SchedulePolicy
+
+# The shortest row of output pixels a direct convolution takes: it computes a row at a
+# time in whole vectors, so shorter rows would leave most of each vector's lanes empty.
+MIN_ROW = 8
+# The longest a row's pixels may stand apart in the image (the convolution's stride):
+# stride 2 reads two vectors of the image and keeps every other lane.
+MAX_STRIDE = 2
+
+
+def eligible(k: ir.Gemm, depth: int) -> bool:
+    """Whether `k` may be computed directly: an implicit GEMM of known sizes and depth at
+    most `depth`, a float dtype, its output's columns (the output pixels) contiguous and
+    its B's columns in rows of MIN_ROW or more pixels at most MAX_STRIDE apart."""
+    if k.b_split is None or np.dtype(k.dtype).name not in ("float32", "float64"):
+        return False
+    sizes = (k.m, k.n, k.k) + tuple(k.batch) + tuple(k.b_split[0]) + tuple(k.b_split[1])
+    strides = tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
+    if not all(isinstance(v, int) for v in sizes + strides + (k.out.offset,)):
+        return False
+    run, step = k.b_split[1][-1], k.b.strides[-1]
+    return (0 < k.k <= depth and k.out.strides[-1] == 1 and run >= MIN_ROW
+            and 1 <= step <= MAX_STRIDE)
+
+
+def choose_direct(kernels: list[ir.Kernel], policy: SchedulePolicy) -> list[ir.Kernel]:
+    """The kernels with each eligible implicit GEMM marked direct (ir.Gemm.direct)."""
+    if policy.direct_conv_depth <= 0:
+        return kernels
+    return [dataclasses.replace(k, direct=True)
+            if isinstance(k, ir.Gemm) and eligible(k, policy.direct_conv_depth) else k
+            for k in kernels]
