@@ -25,6 +25,15 @@ MIN_ROW = 8
 MAX_STRIDE = 2
 
 
+def direct_rows(k: int, run: tuple[int, int], depth: int) -> bool:
+    """Whether a product of depth `k` whose B's columns lie in runs of (size, stride)
+    `run` is shallow enough, and its runs fit, for a direct convolution under the
+    threshold `depth` (then the scheduler reads its B in place even where the runs are
+    strided: a stride-2 convolution)."""
+    size, stride = run
+    return 0 < k <= depth and size >= MIN_ROW and 1 <= stride <= MAX_STRIDE
+
+
 def eligible(k: ir.Gemm, depth: int) -> bool:
     """Whether `k` may be computed directly: an implicit GEMM of known sizes and depth at
     most `depth`, a float dtype, its output's columns (the output pixels) contiguous and
@@ -35,9 +44,8 @@ def eligible(k: ir.Gemm, depth: int) -> bool:
     strides = tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
     if not all(isinstance(v, int) for v in sizes + strides + (k.out.offset,)):
         return False
-    run, step = k.b_split[1][-1], k.b.strides[-1]
-    return (0 < k.k <= depth and k.out.strides[-1] == 1 and run >= MIN_ROW
-            and 1 <= step <= MAX_STRIDE)
+    return k.out.strides[-1] == 1 and direct_rows(k.k, (k.b_split[1][-1], k.b.strides[-1]),
+                                                  depth)
 
 
 def choose_direct(kernels: list[ir.Kernel], policy: SchedulePolicy) -> list[ir.Kernel]:
