@@ -10,7 +10,7 @@ from graphc.schedule.policy import SchedulePolicy
 
 # Implicit GEMMs this shallow are direct convolutions (backends/llvm/conv_direct.py):
 # measured in docs/performance.md (W5's first convolution, depth 25).
-DIRECT_CONV_DEPTH = 32
+DIRECT_CONV_DEPTH = 288
 
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
 # stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.

@@ -20,6 +20,11 @@ from graphc.schedule.policy import SchedulePolicy
 # The shortest row of output pixels a direct convolution takes: it computes a row at a
 # time in whole vectors, so shorter rows would leave most of each vector's lanes empty.
 MIN_ROW = 8
+# A row is computed in vectors of (float32) LANES, the last one masked: rows that leave
+# more than a quarter of the lanes empty keep the GEMM (W5's second convolution, rows of
+# 8 at depth 200: 0.29 ms direct against 0.24 ms; benchmarks/bench_conv_direct.py).
+LANES = 16
+MIN_USE = 0.75
 # The longest a row's pixels may stand apart in the image (the convolution's stride):
 # stride 2 reads two vectors of the image and keeps every other lane.
 MAX_STRIDE = 2
@@ -31,13 +36,16 @@ def direct_rows(k: int, run: tuple[int, int], depth: int) -> bool:
     threshold `depth` (then the scheduler reads its B in place even where the runs are
     strided: a stride-2 convolution)."""
     size, stride = run
-    return 0 < k <= depth and size >= MIN_ROW and 1 <= stride <= MAX_STRIDE
+    use = size / (LANES * -(-size // LANES)) if size > 0 else 0.0
+    return (0 < k <= depth and size >= MIN_ROW and use >= MIN_USE
+            and 1 <= stride <= MAX_STRIDE)
 
 
 def eligible(k: ir.Gemm, depth: int) -> bool:
     """Whether `k` may be computed directly: an implicit GEMM of known sizes and depth at
     most `depth`, a float dtype, its output's columns (the output pixels) contiguous and
-    its B's columns in rows of MIN_ROW or more pixels at most MAX_STRIDE apart."""
+    its B's columns in rows of MIN_ROW or more pixels at most MAX_STRIDE apart that fill
+    MIN_USE of their vectors' lanes."""
     if k.b_split is None or np.dtype(k.dtype).name not in ("float32", "float64"):
         return False
     sizes = (k.m, k.n, k.k) + tuple(k.batch) + tuple(k.b_split[0]) + tuple(k.b_split[1])
