@@ -19,6 +19,8 @@ from graphc.schedule import ir
 from graphc.schedule.direct_conv import MIN_ROW, choose_direct, eligible
 
 RNG = np.random.default_rng(2020)
+# Strided rows are direct only where a policy asks (llvm's keeps stride 1: measured).
+STRIDED = dataclasses.replace(LLVM_POLICY, direct_conv_stride=2)
 
 CASES = [  # (x shape, w shape, stride, padding, groups, dilation)
     ((3, 1, 28, 28), (8, 1, 5, 5), 1, 0, 1, 1),  # W5's first convolution (rows of 24)
@@ -29,7 +31,7 @@ CASES = [  # (x shape, w shape, stride, padding, groups, dilation)
     ((2, 4, 12, 14), (6, 2, 3, 3), 1, 1, 2, 1),  # groups
     ((2, 5, 10, 12), (5, 1, 3, 3), 1, 1, 5, 1),  # depthwise
     ((2, 2, 13, 14), (3, 2, 3, 3), 1, 1, 1, 2),  # dilated taps
-    ((2, 3, 17, 51), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2, rows of 26 (masked pairs)
+    ((2, 3, 17, 51), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2 (STRIDED), rows of 26
     ((2, 2, 20, 25), (5, 2, 2, 2), 2, 0, 1, 1),  # stride 2, even kernel, rows of 12
     ((16, 1, 28, 28), (20, 1, 5, 5), 1, 2, 1, 1),  # large enough for a thread team
 ]
@@ -52,14 +54,25 @@ def _forward_direct(schedule: ir.Schedule, m: int) -> list[ir.Gemm]:
     return [k for k in schedule.kernels if isinstance(k, ir.Gemm) and k.direct and k.m == m]
 
 
+def _policy(stride: int, monkeypatch) -> SchedulePolicy:
+    """The llvm policy, or for a strided case STRIDED put in its place (no disk cache: its
+    key does not hold the policy)."""
+    if stride == 1:
+        return LLVM_POLICY
+    monkeypatch.setattr(LLVMBackend, "policy", STRIDED)
+    monkeypatch.setenv("GRAPHC_CACHE", "0")
+    return STRIDED
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("xs,ws,stride,padding,groups,dilation", CASES, ids=IDS)
 def test_direct_convolution_matches_the_references(xs, ws, stride, padding, groups,
-                                                   dilation, dtype):
+                                                   dilation, dtype, monkeypatch):
+    policy = _policy(stride, monkeypatch)
     xv, wv = RNG.normal(size=xs).astype(dtype), RNG.normal(size=ws).astype(dtype)
     f = _step(xs, ws, stride, padding, groups, dilation, dtype, "llvm")
     got = f(xv, wv)
-    schedule = schedule_graph(f.graph, [xs, ws], policy=LLVM_POLICY)
+    schedule = schedule_graph(f.graph, [xs, ws], policy=policy)
     # the forward product (m = output channels per group) is computed directly
     assert _forward_direct(schedule, ws[0] // groups), [k.header() for k in schedule.kernels]
     want = _step(xs, ws, stride, padding, groups, dilation, "float64", "numpy",
@@ -68,7 +81,7 @@ def test_direct_convolution_matches_the_references(xs, ws, stride, padding, grou
     if dilation == 1 and isinstance(padding, int):
         np.testing.assert_allclose(want[0], conv_ref(np.maximum(xv, 0) + 0.5, wv, stride,
                                                      padding, groups), rtol=tol, atol=tol)
-    kernels = KernelExecutable(f.graph, policy=LLVM_POLICY).run([xv, wv])
+    kernels = KernelExecutable(f.graph, policy=policy).run([xv, wv])
     for name, results in (("llvm", got), ("numpy kernels", kernels)):
         for what, r, g in zip(("y", "dx", "dw"), want, results):
             scale = max(1.0, float(np.abs(r).max()))
@@ -77,8 +90,9 @@ def test_direct_convolution_matches_the_references(xs, ws, stride, padding, grou
 
 
 @pytest.mark.parametrize("case", [0, 3, 4, 6, 7], ids=[IDS[i] for i in (0, 3, 4, 6, 7)])
-def test_direct_convolution_gradients_match_finite_differences(case):
+def test_direct_convolution_gradients_match_finite_differences(case, monkeypatch):
     xs, ws, stride, padding, groups, dilation = CASES[case]
+    policy = _policy(stride, monkeypatch)
     xs = (1,) + xs[1:]
     xv, wv = RNG.normal(size=xs), RNG.normal(size=ws)
 
@@ -88,7 +102,7 @@ def test_direct_convolution_gradients_match_finite_differences(case):
     x = gc.placeholder(xs, "float64", name="x")
     w = gc.placeholder(ws, "float64", name="w")
     f = gc.function([x, w], loss(x, w), backend="llvm")
-    assert _forward_direct(schedule_graph(f.graph, policy=LLVM_POLICY), ws[0] // groups)
+    assert _forward_direct(schedule_graph(f.graph, policy=policy), ws[0] // groups)
     result = gc.check_grad(loss, xv, wv, max_entries=40, backend="llvm")
     assert result, str(result)
 
@@ -131,13 +145,16 @@ def test_folded_update_into_a_direct_convolution():
 
 
 def test_the_policy_threshold_decides():
-    """Depth above the threshold, rows shorter than MIN_ROW or a threshold of 0 keep the
-    implicit GEMM; the default policy (numpy, cuda) never marks one."""
+    """Depth above the threshold, rows shorter than MIN_ROW or too short for their vectors,
+    strides the policy does not take, or a threshold of 0 keep the implicit GEMM; the
+    default policy (numpy, cuda) never marks one."""
     gemm = ir.Gemm((1,), 4, 2 * 9 * 12, 18, ir.Access(0, (0, 18, 1), 0),
                    ir.Access(1, (0, 120, 12, 1, 1200, 12, 1), 0),
                    ir.Access(2, (0, 216, 1), 0), np.dtype("float32"),
                    b_split=((2, 3, 3), (2, 9, 12)))
     assert eligible(gemm, 18) and not eligible(gemm, 17)
+    strided = dataclasses.replace(gemm, b=ir.Access(1, (0, 120, 12, 1, 1200, 24, 2), 0))
+    assert eligible(strided, 32, 2) and not eligible(strided, 32)
     short = dataclasses.replace(gemm, n=2 * 9 * (MIN_ROW - 1),
                                 b_split=((2, 3, 3), (2, 9, MIN_ROW - 1)))
     assert not eligible(short, 32)

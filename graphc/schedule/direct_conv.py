@@ -25,26 +25,27 @@ MIN_ROW = 8
 # 8 at depth 200: 0.29 ms direct against 0.24 ms; benchmarks/bench_conv_direct.py).
 LANES = 16
 MIN_USE = 0.75
-# The longest a row's pixels may stand apart in the image (the convolution's stride):
-# stride 2 reads two vectors of the image and keeps every other lane.
+# The longest a row's pixels may stand apart in the image (the convolution's stride) that
+# the kernels take: stride 2 reads two vectors of the image and keeps every other lane.
+# The policy's direct_conv_stride may ask for less.
 MAX_STRIDE = 2
 
 
-def direct_rows(k: int, run: tuple[int, int], depth: int) -> bool:
+def direct_rows(k: int, run: tuple[int, int], depth: int, max_stride: int = 1) -> bool:
     """Whether a product of depth `k` whose B's columns lie in runs of (size, stride)
     `run` is shallow enough, and its runs fit, for a direct convolution under the
-    threshold `depth` (then the scheduler reads its B in place even where the runs are
-    strided: a stride-2 convolution)."""
+    threshold `depth` and pixels at most `max_stride` apart (then the scheduler reads its
+    B in place even where the runs are strided: a stride-2 convolution)."""
     size, stride = run
     use = size / (LANES * -(-size // LANES)) if size > 0 else 0.0
     return (0 < k <= depth and size >= MIN_ROW and use >= MIN_USE
-            and 1 <= stride <= MAX_STRIDE)
+            and 1 <= stride <= min(max_stride, MAX_STRIDE))
 
 
-def eligible(k: ir.Gemm, depth: int) -> bool:
+def eligible(k: ir.Gemm, depth: int, max_stride: int = 1) -> bool:
     """Whether `k` may be computed directly: an implicit GEMM of known sizes and depth at
     most `depth`, a float dtype, its output's columns (the output pixels) contiguous and
-    its B's columns in rows of MIN_ROW or more pixels at most MAX_STRIDE apart that fill
+    its B's columns in rows of MIN_ROW or more pixels at most `max_stride` apart that fill
     MIN_USE of their vectors' lanes."""
     if k.b_split is None or np.dtype(k.dtype).name not in ("float32", "float64"):
         return False
@@ -52,8 +53,8 @@ def eligible(k: ir.Gemm, depth: int) -> bool:
     strides = tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
     if not all(isinstance(v, int) for v in sizes + strides + (k.out.offset,)):
         return False
-    return k.out.strides[-1] == 1 and direct_rows(k.k, (k.b_split[1][-1], k.b.strides[-1]),
-                                                  depth)
+    run = (k.b_split[1][-1], k.b.strides[-1])
+    return k.out.strides[-1] == 1 and direct_rows(k.k, run, depth, max_stride)
 
 
 def choose_direct(kernels: list[ir.Kernel], policy: SchedulePolicy) -> list[ir.Kernel]:
@@ -61,5 +62,6 @@ def choose_direct(kernels: list[ir.Kernel], policy: SchedulePolicy) -> list[ir.K
     if policy.direct_conv_depth <= 0:
         return kernels
     return [dataclasses.replace(k, direct=True)
-            if isinstance(k, ir.Gemm) and eligible(k, policy.direct_conv_depth) else k
+            if isinstance(k, ir.Gemm)
+            and eligible(k, policy.direct_conv_depth, policy.direct_conv_stride) else k
             for k in kernels]

@@ -127,13 +127,15 @@ def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
 
 
 def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
-              direct_depth: int = 0) -> tuple[ir.Access, tuple[ir.Shape, ir.Shape]] | None:
+              direct_depth: int = 0, direct_stride: int = 1
+              ) -> tuple[ir.Access, tuple[ir.Shape, ir.Shape]] | None:
     """The Access and sub-axis sizes (ir.Gemm.b_split) of a product's B read from `g`, or
     None where it cannot be or would not pay (batch axes not one stride each, too many
     sub-axes, columns not in runs of MIN_RUN). `rows`: the product's m, where the target
     takes deep products along their depth (then a deep one's depth in runs will do).
-    `direct_depth`: the target's SchedulePolicy.direct_conv_depth (a product that shallow
-    takes columns in strided runs too: graphc.schedule.direct_conv)."""
+    `direct_depth`, `direct_stride`: the target's SchedulePolicy.direct_conv_depth and
+    direct_conv_stride (a product that shallow takes columns in runs of any length that
+    fills its vectors, strided up to direct_stride: graphc.schedule.direct_conv)."""
     if len(g.shape) != len(batch) + 2 or tuple(g.shape[:-2]) != tuple(batch):
         return None
     strides: list[int] = []
@@ -145,7 +147,7 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
     if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES:
         return None
     if (n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN) and not direct_rows(
-            g.shape[-2], n_axes[-1], direct_depth):
+            g.shape[-2], n_axes[-1], direct_depth, direct_stride):
         k, n = g.shape[-2], g.shape[-1]
         if rows is None or any(d != 1 for d in batch) or not deep(rows, n, k, k_axes):
             return None

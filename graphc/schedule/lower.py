@@ -600,7 +600,7 @@ class Lowering:
         self.values[base] = View(-1, dims, ir.contiguous_strides(dims), 0, base.dtype)
         trial = self._relowered(node, chain)
         self.values.update(saved)
-        if trial is None or not _pays(trial, self.policy.direct_conv_depth):
+        if trial is None or not _pays(trial, self.policy):
             return None
         self.view_of(base)
         grouped = self._relowered(node, chain)
@@ -696,7 +696,8 @@ class Lowering:
         gb, implicit = self.values[b], None
         if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
             implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None,
-                                 self.policy.direct_conv_depth)
+                                 self.policy.direct_conv_depth,
+                                 self.policy.direct_conv_stride)
         if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
             # the columns stored as the forward product would read them; B a view of them
             self.view_of(b.inputs[0])
@@ -957,12 +958,13 @@ class Lowering:
         return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
 
 
-def _pays(g: Grouped, direct_depth: int) -> bool:
-    """Whether some product reads columns `g` as an implicit B (directly or transposed;
-    `direct_depth`: SchedulePolicy.direct_conv_depth)."""
+def _pays(g: Grouped, policy: SchedulePolicy) -> bool:
+    """Whether some product reads columns `g` as an implicit B (directly or transposed,
+    under the target's `policy`)."""
     nd = len(g.shape)
     swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
-    return any(b_operand(c, c.shape[:-2], direct_depth=direct_depth) is not None
+    return any(b_operand(c, c.shape[:-2], direct_depth=policy.direct_conv_depth,
+                             direct_stride=policy.direct_conv_stride) is not None
                for c in (g, g.permuted(swap)))
 
 

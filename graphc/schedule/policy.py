@@ -36,7 +36,10 @@ class SchedulePolicy:
     direct_conv_depth: an implicit GEMM (a convolution) whose depth (input channels times
     kernel taps) is at most this, whose output rows run contiguously, is marked a direct
     convolution (ir.Gemm.direct; graphc.schedule.direct_conv): weights broadcast over
-    vectors of input pixels, no packing. 0: never."""
+    vectors of input pixels, no packing. 0: never. direct_conv_stride: the largest stride
+    between a row's output pixels a direct convolution takes (graphc.schedule.direct_conv
+    handles 1 and 2; llvm keeps 1: a strided one measured slower in a training step, whose
+    weight gradient stores the columns anyway)."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -49,6 +52,7 @@ class SchedulePolicy:
     implicit_deep_gemm: bool = False
     max_kernel_buffers: int | None = None
     direct_conv_depth: int = 0
+    direct_conv_stride: int = 1
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.
