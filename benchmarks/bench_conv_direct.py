@@ -1,9 +1,10 @@
 """Direct convolutions against the implicit GEMM, by depth: each convolution (float32, forward
 only) compiled twice by the llvm backend, once with every shallow-enough implicit GEMM
-computed directly (SchedulePolicy.direct_conv_depth raised past its depth) and once with
-none (0), timed alternately in the same process: the measurement behind the llvm policy's
-DIRECT_CONV_DEPTH (backends/llvm/backend.py). --clock cpu (the default) times by the
-process's CPU time, steadier on a busy machine; run it with GRAPHC_NUM_THREADS=1 then.
+computed directly (SchedulePolicy.direct_conv_depth raised past its depth, strided rows
+taken too) and once with none (0), timed alternately in the same process: the measurement
+behind the llvm policy's DIRECT_CONV_DEPTH (backends/llvm/backend.py). --clock cpu (the
+default) times by the process's CPU time, steadier on a busy machine; run it with
+GRAPHC_NUM_THREADS=1 then.
 Run: GRAPHC_NUM_THREADS=1 python benchmarks/bench_conv_direct.py [--repeat 300]
      [--clock cpu|wall]"""
 from __future__ import annotations
@@ -38,7 +39,8 @@ def compiled(xs, ws, stride, padding, depth: int):
     x = gc.placeholder(xs, "float32", name="x")
     w = gc.placeholder(ws, "float32", name="w")
     y = gc.nn.conv2d(x, w, stride=stride, padding=padding)
-    LLVMBackend.policy = dataclasses.replace(LLVM_POLICY, direct_conv_depth=depth)
+    LLVMBackend.policy = dataclasses.replace(LLVM_POLICY, direct_conv_depth=depth,
+                                             direct_conv_stride=2)
     try:
         f = gc.function([x, w], y, backend="llvm", backend_options={"cache_dir": None})
         xv = np.random.default_rng(0).normal(size=xs).astype(np.float32)
