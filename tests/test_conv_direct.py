@@ -34,6 +34,8 @@ CASES = [  # (x shape, w shape, stride, padding, groups, dilation)
     ((2, 3, 17, 51), (4, 3, 3, 3), 2, 1, 1, 1),  # stride 2 (STRIDED), rows of 26
     ((2, 2, 20, 25), (5, 2, 2, 2), 2, 0, 1, 1),  # stride 2, even kernel, rows of 12
     ((16, 1, 28, 28), (20, 1, 5, 5), 1, 2, 1, 1),  # large enough for a thread team
+    ((2, 8, 12, 12), (16, 8, 5, 5), 1, 0, 1, 1),  # W5's second: rows of 8, two a vector
+    ((1, 3, 14, 12), (4, 3, 5, 5), 1, 0, 1, 1),  # rows of 8, 10 of them: one vector a time
 ]
 IDS = [f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}-d{c[5]}".replace(" ", "") for c in CASES]
 

@@ -73,7 +73,8 @@ def test_values_and_gradients_match_the_unoptimized_reference(xs, ws, stride, pa
         ws[0], ws[1] * ws[2] * ws[3], k, ((ow, 1),))
     # a strided forward product reads its image in place only as a direct convolution
     strided_ow = (xs[3] + 2 * pw - dilation * (ws[3] - 1) - 1) // stride + 1
-    direct = direct_rows(ws[1] * ws[2] * ws[3], (strided_ow, stride),
+    strided_oh = (xs[2] + 2 * ph - dilation * (ws[2] - 1) - 1) // stride + 1
+    direct = direct_rows(ws[1] * ws[2] * ws[3], ((xs[0], 0), (strided_oh, 0), (strided_ow, stride)),
                          LLVM_POLICY.direct_conv_depth, LLVM_POLICY.direct_conv_stride)
     assert len(implicit) == (int(direct) if stride > 1 else 1 + as_conv + deep_dw)
     assert ("windows_grad" in {n.op for n in f.graph.nodes()}) == (not as_conv)

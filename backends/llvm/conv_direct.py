@@ -75,6 +75,15 @@ class _Geometry:
         self.row, self.step = n_axes[-1]  # a row of output pixels, their stride in B
         self.row_axes = n_axes[:-1]  # images x output rows (B's strides)
         self.rows = math.prod(d for d, _ in self.row_axes)
+        # rows of at most half a vector go side by side, `per` in a vector, NV vectors of
+        # them (or one) a work item, where whole groups fill the rows (W5's second
+        # convolution: 2 rows of 8 a vector)
+        vl = 16 if np.dtype(k.dtype) == np.float32 else 8
+        per = max(1, vl // self.row) if self.step == 1 else 1
+        self.vectors = NV if self.rows % (NV * per) == 0 else 1  # (of rows side by side)
+        self.per = per if per > 1 and self.rows % (self.vectors * per) == 0 else 1
+        self.group = self.vectors * self.per if self.per > 1 else 1
+        self.groups = self.rows // self.group
         self.items = math.prod(self.batch)
         self.offsets = (int(k.a.offset), int(k.b.offset), int(k.out.offset))
         self.alpha, self.accumulate = float(k.alpha), bool(k.accumulate)
@@ -93,8 +102,8 @@ def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str
         b.store(b.gep(bases[acc.buffer], [_c(off)], source_etype=et),
                 b.gep(args, [_c(i)], source_etype=PTR))
     part = _Part(module, g, et, f"{name}_direct").function
-    work = g.items * g.rows
-    macs = g.m * g.depth * g.row * work
+    work = g.items * g.groups
+    macs = g.m * g.depth * g.row * g.items * g.rows
     threads = min(num_threads(), work)
     if threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available():
         parallel.emit_team_call(module, b, args, part, threads, f"{name}_direct")
@@ -121,7 +130,7 @@ class _Part:
         a0, b0, o0 = (b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR)
                       for i in range(3))
         self.table = self._table(f"{name}_outer", g.outer) if len(g.outer) > 1 else None
-        work = g.items * g.rows
+        work = g.items * g.groups
         lo = b.sdiv(b.mul(t, _c(work)), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), _c(work)), nt)
         with counted_loop(b, b.sub(hi, lo), "w", unroll=False) as w:
@@ -137,29 +146,59 @@ class _Part:
         return glob
 
     def _item(self, w: ir.Value, a0: ir.Value, b0: ir.Value, o0: ir.Value) -> None:
-        """One row of output pixels: work item w = (batch item, row), all output channels."""
+        """Work item w: (batch item, `group` consecutive rows of output pixels), all output
+        channels."""
         b, g, et = self.b, self.g, self.et
-        item, row = b.udiv(w, _c(g.rows)), b.urem(w, _c(g.rows))
+        item, first = b.udiv(w, _c(g.groups)), b.mul(b.urem(w, _c(g.groups)), _c(g.group))
         a_at, b_at, o_at = self._split(item, g.batch, (g.a_batch, g.b_batch, g.o_batch))
-        (b_row,) = self._split(row, [d for d, _ in g.row_axes], ([s for _, s in g.row_axes],))
         a_ptr = b.gep(a0, [a_at], source_etype=et)
-        b_ptr = b.gep(b0, [b.add(b_at, b_row)], source_etype=et)
-        o_ptr = b.gep(o0, [b.add(o_at, b.mul(row, _c(g.row)))], source_etype=et)
-        chunk = NV * self.vl
+        o_ptr = b.gep(o0, [b.add(o_at, b.mul(first, _c(g.row)))], source_etype=et)
+
+        def row_ptr(j: int) -> ir.Value:  # B where row first + j starts
+            (at,) = self._split(b.add(first, _c(j)), [d for d, _ in g.row_axes],
+                                ([s for _, s in g.row_axes],))
+            return b.gep(b0, [b.add(b_at, at)], source_etype=et)
+
+        vl = self.vl
+        if g.group > 1:
+            # short rows: `per` rows side by side in each vector, row j in lanes j*row..
+            per = g.per
+            width = per * g.row
+            segs = [[(b.gep(row_ptr(v * per + j), [_c(-j * g.row)], source_etype=et),
+                      j * g.row, (j + 1) * g.row) for j in range(per)]
+                    for v in range(g.vectors)]
+            self._blocks(lambda rows, r0: self._tile(rows, r0, segs, width, a_ptr, o_ptr))
+            return
+        b_ptr = row_ptr(0)
+        chunk = NV * vl
         full, rest = divmod(g.row, chunk)
-        for rows, blocks in ((MR, g.m // MR), (g.m % MR, 1)):
-            if rows == 0 or blocks == 0:
-                continue
-            with counted_loop(b, _c(blocks), "mb", unroll=False) as mb:
-                r0 = b.add(b.mul(mb, _c(MR)), _c((g.m // MR) * MR if rows != MR else 0))
-                if full:
-                    with counted_loop(b, _c(full), "x", unroll=False) as x:
-                        self._tile(rows, r0, b.mul(x, _c(chunk)), [self.vl] * NV,
-                                   a_ptr, b_ptr, o_ptr)
-                if rest:
-                    lanes = [min(self.vl, rest - v * self.vl)
-                             for v in range(-(-rest // self.vl))]
-                    self._tile(rows, r0, _c(full * chunk), lanes, a_ptr, b_ptr, o_ptr)
+
+        def along(x0: ir.Value, lanes: list[int]) -> list[list[tuple[ir.Value, int, int]]]:
+            at = b.gep(b_ptr, [b.mul(x0, _c(g.step))], source_etype=et)
+            return [[(b.gep(at, [_c(v * vl * g.step)], source_etype=et), 0, n)]
+                    for v, n in enumerate(lanes)]
+
+        def row_tiles(rows: int, r0: ir.Value) -> None:
+            if full:
+                with counted_loop(b, _c(full), "x", unroll=False) as x:
+                    x0 = b.mul(x, _c(chunk))
+                    self._tile(rows, r0, along(x0, [vl] * NV), vl, a_ptr,
+                               b.gep(o_ptr, [x0], source_etype=et))
+            if rest:
+                lanes = [min(vl, rest - v * vl) for v in range(-(-rest // vl))]
+                x0 = _c(full * chunk)
+                self._tile(rows, r0, along(x0, lanes), vl, a_ptr,
+                           b.gep(o_ptr, [x0], source_etype=et))
+        self._blocks(row_tiles)
+
+    def _blocks(self, tiles) -> None:
+        """tiles(rows, r0) for each block of MR output channels, then the rest."""
+        b, g = self.b, self.g
+        if g.m // MR:
+            with counted_loop(b, _c(g.m // MR), "mb", unroll=False) as mb:
+                tiles(MR, b.mul(mb, _c(MR)))
+        if g.m % MR:
+            tiles(g.m % MR, _c(g.m - g.m % MR))
 
     def _split(self, index: ir.Value, sizes: list[int], strides: tuple[list[int], ...]
                ) -> list[ir.Value]:
@@ -174,26 +213,29 @@ class _Part:
             totals = [b.add(tot, b.mul(digit, _c(s[axis]))) for tot, s in zip(totals, strides)]
         return totals
 
-    # -- one tile: `rows` output channels from r0, the pixels x0.. of a row --------------
-    def _tile(self, rows: int, r0: ir.Value, x0: ir.Value, lanes: list[int], a_ptr: ir.Value,
-              b_ptr: ir.Value, o_ptr: ir.Value) -> None:
+    # -- one tile: `rows` output channels from r0, by vectors of output pixels -------------
+    def _tile(self, rows: int, r0: ir.Value, segs: list[list[tuple[ir.Value, int, int]]],
+              spacing: int, a_ptr: ir.Value, o_ptr: ir.Value) -> None:
+        """segs[v]: where vector v's lanes come from, (B at the tap-less window, first
+        lane, lane past the last) each; vector v is stored at o_ptr + v * spacing, its
+        lanes up to the last segment's end."""
         b, g, et, vt = self.b, self.g, self.et, self.vt
-        nv = len(lanes)
+        nv = len(segs)
         for q in range(rows * nv):
             b.store(ir.Constant(vt, None), self._slot(q))
         row_a = b.gep(a_ptr, [b.mul(r0, _c(g.a_s0))], source_etype=et)
-        in_b = b.gep(b_ptr, [b.mul(x0, _c(g.step))], source_etype=et)
         if self.table is None:
-            self._taps(rows, lanes, row_a, b.gep(in_b, [_c(g.outer[0])], source_etype=et))
+            self._taps(rows, segs, row_a, _c(g.outer[0]))
         else:
             with counted_loop(b, _c(len(g.outer)), "c", unroll=False) as c:
                 off = b.load(b.gep(self.table, [c], source_etype=I64), typ=I64)
                 a_c = b.gep(row_a, [b.mul(c, _c(len(g.taps) * g.a_s1))], source_etype=et)
-                self._taps(rows, lanes, a_c, b.gep(in_b, [off], source_etype=et))
-        out = b.gep(o_ptr, [b.add(b.mul(r0, _c(g.o_s0)), x0)], source_etype=et)
+                self._taps(rows, segs, a_c, off)
+        out = b.gep(o_ptr, [b.mul(r0, _c(g.o_s0))], source_etype=et)
         for r in range(rows):
-            for v, n in enumerate(lanes):
-                at = b.gep(out, [_c(r * g.o_s0 + v * self.vl)], source_etype=et)
+            for v, vec in enumerate(segs):
+                n = vec[-1][2]
+                at = b.gep(out, [_c(r * g.o_s0 + v * spacing)], source_etype=et)
                 value = b.load(self._slot(r * nv + v), typ=vt)
                 if g.alpha != 1.0:
                     value = b.fmul(value, self._splat(ir.Constant(et, g.alpha)))
@@ -201,14 +243,21 @@ class _Part:
                     value = b.fadd(value, self._load(at, n))
                 self._store(value, at, n)
 
-    def _taps(self, rows: int, lanes: list[int], a_row: ir.Value, image: ir.Value) -> None:
-        """The unrolled taps' multiply-adds into the tile's accumulators."""
+    def _taps(self, rows: int, segs: list[list[tuple[ir.Value, int, int]]], a_row: ir.Value,
+              extra: ir.Value) -> None:
+        """The unrolled taps' multiply-adds into the tile's accumulators (`extra`: the
+        offset in B of the input channel)."""
         b, g, et, vt = self.b, self.g, self.et, self.vt
-        nv = len(lanes)
+        nv = len(segs)
         acc = [b.load(self._slot(q), typ=vt) for q in range(rows * nv)]
         for t, off in enumerate(g.taps):
-            pixels = [self._pixels(b.gep(image, [_c(off + v * self.vl * g.step)],
-                                         source_etype=et), n) for v, n in enumerate(lanes)]
+            pixels = []
+            for vec in segs:
+                value: ir.Value = ir.Constant(vt, None)
+                for base, lo, hi in vec:
+                    at = b.gep(base, [b.add(extra, _c(off))], source_etype=et)
+                    value = self._pixels(at, lo, hi, value)
+                pixels.append(value)
             for r in range(rows):
                 weight = b.load(b.gep(a_row, [_c(r * g.a_s0 + t * g.a_s1)], source_etype=et),
                                 typ=et)
@@ -218,14 +267,16 @@ class _Part:
         for q, value in enumerate(acc):
             b.store(value, self._slot(q))
 
-    def _pixels(self, at: ir.Value, n: int) -> ir.Value:
-        """n output pixels' input values from `at`, `step` apart (lanes past n: zero)."""
+    def _pixels(self, at: ir.Value, lo: int, hi: int, other: ir.Value) -> ir.Value:
+        """Lanes lo..hi-1 of output pixels' input values read from `at` (lane i at
+        i * step), `other`'s lanes elsewhere (nothing else is read)."""
         if self.g.step == 1:
-            return self._load(at, n)
-        # stride 2: elements 0, 2, ..., 2(n-1) of two vectors' span, the rest not read
-        last = 2 * (n - 1)
+            return self._load(at, hi, lo, other)
+        # stride 2 (lo == 0): elements 0, 2, ..., 2(hi-1) of two vectors' span
+        last = 2 * (hi - 1)
         low = self._load(at, min(self.vl, last + 1))
-        high = (self._load(self.b.gep(at, [_c(self.vl)], source_etype=self.et), last + 1 - self.vl)
+        high = (self._load(self.b.gep(at, [_c(self.vl)], source_etype=self.et),
+                           last + 1 - self.vl)
                 if last >= self.vl else ir.Constant(self.vt, None))
         evens = ir.Constant(ir.VectorType(I32, self.vl), [2 * i for i in range(self.vl)])
         return self.b.shuffle_vector(low, high, evens)
@@ -240,8 +291,9 @@ class _Part:
         return b.shuffle_vector(one, ir.Constant(self.vt, None),
                                 ir.Constant(ir.VectorType(I32, vl), [0] * vl))
 
-    def _mask(self, n: int) -> ir.Constant:
-        return ir.Constant(ir.VectorType(I1, self.vl), [int(i < n) for i in range(self.vl)])
+    def _mask(self, n: int, lo: int = 0) -> ir.Constant:
+        return ir.Constant(ir.VectorType(I1, self.vl),
+                           [int(lo <= i < n) for i in range(self.vl)])
 
     def _intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         fn = self.module.globals.get(name)
@@ -257,13 +309,15 @@ class _Part:
     def _align(self) -> ir.Constant:
         return ir.Constant(I32, 4 if self.et == F32 else 8)
 
-    def _load(self, at: ir.Value, n: int) -> ir.Value:
-        """A vector from `at`: n lanes (the rest zero, not read)."""
-        if n >= self.vl:
+    def _load(self, at: ir.Value, n: int, lo: int = 0, other: ir.Value | None = None
+              ) -> ir.Value:
+        """A vector from `at`: lanes lo..n-1 (the rest `other`'s, or zero; not read)."""
+        if n >= self.vl and lo == 0:
             return self.b.load(at, typ=self.vt, align=4 if self.et == F32 else 8)
         fn = self._intrinsic(f"llvm.masked.load.{self._kind()}.p0", self.vt,
                              [PTR, I32, ir.VectorType(I1, self.vl), self.vt])
-        return self.b.call(fn, [at, self._align(), self._mask(n), ir.Constant(self.vt, None)])
+        return self.b.call(fn, [at, self._align(), self._mask(n, lo),
+                                other if other is not None else ir.Constant(self.vt, None)])
 
     def _store(self, value: ir.Value, at: ir.Value, n: int) -> None:
         if n >= self.vl:

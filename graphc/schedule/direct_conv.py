@@ -11,6 +11,7 @@ depth. The threshold is the target's (SchedulePolicy.direct_conv_depth), measure
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -20,9 +21,10 @@ from graphc.schedule.policy import SchedulePolicy
 # The shortest row of output pixels a direct convolution takes: it computes a row at a
 # time in whole vectors, so shorter rows would leave most of each vector's lanes empty.
 MIN_ROW = 8
-# A row is computed in vectors of (float32) LANES, the last one masked: rows that leave
-# more than a quarter of the lanes empty keep the GEMM (W5's second convolution, rows of
-# 8 at depth 200: 0.29 ms direct against 0.24 ms; benchmarks/bench_conv_direct.py).
+# A row is computed in vectors of (float32) LANES, the last one masked, or rows of at
+# most half a vector side by side (where whole groups of them fill the rows): rows that
+# leave more than a quarter of the lanes empty keep the GEMM (W5's second convolution,
+# rows of 8, one a vector: 0.29 ms direct against 0.24 ms; benchmarks/bench_conv_direct.py).
 LANES = 16
 MIN_USE = 0.75
 # The longest a row's pixels may stand apart in the image (the convolution's stride) that
@@ -31,13 +33,19 @@ MIN_USE = 0.75
 MAX_STRIDE = 2
 
 
-def direct_rows(k: int, run: tuple[int, int], depth: int, max_stride: int = 1) -> bool:
-    """Whether a product of depth `k` whose B's columns lie in runs of (size, stride)
-    `run` is shallow enough, and its runs fit, for a direct convolution under the
-    threshold `depth` and pixels at most `max_stride` apart (then the scheduler reads its
-    B in place even where the runs are strided: a stride-2 convolution)."""
-    size, stride = run
-    use = size / (LANES * -(-size // LANES)) if size > 0 else 0.0
+def direct_rows(k: int, n_axes: tuple[tuple[int, int], ...], depth: int,
+                max_stride: int = 1) -> bool:
+    """Whether a product of depth `k` whose B's columns are the (size, stride) sub-axes
+    `n_axes` (the last: a row of output pixels) is shallow enough, and its rows fit, for
+    a direct convolution under the threshold `depth` and pixels at most `max_stride` apart
+    (then the scheduler reads its B in place even where the rows are strided or short)."""
+    size, stride = n_axes[-1]
+    rows = math.prod(d for d, _ in n_axes[:-1])
+    per = LANES // size if 0 < size and stride == 1 else 1
+    if per > 1 and rows % per == 0:  # short rows side by side in a vector
+        use = per * size / LANES
+    else:
+        use = size / (LANES * -(-size // LANES)) if size > 0 else 0.0
     return (0 < k <= depth and size >= MIN_ROW and use >= MIN_USE
             and 1 <= stride <= min(max_stride, MAX_STRIDE))
 
@@ -53,8 +61,8 @@ def eligible(k: ir.Gemm, depth: int, max_stride: int = 1) -> bool:
     strides = tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
     if not all(isinstance(v, int) for v in sizes + strides + (k.out.offset,)):
         return False
-    run = (k.b_split[1][-1], k.b.strides[-1])
-    return k.out.strides[-1] == 1 and direct_rows(k.k, run, depth, max_stride)
+    n_axes = tuple(zip(k.b_split[1], k.b.strides[-len(k.b_split[1]):]))
+    return k.out.strides[-1] == 1 and direct_rows(k.k, n_axes, depth, max_stride)
 
 
 def choose_direct(kernels: list[ir.Kernel], policy: SchedulePolicy) -> list[ir.Kernel]:

@@ -147,7 +147,7 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
     if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES:
         return None
     if (n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN) and not direct_rows(
-            g.shape[-2], n_axes[-1], direct_depth, direct_stride):
+            g.shape[-2], n_axes, direct_depth, direct_stride):
         k, n = g.shape[-2], g.shape[-1]
         if rows is None or any(d != 1 for d in batch) or not deep(rows, n, k, k_axes):
             return None
