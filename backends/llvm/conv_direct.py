@@ -33,6 +33,7 @@ VOID = ir.VoidType()
 
 MR = 8  # output channels per tile
 NV = 2  # vectors of output pixels per tile (with MR: 16 of the 32 vector registers)
+MAX_NV = 3  # ... or up to this many where rows side by side fill them (24 registers)
 MAX_UNROLL = 64  # taps unrolled at most (the rest of the depth is a loop)
 # Threads from this many multiply-adds on (as the GEMMs: gemm.PARALLEL_MIN_MACS).
 PARALLEL_MIN_MACS = 64 * 64 * 64
@@ -75,14 +76,18 @@ class _Geometry:
         self.row, self.step = n_axes[-1]  # a row of output pixels, their stride in B
         self.row_axes = n_axes[:-1]  # images x output rows (B's strides)
         self.rows = math.prod(d for d, _ in self.row_axes)
-        # rows of at most half a vector go side by side, `per` in a vector, NV vectors of
-        # them (or one) a work item, where whole groups fill the rows (W5's second
-        # convolution: 2 rows of 8 a vector)
+        # rows no longer than MAX_NV vectors may go side by side, `group` of them a work
+        # item over `vectors` vectors, a row's end and the next one's start sharing a
+        # vector, where whole groups fill the rows and that fills more lanes (W5's first
+        # convolution: 2 rows of 24 in 3 vectors; its second, 4 rows of 8 in 2)
         vl = 16 if np.dtype(k.dtype) == np.float32 else 8
-        per = max(1, vl // self.row) if self.step == 1 else 1
-        self.vectors = NV if self.rows % (NV * per) == 0 else 1  # (of rows side by side)
-        self.per = per if per > 1 and self.rows % (self.vectors * per) == 0 else 1
-        self.group = self.vectors * self.per if self.per > 1 else 1
+        self.group, self.vectors = 1, -(-self.row // vl)
+        if self.step == 1 and self.row <= MAX_NV * vl:
+            def use(gv: tuple[int, int]) -> tuple[float, int]:
+                return gv[0] * self.row / (gv[1] * vl), gv[1]  # (ties: more vectors)
+            fits = [(n, -(-n * self.row // vl)) for n in range(1, MAX_NV * vl + 1)
+                    if self.rows % n == 0 and n * self.row <= MAX_NV * vl]
+            self.group, self.vectors = max(fits, key=use)
         self.groups = self.rows // self.group
         self.items = math.prod(self.batch)
         self.offsets = (int(k.a.offset), int(k.b.offset), int(k.out.offset))
@@ -125,7 +130,7 @@ class _Part:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.b = b
         # accumulators: promoted to registers (constant indices) across the depth's loop
-        self.slots = b.alloca(self.vt, size=MR * NV)
+        self.slots = b.alloca(self.vt, size=MR * MAX_NV)
         args, t, nt = fn.args
         a0, b0, o0 = (b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR)
                       for i in range(3))
@@ -161,13 +166,19 @@ class _Part:
 
         vl = self.vl
         if g.group > 1:
-            # short rows: `per` rows side by side in each vector, row j in lanes j*row..
-            per = g.per
-            width = per * g.row
-            segs = [[(b.gep(row_ptr(v * per + j), [_c(-j * g.row)], source_etype=et),
-                      j * g.row, (j + 1) * g.row) for j in range(per)]
-                    for v in range(g.vectors)]
-            self._blocks(lambda rows, r0: self._tile(rows, r0, segs, width, a_ptr, o_ptr))
+            # rows side by side: row j in lanes j*row.. of the group's vectors laid end to
+            # end; vector v holds the part of each row that falls in lanes v*vl..
+            starts = [row_ptr(j) for j in range(g.group)]
+            segs = []
+            for v in range(g.vectors):
+                vec = []
+                for j in range(g.group):
+                    lo, hi = max(j * g.row, v * vl), min((j + 1) * g.row, (v + 1) * vl)
+                    if lo < hi:
+                        at = b.gep(starts[j], [_c(v * vl - j * g.row)], source_etype=et)
+                        vec.append((at, lo - v * vl, hi - v * vl))
+                segs.append(vec)
+            self._blocks(lambda rows, r0: self._tile(rows, r0, segs, vl, a_ptr, o_ptr))
             return
         b_ptr = row_ptr(0)
         chunk = NV * vl
