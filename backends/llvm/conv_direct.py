@@ -9,8 +9,11 @@ image are loaded (where the tap's window row lies: its offset is a constant) and
 serves MR fused multiply-adds with weights broadcast from memory. The kernel's taps (the
 depth's trailing sub-axes, up to MAX_UNROLL of them) are unrolled with their offsets as
 constants; any leading sub-axes (input channels) are a loop reading a table of offsets.
-Rows' ends are masked loads and stores: nothing outside the row is read or written. A
-stride-2 row reads two vectors of the image and keeps every other lane.
+Rows' ends are masked loads and stores: nothing outside the row is read or written. Rows
+of up to MAX_NV vectors go side by side where that fills more lanes (a vector may hold one
+row's end and the next one's start, each a masked load merging into it; the output rows
+are contiguous, so the stores are whole). A stride-2 row reads two vectors of the image
+and keeps every other lane.
 
 Threads share out the rows of output pixels of all batch items (images x output rows, per
 group), in contiguous ranges; each writes only its rows, so there is nothing to combine."""

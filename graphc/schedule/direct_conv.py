@@ -6,8 +6,9 @@ Why it pays: with a depth of 25 the packed GEMM copies every column of B (25 val
 gathered from the image) to use each of them for only m = 8 multiply-adds; the copy, not
 the arithmetic, bounds it (W5's first convolution: ~50 GFLOP/s). Read directly, a vector of
 input pixels is loaded once per tap and serves m fused multiply-adds from registers.
-Deep products (many input channels) keep the GEMM: their packing is paid back over the
-depth. The threshold is the target's (SchedulePolicy.direct_conv_depth), measured there."""
+It measured faster up to depths of 288 too (W6's 32->32 3x3: 0.8x the implicit GEMM's
+time), where rows fill the vectors. The threshold is the target's
+(SchedulePolicy.direct_conv_depth), measured there (benchmarks/bench_conv_direct.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,8 @@ from graphc.schedule.policy import SchedulePolicy
 # time in whole vectors, so shorter rows would leave most of each vector's lanes empty.
 MIN_ROW = 8
 # A row is computed in vectors of (float32) LANES, the last one masked, or rows of at
-# most half a vector side by side (where whole groups of them fill the rows): rows that
+# most half a vector side by side (where whole groups of them fill the rows; the llvm
+# kernel also packs longer rows across vectors, not counted here): rows that
 # leave more than a quarter of the lanes empty keep the GEMM (W5's second convolution,
 # rows of 8, one a vector: 0.29 ms direct against 0.24 ms; benchmarks/bench_conv_direct.py).
 LANES = 16
