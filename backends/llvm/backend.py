@@ -8,10 +8,14 @@ from typing import Any, Mapping
 from graphc.program import Program
 from graphc.schedule.policy import SchedulePolicy
 
+# Implicit GEMMs this shallow are direct convolutions (backends/llvm/conv_direct.py):
+# measured in docs/performance.md (W5's first convolution, depth 25).
+DIRECT_CONV_DEPTH = 288
+
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
 # stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.
 LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True,
-                             implicit_deep_gemm=True)
+                             implicit_deep_gemm=True, direct_conv_depth=DIRECT_CONV_DEPTH)
 
 
 # How sizes known at call time are compiled: "symbolic", one program for every binding

@@ -43,7 +43,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm import gemm_dot
+from graphc.backends.llvm import conv_direct, gemm_dot
 from graphc.backends.llvm.gemm_blocking import (  # noqa: F401 (DIRECT_A_MAX_M re-exported)
     DIRECT_A_MAX_M, Blocking, BlockingRecipe, even_block)
 from graphc.backends.llvm.gemm_kernels import FIELDS, GemmKernels, Variant
@@ -123,6 +123,9 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
     """k's code; `packed_b`: B's panels, packed already by prepack_b (a loop's body GEMM
     whose B is loop-invariant reads them instead of packing B again at every step)."""
     dtype = np.dtype(k.dtype)
+    if k.direct:  # (a convolution of small depth, marked by the scheduler)
+        conv_direct.emit(writer.module, b, bases, k, fn.name)
+        return
     if packed(k):
         spec = _Spec.of(k)
         threads = _team(k, spec)
@@ -214,7 +217,7 @@ _TEMPLATES: dict[tuple, int] = {}
 def prepackable(k: kir.Gemm) -> int | None:
     """The buffer of k's B operand (in canonical form) when its panels could be packed once
     ahead (prepack_b): a packed GEMM of one item that would pack B; else None."""
-    if not packed(k) or k.batch or symbolic(k):
+    if not packed(k) or k.batch or symbolic(k) or k.direct:
         return None
     spec = _Spec.of(k)
     if gemm_dot.suitable(spec) or _b_layout(spec) == "direct":

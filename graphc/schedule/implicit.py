@@ -10,6 +10,7 @@ import numpy as np
 
 from graphc.node import Node
 from graphc.schedule import ir
+from graphc.schedule.direct_conv import direct_rows
 
 SubAxes = tuple[tuple[int, int], ...]  # (size, stride) pairs, row-major
 
@@ -125,12 +126,16 @@ def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
             and k >= DEEP_RATIO * max(m, n) and m * n <= DEEP_MAX_OUTPUTS)
 
 
-def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None
+def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
+              direct_depth: int = 0, direct_stride: int = 1
               ) -> tuple[ir.Access, tuple[ir.Shape, ir.Shape]] | None:
     """The Access and sub-axis sizes (ir.Gemm.b_split) of a product's B read from `g`, or
     None where it cannot be or would not pay (batch axes not one stride each, too many
     sub-axes, columns not in runs of MIN_RUN). `rows`: the product's m, where the target
-    takes deep products along their depth (then a deep one's depth in runs will do)."""
+    takes deep products along their depth (then a deep one's depth in runs will do).
+    `direct_depth`, `direct_stride`: the target's SchedulePolicy.direct_conv_depth and
+    direct_conv_stride (a product that shallow takes columns in runs of any length that
+    fills its vectors, strided up to direct_stride: graphc.schedule.direct_conv)."""
     if len(g.shape) != len(batch) + 2 or tuple(g.shape[:-2]) != tuple(batch):
         return None
     strides: list[int] = []
@@ -141,7 +146,8 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None
     k_axes, n_axes = g.axes[-2] or ((1, 0),), g.axes[-1] or ((1, 0),)
     if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES:
         return None
-    if n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN:
+    if (n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN) and not direct_rows(
+            g.shape[-2], n_axes, direct_depth, direct_stride):
         k, n = g.shape[-2], g.shape[-1]
         if rows is None or any(d != 1 for d in batch) or not deep(rows, n, k, k_axes):
             return None

@@ -355,6 +355,10 @@ class Gemm(KernelFacts):
     # k and n axes are each several strided axes, row-major (their sizes here, multiplying
     # to k and to n), and b's strides run over (batch..., k's axes..., n's axes...).
     b_split: tuple[Shape, Shape] | None = None
+    # An implicit GEMM of small depth computed as a direct convolution (the target's
+    # SchedulePolicy.direct_conv_depth; graphc/schedule/direct_conv.py): the same values,
+    # a target without such a kernel may ignore it.
+    direct: bool = False
 
     kind: ClassVar[str] = "gemm"
 
@@ -375,7 +379,7 @@ class Gemm(KernelFacts):
         extra = (f" alpha={self.alpha:g}" if self.alpha != 1 else "") + (
             " out+=" if self.accumulate else "") + (
             f" b=implicit{list(self.b_split[0])}x{list(self.b_split[1])}"
-            if self.b_split is not None else "")
+            if self.b_split is not None else "") + (" direct" if self.direct else "")
         return (f"gemm batch={_space(self.batch)} m={self.m} n={self.n} k={self.k} "
                 f"{short_name(self.dtype)}{extra}")
 

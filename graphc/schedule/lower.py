@@ -30,6 +30,7 @@ from graphc.schedule.redirect import redirect_relu_masks
 from graphc.schedule.twin_stores import redirect_twin_reads
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
+from graphc.schedule.direct_conv import choose_direct
 from graphc.schedule.implicit import Grouped, b_operand, group_axes, reads_as_b, window_chain
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
@@ -191,6 +192,7 @@ class Lowering:
         kernels = redirect_twin_reads(redirect_relu_masks(kernels, temps), temps)
         kernels = drop_dead_stores(kernels, temps, made)
         kernels = [tile_transposed(k) for k in collapse(concat_in_place(kernels, temps, made))]
+        kernels = choose_direct(kernels, self.policy)
         return Schedule(self.buffers, tuple(kernels), tuple(inputs), tuple(outputs),
                         self.params, self.consts,
                         kernel_nodes=tuple(tuple(sorted(m, key=self.position.__getitem__))
@@ -598,7 +600,7 @@ class Lowering:
         self.values[base] = View(-1, dims, ir.contiguous_strides(dims), 0, base.dtype)
         trial = self._relowered(node, chain)
         self.values.update(saved)
-        if trial is None or not _pays(trial):
+        if trial is None or not _pays(trial, self.policy):
             return None
         self.view_of(base)
         grouped = self._relowered(node, chain)
@@ -693,7 +695,9 @@ class Lowering:
         turn = narrow is not None and hint(n) < narrow and hint(m) > hint(n)
         gb, implicit = self.values[b], None
         if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
-            implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None)
+            implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None,
+                                 self.policy.direct_conv_depth,
+                                 self.policy.direct_conv_stride)
         if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
             # the columns stored as the forward product would read them; B a view of them
             self.view_of(b.inputs[0])
@@ -954,11 +958,14 @@ class Lowering:
         return Lazy(value, _dims(node), node.dtype, ("concatenate",), 1)
 
 
-def _pays(g: Grouped) -> bool:
-    """Whether some product reads columns `g` as an implicit B (directly or transposed)."""
+def _pays(g: Grouped, policy: SchedulePolicy) -> bool:
+    """Whether some product reads columns `g` as an implicit B (directly or transposed,
+    under the target's `policy`)."""
     nd = len(g.shape)
     swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
-    return any(b_operand(c, c.shape[:-2]) is not None for c in (g, g.permuted(swap)))
+    return any(b_operand(c, c.shape[:-2], direct_depth=policy.direct_conv_depth,
+                             direct_stride=policy.direct_conv_stride) is not None
+               for c in (g, g.permuted(swap)))
 
 
 def _known(shape: tuple[Dim, ...]) -> tuple[int, ...]:

@@ -32,7 +32,14 @@ class SchedulePolicy:
     products along the depth.
     max_kernel_buffers: neighbouring elementwise kernels are merged only while the merged
     kernel touches at most this many buffers (a GPU kernel keeps a pointer per buffer in
-    registers); None: no limit."""
+    registers); None: no limit.
+    direct_conv_depth: an implicit GEMM (a convolution) whose depth (input channels times
+    kernel taps) is at most this, whose output rows run contiguously, is marked a direct
+    convolution (ir.Gemm.direct; graphc.schedule.direct_conv): weights broadcast over
+    vectors of input pixels, no packing. 0: never. direct_conv_stride: the largest stride
+    between a row's output pixels a direct convolution takes (graphc.schedule.direct_conv
+    handles 1 and 2; llvm keeps 1: a strided one measured slower in a training step, whose
+    weight gradient stores the columns anyway)."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
@@ -44,6 +51,8 @@ class SchedulePolicy:
     implicit_gemm_or_specialize: bool = False
     implicit_deep_gemm: bool = False
     max_kernel_buffers: int | None = None
+    direct_conv_depth: int = 0
+    direct_conv_stride: int = 1
 
 
 # No target's preferences: what the numpy kernel runner and plain schedule_graph calls use.
