@@ -167,3 +167,22 @@ def test_the_policy_threshold_decides():
     assert choose_direct([gemm], SchedulePolicy())[0] is gemm
     (chosen,) = choose_direct([gemm], LLVM_POLICY)
     assert chosen.direct and chosen.header().endswith(" direct")
+
+
+def test_a_direct_convolution_is_a_unit_of_its_own_not_in_the_gemm_unit():
+    """Its code is all its own (no shared GEMM functions): in the GEMM unit it made that one
+    unit, compiled in one process, several times larger (W6: 0.34 -> 0.80 MB of IR); as a
+    unit of its own it is compiled wherever the processes have room."""
+    from graphc.backends.llvm import codegen
+    x = gc.placeholder((4, 1, 28, 28), "float32", name="x")
+    w = gc.parameter(RNG.normal(size=(8, 1, 5, 5)).astype(np.float32), name="w")
+    v = gc.parameter(RNG.normal(size=(8 * 24 * 24, 40)).astype(np.float32), name="v")
+    loss = gc.sum(gc.tanh(gc.reshape(gc.nn.conv2d(x, w), (4, -1)) @ v))
+    schedule = schedule_graph(gc.function([x], loss).graph, policy=LLVM_POLICY)
+    plan = codegen.plan_units(schedule)
+    direct = [i for i, k in enumerate(schedule.kernels) if isinstance(k, ir.Gemm) and k.direct]
+    assert direct
+    for unit in plan.units:
+        if set(unit.members) & set(direct):
+            assert unit.members == (direct[0],) and not unit.alone
+    assert any(u.alone for u in plan.units)  # the plain product's GEMM unit

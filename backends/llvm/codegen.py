@@ -66,6 +66,8 @@ def _kernel_cost(k: kir.Kernel) -> int:
     a plain loop kernel; what packed GEMMs share is counted once (_GROUP_COST)."""
     if isinstance(k, kir.Elementwise) and parallel.threads_for(k) > 1:
         return 3
+    if isinstance(k, kir.Gemm) and k.direct:
+        return _DIRECT_CONV_COST
     return 2 if isinstance(k, kir.Reduce) else 1
 
 
@@ -82,12 +84,16 @@ def _group(k: kir.Kernel) -> str | None:
     packing code again: a third of an LSTM step's LLVM time went to two such copies)."""
     if isinstance(k, kir.Gemm):
         from graphc.backends.llvm.gemm import packed
-        if packed(k):
+        if packed(k) and not k.direct:  # (a direct convolution's code is all its own)
             return f"gemm {k.dtype}"
     if isinstance(k, kir.Loop):
         return next((g for g in map(_group, k.body.kernels) if g is not None), None)
     return None
 
+
+# A direct convolution (conv_direct.py: its taps unrolled over tiles of channels and
+# vectors) is about as much code as this many plain kernels.
+_DIRECT_CONV_COST = 10
 
 # What a module's packed GEMMs of one dtype share (micro-kernel, packing, blocking): about
 # as much code as this many plain kernels.
