@@ -1,0 +1,192 @@
+"""Elementwise kernels written as explicit vector loops: along the innermost axis, one loop
+of `<16 x float>` loads, ops and stores, then a scalar loop for the rest. LLVM's loop
+vectorizer made the same loop from scalar code, but only inside the whole O3 pipeline; code
+that is vectorized already needs only a light one (jit.optimize_module, light=True), which
+cut W6's LLVM time for these kernels (see docs/llvm-backend.md, "Compile time").
+
+Only kernels whose every value is float32 (or a bool between compare and select), read
+contiguously or broadcast along the innermost axis and stored contiguously there, with a
+static innermost size of a vector or more, are written so; the others keep the scalar loop
+nest and O3."""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.schedule import ir as kir
+from graphc.schedule.lower import Schedule
+from graphc.schedule.scalar import lower_expr
+from graphc.schedule.signature import kernel_buffers, overlap_classes
+from graphc.sizes import Size
+from graphc.backends.llvm import parallel
+from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
+from graphc.backends.llvm.scalar import F32, I1, ScalarEmitter, constant
+
+LANES = 16  # float32 lanes of a 512-bit vector (AVX-512; LLVM splits it where narrower)
+VECTOR = ir.VectorType(F32, LANES)
+MASK = ir.VectorType(I1, LANES)
+
+_FLOAT32 = np.dtype(np.float32)
+_BOOL = np.dtype(np.bool_)
+# core ops whose LLVM spelling (scalar.TABLE) is instructions that take vectors as they are
+_FLOAT_OPS = frozenset(("add", "sub", "mul", "fdiv", "neg", "max", "min"))
+_COMPARES = frozenset(("lt", "le", "gt", "ge", "eq", "ne", "isnan"))
+_LOGIC = frozenset(("and", "or", "xor"))
+
+
+def _inner_stride(access: kir.Access) -> int | None:
+    """The stride along the innermost axis where it is a static 0 or 1, else None."""
+    s = access.strides[-1]
+    return s if not isinstance(s, Size) and s in (0, 1) else None
+
+
+def _apply_ok(e: kir.Apply) -> bool:
+    kinds = [np.dtype(a.dtype) for a in e.args]
+    if e.op in _FLOAT_OPS:
+        return np.dtype(e.dtype) == _FLOAT32 and all(t == _FLOAT32 for t in kinds)
+    if e.op in _COMPARES:
+        return all(t == _FLOAT32 for t in kinds)
+    if e.op in _LOGIC:
+        return all(t == _BOOL for t in kinds)
+    if e.op == "select":
+        return kinds == [_BOOL, _FLOAT32, _FLOAT32]
+    return False
+
+
+def _node_ok(x: kir.Expr, schedule: Schedule) -> bool:
+    if isinstance(x, kir.Load):
+        return x.guard is None and _inner_stride(x.access) is not None and \
+            np.dtype(schedule.buffers[x.access.buffer].dtype) == _FLOAT32
+    if isinstance(x, kir.Const):
+        return not isinstance(x.value, Size) and np.dtype(x.dtype) in (_FLOAT32, _BOOL)
+    if isinstance(x, kir.Apply):
+        return _apply_ok(x)
+    return False  # an index along an axis, or anything new: the scalar loop
+
+
+def _same_element_only(k: kir.Elementwise, schedule: Schedule,
+                       loads: list[kir.Load]) -> bool:
+    """Whether reading and writing lanes a vector at a time keeps the scalar loop's
+    meaning: every access to memory a store may overlap (arena temporaries sharing bytes)
+    is that store's own element (read, then written, in one iteration)."""
+    bids = kernel_buffers(k)
+    group = dict(zip(bids, overlap_classes(k, schedule, bids)))
+    stored = [s.access for s in k.stores]
+    for n, access in enumerate(stored):
+        others = stored[:n] + stored[n + 1:] + [ld.access for ld in loads]
+        if any(group[o.buffer] == group[access.buffer] and o != access for o in others):
+            return False
+    return True
+
+
+def vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
+    """Whether an elementwise kernel can be written as an explicit vector loop."""
+    if not k.shape or not isinstance(k.shape[-1], int) or k.shape[-1] < LANES:
+        return False
+    if parallel.threads_for(k) > 1 and parallel.split_axis(k) == len(k.shape) - 1:
+        return False  # (a team splits the innermost axis itself)
+    loads: list[kir.Load] = []
+    memo: dict[int, kir.Expr] = {}
+    done: set[int] = set()
+    for s in k.stores:
+        if _inner_stride(s.access) != 1 or \
+                np.dtype(schedule.buffers[s.access.buffer].dtype) != _FLOAT32:
+            return False
+        for x in kir.postorder(lower_expr(s.value, memo), done):
+            if not _node_ok(x, schedule):
+                return False
+            if isinstance(x, kir.Load):
+                loads.append(x)
+    return _same_element_only(k, schedule, loads)
+
+
+def _splat(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    vt = ir.VectorType(v.type, LANES)
+    one = b.insert_element(ir.Constant(vt, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
+    return b.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
+                            ir.Constant(ir.VectorType(ir.IntType(32), LANES), None))
+
+
+class _Row:
+    """One innermost row of a kernel: each access's row start, and the values of the
+    broadcast loads (read once, before the row's loops)."""
+
+    def __init__(self, writer, b: ir.IRBuilder, bases: dict, outer: list[ir.Value]) -> None:
+        self.writer, self.b, self.bases, self.outer = writer, b, bases, outer
+        self.starts: dict[tuple, ir.Value] = {}
+
+    def start(self, access: kir.Access) -> ir.Value:
+        key = (access.buffer, access.strides[:-1], access.offset)
+        if key not in self.starts:
+            b = self.b
+            flat = linear_index(b, self.outer, access.strides[:-1], access.offset)
+            self.starts[key] = b.gep(self.bases[access.buffer], [flat], inbounds=True,
+                                     source_etype=F32)
+        return self.starts[key]
+
+    def at(self, access: kir.Access, j: ir.Value) -> ir.Value:
+        return self.b.gep(self.start(access), [j], inbounds=True, source_etype=F32)
+
+    def load(self, access: kir.Access, j: ir.Value) -> ir.Value:
+        v = self.b.load(self.at(access, j), typ=VECTOR, align=4)
+        self.writer._mark(v, access.buffer)
+        return v
+
+    def store(self, access: kir.Access, j: ir.Value, value: ir.Value) -> None:
+        self.writer._mark(self.b.store(value, self.at(access, j), align=4), access.buffer)
+
+
+def _vector_values(writer, row: _Row, scalar: ScalarEmitter, roots: list[kir.Expr],
+                   j: ir.Value, memo: dict[int, ir.Value]) -> list[ir.Value]:
+    """The stores' values for lanes j .. j+LANES-1 (memo: the broadcast loads already)."""
+    for root in roots:
+        for x in kir.postorder(root):
+            if id(x) in memo:
+                continue
+            if isinstance(x, kir.Load):
+                value = row.load(x.access, j)
+            elif isinstance(x, kir.Const):
+                c = constant(x.dtype, x.value)
+                value = ir.Constant(ir.VectorType(c.type, LANES), [c] * LANES)
+            elif isinstance(x, kir.Apply):
+                value = scalar.emit(x, [memo[id(a)] for a in x.args])
+            else:  # (vectorizable() lets nothing else through)
+                raise NotImplementedError(f"vector loop: {type(x).__name__}")
+            memo[id(x)] = value
+    return [memo[id(r)] for r in roots]
+
+
+def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
+              axis: int = 0) -> None:
+    """The kernel's loop nest over every axis but the innermost, and along each row a
+    vector loop and a scalar loop for the last shape[-1] % LANES elements (`outer`, `axis`:
+    one thread's share, as codegen's loop nests take them)."""
+    n = k.shape[-1]
+    roots = [writer.lowered(s.value) for s in k.stores]
+    scalar = ScalarEmitter(b, writer.module)
+    with loop_nest(b, k.shape[:-1], outer=outer, outer_axis=axis) as ox:
+        # every row start and broadcast value before the row's loops (no LICM runs later)
+        row = _Row(writer, b, bases, list(ox))
+        for s in k.stores:
+            row.start(s.access)
+        broadcast: dict[int, ir.Value] = {}
+        done: set[int] = set()
+        for root in roots:
+            for x in kir.postorder(root, done):
+                if isinstance(x, kir.Load) and _inner_stride(x.access) == 0:
+                    v = b.load(row.start(x.access), typ=F32)
+                    writer._mark(v, x.access.buffer)
+                    broadcast[id(x)] = _splat(b, v)
+                elif isinstance(x, kir.Load):
+                    row.start(x.access)
+        with counted_loop(b, n // LANES, "v", unroll=False) as v:
+            j = b.shl(v, ir.Constant(I64, LANES.bit_length() - 1))
+            values = _vector_values(writer, row, scalar, roots, j, dict(broadcast))
+            for s, value in zip(k.stores, values):
+                if s.accumulate:
+                    value = b.fadd(row.load(s.access, j), value)
+                row.store(s.access, j, value)
+        if n % LANES:
+            with counted_loop(b, n % LANES, "t", unroll=False) as t:
+                writer.scalar_stores(b, scalar, bases, k,
+                                     list(ox) + [b.add(t, ir.Constant(I64, n - n % LANES))])
