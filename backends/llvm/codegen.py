@@ -209,11 +209,14 @@ def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
 
 
 def explicit_vectors(k: kir.Kernel, schedule: Schedule) -> bool:
-    """Whether a kernel's function is written as explicit vector loops (vector_loop.py) and
-    compiled with the light pipeline. Not window nests: LLVM's unrolling of their short
-    rows pays (_unrolling_pays)."""
-    return isinstance(k, kir.Elementwise) and not _unrolling_pays(k) and \
-        vector_loop.vectorizable(k, schedule)
+    """Whether a kernel's function is written as explicit vector loops (vector_loop.py:
+    elementwise kernels, float sums) and compiled with the light pipeline. Not window
+    nests: LLVM's unrolling of their short rows pays (_unrolling_pays)."""
+    if _unrolling_pays(k):
+        return False
+    if isinstance(k, kir.Reduce):
+        return vector_loop.vectorizable_sum(k, schedule)
+    return isinstance(k, kir.Elementwise) and vector_loop.vectorizable(k, schedule)
 
 
 def _only_calls(k: kir.Kernel) -> bool:
@@ -422,7 +425,7 @@ class ModuleWriter:
             return
         self._elementwise_body(b, bases, k, None)
 
-    def _vectors(self, k: kir.Elementwise) -> bool:
+    def _vectors(self, k: kir.Elementwise | kir.Reduce) -> bool:
         """Whether the kernel being written is one of a light unit's (explicit vectors)."""
         return self._light_kernels.get(self._fn_name) is k
 
@@ -553,7 +556,10 @@ class ModuleWriter:
             else:
                 b.store(self._identity(k.op, k.out_dtype), acc_ptr)
             blocked = k.op == "sum" and np.dtype(k.out_dtype).kind == "f" and red_shape
-            if 0 not in red_shape and blocked:
+            if 0 not in red_shape and blocked and self._vectors(k):
+                vector_loop.blocked_sum(self, b, bases, k, full, red_shape, acc_ptr,
+                                        SUM_BLOCK)
+            elif 0 not in red_shape and blocked:
                 self._blocked_sum(b, scalar, bases, k, full, red_shape, acc_ptr)
             elif 0 not in red_shape:
                 with loop_nest(b, red_shape, "r") as rx:

@@ -1,13 +1,14 @@
-"""Elementwise kernels written as explicit vector loops: along the innermost axis, one loop
-of `<16 x float>` loads, ops and stores, then a scalar loop for the rest. LLVM's loop
+"""Elementwise kernels and float sums written as explicit vector loops: along the innermost
+axis, one loop of `<16 x float>` loads, ops and stores (or sums), then a scalar loop for the
+rest. LLVM's loop
 vectorizer made the same loop from scalar code, but only inside the whole O3 pipeline; code
 that is vectorized already needs only a light one (jit.optimize_module, light=True), which
 cut W6's LLVM time for these kernels (see docs/llvm-backend.md, "Compile time").
 
 Only kernels whose every value is float32 (or a bool between compare and select), read
-contiguously or broadcast along the innermost axis and stored contiguously there, with a
-static innermost size of a vector or more, are written so; the others keep the scalar loop
-nest and O3."""
+contiguously or broadcast along the innermost axis and stored contiguously there (a sum:
+reducing along it), with a static innermost size of a vector or more, are written so; the
+others keep the scalar loop nest and O3."""
 from __future__ import annotations
 
 import numpy as np
@@ -79,9 +80,39 @@ def _same_element_only(k: kir.Elementwise, schedule: Schedule,
     return True
 
 
+def _body_ok(root: kir.Expr, schedule: Schedule, memo: dict, done: set,
+             loads: list[kir.Load]) -> bool:
+    """Whether every node of a body (in core ops) has a vector spelling; its loads added
+    to `loads`."""
+    for x in kir.postorder(lower_expr(root, memo), done):
+        if not _node_ok(x, schedule):
+            return False
+        if isinstance(x, kir.Load):
+            loads.append(x)
+    return True
+
+
+def _long_rows(k: kir.Elementwise | kir.Reduce) -> bool:
+    return bool(k.shape) and isinstance(k.shape[-1], int) and k.shape[-1] >= LANES
+
+
+def vectorizable_sum(k: kir.Reduce, schedule: Schedule) -> bool:
+    """Whether a reduction is a float32 sum along the innermost axis (among others) that
+    can be summed in vectors (codegen's blocked sum, each block in lanes)."""
+    if k.op != "sum" or np.dtype(k.out_dtype) != _FLOAT32 or not _long_rows(k) or \
+            k.axes[-1] != len(k.shape) - 1:
+        return False
+    loads: list[kir.Load] = []
+    if not _body_ok(k.body, schedule, {}, set(), loads):
+        return False
+    bids = kernel_buffers(k)
+    group = dict(zip(bids, overlap_classes(k, schedule, bids)))
+    return all(group[ld.access.buffer] != group[k.out.buffer] for ld in loads)
+
+
 def vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
     """Whether an elementwise kernel can be written as an explicit vector loop."""
-    if not k.shape or not isinstance(k.shape[-1], int) or k.shape[-1] < LANES:
+    if not _long_rows(k):
         return False
     if parallel.threads_for(k) > 1 and parallel.split_axis(k) == len(k.shape) - 1:
         return False  # (a team splits the innermost axis itself)
@@ -90,13 +121,9 @@ def vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
     done: set[int] = set()
     for s in k.stores:
         if _inner_stride(s.access) != 1 or \
-                np.dtype(schedule.buffers[s.access.buffer].dtype) != _FLOAT32:
+                np.dtype(schedule.buffers[s.access.buffer].dtype) != _FLOAT32 or \
+                not _body_ok(s.value, schedule, memo, done, loads):
             return False
-        for x in kir.postorder(lower_expr(s.value, memo), done):
-            if not _node_ok(x, schedule):
-                return False
-            if isinstance(x, kir.Load):
-                loads.append(x)
     return _same_element_only(k, schedule, loads)
 
 
@@ -146,8 +173,7 @@ def _vector_values(writer, row: _Row, scalar: ScalarEmitter, roots: list[kir.Exp
             if isinstance(x, kir.Load):
                 value = row.load(x.access, j)
             elif isinstance(x, kir.Const):
-                c = constant(x.dtype, x.value)
-                value = ir.Constant(ir.VectorType(c.type, LANES), [c] * LANES)
+                value = _vector_constant(x)
             elif isinstance(x, kir.Apply):
                 value = scalar.emit(x, [memo[id(a)] for a in x.args])
             else:  # (vectorizable() lets nothing else through)
@@ -169,16 +195,7 @@ def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
         row = _Row(writer, b, bases, list(ox))
         for s in k.stores:
             row.start(s.access)
-        broadcast: dict[int, ir.Value] = {}
-        done: set[int] = set()
-        for root in roots:
-            for x in kir.postorder(root, done):
-                if isinstance(x, kir.Load) and _inner_stride(x.access) == 0:
-                    v = b.load(row.start(x.access), typ=F32)
-                    writer._mark(v, x.access.buffer)
-                    broadcast[id(x)] = _splat(b, v)
-                elif isinstance(x, kir.Load):
-                    row.start(x.access)
+        broadcast = _broadcasts(writer, b, row, roots)
         with counted_loop(b, n // LANES, "v", unroll=False) as v:
             j = b.shl(v, ir.Constant(I64, LANES.bit_length() - 1))
             values = _vector_values(writer, row, scalar, roots, j, dict(broadcast))
@@ -190,3 +207,100 @@ def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
             with counted_loop(b, n % LANES, "t", unroll=False) as t:
                 writer.scalar_stores(b, scalar, bases, k,
                                      list(ox) + [b.add(t, ir.Constant(I64, n - n % LANES))])
+
+
+def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> dict:
+    """The values the same for every lane of a row (broadcast loads, and ops on them and on
+    constants) as vectors, made once before the row's loops; every other load's row start
+    made there too (no LICM runs later)."""
+    scalar = ScalarEmitter(b, writer.module)
+    fixed: dict[int, ir.Value] = {}
+    consts: set[int] = set()
+    done: set[int] = set()
+    for root in roots:
+        for x in kir.postorder(root, done):
+            if isinstance(x, kir.Load) and _inner_stride(x.access) == 0:
+                v = b.load(row.start(x.access), typ=F32)
+                writer._mark(v, x.access.buffer)
+                fixed[id(x)] = _splat(b, v)
+            elif isinstance(x, kir.Load):
+                row.start(x.access)
+            elif isinstance(x, kir.Const):
+                consts.add(id(x))
+            elif isinstance(x, kir.Apply) and any(id(a) in fixed for a in x.args) and \
+                    all(id(a) in fixed or id(a) in consts for a in x.args):
+                fixed[id(x)] = scalar.emit(x, [fixed[id(a)] if id(a) in fixed
+                                               else _vector_constant(a) for a in x.args])
+    return fixed
+
+
+def _vector_constant(x: kir.Expr) -> ir.Constant:
+    assert isinstance(x, kir.Const)
+    c = constant(x.dtype, x.value)
+    return ir.Constant(ir.VectorType(c.type, LANES), [c] * LANES)
+
+
+def _lane_sum(b: ir.IRBuilder, module: ir.Module, v: ir.Value) -> ir.Value:
+    """The sum of a vector's lanes (in a tree: reassociation allowed)."""
+    name = f"llvm.vector.reduce.fadd.v{LANES}f32"
+    fn = module.globals.get(name) or ir.Function(module, ir.FunctionType(F32, [F32, VECTOR]),
+                                                 name)
+    return b.call(fn, [ir.Constant(F32, -0.0), v], fastmath=("reassoc",))
+
+
+def _summing_loop(b: ir.IRBuilder, count: int, init: ir.Value, step, name: str) -> ir.Value:
+    """for (i = 0; i < count; ++i) acc = step(i, acc), acc starting at `init`, in registers
+    (a phi: no pass that would lift a stack slot into one runs); returns acc after."""
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name=name)
+    acc = b.phi(init.type, name=f"{name}.acc")
+    i.add_incoming(ir.Constant(I64, 0), pre)
+    acc.add_incoming(init, pre)
+    b.cbranch(b.icmp_signed("<", i, ir.Constant(I64, count)), body, done)
+    b.position_at_end(body)
+    out = step(i, acc)
+    i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
+    acc.add_incoming(out, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+    return acc
+
+
+def blocked_sum(writer, b: ir.IRBuilder, bases: dict, k: kir.Reduce, full: list,
+                red_shape: list, acc_ptr: ir.Value, block: int) -> None:
+    """codegen's blocked sum with each block summed in vectors: `block` elements along the
+    innermost axis (the last reduced one) into one vector of partial sums, its lanes then
+    summed, the scalar rest added, and the block's sum added to the total (`acc_ptr`)."""
+    n = k.shape[-1]
+    root = writer.lowered(k.body)
+    scalar = ScalarEmitter(b, writer.module)
+    shift = ir.Constant(I64, LANES.bit_length() - 1)
+    with loop_nest(b, red_shape[:-1], "r") as rx:
+        for a, v in zip(k.axes[:-1], rx):
+            full[a] = v
+        row = _Row(writer, b, bases, full[:-1])
+        broadcast = _broadcasts(writer, b, row, [root])
+        for start in range(0, n, block):
+            length = min(block, n - start)
+            part: ir.Value = ir.Constant(F32, 0.0)
+            if length >= LANES:
+                def lanes(v: ir.Value, acc: ir.Value, start: int = start) -> ir.Value:
+                    j = b.add(b.shl(v, shift), ir.Constant(I64, start))
+                    (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast))
+                    return b.fadd(acc, value)
+                zero = ir.Constant(VECTOR, [ir.Constant(F32, 0.0)] * LANES)
+                part = _lane_sum(b, writer.module,
+                                 _summing_loop(b, length // LANES, zero, lanes, "v"))
+            tail = length % LANES
+            if tail:
+                def rest(t: ir.Value, acc: ir.Value, first: int = start + length - tail
+                         ) -> ir.Value:
+                    full[-1] = b.add(t, ir.Constant(I64, first))
+                    return b.fadd(acc, writer.expr(b, scalar, bases, k.body, full, {}))
+                part = _summing_loop(b, tail, part, rest, "t")
+            b.store(b.fadd(b.load(acc_ptr, typ=F32), part), acc_ptr)
