@@ -196,17 +196,20 @@ def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
         for s in k.stores:
             row.start(s.access)
         broadcast = _broadcasts(writer, b, row, roots)
-        with counted_loop(b, n // LANES, "v", unroll=False) as v:
+        def lanes(v: ir.Value, _: None) -> None:
             j = b.shl(v, ir.Constant(I64, LANES.bit_length() - 1))
             values = _vector_values(writer, row, scalar, roots, j, dict(broadcast))
             for s, value in zip(k.stores, values):
                 if s.accumulate:
                     value = b.fadd(row.load(s.access, j), value)
                 row.store(s.access, j, value)
+
+        def rest(t: ir.Value, _: None) -> None:
+            writer.scalar_stores(b, scalar, bases, k,
+                                 list(ox) + [b.add(t, ir.Constant(I64, n - n % LANES))])
+        _summing_loop(b, n // LANES, None, lanes, "v")
         if n % LANES:
-            with counted_loop(b, n % LANES, "t", unroll=False) as t:
-                writer.scalar_stores(b, scalar, bases, k,
-                                     list(ox) + [b.add(t, ir.Constant(I64, n - n % LANES))])
+            _summing_loop(b, n % LANES, None, rest, "t")
 
 
 def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> dict:
@@ -248,27 +251,31 @@ def _lane_sum(b: ir.IRBuilder, module: ir.Module, v: ir.Value) -> ir.Value:
     return b.call(fn, [ir.Constant(F32, -0.0), v], fastmath=("reassoc",))
 
 
-def _summing_loop(b: ir.IRBuilder, count: int, init: ir.Value, step, name: str) -> ir.Value:
-    """for (i = 0; i < count; ++i) acc = step(i, acc), acc starting at `init`, in registers
-    (a phi: no pass that would lift a stack slot into one runs); returns acc after."""
+def _summing_loop(b: ir.IRBuilder, count: int, init: ir.Value | None, step,
+                  name: str) -> ir.Value | None:
+    """for (i = 0; i < count; ++i) acc = step(i, acc), acc starting at `init` (None: no
+    acc, step(i, None)); `count` >= 1, static. Written rotated (body, then the test at its
+    end: one branch an iteration; no pass that would rotate it runs), acc in a phi (no pass
+    that would lift a stack slot into a register runs either); returns acc after."""
     pre = b.block
-    head = b.append_basic_block(f"{name}.head")
     body = b.append_basic_block(f"{name}.body")
     done = b.append_basic_block(f"{name}.done")
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name=name)
-    acc = b.phi(init.type, name=f"{name}.acc")
-    i.add_incoming(ir.Constant(I64, 0), pre)
-    acc.add_incoming(init, pre)
-    b.cbranch(b.icmp_signed("<", i, ir.Constant(I64, count)), body, done)
+    b.branch(body)
     b.position_at_end(body)
+    i = b.phi(I64, name=name)
+    i.add_incoming(ir.Constant(I64, 0), pre)
+    acc = None
+    if init is not None:
+        acc = b.phi(init.type, name=f"{name}.acc")
+        acc.add_incoming(init, pre)
     out = step(i, acc)
-    i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
-    acc.add_incoming(out, b.block)
-    b.branch(head)
+    nxt = b.add(i, ir.Constant(I64, 1))
+    i.add_incoming(nxt, b.block)
+    if acc is not None:
+        acc.add_incoming(out, b.block)
+    b.cbranch(b.icmp_signed("<", nxt, ir.Constant(I64, count)), body, done)
     b.position_at_end(done)
-    return acc
+    return out
 
 
 def blocked_sum(writer, b: ir.IRBuilder, bases: dict, k: kir.Reduce, full: list,
@@ -280,27 +287,40 @@ def blocked_sum(writer, b: ir.IRBuilder, bases: dict, k: kir.Reduce, full: list,
     root = writer.lowered(k.body)
     scalar = ScalarEmitter(b, writer.module)
     shift = ir.Constant(I64, LANES.bit_length() - 1)
+
+    def block_sum(row: _Row, broadcast: dict, start: ir.Value, length: int) -> ir.Value:
+        """The sum of `length` elements from `start` along the row."""
+        part: ir.Value = ir.Constant(F32, 0.0)
+        if length >= LANES:
+            def lanes(v: ir.Value, acc: ir.Value) -> ir.Value:
+                j = b.add(b.shl(v, shift), start)
+                (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast))
+                return b.fadd(acc, value)
+            zero = ir.Constant(VECTOR, [ir.Constant(F32, 0.0)] * LANES)
+            summed = _summing_loop(b, length // LANES, zero, lanes, "v")
+            assert summed is not None
+            part = _lane_sum(b, writer.module, summed)
+        tail = length % LANES
+        if tail:
+            def rest(t: ir.Value, acc: ir.Value) -> ir.Value:
+                full[-1] = b.add(b.add(t, start), ir.Constant(I64, length - tail))
+                return b.fadd(acc, writer.expr(b, scalar, bases, k.body, full, {}))
+            summed = _summing_loop(b, tail, part, rest, "t")
+            assert summed is not None
+            part = summed
+        return part
+
+    def add_to_total(part: ir.Value) -> None:
+        b.store(b.fadd(b.load(acc_ptr, typ=F32), part), acc_ptr)
+
     with loop_nest(b, red_shape[:-1], "r") as rx:
         for a, v in zip(k.axes[:-1], rx):
             full[a] = v
         row = _Row(writer, b, bases, full[:-1])
         broadcast = _broadcasts(writer, b, row, [root])
-        for start in range(0, n, block):
-            length = min(block, n - start)
-            part: ir.Value = ir.Constant(F32, 0.0)
-            if length >= LANES:
-                def lanes(v: ir.Value, acc: ir.Value, start: int = start) -> ir.Value:
-                    j = b.add(b.shl(v, shift), ir.Constant(I64, start))
-                    (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast))
-                    return b.fadd(acc, value)
-                zero = ir.Constant(VECTOR, [ir.Constant(F32, 0.0)] * LANES)
-                part = _lane_sum(b, writer.module,
-                                 _summing_loop(b, length // LANES, zero, lanes, "v"))
-            tail = length % LANES
-            if tail:
-                def rest(t: ir.Value, acc: ir.Value, first: int = start + length - tail
-                         ) -> ir.Value:
-                    full[-1] = b.add(t, ir.Constant(I64, first))
-                    return b.fadd(acc, writer.expr(b, scalar, bases, k.body, full, {}))
-                part = _summing_loop(b, tail, part, rest, "t")
-            b.store(b.fadd(b.load(acc_ptr, typ=F32), part), acc_ptr)
+        if n // block:  # whole blocks
+            with counted_loop(b, n // block, "blk", unroll=False) as blk:
+                start = b.mul(blk, ir.Constant(I64, block))
+                add_to_total(block_sum(row, broadcast, start, block))
+        if n % block:
+            add_to_total(block_sum(row, broadcast, ir.Constant(I64, n - n % block), n % block))
