@@ -1,7 +1,7 @@
 """Elementwise kernels and float sums written as explicit vector loops: along the innermost
-axis, one loop of `<16 x float>` loads, ops and stores (or sums), then a scalar loop for the
-rest. LLVM's loop
-vectorizer made the same loop from scalar code, but only inside the whole O3 pipeline; code
+axis, one loop of `<16 x float>` loads, ops and stores (or sums), then one masked vector for
+the rest of the row (llvm.masked.load/store: nothing past the row is touched). LLVM's loop
+vectorizer made such loops from scalar code, but only inside the whole O3 pipeline; code
 that is vectorized already needs only a light one (jit.optimize_module, light=True), which
 cut W6's LLVM time for these kernels (see docs/llvm-backend.md, "Compile time").
 
@@ -21,8 +21,9 @@ from graphc.schedule.signature import kernel_buffers, overlap_classes
 from graphc.sizes import Size
 from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
-from graphc.backends.llvm.scalar import F32, I1, ScalarEmitter, constant
+from graphc.backends.llvm.scalar import F32, I1, I32, ScalarEmitter, constant
 
+PTR = ir.PointerType()
 LANES = 16  # float32 lanes of a 512-bit vector (AVX-512; LLVM splits it where narrower)
 VECTOR = ir.VectorType(F32, LANES)
 MASK = ir.VectorType(I1, LANES)
@@ -154,24 +155,59 @@ class _Row:
     def at(self, access: kir.Access, j: ir.Value) -> ir.Value:
         return self.b.gep(self.start(access), [j], inbounds=True, source_etype=F32)
 
-    def load(self, access: kir.Access, j: ir.Value) -> ir.Value:
-        v = self.b.load(self.at(access, j), typ=VECTOR, align=4)
+    def load(self, access: kir.Access, j: ir.Value, mask: ir.Constant | None = None
+             ) -> ir.Value:
+        """Lanes j.. of the access's row; with `mask`, only its lanes (the others 0)."""
+        if mask is None:
+            v = self.b.load(self.at(access, j), typ=VECTOR, align=4)
+        else:
+            v = self.b.call(_masked(self.writer.module, "load"),
+                            [self.at(access, j), ir.Constant(I32, 4), mask, _ZERO])
         self.writer._mark(v, access.buffer)
         return v
 
-    def store(self, access: kir.Access, j: ir.Value, value: ir.Value) -> None:
-        self.writer._mark(self.b.store(value, self.at(access, j), align=4), access.buffer)
+    def store(self, access: kir.Access, j: ir.Value, value: ir.Value,
+              mask: ir.Constant | None = None) -> None:
+        if mask is None:
+            inst = self.b.store(value, self.at(access, j), align=4)
+        else:
+            inst = self.b.call(_masked(self.writer.module, "store"),
+                               [value, self.at(access, j), ir.Constant(I32, 4), mask])
+        self.writer._mark(inst, access.buffer)
+
+
+_ZERO = ir.Constant(VECTOR, [ir.Constant(F32, 0.0)] * LANES)
+
+
+def _first_lanes(count: int) -> ir.Constant:
+    """A mask of the first `count` lanes (a row's rest after its whole vectors)."""
+    return ir.Constant(MASK, [ir.Constant(I1, int(i < count)) for i in range(LANES)])
+
+
+def _masked(module: ir.Module, kind: str) -> ir.Function:
+    """llvm.masked.load / llvm.masked.store of float vectors (only the mask's lanes are
+    touched in memory: a row's rest reads and writes nothing past the row)."""
+    name = f"llvm.masked.{kind}.v{LANES}f32.p0"
+    if name in module.globals:
+        return module.globals[name]
+    if kind == "load":
+        ftype = ir.FunctionType(VECTOR, [PTR, I32, MASK, VECTOR])
+    else:
+        ftype = ir.FunctionType(ir.VoidType(), [VECTOR, PTR, I32, MASK])
+    return ir.Function(module, ftype, name)
 
 
 def _vector_values(writer, row: _Row, scalar: ScalarEmitter, roots: list[kir.Expr],
-                   j: ir.Value, memo: dict[int, ir.Value]) -> list[ir.Value]:
-    """The stores' values for lanes j .. j+LANES-1 (memo: the broadcast loads already)."""
+                   j: ir.Value, memo: dict[int, ir.Value],
+                   mask: ir.Constant | None = None) -> list[ir.Value]:
+    """The stores' values for lanes j .. j+LANES-1 (memo: the broadcast loads already;
+    `mask`: only its lanes are read, the others' values are of no use)."""
     for root in roots:
         for x in kir.postorder(root):
             if id(x) in memo:
                 continue
             if isinstance(x, kir.Load):
-                value = row.load(x.access, j)
+                value = row.load(x.access, j, mask)
             elif isinstance(x, kir.Const):
                 value = _vector_constant(x)
             elif isinstance(x, kir.Apply):
@@ -185,8 +221,8 @@ def _vector_values(writer, row: _Row, scalar: ScalarEmitter, roots: list[kir.Exp
 def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
               axis: int = 0) -> None:
     """The kernel's loop nest over every axis but the innermost, and along each row a
-    vector loop and a scalar loop for the last shape[-1] % LANES elements (`outer`, `axis`:
-    one thread's share, as codegen's loop nests take them)."""
+    vector loop and one masked vector for the last shape[-1] % LANES elements (`outer`,
+    `axis`: one thread's share, as codegen's loop nests take them)."""
     n = k.shape[-1]
     roots = [writer.lowered(s.value) for s in k.stores]
     scalar = ScalarEmitter(b, writer.module)
@@ -196,20 +232,16 @@ def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
         for s in k.stores:
             row.start(s.access)
         broadcast = _broadcasts(writer, b, row, roots)
-        def lanes(v: ir.Value, _: None) -> None:
-            j = b.shl(v, ir.Constant(I64, LANES.bit_length() - 1))
-            values = _vector_values(writer, row, scalar, roots, j, dict(broadcast))
+        def lanes(v: ir.Value, _: None, mask: ir.Constant | None = None) -> None:
+            j = v if mask is not None else b.shl(v, ir.Constant(I64, LANES.bit_length() - 1))
+            values = _vector_values(writer, row, scalar, roots, j, dict(broadcast), mask)
             for s, value in zip(k.stores, values):
                 if s.accumulate:
-                    value = b.fadd(row.load(s.access, j), value)
-                row.store(s.access, j, value)
-
-        def rest(t: ir.Value, _: None) -> None:
-            writer.scalar_stores(b, scalar, bases, k,
-                                 list(ox) + [b.add(t, ir.Constant(I64, n - n % LANES))])
+                    value = b.fadd(row.load(s.access, j, mask), value)
+                row.store(s.access, j, value, mask)
         _summing_loop(b, n // LANES, None, lanes, "v")
         if n % LANES:
-            _summing_loop(b, n % LANES, None, rest, "t")
+            lanes(ir.Constant(I64, n - n % LANES), None, _first_lanes(n % LANES))
 
 
 def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> dict:
@@ -289,26 +321,23 @@ def blocked_sum(writer, b: ir.IRBuilder, bases: dict, k: kir.Reduce, full: list,
     shift = ir.Constant(I64, LANES.bit_length() - 1)
 
     def block_sum(row: _Row, broadcast: dict, start: ir.Value, length: int) -> ir.Value:
-        """The sum of `length` elements from `start` along the row."""
-        part: ir.Value = ir.Constant(F32, 0.0)
+        """The sum of `length` elements from `start` along the row: whole vectors, then
+        one masked vector (its other lanes count 0)."""
+        acc: ir.Value = _ZERO
         if length >= LANES:
             def lanes(v: ir.Value, acc: ir.Value) -> ir.Value:
                 j = b.add(b.shl(v, shift), start)
                 (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast))
                 return b.fadd(acc, value)
-            zero = ir.Constant(VECTOR, [ir.Constant(F32, 0.0)] * LANES)
-            summed = _summing_loop(b, length // LANES, zero, lanes, "v")
+            summed = _summing_loop(b, length // LANES, _ZERO, lanes, "v")
             assert summed is not None
-            part = _lane_sum(b, writer.module, summed)
-        tail = length % LANES
-        if tail:
-            def rest(t: ir.Value, acc: ir.Value) -> ir.Value:
-                full[-1] = b.add(b.add(t, start), ir.Constant(I64, length - tail))
-                return b.fadd(acc, writer.expr(b, scalar, bases, k.body, full, {}))
-            summed = _summing_loop(b, tail, part, rest, "t")
-            assert summed is not None
-            part = summed
-        return part
+            acc = summed
+        if length % LANES:
+            mask = _first_lanes(length % LANES)
+            j = b.add(start, ir.Constant(I64, length - length % LANES))
+            (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast), mask)
+            acc = b.fadd(acc, b.select(mask, value, _ZERO))
+        return _lane_sum(b, writer.module, acc)
 
     def add_to_total(part: ir.Value) -> None:
         b.store(b.fadd(b.load(acc_ptr, typ=F32), part), acc_ptr)
