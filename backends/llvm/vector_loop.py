@@ -176,12 +176,25 @@ class _Row:
         self.writer._mark(inst, access.buffer)
 
 
-_ZERO = ir.Constant(VECTOR, [ir.Constant(F32, 0.0)] * LANES)
+def _written(typ: ir.Type, text: str) -> ir.Constant:
+    """A constant spelled as `text` (llvmlite spells a vector constant lane by lane: 16
+    times the text of `splat (float c)`, and writing IR is part of the compile time)."""
+    c = ir.FormattedConstant(typ, text)
+    c.constant = text  # (llvmlite would have made it a tuple of lanes)
+    return c
+
+
+def _splat_constant(c: ir.Constant) -> ir.Constant:
+    return _written(ir.VectorType(c.type, LANES), f"splat ({c.type} {c.get_reference()})")
+
+
+_ZERO = _written(VECTOR, "zeroinitializer")
 
 
 def _first_lanes(count: int) -> ir.Constant:
     """A mask of the first `count` lanes (a row's rest after its whole vectors)."""
-    return ir.Constant(MASK, [ir.Constant(I1, int(i < count)) for i in range(LANES)])
+    return _written(MASK, "<" + ", ".join(f"i1 {'true' if i < count else 'false'}"
+                                          for i in range(LANES)) + ">")
 
 
 def _masked(module: ir.Module, kind: str) -> ir.Function:
@@ -271,8 +284,7 @@ def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> di
 
 def _vector_constant(x: kir.Expr) -> ir.Constant:
     assert isinstance(x, kir.Const)
-    c = constant(x.dtype, x.value)
-    return ir.Constant(ir.VectorType(c.type, LANES), [c] * LANES)
+    return _splat_constant(constant(x.dtype, x.value))
 
 
 def _lane_sum(b: ir.IRBuilder, module: ir.Module, v: ir.Value) -> ir.Value:
