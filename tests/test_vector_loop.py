@@ -90,13 +90,24 @@ def test_gradients_through_vector_kernels_match_numpy():
     assert any(_light(f, xv.shape))
 
 
-def test_libm_calls_short_rows_and_window_nests_keep_o3():
+def test_libm_calls_and_short_rows_keep_o3():
     x = gc.placeholder((4, 40), name="x")
     assert not any(_light(gc.function([x], gc.exp(x) + 1), (4, 40)))
     short = gc.placeholder((40, 10), name="short")  # rows of 10 (a broadcast keeps them)
     scale = gc.placeholder((40, 1), name="scale")
     assert not any(_light(gc.function([short, scale], short * scale), (40, 10), (40, 1)))
     assert any(_light(gc.function([x], x * 2 + 1), (4, 40)))
+
+
+def test_an_im2col_like_copy_of_rows_of_28_is_in_vectors():
+    """Rows of 28 read from a padded image (a window nest's copy): a vector and a masked
+    one per row, the same numbers."""
+    rng = np.random.default_rng(3)
+    img = gc.placeholder((2, 3, 30, 30), name="img")
+    f = gc.function([img], img[:, :, 1:29, 1:29] * 2 + 1)
+    iv = rng.normal(size=(2, 3, 30, 30)).astype(np.float32)
+    np.testing.assert_allclose(f(iv), iv[:, :, 1:29, 1:29] * 2 + 1, rtol=1e-6)
+    assert any(_light(f, iv.shape))
 
 
 def test_the_light_pipeline_does_not_vectorize_loops():

@@ -210,12 +210,12 @@ def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
 
 def explicit_vectors(k: kir.Kernel, schedule: Schedule) -> bool:
     """Whether a kernel's function is written as explicit vector loops (vector_loop.py:
-    elementwise kernels, float sums) and compiled with the light pipeline. Not window
-    nests: LLVM's unrolling of their short rows pays (_unrolling_pays)."""
-    if _unrolling_pays(k):
-        return False
+    elementwise kernels, float sums) and compiled with the light pipeline. Rows of 16 to
+    63 (W6's relu gradient and im2col copy over 28x28 maps) are a vector and a masked one
+    each, which does what LLVM's unrolling of such rows did; a sum over such rows stays
+    with O3's (_unrolling_pays)."""
     if isinstance(k, kir.Reduce):
-        return vector_loop.vectorizable_sum(k, schedule)
+        return not _unrolling_pays(k) and vector_loop.vectorizable_sum(k, schedule)
     return isinstance(k, kir.Elementwise) and vector_loop.vectorizable(k, schedule)
 
 
