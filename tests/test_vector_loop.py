@@ -167,3 +167,17 @@ def test_reads_of_memory_a_store_may_overlap_keep_the_scalar_loop():
         "mul", (kir.Load(kir.Access(0, (40, 1)), np.dtype("float32")),
                 kir.Const(2.0, np.dtype("float32"))), np.dtype("float32"))),))
     assert vector_loop.vectorizable(same, in_place)
+
+
+def test_light_units_count_about_half_in_the_processes_deal(monkeypatch):
+    """Units are queued largest first: a light unit costs about half an O3 one (W6's GEMM
+    unit, the longest module, came last behind two light batches and ended alone)."""
+    x = gc.placeholder((300, 400), name="x")
+    col = gc.placeholder((300, 1), name="col")
+    f = gc.function([x, col], gc.maximum(x * col, 0.0))
+    schedule = f.schedule((300, 400), (300, 1))
+    light = codegen.plan_units(schedule).units
+    monkeypatch.setattr(codegen, "explicit_vectors", lambda k, s: False)
+    o3 = codegen.plan_units(schedule).units
+    assert [u.light for u in light] == [True] and [u.light for u in o3] == [False]
+    assert light[0].cost == (o3[0].cost + 1) // 2 < o3[0].cost
