@@ -181,3 +181,25 @@ def test_light_units_count_about_half_in_the_processes_deal(monkeypatch):
     o3 = codegen.plan_units(schedule).units
     assert [u.light for u in light] == [True] and [u.light for u in o3] == [False]
     assert light[0].cost == (o3[0].cost + 1) // 2 < o3[0].cost
+
+
+@pytest.mark.parametrize("n", [28, 14])  # rows of 30 and 16 after padding
+def test_padding_guarded_loads_in_vectors_match_numpy(n):
+    """pad: loads guarded along the rows (a lane mask) and across them (whole rows)."""
+    rng = np.random.default_rng(n)
+    x = gc.placeholder((2, 3, n, n), name="x")
+    f = gc.function([x], gc.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))) * 3 - 1)
+    xv = rng.normal(size=(2, 3, n, n)).astype(np.float32)
+    want = np.pad(xv, ((0, 0), (0, 0), (1, 1), (1, 1))) * 3 - 1
+    np.testing.assert_allclose(f(xv), want, rtol=1e-6)
+    assert any(_light(f, xv.shape))
+
+
+def test_concatenated_rows_in_vectors_match_numpy():
+    rng = np.random.default_rng(5)
+    a = gc.placeholder((4, 20), name="a")
+    b = gc.placeholder((4, 13), name="b")
+    f = gc.function([a, b], gc.concatenate([a, b], axis=1) * 2)
+    av, bv = rng.normal(size=(4, 20)).astype(np.float32), rng.normal(size=(4, 13)).astype(
+        np.float32)
+    np.testing.assert_allclose(f(av, bv), np.concatenate([av, bv], axis=1) * 2, rtol=1e-6)

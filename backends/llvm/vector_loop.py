@@ -8,7 +8,9 @@ cut W6's LLVM time for these kernels (see docs/llvm-backend.md, "Compile time").
 Only kernels whose every value is float32 (or a bool between compare and select), read
 contiguously or broadcast along the innermost axis and stored contiguously there (a sum:
 reducing along it), with a static innermost size of a vector or more, are written so; the
-others keep the scalar loop nest and O3."""
+others keep the scalar loop nest and O3. A guarded load (pad, concatenate, a slice's
+gradient) reads only the lanes inside its guard (a masked load) and takes its fallback
+value in the others."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +24,7 @@ from graphc.sizes import Size
 from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import F32, I1, I32, ScalarEmitter, constant
+from graphc.backends.llvm.size_values import as_value
 
 PTR = ir.PointerType()
 LANES = 16  # float32 lanes of a 512-bit vector (AVX-512; LLVM splits it where narrower)
@@ -55,10 +58,18 @@ def _apply_ok(e: kir.Apply) -> bool:
     return False
 
 
+def _guard_ok(guard: kir.Guard | None) -> bool:
+    """A guard whose bounds' scales are static (pad's, a slice gradient's)."""
+    return guard is None or all(not isinstance(scale, Size) for bound in guard.bounds
+                                for _, scale in bound.terms)
+
+
 def _node_ok(x: kir.Expr, schedule: Schedule) -> bool:
     if isinstance(x, kir.Load):
-        return x.guard is None and _inner_stride(x.access) is not None and \
-            np.dtype(schedule.buffers[x.access.buffer].dtype) == _FLOAT32
+        stride = _inner_stride(x.access)
+        # a guarded load is read lane by lane where its guard holds (a masked load)
+        return (stride == 1 or (stride == 0 and x.guard is None)) and _guard_ok(x.guard) \
+            and np.dtype(schedule.buffers[x.access.buffer].dtype) == _FLOAT32
     if isinstance(x, kir.Const):
         return not isinstance(x.value, Size) and np.dtype(x.dtype) in (_FLOAT32, _BOOL)
     if isinstance(x, kir.Apply):
@@ -142,29 +153,61 @@ class _Row:
     def __init__(self, writer, b: ir.IRBuilder, bases: dict, outer: list[ir.Value]) -> None:
         self.writer, self.b, self.bases, self.outer = writer, b, bases, outer
         self.starts: dict[tuple, ir.Value] = {}
+        self.bound_starts: dict[int, tuple[ir.Value, ir.Value, ir.Value]] = {}
 
-    def start(self, access: kir.Access) -> ir.Value:
-        key = (access.buffer, access.strides[:-1], access.offset)
+    def start(self, access: kir.Access, guarded: bool = False) -> ir.Value:
+        """Where the row of an access starts (a guarded one's may lie outside its buffer:
+        no `inbounds`, only the lanes inside are ever read)."""
+        key = (access.buffer, access.strides[:-1], access.offset, guarded)
         if key not in self.starts:
             b = self.b
             flat = linear_index(b, self.outer, access.strides[:-1], access.offset)
-            self.starts[key] = b.gep(self.bases[access.buffer], [flat], inbounds=True,
+            self.starts[key] = b.gep(self.bases[access.buffer], [flat], inbounds=not guarded,
                                      source_etype=F32)
         return self.starts[key]
 
-    def at(self, access: kir.Access, j: ir.Value) -> ir.Value:
-        return self.b.gep(self.start(access), [j], inbounds=True, source_etype=F32)
+    def at(self, access: kir.Access, j: ir.Value, guarded: bool = False) -> ir.Value:
+        return self.b.gep(self.start(access, guarded), [j], inbounds=not guarded,
+                          source_etype=F32)
 
-    def load(self, access: kir.Access, j: ir.Value, mask: ir.Constant | None = None
-             ) -> ir.Value:
+    def load(self, access: kir.Access, j: ir.Value, mask: ir.Value | None = None,
+             guarded: bool = False) -> ir.Value:
         """Lanes j.. of the access's row; with `mask`, only its lanes (the others 0)."""
         if mask is None:
             v = self.b.load(self.at(access, j), typ=VECTOR, align=4)
         else:
             v = self.b.call(_masked(self.writer.module, "load"),
-                            [self.at(access, j), ir.Constant(I32, 4), mask, _ZERO])
+                            [self.at(access, j, guarded), ir.Constant(I32, 4), mask, _ZERO])
         self.writer._mark(v, access.buffer)
         return v
+
+    def bound_parts(self, bound: kir.Bound) -> tuple[ir.Value, ir.Value, ir.Value]:
+        """A guard bound's part fixed along the row (its offset and outer terms) and its
+        limits, made before the row's loops."""
+        if id(bound) not in self.bound_starts:
+            b, last = self.b, len(self.outer)
+            outer = [(a, scale) for a, scale in bound.terms if a != last]
+            fixed = linear_index(b, [self.outer[a] for a, _ in outer],
+                                 [scale for _, scale in outer], bound.offset)
+            self.bound_starts[id(bound)] = (fixed, as_value(b, bound.lo),
+                                            as_value(b, bound.hi))
+        return self.bound_starts[id(bound)]
+
+    def inside(self, guard: kir.Guard, j: ir.Value) -> ir.Value:
+        """Which lanes j.. lie inside every bound of a guard (<16 x i1>)."""
+        b, last = self.b, len(self.outer)
+        lanes = b.add(_splat(b, j), _IOTA)
+        inside: ir.Value | None = None
+        for bound in guard.bounds:
+            fixed, lo, hi = self.bound_parts(bound)
+            at = _splat(b, fixed)
+            for a, scale in bound.terms:
+                if a == last:
+                    at = b.add(at, b.mul(lanes, _splat_constant(ir.Constant(I64, scale))))
+            ok = b.and_(b.icmp_signed(">=", at, _splat(b, lo)),
+                        b.icmp_signed("<", at, _splat(b, hi)))
+            inside = ok if inside is None else b.and_(inside, ok)
+        return inside if inside is not None else _written(MASK, "splat (i1 true)")
 
     def store(self, access: kir.Access, j: ir.Value, value: ir.Value,
               mask: ir.Constant | None = None) -> None:
@@ -189,6 +232,8 @@ def _splat_constant(c: ir.Constant) -> ir.Constant:
 
 
 _ZERO = _written(VECTOR, "zeroinitializer")
+_IOTA = _written(ir.VectorType(I64, LANES),
+                 "<" + ", ".join(f"i64 {i}" for i in range(LANES)) + ">")
 
 
 def _first_lanes(count: int) -> ir.Constant:
@@ -219,7 +264,13 @@ def _vector_values(writer, row: _Row, scalar: ScalarEmitter, roots: list[kir.Exp
         for x in kir.postorder(root):
             if id(x) in memo:
                 continue
-            if isinstance(x, kir.Load):
+            if isinstance(x, kir.Load) and x.guard is not None:
+                inside = row.inside(x.guard, j)
+                if mask is not None:
+                    inside = row.b.and_(inside, mask)
+                value = row.b.select(inside, row.load(x.access, j, inside, guarded=True),
+                                     memo[id(x.guard.otherwise)])
+            elif isinstance(x, kir.Load):
                 value = row.load(x.access, j, mask)
             elif isinstance(x, kir.Const):
                 value = _vector_constant(x)
@@ -271,6 +322,10 @@ def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> di
                 v = b.load(row.start(x.access), typ=F32)
                 writer._mark(v, x.access.buffer)
                 fixed[id(x)] = _splat(b, v)
+            elif isinstance(x, kir.Load) and x.guard is not None:
+                row.start(x.access, guarded=True)
+                for bound in x.guard.bounds:
+                    row.bound_parts(bound)
             elif isinstance(x, kir.Load):
                 row.start(x.access)
             elif isinstance(x, kir.Const):
