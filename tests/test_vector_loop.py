@@ -42,7 +42,8 @@ def test_elementwise_rows_in_vectors_match_numpy(n):
     assert "<16 x float>" in f.source and jit.LIGHT.strip() in f.source
 
 
-@pytest.mark.parametrize("n", [16, 37, 5000])  # 5000: two blocks of 2048 and a rest
+@pytest.mark.parametrize("n", [16, 37, 64, 83, 5000])  # 83: 2 pairs, 1 vector, a rest;
+# 5000: two blocks of 2048 and a rest
 def test_sums_along_rows_in_vectors_match_numpy(n):
     rng = np.random.default_rng(n)
     x = gc.placeholder((4, n), name="x")

@@ -234,6 +234,13 @@ def _splat_constant(c: ir.Constant) -> ir.Constant:
 _ZERO = _written(VECTOR, "zeroinitializer")
 _IOTA = _written(ir.VectorType(I64, LANES),
                  "<" + ", ".join(f"i64 {i}" for i in range(LANES)) + ">")
+# two vectors as one of twice the lanes (two registers: two independent chains of adds)
+_ZERO32 = _written(ir.VectorType(F32, 2 * LANES), "zeroinitializer")
+# (shuffle masks: llvmlite checks their lanes, so spelled lane by lane)
+_IOTA32 = ir.Constant(ir.VectorType(I32, 2 * LANES),
+                      [ir.Constant(I32, i) for i in range(2 * LANES)])
+_HALF = [ir.Constant(ir.VectorType(I32, LANES),
+                     [ir.Constant(I32, i + h * LANES) for i in range(LANES)]) for h in (0, 1)]
 
 
 def _first_lanes(count: int) -> ir.Constant:
@@ -387,23 +394,41 @@ def blocked_sum(writer, b: ir.IRBuilder, bases: dict, k: kir.Reduce, full: list,
     scalar = ScalarEmitter(b, writer.module)
     shift = ir.Constant(I64, LANES.bit_length() - 1)
 
+    def vector_at(row: _Row, broadcast: dict, j: ir.Value,
+                  mask: ir.Constant | None = None) -> ir.Value:
+        (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast), mask)
+        return value
+
     def block_sum(row: _Row, broadcast: dict, start: ir.Value, length: int) -> ir.Value:
-        """The sum of `length` elements from `start` along the row: whole vectors, then
-        one masked vector (its other lanes count 0)."""
+        """The sum of `length` elements from `start` along the row: whole vectors (two at
+        a time into two partial sums where there are four or more: one chain of adds waits
+        on each add's latency), then one masked vector (its other lanes count 0)."""
         acc: ir.Value = _ZERO
-        if length >= LANES:
-            def lanes(v: ir.Value, acc: ir.Value) -> ir.Value:
-                j = b.add(b.shl(v, shift), start)
-                (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast))
-                return b.fadd(acc, value)
-            summed = _summing_loop(b, length // LANES, _ZERO, lanes, "v")
+        whole, done = length // LANES, 0
+        if whole >= 4:
+            def pairs(v: ir.Value, acc: ir.Value) -> ir.Value:
+                j = b.add(b.shl(v, ir.Constant(I64, LANES.bit_length())), start)
+                lo = vector_at(row, broadcast, j)
+                hi = vector_at(row, broadcast, b.add(j, ir.Constant(I64, LANES)))
+                return b.fadd(acc, b.shuffle_vector(lo, hi, _IOTA32))
+            summed = _summing_loop(b, whole // 2, _ZERO32, pairs, "v")
             assert summed is not None
-            acc = summed
+            acc = b.fadd(b.shuffle_vector(summed, summed, _HALF[0]),
+                         b.shuffle_vector(summed, summed, _HALF[1]))
+            done = whole - whole % 2
+        if whole - done >= 2:
+            def lanes(v: ir.Value, acc: ir.Value) -> ir.Value:
+                return b.fadd(acc, vector_at(row, broadcast, b.add(b.shl(v, shift), start)))
+            summed = _summing_loop(b, whole, _ZERO, lanes, "v")
+            assert summed is not None
+            acc, done = summed, whole
+        if whole - done == 1:
+            j = b.add(start, ir.Constant(I64, done * LANES))
+            acc = b.fadd(acc, vector_at(row, broadcast, j))
         if length % LANES:
             mask = _first_lanes(length % LANES)
             j = b.add(start, ir.Constant(I64, length - length % LANES))
-            (value,) = _vector_values(writer, row, scalar, [root], j, dict(broadcast), mask)
-            acc = b.fadd(acc, b.select(mask, value, _ZERO))
+            acc = b.fadd(acc, b.select(mask, vector_at(row, broadcast, j, mask), _ZERO))
         return _lane_sum(b, writer.module, acc)
 
     def add_to_total(part: ir.Value) -> None:
