@@ -47,7 +47,7 @@ def _compiled(text: str, machine, clock) -> tuple[bytes, float, float, float]:
     module.triple = llvm.get_default_triple()
     module.verify()
     t1 = clock()
-    jit.optimize_module(module, machine)
+    jit.optimize_module(module, machine, jit.is_light([text]))
     t2 = clock()
     obj = machine.emit_object(module)
     return obj, t1 - t0, t2 - t1, clock() - t2
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     phases["LLVM: entry point"] = opt + emit
     for unit in writer.plan.units:
         kernel = schedule.kernels[unit.members[0]]
-        kind = kernel.kind + ("s packed" if len(unit.members) > 1 else "")
+        kind = kernel.kind + ("s packed" if len(unit.members) > 1 else "") + \
+            (" (vectors, light)" if unit.light else "")
         t = clock()
         text = writer.unit_text(unit)
         written = clock() - t
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     print("LLVM per kernel kind: units, IR writing, parse, optimize, emit (s)")
     for kind, (n, written, parse, opt, emit) in sorted(by_kind.items(),
                                                      key=lambda kv: -sum(kv[1][1:])):
-        print(f"  {kind:<22} {n:4d} {written:7.3f} {parse:7.3f} {opt:7.3f} {emit:7.3f}")
+        print(f"  {kind:<30} {n:4d} {written:7.3f} {parse:7.3f} {opt:7.3f} {emit:7.3f}")
     print(f"the {args.top} slowest units (write + compile s, kind, fused ops, shape, IR chars):")
     for total, kind, fused, shape, chars in sorted(units, key=lambda u: -u[0])[:args.top]:
         print(f"  {total:6.3f}  {kind:<14} {fused:<28} {shape}  {chars}")

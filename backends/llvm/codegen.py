@@ -17,7 +17,7 @@ from graphc.schedule.scalar import lower_expr
 from graphc.schedule.signature import (kernel_buffers, overlap_classes,
                                        signature_and_symbols, signature_digest)
 from graphc.backends.llvm import (collective, entry, jit, loop, parallel, scan_sort,
-                                  vector_abi)
+                                  vector_abi, vector_loop)
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.size_values import KernelSizes, as_value, writing
 from graphc.sizes import Size, SizeVar, hint
@@ -119,6 +119,9 @@ class Unit:
     # may be another program's GEMM unit's too), or code that links against symbols only
     # some processes define (MPI's: a batch holding it could not be loaded elsewhere)
     alone: bool = False
+    # written as explicit vector loops (vector_loop.py): compiled with the light pipeline,
+    # in modules of such units only
+    light: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,12 @@ def plan_units(schedule: Schedule) -> Plan:
         shared = len(members) > 1 or _group(kernel) is not None
         if shared:
             cost += _GROUP_COST
+        light = not shared and explicit_vectors(kernel, schedule)
+        if light:  # no O3 middle end: about half the time of a unit like it (W6)
+            cost = (cost + 1) // 2
         units.append(Unit(tuple(i for i, _ in members), text,
                           "u" + signature_digest(text), cost,
-                          shared or _collective(kernel)))
+                          shared or _collective(kernel), light))
     return Plan(tuple(names), tuple(units), buffers, tuple(symbols))
 
 
@@ -188,18 +194,37 @@ BATCH_MIN_UNITS = 8
 def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
     """The units to build (`todo`, numbers into `units`) as modules: each unit that must be
     (Unit.alone: packed GEMMs, MPI calls) alone, the others linked into a few modules of
-    similar cost, about two per process (`jobs`), so that the processes still end together.
-    W6's 72 one-kernel units took 1.06-1.42 s of LLVM as 72 modules, 0.76-0.96 s as one
-    (CPU, one process, 2026-12-03 under load)."""
+    similar cost, about two per process (`jobs`), so that the processes still end together;
+    units for the light pipeline (Unit.light) and the others in modules apart (a module has
+    one pipeline). W6's 72 one-kernel units took 1.06-1.42 s of LLVM as 72 modules,
+    0.76-0.96 s as one (CPU, one process, 2026-12-03 under load)."""
     alone = [[n] for n in todo if units[n].alone]
     small = [n for n in todo if not units[n].alone]
     if len(small) < BATCH_MIN_UNITS:
         return alone + [[n] for n in small]
-    assign = deal_out([units[n].cost for n in small], 2 * jobs if jobs > 1 else 1)
-    bins: list[list[int]] = [[] for _ in range(max(assign) + 1)]
-    for n, b in zip(small, assign):
-        bins[b].append(n)
-    return alone + [sorted(b) for b in bins if b]
+    classes = [c for c in ([n for n in small if units[n].light],
+                           [n for n in small if not units[n].light]) if c]
+    # about two modules per process in all, shared out between the classes
+    per_class = max(1, 2 * jobs // len(classes)) if jobs > 1 else 1
+    out = alone
+    for members in classes:
+        assign = deal_out([units[n].cost for n in members], per_class)
+        bins: list[list[int]] = [[] for _ in range(max(assign) + 1)]
+        for n, b in zip(members, assign):
+            bins[b].append(n)
+        out += [sorted(b) for b in bins if b]
+    return out
+
+
+def explicit_vectors(k: kir.Kernel, schedule: Schedule) -> bool:
+    """Whether a kernel's function is written as explicit vector loops (vector_loop.py:
+    elementwise kernels, float sums) and compiled with the light pipeline. Rows of 16 to
+    63 (W6's relu gradient and im2col copy over 28x28 maps) are a vector and a masked one
+    each, which does what LLVM's unrolling of such rows did; a sum over such rows stays
+    with O3's (_unrolling_pays)."""
+    if isinstance(k, kir.Reduce):
+        return not _unrolling_pays(k) and vector_loop.vectorizable_sum(k, schedule)
+    return isinstance(k, kir.Elementwise) and vector_loop.vectorizable(k, schedule)
 
 
 def _only_calls(k: kir.Kernel) -> bool:
@@ -252,6 +277,9 @@ class ModuleWriter:
         self._fn_name = "kernel"
         # GEMMs (by kernel index) whose B a loop packed ahead: loop.prepack
         self.packed_b: dict[int, ir.GlobalVariable] = {}
+        # function name -> kernel, for the kernels of light units (explicit vector loops)
+        self._light_kernels = {self.plan.functions[u.members[0]]: schedule.kernels[
+            u.members[0]] for u in self.plan.units if u.light}
 
     @property
     def function_name(self) -> str:
@@ -322,12 +350,17 @@ class ModuleWriter:
             inst.set_metadata("noalias", mark[1])
 
     # -- expressions ----------------------------------------------------------------------
-    def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, body: kir.Expr,
-             indices: list[ir.Value], memo: dict[int, ir.Value]) -> ir.Value:
-        """A kernel body's value at `indices`, from its core ops."""
+    def lowered(self, body: kir.Expr) -> kir.Expr:
+        """A kernel body in core ops (lowered once)."""
         e = self._lowered.get(id(body))
         if e is None:
             e = self._lowered[id(body)] = lower_expr(body, self._lowering_memo)
+        return e
+
+    def expr(self, b: ir.IRBuilder, scalar: ScalarEmitter, bases: dict, body: kir.Expr,
+             indices: list[ir.Value], memo: dict[int, ir.Value]) -> ir.Value:
+        """A kernel body's value at `indices`, from its core ops."""
+        e = self.lowered(body)
         for x in kir.postorder(e):
             if id(x) in memo:
                 continue
@@ -400,6 +433,10 @@ class ModuleWriter:
             return
         self._elementwise_body(b, bases, k, None)
 
+    def _vectors(self, k: kir.Elementwise | kir.Reduce) -> bool:
+        """Whether the kernel being written is one of a light unit's (explicit vectors)."""
+        return self._light_kernels.get(self._fn_name) is k
+
     def _elementwise_part(self, k: kir.Elementwise, index: int) -> ir.Function:
         """part(bufs, t, nt): thread t of nt runs its share of the split axis."""
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
@@ -422,17 +459,24 @@ class ModuleWriter:
         return fn
 
     def _elementwise_body(self, b, bases, k: kir.Elementwise, outer, axis: int = 0) -> None:
+        if self._vectors(k):
+            vector_loop.emit_rows(self, b, bases, k, outer, axis)
+            return
         scalar = ScalarEmitter(b, self.module)
         with loop_nest(b, k.shape, outer=outer, outer_axis=axis,
                        unroll_outer=_outer_unrolling_pays(k)) as ix:
-            memo: dict[int, ir.Value] = {}
-            values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
-            for s, v in zip(k.stores, values):
-                if s.accumulate:
-                    old = self.load(b, bases, s.access, ix)
-                    v = b.fadd(old, v) if isinstance(v.type, (ir.FloatType, ir.DoubleType)) \
-                        else b.add(old, v)
-                self.store(b, bases, s.access, ix, v)
+            self.scalar_stores(b, scalar, bases, k, ix)
+
+    def scalar_stores(self, b, scalar, bases, k: kir.Elementwise, ix: list) -> None:
+        """Every store of an elementwise kernel at one point `ix` of its loop nest."""
+        memo: dict[int, ir.Value] = {}
+        values = [self.expr(b, scalar, bases, s.value, ix, memo) for s in k.stores]
+        for s, v in zip(k.stores, values):
+            if s.accumulate:
+                old = self.load(b, bases, s.access, ix)
+                v = b.fadd(old, v) if isinstance(v.type, (ir.FloatType, ir.DoubleType)) \
+                    else b.add(old, v)
+            self.store(b, bases, s.access, ix, v)
 
     def _combine(self, b, scalar, op: str, acc: ir.Value, v: ir.Value, dtype) -> ir.Value:
         is_float = np.dtype(dtype).kind == "f"
@@ -520,7 +564,10 @@ class ModuleWriter:
             else:
                 b.store(self._identity(k.op, k.out_dtype), acc_ptr)
             blocked = k.op == "sum" and np.dtype(k.out_dtype).kind == "f" and red_shape
-            if 0 not in red_shape and blocked:
+            if 0 not in red_shape and blocked and self._vectors(k):
+                vector_loop.blocked_sum(self, b, bases, k, full, red_shape, acc_ptr,
+                                        SUM_BLOCK)
+            elif 0 not in red_shape and blocked:
                 self._blocked_sum(b, scalar, bases, k, full, red_shape, acc_ptr)
             elif 0 not in red_shape:
                 with loop_nest(b, red_shape, "r") as rx:
@@ -667,7 +714,8 @@ class ModuleWriter:
         self.module = ir.Module(name=unit.name)
         for i in unit.members:
             self.kernel_function(i, self.schedule.kernels[i])
-        return vector_abi.annotate(str(self.module))
+        text = vector_abi.annotate(str(self.module))
+        return jit.LIGHT + text if unit.light else text
 
     def entry_text(self) -> str:
         """The entry point's module (entry.py): each kernel's pointer table filled from

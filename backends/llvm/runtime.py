@@ -98,7 +98,7 @@ def assembly_of(texts: list[str]) -> str:
     parts = []
     for text in texts:
         module = llvm.parse_assembly(text)
-        jit.optimize_module(module)
+        jit.optimize_module(module, light=jit.is_light([text]))
         parts.append(jit.assembly(module))
     return _joined(parts)
 

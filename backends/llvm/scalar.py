@@ -127,7 +127,9 @@ class ScalarEmitter:
 
 
 def _is_float(v: ir.Value) -> bool:
-    return isinstance(v.type, (ir.FloatType, ir.DoubleType))
+    """A float, or a vector of floats (vector_loop.py writes ops on vectors)."""
+    t = v.type.element if isinstance(v.type, ir.VectorType) else v.type
+    return isinstance(t, (ir.FloatType, ir.DoubleType))
 
 
 def _arith(float_op: str, int_op: str) -> Callable:
