@@ -161,3 +161,18 @@ def test_every_reader_or_none():
 def test_an_output_is_stored():
     kernels = [_maker(_centered()), _reader(_load(2))]
     assert _loads(recompute_cheap(kernels, temps={5})[1]) == {2}
+
+
+def test_a_value_over_a_sibling_store_reads_the_sibling():
+    """(dy * mask) * gamma beside dy * mask: the reader multiplies the stored sibling."""
+    masked = ir.Apply("where", (ir.Apply("greater", (_load(0), ir.Const(0.0, F32)), F32),
+                                _load(3), ir.Const(0.0, F32)), F32)
+    scaled = ir.Apply("mul", (masked, _load(1, (0, 1))), F32)
+    maker = ir.Elementwise((8, 4), (ir.Store(ir.Access(4, (4, 1)), masked),
+                                    ir.Store(ir.Access(2, (4, 1)), scaled)))
+    out = recompute_cheap([maker, _reader(_load(2))], temps={2, 4, 5})
+    assert _loads(out[1]) == {4, 1}
+    # the mask's buffer rewritten in between: the sibling no longer holds the value
+    clobber = ir.Elementwise((8, 4), (ir.Store(ir.Access(4, (4, 1)), ir.Const(0.0, F32)),))
+    out = recompute_cheap([maker, clobber, _reader(_load(2))], temps={2, 4, 5})
+    assert _loads(out[2]) == {2}

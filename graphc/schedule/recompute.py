@@ -19,6 +19,7 @@ CHEAP_OPS = frozenset(("add", "sub", "mul", "div", "neg", "square", "relu", "abs
                        "maximum", "minimum", "where", "greater", "less", "greater_equal",
                        "less_equal", "equal", "not_equal", "cast"))
 MAX_OPS = 8  # ops an expression may hold (repeated recomputation must stay cheap)
+SIBLING_NODES = 16  # the largest sibling value looked for inside another store's value
 # A load counts as activation-sized when it touches at least this share of the space.
 LARGE_SHARE = 4
 
@@ -109,6 +110,31 @@ def _recomputed(k: ir.Kernel, store: ir.Store, wshape: ir.Shape) -> ir.Kernel | 
                                          for s, v in zip(k.stores, new)), k.fused)
 
 
+def _via_siblings(k: ir.Elementwise, store: ir.Store, writers: dict[int, int]
+                  ) -> tuple[ir.Expr, set[int]]:
+    """The store's value with each value another store of k writes in the same layout (a
+    buffer only k writes) read back from it instead: a BatchNorm's backward pass stores
+    dy * mask and (dy * mask) * gamma, and the second is then one cheap op over the first.
+    Also those buffers."""
+    siblings = [s for s in k.stores
+                if s is not store and not s.accumulate and writers.get(s.access.buffer) == 1
+                and s.access == ir.Access(s.access.buffer, store.access.strides,
+                                          store.access.offset)
+                and len(list(ir.postorder(s.value))) <= SIBLING_NODES]
+    used: set[int] = set()
+
+    def visit(e: ir.Expr) -> ir.Expr | None:
+        # (equal, not only the same object: lowering may build a value twice; the
+        # comparison recurses no deeper than the sibling's small value)
+        s = next((s for s in siblings if isinstance(e, type(s.value)) and e == s.value), None)
+        if s is None or e is store.value:
+            return None
+        used.add(s.access.buffer)
+        return ir.Load(s.access, e.dtype)
+
+    return (ir.rewrite(store.value, visit) if siblings else store.value), used
+
+
 def _readers(out: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]], i: int,
              wshape: ir.Shape, store: ir.Store, sources: set[int], max_buffers: int | None
              ) -> dict[int, ir.Kernel] | None:
@@ -151,12 +177,16 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
         for store in k.stores:  # (k as it stands: an earlier value may be recomputed in it)
             target = store.access.buffer
             if (store.accumulate or target not in temps or writers.get(target) != 1
-                    or not _cheap(store.value) or any(target in r for r in reads[:i + 1])
+                    or any(target in r for r in reads[:i + 1])
                     or not _static(*store.access.strides, store.access.offset)
                     or any(s == 0 and d != 1 for d, s in zip(k.shape, store.access.strides))):
                 continue
-            sources = {ld.access.buffer for ld in ir.expr_loads(store.value)}
-            if sources & writes[i]:
+            value, siblings = _via_siblings(k, store, writers)
+            if not _cheap(value):
+                continue
+            store = ir.Store(store.access, value)
+            sources = {ld.access.buffer for ld in ir.expr_loads(value)}
+            if (sources - siblings) & writes[i]:
                 continue  # (k rewrites what the value is made of)
             new = _readers(out, reads, writes, i, k.shape, store, sources, max_buffers)
             for j, moved in (new or {}).items():
