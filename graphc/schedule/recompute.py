@@ -11,7 +11,10 @@ buffers than before: the expression may bring in one (the value it replaces), an
 others only where the reader loads them already."""
 from __future__ import annotations
 
+import itertools
+
 from graphc.schedule import ir
+from graphc.schedule.twin_stores import same_value
 
 # Ops a reader recomputes: a few cycles a vector, where reading the stored value back from
 # memory (these kernels are bound by memory) costs more.
@@ -19,7 +22,7 @@ CHEAP_OPS = frozenset(("add", "sub", "mul", "div", "neg", "square", "relu", "abs
                        "maximum", "minimum", "where", "greater", "less", "greater_equal",
                        "less_equal", "equal", "not_equal", "cast"))
 MAX_OPS = 8  # ops an expression may hold (repeated recomputation must stay cheap)
-SIBLING_NODES = 16  # the largest sibling value looked for inside another store's value
+SIBLING_NODES = 64  # the longest value in which sibling stores' values are looked for
 # A load counts as activation-sized when it touches at least this share of the space.
 LARGE_SHARE = 4
 
@@ -31,10 +34,16 @@ def _static(*values: object) -> bool:
 def _cheap(value: ir.Expr) -> bool:
     """Few ops, all cheap, no iteration indices or guarded loads (they name the writer's
     axes), every size and stride a number."""
-    ops = [e for e in ir.postorder(value) if isinstance(e, ir.Apply)]
-    if len(ops) > MAX_OPS or any(e.op not in CHEAP_OPS for e in ops) or ir.uses_index(value):
-        return False
-    return all(_static(*ld.access.strides, ld.access.offset) for ld in ir.expr_loads(value))
+    ops = 0
+    for e in ir.postorder(value):
+        if isinstance(e, ir.Apply):
+            ops += 1
+            if ops > MAX_OPS or e.op not in CHEAP_OPS:
+                return False
+        elif isinstance(e, ir.Index) or isinstance(e, ir.Load) and (
+                e.guard is not None or not _static(*e.access.strides, e.access.offset)):
+            return False
+    return True
 
 
 def _large(access: ir.Access, shape: ir.Shape) -> bool:
@@ -110,23 +119,28 @@ def _recomputed(k: ir.Kernel, store: ir.Store, wshape: ir.Shape) -> ir.Kernel | 
                                          for s, v in zip(k.stores, new)), k.fused)
 
 
+def _nodes(value: ir.Expr) -> int:
+    """The distinct nodes of an expression, counted up to SIBLING_NODES + 1."""
+    return sum(1 for _ in itertools.islice(ir.postorder(value), SIBLING_NODES + 1))
+
+
 def _via_siblings(k: ir.Elementwise, store: ir.Store, writers: dict[int, int]
                   ) -> tuple[ir.Expr, set[int]]:
     """The store's value with each value another store of k writes in the same layout (a
     buffer only k writes) read back from it instead: a BatchNorm's backward pass stores
     dy * mask and (dy * mask) * gamma, and the second is then one cheap op over the first.
     Also those buffers."""
+    if _nodes(store.value) > SIBLING_NODES:
+        return store.value, set()  # (a long value is no cheap one over a sibling either)
     siblings = [s for s in k.stores
                 if s is not store and not s.accumulate and writers.get(s.access.buffer) == 1
                 and s.access == ir.Access(s.access.buffer, store.access.strides,
-                                          store.access.offset)
-                and len(list(ir.postorder(s.value))) <= SIBLING_NODES]
+                                          store.access.offset)]
     used: set[int] = set()
 
     def visit(e: ir.Expr) -> ir.Expr | None:
-        # (equal, not only the same object: lowering may build a value twice; the
-        # comparison recurses no deeper than the sibling's small value)
-        s = next((s for s in siblings if isinstance(e, type(s.value)) and e == s.value), None)
+        # (the same computation, not only the same object: lowering may build it twice)
+        s = next((s for s in siblings if same_value(e, s.value)), None)
         if s is None or e is store.value:
             return None
         used.add(s.access.buffer)
