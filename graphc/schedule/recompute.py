@@ -184,6 +184,10 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
     for w in writes:
         for bid in w:
             writers[bid] = writers.get(bid, 0) + 1
+    first_read: dict[int, int] = {}  # (kept up to date: a recomputing reader reads more)
+    for j, r in enumerate(reads):
+        for bid in r:
+            first_read.setdefault(bid, j)
     for i in range(len(out)):
         k = out[i]
         if not isinstance(k, ir.Elementwise) or not _static(*k.shape):
@@ -191,7 +195,7 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
         for store in k.stores:  # (k as it stands: an earlier value may be recomputed in it)
             target = store.access.buffer
             if (store.accumulate or target not in temps or writers.get(target) != 1
-                    or any(target in r for r in reads[:i + 1])
+                    or first_read.get(target, i + 1) <= i
                     or not _static(*store.access.strides, store.access.offset)
                     or any(s == 0 and d != 1 for d, s in zip(k.shape, store.access.strides))):
                 continue
@@ -206,6 +210,8 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
             for j, moved in (new or {}).items():
                 out[j] = moved
                 reads[j] = set(moved.reads())
+                for bid in reads[j]:
+                    first_read[bid] = min(first_read.get(bid, j), j)
                 sets[j] = sets[j] | sets[i]
     if nodes is not None:
         nodes[:] = sets
