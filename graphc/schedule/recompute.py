@@ -88,8 +88,8 @@ def _recomputed(k: ir.Kernel, store: ir.Store, wshape: ir.Shape) -> ir.Kernel | 
     """Reader k with every load of the store's buffer replaced by the store's expression,
     or None where some load is not an element-for-element read of it, or where k would
     load more activation-sized buffers than it does now."""
-    if not isinstance(k, (ir.Elementwise, ir.Reduce)):
-        return None
+    if not isinstance(k, (ir.Elementwise, ir.Reduce)) or not _static(*k.shape):
+        return None  # (a size known at call time only: no share of it can be judged)
     target = store.access.buffer
     large = {ld.access.buffer for body in k.bodies() for ld in ir.expr_loads(body)
              if _large(ld.access, k.shape)}
@@ -150,15 +150,16 @@ def _via_siblings(k: ir.Elementwise, store: ir.Store, writers: dict[int, int]
 
 
 def _readers(out: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]], i: int,
-             wshape: ir.Shape, store: ir.Store, sources: set[int], max_buffers: int | None
-             ) -> dict[int, ir.Kernel] | None:
+             wshape: ir.Shape, store: ir.Store, sources: set[int], temps: set[int],
+             max_buffers: int | None) -> dict[int, ir.Kernel] | None:
     """Every reader after kernel i of the store's buffer, rewritten to recompute it; None
     unless all can (a reader at or after a kernel that writes the value's sources cannot)."""
     target = store.access.buffer
     new: dict[int, ir.Kernel] = {}
     for j in range(i + 1, len(out)):
         if target in reads[j]:
-            moved = None if sources & writes[j] else _recomputed(out[j], store, wshape)
+            moved = None if sources & writes[j] or not writes[j] <= temps \
+                else _recomputed(out[j], store, wshape)
             if moved is None or (max_buffers is not None
                                  and len(reads[j] | writes[j] | sources) > max_buffers):
                 return None
@@ -174,8 +175,10 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
     """kernels whose reads of cheap stored temporaries compute the value instead, where
     every reader can and no kernel from the writer to the reader rewrites what the value
     is made of. The stores stay (drop_dead_stores removes them). `nodes`, if given,
-    parallel to `kernels`: each reader's set gains the writer's nodes. `max_buffers`: a
-    reader may touch at most this many buffers (SchedulePolicy.max_kernel_buffers)."""
+    parallel to `kernels`: readers gain the nodes of a writer that is left unread. `max_buffers`: a
+    reader may touch at most this many buffers (SchedulePolicy.max_kernel_buffers). Only
+    readers that write temporaries alone: a parameter's or an output's new value is made
+    from the staged values, not straight from other parameters (lower.store_updates)."""
     out = list(kernels)
     sets = list(nodes) if nodes is not None else [frozenset()] * len(out)
     reads = [set(k.reads()) for k in out]
@@ -184,6 +187,7 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
     for w in writes:
         for bid in w:
             writers[bid] = writers.get(bid, 0) + 1
+    moved_to: dict[int, set[int]] = {}  # writer -> the readers that recompute its values
     first_read: dict[int, int] = {}  # (kept up to date: a recomputing reader reads more)
     for j, r in enumerate(reads):
         for bid in r:
@@ -206,13 +210,30 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
             sources = {ld.access.buffer for ld in ir.expr_loads(value)}
             if (sources - siblings) & writes[i]:
                 continue  # (k rewrites what the value is made of)
-            new = _readers(out, reads, writes, i, k.shape, store, sources, max_buffers)
+            new = _readers(out, reads, writes, i, k.shape, store, sources, temps,
+                           max_buffers)
             for j, moved in (new or {}).items():
                 out[j] = moved
                 reads[j] = set(moved.reads())
                 for bid in reads[j]:
                     first_read[bid] = min(first_read.get(bid, j), j)
-                sets[j] = sets[j] | sets[i]
+                moved_to.setdefault(i, set()).add(j)
     if nodes is not None:
+        _hand_over(out, temps, sets, moved_to)
         nodes[:] = sets
     return out
+
+
+def _hand_over(kernels: list[ir.Kernel], temps: set[int], sets: list[frozenset],
+               moved_to: dict[int, set[int]]) -> None:
+    """A writer left with no store that is read (dead_stores.py drops it) hands its graph
+    nodes to the readers that now compute its values; one that stays keeps them."""
+    read: set[int] = set()
+    for k in kernels:
+        read |= k.reads()
+    for i, readers in moved_to.items():
+        k = kernels[i]
+        if isinstance(k, ir.Elementwise) and all(
+                s.access.buffer in temps and s.access.buffer not in read for s in k.stores):
+            for j in readers:
+                sets[j] = sets[j] | sets[i]

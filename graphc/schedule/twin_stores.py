@@ -32,6 +32,8 @@ def _ranges(shape: ir.Shape, guard: ir.Guard | None) -> list[tuple[int, int]] | 
     only inside the border); None where a guard leaves an axis empty."""
     ranges = [(0, d - 1) for d in shape]
     for bound in guard.bounds if guard is not None else ():
+        if not all(isinstance(v, int) for v in (bound.lo, bound.hi, bound.offset)):
+            return None  # (a size known at call time only)
         if len(bound.terms) == 1 and bound.terms[0][1] == 1:
             a = bound.terms[0][0]
             lo, hi = ranges[a]
