@@ -8,7 +8,9 @@ kernel times is printed beside the step's own median, so the Python timing overh
 a team's other threads are not counted): steadier than wall time on a machine that other
 processes keep busy, which stretches wall times several-fold at random.
 Run: python benchmarks/kernel_breakdown.py [--model W6|W5|W7] [--repeat 30] [--top 25]
-     [--threads adaptive|team|alone] [--clock wall|cpu]"""
+     [--threads adaptive|team|alone|compare] [--clock wall|cpu]
+--threads compare times every kernel alone and on the team in turn (wall time, same run) and
+lists each kernel's one- and two-thread times and speedup: which kernels scale badly."""
 from __future__ import annotations
 
 import argparse
@@ -92,12 +94,11 @@ def gemm_role(kernel, schedule) -> str:
     return "conv forward" if kernel.a.strides[-1] == 1 else "conv data grad"
 
 
-def breakdown(f, args, repeat: int, threads: str, clock: str = "wall") -> None:
-    f(*args)
-    compiled = f._exe.last
-    schedule = compiled.schedule
+def kernel_calls(compiled, args) -> tuple[list, list]:
+    """(function, pointer table, its address) for each kernel of the step, in program order,
+    on the step's own arena, inputs and fresh outputs (returned too: keep them alive)."""
     names, tables = entry_tables(compiled.ir_texts[0])
-    if len(names) != len(schedule.kernels):
+    if len(names) != len(compiled.schedule.kernels):
         raise SystemExit("the entry module and the schedule disagree: kernel counts differ")
     bufs = compiled.table
     arena = compiled.arena.ctypes.data
@@ -114,6 +115,14 @@ def breakdown(f, args, repeat: int, threads: str, clock: str = "wall") -> None:
             table[j] = arena + (-1 - src) if src < 0 else bufs[src]
         fn = _KERNEL(engine.get_function_address(name))
         calls.append((fn, table, ctypes.addressof(table)))
+    return calls, outs
+
+
+def breakdown(f, args, repeat: int, threads: str, clock: str = "wall"):
+    f(*args)
+    compiled = f._exe.last
+    schedule = compiled.schedule
+    calls, _outs = kernel_calls(compiled, args)
     if threads != "adaptive" and compiled.chooser is not None:
         for flag in compiled.chooser.flags:
             flag.value = 1 if threads == "team" else 0
@@ -143,18 +152,64 @@ def breakdown(f, args, repeat: int, threads: str, clock: str = "wall") -> None:
     return per_kernel, schedule
 
 
+def compare(f, args, repeat: int) -> None:
+    """Each kernel's wall time alone and on the team, rounds of the whole step alternating so
+    that both see the same load; per class and per kernel, with the speedup (1.0: the
+    kernel has no team)."""
+    f(*args)
+    compiled = f._exe.last
+    schedule = compiled.schedule
+    calls, _outs = kernel_calls(compiled, args)
+    flags = compiled.chooser.flags if compiled.chooser is not None else []
+    times = np.zeros((2, repeat, len(calls)))
+    steps = np.zeros((2, repeat))
+    for r in range(repeat):
+        for mode in (0, 1):  # whole rounds: each kernel finds its inputs as the step leaves them
+            for flag in flags:
+                flag.value = mode
+            start = time.perf_counter()
+            for i, (fn, _, addr) in enumerate(calls):
+                t0 = time.perf_counter()
+                fn(addr)
+                times[mode, r, i] = time.perf_counter() - t0
+            steps[mode, r] = time.perf_counter() - start
+    alone, team = (np.median(times[m], axis=0) * 1e3 for m in (0, 1))
+    a_step, t_step = (float(np.median(steps[m])) * 1e3 for m in (0, 1))
+    print(f"{len(calls)} kernels, median of {repeat}, wall ms: sum of kernels alone "
+          f"{alone.sum():.2f}, team {team.sum():.2f} ({alone.sum() / team.sum():.2f}x); "
+          f"rounds alone {a_step:.2f}, team {t_step:.2f}")
+    classes: dict[str, list[int]] = defaultdict(list)
+    for i, k in enumerate(schedule.kernels):
+        classes[kernel_class(k, schedule)].append(i)
+    print(f"  {'class':<26}{'kernels':>8}{'alone':>9}{'team':>9}{'speedup':>9}")
+    for name, idx in sorted(classes.items(), key=lambda kv: -team[kv[1]].sum()):
+        a, t = alone[idx].sum(), team[idx].sum()
+        print(f"  {name:<26}{len(idx):>8}{a:>9.2f}{t:>9.2f}{a / t:>9.2f}")
+    serial = [i for i in range(len(calls)) if alone[i] < 1.15 * team[i]]
+    print(f"kernels the team does not speed up (< 1.15x): {len(serial)}, alone "
+          f"{alone[serial].sum():.2f} ms, team {team[serial].sum():.2f} ms")
+    print("each kernel (alone ms, team ms, speedup), by time lost against a perfect halving:")
+    for i in np.argsort(-(team - alone / 2)):
+        k = schedule.kernels[i]
+        print(f"  k{i:<4}{alone[i]:8.3f}{team[i]:8.3f}{alone[i] / team[i]:6.2f}x  "
+              f"{kernel_class(k, schedule):<24} {k.header()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="W6", choices=("W7", "W6", "W5"))
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--top", type=int, default=20, help="slowest kernels to list")
-    parser.add_argument("--threads", default="adaptive", choices=("adaptive", "team", "alone"))
+    parser.add_argument("--threads", default="adaptive",
+                        choices=("adaptive", "team", "alone", "compare"))
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"))
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != "alone":
         parser.error("--clock cpu needs --threads alone (a team's threads are not timed)")
     f, data = build(args.model)
+    if args.threads == "compare":
+        return compare(f, data, args.repeat)
     per_kernel, schedule = breakdown(f, data, args.repeat, args.threads, args.clock)
     print(f"slowest {args.top} kernels:")
     for i in np.argsort(-per_kernel)[:args.top]:

@@ -190,3 +190,27 @@ def test_constants_of_opposite_sign_are_not_the_same_value():
     from graphc.schedule.twin_stores import same_value
     assert not same_value(ir.Const(0.0, F32), ir.Const(-0.0, F32))
     assert same_value(ir.Const(1.5, F32), ir.Const(1.5, F32))
+
+
+def test_a_guarded_read_before_the_buffer_moves_to_the_other_layout():
+    """A pad of buffer 1 (one zero each side of the last axis: offset -1, a guard) reads
+    the same elements of buffer 2, its first element still outside the guard."""
+    guard = ir.Guard((ir.Bound(((2, 1),), -1, 0, 4),), ir.Const(0.0, F32))
+    pad = ir.Elementwise((2, 3, 6), (ir.Store(ir.Access(4, (18, 6, 1)), ir.Load(
+        ir.Access(1, (12, 4, 1), -1), F32, guard)),))
+    moved = redirect_twin_reads([_maker(), pad], {1, 2, 4})
+    (store,) = moved[1].stores  # type: ignore[attr-defined]
+    assert store.value == ir.Load(ir.Access(2, (4, 8, 1), -1), F32, guard)
+    x = np.random.default_rng(1).normal(size=24).astype(np.float32)
+    twin = np.exp(x).reshape(2, 3, 4).transpose(1, 0, 2).reshape(-1)  # buffer 2's layout
+    got = np.zeros((2, 3, 6), F32)
+    for i, j, k in np.ndindex(2, 3, 6):
+        if 0 <= k - 1 < 4:
+            got[i, j, k] = twin[-1 + 4 * i + 8 * j + k]
+    want = np.pad(np.exp(x).reshape(2, 3, 4), ((0, 0), (0, 0), (1, 1)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # a read past the guard's reach stays: the shifted offset leaves buffer 2's axis
+    wide = ir.Guard((ir.Bound(((2, 1),), -1, 0, 5),), ir.Const(0.0, F32))
+    past = ir.Elementwise((2, 3, 6), (ir.Store(ir.Access(4, (18, 6, 1)), ir.Load(
+        ir.Access(1, (12, 4, 1), -1), F32, wide)),))
+    assert redirect_twin_reads([_maker(), past], {1, 2, 4})[1] is past

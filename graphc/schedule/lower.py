@@ -26,6 +26,7 @@ from graphc.schedule.dead_stores import drop_dead_stores
 from graphc.schedule.tiles import tile_transposed
 from graphc.schedule.copy_forward import forward_copies
 from graphc.schedule.merge import merge_elementwise
+from graphc.schedule.recompute import recompute_cheap
 from graphc.schedule.redirect import redirect_relu_masks
 from graphc.schedule.twin_stores import redirect_twin_reads
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
@@ -190,6 +191,7 @@ class Lowering:
                                     self.policy.max_kernel_buffers)
         kernels = forward_copies(kernels, temps, made)
         kernels = redirect_twin_reads(redirect_relu_masks(kernels, temps), temps)
+        kernels = recompute_cheap(kernels, temps, made, self.policy.max_kernel_buffers)
         kernels = drop_dead_stores(kernels, temps, made)
         kernels = [tile_transposed(k) for k in collapse(concat_in_place(kernels, temps, made))]
         kernels = choose_direct(kernels, self.policy)

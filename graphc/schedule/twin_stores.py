@@ -26,21 +26,43 @@ def _layout(shape: ir.Shape, access: ir.Access) -> list[tuple[int, int, int]] | 
     return axes
 
 
+def _ranges(shape: ir.Shape, guard: ir.Guard | None) -> list[tuple[int, int]] | None:
+    """The first and last index along each axis of a reader's space that a load touches:
+    the whole axis, narrowed by a guard's bounds on that one axis (a pad reads its input
+    only inside the border); None where a guard leaves an axis empty."""
+    ranges = [(0, d - 1) for d in shape]
+    for bound in guard.bounds if guard is not None else ():
+        if not all(isinstance(v, int) for v in (bound.lo, bound.hi, bound.offset)):
+            return None  # (a size known at call time only)
+        if len(bound.terms) == 1 and bound.terms[0][1] == 1:
+            a = bound.terms[0][0]
+            lo, hi = ranges[a]
+            ranges[a] = (max(lo, bound.lo - bound.offset), min(hi, bound.hi - bound.offset - 1))
+    return None if any(lo > hi for lo, hi in ranges) else ranges
+
+
 def _moved(access: ir.Access, shape: ir.Shape, drop: list[tuple[int, int, int]],
-           keep: ir.Access) -> ir.Access | None:
+           keep: ir.Access, ranges: list[tuple[int, int]] | None = None) -> ir.Access | None:
     """A read of `drop`'s buffer (strides over `shape`, a reader's space) as the same
     elements of `keep`'s, or None where a reader's axis does not step along one writer axis
-    without carrying into the next (then no strides express it)."""
+    without carrying into the next (then no strides express it). `ranges`: the indices the
+    read touches along each axis (a guarded read's: its offset may point before the
+    buffer, the guard keeps every element read inside)."""
     if not all(isinstance(v, int) for v in (*shape, *access.strides, access.offset)):
         return None
-    rest, first = access.offset, {}
-    for stride, _, axis in drop:  # (the offset in the writer's index, axis by axis)
+    ranges = ranges or [(0, d - 1) for d in shape]
+    # the writer's index of the first element read, axis by axis
+    rest = access.offset + sum(step * lo for step, (lo, _) in zip(access.strides, ranges))
+    if rest < 0:
+        return None
+    first = {}
+    for stride, _, axis in drop:
         first[axis], rest = divmod(rest, stride)
     if rest or any(first[a] >= size for _, size, a in drop):
         return None
     last = dict(first)
     strides: list[int] = []
-    for size, step in zip(shape, access.strides):
+    for size, step, (lo, hi) in zip(shape, access.strides, ranges):
         if step == 0 or size == 1:
             strides.append(0)
             continue
@@ -48,11 +70,12 @@ def _moved(access: ir.Access, shape: ir.Shape, drop: list[tuple[int, int, int]],
         if found is None or step < 0 or step % found[0]:
             return None
         s, n, a = found
-        last[a] += step // s * (size - 1)
+        last[a] += step // s * (hi - lo)
         strides.append(step // s * keep.strides[a])
     if any(last[a] >= size for _, size, a in drop):
         return None
-    offset = sum(first[a] * keep.strides[a] for _, _, a in drop)
+    offset = sum(first[a] * keep.strides[a] for _, _, a in drop) \
+        - sum(st * lo for st, (lo, _) in zip(strides, ranges))
     return ir.Access(keep.buffer, tuple(strides), offset)
 
 
@@ -65,16 +88,18 @@ def _reread(k: ir.Kernel, drop_buffer: int, drop: list[tuple[int, int, int]],
     shape = k.shape
     failed = []
 
-    def move(acc: ir.Access) -> ir.Access:
-        if acc.buffer != drop_buffer:
-            return acc
-        new = _moved(acc, shape, drop, keep)
+    def move(e: ir.Expr) -> ir.Expr | None:
+        if not isinstance(e, ir.Load) or e.access.buffer != drop_buffer:
+            return None
+        acc = e.access
+        ranges = _ranges(shape, e.guard) if all(isinstance(d, int) for d in shape) else None
+        new = None if ranges is None else _moved(acc, shape, drop, keep, ranges)
         if new is None or (acc.strides and acc.strides[-1] == 1 and new.strides[-1] != 1):
             failed.append(acc)
-            return acc
-        return new
+            return None
+        return ir.Load(new, e.dtype, e.guard)
 
-    bodies = [ir.map_accesses(body, move) for body in k.bodies()]
+    bodies = [ir.rewrite(body, move) for body in k.bodies()]
     if failed:
         return None
     if isinstance(k, ir.Reduce):
