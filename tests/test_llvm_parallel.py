@@ -220,8 +220,8 @@ def test_the_arena_is_touched_while_the_other_process_compiles(monkeypatch, tmp_
     from graphc.backends.llvm import runtime
     touched = []
     real = runtime._touched
-    monkeypatch.setattr(runtime, "_touched", lambda memory: touched.append(real(memory)) or
-                        touched[-1])
+    monkeypatch.setattr(runtime, "_touched", lambda memory, busy: touched.append(
+        real(memory, busy)) or touched[-1])
     monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
     step, x = _deep_mlp("llvm", tmp_path)
     exe = step._exe.last
@@ -231,6 +231,17 @@ def test_the_arena_is_touched_while_the_other_process_compiles(monkeypatch, tmp_
     monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "1")  # one process: no one to wait for
     _deep_mlp("llvm", tmp_path / "one")[0]
     assert len(touched) == 1
+
+
+def test_touching_the_arena_stops_once_the_other_processes_are_done():
+    """A 1.5 GB arena (W7 at T=4096) is not touched whole while compiling: only while the
+    other processes still work; the first call maps the rest."""
+    from graphc.backends.llvm import runtime
+    memory = np.ones(5 * runtime._TOUCH_CHUNK, np.uint8)
+    answers = iter([True, True])
+    runtime._touched(memory, lambda: next(answers, False))
+    starts = memory[::runtime._TOUCH_CHUNK]
+    assert list(starts) == [0, 0, 1, 1, 1]
 
 
 def test_one_process_compiles_every_module(monkeypatch, tmp_path):

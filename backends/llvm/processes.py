@@ -148,6 +148,13 @@ class _Child:
         os.close(write)
         self.read = read
 
+    def busy(self) -> bool:
+        """Whether the child is still building (it writes its answer only at the end)."""
+        if self.pid <= 0:
+            return False
+        import select
+        return not select.select([self.read], [], [], 0)[0]
+
     def result(self) -> list[tuple[int, Built]] | None:
         if self.pid <= 0:
             return None
@@ -185,11 +192,13 @@ class _Child:
 
 def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | None = None,
                      jobs: int | None = None, plan: codegen.Plan | None = None,
-                     while_waiting: Callable[[], object] | None = None) -> Compiled:
+                     while_waiting: Callable[[Callable[[], bool]], object] | None = None
+                     ) -> Compiled:
     """The schedule as native code: units found in `disk` loaded, the others built in up
     to `jobs` processes (and stored there). `plan`: its codegen.plan_units, where the
-    caller has it already. `while_waiting`: work for this process once its share is built,
-    while other processes still compile theirs (called only where there are others)."""
+    caller has it already. `while_waiting(busy)`: work for this process once its share is
+    built, while other processes still compile theirs (called only where there are
+    others); it stops soon after `busy()` turns False (every other process is done)."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
     # whole heap took a fifth of the rendering time, and in a forked child they would copy
     # every page they touch. Paused meanwhile.
@@ -200,7 +209,8 @@ def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | Non
 
 def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
                       jobs: int | None, known: codegen.Plan | None = None,
-                      while_waiting: Callable[[], object] | None = None) -> Compiled:
+                      while_waiting: Callable[[Callable[[], bool]], object] | None = None
+                      ) -> Compiled:
     jit._init()
     start = time.perf_counter()
     writer = codegen.ModuleWriter(schedule, known)
@@ -244,7 +254,7 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
         if queue is not None:
             built.update(_pull(writer, as_units, queue))
         if while_waiting is not None and any(child.pid > 0 for child in children):
-            while_waiting()
+            while_waiting(lambda: any(child.busy() for child in children))
         for child in children:
             built.update(child.result() or [])
         # what no process built (all of it with one process; a failed child's share)

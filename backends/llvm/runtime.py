@@ -86,10 +86,17 @@ def _aligned_empty(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-def _touched(memory: np.ndarray) -> np.ndarray:
-    """`memory` with each of its pages written once (the OS maps a page at its first write)."""
-    memory[::4096] = 0
+def _touched(memory: np.ndarray, busy=lambda: True) -> np.ndarray:
+    """`memory` with each of its pages written once (the OS maps a page at its first write),
+    a few MB at a time while `busy()`: the pages left are mapped by the first call."""
+    for start in range(0, memory.nbytes, _TOUCH_CHUNK):
+        if not busy():
+            break
+        memory[start:start + _TOUCH_CHUNK:4096] = 0
     return memory
+
+
+_TOUCH_CHUNK = 4 << 20
 
 
 def assembly_of(texts: list[str]) -> str:
@@ -158,12 +165,13 @@ class CompiledShape:
             t2 = time.perf_counter()
             from graphc.backends.llvm import processes  # (llvmlite.ir: only to compile)
             self.times.extra = {"fingerprint": t1 - t0, "optimize and schedule": t2 - t1}
-            # The arena's pages, first touched while the other processes compile: a
-            # first touch costs a few ms to (on a busy VM) hundreds of ms, off the first call
+            # The arena's pages, first touched while the other processes compile (no
+            # longer): a first touch costs a few ms to (on a busy VM) hundreds of ms, then
+            # off the first call
             built = processes.compile_schedule(
                 schedule, self.times, disk,
-                while_waiting=lambda: prepared.append(_touched(_aligned_empty(
-                    schedule.plan.arena_bytes if schedule.plan else 0))))
+                while_waiting=lambda busy: prepared.append(_touched(_aligned_empty(
+                    schedule.plan.arena_bytes if schedule.plan else 0), busy)))
             self._ir_texts, objects = built.texts, built.objects
             self.address, self.engine = built.address, built.engine
             layout = Layout.of(schedule, built.slots, built.errors, storages, built.flags)
