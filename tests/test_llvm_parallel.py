@@ -134,7 +134,7 @@ def _runs_of_team(seen: list[int]) -> list[int]:
 
 def test_a_long_calls_disturbed_first_trial_is_looked_at_again_soon():
     """25 ms steps: a first team trial slowed by another process picks one thread; the
-    team is tried again within about FIRST_RECHECK_SECONDS, not after 256 calls (6 s)."""
+    team is tried again within FIRST_ALONE_RECHECK calls, not after 256 (6 s)."""
     chooser, flag = _chooser()
     _drive(chooser, flag, team_ms=200.0, alone_ms=30.0, calls=13)
     assert flag.value == 0

@@ -7,7 +7,6 @@ whichever has the lower median. GRAPHC_ADAPTIVE_THREADS=0 switches it off (alway
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import statistics
 from collections import deque
@@ -26,14 +25,11 @@ class ThreadChooser:
     WINDOW = 5  # calls per setting whose median decides
     FIRST_RECHECK = 256  # calls before the setting not in use is tried again...
     LAST_RECHECK = 8192  # ...doubling while it keeps losing, up to this
-    # ...and for long calls at most about this many seconds (doubling alike): a choice made
-    # while another process disturbed the trial (a W7 step, 25 ms, alone for 256 calls is
-    # 6 s at half speed) is looked at again soon
-    FIRST_RECHECK_SECONDS = 0.5
     # Where one thread wins, the team is tried again soon, then less and less often: a
     # first trial disturbed by another process (right after a compile) kept a 1 ms step on
-    # one thread for 512 calls (W5's bimodal step times). A trial on a busy machine costs
-    # one slow call (it ends there), so trying often is cheap.
+    # one thread for 512 calls (W5's bimodal step times), a 25 ms one (W7) for 6 s. A
+    # trial on a busy machine costs one slow call (it ends there), so trying often is
+    # cheap. (Where the team wins, a machine that gets busy shows in a stalled call.)
     FIRST_ALONE_RECHECK = 4 * WINDOW
     STALL_FACTOR = 4.0  # a team call this many times slower than its median: try alone now
     # Calls faster than this alone never try the team: waking it costs a few us, and its
@@ -119,7 +115,7 @@ class ThreadChooser:
         self.recheck = min(self.recheck * 2, self.LAST_RECHECK) if self.mode == before \
             else self.FIRST_RECHECK
         self.alone_recheck = self.FIRST_ALONE_RECHECK
-        self.next_check = self.calls + self._interval()
+        self.next_check = self.calls + self.recheck
 
     def _give_up_team_trial(self) -> None:
         self.trial = 0
@@ -131,13 +127,4 @@ class ThreadChooser:
         self.mode = ALONE
         self.recheck = self.alone_recheck
         self.alone_recheck = min(self.alone_recheck * 2, self.LAST_RECHECK)
-        self.next_check = self.calls + self._interval()
-
-    def _interval(self) -> int:
-        """Calls until the next check: `recheck`, fewer where the calls are long."""
-        times = self.times[self.mode]
-        typical = statistics.median(times) if times else 0.0
-        if typical <= 0:
-            return self.recheck
-        seconds = self.FIRST_RECHECK_SECONDS * self.recheck / self.FIRST_RECHECK
-        return min(self.recheck, max(4 * self.WINDOW, math.ceil(seconds / typical)))
+        self.next_check = self.calls + self.recheck
