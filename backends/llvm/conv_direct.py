@@ -27,6 +27,7 @@ from llvmlite import ir
 from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
+from graphc.backends.llvm.tables import constant_table
 from graphc.backends.llvm.threads import num_threads, openmp_available
 from graphc.schedule import ir as kir
 
@@ -137,21 +138,14 @@ class _Part:
         args, t, nt = fn.args
         a0, b0, o0 = (b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR)
                       for i in range(3))
-        self.table = self._table(f"{name}_outer", g.outer) if len(g.outer) > 1 else None
+        self.table = constant_table(self.module, f"{name}_outer", g.outer) \
+            if len(g.outer) > 1 else None
         work = g.items * g.groups
         lo = b.sdiv(b.mul(t, _c(work)), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), _c(work)), nt)
         with counted_loop(b, b.sub(hi, lo), "w", unroll=False) as w:
             self._item(b.add(lo, w), a0, b0, o0)
         b.ret_void()
-
-    def _table(self, name: str, values: list[int]) -> ir.GlobalVariable:
-        t = ir.ArrayType(I64, len(values))
-        glob = ir.GlobalVariable(self.module, t, name)
-        glob.linkage = "internal"
-        glob.global_constant = True
-        glob.initializer = ir.Constant(t, [_c(v) for v in values])
-        return glob
 
     def _item(self, w: ir.Value, a0: ir.Value, b0: ir.Value, o0: ir.Value) -> None:
         """Work item w: (batch item, `group` consecutive rows of output pixels), all output

@@ -53,6 +53,7 @@ from graphc.backends.llvm.threads import (  # noqa: F401 (re-exported)
 from graphc.backends.llvm.scalar import F32, F64, I32, I64, constant
 from graphc import sizes
 from graphc.backends.llvm.size_values import runtime_descriptor_pointer
+from graphc.backends.llvm.tables import constant_table
 from graphc.schedule import ir as kir
 from graphc.sizes import Size, SizeVar, hint, representative
 
@@ -244,11 +245,7 @@ def prepack_b(module: ir.Module, b: ir.IRBuilder, k: kir.Gemm, source: ir.Value,
     # descriptor; the other fields are not read.
     values = dict.fromkeys(FIELDS, 0)
     values.update(b_s0=bo.s0, b_s1=bo.s1, kc=spec.k)
-    desc_t = ir.ArrayType(I64, len(FIELDS))
-    desc = ir.GlobalVariable(module, desc_t, f"{name}_pack_desc")
-    desc.linkage = "internal"
-    desc.global_constant = True
-    desc.initializer = ir.Constant(desc_t, [ir.Constant(I64, values[f]) for f in FIELDS])
+    desc = constant_table(module, f"{name}_pack_desc", [values[f] for f in FIELDS])
     variant = Variant(spec.dtype, "rows", _b_layout(spec), True, 0, p.order)
     pack = GemmKernels(module, variant, p).pack_b()
     start = b.gep(source, [ir.Constant(I64, bo.offset)], source_etype=et)
@@ -469,13 +466,8 @@ class _PackedGemm:
                                len(spec.batch), p.order)
         self.desc: ir.Value
         if not runtime:
-            desc = _blocking(spec, p, threads, layouts).desc
-            desc_t = ir.ArrayType(I64, len(desc))
-            glob = ir.GlobalVariable(module, desc_t, f"{name}_desc")
-            glob.linkage = "internal"
-            glob.global_constant = True
-            glob.initializer = ir.Constant(desc_t, [ir.Constant(I64, v) for v in desc])
-            self.desc = glob
+            self.desc = constant_table(module, f"{name}_desc",
+                                       _blocking(spec, p, threads, layouts).desc)
         scratch_t = ir.ArrayType(F32 if spec.dtype == "float32" else F64, scratch_len)
         # A symbolic GEMM's scratch is as large as any sizes need (1 MiB a thread): the
         # module's symbolic GEMMs share one, since the entry runs kernels one at a time

@@ -18,6 +18,7 @@ from llvmlite import ir
 from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
+from graphc.backends.llvm.tables import constant_table
 
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
@@ -90,25 +91,13 @@ class DotGemm:
             run = k_axes[-1][0]
             row_offsets, col_offsets = _offsets(k_axes[:-1]), _offsets(n_axes)
             rows = len(row_offsets)
-            self.tables = (self._table(f"{name}_dot_rows", row_offsets),
-                           self._table(f"{name}_dot_cols", col_offsets))
+            self.tables = (constant_table(module, f"{name}_dot_rows", row_offsets),
+                           constant_table(module, f"{name}_dot_cols", col_offsets))
         values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
                       c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads, alpha_bits=alpha,
                       accumulate=int(spec.accumulate), run=run, rows=rows,
                       chunk_rows=max(1, CHUNK // max(run, 1)))
-        desc_t = ir.ArrayType(I64, len(FIELDS))
-        self.desc = ir.GlobalVariable(module, desc_t, f"{name}_dot_desc")
-        self.desc.linkage = "internal"
-        self.desc.global_constant = True
-        self.desc.initializer = ir.Constant(desc_t, [_c(values[f]) for f in FIELDS])
-
-    def _table(self, name: str, values: list[int]) -> ir.GlobalVariable:
-        t = ir.ArrayType(I64, len(values))
-        glob = ir.GlobalVariable(self.module, t, name)
-        glob.linkage = "internal"
-        glob.global_constant = True
-        glob.initializer = ir.Constant(t, [_c(v) for v in values])
-        return glob
+        self.desc = constant_table(module, f"{name}_dot_desc", [values[f] for f in FIELDS])
 
     # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
     def emit(self, b: ir.IRBuilder, bases: dict) -> None:
