@@ -7,7 +7,7 @@ reads and writes, whether it can fail, how its stores combine) in one registry."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -331,6 +331,14 @@ class Reduce(KernelFacts):
     def header(self) -> str:
         return (f"reduce/{self.op} {_space(self.shape)} over axes {list(self.axes)} "
                 f"-> {short_name(self.out_dtype)}")
+
+
+def with_bodies(k: "Elementwise | Reduce", bodies: Sequence[Expr]) -> "Elementwise | Reduce":
+    """k with its bodies() replaced, in the same order (its stores' values, or its body)."""
+    if isinstance(k, Reduce):
+        return Reduce(k.shape, k.axes, k.op, bodies[0], k.out, k.out_dtype, k.fused)
+    return Elementwise(k.shape, tuple(Store(s.access, v, s.accumulate)
+                                      for s, v in zip(k.stores, bodies)), k.fused)
 
 
 @kernel_kind

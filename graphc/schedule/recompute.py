@@ -113,10 +113,7 @@ def _recomputed(k: ir.Kernel, store: ir.Store, wshape: ir.Shape) -> ir.Kernel | 
     new = [ir.rewrite(body, visit) for body in k.bodies()]
     if failed:
         return None
-    if isinstance(k, ir.Reduce):
-        return ir.Reduce(k.shape, k.axes, k.op, new[0], k.out, k.out_dtype, k.fused)
-    return ir.Elementwise(k.shape, tuple(ir.Store(s.access, v, s.accumulate)
-                                         for s, v in zip(k.stores, new)), k.fused)
+    return ir.with_bodies(k, new)
 
 
 def _nodes(value: ir.Expr) -> int:

@@ -34,10 +34,7 @@ def _masked_from(k: ir.Kernel, z: ir.Access, relu: ir.Access) -> ir.Kernel | Non
     new = [ir.rewrite(body, visit) for body in bodies]
     if any(id(ld) not in masks for ld in loads):
         return None  # z read elsewhere than in a mask: it stays stored anyway
-    if isinstance(k, ir.Reduce):
-        return ir.Reduce(k.shape, k.axes, k.op, new[0], k.out, k.out_dtype, k.fused)
-    return ir.Elementwise(k.shape, tuple(ir.Store(s.access, v, s.accumulate)
-                                         for s, v in zip(k.stores, new)), k.fused)
+    return ir.with_bodies(k, new)
 
 
 def _redirect(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]],

@@ -102,10 +102,7 @@ def _reread(k: ir.Kernel, drop_buffer: int, drop: list[tuple[int, int, int]],
     bodies = [ir.rewrite(body, move) for body in k.bodies()]
     if failed:
         return None
-    if isinstance(k, ir.Reduce):
-        return ir.Reduce(k.shape, k.axes, k.op, bodies[0], k.out, k.out_dtype, k.fused)
-    return ir.Elementwise(k.shape, tuple(ir.Store(s.access, v, s.accumulate)
-                                         for s, v in zip(k.stores, bodies)), k.fused)
+    return ir.with_bodies(k, bodies)
 
 
 def _redirected(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]],
