@@ -75,6 +75,10 @@ POS_DIM = st.sampled_from([1, 2, 3, 4])
 BIG_DIM = st.sampled_from([1, 2, 3, 0, 4, 5, 8, 9, 16, 17, 31, 33, 64])
 BIG_POS_DIM = st.sampled_from([1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64])
 BIG_K = st.sampled_from([1, 2, 0, 64, 129, 300, 1031])
+# A conv-llvm root's output rows: lengths that llvm's implicit GEMMs read in place (runs of
+# 8+) and its direct convolutions take (graphc/schedule/direct_conv.py: 8 two a vector,
+# 16, 24 and 31 filling 3/4 of 16 lanes and more), next to short and ragged ones.
+ROW_DIM = st.sampled_from([16, 8, 24, 1, 31, 3, 9, 17, 28, 33])
 MAX_ELEMENTS = 300_000
 
 # numpy's further unary functions, on arguments inside their domains
@@ -777,14 +781,19 @@ class Builder:
             return gc.random_uniform(seed, like, dtype=dtype)
         return gc.random_uniform(seed, shape, dtype=dtype)
 
-    def _pool(self, shape, dtype, depth, exact):
-        """conv2d / max_pool2d / avg_pool2d (the pad and windows primitives), NCHW."""
+    def _pool(self, shape, dtype, depth, exact, conv_first=False):
+        """conv2d / max_pool2d / avg_pool2d (the pad and windows primitives), NCHW.
+        conv_first: a convolution three times in four, its taps 3x3 and stride 1 more
+        often (the shapes of llvm's implicit GEMMs and direct convolutions)."""
         n, c_out, ho, wo = shape
-        kind = self.pick(["conv", "max", "avg"], "pool")
+        kinds = ["conv", "conv", "conv", "max", "avg"] if conv_first else ["conv", "max", "avg"]
+        kind = self.pick(kinds, "pool")
         if kind == "conv" and c_out == 0 and EXCLUDE["conv_zero_channels"]:
             kind = "max"
-        size = self.draw(st.integers(1, 3), "size")
-        stride = self.draw(st.integers(1, 2), "stride")
+        size = self.draw(st.sampled_from([3, 1, 2]) if conv_first else st.integers(1, 3),
+                         "size")
+        stride = self.draw(st.sampled_from([1, 1, 2]) if conv_first else st.integers(1, 2),
+                           "stride")
         if kind == "conv":
             # dilated taps, and groups (1x1 convolutions take a path of their own)
             dilation = self.draw(st.integers(1, 2), "dilation") if size > 1 else 1
@@ -835,8 +844,9 @@ def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big
     rank = 4 if pool_root else data.draw(
         st.integers(0, 4) if not smooth else st.integers(0, 3), "rank")
     if pool_root:  # batches large enough for a deep weight gradient (N * OH * OW)
-        shape = (data.draw(st.sampled_from([1, 2, 16, 33, 64]), "batch"),) + tuple(
-            data.draw(b.dim_st if axis == 1 else b.pos_dim_st, "dim") for axis in (1, 2, 3))
+        shape = (data.draw(st.sampled_from([1, 2, 16, 33, 64]), "batch"),
+                 data.draw(b.dim_st, "dim"), data.draw(b.pos_dim_st, "dim"),
+                 data.draw(ROW_DIM, "row"))
     else:
         shape = tuple(data.draw(b.dim_st, "dim") for _ in range(rank))
     if smooth or grads or pool_root:
@@ -845,7 +855,7 @@ def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big
         dtype = data.draw(st.sampled_from(FLOATS + ALL), "dtype")  # floats twice as often
     if pool_root:
         assume(_prod(shape) <= MAX_ELEMENTS)
-        root = b._pool(shape, dtype, max_depth - 1, False)
+        root = b._pool(shape, dtype, max_depth - 1, False, conv_first=True)
     else:
         root = b.expr(shape, dtype, max_depth)
     outputs = [root]

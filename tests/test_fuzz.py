@@ -76,6 +76,30 @@ def test_llvm_convolutions_and_pools_match_the_reference(data):
 
 
 @pytest.mark.slow
+def test_conv_cases_reach_the_implicit_and_direct_paths():
+    """The generator of the test above schedules llvm's implicit GEMMs and direct
+    convolutions often enough to test them (one case in five; it was 2 in 300)."""
+    from graphc.backends.llvm import LLVM_POLICY
+    from graphc.schedule import ir, schedule_graph
+
+    reached = {"implicit": 0, "direct": 0}
+
+    @settings(max_examples=100, **FUZZ, database=None)
+    @given(st.data())
+    def count(data):
+        case = fz.draw_case(data, big=True, grads=True, pool_root=True)
+        graph = gc.function(case.inputs, case.outputs, backend="numpy").graph
+        shapes = [a.shape for a in case.arrays]
+        gemms = [k for k in schedule_graph(graph, shapes, policy=LLVM_POLICY).kernels
+                 if isinstance(k, ir.Gemm)]
+        reached["implicit"] += any(k.b_split is not None for k in gemms)
+        reached["direct"] += any(k.direct for k in gemms)
+
+    count()
+    assert reached["implicit"] >= 12 and reached["direct"] >= 10, reached
+
+
+@pytest.mark.slow
 def test_soak_mode_runs_and_counts(capsys):
     """The soak entry point: a few seconds of it, counts printed, nothing found."""
     assert fz.main(["--soak", "--minutes", "0.05", "--per-round", "3"]) == 0
