@@ -1,7 +1,8 @@
 """REINFORCE (Williams, 1992) learns to balance a pole on a cart. The cart-pole is written here in
 numpy (the Barto-Sutton-Anderson dynamics of Gym's CartPole: 4-D state, push left or right,
 +1 reward per step, the episode ends when the pole leans past 12 degrees, the cart leaves
-|x| <= 2.4, or after 200 steps, CartPole-v0's cap). A small MLP policy pi(a|s) (softmax over 2 actions) is trained
+|x| <= 2.4, or after 200 steps, CartPole-v0's cap). A small MLP policy pi(a|s) (softmax over
+2 actions) is trained
 by the policy gradient: per batch of episodes, with G_t the discounted return-to-go normalized
 over the batch,
 

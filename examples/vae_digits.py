@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         return step(xb, next(step_seeds))
 
     def held_out(xs: np.ndarray) -> dict:
-        l, r, k, means = evaluate(xs, eval_seed)
-        return {"test_loss": float(l), "test_recon": float(r), "test_kl": float(k),
+        loss, r, k, means = evaluate(xs, eval_seed)
+        return {"test_loss": float(loss), "test_recon": float(r), "test_kl": float(k),
                 "test_mse": float(np.mean((means - xs) ** 2))}
 
     untrained = held_out(x_test)

@@ -378,7 +378,7 @@ def test_int32_divided_by_python_int_is_float64():
 
 def test_unary_minus_and_pos():
     a = np.array([[1.5, -2.0, 0.0]], np.float32)
-    result, _ = compile_run(lambda t: [-t, +t, -(-t)], [a])
+    result, _ = compile_run(lambda t: [-t, +t, -(-t)], [a])  # noqa: B002 (neg of neg)
     check(result[0], -a)
     check(result[1], a)
     check(result[2], a)

@@ -1069,7 +1069,7 @@ def test_compile_times_say_where_the_compile_went(tmp_path):
     assert warm["cached"] is True and warm["cache load"] > 0 and "llvm optimize" not in warm
     with pytest.raises(AttributeError, match="numpy backend reports no compile times"):
         y = gc.placeholder((2,), name="y")
-        gc.function([y], y * 2, backend="numpy").compile_times
+        _ = gc.function([y], y * 2, backend="numpy").compile_times
 
 
 # ---- alias scopes: distinct scopes only for buffers whose memory is disjoint ----------------

@@ -261,7 +261,7 @@ def test_shape_functions_match_numpy(backend):
     phs = {n: [gc.placeholder(a.shape, "float64") for a in arrays[n]] for n in names}
     f = gc.function([p for n in names for p in phs[n]],
                     [SHAPE_CASES[n][0](*phs[n]) for n in names], backend=backend)
-    for n, got in zip(names, f(*(a for n in names for a in arrays[n]))):
+    for n, got in zip(names, f(*(a for name in names for a in arrays[name]))):
         want = SHAPE_CASES[n][1](*arrays[n])
         assert got.shape == want.shape, n
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=n)
@@ -280,7 +280,8 @@ def test_shape_function_gradients(name):
 def test_shape_functions_float32_and_ints(backend):
     a = RNG.integers(-5, 5, (3, 4))
     f32 = RNG.standard_normal((3, 4)).astype(np.float32)
-    got = run(lambda t, u: [gc.flip(t, 0), gc.tile(t, 2), gc.repeat(t, 2, 1), gc.pad(t, 1, constant_values=9),
+    got = run(lambda t, u: [gc.flip(t, 0), gc.tile(t, 2), gc.repeat(t, 2, 1),
+                            gc.pad(t, 1, constant_values=9),
                             gc.split(t, 3)[2],
                             gc.einsum("ij->j", u), gc.dot(u, gc.transpose(u)),
                             gc.pad(u, ((0, 1), (1, 0)), constant_values=-2.5)], [a, f32],

@@ -114,7 +114,8 @@ def test_zero_minus_x_is_neg(x):
 
 
 def test_double_negation(x):
-    check(-(-x), [x], """
+    twice = -(-x)  # noqa: B002 (neg of neg)
+    check(twice, [x], """
         %x : f64[4] = placeholder
         %0 : f64[4] = neg(%x)
         %1 : f64[4] = neg(%0)
@@ -859,7 +860,7 @@ def test_step_limit_stops_a_runaway_rule_set():
 
 def test_fixed_point_reached_without_hitting_the_limit():
     x = gc.placeholder((3,), "float64", name="x")
-    out = -(-(-(-(x * 1))))
+    out = -(-(-(-(x * 1))))  # noqa: B002 (negs of negs)
     (root,), fired = rewrite_roots((out.node,), CANONICAL, max_steps=1000)
     assert root is x.node
     assert fired == {"neg_neg": 2, "mul_one": 1}

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow  # trains word2vec and a policy
 # ---- word2vec ------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_word2vec_short_run_puts_related_words_close(backend, capsys):
-    res = load_example("word2vec").main(["--epochs", "1", "--max-steps", "500", "--backend", backend])
+    res = load_example("word2vec").main(["--epochs", "1", "--max-steps", "500",
+                                         "--backend", backend])
     before, after = res["before"], res["after"]
     # untrained, a partner ranks about halfway down the ~1,300-word vocabulary
     assert before["median_rank"] > 200

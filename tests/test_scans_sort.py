@@ -166,11 +166,12 @@ ALONG = np.array([[2, 0, 2], [1, 1, 0]])
 
 
 def test_take_and_scatter_along_axis_primitives():
-    along = lambda x: gc.Tensor(make("take_along_axis", x.node, gc.constant(ALONG).node,
-                                     axis=1))
+    def along(x):
+        return gc.Tensor(make("take_along_axis", x.node, gc.constant(ALONG).node, axis=1))
     fd_check(lambda x: along(x) * 1.0, [RNG.standard_normal((2, 4))])
-    scat = lambda ref, u: gc.Tensor(make("scatter_along_axis", ref.node,
-                                         gc.constant(ALONG).node, u.node, axis=1))
+    def scat(ref, u):
+        return gc.Tensor(make("scatter_along_axis", ref.node, gc.constant(ALONG).node,
+                              u.node, axis=1))
     fd_check(lambda ref, u: scat(ref, u) * 1.0,
              [RNG.standard_normal((2, 4)), RNG.standard_normal((2, 3))])
 

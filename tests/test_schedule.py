@@ -236,7 +236,7 @@ def test_training_steps_match_the_interpreter():
     fs = [gc.function(inp, loss, updates=upd, backend="numpy", backend_options=opts)
           for (inp, loss, upd, _), opts in zip(progs, [{}, KERNELS])]
     rng = np.random.default_rng(3)
-    for step in range(4):
+    for _ in range(4):
         xv, tv = rng.normal(size=(6, 5)), rng.normal(size=(6, 3))
         assert_same(fs[0](xv, tv), fs[1](xv, tv))
         for p0, p1 in zip(progs[0][3], progs[1][3]):
@@ -262,7 +262,7 @@ def test_update_order_does_not_matter_for_values():
     f1 = gc.function(i1, o1, updates=u1, backend="numpy", backend_options=KERNELS)
     a_old, b_old = np.arange(4.0), np.arange(4.0) * 10
     rng = np.random.default_rng(0)
-    for step in range(3):
+    for _ in range(3):
         xv = rng.normal(size=4)
         r0, r1 = f0(xv), f1(xv)
         assert_same(r0, r1)
@@ -287,7 +287,7 @@ def test_swapping_parameters_is_not_done_in_place():
     f1 = gc.function(i1, o1, updates=u1, backend="numpy", backend_options=KERNELS)
     a, b, c = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(3, 2) * 10, \
         np.arange(9.0).reshape(3, 3)
-    for step in range(3):
+    for _ in range(3):
         r0, r1 = f0(1.5), f1(1.5)
         assert_same(r0, r1)
         np.testing.assert_array_equal(r1[1], c)
@@ -312,7 +312,7 @@ def test_parameter_output_and_update():
         x = gc.placeholder((3,), "float64", name="x")
         return [x], [w, w * x], {w: w - x}, [w]
 
-    (i0, o0, u0, p0), (i1, o1, u1, p1) = program(), program()
+    (i0, o0, u0, _), (i1, o1, u1, p1) = program(), program()
     f0 = gc.function(i0, o0, updates=u0, backend="numpy")
     f1 = gc.function(i1, o1, updates=u1, backend="numpy", backend_options=KERNELS)
     w = np.ones(3)
@@ -627,7 +627,7 @@ def kernel_classes():
 def test_every_kernel_kind_has_a_class_and_a_runner():
     for kind, cls in kernel_classes().items():
         assert cls is not None, f"no kernel class of kind {kind!r}"
-        assert callable(getattr(cls, "reads")) and callable(getattr(cls, "writes"))
+        assert callable(cls.reads) and callable(cls.writes)
     # one schedule holding every kind, run kernel by kernel
     w = gc.placeholder((6, 4), "float64", name="w")
     idx = gc.placeholder((5,), "int64", name="idx")
