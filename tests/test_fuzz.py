@@ -99,6 +99,22 @@ def test_conv_cases_reach_the_implicit_and_direct_paths():
     assert reached["implicit"] >= 12 and reached["direct"] >= 10, reached
 
 
+def test_reference_noise_forgives_ill_conditioned_results_only():
+    """A float32 sine of a sum near 4000 moves by ~5e-3 when its inputs move by RTOL: a
+    result 1e-3 off passes there (its roundings alone move it by ~1e-4), and fails for the
+    sine of one input (well conditioned: its reference moves by ~1e-5)."""
+    x = gc.placeholder((64,), "float32", name="x")
+    outputs = [gc.sin(gc.sum(x * 37.0)), gc.sin(x[0])]
+    f = gc.function([x], outputs, backend="numpy")
+    xv = (np.abs(np.random.default_rng(5).normal(size=64)) + 1).astype(np.float32)
+    ref = f(xv)
+    noise = fz.reference_noise(f, [xv])
+    off = [np.asarray(r + np.float32(1e-3)) for r in ref]
+    assert fz.compare(off, ref, outputs)[0].startswith("out[0]")  # beyond RTOL alone
+    bad = fz.compare(off, ref, outputs, noise=noise)
+    assert len(bad) == 1 and bad[0].startswith("out[1]"), bad
+
+
 @pytest.mark.slow
 def test_soak_mode_runs_and_counts(capsys):
     """The soak entry point: a few seconds of it, counts printed, nothing found."""
