@@ -9,7 +9,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends.llvm import gemm
-from graphc.backends.llvm.gemm_dot_pairs import paired
+from graphc.backends.llvm.gemm_dot_pairs import columns_per_block, paired
 from graphc.schedule.implicit import deep
 
 RNG = np.random.default_rng(8)
@@ -25,6 +25,10 @@ def test_which_rows_pair():
     assert not deep(16, 200, 4096, ((10, 1),))
 
 
+def test_column_blocks_waste_the_fewest_columns():
+    assert [columns_per_block(n) for n in (25, 9, 16, 8, 3, 200)] == [5, 5, 4, 4, 4, 5]
+
+
 def _step(xs, ws, padding, dilation, dtype, backend, optimize=True):
     x = gc.placeholder(xs, dtype, name="x")
     w = gc.placeholder(ws, dtype, name="w")
@@ -37,9 +41,10 @@ def _step(xs, ws, padding, dilation, dtype, backend, optimize=True):
 CASES = [  # (x shape, w shape, padding, dilation, dtype, paired)
     ((4, 1, 28, 28), (8, 1, 5, 5), 0, 1, "float32", True),  # LeNet's conv1: rows of 24
     ((32, 8, 12, 12), (16, 8, 5, 5), 0, 1, "float32", True),  # LeNet's conv2: rows of 8
-    ((9, 2, 10, 10), (3, 2, 3, 3), 0, 1, "float32", True),  # odd batch, odd channels
+    ((9, 2, 10, 10), (3, 2, 3, 3), 0, 1, "float32", True),  # odd batch, odd channels, n=18
     ((4, 2, 23, 22), (5, 2, 3, 3), (1, 2), 1, "float32", True),  # padded: rows of 24
     ((16, 1, 10, 10), (4, 1, 3, 3), 1, 2, "float32", True),  # dilated: rows of 8
+    ((8, 1, 11, 11), (4, 1, 4, 4), 0, 1, "float32", True),  # blocks of 4 columns (n=16)
     ((9, 1, 13, 28), (8, 1, 5, 5), 0, 1, "float32", False),  # 81 rows of 24: unpaired
     ((4, 2, 16, 16), (3, 2, 5, 5), 0, 1, "float64", True),  # float64: rows of 12
 ]

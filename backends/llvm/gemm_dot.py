@@ -304,17 +304,17 @@ class DotGemm:
         return fn
 
     def _add_tile(self, b: ir.IRBuilder, acc_slot: ir.Value, ib: ir.Value, jb: ir.Value,
-                  m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type
-                  ) -> None:
-        """Adds the RI x RJ tile of vector accumulators at (ib, jb), each summed across its
+                  m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type,
+                  ri: int = RI, rj: int = RJ) -> None:
+        """Adds the ri x rj tile of vector accumulators at (ib, jb), each summed across its
         lanes, into `partial` (row-major, n columns), skipping what lies past m or n."""
-        for r in range(RI):
-            i = b.add(b.mul(ib, _c(RI)), _c(r))
-            for c in range(RJ):
-                j = b.add(b.mul(jb, _c(RJ)), _c(c))
+        for r in range(ri):
+            i = b.add(b.mul(ib, _c(ri)), _c(r))
+            for c in range(rj):
+                j = b.add(b.mul(jb, _c(rj)), _c(c))
                 inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
                 with b.if_then(inside):
-                    slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                    slot = b.gep(acc_slot, [_c(r * rj + c)], source_etype=vt)
                     total = self._hsum(b, b.load(slot, typ=vt))
                     at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
                     b.store(b.fadd(b.load(at, typ=et), total), at)

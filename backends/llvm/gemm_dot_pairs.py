@@ -34,6 +34,14 @@ def paired(run: int, rows: int, lanes: int) -> bool:
             and rows >= 2 and rows % 2 == 0)
 
 
+def columns_per_block(n: int) -> int:
+    """B's columns per register block: 4 or 5, whichever leaves fewer computed past n (5
+    on a tie: fewer loads per multiply-add). 4 rows of A by 5 columns of B are 20
+    accumulators and 9 loaded vectors of the 32 registers. W5's first weight gradient,
+    n = 25: 0.118-0.127 ms with blocks of 4 (28 columns), 0.103-0.106 with 5."""
+    return min((4, 5), key=lambda rj: (-(-n // rj) * rj, -rj))
+
+
 def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
@@ -42,11 +50,12 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
     """part(args, t, nt) of gemm_dot for rows of `run` (a constant: the row's vectors are
     unrolled), the threads sharing out pairs of rows; the same arguments and partial
     products as DotGemm._part_rows."""
-    name = f"{dot.prefix}_part_pairs{run}"
+    name = f"{dot.prefix}_part_pairs{run}x{columns_per_block(dot.s.n)}"
     existing = dot.module.globals.get(name)
     if existing is not None:
         return existing
-    from graphc.backends.llvm.gemm_dot import RI, RJ  # (gemm_dot imports this module)
+    from graphc.backends.llvm.gemm_dot import RI  # (gemm_dot imports this module)
+    RJ = columns_per_block(dot.s.n)
     et, vt, vl = dot.et, dot.vt, dot.vl
     half, whole = vl // 2, run // vl
     fn = ir.Function(dot.module, ir.FunctionType(VOID, [PTR, I64, I64]), name)
@@ -128,6 +137,6 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
                     for v in range(whole):
                         accumulate([load(p, run + half + v * vl) for p in a_here],
                                    [load(p, half + v * vl) for p in second])
-                dot._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
+                dot._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et, RI, RJ)
     b.ret_void()
     return fn
