@@ -261,6 +261,11 @@ class _Part:
         for t, off in enumerate(g.taps):
             pixels = []
             for vec in segs:
+                if self._halves(vec):
+                    lower, upper = (b.gep(base, [b.add(extra, _c(off + lo))], source_etype=et)
+                                    for base, lo, _ in vec)
+                    pixels.append(self._joined(lower, upper))
+                    continue
                 value: ir.Value = ir.Constant(vt, None)
                 for base, lo, hi in vec:
                     at = b.gep(base, [b.add(extra, _c(off))], source_etype=et)
@@ -274,6 +279,22 @@ class _Part:
                     acc[r * nv + v] = b.call(self._fma(), [w, pixels[v], acc[r * nv + v]])
         for q, value in enumerate(acc):
             b.store(value, self._slot(q))
+
+    def _halves(self, vec: list[tuple[ir.Value, int, int]]) -> bool:
+        """Whether a vector is two rows' halves side by side (the end of a row of 8 or 24
+        and the next one's start): then two half-vector loads joined, cheaper than two
+        masked loads merged (the same change as llvm/gemm_dot_pairs.py)."""
+        h = self.vl // 2
+        return self.g.step == 1 and [(lo, hi) for _, lo, hi in vec] == [(0, h), (h, self.vl)]
+
+    def _joined(self, lower: ir.Value, upper: ir.Value) -> ir.Value:
+        """The vector of half a vector from `lower` and half from `upper`."""
+        b, h = self.b, self.vl // 2
+        half_t = ir.VectorType(self.et, h)
+        lanes = ir.Constant(ir.VectorType(I32, self.vl), list(range(self.vl)))
+        return b.shuffle_vector(b.load(lower, typ=half_t, align=self._align().constant),
+                                b.load(upper, typ=half_t, align=self._align().constant),
+                                lanes)
 
     def _pixels(self, at: ir.Value, lo: int, hi: int, other: ir.Value) -> ir.Value:
         """Lanes lo..hi-1 of output pixels' input values read from `at` (lane i at

@@ -16,6 +16,7 @@ import struct
 from llvmlite import ir
 
 from graphc.backends.llvm import parallel
+from graphc.backends.llvm.gemm_dot_pairs import paired, part_pairs
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
 from graphc.backends.llvm.tables import constant_table
@@ -97,6 +98,7 @@ class DotGemm:
                       c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads, alpha_bits=alpha,
                       accumulate=int(spec.accumulate), run=run, rows=rows,
                       chunk_rows=max(1, CHUNK // max(run, 1)))
+        self.run, self.rows = run, rows
         self.desc = constant_table(module, f"{name}_dot_desc", [values[f] for f in FIELDS])
 
     # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
@@ -112,7 +114,12 @@ class DotGemm:
         # (globals reach the shared functions as arguments: pointers typed as data)
         for i, value in enumerate([a0, b0, self.partials, self.desc] + extra):
             b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
-        part = self._part() if self.tables is None else self._part_rows()
+        if self.tables is None:
+            part = self._part()
+        elif paired(self.run, self.rows, self.vl):
+            part = part_pairs(self, self.run)
+        else:
+            part = self._part_rows()
         if self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
                                     f"{self.name}_dot")
@@ -125,6 +132,20 @@ class DotGemm:
     def _fields(b: ir.IRBuilder, desc: ir.Value) -> dict:
         return {f: b.load(b.gep(desc, [_c(i)], source_etype=I64), typ=I64)
                 for i, f in enumerate(FIELDS)}
+
+    def zero_partials(self, b: ir.IRBuilder, d: dict, partials: ir.Value, t: ir.Value,
+                      nt: ir.Value) -> ir.Value:
+        """Zeroes the partial products thread t owns (its own, and with fewer threads than
+        partials, run alone, every one its index is congruent to); returns its own."""
+        et = self.et
+        mn = b.mul(d["m"], d["n"])
+        with counted_loop(b, d["partials"], "q") as q:
+            mine = b.icmp_signed("==", b.srem(q, nt), t)
+            with b.if_then(mine):
+                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
+                with counted_loop(b, mn, "z") as z:
+                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
+        return b.gep(partials, [b.mul(t, mn)], source_etype=et)
 
     # -- part(args, t, nt): thread t's share of the depth into its partial products --------
     def _part(self) -> ir.Function:
@@ -143,16 +164,7 @@ class DotGemm:
             b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(4)]
         d = self._fields(b, desc)
         m, n, k = d["m"], d["n"], d["k"]
-        mn = b.mul(m, n)
-        # zero the partials this thread owns: its own, and with fewer threads than
-        # partials (run alone) every one its index is congruent to
-        with counted_loop(b, d["partials"], "q") as q:
-            mine = b.icmp_signed("==", b.srem(q, nt), t)
-            with b.if_then(mine):
-                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
-                with counted_loop(b, mn, "z") as z:
-                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
-        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
+        partial = self.zero_partials(b, d, partials, t, nt)
         # the depth in whole vectors, shared out evenly
         nvec = b.sdiv(b.add(k, _c(vl - 1)), _c(vl))
         lo = b.mul(b.sdiv(b.mul(t, nvec), nt), _c(vl))
@@ -229,14 +241,7 @@ class DotGemm:
             b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(6)]
         d = self._fields(b, desc)
         m, n, run, rows = d["m"], d["n"], d["run"], d["rows"]
-        mn = b.mul(m, n)
-        with counted_loop(b, d["partials"], "q") as q:  # (as in part)
-            mine = b.icmp_signed("==", b.srem(q, nt), t)
-            with b.if_then(mine):
-                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
-                with counted_loop(b, mn, "z") as z:
-                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
-        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
+        partial = self.zero_partials(b, d, partials, t, nt)
         lo = b.sdiv(b.mul(t, rows), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), rows), nt)
         chunk_rows = d["chunk_rows"]
@@ -299,17 +304,17 @@ class DotGemm:
         return fn
 
     def _add_tile(self, b: ir.IRBuilder, acc_slot: ir.Value, ib: ir.Value, jb: ir.Value,
-                  m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type
-                  ) -> None:
-        """Adds the RI x RJ tile of vector accumulators at (ib, jb), each summed across its
+                  m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type,
+                  ri: int = RI, rj: int = RJ) -> None:
+        """Adds the ri x rj tile of vector accumulators at (ib, jb), each summed across its
         lanes, into `partial` (row-major, n columns), skipping what lies past m or n."""
-        for r in range(RI):
-            i = b.add(b.mul(ib, _c(RI)), _c(r))
-            for c in range(RJ):
-                j = b.add(b.mul(jb, _c(RJ)), _c(c))
+        for r in range(ri):
+            i = b.add(b.mul(ib, _c(ri)), _c(r))
+            for c in range(rj):
+                j = b.add(b.mul(jb, _c(rj)), _c(c))
                 inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
                 with b.if_then(inside):
-                    slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
+                    slot = b.gep(acc_slot, [_c(r * rj + c)], source_etype=vt)
                     total = self._hsum(b, b.load(slot, typ=vt))
                     at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
                     b.store(b.fadd(b.load(at, typ=et), total), at)

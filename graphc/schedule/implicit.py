@@ -113,7 +113,10 @@ DEEP_MAX_OUTPUTS = 1 << 16
 # A row of the depth is read as 16-lane vectors, the last one masked: rows that leave more
 # than a quarter of the lanes empty do not pay (W5's second convolution, rows of 8: its
 # weight gradient took 0.35 ms, against 0.21 ms for the im2col copy and the product of the
-# stored columns; W5's first, rows of 24: 0.18 ms against 0.20).
+# stored columns; W5's first, rows of 24: 0.18 ms against 0.20). Rows half a vector past
+# whole ones (8, 24) are read two at a time, every lane used, when they pair up (the llvm
+# backend's gemm_dot_pairs.py: W5's rows of 8, 0.22-0.24 ms against 0.30 for the copy and
+# the product of the stored columns; rows of 24, 0.12 ms against 0.25 unpaired).
 DEEP_LANES = 16
 DEEP_MIN_USE = 0.75
 
@@ -122,6 +125,8 @@ def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
     """Whether a product of one batch item reads an implicit B along its depth (above)."""
     run, stride = k_axes[-1]
     use = run / (DEEP_LANES * -(-run // DEEP_LANES))
+    if run % DEEP_LANES == DEEP_LANES // 2 and (k // max(run, 1)) % 2 == 0:
+        use = 1.0  # read in pairs (above)
     return (stride == 1 and use >= DEEP_MIN_USE and k >= DEEP_MIN_DEPTH
             and k >= DEEP_RATIO * max(m, n) and m * n <= DEEP_MAX_OUTPUTS)
 
