@@ -24,7 +24,10 @@ I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-RI, RJ = 4, 4  # the register block: 16 accumulators and 8 loaded vectors of 32 registers
+# The register block: 24 accumulators, 4 vectors of A and one of B at a time of the 32
+# registers. 4 x 6 measured 14-23 % faster than 4 x 4 on W6's weight gradients (16 and
+# 32 channels, one thread): fewer loads and less per-row overhead per multiply-add.
+RI, RJ = 4, 6
 CHUNK = 1024  # depth per pass over the outputs (elements)
 MIN_DEPTH = 512
 DEPTH_RATIO = 8  # the depth at least this many times the longer side of the output
