@@ -30,6 +30,7 @@ VOID = ir.VoidType()
 RI, RJ = 4, 6
 CHUNK = 1024  # depth per pass over the outputs (elements)
 MIN_DEPTH = 512
+UNROLL_ROW = 4  # rows of the depth up to this many vectors get code of their own, unrolled
 DEPTH_RATIO = 8  # the depth at least this many times the longer side of the output
 MAX_OUTPUTS = 1 << 16
 MIN_RUN = 8  # an implicit B's shortest run along the depth (graphc.schedule.implicit)
@@ -115,7 +116,7 @@ class DotGemm:
         # (globals reach the shared functions as arguments: pointers typed as data)
         for i, value in enumerate([a0, b0, self.partials, self.desc] + extra):
             b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
-        part = self._part() if self.tables is None else self._part_rows()
+        part = self._part() if self.tables is None else self._part_rows(self._row_shape())
         if self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
                                     f"{self.name}_dot")
@@ -213,11 +214,20 @@ class DotGemm:
         return fn
 
     # -- part_rows: the same for an implicit B, the depth in rows of `run` elements -------
-    def _part_rows(self) -> ir.Function:
+    def _row_shape(self) -> tuple[int, bool] | None:
+        """(whole vectors, whether a masked one follows) of a row of the depth, where rows
+        are at most UNROLL_ROW vectors long; None: read from the descriptor."""
+        run = self.s.b_sub[0][-1][0]
+        full, rest = divmod(run, self.vl)
+        return (full, rest > 0) if full + (rest > 0) <= UNROLL_ROW else None
+
+    def _part_rows(self, shape: tuple[int, bool] | None) -> ir.Function:
         """part for a B whose depth is rows of `run` contiguous elements, each row's offset
         in B from a table (and each column's): a row is its whole vectors and one masked
-        vector of the rest, for A as for B. Threads share out the rows."""
-        name = f"{self.prefix}_part_rows"
+        vector of the rest, for A as for B. Threads share out the rows. With `shape` (the
+        row's vectors known), a row's vectors are unrolled: no loop and no branch a row."""
+        name = f"{self.prefix}_part_rows" + ("" if shape is None else
+                                             f"_{shape[0]}{'m' if shape[1] else ''}")
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
@@ -290,13 +300,23 @@ class DotGemm:
                         a_at = b.mul(row, run)
                         a_here = [b.gep(p, [a_at], source_etype=et) for p in a_rows]
                         b_here = [b.gep(p, [b_at], source_etype=et) for p in b_cols]
-                        with counted_loop(b, full, "v") as v:
-                            at = b.mul(v, _c(vl))
-                            accumulate([self._load_vec(b, p, at) for p in a_here],
-                                       [self._load_vec(b, p, at) for p in b_here])
-                        with b.if_then(has_tail):
-                            accumulate([self._masked_vec(b, p, tail_at, tail) for p in a_here],
-                                       [self._masked_vec(b, p, tail_at, tail) for p in b_here])
+                        if shape is not None:
+                            for v in range(shape[0]):
+                                accumulate([self._load_vec(b, p, _c(v * vl)) for p in a_here],
+                                           [self._load_vec(b, p, _c(v * vl)) for p in b_here])
+                            if shape[1]:
+                                at = _c(shape[0] * vl)
+                                accumulate([self._masked_vec(b, p, at, tail) for p in a_here],
+                                           [self._masked_vec(b, p, at, tail) for p in b_here])
+                        else:
+                            with counted_loop(b, full, "v") as v:
+                                at = b.mul(v, _c(vl))
+                                accumulate([self._load_vec(b, p, at) for p in a_here],
+                                           [self._load_vec(b, p, at) for p in b_here])
+                            with b.if_then(has_tail):
+                                accumulate(
+                                    [self._masked_vec(b, p, tail_at, tail) for p in a_here],
+                                    [self._masked_vec(b, p, tail_at, tail) for p in b_here])
                     self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
         b.ret_void()
         return fn
