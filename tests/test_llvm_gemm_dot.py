@@ -73,17 +73,18 @@ def test_edges_dtypes_and_threads_match_numpy(m, n, k, dtype, threads, monkeypat
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("width, dtype, code", [
-    (28, np.float32, "part_rows_1m"),  # W6's 16 channels: a whole vector and a masked one
-    (14, np.float32, "part_rows_0m"),  # W6's 32 channels: one masked vector
-    (32, np.float32, "part_rows_2\""),  # whole vectors only
-    (14, np.float64, "part_rows_1m"),
-    (72, np.float32, "part_rows\""),  # 5 vectors: past UNROLL_ROW, the loop over a row
+    (28, np.float32, "part_rows_short"),  # W6's 16 channels: a whole vector, a masked one
+    (14, np.float32, "part_rows_short"),  # W6's 32 channels: one masked vector
+    (16, np.float32, "part_rows_short"),  # one whole vector
+    (32, np.float32, "part_rows_short"),  # two whole vectors
+    (14, np.float64, "part_rows_short"),  # (8 lanes: a whole vector and a masked one)
+    (40, np.float32, "part_rows\""),  # 3 vectors: past SHORT_ROW, the loop over a row
 ])
-def test_a_weight_gradient_reads_its_rows_as_unrolled_vectors(width, dtype, code, threads,
-                                                              monkeypatch):
-    """An implicit B's rows of the depth (a convolution's output rows) are read by code made
-    for their number of vectors, up to UNROLL_ROW; longer rows by the loop. Values as
-    numpy's, alone and on a team."""
+def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, threads,
+                                                           monkeypatch):
+    """An implicit B's rows of the depth (a convolution's output rows) of up to SHORT_ROW
+    vectors are read by part_rows_short (a loop over the rows for each row length, no loop
+    over a row's vectors); longer rows by the loop. Values as numpy's, alone and on a team."""
     monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
