@@ -259,11 +259,7 @@ class DotGemm:
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         # the last vector of a row: lanes below run - tail_at
         rest = b.sub(run, tail_at)
-        splat = b.shuffle_vector(
-            b.insert_element(ir.Constant(ir.VectorType(I64, vl), None), rest, _c(0)),
-            ir.Constant(ir.VectorType(I64, vl), None),
-            ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
-        tail = b.icmp_signed("<", lanes, splat)
+        tail = b.icmp_signed("<", lanes, self._splat_i64(b, rest))
         has_tail = b.icmp_signed(">", rest, _c(0))
         # a short row: one vector, lanes below run; or two, the second's below run - vl
         second = b.icmp_signed(">", run, _c(vl))
