@@ -69,3 +69,39 @@ def test_edges_dtypes_and_threads_match_numpy(m, n, k, dtype, threads, monkeypat
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # the team from the first call on
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
     _check(m, n, k, dtype, tmp_path, seed=m + n)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("width, dtype, code", [
+    (28, np.float32, "part_rows_short"),  # W6's 16 channels: a whole vector, a masked one
+    (14, np.float32, "part_rows_short"),  # W6's 32 channels: one masked vector
+    (16, np.float32, "part_rows_short"),  # one whole vector
+    (32, np.float32, "part_rows_short"),  # two whole vectors
+    (14, np.float64, "part_rows_short"),  # (8 lanes: a whole vector and a masked one)
+    (44, np.float32, "part_rows\""),  # 3 vectors: past SHORT_ROW, the loop over a row
+    #                                  (40, half a vector past 2: gemm_dot_pairs)
+])
+def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, threads,
+                                                           monkeypatch):
+    """An implicit B's rows of the depth (a convolution's output rows) of up to SHORT_ROW
+    vectors are read by part_rows_short (a loop over the rows for each row length, no loop
+    over a row's vectors); longer rows by the loop. Values as numpy's, alone and on a team."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(width)
+    xs, ws = (6, 5, 8, width), (7, 5, 3, 3)  # m=7, n=45: edges of the 4x6 block
+    x, w = gc.placeholder(xs, dtype, name="x"), gc.placeholder(ws, dtype, name="w")
+    y = gc.nn.conv2d(x, w, padding=1)
+    g = gc.placeholder(y.shape, dtype, name="g")
+    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
+                    backend_options={"cache_dir": None})
+    assert f"gemm_dot_{np.dtype(dtype).name}_{code}" in f.source
+    xv, gv = rng.normal(size=xs).astype(dtype), rng.normal(size=y.shape).astype(dtype)
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(ws)
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 8, j:j + width])
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(f(xv, gv), want, rtol=tol, atol=tol * np.abs(want).max())

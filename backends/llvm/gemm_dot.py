@@ -25,9 +25,13 @@ I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-RI, RJ = 4, 4  # the register block: 16 accumulators and 8 loaded vectors of 32 registers
+# The register block: 24 accumulators, 4 vectors of A and one of B at a time of the 32
+# registers. 4 x 6 measured 14-23 % faster than 4 x 4 on W6's weight gradients (16 and
+# 32 channels, one thread): fewer loads and less per-row overhead per multiply-add.
+RI, RJ = 4, 6
 CHUNK = 1024  # depth per pass over the outputs (elements)
 MIN_DEPTH = 512
+SHORT_ROW = 2  # rows of the depth up to this many vectors: no loop over a row's vectors
 DEPTH_RATIO = 8  # the depth at least this many times the longer side of the output
 MAX_OUTPUTS = 1 << 16
 MIN_RUN = 8  # an implicit B's shortest run along the depth (graphc.schedule.implicit)
@@ -119,7 +123,7 @@ class DotGemm:
         elif paired(self.run, self.rows, self.vl):
             part = part_pairs(self, self.run)
         else:
-            part = self._part_rows()
+            part = self._part_rows(self._short_rows())
         if self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
                                     f"{self.name}_dot")
@@ -222,11 +226,20 @@ class DotGemm:
         return fn
 
     # -- part_rows: the same for an implicit B, the depth in rows of `run` elements -------
-    def _part_rows(self) -> ir.Function:
+    def _short_rows(self) -> bool:
+        """Whether the depth's rows are at most SHORT_ROW vectors long (implicit B)."""
+        return self.s.b_sub[0][-1][0] <= SHORT_ROW * self.vl
+
+    def _part_rows(self, short: bool) -> ir.Function:
         """part for a B whose depth is rows of `run` contiguous elements, each row's offset
         in B from a table (and each column's): a row is its whole vectors and one masked
-        vector of the rest, for A as for B. Threads share out the rows."""
-        name = f"{self.prefix}_part_rows"
+        vector of the rest, for A as for B. Threads share out the rows. `short` (rows of
+        at most SHORT_ROW vectors): two loops over the rows, one for rows of one masked
+        vector, one for a whole vector and a masked one, chosen once: a loop over a row's
+        vectors, whose setup spilled the row pointers, cost more than the multiply-adds of
+        rows this short (W6: 14 and 28 elements). (Code of its own per row length ran as
+        fast, but two such functions in W6's GEMM unit made it 30 % larger: compile time.)"""
+        name = f"{self.prefix}_part_rows" + ("_short" if short else "")
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
@@ -251,12 +264,12 @@ class DotGemm:
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         # the last vector of a row: lanes below run - tail_at
         rest = b.sub(run, tail_at)
-        splat = b.shuffle_vector(
-            b.insert_element(ir.Constant(ir.VectorType(I64, vl), None), rest, _c(0)),
-            ir.Constant(ir.VectorType(I64, vl), None),
-            ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
-        tail = b.icmp_signed("<", lanes, splat)
+        tail = b.icmp_signed("<", lanes, self._splat_i64(b, rest))
         has_tail = b.icmp_signed(">", rest, _c(0))
+        # a short row: one vector, lanes below run; or two, the second's below run - vl
+        second = b.icmp_signed(">", run, _c(vl))
+        first = b.icmp_signed("<", lanes, self._splat_i64(b, run))
+        last = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, _c(vl))))
         fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
         fma = self.module.globals.get(fma_name) or ir.Function(
             self.module, ir.FunctionType(vt, [vt] * 3), fma_name)
@@ -286,19 +299,41 @@ class DotGemm:
                               for i in rows_i]
                     for q in range(RI * RJ):
                         b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
-                    with counted_loop(b, count, "rr") as rr:
-                        row = b.add(r0, rr)
-                        b_at = b.load(b.gep(row_off, [row], source_etype=I64), typ=I64)
-                        a_at = b.mul(row, run)
-                        a_here = [b.gep(p, [a_at], source_etype=et) for p in a_rows]
-                        b_here = [b.gep(p, [b_at], source_etype=et) for p in b_cols]
+                    def rows_loop(row_body) -> None:
+                        with counted_loop(b, count, "rr") as rr:
+                            row = b.add(r0, rr)
+                            b_at = b.load(b.gep(row_off, [row], source_etype=I64), typ=I64)
+                            a_at = b.mul(row, run)
+                            row_body([b.gep(p, [a_at], source_etype=et) for p in a_rows],
+                                     [b.gep(p, [b_at], source_etype=et) for p in b_cols])
+
+                    def one_vector(ah: list, bh: list) -> None:
+                        accumulate([self._masked_vec(b, p, _c(0), first) for p in ah],
+                                   [self._masked_vec(b, p, _c(0), first) for p in bh])
+
+                    def two_vectors(ah: list, bh: list) -> None:
+                        accumulate([self._load_vec(b, p, _c(0)) for p in ah],
+                                   [self._load_vec(b, p, _c(0)) for p in bh])
+                        accumulate([self._masked_vec(b, p, _c(vl), last) for p in ah],
+                                   [self._masked_vec(b, p, _c(vl), last) for p in bh])
+
+                    def any_row(ah: list, bh: list) -> None:
                         with counted_loop(b, full, "v") as v:
                             at = b.mul(v, _c(vl))
-                            accumulate([self._load_vec(b, p, at) for p in a_here],
-                                       [self._load_vec(b, p, at) for p in b_here])
+                            accumulate([self._load_vec(b, p, at) for p in ah],
+                                       [self._load_vec(b, p, at) for p in bh])
                         with b.if_then(has_tail):
-                            accumulate([self._masked_vec(b, p, tail_at, tail) for p in a_here],
-                                       [self._masked_vec(b, p, tail_at, tail) for p in b_here])
+                            accumulate([self._masked_vec(b, p, tail_at, tail) for p in ah],
+                                       [self._masked_vec(b, p, tail_at, tail) for p in bh])
+
+                    if short:  # chosen once, outside the rows' loop
+                        with b.if_else(second) as (two, one):
+                            with two:
+                                rows_loop(two_vectors)
+                            with one:
+                                rows_loop(one_vector)
+                    else:
+                        rows_loop(any_row)
                     self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
         b.ret_void()
         return fn
@@ -318,6 +353,14 @@ class DotGemm:
                     total = self._hsum(b, b.load(slot, typ=vt))
                     at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
                     b.store(b.fadd(b.load(at, typ=et), total), at)
+
+    def _splat_i64(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+        """x in every lane of an i64 vector."""
+        vi = ir.VectorType(I64, self.vl)
+        return b.shuffle_vector(b.insert_element(ir.Constant(vi, None), x, _c(0)),
+                                ir.Constant(vi, None),
+                                ir.Constant(ir.VectorType(ir.IntType(32), self.vl),
+                                            [0] * self.vl))
 
     def _masked_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value, mask: ir.Value
                     ) -> ir.Value:
