@@ -59,6 +59,36 @@ def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+def tile_words(m: int, n: int) -> int:
+    """Elements of one thread's partial products: whole RI x RJ tiles, row-major by tile,
+    each tile's elements row-major (a tile is stored as whole vectors, edges included)."""
+    return -(-m // RI) * -(-n // RJ) * RI * RJ
+
+
+def lane_order(vl: int) -> list[list[int]]:
+    """Which accumulator each lane of `_tile_sums`'s vectors sums, before its final
+    shuffle: RI * RJ vectors are added pairwise, each step halving the lanes every sum
+    spans, until a vector's lanes are single sums."""
+    groups = [[q] * vl for q in range(RI * RJ)]  # lane -> accumulator, per vector
+    span = vl
+    while span > 1 and len(groups) > 1:
+        half = span // 2
+        merged = []
+        for a, bv in zip(groups[::2], groups[1::2]):
+            both = a + bv
+            merged.append([both[j] for j in _halves(vl, span, 0)])
+        groups, span = merged, half
+    return groups
+
+
+def _halves(vl: int, span: int, which: int) -> list[int]:
+    """Shuffle indices into the concatenation of two vectors whose sums each span `span`
+    lanes: the first (which=0) or second half of each sum's lanes, the first vector's
+    sums first."""
+    half = span // 2
+    return [base + which * half + j for base in range(0, 2 * vl, span) for j in range(half)]
+
+
 # The descriptor each GEMM passes to the shared functions (i64 values).
 FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
           "accumulate", "run", "rows", "chunk_rows")
@@ -74,7 +104,7 @@ class DotGemm:
         self.vl = 16 if spec.dtype == "float32" else 8
         self.vt = ir.VectorType(self.et, self.vl)
         self.prefix = f"gemm_dot_{spec.dtype}"
-        count = threads * spec.m * spec.n
+        count = threads * tile_words(spec.m, spec.n)
         scratch_t = ir.ArrayType(self.et, count)
         self.partials = ir.GlobalVariable(module, scratch_t, f"{name}_dot_partials")
         self.partials.linkage = "internal"
@@ -143,16 +173,7 @@ class DotGemm:
             b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(4)]
         d = self._fields(b, desc)
         m, n, k = d["m"], d["n"], d["k"]
-        mn = b.mul(m, n)
-        # zero the partials this thread owns: its own, and with fewer threads than
-        # partials (run alone) every one its index is congruent to
-        with counted_loop(b, d["partials"], "q") as q:
-            mine = b.icmp_signed("==", b.srem(q, nt), t)
-            with b.if_then(mine):
-                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
-                with counted_loop(b, mn, "z") as z:
-                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
-        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
+        partial = self._zero_partials(b, partials, d, t, nt)
         # the depth in whole vectors, shared out evenly
         nvec = b.sdiv(b.add(k, _c(vl - 1)), _c(vl))
         lo = b.mul(b.sdiv(b.mul(t, nvec), nt), _c(vl))
@@ -194,18 +215,18 @@ class DotGemm:
                                 slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
                                 b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]),
                                         slot)
-                    with counted_loop(b, b.sub(clen, tail_from), "e") as e:
-                        at = b.add(tail_from, e)
-                        ae = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in a_rows]
-                        be = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in b_rows]
+                    # the chunk's last elements: one masked vector (no loop to compile)
+                    left = b.sub(clen, tail_from)
+                    with b.if_then(b.icmp_signed(">", left, _c(0))):
+                        mask = self._lane_mask(b, left)
+                        av = [self._masked_vec(b, p, tail_from, mask) for p in a_rows]
+                        bv = [self._masked_vec(b, p, tail_from, mask) for p in b_rows]
                         for r in range(RI):
                             for c in range(RJ):
                                 slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                                old = b.load(slot, typ=vt)
-                                lane = b.extract_element(old, _c(0))
-                                total = b.fadd(lane, b.fmul(ae[r], be[c]))
-                                b.store(b.insert_element(old, total, _c(0)), slot)
-                    self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
+                                b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]),
+                                        slot)
+                    self._add_tile(b, acc_slot, ib, jb, col_blocks, partial)
         b.ret_void()
         return fn
 
@@ -229,28 +250,16 @@ class DotGemm:
             b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(6)]
         d = self._fields(b, desc)
         m, n, run, rows = d["m"], d["n"], d["run"], d["rows"]
-        mn = b.mul(m, n)
-        with counted_loop(b, d["partials"], "q") as q:  # (as in part)
-            mine = b.icmp_signed("==", b.srem(q, nt), t)
-            with b.if_then(mine):
-                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
-                with counted_loop(b, mn, "z") as z:
-                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
-        partial = b.gep(partials, [b.mul(t, mn)], source_etype=et)
+        partial = self._zero_partials(b, partials, d, t, nt)
         lo = b.sdiv(b.mul(t, rows), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), rows), nt)
         chunk_rows = d["chunk_rows"]
         chunks = b.sdiv(b.add(b.sub(hi, lo), b.sub(chunk_rows, _c(1))), chunk_rows)
         full = b.sdiv(run, _c(vl))
         tail_at = b.mul(full, _c(vl))
-        lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         # the last vector of a row: lanes below run - tail_at
         rest = b.sub(run, tail_at)
-        splat = b.shuffle_vector(
-            b.insert_element(ir.Constant(ir.VectorType(I64, vl), None), rest, _c(0)),
-            ir.Constant(ir.VectorType(I64, vl), None),
-            ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
-        tail = b.icmp_signed("<", lanes, splat)
+        tail = self._lane_mask(b, rest)
         has_tail = b.icmp_signed(">", rest, _c(0))
         fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
         fma = self.module.globals.get(fma_name) or ir.Function(
@@ -294,25 +303,65 @@ class DotGemm:
                         with b.if_then(has_tail):
                             accumulate([self._masked_vec(b, p, tail_at, tail) for p in a_here],
                                        [self._masked_vec(b, p, tail_at, tail) for p in b_here])
-                    self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
+                    self._add_tile(b, acc_slot, ib, jb, col_blocks, partial)
         b.ret_void()
         return fn
 
+    def _zero_partials(self, b: ir.IRBuilder, partials: ir.Value, d: dict, t: ir.Value,
+                       nt: ir.Value) -> ir.Value:
+        """Zeroes the partial products this thread owns (its own; with fewer threads than
+        partials, run alone, every one whose index is congruent to it); returns its own."""
+        words = self._tile_words(b, d["m"], d["n"])
+        size = b.mul(words, _c(4 if self.et == F32 else 8))
+        owned = b.sdiv(b.add(b.sub(d["partials"], t), b.sub(nt, _c(1))), nt)
+        memset = self.module.declare_intrinsic("llvm.memset", [PTR, I64])
+        with counted_loop(b, owned, "q", unroll=False) as i:
+            q = b.add(t, b.mul(i, nt))
+            base = b.gep(partials, [b.mul(q, words)], source_etype=self.et)
+            b.call(memset, [base, ir.Constant(ir.IntType(8), 0), size,
+                            ir.Constant(ir.IntType(1), 0)])
+        return b.gep(partials, [b.mul(t, words)], source_etype=self.et)
+
+    @staticmethod
+    def _tile_words(b: ir.IRBuilder, m: ir.Value, n: ir.Value) -> ir.Value:
+        """tile_words(m, n) of run-time sizes."""
+        row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
+        col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
+        return b.mul(b.mul(row_blocks, col_blocks), _c(RI * RJ))
+
     def _add_tile(self, b: ir.IRBuilder, acc_slot: ir.Value, ib: ir.Value, jb: ir.Value,
-                  m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type
-                  ) -> None:
+                  col_blocks: ir.Value, partial: ir.Value) -> None:
         """Adds the RI x RJ tile of vector accumulators at (ib, jb), each summed across its
-        lanes, into `partial` (row-major, n columns), skipping what lies past m or n."""
-        for r in range(RI):
-            i = b.add(b.mul(ib, _c(RI)), _c(r))
-            for c in range(RJ):
-                j = b.add(b.mul(jb, _c(RJ)), _c(c))
-                inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
-                with b.if_then(inside):
-                    slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                    total = self._hsum(b, b.load(slot, typ=vt))
-                    at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
-                    b.store(b.fadd(b.load(at, typ=et), total), at)
+        lanes, into `partial`'s tile (tile_words' layout) as whole vectors: the sums of
+        rows or columns past m or n land in the tile's padding, never read."""
+        vl, vt = self.vl, self.vt
+        sums = [b.load(b.gep(acc_slot, [_c(q)], source_etype=vt), typ=vt)
+                for q in range(RI * RJ)]
+        span = vl
+        while span > 1 and len(sums) > 1:
+            shuffle = [ir.Constant(ir.VectorType(ir.IntType(32), vl), _halves(vl, span, w))
+                       for w in (0, 1)]
+            sums = [b.fadd(b.shuffle_vector(x, y, shuffle[0]), b.shuffle_vector(x, y, shuffle[1]))
+                    for x, y in zip(sums[::2], sums[1::2])]
+            span //= 2
+        tile = b.gep(partial, [b.mul(b.add(b.mul(ib, col_blocks), jb), _c(RI * RJ))],
+                     source_etype=self.et)
+        for v, (x, labels) in enumerate(zip(sums, lane_order(vl))):
+            # lane l of vector v: accumulator v * vl + l (the tile's row-major order)
+            order = [labels.index(v * vl + lane) for lane in range(vl)]
+            x = b.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), vl), order))
+            at = b.gep(tile, [_c(v * vl)], source_etype=self.et)
+            b.store(b.fadd(b.load(at, typ=vt, align=64), x), at, align=64)
+
+    def _lane_mask(self, b: ir.IRBuilder, count: ir.Value) -> ir.Value:
+        """<vl x i1>: lane j is on when j < count."""
+        vl = self.vl
+        lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
+        splat = b.shuffle_vector(
+            b.insert_element(ir.Constant(ir.VectorType(I64, vl), None), count, _c(0)),
+            ir.Constant(ir.VectorType(I64, vl), None),
+            ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
+        return b.icmp_signed("<", lanes, splat)
 
     def _masked_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value, mask: ir.Value
                     ) -> ir.Value:
@@ -335,16 +384,6 @@ class DotGemm:
         ptr = b.gep(row, [at], source_etype=self.et)
         return b.load(ptr, typ=self.vt, align=4 if self.et == F32 else 8)  # rows: unaligned
 
-    def _hsum(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-        """The lanes' sum, halving the vector each step."""
-        width = self.vl // 2
-        while width:
-            mask = [i + width if i < width else i for i in range(self.vl)]
-            x = b.fadd(x, b.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32),
-                                                                           self.vl), mask)))
-            width //= 2
-        return b.extract_element(x, _c(0))
-
     # -- finish(c, partials, desc): C = alpha * (sum of the partials) (+ C) ----------------
     def _finish(self) -> ir.Function:
         name = f"{self.prefix}_finish"
@@ -359,17 +398,21 @@ class DotGemm:
         c0, partials, desc = fn.args
         running = b.alloca(et)  # the sum over the partials (promoted to a register)
         d = self._fields(b, desc)
-        mn = b.mul(d["m"], d["n"])
+        words = self._tile_words(b, d["m"], d["n"])
+        col_blocks = b.sdiv(b.add(d["n"], _c(RJ - 1)), _c(RJ))
         alpha = b.bitcast(d["alpha_bits"], ir.DoubleType())
         if et == F32:
             alpha = b.fptrunc(alpha, F32)
         accumulate = b.icmp_signed("!=", d["accumulate"], _c(0))
         with counted_loop(b, d["m"], "i") as i:
             with counted_loop(b, d["n"], "j") as j:
-                flat = b.add(b.mul(i, d["n"]), j)
+                # (i, j) in tile_words' layout
+                tile = b.add(b.mul(b.sdiv(i, _c(RI)), col_blocks), b.sdiv(j, _c(RJ)))
+                flat = b.add(b.mul(tile, _c(RI * RJ)),
+                             b.add(b.mul(b.srem(i, _c(RI)), _c(RJ)), b.srem(j, _c(RJ))))
                 b.store(b.load(b.gep(partials, [flat], source_etype=et), typ=et), running)
                 with counted_loop(b, b.sub(d["partials"], _c(1)), "q") as q:
-                    at = b.gep(partials, [b.add(flat, b.mul(b.add(q, _c(1)), mn))],
+                    at = b.gep(partials, [b.add(flat, b.mul(b.add(q, _c(1)), words))],
                                source_etype=et)
                     b.store(b.fadd(b.load(running, typ=et), b.load(at, typ=et)), running)
                 total = b.fmul(b.load(running, typ=et), alpha)
