@@ -4,6 +4,8 @@ same results as numpy for row, column and depth edges, alpha and a folded parame
 float32/float64, one thread and a team; square or shallow GEMMs keep the packed path."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,51 @@ def test_edges_dtypes_and_threads_match_numpy(m, n, k, dtype, threads, monkeypat
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # the team from the first call on
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
     _check(m, n, k, dtype, tmp_path, seed=m + n)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_implicit_weight_gradient_matches_numpy(threads, monkeypatch, tmp_path):
+    # part_rows in float32: rows of 40 (two whole vectors and a masked one), 6 x 45
+    # outputs (edge tiles of the 4 x 4 register block), the depth shared by a team
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(3)
+    xv = rng.normal(size=(3, 5, 6, 40)).astype(np.float32)
+    wv = rng.normal(size=(6, 5, 3, 3)).astype(np.float32)
+    gv = rng.normal(size=(3, 6, 6, 40)).astype(np.float32)
+    x, w, g = (gc.placeholder(v.shape, "float32", name=n) for v, n in
+               ((xv, "x"), (wv, "w"), (gv, "g")))
+    loss = gc.sum(gc.nn.conv2d(x, w, padding=1) * g)
+    f = gc.function([x, w, g], [gc.grad(loss, w)], backend_options={"cache_dir": str(tmp_path)})
+    specs = [gemm._Spec.of(k) for k in f.schedule().kernels if k.kind == "gemm"]
+    assert any(s.b_sub is not None and gemm_dot.suitable(s) for s in specs)
+    got, = f(xv, wv, gv)
+    xp = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(wv.shape)
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("noyx,ncyx->oc", gv, xp[:, :, i:i + 6, j:j + 40])
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max(), rtol=0)
+
+
+def test_the_shared_functions_stay_small(tmp_path):
+    # compile time follows the code: a tile of sums is added as whole vectors (no branch
+    # per output), the partials are zeroed by memset, the depth's tail is a masked vector,
+    # and no loop is left for LLVM to unroll (56 blocks and 16 unrolled FMA bodies before)
+    a, b = gc.placeholder((6, 2053), "float32"), gc.placeholder((9, 2053), "float32")
+    f = gc.function([a, b], [a @ b.T], backend_options={"cache_dir": str(tmp_path)})
+    f(np.ones((6, 2053), np.float32), np.ones((9, 2053), np.float32))
+    part = re.search(r'define [^\n]*@"gemm_dot_float32_part"\(.*?\n}', f.source, re.S)
+    assert part is not None
+    blocks = re.findall(r"^\S+:", part.group(0), re.M)
+    assert len(blocks) <= 24, len(blocks)
+    assert "llvm.memset" in part.group(0)
+    assert "llvm.loop" in part.group(0)  # the vector loop is not unrolled
+
+
+@pytest.mark.parametrize("vl", [8, 16])
+def test_tile_sums_cover_every_accumulator_once_per_lane(vl):
+    order = gemm_dot.lane_order(vl)
+    assert len(order) * vl == gemm_dot.RI * gemm_dot.RJ
+    assert sorted(q for lanes in order for q in lanes) == list(range(gemm_dot.RI * gemm_dot.RJ))

@@ -8,7 +8,13 @@ RI rows of A and RJ rows of B^T are read where they lie, a vector of the depth a
 into RI x RJ vector accumulators; the depth is cut into chunks (an RJ-row block of B^T
 stays in L1 while the rows of A stream past it) and split over the threads, each summing
 into partial products of its own that one pass adds into C at the end (alpha, and += C for
-a parameter update folded into the GEMM)."""
+a parameter update folded into the GEMM).
+
+Compile time follows the code here (W6: these functions were two thirds of the GEMM unit's
+LLVM time): a tile's 16 accumulators are summed pairwise into whole vectors and added into
+the partials, kept in padded 4x4 tiles, with no branch per output; the depth's tail is one
+masked vector; and the loops carry no unrolling (each body is 16 FMAs on independent
+accumulators already; unrolled, W6's weight gradients ran no faster)."""
 from __future__ import annotations
 
 import struct
@@ -206,7 +212,7 @@ class DotGemm:
                                     source_etype=et) for i in rows]
                     for q in range(RI * RJ):
                         b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
-                    with counted_loop(b, full, "v") as v:
+                    with counted_loop(b, full, "v", unroll=False) as v:
                         at = b.mul(v, _c(vl))
                         av = [self._load_vec(b, p, at) for p in a_rows]
                         bv = [self._load_vec(b, p, at) for p in b_rows]
@@ -296,7 +302,7 @@ class DotGemm:
                         a_at = b.mul(row, run)
                         a_here = [b.gep(p, [a_at], source_etype=et) for p in a_rows]
                         b_here = [b.gep(p, [b_at], source_etype=et) for p in b_cols]
-                        with counted_loop(b, full, "v") as v:
+                        with counted_loop(b, full, "v", unroll=False) as v:
                             at = b.mul(v, _c(vl))
                             accumulate([self._load_vec(b, p, at) for p in a_here],
                                        [self._load_vec(b, p, at) for p in b_here])
@@ -394,6 +400,9 @@ class DotGemm:
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
+        # m x n sums once a call: O3's vectorized and unrolled copies of these loops cost
+        # more compile time (~0.07 s of CPU) than they could ever save
+        fn.attributes.add("optsize")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         c0, partials, desc = fn.args
         running = b.alloca(et)  # the sum over the partials (promoted to a register)
@@ -404,14 +413,14 @@ class DotGemm:
         if et == F32:
             alpha = b.fptrunc(alpha, F32)
         accumulate = b.icmp_signed("!=", d["accumulate"], _c(0))
-        with counted_loop(b, d["m"], "i") as i:
-            with counted_loop(b, d["n"], "j") as j:
+        with counted_loop(b, d["m"], "i", unroll=False) as i:
+            with counted_loop(b, d["n"], "j", unroll=False) as j:
                 # (i, j) in tile_words' layout
                 tile = b.add(b.mul(b.sdiv(i, _c(RI)), col_blocks), b.sdiv(j, _c(RJ)))
                 flat = b.add(b.mul(tile, _c(RI * RJ)),
                              b.add(b.mul(b.srem(i, _c(RI)), _c(RJ)), b.srem(j, _c(RJ))))
                 b.store(b.load(b.gep(partials, [flat], source_etype=et), typ=et), running)
-                with counted_loop(b, b.sub(d["partials"], _c(1)), "q") as q:
+                with counted_loop(b, b.sub(d["partials"], _c(1)), "q", unroll=False) as q:
                     at = b.gep(partials, [b.add(flat, b.mul(b.add(q, _c(1)), words))],
                                source_etype=et)
                     b.store(b.fadd(b.load(running, typ=et), b.load(at, typ=et)), running)
