@@ -141,7 +141,7 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
             return
         gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
                            prepacked=packed_b is not None)
-        gemm.emit(b, bases if packed_b is None else {**bases, spec.b.buffer: packed_b})
+        gemm.emit(b, bases if packed_b is None else bases.with_value(spec.b.buffer, packed_b))
         return
     _emit_loops(writer, b, bases, k)
 
