@@ -25,6 +25,7 @@ from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
 from graphc.backends.llvm.tables import constant_table
+from graphc.backends.llvm.vector_consts import splat
 
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
@@ -363,11 +364,7 @@ class DotGemm:
         """<vl x i1>: lane j is on when j < count."""
         vl = self.vl
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
-        splat = b.shuffle_vector(
-            b.insert_element(ir.Constant(ir.VectorType(I64, vl), None), count, _c(0)),
-            ir.Constant(ir.VectorType(I64, vl), None),
-            ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
-        return b.icmp_signed("<", lanes, splat)
+        return b.icmp_signed("<", lanes, splat(b, count, ir.VectorType(I64, vl)))
 
     def _masked_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value, mask: ir.Value
                     ) -> ir.Value:

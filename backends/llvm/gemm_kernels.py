@@ -35,6 +35,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64, I1, I32, I64
+from graphc.backends.llvm.vector_consts import splat
 
 PTR = ir.PointerType()
 VOID = ir.VoidType()
@@ -188,9 +189,7 @@ class GemmKernels:
             yield b.add(start, self._mul(b, i, step))
 
     def _splat(self, b: ir.IRBuilder, x: ir.Value, t: ir.VectorType) -> ir.Value:
-        v = b.insert_element(ir.Constant(t, ir.Undefined), x, ir.Constant(I32, 0))
-        return b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
-                                ir.Constant(ir.VectorType(I32, t.count), [0] * t.count))
+        return splat(b, x, t)
 
     def _lane_mask(self, b: ir.IRBuilder, lanes: ir.Value) -> ir.Value:
         """<vl x i1>: lane j is on when j < lanes."""
