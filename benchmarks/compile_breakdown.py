@@ -5,7 +5,8 @@ scheduler, the kernel plan (signatures), writing each unit's LLVM IR, LLVM's opt
 code generation per kernel kind, linking, and the first call against a warm one. Everything
 runs here, one unit after another (the real compile deals the units out to processes: its
 wall time is about the LLVM and IR-writing share divided among them).
-Run: python benchmarks/compile_breakdown.py [--model W6|W7|W7:4096|mlp96|mlp8...] [--top 10]"""
+Run: python benchmarks/compile_breakdown.py [--model W6|W7|W7:4096|mlp96|mlp8...] [--top 10]
+     [--modules 3] (the modules of a two-process compile instead, least CPU of 3 each)"""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,43 @@ def _compiled(text: str, machine, clock) -> tuple[bytes, float, float, float]:
     return obj, t1 - t0, t2 - t1, clock() - t2
 
 
+def _modules(schedule, repeat: int, clock) -> None:
+    """Each module of a two-process compile (codegen.batches) written and compiled `repeat`
+    times, each phase's least CPU time: writing (a fresh ModuleWriter each time), parse,
+    optimize, emit."""
+    import llvmlite.binding as llvm
+    from graphc.backends.llvm import codegen, jit
+    units = list(codegen.ModuleWriter(schedule).plan.units)
+    machine = jit._new_machine()
+    print("modules of a two-process compile: units, pipeline, IR chars; least CPU s of "
+          f"{repeat}: write, parse, optimize, emit, sum")
+    total = [0.0] * 4
+    for module in codegen.batches(units, list(range(len(units))), 2):
+        best = [float("inf")] * 4
+        for _ in range(repeat):
+            writer = codegen.ModuleWriter(schedule)
+            t0 = clock()
+            texts = [writer.unit_text(units[n]) for n in module]
+            t1 = clock()
+            context = llvm.create_context()
+            mod = llvm.parse_assembly(texts[0], context=context)
+            for text in texts[1:]:
+                mod.link_in(llvm.parse_assembly(text, context=context))
+            mod.triple = llvm.get_default_triple()
+            mod.verify()
+            t2 = clock()
+            jit.optimize_module(mod, machine, jit.is_light(texts))
+            t3 = clock()
+            machine.emit_object(mod)
+            seconds = [t1 - t0, t2 - t1, t3 - t2, clock() - t3]
+            best = [min(a, b) for a, b in zip(best, seconds)]
+        total = [a + b for a, b in zip(total, best)]
+        kind = "light" if units[module[0]].light else "O3"
+        print(f"  {len(module):3d} units {kind:<5} {sum(map(len, texts)):8d}  "
+              + " ".join(f"{v:6.3f}" for v in best) + f"  {sum(best):6.3f}")
+    print(f"  {'total':<26}  " + " ".join(f"{v:6.3f}" for v in total) + f"  {sum(total):6.3f}")
+
+
 def _huge_pages() -> str:
     """How much of this process's memory is in transparent huge pages (Linux)."""
     try:
@@ -68,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="W6")
     parser.add_argument("--top", type=int, default=10, help="the slowest units listed")
+    parser.add_argument("--modules", type=int, default=0, metavar="N",
+                        help="instead: the modules a two-process compile builds (codegen."
+                             "batches), each written and compiled N times here, the least "
+                             "CPU time of each phase (steadier on a busy machine)")
     args = parser.parse_args(argv)
     os.environ["GRAPHC_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphc-breakdown-")
     import graphc  # noqa: F401
@@ -90,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     writer = codegen.ModuleWriter(schedule)
     phases["kernel plan (signatures, units)"] = clock() - t
 
+    if args.modules:
+        _modules(schedule, args.modules, clock)
+        return
     machine = jit._new_machine()
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
     units = []

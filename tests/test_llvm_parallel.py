@@ -215,8 +215,8 @@ def test_a_large_module_compiled_in_two_processes_links_and_agrees(monkeypatch, 
 
 
 def test_the_arena_is_touched_while_the_other_process_compiles(monkeypatch, tmp_path):
-    """The parent, done with its share, writes the arena's pages while a child still
-    compiles; the program runs in that arena (its first call then finds the pages mapped)."""
+    """A thread of the parent writes the arena's pages while a child compiles; the program
+    runs in that arena (its first call then finds the pages mapped)."""
     from graphc.backends.llvm import runtime
     touched = []
     real = runtime._touched
@@ -231,6 +231,25 @@ def test_the_arena_is_touched_while_the_other_process_compiles(monkeypatch, tmp_
     monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "1")  # one process: no one to wait for
     _deep_mlp("llvm", tmp_path / "one")[0]
     assert len(touched) == 1
+
+
+def test_the_arena_is_touched_beside_the_parents_share_and_the_thread_joined(monkeypatch,
+                                                                             tmp_path):
+    """The touching thread starts once the children are forked, before the parent builds
+    its share (not only once that share is done: a child that finished first left the
+    whole arena to the first call), and has ended when the compile returns."""
+    import threading
+    from graphc.backends.llvm import processes, runtime
+    seen = []
+    real_pull, real_start = processes._pull, runtime._ArenaToucher.start
+    monkeypatch.setattr(processes, "_pull", lambda *a: seen.append("pull") or real_pull(*a))
+    monkeypatch.setattr(runtime._ArenaToucher, "start",
+                        lambda self: seen.append("touch") or real_start(self))
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    assert seen == ["touch", "pull"]  # (the child's call of _pull is in its own process)
+    assert not any(t.name == "graphc-arena-touch" for t in threading.enumerate())
+    _agrees_with_numpy(step, x, tmp_path)
 
 
 def test_touching_the_arena_stops_once_the_other_processes_are_done():

@@ -257,6 +257,25 @@ def _outer_unrolling_pays(k: kir.Elementwise) -> bool:
 _VECTOR_FLOATS = 8
 
 
+class LazyBases(dict):
+    """Buffer id -> its data pointer, made by `load` on first use (ModuleWriter.lazy_bases)."""
+
+    def __init__(self, load: Callable[[int], ir.Value]) -> None:
+        super().__init__()
+        self._load = load
+
+    def __missing__(self, bid: int) -> ir.Value:
+        value = self[bid] = self._load(bid)
+        return value
+
+    def with_value(self, bid: int, value: ir.Value) -> "LazyBases":
+        """A copy where buffer `bid` is `value` (the others still loaded on first use)."""
+        out = LazyBases(self._load)
+        out.update(self)
+        out[bid] = value
+        return out
+
+
 class ModuleWriter:
     """Writes a schedule as LLVM modules: one per unit (plan_units: the functions of
     distinct kernels, compiled and cached apart, linked in one engine) and the entry
@@ -291,6 +310,24 @@ class ModuleWriter:
         """Buffer `bid`'s data, from the kernel's own table of pointers."""
         slot = b.gep(table, [ir.Constant(I64, self._local[bid])], source_etype=PTR)
         return b.load(slot, typ=PTR)
+
+    def lazy_bases(self, b: ir.IRBuilder, table: ir.Value) -> "LazyBases":
+        """The kernel's buffers' pointers, each loaded the first time it is asked for: a
+        kernel's function that only starts a team reads none of them, and every
+        instruction written costs Python and LLVM time. `b` stands in a function's new,
+        empty entry block: that block keeps only the loads (appended as they are asked
+        for, before its branch) and `b` goes on in a block of its own."""
+        entry_block, local = b.block, dict(self._local)
+        body = b.append_basic_block("body")
+        b.branch(body)
+        b.position_at_end(body)
+
+        def load(bid: int) -> ir.Value:
+            at = ir.IRBuilder(entry_block)
+            at.position_before(entry_block.terminator)
+            slot = at.gep(table, [ir.Constant(I64, local[bid])], source_etype=PTR)
+            return at.load(slot, typ=PTR)
+        return LazyBases(load)
 
     def address(self, b: ir.IRBuilder, bases: dict, access: kir.Access,
                 indices: list[ir.Value]) -> tuple[ir.Value, ir.Type]:
@@ -410,7 +447,7 @@ class ModuleWriter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         self._local = {bid: i for i, bid in enumerate(self.plan.buffers[index])}
         self._fn_name = name
-        bases = {bid: self.base_pointer(b, fn.args[0], bid) for bid in self._local}
+        bases = self.lazy_bases(b, fn.args[0])
         emit: Callable = getattr(self, f"emit_{kernel.kind}")
         self._scopes = self._alias_scopes(kernel)
         symbols = self.plan.symbols[index]
@@ -449,7 +486,7 @@ class ModuleWriter:
             fn.attributes.add("optsize")  # as its kernel's function: no loop unrolling
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
-        bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
+        bases = self.lazy_bases(b, bufs)
         axis = parallel.split_axis(k)
         n = as_value(b, k.shape[axis])
         lo = b.sdiv(b.mul(t, n), nt)
@@ -535,7 +572,7 @@ class ModuleWriter:
             fn.attributes.add("optsize")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
-        bases = {bid: self.base_pointer(b, bufs, bid) for bid in self._local}
+        bases = self.lazy_bases(b, bufs)
         n = as_value(b, keep_shape[0])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)

@@ -29,6 +29,7 @@ from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
 from graphc.backends.llvm.tables import constant_table
 from graphc.backends.llvm.threads import num_threads, openmp_available
+from graphc.backends.llvm.vector_consts import splat
 from graphc.schedule import ir as kir
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -315,10 +316,7 @@ class _Part:
         return self.b.gep(self.slots, [_c(q)], source_etype=self.vt)
 
     def _splat(self, x: ir.Value) -> ir.Value:
-        b, vl = self.b, self.vl
-        one = b.insert_element(ir.Constant(self.vt, None), x, _c(0))
-        return b.shuffle_vector(one, ir.Constant(self.vt, None),
-                                ir.Constant(ir.VectorType(I32, vl), [0] * vl))
+        return splat(self.b, x, self.vt)  # (written in a few characters)
 
     def _mask(self, n: int, lo: int = 0) -> ir.Constant:
         return ir.Constant(ir.VectorType(I1, self.vl),

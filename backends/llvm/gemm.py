@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -56,6 +56,9 @@ from graphc.backends.llvm.size_values import runtime_descriptor_pointer
 from graphc.backends.llvm.tables import constant_table
 from graphc.schedule import ir as kir
 from graphc.sizes import Size, SizeVar, hint, representative
+
+if TYPE_CHECKING:  # (codegen imports this module)
+    from graphc.backends.llvm.codegen import LazyBases
 
 PTR = ir.PointerType()
 VOID = ir.VoidType()
@@ -119,7 +122,7 @@ def _team(k: kir.Gemm, spec: "_Spec") -> int:
     return threads
 
 
-def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm,
+def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: LazyBases, k: kir.Gemm,
               packed_b: ir.GlobalVariable | None = None) -> None:
     """k's code; `packed_b`: B's panels, packed already by prepack_b (a loop's body GEMM
     whose B is loop-invariant reads them instead of packing B again at every step)."""
@@ -141,7 +144,7 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: dict, k: kir.Gemm
             return
         gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
                            prepacked=packed_b is not None)
-        gemm.emit(b, bases if packed_b is None else {**bases, spec.b.buffer: packed_b})
+        gemm.emit(b, bases if packed_b is None else bases.with_value(spec.b.buffer, packed_b))
         return
     _emit_loops(writer, b, bases, k)
 

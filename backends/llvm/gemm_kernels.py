@@ -35,6 +35,7 @@ from llvmlite import ir
 
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64, I1, I32, I64
+from graphc.backends.llvm.vector_consts import splat
 
 PTR = ir.PointerType()
 VOID = ir.VoidType()
@@ -48,6 +49,27 @@ FIELDS = ("m", "n", "k", "a_s0", "a_s1", "b_s0", "b_s1", "c_s0", "c_s1", "a_offs
                                           for what in ("size", "st") for i in range(4))
 # (b{k,n}_size{i}, b{k,n}_st{i}: an implicit GEMM's B, graphc/schedule/implicit.py: the
 # sub-axes its k and n are read through, unused ones of size 1; others: k and n, 1s.)
+
+
+class _Fields(dict):
+    """A descriptor's fields by name, loaded on first use (Kernels.fields)."""
+
+    def __init__(self, b: ir.IRBuilder, desc: ir.Value, names: list[str]) -> None:
+        super().__init__()
+        # The loads go at the end of the builder's block, which ends here: `b` goes on in
+        # a new block (a builder's place in a block would move under later insertions).
+        self._block, self._desc = b.block, desc
+        self._index = {name: i for i, name in enumerate(names)}
+        rest = b.append_basic_block("fields")
+        b.branch(rest)
+        b.position_at_end(rest)
+
+    def __missing__(self, name: str) -> ir.Value:
+        at = ir.IRBuilder(self._block)
+        at.position_before(self._block.terminator)
+        slot = at.gep(self._desc, [ir.Constant(I64, self._index[name])], source_etype=I64)
+        value = self[name] = at.load(slot, typ=I64)
+        return value
 
 
 @dataclass(frozen=True)
@@ -167,9 +189,7 @@ class GemmKernels:
             yield b.add(start, self._mul(b, i, step))
 
     def _splat(self, b: ir.IRBuilder, x: ir.Value, t: ir.VectorType) -> ir.Value:
-        v = b.insert_element(ir.Constant(t, ir.Undefined), x, ir.Constant(I32, 0))
-        return b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
-                                ir.Constant(ir.VectorType(I32, t.count), [0] * t.count))
+        return splat(b, x, t)
 
     def _lane_mask(self, b: ir.IRBuilder, lanes: ir.Value) -> ir.Value:
         """<vl x i1>: lane j is on when j < lanes."""
@@ -185,11 +205,13 @@ class GemmKernels:
 
     @staticmethod
     def fields(b: ir.IRBuilder, desc: ir.Value, batch_dims: int) -> dict:
-        """The descriptor's values, loaded at the builder's position (a function's entry)."""
+        """The descriptor's values, each loaded at the end of the builder's block (a
+        function's entry) the first time it is asked for: a function reads a few of its
+        51+ fields, and each load written costs IR-writing and LLVM time. The builder goes
+        on in a new block."""
         names = list(FIELDS) + [f"{what}{axis}" for axis in range(batch_dims)
                                 for what in ("size", "a_bs", "b_bs", "c_bs")]
-        return {name: b.load(b.gep(desc, [ir.Constant(I64, i)], source_etype=I64), typ=I64)
-                for i, name in enumerate(names)}
+        return _Fields(b, desc, names)
 
     # -- the micro-kernel ----------------------------------------------------------------
     def micro(self) -> ir.Function:

@@ -192,25 +192,28 @@ class _Child:
 
 def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | None = None,
                      jobs: int | None = None, plan: codegen.Plan | None = None,
-                     while_waiting: Callable[[Callable[[], bool]], object] | None = None
-                     ) -> Compiled:
+                     while_waiting: Callable[[Callable[[], bool]], object] | None = None,
+                     after_fork: Callable[[], object] | None = None) -> Compiled:
     """The schedule as native code: units found in `disk` loaded, the others built in up
     to `jobs` processes (and stored there). `plan`: its codegen.plan_units, where the
     caller has it already. `while_waiting(busy)`: work for this process once its share is
     built, while other processes still compile theirs (called only where there are
-    others); it stops soon after `busy()` turns False (every other process is done)."""
+    others); it stops soon after `busy()` turns False (every other process is done).
+    `after_fork()`: called once the other processes are forked (only where there are
+    any), before this one builds its share: where a thread may start (none may run while
+    a process forks)."""
     # Writing IR makes many small objects: the cyclic collector's full passes over the
     # whole heap took a fifth of the rendering time, and in a forked child they would copy
     # every page they touch. Paused meanwhile.
     with collector_paused():
         return _compile_schedule(schedule, times, disk or CompileCache(None), jobs, plan,
-                                 while_waiting)
+                                 while_waiting, after_fork)
 
 
 def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
                       jobs: int | None, known: codegen.Plan | None = None,
-                      while_waiting: Callable[[Callable[[], bool]], object] | None = None
-                      ) -> Compiled:
+                      while_waiting: Callable[[Callable[[], bool]], object] | None = None,
+                      after_fork: Callable[[], object] | None = None) -> Compiled:
     jit._init()
     start = time.perf_counter()
     writer = codegen.ModuleWriter(schedule, known)
@@ -246,6 +249,8 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     try:
         if queue is not None:
             children = [_Child(writer, as_units, queue) for _ in range(parts - 1)]
+            if after_fork is not None and any(child.pid > 0 for child in children):
+                after_fork()
         t0 = time.perf_counter()
         entry_text = writer.entry_text()
         t1 = time.perf_counter()

@@ -25,6 +25,7 @@ from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.scalar import F32, I1, I32, ScalarEmitter, constant
 from graphc.backends.llvm.size_values import as_value
+from graphc.backends.llvm.vector_consts import splat
 
 PTR = ir.PointerType()
 LANES = 16  # float32 lanes of a 512-bit vector (AVX-512; LLVM splits it where narrower)
@@ -140,10 +141,7 @@ def vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
 
 
 def _splat(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
-    vt = ir.VectorType(v.type, LANES)
-    one = b.insert_element(ir.Constant(vt, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
-    return b.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
-                            ir.Constant(ir.VectorType(ir.IntType(32), LANES), None))
+    return splat(b, v, ir.VectorType(v.type, LANES))
 
 
 class _Row:
