@@ -2,15 +2,36 @@
 the plan holds (temporaries' and outputs' shapes, GEMM sizes and strides) numbered in one
 flat table. A binding evaluates each expression once, then plans memory and GEMM blocking
 with plain integers read from the table by number (a new batch size costs its arithmetic,
-not a walk over the plan's expressions and objects)."""
+not a walk over the plan's expressions and objects).
+
+A new batch size's binding is on the path of the user's call (fit's short last batch,
+predict on one sample), so `bind` does it in one pass over lists made here: the symbols'
+values by number (no dict keyed by SizeVar, whose hash is Python code), the temporaries'
+neighbours in time (placement scans only those), and the kernels' vectors at fixed places
+after the temporaries (their table entries are the arena's start plus a constant)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from graphc import sizes
-from graphc.schedule.memory import MemoryPlan, place
+from graphc.backends.llvm.gemm_kernels import FIELDS
+from graphc.schedule.memory import ALIGN, MemoryPlan
+
+
+@dataclass
+class Planned:
+    """One binding's numbers: the arena's bytes (temporaries, then from `start` the
+    kernels' size vectors: `words`), the entry's table, the outputs' shapes."""
+
+    arena_bytes: int
+    start: int
+    words: list[int]
+    desc: list[int]
+    outputs: list[tuple[int, tuple[int, ...], np.dtype]]
+    work: int  # the temporaries' bytes, unshared: how much the binding's calls do
 
 
 class BindingTable:
@@ -18,6 +39,8 @@ class BindingTable:
         """`plan`: a SymbolicPlan (symbolic_plan.py)."""
         self.exprs: list[sizes.Dim] = []
         self._number: dict[sizes.Dim, int] = {}
+        self.symbols: list[sizes.SizeVar] = list(plan.symbols)
+        symbol_number = {v: i for i, v in enumerate(self.symbols)}
         self.spans: dict[int, tuple[int, int]] = plan.spans
         # (buffer id, item size, its shape's numbers), in the plan's buffer order
         self.temps = [(bid, np.dtype(dtype).itemsize, self._refs(shape))
@@ -29,6 +52,21 @@ class BindingTable:
                          None if k.gemm is None or not k.gemm.packed
                          else (k.gemm, self._refs(k.gemm.spec.flat())))
                         for k in plan.kernels]
+        self._placement = _Placement(self.temps, self.spans, len(plan.kernels))
+        # each kernel's vector: its symbols by number, its GEMM; where it lies after the
+        # arena's start (its length is the same for every binding)
+        self._vectors: list[tuple[tuple[int, ...], Any, tuple[int, ...]]] = []
+        self._vector_at: dict[int, int] = {}  # kernel -> bytes after the start
+        at = 0
+        for k, (recipe, (symbols, g)) in enumerate(zip(plan.kernels, self.kernels)):
+            if not symbols and g is None:
+                continue
+            self._vectors.append((tuple(recipe.symbols), None if g is None else g[0],
+                                  () if g is None else g[1]))
+            self._vector_at[k] = at
+            at += 8 * (len(symbols) + (0 if g is None else
+                                       len(FIELDS) + 4 * len(g[0].spec.batch)))
+        self.vector_bytes = at
         # the entry's table (SymbolicPlan.descriptor) with a hole for each temporary's
         # arena offset and each kernel's size vector: its shape is the same for every
         # binding (a kernel has a vector where it has symbols or a packed GEMM)
@@ -44,6 +82,17 @@ class BindingTable:
             if more:
                 self.holes.append((len(self.desc), -1 - k))
                 self.desc.append(0)
+        temp_index = {bid: i for i, (bid, _, _) in enumerate(self.temps)}
+        # holes by kind: (position, temporary's index) and (position, bytes after start)
+        self._temp_holes = [(at, temp_index.get(what, -1)) for at, what in self.holes
+                            if what >= 0]
+        self._vector_holes = [(at, self._vector_at[-1 - what]) for at, what in self.holes
+                              if what < 0]
+        # how each expression is evaluated: 0 an int, 1 a symbol (by number), 2 otherwise
+        self._how = [(0, d) if isinstance(d, int) else
+                     (1, symbol_number[next(iter(d.atoms()))])
+                     if d.is_var() and next(iter(d.atoms())) in symbol_number else (2, d)
+                     for d in self.exprs]
 
     def _refs(self, dims: Iterable[sizes.Dim]) -> tuple[int, ...]:
         out = []
@@ -61,13 +110,11 @@ class BindingTable:
 
     def memory(self, table: list[int]) -> MemoryPlan:
         """The binding's memory plan (SymbolicPlan.memory's, from the evaluated table)."""
-        temps = []
-        for bid, itemsize, refs in self.temps:
-            n = itemsize
-            for i in refs:
-                n *= table[i]
-            temps.append((bid, n))
-        return place(temps, self.spans)
+        nbytes = self._placement.nbytes(table)
+        offsets, arena = self._placement.place(nbytes)
+        bids = self._placement.bids
+        unshared = sum(-(-max(n, 1) // ALIGN) * ALIGN for n in nbytes)
+        return MemoryPlan(dict(zip(bids, offsets)), self.spans, arena, unshared)
 
     def vectors(self, values: Mapping[sizes.SizeVar, int], table: list[int]
                 ) -> list[list[int]]:
@@ -92,3 +139,86 @@ class BindingTable:
     def output_shapes(self, table: list[int]) -> list[tuple[int, tuple[int, ...], np.dtype]]:
         return [(slot, tuple(table[i] for i in refs), dtype)
                 for slot, refs, dtype in self.outputs]
+
+    # -- everything at once, on the path of a call at new sizes ---------------------------
+    def bind(self, values: Mapping[sizes.SizeVar, int]) -> Planned:
+        """What `evaluate`, `memory`, `vectors`, `descriptor` and `output_shapes` give,
+        with the vectors laid out after the temporaries, in one pass."""
+        numbers = [values[v] for v in self.symbols]
+        table = [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
+                 for how, d in self._how]
+        placement = self._placement
+        nbytes = placement.nbytes(table)
+        offsets, arena = placement.place(nbytes)
+        start = -(-arena // 64) * 64
+        words: list[int] = []
+        for symbols, g, refs in self._vectors:
+            for s in symbols:
+                words.append(numbers[s])
+            if g is not None:
+                words += g.descriptor_of([table[i] for i in refs])
+        if 8 * len(words) != self.vector_bytes:
+            raise AssertionError("a GEMM descriptor of another length than its kernel's")
+        desc = self.desc[:]
+        for at, i in self._temp_holes:
+            desc[at] = -1 - (offsets[i] if i >= 0 else 0)
+        for at, rel in self._vector_holes:
+            desc[at] = -1 - (start + rel)
+        outputs = [(slot, tuple([table[i] for i in refs]), dtype)
+                   for slot, refs, dtype in self.outputs]
+        return Planned(max(start + self.vector_bytes, 8), start, words, desc, outputs,
+                       sum(nbytes))
+
+
+class _Placement:
+    """schedule.memory.place for one plan's temporaries, from their byte sizes alone: the
+    same greedy placement (largest first, then by first use; each at the lowest offset
+    free of the temporaries placed so far that live at the same time), scanning only the
+    temporaries whose lifetimes meet its own (found once here)."""
+
+    def __init__(self, temps: list[tuple[int, int, tuple[int, ...]]],
+                 spans: Mapping[int, tuple[int, int]], kernels: int) -> None:
+        self.bids = [bid for bid, _, _ in temps]
+        self.shapes = [(itemsize, refs) for _, itemsize, refs in temps]
+        first = [spans[bid][0] for bid in self.bids]
+        last = [spans[bid][1] for bid in self.bids]
+        n = len(self.bids)
+        self.neighbours = [tuple(j for j in range(n) if j != i and last[j] >= first[i]
+                                 and first[j] <= last[i]) for i in range(n)]
+        # the sort key (-bytes, first use) as one int: bytes * K - ... with K > any kernel
+        self.first = first
+        self.width = kernels + 1
+
+    def nbytes(self, table: list[int]) -> list[int]:
+        out = []
+        for itemsize, refs in self.shapes:
+            n = itemsize
+            for i in refs:
+                n *= table[i]
+            out.append(n)
+        return out
+
+    def place(self, nbytes: list[int]) -> tuple[list[int], int]:
+        """Each temporary's offset (in the plan's buffer order) and the arena's bytes."""
+        width, first = self.width, self.first
+        keys = [first[i] - n * width for i, n in enumerate(nbytes)]
+        order = sorted(range(len(nbytes)), key=keys.__getitem__)  # (stable, as place's)
+        offsets = [0] * len(nbytes)
+        ends = [-1] * len(nbytes)  # -1: not placed yet
+        arena = 0
+        neighbours = self.neighbours
+        for i in order:
+            n = nbytes[i]
+            size = -(-n // ALIGN) * ALIGN if n > 0 else ALIGN
+            busy = sorted([(offsets[j], ends[j]) for j in neighbours[i] if ends[j] >= 0])
+            offset = 0
+            for o, e in busy:
+                if offset + size <= o:
+                    break
+                if e > offset:
+                    offset = e
+            offsets[i] = offset
+            end = ends[i] = offset + size
+            if end > arena:
+                arena = end
+        return offsets, arena
