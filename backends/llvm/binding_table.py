@@ -12,12 +12,14 @@ after the temporaries (their table entries are the arena's start plus a constant
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from graphc import sizes
 from graphc.backends.llvm.gemm_kernels import FIELDS
+from graphc.backends.llvm.int_code import Code, Writer
+from graphc.backends.llvm.placement_code import Placer, written_placement
 from graphc.schedule.memory import ALIGN, MemoryPlan
 
 
@@ -28,15 +30,17 @@ class Planned:
 
     arena_bytes: int
     start: int
-    words: list[int]
+    words: np.ndarray  # int64
     desc: list[int]
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
     work: int  # the temporaries' bytes, unshared: how much the binding's calls do
 
 
 class BindingTable:
-    def __init__(self, plan: Any) -> None:
-        """`plan`: a SymbolicPlan (symbolic_plan.py)."""
+    def __init__(self, plan: Any, representative: Mapping[sizes.SizeVar, int] | None = None
+                 ) -> None:
+        """`plan`: a SymbolicPlan (symbolic_plan.py). With a `representative` binding, the
+        GEMM descriptors and the placement are written down as code (`write_code`)."""
         self.exprs: list[sizes.Dim] = []
         self._number: dict[sizes.Dim, int] = {}
         self.symbols: list[sizes.SizeVar] = list(plan.symbols)
@@ -89,10 +93,31 @@ class BindingTable:
         self._vector_holes = [(at, self._vector_at[-1 - what]) for at, what in self.holes
                               if what < 0]
         # how each expression is evaluated: 0 an int, 1 a symbol (by number), 2 otherwise
-        self._how = [(0, d) if isinstance(d, int) else
+        self._how: list[tuple[int, Any]] = [(0, d) if isinstance(d, int) else
                      (1, symbol_number[next(iter(d.atoms()))])
                      if d.is_var() and next(iter(d.atoms())) in symbol_number else (2, d)
                      for d in self.exprs]
+        self._words: WrittenWords | None = None
+        if representative is not None:
+            self.write_code(representative)
+
+    # Bindings whose placements are written: the representative's sizes times these (the
+    # order of the temporaries by size changes where a weight's gradient, of fixed size,
+    # meets an activation's: W1 at batch 26, 256 and 784).
+    SCALES = (1.0, 2.0, 8.0, 0.125)
+
+    def write_code(self, representative: Mapping[sizes.SizeVar, int]) -> None:
+        """Writes the kernels' vectors and the placements of the sizes around
+        `representative` down as Python (int_code.py, placement_code.py): a few ms, paid
+        with a compile; a new binding then runs them (the recipes where they do not hold)."""
+        self._words = written_words(self.exprs, self._vectors)
+        for scale in self.SCALES:
+            values = {v: max(1, round(n * scale)) for v, n in representative.items()}
+            try:
+                table = self.evaluate(values)
+            except KeyError:  # (a size no input gives: nothing written)
+                return
+            self._placement.write(self._placement.nbytes(table))
 
     def _refs(self, dims: Iterable[sizes.Dim]) -> tuple[int, ...]:
         out = []
@@ -140,24 +165,31 @@ class BindingTable:
         return [(slot, tuple(table[i] for i in refs), dtype)
                 for slot, refs, dtype in self.outputs]
 
-    # -- everything at once, on the path of a call at new sizes ---------------------------
-    def bind(self, values: Mapping[sizes.SizeVar, int]) -> Planned:
-        """What `evaluate`, `memory`, `vectors`, `descriptor` and `output_shapes` give,
-        with the vectors laid out after the temporaries, in one pass."""
-        numbers = [values[v] for v in self.symbols]
-        table = [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
-                 for how, d in self._how]
-        placement = self._placement
-        nbytes = placement.nbytes(table)
-        offsets, arena = placement.place(nbytes)
-        start = -(-arena // 64) * 64
+    def vectors_of(self, numbers: list[int], table: list[int]) -> list[int]:
+        """The kernels' vectors, one after the other (the symbols' values by number)."""
         words: list[int] = []
         for symbols, g, refs in self._vectors:
             for s in symbols:
                 words.append(numbers[s])
             if g is not None:
                 words += g.descriptor_of([table[i] for i in refs])
-        if 8 * len(words) != self.vector_bytes:
+        return words
+
+    # -- everything at once, on the path of a call at new sizes ---------------------------
+    def bind(self, values: Mapping[sizes.SizeVar, int]) -> Planned:
+        """What `evaluate`, `memory`, `vectors`, `descriptor` and `output_shapes` give,
+        with the vectors laid out after the temporaries, in one pass."""
+        numbers = [values[v] for v in self.symbols]
+        table: list[int] = [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
+                            for how, d in self._how]
+        placement = self._placement
+        nbytes = placement.nbytes(table)
+        offsets, arena = placement.place(nbytes)
+        start = -(-arena // 64) * 64
+        words = self._words(numbers, table) if self._words is not None else None
+        if words is None:  # (no code written, or a GEMM with an empty side: it raises)
+            words = np.array(self.vectors_of(numbers, table), np.int64)
+        if 8 * words.size != self.vector_bytes:
             raise AssertionError("a GEMM descriptor of another length than its kernel's")
         desc = self.desc[:]
         for at, i in self._temp_holes:
@@ -188,6 +220,7 @@ class _Placement:
         # the sort key (-bytes, first use) as one int: bytes * K - ... with K > any kernel
         self.first = first
         self.width = kernels + 1
+        self.written: list[Placer] = []  # each holds for the sizes its guards accept
 
     def nbytes(self, table: list[int]) -> list[int]:
         out = []
@@ -200,6 +233,23 @@ class _Placement:
 
     def place(self, nbytes: list[int]) -> tuple[list[int], int]:
         """Each temporary's offset (in the plan's buffer order) and the arena's bytes."""
+        for written in self.written:
+            placed = written(nbytes)
+            if placed is not None:
+                return placed
+        return self.greedy(nbytes)
+
+    def write(self, nbytes: list[int]) -> None:
+        """Writes the placement down from these sizes' (placement_code.py), unless one
+        written already holds for them."""
+        if any(written(nbytes) is not None for written in self.written):
+            return
+        written = written_placement(nbytes, self.neighbours, self.first, self.width)
+        if written is not None:
+            self.written.append(written)
+
+    def greedy(self, nbytes: list[int]) -> tuple[list[int], int]:
+        """`place`, the slow way."""
         width, first = self.width, self.first
         keys = [first[i] - n * width for i, n in enumerate(nbytes)]
         order = sorted(range(len(nbytes)), key=keys.__getitem__)  # (stable, as place's)
@@ -222,3 +272,60 @@ class _Placement:
             if end > arena:
                 arena = end
         return offsets, arena
+
+
+class WrittenWords:
+    """The kernels' vectors (`BindingTable.vectors_of`) for any binding: the words every
+    binding shares in `template`, the others computed by one generated function of the
+    symbols' values and the table (int_code.py; it gives None where a GEMM has an empty
+    side, which the recipe refuses) and put at `places`."""
+
+    def __init__(self, template: np.ndarray, places: np.ndarray,
+                 compute: Callable[[list[int], list[int]], list[int] | None]) -> None:
+        self.template, self.places, self.compute = template, places, compute
+
+    def __call__(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
+        computed = self.compute(numbers, table)
+        if computed is None:
+            return None
+        words = self.template.copy()
+        words[self.places] = computed
+        return words
+
+
+def written_words(exprs: list[sizes.Dim], vectors: list[tuple[tuple[int, ...], Any, tuple]]
+                  ) -> WrittenWords | None:
+    """WrittenWords for these kernels' vectors, or None where the recipe cannot be
+    written down (it decides something on a size)."""
+    writer = Writer()
+    table = [d if isinstance(d, int) else writer.value(f"t[{i}]")
+             for i, d in enumerate(exprs)]
+    head: list[str] = []
+    out: list[Any] = []
+    written: dict[tuple, list[Any]] = {}
+    try:
+        for symbols, g, refs in vectors:
+            out += [writer.value(f"n[{s}]") for s in symbols]
+            if g is None:
+                continue
+            values = [table[i] for i in refs]
+            nb = len(g.spec.batch)
+            for i in refs[nb:nb + 3]:  # (m, n, k: descriptor_of refuses an empty side)
+                check = f"if t[{i}] == 0: return None"
+                if isinstance(table[i], Code):
+                    if check not in head:
+                        head.append(check)
+                elif table[i] == 0:
+                    return None
+            # (GEMMs of one template and the same sizes share their lines: 96 layers)
+            key = (g._template, tuple(x.name if isinstance(x, Code) else x for x in values))
+            desc = written.get(key)
+            if desc is None:
+                desc = written[key] = g._recipe(values).desc
+            out += desc
+        places = [at for at, x in enumerate(out) if isinstance(x, Code)]
+        compute = writer.function("binding_words", "n, t", head, [out[at] for at in places])
+    except TypeError:  # (a decision the recipe makes on a size: the recipe runs each time)
+        return None
+    template = np.array([0 if isinstance(x, Code) else x for x in out], np.int64)
+    return WrittenWords(template, np.array(places, np.intp), compute)

@@ -112,7 +112,9 @@ class SymbolicProgram:
         for slot, number in plan.params:
             self.table[slot] = self.storages[number].array.ctypes.data
         self.input_slots = plan.input_slots
-        self.recipe = BindingTable(plan)  # what each new binding evaluates, made once
+        # what each new binding evaluates, made once; written down as code with a compile
+        # (a few ms: against a warm start's 40 ms, not written; the recipes run instead)
+        self.recipe = BindingTable(plan, None if self.cached else self.representative)
         # where each symbol is read: (symbol, input, axis), its first place (bind_shapes)
         self.reads = [(var, i, axis) for var, (i, axis) in symbol_places(self.inputs).items()]
         self.bindings: dict[tuple, _Binding] = {}
@@ -214,8 +216,7 @@ class SymbolicProgram:
         if planned.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
             raise MemoryError(f"cannot allocate {planned.arena_bytes} bytes of scratch "
                               "memory for these shapes: too large")
-        return _Binding(planned.arena_bytes, planned.start,
-                        np.array(planned.words, np.int64),
+        return _Binding(planned.arena_bytes, planned.start, planned.words,
                         np.array(planned.desc or [0], np.int64), planned.outputs, values,
                         shapes, planned.work)
 
