@@ -91,6 +91,14 @@ def test_written_vectors_and_placements_are_the_recipes_at_every_size():
             placed = code(nbytes)
             assert placed is None or placed == placement.greedy(nbytes)
             written += placed is not None
+        # the whole binding: its entry table as the plan's recipe makes it
+        planned = table.bind(values)
+        memory = table.memory(evaluated)
+        assert planned.start == -(-memory.arena_bytes // 64) * 64
+        places = [planned.start + table._vector_at.get(k, 0)
+                  for k in range(len(table.kernels))]
+        assert planned.desc == table.descriptor(memory.offsets, places)
+        assert planned.words.tolist() == table.vectors_of(numbers, evaluated)
     assert written > 300  # (the guards hold for most sizes)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from graphc import sizes
 from graphc.backends.llvm.gemm_kernels import FIELDS
-from graphc.backends.llvm.int_code import Code, Writer
+from graphc.backends.llvm.int_code import Code, Writer, function_of
 from graphc.backends.llvm.placement_code import Placer, written_placement
 from graphc.schedule.memory import ALIGN, MemoryPlan
 
@@ -98,6 +98,7 @@ class BindingTable:
                      if d.is_var() and next(iter(d.atoms())) in symbol_number else (2, d)
                      for d in self.exprs]
         self._words: WrittenWords | None = None
+        self._entry_table: Callable[[list[int], int], list[int]] | None = None
         if representative is not None:
             self.write_code(representative)
 
@@ -111,6 +112,14 @@ class BindingTable:
         `representative` down as Python (int_code.py, placement_code.py): a few ms, paid
         with a compile; a new binding then runs them (the recipes where they do not hold)."""
         self._words = written_words(self.exprs, self._vectors)
+        # the entry's table as one list display of the offsets `o` and the vectors' start
+        items = [str(x) for x in self.desc]
+        for at, i in self._temp_holes:
+            items[at] = f"-1 - o[{i}]" if i >= 0 else "-1"
+        for at, rel in self._vector_holes:
+            items[at] = f"{-1 - rel} - start"
+        self._entry_table = function_of("entry_table", "o, start",
+                                        ["return [" + ", ".join(items) + "]"])
         for scale in self.SCALES:
             values = {v: max(1, round(n * scale)) for v, n in representative.items()}
             try:
@@ -191,11 +200,14 @@ class BindingTable:
             words = np.array(self.vectors_of(numbers, table), np.int64)
         if 8 * words.size != self.vector_bytes:
             raise AssertionError("a GEMM descriptor of another length than its kernel's")
-        desc = self.desc[:]
-        for at, i in self._temp_holes:
-            desc[at] = -1 - (offsets[i] if i >= 0 else 0)
-        for at, rel in self._vector_holes:
-            desc[at] = -1 - (start + rel)
+        if self._entry_table is not None:
+            desc = self._entry_table(offsets, start)
+        else:
+            desc = self.desc[:]
+            for at, i in self._temp_holes:
+                desc[at] = -1 - (offsets[i] if i >= 0 else 0)
+            for at, rel in self._vector_holes:
+                desc[at] = -1 - (start + rel)
         outputs = [(slot, tuple([table[i] for i in refs]), dtype)
                    for slot, refs, dtype in self.outputs]
         return Planned(max(start + self.vector_bytes, 8), start, words, desc, outputs,
