@@ -61,10 +61,13 @@ def arena_memory(nbytes: int) -> np.ndarray:
     (numpy asks for huge pages for arrays of 4 MiB and more; where the kernel then
     compacts memory to find them, first writing W6's 400 MB arena took 0.9 s more in its
     first call at a new batch: 64 MB took 0.8 s against 0.08 s in 4 KiB pages.)"""
-    if nbytes + 64 >= 2 ** 62:
+    try:
+        if nbytes + 64 >= 2 ** 62:
+            raise OverflowError
+        memory = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # (anonymous, unshared)
+    except (OSError, OverflowError):
         raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
-                          "shapes: too large")
-    memory = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # (anonymous, unshared)
+                          "shapes: too large") from None
     return np.frombuffer(memory, np.uint8)[:nbytes]
 
 
@@ -256,7 +259,10 @@ class SymbolicProgram:
         if self.arena.nbytes < bound.arena_bytes:
             # with room to grow: a slightly larger batch later takes the same arena (its
             # pages mapped already); pages never written are never mapped (no memory)
-            self.arena = arena_memory(bound.arena_bytes + bound.arena_bytes // 2)
+            try:
+                self.arena = arena_memory(bound.arena_bytes + bound.arena_bytes // 2)
+            except MemoryError:  # (no room to spare: exactly what it needs, or the error)
+                self.arena = arena_memory(bound.arena_bytes)
             self.table[self.plan.arena_slot] = data_pointer(self.arena)
         if bound.words.size:
             end = bound.start + 8 * bound.words.size
