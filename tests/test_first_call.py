@@ -140,3 +140,20 @@ def test_new_sizes_of_similar_work_keep_the_thread_choice():
     chooser.mode = ALONE
     chooser.rebind()  # unknown: starts again
     assert chooser.next_check == chooser.calls
+
+
+def test_a_program_too_large_to_write_down_binds_with_the_recipes(monkeypatch):
+    from graphc.backends.llvm import binding_table, placement_code
+    written, _, written_params = _mlp(seed=3)
+    plain, _, plain_params = _mlp(seed=3)
+    written(*_data(16, 16))  # (compiled, and its code written, before the limits)
+    monkeypatch.setattr(binding_table, "MAX_WRITTEN_VECTORS", 0)
+    monkeypatch.setattr(placement_code, "MAX_GUARD_WORK", 0)
+    plain(*_data(16, 16))
+    for n in (5, 40, 1, 16, 33):
+        np.testing.assert_allclose(plain(*_data(n, n)), written(*_data(n, n)), rtol=1e-6)
+    table = plain._exe.symbolic.recipe
+    assert table._words is None and table._placement.written == []
+    assert written._exe.symbolic.recipe._words is not None
+    for p, q in zip(plain_params, written_params):
+        np.testing.assert_array_equal(p.value, q.value)

@@ -293,22 +293,33 @@ class WrittenWords:
     side, which the recipe refuses) and put at `places`."""
 
     def __init__(self, template: np.ndarray, places: np.ndarray,
-                 compute: Callable[[list[int], list[int]], list[int] | None]) -> None:
+                 compute: Callable[[list[int], list[int]], list[int] | None],
+                 which: np.ndarray) -> None:
         self.template, self.places, self.compute = template, places, compute
+        self.which = which  # the computed value each place takes
 
     def __call__(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
         computed = self.compute(numbers, table)
         if computed is None:
             return None
         words = self.template.copy()
-        words[self.places] = computed
+        words[self.places] = np.array(computed, np.int64)[self.which]
         return words
+
+
+# Larger recipes are not written: writing costs ~0.1 ms a kernel and a compile of a deep
+# model should not grow for it (W1's step has 25 kernels with vectors, W5's 37, an 8-layer
+# MLP step's 61; a 32-layer one's 205 took 22 ms to write, 2-5 % of its compile).
+MAX_WRITTEN_VECTORS = 64
+MAX_WRITTEN_LINES = 4000
 
 
 def written_words(exprs: list[sizes.Dim], vectors: list[tuple[tuple[int, ...], Any, tuple]]
                   ) -> WrittenWords | None:
     """WrittenWords for these kernels' vectors, or None where the recipe cannot be
     written down (it decides something on a size)."""
+    if len(vectors) > MAX_WRITTEN_VECTORS:
+        return None
     writer = Writer()
     table = [d if isinstance(d, int) else writer.value(f"t[{i}]")
              for i, d in enumerate(exprs)]
@@ -336,8 +347,15 @@ def written_words(exprs: list[sizes.Dim], vectors: list[tuple[tuple[int, ...], A
                 desc = written[key] = g._recipe(values).desc
             out += desc
         places = [at for at, x in enumerate(out) if isinstance(x, Code)]
-        compute = writer.function("binding_words", "n, t", head, [out[at] for at in places])
+        # each distinct value computed once (a deep MLP's layers share theirs), then spread
+        distinct: dict[str, int] = {}
+        which = [distinct.setdefault(out[at].name, len(distinct)) for at in places]
+        if len(writer.lines) > MAX_WRITTEN_LINES:
+            return None
+        compute = writer.function("binding_words", "n, t", head,
+                                  [Code(writer, name) for name in distinct])
     except TypeError:  # (a decision the recipe makes on a size: the recipe runs each time)
         return None
     template = np.array([0 if isinstance(x, Code) else x for x in out], np.int64)
-    return WrittenWords(template, np.array(places, np.intp), compute)
+    return WrittenWords(template, np.array(places, np.intp), compute,
+                        np.array(which, np.intp))

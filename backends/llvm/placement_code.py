@@ -21,6 +21,11 @@ from graphc.schedule.memory import ALIGN
 
 Placer = Callable[[list[int]], "tuple[list[int], int] | None"]
 
+# Above this (the sum over temporaries of (neighbours + 1) squared; writing takes about
+# 2 us a unit) nothing is written: W1's step has 1,680, W5's 7,963 (~16 ms of a 1.7 s
+# compile), an 8-layer MLP step 27,628, a 32-layer one 1.1 million (2.4 s).
+MAX_GUARD_WORK = 10_000
+
 
 def written_placement(nbytes: Sequence[int], neighbours: Sequence[Sequence[int]],
                       first: Sequence[int], width: int) -> Placer | None:
@@ -28,7 +33,9 @@ def written_placement(nbytes: Sequence[int], neighbours: Sequence[Sequence[int]]
     the arena's bytes, or None where the guards fail; made from the placement of `nbytes`
     (any binding's sizes). `neighbours`, `first`, `width`: as _Placement's."""
     n = len(nbytes)
-    if n == 0:
+    # (the guards grow with the square of the temporaries alive at once: a 96-layer MLP's
+    # step, whose activations live until its backward pass, would take seconds to write)
+    if n == 0 or sum((len(ns) + 1) ** 2 for ns in neighbours) > MAX_GUARD_WORK:
         return None
     size = [-(-b // ALIGN) * ALIGN if b > 0 else ALIGN for b in nbytes]
     keys = [first[i] - b * width for i, b in enumerate(nbytes)]
