@@ -5,6 +5,8 @@ against a module per input shape ("specialize"), in the same run:
   small   the symbolic program first called at batch 8 (its choices of threads and
           blocking made there), then timed at the benchmark's batch
   new     first call at a batch never seen before (ms), against a warm step at that batch
+          (medians over three batches; first/warm: the median of their ratios), and the
+          LLVM compiles and code loads those calls made (0: the symbolic program served)
   cold    the first call of each (compile included; no disk cache)
   arena   the temporaries' arena at the benchmark's batch: the specialised module's plan
           and the symbolic program's plan for that binding (same placement: same bytes)
@@ -15,6 +17,7 @@ Run: python benchmarks/bench_sizes.py [--repeat 50] [--only W1] [--against auto]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -61,6 +64,28 @@ def _make(name: str, options: dict):
     return graphc_cnn_step(params, backend_options=options)
 
 
+@contextlib.contextmanager
+def _counting_compiles():
+    """The LLVM compiles and loads of compiled code made inside, by name."""
+    from graphc.backends.llvm import jit, processes
+    seen: list[str] = []
+    real = {(processes, "compile_schedule"): processes.compile_schedule,
+            (jit, "load_objects"): jit.load_objects}
+
+    def counting(module, name):
+        def counted(*args, **kwargs):
+            seen.append(name)
+            return real[module, name](*args, **kwargs)
+        return counted
+    for module, name in real:
+        setattr(module, name, counting(module, name))
+    try:
+        yield seen
+    finally:
+        for (module, name), fn in real.items():
+            setattr(module, name, fn)
+
+
 def _arena_kib(f, shapes: tuple) -> float:
     """The temporaries' arena at these shapes: the symbolic program's plan for them, or the
     specialised module's."""
@@ -79,12 +104,15 @@ def bench(name: str, repeat: int, against: str = "symbolic") -> dict:
                 _steps({"specialize": spec, against: sym, f"{against} from 8": small},
                        args, repeat).items()})
     firsts, warms = [], []
-    for n in (batch - 37, batch + 21, 2 * batch + 3):
-        new = _data(name, n, n)
-        firsts.append(_timed(sym, *new))
-        warms.append(statistics.median(_timed(sym, *new) for _ in range(5)))
+    with _counting_compiles() as compiles:
+        for n in (batch - 37, batch + 21, 2 * batch + 3):
+            new = _data(name, n, n)
+            firsts.append(_timed(sym, *new))
+            warms.append(statistics.median(_timed(sym, *new) for _ in range(5)))
     out["new batch first call"] = statistics.median(firsts)
     out["new batch warm step"] = statistics.median(warms)
+    out["new batch first/warm"] = statistics.median(f / w for f, w in zip(firsts, warms))
+    out["compiles at new batches"] = len(compiles)  # (LLVM compiles and code loads)
     shapes = tuple(a.shape for a in args)
     out["arena KiB specialize"] = _arena_kib(spec, shapes)
     out[f"arena KiB {against}"] = _arena_kib(sym, shapes)

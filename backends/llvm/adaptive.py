@@ -55,11 +55,21 @@ class ThreadChooser:
         # call costs about 0.5 us, a tenth of a tiny step's.
         self.quiet = 0
 
-    def rebind(self) -> None:
+    # New sizes whose calls do within this factor of the old ones' work keep the choice
+    # (times of other sizes are dropped; the scheduled recheck stays): a trial right after
+    # fit's short last batch or a predict on a few samples cost more than it could find.
+    KEEP_FACTOR = 2.0
+
+    def rebind(self, scale: float | None = None) -> None:
         """Starts the choice again (a symbolic program's new sizes: what was too short for
-        a team, or too long to go alone, may not be now); the setting stays until then."""
+        a team, or too long to go alone, may not be now); the setting stays until then.
+        `scale`: the new sizes' work over the old (None: unknown); within KEEP_FACTOR, and
+        no trial running, the choice is kept."""
         for times in self.times.values():
             times.clear()
+        if scale is not None and not self.trial and \
+                1 / self.KEEP_FACTOR <= scale <= self.KEEP_FACTOR:
+            return
         self.trial = self.quiet = 0
         self.recheck = self.FIRST_RECHECK
         self.alone_recheck = self.FIRST_ALONE_RECHECK

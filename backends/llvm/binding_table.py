@@ -2,22 +2,49 @@
 the plan holds (temporaries' and outputs' shapes, GEMM sizes and strides) numbered in one
 flat table. A binding evaluates each expression once, then plans memory and GEMM blocking
 with plain integers read from the table by number (a new batch size costs its arithmetic,
-not a walk over the plan's expressions and objects)."""
+not a walk over the plan's expressions and objects).
+
+A new batch size's binding is on the path of the user's call (fit's short last batch,
+predict on one sample), so `bind` does it in one pass over lists made here: the symbols'
+values by number (no dict keyed by SizeVar, whose hash is Python code), the temporaries'
+neighbours in time (placement scans only those), and the kernels' vectors at fixed places
+after the temporaries (their table entries are the arena's start plus a constant)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from graphc import sizes
-from graphc.schedule.memory import MemoryPlan, place
+from graphc.backends.llvm.gemm_kernels import FIELDS
+from graphc.backends.llvm.int_code import Code, Writer, function_of
+from graphc.backends.llvm.placement_code import Placer, written_placement
+from graphc.schedule.memory import ALIGN, MemoryPlan
+
+
+@dataclass
+class Planned:
+    """One binding's numbers: the arena's bytes (temporaries, then from `start` the
+    kernels' size vectors: `words`), the entry's table, the outputs' shapes."""
+
+    arena_bytes: int
+    start: int
+    words: np.ndarray  # int64
+    desc: list[int]
+    outputs: list[tuple[int, tuple[int, ...], np.dtype]]
+    work: int  # the temporaries' bytes, unshared: how much the binding's calls do
 
 
 class BindingTable:
-    def __init__(self, plan: Any) -> None:
-        """`plan`: a SymbolicPlan (symbolic_plan.py)."""
+    def __init__(self, plan: Any, representative: Mapping[sizes.SizeVar, int] | None = None
+                 ) -> None:
+        """`plan`: a SymbolicPlan (symbolic_plan.py). With a `representative` binding, the
+        GEMM descriptors and the placement are written down as code (`write_code`)."""
         self.exprs: list[sizes.Dim] = []
         self._number: dict[sizes.Dim, int] = {}
+        self.symbols: list[sizes.SizeVar] = list(plan.symbols)
+        symbol_number = {v: i for i, v in enumerate(self.symbols)}
         self.spans: dict[int, tuple[int, int]] = plan.spans
         # (buffer id, item size, its shape's numbers), in the plan's buffer order
         self.temps = [(bid, np.dtype(dtype).itemsize, self._refs(shape))
@@ -29,6 +56,21 @@ class BindingTable:
                          None if k.gemm is None or not k.gemm.packed
                          else (k.gemm, self._refs(k.gemm.spec.flat())))
                         for k in plan.kernels]
+        self._placement = _Placement(self.temps, self.spans, len(plan.kernels))
+        # each kernel's vector: its symbols by number, its GEMM; where it lies after the
+        # arena's start (its length is the same for every binding)
+        self._vectors: list[tuple[tuple[int, ...], Any, tuple[int, ...]]] = []
+        self._vector_at: dict[int, int] = {}  # kernel -> bytes after the start
+        at = 0
+        for k, (recipe, (symbols, g)) in enumerate(zip(plan.kernels, self.kernels)):
+            if not symbols and g is None:
+                continue
+            self._vectors.append((tuple(recipe.symbols), None if g is None else g[0],
+                                  () if g is None else g[1]))
+            self._vector_at[k] = at
+            at += 8 * (len(symbols) + (0 if g is None else
+                                       len(FIELDS) + 4 * len(g[0].spec.batch)))
+        self.vector_bytes = at
         # the entry's table (SymbolicPlan.descriptor) with a hole for each temporary's
         # arena offset and each kernel's size vector: its shape is the same for every
         # binding (a kernel has a vector where it has symbols or a packed GEMM)
@@ -44,6 +86,47 @@ class BindingTable:
             if more:
                 self.holes.append((len(self.desc), -1 - k))
                 self.desc.append(0)
+        temp_index = {bid: i for i, (bid, _, _) in enumerate(self.temps)}
+        # holes by kind: (position, temporary's index) and (position, bytes after start)
+        self._temp_holes = [(at, temp_index.get(what, -1)) for at, what in self.holes
+                            if what >= 0]
+        self._vector_holes = [(at, self._vector_at[-1 - what]) for at, what in self.holes
+                              if what < 0]
+        # how each expression is evaluated: 0 an int, 1 a symbol (by number), 2 otherwise
+        self._how: list[tuple[int, Any]] = [(0, d) if isinstance(d, int) else
+                     (1, symbol_number[next(iter(d.atoms()))])
+                     if d.is_var() and next(iter(d.atoms())) in symbol_number else (2, d)
+                     for d in self.exprs]
+        self._words: WrittenWords | None = None
+        self._entry_table: Callable[[list[int], int], list[int]] | None = None
+        if representative is not None:
+            self.write_code(representative)
+
+    # Bindings whose placements are written: the representative's sizes times these (the
+    # order of the temporaries by size changes where a weight's gradient, of fixed size,
+    # meets an activation's: W1 at batch 26, 256 and 784).
+    SCALES = (1.0, 2.0, 8.0, 0.125)
+
+    def write_code(self, representative: Mapping[sizes.SizeVar, int]) -> None:
+        """Writes the kernels' vectors and the placements of the sizes around
+        `representative` down as Python (int_code.py, placement_code.py): a few ms, paid
+        with a compile; a new binding then runs them (the recipes where they do not hold)."""
+        self._words = written_words(self.exprs, self._vectors)
+        # the entry's table as one list display of the offsets `o` and the vectors' start
+        items = [str(x) for x in self.desc]
+        for at, i in self._temp_holes:
+            items[at] = f"-1 - o[{i}]" if i >= 0 else "-1"
+        for at, rel in self._vector_holes:
+            items[at] = f"{-1 - rel} - start"
+        self._entry_table = function_of("entry_table", "o, start",
+                                        ["return [" + ", ".join(items) + "]"])
+        for scale in self.SCALES:
+            values = {v: max(1, round(n * scale)) for v, n in representative.items()}
+            try:
+                table = self.evaluate(values)
+            except KeyError:  # (a size no input gives: nothing written)
+                return
+            self._placement.write(self._placement.nbytes(table))
 
     def _refs(self, dims: Iterable[sizes.Dim]) -> tuple[int, ...]:
         out = []
@@ -61,13 +144,11 @@ class BindingTable:
 
     def memory(self, table: list[int]) -> MemoryPlan:
         """The binding's memory plan (SymbolicPlan.memory's, from the evaluated table)."""
-        temps = []
-        for bid, itemsize, refs in self.temps:
-            n = itemsize
-            for i in refs:
-                n *= table[i]
-            temps.append((bid, n))
-        return place(temps, self.spans)
+        nbytes = self._placement.nbytes(table)
+        offsets, arena = self._placement.place(nbytes)
+        bids = self._placement.bids
+        unshared = sum(-(-max(n, 1) // ALIGN) * ALIGN for n in nbytes)
+        return MemoryPlan(dict(zip(bids, offsets)), self.spans, arena, unshared)
 
     def vectors(self, values: Mapping[sizes.SizeVar, int], table: list[int]
                 ) -> list[list[int]]:
@@ -92,3 +173,189 @@ class BindingTable:
     def output_shapes(self, table: list[int]) -> list[tuple[int, tuple[int, ...], np.dtype]]:
         return [(slot, tuple(table[i] for i in refs), dtype)
                 for slot, refs, dtype in self.outputs]
+
+    def vectors_of(self, numbers: list[int], table: list[int]) -> list[int]:
+        """The kernels' vectors, one after the other (the symbols' values by number)."""
+        words: list[int] = []
+        for symbols, g, refs in self._vectors:
+            for s in symbols:
+                words.append(numbers[s])
+            if g is not None:
+                words += g.descriptor_of([table[i] for i in refs])
+        return words
+
+    # -- everything at once, on the path of a call at new sizes ---------------------------
+    def bind(self, values: Mapping[sizes.SizeVar, int]) -> Planned:
+        """What `evaluate`, `memory`, `vectors`, `descriptor` and `output_shapes` give,
+        with the vectors laid out after the temporaries, in one pass."""
+        numbers = [values[v] for v in self.symbols]
+        table: list[int] = [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
+                            for how, d in self._how]
+        placement = self._placement
+        nbytes = placement.nbytes(table)
+        offsets, arena = placement.place(nbytes)
+        start = -(-arena // 64) * 64
+        words = self._words(numbers, table) if self._words is not None else None
+        if words is None:  # (no code written, or a GEMM with an empty side: it raises)
+            words = np.array(self.vectors_of(numbers, table), np.int64)
+        if 8 * words.size != self.vector_bytes:
+            raise AssertionError("a GEMM descriptor of another length than its kernel's")
+        if self._entry_table is not None:
+            desc = self._entry_table(offsets, start)
+        else:
+            desc = self.desc[:]
+            for at, i in self._temp_holes:
+                desc[at] = -1 - (offsets[i] if i >= 0 else 0)
+            for at, rel in self._vector_holes:
+                desc[at] = -1 - (start + rel)
+        outputs = [(slot, tuple([table[i] for i in refs]), dtype)
+                   for slot, refs, dtype in self.outputs]
+        return Planned(max(start + self.vector_bytes, 8), start, words, desc, outputs,
+                       sum(nbytes))
+
+
+class _Placement:
+    """schedule.memory.place for one plan's temporaries, from their byte sizes alone: the
+    same greedy placement (largest first, then by first use; each at the lowest offset
+    free of the temporaries placed so far that live at the same time), scanning only the
+    temporaries whose lifetimes meet its own (found once here)."""
+
+    def __init__(self, temps: list[tuple[int, int, tuple[int, ...]]],
+                 spans: Mapping[int, tuple[int, int]], kernels: int) -> None:
+        self.bids = [bid for bid, _, _ in temps]
+        self.shapes = [(itemsize, refs) for _, itemsize, refs in temps]
+        first = [spans[bid][0] for bid in self.bids]
+        last = [spans[bid][1] for bid in self.bids]
+        n = len(self.bids)
+        self.neighbours = [tuple(j for j in range(n) if j != i and last[j] >= first[i]
+                                 and first[j] <= last[i]) for i in range(n)]
+        # the sort key (-bytes, first use) as one int: bytes * K - ... with K > any kernel
+        self.first = first
+        self.width = kernels + 1
+        self.written: list[Placer] = []  # each holds for the sizes its guards accept
+
+    def nbytes(self, table: list[int]) -> list[int]:
+        out = []
+        for itemsize, refs in self.shapes:
+            n = itemsize
+            for i in refs:
+                n *= table[i]
+            out.append(n)
+        return out
+
+    def place(self, nbytes: list[int]) -> tuple[list[int], int]:
+        """Each temporary's offset (in the plan's buffer order) and the arena's bytes."""
+        for written in self.written:
+            placed = written(nbytes)
+            if placed is not None:
+                return placed
+        return self.greedy(nbytes)
+
+    def write(self, nbytes: list[int]) -> None:
+        """Writes the placement down from these sizes' (placement_code.py), unless one
+        written already holds for them."""
+        if any(written(nbytes) is not None for written in self.written):
+            return
+        written = written_placement(nbytes, self.neighbours, self.first, self.width)
+        if written is not None:
+            self.written.append(written)
+
+    def greedy(self, nbytes: list[int]) -> tuple[list[int], int]:
+        """`place`, the slow way."""
+        width, first = self.width, self.first
+        keys = [first[i] - n * width for i, n in enumerate(nbytes)]
+        order = sorted(range(len(nbytes)), key=keys.__getitem__)  # (stable, as place's)
+        offsets = [0] * len(nbytes)
+        ends = [-1] * len(nbytes)  # -1: not placed yet
+        arena = 0
+        neighbours = self.neighbours
+        for i in order:
+            n = nbytes[i]
+            size = -(-n // ALIGN) * ALIGN if n > 0 else ALIGN
+            busy = sorted([(offsets[j], ends[j]) for j in neighbours[i] if ends[j] >= 0])
+            offset = 0
+            for o, e in busy:
+                if offset + size <= o:
+                    break
+                if e > offset:
+                    offset = e
+            offsets[i] = offset
+            end = ends[i] = offset + size
+            if end > arena:
+                arena = end
+        return offsets, arena
+
+
+class WrittenWords:
+    """The kernels' vectors (`BindingTable.vectors_of`) for any binding: the words every
+    binding shares in `template`, the others computed by one generated function of the
+    symbols' values and the table (int_code.py; it gives None where a GEMM has an empty
+    side, which the recipe refuses) and put at `places`."""
+
+    def __init__(self, template: np.ndarray, places: np.ndarray,
+                 compute: Callable[[list[int], list[int]], list[int] | None],
+                 which: np.ndarray) -> None:
+        self.template, self.places, self.compute = template, places, compute
+        self.which = which  # the computed value each place takes
+
+    def __call__(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
+        computed = self.compute(numbers, table)
+        if computed is None:
+            return None
+        words = self.template.copy()
+        words[self.places] = np.array(computed, np.int64)[self.which]
+        return words
+
+
+# Larger recipes are not written: writing costs ~0.1 ms a kernel and a compile of a deep
+# model should not grow for it (W1's step has 25 kernels with vectors, W5's 37, an 8-layer
+# MLP step's 61; a 32-layer one's 205 took 22 ms to write, 2-5 % of its compile).
+MAX_WRITTEN_VECTORS = 64
+MAX_WRITTEN_LINES = 4000
+
+
+def written_words(exprs: list[sizes.Dim], vectors: list[tuple[tuple[int, ...], Any, tuple]]
+                  ) -> WrittenWords | None:
+    """WrittenWords for these kernels' vectors, or None where the recipe cannot be
+    written down (it decides something on a size)."""
+    if len(vectors) > MAX_WRITTEN_VECTORS:
+        return None
+    writer = Writer()
+    table = [d if isinstance(d, int) else writer.value(f"t[{i}]")
+             for i, d in enumerate(exprs)]
+    head: list[str] = []
+    out: list[Any] = []
+    written: dict[tuple, list[Any]] = {}
+    try:
+        for symbols, g, refs in vectors:
+            out += [writer.value(f"n[{s}]") for s in symbols]
+            if g is None:
+                continue
+            values = [table[i] for i in refs]
+            nb = len(g.spec.batch)
+            for i in refs[nb:nb + 3]:  # (m, n, k: descriptor_of refuses an empty side)
+                check = f"if t[{i}] == 0: return None"
+                if isinstance(table[i], Code):
+                    if check not in head:
+                        head.append(check)
+                elif table[i] == 0:
+                    return None
+            # (GEMMs of one template and the same sizes share their lines: 96 layers)
+            key = (g._template, tuple(x.name if isinstance(x, Code) else x for x in values))
+            desc = written.get(key)
+            if desc is None:
+                desc = written[key] = g._recipe(values).desc
+            out += desc
+        places = [at for at, x in enumerate(out) if isinstance(x, Code)]
+        # each distinct value computed once (a deep MLP's layers share theirs), then spread
+        distinct: dict[str, int] = {}
+        which = [distinct.setdefault(out[at].name, len(distinct)) for at in places]
+        if len(writer.lines) > MAX_WRITTEN_LINES:
+            return None
+        compute = writer.function("binding_words", "n, t", head,
+                                  [Code(writer, name) for name in distinct])
+    except TypeError:  # (a decision the recipe makes on a size: the recipe runs each time)
+        return None
+    template = np.array([0 if isinstance(x, Code) else x for x in out], np.int64)
+    return WrittenWords(template, np.array(places, np.intp), compute,
+                        np.array(which, np.intp))

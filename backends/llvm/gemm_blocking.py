@@ -4,15 +4,18 @@ A symbolic program computes the descriptors of all its GEMMs for every new batch
 this is on the path of a call at a new size: the arithmetic reads the flat list of sizes
 (gemm._Spec.flat's order) and writes the descriptor in FIELDS order directly, with what does
 not depend on the sizes (layouts, team, alpha, sub-axis counts) worked out once per GEMM.
+The recipe runs on ints, or on int_code.Code values to write it down as straight-line code
+for the sizes a binding gives (binding_table.py): decisions on sizes are spelled with
+int_code's `pick`, `ge`, `imin`... so that both give the same numbers.
 """
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from graphc.backends.llvm.gemm_kernels import FIELDS
+from graphc.backends.llvm.int_code import as_int, both, eq, ge, igcd, imax, imin, le, pick
 
 if TYPE_CHECKING:
     from graphc.backends.llvm.gemm import Params
@@ -32,11 +35,11 @@ if _ORDER != FIELDS:
     raise ImportError("gemm_blocking writes the descriptor in another order than FIELDS")
 
 
-def _ceil(a: int, b: int) -> int:
+def _ceil(a: Any, b: Any) -> Any:
     return -(-a // b)
 
 
-def even_block(size: int, most: int, unit: int) -> int:
+def even_block(size: Any, most: int, unit: int) -> Any:
     """The block for cutting `size` into as few blocks of at most `most` as can be, of
     near-equal sizes rounded up to a multiple of `unit`."""
     return _ceil(_ceil(size, _ceil(size, most)), unit) * unit
@@ -44,9 +47,9 @@ def even_block(size: int, most: int, unit: int) -> int:
 
 @dataclass(frozen=True)
 class Blocking:
-    threads: int
-    ksplit: int
-    per_thread: int
+    threads: Any  # (ints; int_code.Code where the recipe writes code)
+    ksplit: Any
+    per_thread: Any
     desc: list
 
 
@@ -61,7 +64,7 @@ class BlockingRecipe:
         self.accumulate = int(accumulate)
         self.sub_lens = sub_lens
 
-    def __call__(self, v: Sequence[int], split_depth: bool = False) -> Blocking:
+    def __call__(self, v: Sequence[Any], split_depth: bool = False) -> Blocking:
         p, nb, threads = self.p, self.nb, self.team
         mr, vl = p.mr, p.vl
         nr = p.nv * vl
@@ -78,17 +81,15 @@ class BlockingRecipe:
         for d in batch:
             nbatch *= d
         # Blocks no larger than the problem (they size the scratch) and split evenly.
-        kc = min(k, even_block(k, p.kc, vl))
+        kc = imin(k, even_block(k, p.kc, vl))
         # Work units: (batch item, part of its rows or of its columns), so that the units
         # share out evenly over the threads; parts are whole micro-panels, so only the
         # matrix's last row (column) panel is ever partial.
-        want = threads // math.gcd(nbatch, threads) if threads > 1 else 1
+        want = threads // igcd(nbatch, threads) if threads > 1 else 1
         row_panels, col_panels = -(-m // mr), -(-n // nr)
-        row_parts = col_parts = 1
-        if row_panels >= col_panels:
-            row_parts = max(1, min(want, row_panels))
-        else:
-            col_parts = max(1, min(want, col_panels))
+        by_rows = ge(row_panels, col_panels)  # (the parts cut the longer side)
+        row_parts = pick(by_rows, imax(1, imin(want, row_panels)), 1)
+        col_parts = pick(by_rows, 1, imax(1, imin(want, col_panels)))
         part_rows = -(-row_panels // row_parts) * mr
         part_cols = -(-col_panels // col_parts) * nr
         parts = row_parts * col_parts
@@ -99,7 +100,7 @@ class BlockingRecipe:
         if split_depth and threads > 1 and nbatch == 1 and parts < threads and k >= 2 * kc:
             k_len = _ceil(_ceil(k, min(threads // parts, k // kc)), kc) * kc
             ksplit = _ceil(k, k_len)
-        threads = min(threads, nbatch * parts * ksplit)
+        threads = imin(threads, nbatch * parts * ksplit)
         mc = even_block(part_rows, p.mc, mr)
         nc = even_block(part_cols, p.nc, nr)
         a_layout, b_layout = self.a_layout, self.b_layout
@@ -107,41 +108,41 @@ class BlockingRecipe:
         prepacked = b_layout == "packed"
         # (data, not code: decided on each binding's sizes; whole micro-panels only, rows
         # past A's end must not be read)
-        a_direct = a_rows and m % mr == 0 and m <= DIRECT_A_MAX_M
+        a_direct = both(eq(m % mr, 0), le(m, DIRECT_A_MAX_M)) if a_rows else False
         # Where the work loop finds B's block at depth pk, column jc: pk * b_s0 + jc * b_s1
         # (B itself when direct; prepack_b's panels of NR columns by the whole depth).
         b_rows, b_cols = (nr, k) if prepacked else (b_s0, b_s1)
         a_size = -(-(mc * (p.kc if a_rows else kc)) // 16) * 16 + 16
         b_size = -(-(nc * kc) // 16) * 16 + 16
         per_thread = a_size + b_size
-        a_rs = a_s0 if a_direct else (p.kc if a_rows else 1)
+        a_rs = pick(a_direct, a_s0, p.kc if a_rows else 1)
         desc = [m, n, k, a_s0, a_s1, b_rows, b_cols, c_s0, c_s1, a_off,
                 0 if prepacked else b_off, c_off, kc, mc, nc, part_rows, part_cols, parts,
                 col_parts, nbatch * parts * ksplit, a_size, per_thread, threads,
                 # packed A: element (i, p) of a micro-panel at i * a_rs + p * a_ps
                 a_rs, 1 if a_rows else mr,
-                mr * (a_s0 if a_direct else (p.kc if a_rows else kc)),
+                mr * pick(a_direct, a_s0, p.kc if a_rows else kc),
                 # B's micro-panels: packed (NR columns by kc), or B itself
                 nr if b_layout == "direct" else (nr * k if prepacked else nr * kc),
                 b_s0 if b_layout == "direct" else nr,
                 int(b_layout == "direct" or prepacked),
                 self.alpha_bits, self.accumulate, ksplit, k_len, per_thread * threads,
-                int(a_direct)]
+                as_int(a_direct)]
         desc += self._sub_fields(v, at, k, n)
         for axis in range(nb):
             desc += [batch[axis], a_batch[axis], b_batch[axis], c_batch[axis]]
         return Blocking(threads, ksplit, per_thread, desc)
 
-    def _sub_fields(self, v: Sequence[int], at: int, k: int, n: int) -> list[int]:
+    def _sub_fields(self, v: Sequence[Any], at: int, k: Any, n: Any) -> list[Any]:
         """The sub-axes of B's k and n (an implicit GEMM's, padded with size-1 axes in
         front; any other GEMM's k and n as one axis each): sizes then strides, k then n."""
         if self.sub_lens is None:
-            return [1, 1, 1, max(k, 1), 0, 0, 0, 0, 1, 1, 1, max(n, 1), 0, 0, 0, 0]
-        out: list[int] = []
+            return [1, 1, 1, imax(k, 1), 0, 0, 0, 0, 1, 1, 1, imax(n, 1), 0, 0, 0, 0]
+        out: list[Any] = []
         for count in self.sub_lens:
             pairs = v[at:at + 2 * count]
             at += 2 * count
             pad = 4 - count
-            out += [1] * pad + [max(s, 1) for s in pairs[0::2]]
+            out += [1] * pad + [imax(s, 1) for s in pairs[0::2]]
             out += [0] * pad + list(pairs[1::2])
         return out

@@ -133,7 +133,7 @@ class SymbolicPlan:
     def to_meta(self, inputs: Sequence) -> tuple[dict, bytes]:
         """JSON-able metadata and the constants' bytes. Symbols are written as the (input,
         axis) whose size gives them, so a fresh process maps them to its own placeholders."""
-        where = _symbol_places(inputs)
+        where = symbol_places(inputs)
         try:
             table = [list(where[v]) for v in self.symbols]
         except KeyError as e:
@@ -181,7 +181,7 @@ class _Buffers:
         self.buffers = buffers
 
 
-def _symbol_places(inputs: Sequence) -> dict[sizes.SizeVar, tuple[int, int]]:
+def symbol_places(inputs: Sequence) -> dict[sizes.SizeVar, tuple[int, int]]:
     where: dict[sizes.SizeVar, tuple[int, int]] = {}
     for i, p in enumerate(inputs):
         for axis, d in enumerate(p.shape):
@@ -337,4 +337,4 @@ def _check(plan: SymbolicPlan, inputs: int, parameters: int) -> None:
 
 
 __all__ = ["ErrorRecipe", "KernelRecipe", "PlanFormatError", "SymbolicPlan", "VERSION",
-           "decode_dim", "encode_dim"]
+           "decode_dim", "encode_dim", "symbol_places"]

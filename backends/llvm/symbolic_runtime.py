@@ -4,7 +4,7 @@ compile. Each binding's plan, descriptors and arena are made once, in Python, an
 from __future__ import annotations
 
 import ctypes
-import itertools
+import mmap
 import threading
 import time
 from dataclasses import dataclass
@@ -16,8 +16,10 @@ from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.backends.llvm.binding_table import BindingTable
-from graphc.backends.llvm.runtime import _aligned_empty, _joined, assembly_of, call_entry
-from graphc.backends.llvm.symbolic_plan import PlanFormatError, SymbolicPlan
+from graphc.backends.llvm.runtime import (_aligned_empty, _joined, assembly_of, call_entry,
+                                          data_pointer)
+from graphc.backends.llvm.symbolic_plan import (PlanFormatError, SymbolicPlan,
+                                                symbol_places)
 from graphc.collector import collector_paused
 from graphc.errors import index_error_message
 from graphc.program import Program
@@ -51,6 +53,22 @@ class _Binding:
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
     values: Mapping[sizes.SizeVar, int]
     shapes: tuple
+    work: int  # the temporaries' bytes (unshared): the thread chooser's measure of a call
+
+
+def arena_memory(nbytes: int) -> np.ndarray:
+    """`nbytes` of fresh memory, page-aligned, mapped in 4 KiB pages as first written.
+    (numpy asks for huge pages for arrays of 4 MiB and more; where the kernel then
+    compacts memory to find them, first writing W6's 400 MB arena took 0.9 s more in its
+    first call at a new batch: 64 MB took 0.8 s against 0.08 s in 4 KiB pages.)"""
+    try:
+        if nbytes + 64 >= 2 ** 62:
+            raise OverflowError
+        memory = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # (anonymous, unshared)
+    except (OSError, OverflowError):
+        raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
+                          "shapes: too large") from None
+    return np.frombuffer(memory, np.uint8)[:nbytes]
 
 
 def symbolic_key(fingerprint: str, shapes: Sequence[tuple], options: tuple) -> str:
@@ -110,11 +128,16 @@ class SymbolicProgram:
         for slot, number in plan.params:
             self.table[slot] = self.storages[number].array.ctypes.data
         self.input_slots = plan.input_slots
-        self.recipe = BindingTable(plan)  # what each new binding evaluates, made once
+        # what each new binding evaluates, made once; written down as code with a compile
+        # (a few ms: against a warm start's 40 ms, not written; the recipes run instead)
+        self.recipe = BindingTable(plan, None if self.cached else self.representative)
+        # where each symbol is read: (symbol, input, axis), its first place (bind_shapes)
+        self.reads = [(var, i, axis) for var, (i, axis) in symbol_places(self.inputs).items()]
         self.bindings: dict[tuple, _Binding] = {}
         # one arena, as large as the largest binding so far needs; it holds the current
         # binding's size values
         self.arena = _aligned_empty(8)
+        self.table[plan.arena_slot] = data_pointer(self.arena)
         self.current: _Binding | None = None
         self.lock = threading.Lock()
         flags = plan.team_flags
@@ -204,25 +227,14 @@ class SymbolicProgram:
 
     # -- one binding ----------------------------------------------------------------------
     def _bind(self, shapes: tuple) -> _Binding:
-        values = bind_shapes(self.inputs, shapes)
-        recipe = self.recipe
-        table = recipe.evaluate(values)
-        memory = recipe.memory(table)
-        if memory.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
-            raise MemoryError(f"cannot allocate {memory.arena_bytes} bytes of scratch memory "
-                              "for these shapes: too large")
-        vectors = recipe.vectors(values, table)
-        start = -(-memory.arena_bytes // 64) * 64
-        places: list[int] = []  # where each kernel's vector lies in the arena
-        at = start
-        for vector in vectors:
-            places.append(at)
-            at += 8 * len(vector)
-        words = np.fromiter(itertools.chain.from_iterable(vectors), np.int64,
-                            count=(at - start) // 8)
-        desc = np.array(recipe.descriptor(memory.offsets, places) or [0], np.int64)
-        return _Binding(max(at, 8), start, words, desc, recipe.output_shapes(table), values,
-                        shapes)
+        values = {var: shapes[i][axis] for var, i, axis in self.reads}
+        planned = self.recipe.bind(values)
+        if planned.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
+            raise MemoryError(f"cannot allocate {planned.arena_bytes} bytes of scratch "
+                              "memory for these shapes: too large")
+        return _Binding(planned.arena_bytes, planned.start, planned.words,
+                        np.array(planned.desc or [0], np.int64), planned.outputs, values,
+                        shapes, planned.work)
 
     def serves(self, shapes: tuple) -> bool:
         """Whether this program runs these shapes (their binding planned and kept); not
@@ -245,16 +257,23 @@ class SymbolicProgram:
     def _enter(self, bound: _Binding) -> None:
         """Makes `bound` the binding the next calls run with (under the lock)."""
         if self.arena.nbytes < bound.arena_bytes:
-            self.arena = _aligned_empty(bound.arena_bytes)
+            # with room to grow: a slightly larger batch later takes the same arena (its
+            # pages mapped already); pages never written are never mapped (no memory)
+            try:
+                self.arena = arena_memory(bound.arena_bytes + bound.arena_bytes // 2)
+            except MemoryError:  # (no room to spare: exactly what it needs, or the error)
+                self.arena = arena_memory(bound.arena_bytes)
+            self.table[self.plan.arena_slot] = data_pointer(self.arena)
         if bound.words.size:
             end = bound.start + 8 * bound.words.size
             self.arena[bound.start:end].view(np.int64)[:] = bound.words
-        self.table[self.plan.arena_slot] = self.arena.ctypes.data
-        self.table[self.plan.slot_count] = bound.desc.ctypes.data
+        self.table[self.plan.slot_count] = data_pointer(bound.desc)
+        before = self.current
         self.current = bound
         self.shapes = bound.shapes
         if self.chooser is not None:
-            self.chooser.rebind()
+            self.chooser.rebind(None if before is None or not before.work
+                                else bound.work / before.work)
 
     def run(self, args: Sequence[np.ndarray], bound: _Binding | None = None
             ) -> list[np.ndarray]:
