@@ -143,12 +143,15 @@ class DotGemm:
         partials, run alone, every one its index is congruent to); returns its own."""
         et = self.et
         mn = b.mul(d["m"], d["n"])
-        with counted_loop(b, d["partials"], "q") as q:
-            mine = b.icmp_signed("==", b.srem(q, nt), t)
-            with b.if_then(mine):
-                base = b.gep(partials, [b.mul(q, mn)], source_etype=et)
-                with counted_loop(b, mn, "z") as z:
-                    b.store(ir.Constant(et, 0.0), b.gep(base, [z], source_etype=et))
+        size = b.mul(mn, _c(4 if et == F32 else 8))
+        memset = self.module.declare_intrinsic("llvm.memset", [PTR, I64])
+        # the owned partials are t, t + nt, ...: no test per partial, and a memset where a
+        # store loop was unrolled by 8 (compile time)
+        owned = b.sdiv(b.add(b.sub(d["partials"], t), b.sub(nt, _c(1))), nt)
+        with counted_loop(b, owned, "q", unroll=False) as i:
+            base = b.gep(partials, [b.mul(b.add(t, b.mul(i, nt)), mn)], source_etype=et)
+            b.call(memset, [base, ir.Constant(ir.IntType(8), 0), size,
+                            ir.Constant(ir.IntType(1), 0)])
         return b.gep(partials, [b.mul(t, mn)], source_etype=et)
 
     # -- part(args, t, nt): thread t's share of the depth into its partial products --------
@@ -201,7 +204,7 @@ class DotGemm:
                                     source_etype=et) for i in rows]
                     for q in range(RI * RJ):
                         b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
-                    with counted_loop(b, full, "v") as v:
+                    with counted_loop(b, full, "v", unroll=False) as v:
                         at = b.mul(v, _c(vl))
                         av = [self._load_vec(b, p, at) for p in a_rows]
                         bv = [self._load_vec(b, p, at) for p in b_rows]
@@ -318,7 +321,7 @@ class DotGemm:
                                    [self._masked_vec(b, p, _c(vl), last) for p in bh])
 
                     def any_row(ah: list, bh: list) -> None:
-                        with counted_loop(b, full, "v") as v:
+                        with counted_loop(b, full, "v", unroll=False) as v:
                             at = b.mul(v, _c(vl))
                             accumulate([self._load_vec(b, p, at) for p in ah],
                                        [self._load_vec(b, p, at) for p in bh])
@@ -403,6 +406,9 @@ class DotGemm:
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
+        # m x n sums once a call: O3's vectorized and unrolled copies of these loops cost
+        # more compile time than they could save
+        fn.attributes.add("optsize")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         c0, partials, desc = fn.args
         running = b.alloca(et)  # the sum over the partials (promoted to a register)
@@ -412,11 +418,11 @@ class DotGemm:
         if et == F32:
             alpha = b.fptrunc(alpha, F32)
         accumulate = b.icmp_signed("!=", d["accumulate"], _c(0))
-        with counted_loop(b, d["m"], "i") as i:
-            with counted_loop(b, d["n"], "j") as j:
+        with counted_loop(b, d["m"], "i", unroll=False) as i:
+            with counted_loop(b, d["n"], "j", unroll=False) as j:
                 flat = b.add(b.mul(i, d["n"]), j)
                 b.store(b.load(b.gep(partials, [flat], source_etype=et), typ=et), running)
-                with counted_loop(b, b.sub(d["partials"], _c(1)), "q") as q:
+                with counted_loop(b, b.sub(d["partials"], _c(1)), "q", unroll=False) as q:
                     at = b.gep(partials, [b.add(flat, b.mul(b.add(q, _c(1)), mn))],
                                source_etype=et)
                     b.store(b.fadd(b.load(running, typ=et), b.load(at, typ=et)), running)
