@@ -345,17 +345,47 @@ class DotGemm:
                   m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type,
                   ri: int = RI, rj: int = RJ) -> None:
         """Adds the ri x rj tile of vector accumulators at (ib, jb), each summed across its
-        lanes, into `partial` (row-major, n columns), skipping what lies past m or n."""
-        for r in range(ri):
-            i = b.add(b.mul(ib, _c(ri)), _c(r))
-            for c in range(rj):
-                j = b.add(b.mul(jb, _c(rj)), _c(c))
-                inside = b.and_(b.icmp_signed("<", i, m), b.icmp_signed("<", j, n))
-                with b.if_then(inside):
-                    slot = b.gep(acc_slot, [_c(r * rj + c)], source_etype=vt)
-                    total = self._hsum(b, b.load(slot, typ=vt))
-                    at = b.gep(partial, [b.add(b.mul(i, n), j)], source_etype=et)
-                    b.store(b.fadd(b.load(at, typ=et), total), at)
+        lanes, into `partial` (row-major, n columns), skipping what lies past m or n. One
+        branch a tile: a tile inside m x n adds straight; an edge tile's sums go through a
+        loop over its part inside (a branch per output was ri * rj blocks that LLVM
+        unswitched and duplicated: compile time)."""
+        i0, j0 = b.mul(ib, _c(ri)), b.mul(jb, _c(rj))
+        sums = [self._hsum(b, b.load(b.gep(acc_slot, [_c(q)], source_etype=vt), typ=vt))
+                for q in range(ri * rj)]
+        inside = b.and_(b.icmp_signed("<=", b.add(i0, _c(ri)), m),
+                        b.icmp_signed("<=", b.add(j0, _c(rj)), n))
+        with b.if_else(inside) as (whole, edge):
+            with whole:
+                for r in range(ri):
+                    row = b.add(b.mul(b.add(i0, _c(r)), n), j0)
+                    for c in range(rj):
+                        at = b.gep(partial, [b.add(row, _c(c))], source_etype=et)
+                        b.store(b.fadd(b.load(at, typ=et), sums[r * rj + c]), at)
+            with edge:
+                scratch = self._entry_alloca(b, et, ri * rj)
+                for q, x in enumerate(sums):
+                    b.store(x, b.gep(scratch, [_c(q)], source_etype=et))
+                rows = self._smaller(b, _c(ri), b.sub(m, i0))
+                cols = self._smaller(b, _c(rj), b.sub(n, j0))
+                with counted_loop(b, rows, "er", unroll=False) as r:
+                    row = b.add(b.mul(b.add(i0, r), n), j0)
+                    with counted_loop(b, cols, "ec", unroll=False) as c:
+                        x = b.load(b.gep(scratch, [b.add(b.mul(r, _c(rj)), c)],
+                                         source_etype=et), typ=et)
+                        at = b.gep(partial, [b.add(row, c)], source_etype=et)
+                        b.store(b.fadd(b.load(at, typ=et), x), at)
+
+    @staticmethod
+    def _smaller(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+        return b.select(b.icmp_signed("<", x, y), x, y)
+
+    @staticmethod
+    def _entry_alloca(b: ir.IRBuilder, typ: ir.Type, count: int) -> ir.Value:
+        """A stack array allocated at the function's entry (once, not per loop trip)."""
+        entry = b.function.entry_basic_block
+        with b.goto_block(entry):
+            b.position_at_start(entry)
+            return b.alloca(typ, size=count)
 
     def _splat_i64(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
         """x in every lane of an i64 vector."""
