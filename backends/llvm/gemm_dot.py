@@ -11,6 +11,7 @@ into partial products of its own that one pass adds into C at the end (alpha, an
 a parameter update folded into the GEMM)."""
 from __future__ import annotations
 
+import functools
 import struct
 
 from llvmlite import ir
@@ -154,6 +155,22 @@ class DotGemm:
                             ir.Constant(ir.IntType(1), 0)])
         return b.gep(partials, [b.mul(t, mn)], source_etype=et)
 
+    def fma(self) -> ir.Function:
+        """llvm.fma on this dtype's vectors (declared once a module)."""
+        name = f"llvm.fma.v{self.vl}{'f32' if self.et == F32 else 'f64'}"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        return ir.Function(self.module, ir.FunctionType(self.vt, [self.vt] * 3), name)
+
+    def accumulate(self, b: ir.IRBuilder, fma: ir.Function, acc_slot: ir.Value, av: list,
+                   bv: list, ri: int = RI, rj: int = RJ) -> None:
+        """The ri x rj register block's multiply-adds: acc[r * rj + c] += av[r] * bv[c]."""
+        for r in range(ri):
+            for c in range(rj):
+                slot = b.gep(acc_slot, [_c(r * rj + c)], source_etype=self.vt)
+                b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=self.vt)]), slot)
+
     # -- part(args, t, nt): thread t's share of the depth into its partial products --------
     def _part(self) -> ir.Function:
         name = f"{self.prefix}_part"
@@ -180,9 +197,7 @@ class DotGemm:
         span = b.sub(hi, lo)
         positive = b.select(b.icmp_signed(">", span, _c(0)), span, _c(0))
         chunks = b.sdiv(b.add(positive, _c(CHUNK - 1)), _c(CHUNK))
-        fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
-        fma = self.module.globals.get(fma_name) or ir.Function(
-            self.module, ir.FunctionType(vt, [vt] * 3), fma_name)
+        fma = self.fma()
         zero_v = ir.Constant(vt, None)
         col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
         row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
@@ -208,11 +223,7 @@ class DotGemm:
                         at = b.mul(v, _c(vl))
                         av = [self._load_vec(b, p, at) for p in a_rows]
                         bv = [self._load_vec(b, p, at) for p in b_rows]
-                        for r in range(RI):
-                            for c in range(RJ):
-                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                                b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]),
-                                        slot)
+                        self.accumulate(b, fma, acc_slot, av, bv)
                     with counted_loop(b, b.sub(clen, tail_from), "e") as e:
                         at = b.add(tail_from, e)
                         ae = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in a_rows]
@@ -273,18 +284,12 @@ class DotGemm:
         second = b.icmp_signed(">", run, _c(vl))
         first = b.icmp_signed("<", lanes, self._splat_i64(b, run))
         last = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, _c(vl))))
-        fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
-        fma = self.module.globals.get(fma_name) or ir.Function(
-            self.module, ir.FunctionType(vt, [vt] * 3), fma_name)
+        fma = self.fma()
         zero_v = ir.Constant(vt, None)
         col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
         row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
 
-        def accumulate(av: list, bv: list) -> None:
-            for r in range(RI):
-                for c in range(RJ):
-                    slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                    b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]), slot)
+        accumulate = functools.partial(self.accumulate, b, fma, acc_slot)
 
         with counted_loop(b, chunks, "ch") as ch:
             r0 = b.add(lo, b.mul(ch, chunk_rows))

@@ -11,12 +11,12 @@ masked loads merged measured slower (W5's conv2 weight gradient, rows of 8: 0.24
 against 0.174)."""
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
 from graphc.backends.llvm.loops import counted_loop
-from graphc.backends.llvm.scalar import F32
 
 if TYPE_CHECKING:
     from graphc.backends.llvm.gemm_dot import DotGemm
@@ -77,18 +77,10 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
     chunk = b.sdiv(d["chunk_rows"], _c(2))
     chunk = b.select(b.icmp_signed("<", chunk, _c(1)), _c(1), chunk)
     chunks = b.sdiv(b.add(b.sub(hi, lo), b.sub(chunk, _c(1))), chunk)
-    fma_name = f"llvm.fma.v{vl}{'f32' if et == F32 else 'f64'}"
-    fma = dot.module.globals.get(fma_name) or ir.Function(
-        dot.module, ir.FunctionType(vt, [vt] * 3), fma_name)
     zero_v = ir.Constant(vt, None)
     col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
     row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
-
-    def accumulate(av: list, bv: list) -> None:
-        for r in range(RI):
-            for c in range(RJ):
-                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                b.store(b.call(fma, [av[r], bv[c], b.load(slot, typ=vt)]), slot)
+    accumulate = functools.partial(dot.accumulate, b, dot.fma(), acc_slot, ri=RI, rj=RJ)
 
     def load(ptr: ir.Value, at: int) -> ir.Value:
         return dot._load_vec(b, ptr, _c(at))
