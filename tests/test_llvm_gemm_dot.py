@@ -4,6 +4,8 @@ same results as numpy for row, column and depth edges, alpha and a folded parame
 float32/float64, one thread and a team; square or shallow GEMMs keep the packed path."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,22 @@ def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, t
             want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 8, j:j + width])
     tol = 1e-4 if dtype == np.float32 else 1e-11
     np.testing.assert_allclose(f(xv, gv), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_the_shared_functions_stay_small():
+    # compile time follows the code: one branch a tile into the partials (not one per
+    # output), zeroing by memset, the vector loop and finish's loops not unrolled
+    # (72 blocks in part before, no loop metadata)
+    a, b = gc.placeholder((6, 2053), "float32"), gc.placeholder((9, 2053), "float32")
+    f = gc.function([a, b], [a @ b.T], backend_options={"cache_dir": None})
+    got, = f(np.ones((6, 2053), np.float32), np.ones((9, 2053), np.float32))
+    np.testing.assert_allclose(got, np.full((6, 9), 2053.0))
+    code = {fn: re.search(r'define [^\n]*@"gemm_dot_float32_%s"\(.*?\n}' % fn, f.source, re.S)
+            for fn in ("part", "finish")}
+    part, finish = code["part"], code["finish"]
+    assert part is not None and finish is not None
+    blocks = re.findall(r"^\S+:", part.group(0), re.M)
+    assert len(blocks) <= 32, len(blocks)
+    assert "llvm.memset" in part.group(0)
+    assert "llvm.loop" in part.group(0) and "llvm.loop" in finish.group(0)
+    assert "optsize" in finish.group(0).splitlines()[0]
