@@ -204,3 +204,47 @@ def test_concatenated_rows_in_vectors_match_numpy():
     av, bv = rng.normal(size=(4, 20)).astype(np.float32), rng.normal(size=(4, 13)).astype(
         np.float32)
     np.testing.assert_allclose(f(av, bv), np.concatenate([av, bv], axis=1) * 2, rtol=1e-6)
+
+
+def test_light_modules_get_the_fast_code_generator_and_others_o3(monkeypatch):
+    """A light module's object code comes from the level-0 target machine, every other
+    module's (the entry point's, an O3 kernel's) from the O3 one; the results stay right."""
+    jit._init()
+    made: list[int] = []
+    real = jit._new_machine
+
+    def counted(opt: int = 3):
+        made.append(opt)
+        return real(opt)
+    monkeypatch.setattr(jit, "_new_machine", counted)
+    monkeypatch.setattr(jit, "_fast_machines", {})
+    emitted: list[bool] = []
+    real_code_machine = jit.code_machine
+
+    def code_machine(light: bool, machine=None):
+        emitted.append(light)
+        return real_code_machine(light, machine)
+    monkeypatch.setattr(jit, "code_machine", code_machine)
+    light = "; graphc pipeline: light\n" + _ADD_ONE
+    jit._object_of(light)
+    jit._object_of(_ADD_ONE)
+    assert emitted == [True, False]
+    assert 0 in made and made.count(0) == 1  # one fast machine for the process
+    jit._object_of(light)
+    assert made.count(0) == 1
+
+    x = gc.placeholder((4, 40), name="x")
+    f = gc.function([x], gc.maximum(x * 2.0 - 1.0, 0.0))
+    xv = np.random.default_rng(0).normal(size=(4, 40)).astype(np.float32)
+    np.testing.assert_allclose(f(xv), np.maximum(xv * 2 - 1, 0), rtol=1e-6)
+    assert any(_light(f, xv.shape))
+
+
+_ADD_ONE = """define void @add_one(ptr noalias %p) {
+entry:
+  %v = load <16 x float>, ptr %p
+  %w = fadd <16 x float> %v, splat (float 1.0)
+  store <16 x float> %w, ptr %p
+  ret void
+}
+"""

@@ -57,12 +57,37 @@ def _init() -> dict:
 EXTRA_FEATURES = ",+prefer-no-gather,+prefer-no-scatter"
 
 
-def _new_machine():
+def _new_machine(opt: int = 3):
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(
         cpu=llvm.get_host_cpu_name(),
         features=llvm.get_host_cpu_features().flatten() + EXTRA_FEATURES,
-        opt=3, codemodel="jitdefault")
+        opt=opt, codemodel="jitdefault")
+
+
+# Code generation of the light modules (explicit vector loops, already in the shape the
+# machine runs) at LLVM's level 0: fast instruction selection and register allocation, none
+# of the machine-level loop and scheduling passes. Their middle end still runs with the O3
+# machine (an O0 machine's cost model there made a quarter more code). A fraction of the
+# O3 code generator's time, for light kernels a few per cent slower (docs/llvm-backend.md,
+# Compile time).
+_fast_machines: dict[int, object] = {}  # per process id: a forked child makes its own
+
+
+def fast_machine():
+    """This process's target machine for the light modules' code generation."""
+    import os
+    pid = os.getpid()
+    with _lock:
+        if pid not in _fast_machines:
+            _fast_machines[pid] = _new_machine(opt=0)
+        return _fast_machines[pid]
+
+
+def code_machine(light: bool, machine=None):
+    """The target machine that emits a module's object code: `machine` (or a new O3 one)
+    for O3 modules, this process's fast one for light modules."""
+    return fast_machine() if light else machine or _new_machine()
 
 
 def target_machine():
@@ -126,9 +151,10 @@ def _object_of(ir_text: str | list[str], machine=None) -> tuple[bytes, float, fl
     module.verify()
     t1 = time.perf_counter()
     machine = machine or _new_machine()
-    optimize_module(module, machine, is_light(texts))
+    light = is_light(texts)
+    optimize_module(module, machine, light)
     t2 = time.perf_counter()
-    obj = machine.emit_object(module)
+    obj = code_machine(light, machine).emit_object(module)
     return obj, t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
@@ -157,8 +183,9 @@ def compile_parts(ir_texts: list[str], entry: str, times: CompileTimes | None = 
     return address, handle, objects
 
 
-def assembly(module: "llvm.ModuleRef") -> str:
-    return target_machine().emit_assembly(module)
+def assembly(module: "llvm.ModuleRef", light: bool = False) -> str:
+    """The module's machine code as text, generated as compile_parts generates it."""
+    return code_machine(light, target_machine()).emit_assembly(module)
 
 
 def valid_object(data: bytes) -> bool:

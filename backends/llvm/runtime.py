@@ -134,8 +134,9 @@ def assembly_of(texts: list[str]) -> str:
     parts = []
     for text in texts:
         module = llvm.parse_assembly(text)
-        jit.optimize_module(module, light=jit.is_light([text]))
-        parts.append(jit.assembly(module))
+        light = jit.is_light([text])
+        jit.optimize_module(module, light=light)
+        parts.append(jit.assembly(module, light))
     return _joined(parts)
 
 
