@@ -66,11 +66,13 @@ def _new_machine(opt: int = 3):
 
 
 # Code generation of the light modules (explicit vector loops, already in the shape the
-# machine runs) at LLVM's level 0: fast instruction selection and register allocation, none
-# of the machine-level loop and scheduling passes. Their middle end still runs with the O3
-# machine (an O0 machine's cost model there made a quarter more code). A fraction of the
-# O3 code generator's time, for light kernels a few per cent slower (docs/llvm-backend.md,
-# Compile time).
+# machine runs) at LLVM's level 0: fast instruction selection, none of the machine-level
+# loop and scheduling passes. Level 0 would also pick the fast register allocator, which
+# spills every value live across blocks (a sum's vector accumulators, each iteration): the
+# optimizing allocator is asked for instead, through an LLVM option (process-wide; it
+# changes nothing at O3, where that allocator is the default). The middle end still runs
+# with the O3 machine (an O0 machine's cost model there made a quarter more code).
+_FAST_CODEGEN_OPTIONS = ("-optimize-regalloc",)
 _fast_machines: dict[int, object] = {}  # per process id: a forked child makes its own
 
 
@@ -80,6 +82,9 @@ def fast_machine():
     pid = os.getpid()
     with _lock:
         if pid not in _fast_machines:
+            if not _fast_machines:
+                for option in _FAST_CODEGEN_OPTIONS:
+                    llvm.set_option("graphc", option)
             _fast_machines[pid] = _new_machine(opt=0)
         return _fast_machines[pid]
 
