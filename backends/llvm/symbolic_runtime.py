@@ -4,7 +4,6 @@ compile. Each binding's plan, descriptors and arena are made once, in Python, an
 from __future__ import annotations
 
 import ctypes
-import mmap
 import threading
 import time
 from dataclasses import dataclass
@@ -15,9 +14,9 @@ import numpy as np
 from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.arena import Arena
 from graphc.backends.llvm.binding_table import BindingTable
-from graphc.backends.llvm.runtime import (_aligned_empty, _joined, assembly_of, call_entry,
-                                          data_pointer)
+from graphc.backends.llvm.runtime import _joined, assembly_of, call_entry, data_pointer
 from graphc.backends.llvm.symbolic_plan import (PlanFormatError, SymbolicPlan,
                                                 symbol_places)
 from graphc.collector import collector_paused
@@ -54,21 +53,6 @@ class _Binding:
     values: Mapping[sizes.SizeVar, int]
     shapes: tuple
     work: int  # the temporaries' bytes (unshared): the thread chooser's measure of a call
-
-
-def arena_memory(nbytes: int) -> np.ndarray:
-    """`nbytes` of fresh memory, page-aligned, mapped in 4 KiB pages as first written.
-    (numpy asks for huge pages for arrays of 4 MiB and more; where the kernel then
-    compacts memory to find them, first writing W6's 400 MB arena took 0.9 s more in its
-    first call at a new batch: 64 MB took 0.8 s against 0.08 s in 4 KiB pages.)"""
-    try:
-        if nbytes + 64 >= 2 ** 62:
-            raise OverflowError
-        memory = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # (anonymous, unshared)
-    except (OSError, OverflowError):
-        raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
-                          "shapes: too large") from None
-    return np.frombuffer(memory, np.uint8)[:nbytes]
 
 
 def symbolic_key(fingerprint: str, shapes: Sequence[tuple], options: tuple) -> str:
@@ -134,10 +118,10 @@ class SymbolicProgram:
         # where each symbol is read: (symbol, input, axis), its first place (bind_shapes)
         self.reads = [(var, i, axis) for var, (i, axis) in symbol_places(self.inputs).items()]
         self.bindings: dict[tuple, _Binding] = {}
-        # one arena, as large as the largest binding so far needs; it holds the current
-        # binding's size values
-        self.arena = _aligned_empty(8)
-        self.table[plan.arena_slot] = data_pointer(self.arena)
+        # one arena, as large as the largest binding so far needs (arena.py); it holds the
+        # current binding's size values
+        self.memory = Arena()
+        self.table[plan.arena_slot] = data_pointer(self.memory.array)
         self.current: _Binding | None = None
         self.lock = threading.Lock()
         flags = plan.team_flags
@@ -217,6 +201,11 @@ class SymbolicProgram:
         return objects, plan
 
     @property
+    def arena(self) -> np.ndarray:
+        """The scratch memory (a view: kept, it stops the mapping growing in place)."""
+        return self.memory.array
+
+    @property
     def schedule(self) -> Schedule:
         """The kernel plan (made on demand when the code came from the cache)."""
         if self._schedule is None:
@@ -256,17 +245,11 @@ class SymbolicProgram:
 
     def _enter(self, bound: _Binding) -> None:
         """Makes `bound` the binding the next calls run with (under the lock)."""
-        if self.arena.nbytes < bound.arena_bytes:
-            # with room to grow: a slightly larger batch later takes the same arena (its
-            # pages mapped already); pages never written are never mapped (no memory)
-            try:
-                self.arena = arena_memory(bound.arena_bytes + bound.arena_bytes // 2)
-            except MemoryError:  # (no room to spare: exactly what it needs, or the error)
-                self.arena = arena_memory(bound.arena_bytes)
-            self.table[self.plan.arena_slot] = data_pointer(self.arena)
+        if self.memory.fit(bound.arena_bytes):  # (grown: its pages kept, its address new)
+            self.table[self.plan.arena_slot] = data_pointer(self.memory.array)
         if bound.words.size:
             end = bound.start + 8 * bound.words.size
-            self.arena[bound.start:end].view(np.int64)[:] = bound.words
+            self.memory.array[bound.start:end].view(np.int64)[:] = bound.words
         self.table[self.plan.slot_count] = data_pointer(bound.desc)
         before = self.current
         self.current = bound
@@ -283,9 +266,12 @@ class SymbolicProgram:
         with self.lock:
             if bound is None:
                 bound = self.binding(tuple(a.shape for a in args))
-            if bound is not self.current:
+            if bound is self.current:
+                status, arrays, outs = call_entry(self, args, bound.outputs)
+            else:
                 self._enter(bound)
-            status, arrays, outs = call_entry(self, args, bound.outputs)
+                status, arrays, outs = call_entry(self, args, bound.outputs)
+                self.memory.ahead(bound.arena_bytes)
         if status:
             raise_for_status(status, self._error_layout(bound.values), arrays)
         return outs
