@@ -360,6 +360,20 @@ class LLVMExecutable:
                         return None
         return self.symbolic
 
+    def _serve(self, shapes: tuple) -> tuple[CompiledShape | SymbolicProgram, object]:
+        """What serves these new shapes: the symbolic program with their binding (one
+        pass: a new batch size's first call is on the user's path), else a module."""
+        symbolic = self.symbolic
+        if symbolic is not None and shapes not in self.compiled:
+            bound = symbolic.bound(shapes)
+            if bound is not None:
+                return symbolic, bound
+        compiled = self._get(shapes)
+        symbolic = self.symbolic
+        if compiled is symbolic and symbolic is not None:
+            return symbolic, symbolic.bound(shapes)
+        return compiled, None
+
     @property
     def source(self) -> str:
         if self.last is None:
@@ -380,13 +394,7 @@ class LLVMExecutable:
         shapes = tuple(a.shape for a in args)
         served = self._served.get(shapes)
         if served is None:
-            compiled = self._get(shapes)
-            symbolic = self.symbolic
-            bound = None
-            if compiled is symbolic and symbolic is not None:
-                with symbolic.lock:
-                    bound = symbolic.binding(shapes)
-            served = (compiled, bound)
+            served = self._serve(shapes)
             if len(self._served) >= SERVED_MAX:
                 self._served.clear()
             self._served[shapes] = served

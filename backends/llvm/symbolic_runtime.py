@@ -235,6 +235,19 @@ class SymbolicProgram:
                 return False
         return True
 
+    def bound(self, shapes: tuple) -> _Binding | None:
+        """These shapes' binding (planned and kept), or None where they need a module of
+        their own: a call-time size of 0 (kernels skip work by their static shapes), or a
+        packed GEMM with an empty side. (LLVMExecutable's path for new shapes.)"""
+        for _, i, axis in self.reads:
+            if not shapes[i][axis]:
+                return None
+        with self.lock:
+            try:
+                return self.binding(shapes)
+            except NotSymbolic:
+                return None
+
     def binding(self, shapes: tuple) -> _Binding:
         bound = self.bindings.get(shapes)
         if bound is None:
