@@ -92,13 +92,16 @@ def test_written_vectors_and_placements_are_the_recipes_at_every_size():
             assert placed is None or placed == placement.greedy(nbytes)
             written += placed is not None
         # the whole binding: its entry table as the plan's recipe makes it
+        # (the kernels' vectors first, then the temporaries from `base`)
         planned = table.bind(values)
         memory = table.memory(evaluated)
-        assert planned.start == -(-memory.arena_bytes // 64) * 64
-        places = [planned.start + table._vector_at.get(k, 0)
-                  for k in range(len(table.kernels))]
-        assert planned.desc == table.descriptor(memory.offsets, places)
-        assert planned.words.tolist() == table.vectors_of(numbers, evaluated)
+        assert planned.arena_bytes == table.base + memory.arena_bytes
+        assert table.base >= table.vector_bytes and table.base % 64 == 0
+        places = [table._vector_at.get(k, 0) for k in range(len(table.kernels))]
+        offsets = {b: table.base + o for b, o in memory.offsets.items()}
+        assert planned.desc == table.descriptor(offsets, places)
+        assert planned.partial  # (only the words its sizes change)
+        assert table.full_words(planned).tolist() == table.vectors_of(numbers, evaluated)
     assert written > 300  # (the guards hold for most sizes)
 
 
@@ -157,3 +160,63 @@ def test_a_program_too_large_to_write_down_binds_with_the_recipes(monkeypatch):
     assert written._exe.symbolic.recipe._words is not None
     for p, q in zip(plain_params, written_params):
         np.testing.assert_array_equal(p.value, q.value)
+
+
+def _resident(array: np.ndarray) -> list[bool]:
+    """Which of `array`'s pages are mapped (mincore; `array` page-aligned)."""
+    import ctypes
+    import mmap
+    pages = -(-array.nbytes // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert libc.mincore(array.ctypes.data, array.nbytes, vec) == 0, ctypes.get_errno()
+    return [bool(v & 1) for v in vec]
+
+
+def test_the_arena_grows_in_place_and_maps_its_room_ahead(monkeypatch):
+    import mmap
+    from graphc.backends.llvm import arena as arena_module
+    monkeypatch.setattr(arena_module, "ROOM_AHEAD", 64 * mmap.PAGESIZE)
+    monkeypatch.setattr(arena_module, "MIN_AHEAD", mmap.PAGESIZE)
+    arena = arena_module.Arena()
+    nbytes = 100 * mmap.PAGESIZE
+    assert arena.fit(nbytes) and arena.array.nbytes == nbytes + nbytes // 2
+    memory = arena.memory
+    arena.array[:nbytes] = 7  # (a call writes its binding's pages)
+    assert not any(_resident(arena.array[nbytes:]))  # the room: not mapped yet
+    arena.ahead(nbytes)
+    helper = arena_module._the_helper()
+    if helper is None:
+        pytest.skip("no MADV_POPULATE_WRITE here (Linux before 5.14)")
+    assert arena._job is not None and arena._job.done.wait(10)
+    assert all(_resident(arena.array))  # (the room is 50 pages: under ROOM_AHEAD)
+    assert not arena.fit(nbytes // 3)  # a smaller binding: the same memory
+    # a larger one grows the same mapping: what was written (mapped) is kept
+    assert arena.fit(3 * nbytes)
+    assert arena.memory is memory and arena.array.nbytes == 3 * nbytes + 3 * nbytes // 2
+    assert (arena.array[:nbytes] == 7).all()
+    assert all(_resident(arena.array[:nbytes + nbytes // 2]))
+    arena.array[:3 * nbytes] = 8  # (its call)
+    arena.ahead(3 * nbytes)
+    assert arena._job.done.wait(10)
+    resident = _resident(arena.array)
+    assert all(resident[:300 + 64]) and not any(resident[300 + 64:])  # ROOM_AHEAD's pages
+    # a view held elsewhere stops mremap: a new mapping instead
+    held = arena.array
+    assert arena.fit(5 * nbytes) and arena.memory is not memory
+    assert (held[:nbytes] == 8).all()
+
+
+def test_a_larger_batch_after_the_room_gives_what_modules_give():
+    step, predict, params = _mlp()
+    ref_step, ref_predict, ref_params = _mlp({"sizes": "specialize", "cache_dir": None})
+    program = None
+    for n in (16, 20, 300, 9, 2000, 31):  # (20: in the room; 300, 2000: the arena grows)
+        x, y = _data(n, n)
+        np.testing.assert_allclose(step(x, y), ref_step(x, y), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predict(x), ref_predict(x), rtol=1e-5, atol=1e-6)
+        program = program or step._exe.symbolic
+        assert program.arena.nbytes >= program.current.arena_bytes
+    for p, q in zip(params, ref_params):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-4, atol=1e-5)

@@ -7,8 +7,9 @@ not a walk over the plan's expressions and objects).
 A new batch size's binding is on the path of the user's call (fit's short last batch,
 predict on one sample), so `bind` does it in one pass over lists made here: the symbols'
 values by number (no dict keyed by SizeVar, whose hash is Python code), the temporaries'
-neighbours in time (placement scans only those), and the kernels' vectors at fixed places
-after the temporaries (their table entries are the arena's start plus a constant)."""
+neighbours in time (placement scans only those), and the kernels' vectors at fixed places at
+the arena's start, the temporaries after them: the words every binding shares are written
+once per arena, and a binding writes only the words its sizes change."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from graphc.schedule.memory import ALIGN, MemoryPlan
 
 @dataclass
 class Planned:
-    """One binding's numbers: the arena's bytes (temporaries, then from `start` the
-    kernels' size vectors: `words`), the entry's table, the outputs' shapes."""
+    """One binding's numbers: the arena's bytes (the kernels' size vectors, then from
+    `BindingTable.base` the temporaries), the vectors' `words` (all of them, or where
+    `partial` those at WrittenWords.places only: the others are its template's), the
+    entry's table, the outputs' shapes."""
 
     arena_bytes: int
-    start: int
+    partial: bool
     words: np.ndarray  # int64
     desc: list[int]
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
@@ -71,6 +74,7 @@ class BindingTable:
             at += 8 * (len(symbols) + (0 if g is None else
                                        len(FIELDS) + 4 * len(g[0].spec.batch)))
         self.vector_bytes = at
+        self.base = -(-at // ALIGN) * ALIGN  # the temporaries' first byte in the arena
         # the entry's table (SymbolicPlan.descriptor) with a hole for each temporary's
         # arena offset and each kernel's size vector: its shape is the same for every
         # binding (a kernel has a vector where it has symbols or a packed GEMM)
@@ -98,7 +102,7 @@ class BindingTable:
                      if d.is_var() and next(iter(d.atoms())) in symbol_number else (2, d)
                      for d in self.exprs]
         self._words: WrittenWords | None = None
-        self._entry_table: Callable[[list[int], int], list[int]] | None = None
+        self._entry_table: Callable[[list[int]], list[int]] | None = None
         if representative is not None:
             self.write_code(representative)
 
@@ -112,13 +116,13 @@ class BindingTable:
         `representative` down as Python (int_code.py, placement_code.py): a few ms, paid
         with a compile; a new binding then runs them (the recipes where they do not hold)."""
         self._words = written_words(self.exprs, self._vectors)
-        # the entry's table as one list display of the offsets `o` and the vectors' start
+        # the entry's table as one list display of the temporaries' offsets `o`
         items = [str(x) for x in self.desc]
         for at, i in self._temp_holes:
-            items[at] = f"-1 - o[{i}]" if i >= 0 else "-1"
+            items[at] = f"{-1 - self.base} - o[{i}]" if i >= 0 else str(-1 - self.base)
         for at, rel in self._vector_holes:
-            items[at] = f"{-1 - rel} - start"
-        self._entry_table = function_of("entry_table", "o, start",
+            items[at] = str(-1 - rel)
+        self._entry_table = function_of("entry_table", "o",
                                         ["return [" + ", ".join(items) + "]"])
         for scale in self.SCALES:
             values = {v: max(1, round(n * scale)) for v, n in representative.items()}
@@ -194,24 +198,32 @@ class BindingTable:
         placement = self._placement
         nbytes = placement.nbytes(table)
         offsets, arena = placement.place(nbytes)
-        start = -(-arena // 64) * 64
-        words = self._words(numbers, table) if self._words is not None else None
+        base = self.base
+        words = self._words.changes(numbers, table) if self._words is not None else None
+        partial = words is not None
         if words is None:  # (no code written, or a GEMM with an empty side: it raises)
             words = np.array(self.vectors_of(numbers, table), np.int64)
-        if 8 * words.size != self.vector_bytes:
-            raise AssertionError("a GEMM descriptor of another length than its kernel's")
+            if 8 * words.size != self.vector_bytes:
+                raise AssertionError("a GEMM descriptor of another length than its kernel's")
         if self._entry_table is not None:
-            desc = self._entry_table(offsets, start)
+            desc = self._entry_table(offsets)
         else:
             desc = self.desc[:]
             for at, i in self._temp_holes:
-                desc[at] = -1 - (offsets[i] if i >= 0 else 0)
+                desc[at] = -1 - base - (offsets[i] if i >= 0 else 0)
             for at, rel in self._vector_holes:
-                desc[at] = -1 - (start + rel)
+                desc[at] = -1 - rel
         outputs = [(slot, tuple([table[i] for i in refs]), dtype)
                    for slot, refs, dtype in self.outputs]
-        return Planned(max(start + self.vector_bytes, 8), start, words, desc, outputs,
-                       sum(nbytes))
+        return Planned(max(base + arena, 8), partial, words, desc, outputs, sum(nbytes))
+
+    def full_words(self, planned: Planned) -> np.ndarray:
+        """All the vectors' words of a binding (its `words` where they are all)."""
+        if not planned.partial or self._words is None:
+            return planned.words
+        words = self._words.template.copy()
+        words[self._words.places] = planned.words
+        return words
 
 
 class _Placement:
@@ -299,12 +311,19 @@ class WrittenWords:
         self.which = which  # the computed value each place takes
 
     def __call__(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
+        changes = self.changes(numbers, table)
+        if changes is None:
+            return None
+        words = self.template.copy()
+        words[self.places] = changes
+        return words
+
+    def changes(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
+        """The words at `places` (the template holds the others)."""
         computed = self.compute(numbers, table)
         if computed is None:
             return None
-        words = self.template.copy()
-        words[self.places] = np.array(computed, np.int64)[self.which]
-        return words
+        return np.array(computed, np.int64)[self.which]
 
 
 # Larger recipes are not written: writing costs ~0.1 ms a kernel and a compile of a deep

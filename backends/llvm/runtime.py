@@ -306,9 +306,14 @@ class LLVMExecutable:
     def _get(self, shapes: tuple):
         compiled = self.compiled.get(shapes)
         if compiled is None and self.sizes != "specialize" and self.not_symbolic is None:
-            compiled = self._symbolic(shapes)
-            if compiled is not None and not compiled.serves(shapes):
-                compiled = None  # (these shapes get a module of their own)
+            symbolic = self.symbolic
+            if symbolic is not None:  # (a new batch size's first call: one pass)
+                if symbolic.bound(shapes) is not None:
+                    return symbolic
+            else:
+                compiled = self._symbolic(shapes)
+                if compiled is not None and not compiled.serves(shapes):
+                    compiled = None  # (these shapes get a module of their own)
         if compiled is None:
             with self._lock:
                 compiled = self.compiled.get(shapes)
@@ -361,17 +366,11 @@ class LLVMExecutable:
         return self.symbolic
 
     def _serve(self, shapes: tuple) -> tuple[CompiledShape | SymbolicProgram, object]:
-        """What serves these new shapes: the symbolic program with their binding (one
-        pass: a new batch size's first call is on the user's path), else a module."""
-        symbolic = self.symbolic
-        if symbolic is not None and shapes not in self.compiled:
-            bound = symbolic.bound(shapes)
-            if bound is not None:
-                return symbolic, bound
+        """What serves these new shapes: the symbolic program with their binding (planned
+        by _get), else a module."""
         compiled = self._get(shapes)
-        symbolic = self.symbolic
-        if compiled is symbolic and symbolic is not None:
-            return symbolic, symbolic.bound(shapes)
+        if compiled is self.symbolic and compiled is not None:
+            return compiled, compiled.bindings.get(shapes)
         return compiled, None
 
     @property

@@ -41,12 +41,13 @@ MAX_BINDINGS = 64
 
 @dataclass
 class _Binding:
-    """What one binding of the sizes takes: the arena's size (temporaries, then from
-    `start` each symbolic kernel's size values and GEMM descriptor: `words`), the entry
-    point's descriptor, the outputs."""
+    """What one binding of the sizes takes: the arena's size (each symbolic kernel's size
+    values and GEMM descriptor, then the temporaries), the vectors' `words` (where
+    `partial`, only those the sizes change: BindingTable.bind), the entry point's
+    descriptor, the outputs."""
 
     arena_bytes: int
-    start: int
+    partial: bool
     words: np.ndarray
     desc: np.ndarray
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
@@ -122,6 +123,12 @@ class SymbolicProgram:
         # current binding's size values
         self.memory = Arena()
         self.table[plan.arena_slot] = data_pointer(self.memory.array)
+        # the arena's first bytes as int64: the kernels' vectors (None until it is mapped;
+        # dropped while it grows: a view held stops the mapping growing in place)
+        self.words: np.ndarray | None = None
+        written = self.recipe._words
+        self.template = None if written is None else written.template
+        self.places = None if written is None else written.places
         self.current: _Binding | None = None
         self.lock = threading.Lock()
         flags = plan.team_flags
@@ -221,7 +228,7 @@ class SymbolicProgram:
         if planned.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
             raise MemoryError(f"cannot allocate {planned.arena_bytes} bytes of scratch "
                               "memory for these shapes: too large")
-        return _Binding(planned.arena_bytes, planned.start, planned.words,
+        return _Binding(planned.arena_bytes, planned.partial, planned.words,
                         np.array(planned.desc or [0], np.int64), planned.outputs, values,
                         shapes, planned.work)
 
@@ -258,11 +265,20 @@ class SymbolicProgram:
 
     def _enter(self, bound: _Binding) -> None:
         """Makes `bound` the binding the next calls run with (under the lock)."""
-        if self.memory.fit(bound.arena_bytes):  # (grown: its pages kept, its address new)
-            self.table[self.plan.arena_slot] = data_pointer(self.memory.array)
+        memory = self.memory
+        if bound.arena_bytes > memory.array.nbytes:
+            self.words = None
+            memory.fit(bound.arena_bytes)  # (its pages kept, its address new)
+            self.table[self.plan.arena_slot] = data_pointer(memory.array)
+            self.words = memory.array[:self.recipe.vector_bytes].view(np.int64)
+            if self.template is not None:
+                self.words[:] = self.template  # (the words every binding shares)
         if bound.words.size:
-            end = bound.start + 8 * bound.words.size
-            self.memory.array[bound.start:end].view(np.int64)[:] = bound.words
+            assert self.words is not None
+            if bound.partial:
+                self.words[self.places] = bound.words
+            else:
+                self.words[:] = bound.words
         self.table[self.plan.slot_count] = data_pointer(bound.desc)
         before = self.current
         self.current = bound
