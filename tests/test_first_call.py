@@ -84,6 +84,7 @@ def test_written_vectors_and_placements_are_the_recipes_at_every_size():
         assert table._words(numbers, evaluated).tolist() == \
             table.vectors_of(numbers, evaluated)
         nbytes = placement.nbytes(evaluated)
+        assert table._nbytes(evaluated) == nbytes  # (written as one list display)
         want = place(list(zip(placement.bids, nbytes)), table.spans)
         assert placement.greedy(nbytes) == \
             ([want.offsets[b] for b in placement.bids], want.arena_bytes)
