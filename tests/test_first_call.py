@@ -81,6 +81,7 @@ def test_written_vectors_and_placements_are_the_recipes_at_every_size():
         values = {var: n for var, _, _ in program.reads}
         numbers = [values[v] for v in table.symbols]
         evaluated = table.evaluate(values)
+        assert table._table is not None and table._table(numbers) == evaluated
         assert table._words(numbers, evaluated).tolist() == \
             table.vectors_of(numbers, evaluated)
         nbytes = placement.nbytes(evaluated)
@@ -221,3 +222,39 @@ def test_a_larger_batch_after_the_room_gives_what_modules_give():
         assert program.arena.nbytes >= program.current.arena_bytes
     for p, q in zip(params, ref_params):
         np.testing.assert_allclose(p.value, q.value, rtol=1e-4, atol=1e-5)
+
+
+def test_size_expressions_written_as_code_compute_what_they_evaluate_to():
+    from graphc import sizes
+    from graphc.backends.llvm.binding_table import _size_code
+    n, m = sizes.named("N"), sizes.named("M")
+    (vn,), (vm,) = n.atoms(), m.atoms()
+    number = {vn: 0, vm: 1}
+    exprs = [3 * sizes.floordiv(n - 1, 2) + 1,  # (`*` and `//` bind alike: parenthesized)
+             sizes.floordiv(3 * n, 2) * m - 7, sizes.minimum(n, m) * 4,
+             sizes.maximum(n - 3, m) - n * n * m, sizes.floordiv(n + m, 3) * sizes.floordiv(m, 5)]
+    for d in exprs:
+        fn = int_code.function_of("size", "n", [f"return {_size_code(d, number)}"])
+        for a in range(1, 40):
+            for b in (1, 2, 7, 30):
+                assert fn([a, b]) == sizes.evaluate(d, {vn: a, vm: b}), (d, a, b)
+    with pytest.raises(TypeError):
+        _size_code(sizes.isqrt(n), number)  # (not written: the recipe evaluates it)
+
+
+def test_a_cnns_written_size_table_is_its_expressions():
+    rng = np.random.default_rng(0)
+    x = gc.placeholder((None, 1, 12, 12), name="x")
+    w = gc.parameter((rng.normal(size=(4, 1, 3, 3)) * 0.3).astype(np.float32), name="w")
+    y = gc.nn.max_pool2d(gc.relu(gc.nn.conv2d(x, w, stride=2, padding=1)), 2)
+    loss = gc.sum(y * y)
+    f = gc.function([x], [loss, gc.grad(loss, [w])[0]], backend="llvm",
+                    backend_options=SYMBOLIC)
+    f(rng.normal(size=(2, 1, 12, 12)).astype(np.float32))
+    table = f._exe.symbolic.recipe
+    assert table._table is not None and any(not d.is_var() for d in table.exprs
+                                            if not isinstance(d, int))
+    for n in (1, 3, 5, 64, 1000):
+        values = {var: n for var, _, _ in f._exe.symbolic.reads}
+        numbers = [values[v] for v in table.symbols]
+        assert table._table(numbers) == table.evaluate(values)

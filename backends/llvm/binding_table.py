@@ -103,6 +103,8 @@ class BindingTable:
                      for d in self.exprs]
         self._words: WrittenWords | None = None
         self._nbytes: Callable[[list[int]], list[int]] = self._placement.nbytes
+        self._table: Callable[[list[int]], list[int]] | None = None
+        self._symbol_number = symbol_number
         self._entry_table: Callable[[list[int]], list[int]] | None = None
         if representative is not None:
             self.write_code(representative)
@@ -127,6 +129,7 @@ class BindingTable:
         self._entry_table = function_of("entry_table", "o",
                                         ["return [" + ", ".join(items) + "]"])
         self._nbytes = self._written_nbytes()
+        self._table = self._written_table()
         for scale in self.SCALES:
             values = {v: max(1, round(n * scale)) for v, n in representative.items()}
             try:
@@ -149,6 +152,15 @@ class BindingTable:
                     names.append(f"t[{i}]")
             items.append(" * ".join([str(known)] + names) if known else "0")
         return function_of("nbytes", "t", ["return [" + ", ".join(items) + "]"])
+
+    def _written_table(self) -> Callable[[list[int]], list[int]] | None:
+        """`evaluate` as one list display of the symbols' values by number `n`, or None
+        where an expression cannot be written (a size no input gives, an isqrt)."""
+        try:
+            items = [_size_code(d, self._symbol_number) for d in self.exprs]
+        except (KeyError, TypeError):
+            return None
+        return function_of("size_table", "n", ["return [" + ", ".join(items) + "]"])
 
     def _refs(self, dims: Iterable[sizes.Dim]) -> tuple[int, ...]:
         out = []
@@ -211,8 +223,9 @@ class BindingTable:
         """What `evaluate`, `memory`, `vectors`, `descriptor` and `output_shapes` give,
         with the vectors laid out after the temporaries, in one pass."""
         numbers = [values[v] for v in self.symbols]
-        table: list[int] = [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
-                            for how, d in self._how]
+        table: list[int] = self._table(numbers) if self._table is not None else \
+            [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
+             for how, d in self._how]
         nbytes = self._nbytes(table)
         offsets, arena = self._placement.place(nbytes)
         base = self.base
@@ -241,6 +254,25 @@ class BindingTable:
         words = self._words.template.copy()
         words[self._words.places] = planned.words
         return words
+
+
+def _size_code(d: "sizes.Dim | sizes.Atom", number: Mapping[sizes.SizeVar, int]) -> str:
+    """A size as Python over the symbols' values `n[k]` (each atom parenthesized: `*` and
+    `//` bind alike). KeyError: a symbol not numbered; TypeError: an atom not written."""
+    if isinstance(d, int):
+        return f"({d})"
+    if isinstance(d, sizes.SizeVar):
+        return f"n[{number[d]}]"
+    if isinstance(d, sizes.SizeFunc):
+        args = [_size_code(a, number) for a in d.args]
+        if d.kind == "floordiv":
+            return f"({args[0]} // {args[1]})"
+        if d.kind in ("min", "max"):
+            return f"{d.kind}({', '.join(args)})"
+        raise TypeError(f"no code for {d.kind}")
+    terms = [" * ".join([f"({coeff})"] + [_size_code(a, number) for a in mono])
+             for mono, coeff in d.terms]
+    return "(" + " + ".join(terms) + ")" if terms else "0"
 
 
 class _Placement:
