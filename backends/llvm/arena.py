@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import queue
 import threading
 
@@ -86,6 +87,15 @@ class _Helper:
 _helper: _Helper | None = None
 
 
+def _forget_helper() -> None:
+    global _helper
+    _helper = None  # (a forked child has no helper thread: it starts its own)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
+
+
 def _the_helper() -> _Helper | None:
     global _helper
     if _helper is None:
@@ -136,10 +146,12 @@ class Arena:
         memory = self.memory
         if memory is None or (self._job is not None and not self._job.done.is_set()):
             return False
+        old = len(memory)
         self.array = np.zeros(8, np.uint8)  # (the view dropped: a mapping with views
         try:                                  # cannot be resized)
             memory.resize(size)
         except (BufferError, OSError, ValueError, SystemError, OverflowError):
+            self.array = np.frombuffer(memory, np.uint8)[:old]  # (unchanged)
             return False
         self.array = np.frombuffer(memory, np.uint8)[:size]
         return True
