@@ -147,6 +147,21 @@ def test_new_sizes_of_similar_work_keep_the_thread_choice():
     assert chooser.next_check == chooser.calls
 
 
+def test_new_sizes_during_a_trial_run_on_the_setting_it_challenged():
+    import ctypes
+    flag = ctypes.c_int32(1)
+    chooser = ThreadChooser([ctypes.addressof(flag)])
+    chooser.mode, chooser.calls, chooser.next_check = ALONE, 100, 400
+    chooser.mode, chooser.trial = TEAM, chooser.WINDOW  # (a trial of the team began)
+    chooser.rebind(1.2)
+    assert chooser.mode == ALONE and chooser.trial == 0 and chooser.next_check == 400
+    chooser.before_call()
+    assert flag.value == ALONE  # the first call at the new sizes: one thread, as before
+    chooser.mode, chooser.trial = ALONE, chooser.WINDOW  # (a trial of one thread)
+    chooser.rebind(5.0)  # far more work: back to the team, and the choice starts again
+    assert chooser.mode == TEAM and chooser.trial == 0 and chooser.next_check == chooser.calls
+
+
 def test_a_program_too_large_to_write_down_binds_with_the_recipes(monkeypatch):
     from graphc.backends.llvm import binding_table, placement_code
     written, _, written_params = _mlp(seed=3)
