@@ -4,24 +4,51 @@ parts: planning the binding (`_bind`), entering it (`_enter`), the native call (
 warm one) and the rest (the call's Python path). Sizes go up and down around the batch
 (batch - 37 + r, batch + 21 + r, 2 * batch + 3 - r for r < --rounds).
 
+Before each first call the thread chooser (adaptive.py) is left settled: calls at the last
+size until no trial of the other thread setting runs (it had run 5 calls at the batch only:
+its first trial, started again at each new size, put first and warm calls on different
+settings, one thread against the team, 1.0 against 0.64 ms for W1 on two idle cores, where
+bench_sizes.py, settled by its 50 steps, timed both on the team). "team" counts the first and
+the warm calls run on the team; "faults" is the median of the first calls' minor page faults
+(the process's: the arena's new pages, arena.py).
+
 On a machine shared with other jobs, run it on one thread and in CPU time of the calling
 thread: GRAPHC_NUM_THREADS=1 python benchmarks/bench_first_call.py --only W1 --cpu
 (the default clock is the wall clock). Sizes are "symbolic" (one program, no disk cache)."""
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
 from bench_sizes import _data, _make
 
 
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _settle(f, args: tuple, at_least: int) -> None:
+    """Calls until the thread chooser runs no trial (at least `at_least` calls)."""
+    chooser = f._exe.symbolic.chooser
+    for n in range(1000):
+        if n >= at_least and (chooser is None or not chooser.trial):
+            return
+        f(*args)
+
+
 def measure(name: str, rounds: int, clock) -> dict:
     batch = 128 if name == "W1" else 64
     f = _make(name, {"sizes": "symbolic"})
-    for _ in range(5):
-        f(*_data(name, batch, 0))
+    last = _data(name, batch, 0)
+    f(*last)
+    _settle(f, last, 30)
     program = f._exe.symbolic
+    chooser = program.chooser
+
+    def team() -> int:
+        return int(chooser is not None and chooser.mode == 1)
     parts: dict[str, float] = {}
 
     def timed(obj, attr: str, label: str) -> None:
@@ -39,17 +66,25 @@ def measure(name: str, rounds: int, clock) -> dict:
     timed(program, "_enter", "enter")
     timed(symbolic_runtime, "call_entry", "call")
     rows = []
+    teams = [0, 0]
+    faults = []
     for r in range(rounds):
         for n in (batch - 37 + r, batch + 21 + r, 2 * batch + 3 - r):
             new = _data(name, n, n)
+            _settle(f, last, 0)
+            last = new
             parts.clear()
+            teams[0] += team()
+            m0 = _faults()
             t0 = clock()
             f(*new)
             first = clock() - t0
+            faults.append(_faults() - m0)
             firsts = dict(parts)
             parts.clear()
             warms = []
             for _ in range(5):
+                teams[1] += team()
                 t0 = clock()
                 f(*new)
                 warms.append(clock() - t0)
@@ -68,7 +103,9 @@ def measure(name: str, rounds: int, clock) -> dict:
         "call ms": ms(r[2].get("call", 0.0) for r in rows),
         "warm call ms": ms(r[3] for r in rows),
         "rest ms": ms(r[0] - sum(r[2].values()) for r in rows),
-        "warm rest ms": ms(r[4] for r in rows)}
+        "warm rest ms": ms(r[4] for r in rows),
+        "team": f"{teams[0]}/{len(rows)} first, {teams[1]}/{5 * len(rows)} warm",
+        "faults": statistics.median(faults)}
 
 
 def main(argv: list[str] | None = None) -> None:

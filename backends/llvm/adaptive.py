@@ -63,12 +63,17 @@ class ThreadChooser:
     def rebind(self, scale: float | None = None) -> None:
         """Starts the choice again (a symbolic program's new sizes: what was too short for
         a team, or too long to go alone, may not be now); the setting stays until then.
-        `scale`: the new sizes' work over the old (None: unknown); within KEEP_FACTOR, and
-        no trial running, the choice is kept."""
+        `scale`: the new sizes' work over the old (None: unknown); within KEEP_FACTOR the
+        choice is kept. A trial running is given up: the new sizes' calls run on the
+        setting it challenged (they had stayed on the trial's, five calls or more before a
+        check: a team trial cut short on a loaded machine kept 64 ms team calls where one
+        thread took 1 ms, W1)."""
         for times in self.times.values():
             times.clear()
-        if scale is not None and not self.trial and \
-                1 / self.KEEP_FACTOR <= scale <= self.KEEP_FACTOR:
+        if self.trial:
+            self.trial = 0
+            self.mode = ALONE if self.mode == TEAM else TEAM
+        if scale is not None and 1 / self.KEEP_FACTOR <= scale <= self.KEEP_FACTOR:
             return
         self.trial = self.quiet = 0
         self.recheck = self.FIRST_RECHECK

@@ -7,8 +7,9 @@ not a walk over the plan's expressions and objects).
 A new batch size's binding is on the path of the user's call (fit's short last batch,
 predict on one sample), so `bind` does it in one pass over lists made here: the symbols'
 values by number (no dict keyed by SizeVar, whose hash is Python code), the temporaries'
-neighbours in time (placement scans only those), and the kernels' vectors at fixed places
-after the temporaries (their table entries are the arena's start plus a constant)."""
+neighbours in time (placement scans only those), and the kernels' vectors at fixed places at
+the arena's start, the temporaries after them: the words every binding shares are written
+once per arena, and a binding writes only the words its sizes change."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from graphc.schedule.memory import ALIGN, MemoryPlan
 
 @dataclass
 class Planned:
-    """One binding's numbers: the arena's bytes (temporaries, then from `start` the
-    kernels' size vectors: `words`), the entry's table, the outputs' shapes."""
+    """One binding's numbers: the arena's bytes (the kernels' size vectors, then from
+    `BindingTable.base` the temporaries), the vectors' `words` (all of them, or where
+    `partial` those at WrittenWords.places only: the others are its template's), the
+    entry's table, the outputs' shapes."""
 
     arena_bytes: int
-    start: int
+    partial: bool
     words: np.ndarray  # int64
     desc: list[int]
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
@@ -71,6 +74,7 @@ class BindingTable:
             at += 8 * (len(symbols) + (0 if g is None else
                                        len(FIELDS) + 4 * len(g[0].spec.batch)))
         self.vector_bytes = at
+        self.base = -(-at // ALIGN) * ALIGN  # the temporaries' first byte in the arena
         # the entry's table (SymbolicPlan.descriptor) with a hole for each temporary's
         # arena offset and each kernel's size vector: its shape is the same for every
         # binding (a kernel has a vector where it has symbols or a packed GEMM)
@@ -98,28 +102,34 @@ class BindingTable:
                      if d.is_var() and next(iter(d.atoms())) in symbol_number else (2, d)
                      for d in self.exprs]
         self._words: WrittenWords | None = None
-        self._entry_table: Callable[[list[int], int], list[int]] | None = None
+        self._nbytes: Callable[[list[int]], list[int]] = self._placement.nbytes
+        self._table: Callable[[list[int]], list[int]] | None = None
+        self._symbol_number = symbol_number
+        self._entry_table: Callable[[list[int]], list[int]] | None = None
         if representative is not None:
             self.write_code(representative)
 
     # Bindings whose placements are written: the representative's sizes times these (the
     # order of the temporaries by size changes where a weight's gradient, of fixed size,
-    # meets an activation's: W1 at batch 26, 256 and 784).
-    SCALES = (1.0, 2.0, 8.0, 0.125)
+    # meets an activation's: W1 at batch 26, 256 and 784), and every size 1 (predict on
+    # one sample: W1's greedy placement took 50 of the binding's 120 us there).
+    SCALES = (1.0, 2.0, 8.0, 0.125, 0.0)
 
     def write_code(self, representative: Mapping[sizes.SizeVar, int]) -> None:
         """Writes the kernels' vectors and the placements of the sizes around
         `representative` down as Python (int_code.py, placement_code.py): a few ms, paid
         with a compile; a new binding then runs them (the recipes where they do not hold)."""
         self._words = written_words(self.exprs, self._vectors)
-        # the entry's table as one list display of the offsets `o` and the vectors' start
+        # the entry's table as one list display of the temporaries' offsets `o`
         items = [str(x) for x in self.desc]
         for at, i in self._temp_holes:
-            items[at] = f"-1 - o[{i}]" if i >= 0 else "-1"
+            items[at] = f"{-1 - self.base} - o[{i}]" if i >= 0 else str(-1 - self.base)
         for at, rel in self._vector_holes:
-            items[at] = f"{-1 - rel} - start"
-        self._entry_table = function_of("entry_table", "o, start",
+            items[at] = str(-1 - rel)
+        self._entry_table = function_of("entry_table", "o",
                                         ["return [" + ", ".join(items) + "]"])
+        self._nbytes = self._written_nbytes()
+        self._table = self._written_table()
         for scale in self.SCALES:
             values = {v: max(1, round(n * scale)) for v, n in representative.items()}
             try:
@@ -127,6 +137,30 @@ class BindingTable:
             except KeyError:  # (a size no input gives: nothing written)
                 return
             self._placement.write(self._placement.nbytes(table))
+
+    def _written_nbytes(self) -> Callable[[list[int]], list[int]]:
+        """_Placement.nbytes as one list display (the sizes every binding shares folded)."""
+        items = []
+        for itemsize, refs in self._placement.shapes:
+            known = itemsize
+            names = []
+            for i in refs:
+                d = self.exprs[i]
+                if isinstance(d, int):
+                    known *= d
+                else:
+                    names.append(f"t[{i}]")
+            items.append(" * ".join([str(known)] + names) if known else "0")
+        return function_of("nbytes", "t", ["return [" + ", ".join(items) + "]"])
+
+    def _written_table(self) -> Callable[[list[int]], list[int]] | None:
+        """`evaluate` as one list display of the symbols' values by number `n`, or None
+        where an expression cannot be written (a size no input gives, an isqrt)."""
+        try:
+            items = [_size_code(d, self._symbol_number) for d in self.exprs]
+        except (KeyError, TypeError):
+            return None
+        return function_of("size_table", "n", ["return [" + ", ".join(items) + "]"])
 
     def _refs(self, dims: Iterable[sizes.Dim]) -> tuple[int, ...]:
         out = []
@@ -189,29 +223,56 @@ class BindingTable:
         """What `evaluate`, `memory`, `vectors`, `descriptor` and `output_shapes` give,
         with the vectors laid out after the temporaries, in one pass."""
         numbers = [values[v] for v in self.symbols]
-        table: list[int] = [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
-                            for how, d in self._how]
-        placement = self._placement
-        nbytes = placement.nbytes(table)
-        offsets, arena = placement.place(nbytes)
-        start = -(-arena // 64) * 64
-        words = self._words(numbers, table) if self._words is not None else None
+        table: list[int] = self._table(numbers) if self._table is not None else \
+            [d if how == 0 else numbers[d] if how == 1 else d.evaluate(values)
+             for how, d in self._how]
+        nbytes = self._nbytes(table)
+        offsets, arena = self._placement.place(nbytes)
+        base = self.base
+        words = self._words.changes(numbers, table) if self._words is not None else None
+        partial = words is not None
         if words is None:  # (no code written, or a GEMM with an empty side: it raises)
             words = np.array(self.vectors_of(numbers, table), np.int64)
-        if 8 * words.size != self.vector_bytes:
-            raise AssertionError("a GEMM descriptor of another length than its kernel's")
+            if 8 * words.size != self.vector_bytes:
+                raise AssertionError("a GEMM descriptor of another length than its kernel's")
         if self._entry_table is not None:
-            desc = self._entry_table(offsets, start)
+            desc = self._entry_table(offsets)
         else:
             desc = self.desc[:]
             for at, i in self._temp_holes:
-                desc[at] = -1 - (offsets[i] if i >= 0 else 0)
+                desc[at] = -1 - base - (offsets[i] if i >= 0 else 0)
             for at, rel in self._vector_holes:
-                desc[at] = -1 - (start + rel)
+                desc[at] = -1 - rel
         outputs = [(slot, tuple([table[i] for i in refs]), dtype)
                    for slot, refs, dtype in self.outputs]
-        return Planned(max(start + self.vector_bytes, 8), start, words, desc, outputs,
-                       sum(nbytes))
+        return Planned(max(base + arena, 8), partial, words, desc, outputs, sum(nbytes))
+
+    def full_words(self, planned: Planned) -> np.ndarray:
+        """All the vectors' words of a binding (its `words` where they are all)."""
+        if not planned.partial or self._words is None:
+            return planned.words
+        words = self._words.template.copy()
+        words[self._words.places] = planned.words
+        return words
+
+
+def _size_code(d: "sizes.Dim | sizes.Atom", number: Mapping[sizes.SizeVar, int]) -> str:
+    """A size as Python over the symbols' values `n[k]` (each atom parenthesized: `*` and
+    `//` bind alike). KeyError: a symbol not numbered; TypeError: an atom not written."""
+    if isinstance(d, int):
+        return f"({d})"
+    if isinstance(d, sizes.SizeVar):
+        return f"n[{number[d]}]"
+    if isinstance(d, sizes.SizeFunc):
+        args = [_size_code(a, number) for a in d.args]
+        if d.kind == "floordiv":
+            return f"({args[0]} // {args[1]})"
+        if d.kind in ("min", "max"):
+            return f"{d.kind}({', '.join(args)})"
+        raise TypeError(f"no code for {d.kind}")
+    terms = [" * ".join([f"({coeff})"] + [_size_code(a, number) for a in mono])
+             for mono, coeff in d.terms]
+    return "(" + " + ".join(terms) + ")" if terms else "0"
 
 
 class _Placement:
@@ -299,12 +360,19 @@ class WrittenWords:
         self.which = which  # the computed value each place takes
 
     def __call__(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
+        changes = self.changes(numbers, table)
+        if changes is None:
+            return None
+        words = self.template.copy()
+        words[self.places] = changes
+        return words
+
+    def changes(self, numbers: list[int], table: list[int]) -> np.ndarray | None:
+        """The words at `places` (the template holds the others)."""
         computed = self.compute(numbers, table)
         if computed is None:
             return None
-        words = self.template.copy()
-        words[self.places] = np.array(computed, np.int64)[self.which]
-        return words
+        return np.array(computed, np.int64)[self.which]
 
 
 # Larger recipes are not written: writing costs ~0.1 ms a kernel and a compile of a deep

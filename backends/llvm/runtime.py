@@ -307,9 +307,14 @@ class LLVMExecutable:
     def _get(self, shapes: tuple):
         compiled = self.compiled.get(shapes)
         if compiled is None and self.sizes != "specialize" and self.not_symbolic is None:
-            compiled = self._symbolic(shapes)
-            if compiled is not None and not compiled.serves(shapes):
-                compiled = None  # (these shapes get a module of their own)
+            symbolic = self.symbolic
+            if symbolic is not None:  # (a new batch size's first call: one pass)
+                if symbolic.bound(shapes) is not None:
+                    return symbolic
+            else:
+                compiled = self._symbolic(shapes)
+                if compiled is not None and not compiled.serves(shapes):
+                    compiled = None  # (these shapes get a module of their own)
         if compiled is None:
             with self._lock:
                 compiled = self.compiled.get(shapes)
@@ -361,6 +366,14 @@ class LLVMExecutable:
                         return None
         return self.symbolic
 
+    def _serve(self, shapes: tuple) -> tuple[CompiledShape | SymbolicProgram, object]:
+        """What serves these new shapes: the symbolic program with their binding (planned
+        by _get), else a module."""
+        compiled = self._get(shapes)
+        if compiled is self.symbolic and compiled is not None:
+            return compiled, compiled.bindings.get(shapes)
+        return compiled, None
+
     @property
     def source(self) -> str:
         if self.last is None:
@@ -381,13 +394,7 @@ class LLVMExecutable:
         shapes = tuple(a.shape for a in args)
         served = self._served.get(shapes)
         if served is None:
-            compiled = self._get(shapes)
-            symbolic = self.symbolic
-            bound = None
-            if compiled is symbolic and symbolic is not None:
-                with symbolic.lock:
-                    bound = symbolic.binding(shapes)
-            served = (compiled, bound)
+            served = self._serve(shapes)
             if len(self._served) >= SERVED_MAX:
                 self._served.clear()
             self._served[shapes] = served

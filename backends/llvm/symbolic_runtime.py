@@ -4,7 +4,6 @@ compile. Each binding's plan, descriptors and arena are made once, in Python, an
 from __future__ import annotations
 
 import ctypes
-import mmap
 import threading
 import time
 from dataclasses import dataclass
@@ -15,9 +14,9 @@ import numpy as np
 from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.arena import Arena
 from graphc.backends.llvm.binding_table import BindingTable
-from graphc.backends.llvm.runtime import (_aligned_empty, _joined, assembly_of, call_entry,
-                                          data_pointer)
+from graphc.backends.llvm.runtime import _joined, assembly_of, call_entry, data_pointer
 from graphc.backends.llvm.symbolic_plan import (PlanFormatError, SymbolicPlan,
                                                 symbol_places)
 from graphc.collector import collector_paused
@@ -42,33 +41,19 @@ MAX_BINDINGS = 64
 
 @dataclass
 class _Binding:
-    """What one binding of the sizes takes: the arena's size (temporaries, then from
-    `start` each symbolic kernel's size values and GEMM descriptor: `words`), the entry
-    point's descriptor, the outputs."""
+    """What one binding of the sizes takes: the arena's size (each symbolic kernel's size
+    values and GEMM descriptor, then the temporaries), the vectors' `words` (where
+    `partial`, only those the sizes change: BindingTable.bind), the entry point's
+    descriptor, the outputs."""
 
     arena_bytes: int
-    start: int
+    partial: bool
     words: np.ndarray
     desc: np.ndarray
     outputs: list[tuple[int, tuple[int, ...], np.dtype]]
     values: Mapping[sizes.SizeVar, int]
     shapes: tuple
     work: int  # the temporaries' bytes (unshared): the thread chooser's measure of a call
-
-
-def arena_memory(nbytes: int) -> np.ndarray:
-    """`nbytes` of fresh memory, page-aligned, mapped in 4 KiB pages as first written.
-    (numpy asks for huge pages for arrays of 4 MiB and more; where the kernel then
-    compacts memory to find them, first writing W6's 400 MB arena took 0.9 s more in its
-    first call at a new batch: 64 MB took 0.8 s against 0.08 s in 4 KiB pages.)"""
-    try:
-        if nbytes + 64 >= 2 ** 62:
-            raise OverflowError
-        memory = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # (anonymous, unshared)
-    except (OSError, OverflowError):
-        raise MemoryError(f"cannot allocate {nbytes} bytes of scratch memory for these "
-                          "shapes: too large") from None
-    return np.frombuffer(memory, np.uint8)[:nbytes]
 
 
 def symbolic_key(fingerprint: str, shapes: Sequence[tuple], options: tuple) -> str:
@@ -134,10 +119,16 @@ class SymbolicProgram:
         # where each symbol is read: (symbol, input, axis), its first place (bind_shapes)
         self.reads = [(var, i, axis) for var, (i, axis) in symbol_places(self.inputs).items()]
         self.bindings: dict[tuple, _Binding] = {}
-        # one arena, as large as the largest binding so far needs; it holds the current
-        # binding's size values
-        self.arena = _aligned_empty(8)
-        self.table[plan.arena_slot] = data_pointer(self.arena)
+        # one arena, as large as the largest binding so far needs (arena.py); it holds the
+        # current binding's size values
+        self.memory = Arena()
+        self.table[plan.arena_slot] = data_pointer(self.memory.array)
+        # the arena's first bytes as int64: the kernels' vectors (None until it is mapped;
+        # dropped while it grows: a view held stops the mapping growing in place)
+        self.words: np.ndarray | None = None
+        written = self.recipe._words
+        self.template = None if written is None else written.template
+        self.places = None if written is None else written.places
         self.current: _Binding | None = None
         self.lock = threading.Lock()
         flags = plan.team_flags
@@ -217,6 +208,11 @@ class SymbolicProgram:
         return objects, plan
 
     @property
+    def arena(self) -> np.ndarray:
+        """The scratch memory (a view: kept, it stops the mapping growing in place)."""
+        return self.memory.array
+
+    @property
     def schedule(self) -> Schedule:
         """The kernel plan (made on demand when the code came from the cache)."""
         if self._schedule is None:
@@ -232,7 +228,7 @@ class SymbolicProgram:
         if planned.arena_bytes >= 2 ** 62:  # (offsets must fit the descriptor's int64s)
             raise MemoryError(f"cannot allocate {planned.arena_bytes} bytes of scratch "
                               "memory for these shapes: too large")
-        return _Binding(planned.arena_bytes, planned.start, planned.words,
+        return _Binding(planned.arena_bytes, planned.partial, planned.words,
                         np.array(planned.desc or [0], np.int64), planned.outputs, values,
                         shapes, planned.work)
 
@@ -246,6 +242,19 @@ class SymbolicProgram:
                 return False
         return True
 
+    def bound(self, shapes: tuple) -> _Binding | None:
+        """These shapes' binding (planned and kept), or None where they need a module of
+        their own: a call-time size of 0 (kernels skip work by their static shapes), or a
+        packed GEMM with an empty side. (LLVMExecutable's path for new shapes.)"""
+        for _, i, axis in self.reads:
+            if not shapes[i][axis]:
+                return None
+        with self.lock:
+            try:
+                return self.binding(shapes)
+            except NotSymbolic:
+                return None
+
     def binding(self, shapes: tuple) -> _Binding:
         bound = self.bindings.get(shapes)
         if bound is None:
@@ -256,17 +265,20 @@ class SymbolicProgram:
 
     def _enter(self, bound: _Binding) -> None:
         """Makes `bound` the binding the next calls run with (under the lock)."""
-        if self.arena.nbytes < bound.arena_bytes:
-            # with room to grow: a slightly larger batch later takes the same arena (its
-            # pages mapped already); pages never written are never mapped (no memory)
-            try:
-                self.arena = arena_memory(bound.arena_bytes + bound.arena_bytes // 2)
-            except MemoryError:  # (no room to spare: exactly what it needs, or the error)
-                self.arena = arena_memory(bound.arena_bytes)
-            self.table[self.plan.arena_slot] = data_pointer(self.arena)
+        memory = self.memory
+        if bound.arena_bytes > memory.array.nbytes:
+            self.words = None
+            memory.fit(bound.arena_bytes)  # (its pages kept, its address new)
+            self.table[self.plan.arena_slot] = data_pointer(memory.array)
+            self.words = memory.array[:self.recipe.vector_bytes].view(np.int64)
+            if self.template is not None:
+                self.words[:] = self.template  # (the words every binding shares)
         if bound.words.size:
-            end = bound.start + 8 * bound.words.size
-            self.arena[bound.start:end].view(np.int64)[:] = bound.words
+            assert self.words is not None
+            if bound.partial:
+                self.words[self.places] = bound.words
+            else:
+                self.words[:] = bound.words
         self.table[self.plan.slot_count] = data_pointer(bound.desc)
         before = self.current
         self.current = bound
@@ -283,9 +295,12 @@ class SymbolicProgram:
         with self.lock:
             if bound is None:
                 bound = self.binding(tuple(a.shape for a in args))
-            if bound is not self.current:
+            if bound is self.current:
+                status, arrays, outs = call_entry(self, args, bound.outputs)
+            else:
                 self._enter(bound)
-            status, arrays, outs = call_entry(self, args, bound.outputs)
+                status, arrays, outs = call_entry(self, args, bound.outputs)
+                self.memory.ahead(bound.arena_bytes)
         if status:
             raise_for_status(status, self._error_layout(bound.values), arrays)
         return outs
