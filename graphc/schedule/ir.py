@@ -241,10 +241,21 @@ class KernelFacts:
     message_fields: ClassVar[tuple[str, ...]] = ()
 
     def reads(self) -> set[int]:
-        return {a.buffer for role, a, _ in self.accesses() if role != "out"}
+        return set(self._buffers()[0])
 
     def writes(self) -> set[int]:
-        return {a.buffer for role, a, _ in self.accesses() if role == "out"}
+        return set(self._buffers()[1])
+
+    def _buffers(self) -> tuple[frozenset[int], frozenset[int]]:
+        # (what reads() and writes() answer, kept on the record: it is immutable, and the
+        # scheduler's passes asked W6's kernels ~4,000 times, each a walk of its bodies)
+        memo = self.__dict__.get("_buffers_memo")
+        if memo is None:
+            accesses = self.accesses()
+            memo = (frozenset(a.buffer for role, a, _ in accesses if role != "out"),
+                    frozenset(a.buffer for role, a, _ in accesses if role == "out"))
+            object.__setattr__(self, "_buffers_memo", memo)
+        return memo
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         """(role, access, the shape it is read or written over): role "out" for writes."""
