@@ -5,6 +5,7 @@ import sys
 import threading
 import weakref
 from dataclasses import dataclass
+from operator import attrgetter
 from types import FrameType, MappingProxyType
 from typing import Any, Iterable, Mapping, cast
 
@@ -184,20 +185,26 @@ def toposort(outputs: Iterable[Node], into_regions: bool = False) -> list[Node]:
     """Every node the outputs depend on, inputs before users. Iterative: no recursion limit.
     into_regions=True also lists the nodes of region bodies, before the node carrying them
     (a body is a graph of its own: most walks, like the scheduler's, leave it to its op)."""
+    # (nodes hash by identity, so the set holds them, not their ids; a node without inputs
+    # is listed where it is met, which is where popping it would list it)
     order: list[Node] = []
-    seen: set[int] = set()  # every node pushed so far (each is listed once it is popped)
+    seen: set[Node] = set()  # every node pushed so far (each is listed once it is popped)
+    kids_of = _with_bodies if into_regions else attrgetter("inputs")
     for root in outputs:
-        if id(root) in seen:
+        if root in seen:
             continue
-        seen.add(id(root))
-        stack = [(root, iter(_with_bodies(root) if into_regions else root.inputs))]
+        seen.add(root)
+        stack = [(root, iter(kids_of(root)))]
         while stack:
             node, kids = stack[-1]
             for child in kids:  # resumes where it stopped: inputs in order
-                if id(child) not in seen:
-                    seen.add(id(child))
-                    stack.append((child, iter(_with_bodies(child) if into_regions
-                                              else child.inputs)))
+                if child not in seen:
+                    seen.add(child)
+                    grandkids = kids_of(child)
+                    if not grandkids:
+                        order.append(child)
+                        continue
+                    stack.append((child, iter(grandkids)))
                     break
             else:
                 stack.pop()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from graphc.graph import Graph
 from graphc.node import Node, carry_label, toposort
 from graphc.ops.registry import rebuild
-from graphc.passes.patterns import Bindings, Op, match
+from graphc.passes.patterns import Bindings, Matcher, Op, compile_pattern
 from graphc.region import Region, node_regions, with_regions
 
 Replacement = Callable[[Bindings, Node], "Node | None"]
@@ -24,6 +24,10 @@ class Rule:
     pattern: Op
     replace: Replacement
     doc: str = ""
+    matcher: Matcher = field(init=False, repr=False, compare=False)  # patterns.match's
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matcher", compile_pattern(self.pattern))
 
     @property
     def op(self) -> str:
@@ -78,7 +82,7 @@ def _rewrite_node(node: Node, rules: RuleSet, fired: Counter, budget: list[int])
         changed = False
         for rule in candidates:
             bindings: Bindings = {}
-            if not match(rule.pattern, node, bindings):
+            if not rule.matcher(node, bindings):
                 continue
             new = rule.replace(bindings, node)
             if new is None or new is node or not _same_type(new, node):
@@ -115,14 +119,18 @@ def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget
         before = sum(fired.values())
         memo: dict[Node, Node] = {}
         for node in toposort(roots):
-            new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
+            new = node
+            if node.inputs:  # (most sweeps change few nodes: rebuild only those)
+                inputs = tuple([memo[i] for i in node.inputs])
+                if inputs != node.inputs:
+                    new = rebuild(node, inputs)
             if new not in settled:
                 bodies = _rewrite_bodies(new, rules, fired, budget)
                 out = _rewrite_node(bodies, rules, fired, budget)
                 if out is new and budget[0] > 0:
                     settled.add(new)
                 new = out
-            memo[node] = carry_label(node, new)
+            memo[node] = new if new is node else carry_label(node, new)
         roots = tuple(memo[r] for r in roots)
         if sum(fired.values()) == before or budget[0] <= 0:
             return roots
