@@ -4,7 +4,9 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # (as WeakValueDictionary)
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 from types import FrameType, MappingProxyType
 from typing import Any, Iterable, Mapping, cast
@@ -144,8 +146,16 @@ def assumptions_of(node: "Node") -> tuple:
     return _assumptions.get(node, ())
 
 
-_interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+# Structure -> a weak reference to the one node with it. A plain dict of weak references
+# rather than a WeakValueDictionary: its Python-level get and set were a tenth of the time
+# of building and rebuilding nodes. A dead node's entry goes when its reference calls back
+# (only if the entry is still that dead reference: a new node may hold the key by then).
+_interned: dict[tuple, "weakref.ref[Node]"] = {}
 _intern_lock = threading.Lock()
+
+
+def _forget(key: tuple, ref: "weakref.ref[Node]") -> None:
+    _remove_dead_weakref(_interned, key)
 
 
 def attrs_key(attrs: Mapping[str, Any]) -> tuple:
@@ -158,7 +168,8 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
     `like`: a node this one replaces (a rewrite); the new node keeps its line and origin."""
     key = (op, inputs, attrs_key(attrs))
     with _intern_lock:
-        node = _interned.get(key)
+        ref = _interned.get(key)
+        node = ref() if ref is not None else None
         if node is not None:
             return node
         node = object.__new__(Node)
@@ -169,7 +180,7 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
         set_(node, "type", type_)
         set_(node, "source", like.source if like is not None else user_source_line())
         set_(node, "origin", like.origin if like is not None else getattr(_origin, "rule", None))
-        _interned[key] = node
+        _interned[key] = weakref.ref(node, partial(_forget, key))
         return node
 
 
