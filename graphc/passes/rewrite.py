@@ -4,6 +4,7 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable
 
 from graphc.graph import Graph
@@ -34,6 +35,30 @@ class Rule:
         return self.pattern.op
 
 
+class SettledNodes:
+    """A weak set of nodes (what weakref.WeakSet is, with a test cheap enough to make at
+    every node of every sweep inline: `refs`, id -> weak reference, one dict look-up). A
+    node's entry goes when it dies (before its id can be reused)."""
+
+    def __init__(self) -> None:
+        self.refs: dict[int, weakref.ref[Node]] = {}
+
+    def __contains__(self, node: object) -> bool:
+        ref = self.refs.get(id(node))
+        return ref is not None and ref() is node
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def add(self, node: Node) -> None:
+        self.refs[id(node)] = weakref.ref(node, partial(_forget, self.refs, id(node)))
+
+
+def _forget(refs: dict[int, "weakref.ref[Node]"], key: int, ref: "weakref.ref[Node]") -> None:
+    if refs.get(key) is ref:  # (a later node with the same id keeps its entry)
+        del refs[key]
+
+
 class RuleSet:
     """Rules indexed by the op at their pattern's root, and the nodes known to be settled
     under them. `includes`: a rule set whose rules are all in this one: a node settled
@@ -49,7 +74,7 @@ class RuleSet:
         # holds for good: a later pass or compile that meets the node again (the second
         # run after a symbolic schedule unifies sizes, the next function) skips it. Held
         # weakly: a node that no graph holds any more is dropped.
-        self.settled: weakref.WeakSet[Node] = weakref.WeakSet()
+        self.settled = SettledNodes()
         self.includes = includes
         self.others_by_op: dict[str, list[Rule]] = {}
         if includes is not None:
@@ -115,6 +140,7 @@ def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget
     # skipped: the sweep that confirms the fixed point then costs a walk, not every rule
     # at every node again.
     settled = rules.settled
+    refs = settled.refs
     while True:
         before = sum(fired.values())
         memo: dict[Node, Node] = {}
@@ -124,7 +150,8 @@ def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget
                 inputs = tuple([memo[i] for i in node.inputs])
                 if inputs != node.inputs:
                     new = rebuild(node, inputs)
-            if new not in settled:
+            ref = refs.get(id(new))  # (settled.__contains__, inline)
+            if ref is None or ref() is not new:
                 bodies = _rewrite_bodies(new, rules, fired, budget)
                 out = _rewrite_node(bodies, rules, fired, budget)
                 if out is new and budget[0] > 0:
