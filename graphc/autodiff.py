@@ -1,6 +1,7 @@
 """Reverse and forward mode over the OpDef rules: gradients are graphs built from primitives."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import sympy as sp
@@ -24,16 +25,24 @@ DISCONNECTED = ("zero", "raise")
 
 def elementwise_vjp(node: Node, g: Node) -> list[Node | None]:
     """The table rule: cotangent times each partial derivative, summed back to input shape."""
-    syms = arg_symbols(node.op)
+    syms, labels = _table_rule(node.op)
     build = SympyToGraph(dict(zip(syms, node.inputs)), node.inputs[-1].dtype)
     out: list[Node | None] = []
-    for sym, inp, d in zip(syms, node.inputs, partials(node.op)):
+    for inp, d, label in zip(node.inputs, partials(node.op), labels):
         if d is None or inp.dtype.kind != "f":
             out.append(None)
             continue
-        with building_for(f"d{node.op}/d{sym} = {sp.sstr(d)}"):
+        with building_for(label):
             out.append(unbroadcast(times(g, build(d)), inp))
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _table_rule(op: str) -> tuple[tuple[sp.Symbol, ...], tuple[str, ...]]:
+    """An op's argument symbols and the provenance label of each partial (printing the
+    formula with SymPy was a fifth of a deep MLP's gradient time, once per node)."""
+    syms = arg_symbols(op)
+    return syms, tuple(f"d{op}/d{sym} = {sp.sstr(d)}" for sym, d in zip(syms, partials(op)))
 
 
 def _apply_rule(node: Node, g: Node) -> Sequence[Node | None]:

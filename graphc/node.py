@@ -4,7 +4,10 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # (as WeakValueDictionary)
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 from types import FrameType, MappingProxyType
 from typing import Any, Iterable, Mapping, cast
 
@@ -143,8 +146,16 @@ def assumptions_of(node: "Node") -> tuple:
     return _assumptions.get(node, ())
 
 
-_interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+# Structure -> a weak reference to the one node with it. A plain dict of weak references
+# rather than a WeakValueDictionary: its Python-level get and set were a tenth of the time
+# of building and rebuilding nodes. A dead node's entry goes when its reference calls back
+# (only if the entry is still that dead reference: a new node may hold the key by then).
+_interned: dict[tuple, "weakref.ref[Node]"] = {}
 _intern_lock = threading.Lock()
+
+
+def _forget(key: tuple, ref: "weakref.ref[Node]") -> None:
+    _remove_dead_weakref(_interned, key)
 
 
 def attrs_key(attrs: Mapping[str, Any]) -> tuple:
@@ -157,7 +168,8 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
     `like`: a node this one replaces (a rewrite); the new node keeps its line and origin."""
     key = (op, inputs, attrs_key(attrs))
     with _intern_lock:
-        node = _interned.get(key)
+        ref = _interned.get(key)
+        node = ref() if ref is not None else None
         if node is not None:
             return node
         node = object.__new__(Node)
@@ -168,7 +180,7 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
         set_(node, "type", type_)
         set_(node, "source", like.source if like is not None else user_source_line())
         set_(node, "origin", like.origin if like is not None else getattr(_origin, "rule", None))
-        _interned[key] = node
+        _interned[key] = weakref.ref(node, partial(_forget, key))
         return node
 
 
@@ -184,20 +196,26 @@ def toposort(outputs: Iterable[Node], into_regions: bool = False) -> list[Node]:
     """Every node the outputs depend on, inputs before users. Iterative: no recursion limit.
     into_regions=True also lists the nodes of region bodies, before the node carrying them
     (a body is a graph of its own: most walks, like the scheduler's, leave it to its op)."""
+    # (nodes hash by identity, so the set holds them, not their ids; a node without inputs
+    # is listed where it is met, which is where popping it would list it)
     order: list[Node] = []
-    seen: set[int] = set()  # every node pushed so far (each is listed once it is popped)
+    seen: set[Node] = set()  # every node pushed so far (each is listed once it is popped)
+    kids_of = _with_bodies if into_regions else attrgetter("inputs")
     for root in outputs:
-        if id(root) in seen:
+        if root in seen:
             continue
-        seen.add(id(root))
-        stack = [(root, iter(_with_bodies(root) if into_regions else root.inputs))]
+        seen.add(root)
+        stack = [(root, iter(kids_of(root)))]
         while stack:
             node, kids = stack[-1]
             for child in kids:  # resumes where it stopped: inputs in order
-                if id(child) not in seen:
-                    seen.add(id(child))
-                    stack.append((child, iter(_with_bodies(child) if into_regions
-                                              else child.inputs)))
+                if child not in seen:
+                    seen.add(child)
+                    grandkids = kids_of(child)
+                    if not grandkids:
+                        order.append(child)
+                        continue
+                    stack.append((child, iter(grandkids)))
                     break
             else:
                 stack.pop()

@@ -17,11 +17,12 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 
 
 def _foldable(node: Node) -> bool:
+    # (the cheap test first: asked of every node, and few have only constant inputs)
+    if not all(i.op == "constant" for i in node.inputs):
+        return False
     opdef = get_op(node.op)
     if opdef.leaf or opdef.collective or node.op == "stop_gradient" or \
             not all_static(node.shape) or any(has_symbols(v) for v in node.attrs.values()):
-        return False
-    if not all(i.op == "constant" for i in node.inputs):
         return False
     size = int(np.prod(static_shape(node.shape))) if node.shape else 1
     biggest = max((i.attrs["value"].array.size for i in node.inputs), default=1)
@@ -32,7 +33,11 @@ def fold_constants(graph: Graph) -> tuple[Graph, Counter]:
     fired: Counter = Counter()
     memo: dict[Node, Node] = {}
     for node in toposort(graph.roots):
-        new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
+        new = node
+        if node.inputs:
+            inputs = tuple([memo[i] for i in node.inputs])
+            if inputs != node.inputs:
+                new = rebuild(node, inputs)
         if _foldable(new):
             try:
                 with np.errstate(all="ignore"):
@@ -42,7 +47,7 @@ def fold_constants(graph: Graph) -> tuple[Graph, Counter]:
                 fired[f"fold_{node.op}"] += 1
             except (ValueError, IndexError, ZeroDivisionError, FloatingPointError):
                 pass  # leave it to fail at run time with the op's own message
-        memo[node] = carry_label(node, new)
+        memo[node] = new if new is node else carry_label(node, new)
     n_out = len(graph.outputs)
     roots = tuple(memo[r] for r in graph.roots)
     updates = tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:]))

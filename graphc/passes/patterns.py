@@ -10,6 +10,7 @@ from graphc.node import Node
 from graphc.ops.registry import get_op
 
 Bindings = dict[str, Node]
+Matcher = Callable[[Node, Bindings], bool]
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,80 @@ def match(pattern: Any, node: Node, bindings: Bindings) -> bool:
             bindings[pattern.name] = node
         return all(match(p, i, bindings) for p, i in zip(pattern.args, node.inputs))
     raise TypeError(f"not a pattern: {pattern!r}")
+
+
+def compile_pattern(pattern: Any) -> Matcher:
+    """`match` for one pattern, its tree unrolled into closures once (the rewrite driver
+    tries every rule of a node's op at every node of every sweep: walking the pattern's
+    records there was most of the optimizer's time). Same answer and bindings as match."""
+    if isinstance(pattern, Var):
+        return _var_matcher(pattern)
+    if isinstance(pattern, Const):
+        return _const_matcher(pattern)
+    if isinstance(pattern, Op):
+        return _op_matcher(pattern)
+    raise TypeError(f"not a pattern: {pattern!r}")
+
+
+def _var_matcher(pattern: Var) -> Matcher:
+    name, where = pattern.name, pattern.where
+
+    def var(node: Node, bindings: Bindings) -> bool:
+        if where is not None and not where(node):
+            return False
+        bound = bindings.get(name)
+        if bound is not None:
+            return bound is node
+        bindings[name] = node
+        return True
+    return var
+
+
+def _const_matcher(pattern: Const) -> Matcher:
+    want, name = pattern.value, pattern.name
+
+    def const(node: Node, bindings: Bindings) -> bool:
+        value = constant_value(node)
+        if value is None or (want is not None and not value == want):
+            return False
+        if name:
+            bindings[name] = node
+        return True
+    return const
+
+
+def _op_matcher(pattern: Op) -> Matcher:
+    op, arity, name = pattern.op, len(pattern.args), pattern.name
+    # (key, wanted value or predicate, whether it is a predicate), as match tells them apart
+    attrs = tuple((key, want, callable(want) and not isinstance(want, type))
+                  for key, want in pattern.attrs.items())
+    plain = all(isinstance(a, Var) and a.where is None for a in pattern.args)
+    names = tuple(a.name for a in pattern.args) if plain else ()
+    subs = () if plain else tuple(compile_pattern(a) for a in pattern.args)
+
+    def op_node(node: Node, bindings: Bindings) -> bool:
+        inputs = node.inputs
+        if node.op != op or len(inputs) != arity:
+            return False
+        for key, want, predicate in attrs:
+            have = node.attrs.get(key)
+            if predicate:
+                if not want(have):
+                    return False
+            elif have != want:
+                return False
+        if name:
+            bindings[name] = node
+        if plain:  # (the common case: every argument a variable, bound here)
+            for var, i in zip(names, inputs):
+                bound = bindings.get(var)
+                if bound is None:
+                    bindings[var] = i
+                elif bound is not i:
+                    return False
+            return True
+        for sub, i in zip(subs, inputs):
+            if not sub(i, bindings):
+                return False
+        return True
+    return op_node

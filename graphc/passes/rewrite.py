@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable
 
 from graphc.graph import Graph
 from graphc.node import Node, carry_label, toposort
 from graphc.ops.registry import rebuild
-from graphc.passes.patterns import Bindings, Op, match
+from graphc.passes.patterns import Bindings, Matcher, Op, compile_pattern
 from graphc.region import Region, node_regions, with_regions
 
 Replacement = Callable[[Bindings, Node], "Node | None"]
@@ -24,10 +25,38 @@ class Rule:
     pattern: Op
     replace: Replacement
     doc: str = ""
+    matcher: Matcher = field(init=False, repr=False, compare=False)  # patterns.match's
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matcher", compile_pattern(self.pattern))
 
     @property
     def op(self) -> str:
         return self.pattern.op
+
+
+class SettledNodes:
+    """A weak set of nodes (what weakref.WeakSet is, with a test cheap enough to make at
+    every node of every sweep inline: `refs`, id -> weak reference, one dict look-up). A
+    node's entry goes when it dies (before its id can be reused)."""
+
+    def __init__(self) -> None:
+        self.refs: dict[int, weakref.ref[Node]] = {}
+
+    def __contains__(self, node: object) -> bool:
+        ref = self.refs.get(id(node))
+        return ref is not None and ref() is node
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def add(self, node: Node) -> None:
+        self.refs[id(node)] = weakref.ref(node, partial(_forget, self.refs, id(node)))
+
+
+def _forget(refs: dict[int, "weakref.ref[Node]"], key: int, ref: "weakref.ref[Node]") -> None:
+    if refs.get(key) is ref:  # (a later node with the same id keeps its entry)
+        del refs[key]
 
 
 class RuleSet:
@@ -45,7 +74,7 @@ class RuleSet:
         # holds for good: a later pass or compile that meets the node again (the second
         # run after a symbolic schedule unifies sizes, the next function) skips it. Held
         # weakly: a node that no graph holds any more is dropped.
-        self.settled: weakref.WeakSet[Node] = weakref.WeakSet()
+        self.settled = SettledNodes()
         self.includes = includes
         self.others_by_op: dict[str, list[Rule]] = {}
         if includes is not None:
@@ -78,7 +107,7 @@ def _rewrite_node(node: Node, rules: RuleSet, fired: Counter, budget: list[int])
         changed = False
         for rule in candidates:
             bindings: Bindings = {}
-            if not match(rule.pattern, node, bindings):
+            if not rule.matcher(node, bindings):
                 continue
             new = rule.replace(bindings, node)
             if new is None or new is node or not _same_type(new, node):
@@ -111,18 +140,24 @@ def _fixed_point(roots: tuple[Node, ...], rules: RuleSet, fired: Counter, budget
     # skipped: the sweep that confirms the fixed point then costs a walk, not every rule
     # at every node again.
     settled = rules.settled
+    refs = settled.refs
     while True:
         before = sum(fired.values())
         memo: dict[Node, Node] = {}
         for node in toposort(roots):
-            new = rebuild(node, [memo[i] for i in node.inputs]) if node.inputs else node
-            if new not in settled:
+            new = node
+            if node.inputs:  # (most sweeps change few nodes: rebuild only those)
+                inputs = tuple([memo[i] for i in node.inputs])
+                if inputs != node.inputs:
+                    new = rebuild(node, inputs)
+            ref = refs.get(id(new))  # (settled.__contains__, inline)
+            if ref is None or ref() is not new:
                 bodies = _rewrite_bodies(new, rules, fired, budget)
                 out = _rewrite_node(bodies, rules, fired, budget)
                 if out is new and budget[0] > 0:
                     settled.add(new)
                 new = out
-            memo[node] = carry_label(node, new)
+            memo[node] = new if new is node else carry_label(node, new)
         roots = tuple(memo[r] for r in roots)
         if sum(fired.values()) == before or budget[0] <= 0:
             return roots

@@ -7,6 +7,7 @@ reads and writes, whether it can fail, how its stores combine) in one registry."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import is_not
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, Union
 
 import numpy as np
@@ -122,24 +123,34 @@ def postorder(expr: Expr, done: set[int] | None = None) -> Iterator[Expr]:
     """Every distinct node (by identity) of an expression, children before parents. The one
     walker: iterative, because fused bodies can be long chains. `done`: ids of nodes (and so
     of their sub-expressions) to skip, shared by walks over several bodies; updated."""
+    # (children() inlined, and asked once a node: this walk runs some 10,000 times a schedule)
     done = set() if done is None else done
     stack: list[tuple[Expr, bool]] = [(expr, False)]
+    pop, push = stack.pop, stack.append
     while stack:
-        e, ready = stack.pop()
-        if id(e) in done:
+        e, ready = pop()
+        key = id(e)
+        if key in done:
             continue
-        kids = children(e)
-        if kids and not ready:
-            stack.append((e, True))
-            stack.extend((k, False) for k in reversed(kids) if id(k) not in done)
-            continue
-        done.add(id(e))
+        if not ready:
+            kids: tuple[Expr, ...] = ()
+            if isinstance(e, Apply):
+                kids = e.args
+            elif isinstance(e, Load) and e.guard is not None:
+                kids = (e.guard.otherwise,)
+            if kids:
+                push((e, True))
+                for k in reversed(kids):
+                    if id(k) not in done:
+                        push((k, False))
+                continue
+        done.add(key)
         yield e
 
 
 def with_children(e: Expr, kids: tuple[Expr, ...]) -> Expr:
     """`e` with new sub-expressions (itself when they are the same objects)."""
-    if all(a is b for a, b in zip(kids, children(e))):
+    if not any(map(is_not, kids, children(e))):
         return e
     if isinstance(e, Apply):
         return Apply(e.op, kids, e.dtype)
@@ -154,12 +165,20 @@ def rewrite(expr: Expr, visit: Callable[[Expr], Expr | None],
     calls that pass one `memo` (id of an original node -> its rewrite)."""
     memo = {} if memo is None else memo
     for e in postorder(expr):
-        if id(e) in memo:
+        key = id(e)
+        if key in memo:
             continue
-        kids = children(e)
-        node = with_children(e, tuple(memo[id(k)] for k in kids)) if kids else e
+        node = e
+        if isinstance(e, Apply):
+            args = tuple([memo[id(a)] for a in e.args])
+            if any(map(is_not, args, e.args)):
+                node = Apply(e.op, args, e.dtype)
+        elif isinstance(e, Load) and e.guard is not None:
+            otherwise = memo[id(e.guard.otherwise)]
+            if otherwise is not e.guard.otherwise:
+                node = Load(e.access, e.dtype, Guard(e.guard.bounds, otherwise))
         new = visit(node)
-        memo[id(e)] = node if new is None else new
+        memo[key] = node if new is None else new
     return memo[id(expr)]
 
 
@@ -241,10 +260,21 @@ class KernelFacts:
     message_fields: ClassVar[tuple[str, ...]] = ()
 
     def reads(self) -> set[int]:
-        return {a.buffer for role, a, _ in self.accesses() if role != "out"}
+        return set(self._buffers()[0])
 
     def writes(self) -> set[int]:
-        return {a.buffer for role, a, _ in self.accesses() if role == "out"}
+        return set(self._buffers()[1])
+
+    def _buffers(self) -> tuple[frozenset[int], frozenset[int]]:
+        # (what reads() and writes() answer, kept on the record: it is immutable, and the
+        # scheduler's passes asked W6's kernels ~4,000 times, each a walk of its bodies)
+        memo = self.__dict__.get("_buffers_memo")
+        if memo is None:
+            accesses = self.accesses()
+            memo = (frozenset(a.buffer for role, a, _ in accesses if role != "out"),
+                    frozenset(a.buffer for role, a, _ in accesses if role == "out"))
+            object.__setattr__(self, "_buffers_memo", memo)
+        return memo
 
     def accesses(self) -> list[tuple[str, Access, Shape]]:
         """(role, access, the shape it is read or written over): role "out" for writes."""

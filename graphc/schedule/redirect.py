@@ -37,23 +37,47 @@ def _masked_from(k: ir.Kernel, z: ir.Access, relu: ir.Access) -> ir.Kernel | Non
     return ir.with_bodies(k, new)
 
 
-def _redirect(kernels: list[ir.Kernel], reads: list[set[int]], writes: list[set[int]],
-              after: int, z: ir.Access, relu: ir.Access) -> None:
-    """Every later read of z's buffer moved to relu's, or none. `reads`/`writes`: each
-    kernel's buffers, parallel to `kernels` and kept so (walking every later kernel's
-    expressions for every relu made a 96-layer MLP's schedule take seconds)."""
+def _redirect(kernels: list[ir.Kernel], reads: list[set[int]], index: "_Index", after: int,
+              z: ir.Access, relu: ir.Access) -> None:
+    """Every later read of z's buffer moved to relu's, or none. `reads`: each kernel's
+    buffers, parallel to `kernels` and kept so (walking every later kernel's expressions
+    for every relu made a 96-layer MLP's schedule take seconds); `index`: who reads and
+    writes each buffer (scanning every later kernel for each relu was quadratic)."""
+    if index.writes_after(z.buffer, after) or index.writes_after(relu.buffer, after):
+        return  # (the two would no longer hold z and relu(z) from there on)
     new = {}
-    for j in range(after + 1, len(kernels)):
-        if z.buffer in writes[j] or relu.buffer in writes[j]:
-            return  # (the two would no longer hold z and relu(z) from here on)
-        if z.buffer in reads[j]:
-            moved = _masked_from(kernels[j], z, relu)
-            if moved is None:
-                return
-            new[j] = moved
+    for j in sorted(j for j in index.readers.get(z.buffer, ()) if j > after):
+        moved = _masked_from(kernels[j], z, relu)
+        if moved is None:
+            return
+        new[j] = moved
     for j, k in new.items():
         kernels[j] = k
+        index.reread(j, reads[j], set(k.reads()))
         reads[j] = set(k.reads())
+
+
+class _Index:
+    """The kernels that read each buffer (kept up to date) and those that write it (a
+    redirect changes reads only)."""
+
+    def __init__(self, reads: list[set[int]], writes: list[set[int]]) -> None:
+        self.readers: dict[int, set[int]] = {}
+        self.last_writer: dict[int, int] = {}
+        for j, (r, w) in enumerate(zip(reads, writes)):
+            for bid in r:
+                self.readers.setdefault(bid, set()).add(j)
+            for bid in w:
+                self.last_writer[bid] = j
+
+    def writes_after(self, bid: int, after: int) -> bool:
+        return self.last_writer.get(bid, -1) > after
+
+    def reread(self, j: int, old: set[int], new: set[int]) -> None:
+        for bid in old - new:
+            self.readers[bid].discard(j)
+        for bid in new - old:
+            self.readers.setdefault(bid, set()).add(j)
 
 
 def redirect_relu_masks(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Kernel]:
@@ -61,7 +85,7 @@ def redirect_relu_masks(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
     layout."""
     out = list(kernels)
     reads = [set(k.reads()) for k in out]
-    writes = [set(k.writes()) for k in out]
+    index = _Index(reads, [k.writes() for k in out])
     for i, k in enumerate(kernels):
         if not isinstance(k, ir.Elementwise):
             continue
@@ -72,5 +96,5 @@ def redirect_relu_masks(kernels: list[ir.Kernel], temps: set[int]) -> list[ir.Ke
                 if (not r.accumulate and isinstance(r.value, ir.Apply) and r.value.op == "relu"
                         and r.value.args[0] == z.value and r.access.strides == z.access.strides
                         and r.access.offset == z.access.offset):
-                    _redirect(out, reads, writes, i, z.access, r.access)
+                    _redirect(out, reads, index, i, z.access, r.access)
     return out
