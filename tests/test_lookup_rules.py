@@ -99,3 +99,20 @@ def test_unused_rows_get_zero_gradient():
     ids = np.array([0, 1, 1, 0] * 5)
     grads = f(ids)[1]
     assert np.all(grads[2:] == 0) and np.any(grads[:2] != 0)
+
+
+def test_a_table_whose_rows_are_known_only_at_call_time_is_left_alone():
+    """Whether the rules pay depends on the table's rows: where they are a call-time size
+    (a table concatenated from a placeholder), the graph stays as it is and computes the
+    same numbers, instead of the rule asking the size for a number (a TypeError)."""
+    rng = np.random.default_rng(3)
+    extra = gc.placeholder((None, D), name="extra")
+    table = gc.concatenate([gc.constant(rng.normal(size=(1, D))), extra], axis=0)
+    w = gc.parameter(rng.normal(size=(D, K)), name="W")
+    ids = gc.placeholder((4,), "int64", name="ids")
+    loss = gc.sum(gc.tanh(gc.take(table, ids, axis=0) @ w))
+    f = gc.function([extra, ids], [loss] + gc.grad(loss, [w]))
+    plain = gc.function([extra, ids], [loss] + gc.grad(loss, [w]), optimize=False)
+    ev, iv = rng.normal(size=(3, D)), np.array([0, 3, 1, 3])
+    for got, want in zip(f(ev, iv), plain(ev, iv)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)

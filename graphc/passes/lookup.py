@@ -18,6 +18,7 @@ import math
 
 from graphc.node import Node, building_for
 from graphc.ops.leaves import scalar_constant
+from graphc.sizes import Dim
 from graphc.ops.registry import make
 from graphc.passes.patterns import Op, Var
 from graphc.passes.rewrite import Rule, rule
@@ -37,9 +38,12 @@ def _rows_lookup(x: Node) -> tuple[Node, Node] | None:
     return table, ids
 
 
-def _pays(rows: int, lookups: int, inner: int) -> bool:
+def _pays(rows: Dim, lookups: Dim, inner: Dim) -> bool:
     """A product over `rows` table rows and a copy of `lookups` rows against a product over
-    `lookups` rows (per output column, `inner` multiply-adds a row)."""
+    `lookups` rows (per output column, `inner` multiply-adds a row). A size known only at
+    call time: it cannot be told, and the graph stays as it is."""
+    if not (isinstance(rows, int) and isinstance(lookups, int) and isinstance(inner, int)):
+        return False
     return rows * inner + lookups < lookups * inner / 2
 
 
