@@ -1,7 +1,8 @@
 """What the per-kernel disk cache saves when a program follows another in the same cache
 folder, each in a fresh process: W5 then W6 (a CNN then a ResNet: different GEMMs, one
 dtype), an 8-layer MLP step then a 9-layer one (benchmarks/bench_resnet.py), or any
-sequence of models. For each program: wall seconds and CPU seconds (this process and its
+sequence of models (W5, W6, W6@B: W6 specialized to batch B, mlpN or mlpN:W: N layers of
+width W). For each program: wall seconds and CPU seconds (this process and its
 compile processes) from building the graph to the end of its first call, and what was
 compiled ("kernels compiled", "library compiled": shared GEMM functions).
 Run: python benchmarks/bench_kernel_cache.py [--sequence W5,W6] [--rounds 3]
@@ -29,13 +30,16 @@ t0, c0 = time.perf_counter(), os.times()
 if model == "W5":
     params, x, y = bt.cnn_data()
     f = bt.graphc_cnn_step(params)
-elif model == "W6":
-    f = br.graphc_resnet_step(br.resnet_params())
-    x, y = br.resnet_data()
-else:  # mlpN
+elif model.startswith("W6"):  # W6 (symbolic batch), W6@B: specialized to batch B
+    batch = int(model[3:]) if "@" in model else None
+    f = br.graphc_resnet_step(br.resnet_params(), batch=batch)
+    x, y = br.resnet_data(batch or 64)
+else:  # mlpN, mlpN:W: depth N, width W (256)
+    depth, _, width = model[3:].partition(":")
     rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(64, 256)).astype(np.float32), rng.integers(0, 10, 64)
-    f = br.graphc_mlp_step(br.mlp_params(int(model[3:])))
+    w = int(width or 256)
+    x, y = rng.normal(size=(64, w)).astype(np.float32), rng.integers(0, 10, 64)
+    f = br.graphc_mlp_step(br.mlp_params(int(depth), w))
 f(x, y)
 t1, c1 = time.perf_counter(), os.times()
 cpu = sum(c1[i] - c0[i] for i in range(4))  # user, system; of children: user, system

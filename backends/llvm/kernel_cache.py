@@ -69,7 +69,7 @@ class Lookup:
         self._flags: dict[str, list[str]] = {}  # a unit's first function -> its flags
         self._keys: dict[str, str] = {}  # a function -> the key of the unit defining it
         self._batches: set[str] = set()  # those whose object was taken
-        self.library_loaded = 0  # shared GEMM functions found (counted once each)
+        self.library_loaded = 0  # shared GEMM functions found for the units found
 
     def find(self, key: str, functions: list[str]) -> list[str] | None:
         """The thread flags of the unit under `key`, whose code is now among `objects`
@@ -98,11 +98,9 @@ class Lookup:
         if not (isinstance(library, list) and all(
                 isinstance(p, list) and len(p) == 2 and _names(p) for p in library)):
             return False
-        for key, name in library:
-            known = name in self.defined
-            if self.find(key, [name]) is None:
-                return False
-            self.library_loaded += not known
+        if any(self.find(key, [name]) is None for key, name in library):
+            return False
+        self.library_loaded += len(library)
         return True
 
     def flags(self, functions: list[str]) -> list[str] | None:
