@@ -107,7 +107,8 @@ SPLIT_MIN_COST = 24
 @dataclass(frozen=True)
 class Unit:
     """Distinct kernels compiled to one object (cached as one entry): one kernel, or the
-    packed GEMMs of one dtype (they share their micro-kernel and packing code). `members`:
+    packed GEMMs of one dtype (they share their micro-kernel and packing code, compiled
+    and cached apart: Unit.library). `members`:
     the index of the first kernel of each signature; `text`: the signatures, what the
     unit's code depends on; `name` its digest."""
 
@@ -115,9 +116,10 @@ class Unit:
     text: str
     name: str
     cost: int
-    # built in a module of its own (codegen.batches): packed GEMMs (their shared functions
-    # may be another program's GEMM unit's too), or code that links against symbols only
-    # some processes define (MPI's: a batch holding it could not be loaded elsewhere)
+    # built in a module of its own (codegen.batches): packed GEMMs (one writing makes their
+    # drivers' module and their shared functions': gemm_library.py), or code that links
+    # against symbols only some processes define (MPI's: a batch holding it could not be
+    # loaded elsewhere)
     alone: bool = False
     # written as explicit vector loops (vector_loop.py): compiled with the light pipeline,
     # in modules of such units only
