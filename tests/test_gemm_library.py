@@ -184,3 +184,23 @@ def test_a_unit_needing_a_missing_shared_function_is_a_miss(tmp_path):
     meta = json.loads((tmp_path / "unit.gco").read_bytes().split(b"\n")[1])["meta"] \
         if (tmp_path / "unit.gco").exists() else None
     assert meta is None or meta["library"] == [["libkey", "gemm_x"]]
+
+
+def test_shared_functions_that_cannot_be_linked_are_compiled_again(monkeypatch, tmp_path):
+    """Where what the builders found cannot be taken as it was found (a name under two
+    keys), the schedule is compiled again without reading the cache, and runs right."""
+    from graphc.backends.llvm import processes
+    _checked(40, tmp_path)
+    link, calls = processes._link_library, []
+
+    def conflicting(found, needed, compiled, obj):
+        if needed:  # (a GEMM unit's module)
+            calls.append(len(compiled))
+            if len(calls) == 1:
+                raise processes._Conflict
+        return link(found, needed, compiled, obj)
+
+    monkeypatch.setattr(processes, "_link_library", conflicting)
+    f, _ = _checked(48, tmp_path)  # (right results: checked)
+    assert calls[0] == 0  # found in the cache at first; then compiled, the cache unread
+    assert len(calls) == 2 and calls[1] == f.compile_times["library compiled"] > 0
