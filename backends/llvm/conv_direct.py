@@ -46,6 +46,9 @@ MAX_UNROLL = 64  # taps unrolled at most (the rest of the depth is a loop)
 # Threads from this many multiply-adds on (as the GEMMs: gemm.PARALLEL_MIN_MACS).
 PARALLEL_MIN_MACS = 64 * 64 * 64
 LINE = 64  # bytes in a cache line (what one prefetch brings)
+# Images from this size on are prefetched (half a 1 MB L2: W6's are 2-3.7 MB; W5's, 0.2-0.3
+# MB, stay in L2, where the prefetches would only cost instructions).
+PREFETCH_MIN_BYTES = 512 << 10
 
 
 def _c(v: int) -> ir.Constant:
@@ -118,6 +121,10 @@ class _Geometry:
         self.items = math.prod(self.batch)
         self.offsets = (int(k.a.offset), int(k.b.offset), int(k.out.offset))
         self.alpha, self.accumulate = float(k.alpha), bool(k.accumulate)
+        # the bytes of the image the kernel reads (from its first element to its last)
+        spans = list(zip(self.batch, self.b_batch)) + k_axes + n_axes
+        self.image_bytes = (1 + sum((d - 1) * abs(s) for d, s in spans if d > 0)) * (
+            4 if vl == 16 else 8)
 
 
 def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str) -> None:
@@ -167,8 +174,9 @@ class _Part:
         hi = b.sdiv(b.mul(b.add(t, _c(1)), _c(work)), nt)
         with counted_loop(b, b.sub(hi, lo), "w", unroll=False) as w:
             here = b.add(lo, w)
-            nxt = b.add(here, _c(1))
-            self._prefetch(b.select(b.icmp_signed("<", nxt, hi), nxt, here), b0)
+            if g.image_bytes >= PREFETCH_MIN_BYTES:
+                nxt = b.add(here, _c(1))
+                self._prefetch(b.select(b.icmp_signed("<", nxt, hi), nxt, here), b0)
             self._item(here, a0, b0, o0)
         b.ret_void()
 
