@@ -99,6 +99,8 @@ def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, t
     f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
                     backend_options={"cache_dir": None})
     assert f"gemm_dot_{np.dtype(dtype).name}_{code}" in f.source
+    part = re.search(r'define [^\n]*@"gemm_dot_[^"]*_part_rows[^"]*"\(.*?\n}', f.source, re.S)
+    assert part is not None and "llvm.prefetch.p0" in part.group(0)  # the next block's B
     xv, gv = rng.normal(size=xs).astype(dtype), rng.normal(size=y.shape).astype(dtype)
     pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = np.zeros(ws)

@@ -16,7 +16,10 @@ are contiguous, so the stores are whole). A stride-2 row reads two vectors of th
 and keeps every other lane.
 
 Threads share out the rows of output pixels of all batch items (images x output rows, per
-group), in contiguous ranges; each writes only its rows, so there is nothing to combine."""
+group), in contiguous ranges; each writes only its rows, so there is nothing to combine.
+Before a work item, the image lines the next one reads are prefetched: a work item reads
+every input channel's window rows (one channel a stride apart, which the hardware
+prefetcher does not follow), and W6's images (2-3.7 MB) do not stay in a core's L2."""
 from __future__ import annotations
 
 import math
@@ -42,10 +45,31 @@ MAX_NV = 3  # ... or up to this many where rows side by side fill them (24 regis
 MAX_UNROLL = 64  # taps unrolled at most (the rest of the depth is a loop)
 # Threads from this many multiply-adds on (as the GEMMs: gemm.PARALLEL_MIN_MACS).
 PARALLEL_MIN_MACS = 64 * 64 * 64
+LINE = 64  # bytes in a cache line (what one prefetch brings)
+# Images from this size on are prefetched (half a 1 MB L2: W6's are 2-3.7 MB; W5's, 0.2-0.3
+# MB, stay in L2, where the prefetches would only cost instructions).
+PREFETCH_MIN_BYTES = 512 << 10
 
 
 def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
+
+
+def _line_points(taps: list[int], span: int, line: int) -> list[int]:
+    """Offsets, one in each cache line of `line` elements (wherever the lines start), that
+    the spans [tap, tap + span) of the taps cover together."""
+    runs: list[list[int]] = []
+    for lo in sorted(taps):
+        if runs and lo <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], lo + span)
+        else:
+            runs.append([lo, lo + span])
+    points: list[int] = []
+    for lo, hi in runs:
+        points += list(range(lo, hi, line))
+        if (hi - 1 - lo) % line:
+            points.append(hi - 1)
+    return points
 
 
 def _offsets(axes: list[tuple[int, int]]) -> list[int]:
@@ -97,6 +121,10 @@ class _Geometry:
         self.items = math.prod(self.batch)
         self.offsets = (int(k.a.offset), int(k.b.offset), int(k.out.offset))
         self.alpha, self.accumulate = float(k.alpha), bool(k.accumulate)
+        # the bytes of the image the kernel reads (from its first element to its last)
+        spans = list(zip(self.batch, self.b_batch)) + k_axes + n_axes
+        self.image_bytes = (1 + sum((d - 1) * abs(s) for d, s in spans if d > 0)) * (
+            4 if vl == 16 else 8)
 
 
 def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str) -> None:
@@ -145,8 +173,41 @@ class _Part:
         lo = b.sdiv(b.mul(t, _c(work)), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), _c(work)), nt)
         with counted_loop(b, b.sub(hi, lo), "w", unroll=False) as w:
-            self._item(b.add(lo, w), a0, b0, o0)
+            here = b.add(lo, w)
+            if g.image_bytes >= PREFETCH_MIN_BYTES:
+                nxt = b.add(here, _c(1))
+                self._prefetch(b.select(b.icmp_signed("<", nxt, hi), nxt, here), b0)
+            self._item(here, a0, b0, o0)
         b.ret_void()
+
+    def _prefetch(self, w: ir.Value, b0: ir.Value) -> None:
+        """Asks for the image lines work item w reads (while this one computes): an image
+        the previous kernel did not leave in this core's cache otherwise costs a miss per
+        tap row and input channel at a time (the hardware prefetcher does not follow the
+        channels' stride)."""
+        b, g, et = self.b, self.g, self.et
+        item, first = b.udiv(w, _c(g.groups)), b.mul(b.urem(w, _c(g.groups)), _c(g.group))
+        (b_at,) = self._split(item, g.batch, (g.b_batch,))
+        starts = []
+        for j in range(g.group):
+            (at,) = self._split(b.add(first, _c(j)), [d for d, _ in g.row_axes],
+                                ([s for _, s in g.row_axes],))
+            starts.append(b.gep(b0, [b.add(b_at, at)], source_etype=et))
+        points = _line_points(g.taps, (g.row - 1) * g.step + 1,
+                              LINE // (4 if et == F32 else 8))
+        fn = self._intrinsic("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
+        # (a read, kept in every cache level, of data)
+        flags = [ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)]
+
+        def channel(off: ir.Value) -> None:
+            for start in starts:
+                for p in points:
+                    b.call(fn, [b.gep(start, [b.add(off, _c(p))], source_etype=et)] + flags)
+        if self.table is None:
+            channel(_c(g.outer[0]))
+        else:
+            with counted_loop(b, _c(len(g.outer)), "pf", unroll=False) as c:
+                channel(b.load(b.gep(self.table, [c], source_etype=I64), typ=I64))
 
     def _item(self, w: ir.Value, a0: ir.Value, b0: ir.Value, o0: ir.Value) -> None:
         """Work item w: (batch item, `group` consecutive rows of output pixels), all output

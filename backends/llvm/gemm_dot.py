@@ -23,6 +23,7 @@ from graphc.backends.llvm.scalar import F32, F64
 from graphc.backends.llvm.tables import constant_table
 
 I64 = ir.IntType(64)
+I32 = ir.IntType(32)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
@@ -300,6 +301,9 @@ class DotGemm:
                         range(RJ)]
                 b_cols = [b.gep(b_base, [b.load(b.gep(col_off, [j], source_etype=I64),
                                                 typ=I64)], source_etype=et) for j in cols]
+                # the next block's rows of B, while this one's multiply-adds run
+                self.prefetch_columns(b, b_base, col_off, row_off, r0, count, run,
+                                      b.add(jb, _c(1)), n)
                 with counted_loop(b, row_blocks, "ib") as ib:
                     rows_i = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m) for r in
                               range(RI)]
@@ -345,6 +349,39 @@ class DotGemm:
                     self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
         b.ret_void()
         return fn
+
+    def prefetch_columns(self, b: ir.IRBuilder, b_base: ir.Value, col_off: ir.Value,
+                         row_off: ir.Value, r0: ir.Value, count: ir.Value, run: ir.Value,
+                         jb: ir.Value, n: ir.Value, rj: int = RJ) -> None:
+        """Prefetches the rows r0 .. r0 + count of B's column block jb (a row's elements 0,
+        run - 1 and, for rows longer than a line, the line's length: every line a row of up
+        to two lines' elements touches), read next: W6's images (2-3.7 MB) do not stay in
+        a core's L2, and B's rows lie a table's offsets apart, which the hardware
+        prefetcher does not follow. A block past n prefetches the last columns again
+        (harmless)."""
+        fn = self.module.globals.get("llvm.prefetch.p0") or ir.Function(
+            self.module, ir.FunctionType(VOID, [PTR, I32, I32, I32]), "llvm.prefetch.p0")
+        # (a read, kept in every cache level, of data)
+        flags = [ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)]
+        last = b.sub(run, _c(1))
+        line = _c(64 // (4 if self.et == F32 else 8))
+        cols = [b.gep(b_base, [b.load(b.gep(col_off, [self._clamped(
+            b, b.add(b.mul(jb, _c(rj)), _c(c)), n)], source_etype=I64), typ=I64)],
+            source_etype=self.et) for c in range(rj)]
+
+        def rows(points: tuple) -> None:
+            with counted_loop(b, count, "pf", unroll=False) as q:
+                at = b.load(b.gep(row_off, [b.add(r0, q)], source_etype=I64), typ=I64)
+                for p in cols:
+                    row = b.gep(p, [at], source_etype=self.et)
+                    for at_row in points:
+                        b.call(fn, [b.gep(row, [at_row], source_etype=self.et)] + flags)
+        # (chosen once: a row of at most a line's elements touches at most two lines)
+        with b.if_else(b.icmp_signed(">", run, line)) as (longer, short):
+            with longer:
+                rows((_c(0), line, last))
+            with short:
+                rows((_c(0), last))
 
     def _add_tile(self, b: ir.IRBuilder, acc_slot: ir.Value, ib: ir.Value, jb: ir.Value,
                   m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type,
