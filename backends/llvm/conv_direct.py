@@ -30,10 +30,13 @@ from llvmlite import ir
 from graphc.backends.llvm import parallel
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
+from graphc.backends.llvm.size_values import as_value
 from graphc.backends.llvm.tables import constant_table
 from graphc.backends.llvm.threads import num_threads, openmp_available
 from graphc.backends.llvm.vector_consts import splat
+from graphc import sizes
 from graphc.schedule import ir as kir
+from graphc.sizes import Dim
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -81,30 +84,35 @@ def _offsets(axes: list[tuple[int, int]]) -> list[int]:
 
 
 class _Geometry:
-    """A direct convolution's sizes and strides, from its kir.Gemm (all ints)."""
+    """A direct convolution's sizes and strides, from its kir.Gemm: ints, but for the image
+    count (the first of n's sub-axes) where it is a call-time size, and with it the
+    output's strides and the work items' count (graphc.schedule.direct_conv.eligible)."""
 
     def __init__(self, k: kir.Gemm) -> None:
         assert k.b_split is not None
         nb = len(k.batch)
         self.batch = [int(d) for d in k.batch]
-        self.a_batch, self.b_batch, self.o_batch = (
-            [int(s) for s in acc.strides[:nb]] for acc in (k.a, k.b, k.out))
+        self.a_batch, self.b_batch = ([int(s) for s in acc.strides[:nb]] for acc in (k.a, k.b))
+        self.o_batch: list[Dim] = list(k.out.strides[:nb])
         self.m, self.depth = int(k.m), int(k.k)
         self.a_s0, self.a_s1 = int(k.a.strides[nb]), int(k.a.strides[nb + 1])
-        self.o_s0 = int(k.out.strides[nb])
+        self.o_s0: Dim = k.out.strides[nb]
         ks, ns = k.b_split
         strides = [int(s) for s in k.b.strides[nb:]]
         k_axes = list(zip((int(d) for d in ks), strides[:len(ks)]))
-        n_axes = list(zip((int(d) for d in ns), strides[len(ks):]))
+        n_axes: list[tuple[Dim, int]] = list(zip(ns, strides[len(ks):]))
         # the depth: unrolled taps (its trailing sub-axes) inside a loop over the rest
         cut = len(k_axes) - 1
         while cut > 0 and math.prod(d for d, _ in k_axes[cut - 1:]) <= MAX_UNROLL:
             cut -= 1
         self.taps = _offsets(k_axes[cut:])
         self.outer = _offsets(k_axes[:cut])
-        self.row, self.step = n_axes[-1]  # a row of output pixels, their stride in B
+        row, self.step = n_axes[-1]  # a row of output pixels, their stride in B
+        self.row = int(row)
         self.row_axes = n_axes[:-1]  # images x output rows (B's strides)
-        self.rows = math.prod(d for d, _ in self.row_axes)
+        self.rows: Dim = math.prod((d for d, _ in self.row_axes), start=1)
+        # (the rows of the images known now: a call-time image count multiplies them)
+        fixed = math.prod(d for d, _ in self.row_axes if isinstance(d, int))
         # rows no longer than MAX_NV vectors may go side by side, `group` of them a work
         # item over `vectors` vectors, a row's end and the next one's start sharing a
         # vector, where whole groups fill the rows and that fills more lanes (W5's first
@@ -115,16 +123,29 @@ class _Geometry:
             def use(gv: tuple[int, int]) -> tuple[float, int]:
                 return gv[0] * self.row / (gv[1] * vl), gv[1]  # (ties: more vectors)
             fits = [(n, -(-n * self.row // vl)) for n in range(1, MAX_NV * vl + 1)
-                    if self.rows % n == 0 and n * self.row <= MAX_NV * vl]
+                    if fixed % n == 0 and n * self.row <= MAX_NV * vl]
             self.group, self.vectors = max(fits, key=use)
-        self.groups = self.rows // self.group
+        groups = sizes.exact_quotient(self.rows, self.group)
+        assert groups is not None  # (the group divides the rows of one image)
+        self.groups: Dim = groups
         self.items = math.prod(self.batch)
         self.offsets = (int(k.a.offset), int(k.b.offset), int(k.out.offset))
         self.alpha, self.accumulate = float(k.alpha), bool(k.accumulate)
-        # the bytes of the image the kernel reads (from its first element to its last)
+        # the bytes of the image the kernel reads (from its first element to its last; at
+        # the representative binding where the image count is a call-time size)
         spans = list(zip(self.batch, self.b_batch)) + k_axes + n_axes
-        self.image_bytes = (1 + sum((d - 1) * abs(s) for d, s in spans if d > 0)) * (
-            4 if vl == 16 else 8)
+        self.image_bytes = (1 + sum((sizes.hint(d) - 1) * abs(s) for d, s in spans
+                                    if sizes.hint(d) > 0)) * (4 if vl == 16 else 8)
+
+    def work(self) -> Dim:
+        """Work items: batch items times groups of rows."""
+        return self.items * self.groups
+
+    def dynamic(self) -> list[Dim]:
+        """The call-time values the thread parts take from their arguments (after the
+        three operands): the work items' count, the output's row stride, its batch
+        strides (ints where they are known: then constants in the code)."""
+        return [self.work(), self.o_s0, *self.o_batch]
 
 
 def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str) -> None:
@@ -133,15 +154,19 @@ def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str
     g = _Geometry(k)
     et = F32 if np.dtype(k.dtype) == np.float32 else F64
     entry = b.function.entry_basic_block
+    dynamic = g.dynamic()
     with b.goto_block(entry):
         b.position_at_start(entry)
-        args = b.alloca(PTR, size=3)
+        args = b.alloca(PTR, size=3 + len(dynamic))
     for i, (acc, off) in enumerate(zip((k.a, k.b, k.out), g.offsets)):
         b.store(b.gep(bases[acc.buffer], [_c(off)], source_etype=et),
                 b.gep(args, [_c(i)], source_etype=PTR))
+    for i, d in enumerate(dynamic):  # (call-time sizes: read by the parts from here)
+        if not isinstance(d, int):
+            b.store(b.inttoptr(as_value(b, d), PTR), b.gep(args, [_c(3 + i)], source_etype=PTR))
     part = _Part(module, g, et, f"{name}_direct").function
-    work = g.items * g.groups
-    macs = g.m * g.depth * g.row * g.items * g.rows
+    work = sizes.hint(g.work())
+    macs = g.m * g.depth * g.row * g.items * sizes.hint(g.rows)
     threads = min(num_threads(), work)
     if threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available():
         parallel.emit_team_call(module, b, args, part, threads, f"{name}_direct")
@@ -167,11 +192,17 @@ class _Part:
         args, t, nt = fn.args
         a0, b0, o0 = (b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR)
                       for i in range(3))
+        # call-time values from the arguments, known ones as constants
+        work, self.o_s0, *self.o_batch = (
+            _c(d) if isinstance(d, int) else
+            b.ptrtoint(b.load(b.gep(args, [_c(3 + i)], source_etype=PTR), typ=PTR), I64)
+            for i, d in enumerate(g.dynamic()))
+        self.groups = _c(g.groups) if isinstance(g.groups, int) else \
+            b.sdiv(work, _c(g.items))
         self.table = constant_table(self.module, f"{name}_outer", g.outer) \
             if len(g.outer) > 1 else None
-        work = g.items * g.groups
-        lo = b.sdiv(b.mul(t, _c(work)), nt)
-        hi = b.sdiv(b.mul(b.add(t, _c(1)), _c(work)), nt)
+        lo = b.sdiv(b.mul(t, work), nt)
+        hi = b.sdiv(b.mul(b.add(t, _c(1)), work), nt)
         with counted_loop(b, b.sub(hi, lo), "w", unroll=False) as w:
             here = b.add(lo, w)
             if g.image_bytes >= PREFETCH_MIN_BYTES:
@@ -186,7 +217,7 @@ class _Part:
         tap row and input channel at a time (the hardware prefetcher does not follow the
         channels' stride)."""
         b, g, et = self.b, self.g, self.et
-        item, first = b.udiv(w, _c(g.groups)), b.mul(b.urem(w, _c(g.groups)), _c(g.group))
+        item, first = b.udiv(w, self.groups), b.mul(b.urem(w, self.groups), _c(g.group))
         (b_at,) = self._split(item, g.batch, (g.b_batch,))
         starts = []
         for j in range(g.group):
@@ -213,8 +244,8 @@ class _Part:
         """Work item w: (batch item, `group` consecutive rows of output pixels), all output
         channels."""
         b, g, et = self.b, self.g, self.et
-        item, first = b.udiv(w, _c(g.groups)), b.mul(b.urem(w, _c(g.groups)), _c(g.group))
-        a_at, b_at, o_at = self._split(item, g.batch, (g.a_batch, g.b_batch, g.o_batch))
+        item, first = b.udiv(w, self.groups), b.mul(b.urem(w, self.groups), _c(g.group))
+        a_at, b_at, o_at = self._split(item, g.batch, (g.a_batch, g.b_batch, self.o_batch))
         a_ptr = b.gep(a0, [a_at], source_etype=et)
         o_ptr = b.gep(o0, [b.add(o_at, b.mul(first, _c(g.row)))], source_etype=et)
 
@@ -270,17 +301,21 @@ class _Part:
         if g.m % MR:
             tiles(g.m % MR, _c(g.m - g.m % MR))
 
-    def _split(self, index: ir.Value, sizes: list[int], strides: tuple[list[int], ...]
+    def _split(self, index: ir.Value, sizes: list, strides: tuple[list, ...]
                ) -> list[ir.Value]:
-        """For each list of strides, the offset of `index` decomposed over `sizes`
-        (row-major)."""
+        """For each list of strides (ints, or values read at run time), the offset of
+        `index` decomposed over `sizes` (row-major; the first size is never read: an
+        index lies below their product, so what is left is the first digit, and it may be
+        a call-time image count)."""
         b = self.b
         totals: list[ir.Value] = [_c(0) for _ in strides]
         x = index
         for axis in reversed(range(len(sizes))):
-            digit = b.urem(x, _c(sizes[axis]))
-            x = b.udiv(x, _c(sizes[axis]))
-            totals = [b.add(tot, b.mul(digit, _c(s[axis]))) for tot, s in zip(totals, strides)]
+            digit = x if axis == 0 else b.urem(x, _c(sizes[axis]))
+            if axis:
+                x = b.udiv(x, _c(sizes[axis]))
+            totals = [b.add(tot, b.mul(digit, s[axis] if isinstance(s[axis], ir.Value)
+                                       else _c(s[axis]))) for tot, s in zip(totals, strides)]
         return totals
 
     # -- one tile: `rows` output channels from r0, by vectors of output pixels -------------
@@ -301,11 +336,11 @@ class _Part:
                 off = b.load(b.gep(self.table, [c], source_etype=I64), typ=I64)
                 a_c = b.gep(row_a, [b.mul(c, _c(len(g.taps) * g.a_s1))], source_etype=et)
                 self._taps(rows, segs, a_c, off)
-        out = b.gep(o_ptr, [b.mul(r0, _c(g.o_s0))], source_etype=et)
+        out = b.gep(o_ptr, [b.mul(r0, self.o_s0)], source_etype=et)
         for r in range(rows):
             for v, vec in enumerate(segs):
                 n = vec[-1][2]
-                at = b.gep(out, [_c(r * g.o_s0 + v * spacing)], source_etype=et)
+                at = b.gep(out, [b.add(b.mul(_c(r), self.o_s0), _c(v * spacing))], source_etype=et)
                 value = b.load(self._slot(r * nv + v), typ=vt)
                 if g.alpha != 1.0:
                     value = b.fmul(value, self._splat(ir.Constant(et, g.alpha)))

@@ -114,6 +114,11 @@ def symbolic(k: kir.Gemm) -> bool:
                + (k.a.offset, k.b.offset, k.out.offset))
 
 
+def _dot(k: kir.Gemm) -> bool:
+    """Whether a packed GEMM is computed as dot products (gemm_dot.py)."""
+    return packed(k) and gemm_dot.suitable(_Spec.of(k))
+
+
 def _team(k: kir.Gemm, spec: "_Spec") -> int:
     threads = num_threads()
     macs = hint(k.m) * hint(k.n) * hint(k.k) * hint(spec.nbatch)
@@ -134,6 +139,9 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: LazyBases, k: kir
         spec = _Spec.of(k)
         threads = _team(k, spec)
         if symbolic(k):
+            if gemm_dot.suitable(spec):  # (a weight gradient over a call-time batch)
+                gemm_dot.DotGemm(writer.module, spec, threads, fn.name).emit(b, bases)
+                return
             gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
                                runtime=True)
             gemm.desc = runtime_descriptor_pointer(b)
@@ -160,7 +168,9 @@ class RuntimeGemm:
         if k is None:  # (restored)
             return
         with representative(representative_binding):
-            self.packed = symbolic(k) and packed(k)
+            # (a direct convolution, or a dot-product GEMM, takes its sizes from its
+            # kernel's size values: no descriptor)
+            self.packed = symbolic(k) and packed(k) and not k.direct and not _dot(k)
             if self.packed:
                 self.spec = _Spec.of(k)
                 self.params = PARAMS[np.dtype(k.dtype).name]

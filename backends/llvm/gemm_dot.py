@@ -20,7 +20,9 @@ from graphc.backends.llvm import parallel
 from graphc.backends.llvm.gemm_dot_pairs import paired, part_pairs
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
+from graphc.backends.llvm.size_values import as_value
 from graphc.backends.llvm.tables import constant_table
+from graphc.sizes import exact_quotient, hint
 
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)
@@ -42,16 +44,32 @@ MIN_RUN = 8  # an implicit B's shortest run along the depth (graphc.schedule.imp
 def suitable(spec) -> bool:
     """Whether a canonical GEMM (gemm._Spec) takes this path: one batch item, A's rows and
     B's columns contiguous along the depth (an implicit B: in runs, its depth's last
-    sub-axis), and a depth that dwarfs the output."""
+    sub-axis), and a depth that dwarfs the output. An implicit B's depth may run over a
+    call-time image count (its first sub-axis; then the depth and A's row stride are
+    call-time sizes, judged at the representative binding)."""
     if spec.b_sub is None:
+        if not all(isinstance(v, int) for v in spec.flat()):
+            return False
         along = spec.b.s0 == 1
     else:  # (the same rule as the scheduler's: graphc.schedule.implicit.deep)
         run, stride = spec.b_sub[0][-1]
-        along = stride == 1 and run >= MIN_RUN and all(isinstance(v, int) for v in spec.flat())
+        along = stride == 1 and isinstance(run, int) and run >= MIN_RUN and _known(spec)
+    k = hint(spec.k)
     return (along and spec.nbatch == 1 and spec.a.s1 == 1
-            and spec.k >= MIN_DEPTH
-            and spec.k >= DEPTH_RATIO * max(spec.m, spec.n)
+            and k >= MIN_DEPTH
+            and k >= DEPTH_RATIO * max(spec.m, spec.n)
             and spec.m * spec.n <= MAX_OUTPUTS)
+
+
+def _known(spec) -> bool:
+    """Whether an implicit B's GEMM has every size and stride as an int but for those a
+    call-time image count gives (the depth's first sub-axis, the depth, A's strides)."""
+    k_axes, n_axes = spec.b_sub
+    fixed = [spec.m, spec.n, *spec.batch, spec.a.s1, spec.a.offset, *spec.b.batch,
+             spec.b.offset, *spec.c.batch, spec.c.s0, spec.c.s1, spec.c.offset,
+             k_axes[0][1], *(v for ax in k_axes[1:] for v in ax),
+             *(v for ax in n_axes for v in ax)]
+    return all(isinstance(v, int) for v in fixed)
 
 
 def _offsets(axes) -> list[int]:
@@ -67,8 +85,10 @@ def _c(v: int) -> ir.Constant:
 
 
 # The descriptor each GEMM passes to the shared functions (i64 values).
+# An implicit B's depth rows are images of `image_rows` rows each, `image_stride` apart in
+# B, a row's offset within its image from the row table (one image: all the rows, 0).
 FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
-          "accumulate", "run", "rows", "chunk_rows")
+          "accumulate", "run", "rows", "chunk_rows", "image_rows", "image_stride")
 
 
 class DotGemm:
@@ -92,20 +112,30 @@ class DotGemm:
         # of `run` elements contiguous in B (and in A), each row's and each column's
         # offset in B a table of constants.
         self.tables: tuple[ir.GlobalVariable, ir.GlobalVariable] | None = None
-        run = rows = 0
+        run = image_rows = image_stride = 0
+        rows: object = 0
         if spec.b_sub is not None:
             k_axes, n_axes = spec.b_sub
             run = k_axes[-1][0]
+            if not isinstance(k_axes[0][0], int):  # images known at call time: the table
+                image_stride = k_axes[0][1]          # holds one image's rows
+                k_axes = k_axes[1:]
             row_offsets, col_offsets = _offsets(k_axes[:-1]), _offsets(n_axes)
-            rows = len(row_offsets)
+            image_rows = len(row_offsets)
+            rows = exact_quotient(spec.k, run)  # (a call-time size where the images are)
+            assert rows is not None
             self.tables = (constant_table(module, f"{name}_dot_rows", row_offsets),
                            constant_table(module, f"{name}_dot_cols", col_offsets))
-        values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
-                      c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads, alpha_bits=alpha,
-                      accumulate=int(spec.accumulate), run=run, rows=rows,
-                      chunk_rows=max(1, CHUNK // max(run, 1)))
-        self.run, self.rows = run, rows
-        self.desc = constant_table(module, f"{name}_dot_desc", [values[f] for f in FIELDS])
+        self.values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
+                           c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads,
+                           alpha_bits=alpha, accumulate=int(spec.accumulate), run=run,
+                           rows=rows, chunk_rows=max(1, CHUNK // max(run, 1)),
+                           image_rows=image_rows, image_stride=image_stride)
+        self.run, self.image_rows = run, image_rows
+        self.desc: ir.Value | None = None
+        if all(isinstance(v, int) for v in self.values.values()):
+            self.desc = constant_table(module, f"{name}_dot_desc",
+                                       [self.values[f] for f in FIELDS])
 
     # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
     def emit(self, b: ir.IRBuilder, bases: dict) -> None:
@@ -115,14 +145,20 @@ class DotGemm:
         with b.goto_block(entry):
             b.position_at_start(entry)
             args = b.alloca(PTR, size=4 + len(extra))
+            desc = self.desc
+            if desc is None:  # call-time sizes: the descriptor written at each call
+                desc = b.alloca(I64, size=len(FIELDS))
+        if self.desc is None:
+            for i, f in enumerate(FIELDS):
+                b.store(as_value(b, self.values[f]), b.gep(desc, [_c(i)], source_etype=I64))
         a0 = b.gep(bases[s.a.buffer], [_c(s.a.offset)], source_etype=self.et)
         b0 = b.gep(bases[s.b.buffer], [_c(s.b.offset)], source_etype=self.et)
         # (globals reach the shared functions as arguments: pointers typed as data)
-        for i, value in enumerate([a0, b0, self.partials, self.desc] + extra):
+        for i, value in enumerate([a0, b0, self.partials, desc] + extra):
             b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
         if self.tables is None:
             part = self._part()
-        elif paired(self.run, self.rows, self.vl):
+        elif paired(self.run, self.image_rows, self.vl):
             part = part_pairs(self, self.run)
         else:
             part = self._part_rows(self._short_rows())
@@ -132,7 +168,7 @@ class DotGemm:
         else:
             b.call(part, [args, _c(0), _c(1)])
         c0 = b.gep(bases[s.c.buffer], [_c(s.c.offset)], source_etype=self.et)
-        b.call(self._finish(), [c0, self.partials, self.desc])
+        b.call(self._finish(), [c0, self.partials, desc])
 
     @staticmethod
     def _fields(b: ir.IRBuilder, desc: ir.Value) -> dict:
@@ -273,7 +309,6 @@ class DotGemm:
         lo = b.sdiv(b.mul(t, rows), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), rows), nt)
         chunk_rows = d["chunk_rows"]
-        chunks = b.sdiv(b.add(b.sub(hi, lo), b.sub(chunk_rows, _c(1))), chunk_rows)
         full = b.sdiv(run, _c(vl))
         tail_at = b.mul(full, _c(vl))
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
@@ -292,17 +327,14 @@ class DotGemm:
 
         accumulate = functools.partial(self.accumulate, b, fma, acc_slot)
 
-        with counted_loop(b, chunks, "ch") as ch:
-            r0 = b.add(lo, b.mul(ch, chunk_rows))
-            left = b.sub(hi, r0)
-            count = b.select(b.icmp_signed("<", left, chunk_rows), left, chunk_rows)
+        def chunk(r0: ir.Value, count: ir.Value, b_img: ir.Value, tab: ir.Value) -> None:
             with counted_loop(b, col_blocks, "jb") as jb:
                 cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in
                         range(RJ)]
-                b_cols = [b.gep(b_base, [b.load(b.gep(col_off, [j], source_etype=I64),
-                                                typ=I64)], source_etype=et) for j in cols]
+                b_cols = [b.gep(b_img, [b.load(b.gep(col_off, [j], source_etype=I64),
+                                               typ=I64)], source_etype=et) for j in cols]
                 # the next block's rows of B, while this one's multiply-adds run
-                self.prefetch_columns(b, b_base, col_off, row_off, r0, count, run,
+                self.prefetch_columns(b, b_img, col_off, tab, _c(0), count, run,
                                       b.add(jb, _c(1)), n)
                 with counted_loop(b, row_blocks, "ib") as ib:
                     rows_i = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m) for r in
@@ -314,7 +346,7 @@ class DotGemm:
                     def rows_loop(row_body) -> None:
                         with counted_loop(b, count, "rr") as rr:
                             row = b.add(r0, rr)
-                            b_at = b.load(b.gep(row_off, [row], source_etype=I64), typ=I64)
+                            b_at = b.load(b.gep(tab, [rr], source_etype=I64), typ=I64)
                             a_at = b.mul(row, run)
                             row_body([b.gep(p, [a_at], source_etype=et) for p in a_rows],
                                      [b.gep(p, [b_at], source_etype=et) for p in b_cols])
@@ -347,8 +379,34 @@ class DotGemm:
                     else:
                         rows_loop(any_row)
                     self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
+        self.image_chunks(b, d, lo, hi, chunk_rows, d["image_rows"], b_base, row_off, chunk)
         b.ret_void()
         return fn
+
+    def image_chunks(self, b: ir.IRBuilder, d: dict, lo: ir.Value, hi: ir.Value,
+                     size: ir.Value, per_image: ir.Value, b_base: ir.Value,
+                     row_off: ir.Value, chunk, unit: int = 1) -> None:
+        """chunk(u0, count, b_img, tab) for the units (rows, or pairs of rows: `unit` rows
+        each) lo .. hi in chunks of at most `size` that never cross an image
+        (`per_image` units each; B's image at b_img, the chunk's rows' offsets in it from
+        tab[0...]). One image (a depth known when compiled): chunks as they fall."""
+        left = b.sub(hi, lo)
+        positive = b.select(b.icmp_signed(">", left, _c(0)), left, _c(0))
+        # (at most this many: each image the range touches may end one chunk early)
+        bound = b.add(b.add(b.sdiv(positive, size), b.sdiv(positive, per_image)), _c(2))
+        at = self._entry_alloca(b, I64, 1)
+        b.store(lo, at)
+        with counted_loop(b, bound, "ch", unroll=False):
+            u0 = b.load(at, typ=I64)
+            with b.if_then(b.icmp_signed("<", u0, hi)):
+                image = b.sdiv(u0, per_image)
+                first = b.sub(u0, b.mul(image, per_image))
+                count = self._smaller(b, self._smaller(b, size, b.sub(hi, u0)),
+                                      b.sub(per_image, first))
+                b_img = b.gep(b_base, [b.mul(image, d["image_stride"])], source_etype=self.et)
+                tab = b.gep(row_off, [b.mul(first, _c(unit))], source_etype=I64)
+                chunk(u0, count, b_img, tab)
+                b.store(b.add(u0, count), at)
 
     def prefetch_columns(self, b: ir.IRBuilder, b_base: ir.Value, col_off: ir.Value,
                          row_off: ir.Value, r0: ir.Value, count: ir.Value, run: ir.Value,

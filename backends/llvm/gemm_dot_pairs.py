@@ -76,7 +76,6 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
     hi = b.sdiv(b.mul(b.add(t, _c(1)), pairs), nt)
     chunk = b.sdiv(d["chunk_rows"], _c(2))
     chunk = b.select(b.icmp_signed("<", chunk, _c(1)), _c(1), chunk)
-    chunks = b.sdiv(b.add(b.sub(hi, lo), b.sub(chunk, _c(1))), chunk)
     zero_v = ir.Constant(vt, None)
     col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
     row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
@@ -95,13 +94,10 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
         upper = b.load(second, typ=half_t, align=4)
         return b.shuffle_vector(lower, upper, both)
 
-    with counted_loop(b, chunks, "ch") as ch:
-        p0 = b.add(lo, b.mul(ch, chunk))
-        left = b.sub(hi, p0)
-        count = b.select(b.icmp_signed("<", left, chunk), left, chunk)
+    def pairs_chunk(p0: ir.Value, count: ir.Value, b_img: ir.Value, tab: ir.Value) -> None:
         with counted_loop(b, col_blocks, "jb") as jb:
             cols = [dot._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in range(RJ)]
-            b_cols = [b.gep(b_base, [b.load(b.gep(col_off, [j], source_etype=I64), typ=I64)],
+            b_cols = [b.gep(b_img, [b.load(b.gep(col_off, [j], source_etype=I64), typ=I64)],
                             source_etype=et) for j in cols]
             with counted_loop(b, row_blocks, "ib") as ib:
                 rows_i = [dot._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m)
@@ -112,8 +108,9 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
                     b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
                 with counted_loop(b, count, "pp") as pp:
                     row = b.mul(b.add(p0, pp), _c(2))
-                    at0 = b.load(b.gep(row_off, [row], source_etype=I64), typ=I64)
-                    at1 = b.load(b.gep(row_off, [b.add(row, _c(1))], source_etype=I64),
+                    here = b.mul(pp, _c(2))  # (the pair's first row in the chunk's table)
+                    at0 = b.load(b.gep(tab, [here], source_etype=I64), typ=I64)
+                    at1 = b.load(b.gep(tab, [b.add(here, _c(1))], source_etype=I64),
                                  typ=I64)
                     a_here = [b.gep(p, [b.mul(row, _c(run))], source_etype=et)
                               for p in a_rows]  # (A: the pair's 2*run elements in a row)
@@ -128,5 +125,7 @@ def part_pairs(dot: DotGemm, run: int) -> ir.Function:
                         accumulate([load(p, run + half + v * vl) for p in a_here],
                                    [load(p, half + v * vl) for p in second])
                 dot._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et, RI, RJ)
+    dot.image_chunks(b, d, lo, hi, chunk, b.sdiv(d["image_rows"], _c(2)), b_base, row_off,
+                     pairs_chunk, unit=2)
     b.ret_void()
     return fn

@@ -48,7 +48,6 @@ def _forwarded(maker: ir.Elementwise, copy: ir.Elementwise) -> ir.Elementwise | 
     load, out = found
     stores = [s for s in maker.stores if s.access.buffer == load.access.buffer]
     if len(stores) != 1 or stores[0].accumulate or stores[0].value.dtype != load.dtype \
-            or any(not isinstance(d, int) for d in maker.shape + copy.shape) \
             or any(s == 0 and d != 1 for d, s in zip(maker.shape, stores[0].access.strides)):
         return None  # (each index its own element: the copy reads what one index wrote)
     mapping = _axis_map(maker.shape, stores[0].access, copy.shape, load.access)

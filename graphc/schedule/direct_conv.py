@@ -40,9 +40,13 @@ def direct_rows(k: int, n_axes: tuple[tuple[int, int], ...], depth: int,
     """Whether a product of depth `k` whose B's columns are the (size, stride) sub-axes
     `n_axes` (the last: a row of output pixels) is shallow enough, and its rows fit, for
     a direct convolution under the threshold `depth` and pixels at most `max_stride` apart
-    (then the scheduler reads its B in place even where the rows are strided or short)."""
+    (then the scheduler reads its B in place even where the rows are strided or short).
+    The depth and the row must be ints; the first sub-axis (the image index) may be a
+    call-time size: rows side by side are then grouped within an image."""
     size, stride = n_axes[-1]
-    rows = math.prod(d for d, _ in n_axes[:-1])
+    if not (isinstance(k, int) and isinstance(size, int) and isinstance(stride, int)):
+        return False
+    rows = math.prod(d for d, _ in n_axes[:-1] if isinstance(d, int))
     per = LANES // size if 0 < size and stride == 1 else 1
     if per > 1 and rows % per == 0:  # short rows side by side in a vector
         use = per * size / LANES
@@ -53,15 +57,17 @@ def direct_rows(k: int, n_axes: tuple[tuple[int, int], ...], depth: int,
 
 
 def eligible(k: ir.Gemm, depth: int, max_stride: int = 1) -> bool:
-    """Whether `k` may be computed directly: an implicit GEMM of known sizes and depth at
-    most `depth`, a float dtype, its output's columns (the output pixels) contiguous and
-    its B's columns in rows of MIN_ROW or more pixels at most `max_stride` apart that fill
-    MIN_USE of their vectors' lanes."""
+    """Whether `k` may be computed directly: an implicit GEMM of depth at most `depth`, a
+    float dtype, its output's columns (the output pixels) contiguous and its B's columns
+    in rows of MIN_ROW or more pixels at most `max_stride` apart that fill MIN_USE of their
+    vectors' lanes. Sizes are ints, but for the image count (the first of n's sub-axes),
+    and with it n and the output's strides: the kernel takes those at run time."""
     if k.b_split is None or np.dtype(k.dtype).name not in ("float32", "float64"):
         return False
-    sizes = (k.m, k.n, k.k) + tuple(k.batch) + tuple(k.b_split[0]) + tuple(k.b_split[1])
-    strides = tuple(k.a.strides) + tuple(k.b.strides) + tuple(k.out.strides)
-    if not all(isinstance(v, int) for v in sizes + strides + (k.out.offset,)):
+    fixed = (k.m, k.k) + tuple(k.batch) + tuple(k.b_split[0]) + tuple(k.b_split[1][1:])
+    strides = tuple(k.a.strides) + tuple(k.b.strides) + (k.a.offset, k.b.offset,
+                                                         k.out.offset, k.out.strides[-1])
+    if not all(isinstance(v, int) for v in fixed + strides):
         return False
     n_axes = tuple(zip(k.b_split[1], k.b.strides[-len(k.b_split[1]):]))
     return k.out.strides[-1] == 1 and direct_rows(k.k, n_axes, depth, max_stride)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc import sizes as sz
 from graphc.node import Node
 from graphc.schedule import ir
 from graphc.schedule.direct_conv import direct_rows
 
 SubAxes = tuple[tuple[int, int], ...]  # (size, stride) pairs, row-major
+# (with call-time sizes a sub-axis's size may be a graphc.sizes.Size: only_images says where)
 
 # The most sub-axes a GEMM's k or n may be read through (ir.Gemm.b_split): a convolution
 # needs three (channels, kernel rows, kernel columns; images, output rows, output columns).
@@ -54,21 +56,47 @@ class Grouped:
 def group_axes(shape: tuple[int, ...], strides: tuple[int, ...],
                new_shape: tuple[int, ...]) -> tuple[SubAxes, ...] | None:
     """For a reshape of a strided view: each new axis as the run of old axes it merges
-    (size-1 axes dropped), or None where a new axis would split an old one."""
+    (size-1 axes dropped), or None where a new axis would split an old one. Sizes may be
+    symbols: an axis takes old axes while their product divides it for every binding."""
     old = [(d, s) for d, s in zip(shape, strides) if d != 1]
     groups: list[SubAxes] = []
     i = 0
     for size in new_shape:
+        if isinstance(size, int) and size == 0:
+            return None
         run: list[tuple[int, int]] = []
-        product = 1
-        while product < size and i < len(old):
+        product: object = 1
+        while product != size and i < len(old) and _divides(product, size):
             run.append(old[i])
-            product *= old[i][0]
+            product = sz.mul(product, old[i][0])  # type: ignore[arg-type]
             i += 1
         if product != size:
             return None
         groups.append(tuple(run))
     return tuple(groups) if i == len(old) else None
+
+
+def _divides(part: object, whole: object) -> bool:
+    """Whether `part` divides `whole` (ints: and is below it) for every binding."""
+    if isinstance(part, int) and isinstance(whole, int):
+        return part < whole
+    return sz.exact_quotient(whole, part) is not None  # type: ignore[arg-type]
+
+
+def only_images(g: "Grouped") -> bool:
+    """Whether the call-time sizes of columns `g` (a reshape of windows over a batch of
+    images whose size is known only at call time) are all in the image index: the first
+    sub-axis of its k or of its n, with every stride, offset and other size an int. Such
+    columns are read in place by a product whose per-image problem is static (the
+    targets' kernels take the image count at run time); any other call-time size keeps the
+    im2col buffer."""
+    if not isinstance(g.offset, int):
+        return False
+    for group in g.axes:
+        for j, (d, s) in enumerate(group):
+            if not isinstance(s, int) or not (isinstance(d, int) or j == 0):
+                return False
+    return all(isinstance(d, int) for d in g.shape[:-2])
 
 
 def reads_as_b(node: Node, users: dict[Node, list[Node]], outputs: set[Node]) -> bool:
@@ -122,8 +150,12 @@ DEEP_MIN_USE = 0.75
 
 
 def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
-    """Whether a product of one batch item reads an implicit B along its depth (above)."""
+    """Whether a product of one batch item reads an implicit B along its depth (above). A
+    call-time depth (images' pixels) is judged at the representative binding: speed only."""
     run, stride = k_axes[-1]
+    if not (isinstance(run, int) and isinstance(m, int) and isinstance(n, int)):
+        return False
+    k = sz.hint(k)
     use = run / (DEEP_LANES * -(-run // DEEP_LANES))
     if run % DEEP_LANES == DEEP_LANES // 2 and (k // max(run, 1)) % 2 == 0:
         use = 1.0  # read in pairs (above)
@@ -150,6 +182,8 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
         strides.append(group[0][1] if group else 0)
     k_axes, n_axes = g.axes[-2] or ((1, 0),), g.axes[-1] or ((1, 0),)
     if max(len(k_axes), len(n_axes)) > MAX_SUB_AXES:
+        return None
+    if not isinstance(n_axes[-1][0], int):
         return None
     if (n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN) and not direct_rows(
             g.shape[-2], n_axes, direct_depth, direct_stride):

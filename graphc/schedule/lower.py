@@ -32,7 +32,8 @@ from graphc.schedule.twin_stores import redirect_twin_reads
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
 from graphc.schedule.direct_conv import choose_direct
-from graphc.schedule.implicit import Grouped, b_operand, group_axes, reads_as_b, window_chain
+from graphc.schedule.implicit import (Grouped, b_operand, group_axes, only_images, reads_as_b,
+                                      window_chain)
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides, split_map)
@@ -576,15 +577,7 @@ class Lowering:
         x = node.inputs[0]
         if node.op != "reshape" or not reads_as_b(node, self.users, self.output_nodes):
             return None
-        if not all(isinstance(d, int) for d in _dims(node) + _dims(x)):
-            # (call-time sizes: the sub-axes' grouping needs numbers)
-            if self.policy.implicit_gemm_or_specialize and (
-                    isinstance(self.values[x], View)
-                    or window_chain(node, self.values) is not None):
-                from graphc.schedule.symbolic import IMPLICIT_GEMM, NotSymbolic
-                raise NotSymbolic(IMPLICIT_GEMM)
-            return None
-        if 0 in _dims(node) or 0 in _dims(x):
+        if any(isinstance(d, int) and d == 0 for d in _dims(node) + _dims(x)):
             return None
         v = self.values[x]
         if isinstance(v, View):
@@ -631,8 +624,15 @@ class Lowering:
         if not isinstance(v, View):
             return None
         axes = group_axes(v.shape, v.strides, _dims(node))
-        return None if axes is None else Grouped(v.buffer, _dims(node), axes, v.offset,
-                                                  v.dtype)
+        g = None if axes is None else Grouped(v.buffer, _dims(node), axes, v.offset, v.dtype)
+        # call-time sizes only in the image index: kernels take the image count at run time
+        if g is not None and (all_static(g.shape) or only_images(g)):
+            return g
+        if self.policy.implicit_gemm_or_specialize and not all_static(_dims(node)):
+            # (other call-time sizes: the grouping needs them as numbers)
+            from graphc.schedule.symbolic import IMPLICIT_GEMM, NotSymbolic
+            raise NotSymbolic(IMPLICIT_GEMM)
+        return None
 
     # reductions: the elementwise ops feeding them fuse into the body
     def _reduce(self, node: Node | _Keep, op: str, axes: tuple[int, ...], source: Value,
