@@ -15,6 +15,7 @@ import itertools
 
 from graphc.schedule import ir
 from graphc.schedule.twin_stores import same_value
+from graphc.sizes import Dim, hint
 
 # Ops a reader recomputes: a few cycles a vector, where reading the stored value back from
 # memory (these kernels are bound by memory) costs more.
@@ -27,21 +28,22 @@ SIBLING_NODES = 64  # the longest value in which sibling stores' values are look
 LARGE_SHARE = 4
 
 
-def _static(*values: object) -> bool:
-    return all(isinstance(v, int) for v in values)
+def _share(d: Dim) -> int:
+    """A size for judging shares: itself, or (known at call time only) its value in the
+    representative binding (graphc.sizes.hint): a choice of speed and memory only."""
+    return d if isinstance(d, int) else hint(d)
 
 
 def _cheap(value: ir.Expr) -> bool:
     """Few ops, all cheap, no iteration indices or guarded loads (they name the writer's
-    axes), every size and stride a number."""
+    axes). Sizes and strides may be known at call time only: they are carried over."""
     ops = 0
     for e in ir.postorder(value):
         if isinstance(e, ir.Apply):
             ops += 1
             if ops > MAX_OPS or e.op not in CHEAP_OPS:
                 return False
-        elif isinstance(e, ir.Index) or isinstance(e, ir.Load) and (
-                e.guard is not None or not _static(*e.access.strides, e.access.offset)):
+        elif isinstance(e, ir.Index) or isinstance(e, ir.Load) and e.guard is not None:
             return False
     return True
 
@@ -50,8 +52,8 @@ def _large(access: ir.Access, shape: ir.Shape) -> bool:
     """Whether a load touches a good share of the elements of the space it runs over."""
     touched = total = 1
     for d, s in zip(shape, access.strides):
-        total *= d
-        touched *= d if s else 1
+        total *= _share(d)
+        touched *= _share(d) if s != 0 else 1
     return touched * LARGE_SHARE >= total
 
 
@@ -60,12 +62,12 @@ def _axis_map(wshape: ir.Shape, written: ir.Access, rshape: ir.Shape, read: ir.A
     """For each axis of the reader's space, the writer's axis whose index it is (None: an
     axis of one, or one the read broadcasts along), when the read takes each element the
     writer stored at the writer's index so mapped; else None."""
-    if read.offset != written.offset or not _static(*rshape, *read.strides):
+    if read.offset != written.offset:
         return None
     mine = {b: (d, s) for b, (d, s) in enumerate(zip(wshape, written.strides)) if d != 1}
     mapping: list[int | None] = []
     for d, s in zip(rshape, read.strides):
-        if d == 1 or s == 0:
+        if (isinstance(d, int) and d == 1) or (isinstance(s, int) and s == 0):
             mapping.append(None)
             continue
         match = [b for b, ds in mine.items() if ds == (d, s)]
@@ -88,8 +90,8 @@ def _recomputed(k: ir.Kernel, store: ir.Store, wshape: ir.Shape) -> ir.Kernel | 
     """Reader k with every load of the store's buffer replaced by the store's expression,
     or None where some load is not an element-for-element read of it, or where k would
     load more activation-sized buffers than it does now."""
-    if not isinstance(k, (ir.Elementwise, ir.Reduce)) or not _static(*k.shape):
-        return None  # (a size known at call time only: no share of it can be judged)
+    if not isinstance(k, (ir.Elementwise, ir.Reduce)):
+        return None
     target = store.access.buffer
     large = {ld.access.buffer for body in k.bodies() for ld in ir.expr_loads(body)
              if _large(ld.access, k.shape)}
@@ -191,13 +193,12 @@ def recompute_cheap(kernels: list[ir.Kernel], temps: set[int],
             first_read.setdefault(bid, j)
     for i in range(len(out)):
         k = out[i]
-        if not isinstance(k, ir.Elementwise) or not _static(*k.shape):
+        if not isinstance(k, ir.Elementwise):
             continue
         for store in k.stores:  # (k as it stands: an earlier value may be recomputed in it)
             target = store.access.buffer
             if (store.accumulate or target not in temps or writers.get(target) != 1
                     or first_read.get(target, i + 1) <= i
-                    or not _static(*store.access.strides, store.access.offset)
                     or any(s == 0 and d != 1 for d, s in zip(k.shape, store.access.strides))):
                 continue
             value, siblings = _via_siblings(k, store, writers)
