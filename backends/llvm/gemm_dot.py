@@ -12,6 +12,7 @@ a parameter update folded into the GEMM)."""
 from __future__ import annotations
 
 import functools
+import math
 import struct
 
 from llvmlite import ir
@@ -117,11 +118,15 @@ class DotGemm:
         if spec.b_sub is not None:
             k_axes, n_axes = spec.b_sub
             run = k_axes[-1][0]
+            chunk_rows = max(1, CHUNK // max(run, 1))
+            images = 1
             if not isinstance(k_axes[0][0], int):  # images known at call time: the table
-                image_stride = k_axes[0][1]          # holds one image's rows
-                k_axes = k_axes[1:]
-            row_offsets, col_offsets = _offsets(k_axes[:-1]), _offsets(n_axes)
-            image_rows = len(row_offsets)
+                image_stride = k_axes[0][1]          # holds the rows of as many images as
+                k_axes = k_axes[1:]                  # a chunk from any row may reach
+                images = -(-chunk_rows // math.prod(d for d, _ in k_axes[:-1])) + 1
+            image_rows = math.prod(d for d, _ in k_axes[:-1])
+            row_offsets = _offsets([(images, image_stride)] + list(k_axes[:-1]))
+            col_offsets = _offsets(n_axes)
             rows = exact_quotient(spec.k, run)  # (a call-time size where the images are)
             assert rows is not None
             self.tables = (constant_table(module, f"{name}_dot_rows", row_offsets),
@@ -387,26 +392,21 @@ class DotGemm:
                      size: ir.Value, per_image: ir.Value, b_base: ir.Value,
                      row_off: ir.Value, chunk, unit: int = 1) -> None:
         """chunk(u0, count, b_img, tab) for the units (rows, or pairs of rows: `unit` rows
-        each) lo .. hi in chunks of at most `size` that never cross an image
-        (`per_image` units each; B's image at b_img, the chunk's rows' offsets in it from
-        tab[0...]). One image (a depth known when compiled): chunks as they fall."""
+        each) lo .. hi in chunks of at most `size`: B's image of the chunk's first row at
+        b_img, the chunk's rows' offsets from it tab[0...] (the row table holds one image's
+        rows and as many more images' as a chunk starting in it may reach; one image
+        where the depth is known when compiled: every row)."""
         left = b.sub(hi, lo)
         positive = b.select(b.icmp_signed(">", left, _c(0)), left, _c(0))
-        # (at most this many: each image the range touches may end one chunk early)
-        bound = b.add(b.add(b.sdiv(positive, size), b.sdiv(positive, per_image)), _c(2))
-        at = self._entry_alloca(b, I64, 1)
-        b.store(lo, at)
-        with counted_loop(b, bound, "ch", unroll=False):
-            u0 = b.load(at, typ=I64)
-            with b.if_then(b.icmp_signed("<", u0, hi)):
-                image = b.sdiv(u0, per_image)
-                first = b.sub(u0, b.mul(image, per_image))
-                count = self._smaller(b, self._smaller(b, size, b.sub(hi, u0)),
-                                      b.sub(per_image, first))
-                b_img = b.gep(b_base, [b.mul(image, d["image_stride"])], source_etype=self.et)
-                tab = b.gep(row_off, [b.mul(first, _c(unit))], source_etype=I64)
-                chunk(u0, count, b_img, tab)
-                b.store(b.add(u0, count), at)
+        chunks = b.sdiv(b.add(positive, b.sub(size, _c(1))), size)
+        with counted_loop(b, chunks, "ch") as ch:
+            u0 = b.add(lo, b.mul(ch, size))
+            count = self._smaller(b, size, b.sub(hi, u0))
+            image = b.sdiv(u0, per_image)
+            first = b.sub(u0, b.mul(image, per_image))
+            b_img = b.gep(b_base, [b.mul(image, d["image_stride"])], source_etype=self.et)
+            tab = b.gep(row_off, [b.mul(first, _c(unit))], source_etype=I64)
+            chunk(u0, count, b_img, tab)
 
     def prefetch_columns(self, b: ir.IRBuilder, b_base: ir.Value, col_off: ir.Value,
                          row_off: ir.Value, r0: ir.Value, count: ir.Value, run: ir.Value,
