@@ -139,8 +139,9 @@ def test_a_call_at_known_shapes_takes_its_kept_binding():
     assert looked_up == [((5, 12), (5,))] and binds == looked_up
 
 
-def test_auto_specialises_a_cnn_whose_columns_are_read_in_place():
-    # the implicit GEMM needs numbers, and was measured faster specialised
+def test_auto_keeps_a_cnn_with_a_call_time_batch_symbolic():
+    # its convolutions' columns are read in place with the image count taken at run time
+    # (implicit.only_images): the second batch size compiles and loads nothing
     f, pf = cnn_step("llvm", {"sizes": "auto", "cache_dir": None})
     g, pg = cnn_step("numpy")
     rng = np.random.default_rng(3)
@@ -148,10 +149,14 @@ def test_auto_specialises_a_cnn_whose_columns_are_read_in_place():
         data = rng.normal(size=(n, 2, 10, 10)).astype(np.float32), rng.integers(0, 3, n)
         np.testing.assert_allclose(f(*data), g(*data), rtol=1e-4, atol=1e-5)
         agree([p.value for p in pf], [p.value for p in pg], 1e-4)
-    assert "implicit GEMM" in f._exe.not_symbolic and len(f._exe.compiled) == 2
+    assert f._exe.not_symbolic is None and f._exe.compiled == {}
+    kernels = f._exe.symbolic._schedule.kernels
+    assert any(getattr(k, "b_split", None) is not None and not sizes.is_static(k.n)
+               for k in kernels)
 
 
-def test_a_cnn_is_specialised_without_lowering_it_with_symbols(tmp_path, monkeypatch):
+def test_a_cnn_with_a_call_time_batch_is_not_refused_from_the_raw_graph(tmp_path,
+                                                                        monkeypatch):
     from graphc.backends.llvm import symbolic_runtime
     options = {"sizes": "auto", "cache_dir": str(tmp_path)}
     data = np.random.default_rng(4).normal(size=(5, 2, 10, 10)).astype(np.float32), \
@@ -164,13 +169,28 @@ def test_a_cnn_is_specialised_without_lowering_it_with_symbols(tmp_path, monkeyp
                             calls.__setitem__(_name, calls[_name] + 1) or _real(*a, **k))
     cold, _ = cnn_step("llvm", options)
     expected = cold(*data)
-    # found on the raw graph: not optimized and lowered with symbols to find out
-    assert calls == {"schedule_symbolic": 0, "check_columns": 1}
-    warm, _ = cnn_step("llvm", options)
+    assert calls == {"schedule_symbolic": 1, "check_columns": 1}
+    assert cold._exe.not_symbolic is None
+    warm, _ = cnn_step("llvm", options)  # from the disk cache: neither runs again
     np.testing.assert_allclose(warm(*data), expected, rtol=1e-6)
-    assert calls == {"schedule_symbolic": 0, "check_columns": 1}  # the entry says why
-    assert warm._exe.not_symbolic == cold._exe.not_symbolic
-    assert "implicit GEMM" in warm._exe.not_symbolic and warm.compile_times["cached"]
+    assert calls == {"schedule_symbolic": 1, "check_columns": 1}
+    assert warm._exe.not_symbolic is None and warm._exe.symbolic.cached
+
+
+def test_columns_over_other_call_time_sizes_are_refused_from_the_raw_graph():
+    from graphc.ops import make
+    from graphc.schedule.symbolic import NotSymbolic, check_columns
+    x = gc.placeholder(("N", 2, "H", 6), name="x")
+    win = make("windows", x.node, axes=(2, 3), sizes=(3, 3), strides=(1, 1))
+    cols = gc.transpose(gc.Tensor(win), (1, 4, 5, 0, 2, 3)).reshape(18, -1)
+    w = gc.parameter(np.ones((4, 18), np.float32))
+    with pytest.raises(NotSymbolic, match="implicit GEMM"):
+        check_columns(_graph([x], [w @ cols]))
+    check_columns(_graph([x], [gc.Tensor(win).sum()]))  # (no product reads them)
+
+
+def _graph(inputs, outputs):
+    return gc.Graph(tuple(i.node for i in inputs), tuple(o.node for o in outputs))
 
 
 def test_pooling_alone_stays_symbolic_under_auto():

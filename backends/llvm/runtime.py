@@ -295,7 +295,7 @@ class LLVMExecutable:
         # sizes="symbolic": one program for every binding of the call-time sizes
         # (symbolic_runtime.py); "specialize": a module per set of input shapes; "auto":
         # symbolic, except a program whose convolutions' columns the GEMM could read in place
-        # (implicit GEMM: it needs the sizes as numbers), measured faster specialised
+        # over call-time sizes other than the batch (implicit GEMM: it needs them as numbers)
         self.sizes = options.get("sizes", backend.default_sizes())
         self.symbolic = None
         self.not_symbolic: str | None = None  # why the program is specialised instead

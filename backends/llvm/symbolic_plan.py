@@ -15,7 +15,7 @@ from graphc.schedule import ir as kir
 from graphc.schedule.memory import MemoryPlan, plan_memory
 
 # Bumped with any change of the encoding: an entry of another version is a cache miss.
-VERSION = 1
+VERSION = 2  # 2: a GEMM's implicit B (its sub-axes: a convolution over a call-time batch)
 
 
 class PlanFormatError(ValueError):
@@ -243,7 +243,9 @@ def _gemm_meta(g: Any, dim: Any) -> dict:
     return {"spec": [spec.dtype, [dim(d) for d in spec.batch], dim(spec.m), dim(spec.n),
                      dim(spec.k), operand(spec.a), operand(spec.b), operand(spec.c),
                      spec.alpha, spec.accumulate],
-            "team": g.team, "layouts": list(g.layouts)}
+            "team": g.team, "layouts": list(g.layouts),
+            "b_sub": None if spec.b_sub is None else
+            [[[dim(d), dim(st)] for d, st in axes] for axes in spec.b_sub]}
 
 
 def _gemm_of(meta: Any, dim: Any) -> Any:
@@ -256,8 +258,16 @@ def _gemm_of(meta: Any, dim: Any) -> Any:
                              dim(offset))
     if dtype not in gemm.PARAMS:
         raise PlanFormatError(f"no GEMM blocking for {dtype!r}")
+    sub = meta.get("b_sub")
+    b_sub = None
+    if sub is not None:
+        if not (isinstance(sub, list) and len(sub) == 2):
+            raise PlanFormatError("an implicit B needs the sub-axes of k and of n")
+        k_axes, n_axes = (tuple((dim(d), dim(st)) for d, st in axes) for axes in sub)
+        b_sub = (k_axes, n_axes)
     spec = gemm._Spec(str(dtype), tuple(dim(d) for d in batch), dim(m), dim(n), dim(k),
-                      operand(a), operand(b), operand(c), float(alpha), bool(accumulate))
+                      operand(a), operand(b), operand(c), float(alpha), bool(accumulate),
+                      b_sub)
     layouts = tuple(str(s) for s in meta["layouts"])
     if len(layouts) != 2:
         raise PlanFormatError("a GEMM needs two layouts")

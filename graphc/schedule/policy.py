@@ -23,9 +23,10 @@ class SchedulePolicy:
     sliding windows) reads them from the image through B's sub-axes (ir.Gemm.b_split)
     instead of from an im2col buffer; only for targets whose GEMM packs such a B.
     implicit_gemm_or_specialize: lowering with call-time sizes, where implicit_gemm would
-    be considered, raise NotSymbolic (the program is then specialised per shape: the
-    in-place columns need their sizes as numbers, and were measured faster, with half the
-    memory, on the W5 and W6 steps) instead of storing an im2col buffer.
+    be considered but call-time sizes other than the image count stand in the way, raise
+    NotSymbolic (the program is then specialised per shape: the in-place columns need
+    those sizes as numbers) instead of storing an im2col buffer. A call-time batch alone
+    is read in place (graphc.schedule.implicit.only_images).
     implicit_deep_gemm: with implicit_gemm, a deep product with a small output (a
     convolution's weight gradient) reads its columns from the image too, along the depth
     (graphc.schedule.implicit.deep), where the target computes such products as dot

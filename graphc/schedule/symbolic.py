@@ -52,16 +52,18 @@ def check_nodes(graph: Graph) -> None:
 
 
 # The message of a program specialised for its convolutions (lower.implicit_columns).
-IMPLICIT_GEMM = ("a convolution's columns read in place (implicit GEMM) need their sizes: "
-                 "specialised per shape")
+IMPLICIT_GEMM = ("a convolution's columns read in place (implicit GEMM) over call-time sizes "
+                 "other than the batch need their sizes: specialised per shape")
 
 
 def check_columns(graph: Graph) -> None:
-    """Raises NotSymbolic for a convolution over call-time sizes whose columns (windows,
-    then views) a matrix product reads as B: the lowering would read them in place, which
-    needs numbers (policy.implicit_gemm_or_specialize). Found on the raw graph, so that
-    such a program is not optimized and lowered with symbols first to find out (W6: 0.14 s
-    of CPU)."""
+    """Raises NotSymbolic for a convolution whose windows run over call-time sizes other
+    than the image count (axis 0) and whose columns (windows, then views) a matrix
+    product reads as B: the lowering would read them in place, which needs those sizes as
+    numbers (policy.implicit_gemm_or_specialize). A call-time batch alone is read in place
+    with symbols (implicit.only_images: the kernels take the image count at run time).
+    Found on the raw graph, so that such a program is not optimized and lowered with
+    symbols first to find out (W6: 0.14 s of CPU)."""
     from graphc.schedule.implicit import VIEW_OPS
     nodes = graph.nodes()
     users: dict[Node, list[Node]] = {}
@@ -69,7 +71,7 @@ def check_columns(graph: Graph) -> None:
         for i in n.inputs:
             users.setdefault(i, []).append(n)
     for n in nodes:
-        if n.op != "windows" or all(isinstance(d, int) for d in n.inputs[0].shape):
+        if n.op != "windows" or all(isinstance(d, int) for d in n.inputs[0].shape[1:]):
             continue
         todo, seen = [n], {n}
         while todo:
