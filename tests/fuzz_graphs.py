@@ -805,7 +805,13 @@ class Builder:
             c_in = self.draw(self.pos_dim_st, "c_in")
             groups = self.draw(st.sampled_from(
                 [g for g in range(1, c_in + 1) if c_in % g == 0 and c_out % g == 0]), "groups")
-            x = self.expr((n, c_in, h, w), dtype, depth)
+            if self.dynamic and n > 0 and self.flip("batch_leaf"):
+                # images of a run-time batch and static C, H, W (only N may be None): llvm
+                # reads their columns in place over a run-time image count
+                x = gc.placeholder((None, c_in, h, w), dtype, name=f"in{len(self.inputs)}")
+                self.inputs.append((x, self.values((n, c_in, h, w), dtype)))
+            else:
+                x = self.expr((n, c_in, h, w), dtype, depth)
             if None in x.shape[1:] and EXCLUDE["conv_runtime_chw"]:
                 x = gc.reshape(self.unpin_empty(x, (n, c_in, h, w)), (n, c_in, h, w))
             ws = (c_out, c_in // groups, size, size)
@@ -868,7 +874,12 @@ def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big
     case = Case(inputs, outputs, arrays, root, float_inputs)
     if grads and float_inputs:
         weights = np.asarray(b.rng.standard_normal(shape), root.dtype)
-        loss = gc.sum(root * gc.constant(weights))
+        scale: gc.Tensor = gc.constant(weights)
+        if root.shape[:1] == (None,) and pool_root:  # (a run-time batch meets no constant)
+            scale = gc.placeholder(root.shape, root.dtype, name=f"in{len(inputs)}")
+            inputs.append(scale)
+            arrays.append(weights)
+        loss = gc.sum(root * scale)
         try:
             outputs += list(gc.grad(loss, float_inputs))
         except Exception as exc:

@@ -99,6 +99,42 @@ def test_conv_cases_reach_the_implicit_and_direct_paths():
     assert reached["implicit"] >= 12 and reached["direct"] >= 10, reached
 
 
+@pytest.mark.slow
+def test_conv_cases_with_a_call_time_batch_reach_the_symbolic_implicit_path():
+    """With run-time sizes drawn, the same generator's convolutions are scheduled as one
+    symbolic program whose products read their columns in place over a run-time image
+    count (graphc.schedule.implicit.only_images), and check_backends runs them through
+    llvm's default sizes="auto" (test_llvm_convolutions_and_pools_match_the_reference)."""
+    from graphc.backends.llvm import LLVM_POLICY
+    from graphc.schedule import ir
+    from graphc.errors import ShapeError
+    from graphc.schedule.symbolic import NotSymbolic, schedule_symbolic
+    from graphc.sizes import is_static
+    from graphc.specialize import bind_shapes
+
+    reached = {"symbolic implicit": 0, "symbolic direct": 0}
+
+    @settings(max_examples=150, **FUZZ, database=None)
+    @given(st.data())
+    def count(data):
+        case = fz.draw_case(data, big=True, grads=True, pool_root=True, dynamic=True)
+        graph = gc.function(case.inputs, case.outputs, backend="numpy").graph
+        binding = bind_shapes(graph.inputs, [a.shape for a in case.arrays])
+        if not binding or 0 in binding.values():
+            return
+        try:
+            kernels = schedule_symbolic(graph, binding, policy=LLVM_POLICY).kernels
+        except (NotSymbolic, ShapeError):  # (specialised, as the llvm runtime does: a
+            return  # ShapeError of a call-time H or W met in lowering, before this work too)
+        implicit = [k for k in kernels if isinstance(k, ir.Gemm) and k.b_split is not None
+                    and not all(is_static(d) for part in k.b_split for d in part)]
+        reached["symbolic implicit"] += bool(implicit)
+        reached["symbolic direct"] += any(k.direct for k in implicit)
+
+    count()
+    assert reached["symbolic implicit"] >= 6 and reached["symbolic direct"] >= 3, reached
+
+
 def test_reference_noise_forgives_ill_conditioned_results_only():
     """A float32 sine of a sum near 4000 moves by ~5e-3 when its inputs move by RTOL: a
     result 1e-3 off passes there (its roundings alone move it by ~1e-4), and fails for the
