@@ -157,10 +157,13 @@ def test_a_cnn_step_at_a_new_batch_compiles_and_loads_nothing(monkeypatch):
     w1 = gc.parameter((rng.normal(size=(4, 1, 3, 3)) * 0.3).astype(np.float32))
     w2 = gc.parameter((rng.normal(size=(8, 4, 3, 3)) * 0.3).astype(np.float32))
     w3 = gc.parameter((rng.normal(size=(8, 3)) * 0.3).astype(np.float32))
+    w4 = gc.parameter((rng.normal(size=(8, 4, 1, 1)) * 0.3).astype(np.float32))
     h = gc.relu(gc.nn.conv2d(x, w1, padding=1))
-    h = gc.relu(gc.nn.conv2d(gc.nn.max_pool2d(h, 2), w2, padding=1))
+    # (W6's projection: a strided 1x1 convolution, a product batched over the images)
+    skip = gc.nn.conv2d(h, w4, stride=2)
+    h = gc.relu(gc.nn.conv2d(gc.nn.max_pool2d(h, 2), w2, padding=1)) + skip
     loss = gc.nn.cross_entropy(h.mean(axis=(2, 3)) @ w3, y)
-    params = [w1, w2, w3]
+    params = [w1, w2, w3, w4]
     grads = gc.grad(loss, params)
     f = gc.function([x, y], loss, updates={p: p - 0.1 * g for p, g in zip(params, grads)},
                     backend_options={"sizes": "auto", "cache_dir": None})

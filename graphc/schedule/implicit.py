@@ -85,18 +85,21 @@ def _divides(part: object, whole: object) -> bool:
 
 def only_images(g: "Grouped") -> bool:
     """Whether the call-time sizes of columns `g` (a reshape of windows over a batch of
-    images whose size is known only at call time) are all in the image index: the first
-    sub-axis of its k or of its n, with every stride, offset and other size an int. Such
-    columns are read in place by a product whose per-image problem is static (the
-    targets' kernels take the image count at run time); any other call-time size keeps the
-    im2col buffer."""
+    images whose size is known only at call time) are all image counts: the first sub-axis
+    of its k or of its n, or a batch axis of one sub-axis (a product's batch), with every
+    stride and the offset an int. Such columns are read in place by a product whose
+    per-image problem is static (the targets' kernels take the image count at run time);
+    any other call-time size keeps the im2col buffer."""
     if not isinstance(g.offset, int):
         return False
-    for group in g.axes:
+    batch = len(g.axes) - 2
+    for a, group in enumerate(g.axes):
         for j, (d, s) in enumerate(group):
-            if not isinstance(s, int) or not (isinstance(d, int) or j == 0):
+            if not isinstance(s, int):
                 return False
-    return all(isinstance(d, int) for d in g.shape[:-2])
+            if not isinstance(d, int) and not (j == 0 and (a >= batch or len(group) == 1)):
+                return False
+    return True
 
 
 def reads_as_b(node: Node, users: dict[Node, list[Node]], outputs: set[Node]) -> bool:
