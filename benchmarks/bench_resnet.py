@@ -325,7 +325,9 @@ def w6_gemm_share(f, step_ms: dict, n: int, threads: int = 2) -> None:
     forward pass once; the compiled GEMM kernels' own count shows the work they add."""
     x, _ = resnet_data()
     useful = graph_matmul_flops(graphc_resnet_graph(resnet_params(), batch=len(x))[4])
-    executed = schedule_gemm_flops(f._exe.last.schedule)
+    served = f._exe.last  # (a module, or the symbolic program and its current binding)
+    binding = getattr(getattr(served, "current", None), "values", None)
+    executed = schedule_gemm_flops(served.schedule, binding)
     rate = gemm_gflops(n, threads)
     print(f"W6 GEMM work: {useful / 1e9:.3f} GFLOP a step (convolutions and matmuls, forward "
           f"and gradients, from the graph); graphc's GEMM kernels execute "

@@ -37,14 +37,17 @@ def graph_matmul_flops(outputs: Iterable) -> int:
     return total
 
 
-def schedule_gemm_flops(schedule) -> int:
+def schedule_gemm_flops(schedule, values=None) -> int:
     """2*batch*m*n*k summed over a compiled schedule's GEMM kernels: what the step executes
-    (a data gradient computed over rows it then drops counts here, not in the graph)."""
+    (a data gradient computed over rows it then drops counts here, not in the graph).
+    `values`: the call-time sizes' binding of a symbolic program's schedule."""
+    from graphc import sizes
     total = 0
     for kernel in schedule.kernels:
         if kernel.kind == "gemm":
-            total += 2 * int(np.prod(kernel.batch, dtype=np.int64)) * kernel.m * kernel.n \
-                * kernel.k
+            dims = [sizes.evaluate(d, values) if values is not None else d
+                    for d in (*kernel.batch, kernel.m, kernel.n, kernel.k)]
+            total += 2 * int(np.prod(dims, dtype=np.int64))
     return total
 
 
