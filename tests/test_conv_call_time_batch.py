@@ -173,3 +173,34 @@ def test_a_cnn_step_at_a_new_batch_compiles_and_loads_nothing(monkeypatch):
         f(rng.normal(size=(batch, 1, 12, 12)).astype(np.float32), rng.integers(0, 3, batch))
     assert counted == first and first["compile"] >= 1
     assert f._exe.not_symbolic is None and f._exe.compiled == {}
+
+
+def test_a_symbolic_cnn_step_plans_the_specialised_kernels_and_memory():
+    # the passes that drop twin stores and recompute BatchNorm's centered input judge
+    # call-time sizes too (twin_stores, recompute, copy_forward): the same kernels, and
+    # the same arena but for the symbolic kernels' size vectors
+    def step(mode):
+        rng = np.random.default_rng(5)
+        x = gc.placeholder((None, 2, 12, 12), name="x")
+        w1 = gc.parameter((rng.normal(size=(8, 2, 3, 3)) * 0.3).astype(np.float32))
+        w2 = gc.parameter((rng.normal(size=(8, 8, 3, 3)) * 0.3).astype(np.float32))
+        gamma = gc.parameter(np.ones(8, np.float32))
+        h = gc.nn.conv2d(x, w1, padding=1)
+        mean = h.mean(axis=(0, 2, 3), keepdims=True)
+        var = ((h - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+        h = gc.relu((h - mean) / gc.sqrt(var + 1e-5) * gamma.reshape(1, -1, 1, 1))
+        loss = gc.sum(gc.square(gc.nn.conv2d(h, w2, padding=1)))
+        params = [w1, w2, gamma]
+        grads = gc.grad(loss, params)
+        return gc.function([x], loss, updates={p: p - 1e-4 * g for p, g in zip(params, grads)},
+                           backend_options={"sizes": mode, "cache_dir": None})
+    sym, spec = step("symbolic"), step("specialize")
+    xv = np.random.default_rng(6).normal(size=(32, 2, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(sym(xv), spec(xv), rtol=1e-4)
+    shapes = (xv.shape,)
+    sym_kernels = sym._exe.symbolic._schedule.kernels
+    spec_kernels = spec._exe.compiled[shapes].schedule.kernels
+    assert len(sym_kernels) == len(spec_kernels)
+    arena = sym._exe.symbolic.binding(shapes).arena_bytes
+    assert spec._exe.compiled[shapes].layout.arena_bytes <= arena <= \
+        spec._exe.compiled[shapes].layout.arena_bytes + 8192
