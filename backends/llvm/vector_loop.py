@@ -71,8 +71,9 @@ def _node_ok(x: kir.Expr, schedule: Schedule) -> bool:
         # a guarded load is read lane by lane where its guard holds (a masked load)
         return (stride == 1 or (stride == 0 and x.guard is None)) and _guard_ok(x.guard) \
             and np.dtype(schedule.buffers[x.access.buffer].dtype) == _FLOAT32
-    if isinstance(x, kir.Const):
-        return not isinstance(x.value, Size) and np.dtype(x.dtype) in (_FLOAT32, _BOOL)
+    if isinstance(x, kir.Const):  # (a size's value, a mean's count: one splat a row)
+        return np.dtype(x.dtype) == _FLOAT32 if isinstance(x.value, Size) else \
+            np.dtype(x.dtype) in (_FLOAT32, _BOOL)
     if isinstance(x, kir.Apply):
         return _apply_ok(x)
     return False  # an index along an axis, or anything new: the scalar loop
@@ -333,6 +334,9 @@ def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> di
                     row.bound_parts(bound)
             elif isinstance(x, kir.Load):
                 row.start(x.access)
+            elif isinstance(x, kir.Const) and isinstance(x.value, Size):
+                # a call-time size's value (a mean's count), the same in every lane
+                fixed[id(x)] = _splat(b, b.sitofp(as_value(b, x.value), F32))
             elif isinstance(x, kir.Const):
                 consts.add(id(x))
             elif isinstance(x, kir.Apply) and any(id(a) in fixed for a in x.args) and \
