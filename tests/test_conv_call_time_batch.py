@@ -204,3 +204,20 @@ def test_a_symbolic_cnn_step_plans_the_specialised_kernels_and_memory():
     arena = sym._exe.symbolic.binding(shapes).arena_bytes
     assert spec._exe.compiled[shapes].layout.arena_bytes <= arena <= \
         spec._exe.compiled[shapes].layout.arena_bytes + 8192
+
+
+def test_a_mean_over_a_call_time_batch_is_written_as_vector_loops():
+    # (a BatchNorm divides by a count known at call time: vector_loop splats it)
+    from graphc.backends.llvm import vector_loop
+    x = gc.placeholder((None, 4, 40), name="x")
+    y = x - x.mean(axis=(0, 2), keepdims=True)
+    f = gc.function([x], [y], backend_options={"sizes": "symbolic", "cache_dir": None})
+    xv = np.random.default_rng(8).normal(size=(9, 4, 40)).astype(np.float32)
+    np.testing.assert_allclose(f(xv)[0], xv - xv.mean(axis=(0, 2), keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    schedule = f._exe.symbolic._schedule
+    counted = [k for k in schedule.kernels if isinstance(k, ir.Elementwise) and any(
+        isinstance(e, ir.Const) and not sizes.is_static(e.value)
+        for s in k.stores for e in ir.postorder(s.value))]
+    with sizes.representative(f._exe.symbolic.representative):
+        assert counted and all(vector_loop.vectorizable(k, schedule) for k in counted)
