@@ -16,6 +16,11 @@ their code (library_key), stored like units (one function each: alone, or severa
 batch); the unit's entry lists the (key, name) of each it needs, and is a hit only where
 each of them is found too. Library functions are named by what they do, not by a digest:
 a name defined by a taken object under another key is a miss (never two definitions).
+An object of shared functions lists in turn those it calls and does not define (compiled
+where the others were found): taking it takes them first. A batch is taken whole, also by
+a program that needs one of its functions: without them, one of its other functions would
+call a symbol no object of the engine defines (MCJIT then resolves none of the engine's
+calls: a crash at the first call, seen with convolutions of three programs in one process).
 
 Unit and batch entries are written without fsync (a cold compile writes one per unit: W6's
 73 fsyncs took 0.3-0.45 s of wall time); the MAC makes one cut short by a crash a miss."""
@@ -70,6 +75,7 @@ class Lookup:
         self._keys: dict[str, str] = {}  # a function -> the key of the unit defining it
         self._batches: set[str] = set()  # those whose object was taken
         self.library_loaded = 0  # shared GEMM functions found for the units found
+        self._open: set[str] = set()  # keys being found (a cycle of needs is a miss)
 
     def find(self, key: str, functions: list[str]) -> list[str] | None:
         """The thread flags of the unit under `key`, whose code is now among `objects`
@@ -80,6 +86,15 @@ class Lookup:
             if any(self._keys.get(f, key) != key for f in functions):
                 return None  # another unit's code under this name
             return self.flags(functions)
+        if key in self._open:
+            return None
+        self._open.add(key)
+        try:
+            return self._find(key, functions)
+        finally:
+            self._open.discard(key)
+
+    def _find(self, key: str, functions: list[str]) -> list[str] | None:
         hit = self.disk.get(key)
         if hit is None:
             return None
@@ -125,7 +140,8 @@ class Lookup:
             parts.append((sorted(unit["functions"]), unit["flags"], unit["key"]))
         mine = [flags for unit, (fns, flags, _) in zip(units, parts)
                 if unit["key"] == key and fns == functions]
-        if not mine or not self.take(obj, parts):
+        if not (mine and self.find_library(meta.get("library", []))
+                and self.take(obj, parts)):
             return None
         self._batches.add(name)
         return mine[0]
@@ -155,22 +171,29 @@ def store_unit(disk: CompileCache, key: str, obj: bytes, flags: list[str],
     disk.put(key, obj, meta, durable=False)
 
 
-def store_library(disk: CompileCache, obj: bytes, pieces: list[tuple[str, str]]) -> None:
+def store_library(disk: CompileCache, obj: bytes, pieces: list[tuple[str, str]],
+                  needs: list[tuple[str, str]] | None = None) -> None:
     """An object of shared GEMM functions (key, name each): a unit entry of one function,
-    or a batch entry of several."""
+    or a batch entry of several; `needs`: the (key, name) of each shared function it calls
+    and does not define (taken before it)."""
     if len(pieces) == 1:
-        store_unit(disk, pieces[0][0], obj, [], [pieces[0][1]])
+        store_unit(disk, pieces[0][0], obj, [], [pieces[0][1]], needs)
     elif pieces:
-        store_batch(disk, obj, [(key, [name], []) for key, name in pieces])
+        store_batch(disk, obj, [(key, [name], []) for key, name in pieces], needs)
 
 
 def store_batch(disk: CompileCache, obj: bytes,
-                units: list[tuple[str, list[str], list[str]]]) -> None:
-    """A batch's object (its units: key, functions, flags), then each unit's entry naming
-    it (after the object: an entry never names a batch not yet written)."""
+                units: list[tuple[str, list[str], list[str]]],
+                library: list[tuple[str, str]] | None = None) -> None:
+    """A batch's object (its units: key, functions, flags; `library`: the shared functions
+    it needs from other objects), then each unit's entry naming it (after the object: an
+    entry never names a batch not yet written)."""
     name = batch_key([key for key, _, _ in units])
     listed = [{"key": key, "functions": sorted(functions), "flags": flags}
               for key, functions, flags in units]
-    if disk.put(name, obj, {"units": listed}, durable=False):
+    meta: dict = {"units": listed}
+    if library:
+        meta["library"] = [[k, n] for k, n in library]
+    if disk.put(name, obj, meta, durable=False):
         for key, _, _ in units:
             disk.put(key, b"", {"batch": name}, durable=False)

@@ -25,7 +25,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from graphc.backends.llvm import codegen, gemm_library, jit, kernel_cache, vector_abi
+from graphc.backends.llvm import (codegen, elf_symbols, gemm_library, jit, kernel_cache,
+                                  vector_abi)
 from graphc.backends.llvm.threads import count_setting, num_threads
 from graphc.collector import collector_paused
 from graphc.runtime.cache import CompileCache
@@ -69,7 +70,8 @@ Built = tuple[list[str], bytes, tuple[float, float, float, float], Library]
 
 class _Conflict(Exception):
     """Shared functions found in the cache that cannot be linked with what was built (a
-    name defined under two keys): the schedule is compiled again without the cache."""
+    name defined under two keys, or a symbol a taken object needs defined by none): the
+    schedule is compiled again without the cache."""
 
 
 def _build_units(writer: codegen.ModuleWriter, modules: list[list[codegen.Unit]],
@@ -248,6 +250,17 @@ def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | Non
                                      while_waiting)
 
 
+def _library_needs(obj: bytes, needed: list[tuple[str, str]],
+                   compiled: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The shared functions (key, name) an object of `compiled` ones calls and does not
+    define: those of `needed` its builder found in the cache."""
+    if not compiled:
+        return []
+    calls = elf_symbols.symbols(obj)[1]
+    own = {name for _, name in compiled}
+    return [(key, name) for key, name in needed if name in calls and name not in own]
+
+
 def _link_library(found: kernel_cache.Lookup, needed: list[tuple[str, str]],
                   compiled: list[tuple[str, str]], obj: bytes) -> None:
     """Takes a built module's shared functions: those its builder compiled (`obj`), and
@@ -324,7 +337,8 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     library = [0, 0]  # shared GEMM functions compiled, found by the builders
     for m, (module_texts, obj, _, (needed, compiled, library_obj)) in built.items():
         _link_library(found, needed, compiled, library_obj)
-        kernel_cache.store_library(disk, library_obj, compiled)
+        kernel_cache.store_library(disk, library_obj, compiled,
+                                   _library_needs(library_obj, needed, compiled))
         library[0] += len(compiled)
         library[1] += len(needed) - len(compiled)
         own.append(obj)
@@ -335,7 +349,7 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
         if len(made) == 1:
             kernel_cache.store_unit(disk, made[0][0], obj, made[0][2], made[0][1], needed)
         else:
-            kernel_cache.store_batch(disk, obj, made)
+            kernel_cache.store_batch(disk, obj, made, needed)
         if needed:  # (the full text is rendered again where asked for: runtime.ir_texts)
             texts.pop(modules[m][0])
     objects = list(found.objects) + own
@@ -354,7 +368,12 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     times.extra["library compiled"] = library[0]
     times.extra["library loaded"] = library[1] + found.library_loaded
     linked = [entry[0]] + objects
-    address, engine = jit.load_objects(linked, jit.ENTRY)
+    try:
+        address, engine = jit.load_objects(linked, jit.ENTRY)
+    except jit.UnresolvedSymbols:
+        if not found.objects:
+            raise  # (nothing from the cache: a fault of the code written here)
+        raise _Conflict from None  # a cached object's needs not all taken: no cache
     all_texts = None if len(texts) < len(units) else \
         [entry_text] + [texts[n] for n in range(len(units))]
     return Compiled(all_texts, writer.slots, codegen.kernel_errors(schedule), linked,
