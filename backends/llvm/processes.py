@@ -1,10 +1,11 @@
 """Compiling a schedule on every core: its distinct kernels, grouped in units
 (codegen.plan_units), are looked up in the per-kernel cache (kernel_cache.py); the units
 not found are built by processes, each writing and compiling modules (codegen.batches: a
-unit of shared GEMM code alone, one-kernel units several to a module) to object files. They
-take the modules one at a time from a shared queue (a pipe), largest first, so a process
-that is given a slow one (or less of the CPU) simply takes fewer: no estimate of each
-module's time needs to be right for the processes to end together.
+unit of shared GEMM code alone, one-kernel units several to a module) to object files, and
+writing each one's cache entries. They take the modules one at a time from a shared queue
+(a pipe), packed GEMMs then the largest first, so a process that is given a slow one (or
+less of the CPU) simply takes fewer: no estimate of each module's time needs to be right
+for the processes to end together.
 
 Threads would not help: llvmlite runs every LLVM call behind one process-wide lock. A child
 made by fork() starts with everything the parent has (the schedule, llvmlite initialized),
