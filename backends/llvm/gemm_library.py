@@ -24,7 +24,7 @@ from llvmlite import ir
 PREFIXES = ("gemm_",)
 
 _REF = re.compile(r'@(?:"([^"]+)"|([\w.$-]+))')
-_MD = re.compile(r"(?<![\w\"])!(\d+)\b")
+_MD = re.compile(r"!(?<![\w\"]!)(\d+)\b")  # (the literal first: scanned for fast)
 _MD_LINE = re.compile(r"^!(\d+) = (.*)$", re.M)
 
 
