@@ -39,16 +39,21 @@ def build(model: str):
     return (lambda: br.graphc_mlp_step(params)), (x, y)
 
 
-def _compiled(text: str, machine, clock) -> tuple[bytes, float, float, float]:
-    """jit._object_of's steps, each timed with `clock`: the object, parse, optimize, emit."""
+def _compiled(text: str | list[str], machine, clock) -> tuple[bytes, float, float, float]:
+    """jit._object_of's steps, each timed with `clock`: the object, parse, optimize, emit
+    (a list of texts: linked into one module first)."""
     import llvmlite.binding as llvm
     from graphc.backends.llvm import jit
+    texts = [text] if isinstance(text, str) else text
     t0 = clock()
-    module = llvm.parse_assembly(text, context=llvm.create_context())
+    context = llvm.create_context()
+    module = llvm.parse_assembly(texts[0], context=context)
+    for more in texts[1:]:
+        module.link_in(llvm.parse_assembly(more, context=context))
     module.triple = llvm.get_default_triple()
     module.verify()
     t1 = clock()
-    light = jit.is_light([text])
+    light = jit.is_light(texts)
     jit.optimize_module(module, machine, light)
     t2 = clock()
     obj = jit.code_machine(light, machine).emit_object(module)
@@ -58,38 +63,39 @@ def _compiled(text: str, machine, clock) -> tuple[bytes, float, float, float]:
 def _modules(schedule, repeat: int, clock) -> None:
     """Each module of a two-process compile (codegen.batches) written and compiled `repeat`
     times, each phase's least CPU time: writing (a fresh ModuleWriter each time), parse,
-    optimize, emit."""
-    import llvmlite.binding as llvm
-    from graphc.backends.llvm import codegen, jit
+    optimize, emit. A packed GEMM unit is two modules, as compiled with an empty cache: its
+    drivers and its shared functions (gemm_library.py; "library", written with the
+    drivers)."""
+    from graphc.backends.llvm import codegen, gemm_library, jit, vector_abi
     units = list(codegen.ModuleWriter(schedule).plan.units)
     machine = jit._new_machine()
     print("modules of a two-process compile: units, pipeline, IR chars; least CPU s of "
           f"{repeat}: write, parse, optimize, emit, sum")
     total = [0.0] * 4
     for module in codegen.batches(units, list(range(len(units))), 2):
-        best = [float("inf")] * 4
+        rows: dict[str, list[float]] = {}
+        sizes: dict[str, int] = {}
         for _ in range(repeat):
             writer = codegen.ModuleWriter(schedule)
             t0 = clock()
-            texts = [writer.unit_text(units[n]) for n in module]
-            t1 = clock()
-            context = llvm.create_context()
-            mod = llvm.parse_assembly(texts[0], context=context)
-            for text in texts[1:]:
-                mod.link_in(llvm.parse_assembly(text, context=context))
-            mod.triple = llvm.get_default_triple()
-            mod.verify()
-            t2 = clock()
-            light = jit.is_light(texts)
-            jit.optimize_module(mod, machine, light)
-            t3 = clock()
-            jit.code_machine(light, machine).emit_object(mod)
-            seconds = [t1 - t0, t2 - t1, t3 - t2, clock() - t3]
-            best = [min(a, b) for a, b in zip(best, seconds)]
-        total = [a + b for a, b in zip(total, best)]
+            parts = [writer.unit_parts(units[n]) for n in module]
+            pieces = [p for _, ps in parts for p in ps]
+            built = {"": [text for text, _ in parts]}
+            if pieces:
+                built["library"] = [gemm_library.module_text(pieces, vector_abi.annotate)]
+            written = clock() - t0
+            for name, texts in built.items():
+                _, parse, opt, emit = _compiled(texts, machine, clock)
+                seconds = [written if not name else 0.0, parse, opt, emit]
+                rows[name] = [min(a, b) for a, b in zip(rows.get(name, [float("inf")] * 4),
+                                                        seconds)]
+                sizes[name] = sum(map(len, texts))
         kind = "light" if units[module[0]].light else "O3"
-        print(f"  {len(module):3d} units {kind:<5} {sum(map(len, texts)):8d}  "
-              + " ".join(f"{v:6.3f}" for v in best) + f"  {sum(best):6.3f}")
+        for name, best in rows.items():
+            total = [a + b for a, b in zip(total, best)]
+            label = f"{len(module):3d} units {kind:<5}" if not name else f"{name:>15}"
+            print(f"  {label} {sizes[name]:8d}  " + " ".join(f"{v:6.3f}" for v in best)
+                  + f"  {sum(best):6.3f}")
     print(f"  {'total':<26}  " + " ".join(f"{v:6.3f}" for v in total) + f"  {sum(total):6.3f}")
 
 

@@ -16,8 +16,8 @@ from graphc.schedule.core_ops import reduction_identity
 from graphc.schedule.scalar import lower_expr
 from graphc.schedule.signature import (kernel_buffers, overlap_classes,
                                        signature_and_symbols, signature_digest)
-from graphc.backends.llvm import (collective, entry, jit, loop, parallel, scan_sort,
-                                  vector_abi, vector_loop)
+from graphc.backends.llvm import (collective, entry, gemm_library, jit, loop, parallel,
+                                  scan_sort, vector_abi, vector_loop)
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.size_values import KernelSizes, as_value, writing
 from graphc.sizes import Size, SizeVar, hint
@@ -107,7 +107,8 @@ SPLIT_MIN_COST = 24
 @dataclass(frozen=True)
 class Unit:
     """Distinct kernels compiled to one object (cached as one entry): one kernel, or the
-    packed GEMMs of one dtype (they share their micro-kernel and packing code). `members`:
+    packed GEMMs of one dtype (they share their micro-kernel and packing code, compiled
+    and cached apart: Unit.library). `members`:
     the index of the first kernel of each signature; `text`: the signatures, what the
     unit's code depends on; `name` its digest."""
 
@@ -115,13 +116,17 @@ class Unit:
     text: str
     name: str
     cost: int
-    # built in a module of its own (codegen.batches): packed GEMMs (their shared functions
-    # may be another program's GEMM unit's too), or code that links against symbols only
-    # some processes define (MPI's: a batch holding it could not be loaded elsewhere)
+    # built in a module of its own (codegen.batches): packed GEMMs (one writing makes their
+    # drivers' module and their shared functions': gemm_library.py), or code that links
+    # against symbols only some processes define (MPI's: a batch holding it could not be
+    # loaded elsewhere)
     alone: bool = False
     # written as explicit vector loops (vector_loop.py): compiled with the light pipeline,
     # in modules of such units only
     light: bool = False
+    # packed GEMMs: their shared functions are split off (gemm_library.py), each compiled
+    # and cached apart from the unit's own functions (the drivers)
+    library: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def plan_units(schedule: Schedule) -> Plan:
             cost = (cost + 1) // 2
         units.append(Unit(tuple(i for i, _ in members), text,
                           "u" + signature_digest(text), cost,
-                          shared or _collective(kernel), light))
+                          shared or _collective(kernel), light, _group(kernel) is not None))
     return Plan(tuple(names), tuple(units), buffers, tuple(symbols))
 
 
@@ -753,6 +758,17 @@ class ModuleWriter:
             self.kernel_function(i, self.schedule.kernels[i])
         text = vector_abi.annotate(str(self.module))
         return jit.LIGHT + text if unit.light else text
+
+    def unit_parts(self, unit: Unit) -> tuple[str, list[gemm_library.Piece]]:
+        """A unit's module as compiled: for packed GEMMs (Unit.library) the drivers' text,
+        each shared function declared, and the shared functions as pieces compiled apart
+        (gemm_library.py); for any other unit its unit_text and no pieces."""
+        if not unit.library:
+            return self.unit_text(unit), []
+        self.module = ir.Module(name=unit.name)
+        for i in unit.members:
+            self.kernel_function(i, self.schedule.kernels[i])
+        return gemm_library.split(self.module, vector_abi.annotate)
 
     def entry_text(self) -> str:
         """The entry point's module (entry.py): each kernel's pointer table filled from

@@ -211,10 +211,38 @@ def valid_object(data: bytes) -> bool:
     return True
 
 
+class UnresolvedSymbols(RuntimeError):
+    """Objects to be linked in one engine that need symbols none of them defines and the
+    process does not have either (MCJIT would leave the calls of all of them unresolved:
+    elf_symbols.py)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__("compiled objects need symbols no object defines: "
+                         + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
+        self.names = names
+
+
+def unresolved(objects: list[bytes]) -> list[str]:
+    """The symbols `objects` need that none of them defines and the process lacks (the C
+    library, libm and libmvec, the runtime's registered symbols: llvm.add_symbol)."""
+    from graphc.backends.llvm.elf_symbols import symbols
+    defined: set[str] = set()
+    needed: set[str] = set()
+    for data in objects:
+        has, wants = symbols(data)
+        defined |= has
+        needed |= wants
+    return sorted(n for n in needed - defined if not llvm.address_of_symbol(n))
+
+
 def load_objects(objects: list[bytes], entry: str):
     """An engine running compiled object code (parts that call each other); returns the
-    entry's address and a handle that keeps engine and objects alive."""
+    entry's address and a handle that keeps engine and objects alive. UnresolvedSymbols
+    where they need a symbol nothing defines (checked first: MCJIT would not say)."""
     _init()
+    missing = unresolved(objects)
+    if missing:
+        raise UnresolvedSymbols(missing)
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
     refs = []
     for data in objects:
