@@ -195,8 +195,8 @@ def versus(model: str, repeat: int, top: int) -> None:
         raise SystemExit("the two programs' schedules have different kernels")
     times = np.zeros((2, repeat, len(programs[0][1])))
     for r in range(repeat):
-        for p, (_, calls, _, _) in enumerate(programs):
-            for i, (fn, _, addr) in enumerate(calls):
+        for p in (0, 1) if r % 2 else (1, 0):  # (either first in turn)
+            for i, (fn, _, addr) in enumerate(programs[p][1]):
                 t0 = time.thread_time()
                 fn(addr)
                 times[p, r, i] = time.thread_time() - t0
