@@ -165,7 +165,7 @@ class Arena:
         memory = self.memory
         if memory is None or (self._job is not None and not self._job.done.is_set()):
             return False
-        old = len(memory)
+        old, old_base = len(memory), self.array.ctypes.data
         self.array = np.zeros(8, np.uint8)  # (the view dropped: a mapping with views
         try:                                  # cannot be resized)
             memory.resize(size)
@@ -173,7 +173,8 @@ class Arena:
             self.array = np.frombuffer(memory, np.uint8)[:old]  # (unchanged)
             return False
         self.array = np.frombuffer(memory, np.uint8)[:size]
-        self.huge = 0  # (mremap may have moved it: its 2 MiB pages then split; asked again)
+        if (self.array.ctypes.data - old_base) % HUGE_PAGE:
+            self.huge = 0  # (moved off its 2 MiB grid: the kernel split its 2 MiB pages)
         return True
 
     def ahead(self, nbytes: int) -> None:
