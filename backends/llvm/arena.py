@@ -11,7 +11,7 @@ finds its pages mapped: resident memory paid for that).
 
 Then the helper also puts the binding's pages into 2 MiB pages (MADV_COLLAPSE, Linux 6.1;
 elsewhere they stay in 4 KiB pages). Streaming kernels over 4 KiB pages miss the TLB: W6's
-76 MB arena in them made its elementwise and reduction kernels 5-12 % slower than the
+76 MB arena in them made its elementwise and reduction kernels 4-17 % slower than the
 specialised module's, whose numpy arena is in 2 MiB pages (docs/sizes.md, 2026-12-04,
 "The arena's pages"). Collapsing pages already written takes the helper ~30 ms for 76 MB,
 beside the calls; asking for 2 MiB pages at the first write instead would stall that call
@@ -179,8 +179,9 @@ class Arena:
 
     def ahead(self, nbytes: int) -> None:
         """After a call with a binding of `nbytes` (its own pages mapped by the call): the
-        helper maps up to ROOM_AHEAD bytes of the room after them. (Beside the call itself
-        it slowed it: its faults met the call's, and on two cores it took one from a team.)"""
+        helper maps up to ROOM_AHEAD bytes of the room after them, and puts the pages the
+        call wrote into 2 MiB pages where not done yet. (Beside the call itself it slowed
+        it: its faults met the call's, and on two cores it took one from a team.)"""
         memory = self.memory
         if memory is None:
             return
