@@ -7,7 +7,15 @@ after 64 took 6,446 of them: 9 ms of a 4 ms step). Growing the mapping with mrem
 pages mapped so far, and MADV_POPULATE_WRITE (Linux 5.14) maps a range without writing it, so
 the helper may run beside calls that use the same pages. After a binding's first call it maps
 up to ROOM_AHEAD bytes of the room past that binding's bytes (a slightly larger batch later
-finds its pages mapped: resident memory paid for that)."""
+finds its pages mapped: resident memory paid for that).
+
+Then the helper also puts the binding's pages into 2 MiB pages (MADV_COLLAPSE, Linux 6.1;
+elsewhere they stay in 4 KiB pages). Streaming kernels over 4 KiB pages miss the TLB: W6's
+76 MB arena in them made its elementwise and reduction kernels 4-17 % slower than the
+specialised module's, whose numpy arena is in 2 MiB pages (docs/sizes.md, 2026-12-04,
+"The arena's pages"). Collapsing pages already written takes the helper ~30 ms for 76 MB,
+beside the calls; asking for 2 MiB pages at the first write instead would stall that call
+while the kernel compacts memory (0.2-0.4 s for 76 MB here)."""
 from __future__ import annotations
 
 import ctypes
@@ -19,6 +27,11 @@ import threading
 import numpy as np
 
 MADV_POPULATE_WRITE = 23
+MADV_COLLAPSE = 25
+HUGE_PAGE = 2 << 20
+# Arenas smaller than this stay in 4 KiB pages (numpy's threshold for its arrays too): few
+# TLB entries cover them.
+MIN_HUGE = 4 << 20
 # Room past the largest binding's bytes that the helper maps ahead (resident memory paid
 # for a later, slightly larger batch): W1 0.3 MiB, W5 6.3 MiB, W6 16 MiB of its 96 MiB room.
 ROOM_AHEAD = 16 << 20
@@ -42,11 +55,13 @@ def _mapping(nbytes: int) -> mmap.mmap:
 
 
 class _Job:
-    __slots__ = ("memory", "start", "end", "done")
+    __slots__ = ("memory", "start", "end", "huge", "done")
 
-    def __init__(self, memory: mmap.mmap | None, start: int, end: int) -> None:
+    def __init__(self, memory: mmap.mmap | None, start: int, end: int,
+                 huge: tuple[int, int] | None = None) -> None:
         self.memory = memory  # (kept open, so mapped, until the job is done)
-        self.start, self.end = start, end  # addresses
+        self.start, self.end = start, end  # addresses to map (none where start == end)
+        self.huge = huge  # addresses of written pages to put into 2 MiB pages, or None
         self.done = threading.Event()
 
 
@@ -76,9 +91,12 @@ class _Helper:
         while True:
             job = self.jobs.get()
             try:
-                if self.madvise(job.start, job.end - job.start, MADV_POPULATE_WRITE) != 0 \
+                if job.end > job.start and \
+                        self.madvise(job.start, job.end - job.start, MADV_POPULATE_WRITE) != 0 \
                         and ctypes.get_errno() == 22:
                     self.works = False  # EINVAL: the kernel does not know the advice
+                if job.huge is not None:  # (best effort: a kernel without it says EINVAL)
+                    self.madvise(job.huge[0], job.huge[1] - job.huge[0], MADV_COLLAPSE)
             finally:
                 job.memory = None
                 job.done.set()
@@ -116,6 +134,7 @@ class Arena:
         self.memory: mmap.mmap | None = None
         self.array = np.zeros(8, np.uint8)  # (no binding yet)
         self.mapped = 0  # bytes from the start mapped, or asked of the helper
+        self.huge = 0  # bytes from the start put into 2 MiB pages, or asked of the helper
         self._job: _Job | None = None
 
     def fit(self, nbytes: int) -> bool:
@@ -136,7 +155,7 @@ class Arena:
                 if size == nbytes:
                     raise
                 continue
-            self.memory, self.mapped = memory, 0
+            self.memory, self.mapped, self.huge = memory, 0, 0
             self.array = np.frombuffer(memory, np.uint8)[:size]
             return
 
@@ -146,7 +165,7 @@ class Arena:
         memory = self.memory
         if memory is None or (self._job is not None and not self._job.done.is_set()):
             return False
-        old = len(memory)
+        old, old_base = len(memory), self.array.ctypes.data
         self.array = np.zeros(8, np.uint8)  # (the view dropped: a mapping with views
         try:                                  # cannot be resized)
             memory.resize(size)
@@ -154,25 +173,47 @@ class Arena:
             self.array = np.frombuffer(memory, np.uint8)[:old]  # (unchanged)
             return False
         self.array = np.frombuffer(memory, np.uint8)[:size]
+        if (self.array.ctypes.data - old_base) % HUGE_PAGE:
+            self.huge = 0  # (moved off its 2 MiB grid: the kernel split its 2 MiB pages)
         return True
 
     def ahead(self, nbytes: int) -> None:
         """After a call with a binding of `nbytes` (its own pages mapped by the call): the
-        helper maps up to ROOM_AHEAD bytes of the room after them. (Beside the call itself
-        it slowed it: its faults met the call's, and on two cores it took one from a team.)"""
+        helper maps up to ROOM_AHEAD bytes of the room after them, and puts the pages the
+        call wrote into 2 MiB pages where not done yet. (Beside the call itself it slowed
+        it: its faults met the call's, and on two cores it took one from a team.)"""
         memory = self.memory
-        if memory is None or nbytes + MIN_AHEAD <= self.mapped:
+        if memory is None:
+            return
+        base = self.array.__array_interface__["data"][0]
+        huge = self._huge_range(base, nbytes)
+        if nbytes + MIN_AHEAD <= self.mapped and huge is None:
             return
         self.mapped = max(self.mapped, nbytes)
         end = min(len(memory), nbytes + ROOM_AHEAD)
         end -= end % mmap.PAGESIZE
-        if end - self.mapped < MIN_AHEAD:
+        if end - self.mapped < MIN_AHEAD and huge is None:
             return
         helper = _the_helper()
         if helper is None:
             return
-        base = self.array.__array_interface__["data"][0]
         start = self.mapped - self.mapped % mmap.PAGESIZE
-        job = self._job = _Job(memory, base + start, base + end)
-        self.mapped = end
+        end = max(end, start)  # (nothing to map: the 2 MiB pages alone)
+        job = self._job = _Job(memory, base + start, base + end, huge)
+        self.mapped = max(self.mapped, end)
         helper.submit(job)
+
+    def _huge_range(self, base: int, nbytes: int) -> tuple[int, int] | None:
+        """The addresses of a binding's written bytes (the first `nbytes`) not yet put into
+        2 MiB pages, whole 2 MiB pages only; None where there are none, or the arena is
+        small. Marks them asked for."""
+        if nbytes < MIN_HUGE:
+            return None
+        first = base + self.huge
+        first += -first % HUGE_PAGE
+        last = base + nbytes
+        last -= last % HUGE_PAGE
+        if last <= first:
+            return None
+        self.huge = last - base
+        return first, last
