@@ -88,6 +88,11 @@ class SymbolicPlan:
             if error is None:
                 continue
             checked = k.checked_indices()
+            if isinstance(k, kir.Loop):  # one failing body kernel: its size, per binding
+                failing = k.failing()
+                if len(failing) == 1 and failing[0].checked_indices() is not None:
+                    error = failing[0].error() or error
+                    checked = failing[0].checked_indices()
             errors[i] = ErrorRecipe(error[1]) if checked is None else \
                 ErrorRecipe(error[1], checked[2], bool(checked[3]))
         messages = {i: e.message for i, e in errors.items()}

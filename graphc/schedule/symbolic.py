@@ -44,8 +44,11 @@ def check_nodes(graph: Graph) -> None:
     """Raises NotSymbolic for a graph with ops whose code or checks need their sizes as
     numbers: all-reduces (their records are specialised), a squeeze of a
     call-time axis (its size must be 1: an int index past a call-time size, which the
-    specialised shape rule reports as an IndexError)."""
+    specialised shape rule reports as an IndexError); loop bodies alike."""
+    from graphc.region import node_regions
     for n in graph.nodes():
+        for body in node_regions(n):
+            check_nodes(Graph(body.inputs, tuple(body.outputs)))
         if n.op == "all_reduce":
             raise NotSymbolic(f"{n.op} is specialised per shape")
         if n.op == "squeeze" and not all(isinstance(n.inputs[0].shape[a], int)
