@@ -189,3 +189,37 @@ def test_an_index_error_in_a_body_names_the_call_time_size():
     with pytest.raises(IndexError, match="6"):
         f(normal(2, 6, 3), np.array([[6, 0, 1], [1, 2, 4]]))
     assert_one_program(f)
+
+
+def lstm_loss_and_grads(options, backend: str = "llvm"):
+    """A freshly built gc.nn.LSTM step (the same weights each time): loss and gradients."""
+    lstm = gc.nn.LSTM(3, 4, seed=7, dtype="float64", name="lstm")
+    x = gc.placeholder((2, None, 3), "float64", "x")
+    out, _ = lstm(x)
+    loss = (out * out).sum()
+    return gc.function([x], [loss] + gc.grad(loss, lstm.parameters()), backend=backend,
+                       backend_options=options)
+
+
+def test_a_warm_start_reads_the_loop_program_from_the_disk_cache(tmp_path, monkeypatch):
+    """The plan of a program with loops (each loop's vector: its body kernels' symbols and
+    GEMM blocking) is stored with the code: a rebuilt model at a new batch size neither
+    schedules nor compiles."""
+    from graphc.backends.llvm import symbolic_runtime
+    options = {"sizes": "auto", "cache_dir": str(tmp_path)}
+    scheduled = []
+    real = symbolic_runtime.schedule_symbolic
+    monkeypatch.setattr(symbolic_runtime, "schedule_symbolic",
+                        lambda *a, **k: scheduled.append(1) or real(*a, **k))
+    cold = lstm_loss_and_grads(options)
+    cold(normal(1, 2, 3, 3))
+    assert len(scheduled) == 1 and not cold._exe.symbolic.cached
+    warm = lstm_loss_and_grads(options)
+    ref = lstm_loss_and_grads(None, "numpy")
+    for n in (6, 1):
+        args = [normal(n, 2, n, 3)]
+        for g, w in zip(warm(*args), ref(*args)):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+    assert len(scheduled) == 1
+    assert warm._exe.symbolic.cached
+    assert_one_program(warm)

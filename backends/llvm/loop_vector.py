@@ -43,6 +43,7 @@ class LoopTail:
 
     def __init__(self, own: int, parts: Sequence[tuple[int, tuple[sizes.SizeVar, ...], Any]]
                  ) -> None:
+        self.own = own
         self.parts = list(parts)  # (body kernel, its symbols, its tail or None)
         flat: list[sizes.Dim] = []
         self.at: dict[int, int] = {}
