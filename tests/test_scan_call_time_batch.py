@@ -59,17 +59,17 @@ def lstm_cell(wx, wh, b, hidden: int):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_an_lstm_step_and_its_gradients_compile_once(reverse, threads, monkeypatch):
     monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
-    T, I, H = 4, 3, 5
+    T, D, H = 4, 3, 5
     rng = np.random.default_rng(0)
-    wx = gc.parameter(rng.normal(size=(I, 4 * H)) * 0.3, name="wx")
+    wx = gc.parameter(rng.normal(size=(D, 4 * H)) * 0.3, name="wx")
     wh = gc.parameter(rng.normal(size=(H, 4 * H)) * 0.3, name="wh")
     b = gc.parameter(rng.normal(size=(4 * H,)) * 0.1, name="b")
-    x = gc.placeholder((T, "N", I), "float64", "x")  # (one batch size: the carry's and x's)
+    x = gc.placeholder((T, "N", D), "float64", "x")  # (one batch size: the carry's and x's)
     h0 = gc.placeholder(("N", H), "float64", "h0")
     (h, c), ys = gc.scan(lstm_cell(wx, wh, b, H), (h0, h0 * 0.5), x, reverse=reverse)
     loss = (ys * ys).sum() + (h * c).sum()
     outputs = [loss, ys] + gc.grad(loss, [wx, wh, b, x, h0])
-    agree([x, h0], outputs, lambda n: [normal(n, T, n, I), normal(n + 100, n, H)])
+    agree([x, h0], outputs, lambda n: [normal(n, T, n, D), normal(n + 100, n, H)])
 
 
 def test_a_gru_training_step_with_updates_equals_numpy():

@@ -26,11 +26,11 @@ def descriptor_length(g: Any) -> int:
 class _Flat:
     """What binding_table reads of a GEMM's spec: the sizes its descriptor is made from."""
 
-    sizes: tuple[sizes.Dim, ...]
+    dims: tuple[sizes.Dim, ...]
     batch: tuple = ()
 
     def flat(self) -> tuple[sizes.Dim, ...]:
-        return self.sizes
+        return self.dims
 
 
 class LoopTail:
