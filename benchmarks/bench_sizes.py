@@ -11,8 +11,8 @@ against a module per input shape ("specialize"), in the same run:
   arena   the temporaries' arena at the benchmark's batch: the specialised module's plan
           and the symbolic program's plan for that binding (same placement: same bytes)
 W6 (the small ResNet step of benchmarks/bench_resnet.py, batch 64) is measured alike.
---against auto compares "auto" (the default: symbolic, except CNNs whose convolutions read
-their columns in place, which it specialises) with "specialize" instead of "symbolic".
+--against auto compares "auto" (the default: symbolic, except programs listed in
+docs/sizes.md, "What falls back to specialising") with "specialize" instead of "symbolic".
 Run: python benchmarks/bench_sizes.py [--repeat 50] [--only W1] [--against auto]"""
 from __future__ import annotations
 
