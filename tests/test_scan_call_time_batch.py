@@ -223,3 +223,52 @@ def test_a_warm_start_reads_the_loop_program_from_the_disk_cache(tmp_path, monke
     assert len(scheduled) == 1
     assert warm._exe.symbolic.cached
     assert_one_program(warm)
+
+
+def gru_classifier(options):
+    """A GRU over batch-first sequences (N, T, E) -> class scores; its SGD step and predict."""
+    gru = gc.nn.GRU(4, 6, seed=11, name="gru")
+    head = gc.parameter(np.random.default_rng(12).normal(size=(6, 3)).astype(np.float32) * 0.3,
+                        name="head")
+    x = gc.placeholder((None, 5, 4), name="x")
+    y = gc.placeholder((None,), "int64", name="y")
+    out, h = gru(gc.transpose(x, (1, 0, 2)))
+    logits = h @ head
+    params = gru.parameters() + [head]
+    grads = gc.grad(gc.nn.cross_entropy(logits, y), params)
+    step = gc.function([x, y], gc.nn.cross_entropy(logits, y),
+                       updates={p: p - 0.2 * g for p, g in zip(params, grads)},
+                       backend="llvm", backend_options=options)
+    predict = gc.function([x], logits, backend="llvm", backend_options=options)
+    return step, predict, params
+
+
+def test_fit_short_last_batch_and_predict_on_one_sequence_compile_nothing(monkeypatch):
+    """gc.train.fit over 38 sequences in batches of 16 (a short last batch of 6) and
+    predict on one sequence: nothing compiled or loaded after the first calls, and the
+    parameters and scores those of modules specialised to each size."""
+    from graphc.backends.llvm import jit, processes
+    seen: list[str] = []
+    for module, name in ((processes, "compile_schedule"), (jit, "load_objects")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k:
+                            seen.append(_name) or _real(*a, **k))
+    step, predict, params = gru_classifier(SYMBOLIC)
+    ref_step, ref_predict, ref_params = gru_classifier({"sizes": "specialize",
+                                                        "cache_dir": None})
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(38, 5, 4)).astype(np.float32), rng.integers(0, 3, 38)
+    step(x[:16], y[:16])
+    ref_step(x[:16], y[:16])
+    predict(x[:16])
+    compiled = len(seen)
+    assert compiled >= 2  # (the step's and the predict's first calls)
+    gc.train.fit(step, (x, y), epochs=2, batch_size=16, progress=False, verbose=False)
+    out = predict(x[:1])
+    assert len(seen) == compiled
+    assert_one_program(step)
+    assert_one_program(predict)
+    gc.train.fit(ref_step, (x, y), epochs=2, batch_size=16, progress=False, verbose=False)
+    for p, q in zip(params, ref_params):
+        np.testing.assert_allclose(p.value, q.value, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(out, ref_predict(x[:1]), rtol=2e-5, atol=2e-6)
