@@ -272,3 +272,13 @@ def test_fit_short_last_batch_and_predict_on_one_sequence_compile_nothing(monkey
     for p, q in zip(params, ref_params):
         np.testing.assert_allclose(p.value, q.value, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(out, ref_predict(x[:1]), rtol=2e-5, atol=2e-6)
+
+
+def test_a_checkpointed_lstm_compiles_once():
+    """checkpoint=True: nested loops (segments of steps recomputed in the gradient)."""
+    lstm = gc.nn.LSTM(3, 4, seed=7, dtype="float64", name="lstm", checkpoint=True)
+    x = gc.placeholder((9, None, 3), "float64", "x")
+    out, _ = lstm(x)
+    loss = (out * out).sum()
+    agree([x], [loss] + gc.grad(loss, lstm.parameters() + [x]),
+          lambda n: [normal(n, 9, n, 3)])
