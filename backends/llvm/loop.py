@@ -71,7 +71,11 @@ def body_vectors(b: ir.IRBuilder, k: kir.Loop) -> dict[int, ir.Value]:
         return {}
     own = len(sizes.symbols)
     # (the body's GEMMs packed or not as their code is written: at the representative)
-    tail = LoopTail.of(k, own, graphc_sizes._REPRESENTATIVE[-1])
+    representative = graphc_sizes.current_representative()
+    if representative is None:
+        raise TypeError("generated code: a loop with symbolic sizes and no representative "
+                        "binding")
+    tail = LoopTail.of(k, own, representative)
     start = runtime_descriptor_pointer(b)  # (the word after the loop's own symbols)
     return {j: b.gep(start, [ir.Constant(I64, at - own)], source_etype=I64)
             for j, at in tail.at.items()}
