@@ -282,3 +282,21 @@ def test_a_checkpointed_lstm_compiles_once():
     loss = (out * out).sum()
     agree([x], [loss] + gc.grad(loss, lstm.parameters() + [x]),
           lambda n: [normal(n, 9, n, 3)])
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_sizes_that_must_agree_are_checked_before_a_loop_runs(named):
+    """A carry's batch and a captured value's (one named size, or two None sizes met only
+    in the body): calls where they differ are a ValueError, never a loop over wrong sizes."""
+    x = gc.placeholder((4, "N" if named else None, 3), "float64", "x")
+    c = gc.placeholder(("N" if named else None, 3), "float64", "c")
+    h, _ = gc.scan(lambda h, xt: (h + xt * c, h), gc.zeros_like(x[0]), x)
+    f = gc.function([x, c], h, backend="llvm", backend_options=SYMBOLIC)
+    ref = gc.function([x, c], h, backend="numpy")
+    for n in (2, 5):
+        args = [normal(n, 4, n, 3), normal(n + 1, n, 3)]
+        np.testing.assert_allclose(f(*args), ref(*args), rtol=1e-12)
+    with pytest.raises(ValueError, match="3"):
+        f(normal(1, 4, 3, 3), normal(2, 2, 3))
+    if named:
+        assert_one_program(f)
