@@ -11,9 +11,13 @@
   memory  the W7 step at T=4096 with and without scan checkpointing (gc.nn.LSTM(...,
           checkpoint=True)): the planned arena of temporaries and the peak resident memory of
           a fresh process that runs one step.
+  batch   the W7 step with a None batch (graphc, sizes="auto": one symbolic program) against
+          the step with batch 32 fixed, in one process: the first call (compile), steps at
+          32 (interleaved), then a first call at each new batch size against warm steps
+          there, and how many modules were compiled for new sizes.
 `--threads 1` runs every framework on one thread (on a machine other processes keep busy,
 PyTorch's and XLA's thread teams stall, and the ratios swing with the load).
-Run: python benchmarks/bench_rnn.py [--only W7,length,memory] [--repeat 20] [--rounds 5]
+Run: python benchmarks/bench_rnn.py [--only W7,length,memory,batch] [--repeat 20] [--rounds 5]
      [--cold-rounds 3] [--threads N] [--no-torch-compile]"""
 from __future__ import annotations
 
@@ -51,17 +55,20 @@ def w7_params(seed: int = 0) -> dict[str, np.ndarray]:
             "w_out": u(HIDDEN, VOCAB), "b_out": np.zeros(VOCAB, np.float32)}
 
 
-def w7_data(seq: int = SEQ, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def w7_data(seq: int = SEQ, seed: int = 1, batch: int = BATCH
+            ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, targets), each (T, N) (time first): a random text and itself shifted by one."""
-    text = np.random.default_rng(seed).integers(0, VOCAB, (seq + 1, BATCH))
+    text = np.random.default_rng(seed).integers(0, VOCAB, (seq + 1, batch))
     return text[:-1], text[1:]
 
 
 # ---- graphc ------------------------------------------------------------------------------
 
 def graphc_w7_step(params: dict[str, np.ndarray], seq: int = SEQ, checkpoint: bool = False,
-                   backend: str = "llvm"):
-    """(the compiled step, its loss tensor): gc.nn.LSTM with the given weights, SGD."""
+                   backend: str = "llvm", batch: int | None = BATCH,
+                   options: dict | None = None):
+    """(the compiled step, its loss tensor): gc.nn.LSTM with the given weights, SGD;
+    `batch` None: a call-time batch size."""
     import graphc as gc
     lstm = gc.nn.LSTM(EMBED, HIDDEN, checkpoint=checkpoint, name="lstm")
     lstm.load_state_dict({f"{k}_l0": params[k]
@@ -69,15 +76,15 @@ def graphc_w7_step(params: dict[str, np.ndarray], seq: int = SEQ, checkpoint: bo
     embed = gc.parameter(params["embed"].copy(), name="embed")
     w_out = gc.parameter(params["w_out"].copy(), name="w_out")
     b_out = gc.parameter(params["b_out"].copy(), name="b_out")
-    ids = gc.placeholder((seq, BATCH), "int64", name="ids")
-    targets = gc.placeholder((seq, BATCH), "int64", name="targets")
+    ids = gc.placeholder((seq, batch), "int64", name="ids")
+    targets = gc.placeholder((seq, batch), "int64", name="targets")
     out, _ = lstm(gc.take(embed, ids, axis=0))
     logits = gc.reshape(out, (-1, HIDDEN)) @ w_out + b_out  # (T*N, V): one GEMM
     loss = gc.nn.cross_entropy(logits, gc.reshape(targets, (-1,)))
     p = [embed] + lstm.parameters() + [w_out, b_out]
     grads = gc.grad(loss, p)
     return gc.function([ids, targets], loss, updates={v: v - LR * g for v, g in zip(p, grads)},
-                       backend=backend)
+                       backend=backend, backend_options=options)
 
 
 def graph_size(f) -> int:
@@ -315,6 +322,41 @@ def bench_memory() -> None:
               f"{resident}   step {r['step']:.2f} s")
 
 
+def bench_batch(repeat: int) -> None:
+    """W7 with a None batch against W7 at batch 32, one process (no disk cache)."""
+    options = {"cache_dir": None}
+    fixed = graphc_w7_step(w7_params(), batch=BATCH, options=options)
+    free = graphc_w7_step(w7_params(), batch=None, options=options)
+    data = w7_data()
+    first = {}
+    for name, f in (("batch 32", fixed), ("None batch", free)):
+        t0 = time.perf_counter()
+        f(*data)
+        first[name] = time.perf_counter() - t0
+    steps: dict[str, list[float]] = {"batch 32": [], "None batch": []}
+    for _ in range(repeat):
+        for name, f in (("batch 32", fixed), ("None batch", free)):
+            t0 = time.perf_counter()
+            f(*data)
+            steps[name].append(time.perf_counter() - t0)
+    ms = {name: statistics.median(v) * 1e3 for name, v in steps.items()}
+    print(f"W7 with a None batch (sizes='auto') against batch 32 fixed, one process: "
+          f"first call {first['None batch']:.2f} s against {first['batch 32']:.2f} s; step at "
+          f"32 {ms['None batch']:.2f} against {ms['batch 32']:.2f} ms (ratio "
+          f"{ms['None batch'] / ms['batch 32']:.3f}, medians of {repeat} interleaved)")
+    for n in (1, 5, 33, 17, 64):
+        new = w7_data(seed=n, batch=n)
+        t0 = time.perf_counter()
+        free(*new)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        warm = median_ms(lambda new=new: free(*new), 5, warmup=0)
+        print(f"  batch {n:>3}: first call {first_ms:7.2f} ms, warm step {warm:7.2f} ms "
+              f"(first / warm {first_ms / warm:.2f})")
+    exe = free._exe
+    print(f"  modules compiled for new sizes: {len(exe.compiled)}"
+          + (f" (not symbolic: {exe.not_symbolic})" if exe.not_symbolic else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -344,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_length(args.rounds)
     if "memory" in wanted:
         bench_memory()
+    if "batch" in wanted:
+        bench_batch(args.repeat)
 
 
 if __name__ == "__main__":

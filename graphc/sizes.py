@@ -499,6 +499,11 @@ class representative:
         _REPRESENTATIVE.pop()
 
 
+def current_representative() -> Mapping[SizeVar, int] | None:
+    """The binding `hint` answers from (the innermost `representative`), or None."""
+    return _REPRESENTATIVE[-1] if _REPRESENTATIVE else None
+
+
 def hint(d: Dim) -> int:
     """`d` itself if it is an int, else its value in the representative binding: for
     choices of policy only, never for what the code computes."""

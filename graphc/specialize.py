@@ -79,8 +79,21 @@ def unify_symbols(graph: Graph) -> Graph:
 
     def var(d: object) -> sizes.SizeVar | None:
         return next(d.atoms()) if isinstance(d, sizes.Size) and d.is_var() else None
+
+    def scaled(d: object) -> tuple[int, sizes.SizeVar] | None:
+        """(c, v) where d is c*v (a reshape(-1) of a (T, None) sequence: 64*?)."""
+        if not isinstance(d, sizes.Size) or len(d.terms) != 1:
+            return None
+        (mono, coeff), = d.terms
+        if len(mono) != 1 or not isinstance(mono[0], sizes.SizeVar):
+            return None
+        return coeff, mono[0]
     for check in binder.checks:
         a, b = var(check.a), var(check.b)
+        if a is None and b is None:  # c*a == c*b (the same c): a == b
+            sa, sb = scaled(check.a), scaled(check.b)
+            if sa is not None and sb is not None and sa[0] == sb[0]:
+                a, b = sa[1], sb[1]
         if a is not None and b is not None:
             a, b = find(a), find(b)
             if a != b:

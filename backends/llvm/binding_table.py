@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from graphc import sizes
-from graphc.backends.llvm.gemm_kernels import FIELDS
 from graphc.backends.llvm.int_code import Code, Writer, function_of
+from graphc.backends.llvm.loop_vector import LoopTail, descriptor_length
 from graphc.backends.llvm.placement_code import Placer, written_placement
 from graphc.schedule.memory import ALIGN, MemoryPlan
 
@@ -71,8 +71,7 @@ class BindingTable:
             self._vectors.append((tuple(recipe.symbols), None if g is None else g[0],
                                   () if g is None else g[1]))
             self._vector_at[k] = at
-            at += 8 * (len(symbols) + (0 if g is None else
-                                       len(FIELDS) + 4 * len(g[0].spec.batch)))
+            at += 8 * (len(symbols) + (0 if g is None else descriptor_length(g[0])))
         self.vector_bytes = at
         self.base = -(-at // ALIGN) * ALIGN  # the temporaries' first byte in the arena
         # the entry's table (SymbolicPlan.descriptor) with a hole for each temporary's
@@ -386,8 +385,9 @@ def written_words(exprs: list[sizes.Dim], vectors: list[tuple[tuple[int, ...], A
                   ) -> WrittenWords | None:
     """WrittenWords for these kernels' vectors, or None where the recipe cannot be
     written down (it decides something on a size)."""
-    if len(vectors) > MAX_WRITTEN_VECTORS:
-        return None
+    if len(vectors) > MAX_WRITTEN_VECTORS or any(isinstance(g, LoopTail)
+                                                  for _, g, _ in vectors):
+        return None  # (a loop's vector: its parts' recipes run)
     writer = Writer()
     table = [d if isinstance(d, int) else writer.value(f"t[{i}]")
              for i, d in enumerate(exprs)]

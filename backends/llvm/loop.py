@@ -8,9 +8,14 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
+from graphc import sizes as graphc_sizes
+from graphc.backends.llvm.loop_vector import LoopTail
 from graphc.backends.llvm.loops import I64, counted_loop
 from graphc.backends.llvm.scalar import I8, I32
+from graphc.backends.llvm.size_values import (as_value, current_sizes,
+                                              runtime_descriptor_pointer)
 from graphc.schedule import ir as kir
+from graphc.schedule.symbolic import has_symbols
 
 if TYPE_CHECKING:
     from graphc.backends.llvm.codegen import ModuleWriter
@@ -58,6 +63,24 @@ def prepack(writer: ModuleWriter, b: ir.IRBuilder, bases: dict,
     return packed
 
 
+def body_vectors(b: ir.IRBuilder, k: kir.Loop) -> dict[int, ir.Value]:
+    """Each body kernel's vector of sizes, by body kernel: a pointer into the loop's own
+    vector (loop_vector.LoopTail), where the body's sizes are symbols; else none."""
+    sizes = current_sizes()
+    if sizes is None or not has_symbols(k.body):  # (else the sizes are an outer kernel's)
+        return {}
+    own = len(sizes.symbols)
+    # (the body's GEMMs packed or not as their code is written: at the representative)
+    representative = graphc_sizes.current_representative()
+    if representative is None:
+        raise TypeError("generated code: a loop with symbolic sizes and no representative "
+                        "binding")
+    tail = LoopTail.of(k, own, representative)
+    start = runtime_descriptor_pointer(b)  # (the word after the loop's own symbols)
+    return {j: b.gep(start, [ir.Constant(I64, at - own)], source_etype=I64)
+            for j, at in tail.at.items()}
+
+
 def emit_loop(writer: ModuleWriter, b: ir.IRBuilder, fn: ir.Function, bases: dict,
               k: kir.Loop, index: int) -> None:
     body = k.body
@@ -67,14 +90,18 @@ def emit_loop(writer: ModuleWriter, b: ir.IRBuilder, fn: ir.Function, bases: dic
         at = ir.Constant(I64, offset) if isinstance(offset, int) else offset
         return b.gep(base, [at], source_etype=I8)
 
-    # Pointers that hold for every step: temporaries in the loop's arena, invariants.
+    # Pointers that hold for every step: temporaries in the loop's arena (their offsets,
+    # where the body's sizes are symbols, computed from the loop's vector at its entry),
+    # invariants, the body kernels' vectors (in the loop's: loop_vector.py).
     fixed: dict[int, ir.Value] = {}
     offsets = body.plan.offsets if body.plan is not None else {}
     for bid, offset in offsets.items():
-        fixed[bid] = byte(bases[k.arena], offset)
+        fixed[bid] = byte(bases[k.arena], as_value(b, offset))
     for v in k.invariants:
         fixed[v.inner] = bases[v.outer]
-    widest = max((len(bids) for bids in sub.plan.buffers), default=1)
+    vectors = body_vectors(b, k)
+    widest = max((len(bids) + (j in vectors) for j, bids in enumerate(sub.plan.buffers)),
+                 default=1)
     table = b.alloca(PTR, ir.Constant(I64, max(1, widest)), name="body.table")
     failed = fn.append_basic_block("loop.failed")
     last = ir.Constant(I64, k.length - 1)
@@ -90,11 +117,14 @@ def emit_loop(writer: ModuleWriter, b: ir.IRBuilder, fn: ir.Function, bases: dic
             at[c.out] = b.select(writes_final, final, spare)
             at[c.inside] = b.select(first, bases[c.init], b.select(writes_final, spare, final))
         for s in k.xs + k.ys:
-            size = body.buffers[s.inner].nbytes
-            at[s.inner] = byte(bases[s.outer], b.mul(t, ir.Constant(I64, size)))
+            size = as_value(b, body.buffers[s.inner].nbytes)
+            at[s.inner] = byte(bases[s.outer], b.mul(t, size))
         for j, kernel in enumerate(body.kernels):
             for pos, bid in enumerate(sub.plan.buffers[j]):
                 b.store(at[bid], b.gep(table, [ir.Constant(I64, pos)], source_etype=PTR))
+            if j in vectors:  # (after its buffers: size_values.KernelSizes reads it there)
+                pos = len(sub.plan.buffers[j])
+                b.store(vectors[j], b.gep(table, [ir.Constant(I64, pos)], source_etype=PTR))
             status = b.call(functions[j], [table])
             if kernel.can_fail:
                 ok = fn.append_basic_block(f"body{j}.ok")

@@ -97,6 +97,11 @@ class writing:
             _CURRENT.pop()
 
 
+def current_sizes() -> KernelSizes | None:
+    """The sizes of the kernel being written, or None where it has none."""
+    return _CURRENT[-1] if _CURRENT else None
+
+
 def runtime_descriptor_pointer(b: ir.IRBuilder) -> ir.Value:
     """Where the kernel being written finds the data the runtime computes for each binding
     after its symbols' values (a packed GEMM's blocking)."""

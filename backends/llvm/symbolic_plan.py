@@ -15,7 +15,9 @@ from graphc.schedule import ir as kir
 from graphc.schedule.memory import MemoryPlan, plan_memory
 
 # Bumped with any change of the encoding: an entry of another version is a cache miss.
-VERSION = 2  # 2: a GEMM's implicit B (its sub-axes: a convolution over a call-time batch)
+# 2: a GEMM's implicit B (its sub-axes: a convolution over a call-time batch); 3: a loop's
+# vector (its body kernels' symbols and GEMM blocking)
+VERSION = 3
 
 
 class PlanFormatError(ValueError):
@@ -88,6 +90,11 @@ class SymbolicPlan:
             if error is None:
                 continue
             checked = k.checked_indices()
+            if isinstance(k, kir.Loop):  # one failing body kernel: its size, per binding
+                failing = k.failing()
+                if len(failing) == 1 and failing[0].checked_indices() is not None:
+                    error = failing[0].error() or error
+                    checked = failing[0].checked_indices()
             errors[i] = ErrorRecipe(error[1]) if checked is None else \
                 ErrorRecipe(error[1], checked[2], bool(checked[3]))
         messages = {i: e.message for i, e in errors.items()}
@@ -236,6 +243,13 @@ def decode_dim(x: Any, symbols: Sequence[sizes.Dim]) -> sizes.Dim:
 
 
 def _gemm_meta(g: Any, dim: Any) -> dict:
+    """A kernel's words after its symbols: a packed GEMM's blocking inputs, or a loop's
+    parts (each body kernel's symbols and its own words, loop_vector.LoopTail)."""
+    from graphc.backends.llvm.loop_vector import LoopTail
+    if isinstance(g, LoopTail):
+        return {"loop": [g.own, [[j, [dim(sizes.Size.of(v)) for v in symbols],
+                                  None if sub is None else _gemm_meta(sub, dim)]
+                                 for j, symbols, sub in g.parts]]}
     spec = g.spec
 
     def operand(o: Any) -> list:
@@ -250,6 +264,12 @@ def _gemm_meta(g: Any, dim: Any) -> dict:
 
 def _gemm_of(meta: Any, dim: Any) -> Any:
     from graphc.backends.llvm import gemm
+    if "loop" in meta:
+        from graphc.backends.llvm.loop_vector import LoopTail
+        own, parts = meta["loop"]
+        return LoopTail(_int(own), [(_int(j), tuple(_symbol(dim(x)) for x in symbols),
+                                     None if sub is None else _gemm_of(sub, dim))
+                                    for j, symbols, sub in parts])
     dtype, batch, m, n, k, a, b, c, alpha, accumulate = meta["spec"]
 
     def operand(o: Any) -> Any:
@@ -319,6 +339,12 @@ def _decode(meta: Any, blob: bytes, inputs: Sequence, parameters: int) -> Symbol
         team_flags=[str(f) for f in meta["team_flags"]])
     _check(plan, len(inputs), parameters)
     return plan
+
+
+def _symbol(d: sizes.Dim) -> sizes.SizeVar:
+    if not (isinstance(d, sizes.Size) and d.is_var()):
+        raise PlanFormatError(f"not a symbol: {d}")
+    return next(iter(d.atoms()))
 
 
 def _int(x: Any) -> int:

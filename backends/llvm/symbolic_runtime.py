@@ -16,6 +16,7 @@ from graphc.backends.llvm import backend, codegen, gemm, jit, threads
 from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
 from graphc.backends.llvm.arena import Arena
 from graphc.backends.llvm.binding_table import BindingTable
+from graphc.backends.llvm.loop_vector import LoopTail
 from graphc.backends.llvm.runtime import _joined, assembly_of, call_entry, data_pointer
 from graphc.backends.llvm.symbolic_plan import (PlanFormatError, SymbolicPlan,
                                                 symbol_places)
@@ -151,9 +152,13 @@ class SymbolicProgram:
             built = processes.compile_schedule(schedule, self.times, disk, plan=units)
         self._ir_texts = built.texts
         self.address, self.engine = built.address, built.engine
-        gemms = {i: g for i, k in enumerate(schedule.kernels)
-                 if units.symbols[i] and isinstance(k, kir.Gemm)
-                 for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
+        gemms: dict[int, object] = {
+            i: g for i, k in enumerate(schedule.kernels)
+            if units.symbols[i] and isinstance(k, kir.Gemm)
+            for g in [gemm.RuntimeGemm(k, self.representative)] if g.packed}
+        gemms.update({i: LoopTail.of(k, len(units.symbols[i]), self.representative)
+                      for i, k in enumerate(schedule.kernels)
+                      if units.symbols[i] and isinstance(k, kir.Loop)})
         # (the schedule's plan holds its lifetimes: they do not depend on sizes)
         spans = schedule.plan.lifetimes if schedule.plan is not None else lifetimes(schedule)
         self.plan = SymbolicPlan.of(schedule, built.slots, units, self.storages, spans,

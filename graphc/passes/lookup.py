@@ -11,14 +11,16 @@ summed per table row first (a scatter-add of n rows), and both the weight's grad
     take(T, ids) + b  (b along rows)    -> take(T + b, ids)
 
 Each fires only where the products over V rows and the n-row copy cost well under half
-the n-row product (the lookups repeat rows); sizes must be known numbers."""
+the n-row product (the lookups repeat rows). The table's sizes must be numbers; the
+number of lookups may be a call-time size (a None batch), judged at the representative
+binding (a choice of speed: the rewrites are equalities for every size)."""
 from __future__ import annotations
 
 import math
 
 from graphc.node import Node, building_for
 from graphc.ops.leaves import scalar_constant
-from graphc.sizes import Dim
+from graphc.sizes import Dim, hint
 from graphc.ops.registry import make
 from graphc.passes.patterns import Op, Var
 from graphc.passes.rewrite import Rule, rule
@@ -33,7 +35,8 @@ def _rows_lookup(x: Node) -> tuple[Node, Node] | None:
     table, ids = take.inputs
     if table.ndim != 2 or x.ndim != 2 or x.shape[1] != table.shape[1]:
         return None
-    if not all(isinstance(s, int) for s in take.shape) or x.shape[0] != math.prod(ids.shape):
+    if not all(isinstance(s, int) for s in table.shape) or \
+            x.shape[0] != math.prod(ids.shape):
         return None
     return table, ids
 
@@ -41,8 +44,11 @@ def _rows_lookup(x: Node) -> tuple[Node, Node] | None:
 def _pays(rows: Dim, lookups: Dim, inner: Dim) -> bool:
     """A product over `rows` table rows and a copy of `lookups` rows against a product over
     `lookups` rows (per output column, `inner` multiply-adds a row). A size known only at
-    call time: it cannot be told, and the graph stays as it is."""
-    if not (isinstance(rows, int) and isinstance(lookups, int) and isinstance(inner, int)):
+    call time is taken at the representative binding; with none set, the graph stays as
+    it is."""
+    try:
+        rows, lookups, inner = hint(rows), hint(lookups), hint(inner)
+    except TypeError:
         return False
     return rows * inner + lookups < lookups * inner / 2
 
@@ -94,7 +100,7 @@ def _lookup_table_grad(b, node):
     g, w = product.inputs
     if g.ndim != 2 or w.ndim != 2 or tuple(upd.shape) != tuple(ids.shape) + (w.shape[1],):
         return None
-    if not all(isinstance(s, int) for s in g.shape + w.shape + ref.shape):
+    if not all(isinstance(s, int) for s in g.shape[1:] + w.shape + ref.shape):
         return None
     if not _pays(ref.shape[0], g.shape[0], w.shape[1]):
         return None
@@ -115,9 +121,12 @@ def _lookup_then_add(b, node):
     table, ids, bias = b["t"], b["ids"], b["bias"]
     if table.ndim != 2 or not _along_rows(bias, table) or node.shape != node.inputs[0].shape:
         return None
-    if not all(isinstance(s, int) for s in node.shape + table.shape):
+    if not all(isinstance(s, int) for s in table.shape):
         return None
-    if table.shape[0] * 2 > math.prod(ids.shape):
+    try:
+        if table.shape[0] * 2 > hint(math.prod(ids.shape)):
+            return None
+    except TypeError:  # (a call-time size and no representative binding)
         return None
     with building_for(node.origin):
         return make("take", make("add", table, bias), ids, axis=0)

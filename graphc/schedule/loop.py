@@ -11,7 +11,7 @@ from graphc.graph import Graph
 from graphc.node import Node, static_shape
 from graphc.schedule import ir
 from graphc.schedule.ir import Const
-from graphc.schedule.memory import plan_memory
+from graphc.schedule.loop_memory import body_plan
 
 if TYPE_CHECKING:
     from graphc.schedule.lower import Lowering, Value
@@ -39,7 +39,7 @@ def whole_buffer(low: Lowering, node: Node) -> int:
     from graphc.schedule.lower import Lazy
     view = low.view_of(node)
     if view.offset == 0 and view.contiguous() and \
-            low.buffers[view.buffer].size == int(np.prod(view.shape, dtype=np.int64)):
+            low.buffers[view.buffer].size == ir._product(view.shape):
         return view.buffer  # (a reshape of it is the same memory: the loop needs no more)
     shape = static_shape(node.shape)
     copy = low.materialize(Lazy(low.expr_of(view, shape), shape, node.dtype, ("copy",), 1))
@@ -53,7 +53,7 @@ def permuted_buffer(low: Lowering, node: Node) -> tuple[int, tuple[int, ...]] | 
     view = low.view_of(node)
     shape = tuple(view.shape)
     if view.offset != 0 or view.contiguous() or 1 in shape or \
-            low.buffers[view.buffer].size != int(np.prod(shape, dtype=np.int64)):
+            low.buffers[view.buffer].size != ir._product(shape):
         return None
     perm = tuple(sorted(range(len(shape)), key=lambda a: -view.strides[a]))
     base = tuple(shape[a] for a in perm)
@@ -82,9 +82,12 @@ def _with_permuted_inputs(graph: Graph, perms: dict[int, tuple[int, ...]]) -> Gr
                  tuple((p, v) for (p, _), v in zip(graph.updates, roots[n_out:])))
 
 
-def _length(node: Node) -> int:
+def _length(node: Node, symbolic: bool = False) -> int:
     num_carry, num_xs = node.attrs["num_carry"], node.attrs["num_xs"]
     length = node.inputs[num_carry].shape[0] if num_xs else node.attrs["length"]
+    if symbolic and not isinstance(length, (int, np.integer)):
+        from graphc.schedule.symbolic import NotSymbolic
+        raise NotSymbolic("a scan over a call-time length is specialised per shape")
     if not isinstance(length, (int, np.integer)):
         raise ShapeError(f"schedule: scan of unknown length {length}; specialise the graph "
                          "to call-time shapes first")
@@ -107,8 +110,8 @@ def body_schedule(low: Lowering, node: Node, outputs: list[int],
                              shapes)
     if perms:
         graph = _with_permuted_inputs(graph, perms)
-    lowered = Lowering(graph, low.policy).run()
-    return dataclasses.replace(lowered, plan=plan_memory(lowered), graph=graph)
+    lowered = Lowering(graph, low.policy, symbolic=low.symbolic).run()
+    return dataclasses.replace(lowered, plan=body_plan(lowered), graph=graph)
 
 
 def lower_scan_group(low: Lowering, node: Node) -> Value:
@@ -120,7 +123,7 @@ def lower_scan_group(low: Lowering, node: Node) -> Value:
     inits = node.inputs[:num_carry]
     xs = node.inputs[num_carry:num_carry + num_xs]
     invariants = node.inputs[num_carry + num_xs:]
-    length = _length(node)
+    length = _length(node, low.symbolic)
     if length == 0:
         for i, sib in group.items():
             low.values[sib] = low.values[inits[i]] if i < num_carry else Lazy(
@@ -162,7 +165,8 @@ def lower_scan_group(low: Lowering, node: Node) -> Value:
         low.consts[outer] = array
         binds.append(ir.LoopBind(outer, bid))
     arena = -1
-    if body.plan is not None and body.plan.arena_bytes:
+    if body.plan is not None and not (isinstance(body.plan.arena_bytes, int)
+                                      and body.plan.arena_bytes == 0):
         arena = low.new_buffer(np.dtype("uint8"), (body.plan.arena_bytes,), "temp")
     loop = ir.Loop(length, bool(node.attrs["reverse"]), body, tuple(carries),
                    tuple(slices_in), tuple(slices_out), tuple(binds), arena,

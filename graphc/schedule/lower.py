@@ -99,6 +99,7 @@ class Lowering:
                                  "the graph to call-time shapes first")
         self.graph = graph
         self.policy = policy
+        self.symbolic = symbolic  # (a loop's body is lowered the same way)
         self.order = graph.nodes()
         self.position = {n: i for i, n in enumerate(self.order)}
         self.users = consumers(self.order)

@@ -19,8 +19,10 @@ class MemoryPlan:
     unshared_bytes: int  # what the temporaries would take without reuse
 
     def __str__(self) -> str:
-        return (f"memory plan: {len(self.offsets)} temporaries, arena {self.arena_bytes:,} B "
-                f"(without reuse {self.unshared_bytes:,} B)")
+        def n(x: object) -> str:  # (a loop body's plan with symbolic sizes: expressions)
+            return f"{x:,}" if isinstance(x, int) else str(x)
+        return (f"memory plan: {len(self.offsets)} temporaries, arena {n(self.arena_bytes)} B "
+                f"(without reuse {n(self.unshared_bytes)} B)")
 
 
 def lifetimes(schedule) -> dict[int, tuple[int, int]]:

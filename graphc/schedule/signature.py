@@ -35,8 +35,10 @@ def overlap_classes(kernel: kir.Kernel, schedule: kir.Schedule,
 
     def span(i: int) -> tuple[int, int]:
         buf = schedule.buffers[bids[i]]
-        start = offsets.get(bids[i], 0)
-        # (symbolic sizes: the plan's binding, which the plan's offsets were made for)
+        # (symbolic sizes: the plan's binding, which the plan's offsets were made for; a
+        # loop body's offsets are expressions, provably apart for every binding where
+        # lifetimes overlap, as they do within one kernel: loop_memory.place_symbolic)
+        start = hint(offsets.get(bids[i], 0))
         return start, start + hint(buf.size) * max(1, buf.dtype.itemsize)
 
     changed = True
@@ -97,7 +99,7 @@ class _Encoder:
         if isinstance(v, (kir.Load, kir.Const, kir.Index, kir.Apply)):
             return self.expr(v)
         if isinstance(v, kir.Schedule):  # a loop's body: its code, buffers and plan
-            return "{" + schedule_signature(v) + "}"
+            return "{" + schedule_signature(v, self) + "}"
         outer = getattr(type(v), "outer_fields", ())
         if outer:  # a loop's binding: outer buffers by local number, the body's by its own
             inner = ",".join(f"{f.name}=" + (f"b{self.local[getattr(v, f.name)]}"
@@ -178,18 +180,29 @@ def signature_and_symbols(kernel: kir.Kernel, schedule: kir.Schedule,
     return text, tuple(enc.symbols)
 
 
-def schedule_signature(schedule: kir.Schedule) -> str:
+def schedule_signature(schedule: kir.Schedule, outer: _Encoder | None = None) -> str:
     """Everything a loop body's code depends on: its buffers (ids, dtypes, shapes, roles),
     inputs and outputs, where its temporaries live, and each kernel's signature with the
-    buffers it is given."""
+    buffers it is given. `outer`: the loop's encoder, where the body's sizes are symbols:
+    they are written by its local numbers, and the loop's code reads every one of them
+    (the body kernels' own symbols after the buffers' and offsets')."""
     plan = schedule.plan
-    lines = [";".join(f"b{b.id}:{b.dtype.name}{list(b.shape)}{b.role}"
+    enc = outer if outer is not None else _Encoder({})
+
+    def dim(d: object) -> str:
+        return enc.value(d) if isinstance(d, Size) else repr(d)
+
+    lines = [";".join(f"b{b.id}:{b.dtype.name}[{','.join(dim(d) for d in b.shape)}]{b.role}"
                       for b in schedule.buffers.values()),
              f"inputs {list(schedule.inputs)} outputs {list(schedule.outputs)}",
-             f"arena {sorted(plan.offsets.items()) if plan else []}"]
+             "arena [" + ",".join(f"({b},{dim(o)})" for b, o in
+                                  sorted(plan.offsets.items()) if plan) + "]"
+             if plan else "arena []"]
     for k in schedule.kernels:
         bids = kernel_buffers(k)
-        lines += [f"kernel on {list(bids)}", kernel_signature(k, schedule, bids)]
+        text, used = signature_and_symbols(k, schedule, bids)
+        lines += [f"kernel on {list(bids)}", text,
+                  "sizes " + ",".join(enc.symbol(v) for v in used)]
     return "\n".join(lines)
 
 

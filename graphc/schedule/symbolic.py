@@ -10,15 +10,17 @@ from graphc.collector import collector_paused
 from graphc.graph import Graph
 from graphc.node import Node
 from graphc.passes import run_pipeline, select_passes
-from graphc.schedule.ir import Buffer, Schedule
+from graphc.schedule.ir import Buffer, Loop, Schedule
 from graphc.schedule.memory import MemoryPlan, plan_memory
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.specialize import unify_symbols
 
 # Kernel kinds whose records, lowering and llvm code take symbolic sizes. A schedule with
-# any other kind (loops, sorts, running sums, all-reduces) is specialised per shape.
+# any other kind (sorts, running sums, all-reduces) is specialised per shape. A loop's
+# body is checked as a schedule of its own (its length stays a number: a scan over a
+# call-time length is specialised).
 SYMBOLIC_KINDS = frozenset({"elementwise", "reduce", "gemm", "gather", "scatter_add",
-                            "index_check", "value_check"})
+                            "index_check", "value_check", "loop"})
 
 
 # The least value a symbol has in the representative binding that choices of speed are
@@ -40,11 +42,14 @@ class NotSymbolic(Exception):
 
 def check_nodes(graph: Graph) -> None:
     """Raises NotSymbolic for a graph with ops whose code or checks need their sizes as
-    numbers: loops and all-reduces (their records are specialised), a squeeze of a
+    numbers: all-reduces (their records are specialised), a squeeze of a
     call-time axis (its size must be 1: an int index past a call-time size, which the
-    specialised shape rule reports as an IndexError)."""
+    specialised shape rule reports as an IndexError); loop bodies alike."""
+    from graphc.region import node_regions
     for n in graph.nodes():
-        if n.op in ("scan", "all_reduce"):
+        for body in node_regions(n):
+            check_nodes(Graph(body.inputs, tuple(body.outputs)))
+        if n.op == "all_reduce":
             raise NotSymbolic(f"{n.op} is specialised per shape")
         if n.op == "squeeze" and not all(isinstance(n.inputs[0].shape[a], int)
                                          for a in n.attrs["axes"]):
@@ -119,14 +124,22 @@ def _schedule_symbolic(graph: Graph, binding: Mapping[sizes.SizeVar, int], optim
             lowered = lower_graph(graph, policy, symbolic=True)
     except TypeError as e:  # a size asked for a number (sizes.Size.__index__, comparisons)
         raise NotSymbolic(str(e)) from e
-    for k in lowered.kernels:
-        if k.kind not in SYMBOLIC_KINDS:
-            raise NotSymbolic(f"{k.kind} kernels are specialised per shape")
+    check_kinds(lowered)
     unknown = {v for b in lowered.buffers.values() for v in sizes.symbols_of(b.shape)} - known
     if unknown:
         raise NotSymbolic(f"sizes {sorted(map(str, unknown))} are not given by an input")
     schedule = dataclasses.replace(lowered, report=report, graph=graph)
     return dataclasses.replace(schedule, plan=plan_for(schedule, binding))
+
+
+def check_kinds(schedule: Schedule) -> None:
+    """Raises NotSymbolic for a kernel (loop bodies included) of a kind not in
+    SYMBOLIC_KINDS."""
+    for k in schedule.kernels:
+        if k.kind not in SYMBOLIC_KINDS:
+            raise NotSymbolic(f"{k.kind} kernels are specialised per shape")
+        if isinstance(k, Loop):
+            check_kinds(k.body)
 
 
 def bound_buffers(schedule: Schedule, binding: Mapping[sizes.SizeVar, int]
@@ -152,6 +165,6 @@ def has_symbols(schedule: Schedule) -> bool:
 
 
 __all__ = ["IMPLICIT_GEMM", "NotSymbolic", "REPRESENTATIVE_FLOOR", "SYMBOLIC_KINDS",
-           "bound_buffers", "check_columns",
+           "bound_buffers", "check_columns", "check_kinds",
            "has_symbols", "input_symbols", "plan_for", "representative_binding",
            "schedule_symbolic"]
