@@ -233,11 +233,11 @@ def test_the_arena_is_touched_while_the_other_process_compiles(monkeypatch, tmp_
     assert len(touched) == 1
 
 
-def test_the_arena_is_touched_beside_the_parents_share_and_the_thread_joined(monkeypatch,
-                                                                             tmp_path):
-    """The touching thread starts once the children are forked, before the parent builds
-    its share (not only once that share is done: a child that finished first left the
-    whole arena to the first call), and has ended when the compile returns."""
+def test_the_arena_is_touched_beside_the_children_and_the_thread_joined(monkeypatch,
+                                                                        tmp_path):
+    """The touching thread starts once the children are forked; the parent, whose children
+    build every module, builds none itself (its IR's cycles, collected after the compile,
+    were on the first call's path); the thread has ended when the compile returns."""
     import threading
     from graphc.backends.llvm import processes, runtime
     seen = []
@@ -247,8 +247,35 @@ def test_the_arena_is_touched_beside_the_parents_share_and_the_thread_joined(mon
                         lambda self: seen.append("touch") or real_start(self))
     monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
     step, x = _deep_mlp("llvm", tmp_path)
-    assert seen == ["touch", "pull"]  # (the child's call of _pull is in its own process)
+    assert step._exe.last.times.extra["parts"] == 2
+    assert seen == ["touch"]  # (the children's calls of _pull are in their own processes)
     assert not any(t.name == "graphc-arena-touch" for t in threading.enumerate())
+    _agrees_with_numpy(step, x, tmp_path)
+
+
+def test_a_child_not_forked_leaves_its_share_to_the_parent(monkeypatch, tmp_path):
+    """One of the two forks refused: the parent takes modules from the queue beside the
+    child that was made, and the program is whole."""
+    from graphc.backends.llvm import processes
+    parent, real_fork, forks, pulls = os.getpid(), os.fork, [], []
+    real_pull = processes._pull
+
+    def second_refused():
+        forks.append(1)
+        if len(forks) == 2:
+            raise OSError("fork refused (as when out of processes)")
+        return real_fork()
+
+    def pull(*args):
+        if os.getpid() == parent:
+            pulls.append(1)
+        return real_pull(*args)
+
+    monkeypatch.setattr(processes.os, "fork", second_refused)
+    monkeypatch.setattr(processes, "_pull", pull)
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    step, x = _deep_mlp("llvm", tmp_path)
+    assert len(forks) == 2 and pulls == [1]
     _agrees_with_numpy(step, x, tmp_path)
 
 

@@ -772,8 +772,9 @@ class ModuleWriter:
 
     def entry_text(self) -> str:
         """The entry point's module (entry.py): each kernel's pointer table filled from
-        the program's slots and the arena, its function called, its status checked."""
-        return entry.entry_text(self.schedule, self.slots, self.plan.functions,
+        the program's slots and the arena, its function called, its status checked.
+        Light pipeline (jit.py): one short loop over constant tables, O3 buys it nothing."""
+        return jit.LIGHT + entry.entry_text(self.schedule, self.slots, self.plan.functions,
                                 self.plan.buffers, ENTRY,
                                 self.slots.count if self.dynamic else None)
 

@@ -9,10 +9,13 @@ for the processes to end together.
 
 Threads would not help: llvmlite runs every LLVM call behind one process-wide lock. A child
 made by fork() starts with everything the parent has (the schedule, llvmlite initialized),
-renders its units, compiles them and sends the objects back through a pipe; the parent
-does its own share and the entry point meanwhile. Whatever goes wrong in a child (it dies,
-fork is refused, the data comes back short) the parent compiles those units itself: the
-processes only make compiling faster, never less reliable.
+renders its units, compiles them and sends the objects back through a pipe. There is one
+child per process count: the parent writes and compiles only the entry point meanwhile (and
+the runtime's thread touches the arena), so that the cycles IR writing leaves (llvmlite's
+objects) are all in children, which exit without collecting them: in the parent, they were
+a 20-80 ms collection after the compile, before the first call's result (W6). Whatever goes
+wrong in a child (it dies, fork is refused, the data comes back short) the parent compiles
+those units itself: the processes only make compiling faster, never less reliable.
 
 GRAPHC_COMPILE_JOBS sets the process count (default: GRAPHC_NUM_THREADS, else the cores this
 process may run on); 1 compiles in this process alone."""
@@ -243,9 +246,10 @@ def compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache | Non
                      after_fork: Callable[[], object] | None = None) -> Compiled:
     """The schedule as native code: units found in `disk` loaded, the others built in up
     to `jobs` processes (and stored there). `plan`: its codegen.plan_units, where the
-    caller has it already. `while_waiting(busy)`: work for this process once its share is
-    built, while other processes still compile theirs (called only where there are
-    others); it stops soon after `busy()` turns False (every other process is done).
+    caller has it already. `while_waiting(busy)`: work for this process once its own part
+    is done (the entry point, and its share where a child could not be made), while
+    children still compile (called only where there are any); it stops soon after
+    `busy()` turns False (every child is done).
     `after_fork()`: called once the other processes are forked (only where there are
     any), before this one builds its share: where a thread may start (none may run while
     a process forks)."""
@@ -345,8 +349,9 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
     built: dict[int, Built] = {}
     try:
         if queue is not None:
+            # one child per part: the parent builds a share only for a child not made
             children = [_Child(writer, as_units, queue, found, store)
-                        for _ in range(parts - 1)]
+                        for _ in range(parts)]
             if after_fork is not None and any(child.pid > 0 for child in children):
                 after_fork()
         t0 = time.perf_counter()
@@ -354,7 +359,7 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
         t1 = time.perf_counter()
         entry = jit._object_of(entry_text)
         entry_times = (t1 - t0,) + entry[1:]
-        if queue is not None:
+        if queue is not None and sum(child.pid > 0 for child in children) < parts:
             built.update(_pull(writer, as_units, queue, found, store))
         if while_waiting is not None and any(child.pid > 0 for child in children):
             while_waiting(lambda: any(child.busy() for child in children))
