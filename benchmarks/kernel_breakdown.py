@@ -38,7 +38,7 @@ def build(model: str, sizes: str | None = None):
     options = None if sizes is None else {"sizes": sizes}
     if model == "W7":
         from bench_rnn import graphc_w7_step, w7_data, w7_params
-        return graphc_w7_step(w7_params(), backend_options=options), w7_data()
+        return graphc_w7_step(w7_params(), options=options), w7_data()
     if model == "W6":
         from bench_resnet import graphc_resnet_step, resnet_data, resnet_params
         x, y = resnet_data()
