@@ -19,6 +19,21 @@ def adaptive_enabled() -> bool:
         "0", "false", "no", "off")
 
 
+# The share of their time that a compile's processes spent on a core (CPU over wall) from
+# which the cores count as free: the first calls then run on the team. (On an idle machine
+# the processes run nearly all the time; beside another busy process about half of it.)
+FREE_CORES_SHARE = 0.75
+
+
+def first_setting(compile_extra: dict) -> int:
+    """The setting a program's first calls take: the team where its compile just now found
+    the cores free ("compile cpu share", processes.py), else one thread. A cold start's
+    first call is part of what users wait for: on one thread a CNN step's costs about
+    twice the team's."""
+    share = compile_extra.get("compile cpu share")
+    return TEAM if share is not None and share >= FREE_CORES_SHARE else ALONE
+
+
 class ThreadChooser:
     """Sets a module's thread flag before each call from the times of earlier calls."""
 
@@ -37,13 +52,14 @@ class ThreadChooser:
     # step, 10 us, whose GEMMs have team code chosen at the representative batch).
     TEAM_MIN_SECONDS = 50e-6
 
-    def __init__(self, flag_addresses: list[int]) -> None:
+    def __init__(self, flag_addresses: list[int], start: int = ALONE) -> None:
         self.flags = [ctypes.c_int32.from_address(a) for a in flag_addresses]
         self.times: dict[int, deque[float]] = {TEAM: deque(maxlen=self.WINDOW),
                                                ALONE: deque(maxlen=self.WINDOW)}
         # One thread first: a machine kept busy by others makes even the first team calls
-        # slow (tens of ms), and starting the team is paid only when it is tried.
-        self.mode = ALONE
+        # slow (tens of ms), and starting the team is paid only when it is tried; the team
+        # first where the caller has seen the cores free (first_setting).
+        self.mode = start
         self.team_started = False
         self.calls = 0
         self.trial = 0  # calls left in a trial of the other setting

@@ -166,6 +166,8 @@ class _Child:
                  store: Store | None = None) -> None:
         self.pid = -1
         self.modules = modules
+        self.forked_at = time.perf_counter()
+        self.cpu_seconds = self.wall_seconds = 0.0  # (from fork to reaped: result())
         read, write = os.pipe()
         try:
             with warnings.catch_warnings():  # (Python 3.12+ warns of fork in threaded code)
@@ -205,7 +207,9 @@ class _Child:
             with os.fdopen(self.read, "rb") as pipe:
                 data = pipe.read()
         finally:
-            _, status = os.waitpid(pid, 0)
+            _, status, usage = os.wait4(pid, 0)
+            self.cpu_seconds = usage.ru_utime + usage.ru_stime
+            self.wall_seconds = time.perf_counter() - self.forked_at
         if status != 0 or not data:
             return None
         try:
@@ -365,6 +369,10 @@ def _compile_schedule(schedule, times: jit.CompileTimes, disk: CompileCache,
             while_waiting(lambda: any(child.busy() for child in children))
         for child in children:
             built.update(child.result() or [])
+        forked = [child for child in children if child.wall_seconds > 0]
+        if forked:  # whether the cores were free (adaptive.first_setting)
+            times.extra["compile cpu share"] = \
+                sum(c.cpu_seconds for c in forked) / sum(c.wall_seconds for c in forked)
         # what no process built (all of it with one process; a failed child's share)
         missing = [m for m in order if m not in built]
         for m, b in zip(missing, _build_units(writer, [as_units[m] for m in missing],

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.backends.llvm import backend, collective_runtime as collective, jit, threads
-from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled, first_setting
 from graphc.program import Program
 from graphc.runtime.cache import CompileCache, cache_key, default_dir
 from graphc.runtime.code_hash import code_hash
@@ -230,7 +230,8 @@ class CompiledShape:
         self.outputs = [(slot, shape, np.dtype(dtype)) for slot, shape, dtype in layout.outputs]
         self.lock = threading.Lock()  # one arena: one call at a time
         self.chooser = ThreadChooser([jit.global_address(self.engine, f)
-                                      for f in layout.team_flags]) \
+                                      for f in layout.team_flags],
+                                     first_setting(self.times.extra)) \
             if layout.team_flags and adaptive_enabled() else None
 
     def compile_times(self) -> dict:

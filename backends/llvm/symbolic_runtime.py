@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc import sizes
 from graphc.backends.llvm import backend, codegen, gemm, jit, threads
-from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled
+from graphc.backends.llvm.adaptive import ThreadChooser, adaptive_enabled, first_setting
 from graphc.backends.llvm.arena import Arena
 from graphc.backends.llvm.binding_table import BindingTable
 from graphc.backends.llvm.loop_vector import LoopTail
@@ -133,7 +133,8 @@ class SymbolicProgram:
         self.current: _Binding | None = None
         self.lock = threading.Lock()
         flags = plan.team_flags
-        self.chooser = ThreadChooser([jit.global_address(self.engine, f) for f in flags]) \
+        self.chooser = ThreadChooser([jit.global_address(self.engine, f) for f in flags],
+                                     first_setting(self.times.extra)) \
             if flags and adaptive_enabled() else None
 
     def _compile(self, disk: CompileCache, t0: float) -> None:
