@@ -219,3 +219,31 @@ def test_object_files_are_checked_before_llvm_reads_them(tmp_path):
     for cut in (10, len(obj) // 2, len(obj) - 1):
         assert not jit.valid_object(obj[:cut])
     assert not jit.valid_object(b"\x7fELF" + obj[4:5] + b"\x02" + obj[6:])  # big-endian
+
+
+@pytest.mark.parametrize("sizes", ["symbolic", "specialize"])
+def test_a_compile_waits_for_no_fsync_and_its_entry_loads(tmp_path, monkeypatch, sizes):
+    """No entry a compile writes is fsynced (the program's came before the first call's
+    result); a later start in the same folder still loads the program."""
+    import graphc as gc
+    from graphc.runtime.cache import CompileCache
+    fsynced = []
+    real_put = CompileCache.put
+
+    def put(self, key, payload, meta, durable=True):
+        fsynced.append(durable)
+        return real_put(self, key, payload, meta, durable)
+
+    monkeypatch.setattr(CompileCache, "put", put)
+    x = gc.placeholder(("N", 5), name="x")
+    w = gc.parameter(np.arange(15, dtype=np.float32).reshape(5, 3), name="w")
+    out = gc.tanh(x @ w)
+    options = {"cache_dir": str(tmp_path), "sizes": sizes}
+    xv = np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5)
+    first = gc.function([x], out, backend_options=options)
+    want = first(xv)
+    assert first.compile_times["cached"] is False
+    assert fsynced and not any(fsynced)  # (the program's entry and the kernels')
+    again = gc.function([x], out, backend_options=options)
+    np.testing.assert_array_equal(again(xv), want)
+    assert again.compile_times["cached"] is True

@@ -210,8 +210,9 @@ class CompiledShape:
             self.address, self.engine = built.address, built.engine
             layout = Layout.of(schedule, built.slots, built.errors, storages, built.flags)
             meta, blob = layout.to_meta()
-            disk.put(self.key, b"".join(objects) + blob,
-                     {"object_lengths": [len(o) for o in objects], "layout": meta})
+            disk.put(self.key, b"".join(objects) + blob,  # (no fsync: as symbolic_runtime's)
+                     {"object_lengths": [len(o) for o in objects], "layout": meta},
+                     durable=False)
         self.layout = layout
         self.errors = layout.errors
         self.entry = _ENTRY_TYPE(self.address)

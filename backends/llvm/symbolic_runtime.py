@@ -179,9 +179,11 @@ class SymbolicProgram:
             meta, blob = self.plan.to_meta(self.inputs)
         except PlanFormatError:
             return  # (a size not given by an input: not cached, made again next time)
+        # (no fsync: it delayed the first call's result; a machine's crash may
+        # leave the entry cut short, which its MAC turns into a miss, as for the kernels')
         disk.put(self.key, b"".join(objects) + blob,
                  {"object_lengths": [len(o) for o in objects], "plan": meta,
-                  "representative": [list(s) for s in self.shapes]})
+                  "representative": [list(s) for s in self.shapes]}, durable=False)
 
     def _cached(self, disk: CompileCache) -> tuple[list[bytes], SymbolicPlan] | None:
         """The code and plan stored under the key, or None; raises NotSymbolic where the
