@@ -29,6 +29,7 @@ from graphc.schedule.merge import merge_elementwise
 from graphc.schedule.recompute import recompute_cheap
 from graphc.schedule.redirect import redirect_relu_masks
 from graphc.schedule.twin_stores import redirect_twin_reads
+from graphc.schedule.unit_batch import unit_batch_strides
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
 from graphc.schedule.direct_conv import choose_direct
@@ -196,7 +197,7 @@ class Lowering:
         kernels = recompute_cheap(kernels, temps, made, self.policy.max_kernel_buffers)
         kernels = drop_dead_stores(kernels, temps, made)
         kernels = [tile_transposed(k) for k in collapse(concat_in_place(kernels, temps, made))]
-        kernels = choose_direct(kernels, self.policy)
+        kernels = [unit_batch_strides(k) for k in choose_direct(kernels, self.policy)]
         return Schedule(self.buffers, tuple(kernels), tuple(inputs), tuple(outputs),
                         self.params, self.consts,
                         kernel_nodes=tuple(tuple(sorted(m, key=self.position.__getitem__))
