@@ -128,7 +128,10 @@ def kernel_calls(compiled, args) -> tuple[list, list]:
         table = (ctypes.c_void_p * max(1, len(sources)))()
         for j, src in enumerate(sources):
             table[j] = arena + (-1 - src) if src < 0 else bufs[src]
-        fn = _KERNEL(engine.get_function_address(name))
+        address = engine.get_function_address(name)
+        if not address:  # (calling address 0 crashed the process)
+            raise SystemExit(f"kernel {name}: the engine has no address for it")
+        fn = _KERNEL(address)
         calls.append((fn, table, ctypes.addressof(table)))
     return calls, outs
 
