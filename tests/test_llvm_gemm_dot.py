@@ -74,33 +74,37 @@ def test_edges_dtypes_and_threads_match_numpy(m, n, k, dtype, threads, monkeypat
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("width, dtype, code", [
-    (28, np.float32, "part_rows_short"),  # W6's 16 channels: a whole vector, a masked one
-    (14, np.float32, "part_rows_short"),  # W6's 32 channels: one masked vector
-    (16, np.float32, "part_rows_short"),  # one whole vector
-    (32, np.float32, "part_rows_short"),  # two whole vectors
-    (14, np.float64, "part_rows_short"),  # (8 lanes: a whole vector and a masked one)
-    (44, np.float32, "part_rows\""),  # 3 vectors: past SHORT_ROW, the loop over a row
-    #                                  (40, half a vector past 2: gemm_dot_pairs)
+@pytest.mark.parametrize("width, dtype", [
+    (28, np.float32),  # W6's 16 channels: a whole vector and 12 elements a row
+    (14, np.float32),  # W6's 32 channels: rows shorter than a vector
+    (16, np.float32),  # one whole vector
+    (32, np.float32),  # two whole vectors
+    (14, np.float64),  # (8 lanes: a whole vector and 6 elements)
+    (44, np.float32),  # 3 vectors less 4 elements
+    (40, np.float32),  # half a vector past 2: read in pairs of rows (gemm_dot_pairs)
 ])
-def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, threads,
-                                                           monkeypatch):
-    """An implicit B's rows of the depth (a convolution's output rows) of up to SHORT_ROW
-    vectors are read by part_rows_short (a loop over the rows for each row length, no loop
-    over a row's vectors); longer rows by the loop. Values as numpy's, alone and on a team."""
+def test_a_weight_gradient_copies_each_chunk_of_rows(width, dtype, threads, monkeypatch):
+    """An implicit B's rows of the depth (a convolution's output rows) are copied a chunk at
+    a time, end to end into aligned scratch (A's rows and B's columns), by part_rows, whose
+    multiply-adds read whole aligned vectors of that copy. Values as numpy's, alone and on
+    a team, for rows shorter and longer than a vector and row ends inside a vector."""
     monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
     rng = np.random.default_rng(width)
-    xs, ws = (6, 5, 8, width), (7, 5, 3, 3)  # m=7, n=45: edges of the 4x6 block
+    xs, ws = (6, 5, 8, width), (7, 5, 3, 3)  # m=7, n=45: edges of the 4x5 block
     x, w = gc.placeholder(xs, dtype, name="x"), gc.placeholder(ws, dtype, name="w")
     y = gc.nn.conv2d(x, w, padding=1)
     g = gc.placeholder(y.shape, dtype, name="g")
     f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
                     backend_options={"cache_dir": None})
-    assert f"gemm_dot_{np.dtype(dtype).name}_{code}" in f.source
-    part = re.search(r'define [^\n]*@"gemm_dot_[^"]*_part_rows[^"]*"\(.*?\n}', f.source, re.S)
-    assert part is not None and "llvm.prefetch.p0" in part.group(0)  # the next block's B
+    if width == 40:
+        assert f"gemm_dot_{np.dtype(dtype).name}_part_pairs" in f.source
+    else:
+        assert f"gemm_dot_{np.dtype(dtype).name}_part_rows\"" in f.source
+        part = re.search(r'define [^\n]*@"gemm_dot_[^"]*_part_rows"\(.*?\n}', f.source, re.S)
+        assert part is not None and "llvm.prefetch.p0" in part.group(0)  # the next block's B
+        assert "_dot_pack" in f.source  # the chunk's copy
     xv, gv = rng.normal(size=xs).astype(dtype), rng.normal(size=y.shape).astype(dtype)
     pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = np.zeros(ws)

@@ -1,14 +1,16 @@
 """Deep, small GEMMs whose operands are both contiguous along the depth (a convolution's
 weight gradient dW = g @ cols^T: a few hundred outputs, each a sum over every output pixel
-of the batch) computed as register blocks of dot products, with no packing.
+of the batch) computed as register blocks of dot products.
 
 The packed path copies B (transposed, in 16x16 blocks) before multiplying: here every
 element of B serves only m multiply-adds, so that copy cost more than the product. Instead
-RI rows of A and RJ rows of B^T are read where they lie, a vector of the depth at a time,
-into RI x RJ vector accumulators; the depth is cut into chunks (an RJ-row block of B^T
-stays in L1 while the rows of A stream past it) and split over the threads, each summing
-into partial products of its own that one pass adds into C at the end (alpha, and += C for
-a parameter update folded into the GEMM)."""
+RI rows of A and RJ rows of B^T are read a vector of the depth at a time into RI x RJ
+vector accumulators; the depth is cut into chunks (an RJ-row block of B^T stays in L1
+while the rows of A stream past it) and split over the threads, each summing into partial
+products of its own that one pass adds into C at the end (alpha, and += C for a parameter
+update folded into the GEMM). A materialised B is read where it lies; an implicit B (a
+convolution's columns read from the image, in rows of `run` elements) is copied a chunk
+at a time, end to end and aligned, into scratch (part_rows), with A's chunk."""
 from __future__ import annotations
 
 import functools
@@ -30,13 +32,16 @@ I32 = ir.IntType(32)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-# The register block: 24 accumulators, 4 vectors of A and one of B at a time of the 32
-# registers. 4 x 6 measured 14-23 % faster than 4 x 4 on W6's weight gradients (16 and
-# 32 channels, one thread): fewer loads and less per-row overhead per multiply-add.
-RI, RJ = 4, 6
+# The register block: 20 accumulators and the 9 vectors (4 of A, 5 of B) one step loads,
+# 29 of the 32 registers. (4 x 6 had measured 14-23 % faster than 4 x 4 on Zen 5, but its
+# 24 accumulators and 10 loaded vectors do not fit: LLVM, scheduling for an Intel core,
+# loads all 10 first and keeps 4-8 accumulators on the stack, a store and a reload each
+# step; on a Xeon (Sapphire Rapids class) 4 x 5 ran W6's weight gradients 1.25-1.35x
+# faster than that 4 x 6.)
+RI, RJ = 4, 5
 CHUNK = 1024  # depth per pass over the outputs (elements)
 MIN_DEPTH = 512
-SHORT_ROW = 2  # rows of the depth up to this many vectors: no loop over a row's vectors
+PANEL = 64  # A's rows copied at a time (part_rows; a multiple of RI)
 DEPTH_RATIO = 8  # the depth at least this many times the longer side of the output
 MAX_OUTPUTS = 1 << 16
 MIN_RUN = 8  # an implicit B's shortest run along the depth (graphc.schedule.implicit)
@@ -88,8 +93,10 @@ def _c(v: int) -> ir.Constant:
 # The descriptor each GEMM passes to the shared functions (i64 values).
 # An implicit B's depth rows are images of `image_rows` rows each, `image_stride` apart in
 # B, a row's offset within its image from the row table (one image: all the rows, 0).
+# A copied (packed) chunk's rows are `cap` elements apart in the scratch, `panel` of A's.
 FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
-          "accumulate", "run", "rows", "chunk_rows", "image_rows", "image_stride")
+          "accumulate", "run", "rows", "chunk_rows", "image_rows", "image_stride", "cap",
+          "panel")
 
 
 class DotGemm:
@@ -113,8 +120,9 @@ class DotGemm:
         # of `run` elements contiguous in B (and in A), each row's and each column's
         # offset in B a table of constants.
         self.tables: tuple[ir.GlobalVariable, ir.GlobalVariable] | None = None
-        run = image_rows = image_stride = 0
+        run = image_rows = image_stride = cap = panel = 0
         rows: object = 0
+        self.pack: ir.GlobalVariable | None = None
         if spec.b_sub is not None:
             k_axes, n_axes = spec.b_sub
             run = k_axes[-1][0]
@@ -131,11 +139,20 @@ class DotGemm:
             assert rows is not None
             self.tables = (constant_table(module, f"{name}_dot_rows", row_offsets),
                            constant_table(module, f"{name}_dot_cols", col_offsets))
+            if not paired(run, image_rows, self.vl):  # (part_rows: the chunk's copy)
+                cap = -(-(chunk_rows * run + self.vl) // self.vl) * self.vl
+                panel = min(spec.m, PANEL)
+                pack_t = ir.ArrayType(self.et, threads * (panel + RJ) * cap)
+                self.pack = ir.GlobalVariable(module, pack_t, f"{name}_dot_pack")
+                self.pack.linkage = "internal"
+                self.pack.initializer = ir.Constant(pack_t, None)
+                self.pack.align = 64
         self.values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
                            c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads,
                            alpha_bits=alpha, accumulate=int(spec.accumulate), run=run,
                            rows=rows, chunk_rows=max(1, CHUNK // max(run, 1)),
-                           image_rows=image_rows, image_stride=image_stride)
+                           image_rows=image_rows, image_stride=image_stride, cap=cap,
+                           panel=panel)
         self.run, self.image_rows = run, image_rows
         self.desc: ir.Value | None = None
         if all(isinstance(v, int) for v in self.values.values()):
@@ -145,7 +162,7 @@ class DotGemm:
     # -- the kernel's own code: operands' addresses, the team, the final sum ---------------
     def emit(self, b: ir.IRBuilder, bases: dict) -> None:
         s = self.s
-        extra = list(self.tables or ())
+        extra = list(self.tables or ()) + ([self.pack] if self.pack is not None else [])
         entry = b.function.entry_basic_block
         with b.goto_block(entry):
             b.position_at_start(entry)
@@ -163,10 +180,10 @@ class DotGemm:
             b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
         if self.tables is None:
             part = self._part()
-        elif paired(self.run, self.image_rows, self.vl):
+        elif self.pack is None:
             part = part_pairs(self, self.run)
         else:
-            part = self._part_rows(self._short_rows())
+            part = self._part_rows()
         if self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
                                     f"{self.name}_dot")
@@ -282,20 +299,18 @@ class DotGemm:
         return fn
 
     # -- part_rows: the same for an implicit B, the depth in rows of `run` elements -------
-    def _short_rows(self) -> bool:
-        """Whether the depth's rows are at most SHORT_ROW vectors long (implicit B)."""
-        return self.s.b_sub[0][-1][0] <= SHORT_ROW * self.vl
-
-    def _part_rows(self, short: bool) -> ir.Function:
+    def _part_rows(self) -> ir.Function:
         """part for a B whose depth is rows of `run` contiguous elements, each row's offset
-        in B from a table (and each column's): a row is its whole vectors and one masked
-        vector of the rest, for A as for B. Threads share out the rows. `short` (rows of
-        at most SHORT_ROW vectors): two loops over the rows, one for rows of one masked
-        vector, one for a whole vector and a masked one, chosen once: a loop over a row's
-        vectors, whose setup spilled the row pointers, cost more than the multiply-adds of
-        rows this short (W6: 14 and 28 elements). (Code of its own per row length ran as
-        fast, but two such functions in W6's GEMM unit made it 30 % larger: compile time.)"""
-        name = f"{self.prefix}_part_rows" + ("_short" if short else "")
+        in B from a table (and each column's). Each chunk of rows is first copied into
+        per-thread scratch, its rows end to end (as a materialised B's would lie): A's
+        PANEL rows at a time, B's RJ columns for each block of columns; the multiply-adds
+        then read whole, aligned vectors of that copy, the depth's lanes all used but in
+        the chunk's last vector (zeros past it). Read where they lie, a row of 14 or 28
+        elements was one or two masked vectors that straddle cache lines, A's as B's:
+        on an Intel Xeon (Sapphire Rapids class) such loads, not the multiply-adds, set
+        the pace (W6's weight gradients at half the forward convolutions' rate). The copy
+        costs a load and a store a vector, against RI (B) or the column blocks (A) uses."""
+        name = f"{self.prefix}_part_rows"
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
@@ -306,85 +321,94 @@ class DotGemm:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         args, t, nt = fn.args
         acc_slot = b.alloca(vt, size=RI * RJ)  # promoted to registers (constant indices)
-        a_base, b_base, partials, desc, row_off, col_off = [
-            b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(6)]
+        a_base, b_base, partials, desc, row_off, col_off, pack = [
+            b.load(b.gep(args, [_c(i)], source_etype=PTR), typ=PTR) for i in range(7)]
         d = self._fields(b, desc)
-        m, n, run, rows = d["m"], d["n"], d["run"], d["rows"]
+        m, n, run, rows, cap = d["m"], d["n"], d["run"], d["rows"], d["cap"]
+        panel = d["panel"]
         partial = self.zero_partials(b, d, partials, t, nt)
+        # this thread's scratch: `panel` rows of A, then RJ columns of B, `cap` apart
+        a_pack = b.gep(pack, [b.mul(t, b.mul(b.add(panel, _c(RJ)), cap))], source_etype=et)
+        b_pack = b.gep(a_pack, [b.mul(panel, cap)], source_etype=et)
         lo = b.sdiv(b.mul(t, rows), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), rows), nt)
-        chunk_rows = d["chunk_rows"]
-        full = b.sdiv(run, _c(vl))
-        tail_at = b.mul(full, _c(vl))
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
-        # the last vector of a row: lanes below run - tail_at
-        rest = b.sub(run, tail_at)
-        tail = b.icmp_signed("<", lanes, self._splat_i64(b, rest))
-        has_tail = b.icmp_signed(">", rest, _c(0))
-        # a short row: one vector, lanes below run; or two, the second's below run - vl
-        second = b.icmp_signed(">", run, _c(vl))
-        first = b.icmp_signed("<", lanes, self._splat_i64(b, run))
-        last = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, _c(vl))))
-        fma = self.fma()
+        row_whole = b.sdiv(run, _c(vl))  # a row's whole vectors, then its masked last
+        tail_at = b.mul(row_whole, _c(vl))
+        tail = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, tail_at)))
         zero_v = ir.Constant(vt, None)
+        fma = self.fma()
         col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
-        row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
-
+        panels = b.sdiv(b.add(m, b.sub(panel, _c(1))), panel)
         accumulate = functools.partial(self.accumulate, b, fma, acc_slot)
 
+        def below(x: ir.Value) -> ir.Value:
+            return b.icmp_signed("<", lanes, self._splat_i64(b, x))
+
+        def store(ptr: ir.Value, at: ir.Value, x: ir.Value) -> None:
+            b.store(x, b.gep(ptr, [at], source_etype=et), align=4 if et == F32 else 8)
+
         def chunk(r0: ir.Value, count: ir.Value, b_img: ir.Value, tab: ir.Value) -> None:
-            with counted_loop(b, col_blocks, "jb") as jb:
-                cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in
-                        range(RJ)]
-                b_cols = [b.gep(b_img, [b.load(b.gep(col_off, [j], source_etype=I64),
-                                               typ=I64)], source_etype=et) for j in cols]
-                # the next block's rows of B, while this one's multiply-adds run
-                self.prefetch_columns(b, b_img, col_off, tab, _c(0), count, run,
-                                      b.add(jb, _c(1)), n)
-                with counted_loop(b, row_blocks, "ib") as ib:
-                    rows_i = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), m) for r in
-                              range(RI)]
-                    a_rows = [b.gep(a_base, [b.mul(i, d["a_s0"])], source_etype=et)
-                              for i in rows_i]
-                    for q in range(RI * RJ):
-                        b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
-                    def rows_loop(row_body) -> None:
-                        with counted_loop(b, count, "rr") as rr:
-                            row = b.add(r0, rr)
-                            b_at = b.load(b.gep(tab, [rr], source_etype=I64), typ=I64)
-                            a_at = b.mul(row, run)
-                            row_body([b.gep(p, [a_at], source_etype=et) for p in a_rows],
-                                     [b.gep(p, [b_at], source_etype=et) for p in b_cols])
-
-                    def one_vector(ah: list, bh: list) -> None:
-                        accumulate([self._masked_vec(b, p, _c(0), first) for p in ah],
-                                   [self._masked_vec(b, p, _c(0), first) for p in bh])
-
-                    def two_vectors(ah: list, bh: list) -> None:
-                        accumulate([self._load_vec(b, p, _c(0)) for p in ah],
-                                   [self._load_vec(b, p, _c(0)) for p in bh])
-                        accumulate([self._masked_vec(b, p, _c(vl), last) for p in ah],
-                                   [self._masked_vec(b, p, _c(vl), last) for p in bh])
-
-                    def any_row(ah: list, bh: list) -> None:
-                        with counted_loop(b, full, "v", unroll=False) as v:
+            length = b.mul(count, run)  # the chunk's depth
+            vecs = b.sdiv(b.add(length, _c(vl - 1)), _c(vl))
+            whole = b.sdiv(length, _c(vl))
+            with counted_loop(b, panels, "pn") as pn:
+                i0 = b.mul(pn, panel)
+                in_panel = self._smaller(b, panel, b.sub(m, i0))
+                # A's rows i0.. of the chunk: contiguous in A, copied to aligned rows
+                with counted_loop(b, in_panel, "pa", unroll=False) as pa:
+                    src = b.gep(a_base, [b.add(b.mul(b.add(i0, pa), d["a_s0"]),
+                                               b.mul(r0, run))], source_etype=et)
+                    dst = b.gep(a_pack, [b.mul(pa, cap)], source_etype=et)
+                    with counted_loop(b, whole, "pv", unroll=False) as v:
+                        at = b.mul(v, _c(vl))
+                        b.store(self._load_vec(b, src, at), b.gep(dst, [at], source_etype=et))
+                    at = b.mul(whole, _c(vl))
+                    b.store(self._masked_vec(b, src, at, below(b.sub(length, at))),
+                            b.gep(dst, [at], source_etype=et))
+                row_blocks = b.sdiv(b.add(in_panel, _c(RI - 1)), _c(RI))
+                with counted_loop(b, col_blocks, "jb") as jb:
+                    # B's RJ columns of the chunk, row after row: a row's whole vectors,
+                    # then its last masked to the row (the next row's overwrite the zeros
+                    # past it; after the last, a vector of zeros)
+                    cols = [b.gep(b_img, [b.load(b.gep(col_off, [self._clamped(
+                        b, b.add(b.mul(jb, _c(RJ)), _c(c)), n)], source_etype=I64), typ=I64)],
+                        source_etype=et) for c in range(RJ)]
+                    dsts = [b.gep(b_pack, [b.mul(_c(c), cap)], source_etype=et)
+                            for c in range(RJ)]
+                    with counted_loop(b, count, "pr", unroll=False) as rr:
+                        at_b = b.load(b.gep(tab, [rr], source_etype=I64), typ=I64)
+                        at_p = b.mul(rr, run)
+                        srcs = [b.gep(p, [at_b], source_etype=et) for p in cols]
+                        outs = [b.gep(p, [at_p], source_etype=et) for p in dsts]
+                        with counted_loop(b, row_whole, "pw", unroll=False) as w:
+                            at = b.mul(w, _c(vl))
+                            for src, out in zip(srcs, outs):
+                                store(out, at, self._load_vec(b, src, at))
+                        for src, out in zip(srcs, outs):
+                            store(out, tail_at, self._masked_vec(b, src, tail_at, tail))
+                    for dst in dsts:
+                        store(dst, length, zero_v)
+                    # the next block's rows of B, while this one's multiply-adds run
+                    self.prefetch_columns(b, b_img, col_off, tab, _c(0), count, run,
+                                          b.add(jb, _c(1)), n)
+                    b_cols = [b.gep(b_pack, [b.mul(_c(c), cap)], source_etype=et)
+                              for c in range(RJ)]
+                    with counted_loop(b, row_blocks, "ib") as ib:
+                        rows_i = [self._clamped(b, b.add(b.mul(ib, _c(RI)), _c(r)), in_panel)
+                                  for r in range(RI)]
+                        a_rows = [b.gep(a_pack, [b.mul(i, cap)], source_etype=et)
+                                  for i in rows_i]
+                        for q in range(RI * RJ):
+                            b.store(zero_v, b.gep(acc_slot, [_c(q)], source_etype=vt))
+                        with counted_loop(b, vecs, "v", unroll=False) as v:
                             at = b.mul(v, _c(vl))
-                            accumulate([self._load_vec(b, p, at) for p in ah],
-                                       [self._load_vec(b, p, at) for p in bh])
-                        with b.if_then(has_tail):
-                            accumulate([self._masked_vec(b, p, tail_at, tail) for p in ah],
-                                       [self._masked_vec(b, p, tail_at, tail) for p in bh])
-
-                    if short:  # chosen once, outside the rows' loop
-                        with b.if_else(second) as (two, one):
-                            with two:
-                                rows_loop(two_vectors)
-                            with one:
-                                rows_loop(one_vector)
-                    else:
-                        rows_loop(any_row)
-                    self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
-        self.image_chunks(b, d, lo, hi, chunk_rows, d["image_rows"], b_base, row_off, chunk)
+                            accumulate([self._aligned_vec(b, p, at) for p in a_rows],
+                                       [self._aligned_vec(b, p, at) for p in b_cols])
+                        self._add_tile(b, acc_slot, b.add(ib, b.sdiv(i0, _c(RI))), jb, m, n,
+                                       partial, vt, et)
+        self.image_chunks(b, d, lo, hi, d["chunk_rows"], d["image_rows"], b_base, row_off,
+                          chunk)
         b.ret_void()
         return fn
 
@@ -511,6 +535,10 @@ class DotGemm:
     def _clamped(b: ir.IRBuilder, i: ir.Value, size: ir.Value) -> ir.Value:
         """i, or the last row past the edge (its sums are computed and never stored)."""
         return b.select(b.icmp_signed("<", i, size), i, b.sub(size, _c(1)))
+
+    def _aligned_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value) -> ir.Value:
+        ptr = b.gep(row, [at], source_etype=self.et)
+        return b.load(ptr, typ=self.vt, align=self.vl * (4 if self.et == F32 else 8))
 
     def _load_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value) -> ir.Value:
         ptr = b.gep(row, [at], source_etype=self.et)
