@@ -115,6 +115,38 @@ def test_a_weight_gradient_copies_each_chunk_of_rows(width, dtype, threads, monk
     np.testing.assert_allclose(f(xv, gv), want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+def test_rows_read_past_their_end_only_where_b_holds_those_lanes():
+    # rows 16 apart in the image, 14 long: a vector from each row's start ends inside the
+    # next row (read whole, its 2 lanes past the row overwritten by the next row's copy)
+    assert gemm_dot.overreads([0, 16, 32, 8192, 8208], 14, 16)
+    assert gemm_dot.overreads([0, 30, 60], 28, 16)  # (4 lanes past, 30 apart)
+    assert gemm_dot.overreads([0, 1, 2], 16, 16)  # (whole vectors: nothing past)
+    assert not gemm_dot.overreads([0, 1, 2], 14, 16)  # overlapping rows: masked
+    assert not gemm_dot.overreads([0, 16, 17], 13, 16)
+
+
+@pytest.mark.parametrize("width", [14, 28])
+def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monkeypatch):
+    """With the rows' whole-vector reads ruled out, every row of a chunk is copied with its
+    last vector masked: the same values."""
+    monkeypatch.setattr(gemm_dot, "overreads", lambda *args: False)
+    rng = np.random.default_rng(width)
+    xs, ws = (5, 6, 9, width), (9, 6, 3, 3)
+    x, w = gc.placeholder(xs, "float32", name="x"), gc.placeholder(ws, "float32", name="w")
+    y = gc.nn.conv2d(x, w, padding=1)
+    g = gc.placeholder(y.shape, "float32", name="g")
+    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
+                    backend_options={"cache_dir": None})
+    assert 'gemm_dot_float32_part_rows"' in f.source
+    xv, gv = rng.normal(size=xs).astype(np.float32), rng.normal(size=y.shape).astype(np.float32)
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(ws)
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 9, j:j + width])
+    np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_the_shared_functions_stay_small():
     # compile time follows the code: one branch a tile into the partials (not one per
     # output), zeroing by memset, the vector loop and finish's loops not unrolled

@@ -53,10 +53,8 @@ def suitable(spec) -> bool:
     sub-axis), and a depth that dwarfs the output. An implicit B's depth may run over a
     call-time image count (its first sub-axis; then the depth and A's row stride are
     call-time sizes, judged at the representative binding)."""
-    if spec.b_sub is None:
-        if not all(isinstance(v, int) for v in spec.flat()):
-            return False
-        along = spec.b.s0 == 1
+    if spec.b_sub is None:  # (the depth may be a call-time size: k, and A's and B's
+        along = spec.b.s0 == 1 and _known(spec)  # row strides, judged at the binding)
     else:  # (the same rule as the scheduler's: graphc.schedule.implicit.deep)
         run, stride = spec.b_sub[0][-1]
         along = stride == 1 and isinstance(run, int) and run >= MIN_RUN and _known(spec)
@@ -68,14 +66,27 @@ def suitable(spec) -> bool:
 
 
 def _known(spec) -> bool:
-    """Whether an implicit B's GEMM has every size and stride as an int but for those a
-    call-time image count gives (the depth's first sub-axis, the depth, A's strides)."""
-    k_axes, n_axes = spec.b_sub
-    fixed = [spec.m, spec.n, *spec.batch, spec.a.s1, spec.a.offset, *spec.b.batch,
-             spec.b.offset, *spec.c.batch, spec.c.s0, spec.c.s1, spec.c.offset,
-             k_axes[0][1], *(v for ax in k_axes[1:] for v in ax),
-             *(v for ax in n_axes for v in ax)]
+    """Whether every size and stride is an int but for those a call-time depth gives: the
+    depth and A's (and a materialised B's) row strides, an implicit B's depth's first
+    sub-axis (a call-time image count), the batch strides (one batch item)."""
+    fixed = [spec.m, spec.n, *spec.batch, spec.a.s1, spec.a.offset, spec.b.offset,
+             spec.c.s0, spec.c.s1, spec.c.offset]
+    if spec.b_sub is None:
+        fixed.append(spec.b.s0)
+    else:
+        k_axes, n_axes = spec.b_sub
+        fixed += [k_axes[0][1], *(v for ax in k_axes[1:] for v in ax),
+                  *(v for ax in n_axes for v in ax)]
     return all(isinstance(v, int) for v in fixed)
+
+
+def overreads(row_offsets: list[int], run: int, lanes: int) -> bool:
+    """Whether each row's last vector may be read whole (past the row's end, up to a
+    vector): the row offsets grow by at least as many elements, so that those lanes lie
+    before the next row's end, which B holds, in every column (the depth's last row read
+    masked)."""
+    past = -run % lanes
+    return all(q - p >= past for p, q in zip(row_offsets, row_offsets[1:]))
 
 
 def _offsets(axes) -> list[int]:
@@ -96,15 +107,19 @@ def _c(v: int) -> ir.Constant:
 # A copied (packed) chunk's rows are `cap` elements apart in the scratch, `panel` of A's.
 FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
           "accumulate", "run", "rows", "chunk_rows", "image_rows", "image_stride", "cap",
-          "panel")
+          "panel", "overread")
 
 
 class DotGemm:
     """One such GEMM: its descriptor and partial products, and calls to the functions every
     dot-product GEMM of one dtype in a module shares (sizes and strides are data)."""
 
-    def __init__(self, module: ir.Module, spec, threads: int, name: str) -> None:
+    def __init__(self, module: ir.Module, spec, threads: int, name: str,
+                 min_macs: int = 0) -> None:
+        """`threads`: the team's size; `min_macs`: where the depth is a call-time size, the
+        multiply-adds from which the call runs on the team (fewer: alone)."""
         self.module, self.s, self.threads, self.name = module, spec, threads, name
+        self.min_macs = min_macs
         self.et = F32 if spec.dtype == "float32" else F64
         self.vl = 16 if spec.dtype == "float32" else 8
         self.vt = ir.VectorType(self.et, self.vl)
@@ -120,7 +135,7 @@ class DotGemm:
         # of `run` elements contiguous in B (and in A), each row's and each column's
         # offset in B a table of constants.
         self.tables: tuple[ir.GlobalVariable, ir.GlobalVariable] | None = None
-        run = image_rows = image_stride = cap = panel = 0
+        run = image_rows = image_stride = cap = panel = overread = 0
         rows: object = 0
         self.pack: ir.GlobalVariable | None = None
         if spec.b_sub is not None:
@@ -147,12 +162,16 @@ class DotGemm:
                 self.pack.linkage = "internal"
                 self.pack.initializer = ir.Constant(pack_t, None)
                 self.pack.align = 64
+                # whether a row's last vector may be read whole: the lanes past the row
+                # lie before the next row's end in every column (offsets that grow by at
+                # least as many), inside B but after the depth's last row
+                overread = int(overreads(row_offsets, run, self.vl))
         self.values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
                            c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads,
                            alpha_bits=alpha, accumulate=int(spec.accumulate), run=run,
                            rows=rows, chunk_rows=max(1, CHUNK // max(run, 1)),
                            image_rows=image_rows, image_stride=image_stride, cap=cap,
-                           panel=panel)
+                           panel=panel, overread=overread)
         self.run, self.image_rows = run, image_rows
         self.desc: ir.Value | None = None
         if all(isinstance(v, int) for v in self.values.values()):
@@ -184,7 +203,15 @@ class DotGemm:
             part = part_pairs(self, self.run)
         else:
             part = self._part_rows()
-        if self.threads > 1:
+        if self.threads > 1 and self.min_macs and not isinstance(s.k, int):
+            macs = b.mul(as_value(b, s.k), _c(s.m * s.n))  # (the call's depth decides)
+            with b.if_else(b.icmp_signed(">=", macs, _c(self.min_macs))) as (team, alone):
+                with team:
+                    parallel.emit_team_call(self.module, b, args, part, self.threads,
+                                            f"{self.name}_dot")
+                with alone:
+                    b.call(part, [args, _c(0), _c(1)])
+        elif self.threads > 1:
             parallel.emit_team_call(self.module, b, args, part, self.threads,
                                     f"{self.name}_dot")
         else:
@@ -333,6 +360,8 @@ class DotGemm:
         lo = b.sdiv(b.mul(t, rows), nt)
         hi = b.sdiv(b.mul(b.add(t, _c(1)), rows), nt)
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
+        overread = b.icmp_signed("!=", d["overread"], _c(0))
+        row_vecs = b.sdiv(b.add(run, _c(vl - 1)), _c(vl))
         row_whole = b.sdiv(run, _c(vl))  # a row's whole vectors, then its masked last
         tail_at = b.mul(row_whole, _c(vl))
         tail = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, tail_at)))
@@ -376,17 +405,28 @@ class DotGemm:
                         source_etype=et) for c in range(RJ)]
                     dsts = [b.gep(b_pack, [b.mul(_c(c), cap)], source_etype=et)
                             for c in range(RJ)]
-                    with counted_loop(b, count, "pr", unroll=False) as rr:
-                        at_b = b.load(b.gep(tab, [rr], source_etype=I64), typ=I64)
-                        at_p = b.mul(rr, run)
-                        srcs = [b.gep(p, [at_b], source_etype=et) for p in cols]
-                        outs = [b.gep(p, [at_p], source_etype=et) for p in dsts]
-                        with counted_loop(b, row_whole, "pw", unroll=False) as w:
-                            at = b.mul(w, _c(vl))
-                            for src, out in zip(srcs, outs):
-                                store(out, at, self._load_vec(b, src, at))
-                        for src, out in zip(srcs, outs):
-                            store(out, tail_at, self._masked_vec(b, src, tail_at, tail))
+                    # (the lanes past a row read whole where that stays inside B: the
+                    # next row's stores overwrite them; the chunk's last row masked)
+                    whole_rows = b.select(overread, b.sub(count, _c(1)), _c(0))
+
+                    def rows_from(first: ir.Value, last: ir.Value, masked: bool) -> None:
+                        with counted_loop(b, b.sub(last, first), "pr", unroll=False) as q:
+                            rr = b.add(first, q)
+                            at_b = b.load(b.gep(tab, [rr], source_etype=I64), typ=I64)
+                            at_p = b.mul(rr, run)
+                            srcs = [b.gep(p, [at_b], source_etype=et) for p in cols]
+                            outs = [b.gep(p, [at_p], source_etype=et) for p in dsts]
+                            whole = row_whole if masked else row_vecs
+                            with counted_loop(b, whole, "pw", unroll=False) as w:
+                                at = b.mul(w, _c(vl))
+                                for src, out in zip(srcs, outs):
+                                    store(out, at, self._load_vec(b, src, at))
+                            if masked:
+                                for src, out in zip(srcs, outs):
+                                    store(out, tail_at, self._masked_vec(b, src, tail_at,
+                                                                         tail))
+                    rows_from(_c(0), whole_rows, False)
+                    rows_from(whole_rows, count, True)
                     for dst in dsts:
                         store(dst, length, zero_v)
                     # the next block's rows of B, while this one's multiply-adds run
