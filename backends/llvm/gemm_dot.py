@@ -140,23 +140,27 @@ class DotGemm:
         chunk_rows = CHUNK
         rows: object = 0
         self.pack: ir.GlobalVariable | None = None
+        self.pairs = False
         if spec.b_sub is not None:
             k_axes, n_axes = spec.b_sub
             run = k_axes[-1][0]
-            chunk_rows = self._chunk_rows(run)
             images = 1
-            if not isinstance(k_axes[0][0], int):  # images known at call time: the table
-                image_stride = k_axes[0][1]          # holds the rows of as many images as
-                k_axes = k_axes[1:]                  # a chunk from any row may reach
-                images = -(-chunk_rows // math.prod(d for d, _ in k_axes[:-1])) + 1
+            call_time = not isinstance(k_axes[0][0], int)
+            if call_time:  # images known at call time: the table holds the rows of as
+                image_stride = k_axes[0][1]  # many images as a chunk from any row may reach
+                k_axes = k_axes[1:]
             image_rows = math.prod(d for d, _ in k_axes[:-1])
+            self.pairs = paired(run, image_rows, self.vl)
+            chunk_rows = self._chunk_rows(run)
+            if call_time:
+                images = -(-chunk_rows // image_rows) + 1
             row_offsets = _offsets([(images, image_stride)] + list(k_axes[:-1]))
             col_offsets = _offsets(n_axes)
             rows = exact_quotient(spec.k, run)  # (a call-time size where the images are)
             assert rows is not None
             self.tables = (constant_table(module, f"{name}_dot_rows", row_offsets),
                            constant_table(module, f"{name}_dot_cols", col_offsets))
-            if not paired(run, image_rows, self.vl):  # (part_rows: the chunk's copy)
+            if not self.pairs:  # (part_rows: the chunk's copy)
                 cap = -(-(chunk_rows * run + self.vl) // self.vl) * self.vl
                 panel = min(spec.m, PANEL)
                 pack_t = ir.ArrayType(self.et, threads * (panel + RJ) * cap)
@@ -189,6 +193,8 @@ class DotGemm:
         2.55 with 36 (one thread, the GEMM alone); 32 channels: 73 rows of 14 kept."""
         es = 4 if self.et == F32 else 8
         rows = max(1, CHUNK // run)
+        if self.pairs:  # (gemm_dot_pairs: its own measured chunks)
+            return rows
         half = max(1, rows // 2)
         cap = -(-(half * run + self.vl) // self.vl) * self.vl
         return half if (min(self.s.m, PANEL) + RJ) * cap * es <= L1_BYTES else rows
