@@ -40,6 +40,9 @@ VOID = ir.VoidType()
 # faster than that 4 x 6.)
 RI, RJ = 4, 5
 CHUNK = 1024  # depth per pass over the outputs (elements)
+# (part_rows, copying its chunks: W6's weight gradients one thread, 3 rounds, least, with
+# 1024: 16 channels 2.49-2.56 ms, 32 channels 2.18-2.24; with 768: 2.35-2.37, 2.11-2.15)
+ROWS_CHUNK = 768
 MIN_DEPTH = 512
 PANEL = 64  # A's rows copied at a time (part_rows; a multiple of RI)
 L1_BYTES = 48 << 10  # a core's L1 data cache (Sapphire Rapids, Zen 4/5: 48 KiB)
@@ -185,16 +188,17 @@ class DotGemm:
                                        [self.values[f] for f in FIELDS])
 
     def _chunk_rows(self, run: int) -> int:
-        """An implicit B's rows per chunk: CHUNK elements' worth, or half as many where
+        """An implicit B's rows per chunk: ROWS_CHUNK elements' worth, or half as many where
         then the chunk's copies (A's rows and B's block of columns) fit in L1, which
         the multiply-adds read again for every block (the copy of A: for every column
         block); fewer chunks where they would not (each adds every tile's sums into the
         partials). W6's 16 channels (rows of 28, 16 of A): 18 rows, 2.43 ms against
-        2.55 with 36 (one thread, the GEMM alone); 32 channels: 73 rows of 14 kept."""
+        2.55 with 36 (one thread, the GEMM alone, ROWS_CHUNK 1024); 32 channels: all
+        the rows of 14 kept."""
         es = 4 if self.et == F32 else 8
-        rows = max(1, CHUNK // run)
         if self.pairs:  # (gemm_dot_pairs: its own measured chunks)
-            return rows
+            return max(1, CHUNK // run)
+        rows = max(1, ROWS_CHUNK // run)
         half = max(1, rows // 2)
         cap = -(-(half * run + self.vl) // self.vl) * self.vl
         return half if (min(self.s.m, PANEL) + RJ) * cap * es <= L1_BYTES else rows
