@@ -147,6 +147,31 @@ def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monke
     np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_more_rows_of_a_than_a_panel(threads, monkeypatch):
+    """70 output channels: A's rows copied 64 (PANEL) at a time, then 6 (the last block of
+    rows past m); the second panel's tiles land at their rows of the partial products."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    assert gemm_dot.PANEL == 64
+    rng = np.random.default_rng(70)
+    xs, ws = (8, 9, 10, 14), (70, 9, 3, 3)  # m = 70, n = 81, a depth of 8 * 10 * 14
+    x, w = gc.placeholder(xs, "float32", name="x"), gc.placeholder(ws, "float32", name="w")
+    y = gc.nn.conv2d(x, w, padding=1)
+    g = gc.placeholder(y.shape, "float32", name="g")
+    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
+                    backend_options={"cache_dir": None})
+    assert 'gemm_dot_float32_part_rows"' in f.source
+    xv, gv = rng.normal(size=xs).astype(np.float32), rng.normal(size=y.shape).astype(np.float32)
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(ws)
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 10, j:j + 14])
+    np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_the_shared_functions_stay_small():
     # compile time follows the code: one branch a tile into the partials (not one per
     # output), zeroing by memset, the vector loop and finish's loops not unrolled
