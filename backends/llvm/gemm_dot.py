@@ -309,6 +309,7 @@ class DotGemm:
         positive = b.select(b.icmp_signed(">", span, _c(0)), span, _c(0))
         chunks = b.sdiv(b.add(positive, _c(CHUNK - 1)), _c(CHUNK))
         fma = self.fma()
+        lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         zero_v = ir.Constant(vt, None)
         col_blocks = b.sdiv(b.add(n, _c(RJ - 1)), _c(RJ))
         row_blocks = b.sdiv(b.add(m, _c(RI - 1)), _c(RI))
@@ -318,6 +319,9 @@ class DotGemm:
             clen = b.select(b.icmp_signed("<", rest, _c(CHUNK)), rest, _c(CHUNK))
             full = b.sdiv(clen, _c(vl))
             tail_from = b.mul(full, _c(vl))
+            left = b.sub(clen, tail_from)
+            has_tail = b.icmp_signed(">", left, _c(0))
+            tail = b.icmp_signed("<", lanes, self._splat_i64(b, left))
             with counted_loop(b, col_blocks, "jb") as jb:
                 cols = [self._clamped(b, b.add(b.mul(jb, _c(RJ)), _c(c)), n) for c in
                         range(RJ)]
@@ -335,17 +339,12 @@ class DotGemm:
                         av = [self._load_vec(b, p, at) for p in a_rows]
                         bv = [self._load_vec(b, p, at) for p in b_rows]
                         self.accumulate(b, fma, acc_slot, av, bv)
-                    with counted_loop(b, b.sub(clen, tail_from), "e") as e:
-                        at = b.add(tail_from, e)
-                        ae = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in a_rows]
-                        be = [b.load(b.gep(p, [at], source_etype=et), typ=et) for p in b_rows]
-                        for r in range(RI):
-                            for c in range(RJ):
-                                slot = b.gep(acc_slot, [_c(r * RJ + c)], source_etype=vt)
-                                old = b.load(slot, typ=vt)
-                                lane = b.extract_element(old, _c(0))
-                                total = b.fadd(lane, b.fmul(ae[r], be[c]))
-                                b.store(b.insert_element(old, total, _c(0)), slot)
+                    # the chunk's last elements: one masked vector (zeros past them)
+                    with b.if_then(has_tail):
+                        self.accumulate(
+                            b, fma, acc_slot,
+                            [self._masked_vec(b, p, tail_from, tail) for p in a_rows],
+                            [self._masked_vec(b, p, tail_from, tail) for p in b_rows])
                     self._add_tile(b, acc_slot, ib, jb, m, n, partial, vt, et)
         b.ret_void()
         return fn
@@ -537,12 +536,35 @@ class DotGemm:
                   m: ir.Value, n: ir.Value, partial: ir.Value, vt: ir.Type, et: ir.Type,
                   ri: int = RI, rj: int = RJ) -> None:
         """Adds the ri x rj tile of vector accumulators at (ib, jb), each summed across its
-        lanes, into `partial` (row-major, n columns), skipping what lies past m or n. One
-        branch a tile: a tile inside m x n adds straight; an edge tile's sums go through a
-        loop over its part inside (a branch per output was ri * rj blocks that LLVM
-        unswitched and duplicated: compile time)."""
-        i0, j0 = b.mul(ib, _c(ri)), b.mul(jb, _c(rj))
-        sums = self._sums(b, [b.load(b.gep(acc_slot, [_c(q)], source_etype=vt), typ=vt)
+        lanes, into `partial` (row-major, n columns), skipping what lies past m or n: the
+        accumulators copied to a stack buffer and handed to one function every part of
+        the module shares (summing the lanes inline was ~0.04 s of LLVM in each of W6's
+        two part functions, a tenth of W6's cold start; the copy and the call cost
+        nothing measurable a tile)."""
+        tile = self._entry_alloca(b, vt, ri * rj)
+        for q in range(ri * rj):
+            b.store(b.load(b.gep(acc_slot, [_c(q)], source_etype=vt), typ=vt),
+                    b.gep(tile, [_c(q)], source_etype=vt))
+        b.call(self._tile_function(ri, rj), [tile, partial, b.mul(ib, _c(ri)),
+                                             b.mul(jb, _c(rj)), m, n])
+
+    def _tile_function(self, ri: int, rj: int) -> ir.Function:
+        """tile(accs, partial, i0, j0, m, n): the ri x rj tile's sums into the partials.
+        One branch a tile: a tile inside m x n adds straight; an edge tile's sums go
+        through a loop over its part inside (a branch per output was ri * rj blocks that
+        LLVM unswitched and duplicated: compile time)."""
+        name = f"{self.prefix}_tile{ri}x{rj}"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        et, vt = self.et, self.vt
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I64, I64, I64]),
+                         name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        tile, partial, i0, j0, m, n = fn.args
+        sums = self._sums(b, [b.load(b.gep(tile, [_c(q)], source_etype=vt), typ=vt)
                               for q in range(ri * rj)])
         inside = b.and_(b.icmp_signed("<=", b.add(i0, _c(ri)), m),
                         b.icmp_signed("<=", b.add(j0, _c(rj)), n))
@@ -566,6 +588,8 @@ class DotGemm:
                                          source_etype=et), typ=et)
                         at = b.gep(partial, [b.add(row, c)], source_etype=et)
                         b.store(b.fadd(b.load(at, typ=et), x), at)
+        b.ret_void()
+        return fn
 
     @staticmethod
     def _smaller(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
