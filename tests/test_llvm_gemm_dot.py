@@ -74,33 +74,37 @@ def test_edges_dtypes_and_threads_match_numpy(m, n, k, dtype, threads, monkeypat
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("width, dtype, code", [
-    (28, np.float32, "part_rows_short"),  # W6's 16 channels: a whole vector, a masked one
-    (14, np.float32, "part_rows_short"),  # W6's 32 channels: one masked vector
-    (16, np.float32, "part_rows_short"),  # one whole vector
-    (32, np.float32, "part_rows_short"),  # two whole vectors
-    (14, np.float64, "part_rows_short"),  # (8 lanes: a whole vector and a masked one)
-    (44, np.float32, "part_rows\""),  # 3 vectors: past SHORT_ROW, the loop over a row
-    #                                  (40, half a vector past 2: gemm_dot_pairs)
+@pytest.mark.parametrize("width, dtype", [
+    (28, np.float32),  # W6's 16 channels: a whole vector and 12 elements a row
+    (14, np.float32),  # W6's 32 channels: rows shorter than a vector
+    (16, np.float32),  # one whole vector
+    (32, np.float32),  # two whole vectors
+    (14, np.float64),  # (8 lanes: a whole vector and 6 elements)
+    (44, np.float32),  # 3 vectors less 4 elements
+    (40, np.float32),  # half a vector past 2: read in pairs of rows (gemm_dot_pairs)
 ])
-def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, threads,
-                                                           monkeypatch):
-    """An implicit B's rows of the depth (a convolution's output rows) of up to SHORT_ROW
-    vectors are read by part_rows_short (a loop over the rows for each row length, no loop
-    over a row's vectors); longer rows by the loop. Values as numpy's, alone and on a team."""
+def test_a_weight_gradient_copies_each_chunk_of_rows(width, dtype, threads, monkeypatch):
+    """An implicit B's rows of the depth (a convolution's output rows) are copied a chunk at
+    a time, end to end into aligned scratch (A's rows and B's columns), by part_rows, whose
+    multiply-adds read whole aligned vectors of that copy. Values as numpy's, alone and on
+    a team, for rows shorter and longer than a vector and row ends inside a vector."""
     monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
     rng = np.random.default_rng(width)
-    xs, ws = (6, 5, 8, width), (7, 5, 3, 3)  # m=7, n=45: edges of the 4x6 block
+    xs, ws = (6, 5, 8, width), (7, 5, 3, 3)  # m=7, n=45: edges of the 4x5 block
     x, w = gc.placeholder(xs, dtype, name="x"), gc.placeholder(ws, dtype, name="w")
     y = gc.nn.conv2d(x, w, padding=1)
     g = gc.placeholder(y.shape, dtype, name="g")
     f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
                     backend_options={"cache_dir": None})
-    assert f"gemm_dot_{np.dtype(dtype).name}_{code}" in f.source
-    part = re.search(r'define [^\n]*@"gemm_dot_[^"]*_part_rows[^"]*"\(.*?\n}', f.source, re.S)
-    assert part is not None and "llvm.prefetch.p0" in part.group(0)  # the next block's B
+    if width == 40:
+        assert f"gemm_dot_{np.dtype(dtype).name}_part_pairs" in f.source
+    else:
+        assert f"gemm_dot_{np.dtype(dtype).name}_part_rows\"" in f.source
+        part = re.search(r'define [^\n]*@"gemm_dot_[^"]*_part_rows"\(.*?\n}', f.source, re.S)
+        assert part is not None and "llvm.prefetch.p0" in part.group(0)  # the next block's B
+        assert "_dot_pack" in f.source  # the chunk's copy
     xv, gv = rng.normal(size=xs).astype(dtype), rng.normal(size=y.shape).astype(dtype)
     pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = np.zeros(ws)
@@ -109,6 +113,63 @@ def test_a_weight_gradient_reads_short_rows_without_a_loop(width, dtype, code, t
             want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 8, j:j + width])
     tol = 1e-4 if dtype == np.float32 else 1e-11
     np.testing.assert_allclose(f(xv, gv), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_rows_read_past_their_end_only_where_b_holds_those_lanes():
+    # rows 16 apart in the image, 14 long: a vector from each row's start ends inside the
+    # next row (read whole, its 2 lanes past the row overwritten by the next row's copy)
+    assert gemm_dot.overreads([0, 16, 32, 8192, 8208], 14, 16)
+    assert gemm_dot.overreads([0, 30, 60], 28, 16)  # (4 lanes past, 30 apart)
+    assert gemm_dot.overreads([0, 1, 2], 16, 16)  # (whole vectors: nothing past)
+    assert not gemm_dot.overreads([0, 1, 2], 14, 16)  # overlapping rows: masked
+    assert not gemm_dot.overreads([0, 16, 17], 13, 16)
+
+
+@pytest.mark.parametrize("width", [14, 28])
+def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monkeypatch):
+    """With the rows' whole-vector reads ruled out, every row of a chunk is copied with its
+    last vector masked: the same values."""
+    monkeypatch.setattr(gemm_dot, "overreads", lambda *args: False)
+    rng = np.random.default_rng(width)
+    xs, ws = (5, 6, 9, width), (9, 6, 3, 3)
+    x, w = gc.placeholder(xs, "float32", name="x"), gc.placeholder(ws, "float32", name="w")
+    y = gc.nn.conv2d(x, w, padding=1)
+    g = gc.placeholder(y.shape, "float32", name="g")
+    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
+                    backend_options={"cache_dir": None})
+    assert 'gemm_dot_float32_part_rows"' in f.source
+    xv, gv = rng.normal(size=xs).astype(np.float32), rng.normal(size=y.shape).astype(np.float32)
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(ws)
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 9, j:j + width])
+    np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_more_rows_of_a_than_a_panel(threads, monkeypatch):
+    """70 output channels: A's rows copied 64 (PANEL) at a time, then 6 (the last block of
+    rows past m); the second panel's tiles land at their rows of the partial products."""
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    assert gemm_dot.PANEL == 64
+    rng = np.random.default_rng(70)
+    xs, ws = (8, 9, 10, 14), (70, 9, 3, 3)  # m = 70, n = 81, a depth of 8 * 10 * 14
+    x, w = gc.placeholder(xs, "float32", name="x"), gc.placeholder(ws, "float32", name="w")
+    y = gc.nn.conv2d(x, w, padding=1)
+    g = gc.placeholder(y.shape, "float32", name="g")
+    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
+                    backend_options={"cache_dir": None})
+    assert 'gemm_dot_float32_part_rows"' in f.source
+    xv, gv = rng.normal(size=xs).astype(np.float32), rng.normal(size=y.shape).astype(np.float32)
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(ws)
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 10, j:j + 14])
+    np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_the_shared_functions_stay_small():

@@ -76,3 +76,25 @@ def test_a_paired_weight_gradient_matches_finite_differences():
     result = gc.check_grad(lambda a, b: gc.sum(gc.tanh(gc.nn.conv2d(a, b))), xv, wv,
                            max_entries=40)
     assert result, str(result)
+
+
+def test_rows_read_in_pairs_keep_their_chunks_and_no_copy():
+    """Halved chunks (gemm_dot._chunk_rows) and the chunk's copy are part_rows's: W5's
+    pairs of rows keep CHUNK elements a chunk (its weight gradients measured slower with
+    half) and take no scratch."""
+    from llvmlite import ir as llvm_ir
+
+    from graphc.backends.llvm import gemm, gemm_dot
+    x = gc.placeholder((32, 8, 12, 12), "float32", name="x")  # LeNet's conv2
+    w = gc.placeholder((16, 8, 5, 5), "float32", name="w")
+    y = gc.nn.conv2d(x, w)  # rows of 8 output pixels
+    g = gc.placeholder(y.shape, "float32", name="g")
+    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
+                    backend_options={"cache_dir": None})
+    deep = [k for k in f.schedule().kernels if k.kind == "gemm"
+            and gemm_dot.suitable(gemm._Spec.of(k)) and k.b_split is not None]
+    assert deep
+    for k in deep:
+        dot = gemm_dot.DotGemm(llvm_ir.Module(), gemm._Spec.of(k), 1, "g")
+        assert dot.pairs and dot.pack is None
+        assert dot.values["chunk_rows"] == gemm_dot.CHUNK // dot.values["run"]

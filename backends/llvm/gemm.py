@@ -139,8 +139,11 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: LazyBases, k: kir
         spec = _Spec.of(k)
         threads = _team(k, spec)
         if symbolic(k):
-            if gemm_dot.suitable(spec):  # (a weight gradient over a call-time batch)
-                gemm_dot.DotGemm(writer.module, spec, threads, fn.name).emit(b, bases)
+            if gemm_dot.suitable(spec):  # (a weight gradient over a call-time batch: the
+                # team, or not, chosen at each call from its depth)
+                team = num_threads() if openmp_available() else 1
+                gemm_dot.DotGemm(writer.module, spec, team, fn.name,
+                                 min_macs=PARALLEL_MIN_MACS).emit(b, bases)
                 return
             gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
                                runtime=True)
