@@ -54,7 +54,7 @@ def _compiled(text: str | list[str], machine, clock) -> tuple[bytes, float, floa
     module.verify()
     t1 = clock()
     light = jit.is_light(texts)
-    jit.optimize_module(module, machine, light)
+    jit.optimize_module(module, machine, light, jit.speed_level(texts))
     t2 = clock()
     obj = jit.code_machine(light, machine).emit_object(module)
     return obj, t1 - t0, t2 - t1, clock() - t2

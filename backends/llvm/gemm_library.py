@@ -12,13 +12,16 @@ apart link in one engine (jit.load_objects).
 
 Each function becomes a Piece: its definition, the declarations it needs and its metadata
 (loop IDs), renumbered from !0 so that the text is the same in every program whatever the
-module's numbering was."""
+module's numbering was. Their module goes through LLVM's O1 middle end (jit.O1): their
+steps ran as fast as at O3 (W1, W6, docs/llvm-backend.md), for a sixth less of its time."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
 from llvmlite import ir
+
+from graphc.backends.llvm import jit
 
 # The names of the shared functions (the program's own are g<digest>_<kind>...)
 PREFIXES = ("gemm_",)
@@ -142,4 +145,5 @@ def module_text(pieces: list[Piece], annotate) -> str:
         bodies.append(_MD.sub(shift, p.body))
         metadata += [_MD.sub(shift, line) for line in p.metadata]
         offset += len(p.metadata)
-    return annotate("\n\n".join(list(declarations.values()) + bodies + metadata) + "\n")
+    return jit.O1 + annotate("\n\n".join(list(declarations.values()) + bodies + metadata)
+                             + "\n")

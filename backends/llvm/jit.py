@@ -123,11 +123,22 @@ def is_light(texts: list[str]) -> bool:
     return all(text.startswith(LIGHT) for text in texts)
 
 
-def optimize_module(module: "llvm.ModuleRef", machine=None, light: bool = False) -> None:
-    """O3 with loop and SLP vectorization; `light`: a few cheap passes for code that is
-    vectorized already (vector_loop.py): InstCombine, CFG simplification and GVN (a
+# The first line of a module whose code LLVM's O1 pipeline makes as fast as O3's, in less
+# time: the shared GEMM functions (gemm_library.py), vector code written out by graphc.
+O1 = "; graphc pipeline: O1\n"
+
+
+def speed_level(texts: list[str]) -> int:
+    """The middle end's level for modules linked into one: 1 where all of them ask for O1."""
+    return 1 if all(text.startswith(O1) for text in texts) else 3
+
+
+def optimize_module(module: "llvm.ModuleRef", machine=None, light: bool = False,
+                    level: int = 3) -> None:
+    """O3 (or `level`) with loop and SLP vectorization; `light`: a few cheap passes for code
+    that is vectorized already (vector_loop.py): InstCombine, CFG simplification and GVN (a
     body's repeated loads), about a twentieth of O3's time on W6's elementwise kernels."""
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto = llvm.create_pipeline_tuning_options(speed_level=level)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
     pb = llvm.create_pass_builder(machine or target_machine(), pto)
@@ -157,7 +168,7 @@ def _object_of(ir_text: str | list[str], machine=None) -> tuple[bytes, float, fl
     t1 = time.perf_counter()
     machine = machine or _new_machine()
     light = is_light(texts)
-    optimize_module(module, machine, light)
+    optimize_module(module, machine, light, speed_level(texts))
     t2 = time.perf_counter()
     obj = code_machine(light, machine).emit_object(module)
     return obj, t1 - t0, t2 - t1, time.perf_counter() - t2
