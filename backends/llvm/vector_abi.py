@@ -19,20 +19,32 @@ _ISA = (("avx512f", "e", 16, 8), ("avx2", "d", 8, 4), ("sse2", "b", 4, 2))
 def host_isa() -> tuple[str, int, int] | None:
     """(ISA letter, float lanes, double lanes) for the best vector ABI here, or None when
     libmvec is missing."""
+    isas = host_isas()
+    return isas[0] if isas else None
+
+
+@functools.lru_cache(maxsize=1)
+def host_isas() -> tuple[tuple[str, int, int], ...]:
+    """The vector ABIs the loop vectorizer may call here, widest first: the best one and,
+    from AVX2 on, the AVX2 one too. LLVM's vectorizer uses the variant of the width it
+    chose, and on Intel's AVX-512 cores it prefers 256-bit vectors: with the 512-bit
+    variant alone it called the scalar function (exp over 1M floats 10x slower)."""
     from graphc.backends.llvm.jit import load_system_library
     if not load_system_library("mvec", "libmvec.so.1"):
-        return None
+        return ()
     features = llvm.get_host_cpu_features()
-    for name, letter, f_lanes, d_lanes in _ISA:
-        if features.get(name):
-            return letter, f_lanes, d_lanes
-    return None
+    found = [(letter, f_lanes, d_lanes) for name, letter, f_lanes, d_lanes in _ISA
+             if features.get(name)]
+    if not found:
+        return ()
+    # (an SSE variant from AVX code would pay for the switch between the two encodings)
+    return tuple(found[:2]) if found[0][0] == "e" else tuple(found[:1])
 
 
 def annotate(ir_text: str) -> str:
     """Tags scalar libm calls with their libmvec variants and marks libm declarations as
     pure (no errno writes are relied on), which the vectorizer needs."""
-    isa = host_isa()
+    isas = host_isas()
     extra: list[str] = []
     used: list[str] = []
     group = 1000
@@ -44,17 +56,19 @@ def annotate(ir_text: str) -> str:
             ir_text = ir_text.replace(decl, f"{decl} #{group}")
             extra.append(f"attributes #{group} = {{ nounwind willreturn memory(none) }}")
             group += 1
-            if isa is None:
+            if not isas:
                 continue
-            letter, f_lanes, d_lanes = isa
-            n = f_lanes if lanes == 1 else d_lanes
-            vector = f"_ZGV{letter}N{n}v_{scalar}"
-            extra.append(f"declare <{n} x {ty}> @{vector}(<{n} x {ty}>)")
+            variants = []
+            for letter, f_lanes, d_lanes in isas:
+                n = f_lanes if lanes == 1 else d_lanes
+                vector = f"_ZGV{letter}N{n}v_{scalar}"
+                extra.append(f"declare <{n} x {ty}> @{vector}(<{n} x {ty}>)")
+                variants.append(f"{vector}({vector})")
+                used.append(f"ptr @{vector}")
             extra.append(f'attributes #{group} = {{ "vector-function-abi-variant"='
-                         f'"_ZGV{letter}N{n}v_{scalar}({vector})" }}')
+                         f'"{",".join(variants)}" }}')
             pattern = re.compile(rf'(call {ty} @"{scalar}"\({ty} [^)]*\))')
             ir_text = pattern.sub(rf"\1 #{group}", ir_text)
-            used.append(f"ptr @{vector}")
             group += 1
     if used:
         extra.append(f"@llvm.compiler.used = appending global [{len(used)} x ptr] "
