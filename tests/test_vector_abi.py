@@ -70,3 +70,19 @@ def test_a_vectorized_loop_calls_no_scalar_libm_function(name):
     # (an indirect call through a register holding the function: its name is the move's)
     called = set(re.findall(r"\$(\w+)", f.asm)) | set(re.findall(r"call\w*\s+(\w+)", f.asm))
     assert any(c.startswith("_ZGV") for c in called)  # the loop calls the vector variant
+
+
+def test_loops_are_vectorized_at_the_width_of_the_code_written_out():
+    """LLVM's tuning for some AVX-512 cores (Intel's) prefers 256-bit vectors in the loops it
+    vectorizes; graphc's own vector code is 512-bit, and the loops are asked for the same
+    (jit.EXTRA_FEATURES)."""
+    import llvmlite.binding as llvm
+    if not llvm.get_host_cpu_features().get("avx512f"):
+        pytest.skip("no AVX-512 on this host")
+    n = 4096
+    x = gc.placeholder((n,), name="x")
+    f = gc.function([x], gc.exp(x) * 2.0 + 1.0, backend="llvm",
+                    backend_options={"cache_dir": None})
+    xv = np.linspace(-2.0, 2.0, n, dtype=np.float32)
+    np.testing.assert_allclose(f(xv), np.exp(xv) * 2 + 1, rtol=2e-6)
+    assert "zmm" in f.asm and "ymm" not in f.asm
