@@ -194,12 +194,17 @@ def deal_out(costs: list[int], parts: int) -> list[int]:
 # Fewer units than this to build: each is a module of its own (a module costs ~5 ms of LLVM
 # whatever it holds; batching a handful saves too little to give up one entry per unit).
 BATCH_MIN_UNITS = 8
+# Modules per compiling process: with fewer, the processes took whole modules of very
+# different cost (a packed GEMM unit and its shared functions is one) and one ended well
+# before the other; each module costs LLVM a few ms of its own.
+MODULES_PER_PROCESS = 3
 
 
 def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
     """The units to build (`todo`, numbers into `units`) as modules: each unit that must be
     (Unit.alone: packed GEMMs, MPI calls) alone, the others linked into a few modules of
-    similar cost, about two per process (`jobs`), so that the processes still end together;
+    similar cost, about MODULES_PER_PROCESS per process (`jobs`), so that the processes
+    still end together;
     units for the light pipeline (Unit.light) and the others in modules apart (a module has
     one pipeline). W6's 72 one-kernel units took 1.06-1.42 s of LLVM as 72 modules,
     0.76-0.96 s as one (CPU, one process, 2026-12-03 under load)."""
@@ -209,8 +214,8 @@ def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
         return alone + [[n] for n in small]
     classes = [c for c in ([n for n in small if units[n].light],
                            [n for n in small if not units[n].light]) if c]
-    # about two modules per process in all, shared out between the classes
-    per_class = max(1, 2 * jobs // len(classes)) if jobs > 1 else 1
+    # about MODULES_PER_PROCESS modules per process in all, shared out between the classes
+    per_class = max(1, MODULES_PER_PROCESS * jobs // len(classes)) if jobs > 1 else 1
     out = alone
     for members in classes:
         assign = deal_out([units[n].cost for n in members], per_class)
