@@ -12,21 +12,7 @@ import pytest
 import graphc as gc
 from graphc.backends.llvm import adaptive
 from graphc.backends.llvm.adaptive import ALONE, TEAM, ThreadChooser, first_setting
-
-
-def _drive(chooser: ThreadChooser, flag: ctypes.c_int32, team_ms: float, alone_ms: float,
-           calls: int) -> list[int]:
-    """Calls timed by the flag the chooser set, as runtime.call_entry makes them."""
-    seen = []
-    for _ in range(calls):
-        if chooser.quiet:
-            chooser.quiet -= 1
-            seen.append(flag.value)
-            continue
-        chooser.before_call()
-        seen.append(flag.value)
-        chooser.after_call((team_ms if flag.value else alone_ms) / 1e3)
-    return seen
+from test_llvm_parallel import _drive  # (calls as runtime.call_entry makes them)
 
 
 def test_the_first_setting_follows_the_compiles_share_of_the_cores():

@@ -125,13 +125,10 @@ def test_rows_read_past_their_end_only_where_b_holds_those_lanes():
     assert not gemm_dot.overreads([0, 16, 17], 13, 16)
 
 
-@pytest.mark.parametrize("width", [14, 28])
-def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monkeypatch):
-    """With the rows' whole-vector reads ruled out, every row of a chunk is copied with its
-    last vector masked: the same values."""
-    monkeypatch.setattr(gemm_dot, "overreads", lambda *args: False)
-    rng = np.random.default_rng(width)
-    xs, ws = (5, 6, 9, width), (9, 6, 3, 3)
+def _check_weight_gradient(xs: tuple, ws: tuple, seed: int) -> None:
+    """A padded 3x3 convolution's weight gradient (rows of the depth: part_rows) against
+    float64 numpy."""
+    rng = np.random.default_rng(seed)
     x, w = gc.placeholder(xs, "float32", name="x"), gc.placeholder(ws, "float32", name="w")
     y = gc.nn.conv2d(x, w, padding=1)
     g = gc.placeholder(y.shape, "float32", name="g")
@@ -141,10 +138,20 @@ def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monke
     xv, gv = rng.normal(size=xs).astype(np.float32), rng.normal(size=y.shape).astype(np.float32)
     pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = np.zeros(ws)
+    height, width = xs[2], xs[3]
     for i in range(3):
         for j in range(3):
-            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 9, j:j + width])
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv,
+                                         pad[:, :, i:i + height, j:j + width])
     np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("width", [14, 28])
+def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monkeypatch):
+    """With the rows' whole-vector reads ruled out, every row of a chunk is copied with its
+    last vector masked: the same values."""
+    monkeypatch.setattr(gemm_dot, "overreads", lambda *args: False)
+    _check_weight_gradient((5, 6, 9, width), (9, 6, 3, 3), width)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -155,21 +162,7 @@ def test_more_rows_of_a_than_a_panel(threads, monkeypatch):
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
     assert gemm_dot.PANEL == 64
-    rng = np.random.default_rng(70)
-    xs, ws = (8, 9, 10, 14), (70, 9, 3, 3)  # m = 70, n = 81, a depth of 8 * 10 * 14
-    x, w = gc.placeholder(xs, "float32", name="x"), gc.placeholder(ws, "float32", name="w")
-    y = gc.nn.conv2d(x, w, padding=1)
-    g = gc.placeholder(y.shape, "float32", name="g")
-    f = gc.function([x, g], gc.grad(gc.sum(y * g), w), backend="llvm",
-                    backend_options={"cache_dir": None})
-    assert 'gemm_dot_float32_part_rows"' in f.source
-    xv, gv = rng.normal(size=xs).astype(np.float32), rng.normal(size=y.shape).astype(np.float32)
-    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    want = np.zeros(ws)
-    for i in range(3):
-        for j in range(3):
-            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 10, j:j + 14])
-    np.testing.assert_allclose(f(xv, gv), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    _check_weight_gradient((8, 9, 10, 14), (70, 9, 3, 3), 70)  # m = 70, n = 81
 
 
 def test_the_shared_functions_stay_small():
