@@ -118,10 +118,11 @@ def graphc_resnet_step(params: list[np.ndarray], lr: float = 0.01,
 
 # ---- PyTorch -----------------------------------------------------------------------------
 
-def torch_resnet_step(params: list[np.ndarray], lr: float = 0.01, compiled: bool = False):
+def torch_resnet_step(params: list[np.ndarray], lr: float = 0.01, compiled: bool = False,
+                      device: str = "cpu"):
     import torch
     import torch.nn.functional as tf
-    p = [torch.tensor(v.copy(), requires_grad=True) for v in params]
+    p = [torch.tensor(v.copy(), requires_grad=True, device=device) for v in params]
 
     def bn(x, g, b):
         return tf.batch_norm(x, None, None, g, b, training=True, eps=1e-5)

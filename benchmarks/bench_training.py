@@ -98,9 +98,9 @@ def numpy_mlp_step(weights, act: str, lr: float = 0.01):
     return step
 
 
-def torch_mlp_step(weights, act: str, lr: float = 0.01):
+def torch_mlp_step(weights, act: str, lr: float = 0.01, device: str = "cpu"):
     import torch
-    params = [torch.tensor(w.copy(), requires_grad=True) for w in weights]
+    params = [torch.tensor(w.copy(), requires_grad=True, device=device) for w in weights]
     f = torch.relu if act == "relu" else torch.tanh
 
     def step(x, y):
@@ -411,9 +411,9 @@ def numpy_cnn_step(params, lr: float = 0.01):
     return step
 
 
-def torch_cnn_step(params, lr: float = 0.01):
+def torch_cnn_step(params, lr: float = 0.01, device: str = "cpu"):
     import torch
-    p = [torch.tensor(v.copy(), requires_grad=True) for v in params]
+    p = [torch.tensor(v.copy(), requires_grad=True, device=device) for v in params]
 
     def step(x, y):
         h = torch.relu(torch.nn.functional.conv2d(x, p[0], p[1]))

@@ -25,6 +25,10 @@ for _name in ("GRAPHC_CACHE_KEY", "GRAPHC_CACHE_KEY_FILE"):
 # benchmarks/cuda_suite_ptx.py to assemble (.ci/run does not set it yet: docs/cuda-backend.md).
 if os.environ.get("GRAPHC_CUDA_PTX_DIR"):
     pytest_plugins = ["cuda_ptx_plugin"]
+# GRAPHC_CUDA_ON_GPU=1 runs the tests written for the CUDA emulator on a real GPU
+# (benchmarks/gpu_checks.sh; docs/cuda-backend.md).
+if os.environ.get("GRAPHC_CUDA_ON_GPU"):
+    pytest_plugins = [*globals().get("pytest_plugins", []), "cuda_on_gpu_plugin"]
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
