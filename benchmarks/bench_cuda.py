@@ -8,9 +8,11 @@
   sgemm  4096^3 float32: graphc's a @ b against cuBLAS (CuPy's and PyTorch's matmul), TFLOP/s.
   elementwise  2.5 * x + y over 2^24 floats: graphc's one fused kernel against CuPy (two
       kernels) and PyTorch (one), GB/s counting bytes read and written.
+  --breakdown W6  after the step figures, each kernel's share of a step (CUDA events around
+      every launch; the kernels' sum against the step's wall time shows the host's share).
 Needs a GPU and CuPy; PyTorch and JAX are used when installed.
 Run: python benchmarks/bench_cuda.py [--only W1,W2,W5,W6,sgemm,elementwise] [--repeat 50]
-     [--json FILE]"""
+     [--breakdown W6] [--json FILE]"""
 from __future__ import annotations
 
 import argparse
@@ -89,16 +91,22 @@ def workloads() -> dict[str, dict[str, Any]]:
     }
 
 
-def bench_step(name: str, spec: dict[str, Any], repeat: int) -> dict[str, float]:
+def bench_step(name: str, spec: dict[str, Any], repeat: int,
+               breakdown: bool = False) -> dict[str, Any]:
     import cupy
     x, y = spec["data"]
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     t0 = time.perf_counter()
     f = spec["graphc"]()
     gx, gy = cupy.asarray(x), cupy.asarray(y)
     first = float(f(gx, gy))
     out["graphc cold s"] = time.perf_counter() - t0
     out["graphc ms"] = synced_ms(lambda: f(gx, gy), cupy_sync, repeat)
+    if breakdown:
+        try:
+            out["kernels"] = kernel_breakdown(f, (gx, gy), repeat)
+        except Exception as exc:  # (the step's own figures still count)
+            out["kernels"] = f"failed: {type(exc).__name__}: {exc}"
     if _has("torch"):
         import torch
         step = spec["torch"]()
@@ -113,6 +121,41 @@ def bench_step(name: str, spec: dict[str, Any], repeat: int) -> dict[str, float]
     return out
 
 
+def kernel_breakdown(f: Any, args: tuple, steps: int, top: int = 15) -> dict[str, Any]:
+    """Milliseconds a step of each kernel of f's last compiled program (CUDA events around
+    each launch), the `top` slowest, and the kernels' sum."""
+    import cupy
+    runner = f._exe.last.runner
+    spent: dict[str, float] = {}
+    events: list[tuple[str, Any, Any]] = []
+
+    def timed(fn: Any, label: str) -> Callable[..., None]:
+        def call(*a: Any) -> None:
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            fn(*a)
+            end.record()
+            events.append((label, start, end))
+        return call
+
+    original = runner.functions
+    runner.functions = [(fn if fn is None else timed(fn, f"{L.name} grid {L.grid} block {L.block}"),
+                         L, body) for fn, L, body in original]
+    try:
+        for _ in range(steps):
+            f(*args)
+            cupy_sync()
+            for label, start, end in events:
+                spent[label] = spent.get(label, 0.0) + cupy.cuda.get_elapsed_time(start, end)
+            events.clear()
+    finally:
+        runner.functions = original
+    per_step = {k: v / steps for k, v in spent.items()}
+    slowest = sorted(per_step.items(), key=lambda kv: -kv[1])[:top]
+    return {"kernels": len(per_step), "sum ms": sum(per_step.values()),
+            "slowest ms": dict(slowest)}
+
+
 # ---- kernels at the GPU's own sizes -------------------------------------------------------
 
 def bench_sgemm(repeat: int, n: int = 4096) -> dict[str, float]:
@@ -124,7 +167,11 @@ def bench_sgemm(repeat: int, n: int = 4096) -> dict[str, float]:
     ga, gb = (cupy.asarray(rng.normal(size=(n, n)).astype(np.float32)) for _ in range(2))
     got = f(ga, gb)
     want = cupy.matmul(ga, gb)
-    out = {"max relative error": float(cupy.abs(got - want).max() / cupy.abs(want).max())}
+    exact = ga[:64].astype(cupy.float64) @ gb.astype(cupy.float64)  # (64 rows are enough)
+    out = {"max relative error vs cublas": float(cupy.abs(got - want).max()
+                                                 / cupy.abs(want).max()),
+           "max relative error vs float64": float(cupy.abs(got[:64] - exact).max()
+                                                  / cupy.abs(exact).max())}
     flop = 2 * n ** 3 / 1e12
     out["graphc TFLOP/s"] = flop / synced_ms(lambda: f(ga, gb), cupy_sync, repeat) * 1e3
     out["cupy TFLOP/s"] = flop / synced_ms(lambda: cupy.matmul(ga, gb), cupy_sync, repeat) * 1e3
@@ -170,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="W1,W2,W5,W6,sgemm,elementwise")
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--breakdown", default="",
+                        help="workloads (comma-separated) to time kernel by kernel too")
     parser.add_argument("--json", help="write the figures to this file as well")
     args = parser.parse_args(argv)
     from graphc.backends.cuda.backend import gpu_problem
@@ -182,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.only.split(","):
         try:
             if name in specs:
-                results[name] = bench_step(name, specs[name], args.repeat)
+                results[name] = bench_step(name, specs[name], args.repeat,
+                                           name in args.breakdown.split(","))
             elif name == "sgemm":
                 results[name] = bench_sgemm(max(args.repeat // 5, 5))
             elif name == "elementwise":
