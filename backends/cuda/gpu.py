@@ -1,8 +1,8 @@
 """The runtime on a real GPU, through CuPy: the program compiled by NVRTC to machine code
 for the device's architecture, parameters, constants and the arena kept on the device,
 arguments numpy or CuPy arrays, the launches queued on the current stream and the status
-word read once, after the step. (Written against CuPy's documented API; this machine has
-no GPU to run it.)"""
+word read once, after the step. Run on a GPU by benchmarks/gpu_checks.sh
+(docs/cuda-backend.md, "On a GPU")."""
 from __future__ import annotations
 
 import functools
