@@ -5,7 +5,12 @@ loaded from global memory into registers while the current one is multiplied, so
 barrier a slice suffices); its 8 warps each own a WM x WN part of the tile, and each lane a
 TM x TN register block inside its warp's part (rows lm + 4i, columns ln + 8j: a warp reads
 few distinct shared words per step, broadcast to its lanes). The warp writes its part of out
-through shared staging rows of its own (__syncwarp between), 32 lanes along a row."""
+through shared staging rows of its own (__syncwarp between), 32 lanes along a row.
+A GEMM of few tiles and a long k (a convolution's weight gradient: k is the batch and pixel
+axis) splits k over blocks instead (split-K): each block sums its slice of k for its tile
+and adds it to out atomically, out zeroed first by a launch of its own unless the GEMM
+accumulates into it anyway. Such sums may differ in the last bits from run to run (the
+order of the adds is the hardware's), as scatter-add's do."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +31,9 @@ PAD = 4  # words after each shared row, so that stores along k meet no bank conf
 STAGE_PAD = 8  # likewise for the staging rows of out (the 4 rows' lanes in other banks)
 FILL = 128  # blocks that fill a GPU (132 multiprocessors on an H100/H200, roughly)
 INT_LIMIT = 2 ** 31  # offsets below it use 32-bit index arithmetic
+# Each block of a split-K GEMM sums at least this much of k (eight 16-deep slices): shallower
+# parts gain less than the zeroing launch and the atomic adds cost.
+SPLIT_K_MIN = 128
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,21 @@ def tiling(k: kir.Gemm) -> Tiling:
     return LARGE if fits and worth and blocks >= FILL else SMALL
 
 
+def k_splits(k: kir.Gemm, g: Tiling, blocks: int) -> tuple[int, int]:
+    """(splits, depth): how many blocks share each tile's k, and the depth of k each sums (a
+    multiple of two slices, so that every block's first slice goes to shared buffer 0).
+    (1, k) where the tiles alone fill half a GPU, where a slice would be shallower than
+    SPLIT_K_MIN, and for types without a native atomic add."""
+    dtype = np.dtype(k.dtype)
+    if dtype.kind != "f" or dtype.itemsize < 4 or 2 * blocks > FILL:
+        return 1, k.k
+    want = min(cdiv(FILL, blocks), k.k // SPLIT_K_MIN, MAX_Z // max(size(k.batch), 1))
+    if want < 2:
+        return 1, k.k
+    depth = cdiv(cdiv(k.k, want), 2 * g.bk) * 2 * g.bk
+    return cdiv(k.k, depth), depth
+
+
 def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[str],
                                                                          list[Launch]]:
     from graphc.backends.cuda.kernels import _head
@@ -93,6 +116,7 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     nb = len(k.batch)
     row_tiles = cdiv(k.m, g.bm)
     simple = row_tiles <= MAX_Y and batch <= MAX_Z
+    splits, depth = k_splits(k, g, batch * row_tiles * cdiv(k.n, g.bn)) if simple else (1, k.k)
     sa, sb, so = k.a.strides, k.b.strides, k.out.strides
     zs = [f"z{d}" for d in range(nb)]
     per_a, per_b = g.bm * g.bk // BLOCK, g.bn * g.bk // BLOCK
@@ -101,6 +125,8 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     largest = max(w.schedule.buffers[a.buffer].size for a in (k.a, k.b, k.out))
     ix, sx = ("int", "") if _matrix_extent(k) < INT_LIMIT else ("long long", "LL")
     ox, so_ = ("int", "") if largest + 2 * LARGE.bm < INT_LIMIT else ("long long", "LL")
+    # this block's part of k: all of it, or (split-K) the blockIdx.z % splits'th
+    k_begin, k_end = ("0", f"{k.k}{sx}") if splits == 1 else ("k_begin", "k_end")
 
     def base(access: kir.Access) -> str:
         terms = [f"{s}{so_} * {z}" for s, z in zip(access.strides[:nb], zs) if s]
@@ -118,13 +144,13 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
         lines += [f"{indent}#pragma unroll", f"{indent}for (int p = 0; p < {per_a}; ++p) {{",
                   f"{indent}  const int l = tid + p * {BLOCK}, r = {a_pos[0]}, c = {a_pos[1]};",
                   f"{indent}  const {ix} gr = row0 + r, gk = {k0} + c;",
-                  f"{indent}  ra[p] = (gr < {k.m}{sx} && gk < {k.k}{sx}) ? "
+                  f"{indent}  ra[p] = (gr < {k.m}{sx} && gk < {k_end}) ? "
                   f"{w.ref(k.a.buffer, f'off_a + gr * {sa[nb]}{sx} + gk * {sa[nb + 1]}{sx}')} : "
                   f"{zero};", f"{indent}}}",
                   f"{indent}#pragma unroll", f"{indent}for (int p = 0; p < {per_b}; ++p) {{",
                   f"{indent}  const int l = tid + p * {BLOCK}, r = {b_pos[0]}, c = {b_pos[1]};",
                   f"{indent}  const {ix} gk = {k0} + r, gc = col0 + c;",
-                  f"{indent}  rb[p] = (gk < {k.k}{sx} && gc < {k.n}{sx}) ? "
+                  f"{indent}  rb[p] = (gk < {k_end} && gc < {k.n}{sx}) ? "
                   f"{w.ref(k.b.buffer, f'off_b + gk * {sb[nb]}{sx} + gc * {sb[nb + 1]}{sx}')} : "
                   f"{zero};", f"{indent}}}"]
 
@@ -150,7 +176,12 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"  const int tr = warp / {g.warps_n} * {LANES_M * g.tm} + lane / {LANES_N};",
               f"  const int tc = warp % {g.warps_n} * {LANES_N * g.tn} + lane % {LANES_N};",
               f"  const {ix} col0 = ({ix})blockIdx.x * {g.bn};"]
-    if simple:  # a row tile per blockIdx.y, a batch element per blockIdx.z
+    if simple and splits > 1:  # blockIdx.z: a batch element and a part of k
+        lines += ["  {", f"    const {ox} bz = blockIdx.z / {splits}; const {ix} row0 = "
+                  f"({ix})blockIdx.y * {g.bm};",
+                  f"    const {ix} k_begin = ({ix})(blockIdx.z % {splits}) * {depth}, "
+                  f"k_end = k_begin + {depth} < {k.k}{sx} ? k_begin + {depth} : {k.k}{sx};"]
+    elif simple:  # a row tile per blockIdx.y, a batch element per blockIdx.z
         lines += ["  {", f"    const {ox} bz = blockIdx.z; const {ix} row0 = ({ix})blockIdx.y * "
                   f"{g.bm};"]
     else:  # z counts (batch, row tile) pairs, looping past the grid's limits
@@ -166,12 +197,12 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
               f"    for (int i = 0; i < {g.tm}; ++i)",
               "      #pragma unroll",
               f"      for (int j = 0; j < {g.tn}; ++j) acc[i][j] = {zero};"]
-    load(lines, "0", "    ")
+    load(lines, k_begin, "    ")
     stage(lines, "0", "    ")
     lines += ["    __syncthreads();",
-              f"    for ({ix} k0 = 0; k0 < {k.k}{sx}; k0 += {g.bk}) {{",
+              f"    for ({ix} k0 = {k_begin}; k0 < {k_end}; k0 += {g.bk}) {{",
               f"      const int cur = (int)(k0 / {g.bk} % 2);",
-              f"      const bool more = k0 + {g.bk} < {k.k}{sx};",
+              f"      const bool more = k0 + {g.bk} < {k_end};",
               "      if (more) {  // the next slice's loads are in flight during the FMAs"]
     load(lines, f"k0 + {g.bk}", "        ")
     lines += ["      }",
@@ -212,9 +243,29 @@ def emit_gemm(w: "Writer", index: int, k: kir.Gemm, guard: bool) -> tuple[list[s
     staged = f"GC_SHARED(Cs[warp][e / {wn}][e % {wn}])"
     value = staged if k.alpha == 1 else f"{constant(k.dtype, k.alpha)} * {staged}"
     at = w.ref(k.out.buffer, f"off_o + r * {so[nb]}{sx} + c * {so[nb + 1]}{sx}")
-    lines += [f"        {at} {'+=' if k.accumulate else '='} {value};", "      }",
+    store = (f"gc_atomic_add(&{at}, {value});" if splits > 1
+             else f"{at} {'+=' if k.accumulate else '='} {value};")
+    lines += [f"        {store}", "      }",
               "      __syncwarp();  // (the next row group overwrites the staging rows)",
               "    }", "  }", "}"]
-    grid = (cdiv(k.n, g.bn), row_tiles, batch) if simple else (
+    grid = (cdiv(k.n, g.bn), row_tiles, batch * splits) if simple else (
         cdiv(k.n, g.bn), 1, min(batch * row_tiles, MAX_Z))
-    return lines, [Launch(name, index, grid, BLOCK, True, False)]
+    launch = Launch(name, index, grid, BLOCK, True, False)
+    if splits == 1 or k.accumulate:
+        return lines, [launch]
+    zero, zero_launch = _zero_out(w, index, k, name + "_zero", guard)
+    return zero + [""] + lines, [zero_launch, launch]
+
+
+def _zero_out(w: "Writer", index: int, k: kir.Gemm, name: str,
+              guard: bool) -> tuple[list[str], Launch]:
+    """A kernel that zeroes the GEMM's out (its own launch: every block must see zeros before
+    any adds)."""
+    from graphc.backends.cuda.kernels import _grid_stride, _head, _names
+    shape = k.batch + (k.m, k.n)
+    loop, grid = _grid_stride(size(shape))
+    idx = _names("i", len(shape))
+    lines = _head(w, k, name, guard) + [f"  {loop} {{"]
+    decompose("n", shape, idx, lines, "    ")
+    lines += [f"    {w.at(k.out, idx)} = {constant(k.dtype, 0)};", "  }", "}"]
+    return lines, Launch(name, index, grid, BLOCK, False, False)
