@@ -5,9 +5,11 @@
       so a figure is a step's latency as a training loop sees it. "cold": graph, gradient,
       NVRTC compile and the first step, with an empty cache folder; the first step's loss is
       compared with PyTorch's on the same parameters and data.
-  sgemm  4096^3 float32: graphc's a @ b against cuBLAS (CuPy's and PyTorch's matmul), TFLOP/s.
+  sgemm  4096^3 float32: graphc's a @ b against cuBLAS (CuPy's and PyTorch's matmul), TFLOP/s
+      (graphc's also counting its kernels' time alone, CUDA events around each launch).
   elementwise  2.5 * x + y over 2^24 floats: graphc's one fused kernel against CuPy (two
-      kernels) and PyTorch (one), GB/s counting bytes read and written.
+      kernels) and PyTorch (one), GB/s counting bytes read and written (graphc's also over
+      its kernel's time alone).
   --breakdown W6  after the step figures, each kernel's share of a step (CUDA events around
       every launch; the kernels' sum against the step's wall time shows the host's share).
 Needs a GPU and CuPy; PyTorch and JAX are used when installed.
@@ -174,6 +176,7 @@ def bench_sgemm(repeat: int, n: int = 4096) -> dict[str, float]:
                                                   / cupy.abs(exact).max())}
     flop = 2 * n ** 3 / 1e12
     out["graphc TFLOP/s"] = flop / synced_ms(lambda: f(ga, gb), cupy_sync, repeat) * 1e3
+    out["graphc kernels TFLOP/s"] = flop / kernel_breakdown(f, (ga, gb), repeat)["sum ms"] * 1e3
     out["cupy TFLOP/s"] = flop / synced_ms(lambda: cupy.matmul(ga, gb), cupy_sync, repeat) * 1e3
     if _has("torch"):
         import torch
@@ -192,6 +195,7 @@ def bench_elementwise(repeat: int, n: int = 4096) -> dict[str, float]:
     out = {"max abs error": float(cupy.abs(f(gx, gy) - (2.5 * gx + gy)).max())}
     gbytes = 3 * 4 * n * n / 1e9
     out["graphc GB/s"] = gbytes / synced_ms(lambda: f(gx, gy), cupy_sync, repeat) * 1e3
+    out["graphc kernels GB/s"] = gbytes / kernel_breakdown(f, (gx, gy), repeat)["sum ms"] * 1e3
     out["cupy GB/s"] = gbytes / synced_ms(lambda: 2.5 * gx + gy, cupy_sync, repeat) * 1e3
     if _has("torch"):
         import torch

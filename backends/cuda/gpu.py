@@ -69,7 +69,12 @@ class GpuRunner:
             self.table[slot] = dev.data.ptr
         self.written = set(written_slots)
         self.status = cupy.zeros(1, cupy.int32)
+        self.status_clear = True  # zero now: reset only after a step that left it otherwise
         self.checked = True  # no check has run since the status was last read
+        # the pointer table on the device, uploaded again only when an address changed (in
+        # a training loop the same inputs and pooled outputs come back at the same addresses)
+        self.slots = cupy.asarray(self.table)
+        self.uploaded = self.table.copy()
         ranks = {L.ranks for L in launches if isinstance(L, Collective)}
         self.reductions: Any = DeviceReductions(ranks.pop()) if ranks else None
 
@@ -118,11 +123,16 @@ class GpuRunner:
             out = cp.empty(shape, dtype)
             table[slot] = out.data.ptr
             outs.append(out)
-        slots = cp.asarray(table)
-        self.status.fill(0)
+        if not np.array_equal(table, self.uploaded):
+            self.slots.set(table)
+            self.uploaded[...] = table
+        if not self.status_clear:
+            self.status.fill(0)
+        self.status_clear = False
         self.checked = True
-        self._launch(self.functions, slots, table)
+        self._launch(self.functions, self.slots, table)
         status = int(self.status.get()[0])  # the one synchronisation of the step
+        self.status_clear = status == 0
         for slot, storage, dev, seen in self.params:
             if slot in self.written:
                 dev.get(out=storage.array)
