@@ -29,6 +29,15 @@ class FakeArray:
         self.calls["fill"] += 1
         self.a.fill(value)
 
+    def __getitem__(self, key) -> "FakeArray":
+        return FakeArray(self.a[key], self.calls)
+
+    def view(self, dtype) -> "FakeArray":
+        return FakeArray(self.a.view(dtype), self.calls)
+
+    def reshape(self, shape) -> "FakeArray":
+        return FakeArray(self.a.reshape(shape), self.calls)
+
     def get(self, out: np.ndarray | None = None) -> np.ndarray:
         self.calls["get"] += 1
         if out is None:
@@ -69,8 +78,9 @@ def fake_cupy(calls: Counter, failing: set) -> types.ModuleType:
 def runner_parts(tmp_path):
     """A compiled step (layout, launches, parameter storages) from the emulated backend."""
     x = gc.placeholder((4,), "float32", name="x")
+    v = gc.parameter(np.ones((2, 3), "float64"), name="v")  # read, never written
     w = gc.parameter(np.arange(4, dtype="float32"), name="w")
-    f = gc.function([x], x * w, updates={w: w + x}, backend="cuda",
+    f = gc.function([x], x * w * gc.sum(v), updates={w: w + x}, backend="cuda",
                     backend_options={"emulate": True, "cache_dir": str(tmp_path)})
     f(np.ones(4, "float32"))
     compiled = f._exe.last
@@ -91,11 +101,12 @@ def _runner(monkeypatch, parts, failing=frozenset()):
 def test_the_table_goes_up_again_only_when_an_address_changed(monkeypatch, runner_parts):
     runner, calls = _runner(monkeypatch, runner_parts)
     x = FakeArray(np.ones(4, "float32"), calls)
+    before = calls["set"]  # (the parameters' first upload)
     runner.run([x])
     runner.run([x])
-    assert calls["set"] == 1  # the first step's addresses (made before any was known)
+    assert calls["set"] - before == 1  # the first step's addresses (not known before it)
     runner.run([FakeArray(np.ones(4, "float32"), calls)])  # another input array
-    assert calls["set"] == 2
+    assert calls["set"] - before == 2
     assert calls["launch"] > 0 and calls["fill"] == 0  # the status word stayed zero
 
 
@@ -118,10 +129,17 @@ def test_parameters_go_up_when_changed_and_come_back_updated(monkeypatch, runner
     runner, calls = _runner(monkeypatch, runner_parts)
     w = runner_parts[3]
     x = FakeArray(np.ones(4, "float32"), calls)
-    (_, storage, dev, _), = runner.params
-    dev.a[...] = 7  # what the step's kernels left on the device
+    written, read = runner.params  # the updated one first in the device block
+    assert written.slot in runner.written and read.slot not in runner.written
+    assert written.device.data.ptr % 256 == read.device.data.ptr % 256  # (both aligned)
+    written.device.a[...] = 7  # what the step's kernels left on the device
+    read.device.a[...] = 5  # (never copied back: the step does not write it)
+    gets = calls["get"]
     runner.run([x])
+    assert calls["get"] - gets == 2  # the status word, and every update in one copy
     np.testing.assert_array_equal(w.value, np.full(4, 7, "float32"))
-    storage.array[...] = 3  # a change made on the host
+    np.testing.assert_array_equal(read.storage.array, np.ones((2, 3)))
+    sets = calls["set"]
+    written.storage.array[...] = 3  # a change made on the host goes up before the step
     runner.run([x])
-    assert calls["set"] >= 1 and dev.a[0] == 3
+    assert calls["set"] == sets + 1 and written.device.a[0] == 3

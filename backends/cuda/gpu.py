@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -38,6 +38,28 @@ def compile_cubin(source: str) -> bytes:
     return nvrtc_compile(source, device_arch(), cubin=True)
 
 
+class _Param(NamedTuple):
+    """A parameter's slot, its storage (the host array users see), its array on the device,
+    the host values last uploaded, and its place in the host copy of the device block."""
+
+    slot: int
+    storage: Any
+    device: Any
+    seen: np.ndarray
+    host: np.ndarray
+
+
+def _packed(sizes: Sequence[int], align: int = 256) -> tuple[list[int], int]:
+    """Offsets of blocks of these byte sizes placed one after another, each aligned (as
+    cudaMalloc's are), and the bytes they take."""
+    offsets, end = [], 0
+    for n in sizes:
+        end = -(-end // align) * align
+        offsets.append(end)
+        end += n
+    return offsets, end
+
+
 class GpuRunner:
     """Calls one program's launches on the device."""
 
@@ -61,13 +83,28 @@ class GpuRunner:
         for slot, a in self.consts:
             self.table[slot] = a.data.ptr
         # parameters live on the device; the host copy is what users read and write, so a
-        # host change is uploaded before a step and updated values come back after it
+        # host change is uploaded before a step and updated values come back after it: in
+        # one copy, the updated ones packed first in one device block (a copy a parameter
+        # cost a synchronisation each)
         self.storages = storages
-        self.params = [(slot, storages[n], cupy.asarray(storages[n].array),
-                        storages[n].array.copy()) for slot, n in layout.params]
-        for slot, _, dev, _ in self.params:
-            self.table[slot] = dev.data.ptr
         self.written = set(written_slots)
+        order = sorted(layout.params, key=lambda sn: sn[0] not in self.written)
+        offsets, total = _packed([storages[n].array.nbytes for _, n in order])
+        self.param_block = cupy.zeros(max(total, 1), cupy.uint8)
+        self.param_host = np.zeros(max(total, 1), np.uint8)
+        self.params: list[_Param] = []
+        for (slot, n), start in zip(order, offsets):
+            host = storages[n].array
+            span = slice(start, start + host.nbytes)
+            dev = self.param_block[span].view(host.dtype).reshape(host.shape)
+            dev.set(host)
+            self.params.append(_Param(slot, storages[n], dev, host.copy(),
+                                      self.param_host[span].view(host.dtype).reshape(
+                                          host.shape)))
+            self.table[slot] = dev.data.ptr
+        self.updated_bytes = max((offsets[i] + storages[n].array.nbytes
+                                  for i, (slot, n) in enumerate(order)
+                                  if slot in self.written), default=0)
         self.status = cupy.zeros(1, cupy.int32)
         self.status_clear = True  # zero now: reset only after a step that left it otherwise
         self.checked = True  # no check has run since the status was last read
@@ -111,10 +148,10 @@ class GpuRunner:
 
     def run(self, args: Sequence[Any]) -> list[Any]:
         cp, layout, table = self.cp, self.layout, self.table
-        for _slot, storage, dev, seen in self.params:
-            if not np.array_equal(storage.array, seen, equal_nan=True):
-                dev.set(storage.array)
-                seen[...] = storage.array
+        for p in self.params:
+            if not np.array_equal(p.storage.array, p.seen, equal_nan=True):
+                p.device.set(p.storage.array)
+                p.seen[...] = p.storage.array
         inputs = [cp.ascontiguousarray(cp.asarray(a)) for a in args]
         for slot, a in zip(layout.input_slots, inputs):
             table[slot] = a.data.ptr
@@ -133,10 +170,13 @@ class GpuRunner:
         self._launch(self.functions, self.slots, table)
         status = int(self.status.get()[0])  # the one synchronisation of the step
         self.status_clear = status == 0
-        for slot, storage, dev, seen in self.params:
-            if slot in self.written:
-                dev.get(out=storage.array)
-                seen[...] = storage.array
+        if self.updated_bytes:
+            updated = slice(0, self.updated_bytes)
+            self.param_block[updated].get(out=self.param_host[updated])
+            for p in self.params:
+                if p.slot in self.written:
+                    p.storage.array[...] = p.host
+                    p.seen[...] = p.host
         if status:
             raise_for_status(status, layout, [cp.asnumpy(a) for a in inputs])
         return [cp.asnumpy(o) for o in outs] if self.outputs_numpy else outs
