@@ -46,20 +46,61 @@ class FakeArray:
         return out
 
 
-def fake_cupy(calls: Counter, failing: set) -> types.ModuleType:
+class FakeGraph:
+    def __init__(self, captured: list, calls: Counter) -> None:
+        self.captured, self.calls = captured, calls
+
+    def launch(self, stream=None) -> None:
+        self.calls["graph launch"] += 1
+        for run in self.captured:
+            run()
+
+
+class FakeStream:
+    """A stream whose capture records launches instead of running them."""
+
+    def __init__(self, cp: types.ModuleType, calls: Counter, refuse: bool) -> None:
+        self.cp, self.calls, self.refuse = cp, calls, refuse
+
+    def __enter__(self) -> "FakeStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def begin_capture(self) -> None:
+        if self.refuse:
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported")
+        self.cp.capturing = []
+
+    def end_capture(self) -> FakeGraph:
+        graph = FakeGraph(self.cp.capturing, self.calls)
+        self.cp.capturing = None
+        return graph
+
+
+def fake_cupy(calls: Counter, failing: set, refuse_capture: bool = False) -> types.ModuleType:
     """CuPy as GpuRunner uses it; `empty` hands back one array per shape, as a memory pool
     does for a step's outputs; a kernel named in `failing` sets the status word."""
     cp = types.ModuleType("cupy")
+    cp.capturing = None
     pool: dict = {}
 
     def asarray(x):
         return x if isinstance(x, FakeArray) else FakeArray(np.array(x), calls)
 
     def kernel(name):
-        def launch(grid, block, args):
+        def run(args):
             calls["launch"] += 1
             if name in failing:
                 args[1].a[0] = 1
+
+        def launch(grid, block, args):
+            calls["python launch"] += 1
+            if cp.capturing is not None:
+                cp.capturing.append(lambda: run(args))
+            else:
+                run(args)
         return launch
 
     cp.asarray = asarray
@@ -71,6 +112,9 @@ def fake_cupy(calls: Counter, failing: set) -> types.ModuleType:
     cp.zeros = lambda n, dtype: FakeArray(np.zeros(n, dtype), calls)
     cp.uint8, cp.int32 = np.uint8, np.int32
     cp.RawModule = lambda path: types.SimpleNamespace(get_function=kernel)
+    cp.cuda = types.SimpleNamespace(
+        Stream=lambda non_blocking=False: FakeStream(cp, calls, refuse_capture),
+        get_current_stream=lambda: None)
     return cp
 
 
@@ -89,10 +133,10 @@ def runner_parts(tmp_path):
     return compiled, f._exe._fingerprint[1], written, w
 
 
-def _runner(monkeypatch, parts, failing=frozenset()):
+def _runner(monkeypatch, parts, failing=frozenset(), refuse_capture=False):
     from graphc.backends.cuda.gpu import GpuRunner
     calls: Counter = Counter()
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(calls, set(failing)))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(calls, set(failing), refuse_capture))
     compiled, storages, written, _ = parts
     runner = GpuRunner(b"", compiled.layout, compiled.launches, storages, written, "cupy")
     return runner, calls
@@ -119,6 +163,7 @@ def test_the_status_word_is_reset_after_a_failed_step(monkeypatch, runner_parts)
     assert calls["fill"] == 0
     runner.functions = [(runner.module.get_function("never fails"), L, body)
                         for _, L, body in runner.functions]
+    runner.graph = None  # (captured again with the kernels that do not fail)
     runner.run([x])  # the word is zeroed before this step's kernels
     assert calls["fill"] == 1
     runner.run([x])
@@ -143,3 +188,42 @@ def test_parameters_go_up_when_changed_and_come_back_updated(monkeypatch, runner
     written.storage.array[...] = 3  # a change made on the host goes up before the step
     runner.run([x])
     assert calls["set"] == sets + 1 and written.device.a[0] == 3
+
+
+def test_the_second_call_captures_a_graph_that_later_calls_replay(monkeypatch, runner_parts):
+    compiled = runner_parts[0]
+    runner, calls = _runner(monkeypatch, runner_parts)
+    kernels = len(compiled.launches)
+    x = FakeArray(np.ones(4, "float32"), calls)
+    runner.run([x])
+    assert (calls["launch"], calls["python launch"], calls["graph launch"]) == (kernels,) * 2 + (0,)
+    runner.run([x])  # captured (nothing runs), then run once as a graph
+    assert (calls["launch"], calls["python launch"], calls["graph launch"]) == (
+        2 * kernels, 2 * kernels, 1)
+    runner.run([FakeArray(np.ones(4, "float32"), calls)])  # new addresses: the same graph
+    assert (calls["launch"], calls["python launch"], calls["graph launch"]) == (
+        3 * kernels, 2 * kernels, 2)
+
+
+def test_a_step_that_cannot_be_captured_launches_kernel_by_kernel(monkeypatch, runner_parts):
+    runner, calls = _runner(monkeypatch, runner_parts, refuse_capture=True)
+    kernels = len(runner_parts[0].launches)
+    x = FakeArray(np.ones(4, "float32"), calls)
+    runner.run([x])
+    with pytest.warns(RuntimeWarning, match="could not be captured as a CUDA graph"):
+        runner.run([x])
+    runner.run([x])
+    assert calls["launch"] == 3 * kernels and calls["graph launch"] == 0
+    assert not runner.capturable
+
+
+def test_steps_with_a_loop_are_never_captured(monkeypatch, tmp_path):
+    """A scan's loop decides its steps' tables on the host as it goes."""
+    x = gc.placeholder((5, 3), "float32", name="x")
+    h, _ = gc.scan(lambda c, xt: (c * 0.5 + xt, c), gc.zeros((3,), "float32"), x)
+    f = gc.function([x], h, backend="cuda",
+                    backend_options={"emulate": True, "cache_dir": str(tmp_path)})
+    f(np.ones((5, 3), "float32"))
+    compiled = f._exe.last
+    runner, calls = _runner(monkeypatch, (compiled, [], [], None))
+    assert not runner.capturable

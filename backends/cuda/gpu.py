@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import warnings
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -114,6 +115,15 @@ class GpuRunner:
         self.uploaded = self.table.copy()
         ranks = {L.ranks for L in launches if isinstance(L, Collective)}
         self.reductions: Any = DeviceReductions(ranks.pop()) if ranks else None
+        # A step of plain launches is captured as a CUDA graph at its second call and
+        # replayed after (one launch instead of one a kernel: the host's share of a small
+        # step). The kernels read every address through the table, which stays put, so
+        # the graph holds for any arguments. Loops and reductions between processes
+        # decide on the host as they go, and keep launching one by one.
+        self.graph: Any = None
+        self.calls = 0
+        self.capturable = all(body is None and not isinstance(L, Collective)
+                              for _, L, body in self.functions)
 
     def _functions(self, launches: Sequence[Any]) -> list:
         """(function, launch), or (None, loop, the functions of its body)."""
@@ -146,6 +156,26 @@ class GpuRunner:
                     return False
         return True
 
+    def _captured(self) -> Any:
+        """The step's launches as a CUDA graph, captured on a stream of its own (nothing
+        runs while it is captured); None, and launches one by one from then on, where
+        this CuPy or driver cannot capture them."""
+        stream = self.cp.cuda.Stream(non_blocking=True)
+        try:
+            with stream:
+                stream.begin_capture()
+                try:
+                    self._launch(self.functions, self.slots, self.table)
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # (CuPy raises its own CUDA errors)
+            warnings.warn(f"backend 'cuda': launching kernel by kernel, as the step could "
+                          f"not be captured as a CUDA graph: {exc}", RuntimeWarning,
+                          stacklevel=3)
+            self.capturable = False
+            return None
+        return graph
+
     def run(self, args: Sequence[Any]) -> list[Any]:
         cp, layout, table = self.cp, self.layout, self.table
         for p in self.params:
@@ -167,7 +197,13 @@ class GpuRunner:
             self.status.fill(0)
         self.status_clear = False
         self.checked = True
-        self._launch(self.functions, self.slots, table)
+        self.calls += 1
+        if self.capturable and self.graph is None and self.calls >= 2:
+            self.graph = self._captured()
+        if self.graph is not None:
+            self.graph.launch(stream=cp.cuda.get_current_stream())
+        else:
+            self._launch(self.functions, self.slots, table)
         status = int(self.status.get()[0])  # the one synchronisation of the step
         self.status_clear = status == 0
         if self.updated_bytes:
