@@ -125,7 +125,8 @@ def bench_step(name: str, spec: dict[str, Any], repeat: int,
 
 def kernel_breakdown(f: Any, args: tuple, steps: int, top: int = 15) -> dict[str, Any]:
     """Milliseconds a step of each kernel of f's last compiled program (CUDA events around
-    each launch), the `top` slowest, and the kernels' sum."""
+    each launch, so launched one by one rather than as the step's CUDA graph), the `top`
+    slowest, and the kernels' sum."""
     import cupy
     runner = f._exe.last.runner
     spent: dict[str, float] = {}
@@ -140,9 +141,10 @@ def kernel_breakdown(f: Any, args: tuple, steps: int, top: int = 15) -> dict[str
             events.append((label, start, end))
         return call
 
-    original = runner.functions
+    original, graph, capturable = runner.functions, runner.graph, runner.capturable
     runner.functions = [(fn if fn is None else timed(fn, f"{L.name} grid {L.grid} block {L.block}"),
                          L, body) for fn, L, body in original]
+    runner.graph, runner.capturable = None, False  # (kernel by kernel, each timed)
     try:
         for _ in range(steps):
             f(*args)
@@ -151,7 +153,7 @@ def kernel_breakdown(f: Any, args: tuple, steps: int, top: int = 15) -> dict[str
                 spent[label] = spent.get(label, 0.0) + cupy.cuda.get_elapsed_time(start, end)
             events.clear()
     finally:
-        runner.functions = original
+        runner.functions, runner.graph, runner.capturable = original, graph, capturable
     per_step = {k: v / steps for k, v in spent.items()}
     slowest = sorted(per_step.items(), key=lambda kv: -kv[1])[:top]
     return {"kernels": len(per_step), "sum ms": sum(per_step.values()),
