@@ -50,5 +50,5 @@ timeout "$TEST_SECONDS" env GRAPHC_CUDA_ON_GPU=1 $PY -m pytest -v --tb=short -p 
 echo "tests exit code: $?" | tee -a "$OUT/tests.log"
 tail -n 60 "$OUT/tests.log"
 
-timeout "$BENCH_SECONDS" $PY benchmarks/bench_cuda.py --breakdown W5,W6 --json "$OUT/bench_cuda.json" \
+timeout "$BENCH_SECONDS" $PY benchmarks/bench_cuda.py --breakdown W1,W5,W6 --json "$OUT/bench_cuda.json" \
     2>&1 | tee "$OUT/bench.log"

@@ -227,3 +227,16 @@ def test_steps_with_a_loop_are_never_captured(monkeypatch, tmp_path):
     compiled = f._exe.last
     runner, calls = _runner(monkeypatch, (compiled, [], [], None))
     assert not runner.capturable
+
+
+@pytest.mark.parametrize("a, b, same", [
+    (np.array([1.0, np.nan]), np.array([1.0, np.nan]), True),
+    (np.array([0.0], "float32"), np.array([-0.0], "float32"), False),  # a change to upload
+    (np.float64(2.5) * np.ones(()), np.float64(2.5) * np.ones(()), True),  # 0-d
+    (np.array([[1, 2], [3, 4]], "int16"), np.array([[1, 2], [3, 5]], "int16"), False),
+    (np.array([True, False]), np.array([True, False]), True),
+    (np.array([1 + 2j], "complex128"), np.array([1 + 3j], "complex128"), False),
+])
+def test_parameters_are_compared_by_their_bytes(a, b, same):
+    from graphc.backends.cuda.gpu import same_bytes
+    assert same_bytes(a, b) is same
