@@ -74,3 +74,20 @@ def test_a_conv_step_has_no_pure_copy_of_dy_and_the_same_values():
     for got in (f(*args), runner.run(args)):
         for w, g in zip(want, got):
             np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+
+
+def test_a_copy_reading_merged_axes_is_split_into_the_makers():
+    """The maker writes (2, 3, 2) contiguously; the copy reads it as (2, 6) rows and writes
+    them transposed, (6, 2): its axis of 6 runs over the maker's last two (a pool
+    gradient's (OW, KW) read back as one row), so the second store splits it."""
+    value = ir.Apply("exp", (ir.Load(ir.Access(0, (6, 2, 1)), F32),), F32)
+    maker = ir.Elementwise((2, 3, 2), (ir.Store(ir.Access(1, (6, 2, 1)), value),))
+    copy = ir.Elementwise((2, 6), (ir.Store(ir.Access(2, (1, 2)), ir.Load(
+        ir.Access(1, (6, 1)), F32)),), ("copy",))
+    (k,) = forward_copies([maker, copy], {1, 2})
+    # maker index (i, j, l) is row i, column 2j + l of the copy: target (2j + l) * 2 + i
+    assert isinstance(k, ir.Elementwise) and k.stores[1].access == ir.Access(2, (1, 4, 2))
+    # a copy of only the first half (6 of 12 elements) keeps its kernel
+    half = ir.Elementwise((6,), (ir.Store(ir.Access(2, (1,)), ir.Load(
+        ir.Access(1, (1,)), F32)),), ("copy",))
+    assert len(forward_copies([maker, half], {1, 2})) == 2

@@ -40,7 +40,7 @@ def _pool_relu_step(backend: str, x: np.ndarray, w: np.ndarray, options=None):
     return f, f(x, w)
 
 
-def test_relu_mask_and_its_transposed_copy_run_as_one_kernel_with_reference_values():
+def test_the_pool_gradient_writes_the_transposed_copy_with_reference_values():
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3, 2, 9, 9)).astype(np.float32)
     w = rng.normal(size=(4, 2, 2, 2)).astype(np.float32)
@@ -52,17 +52,18 @@ def test_relu_mask_and_its_transposed_copy_run_as_one_kernel_with_reference_valu
         np.testing.assert_allclose(k, r, rtol=1e-4, atol=1e-4)
     schedule = schedule_graph(f.graph)
     kernels = [k for k in schedule.kernels if isinstance(k, ir.Elementwise)]
-    # the mask and the transposed copy the weight gradient reads: one pass; the bias's
-    # gradient sums the copy too, so the mask's own layout is not stored (twin_stores.py)
-    (merged,) = [k for k in kernels if "greater" in k.fused]
-    assert "copy" in merged.fused and len(merged.stores) == 1
-    dy = merged.stores[0].access.buffer
+    # relu's mask is the pool's first-maximum index's (graphc/passes/pool_grad.py): no
+    # kernel masks the activation, and the pooling gradient writes the transposed copy the
+    # weight gradient reads in its one pass; the bias's gradient sums the copy too, so the
+    # gradient's own layout is not stored (twin_stores.py)
+    assert not [k for k in kernels if "greater" in k.fused]
+    (placing,) = [k for k in kernels if "windows_grad" in k.fused]
+    assert "copy" in placing.fused and len(placing.stores) == 1
+    dy = placing.stores[0].access.buffer
     assert any(dy in (k.a.buffer, k.b.buffer) for k in schedule.kernels
                if isinstance(k, ir.Gemm))
     assert any(k.op == "sum" and dy in k.reads() for k in schedule.kernels
                if isinstance(k, ir.Reduce))
-    # the pooling gradient's loop of 2 stays apart (the mask inside it measured slower)
-    assert not any("windows_grad" in k.fused and "greater" in k.fused for k in kernels)
 
 
 def _around_a_product():

@@ -214,3 +214,21 @@ def test_a_guarded_read_before_the_buffer_moves_to_the_other_layout():
     past = ir.Elementwise((2, 3, 6), (ir.Store(ir.Access(4, (18, 6, 1)), ir.Load(
         ir.Access(1, (12, 4, 1), -1), F32, wide)),))
     assert redirect_twin_reads([_maker(), past], {1, 2, 4})[1] is past
+
+
+def test_a_read_along_axes_that_run_together_in_both_layouts_moves():
+    """The maker's last two axes (2, 2) lie inside one another in both stores, so a reader
+    stepping over their four elements as one axis reads the other layout the same way (a
+    pool gradient's (OW, KW) axes, summed as one row by a bias gradient)."""
+    value = ir.Apply("exp", (ir.Load(ir.Access(0, (12, 4, 2, 1)), F32),), F32)
+    maker = ir.Elementwise((2, 3, 2, 2), (ir.Store(ir.Access(1, (12, 4, 2, 1)), value),
+                                          ir.Store(ir.Access(2, (4, 8, 2, 1)), value)))
+    reader = _sum_of(ir.Access(1, (12, 4, 1)), (2, 3, 4))
+    moved = redirect_twin_reads([maker, reader], {1, 2, 3})
+    assert isinstance(moved[1], ir.Reduce)
+    assert moved[1].body == ir.Load(ir.Access(2, (4, 8, 1)), F32)
+    rng = np.random.default_rng(1)
+    buffers = {0: rng.normal(size=24).astype(np.float32), 1: np.zeros(24, F32),
+               2: np.zeros(24, F32), 3: np.zeros(12, F32)}
+    np.testing.assert_allclose(_run(drop_dead_stores(moved, {1, 2, 3}), buffers)[3],
+                               _run([maker, reader], buffers)[3], rtol=1e-6)

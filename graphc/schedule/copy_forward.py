@@ -20,25 +20,52 @@ def _copied(k: ir.Kernel) -> tuple[ir.Load, ir.Store] | None:
     return load, store
 
 
-def _axis_map(shape: ir.Shape, written: ir.Access, copy_shape: ir.Shape, read: ir.Access
-              ) -> list[int | None] | None:
-    """For each axis of the maker's space, the axis of the copy's space over which the copy
-    reads the same elements (None for axes of one), when the copy reads exactly what the
-    maker writes through a permutation of its axes (sizes and strides matching one to one)."""
+def _axis_map(shape: ir.Shape, written: ir.Access, copy_shape: ir.Shape, read: ir.Access,
+              copy_written: ir.Access) -> list[int | None] | None:
+    """For each axis of the maker's space, the stride at which the copy writes the element
+    the maker writes there (None for axes of one), when the copy reads exactly what the
+    maker writes through a permutation of its axes (sizes and strides matching one to one),
+    the copy's merged axes split into the maker's first (`_split_copy_axes`)."""
     if written.offset != read.offset:
         return None
-    theirs = {a: (d, s) for a, (d, s) in enumerate(zip(copy_shape, read.strides)) if d != 1}
+    copy_axes = _split_copy_axes(shape, written.strides, copy_shape, read.strides,
+                                 copy_written.strides)
+    theirs = dict(enumerate(copy_axes))
     mapping: list[int | None] = []
     for d, s in zip(shape, written.strides):
         if d == 1:
             mapping.append(None)
             continue
-        match = [a for a, ds in theirs.items() if ds == (d, s)]
+        match = [a for a, (dd, rs, _) in theirs.items() if (dd, rs) == (d, s)]
         if len(match) != 1:
             return None
-        mapping.append(match[0])
-        del theirs[match[0]]
+        mapping.append(theirs.pop(match[0])[2])
     return mapping if not theirs else None
+
+
+def _split_copy_axes(shape: ir.Shape, strides: tuple, copy_shape: ir.Shape, reads: tuple,
+                     writes: tuple) -> list[tuple]:
+    """The copy's axes of more than one element as (size, read stride, write stride), an
+    axis that runs over several of the maker's axes split into them (a copy of NCHW maps
+    into (C, N, H*W) reads H*W as one axis where a pool's gradient wrote it as (OH, KH, OW,
+    KW)): the maker's axes whose strides fall inside it must count its elements in mixed
+    radix, the smallest stride the copy's. Known sizes only; other axes stay whole."""
+    out = []
+    for size, r, w in zip(copy_shape, reads, writes):
+        if size == 1:
+            continue
+        parts = sorted((s, d) for d, s in zip(shape, strides)
+                       if d != 1 and all(isinstance(v, int) for v in (size, r, d, s))
+                       and r > 0 and s % r == 0 and s // r < size)
+        step, ok = r, bool(parts) and len(parts) > 1
+        for s, d in parts:
+            ok = ok and s == step
+            step = step * d
+        if ok and step == r * size:
+            out += [(d, s, s // r * w) for s, d in parts]
+        else:
+            out.append((size, r, w))
+    return out
 
 
 def _forwarded(maker: ir.Elementwise, copy: ir.Elementwise) -> ir.Elementwise | None:
@@ -50,10 +77,10 @@ def _forwarded(maker: ir.Elementwise, copy: ir.Elementwise) -> ir.Elementwise | 
     if len(stores) != 1 or stores[0].accumulate or stores[0].value.dtype != load.dtype \
             or any(s == 0 and d != 1 for d, s in zip(maker.shape, stores[0].access.strides)):
         return None  # (each index its own element: the copy reads what one index wrote)
-    mapping = _axis_map(maker.shape, stores[0].access, copy.shape, load.access)
+    mapping = _axis_map(maker.shape, stores[0].access, copy.shape, load.access, out.access)
     if mapping is None:
         return None
-    strides = tuple(0 if a is None else out.access.strides[a] for a in mapping)
+    strides = tuple(0 if s is None else s for s in mapping)
     extra = ir.Store(ir.Access(out.access.buffer, strides, out.access.offset), stores[0].value)
     fused = maker.fused + tuple(f for f in copy.fused if f not in maker.fused)
     return ir.Elementwise(maker.shape, maker.stores + (extra,), fused)

@@ -84,7 +84,8 @@ def _moved(access: ir.Access, shape: ir.Shape, drop: list[tuple[Dim, Dim, int]],
     if not all(isinstance(v, int) for v in (*access.strides, access.offset,
                                              *(st for st, _, _ in drop))):
         return None
-    writer = [(int(st), n, a) for st, n, a in drop]
+    kept = keep.strides
+    writer = _runs([(int(st), n, a) for st, n, a in drop], keep)
     ranges = ranges or [(0, d - 1) for d in shape]
     if not all(isinstance(lo, int) for lo, _ in ranges):
         return None
@@ -108,12 +109,30 @@ def _moved(access: ir.Access, shape: ir.Shape, drop: list[tuple[Dim, Dim, int]],
             return None
         s, n, a = found
         last[a] = last[a] + step // s * (hi - lo)
-        strides.append(step // s * keep.strides[a])
+        strides.append(step // s * kept[a])
     if not all(_below(last[a], size) for _, size, a in writer):
         return None
-    offset = sum(first[a] * keep.strides[a] for _, _, a in writer) \
+    offset = sum(first[a] * kept[a] for _, _, a in writer) \
         - sum(st * lo for st, (lo, _) in zip(strides, ranges))
     return ir.Access(keep.buffer, tuple(strides), offset)  # type: ignore[arg-type]
+
+
+def _runs(writer: list[tuple[int, Dim, int]], keep: ir.Access
+          ) -> list[tuple[int, Dim, int]]:
+    """`writer`'s axes (stride, size, axis; largest stride first) with each run of axes
+    that lie inside one another in both layouts (the next one's stride the inner one's
+    times its size, in the dropped store and the kept one) as one axis, named by its
+    innermost: a reader may then step along the run without carrying into another axis
+    (a pool's gradient writes a row as (OW, KW) axes that its bias sum reads as one)."""
+    out: list[tuple[int, Dim, int]] = []
+    for stride, size, axis in reversed(writer):
+        if out:
+            inner, n, a = out[-1]
+            if stride == inner * n and keep.strides[axis] == keep.strides[a] * n:
+                out[-1] = (inner, n * size, a)
+                continue
+        out.append((stride, size, axis))
+    return out[::-1]
 
 
 def _reread(k: ir.Kernel, drop_buffer: int, drop: list[tuple[Dim, Dim, int]] | None,
