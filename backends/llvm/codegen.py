@@ -182,10 +182,11 @@ def plan_units(schedule: Schedule) -> Plan:
     return Plan(tuple(names), tuple(units), buffers, tuple(symbols))
 
 
-def deal_out(costs: list[int], parts: int) -> list[int]:
-    """Which of up to `parts` processes builds each item (largest first, to the least
-    loaded): one where there is too little work for more to pay."""
-    parts = max(1, min(parts, sum(costs) // SPLIT_MIN_COST))
+def deal_out(costs: list[int], parts: int, least: int = SPLIT_MIN_COST) -> list[int]:
+    """Which of up to `parts` processes (or modules) builds each item (largest first, to
+    the least loaded): fewer where there is too little work for more to pay (`least`
+    cost each)."""
+    parts = max(1, min(parts, sum(costs) // least))
     load = [0] * parts
     assign = [0] * len(costs)
     for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
@@ -202,6 +203,11 @@ BATCH_MIN_UNITS = 8
 # different cost (a packed GEMM unit and its shared functions is one) and one ended well
 # before the other; each module costs LLVM a few ms of its own.
 MODULES_PER_PROCESS = 3
+# Light units are cut into this many times as many modules: a light module costs LLVM ~1 ms
+# of its own (an O3 one ~5), and they are queued last (the least cost each: processes.py),
+# so the processes end within a smaller module of each other (W6: three light modules of
+# ~0.09 s of CPU each left one process ending ~0.03 s after the other).
+LIGHT_SPLIT = 2
 
 
 def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
@@ -222,7 +228,9 @@ def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
     per_class = max(1, MODULES_PER_PROCESS * jobs // len(classes)) if jobs > 1 else 1
     out = alone
     for members in classes:
-        assign = deal_out([units[n].cost for n in members], per_class)
+        split = LIGHT_SPLIT if units[members[0]].light and jobs > 1 else 1
+        assign = deal_out([units[n].cost for n in members], per_class * split,
+                          SPLIT_MIN_COST // split)
         bins: list[list[int]] = [[] for _ in range(max(assign) + 1)]
         for n, b in zip(members, assign):
             bins[b].append(n)
