@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     for unit in writer.plan.units:
         kernel = schedule.kernels[unit.members[0]]
         kind = kernel.kind + ("s packed" if len(unit.members) > 1 else "") + \
-            (" (vectors, light)" if unit.light else "")
+            (" (vectors, light)" if unit.vectors else " (light)" if unit.light else "")
         t = clock()
         text = writer.unit_text(unit)
         written = clock() - t

@@ -48,7 +48,22 @@ def test_light_units_and_o3_units_are_batched_apart():
         modules = codegen.batches(units, list(range(40)), jobs)
         assert sorted(n for m in modules for n in m) == list(range(40))
         assert all(len({units[n].light for n in m}) == 1 for m in modules)
-        assert len(modules) == (2 if jobs == 1 else 2 * codegen.MODULES_PER_PROCESS)
+        light = sum(units[m[0]].light for m in modules)
+        assert (light, len(modules) - light) == ((1, 1) if jobs == 1 else (
+            codegen.MODULES_PER_PROCESS * codegen.LIGHT_SPLIT, codegen.MODULES_PER_PROCESS))
+
+
+def test_light_units_are_cut_finer_and_queued_last():
+    """Light modules (~1 ms of LLVM's own each) are cut LIGHT_SPLIT times finer than O3
+    ones and cost less each, so the processes take them last and end within a small one of
+    each other."""
+    units = [codegen.Unit((n,), f"sig{n}", f"u{n}", 3, light=n < 30) for n in range(60)]
+    modules = codegen.batches(units, list(range(60)), jobs=2)
+    costs = {id(m): sum(units[n].cost for n in m) for m in modules}
+    light = [m for m in modules if units[m[0]].light]
+    o3 = [m for m in modules if not units[m[0]].light]
+    assert len(light) == codegen.LIGHT_SPLIT * len(o3)
+    assert max(costs[id(m)] for m in light) < min(costs[id(m)] for m in o3)
 
 
 def test_a_kernel_calling_mpi_is_never_batched():

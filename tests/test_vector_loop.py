@@ -18,7 +18,7 @@ from graphc.schedule import ir as kir
 def _light(f, *shapes) -> list[bool]:
     """Per unit of the compiled shapes' schedule: whether it is written in vectors."""
     schedule = f.schedule(*shapes)
-    return [u.light for u in codegen.plan_units(schedule).units]
+    return [u.vectors for u in codegen.plan_units(schedule).units]
 
 
 @pytest.mark.parametrize("n", [16, 37, 200])
@@ -261,7 +261,7 @@ def test_a_light_sum_keeps_its_accumulators_in_registers():
     f = gc.function([x, y], gc.sum(x * y))
     schedule = f.schedule((n,), (n,))
     writer = codegen.ModuleWriter(schedule)
-    unit = next(u for u in writer.plan.units if u.light)
+    unit = next(u for u in writer.plan.units if u.vectors)
     stack_uses = []
     for light in (True, False):
         module = llvm.parse_assembly(writer.unit_text(unit))

@@ -21,8 +21,8 @@ from graphc.backends.llvm import (collective, entry, gemm_library, jit, loop, pa
 from graphc.backends.llvm.loops import I64, counted_loop, linear_index, loop_nest
 from graphc.backends.llvm.size_values import KernelSizes, as_value, writing
 from graphc.sizes import Size, SizeVar, hint
-from graphc.backends.llvm.scalar import (I1, I8, I32, ScalarEmitter, constant, llvm_type,
-                                         storage_type)
+from graphc.backends.llvm.scalar import (I1, I8, I32, MATH_CALLS, ScalarEmitter, constant,
+                                         llvm_type, storage_type)
 from graphc.errors import index_error_message
 from graphc.runtime.slots import SlotMap
 
@@ -121,12 +121,14 @@ class Unit:
     # against symbols only some processes define (MPI's: a batch holding it could not be
     # loaded elsewhere)
     alone: bool = False
-    # written as explicit vector loops (vector_loop.py): compiled with the light pipeline,
-    # in modules of such units only
+    # compiled with the light pipeline (jit.LIGHT), in modules of such units only: code
+    # written as explicit vector loops (`vectors`), or a small kernel (small_static)
     light: bool = False
     # packed GEMMs: their shared functions are split off (gemm_library.py), each compiled
     # and cached apart from the unit's own functions (the drivers)
     library: bool = False
+    # written as explicit vector loops (vector_loop.py)
+    vectors: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,19 +171,22 @@ def plan_units(schedule: Schedule) -> Plan:
         shared = len(members) > 1 or _group(kernel) is not None
         if shared:
             cost += _GROUP_COST
-        light = not shared and explicit_vectors(kernel, schedule)
+        vectors = not shared and explicit_vectors(kernel, schedule)
+        light = vectors or not shared and small_static(kernel)
         if light:  # no O3 middle end: about half the time of a unit like it (W6)
             cost = (cost + 1) // 2
         units.append(Unit(tuple(i for i, _ in members), text,
                           "u" + signature_digest(text), cost,
-                          shared or _collective(kernel), light, _group(kernel) is not None))
+                          shared or _collective(kernel), light, _group(kernel) is not None,
+                          vectors))
     return Plan(tuple(names), tuple(units), buffers, tuple(symbols))
 
 
-def deal_out(costs: list[int], parts: int) -> list[int]:
-    """Which of up to `parts` processes builds each item (largest first, to the least
-    loaded): one where there is too little work for more to pay."""
-    parts = max(1, min(parts, sum(costs) // SPLIT_MIN_COST))
+def deal_out(costs: list[int], parts: int, least: int = SPLIT_MIN_COST) -> list[int]:
+    """Which of up to `parts` processes (or modules) builds each item (largest first, to
+    the least loaded): fewer where there is too little work for more to pay (`least`
+    cost each)."""
+    parts = max(1, min(parts, sum(costs) // least))
     load = [0] * parts
     assign = [0] * len(costs)
     for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
@@ -198,6 +203,11 @@ BATCH_MIN_UNITS = 8
 # different cost (a packed GEMM unit and its shared functions is one) and one ended well
 # before the other; each module costs LLVM a few ms of its own.
 MODULES_PER_PROCESS = 3
+# Light units are cut into this many times as many modules: a light module costs LLVM ~1 ms
+# of its own (an O3 one ~5), and they are queued last (the least cost each: processes.py),
+# so the processes end within a smaller module of each other (W6: three light modules of
+# ~0.09 s of CPU each left one process ending ~0.03 s after the other).
+LIGHT_SPLIT = 2
 
 
 def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
@@ -218,7 +228,9 @@ def batches(units: list[Unit], todo: list[int], jobs: int) -> list[list[int]]:
     per_class = max(1, MODULES_PER_PROCESS * jobs // len(classes)) if jobs > 1 else 1
     out = alone
     for members in classes:
-        assign = deal_out([units[n].cost for n in members], per_class)
+        split = LIGHT_SPLIT if units[members[0]].light and jobs > 1 else 1
+        assign = deal_out([units[n].cost for n in members], per_class * split,
+                          SPLIT_MIN_COST // split)
         bins: list[list[int]] = [[] for _ in range(max(assign) + 1)]
         for n, b in zip(members, assign):
             bins[b].append(n)
@@ -235,6 +247,34 @@ def explicit_vectors(k: kir.Kernel, schedule: Schedule) -> bool:
     if isinstance(k, kir.Reduce):
         return not _unrolling_pays(k) and vector_loop.vectorizable_sum(k, schedule)
     return isinstance(k, kir.Elementwise) and vector_loop.vectorizable(k, schedule)
+
+
+# At most this many elements (a bias's or a BatchNorm scale's update, a 3x3 weight's
+# rotation, a loss's mean), every loop's size static and no math library call: a scalar
+# loop of at most a few microseconds whatever LLVM makes of it, compiled with the light
+# pipeline and the fast code generator (W6: 6 such units in its symbolic program, 13 in the
+# specialised one, ~4 ms of LLVM's CPU each at O3, ~1 ms light).
+SMALL_KERNEL_ELEMENTS = 4096
+
+
+def small_static(k: kir.Kernel) -> bool:
+    """Whether a kernel not written as vectors still gets the light pipeline: an
+    elementwise kernel or a reduction over at most SMALL_KERNEL_ELEMENTS, every size of its
+    loops static (a call-time size it reads as a value, a mean's count, changes no loop),
+    calling no math function (scalar.MATH_CALLS: O3 would call their vector variants)."""
+    if not isinstance(k, (kir.Elementwise, kir.Reduce)):
+        return False
+    count = 1
+    for d in k.shape:
+        if not isinstance(d, int):
+            return False
+        count *= d
+    if count > SMALL_KERNEL_ELEMENTS:
+        return False
+    memo: dict[int, kir.Expr] = {}
+    done: set[int] = set()
+    return not any(isinstance(e, kir.Apply) and e.op in MATH_CALLS
+                   for body in k.bodies() for e in kir.postorder(lower_expr(body, memo), done))
 
 
 def _only_calls(k: kir.Kernel) -> bool:
@@ -306,9 +346,9 @@ class ModuleWriter:
         self._fn_name = "kernel"
         # GEMMs (by kernel index) whose B a loop packed ahead: loop.prepack
         self.packed_b: dict[int, ir.GlobalVariable] = {}
-        # function name -> kernel, for the kernels of light units (explicit vector loops)
+        # function name -> kernel, for the kernels written as explicit vector loops
         self._light_kernels = {self.plan.functions[u.members[0]]: schedule.kernels[
-            u.members[0]] for u in self.plan.units if u.light}
+            u.members[0]] for u in self.plan.units if u.vectors}
 
     @property
     def function_name(self) -> str:
@@ -481,7 +521,7 @@ class ModuleWriter:
         self._elementwise_body(b, bases, k, None)
 
     def _vectors(self, k: kir.Elementwise | kir.Reduce) -> bool:
-        """Whether the kernel being written is one of a light unit's (explicit vectors)."""
+        """Whether the kernel being written is one of a unit's written as vectors."""
         return self._light_kernels.get(self._fn_name) is k
 
     def _elementwise_part(self, k: kir.Elementwise, index: int) -> ir.Function:

@@ -144,16 +144,21 @@ def _libm(name: str) -> Callable:
 
 Spelling = Callable[[ScalarEmitter, kir.Apply, list[ir.Value]], ir.Value]
 
+_LIBM = ("exp", "log", "log1p", "sin", "cos", "tan", "tanh", "erf", "sinh", "cosh", "asinh",
+         "acosh", "atanh", "asin", "acos", "atan", "atan2", "sqrt", "floor", "ceil", "pow",
+         "expm1", "log2", "log10", "rint")
+# Core ops that stay calls of a math library function in the object code (tens of cycles
+# an element; O3's loop vectorizer calls libmvec's vector variants instead): the others of
+# _LIBM are single instructions.
+MATH_CALLS = frozenset(_LIBM) - {"sqrt", "floor", "ceil", "rint"}
+
 TABLE: dict[str, Spelling] = {
     "add": _arith("fadd", "add"), "sub": _arith("fsub", "sub"), "mul": _arith("fmul", "mul"),
     "fdiv": lambda em, e, a: em.b.fdiv(*a),
     "neg": lambda em, e, a: em.b.fneg(a[0]) if _is_float(a[0]) else em.b.neg(a[0]),
     "abs": lambda em, e, a: em.abs(a[0]),
     "max": lambda em, e, a: em.extreme(e, *a), "min": lambda em, e, a: em.extreme(e, *a),
-    **{name: _libm(name) for name in (
-        "exp", "log", "log1p", "sin", "cos", "tan", "tanh", "erf", "sinh", "cosh", "asinh",
-        "acosh", "atanh", "asin", "acos", "atan", "atan2", "sqrt", "floor", "ceil", "pow",
-        "expm1", "log2", "log10", "rint")},
+    **{name: _libm(name) for name in _LIBM},
     "rem": _arith("frem", "srem"), "idiv": lambda em, e, a: em.b.sdiv(*a),
     "ipow": lambda em, e, a: em.ipow(*a),
     **{name: (lambda em, e, a: em.compare(e, *a)) for name in _COMPARE},
