@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from tanh_chain import tanh_chain
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux")
 
@@ -56,16 +57,7 @@ def test_every_number_goes_to_exactly_one_reader():
 
 
 def _deep_step(folder):
-    widths = (48, 40, 56, 36, 60, 44, 52, 48)  # different: kernels that share no code
-    rng = np.random.default_rng(3)
-    x = gc.placeholder((32, 48), name="x")
-    params = [gc.parameter(rng.normal(0, 0.2, (a, b)).astype(np.float32), name=f"w{i}")
-              for i, (a, b) in enumerate(zip(widths, widths[1:]))]
-    h = x
-    for w in params:
-        h = gc.tanh(h @ w)
-    loss = gc.sum(h * h)
-    outs = [loss, *gc.grad(loss, params)]
+    x, outs, rng = tanh_chain((48, 40, 56, 36, 60, 44, 52, 48), 32, 0.2, 3)
     step = gc.function([x], outs, backend_options={"cache_dir": str(folder)})
     reference = gc.function([x], outs, backend="numpy")
     xv = rng.normal(size=(32, 48)).astype(np.float32)

@@ -12,6 +12,7 @@ import pytest
 import graphc as gc
 from graphc.backends.llvm import adaptive
 from graphc.backends.llvm.adaptive import ALONE, TEAM, ThreadChooser, first_setting
+from tanh_chain import tanh_chain
 from test_llvm_parallel import _drive  # (calls as runtime.call_entry makes them)
 
 
@@ -41,17 +42,8 @@ def test_a_chooser_started_on_the_team_leaves_it_on_a_busy_machine():
 
 def _wide_step(folder) -> gc.Function:
     """A step large enough for its GEMMs to have team code and for a compile in parts."""
-    widths = (256, 264, 248, 272, 240, 256)  # different: kernels that share no code
-    rng = np.random.default_rng(5)
-    x = gc.placeholder((256, 256), name="x")
-    params = [gc.parameter(rng.normal(0, 0.1, (a, b)).astype(np.float32), name=f"w{i}")
-              for i, (a, b) in enumerate(zip(widths, widths[1:]))]
-    h = x
-    for w in params:
-        h = gc.tanh(h @ w)
-    loss = gc.sum(h * h)
-    return gc.function([x], [loss, *gc.grad(loss, params)],
-                       backend_options={"cache_dir": str(folder)})
+    x, outs, _ = tanh_chain((256, 264, 248, 272, 240, 256), 256, 0.1, 5)
+    return gc.function([x], outs, backend_options={"cache_dir": str(folder)})
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux")

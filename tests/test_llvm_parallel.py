@@ -13,6 +13,7 @@ import graphc as gc
 from graphc.backends.llvm import parallel
 from graphc.backends.llvm.adaptive import ThreadChooser
 from graphc.schedule import ir
+from tanh_chain import tanh_chain
 
 pytestmark = pytest.mark.slow  # large kernels on thread teams
 
@@ -180,16 +181,8 @@ WIDTHS = (48, 40, 56, 36, 60, 44, 52, 48)
 
 
 def _deep_mlp(backend: str, folder):
-    rng = np.random.default_rng(3)
-    x = gc.placeholder((32, 48), name="x")
-    params = [gc.parameter(rng.normal(0, 0.2, (a, b)).astype(np.float32), name=f"w{i}")
-              for i, (a, b) in enumerate(zip(WIDTHS, WIDTHS[1:]))]
-    h = x
-    for w in params:
-        h = gc.tanh(h @ w)
-    loss = gc.sum(h * h)
-    grads = gc.grad(loss, params)
-    step = gc.function([x], [loss, *grads], backend=backend,
+    x, outs, rng = tanh_chain(WIDTHS, 32, 0.2, 3)
+    step = gc.function([x], outs, backend=backend,
                        backend_options={"cache_dir": str(folder)} if backend == "llvm" else None)
     return step, rng.normal(size=(32, 48)).astype(np.float32)
 
