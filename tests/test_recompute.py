@@ -62,8 +62,10 @@ def test_batch_norm_values_are_recomputed_not_stored(conv, monkeypatch):
     monkeypatch.setattr(lower, "recompute_cheap", lambda kernels, *rest: kernels)
     before = schedule_graph(f.graph, policy=LLVM_POLICY).kernels
     monkeypatch.undo()
-    # the centered value and the normalized one are no longer stored in the forward pass
-    assert _large_stores(after, size) <= _large_stores(before, size) - 2
+    # the centered value is no longer stored in the forward pass (the normalized one, read
+    # back by gamma's gradient before, is not read there since that sum shares the
+    # centered value's product with the variance's: passes/sum_factors.py)
+    assert _large_stores(after, size) <= _large_stores(before, size) - 1
     assert len(after) < len(before)
     want = gc.function(inputs, outputs, backend="numpy", optimize=False)(*args)
     runner = KernelExecutable(f.graph, policy=SchedulePolicy(implicit_gemm=True))

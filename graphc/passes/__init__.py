@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 from graphc.collector import collector_paused
 from graphc.graph import Graph
 from graphc.passes import (broadcasts, canonicalize, conv_grad, lookup, pool_grad, specialize,
-                           stabilize)
+                           stabilize, sum_factors)
 from graphc.passes.fold import fold_constants
 from graphc.passes.patterns import Op, Var
 from graphc.passes.report import PassReport, PassStats
@@ -34,7 +34,7 @@ CANONICAL = RuleSet(_CANONICAL_RULES)
 # (each holds the canonical rules: a node they left settled needs only the others tried)
 STABILIZE = RuleSet(stabilize.RULES + _CANONICAL_RULES, includes=CANONICAL)
 SPECIALIZE = RuleSet(specialize.RULES + conv_grad.RULES + lookup.RULES + pool_grad.RULES
-                     + _CANONICAL_RULES
+                     + sum_factors.RULES + _CANONICAL_RULES
                      + [_drop_stop_gradient], includes=CANONICAL)
 
 
