@@ -1,5 +1,6 @@
 """Sums of products rewritten so that what is the same along the summed axes multiplies the
-sum once instead of every term, and a sum whose parts are sums made already costs no pass.
+sum once instead of every term, and a sum of two terms is split where one part's sum is
+made already (or costs nothing) and the other reads less than the whole did.
 
 A gradient sums products of full tensors and per-channel values (BatchNorm's scale, its
 1/std, a broadcast step). With those factored out,
@@ -7,12 +8,14 @@ A gradient sums products of full tensors and per-channel values (BatchNorm's sca
     sum(dy * g * -((x - m) / s^2))  ->  -(sum(dy * (x - m)) * g / s^2)
     sum(dy * ((x - m) / s))         ->  sum(dy * (x - m)) / s
 
-the two sums are one node (nodes are interned), and a sum of terms whose own sums exist
+the two sums are one node (nodes are interned), and
 
     sum(dy * g / s + c * 2 * (x - m))  ->  sum(dy) * g / s + (sum(x) - count * m) * c * 2
 
-is a few per-channel operations instead of another pass over the tensor: BatchNorm's
-backward pass then reads its inputs for two sums instead of four.
+is beta's gradient sum(dy) and the forward pass's sum(x) with a few per-channel operations
+instead of another pass over the tensor: BatchNorm's backward pass reads its inputs for two
+sums instead of four. The rewrites build every sum they make in its final form, so one
+sweep of the rules does all of them (each further sweep rebuilds the graph below).
 
 Floats only. Reassociating rounds differently, as any reordering of a float sum does; the
 factors that leave the sum are exactly those constant along every summed axis (by numpy's
@@ -112,6 +115,7 @@ def _rebuild(node: Node, p: _Product) -> Node | None:
             if inner.ndim != body.ndim:
                 return None
             total = make("sum", inner, **node.attrs)
+            total = _split_sum(total) or total  # (a sum of terms: split in the same sweep)
         elif p.inner_den:
             return None
         else:  # (the sum of a broadcast value: that value times the count)
@@ -150,15 +154,21 @@ def _pays(node: Node, p: _Product) -> bool:
     return _inner_sum_exists(node, p)
 
 
-@rule("sum_factor_out", Op("sum", Var("x")),
-      "sum(a * c) -> sum(a) * c where c is the same along the summed axes (and -, /)")
-def _sum_factor_out(b, node):
-    p = _split(b["x"], tuple(node.attrs["axes"]))
+def _factor_out(node: Node) -> Node | None:
+    """A sum with its constant factors outside (_rebuild), where that pays (_pays)."""
+    p = _split(node.inputs[0], tuple(node.attrs["axes"]))
     if p is None or not (p.outer or p.outer_den) or not _pays(node, p):
         return None
     if any(f.op == "one_hot" for f in p.inner):
         return None  # (sum_of_one_hot takes the whole product)
     return _rebuild(node, p)
+
+
+def simplified_sum(node: Node) -> Node | None:
+    """What a sum becomes (its factors out, or split into sums that cost no pass), every
+    sum made on the way in that form too, so that one sweep of the rules leaves nothing
+    for the next; None where nothing changes."""
+    return _factor_out(node) or _split_sum(node)
 
 
 def _full(term: Node, body: Node) -> Node:
@@ -191,34 +201,49 @@ def _free(term: Node, attrs: dict, depth: int) -> bool:
     return False
 
 
-def _sum_of_sums(b, node):
-    """sum(a ± c) -> sum(a) ± sum(c) where both are free (_free): no pass is added, one
-    goes. (Also under a negation: -sum(a ± c).)"""
-    body = b["body"]
-    if not np.issubdtype(body.dtype, np.floating):
+def _one_factor(term: Node, axes: Sequence[int]) -> bool:
+    """Whether sum(term) is, its constant factors out, the sum of one node of its shape."""
+    p = _split(term, axes)
+    return p is not None and not p.inner_den and len(p.inner) == 1 and \
+        p.inner[0].shape == term.shape
+
+
+def _split_sum(node: Node) -> Node | None:
+    """sum(a ± c) -> sum(a) ± sum(c) where one of them is free (_free) and the other is,
+    its constant factors out, the sum of one node: that sum reads no more than the one it
+    replaces (it may be another's already, beta's gradient sum(dy) under BatchNorm's mean
+    term: nodes are interned, whichever is made first). Also under a negation."""
+    body, negated = node.inputs[0], False
+    if body.op == "neg":
+        body, negated = body.inputs[0], True
+    if body.op not in ("add", "sub") or not np.issubdtype(body.dtype, np.floating):
         return None
     attrs = dict(node.attrs)
     try:
         terms = [_full(y, body) for y in body.inputs]
     except ShapeError:
         return None
-    if any(t.dtype != body.dtype for t in terms) or \
-            not all(_free(t, attrs, FREE_DEPTH) for t in terms):
+    if any(t.dtype != body.dtype for t in terms):
         return None
-    out = make(body.op, make("sum", terms[0], **attrs), make("sum", terms[1], **attrs))
-    if "negated" in b:
+    free = [_free(t, attrs, FREE_DEPTH) for t in terms]
+    axes = tuple(attrs["axes"])
+    if not all(f or _one_factor(t, axes) for f, t in zip(free, terms)) or not any(free):
+        return None
+    sums = []
+    for t in terms:
+        total = make("sum", t, **attrs)
+        sums.append(simplified_sum(total) or total)
+    out = make(body.op, *sums)
+    if negated:
         out = make("neg", out)
     return out if out.type == node.type else None
 
 
-RULES: list[Rule] = [_sum_factor_out]
-for _op in ("add", "sub"):
-    _sign = "+" if _op == "add" else "-"
-    RULES.append(Rule(f"sum_of_{_op}_of_sums", Op("sum", Op(_op, Var("a"), Var("c"), name="body")),
-                      _sum_of_sums, f"sum(a {_sign} c) -> sum(a) {_sign} sum(c) where both "
-                      "sums exist already"))
-    RULES.append(Rule(f"sum_of_negated_{_op}_of_sums",
-                      Op("sum", Op("neg", Op(_op, Var("a"), Var("c"), name="body"),
-                                   name="negated")),
-                      _sum_of_sums, f"sum(-(a {_sign} c)) -> -(sum(a) {_sign} sum(c)) where "
-                      "both sums exist already"))
+@rule("sum_factor_out", Op("sum", Var("x")),
+      "sum(a * c) -> sum(a) * c where c is the same along the summed axes (and -, /); "
+      "sum(a ± c) -> sum(a) ± sum(c) where one of them costs no pass")
+def _sum_rule(b, node):
+    return simplified_sum(node)
+
+
+RULES: list[Rule] = [_sum_rule]
