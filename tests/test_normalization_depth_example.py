@@ -58,9 +58,12 @@ def test_plain_deep_net_trains_badly_batchnorm_and_skips_fix_it(tmp_path, capsys
 
 
 def test_layernorm_and_weightnorm_learn(capsys):
+    # 12 layers, not 20: at 20 and this rate the LayerNorm net's training is chaotic enough
+    # that float32 rounding decides whether it trains (seeds 0-15 ended above 0.6 x chance
+    # on 6 of 16, and on 7 of 16 with its sums rounded otherwise, seed 0 among them); at 12
+    # each of seeds 0-5 trains to 0.001-0.05 either way
     res = load_example("normalization_depth").main(
-        ["--steps", "1000", "--variants", "layernorm,weightnorm"])
-    # 1,000 steps: layernorm ~0.54, weightnorm ~0.40 (from 2.66 and 2.30)
+        ["--steps", "1000", "--depth", "12", "--variants", "layernorm,weightnorm"])
     for name, r in res["results"].items():
         assert r["train_loss"] < 0.6 * CHANCE, name
         assert r["train_loss"] < 0.5 * r["losses"][0], name

@@ -147,17 +147,33 @@ def test_the_sum_of_a_broadcast_value_is_that_value_times_the_count():
                                    rtol=1e-6)
 
 
-def test_a_centered_sum_is_the_sum_less_the_count_times_the_mean():
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_tensor_less_its_mean_sums_to_zero(dtype):
+    x = gc.placeholder(("N", 3, 4), dtype, name="x")
+    mean = gc.mean(x, axis=(0, 2), keepdims=True)
+    out = [mean, gc.sum(x - mean, axis=(0, 2), keepdims=True),
+           gc.sum(x - mean, axis=(0, 1, 2), keepdims=True)]  # (another axis: stays)
+    graph = _optimized(out)
+    assert len(_sums_over(graph, x.node.shape)) == 2  # the mean's, and the last one
+    f = gc.function([x], out, backend="llvm")
+    args = [(np.arange(24 * 5).reshape(10, 3, 4) * 1e3 + 0.25).astype(dtype)]
+    got = f(*args)
+    np.testing.assert_array_equal(got[1], np.zeros((1, 3, 1)))
+    want = (args[0] - args[0].mean(axis=(0, 2), keepdims=True)).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(got[2].reshape(-1), want, atol=1e-3 * np.abs(args[0]).max())
+
+
+def test_a_tensor_less_another_value_is_summed_as_written():
     x = gc.placeholder((None, 3, 4), "float64", name="x")
     total = gc.sum(x, axis=(0, 2), keepdims=True)
-    mean = total / 8.0
-    out = [total, gc.sum(x - mean, axis=(0, 2), keepdims=True)]
-    graph = _optimized(out)
-    assert len(_sums_over(graph, x.node.shape)) == 1  # sum(x) alone
+    shift = total / 8.0  # not the mean: the count is 4 N
+    out = [total, gc.sum(x - shift, axis=(0, 2), keepdims=True)]
+    assert len(_sums_over(_optimized(out), x.node.shape)) == 2
     args = _args([x])
     got = gc.function([x], out, backend="llvm")(*args)
     s = args[0].sum(axis=(0, 2), keepdims=True)
-    np.testing.assert_allclose(got[1], s - args[0].shape[0] * 4 * s / 8.0, rtol=1e-12)
+    np.testing.assert_allclose(got[1], (args[0] - s / 8.0).sum(axis=(0, 2), keepdims=True),
+                               rtol=1e-12)
 
 
 def test_a_difference_whose_parts_have_no_sums_is_left_alone():

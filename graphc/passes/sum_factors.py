@@ -10,12 +10,13 @@ A gradient sums products of full tensors and per-channel values (BatchNorm's sca
 
 the two sums are one node (nodes are interned), and
 
-    sum(dy * g / s + c * 2 * (x - m))  ->  sum(dy) * g / s + (sum(x) - count * m) * c * 2
+    sum(dy * g / s + c * 2 * (x - m))  ->  sum(dy) * g / s + 0
 
-is beta's gradient sum(dy) and the forward pass's sum(x) with a few per-channel operations
-instead of another pass over the tensor: BatchNorm's backward pass reads its inputs for two
-sums instead of four. The rewrites build every sum they make in its final form, so one
-sweep of the rules does all of them (each further sweep rebuilds the graph below).
+is beta's gradient sum(dy) (a tensor less its own mean sums to zero: exactly, where
+sum(x) - count * m would cancel to rounding noise as large as sum(x) allows) instead of
+another pass over the tensor: BatchNorm's backward pass reads its inputs for two sums
+instead of four. The rewrites build every sum they make in its final form, so one sweep of
+the rules does all of them (each further sweep rebuilds the graph below).
 
 Floats only. Reassociating rounds differently, as any reordering of a float sum does; the
 factors that leave the sum are exactly those constant along every summed axis (by numpy's
@@ -30,16 +31,17 @@ import numpy as np
 
 from graphc.errors import ShapeError
 from graphc.node import Node, existing_node
+from graphc.ops.leaves import scalar_constant
 from graphc.ops.registry import make
 from graphc.ops.shape_ops import size_value
 from graphc.ops.shapes import known_size, size_product
-from graphc.passes.patterns import Op, Var
+from graphc.passes.patterns import Op, Var, constant_value
 from graphc.passes.rewrite import Rule, rule
 
 # Factors looked at in one product (a derivative's are a handful): past it, left alone.
 MAX_FACTORS = 16
-# How deep a sum of sums is followed to find that each part's sum exists.
-FREE_DEPTH = 2
+# How far a mean written as sum(x) * k may have k from 1/count (1/6 in float32).
+MEAN_SCALE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -59,6 +61,44 @@ def _constant_along(f: Node, ndim: int, axes: Sequence[int]) -> bool:
     """Whether `f`, broadcast against a tensor of `ndim` axes, is the same along `axes`."""
     lead = ndim - f.ndim
     return lead >= 0 and all(a < lead or f.shape[a - lead] == 1 for a in axes)
+
+
+def _axes(node: Node) -> tuple[int, ...]:
+    """A sum's axes, counted from the front."""
+    ndim = node.inputs[0].ndim
+    return tuple(sorted(a % ndim for a in node.attrs["axes"]))
+
+
+def _count(node: Node, size: object) -> bool:
+    """Whether a scalar node is the number `size` (a constant, or a call-time size)."""
+    if node.op == "dim_size":
+        return node.attrs["size"] == size
+    value = constant_value(node)
+    return value is not None and isinstance(size, int) and float(value) == size
+
+
+def _is_mean(m: Node, x: Node, axes: tuple[int, ...]) -> bool:
+    """Whether `m` is x's mean over `axes` (kept): sum(x) / count or sum(x) * (1 / count)."""
+    if m.op not in ("mul", "div") or len(m.inputs) != 2:
+        return False
+    count = size_product([x.shape[a] for a in axes])
+    for total, scale in ((m.inputs[0], m.inputs[1]), (m.inputs[1], m.inputs[0])):
+        if total.op != "sum" or total.inputs[0] is not x or not total.attrs["keepdims"] \
+                or _axes(total) != axes:
+            continue
+        if m.op == "div":
+            return scale is m.inputs[1] and _count(scale, count)
+        value = constant_value(scale)
+        if value is not None and isinstance(count, int) and count > 0 and \
+                abs(float(value) * count - 1) <= MEAN_SCALE_TOLERANCE:
+            return True
+    return False
+
+
+def _vanishes(x: Node, axes: tuple[int, ...]) -> bool:
+    """Whether x is a tensor less its own mean over `axes`: its sum over them is zero (the
+    one exact answer; sum(x) - count * mean would cancel to rounding noise)."""
+    return x.op == "sub" and _is_mean(x.inputs[1], x.inputs[0], axes)
 
 
 def _split(body: Node, axes: Sequence[int]) -> _Product | None:
@@ -104,9 +144,11 @@ def _rebuild(node: Node, p: _Product) -> Node | None:
     """sum(prod(inner) / prod(inner_den)) * prod(outer) / prod(outer_den), signed, or None
     where that does not come out as the node's type."""
     body = node.inputs[0]
-    axes, keepdims = tuple(node.attrs["axes"]), bool(node.attrs["keepdims"])
+    axes, keepdims = _axes(node), bool(node.attrs["keepdims"])
     try:
-        if p.inner:
+        if len(p.inner) == 1 and not p.inner_den and _vanishes(p.inner[0], axes):
+            total = scalar_constant(0, body.dtype)
+        elif p.inner:
             inner = p.inner[0]
             for f in p.inner[1:]:
                 inner = make("mul", inner, f)
@@ -149,6 +191,8 @@ def _pays(node: Node, p: _Product) -> bool:
     needed anyway (the loss's 1/N) would only add a node."""
     if not p.inner and not p.inner_den:
         return True
+    if len(p.inner) == 1 and not p.inner_den and _vanishes(p.inner[0], _axes(node)):
+        return True
     if any(known_size(f.shape) != 1 for f in p.outer + p.outer_den):
         return True
     return _inner_sum_exists(node, p)
@@ -156,8 +200,10 @@ def _pays(node: Node, p: _Product) -> bool:
 
 def _factor_out(node: Node) -> Node | None:
     """A sum with its constant factors outside (_rebuild), where that pays (_pays)."""
-    p = _split(node.inputs[0], tuple(node.attrs["axes"]))
-    if p is None or not (p.outer or p.outer_den) or not _pays(node, p):
+    p = _split(node.inputs[0], _axes(node))
+    if p is None or not _pays(node, p):
+        return None
+    if not (p.outer or p.outer_den or _vanishes(node.inputs[0], _axes(node))):
         return None
     if any(f.op == "one_hot" for f in p.inner):
         return None  # (sum_of_one_hot takes the whole product)
@@ -176,24 +222,19 @@ def _full(term: Node, body: Node) -> Node:
     return term if term.shape == body.shape else make("broadcast_to", term, shape=body.shape)
 
 
-def _free(term: Node, attrs: dict, depth: int) -> bool:
+def _free(term: Node, attrs: dict, axes: tuple[int, ...]) -> bool:
     """Whether sum(term) costs no pass of its own: its factors outside the sum leave a
-    product whose sum exists already, or nothing (a broadcast value), or a sum or
-    difference of such terms."""
-    axes = tuple(attrs["axes"])
+    product whose sum exists already, or a tensor less its mean (zero). (Not a broadcast
+    value c: sum(x) - count * c cancels where c is near x's mean, to rounding noise as
+    large as sum(x) allows, where sum(x - c) rounds terms near c's size.)"""
     p = _split(term, axes)
-    if p is None or p.inner_den:
+    if p is None or p.inner_den or not p.inner:
         return False
-    if not p.inner:
-        return True
     if len(p.inner) == 1:
         x = p.inner[0]
         if x.shape != term.shape:
             return False
-        if existing_node("sum", (x,), attrs) is not None:
-            return True
-        return depth > 0 and x.op in ("add", "sub") and \
-            all(_free(_full(y, x), attrs, depth - 1) for y in x.inputs)
+        return existing_node("sum", (x,), attrs) is not None or _vanishes(x, axes)
     if len(p.inner) == 2:
         product = existing_node("mul", (p.inner[0], p.inner[1]), {})
         return product is not None and product.shape == term.shape and \
@@ -225,8 +266,8 @@ def _split_sum(node: Node) -> Node | None:
         return None
     if any(t.dtype != body.dtype for t in terms):
         return None
-    free = [_free(t, attrs, FREE_DEPTH) for t in terms]
-    axes = tuple(attrs["axes"])
+    axes = _axes(node)
+    free = [_free(t, attrs, axes) for t in terms]
     if not all(f or _one_factor(t, axes) for f, t in zip(free, terms)) or not any(free):
         return None
     sums = []
