@@ -83,10 +83,10 @@ def _first_extremum_vjp(node: Node, g: Node) -> list[Node | None]:
                          f"built, got {x.type}")
     known = static_shape(tuple(sizes))
     count = int(np.prod(known))
-    position = constant_node(np.arange(count, dtype=np.int64).reshape(known))
+    position = constant_node(np.arange(count, dtype=np.int32).reshape(known))
     attains = make("where", make("equal", x, keep_axes(node, axes, keepdims)),
                    scalar_constant(True, bool_), make("not_equal", x, x))
-    first = make("min", make("where", attains, position, scalar_constant(count, int64)),
+    first = make("min", make("where", attains, position, scalar_constant(count, int32)),
                  axes=axes, keepdims=True)
     return [make("where", make("equal", position, first), keep_axes(g, axes, keepdims),
                  scalar_constant(0, x.dtype))]

@@ -98,7 +98,8 @@ def _is_mean(m: Node, x: Node, axes: tuple[int, ...]) -> bool:
 def _vanishes(x: Node, axes: tuple[int, ...]) -> bool:
     """Whether x is a tensor less its own mean over `axes`: its sum over them is zero (the
     one exact answer; sum(x) - count * mean would cancel to rounding noise)."""
-    return x.op == "sub" and _is_mean(x.inputs[1], x.inputs[0], axes)
+    return x.op == "sub" and x.inputs[0].shape == x.shape and \
+        _is_mean(x.inputs[1], x.inputs[0], axes)
 
 
 def _split(body: Node, axes: Sequence[int]) -> _Product | None:
