@@ -141,8 +141,11 @@ class SymbolicProgram:
         """Optimizes, schedules and compiles the program with symbolic sizes; its plan and
         code stored in `disk`. Raises NotSymbolic (or a TypeError: a size asked for a
         number) where it cannot be."""
+        # (from the raw graph: schedule_symbolic optimizes it once its symbols are unified;
+        # the program's own optimized graph first would run every pass twice, ~30 ms of W6's
+        # cold start on one core)
         with sizes.representative(self.representative):
-            self._schedule = schedule_symbolic(self.program.graph, self.representative,
+            self._schedule = schedule_symbolic(self.program.raw_graph, self.representative,
                                                self.optimize, self.policy)
         schedule = self._schedule
         t1 = time.perf_counter()
@@ -225,7 +228,7 @@ class SymbolicProgram:
         """The kernel plan (made on demand when the code came from the cache)."""
         if self._schedule is None:
             with sizes.representative(self.representative):
-                self._schedule = schedule_symbolic(self.program.graph, self.representative,
+                self._schedule = schedule_symbolic(self.program.raw_graph, self.representative,
                                                    self.optimize, self.policy)
         return self._schedule
 
