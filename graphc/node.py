@@ -184,12 +184,6 @@ def intern_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any],
         return node
 
 
-def existing_node(op: str, inputs: tuple[Node, ...], attrs: Mapping[str, Any]) -> Node | None:
-    """The node with this structure where one exists (alive), else None: nothing is made."""
-    ref = _interned.get((op, inputs, attrs_key(attrs)))
-    return ref() if ref is not None else None
-
-
 def _with_bodies(node: Node) -> tuple[Node, ...]:
     """A node's inputs, then the nodes of the regions it carries (their inputs and outputs)."""
     regions = node_regions(node)

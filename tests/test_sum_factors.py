@@ -193,3 +193,15 @@ def test_integer_sums_are_left_alone():
     args = [np.arange(6, dtype=np.int64).reshape(2, 3), np.array([1, 2, 3], np.int64)]
     np.testing.assert_array_equal(gc.function([x, k], out, backend="llvm")(*args),
                                   (args[0] * args[1]).sum(axis=0))
+
+
+def test_the_graph_does_not_depend_on_sums_other_graphs_hold():
+    x = gc.placeholder((None, 3), name="x")
+    y = gc.placeholder((None, 3), name="y")
+    out = gc.sum(x * 2.0 + y, axis=0)
+    alone = _optimized([out])
+    held = [gc.sum(x, axis=0), gc.sum(y, axis=0), gc.sum(x * 2.0, axis=0)]  # alive meanwhile
+    with_others = _optimized([out])
+    assert with_others.roots == alone.roots
+    assert [n.op for n in with_others.nodes() if n.op == "sum"] == ["sum"]
+    assert held  # (kept alive until the second optimization)

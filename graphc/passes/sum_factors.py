@@ -1,6 +1,6 @@
 """Sums of products rewritten so that what is the same along the summed axes multiplies the
-sum once instead of every term, and a sum of two terms is split where one part's sum is
-made already (or costs nothing) and the other reads less than the whole did.
+sum once instead of every term, and a sum of two terms is split where one part sums to
+zero (a tensor less its own mean) and the other then reads less than the whole did.
 
 A gradient sums products of full tensors and per-channel values (BatchNorm's scale, its
 1/std, a broadcast step). With those factored out,
@@ -16,7 +16,9 @@ is beta's gradient sum(dy) (a tensor less its own mean sums to zero: exactly, wh
 sum(x) - count * m would cancel to rounding noise as large as sum(x) allows) instead of
 another pass over the tensor: BatchNorm's backward pass reads its inputs for two sums
 instead of four. The rewrites build every sum they make in its final form, so one sweep of
-the rules does all of them (each further sweep rebuilds the graph below).
+the rules does all of them (each further sweep rebuilds the graph below). No rule asks
+which other nodes exist: the optimized graph depends on its own nodes alone, not on what
+else the process has built.
 
 Floats only. Reassociating rounds differently, as any reordering of a float sum does; the
 factors that leave the sum are exactly those constant along every summed axis (by numpy's
@@ -30,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.node import Node, existing_node
+from graphc.node import Node
 from graphc.ops.leaves import scalar_constant
 from graphc.ops.registry import make
 from graphc.ops.shape_ops import size_value
@@ -176,27 +178,18 @@ def _rebuild(node: Node, p: _Product) -> Node | None:
     return total if total.type == node.type else None
 
 
-def _inner_sum_exists(node: Node, p: _Product) -> bool:
-    """Whether the sum left once the factors are out is a node already (of one or two
-    factors, as _rebuild would make it)."""
-    if p.inner_den or not 1 <= len(p.inner) <= 2:
-        return False
-    inner = p.inner[0] if len(p.inner) == 1 else existing_node("mul", tuple(p.inner), {})
-    return inner is not None and existing_node("sum", (inner,), node.attrs) is not None
-
-
 def _pays(node: Node, p: _Product) -> bool:
-    """Whether factoring out changes what runs: no sum is left (a broadcast value's), a
-    factor of many values leaves (its sum may then be another's: BatchNorm's per channel
-    ones), or the sum left exists already. A lone scalar taken out of a product that is
-    needed anyway (the loss's 1/N) would only add a node."""
+    """Whether factoring out changes what runs: no sum is left (a broadcast value's, or a
+    tensor less its mean), or a factor of many values leaves (its sum may then be
+    another's: BatchNorm's per-channel ones). A lone scalar taken out of a product that is
+    needed anyway (the loss's 1/N) would only add a node. (Whether some sum exists is not
+    asked: the answer would depend on what else the process holds, interned nodes of
+    other graphs included, and the optimized graph must depend on its own.)"""
     if not p.inner and not p.inner_den:
         return True
     if len(p.inner) == 1 and not p.inner_den and _vanishes(p.inner[0], _axes(node)):
         return True
-    if any(known_size(f.shape) != 1 for f in p.outer + p.outer_den):
-        return True
-    return _inner_sum_exists(node, p)
+    return any(known_size(f.shape) != 1 for f in p.outer + p.outer_den)
 
 
 def _factor_out(node: Node) -> Node | None:
@@ -223,24 +216,14 @@ def _full(term: Node, body: Node) -> Node:
     return term if term.shape == body.shape else make("broadcast_to", term, shape=body.shape)
 
 
-def _free(term: Node, attrs: dict, axes: tuple[int, ...]) -> bool:
-    """Whether sum(term) costs no pass of its own: its factors outside the sum leave a
-    product whose sum exists already, or a tensor less its mean (zero). (Not a broadcast
-    value c: sum(x) - count * c cancels where c is near x's mean, to rounding noise as
-    large as sum(x) allows, where sum(x - c) rounds terms near c's size.)"""
+def _free(term: Node, axes: tuple[int, ...]) -> bool:
+    """Whether sum(term) costs no pass at all: its factors outside the sum leave a tensor
+    less its own mean (zero). (Not a broadcast value c: sum(x) - count * c cancels where c
+    is near x's mean, to rounding noise as large as sum(x) allows, where sum(x - c) rounds
+    terms near c's size.)"""
     p = _split(term, axes)
-    if p is None or p.inner_den or not p.inner:
-        return False
-    if len(p.inner) == 1:
-        x = p.inner[0]
-        if x.shape != term.shape:
-            return False
-        return existing_node("sum", (x,), attrs) is not None or _vanishes(x, axes)
-    if len(p.inner) == 2:
-        product = existing_node("mul", (p.inner[0], p.inner[1]), {})
-        return product is not None and product.shape == term.shape and \
-            existing_node("sum", (product,), attrs) is not None
-    return False
+    return p is not None and not p.inner_den and len(p.inner) == 1 and \
+        p.inner[0].shape == term.shape and _vanishes(p.inner[0], axes)
 
 
 def _one_factor(term: Node, axes: Sequence[int]) -> bool:
@@ -253,8 +236,8 @@ def _one_factor(term: Node, axes: Sequence[int]) -> bool:
 def _split_sum(node: Node) -> Node | None:
     """sum(a ± c) -> sum(a) ± sum(c) where one of them is free (_free) and the other is,
     its constant factors out, the sum of one node: that sum reads no more than the one it
-    replaces (it may be another's already, beta's gradient sum(dy) under BatchNorm's mean
-    term: nodes are interned, whichever is made first). Also under a negation."""
+    replaces, and may be another's (beta's gradient sum(dy) under BatchNorm's mean term:
+    nodes are interned, whichever is made first). Also under a negation."""
     body, negated = node.inputs[0], False
     if body.op == "neg":
         body, negated = body.inputs[0], True
@@ -268,7 +251,7 @@ def _split_sum(node: Node) -> Node | None:
     if any(t.dtype != body.dtype for t in terms):
         return None
     axes = _axes(node)
-    free = [_free(t, attrs, axes) for t in terms]
+    free = [_free(t, axes) for t in terms]
     if not all(f or _one_factor(t, axes) for f, t in zip(free, terms)) or not any(free):
         return None
     sums = []
