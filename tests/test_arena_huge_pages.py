@@ -139,3 +139,19 @@ def test_a_bn_cnn_step_is_right_on_a_collapsed_arena_at_every_batch(threads, mon
             assert job.done.wait(30)  # (the next call at 85 runs on the collapsed pages)
     assert sym._exe.not_symbolic is None and sym._exe.compiled == {}
     assert collapsed  # (the arena at batch 85 is several MiB: its pages were collapsed)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "SCHED_IDLE"), reason="Linux scheduling")
+def test_the_helper_runs_at_idle_priority():
+    """Its madvise calls (the kernel's compaction, where memory is fragmented) must take no
+    core from the calls' thread teams."""
+    import os
+    arena = arena_module.Arena()
+    arena.fit(8 * MiB)
+    arena.array[::4096] = 1
+    arena.ahead(8 * MiB)
+    helper = arena_module._the_helper()
+    if helper is None or helper.thread is None:
+        pytest.skip("no madvise helper on this platform")
+    assert arena._job is not None and arena._job.done.wait(10)
+    assert os.sched_getscheduler(helper.thread.native_id) == os.SCHED_IDLE

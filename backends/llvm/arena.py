@@ -15,7 +15,13 @@ elsewhere they stay in 4 KiB pages). Streaming kernels over 4 KiB pages miss the
 specialised module's, whose numpy arena is in 2 MiB pages (docs/sizes.md, 2026-12-04,
 "The arena's pages"). Collapsing pages already written takes the helper ~30 ms for 76 MB,
 beside the calls; asking for 2 MiB pages at the first write instead would stall that call
-while the kernel compacts memory (0.2-0.4 s for 76 MB here)."""
+while the kernel compacts memory (0.2-0.4 s for 76 MB here).
+
+The helper runs at idle priority (SCHED_IDLE), on a core no call wants: where memory is
+fragmented, collapsing takes the kernel's compaction 0.3-0.9 s of CPU, and at normal
+priority that time was taken from the next calls' thread teams (W6's second call after its
+compile 0.2-0.46 s instead of ~25 ms). At idle priority the collapse waits for the gaps
+between calls (or the single-thread kernels' idle core) and was done within 120 calls."""
 from __future__ import annotations
 
 import ctypes
@@ -88,6 +94,7 @@ class _Helper:
         self.jobs.put(job)
 
     def _run(self) -> None:
+        _idle_priority()
         while True:
             job = self.jobs.get()
             try:
@@ -100,6 +107,15 @@ class _Helper:
             finally:
                 job.memory = None
                 job.done.set()
+
+
+def _idle_priority() -> None:
+    """The calling thread runs only on a core nothing else wants (Linux SCHED_IDLE)."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
 
 
 _helper: _Helper | None = None
