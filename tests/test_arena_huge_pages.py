@@ -155,3 +155,47 @@ def test_the_helper_runs_at_idle_priority():
         pytest.skip("no madvise helper on this platform")
     assert arena._job is not None and arena._job.done.wait(10)
     assert os.sched_getscheduler(helper.thread.native_id) == os.SCHED_IDLE
+
+
+def _mapped_in_child(address: int) -> int:
+    """A forked child's exit status: 0 where `address` lies in one of its mappings (it
+    writes a byte there first), 3 where it does not."""
+    import os
+    pid = os.fork()
+    if pid == 0:
+        status = 3
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+                    if lo <= address < hi:
+                        ctypes.c_uint8.from_address(address).value = 7
+                        status = 0
+        finally:
+            os._exit(status)
+    return os.waitpid(pid, 0)[1] >> 8
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork")
+def test_an_early_arena_is_mapped_before_its_call_and_kept_from_the_compiles_forks():
+    arena = arena_module.Arena()
+    arena.early(8 * MiB)
+    if arena._job is None:
+        pytest.skip("no madvise helper on this platform")
+    assert arena._job.done.wait(10)
+    start = arena.array.ctypes.data
+    resident = 0
+    with open("/proc/self/smaps") as smaps:
+        inside = False
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= start < hi
+            elif inside and line.startswith("Rss:"):
+                resident = int(line.split()[1])
+    assert resident >= 8 * 1024 - 4  # KiB: its pages mapped before any call wrote them
+    assert _mapped_in_child(start) == 3  # the compile's processes do not get it
+    arena.forkable()
+    assert _mapped_in_child(start) == 0  # a user's worker forked later does
+    assert arena.fit(8 * MiB) is False and not arena.array[:8 * MiB].any()
