@@ -17,10 +17,6 @@ specialised module's, whose numpy arena is in 2 MiB pages (docs/sizes.md, 2026-1
 beside the calls; asking for 2 MiB pages at the first write instead would stall that call
 while the kernel compacts memory (0.2-0.4 s for 76 MB here).
 
-A symbolic program's first arena is made as soon as its schedule is (Arena.early), before
-its code is compiled, and the helper maps its pages on the core the front end and the
-compile's tail leave idle: W6's first call 15,600 page faults (~17 ms) -> ~80.
-
 The helper runs at idle priority (SCHED_IDLE), on a core no call wants: where memory is
 fragmented, collapsing takes the kernel's compaction 0.3-0.9 s of CPU, and at normal
 priority that time was taken from the next calls' thread teams (W6's second call after its
@@ -48,10 +44,6 @@ ROOM_AHEAD = 16 << 20
 # Fewer new bytes than this are left to the call's own page faults (the helper's wake-up
 # and hand-over cost more than a few pages' faults).
 MIN_AHEAD = 256 << 10
-# The helper maps at most this much per madvise call: each holds the process's memory map
-# locked for reading, and a fork (the compile's processes) waits for it.
-POPULATE_CHUNK = 2 << 20
-MADV_DONTFORK, MADV_DOFORK = 10, 11
 
 
 def _mapping(nbytes: int) -> mmap.mmap:
@@ -106,12 +98,10 @@ class _Helper:
         while True:
             job = self.jobs.get()
             try:
-                for at in range(job.start, job.end, POPULATE_CHUNK):
-                    n = min(POPULATE_CHUNK, job.end - at)
-                    if self.madvise(at, n, MADV_POPULATE_WRITE) != 0:
-                        if ctypes.get_errno() == 22:
-                            self.works = False  # EINVAL: the kernel does not know it
-                        break
+                if job.end > job.start and \
+                        self.madvise(job.start, job.end - job.start, MADV_POPULATE_WRITE) != 0 \
+                        and ctypes.get_errno() == 22:
+                    self.works = False  # EINVAL: the kernel does not know the advice
                 if job.huge is not None:  # (best effort: a kernel without it says EINVAL)
                     self.madvise(job.huge[0], job.huge[1] - job.huge[0], MADV_COLLAPSE)
             finally:
@@ -162,7 +152,6 @@ class Arena:
         self.mapped = 0  # bytes from the start mapped, or asked of the helper
         self.huge = 0  # bytes from the start put into 2 MiB pages, or asked of the helper
         self._job: _Job | None = None
-        self._unforked: tuple[int, int] | None = None  # (address, bytes) not inherited
 
     def fit(self, nbytes: int) -> bool:
         """Room for `nbytes` (a binding's, before its call); True where `array` changed (a
@@ -203,37 +192,6 @@ class Arena:
         if (self.array.ctypes.data - old_base) % HUGE_PAGE:
             self.huge = 0  # (moved off its 2 MiB grid: the kernel split its 2 MiB pages)
         return True
-
-    def early(self, nbytes: int) -> None:
-        """Room for a first binding of about `nbytes`, made before its code is compiled, its
-        pages mapped by the helper meanwhile (at idle priority: while the compile's
-        processes keep both cores busy it waits; the front end's and the tail's single
-        thread leave it one). Until forkable(), forked processes do not inherit it: the
-        compile's would share the pages the helper maps, and each of this process's first
-        writes to one would fault again."""
-        helper = _the_helper()
-        if helper is None or nbytes < MIN_AHEAD or self.memory is not None:
-            return
-        self._grow(nbytes)
-        memory = self.memory
-        if memory is None:
-            return
-        base = self.array.__array_interface__["data"][0]
-        if helper.madvise(base, len(memory), MADV_DONTFORK) != 0:
-            return  # (mapped by the first call as before)
-        self._unforked = (base, len(memory))
-        end = nbytes - nbytes % mmap.PAGESIZE
-        job = self._job = _Job(memory, base, base + end)
-        self.mapped = end
-        helper.submit(job)
-
-    def forkable(self) -> None:
-        """A process forked from now on inherits the arena again (a user's workers)."""
-        if self._unforked is not None:
-            helper = _the_helper()
-            if helper is not None:
-                helper.madvise(self._unforked[0], self._unforked[1], MADV_DOFORK)
-            self._unforked = None
 
     def ahead(self, nbytes: int) -> None:
         """After a call with a binding of `nbytes` (its own pages mapped by the call): the

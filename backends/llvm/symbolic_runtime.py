@@ -73,9 +73,6 @@ class SymbolicProgram:
                  fingerprint: tuple[str, list], policy: SchedulePolicy,
                  fingerprint_seconds: float = 0.0) -> None:
         t0 = time.perf_counter()
-        # one arena, as large as the largest binding so far needs (arena.py); it holds the
-        # current binding's size values
-        self.memory = Arena()
         self.shapes = shapes  # of the last call (gc.explore shows the kernels for them)
         self.program, self.optimize, self.policy = program, optimize, policy
         self.inputs = program.raw_graph.inputs
@@ -123,6 +120,9 @@ class SymbolicProgram:
         # where each symbol is read: (symbol, input, axis), its first place (bind_shapes)
         self.reads = [(var, i, axis) for var, (i, axis) in symbol_places(self.inputs).items()]
         self.bindings: dict[tuple, _Binding] = {}
+        # one arena, as large as the largest binding so far needs (arena.py); it holds the
+        # current binding's size values
+        self.memory = Arena()
         self.table[plan.arena_slot] = data_pointer(self.memory.array)
         # the arena's first bytes as int64: the kernels' vectors (None until it is mapped;
         # dropped while it grows: a view held stops the mapping growing in place)
@@ -150,15 +150,10 @@ class SymbolicProgram:
         schedule = self._schedule
         t1 = time.perf_counter()
         self.times.extra["optimize and schedule"] = t1 - t0
-        if schedule.plan is not None:  # (the first call's scratch memory, mapped meanwhile)
-            self.memory.early(schedule.plan.arena_bytes)
         from graphc.backends.llvm import processes
         with sizes.representative(self.representative):
             units = codegen.plan_units(schedule)
-            try:
-                built = processes.compile_schedule(schedule, self.times, disk, plan=units)
-            finally:
-                self.memory.forkable()
+            built = processes.compile_schedule(schedule, self.times, disk, plan=units)
         self._ir_texts = built.texts
         self.address, self.engine = built.address, built.engine
         gemms: dict[int, object] = {
@@ -282,9 +277,9 @@ class SymbolicProgram:
     def _enter(self, bound: _Binding) -> None:
         """Makes `bound` the binding the next calls run with (under the lock)."""
         memory = self.memory
-        if bound.arena_bytes > memory.array.nbytes or self.words is None:
+        if bound.arena_bytes > memory.array.nbytes:
             self.words = None
-            memory.fit(bound.arena_bytes)  # (its pages kept, its address new; or made early)
+            memory.fit(bound.arena_bytes)  # (its pages kept, its address new)
             self.table[self.plan.arena_slot] = data_pointer(memory.array)
             self.words = memory.array[:self.recipe.vector_bytes].view(np.int64)
             if self.template is not None:
