@@ -584,7 +584,6 @@ class ModuleWriter:
         return constant(dtype, reduction_identity(op, dtype))
 
     def emit_reduce(self, b, fn, bases, k: kir.Reduce, index: int) -> None:
-        scalar = ScalarEmitter(b, self.module)
         kept = [a for a in range(len(k.shape)) if a not in k.axes]
         keep_shape = [k.shape[a] for a in kept]
         if 0 in keep_shape:
@@ -593,16 +592,15 @@ class ModuleWriter:
         if k.op != "argmax" and k.shape and last not in k.axes and 0 not in k.shape:
             # Accumulate into the output in natural order: the contiguous last axis stays
             # innermost (and vectorizes) even when reducing over outer axes.
-            ident = self._identity(k.op, k.out_dtype)
-            out_strides = tuple(k.out.strides[a] for a in kept)
-            with loop_nest(b, keep_shape, "o") as ox:
-                self.store(b, bases, kir.Access(k.out.buffer, out_strides, k.out.offset), ox,
-                           ident)
-            with loop_nest(b, k.shape) as ix:
-                v = self.expr(b, scalar, bases, k.body, ix, {})
-                acc = self.load(b, bases, k.out, ix)
-                self.store(b, bases, k.out, ix,
-                           self._combine(b, scalar, k.op, acc, v, k.out_dtype))
+            # (split among threads along axis 0 where it is kept: disjoint outputs each;
+            # a max pool's first-max index over [rows, dh, dw, ow] is W5's example)
+            threads = parallel.reduce_threads(k, keep_shape) if kept[0] == 0 else 1
+            if threads > 1:
+                part = self._natural_reduce_part(k, keep_shape)
+                parallel.emit_team_call(self.module, b, fn.args[0], part, threads,
+                                        self._fn_name)
+                return
+            self._natural_reduce(b, bases, k, keep_shape, None)
             return
         threads = parallel.reduce_threads(k, keep_shape)
         if threads > 1:
@@ -610,6 +608,37 @@ class ModuleWriter:
             parallel.emit_team_call(self.module, b, fn.args[0], part, threads, self._fn_name)
             return
         self._reduce_outputs(b, fn, bases, k, keep_shape, None)
+
+    def _natural_reduce(self, b, bases, k: kir.Reduce, keep_shape: list, outer) -> None:
+        """Each output set to the identity, then combined with the body in the kernel's own
+        loop order (with `outer`: one part of axis 0, which is kept)."""
+        scalar = ScalarEmitter(b, self.module)
+        kept = [a for a in range(len(k.shape)) if a not in k.axes]
+        out_strides = tuple(k.out.strides[a] for a in kept)
+        with loop_nest(b, keep_shape, "o", outer=outer) as ox:
+            self.store(b, bases, kir.Access(k.out.buffer, out_strides, k.out.offset), ox,
+                       self._identity(k.op, k.out_dtype))
+        with loop_nest(b, k.shape, outer=outer) as ix:
+            v = self.expr(b, scalar, bases, k.body, ix, {})
+            acc = self.load(b, bases, k.out, ix)
+            self.store(b, bases, k.out, ix,
+                       self._combine(b, scalar, k.op, acc, v, k.out_dtype))
+
+    def _natural_reduce_part(self, k: kir.Reduce, keep_shape: list) -> ir.Function:
+        """part(bufs, t, nt): thread t of nt runs _natural_reduce on its share of axis 0."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
+                         f"{self._fn_name}_part")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        bufs, t, nt = fn.args
+        bases = self.lazy_bases(b, bufs)
+        n = as_value(b, keep_shape[0])
+        lo = b.sdiv(b.mul(t, n), nt)
+        hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
+        self._natural_reduce(b, bases, k, keep_shape, (lo, b.sub(hi, lo)))
+        b.ret_void()
+        return fn
 
     def _reduce_part(self, k: kir.Reduce, keep_shape: list) -> ir.Function:
         """part(bufs, t, nt): thread t of nt reduces its share of the first kept axis (each
