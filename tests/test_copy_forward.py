@@ -91,3 +91,24 @@ def test_a_copy_reading_merged_axes_is_split_into_the_makers():
     half = ir.Elementwise((6,), (ir.Store(ir.Access(2, (1,)), ir.Load(
         ir.Access(1, (1,)), F32)),), ("copy",))
     assert len(forward_copies([maker, half], {1, 2})) == 2
+
+
+def test_merged_copies_are_forwarded_one_store_at_a_time():
+    """Two copies merged into one kernel (two maps a weight gradient reads as rows), each
+    folded into its own maker; one whose maker is not an elementwise kernel stays."""
+    second_maker = ir.Elementwise((2, 3, 4), (ir.Store(ir.Access(3, (12, 4, 1)), ir.Apply(
+        "sin", (ir.Load(ir.Access(0, (12, 4, 1)), F32),), F32)),))
+    copies = ir.Elementwise((3, 2, 4), _copy(1, 2).stores + _copy(3, 4).stores, ("copy",))
+    got = forward_copies([_maker(), second_maker, copies], {1, 2, 3, 4})
+    assert len(got) == 2 and all(len(k.stores) == 2 for k in got)
+    assert got[0].stores[1].access == ir.Access(2, (4, 8, 1))
+    assert got[1].stores[1].access == ir.Access(4, (4, 8, 1))
+    # buffer 3 made by a GEMM: its copy stays, alone in the copy kernel
+    gemm_made = ir.Gemm(batch=(), m=2, n=12, k=1, a=ir.Access(0, (1, 1)),
+                        b=ir.Access(0, (12, 1)),
+                        out=ir.Access(3, (12, 1)), dtype=F32)
+    got = forward_copies([_maker(), gemm_made, copies], {1, 2, 3, 4})
+    assert len(got) == 3 and got[2].stores == _copy(3, 4).stores
+    # a store reading what another writes: the kernel is left whole
+    chained = ir.Elementwise((3, 2, 4), _copy(1, 2).stores + _copy(2, 4).stores, ("copy",))
+    assert len(forward_copies([_maker(), chained], {1, 2, 4})) == 2

@@ -2,7 +2,9 @@
 a convolution's weight gradient reads dY as (C, N*H*W) rows, while the data gradient's
 convolution reads it as NCHW images, so the kernel that makes dY wrote NCHW and a later
 kernel copied it over (W6: five such copies a step, each a read and a write of the whole
-map). The maker now writes both layouts in its one pass; the copy kernel is gone."""
+map). The maker now writes both layouts in its one pass; the copy kernel is gone. Copies
+merged into one kernel (two maps a weight gradient reads as rows) are forwarded one store
+at a time, each to its own maker."""
 from __future__ import annotations
 
 from graphc.schedule import ir
@@ -18,6 +20,22 @@ def _copied(k: ir.Kernel) -> tuple[ir.Load, ir.Store] | None:
             or ir.uses_index(load):
         return None
     return load, store
+
+
+def _copies(k: ir.Kernel) -> list[ir.Elementwise]:
+    """A kernel whose every store copies a value (merged copies) as one single-store kernel
+    per store, each forwardable alone: no store reads what another writes. [] otherwise."""
+    if not isinstance(k, ir.Elementwise):
+        return []
+    parts = [ir.Elementwise(k.shape, (s,), k.fused) for s in k.stores]
+    found = [_copied(part) for part in parts]
+    if any(f is None for f in found):
+        return []
+    targets = {s.access.buffer for s in k.stores}
+    if len(targets) < len(k.stores) or \
+            any(f[0].access.buffer in targets for f in found if f is not None):
+        return []
+    return parts
 
 
 def _axis_map(shape: ir.Shape, written: ir.Access, copy_shape: ir.Shape, read: ir.Access,
@@ -98,27 +116,39 @@ def forward_copies(kernels: list[ir.Kernel], temps: set[int],
     sets = list(nodes) if nodes is not None else [frozenset()] * len(out)
     j = 0
     while j < len(out):
-        found = _copied(out[j])
-        target = found[1].access.buffer if found else None
-        maker = None
-        if found is not None and target in temps:
-            source = found[0].access.buffer
-            # the last kernel before the copy that writes the value; none in between may
-            # touch the copy's target
-            for i in range(j - 1, -1, -1):
-                if target in out[i].reads() | out[i].writes():
-                    break
-                if source in out[i].writes():
-                    maker = i
-                    break
-        if maker is not None and isinstance(out[maker], ir.Elementwise):
-            merged = _forwarded(out[maker], out[j])  # type: ignore[arg-type]
-            if merged is not None:
-                out[maker] = merged
-                sets[maker] = sets[maker] | sets[j]
-                del out[j], sets[j]
+        parts = _copies(out[j])
+        kept = []
+        for part in parts:
+            maker = _maker_of(out, j, part, temps)
+            made = out[maker] if maker is not None else None
+            merged = _forwarded(made, part) if isinstance(made, ir.Elementwise) else None
+            if maker is None or merged is None:
+                kept.append(part.stores[0])
                 continue
+            out[maker] = merged
+            sets[maker] = sets[maker] | sets[j]
+        if parts and not kept:
+            del out[j], sets[j]
+            continue
+        if parts and len(kept) < len(parts):
+            out[j] = ir.Elementwise(parts[0].shape, tuple(kept), parts[0].fused)
         j += 1
     if nodes is not None:
         nodes[:] = sets
     return out
+
+
+def _maker_of(kernels: list[ir.Kernel], j: int, copy: ir.Elementwise,
+              temps: set[int]) -> int | None:
+    """The elementwise kernel before kernels[j] that last writes what `copy` (one store of
+    kernels[j]) reads, where its target is a temporary that no kernel in between touches."""
+    load, store = copy.stores[0].value, copy.stores[0]
+    target = store.access.buffer
+    if target not in temps or not isinstance(load, ir.Load):
+        return None
+    for i in range(j - 1, -1, -1):
+        if target in kernels[i].reads() | kernels[i].writes():
+            return None
+        if load.access.buffer in kernels[i].writes():
+            return i if isinstance(kernels[i], ir.Elementwise) else None
+    return None
