@@ -22,7 +22,30 @@ import numpy as np
 import graphc as gc
 
 
+# A process whose threads used at most this share of one core over a SETTLE_WINDOW counts as
+# idle: the thread pools of the library timed before (OpenBLAS under numpy, PyTorch's, XLA's)
+# spin for a while after their last call, and on two cores a spinning thread takes a core
+# from the next library's threads (W5 right after numpy's W1 step: 50 calls at 1.3 ms, with
+# 5-70 ms stalls, where 0.8 ms after a pause).
+SETTLE_SHARE = 0.1
+SETTLE_WINDOW = 0.05
+SETTLE_LIMIT = 3.0  # seconds waited at most (a machine kept busy: timed as it is)
+
+
+def settle() -> None:
+    """Waits until the threads of libraries timed before have gone idle."""
+    deadline = time.perf_counter() + SETTLE_LIMIT
+    while time.perf_counter() < deadline:
+        cpu = time.process_time()
+        time.sleep(SETTLE_WINDOW)
+        if time.process_time() - cpu <= SETTLE_SHARE * SETTLE_WINDOW:
+            return
+
+
 def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 5) -> float:
+    """The median of `repeat` calls' wall times, after the process's other threads have
+    gone idle (settle) and `warmup` untimed calls."""
+    settle()
     for _ in range(warmup):
         fn()
     times = []
