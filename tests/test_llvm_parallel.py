@@ -31,17 +31,19 @@ def test_large_elementwise_kernels_match_the_reference(shape):
 
 
 
-@pytest.mark.parametrize("dtype", ["float32", "int32"])
-def test_reductions_over_middle_axes_split_among_threads_match_numpy(dtype):
+@pytest.mark.parametrize("dtype,batch", [("float32", 1001), ("int32", 1001),
+                                         ("float32", None)])
+def test_reductions_over_middle_axes_split_among_threads_match_numpy(dtype, batch):
     # Axes 1 and 2 reduced, the first and last kept: each thread owns a part of axis 0
-    # (1001 rows do not split evenly); a max pool's first-max index has this form.
+    # (1001 rows do not split evenly; None: a call-time size); a max pool's first-max
+    # index has this form.
     rng = np.random.default_rng(1)
     v = (rng.normal(size=(1001, 3, 5, 23)) * 100).astype(dtype)
-    x = gc.placeholder(v.shape, dtype, name="x")
+    x = gc.placeholder((batch, 3, 5, 23), dtype, name="x")
     f = gc.function([x], [gc.min(x, axis=(1, 2)), gc.max(x, axis=(1, 2)),
                           gc.sum(x, axis=(1, 2))], backend="llvm")
-    assert "GOMP_parallel" in f.source and "_part" in f.source  # the team's path
     got_min, got_max, got_sum = f(v)
+    assert "GOMP_parallel" in f.source and "_part" in f.source  # the team's path
     np.testing.assert_array_equal(got_min, v.min(axis=(1, 2)))
     np.testing.assert_array_equal(got_max, v.max(axis=(1, 2)))
     np.testing.assert_allclose(got_sum, v.sum(axis=(1, 2)), rtol=1e-5, atol=1e-3)
