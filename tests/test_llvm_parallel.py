@@ -180,6 +180,44 @@ def test_a_stalled_team_trial_ends_at_its_first_slow_call():
     assert seen[-10:] == [0] * 10
 
 
+def _drive_times(chooser, flag, times: list[tuple[float, float]]) -> list[int]:
+    """Like _drive, each call's (team, alone) ms from `times` in turn."""
+    seen = []
+    for team_ms, alone_ms in times:
+        if chooser.quiet:
+            chooser.quiet -= 1
+            seen.append(flag.value)
+            continue
+        chooser.before_call()
+        seen.append(flag.value)
+        chooser.after_call((team_ms if flag.value else alone_ms) / 1e3)
+    return seen
+
+
+def test_a_trial_stalled_once_after_faster_calls_is_tried_again_after_a_window():
+    """W5 after a compile: the team's second trial call beats one thread, the third is
+    stalled by a passing disturbance (another library's spinning threads); the team is
+    tried again five calls later, not after FIRST_ALONE_RECHECK (20), and kept."""
+    chooser, flag = _chooser()
+    seen = _drive_times(chooser, flag, [(0.8, 1.3)] * 9 + [(12.0, 1.3)] + [(0.8, 1.3)] * 40)
+    assert seen[7:10] == [1, 1, 1] and seen[10:15] == [0] * 5
+    assert seen[15:] == [1] * 35
+    # stalled again in the retry: no second quick retry, one thread until the recheck
+    chooser, flag = _chooser()
+    times = [(0.8, 1.3)] * 9 + [(12.0, 1.3)] + [(0.8, 1.3)] * 6 + [(12.0, 1.3)]
+    seen = _drive_times(chooser, flag, times + [(0.8, 1.3)] * 15)
+    assert seen[-15:] == [0] * 15
+
+
+def test_a_busy_machines_stalled_trial_gets_no_quick_retry():
+    # every team call slow: nothing suggests a passing disturbance
+    chooser, flag = _chooser()
+    seen = _drive(chooser, flag, team_ms=40.0, alone_ms=1.7, calls=30)
+    assert seen[7:9] == [1, 1]  # the trial: the team's start, then a stalled call
+    recheck = ThreadChooser.FIRST_ALONE_RECHECK
+    assert seen[9:9 + recheck] == [0] * recheck  # not tried again after WINDOW calls
+
+
 def test_adaptive_threads_can_be_switched_off(monkeypatch, tmp_path):
     a = gc.placeholder((512, 512), name="a")
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")

@@ -66,6 +66,9 @@ class ThreadChooser:
         self.recheck = self.FIRST_RECHECK
         self.alone_recheck = self.FIRST_ALONE_RECHECK
         self.next_check = 0
+        # whether a team trial that one call stalled after faster ones may be tried again
+        # after WINDOW calls (once, until the team next wins a trial)
+        self.quick_retry = True
         # calls the runtime may make untimed (one thread, no trial until the last WINDOW
         # calls before the next check): they are counted in `calls` already. Timing a
         # call costs about 0.5 us, a tenth of a tiny step's.
@@ -95,6 +98,7 @@ class ThreadChooser:
         self.recheck = self.FIRST_RECHECK
         self.alone_recheck = self.FIRST_ALONE_RECHECK
         self.next_check = self.calls
+        self.quick_retry = True
 
     def before_call(self) -> None:
         for flag in self.flags:
@@ -142,6 +146,7 @@ class ThreadChooser:
             self._alone()
             return
         self.mode = TEAM
+        self.quick_retry = True
         # The same choice again: look less often; a change: look again soon.
         self.recheck = min(self.recheck * 2, self.LAST_RECHECK) if self.mode == before \
             else self.FIRST_RECHECK
@@ -149,8 +154,21 @@ class ThreadChooser:
         self.next_check = self.calls + self.recheck
 
     def _give_up_team_trial(self) -> None:
+        """A team trial ended by a stalled call (its time the last of the team's). Where
+        the trial's calls before it beat one thread, the stall was more likely a passing
+        disturbance (another library's threads spinning on after their last call, the
+        OS) than a busy machine, whose team calls are all slow: the team is tried again
+        after WINDOW calls, once (W5 right after a compile had kept one thread for 20
+        calls, close to half of what its benchmark times); else as _alone decides."""
         self.trial = 0
+        before = list(self.times[TEAM])[:-1]
         self.times[TEAM].clear()
+        alone = statistics.median(self.times[ALONE])
+        if self.quick_retry and any(t < alone for t in before):
+            self.quick_retry = False
+            self.mode = ALONE
+            self.next_check = self.calls + self.WINDOW
+            return
         self._alone()
 
     def _alone(self) -> None:
