@@ -81,8 +81,14 @@ def _drive(chooser, flag, team_ms: float, alone_ms: float, calls: int,
            timed: list | None = None) -> list[int]:
     """Calls whose time depends on the flag the chooser set, as runtime.call_entry makes
     them (a quiet call neither sets nor times); returns the flags seen."""
+    return _drive_times(chooser, flag, [(team_ms, alone_ms)] * calls, timed)
+
+
+def _drive_times(chooser, flag, times: list[tuple[float, float]],
+                 timed: list | None = None) -> list[int]:
+    """Like _drive, each call's (team, alone) ms from `times` in turn."""
     seen = []
-    for _ in range(calls):
+    for team_ms, alone_ms in times:
         if chooser.quiet:
             chooser.quiet -= 1
             seen.append(flag.value)
@@ -178,20 +184,6 @@ def test_a_stalled_team_trial_ends_at_its_first_slow_call():
     assert len(runs) >= 2  # (long calls are rechecked often)...
     assert max(runs) <= 2  # ...but a trial costs one slow call (two with the team's start)
     assert seen[-10:] == [0] * 10
-
-
-def _drive_times(chooser, flag, times: list[tuple[float, float]]) -> list[int]:
-    """Like _drive, each call's (team, alone) ms from `times` in turn."""
-    seen = []
-    for team_ms, alone_ms in times:
-        if chooser.quiet:
-            chooser.quiet -= 1
-            seen.append(flag.value)
-            continue
-        chooser.before_call()
-        seen.append(flag.value)
-        chooser.after_call((team_ms if flag.value else alone_ms) / 1e3)
-    return seen
 
 
 def test_a_trial_stalled_once_after_faster_calls_is_tried_again_after_a_window():

@@ -596,7 +596,7 @@ class ModuleWriter:
             # a max pool's first-max index over [rows, dh, dw, ow] is W5's example)
             threads = parallel.reduce_threads(k, keep_shape) if kept[0] == 0 else 1
             if threads > 1:
-                part = self._natural_reduce_part(k, keep_shape)
+                part = self._reduce_part(k, keep_shape, natural=True)
                 parallel.emit_team_call(self.module, b, fn.args[0], part, threads,
                                         self._fn_name)
                 return
@@ -624,30 +624,17 @@ class ModuleWriter:
             self.store(b, bases, k.out, ix,
                        self._combine(b, scalar, k.op, acc, v, k.out_dtype))
 
-    def _natural_reduce_part(self, k: kir.Reduce, keep_shape: list) -> ir.Function:
-        """part(bufs, t, nt): thread t of nt runs _natural_reduce on its share of axis 0."""
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
-                         f"{self._fn_name}_part")
-        fn.linkage = "internal"
-        fn.attributes.add("noinline")
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        bufs, t, nt = fn.args
-        bases = self.lazy_bases(b, bufs)
-        n = as_value(b, keep_shape[0])
-        lo = b.sdiv(b.mul(t, n), nt)
-        hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
-        self._natural_reduce(b, bases, k, keep_shape, (lo, b.sub(hi, lo)))
-        b.ret_void()
-        return fn
-
-    def _reduce_part(self, k: kir.Reduce, keep_shape: list) -> ir.Function:
+    def _reduce_part(self, k: kir.Reduce, keep_shape: list, natural: bool = False
+                     ) -> ir.Function:
         """part(bufs, t, nt): thread t of nt reduces its share of the first kept axis (each
-        output is one thread's, summed in the same order as alone)."""
+        output is one thread's, combined in the same order as alone): each output in turn
+        (_reduce_outputs), or with `natural` in the kernel's own loop order, axis 0 being
+        the first kept one (_natural_reduce)."""
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64]),
                          f"{self._fn_name}_part")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
-        if not _unrolling_pays(k):
+        if not natural and not _unrolling_pays(k):
             fn.attributes.add("optsize")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, t, nt = fn.args
@@ -655,7 +642,10 @@ class ModuleWriter:
         n = as_value(b, keep_shape[0])
         lo = b.sdiv(b.mul(t, n), nt)
         hi = b.sdiv(b.mul(b.add(t, ir.Constant(I64, 1)), n), nt)
-        self._reduce_outputs(b, fn, bases, k, keep_shape, (lo, b.sub(hi, lo)))
+        if natural:
+            self._natural_reduce(b, bases, k, keep_shape, (lo, b.sub(hi, lo)))
+        else:
+            self._reduce_outputs(b, fn, bases, k, keep_shape, (lo, b.sub(hi, lo)))
         b.ret_void()
         return fn
 
