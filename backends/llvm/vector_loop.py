@@ -29,6 +29,7 @@ from graphc.backends.llvm.vector_consts import splat
 
 PTR = ir.PointerType()
 LANES = 16  # float32 lanes of a 512-bit vector (AVX-512; LLVM splits it where narrower)
+PAIR_ROW = 8  # pair rows (_pair_rows) at least this long: a vector of output at least
 VECTOR = ir.VectorType(F32, LANES)
 MASK = ir.VectorType(I1, LANES)
 
@@ -124,8 +125,56 @@ def vectorizable_sum(k: kir.Reduce, schedule: Schedule) -> bool:
     return all(group[ld.access.buffer] != group[k.out.buffer] for ld in loads)
 
 
+def _pair_rows(k: kir.Elementwise) -> bool:
+    """Whether a kernel's rows are pairs: an innermost axis of 2 that every store writes
+    interleaved with the next axis (strides 2 and 1: the two rows of values, one for each
+    index of the pair, are interleaved into one contiguous row of twice the length), over
+    rows of at least PAIR_ROW elements."""
+    if len(k.shape) < 2 or k.shape[-1] != 2 or not isinstance(k.shape[-2], int) \
+            or k.shape[-2] < PAIR_ROW:
+        return False
+    return all(not s.accumulate and s.access.strides[-2:] == (2, 1) for s in k.stores)
+
+
+def pair_halves(k: kir.Elementwise) -> list[kir.Elementwise]:
+    """The kernel with its innermost axis (of 2) fixed at 0 and at 1: rows along the next
+    axis, every load's and guard's part along the fixed axis moved to its offset."""
+    last = len(k.shape) - 1
+    halves = []
+    for q in (0, 1):
+        def visit(e: kir.Expr, q: int = q) -> kir.Expr | None:
+            if not isinstance(e, kir.Load):
+                return None
+            a = e.access
+            access = kir.Access(a.buffer, a.strides[:-1], a.offset + q * a.strides[-1])
+            guard = e.guard
+            if guard is not None:
+                bounds = tuple(kir.Bound(tuple((ax, sc) for ax, sc in bd.terms if ax != last),
+                                         bd.offset + q * sum(sc for ax, sc in bd.terms
+                                                             if ax == last), bd.lo, bd.hi)
+                               for bd in guard.bounds)
+                guard = kir.Guard(bounds, guard.otherwise)
+            return kir.Load(access, e.dtype, guard)
+        memo: dict[int, kir.Expr] = {}
+        stores = tuple(kir.Store(kir.Access(s.access.buffer, s.access.strides[:-1],
+                                            s.access.offset + q),
+                                 kir.rewrite(s.value, visit, memo)) for s in k.stores)
+        halves.append(kir.Elementwise(k.shape[:-1], stores, k.fused))
+    return halves
+
+
 def vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
     """Whether an elementwise kernel can be written as an explicit vector loop."""
+    if _pair_rows(k):
+        if parallel.threads_for(k) > 1 and parallel.split_axis(k) >= len(k.shape) - 2:
+            return False
+        loads: list[kir.Load] = []
+        memo: dict[int, kir.Expr] = {}
+        done: set[int] = set()
+        return all(np.dtype(schedule.buffers[s.access.buffer].dtype) == _FLOAT32 and
+                   _body_ok(s.value, schedule, memo, done, loads)
+                   for half in pair_halves(k) for s in half.stores) \
+            and _same_element_only(k, schedule, loads)
     if not _long_rows(k):
         return False
     if parallel.threads_for(k) > 1 and parallel.split_axis(k) == len(k.shape) - 1:
@@ -242,6 +291,12 @@ _HALF = [ir.Constant(ir.VectorType(I32, LANES),
                      [ir.Constant(I32, i + h * LANES) for i in range(LANES)]) for h in (0, 1)]
 
 
+# lanes 0, 16, 1, 17, ... of two vectors (their first halves interleaved), then 8, 24, ...
+_INTERLEAVE = [ir.Constant(ir.VectorType(I32, LANES),
+                           [ir.Constant(I32, i // 2 + (LANES if i % 2 else 0) + h * LANES // 2)
+                            for i in range(LANES)]) for h in (0, 1)]
+
+
 def _first_lanes(count: int) -> ir.Constant:
     """A mask of the first `count` lanes (a row's rest after its whole vectors)."""
     return _written(MASK, "<" + ", ".join(f"i1 {'true' if i < count else 'false'}"
@@ -293,6 +348,9 @@ def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
     """The kernel's loop nest over every axis but the innermost, and along each row a
     vector loop and one masked vector for the last shape[-1] % LANES elements (`outer`,
     `axis`: one thread's share, as codegen's loop nests take them)."""
+    if _pair_rows(k):
+        _emit_pair_rows(writer, b, bases, k, outer, axis)
+        return
     n = k.shape[-1]
     roots = [writer.lowered(s.value) for s in k.stores]
     scalar = ScalarEmitter(b, writer.module)
@@ -312,6 +370,42 @@ def emit_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
         _summing_loop(b, n // LANES, None, lanes, "v")
         if n % LANES:
             lanes(ir.Constant(I64, n - n % LANES), None, _first_lanes(n % LANES))
+
+
+def _emit_pair_rows(writer, b: ir.IRBuilder, bases: dict, k: kir.Elementwise, outer,
+                    axis: int) -> None:
+    """emit_rows for pair rows (_pair_rows): along each row, LANES values of each half
+    (pair_halves: the pair's first and second index), their lanes interleaved into two
+    vectors of output, stored contiguously (a strided convolution's data gradient read
+    from its windows: even and odd columns from different window offsets)."""
+    halves = pair_halves(k)
+    n = k.shape[-2]
+    roots = [[writer.lowered(s.value) for s in h.stores] for h in halves]
+    scalar = ScalarEmitter(b, writer.module)
+    with loop_nest(b, k.shape[:-2], outer=outer, outer_axis=axis) as ox:
+        row = _Row(writer, b, bases, list(ox))
+        broadcast = _broadcasts(writer, b, row, roots[0] + roots[1])
+        for s in halves[0].stores:
+            row.start(s.access)
+
+        def lanes(v: ir.Value, _: None, count: int = LANES) -> None:
+            mask = None if count == LANES else _first_lanes(count)
+            j = v if mask is not None else b.shl(v, ir.Constant(I64, LANES.bit_length() - 1))
+            memo = dict(broadcast)
+            first = _vector_values(writer, row, scalar, roots[0], j, memo, mask)
+            second = _vector_values(writer, row, scalar, roots[1], j, dict(broadcast), mask)
+            at = b.shl(j, ir.Constant(I64, 1))
+            for s, x, y in zip(halves[0].stores, first, second):
+                for h in (0, 1):
+                    value = b.shuffle_vector(x, y, _INTERLEAVE[h])
+                    written = min(LANES, max(0, 2 * count - h * LANES))
+                    if written:
+                        row.store(s.access, b.add(at, ir.Constant(I64, h * LANES)), value,
+                                  None if written == LANES else _first_lanes(written))
+        if n >= LANES:
+            _summing_loop(b, n // LANES, None, lanes, "v")
+        if n % LANES:
+            lanes(ir.Constant(I64, n - n % LANES), None, n % LANES)
 
 
 def _broadcasts(writer, b: ir.IRBuilder, row: _Row, roots: list[kir.Expr]) -> dict:

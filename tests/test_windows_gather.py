@@ -1,0 +1,103 @@
+"""A strided col2im (windows_grad of overlapping windows with stride >= 2) read by every
+input position from the windows that hold it: one kernel that writes each position once,
+no zero fill first, iterated as (u, p) pairs per window axis; on llvm its rows of pairs
+are explicit vectors interleaved into contiguous stores. Values against a loop over the
+windows; a size not a multiple of the stride keeps the scatter."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc import sizes as symbols
+from graphc.ops import make
+from graphc.backends.llvm import vector_loop
+
+
+def _reference(g: np.ndarray, shape: tuple, sizes: tuple, strides: tuple) -> np.ndarray:
+    """Each window's cotangent added onto the positions it read, one element at a time."""
+    out = np.zeros(shape, np.float64)
+    n, c, oh, ow = g.shape[:4]
+    for b, ch, y, x in itertools.product(range(n), range(c), range(oh), range(ow)):
+        for i, j in itertools.product(range(sizes[0]), range(sizes[1])):
+            out[b, ch, y * strides[0] + i, x * strides[1] + j] += g[b, ch, y, x, i, j]
+    return out
+
+
+def _function(shape, sizes, strides, backend, batch=None):
+    """windows_grad of cotangents given as columns (n, c, kh, kw, oh, ow), the layout a
+    convolution's data-gradient GEMM writes them in; returns it and the columns' shape."""
+    n, c, h, w = shape
+    oh, ow = ((d - k) // s + 1 for d, k, s in zip((h, w), sizes, strides))
+    cols = gc.placeholder((batch, c) + tuple(sizes) + (oh, ow), name="cols_windows")
+    ref = gc.placeholder((batch, c, h, w), name="ref_windows")
+    g = gc.transpose(cols, (0, 1, 4, 5, 2, 3))
+    out = gc.Tensor(make("windows_grad", g.node, ref.node, axes=(2, 3), sizes=tuple(sizes),
+                         strides=tuple(strides)))
+    return gc.function([cols, ref], out, backend=backend), (n, c) + tuple(sizes) + (oh, ow)
+
+
+def _windows(cols: np.ndarray) -> np.ndarray:
+    return cols.transpose(0, 1, 4, 5, 2, 3)
+
+
+CASES = [
+    ((2, 3, 30, 30), (3, 3), (2, 2)),  # W6's stride-2 convolution's padded image
+    ((2, 2, 9, 12), (3, 2), (3, 2)),   # strides differ by axis; rows of pairs of 6
+    ((1, 2, 16, 40), (4, 4), (2, 2)),  # a row of 20 pairs: one whole vector and a rest
+    ((2, 3, 15, 15), (5, 5), (3, 3)),  # triples: the scatter's order kept, gathered
+    ((1, 2, 11, 8), (3, 3), (2, 2)),   # 11 rows: not a multiple of 2, the scatter stays
+]
+
+
+@pytest.mark.parametrize("backend", ["llvm", "numpy"])
+@pytest.mark.parametrize("shape,sizes,strides", CASES)
+def test_strided_windows_gradient_matches_a_loop_over_the_windows(backend, shape, sizes,
+                                                                   strides):
+    f, g_shape = _function(shape, sizes, strides, backend)
+    rng = np.random.default_rng(7)
+    g = rng.normal(size=g_shape).astype(np.float32)
+    ref = np.zeros(shape, np.float32)
+    np.testing.assert_allclose(f(g, ref), _reference(_windows(g), shape, sizes, strides),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_call_time_batch_is_gathered_too():
+    shape, sizes, strides = (3, 2, 30, 30), (3, 3), (2, 2)
+    f, g_shape = _function(shape, sizes, strides, "llvm", batch="N")
+    rng = np.random.default_rng(8)
+    for n in (3, 5):
+        g = rng.normal(size=(n,) + g_shape[1:]).astype(np.float32)
+        ref = np.zeros((n,) + shape[1:], np.float32)
+        np.testing.assert_allclose(f(g, ref), _reference(_windows(g), ref.shape, sizes, strides),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def _kernels(f, args):
+    f(*args)
+    return f._exe.last
+
+
+def test_the_gather_writes_each_position_once_in_vectors():
+    shape, sizes, strides = (2, 3, 30, 30), (3, 3), (2, 2)
+    f, g_shape = _function(shape, sizes, strides, "llvm")
+    program = _kernels(f, (np.zeros(g_shape, np.float32), np.zeros(shape, np.float32)))
+    schedule = program.schedule
+    kernels = schedule.kernels
+    assert not any("zeros" in k.fused for k in kernels)  # no fill first
+    (k,) = [k for k in kernels if "windows_grad" in k.fused]
+    assert k.shape[1:] == (3, 15, 2, 15, 2)  # (the batch: a call-time size)
+    assert all(not s.accumulate for s in k.stores)
+    with symbols.representative(program.representative):
+        assert vector_loop.vectorizable(k, schedule)
+
+
+def test_a_size_not_a_multiple_of_the_stride_keeps_the_scatter():
+    shape, sizes, strides = (1, 2, 11, 8), (3, 3), (2, 2)
+    f, g_shape = _function(shape, sizes, strides, "llvm")
+    kernels = _kernels(f, (np.zeros(g_shape, np.float32),
+                           np.zeros(shape, np.float32))).schedule.kernels
+    (k,) = [k for k in kernels if "windows_grad" in k.fused]
+    assert [s.accumulate for s in k.stores] == ["atomic"]
