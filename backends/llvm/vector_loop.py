@@ -163,18 +163,23 @@ def pair_halves(k: kir.Elementwise) -> list[kir.Elementwise]:
     return halves
 
 
+def _pairs_vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
+    """vectorizable for pair rows: each half's values have a vector spelling."""
+    if parallel.threads_for(k) > 1 and parallel.split_axis(k) >= len(k.shape) - 2:
+        return False  # (a team splits the rows or the pairs)
+    loads: list[kir.Load] = []
+    memo: dict[int, kir.Expr] = {}
+    done: set[int] = set()
+    return all(np.dtype(schedule.buffers[s.access.buffer].dtype) == _FLOAT32 and
+               _body_ok(s.value, schedule, memo, done, loads)
+               for half in pair_halves(k) for s in half.stores) \
+        and _same_element_only(k, schedule, loads)
+
+
 def vectorizable(k: kir.Elementwise, schedule: Schedule) -> bool:
     """Whether an elementwise kernel can be written as an explicit vector loop."""
     if _pair_rows(k):
-        if parallel.threads_for(k) > 1 and parallel.split_axis(k) >= len(k.shape) - 2:
-            return False
-        loads: list[kir.Load] = []
-        memo: dict[int, kir.Expr] = {}
-        done: set[int] = set()
-        return all(np.dtype(schedule.buffers[s.access.buffer].dtype) == _FLOAT32 and
-                   _body_ok(s.value, schedule, memo, done, loads)
-                   for half in pair_halves(k) for s in half.stores) \
-            and _same_element_only(k, schedule, loads)
+        return _pairs_vectorizable(k, schedule)
     if not _long_rows(k):
         return False
     if parallel.threads_for(k) > 1 and parallel.split_axis(k) == len(k.shape) - 1:

@@ -994,7 +994,7 @@ class Lowering:
                     amap.append(axis(place[j]))
                     continue
                 i = axes.index(j)
-                t, count = taps[i], g.shape[j]
+                t, count = taps[i], typing.cast(int, g.shape[j])  # (checked above)
                 amap.append((((place[j], 1),), -t))  # the window's index u - t
                 if t > 0 or loop[place[j]] > count:
                     bounds.append(ir.Bound(((place[j], 1),), -t, 0, count))
@@ -1010,8 +1010,9 @@ class Lowering:
         assert value is not None
         bid = self.new_buffer(node.dtype, dims, "temp")
         self.creator[bid] = node
-        self.kernels.append(ir.Elementwise(tuple(loop), (Store(Access(
-            bid, tuple(store_strides), 0), value),), ("windows_grad",)))
+        self.kernels.append(ir.Elementwise(typing.cast(tuple[int, ...], tuple(loop)), (Store(
+            Access(bid, typing.cast(tuple[int, ...], tuple(store_strides)), 0), value),),
+            ("windows_grad",)))
         return self.whole(bid)
 
     def lower_concatenate(self, node: Node) -> Value:
