@@ -887,6 +887,9 @@ class Lowering:
         if all(abs(step) == 1 for _, step in region):  # a view: zeros outside the slice
             return Lazy(self._placed(g, region, _dims(node), zero), _dims(node), node.dtype,
                         ("unslice",), 1)
+        gathered = self._unslice_gathered(node, region)
+        if gathered is not None:
+            return gathered
         bid = self.new_buffer(node.dtype, _dims(node), "temp")
         self.creator[bid] = node
         fill = Store(Access(bid, ir.contiguous_strides(_dims(node)), 0), zero)
@@ -895,6 +898,57 @@ class Lowering:
         self.kernels.append(ir.Elementwise(_dims(g), (self._region_store(bid, region, v),),
                                            (v.fused if isinstance(v, Lazy) else ())
                                            + ("unslice",)))
+        return self.whole(bid)
+
+    def _unslice_gathered(self, node: Node, region: list[tuple[int, int]]) -> View | None:
+        """A strided slice's gradient (zeros but where the slice read) written in one pass
+        that reads, for every position, the element the slice took from it, if any: an
+        axis of step s >= 2 and size H = s * U iterated as (u, p), position s * u + p,
+        which the slice read when p == start % s (its element u - start // s). Every
+        position written once: no zero fill and scattered stores after it (a 1x1
+        stride-2 convolution's data gradient). None (the fill and scatter then) where a
+        step is negative, or a stepped axis's size not a multiple of its step, or the
+        cotangent is not in a buffer."""
+        g = node.inputs[0]
+        dims = _dims(node)
+        if any(step < 1 or step > 1 and (not isinstance(dims[j], int) or dims[j] % step
+                                         or not isinstance(g.shape[j], int))
+               for j, (_, step) in enumerate(region)):
+            return None
+        v = self.values[g]
+        if isinstance(v, Grouped):
+            v = self.materialize(v)
+        if not isinstance(v, View):
+            return None
+        base = ir.contiguous_strides(dims)
+        loop: list[Dim] = []
+        store_strides: list[Dim] = []
+        amap: list = []
+        bounds = []
+        for j, ((start, step), d, count) in enumerate(zip(region, dims, _dims(g))):
+            ax = len(loop)
+            if step == 1:  # (read at i - start, inside 0 <= i - start < count)
+                loop.append(d)
+                store_strides.append(base[j])
+                amap.append((((ax, 1),), -start))
+                if not (start == 0 and count == d):
+                    bounds.append(ir.Bound(((ax, 1),), -start, 0, count))
+                continue
+            loop += [d // step, step]
+            store_strides += [base[j] * step, base[j]]
+            first, phase = divmod(start, step)
+            amap.append((((ax, 1),), -first))
+            bounds.append(ir.Bound(((ax + 1, 1),), -phase, 0, 1))
+            if first > 0 or d // step > count:
+                bounds.append(ir.Bound(((ax, 1),), -first, 0, count))
+        strides, offset = remap_view(v.strides, v.offset, tuple(amap), len(loop))
+        value = Load(Access(v.buffer, strides, offset), v.dtype,
+                     ir.Guard(tuple(bounds), Const(0, node.dtype)))
+        bid = self.new_buffer(node.dtype, dims, "temp")
+        self.creator[bid] = node
+        self.kernels.append(ir.Elementwise(typing.cast(tuple[int, ...], tuple(loop)), (Store(
+            Access(bid, typing.cast(tuple[int, ...], tuple(store_strides)), 0), value),),
+            ("unslice",)))
         return self.whole(bid)
 
     def lower_pad(self, node: Node) -> Value:

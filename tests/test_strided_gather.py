@@ -1,8 +1,9 @@
-"""A strided col2im (windows_grad of overlapping windows with stride >= 2) read by every
-input position from the windows that hold it: one kernel that writes each position once,
-no zero fill first, iterated as (u, p) pairs per window axis; on llvm its rows of pairs
-are explicit vectors interleaved into contiguous stores. Values against a loop over the
-windows; a size not a multiple of the stride keeps the scatter."""
+"""Gradients that place values at strided positions, read by every position instead of
+scattered after a zero fill: a strided col2im (windows_grad of overlapping windows with
+stride >= 2) and a strided slice's gradient (unslice). Each stepped axis is iterated as
+(u, p) pairs; on llvm rows of pairs are explicit vectors interleaved into contiguous
+stores. Values against loops and numpy; a size not a multiple of the step keeps the
+scatter."""
 from __future__ import annotations
 
 import itertools
@@ -101,3 +102,43 @@ def test_a_size_not_a_multiple_of_the_stride_keeps_the_scatter():
                            np.zeros(shape, np.float32))).schedule.kernels
     (k,) = [k for k in kernels if "windows_grad" in k.fused]
     assert [s.accumulate for s in k.stores] == ["atomic"]
+
+
+def _slice_gradient(shape, index, backend, batch=None):
+    """The gradient of sum(x[index] * w) with respect to x: w placed where x was read (w in
+    a buffer of its own, as a GEMM's output is)."""
+    x = gc.placeholder((batch,) + shape[1:], name="x_strided")
+    w = gc.placeholder((batch,) + np.zeros(shape)[index].shape[1:], name="w_strided")
+    loss = gc.sum(x[index] * w)
+    return gc.function([x, w], gc.grad(loss, x), backend=backend)
+
+
+SLICES = [
+    ((2, 3, 28, 28), (slice(None), slice(None), slice(None, None, 2), slice(None, None, 2))),
+    ((2, 3, 30, 12), (slice(None), slice(1, 3), slice(1, None, 3), slice(2, 10, 2))),
+    ((1, 2, 8, 40), (slice(None), slice(None), slice(None), slice(1, None, 2))),
+    ((1, 2, 9, 8), (slice(None), slice(None), slice(None, None, 2), slice(None))),  # 9 % 2
+]
+
+
+@pytest.mark.parametrize("backend", ["llvm", "numpy"])
+@pytest.mark.parametrize("shape,index", SLICES)
+def test_strided_slice_gradient_places_the_cotangent(backend, shape, index):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=x[index].shape).astype(np.float32)
+    want = np.zeros_like(x)
+    want[index] = w
+    np.testing.assert_array_equal(_slice_gradient(shape, index, backend)(x, w), want)
+
+
+def test_a_strided_slice_gradient_is_one_pass_of_pairs():
+    shape, index = SLICES[0]
+    f = _slice_gradient(shape, index, "llvm", batch="N")
+    program = _kernels(f, (np.zeros(shape, np.float32), np.zeros((2, 3, 14, 14), np.float32)))
+    kernels = program.schedule.kernels
+    assert not any("zeros" in k.fused for k in kernels)
+    (k,) = [k for k in kernels if "unslice" in k.fused]
+    assert k.shape[1:] == (3, 14, 2, 14, 2)
+    with symbols.representative(program.representative):
+        assert vector_loop.vectorizable(k, program.schedule)
