@@ -15,6 +15,7 @@ import graphc as gc
 from graphc import sizes as symbols
 from graphc.ops import make
 from graphc.backends.llvm import vector_loop
+from graphc.schedule import ir
 
 
 def _reference(g: np.ndarray, shape: tuple, sizes: tuple, strides: tuple) -> np.ndarray:
@@ -142,3 +143,45 @@ def test_a_strided_slice_gradient_is_one_pass_of_pairs():
     assert k.shape[1:] == (3, 14, 2, 14, 2)
     with symbols.representative(program.representative):
         assert vector_loop.vectorizable(k, program.schedule)
+
+
+def _every_other(shape, index, batch=None):
+    x = gc.placeholder((batch,) + shape[1:], name="x_every_other")
+    return gc.function([x], x[index] * 2.0 + 1.0, backend="llvm")
+
+
+EVERY_OTHER = [
+    ((2, 3, 28, 28), (slice(None), slice(None), slice(None, None, 2), slice(None, None, 2))),
+    ((2, 3, 28, 28), (slice(None), slice(None), slice(1, None, 2), slice(1, None, 2))),
+    ((2, 2, 6, 70), (slice(None), slice(None), slice(None), slice(3, None, 2))),  # 34 a row
+]
+
+
+@pytest.mark.parametrize("shape,index", EVERY_OTHER)
+def test_rows_read_at_stride_two_are_vectors_of_even_lanes(shape, index):
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=shape).astype(np.float32)
+    f = _every_other(shape, index, batch="N")
+    np.testing.assert_allclose(f(x), x[index] * 2 + 1, rtol=1e-6)
+    np.testing.assert_allclose(f(x[:1]), x[:1][index] * 2 + 1, rtol=1e-6)
+    program = f._exe.last
+    (k,) = program.schedule.kernels
+    with symbols.representative(program.representative):
+        assert vector_loop.vectorizable(k, program.schedule)
+
+
+def test_guarded_short_rows_at_stride_two_stay_scalar():
+    """A stride-2 im2col's rows of 14 behind a guard: each row's guard costs more than its
+    one vector saves, so they keep the scalar loop."""
+    x = gc.placeholder((None, 3, 28, 28), name="x_guarded")
+    padded = gc.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    f = gc.function([x], padded[:, :, :28:2, :28:2] * 2.0, backend="llvm")
+    data = np.random.default_rng(11).normal(size=(2, 3, 28, 28)).astype(np.float32)
+    want = np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1)))[:, :, :28:2, :28:2] * 2
+    np.testing.assert_allclose(f(data), want, rtol=1e-6)
+    program = f._exe.last
+    (k,) = program.schedule.kernels
+    assert k.shape[-1] == 14 and any(ld.guard is not None for s in k.stores
+                                     for ld in ir.expr_loads(s.value))
+    with symbols.representative(program.representative):
+        assert not vector_loop.vectorizable(k, program.schedule)
