@@ -2,9 +2,10 @@
 JAX measured in the same run.
   W6  conv3x3 1->16 + BatchNorm + ReLU, residual blocks 16->16, 16->32 (stride 2, 1x1
       projection), 32->32, global average pool, dense 10, cross-entropy, batch 64,
-      1x28x28 inputs, SGD; batch statistics (training mode). Step time (median) and cold
-      start (graph, gradient, compile and the first step, in a fresh process each; the
-      median of --rounds, the libraries taking turns).
+      1x28x28 inputs, SGD; batch statistics (training mode). Step time (the median of
+      --rounds medians of --repeat steps, the libraries taking turns) and cold start
+      (graph, gradient, compile and the first step, in a fresh process each; the median
+      of --rounds, the libraries taking turns).
   depth  cold compile of an MLP training step (width 256, batch 64, ReLU) of 2, 8, 32 and 96
       layers: graphc (fresh process, empty cache folder) against JAX jit.
       Then W6's GFLOP/s (convolution and matmul FLOPs counted from the graph) as a share of
@@ -295,10 +296,17 @@ def bench_w6(repeat: int, torch_compile: bool, gemm_n: int = 1024, rounds: int =
             steps["torch.compile"] = lambda: compiled(tx, ty)
     if _has("jax"):
         steps["jax"] = jax_resnet_step(params)
-    step_ms = {}
-    for name, step in steps.items():
-        call = step if name.startswith("torch") else (lambda s=step: s(x, y))
-        step_ms[name] = median_ms(call, repeat)
+    # step times in rounds, the libraries taking turns as their cold starts do: the
+    # machine's speed drifts over minutes (a tenth, either way), which a library timed
+    # alone at one moment and its peers at another would show as a difference; each
+    # library's step is the median of its rounds' medians
+    calls = {name: step if name.startswith("torch") else (lambda s=step: s(x, y))
+             for name, step in steps.items()}
+    rounds_ms: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(1, rounds)):
+        for name, call in calls.items():
+            rounds_ms[name].append(median_ms(call, repeat))
+    step_ms = {name: statistics.median(times) for name, times in rounds_ms.items()}
     kinds = {"graphc": "graphc-resnet", "torch": "torch-resnet",
              "torch.compile": "torch-compile-resnet", "jax": "jax-resnet"}
     # rounds interleaved (graphc, then each peer, again): a busy machine slows them alike
@@ -308,8 +316,8 @@ def bench_w6(repeat: int, torch_compile: bool, gemm_n: int = 1024, rounds: int =
             starts[name].append(cold_seconds(kinds[name]))
     cold = {name: _median_cold(times) for name, times in starts.items()}
     mine = step_ms["graphc"]
-    print("W6 ResNet step (batch 64): median ms per step; cold start s (build, compile, step;"
-          f" median of {max(1, rounds)})")
+    print(f"W6 ResNet step (batch 64): ms per step (median of {max(1, rounds)} rounds' "
+          f"medians); cold start s (build, compile, step; median of {max(1, rounds)})")
     for name in step_ms:
         c = cold[name]
         print(f"  {name:<14} step {step_ms[name]:8.2f} ms (graphc/{name} = "
@@ -362,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="W6,depth")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3,
-                        help="cold starts per depth, and per library for W6 (median)")
+                        help="cold starts per depth; per library for W6, cold starts and "
+                             "step timings (medians)")
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--gemm-n", type=int, default=1024,
                         help="size of the square GEMM W6's rate is compared with (0: skip)")

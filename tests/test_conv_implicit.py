@@ -159,6 +159,23 @@ def test_short_rows_and_strides_keep_the_im2col_buffer():
     assert not [k for k in _gemms((4, 8, 5, 5), (8, 8, 3, 3))[1] if k.b_split is not None]
 
 
+def test_a_stride_2_step_reads_its_image_in_place_but_a_1x1_projection_does_not():
+    """llvm takes stride-2 convolutions directly (rows of 14 output pixels, every other
+    input pixel) and their weight gradients read the padded image's rows at stride 2; a
+    1x1 stride-2 convolution's per-image products keep their columns (read in place as
+    a plain implicit GEMM they ran twice as long)."""
+    _, gemms = _gemms((4, 8, 28, 28), (16, 8, 3, 3), stride=2)
+    implicit = [k for k in gemms if k.b_split is not None]
+    forward = [k for k in implicit if k.direct]
+    assert len(forward) == 1 and forward[0].b_split[1][-1] == 14
+    (weight,) = [k for k in implicit if k.accumulate]
+    assert weight.b_split[0] == (4, 14, 14)
+    assert weight.b.strides[len(weight.batch) + 2] == 2  # every other pixel of a row
+    _, gemms = _gemms((4, 8, 28, 28), (16, 8, 1, 1), stride=2, padding=0)
+    assert not [k for k in gemms if k.b_split is not None and
+                any(d != 1 for d in k.batch)]
+
+
 def test_the_default_and_cuda_policies_never_read_columns_in_place():
     from graphc.backends.cuda.backend import CUDA_POLICY
     x = gc.placeholder((2, 3, 12, 12), "float32", name="x")

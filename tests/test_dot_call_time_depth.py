@@ -1,9 +1,11 @@
-"""A deep GEMM over a materialised B whose depth is a call-time size (a strided
+"""A deep GEMM over a materialised B whose depth is a call-time size (a stride-3
 convolution's weight gradient, its columns copied by im2col, over a call-time batch) takes
 the dot-product path (backends/llvm/gemm_dot.py) in the symbolic program as it does in a
 specialised module: its depth rules judged at the representative binding, its depth and
 row strides read at each call, the team (or not) chosen from the call's depth. Values
-against numpy for several batches, odd sizes, one thread and two."""
+against numpy for several batches, odd sizes, one thread and two. A stride-2 convolution's
+weight gradient reads its padded image's rows at stride 2 in place instead (the implicit
+B's rows copied a chunk at a time, every other element)."""
 from __future__ import annotations
 
 import re
@@ -51,19 +53,19 @@ def _deep(f) -> list[ir.Gemm]:
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
-@pytest.mark.parametrize("cin, cout, size", [(16, 32, 28), (5, 7, 13)])
+@pytest.mark.parametrize("cin, cout, size", [(16, 32, 31), (5, 7, 13)])
 def test_a_call_time_depth_matches_numpy_on_the_dot_path(cin, cout, size, threads,
                                                           monkeypatch):
     monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # the team from the first call on
-    f, _ = _weight_gradient(cin, cout, size, 2, {"sizes": "symbolic", "cache_dir": None})
-    side = (size - 1) // 2 + 1
+    f, _ = _weight_gradient(cin, cout, size, 3, {"sizes": "symbolic", "cache_dir": None})
+    side = (size - 1) // 3 + 1
     for batch in (64, 1, 3, 17, 65):  # (the first call's batch: the representative)
         rng = np.random.default_rng(batch)
         xv = rng.normal(size=(batch, cin, size, size)).astype(np.float32)
         gv = rng.normal(size=(batch, cout, side, side)).astype(np.float32)
         got, = f(xv, gv)
-        want = _want(xv, gv, cout, 2)
+        want = _want(xv, gv, cout, 3)
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
     assert f._exe.not_symbolic is None and f._exe.compiled == {}  # one program
     deep = _deep(f)
@@ -95,17 +97,17 @@ def test_the_reference_matches_a_direct_convolution():
 
 def test_the_depth_rules_read_the_representative_binding():
     # the old rule: a materialised B with any symbolic size took the packed path
-    f, _ = _weight_gradient(16, 32, 28, 2, {"sizes": "symbolic", "cache_dir": None})
-    f(np.zeros((64, 16, 28, 28), np.float32), np.zeros((64, 32, 14, 14), np.float32))
+    f, _ = _weight_gradient(16, 32, 31, 3, {"sizes": "symbolic", "cache_dir": None})
+    f(np.zeros((64, 16, 31, 31), np.float32), np.zeros((64, 32, 11, 11), np.float32))
     deep = _deep(f)
     assert deep
     for k in deep:
         spec = gemm._Spec.of(k)
         assert not isinstance(spec.k, int)
         with sizes.representative(f._exe.symbolic.representative):
-            assert gemm_dot.suitable(spec)  # k = 196 * 64: deep enough
+            assert gemm_dot.suitable(spec)  # k = 121 * 64: deep enough
         symbol = next(iter(f._exe.symbolic.representative))
-        with sizes.representative({symbol: 1}):  # k = 196: too shallow to choose it
+        with sizes.representative({symbol: 1}):  # k = 121: too shallow to choose it
             assert not gemm_dot.suitable(spec)
 
 
@@ -113,8 +115,8 @@ def test_a_small_call_runs_alone_and_a_large_one_on_the_team(monkeypatch):
     """The team is chosen at each call from the depth: the code holds both calls."""
     monkeypatch.setenv("GRAPHC_NUM_THREADS", "2")
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
-    f, _ = _weight_gradient(16, 32, 28, 2, {"sizes": "symbolic", "cache_dir": None})
-    f(np.zeros((64, 16, 28, 28), np.float32), np.zeros((64, 32, 14, 14), np.float32))
+    f, _ = _weight_gradient(16, 32, 31, 3, {"sizes": "symbolic", "cache_dir": None})
+    f(np.zeros((64, 16, 31, 31), np.float32), np.zeros((64, 32, 11, 11), np.float32))
     code = f.source
     if not gemm.openmp_available():  # (no OpenMP: every call alone, no team compiled)
         assert "GOMP_parallel" not in code
@@ -122,10 +124,32 @@ def test_a_small_call_runs_alone_and_a_large_one_on_the_team(monkeypatch):
     assert "GOMP_parallel" in code
     # the call's depth times m * n against gemm.PARALLEL_MIN_MACS, in the GEMM's code
     assert re.search(r'icmp sge i64 %"[^"]+", ' + str(gemm.PARALLEL_MIN_MACS), code)
-    for batch in (1, 64):  # (batch 1: 32 * 144 * 196 multiply-adds, alone)
+    for batch in (1, 64):  # (batch 1: 32 * 144 * 121 multiply-adds, alone)
         rng = np.random.default_rng(batch)
-        xv = rng.normal(size=(batch, 16, 28, 28)).astype(np.float32)
-        gv = rng.normal(size=(batch, 32, 14, 14)).astype(np.float32)
+        xv = rng.normal(size=(batch, 16, 31, 31)).astype(np.float32)
+        gv = rng.normal(size=(batch, 32, 11, 11)).astype(np.float32)
         got, = f(xv, gv)
-        want = _want(xv, gv, 32, 2)
+        want = _want(xv, gv, 32, 3)
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("cin, cout, size", [(16, 32, 28), (3, 5, 25)])
+def test_a_stride_two_weight_gradient_reads_the_padded_image_at_stride_two(
+        cin, cout, size, threads, monkeypatch):
+    monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    f, _ = _weight_gradient(cin, cout, size, 2, {"sizes": "symbolic", "cache_dir": None})
+    side = (size - 1) // 2 + 1
+    for batch in (64, 1, 5):
+        rng = np.random.default_rng(batch)
+        xv = rng.normal(size=(batch, cin, size, size)).astype(np.float32)
+        gv = rng.normal(size=(batch, cout, side, side)).astype(np.float32)
+        got, = f(xv, gv)
+        want = _want(xv, gv, cout, 2)
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+    implicit = [k for k in f._exe.symbolic._schedule.kernels if isinstance(k, ir.Gemm)
+                and k.b_split is not None and not sizes.is_static(k.k)]
+    # (B's strides: the batch's, then the depth's sub-axes', then the columns')
+    assert [k.b.strides[len(k.batch) + len(k.b_split[0]) - 1] for k in implicit] == [2]
+    assert '@"gemm_dot_float32_part_rows_s2"' in f.source

@@ -9,13 +9,18 @@ from graphc.program import Program
 from graphc.schedule.policy import SchedulePolicy
 
 # Implicit GEMMs this shallow are direct convolutions (backends/llvm/conv_direct.py):
-# measured in docs/performance.md (W5's first convolution, depth 25).
+# measured in docs/performance.md (W5's first convolution, depth 25). Stride 2 too, now
+# that its weight gradient reads the padded image's rows at stride 2 in place (gemm_dot)
+# instead of its columns stored by an im2col copy (W6's stride-2 convolution: 1.74 ->
+# 1.48 ms on two threads, forward, pad and weight gradient).
 DIRECT_CONV_DEPTH = 288
+DIRECT_CONV_STRIDE = 2
 
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
 # stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.
 LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True,
-                             implicit_deep_gemm=True, direct_conv_depth=DIRECT_CONV_DEPTH)
+                             implicit_deep_gemm=True, direct_conv_depth=DIRECT_CONV_DEPTH,
+                             direct_conv_stride=DIRECT_CONV_STRIDE)
 
 
 # How sizes known at call time are compiled: "symbolic", one program for every binding

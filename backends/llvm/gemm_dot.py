@@ -61,7 +61,7 @@ def suitable(spec) -> bool:
         along = spec.b.s0 == 1 and _known(spec)  # row strides, judged at the binding)
     else:  # (the same rule as the scheduler's: graphc.schedule.implicit.deep)
         run, stride = spec.b_sub[0][-1]
-        along = stride == 1 and isinstance(run, int) and run >= MIN_RUN and _known(spec)
+        along = stride in (1, 2) and isinstance(run, int) and run >= MIN_RUN and _known(spec)
     k = hint(spec.k)
     return (along and spec.nbatch == 1 and spec.a.s1 == 1
             and k >= MIN_DEPTH
@@ -144,16 +144,17 @@ class DotGemm:
         rows: object = 0
         self.pack: ir.GlobalVariable | None = None
         self.pairs = False
+        self.step = 1  # an implicit B's stride along a row of the depth (1 or 2)
         if spec.b_sub is not None:
             k_axes, n_axes = spec.b_sub
-            run = k_axes[-1][0]
+            run, self.step = k_axes[-1]
             images = 1
             call_time = not isinstance(k_axes[0][0], int)
             if call_time:  # images known at call time: the table holds the rows of as
                 image_stride = k_axes[0][1]  # many images as a chunk from any row may reach
                 k_axes = k_axes[1:]
             image_rows = math.prod(d for d, _ in k_axes[:-1])
-            self.pairs = paired(run, image_rows, self.vl)
+            self.pairs = self.step == 1 and paired(run, image_rows, self.vl)
             chunk_rows = self._chunk_rows(run)
             if call_time:
                 images = -(-chunk_rows // image_rows) + 1
@@ -174,7 +175,7 @@ class DotGemm:
                 # whether a row's last vector may be read whole: the lanes past the row
                 # lie before the next row's end in every column (offsets that grow by at
                 # least as many), inside B but after the depth's last row
-                overread = int(overreads(row_offsets, run, self.vl))
+                overread = int(self.step == 1 and overreads(row_offsets, run, self.vl))
         self.values = dict(m=spec.m, n=spec.n, k=spec.k, a_s0=spec.a.s0, b_s1=spec.b.s1,
                            c_s0=spec.c.s0, c_s1=spec.c.s1, partials=threads,
                            alpha_bits=alpha, accumulate=int(spec.accumulate), run=run,
@@ -227,7 +228,7 @@ class DotGemm:
         elif self.pack is None:
             part = part_pairs(self, self.run)
         else:
-            part = self._part_rows()
+            part = self._part_rows(self.step)
         if self.threads > 1 and self.min_macs and not isinstance(s.k, int):
             macs = b.mul(as_value(b, s.k), _c(s.m * s.n))  # (the call's depth decides)
             with b.if_else(b.icmp_signed(">=", macs, _c(self.min_macs))) as (team, alone):
@@ -350,7 +351,7 @@ class DotGemm:
         return fn
 
     # -- part_rows: the same for an implicit B, the depth in rows of `run` elements -------
-    def _part_rows(self) -> ir.Function:
+    def _part_rows(self, step: int = 1) -> ir.Function:
         """part for a B whose depth is rows of `run` contiguous elements, each row's offset
         in B from a table (and each column's). Each chunk of rows is first copied into
         per-thread scratch, its rows end to end (as a materialised B's would lie): A's
@@ -360,8 +361,11 @@ class DotGemm:
         elements was one or two masked vectors that straddle cache lines, A's as B's:
         on an Intel Xeon (Sapphire Rapids class) such loads, not the multiply-adds, set
         the pace (W6's weight gradients at half the forward convolutions' rate). The copy
-        costs a load and a store a vector, against RI (B) or the column blocks (A) uses."""
-        name = f"{self.prefix}_part_rows"
+        costs a load and a store a vector, against RI (B) or the column blocks (A) uses.
+        `step` 2: B's rows read every other element (a stride-2 convolution's weight
+        gradient from its padded image): each vector of the copy the even lanes of two,
+        only the even elements read (_every_other)."""
+        name = f"{self.prefix}_part_rows" + ("" if step == 1 else f"_s{step}")
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
@@ -386,6 +390,7 @@ class DotGemm:
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         overread = b.icmp_signed("!=", d["overread"], _c(0))
         row_vecs = b.sdiv(b.add(run, _c(vl - 1)), _c(vl))
+        span = b.add(b.mul(b.sub(run, _c(1)), _c(step)), _c(1))  # a row's extent in B
         row_whole = b.sdiv(run, _c(vl))  # a row's whole vectors, then its masked last
         tail_at = b.mul(row_whole, _c(vl))
         tail = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, tail_at)))
@@ -444,17 +449,17 @@ class DotGemm:
                             with counted_loop(b, whole, "pw", unroll=False) as w:
                                 at = b.mul(w, _c(vl))
                                 for src, out in zip(srcs, outs):
-                                    store(out, at, self._load_vec(b, src, at))
+                                    store(out, at, self._row_vec(b, src, at, step))
                             if masked:
                                 for src, out in zip(srcs, outs):
-                                    store(out, tail_at, self._masked_vec(b, src, tail_at,
-                                                                         tail))
+                                    store(out, tail_at, self._row_vec(b, src, tail_at, step,
+                                                                      tail))
                     rows_from(_c(0), whole_rows, False)
                     rows_from(whole_rows, count, True)
                     for dst in dsts:
                         store(dst, length, zero_v)
                     # the next block's rows of B, while this one's multiply-adds run
-                    self.prefetch_columns(b, b_img, col_off, tab, _c(0), count, run,
+                    self.prefetch_columns(b, b_img, col_off, tab, _c(0), count, span,
                                           b.add(jb, _c(1)), n)
                     b_cols = [b.gep(b_pack, [b.mul(_c(c), cap)], source_etype=et)
                               for c in range(RJ)]
@@ -627,6 +632,29 @@ class DotGemm:
     def _clamped(b: ir.IRBuilder, i: ir.Value, size: ir.Value) -> ir.Value:
         """i, or the last row past the edge (its sums are computed and never stored)."""
         return b.select(b.icmp_signed("<", i, size), i, b.sub(size, _c(1)))
+
+    def _row_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value, step: int,
+                 mask: ir.Value | None = None) -> ir.Value:
+        """Elements at.. of a row of B whose elements lie `step` apart (the mask's lanes
+        only, zeros elsewhere)."""
+        if step == 1:
+            return self._load_vec(b, row, at) if mask is None else \
+                self._masked_vec(b, row, at, mask)
+        vl = self.vl
+        i32v = ir.VectorType(I32, vl)
+        start = b.gep(row, [b.mul(at, _c(2))], source_etype=self.et)
+        halves = []
+        for h in (0, 1):
+            if mask is None:
+                even = ir.Constant(ir.VectorType(ir.IntType(1), vl),
+                                   [int(i % 2 == 0) for i in range(vl)])
+            else:
+                spread = ir.Constant(i32v, [i // 2 + h * vl // 2 if i % 2 == 0 else vl
+                                            for i in range(vl)])
+                even = b.shuffle_vector(mask, ir.Constant(mask.type, None), spread)
+            halves.append(self._masked_vec(b, start, _c(h * vl), even))
+        return b.shuffle_vector(halves[0], halves[1],
+                                ir.Constant(i32v, [2 * i for i in range(vl)]))
 
     def _aligned_vec(self, b: ir.IRBuilder, row: ir.Value, at: ir.Value) -> ir.Value:
         ptr = b.gep(row, [at], source_etype=self.et)

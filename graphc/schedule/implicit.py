@@ -150,6 +150,10 @@ DEEP_MAX_OUTPUTS = 1 << 16
 # the product of the stored columns; rows of 24, 0.12 ms against 0.25 unpaired).
 DEEP_LANES = 16
 DEEP_MIN_USE = 0.75
+# Rows of the depth read at this stride or less: a stride-2 convolution's weight gradient
+# reads every other pixel of its padded image's rows (the llvm backend copies a chunk's
+# rows into aligned scratch anyway, taking the even lanes of two vectors).
+DEEP_MAX_STRIDE = 2
 
 
 def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
@@ -160,9 +164,9 @@ def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
         return False
     k = sz.hint(k)
     use = run / (DEEP_LANES * -(-run // DEEP_LANES))
-    if run % DEEP_LANES == DEEP_LANES // 2 and (k // max(run, 1)) % 2 == 0:
+    if stride == 1 and run % DEEP_LANES == DEEP_LANES // 2 and (k // max(run, 1)) % 2 == 0:
         use = 1.0  # read in pairs (above)
-    return (stride == 1 and use >= DEEP_MIN_USE and k >= DEEP_MIN_DEPTH
+    return (1 <= stride <= DEEP_MAX_STRIDE and use >= DEEP_MIN_USE and k >= DEEP_MIN_DEPTH
             and k >= DEEP_RATIO * max(m, n) and m * n <= DEEP_MAX_OUTPUTS)
 
 
@@ -188,8 +192,12 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
         return None
     if not isinstance(n_axes[-1][0], int):
         return None
-    if (n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN) and not direct_rows(
-            g.shape[-2], n_axes, direct_depth, direct_stride):
+    # (rows a direct convolution takes in place: only for a product it may compute, one
+    # batch item; a 1x1 stride-2 convolution's per-image products read so as a plain
+    # implicit GEMM took W6's projection 0.22 -> 0.46 ms)
+    if (n_axes[-1][1] != 1 or n_axes[-1][0] < MIN_RUN) and not (
+            all(d == 1 for d in batch) and direct_rows(g.shape[-2], n_axes, direct_depth,
+                                                         direct_stride)):
         k, n = g.shape[-2], g.shape[-1]
         if rows is None or any(d != 1 for d in batch) or not deep(rows, n, k, k_axes):
             return None

@@ -39,8 +39,8 @@ class SchedulePolicy:
     convolution (ir.Gemm.direct; graphc.schedule.direct_conv): weights broadcast over
     vectors of input pixels, no packing. 0: never. direct_conv_stride: the largest stride
     between a row's output pixels a direct convolution takes (graphc.schedule.direct_conv
-    handles 1 and 2; llvm keeps 1: a strided one measured slower in a training step, whose
-    weight gradient stores the columns anyway)."""
+    handles 1 and 2; llvm takes 2: its weight gradient reads the padded image's rows at
+    stride 2 in place)."""
 
     narrow_gemm: int | None = None
     max_fused_depth: int = 48
