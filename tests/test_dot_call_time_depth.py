@@ -152,4 +152,4 @@ def test_a_stride_two_weight_gradient_reads_the_padded_image_at_stride_two(
                 and k.b_split is not None and not sizes.is_static(k.k)]
     # (B's strides: the batch's, then the depth's sub-axes', then the columns')
     assert [k.b.strides[len(k.batch) + len(k.b_split[0]) - 1] for k in implicit] == [2]
-    assert '@"gemm_dot_float32_part_rows_s2"' in f.source
+    assert '@"gemm_dot_float32_part_rows"' in f.source

@@ -111,7 +111,7 @@ def _c(v: int) -> ir.Constant:
 # A copied (packed) chunk's rows are `cap` elements apart in the scratch, `panel` of A's.
 FIELDS = ("m", "n", "k", "a_s0", "b_s1", "c_s0", "c_s1", "partials", "alpha_bits",
           "accumulate", "run", "rows", "chunk_rows", "image_rows", "image_stride", "cap",
-          "panel", "overread")
+          "panel", "overread", "step")
 
 
 class DotGemm:
@@ -181,7 +181,7 @@ class DotGemm:
                            alpha_bits=alpha, accumulate=int(spec.accumulate), run=run,
                            rows=rows, chunk_rows=chunk_rows,
                            image_rows=image_rows, image_stride=image_stride, cap=cap,
-                           panel=panel, overread=overread)
+                           panel=panel, overread=overread, step=self.step)
         self.run, self.image_rows = run, image_rows
         self.desc: ir.Value | None = None
         if all(isinstance(v, int) for v in self.values.values()):
@@ -228,7 +228,7 @@ class DotGemm:
         elif self.pack is None:
             part = part_pairs(self, self.run)
         else:
-            part = self._part_rows(self.step)
+            part = self._part_rows()
         if self.threads > 1 and self.min_macs and not isinstance(s.k, int):
             macs = b.mul(as_value(b, s.k), _c(s.m * s.n))  # (the call's depth decides)
             with b.if_else(b.icmp_signed(">=", macs, _c(self.min_macs))) as (team, alone):
@@ -351,7 +351,7 @@ class DotGemm:
         return fn
 
     # -- part_rows: the same for an implicit B, the depth in rows of `run` elements -------
-    def _part_rows(self, step: int = 1) -> ir.Function:
+    def _part_rows(self) -> ir.Function:
         """part for a B whose depth is rows of `run` contiguous elements, each row's offset
         in B from a table (and each column's). Each chunk of rows is first copied into
         per-thread scratch, its rows end to end (as a materialised B's would lie): A's
@@ -362,10 +362,11 @@ class DotGemm:
         on an Intel Xeon (Sapphire Rapids class) such loads, not the multiply-adds, set
         the pace (W6's weight gradients at half the forward convolutions' rate). The copy
         costs a load and a store a vector, against RI (B) or the column blocks (A) uses.
-        `step` 2: B's rows read every other element (a stride-2 convolution's weight
-        gradient from its padded image): each vector of the copy the even lanes of two,
-        only the even elements read (_every_other)."""
-        name = f"{self.prefix}_part_rows" + ("" if step == 1 else f"_s{step}")
+        Rows whose elements lie 2 apart in B (the descriptor's step: a stride-2
+        convolution's weight gradient from its padded image) are copied as the even
+        lanes of two vectors, only the even elements read (_row_vec); one function for
+        both, the step data (a second one cost W6's cold start ~0.03 s of LLVM)."""
+        name = f"{self.prefix}_part_rows"
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
@@ -390,7 +391,8 @@ class DotGemm:
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         overread = b.icmp_signed("!=", d["overread"], _c(0))
         row_vecs = b.sdiv(b.add(run, _c(vl - 1)), _c(vl))
-        span = b.add(b.mul(b.sub(run, _c(1)), _c(step)), _c(1))  # a row's extent in B
+        step = d["step"]
+        span = b.add(b.mul(b.sub(run, _c(1)), step), _c(1))  # a row's extent in B
         row_whole = b.sdiv(run, _c(vl))  # a row's whole vectors, then its masked last
         tail_at = b.mul(row_whole, _c(vl))
         tail = b.icmp_signed("<", lanes, self._splat_i64(b, b.sub(run, tail_at)))
@@ -438,7 +440,8 @@ class DotGemm:
                     # next row's stores overwrite them; the chunk's last row masked)
                     whole_rows = b.select(overread, b.sub(count, _c(1)), _c(0))
 
-                    def rows_from(first: ir.Value, last: ir.Value, masked: bool) -> None:
+                    def rows_from(first: ir.Value, last: ir.Value, masked: bool,
+                                  step: int = 1) -> None:
                         with counted_loop(b, b.sub(last, first), "pr", unroll=False) as q:
                             rr = b.add(first, q)
                             at_b = b.load(b.gep(tab, [rr], source_etype=I64), typ=I64)
@@ -454,8 +457,12 @@ class DotGemm:
                                 for src, out in zip(srcs, outs):
                                     store(out, tail_at, self._row_vec(b, src, tail_at, step,
                                                                       tail))
-                    rows_from(_c(0), whole_rows, False)
-                    rows_from(whole_rows, count, True)
+                    with b.if_else(b.icmp_signed("==", step, _c(2))) as (two, one):
+                        with two:  # (never read past a row: every row masked)
+                            rows_from(_c(0), count, True, 2)
+                        with one:
+                            rows_from(_c(0), whole_rows, False)
+                            rows_from(whole_rows, count, True)
                     for dst in dsts:
                         store(dst, length, zero_v)
                     # the next block's rows of B, while this one's multiply-adds run
