@@ -185,3 +185,15 @@ def test_guarded_short_rows_at_stride_two_stay_scalar():
                                      for ld in ir.expr_loads(s.value))
     with symbols.representative(program.representative):
         assert not vector_loop.vectorizable(k, program.schedule)
+
+
+def test_a_sum_over_rows_read_at_stride_two():
+    """A float32 sum along a row read every other element takes the vector sum's loads."""
+    x = gc.placeholder((None, 3, 80), name="x_sum_every_other")
+    f = gc.function([x], gc.sum(x[:, :, 1::2], axis=2), backend="llvm")
+    data = np.random.default_rng(12).normal(size=(4, 3, 80)).astype(np.float32)
+    np.testing.assert_allclose(f(data), data[:, :, 1::2].sum(axis=2), rtol=1e-5, atol=1e-5)
+    program = f._exe.last
+    (k,) = program.schedule.kernels
+    with symbols.representative(program.representative):
+        assert vector_loop.vectorizable_sum(k, program.schedule)
