@@ -176,6 +176,29 @@ def test_a_stride_2_step_reads_its_image_in_place_but_a_1x1_projection_does_not(
                 any(d != 1 for d in k.batch)]
 
 
+def test_a_one_channel_weight_gradient_keeps_its_side_and_reads_the_image():
+    """n = 9 taps is narrower than a vector tile, which would turn the product around (B
+    then A, its columns copied); deep enough to be read along its depth, it keeps its
+    side: dY's rows against the image's rows in place, no im2col copy."""
+    _, gemms = _gemms((64, 1, 28, 28), (16, 1, 3, 3))
+    (weight,) = [k for k in gemms if k.accumulate]
+    assert (weight.m, weight.n) == (16, 9) and weight.b_split == ((64, 28, 28), (3, 3))
+    x = gc.placeholder((None, 1, 28, 28), "float32", name="x1")
+    w0 = (RNG.normal(size=(16, 1, 3, 3)) * 0.3).astype(np.float32)
+    w = gc.parameter(w0.copy(), name="w1")
+    g = gc.placeholder((None, 16, 28, 28), "float32", name="g1")
+    f = gc.function([x, g], [gc.grad(gc.sum(gc.nn.conv2d(x, w, padding=1) * g), w)])
+    xv = RNG.normal(size=(5, 1, 28, 28)).astype(np.float32)
+    gv = RNG.normal(size=(5, 16, 28, 28)).astype(np.float32)
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros((16, 1, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", gv, pad[:, :, i:i + 28, j:j + 28])
+    got, = f(xv, gv)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+
+
 def test_the_default_and_cuda_policies_never_read_columns_in_place():
     from graphc.backends.cuda.backend import CUDA_POLICY
     x = gc.placeholder((2, 3, 12, 12), "float32", name="x")

@@ -156,7 +156,7 @@ DEEP_MIN_USE = 0.75
 DEEP_MAX_STRIDE = 2
 
 
-def deep(m: int, n: int, k: int, k_axes: SubAxes) -> bool:
+def deep(m: int, n: int, k: sz.Dim, k_axes: SubAxes) -> bool:
     """Whether a product of one batch item reads an implicit B along its depth (above). A
     call-time depth (images' pixels) is judged at the representative binding: speed only."""
     run, stride = k_axes[-1]

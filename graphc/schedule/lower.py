@@ -34,8 +34,8 @@ from graphc.schedule.unit_batch import unit_batch_strides
 from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load, Schedule,
                                 Store)
 from graphc.schedule.direct_conv import choose_direct
-from graphc.schedule.implicit import (Grouped, b_operand, group_axes, only_images, reads_as_b,
-                                      window_chain)
+from graphc.schedule.implicit import (Grouped, b_operand, deep, group_axes, only_images,
+                                      reads_as_b, window_chain)
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides, split_map)
@@ -699,10 +699,15 @@ class Lowering:
         narrow = self.policy.narrow_gemm
         turn = narrow is not None and hint(n) < narrow and hint(m) > hint(n)
         gb, implicit = self.values[b], None
-        if isinstance(gb, Grouped) and not turn:  # (turned, B would be A: not packed so)
+        # (turned, B would be A: not packed so; but a product deep enough to be read along
+        # its depth keeps its side, a narrow n costing it nothing: a one-channel
+        # convolution's weight gradient reads the image in place, no im2col copy)
+        if isinstance(gb, Grouped) and (not turn or self.policy.implicit_deep_gemm and
+                                        _deep_columns(gb, batch, m, n, k)):
             implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None,
                                  self.policy.direct_conv_depth,
                                  self.policy.direct_conv_stride)
+            turn = turn and implicit is None
         if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
             # the columns stored as the forward product would read them; B a view of them
             self.view_of(b.inputs[0])
@@ -1094,6 +1099,13 @@ def _pays(g: Grouped, policy: SchedulePolicy) -> bool:
     return any(b_operand(c, c.shape[:-2], direct_depth=policy.direct_conv_depth,
                              direct_stride=policy.direct_conv_stride) is not None
                for c in (g, g.permuted(swap)))
+
+
+def _deep_columns(g: Grouped, batch: tuple, m: Dim, n: Dim, k: Dim) -> bool:
+    """Whether a product of one batch item over columns `g` is read along its depth
+    (graphc.schedule.implicit.deep)."""
+    return all(d == 1 for d in batch) and bool(g.axes[-2]) and \
+        isinstance(m, int) and isinstance(n, int) and deep(m, n, k, g.axes[-2])
 
 
 def _known(shape: tuple[Dim, ...]) -> tuple[int, ...]:
