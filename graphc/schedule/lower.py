@@ -920,27 +920,20 @@ class Lowering:
                                          or not isinstance(g.shape[j], int))
                for j, (_, step) in enumerate(region)):
             return None
-        v = self.values[g]
-        if isinstance(v, Grouped):
-            v = self.materialize(v)
-        if not isinstance(v, View):
+        v = self._in_buffer(g)
+        if v is None:
             return None
-        base = ir.contiguous_strides(dims)
-        loop: list[Dim] = []
-        store_strides: list[Dim] = []
+        loop, place = _pairs_split(dims, {j: step for j, (_, step) in enumerate(region)
+                                          if step > 1})
         amap: list = []
         bounds = []
         for j, ((start, step), d, count) in enumerate(zip(region, dims, _dims(g))):
-            ax = len(loop)
+            ax = place[j]
             if step == 1:  # (read at i - start, inside 0 <= i - start < count)
-                loop.append(d)
-                store_strides.append(base[j])
                 amap.append((((ax, 1),), -start))
                 if not (start == 0 and count == d):
                     bounds.append(ir.Bound(((ax, 1),), -start, 0, count))
                 continue
-            loop += [d // step, step]
-            store_strides += [base[j] * step, base[j]]
             first, phase = divmod(start, step)
             amap.append((((ax, 1),), -first))
             bounds.append(ir.Bound(((ax + 1, 1),), -phase, 0, 1))
@@ -949,11 +942,25 @@ class Lowering:
         strides, offset = remap_view(v.strides, v.offset, tuple(amap), len(loop))
         value = Load(Access(v.buffer, strides, offset), v.dtype,
                      ir.Guard(tuple(bounds), Const(0, node.dtype)))
+        return self._placing(node, loop, value, "unslice")
+
+    def _in_buffer(self, g: Node) -> View | None:
+        """g's value as a view of a buffer (columns stored first), None where it is an
+        expression (a gathering kernel reads its elements through guards)."""
+        v = self.values[g]
+        if isinstance(v, Grouped):
+            v = self.materialize(v)
+        return v if isinstance(v, View) else None
+
+    def _placing(self, node: Node, loop: list[Dim], value: Expr, fused: str) -> View:
+        """node's buffer written whole, in order, by one kernel over `loop` (its axes, the
+        stepped ones split in (u, p) pairs: _pairs_split) storing `value`."""
+        dims = _dims(node)
         bid = self.new_buffer(node.dtype, dims, "temp")
         self.creator[bid] = node
-        self.kernels.append(ir.Elementwise(typing.cast(tuple[int, ...], tuple(loop)), (Store(
-            Access(bid, typing.cast(tuple[int, ...], tuple(store_strides)), 0), value),),
-            ("unslice",)))
+        shape = typing.cast(tuple[int, ...], tuple(loop))
+        store = Access(bid, ir.contiguous_strides(shape), 0)
+        self.kernels.append(ir.Elementwise(shape, (Store(store, value),), (fused,)))
         return self.whole(bid)
 
     def lower_pad(self, node: Node) -> Value:
@@ -1025,24 +1032,10 @@ class Lowering:
         if any(s < 2 or not isinstance(dims[a], int) or dims[a] % s
                or not isinstance(g.shape[a], int) for a, s in zip(axes, strides)):
             return None
-        v = self.values[g]
-        if isinstance(v, Grouped):
-            v = self.materialize(v)
-        if not isinstance(v, View):
+        v = self._in_buffer(g)
+        if v is None:
             return None
-        base = ir.contiguous_strides(dims)
-        loop: list[Dim] = []
-        store_strides: list[Dim] = []
-        place: dict[int, int] = {}  # ref axis -> its (first) loop axis
-        for j, d in enumerate(dims):
-            place[j] = len(loop)
-            if j in axes:
-                s = strides[axes.index(j)]
-                loop += [d // s, s]
-                store_strides += [base[j] * s, base[j]]
-            else:
-                loop.append(d)
-                store_strides.append(base[j])
+        loop, place = _pairs_split(dims, dict(zip(axes, strides)))
         zero = Const(0, node.dtype)
         value: Expr | None = None
         for taps in itertools.product(*(range(-(-k // s)) for k, s in zip(sizes, strides))):
@@ -1067,12 +1060,7 @@ class Lowering:
                         ir.Guard(tuple(bounds), zero) if bounds else None)
             value = term if value is None else Apply("add", (value, term), node.dtype)
         assert value is not None
-        bid = self.new_buffer(node.dtype, dims, "temp")
-        self.creator[bid] = node
-        self.kernels.append(ir.Elementwise(typing.cast(tuple[int, ...], tuple(loop)), (Store(
-            Access(bid, typing.cast(tuple[int, ...], tuple(store_strides)), 0), value),),
-            ("windows_grad",)))
-        return self.whole(bid)
+        return self._placing(node, loop, value, "windows_grad")
 
     def lower_concatenate(self, node: Node) -> Value:
         """Each part read through a guard where the result's axis falls in its range, the
@@ -1099,6 +1087,19 @@ def _pays(g: Grouped, policy: SchedulePolicy) -> bool:
     return any(b_operand(c, c.shape[:-2], direct_depth=policy.direct_conv_depth,
                              direct_stride=policy.direct_conv_stride) is not None
                for c in (g, g.permuted(swap)))
+
+
+def _pairs_split(dims: tuple[Dim, ...], steps: dict[int, int]
+                 ) -> tuple[list[Dim], dict[int, int]]:
+    """The loop over `dims` with each axis j of steps split as (size // s, s): position
+    s * u + p (the sizes are multiples). Returns the loop's sizes and each axis's (first)
+    loop axis. In row-major order the loop's indices walk the buffer contiguously."""
+    loop: list[Dim] = []
+    place: dict[int, int] = {}
+    for j, d in enumerate(dims):
+        place[j] = len(loop)
+        loop += [d // steps[j], steps[j]] if j in steps else [d]
+    return loop, place
 
 
 def _deep_columns(g: Grouped, batch: tuple, m: Dim, n: Dim, k: Dim) -> bool:
