@@ -12,7 +12,10 @@ from graphc.sizes import Size
 
 def access_text(a: ir.Access) -> str:
     """b3<256,1>+8: buffer 3, element i at offset 8 + 256*i0 + 1*i1."""
-    off = f"+{a.offset}" if a.offset > 0 else (f"{a.offset}" if a.offset < 0 else "")
+    if isinstance(a.offset, Size):  # (a call-time offset: its sign is not known)
+        off = f"+({a.offset})"
+    else:
+        off = f"+{a.offset}" if a.offset > 0 else (f"{a.offset}" if a.offset < 0 else "")
     return f"b{a.buffer}<{','.join(map(str, a.strides))}>{off}"
 
 
