@@ -5,7 +5,8 @@ specialised module: its depth rules judged at the representative binding, its de
 row strides read at each call, the team (or not) chosen from the call's depth. Values
 against numpy for several batches, odd sizes, one thread and two. A stride-2 convolution's
 weight gradient reads its padded image's rows at stride 2 in place instead (the implicit
-B's rows copied a chunk at a time, every other element)."""
+B's rows copied a chunk at a time, every other element; or, where m fills its vectors,
+each element broadcast where it lies: gemm_bcast.py)."""
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ import pytest
 import graphc as gc
 from graphc import sizes
 from graphc.backends.llvm import gemm, gemm_dot
-from graphc.schedule import ir
+from graphc.schedule import implicit, ir
 
 from conv_reference import conv_ref
 
@@ -46,6 +47,13 @@ def _want(xv: np.ndarray, gv: np.ndarray, cout: int, stride: int) -> np.ndarray:
     return want
 
 
+def _materialised(monkeypatch) -> None:
+    """A stride-3 convolution's columns stored by im2col: where m fills its vectors they
+    are otherwise read in place as outer products (graphc.schedule.implicit.outer_product,
+    the llvm backend's gemm_bcast.py); these tests are the materialised B's."""
+    monkeypatch.setattr(implicit, "outer_product", lambda m, n_axes: False)
+
+
 def _deep(f) -> list[ir.Gemm]:
     """The symbolic program's GEMMs over a materialised B whose depth is a call-time size."""
     return [k for k in f._exe.symbolic._schedule.kernels if isinstance(k, ir.Gemm)
@@ -58,6 +66,7 @@ def test_a_call_time_depth_matches_numpy_on_the_dot_path(cin, cout, size, thread
                                                           monkeypatch):
     monkeypatch.setenv("GRAPHC_NUM_THREADS", threads)
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # the team from the first call on
+    _materialised(monkeypatch)
     f, _ = _weight_gradient(cin, cout, size, 3, {"sizes": "symbolic", "cache_dir": None})
     side = (size - 1) // 3 + 1
     for batch in (64, 1, 3, 17, 65):  # (the first call's batch: the representative)
@@ -95,8 +104,9 @@ def test_the_reference_matches_a_direct_convolution():
         assert abs(numeric - want[idx]) < 1e-5 * (1 + abs(want[idx]))
 
 
-def test_the_depth_rules_read_the_representative_binding():
+def test_the_depth_rules_read_the_representative_binding(monkeypatch):
     # the old rule: a materialised B with any symbolic size took the packed path
+    _materialised(monkeypatch)
     f, _ = _weight_gradient(16, 32, 31, 3, {"sizes": "symbolic", "cache_dir": None})
     f(np.zeros((64, 16, 31, 31), np.float32), np.zeros((64, 32, 11, 11), np.float32))
     deep = _deep(f)
@@ -152,4 +162,6 @@ def test_a_stride_two_weight_gradient_reads_the_padded_image_at_stride_two(
                 and k.b_split is not None and not sizes.is_static(k.k)]
     # (B's strides: the batch's, then the depth's sub-axes', then the columns')
     assert [k.b.strides[len(k.batch) + len(k.b_split[0]) - 1] for k in implicit] == [2]
-    assert '@"gemm_dot_float32_part_rows"' in f.source
+    # (32 output channels fill two vectors: outer products, gemm_bcast; 5 do not)
+    path = "gemm_bcast_" if cout == 32 else "gemm_dot_float32_part_rows"
+    assert f'@"{path}' in f.source

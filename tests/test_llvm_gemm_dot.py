@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends.llvm import gemm, gemm_dot
+from graphc.backends.llvm import gemm, gemm_bcast, gemm_dot
 from graphc.schedule import ir
 
 F32 = np.dtype(np.float32)
@@ -91,6 +91,7 @@ def test_a_weight_gradient_copies_each_chunk_of_rows(width, dtype, threads, monk
     monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    _dot_only(monkeypatch)
     rng = np.random.default_rng(width)
     xs, ws = (6, 5, 8, width), (7, 5, 3, 3)  # m=7, n=45: edges of the 4x5 block
     x, w = gc.placeholder(xs, dtype, name="x"), gc.placeholder(ws, dtype, name="w")
@@ -125,6 +126,12 @@ def test_rows_read_past_their_end_only_where_b_holds_those_lanes():
     assert not gemm_dot.overreads([0, 16, 17], 13, 16)
 
 
+def _dot_only(monkeypatch) -> None:
+    """Weight gradients whose m fills its vectors take gemm_bcast.py: these tests are the
+    dot-product path's (still taken where m does not: W5's six channels)."""
+    monkeypatch.setattr(gemm_bcast, "suitable", lambda spec: False)
+
+
 def _check_weight_gradient(xs: tuple, ws: tuple, seed: int) -> None:
     """A padded 3x3 convolution's weight gradient (rows of the depth: part_rows) against
     float64 numpy."""
@@ -151,6 +158,7 @@ def test_every_row_masked_where_rows_may_not_be_read_past_their_end(width, monke
     """With the rows' whole-vector reads ruled out, every row of a chunk is copied with its
     last vector masked: the same values."""
     monkeypatch.setattr(gemm_dot, "overreads", lambda *args: False)
+    _dot_only(monkeypatch)
     _check_weight_gradient((5, 6, 9, width), (9, 6, 3, 3), width)
 
 
@@ -162,6 +170,7 @@ def test_more_rows_of_a_than_a_panel(threads, monkeypatch):
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
     assert gemm_dot.PANEL == 64
+    _dot_only(monkeypatch)
     _check_weight_gradient((8, 9, 10, 14), (70, 9, 3, 3), 70)  # m = 70, n = 81
 
 

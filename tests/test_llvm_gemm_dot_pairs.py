@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends.llvm import gemm
+from graphc.backends.llvm import gemm, gemm_bcast
 from graphc.backends.llvm.gemm_dot_pairs import columns_per_block, paired
 from graphc.schedule.implicit import deep
 
@@ -57,6 +57,9 @@ def test_values_and_gradients_match_the_unoptimized_reference(
     monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")  # the team from the first call on
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    # (the dot-product path's: a product whose m fills its vectors, LeNet's conv2, is
+    # otherwise computed as outer products, gemm_bcast.py)
+    monkeypatch.setattr(gemm_bcast, "suitable", lambda spec: False)
     xv, wv = RNG.normal(size=xs), RNG.normal(size=ws) * 0.3
     f = _step(xs, ws, padding, dilation, dtype, "llvm")
     assert ("part_pairs" in f.source) == pairs

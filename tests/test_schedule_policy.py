@@ -28,7 +28,8 @@ def _gemm(schedule):
 def test_the_policies():
     assert DEFAULT_POLICY == SchedulePolicy(narrow_gemm=None, max_fused_depth=48)
     assert LLVM_POLICY == SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True,
-                                         implicit_deep_gemm=True, direct_conv_depth=288,
+                                         implicit_deep_gemm=True, implicit_outer_gemm=True,
+                                         direct_conv_depth=288,
                                          direct_conv_stride=2)
     assert DEFAULT_POLICY.direct_conv_depth == 0 and DEFAULT_POLICY.direct_conv_stride == 1
     with pytest.raises(dataclasses.FrozenInstanceError):

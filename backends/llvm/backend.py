@@ -19,7 +19,8 @@ DIRECT_CONV_STRIDE = 2
 # GEMMs narrower than a vector tile (32 float32 columns) are turned around; fused chains
 # stay under 48 ops, which keeps kernel bodies (and LLVM's time on them) bounded.
 LLVM_POLICY = SchedulePolicy(narrow_gemm=32, max_fused_depth=48, implicit_gemm=True,
-                             implicit_deep_gemm=True, direct_conv_depth=DIRECT_CONV_DEPTH,
+                             implicit_deep_gemm=True, implicit_outer_gemm=True,
+                             direct_conv_depth=DIRECT_CONV_DEPTH,
                              direct_conv_stride=DIRECT_CONV_STRIDE)
 
 

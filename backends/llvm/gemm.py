@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm import conv_direct, gemm_dot
+from graphc.backends.llvm import conv_direct, gemm_bcast, gemm_dot
 from graphc.backends.llvm.gemm_blocking import (  # noqa: F401 (DIRECT_A_MAX_M re-exported)
     DIRECT_A_MAX_M, Blocking, BlockingRecipe, even_block)
 from graphc.backends.llvm.gemm_kernels import FIELDS, GemmKernels, Variant
@@ -115,8 +115,19 @@ def symbolic(k: kir.Gemm) -> bool:
 
 
 def _dot(k: kir.Gemm) -> bool:
-    """Whether a packed GEMM is computed as dot products (gemm_dot.py)."""
-    return packed(k) and gemm_dot.suitable(_Spec.of(k))
+    """Whether a packed GEMM is computed as dot products (gemm_dot.py) or outer products
+    (gemm_bcast.py): deep, with a small output, not blocked and packed."""
+    return packed(k) and _deep(_Spec.of(k)) is not None
+
+
+def _deep(spec: "_Spec") -> type | None:
+    """The class that computes a deep GEMM with a small output (a convolution's weight
+    gradient), or None: outer products where m fills the vectors, else dot products."""
+    if gemm_bcast.suitable(spec):
+        return gemm_bcast.BroadcastGemm
+    if gemm_dot.suitable(spec):
+        return gemm_dot.DotGemm
+    return None
 
 
 def _team(k: kir.Gemm, spec: "_Spec") -> int:
@@ -139,19 +150,21 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: LazyBases, k: kir
         spec = _Spec.of(k)
         threads = _team(k, spec)
         if symbolic(k):
-            if gemm_dot.suitable(spec):  # (a weight gradient over a call-time batch: the
-                # team, or not, chosen at each call from its depth)
+            deep = _deep(spec)
+            if deep is not None:  # (a weight gradient over a call-time batch: the team,
+                # or not, chosen at each call from its depth)
                 team = num_threads() if openmp_available() else 1
-                gemm_dot.DotGemm(writer.module, spec, team, fn.name,
-                                 min_macs=PARALLEL_MIN_MACS).emit(b, bases)
+                deep(writer.module, spec, team, fn.name,
+                     min_macs=PARALLEL_MIN_MACS).emit(b, bases)
                 return
             gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
                                runtime=True)
             gemm.desc = runtime_descriptor_pointer(b)
             gemm.emit(b, bases)
             return
-        if gemm_dot.suitable(spec):
-            gemm_dot.DotGemm(writer.module, spec, threads, fn.name).emit(b, bases)
+        deep = _deep(spec)
+        if deep is not None:
+            deep(writer.module, spec, threads, fn.name).emit(b, bases)
             return
         gemm = _PackedGemm(writer.module, spec, PARAMS[dtype.name], threads, fn.name,
                            prepacked=packed_b is not None)
@@ -237,7 +250,7 @@ def prepackable(k: kir.Gemm) -> int | None:
     if not packed(k) or k.batch or symbolic(k) or k.direct:
         return None
     spec = _Spec.of(k)
-    if gemm_dot.suitable(spec) or _b_layout(spec) == "direct":
+    if _deep(spec) is not None or _b_layout(spec) == "direct":
         return None
     return spec.b.buffer
 

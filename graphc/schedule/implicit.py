@@ -156,22 +156,60 @@ DEEP_MIN_USE = 0.75
 DEEP_MAX_STRIDE = 2
 
 
-def deep(m: int, n: int, k: sz.Dim, k_axes: SubAxes) -> bool:
+# A deep product whose m fills its vectors (at least DEEP_MIN_USE of them) and whose columns'
+# trailing sub-axes (a kernel's taps) number at most OUTER_MAX_TAPS takes its depth in
+# rows of any length and stride where a target computes such products as outer products,
+# a column of A a vector and each element of B broadcast (SchedulePolicy.implicit_outer_gemm:
+# the llvm backend's gemm_bcast.py, whose accumulators for one of A's vectors are
+# OUTER_MAX_TAPS at most).
+OUTER_MAX_TAPS = 28
+
+
+def outer_product(m: int, n_axes: SubAxes) -> bool:
+    """Whether a deep product of m rows over columns of sub-axes `n_axes` is computed as
+    outer products where the target offers them (above)."""
+    if not all(isinstance(d, int) for d, _ in n_axes):
+        return False
+    taps = 1
+    for d, _ in n_axes[1:]:
+        taps *= d
+    return m / (DEEP_LANES * -(-m // DEEP_LANES)) >= DEEP_MIN_USE and taps <= OUTER_MAX_TAPS
+
+
+def deep(m: int, n: int, k: sz.Dim, k_axes: SubAxes, n_axes: SubAxes | None = None,
+         outer: bool = False) -> bool:
     """Whether a product of one batch item reads an implicit B along its depth (above). A
-    call-time depth (images' pixels) is judged at the representative binding: speed only."""
+    call-time depth (images' pixels) is judged at the representative binding: speed only.
+    `outer`: the target's SchedulePolicy.implicit_outer_gemm (then, for a product it takes
+    as outer products, B's columns `n_axes`, any row of the depth will do)."""
     run, stride = k_axes[-1]
     if not (isinstance(run, int) and isinstance(m, int) and isinstance(n, int)):
         return False
     k = sz.hint(k)
+    sized = k >= DEEP_MIN_DEPTH and k >= DEEP_RATIO * max(m, n) and m * n <= DEEP_MAX_OUTPUTS
+    if outer and n_axes is not None and outer_product(m, n_axes):
+        return sized and stride >= 1
     use = run / (DEEP_LANES * -(-run // DEEP_LANES))
     if stride == 1 and run % DEEP_LANES == DEEP_LANES // 2 and (k // max(run, 1)) % 2 == 0:
         use = 1.0  # read in pairs (above)
-    return (1 <= stride <= DEEP_MAX_STRIDE and use >= DEEP_MIN_USE and k >= DEEP_MIN_DEPTH
-            and k >= DEEP_RATIO * max(m, n) and m * n <= DEEP_MAX_OUTPUTS)
+    return 1 <= stride <= DEEP_MAX_STRIDE and use >= DEEP_MIN_USE and sized
+
+
+def outer_columns(g: Grouped) -> bool:
+    """Whether a product of one batch item whose m fills one vector would read columns `g`
+    (its B, [k, n]) along the depth as outer products (deep, with `outer`): the target's
+    products of more rows decide for themselves when lowered."""
+    if len(g.shape) < 2 or any(d != 1 for d in g.shape[:-2]):
+        return False
+    k_axes, n_axes = g.axes[-2], g.axes[-1]
+    n = g.shape[-1]
+    return bool(k_axes) and bool(n_axes) and isinstance(n, int) and \
+        deep(DEEP_LANES, n, g.shape[-2], k_axes, n_axes, outer=True) and \
+        outer_product(DEEP_LANES, n_axes)
 
 
 def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
-              direct_depth: int = 0, direct_stride: int = 1
+              direct_depth: int = 0, direct_stride: int = 1, outer: bool = False
               ) -> tuple[ir.Access, tuple[ir.Shape, ir.Shape]] | None:
     """The Access and sub-axis sizes (ir.Gemm.b_split) of a product's B read from `g`, or
     None where it cannot be or would not pay (batch axes not one stride each, too many
@@ -179,7 +217,8 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
     takes deep products along their depth (then a deep one's depth in runs will do).
     `direct_depth`, `direct_stride`: the target's SchedulePolicy.direct_conv_depth and
     direct_conv_stride (a product that shallow takes columns in runs of any length that
-    fills its vectors, strided up to direct_stride: graphc.schedule.direct_conv)."""
+    fills its vectors, strided up to direct_stride: graphc.schedule.direct_conv).
+    `outer`: the target's SchedulePolicy.implicit_outer_gemm (deep, above)."""
     if len(g.shape) != len(batch) + 2 or tuple(g.shape[:-2]) != tuple(batch):
         return None
     strides: list[int] = []
@@ -199,7 +238,8 @@ def b_operand(g: Grouped, batch: tuple[int, ...], rows: int | None = None,
             all(d == 1 for d in batch) and direct_rows(g.shape[-2], n_axes, direct_depth,
                                                          direct_stride)):
         k, n = g.shape[-2], g.shape[-1]
-        if rows is None or any(d != 1 for d in batch) or not deep(rows, n, k, k_axes):
+        if rows is None or any(d != 1 for d in batch) or not deep(rows, n, k, k_axes,
+                                                                   n_axes, outer):
             return None
     strides += [s for _, s in k_axes] + [s for _, s in n_axes]
     split = (tuple(d for d, _ in k_axes), tuple(d for d, _ in n_axes))

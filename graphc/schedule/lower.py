@@ -35,7 +35,7 @@ from graphc.schedule.ir import (Access, Apply, Buffer, Const, Expr, Index, Load,
                                 Store)
 from graphc.schedule.direct_conv import choose_direct
 from graphc.schedule.implicit import (Grouped, b_operand, deep, group_axes, only_images,
-                                      reads_as_b, window_chain)
+                                      outer_columns, reads_as_b, window_chain)
 from graphc.schedule.policy import DEFAULT_POLICY, SchedulePolicy
 from graphc.schedule.reindex import (AxisMap, axis, broadcast_map, remap_expr, remap_view,
                                      reshape_strides, split_map)
@@ -702,11 +702,12 @@ class Lowering:
         # (turned, B would be A: not packed so; but a product deep enough to be read along
         # its depth keeps its side, a narrow n costing it nothing: a one-channel
         # convolution's weight gradient reads the image in place, no im2col copy)
+        outer = self.policy.implicit_outer_gemm
         if isinstance(gb, Grouped) and (not turn or self.policy.implicit_deep_gemm and
-                                        _deep_columns(gb, batch, m, n, k)):
+                                        _deep_columns(gb, batch, m, n, k, outer)):
             implicit = b_operand(gb, batch, m if self.policy.implicit_deep_gemm else None,
                                  self.policy.direct_conv_depth,
-                                 self.policy.direct_conv_stride)
+                                 self.policy.direct_conv_stride, outer)
             turn = turn and implicit is None
         if implicit is None and isinstance(gb, Grouped) and b.op == "transpose":
             # the columns stored as the forward product would read them; B a view of them
@@ -1086,7 +1087,8 @@ def _pays(g: Grouped, policy: SchedulePolicy) -> bool:
     swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
     return any(b_operand(c, c.shape[:-2], direct_depth=policy.direct_conv_depth,
                              direct_stride=policy.direct_conv_stride) is not None
-               for c in (g, g.permuted(swap)))
+               for c in (g, g.permuted(swap))) or \
+        policy.implicit_outer_gemm and outer_columns(g.permuted(swap))
 
 
 def _pairs_split(dims: tuple[Dim, ...], steps: dict[int, int]
@@ -1102,11 +1104,12 @@ def _pairs_split(dims: tuple[Dim, ...], steps: dict[int, int]
     return loop, place
 
 
-def _deep_columns(g: Grouped, batch: tuple, m: Dim, n: Dim, k: Dim) -> bool:
+def _deep_columns(g: Grouped, batch: tuple, m: Dim, n: Dim, k: Dim, outer: bool) -> bool:
     """Whether a product of one batch item over columns `g` is read along its depth
-    (graphc.schedule.implicit.deep)."""
-    return all(d == 1 for d in batch) and bool(g.axes[-2]) and \
-        isinstance(m, int) and isinstance(n, int) and deep(m, n, k, g.axes[-2])
+    (graphc.schedule.implicit.deep; `outer`: SchedulePolicy.implicit_outer_gemm)."""
+    return all(d == 1 for d in batch) and bool(g.axes[-2]) and bool(g.axes[-1]) and \
+        isinstance(m, int) and isinstance(n, int) and \
+        deep(m, n, k, g.axes[-2], g.axes[-1], outer)
 
 
 def _known(shape: tuple[Dim, ...]) -> tuple[int, ...]:

@@ -31,6 +31,10 @@ class SchedulePolicy:
     convolution's weight gradient) reads its columns from the image too, along the depth
     (graphc.schedule.implicit.deep), where the target computes such products as dot
     products along the depth.
+    implicit_outer_gemm: with implicit_deep_gemm, such a product whose m fills the target's
+    vectors and whose columns' trailing sub-axes (a kernel's taps) are few reads its
+    depth in rows of any length and stride (graphc.schedule.implicit.outer_product),
+    where the target computes it as outer products, each element of B broadcast.
     max_kernel_buffers: neighbouring elementwise kernels are merged only while the merged
     kernel touches at most this many buffers (a GPU kernel keeps a pointer per buffer in
     registers); None: no limit.
@@ -51,6 +55,7 @@ class SchedulePolicy:
     implicit_gemm: bool = False
     implicit_gemm_or_specialize: bool = False
     implicit_deep_gemm: bool = False
+    implicit_outer_gemm: bool = False
     max_kernel_buffers: int | None = None
     direct_conv_depth: int = 0
     direct_conv_stride: int = 1
