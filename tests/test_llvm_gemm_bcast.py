@@ -87,7 +87,8 @@ def test_the_path_is_taken_where_m_fills_its_vectors():
 
 def test_blocks_of_columns_and_groups_of_vectors():
     g = gemm_bcast._Geometry(_spec(16))
-    assert (g.mv, g.group, g.per_block) == (1, 1, 3)  # 3 channels x 9 taps: 27 accumulators
+    # 2 channels x 9 taps: 18 accumulators (3 would leave a block of 1: two loop bodies)
+    assert (g.mv, g.group, g.per_block) == (1, 1, 2)
     g = gemm_bcast._Geometry(_spec(32))
     assert (g.mv, g.group, g.per_block) == (2, 2, 1)  # 2 vectors x 9 taps: 18
     g = gemm_bcast._Geometry(_spec(64))
@@ -98,7 +99,8 @@ def test_blocks_of_columns_and_groups_of_vectors():
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("xs, ws, stride, pad, dtype", [
-    ((3, 16, 28, 28), (16, 16, 3, 3), 1, 1, np.float32),  # W6's: 5 blocks of 3, then 1
+    ((3, 16, 28, 28), (16, 16, 3, 3), 1, 1, np.float32),  # W6's: 8 blocks of 2
+    ((3, 13, 28, 28), (16, 13, 3, 3), 1, 1, np.float32),  # 4 blocks of 3, then 1
     ((4, 5, 14, 14), (32, 5, 3, 3), 1, 1, np.float32),  # two vectors a pixel
     ((6, 3, 9, 13), (12, 3, 3, 3), 1, 1, np.float32),  # m short of a vector, odd widths
     ((8, 4, 10, 7), (64, 4, 3, 3), 1, 1, np.float32),  # groups of A's vectors

@@ -85,7 +85,12 @@ class _Geometry:
         # fit with the taps: the blocks then go over each group of them in turn)
         self.group = max(v for v in range(1, self.mv + 1)
                          if self.mv % v == 0 and v * taps <= MAX_ACCS)
-        self.per_block = min(self.outer, max(1, MAX_ACCS // (self.group * taps)))
+        most = min(self.outer, max(1, MAX_ACCS // (self.group * taps)))
+        # blocks that share the items out evenly where that keeps half the accumulators
+        # (one loop body, not two: compile time; W6's 16 channels, 8 blocks of 2 ran as
+        # fast as 5 of 3 and 1 of 1)
+        even = max(d for d in range(1, most + 1) if self.outer % d == 0)
+        self.per_block = even if 2 * even >= most else most
         self.chunk_rows = max(1, min(self.image_rows,
                                      CHUNK_BYTES // (self.run * self.mv * self.vl * es)))
 
@@ -245,8 +250,13 @@ class BroadcastGemm:
         """transpose(a_chunk, a_s0, pixels, out, m, mv): A's rows 0 .. m of a chunk's
         `pixels` into `out`, pixel-major (mv vectors a pixel, zeros past m; the last
         block's lanes past the pixels are written too: out has room). One a module and
-        dtype: its shuffles' masks are most of a part function's IR otherwise."""
-        vl, et = self.g.vl, self.et
+        dtype. A block of vl rows by vl pixels is transposed in log2(vl) rounds: in the
+        round of bit d, rows i and i + d (i's bit d clear) swap the lanes whose bit d
+        differs from their row's (after every round, row r's lane p is the block's row p's
+        lane r), a round a loop over the pairs through a stack block: as fast as the
+        rounds unrolled in registers (both wait on the one shuffle port), in an eighth of
+        the IR (unrolled, its 64 shuffles cost W6's cold start ~0.025 s of LLVM)."""
+        vl, et, vt = self.g.vl, self.et, self.vt
         name = f"gemm_bcast_{self.s.dtype}_transpose"
         existing = self.module.globals.get(name)
         if existing is not None:
@@ -257,25 +267,49 @@ class BroadcastGemm:
         fn.attributes.add("noinline")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         a_chunk, a_s0, pixels, out, m, mv = fn.args
+        block = b.alloca(vt, size=vl)
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         vi = ir.VectorType(I64, vl)
+        i32v = ir.VectorType(I32, vl)
         blocks = b.sdiv(b.add(pixels, _c(vl - 1)), _c(vl))
         mp = b.mul(mv, _c(vl))
         none = ir.Constant(ir.VectorType(I1, vl), None)
+
+        def masks(d: int) -> tuple[ir.Constant, ir.Constant]:
+            return (ir.Constant(i32v, [j if not j & d else vl + j - d for j in range(vl)]),
+                    ir.Constant(i32v, [j + d if not j & d else vl + j for j in range(vl)]))
+
+        def slot(i: ir.Value) -> ir.Value:
+            return b.gep(block, [i], source_etype=vt)
+
         with counted_loop(b, blocks, "tb", unroll=False) as blk:
             p0 = b.mul(blk, _c(vl))
             mask = b.icmp_signed("<", lanes, splat(b, b.sub(pixels, p0), vi))
             with counted_loop(b, mv, "tv", unroll=False) as v:
-                vecs = []
-                for r in range(vl):
-                    i = b.add(b.mul(v, _c(vl)), _c(r))
-                    row = b.gep(a_chunk, [b.add(b.mul(i, a_s0), p0)], source_etype=et)
-                    # (rows past m: nothing read, zeros)
-                    vecs.append(self._masked_load(b, row, b.select(
-                        b.icmp_signed("<", i, m), mask, none)))
-                for p, x in enumerate(_transposed(b, vecs)):
-                    at = b.add(b.mul(b.add(p0, _c(p)), mp), b.mul(v, _c(vl)))
-                    b.store(x, b.gep(out, [at], source_etype=et), align=64)
+                d = 1
+                while d < vl:
+                    low, high = masks(d)
+                    with counted_loop(b, _c(vl // 2), f"t{d}", unroll=False) as q:
+                        # the pair (i, i + d): i's bit d clear
+                        i = b.add(b.mul(b.sdiv(q, _c(d)), _c(2 * d)), b.srem(q, _c(d)))
+                        j = b.add(i, _c(d))
+                        if d == 1:  # (the first round reads A's rows; past m: zeros)
+                            x, y = [self._masked_load(
+                                b, b.gep(a_chunk, [b.add(b.mul(r, a_s0), p0)], source_etype=et),
+                                b.select(b.icmp_signed("<", r, m), mask, none))
+                                for r in (b.add(b.mul(v, _c(vl)), i),
+                                          b.add(b.mul(v, _c(vl)), j))]
+                        else:
+                            x, y = b.load(slot(i), typ=vt), b.load(slot(j), typ=vt)
+                        lo, hi = b.shuffle_vector(x, y, low), b.shuffle_vector(x, y, high)
+                        if 2 * d < vl:
+                            b.store(lo, slot(i))
+                            b.store(hi, slot(j))
+                        else:  # (the last round: pixel i's and j's vectors, to `out`)
+                            for r, val in ((i, lo), (j, hi)):
+                                at = b.add(b.mul(b.add(p0, r), mp), b.mul(v, _c(vl)))
+                                b.store(val, b.gep(out, [at], source_etype=et), align=64)
+                    d *= 2
         b.ret_void()
         return fn
 
@@ -390,24 +424,3 @@ class BroadcastGemm:
     @staticmethod
     def _larger(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
         return b.select(b.icmp_signed(">", x, y), x, y)
-
-
-def _transposed(b: ir.IRBuilder, rows: list) -> list:
-    """The transpose of a square block of vectors (row r's lane p becomes row p's lane r):
-    for each bit of the index, pairs of rows that differ in it swap the halves where the
-    lane's bit differs from the row's (log2(lanes) rounds of two-input shuffles)."""
-    vl = len(rows)
-    i32v = ir.VectorType(I32, vl)
-    rows = list(rows)
-    d = 1
-    while d < vl:
-        low = ir.Constant(i32v, [j if not j & d else vl + j - d for j in range(vl)])
-        high = ir.Constant(i32v, [j + d if not j & d else vl + j for j in range(vl)])
-        for i in range(vl):
-            if i & d:
-                continue
-            x, y = rows[i], rows[i | d]
-            rows[i] = b.shuffle_vector(x, y, low)
-            rows[i | d] = b.shuffle_vector(x, y, high)
-        d *= 2
-    return rows
