@@ -79,6 +79,12 @@ BIG_K = st.sampled_from([1, 2, 0, 64, 129, 300, 1031])
 # 8+) and its direct convolutions take (graphc/schedule/direct_conv.py: 8 two a vector,
 # 16, 24 and 31 filling 3/4 of 16 lanes and more), next to short and ragged ones.
 ROW_DIM = st.sampled_from([16, 8, 24, 1, 31, 3, 9, 17, 28, 33])
+# The channels of a conv-outer root: counts whose weight gradient llvm computes as outer
+# products (a vector's worth or two, or three quarters of one: backends/llvm/gemm_bcast.py),
+# over batches of images and rows of output pixels that make it deep.
+OUTER_CHANNELS = st.sampled_from([16, 32, 12, 64])
+OUTER_BATCH = st.sampled_from([16, 33, 64])
+OUTER_ROWS = st.sampled_from([4, 8, 9, 14])
 MAX_ELEMENTS = 300_000
 
 # numpy's further unary functions, on arguments inside their domains
@@ -781,12 +787,14 @@ class Builder:
             return gc.random_uniform(seed, like, dtype=dtype)
         return gc.random_uniform(seed, shape, dtype=dtype)
 
-    def _pool(self, shape, dtype, depth, exact, conv_first=False):
+    def _pool(self, shape, dtype, depth, exact, conv_first=False, conv_only=False):
         """conv2d / max_pool2d / avg_pool2d (the pad and windows primitives), NCHW.
         conv_first: a convolution three times in four, its taps 3x3 and stride 1 more
-        often (the shapes of llvm's implicit GEMMs and direct convolutions)."""
+        often (the shapes of llvm's implicit GEMMs and direct convolutions); conv_only:
+        always a convolution."""
         n, c_out, ho, wo = shape
         kinds = ["conv", "conv", "conv", "max", "avg"] if conv_first else ["conv", "max", "avg"]
+        kinds = ["conv"] if conv_only else kinds
         kind = self.pick(kinds, "pool")
         if kind == "conv" and c_out == 0 and EXCLUDE["conv_zero_channels"]:
             kind = "max"
@@ -829,10 +837,11 @@ class Builder:
 # ---- cases ----------------------------------------------------------------------------------
 
 def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big=None,
-              max_depth=None, budget=None, pool_root=False) -> Case:
+              max_depth=None, budget=None, pool_root=False, outer=False) -> Case:
     """A random graph: its root of a random shape and dtype, plus up to two intermediate
     results as outputs, and (sometimes) the gradients of a scalar of the root w.r.t. the
-    float inputs. pool_root: the root is a convolution or pooling (NCHW) of any graphs."""
+    float inputs. pool_root: the root is a convolution or pooling (NCHW) of any graphs;
+    outer: with pool_root, of OUTER_CHANNELS over an OUTER_BATCH of images."""
     if dynamic is None:
         dynamic = data.draw(st.booleans(), "dynamic")
     if special is None:
@@ -849,7 +858,10 @@ def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big
                 special=special, for_grad=grads or smooth, big=big)
     rank = 4 if pool_root else data.draw(
         st.integers(0, 4) if not smooth else st.integers(0, 3), "rank")
-    if pool_root:  # batches large enough for a deep weight gradient (N * OH * OW)
+    if pool_root and outer:
+        shape = (data.draw(OUTER_BATCH, "batch"), data.draw(OUTER_CHANNELS, "channels"),
+                 data.draw(OUTER_ROWS, "rows"), data.draw(ROW_DIM, "row"))
+    elif pool_root:  # batches large enough for a deep weight gradient (N * OH * OW)
         shape = (data.draw(st.sampled_from([1, 2, 16, 33, 64]), "batch"),
                  data.draw(b.dim_st, "dim"), data.draw(b.pos_dim_st, "dim"),
                  data.draw(ROW_DIM, "row"))
@@ -861,7 +873,7 @@ def draw_case(data, *, smooth=False, grads=None, special=None, dynamic=None, big
         dtype = data.draw(st.sampled_from(FLOATS + ALL), "dtype")  # floats twice as often
     if pool_root:
         assume(_prod(shape) <= MAX_ELEMENTS)
-        root = b._pool(shape, dtype, max_depth - 1, False, conv_first=True)
+        root = b._pool(shape, dtype, max_depth - 1, False, conv_first=True, conv_only=outer)
     else:
         root = b.expr(shape, dtype, max_depth)
     outputs = [root]
@@ -1164,6 +1176,10 @@ CHECKS: dict[str, Callable] = {
     # gradients reading the image along rows of 16, 31 or 64 output pixels)
     "conv-llvm": lambda data: check_backends(data, ("llvm",), big=True, grads=True,
                                              pool_root=True),
+    # the same with 12-64 output channels over 16-64 images: weight gradients deep enough
+    # for llvm's outer products (gemm_bcast.py), at rows of every length and stride
+    "conv-outer": lambda data: check_backends(data, ("llvm",), big=True, grads=True,
+                                              pool_root=True, outer=True),
     "optimize-numpy": lambda data: check_optimize(data, "numpy"),
     "optimize-llvm": lambda data: check_optimize(data, "llvm"),
     "gradients-numpy": lambda data: check_gradients(data, "numpy"),

@@ -76,27 +76,48 @@ def test_llvm_convolutions_and_pools_match_the_reference(data):
 
 
 @pytest.mark.slow
+@settings(max_examples=40, **FUZZ)
+@given(st.data())
+def test_llvm_outer_product_weight_gradients_match_the_reference(data):
+    """The same with output channels that fill llvm's vectors over batches that make the
+    weight gradient deep: its outer-product path (backends/llvm/gemm_bcast.py)."""
+    fz.CHECKS["conv-outer"](data)
+
+
+@pytest.mark.slow
 def test_conv_cases_reach_the_implicit_and_direct_paths():
     """The generator of the test above schedules llvm's implicit GEMMs and direct
-    convolutions often enough to test them (one case in five; it was 2 in 300)."""
-    from graphc.backends.llvm import LLVM_POLICY
+    convolutions often enough to test them (one case in five; it was 2 in 300), and weight
+    gradients computed as outer products (backends/llvm/gemm_bcast.py)."""
+    from graphc.backends.llvm import LLVM_POLICY, gemm, gemm_bcast
     from graphc.schedule import ir, schedule_graph
 
-    reached = {"implicit": 0, "direct": 0}
+    reached = {"implicit": 0, "direct": 0, "outer": 0}
+
+    def gemms(case) -> list:
+        graph = gc.function(case.inputs, case.outputs, backend="numpy").graph
+        shapes = [a.shape for a in case.arrays]
+        return [k for k in schedule_graph(graph, shapes, policy=LLVM_POLICY).kernels
+                if isinstance(k, ir.Gemm)]
 
     @settings(max_examples=100, **FUZZ, database=None)
     @given(st.data())
     def count(data):
-        case = fz.draw_case(data, big=True, grads=True, pool_root=True)
-        graph = gc.function(case.inputs, case.outputs, backend="numpy").graph
-        shapes = [a.shape for a in case.arrays]
-        gemms = [k for k in schedule_graph(graph, shapes, policy=LLVM_POLICY).kernels
-                 if isinstance(k, ir.Gemm)]
-        reached["implicit"] += any(k.b_split is not None for k in gemms)
-        reached["direct"] += any(k.direct for k in gemms)
+        found = gemms(fz.draw_case(data, big=True, grads=True, pool_root=True))
+        reached["implicit"] += any(k.b_split is not None for k in found)
+        reached["direct"] += any(k.direct for k in found)
+
+    @settings(max_examples=40, **FUZZ, database=None)
+    @given(st.data())
+    def count_outer(data):  # (the generator of conv-outer)
+        found = gemms(fz.draw_case(data, big=True, grads=True, pool_root=True, outer=True))
+        reached["outer"] += any(k.b_split is not None and not k.direct and
+                                gemm_bcast.suitable(gemm._Spec.of(k)) for k in found)
 
     count()
+    count_outer()
     assert reached["implicit"] >= 12 and reached["direct"] >= 10, reached
+    assert reached["outer"] >= 5, reached
 
 
 @pytest.mark.slow
