@@ -112,3 +112,56 @@ def test_merged_copies_are_forwarded_one_store_at_a_time():
     # a store reading what another writes: the kernel is left whole
     chained = ir.Elementwise((3, 2, 4), _copy(1, 2).stores + _copy(2, 4).stores, ("copy",))
     assert len(forward_copies([_maker(), chained], {1, 2, 4})) == 2
+
+
+def test_a_copy_merged_with_other_work_is_forwarded_and_the_work_stays():
+    """A kernel that computes a value (buffer 5) and also copies another kernel's value
+    (1 -> 2): the copy becomes the maker's second store, the computed store stays where it
+    was; a copy whose target the kernel's other store reads stays too."""
+    work = ir.Store(ir.Access(5, (8, 4, 1)), ir.Apply("sin", (ir.Load(
+        ir.Access(0, (4, 12, 1)), F32),), F32))
+    mixed = ir.Elementwise((3, 2, 4), (work,) + _copy(1, 2).stores, ("sin", "copy"))
+    nodes = [frozenset({"m"}), frozenset({"w"})]
+    got = forward_copies([_maker(), mixed], {1, 2, 5}, nodes)
+    assert len(got) == 2
+    assert got[0].stores[1].access == ir.Access(2, (4, 8, 1))
+    assert got[0].fused == ("copy",)  # (the maker's own ops, and the copy: not "sin")
+    assert got[1].stores == (work,) and got[1].fused == ("sin", "copy")
+    assert nodes == [frozenset({"m", "w"}), frozenset({"w"})]
+    reads_target = ir.Store(ir.Access(5, (8, 4, 1)), ir.Load(ir.Access(2, (8, 4, 1)), F32))
+    kept = ir.Elementwise((3, 2, 4), _copy(1, 2).stores + (reads_target,), ("copy",))
+    assert forward_copies([_maker(), kept], {1, 2, 5})[1] == kept
+
+
+def test_a_batchnorm_step_copies_no_map_and_keeps_its_values():
+    """Conv, BatchNorm (batch statistics), ReLU twice: no kernel computes one map and
+    copies another over (the copy is the ReLU gradient's kernel's second store), and the
+    values are the reference's."""
+    rng = np.random.default_rng(5)
+    x = gc.placeholder((4, 3, 10, 10), "float64", name="x")
+    w1 = gc.placeholder((8, 3, 3, 3), "float64", name="w1")
+    w2 = gc.placeholder((8, 8, 3, 3), "float64", name="w2")
+    g1 = gc.placeholder((8,), "float64", name="g1")
+
+    def bn(t, gamma):
+        mean = gc.mean(t, axis=(0, 2, 3), keepdims=True)
+        var = gc.mean(gc.square(t - mean), axis=(0, 2, 3), keepdims=True)
+        return (t - mean) / gc.sqrt(var + 1e-5) * gc.reshape(gamma, (1, 8, 1, 1))
+
+    h = gc.relu(bn(gc.nn.conv2d(x, w1, padding=1), g1))
+    y = gc.relu(gc.nn.conv2d(h, w2, padding=1) + h)
+    loss = gc.sum(y * y)
+    inputs = [x, w1, w2, g1]
+    outputs = [loss] + gc.grad(loss, [w1, w2, g1])
+    args = [rng.normal(size=v.shape) for v in inputs]
+    want = gc.function(inputs, outputs, backend="numpy", optimize=False)(*args)
+    f = gc.function(inputs, outputs, backend="llvm")
+    kernels = schedule_graph(f.graph, policy=LLVM_POLICY).kernels
+    # (before: the BatchNorm gradient's kernel also copied the ReLU gradient's map)
+    mixed = [k for k in kernels if isinstance(k, ir.Elementwise) and len(k.stores) > 1
+             and any(isinstance(s.value, ir.Load) and s.value.guard is None
+                     for s in k.stores)
+             and not all(isinstance(s.value, ir.Load) for s in k.stores)]
+    assert not mixed, [k.header() for k in mixed]
+    for w, g in zip(want, f(*args)):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)

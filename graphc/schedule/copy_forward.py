@@ -3,8 +3,9 @@ a convolution's weight gradient reads dY as (C, N*H*W) rows, while the data grad
 convolution reads it as NCHW images, so the kernel that makes dY wrote NCHW and a later
 kernel copied it over (W6: five such copies a step, each a read and a write of the whole
 map). The maker now writes both layouts in its one pass; the copy kernel is gone. Copies
-merged into one kernel (two maps a weight gradient reads as rows) are forwarded one store
-at a time, each to its own maker."""
+merged into one kernel (two maps a weight gradient reads as rows, or those merged with a
+BatchNorm gradient's own store) are forwarded one store at a time, each to its own maker;
+what else the kernel stores stays."""
 from __future__ import annotations
 
 from graphc.schedule import ir
@@ -22,20 +23,26 @@ def _copied(k: ir.Kernel) -> tuple[ir.Load, ir.Store] | None:
     return load, store
 
 
-def _copies(k: ir.Kernel) -> list[ir.Elementwise]:
-    """A kernel whose every store copies a value (merged copies) as one single-store kernel
-    per store, each forwardable alone: no store reads what another writes. [] otherwise."""
+def _copies(k: ir.Kernel) -> list[tuple[int, ir.Elementwise]]:
+    """Each store of k that only copies a value, as (its index, a single-store kernel),
+    forwardable alone: its source not written by k, its target written by no other store
+    and read by none (a copy merged with other work: a BatchNorm gradient's kernel that
+    also lays out two maps as a weight gradient's rows). [] for other kernels."""
     if not isinstance(k, ir.Elementwise):
         return []
-    parts = [ir.Elementwise(k.shape, (s,), k.fused) for s in k.stores]
-    found = [_copied(part) for part in parts]
-    if any(f is None for f in found):
+    parts = [ir.Elementwise(k.shape, (s,), ("copy",)) for s in k.stores]
+    targets = [s.access.buffer for s in k.stores]
+    if len(set(targets)) < len(targets):
         return []
-    targets = {s.access.buffer for s in k.stores}
-    if len(targets) < len(k.stores) or \
-            any(f[0].access.buffer in targets for f in found if f is not None):
-        return []
-    return parts
+    out = []
+    for i, part in enumerate(parts):
+        found = _copied(part)
+        if found is None or found[0].access.buffer in targets:
+            continue
+        if any(targets[i] in other.reads() for j, other in enumerate(parts) if j != i):
+            continue
+        out.append((i, part))
+    return out
 
 
 def _axis_map(shape: ir.Shape, written: ir.Access, copy_shape: ir.Shape, read: ir.Access,
@@ -116,22 +123,24 @@ def forward_copies(kernels: list[ir.Kernel], temps: set[int],
     sets = list(nodes) if nodes is not None else [frozenset()] * len(out)
     j = 0
     while j < len(out):
-        parts = _copies(out[j])
-        kept = []
-        for part in parts:
+        gone = set()
+        for i, part in _copies(out[j]):
             maker = _maker_of(out, j, part, temps)
             made = out[maker] if maker is not None else None
             merged = _forwarded(made, part) if isinstance(made, ir.Elementwise) else None
             if maker is None or merged is None:
-                kept.append(part.stores[0])
                 continue
             out[maker] = merged
             sets[maker] = sets[maker] | sets[j]
-        if parts and not kept:
-            del out[j], sets[j]
-            continue
-        if parts and len(kept) < len(parts):
-            out[j] = ir.Elementwise(parts[0].shape, tuple(kept), parts[0].fused)
+            gone.add(i)
+        if gone:
+            k = out[j]
+            assert isinstance(k, ir.Elementwise)
+            kept = tuple(s for i, s in enumerate(k.stores) if i not in gone)
+            if not kept:
+                del out[j], sets[j]
+                continue
+            out[j] = ir.Elementwise(k.shape, kept, k.fused)
         j += 1
     if nodes is not None:
         nodes[:] = sets
