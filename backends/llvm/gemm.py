@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm import conv_direct, gemm_bcast, gemm_dot
+from graphc.backends.llvm import conv_channels, conv_direct, gemm_bcast, gemm_dot
 from graphc.backends.llvm.gemm_blocking import (  # noqa: F401 (DIRECT_A_MAX_M re-exported)
     DIRECT_A_MAX_M, Blocking, BlockingRecipe, even_block)
 from graphc.backends.llvm.gemm_kernels import FIELDS, GemmKernels, Variant
@@ -144,7 +144,8 @@ def emit_gemm(writer, b: ir.IRBuilder, fn: ir.Function, bases: LazyBases, k: kir
     whose B is loop-invariant reads them instead of packing B again at every step)."""
     dtype = np.dtype(k.dtype)
     if k.direct:  # (a convolution of small depth, marked by the scheduler)
-        conv_direct.emit(writer.module, b, bases, k, fn.name)
+        direct = conv_channels if conv_channels.suitable(k) else conv_direct
+        direct.emit(writer.module, b, bases, k, fn.name)
         return
     if packed(k):
         spec = _Spec.of(k)

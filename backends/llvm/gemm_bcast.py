@@ -33,6 +33,7 @@ from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32
 from graphc.backends.llvm.size_values import as_value
 from graphc.backends.llvm.tables import constant_table
+from graphc.backends.llvm.transpose_rounds import emit_transpose
 from graphc.backends.llvm.vector_consts import splat
 from graphc.sizes import exact_quotient, hint
 
@@ -250,12 +251,7 @@ class BroadcastGemm:
         """transpose(a_chunk, a_s0, pixels, out, m, mv): A's rows 0 .. m of a chunk's
         `pixels` into `out`, pixel-major (mv vectors a pixel, zeros past m; the last
         block's lanes past the pixels are written too: out has room). One a module and
-        dtype. A block of vl rows by vl pixels is transposed in log2(vl) rounds: in the
-        round of bit d, rows i and i + d (i's bit d clear) swap the lanes whose bit d
-        differs from their row's (after every round, row r's lane p is the block's row p's
-        lane r), a round a loop over the pairs through a stack block: as fast as the
-        rounds unrolled in registers (both wait on the one shuffle port), in an eighth of
-        the IR (unrolled, its 64 shuffles cost W6's cold start ~0.025 s of LLVM)."""
+        dtype; blocks of vl rows by vl pixels (transpose_rounds.py)."""
         vl, et, vt = self.g.vl, self.et, self.vt
         name = f"gemm_bcast_{self.s.dtype}_transpose"
         existing = self.module.globals.get(name)
@@ -270,46 +266,23 @@ class BroadcastGemm:
         block = b.alloca(vt, size=vl)
         lanes = ir.Constant(ir.VectorType(I64, vl), list(range(vl)))
         vi = ir.VectorType(I64, vl)
-        i32v = ir.VectorType(I32, vl)
         blocks = b.sdiv(b.add(pixels, _c(vl - 1)), _c(vl))
         mp = b.mul(mv, _c(vl))
         none = ir.Constant(ir.VectorType(I1, vl), None)
-
-        def masks(d: int) -> tuple[ir.Constant, ir.Constant]:
-            return (ir.Constant(i32v, [j if not j & d else vl + j - d for j in range(vl)]),
-                    ir.Constant(i32v, [j + d if not j & d else vl + j for j in range(vl)]))
-
-        def slot(i: ir.Value) -> ir.Value:
-            return b.gep(block, [i], source_etype=vt)
-
         with counted_loop(b, blocks, "tb", unroll=False) as blk:
             p0 = b.mul(blk, _c(vl))
             mask = b.icmp_signed("<", lanes, splat(b, b.sub(pixels, p0), vi))
             with counted_loop(b, mv, "tv", unroll=False) as v:
-                d = 1
-                while d < vl:
-                    low, high = masks(d)
-                    with counted_loop(b, _c(vl // 2), f"t{d}", unroll=False) as q:
-                        # the pair (i, i + d): i's bit d clear
-                        i = b.add(b.mul(b.sdiv(q, _c(d)), _c(2 * d)), b.srem(q, _c(d)))
-                        j = b.add(i, _c(d))
-                        if d == 1:  # (the first round reads A's rows; past m: zeros)
-                            x, y = [self._masked_load(
-                                b, b.gep(a_chunk, [b.add(b.mul(r, a_s0), p0)], source_etype=et),
-                                b.select(b.icmp_signed("<", r, m), mask, none))
-                                for r in (b.add(b.mul(v, _c(vl)), i),
-                                          b.add(b.mul(v, _c(vl)), j))]
-                        else:
-                            x, y = b.load(slot(i), typ=vt), b.load(slot(j), typ=vt)
-                        lo, hi = b.shuffle_vector(x, y, low), b.shuffle_vector(x, y, high)
-                        if 2 * d < vl:
-                            b.store(lo, slot(i))
-                            b.store(hi, slot(j))
-                        else:  # (the last round: pixel i's and j's vectors, to `out`)
-                            for r, val in ((i, lo), (j, hi)):
-                                at = b.add(b.mul(b.add(p0, r), mp), b.mul(v, _c(vl)))
-                                b.store(val, b.gep(out, [at], source_etype=et), align=64)
-                    d *= 2
+                def read(i: ir.Value) -> ir.Value:  # (A's row v * vl + i; past m: zeros)
+                    r = b.add(b.mul(v, _c(vl)), i)
+                    row = b.gep(a_chunk, [b.add(b.mul(r, a_s0), p0)], source_etype=et)
+                    return self._masked_load(b, row, b.select(b.icmp_signed("<", r, m),
+                                                              mask, none))
+
+                def write(i: ir.Value, x: ir.Value) -> None:  # (pixel p0 + i's vector v)
+                    at = b.add(b.mul(b.add(p0, i), mp), b.mul(v, _c(vl)))
+                    b.store(x, b.gep(out, [at], source_etype=et), align=64)
+                emit_transpose(b, vt, block, read, write)
         b.ret_void()
         return fn
 
