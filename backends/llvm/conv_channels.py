@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from graphc.backends.llvm import parallel
-from graphc.backends.llvm.conv_direct import PARALLEL_MIN_MACS, _Geometry
+from graphc.backends.llvm import conv_direct, parallel
 from graphc.backends.llvm.loops import counted_loop
 from graphc.backends.llvm.scalar import F32, F64
 from graphc.backends.llvm.size_values import as_value
@@ -64,7 +63,7 @@ def suitable(k: kir.Gemm) -> bool:
     channels than by its rows of pixels (conv_direct.py's layout)."""
     if not k.direct or any(d != 1 for d in k.batch):
         return False
-    g = _Geometry(k)
+    g = conv_direct._Geometry(k)
     vl = _lanes(k.dtype)
     use = g.m / (vl * -(-g.m // vl))
     rows_use = g.group * g.row / (g.vectors * vl)
@@ -75,7 +74,7 @@ class _Tiles:
     """The tiling: MV vectors of channels by P pixels, over `blocks` blocks of channels and
     the row's tiles (`whole` of P pixels, then one of `rest`)."""
 
-    def __init__(self, g: _Geometry, vl: int) -> None:
+    def __init__(self, g: conv_direct._Geometry, vl: int) -> None:
         mvt = -(-g.m // vl)
         self.mv = min(mvt, MAX_MV)
         self.blocks = -(-mvt // self.mv)
@@ -87,7 +86,7 @@ class _Tiles:
 def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str) -> None:
     """k's code where the builder stands: the weights transposed, then its rows of output
     pixels on a team of threads (or alone)."""
-    g = _Geometry(k)
+    g = conv_direct._Geometry(k)
     et = F32 if np.dtype(k.dtype) == np.float32 else F64
     vl = _lanes(k.dtype)
     tiles = _Tiles(g, vl)
@@ -119,13 +118,13 @@ def emit(module: ir.Module, b: ir.IRBuilder, bases: dict, k: kir.Gemm, name: str
     work = sizes.hint(g.rows)
     macs = g.m * g.depth * g.row * work
     threads = min(num_threads(), work)
-    if threads > 1 and macs >= PARALLEL_MIN_MACS and openmp_available():
+    if threads > 1 and macs >= conv_direct.PARALLEL_MIN_MACS and openmp_available():
         parallel.emit_team_call(module, b, args, part, threads, f"{name}_channels")
     else:
         b.call(part, [args, _c(0), _c(1)])
 
 
-def _part(module: ir.Module, g: _Geometry, tiles: _Tiles, et: ir.Type,
+def _part(module: ir.Module, g: conv_direct._Geometry, tiles: _Tiles, et: ir.Type,
           name: str) -> ir.Function:
     """part(args, t, nt): thread t's share of the rows of output pixels."""
     vl = _lanes("float32" if et == F32 else "float64")
@@ -166,7 +165,7 @@ def _part(module: ir.Module, g: _Geometry, tiles: _Tiles, et: ir.Type,
     return fn
 
 
-def _tile(b: ir.IRBuilder, g: _Geometry, tiles: _Tiles, et: ir.Type, vt: ir.VectorType,
+def _tile(b: ir.IRBuilder, g: conv_direct._Geometry, tiles: _Tiles, et: ir.Type, vt: ir.VectorType,
           fma: ir.Function, accs: ir.Value, block: ir.Value, table, wt: ir.Value,
           b_row: ir.Value, o_row: ir.Value, o_s0: ir.Value, ch0: ir.Value, x0: ir.Value,
           pixels: int) -> None:
