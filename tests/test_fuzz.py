@@ -80,19 +80,21 @@ def test_llvm_convolutions_and_pools_match_the_reference(data):
 @given(st.data())
 def test_llvm_outer_product_weight_gradients_match_the_reference(data):
     """The same with output channels that fill llvm's vectors over batches that make the
-    weight gradient deep: its outer-product path (backends/llvm/gemm_bcast.py)."""
+    weight gradient deep: its outer-product path (backends/llvm/gemm_bcast.py), and direct
+    convolutions with the channels as vectors (backends/llvm/conv_channels.py)."""
     fz.CHECKS["conv-outer"](data)
 
 
 @pytest.mark.slow
 def test_conv_cases_reach_the_implicit_and_direct_paths():
     """The generator of the test above schedules llvm's implicit GEMMs and direct
-    convolutions often enough to test them (one case in five; it was 2 in 300), and weight
-    gradients computed as outer products (backends/llvm/gemm_bcast.py)."""
-    from graphc.backends.llvm import LLVM_POLICY, gemm, gemm_bcast
+    convolutions often enough to test them (one case in five; it was 2 in 300), weight
+    gradients computed as outer products (backends/llvm/gemm_bcast.py) and direct
+    convolutions with the channels as vectors (backends/llvm/conv_channels.py)."""
+    from graphc.backends.llvm import LLVM_POLICY, conv_channels, gemm, gemm_bcast
     from graphc.schedule import ir, schedule_graph
 
-    reached = {"implicit": 0, "direct": 0, "outer": 0}
+    reached = {"implicit": 0, "direct": 0, "outer": 0, "channels": 0}
 
     def gemms(case) -> list:
         graph = gc.function(case.inputs, case.outputs, backend="numpy").graph
@@ -113,11 +115,12 @@ def test_conv_cases_reach_the_implicit_and_direct_paths():
         found = gemms(fz.draw_case(data, big=True, grads=True, pool_root=True, outer=True))
         reached["outer"] += any(k.b_split is not None and not k.direct and
                                 gemm_bcast.suitable(gemm._Spec.of(k)) for k in found)
+        reached["channels"] += any(conv_channels.suitable(k) for k in found)
 
     count()
     count_outer()
     assert reached["implicit"] >= 12 and reached["direct"] >= 10, reached
-    assert reached["outer"] >= 5, reached
+    assert reached["outer"] >= 5 and reached["channels"] >= 3, reached
 
 
 @pytest.mark.slow

@@ -20,10 +20,10 @@ def _direct(f) -> list[ir.Gemm]:
     return [k for k in f.schedule().kernels if isinstance(k, ir.Gemm) and k.direct]
 
 
-def _forward(xs, ws, stride, dtype):
+def _forward(xs, ws, stride, dtype, dilation=1):
     x, w = gc.placeholder(xs, dtype, name="x"), gc.placeholder(ws, dtype, name="w")
-    return gc.function([x, w], [gc.nn.conv2d(x, w, stride=stride, padding=1)],
-                       backend="llvm", backend_options={"cache_dir": None})
+    y = gc.nn.conv2d(x, w, stride=stride, padding=dilation, dilation=dilation)
+    return gc.function([x, w], [y], backend="llvm", backend_options={"cache_dir": None})
 
 
 def test_the_path_is_taken_where_channels_fill_more_lanes_than_rows():
@@ -41,7 +41,7 @@ def test_the_path_is_taken_where_channels_fill_more_lanes_than_rows():
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("xs, ws, stride, dtype", [
-    ((2, 32, 14, 14), (32, 32, 3, 3), 1, "float32"),  # one vector of channels... twice
+    ((2, 32, 14, 14), (32, 32, 3, 3), 1, "float32"),  # W6's: two blocks of channels
     ((2, 32, 14, 14), (64, 32, 3, 3), 1, "float32"),  # four blocks of channels
     ((2, 32, 14, 14), (48, 32, 3, 3), 1, "float32"),  # 48: three blocks
     ((3, 16, 28, 28), (16, 16, 3, 3), 1, "float32"),  # rows of 28: a tile of 16, one of 12
@@ -49,16 +49,20 @@ def test_the_path_is_taken_where_channels_fill_more_lanes_than_rows():
     ((2, 32, 14, 14), (15, 32, 3, 3), 1, "float32"),  # 15 of 16 lanes: stores masked
     ((2, 32, 14, 14), (8, 32, 3, 3), 1, "float64"),  # 8 lanes: tiles of 8 and 6 pixels
 ])
-def test_values_match_the_reference(xs, ws, stride, dtype, threads, monkeypatch):
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_values_match_the_reference(xs, ws, stride, dtype, dilation, threads, monkeypatch):
     monkeypatch.setenv("GRAPHC_NUM_THREADS", str(threads))
     monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
-    f = _forward(xs, ws, stride, dtype)
+    f = _forward(xs, ws, stride, dtype, dilation)
     assert [conv_channels.suitable(k) for k in _direct(f)] == [True]
     rng = np.random.default_rng(ws[0])
     xv, wv = rng.normal(size=xs).astype(dtype), rng.normal(size=ws).astype(dtype)
     got, = f(xv, wv)
-    want = conv_ref(xv.astype(np.float64), wv.astype(np.float64), stride, 1, 1)
+    # (dilation d: the taps d apart, a kernel of d * 2 + 1 with zeros between them)
+    wide = np.zeros(ws[:2] + (2 * dilation + 1,) * 2)
+    wide[:, :, ::dilation, ::dilation] = wv
+    want = conv_ref(xv.astype(np.float64), wide, stride, dilation, 1)
     tol = 2e-6 if dtype == "float32" else 1e-13
     np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
 

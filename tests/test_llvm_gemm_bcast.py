@@ -32,10 +32,11 @@ def _want(xv: np.ndarray, gv: np.ndarray, wshape: tuple, stride: int, pad: int
     return want
 
 
-def _gradient(xs: tuple, ws: tuple, stride: int, pad: int, dtype, options: dict):
+def _gradient(xs: tuple, ws: tuple, stride: int, pad: int, dtype, options: dict,
+              dilation: int = 1):
     x = gc.placeholder(xs, dtype, name="x")
     w = gc.placeholder(ws, dtype, name="w")
-    y = gc.nn.conv2d(x, w, stride=stride, padding=pad)
+    y = gc.nn.conv2d(x, w, stride=stride, padding=pad, dilation=dilation)
     g = gc.placeholder((xs[0],) + tuple(y.shape[1:]), dtype, name="g")
     f = gc.function([x, w, g], gc.grad(gc.sum(y * g), w), backend="llvm",
                     backend_options=options)
@@ -125,6 +126,21 @@ def test_a_call_time_batch(threads, monkeypatch):
     f = _check((None, 16, 28, 28), (16, 16, 3, 3), 1, 1, np.float32,
                batches=(64, 1, 3), options={"sizes": "symbolic"})
     assert '@"gemm_bcast_' in f.source
+
+
+def test_dilated_taps():
+    """Dilation 2: the taps 2 apart in the image (constant offsets all the same)."""
+    f, out_shape = _gradient((8, 6, 16, 16), (16, 6, 3, 3), 1, 2, np.float32,
+                             {"cache_dir": None}, dilation=2)
+    assert '@"gemm_bcast_' in f.source
+    rng = np.random.default_rng(2)
+    xv = rng.normal(size=(8, 6, 16, 16)).astype(np.float32)
+    wv = rng.normal(size=(16, 6, 3, 3)).astype(np.float32)
+    gv = rng.normal(size=(8,) + out_shape).astype(np.float32)
+    wide = (16, 6, 5, 5)  # (the dilated kernel: taps at 0, 2, 4)
+    want = _want(xv, gv, wide, 1, 2)[:, :, ::2, ::2]
+    got = f(xv, wv, gv)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
 
 
 def test_chunks_of_one_row(monkeypatch):
