@@ -20,7 +20,12 @@ added into the thread's partial products (n x m, column-major) when the block en
 
 Each product's function is its own: its sizes, offsets and strides are constants (the
 image count, and with it A's row stride, may be call-time values), so a broadcast is one
-load at a constant displacement from the row's pointer."""
+load at a constant displacement from the row's pointer. It reads its row table (a global
+of the program) directly, so it is compiled with the program's GEMM drivers at O3, not
+in the shared GEMM library at O1 (gemm_library.py): passed the table instead, it moved
+there, and W6's weight gradients ran 5-25 % slower (one thread, CPU time, alternating:
+32 channels 1.39-1.40 -> 1.72-1.80 ms); `optsize` on it saved 4 % of that module's
+compile time and cost 2-10 % of their speed."""
 from __future__ import annotations
 
 import hashlib
