@@ -177,19 +177,8 @@ class BroadcastGemm:
         for i, value in enumerate([a0, b0, self.partials, desc, self.scratch]):
             b.store(value, b.gep(args, [_c(i)], source_etype=PTR))
         part = self._part()
-        if self.threads > 1 and self.min_macs and not isinstance(s.k, int):
-            macs = b.mul(as_value(b, s.k), _c(s.m * s.n))  # (the call's depth decides)
-            with b.if_else(b.icmp_signed(">=", macs, _c(self.min_macs))) as (team, alone):
-                with team:
-                    parallel.emit_team_call(self.module, b, args, part, self.threads,
-                                            f"{self.name}_bcast")
-                with alone:
-                    b.call(part, [args, _c(0), _c(1)])
-        elif self.threads > 1:
-            parallel.emit_team_call(self.module, b, args, part, self.threads,
-                                    f"{self.name}_bcast")
-        else:
-            b.call(part, [args, _c(0), _c(1)])
+        parallel.emit_call_by_depth(self.module, b, args, part, self.threads,
+                                    f"{self.name}_bcast", s.k, s.m * s.n, self.min_macs)
         c0 = b.gep(bases[s.c.buffer], [_c(s.c.offset)], source_etype=self.et)
         alpha = ir.Constant(ir.DoubleType(), float(s.alpha))
         b.call(self._finish(), [c0, self.partials, _c(s.m), _c(s.n), _c(self.mp),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.backends.llvm import gemm
+from graphc.backends.llvm.size_values import as_value
 from graphc.backends.llvm.threads import emit_team_condition
 from graphc.schedule import ir as kir
 from graphc.sizes import hint
@@ -115,3 +116,24 @@ def emit_team_call(module: ir.Module, b: ir.IRBuilder, bufs: ir.Value, part: ir.
             b.call(gomp, [team, bufs, ir.Constant(I32, threads), ir.Constant(I32, 0)])
         with alone:
             b.call(part, [bufs, ir.Constant(I64, 0), ir.Constant(I64, 1)])
+
+
+def emit_call_by_depth(module: ir.Module, b: ir.IRBuilder, bufs: ir.Value, part: ir.Function,
+                       threads: int, name: str, depth, outputs: int, min_macs: int) -> None:
+    """Calls part(bufs, t, nt) on a team of `threads`, or alone with one thread. Where
+    `depth` is a call-time size and `min_macs` is set, the call's depth times `outputs`
+    multiply-adds decide at each call: the team from `min_macs` on (a deep GEMM over a
+    call-time batch: gemm_dot.py, gemm_bcast.py)."""
+    alone_args = [bufs, ir.Constant(I64, 0), ir.Constant(I64, 1)]
+    if threads > 1 and min_macs and not isinstance(depth, int):
+        macs = b.mul(as_value(b, depth), ir.Constant(I64, outputs))
+        with b.if_else(b.icmp_signed(">=", macs, ir.Constant(I64, min_macs))) as (team, alone):
+            with team:
+                emit_team_call(module, b, bufs, part, threads, name)
+            with alone:
+                b.call(part, alone_args)
+    elif threads > 1:
+        emit_team_call(module, b, bufs, part, threads, name)
+    else:
+        b.call(part, alone_args)
+
